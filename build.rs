@@ -1,0 +1,16 @@
+//! Compiles `proto/` with protox (pure Rust), so no system `protoc` is needed, and writes the
+//! descriptor set that server reflection serves.
+use prost::Message;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let protos = ["proto/simgate/v1/cards.proto", "proto/simgate/v1/simulator.proto"];
+    let fds = protox::compile(protos, ["proto"])?;
+    let out_dir = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
+    std::fs::write(out_dir.join("simgate_descriptor.bin"), fds.encode_to_vec())?;
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .compile_fds(fds)?;
+    println!("cargo:rerun-if-changed=proto");
+    Ok(())
+}

@@ -1,0 +1,156 @@
+//! The card as simgate holds it: identifiers, owner, plan, money, usage and every reason it is
+//! stopped. Its status is derived from those facts, never stored on its own.
+
+use chrono::{DateTime, Utc};
+
+use super::{CarrierId, Fen, Iccid, Imsi, Msisdn, StopReason, StopReasons};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    pub monthly_quota_bytes: u64,
+    pub monthly_fee: Fen,
+    pub validity_end: DateTime<Utc>,
+    /// Chosen when the card is opened: stop it with OVER_QUOTA when the quota is used up, rather
+    /// than let it run into overage charges.
+    pub auto_suspend_over_quota: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CardStatus {
+    Active,
+    Suspended,
+    /// Expired and held in 停机保号 until its retention window ends.
+    Retained,
+    Cancelled,
+}
+
+impl CardStatus {
+    pub const ALL: [CardStatus; 4] = [
+        CardStatus::Active,
+        CardStatus::Suspended,
+        CardStatus::Retained,
+        CardStatus::Cancelled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CardStatus::Active => "ACTIVE",
+            CardStatus::Suspended => "SUSPENDED",
+            CardStatus::Retained => "RETAINED",
+            CardStatus::Cancelled => "CANCELLED",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<CardStatus> {
+        CardStatus::ALL.into_iter().find(|x| x.as_str() == s)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LifecycleStage {
+    Test,
+    Silent,
+    Billing,
+}
+
+impl LifecycleStage {
+    pub const ALL: [LifecycleStage; 3] = [
+        LifecycleStage::Test,
+        LifecycleStage::Silent,
+        LifecycleStage::Billing,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LifecycleStage::Test => "TEST",
+            LifecycleStage::Silent => "SILENT",
+            LifecycleStage::Billing => "BILLING",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<LifecycleStage> {
+        LifecycleStage::ALL.into_iter().find(|x| x.as_str() == s)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RealNameStatus {
+    /// Not reported yet; does not stop the card.
+    Unknown,
+    Verified,
+    /// Known to be missing: the card is stopped with REAL_NAME.
+    Unverified,
+}
+
+impl RealNameStatus {
+    pub const ALL: [RealNameStatus; 3] = [
+        RealNameStatus::Unknown,
+        RealNameStatus::Verified,
+        RealNameStatus::Unverified,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RealNameStatus::Unknown => "UNKNOWN",
+            RealNameStatus::Verified => "VERIFIED",
+            RealNameStatus::Unverified => "UNVERIFIED",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<RealNameStatus> {
+        RealNameStatus::ALL.into_iter().find(|x| x.as_str() == s)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Card {
+    pub iccid: Iccid,
+    pub msisdn: Option<Msisdn>,
+    pub imsi: Option<Imsi>,
+    pub carrier: CarrierId,
+    /// The reseller's enterprise customer that owns the card; every query can be scoped by it.
+    pub customer_id: String,
+    pub plan: Plan,
+    /// Terminal: the number has been released. Kept apart from the stop reasons because no
+    /// operation clears it.
+    pub cancelled: bool,
+    pub stop_reasons: StopReasons,
+    pub stage: LifecycleStage,
+    pub real_name: RealNameStatus,
+    pub balance: Fen,
+    pub cycle_usage_bytes: u64,
+    /// While RETAINED: when the number is released unless the plan is renewed.
+    pub retention_ends_at: Option<DateTime<Utc>>,
+    /// After a renewal whose restore the carrier applies later (same day, next cycle).
+    pub expiry_restore_at: Option<DateTime<Utc>>,
+    /// Arrears are paid but the carrier restores only on request (arrears_recovery = manual).
+    pub arrears_paid_awaiting_resume: bool,
+    pub warnings: Vec<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    /// Optimistic concurrency token, bumped by the store on every write.
+    pub version: i64,
+}
+
+impl Card {
+    pub fn status(&self) -> CardStatus {
+        if self.cancelled {
+            CardStatus::Cancelled
+        } else if self.stop_reasons.contains(StopReason::Expired) {
+            CardStatus::Retained
+        } else if !self.stop_reasons.is_empty() {
+            CardStatus::Suspended
+        } else {
+            CardStatus::Active
+        }
+    }
+
+    /// A card has service only when it is not cancelled and has no stop reason at all.
+    pub fn is_online(&self) -> bool {
+        !self.cancelled && self.stop_reasons.is_empty()
+    }
+
+    pub fn is_over_quota(&self) -> bool {
+        self.cycle_usage_bytes >= self.plan.monthly_quota_bytes
+    }
+}

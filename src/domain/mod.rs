@@ -1,0 +1,19 @@
+//! The pure domain: cards, identifiers, stop reasons, carrier policies, billing cycles, money and
+//! the rules of `shared/domain/rules.md`. Nothing here does IO or knows about tonic, sqlx or
+//! tokio; the service layer and the simulated carriers both call this one copy of the rules.
+
+pub mod card;
+pub mod carrier;
+pub mod ids;
+pub mod money;
+pub mod policy;
+pub mod reasons;
+pub mod rules;
+
+pub use card::{Card, CardStatus, LifecycleStage, Plan, RealNameStatus};
+pub use carrier::CarrierId;
+pub use ids::{Iccid, Imsi, Msisdn};
+pub use money::Fen;
+pub use policy::{ArrearsRecovery, CarrierPolicy, RenewalRestore};
+pub use reasons::{StopReason, StopReasons};
+pub use rules::{CarrierAction, RuleViolation, Transition};

@@ -1,0 +1,656 @@
+//! The operations' rules (rules.md §1, §3, §5) as pure functions: each takes a card, its
+//! carrier's policy and the time, and returns the card's next state plus what the carrier must be
+//! told, or the rule that refuses it. The service persists the result; simulated carriers and the
+//! lifecycle engine reuse the same functions.
+
+use chrono::{DateTime, Utc};
+
+use super::policy::{add_months, end_of_local_day};
+use super::{
+    ArrearsRecovery, Card, CarrierId, CarrierPolicy, Fen, Iccid, Imsi, LifecycleStage, Msisdn,
+    Plan, RealNameStatus, RenewalRestore, StopReason, StopReasons,
+};
+
+/// What the carrier must do so that its state matches the card's new state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CarrierAction {
+    /// 停机: the card had service and now has a stop reason.
+    Stop,
+    /// 复机: the card's last stop reason was cleared.
+    Restore,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transition {
+    pub card: Card,
+    pub action: Option<CarrierAction>,
+    /// Stable event name written to the outbox, e.g. `card.suspended`.
+    pub event: &'static str,
+    /// False when the operation found the card already in the requested state.
+    pub changed: bool,
+}
+
+/// A rule that refuses an operation. `reason()` is the stable ErrorInfo reason callers match on.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RuleViolation {
+    #[error("the card is cancelled (number released); no operation can bring it back")]
+    CardCancelled,
+    #[error("the plan expired at {0}; renew it first (manual stop needs a valid plan)")]
+    PlanExpired(DateTime<Utc>),
+    #[error("the card is in arrears (balance {0}); recharge first")]
+    InArrears(Fen),
+    #[error("the card is stopped for over-quota; it restores at the next billing cycle or with a data top-up")]
+    OverQuota,
+    #[error("the card is stopped with {0}, which a manual resume cannot clear{hint}", hint = resume_hint(*.0))]
+    NotResumable(StopReason),
+    #[error("the balance would exceed the largest amount simgate holds")]
+    BalanceLimit,
+}
+
+fn resume_hint(r: StopReason) -> &'static str {
+    match r {
+        StopReason::Expired => ": renew the plan",
+        StopReason::Arrears => ": recharge until the balance is not negative",
+        StopReason::RealName => ": complete real-name verification",
+        StopReason::DeviceMismatch => {
+            ": the card was found in a device it is not bound to; handle the binding with the carrier"
+        }
+        StopReason::OverQuota => ": it restores at the next billing cycle or with a data top-up",
+        StopReason::PoolExhausted => ": top up the pool or wait for the next cycle",
+        StopReason::TestDataUsed => ": the card restores when it moves to billing",
+        StopReason::Manual => "",
+    }
+}
+
+impl RuleViolation {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            RuleViolation::CardCancelled => "CARD_CANCELLED",
+            RuleViolation::PlanExpired(_) => "PLAN_EXPIRED",
+            RuleViolation::InArrears(_) => "CARD_IN_ARREARS",
+            RuleViolation::OverQuota => "CARD_OVER_QUOTA",
+            RuleViolation::NotResumable(r) => match r {
+                StopReason::Expired => "PLAN_EXPIRED",
+                StopReason::Arrears => "CARD_IN_ARREARS",
+                StopReason::OverQuota => "CARD_OVER_QUOTA",
+                StopReason::RealName => "REAL_NAME_REQUIRED",
+                StopReason::DeviceMismatch => "DEVICE_MISMATCH",
+                StopReason::PoolExhausted => "POOL_EXHAUSTED",
+                StopReason::TestDataUsed => "TEST_DATA_USED",
+                StopReason::Manual => "CARD_MANUALLY_STOPPED",
+            },
+            RuleViolation::BalanceLimit => "BALANCE_LIMIT",
+        }
+    }
+}
+
+/// A card's validated import row.
+#[derive(Debug, Clone)]
+pub struct NewCard {
+    pub iccid: Iccid,
+    pub msisdn: Option<Msisdn>,
+    pub imsi: Option<Imsi>,
+    pub carrier: CarrierId,
+    pub customer_id: String,
+    pub plan: Plan,
+    pub real_name: RealNameStatus,
+    pub stage: LifecycleStage,
+    pub balance: Fen,
+    pub cycle_usage_bytes: u64,
+    pub warnings: Vec<String>,
+}
+
+/// Derives an imported card's state from its facts: a negative balance is arrears, a missing
+/// real-name is a stop, a used-up quota with auto-suspend is over-quota, a past validity end is
+/// expiry in retention, and a retention window already over means the card is cancelled.
+pub fn open_card(input: NewCard, policy: &CarrierPolicy, now: DateTime<Utc>) -> Card {
+    let mut reasons = StopReasons::NONE;
+    let mut warnings = input.warnings;
+    if input.balance.is_negative() {
+        reasons.insert(StopReason::Arrears);
+    }
+    if input.real_name == RealNameStatus::Unverified {
+        reasons.insert(StopReason::RealName);
+    }
+    if input.plan.auto_suspend_over_quota
+        && input.cycle_usage_bytes >= input.plan.monthly_quota_bytes
+    {
+        reasons.insert(StopReason::OverQuota);
+    }
+    let mut retention_ends_at = None;
+    let mut cancelled = false;
+    if input.plan.validity_end <= now {
+        reasons.insert(StopReason::Expired);
+        let ends = policy.retention_ends_at(input.plan.validity_end);
+        if ends <= now && policy.cancel_when_retention_ends {
+            cancelled = true;
+            warnings.push(format!(
+                "the plan ended at {} and the retention window at {ends}: imported as CANCELLED",
+                input.plan.validity_end
+            ));
+        } else {
+            retention_ends_at = Some(ends);
+        }
+    }
+    Card {
+        iccid: input.iccid,
+        msisdn: input.msisdn,
+        imsi: input.imsi,
+        carrier: input.carrier,
+        customer_id: input.customer_id,
+        plan: input.plan,
+        cancelled,
+        stop_reasons: reasons,
+        stage: input.stage,
+        real_name: input.real_name,
+        balance: input.balance,
+        cycle_usage_bytes: input.cycle_usage_bytes,
+        retention_ends_at,
+        expiry_restore_at: None,
+        arrears_paid_awaiting_resume: false,
+        warnings,
+        created_at: now,
+        updated_at: now,
+        version: 0,
+    }
+}
+
+fn transition(before: &Card, mut after: Card, now: DateTime<Utc>, event: &'static str) -> Transition {
+    let changed = after != *before;
+    let action = match (before.is_online(), after.is_online()) {
+        (true, false) => Some(CarrierAction::Stop),
+        (false, true) => Some(CarrierAction::Restore),
+        _ => None,
+    };
+    if changed {
+        after.updated_at = now;
+    }
+    Transition {
+        card: after,
+        action,
+        event,
+        changed,
+    }
+}
+
+fn ensure_not_cancelled(card: &Card) -> Result<(), RuleViolation> {
+    if card.cancelled {
+        Err(RuleViolation::CardCancelled)
+    } else {
+        Ok(())
+    }
+}
+
+/// 人工停用: allowed only while the plan is valid, the card is not in arrears and not over quota.
+/// Suspending a card already stopped by hand changes nothing.
+pub fn suspend(card: &Card, now: DateTime<Utc>) -> Result<Transition, RuleViolation> {
+    ensure_not_cancelled(card)?;
+    if card.stop_reasons.contains(StopReason::Expired) || card.plan.validity_end <= now {
+        return Err(RuleViolation::PlanExpired(card.plan.validity_end));
+    }
+    if card.stop_reasons.contains(StopReason::Arrears) || card.balance.is_negative() {
+        return Err(RuleViolation::InArrears(card.balance));
+    }
+    if card.stop_reasons.contains(StopReason::OverQuota) {
+        return Err(RuleViolation::OverQuota);
+    }
+    let mut next = card.clone();
+    next.stop_reasons.insert(StopReason::Manual);
+    Ok(transition(card, next, now, "card.suspended"))
+}
+
+/// Manual restore: clears MANUAL, and ARREARS once it is paid on a carrier whose arrears
+/// recovery is manual. Every other reason stays, and keeps the card stopped.
+pub fn resume(card: &Card, now: DateTime<Utc>) -> Result<Transition, RuleViolation> {
+    ensure_not_cancelled(card)?;
+    let mut next = card.clone();
+    next.stop_reasons.remove(StopReason::Manual);
+    if card.arrears_paid_awaiting_resume {
+        next.stop_reasons.remove(StopReason::Arrears);
+        next.arrears_paid_awaiting_resume = false;
+    }
+    if next.stop_reasons == card.stop_reasons {
+        if let Some(blocking) = card.stop_reasons.iter().next() {
+            return Err(RuleViolation::NotResumable(blocking));
+        }
+    }
+    Ok(transition(card, next, now, "card.resumed"))
+}
+
+/// Adds money. A recharge that brings a card in arrears back to a non-negative balance clears
+/// ARREARS at once (`auto`) or marks it ready for a manual restore (`manual`).
+pub fn recharge(
+    card: &Card,
+    policy: &CarrierPolicy,
+    amount: Fen,
+    now: DateTime<Utc>,
+) -> Result<Transition, RuleViolation> {
+    ensure_not_cancelled(card)?;
+    let mut next = card.clone();
+    next.balance = card
+        .balance
+        .checked_add(amount)
+        .ok_or(RuleViolation::BalanceLimit)?;
+    if card.stop_reasons.contains(StopReason::Arrears) && !next.balance.is_negative() {
+        match policy.arrears_recovery {
+            ArrearsRecovery::Auto => {
+                next.stop_reasons.remove(StopReason::Arrears);
+                next.arrears_paid_awaiting_resume = false;
+            }
+            ArrearsRecovery::Manual => next.arrears_paid_awaiting_resume = true,
+        }
+    }
+    Ok(transition(card, next, now, "card.recharged"))
+}
+
+/// Extends validity by whole months from the current end, or from now if the plan has ended. An
+/// expired card is restored when its carrier's `renewal_restore` rule says: at once, by the end
+/// of the day, or at the next billing cycle.
+pub fn renew(
+    card: &Card,
+    policy: &CarrierPolicy,
+    months: u32,
+    now: DateTime<Utc>,
+) -> Result<Transition, RuleViolation> {
+    ensure_not_cancelled(card)?;
+    let mut next = card.clone();
+    let base = card.plan.validity_end.max(now);
+    next.plan.validity_end = add_months(base, months);
+    if card.stop_reasons.contains(StopReason::Expired) {
+        next.retention_ends_at = None;
+        match policy.renewal_restore {
+            RenewalRestore::Immediate => {
+                next.stop_reasons.remove(StopReason::Expired);
+                next.expiry_restore_at = None;
+            }
+            RenewalRestore::SameDay => {
+                next.expiry_restore_at = Some(end_of_local_day(now));
+            }
+            RenewalRestore::NextCycle => {
+                next.expiry_restore_at = Some(policy.cycle_bounds(now).1);
+            }
+        }
+    }
+    Ok(transition(card, next, now, "card.renewed"))
+}
+
+/// Completing real-name verification clears REAL_NAME.
+pub fn verify_real_name(card: &Card, now: DateTime<Utc>) -> Result<Transition, RuleViolation> {
+    ensure_not_cancelled(card)?;
+    let mut next = card.clone();
+    next.real_name = RealNameStatus::Verified;
+    next.stop_reasons.remove(StopReason::RealName);
+    Ok(transition(card, next, now, "card.real_name_verified"))
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::domain::policy::add_months;
+    use crate::domain::CardStatus;
+    use chrono::{Duration, TimeZone};
+    use chrono_tz::Asia::Shanghai;
+
+    pub(crate) fn now() -> DateTime<Utc> {
+        Shanghai
+            .with_ymd_and_hms(2026, 11, 25, 10, 0, 0)
+            .unwrap()
+            .with_timezone(&Utc)
+    }
+
+    pub(crate) fn new_card(carrier: CarrierId) -> NewCard {
+        let iccid = match carrier {
+            CarrierId::Mobile => "898602D9981700140197",
+            CarrierId::Unicom => "89860117750006390067",
+            CarrierId::Telecom => "8986031630200230821",
+        };
+        NewCard {
+            iccid: Iccid::parse_any(iccid).unwrap(),
+            msisdn: None,
+            imsi: None,
+            carrier,
+            customer_id: "acme".into(),
+            plan: Plan {
+                monthly_quota_bytes: 1 << 30,
+                monthly_fee: Fen(1200),
+                validity_end: now() + Duration::days(200),
+                auto_suspend_over_quota: true,
+            },
+            real_name: RealNameStatus::Verified,
+            stage: LifecycleStage::Billing,
+            balance: Fen(0),
+            cycle_usage_bytes: 0,
+            warnings: vec![],
+        }
+    }
+
+    fn policy(c: CarrierId) -> CarrierPolicy {
+        CarrierPolicy::default_for(c)
+    }
+
+    fn open(n: NewCard) -> Card {
+        let p = policy(n.carrier);
+        open_card(n, &p, now())
+    }
+
+    fn active(c: CarrierId) -> Card {
+        open(new_card(c))
+    }
+
+    fn with_reasons(c: CarrierId, reasons: &[StopReason]) -> Card {
+        let mut card = active(c);
+        for r in reasons {
+            card.stop_reasons.insert(*r);
+        }
+        card
+    }
+
+    // §1: a card is online only when its set of stop reasons is empty.
+    #[test]
+    fn rule_card_is_online_only_when_it_has_no_stop_reason() {
+        let card = active(CarrierId::Mobile);
+        assert!(card.is_online());
+        assert_eq!(card.status(), CardStatus::Active);
+        for r in StopReason::ALL {
+            let stopped = with_reasons(CarrierId::Mobile, &[r]);
+            assert!(!stopped.is_online(), "{r} must stop the card");
+            let expected = if r == StopReason::Expired {
+                CardStatus::Retained
+            } else {
+                CardStatus::Suspended
+            };
+            assert_eq!(stopped.status(), expected);
+        }
+    }
+
+    // §1: clearing one reason must not restore a card that still has another.
+    #[test]
+    fn rule_clearing_one_reason_does_not_restore_a_card_stopped_for_another() {
+        let card = with_reasons(CarrierId::Mobile, &[StopReason::Manual, StopReason::RealName]);
+        let t = resume(&card, now()).unwrap();
+        assert!(!t.card.stop_reasons.contains(StopReason::Manual));
+        assert!(t.card.stop_reasons.contains(StopReason::RealName));
+        assert_eq!(t.action, None, "still stopped: the carrier must not restore it");
+        assert_eq!(t.card.status(), CardStatus::Suspended);
+
+        let t = verify_real_name(&t.card, now()).unwrap();
+        assert_eq!(t.action, Some(CarrierAction::Restore));
+        assert!(t.card.is_online());
+    }
+
+    // §1 OVER_QUOTA: starts when the quota is used up AND the card has the auto-suspend option.
+    #[test]
+    fn rule_over_quota_stops_only_cards_with_the_auto_suspend_option() {
+        let mut n = new_card(CarrierId::Mobile);
+        n.cycle_usage_bytes = n.plan.monthly_quota_bytes;
+        let card = open(n.clone());
+        assert!(card.stop_reasons.contains(StopReason::OverQuota));
+
+        n.plan.auto_suspend_over_quota = false;
+        let card = open(n);
+        assert!(card.is_online(), "without the option it keeps running into overage");
+        assert!(card.is_over_quota());
+    }
+
+    // §1 MANUAL: allowed only while the plan is valid.
+    #[test]
+    fn rule_manual_stop_requires_a_valid_plan() {
+        let card = with_reasons(CarrierId::Mobile, &[StopReason::Expired]);
+        assert_eq!(suspend(&card, now()).unwrap_err().reason(), "PLAN_EXPIRED");
+
+        // Validity ended but the lifecycle engine has not marked it yet: still refused.
+        let mut card = active(CarrierId::Mobile);
+        card.plan.validity_end = now() - Duration::seconds(1);
+        assert_eq!(suspend(&card, now()).unwrap_err().reason(), "PLAN_EXPIRED");
+    }
+
+    // §1 MANUAL: not while the card is in arrears.
+    #[test]
+    fn rule_manual_stop_is_refused_in_arrears() {
+        let mut n = new_card(CarrierId::Unicom);
+        n.balance = Fen(-300);
+        let card = open(n);
+        let err = suspend(&card, now()).unwrap_err();
+        assert_eq!(err.reason(), "CARD_IN_ARREARS");
+        assert!(err.to_string().contains("-3.00 yuan"));
+    }
+
+    // §1 MANUAL: not while the card is over quota.
+    #[test]
+    fn rule_manual_stop_is_refused_over_quota() {
+        let card = with_reasons(CarrierId::Telecom, &[StopReason::OverQuota]);
+        assert_eq!(suspend(&card, now()).unwrap_err().reason(), "CARD_OVER_QUOTA");
+    }
+
+    #[test]
+    fn rule_manual_stop_of_an_online_card_stops_it_at_the_carrier() {
+        let card = active(CarrierId::Mobile);
+        let t = suspend(&card, now()).unwrap();
+        assert_eq!(t.action, Some(CarrierAction::Stop));
+        assert_eq!(t.card.status(), CardStatus::Suspended);
+
+        // Already stopped for another reason: MANUAL is added, the carrier has nothing to do.
+        let card = with_reasons(CarrierId::Mobile, &[StopReason::RealName]);
+        let t = suspend(&card, now()).unwrap();
+        assert!(t.card.stop_reasons.contains(StopReason::Manual));
+        assert_eq!(t.action, None);
+
+        // Suspending twice changes nothing.
+        let again = suspend(&suspend(&active(CarrierId::Mobile), now()).unwrap().card, now()).unwrap();
+        assert!(!again.changed);
+        assert_eq!(again.action, None);
+    }
+
+    // §1 MANUAL: ends only by a manual resume; resume clears only MANUAL.
+    #[test]
+    fn rule_manual_stop_ends_only_by_manual_resume() {
+        let card = suspend(&active(CarrierId::Mobile), now()).unwrap().card;
+        let p = policy(CarrierId::Mobile);
+        // Neither money nor verification nor renewal clears a manual stop.
+        let t = recharge(&card, &p, Fen(10_000), now()).unwrap();
+        assert!(t.card.stop_reasons.contains(StopReason::Manual));
+        let t = verify_real_name(&t.card, now()).unwrap();
+        assert!(t.card.stop_reasons.contains(StopReason::Manual));
+        let t = renew(&t.card, &p, 12, now()).unwrap();
+        assert!(t.card.stop_reasons.contains(StopReason::Manual));
+        let t = resume(&t.card, now()).unwrap();
+        assert!(t.card.is_online());
+        assert_eq!(t.action, Some(CarrierAction::Restore));
+    }
+
+    #[test]
+    fn resume_refuses_with_the_first_reason_it_cannot_clear() {
+        let card = with_reasons(CarrierId::Mobile, &[StopReason::OverQuota, StopReason::Expired]);
+        let err = resume(&card, now()).unwrap_err();
+        assert_eq!(err, RuleViolation::NotResumable(StopReason::Expired));
+        assert_eq!(err.reason(), "PLAN_EXPIRED");
+        let card = with_reasons(CarrierId::Mobile, &[StopReason::OverQuota]);
+        assert_eq!(resume(&card, now()).unwrap_err().reason(), "CARD_OVER_QUOTA");
+    }
+
+    #[test]
+    fn resume_of_an_active_card_changes_nothing() {
+        let t = resume(&active(CarrierId::Mobile), now()).unwrap();
+        assert!(!t.changed);
+        assert_eq!(t.action, None);
+    }
+
+    // §1 ARREARS, arrears_recovery = auto: recharge restores by itself.
+    #[test]
+    fn rule_arrears_recovery_auto_restores_on_recharge() {
+        let mut n = new_card(CarrierId::Mobile);
+        n.balance = Fen(-1200);
+        let card = open(n);
+        let p = policy(CarrierId::Mobile);
+        assert_eq!(card.status(), CardStatus::Suspended);
+
+        let t = recharge(&card, &p, Fen(1199), now()).unwrap();
+        assert_eq!(t.card.balance, Fen(-1));
+        assert!(t.card.stop_reasons.contains(StopReason::Arrears), "still 1 fen short");
+        assert_eq!(t.action, None);
+
+        let t = recharge(&t.card, &p, Fen(1), now()).unwrap();
+        assert_eq!(t.card.balance, Fen(0));
+        assert!(t.card.is_online());
+        assert_eq!(t.action, Some(CarrierAction::Restore));
+    }
+
+    // §1 ARREARS, arrears_recovery = manual: recharge, then request a manual restore.
+    #[test]
+    fn rule_arrears_recovery_manual_needs_a_resume_after_recharge() {
+        let mut n = new_card(CarrierId::Unicom);
+        n.balance = Fen(-500);
+        let card = open(n);
+        let p = policy(CarrierId::Unicom);
+        assert_eq!(resume(&card, now()).unwrap_err().reason(), "CARD_IN_ARREARS");
+
+        let t = recharge(&card, &p, Fen(500), now()).unwrap();
+        assert!(t.card.stop_reasons.contains(StopReason::Arrears));
+        assert!(t.card.arrears_paid_awaiting_resume);
+        assert_eq!(t.action, None);
+
+        let t = resume(&t.card, now()).unwrap();
+        assert!(t.card.is_online());
+        assert!(!t.card.arrears_paid_awaiting_resume);
+        assert_eq!(t.action, Some(CarrierAction::Restore));
+    }
+
+    #[test]
+    fn recharge_refuses_to_overflow_the_balance() {
+        let mut card = active(CarrierId::Mobile);
+        card.balance = Fen(i64::MAX - 1);
+        let p = policy(CarrierId::Mobile);
+        assert_eq!(recharge(&card, &p, Fen(2), now()).unwrap_err(), RuleViolation::BalanceLimit);
+    }
+
+    fn expired(c: CarrierId) -> Card {
+        let mut n = new_card(c);
+        n.plan.validity_end = now() - Duration::days(10);
+        open(n)
+    }
+
+    // §1 EXPIRED + §3: an expired card is held in 停机保号 (RETAINED).
+    #[test]
+    fn rule_expired_card_enters_retention() {
+        let card = expired(CarrierId::Mobile);
+        assert_eq!(card.status(), CardStatus::Retained);
+        assert!(card.stop_reasons.contains(StopReason::Expired));
+        assert!(card.retention_ends_at.is_some());
+    }
+
+    // §1 EXPIRED, renewal_restore = immediate (Telecom default).
+    #[test]
+    fn rule_renewal_restore_immediate_clears_expiry_at_once() {
+        let card = expired(CarrierId::Telecom);
+        let t = renew(&card, &policy(CarrierId::Telecom), 1, now()).unwrap();
+        assert!(t.card.is_online());
+        assert_eq!(t.action, Some(CarrierAction::Restore));
+        assert_eq!(t.card.plan.validity_end, add_months(now(), 1), "renewed from now");
+        assert_eq!(t.card.retention_ends_at, None);
+    }
+
+    // §1 EXPIRED, renewal_restore = same_day (Mobile default).
+    #[test]
+    fn rule_renewal_restore_same_day_schedules_the_restore_by_the_end_of_the_day() {
+        let card = expired(CarrierId::Mobile);
+        let t = renew(&card, &policy(CarrierId::Mobile), 1, now()).unwrap();
+        assert!(t.card.stop_reasons.contains(StopReason::Expired));
+        assert_eq!(t.action, None);
+        let due = Shanghai.with_ymd_and_hms(2026, 11, 26, 0, 0, 0).unwrap();
+        assert_eq!(t.card.expiry_restore_at, Some(due.with_timezone(&Utc)));
+    }
+
+    // §1 EXPIRED, renewal_restore = next_cycle (Unicom default: cycle starts on the 27th).
+    #[test]
+    fn rule_renewal_restore_next_cycle_schedules_the_restore_at_the_next_cycle() {
+        let card = expired(CarrierId::Unicom);
+        let t = renew(&card, &policy(CarrierId::Unicom), 3, now()).unwrap();
+        let due = Shanghai.with_ymd_and_hms(2026, 11, 27, 0, 0, 0).unwrap();
+        assert_eq!(t.card.expiry_restore_at, Some(due.with_timezone(&Utc)));
+        assert_eq!(t.action, None);
+    }
+
+    #[test]
+    fn renewal_of_a_valid_plan_extends_from_its_current_end() {
+        let card = active(CarrierId::Mobile);
+        let t = renew(&card, &policy(CarrierId::Mobile), 12, now()).unwrap();
+        assert_eq!(t.card.plan.validity_end, add_months(card.plan.validity_end, 12));
+        assert_eq!(t.action, None);
+    }
+
+    // §1 REAL_NAME: ends by completing verification.
+    #[test]
+    fn rule_real_name_stop_clears_on_verification() {
+        let mut n = new_card(CarrierId::Telecom);
+        n.real_name = RealNameStatus::Unverified;
+        let card = open(n);
+        assert!(card.stop_reasons.contains(StopReason::RealName));
+        let t = verify_real_name(&card, now()).unwrap();
+        assert_eq!(t.card.real_name, RealNameStatus::Verified);
+        assert!(t.card.is_online());
+        assert_eq!(t.action, Some(CarrierAction::Restore));
+    }
+
+    // §3: China Mobile retains an expired number for 3 months.
+    #[test]
+    fn rule_retention_window_is_three_months_after_expiry_for_china_mobile() {
+        let card = expired(CarrierId::Mobile);
+        assert_eq!(
+            card.retention_ends_at,
+            Some(add_months(card.plan.validity_end, 3))
+        );
+    }
+
+    // §3: a card still expired when the window ends is cancelled, and cancellation is terminal.
+    #[test]
+    fn rule_card_past_its_retention_window_is_cancelled_and_terminal() {
+        let mut n = new_card(CarrierId::Mobile);
+        n.plan.validity_end = now() - Duration::days(100);
+        let card = open(n);
+        assert_eq!(card.status(), CardStatus::Cancelled);
+        assert!(card.warnings.iter().any(|w| w.contains("CANCELLED")));
+        let p = policy(CarrierId::Mobile);
+        for err in [
+            suspend(&card, now()).unwrap_err(),
+            resume(&card, now()).unwrap_err(),
+            recharge(&card, &p, Fen(100), now()).unwrap_err(),
+            renew(&card, &p, 1, now()).unwrap_err(),
+            verify_real_name(&card, now()).unwrap_err(),
+        ] {
+            assert_eq!(err, RuleViolation::CardCancelled);
+        }
+    }
+
+    #[test]
+    fn rule_carrier_that_does_not_cancel_keeps_the_number_retained() {
+        let mut p = policy(CarrierId::Telecom);
+        p.cancel_when_retention_ends = false;
+        let mut n = new_card(CarrierId::Telecom);
+        n.plan.validity_end = now() - Duration::days(100);
+        let card = open_card(n, &p, now());
+        assert_eq!(card.status(), CardStatus::Retained);
+    }
+
+    // §3: within the window the card can still be renewed.
+    #[test]
+    fn rule_renewal_within_the_retention_window_restores_the_card() {
+        let mut n = new_card(CarrierId::Telecom);
+        n.plan.validity_end = now() - Duration::days(80);
+        let card = open(n);
+        assert_eq!(card.status(), CardStatus::Retained);
+        let t = renew(&card, &policy(CarrierId::Telecom), 1, now()).unwrap();
+        assert_eq!(t.card.status(), CardStatus::Active);
+    }
+
+    // §5: a card stopped for 机卡分离 cannot simply be restored.
+    #[test]
+    fn rule_device_mismatch_is_not_cleared_by_a_manual_resume() {
+        let card = with_reasons(CarrierId::Mobile, &[StopReason::DeviceMismatch, StopReason::Manual]);
+        let t = resume(&card, now()).unwrap();
+        assert!(t.card.stop_reasons.contains(StopReason::DeviceMismatch));
+        assert_eq!(t.action, None);
+        let err = resume(&t.card, now()).unwrap_err();
+        assert_eq!(err.reason(), "DEVICE_MISMATCH");
+        assert!(err.to_string().contains("binding"));
+    }
+}
