@@ -11,14 +11,14 @@
 //! - [`api`]: the tonic services; they convert between protobuf and domain and map errors.
 //! - [`server`]: assembly (`Server::builder()`), used by `main` and by the tests.
 
-//pub mod api;
-//pub mod carrier;
+pub mod api;
+pub mod carrier;
 pub mod clock;
-//pub mod config;
+pub mod config;
 pub mod domain;
-//pub mod server;
-//pub mod service;
-//pub mod store;
+pub mod server;
+pub mod service;
+pub mod store;
 
 /// Generated protobuf and gRPC code for `simgate.v1`.
 pub mod pb {
@@ -30,4 +30,4 @@ pub mod pb {
         include_bytes!(concat!(env!("OUT_DIR"), "/simgate_descriptor.bin"));
 }
 
-//pub use server::Server;
+pub use server::Server;

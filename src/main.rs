@@ -1,1 +1,134 @@
-fn main() {}
+//! The `simgate` binary: parses flags and hands over to [`simgate::Server`].
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use simgate::config::{Config, DEFAULT_LISTEN};
+use simgate::store::{Store, StoreOptions};
+use simgate::Server;
+use tracing::{error, info};
+
+#[derive(Parser)]
+#[command(name = "simgate", version, about = "IoT SIM card management over gRPC")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gRPC service (embedded SQLite and simulated carriers unless configured otherwise).
+    Serve {
+        /// Address to listen on.
+        #[arg(long, env = "SIMGATE_LISTEN")]
+        listen: Option<SocketAddr>,
+        /// sqlite://PATH or postgres://USER@HOST/DB.
+        #[arg(long, env = "SIMGATE_DATABASE_URL", hide_env_values = true)]
+        database_url: Option<String>,
+        /// TOML configuration file.
+        #[arg(long, env = "SIMGATE_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Apply database migrations and exit.
+    Migrate {
+        #[arg(long, env = "SIMGATE_DATABASE_URL", hide_env_values = true)]
+        database_url: Option<String>,
+        #[arg(long, env = "SIMGATE_CONFIG")]
+        config: Option<PathBuf>,
+    },
+}
+
+fn load_config(path: Option<PathBuf>, database_url: Option<String>) -> Result<Config, String> {
+    let mut cfg = match path {
+        Some(p) => Config::from_file(&p)?,
+        None => Config::default(),
+    };
+    if database_url.is_some() {
+        cfg.database_url = database_url;
+    }
+    Ok(cfg)
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+    info!("shutdown requested; finishing in-flight calls");
+}
+
+async fn run(cli: Cli) -> Result<(), String> {
+    match cli.command {
+        Command::Serve {
+            listen,
+            database_url,
+            config,
+        } => {
+            let cfg = load_config(config, database_url)?;
+            let addr = listen
+                .or(cfg.listen)
+                .unwrap_or(DEFAULT_LISTEN);
+            let app = Server::builder()
+                .config(cfg)
+                .build()
+                .await
+                .map_err(|e| e.to_string())?;
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+            info!(%addr, backend = ?app.store().backend(), "simgate serving");
+            app.serve(listener, shutdown_signal())
+                .await
+                .map_err(|e| e.to_string())
+        }
+        Command::Migrate {
+            database_url,
+            config,
+        } => {
+            let cfg = load_config(config, database_url)?;
+            let url = cfg
+                .database_url
+                .unwrap_or_else(|| simgate::config::DEFAULT_DATABASE_URL.to_string());
+            Store::connect(&url, StoreOptions::default())
+                .await
+                .map_err(|e| e.to_string())?;
+            info!("migrations applied");
+            Ok(())
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,sqlx=warn".into()),
+        )
+        .init();
+    match run(Cli::parse()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}

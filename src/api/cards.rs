@@ -1,0 +1,311 @@
+//! `simgate.v1.CardService`: request validation, paging tokens, and delegation to the service.
+
+use std::collections::HashMap;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+use tonic::{Request, Response, Status};
+
+use super::convert::{self, card_to_pb, MAX_RECHARGE_FEN, MAX_RENEW_MONTHS};
+use super::error::{invalid_argument, invalid_field};
+use crate::domain::ids::CarrierCheck;
+use crate::domain::{Card, Fen, Iccid};
+use crate::pb;
+use crate::service::{CardService, FieldViolation};
+use crate::store::CardFilter;
+
+pub const MAX_IMPORT: usize = 10_000;
+pub const DEFAULT_PAGE_SIZE: u32 = 100;
+pub const MAX_PAGE_SIZE: u32 = 1000;
+
+pub struct CardApi {
+    service: CardService,
+    check: CarrierCheck,
+}
+
+impl CardApi {
+    pub fn new(service: CardService, check: CarrierCheck) -> CardApi {
+        CardApi { service, check }
+    }
+
+    fn card(&self, c: &Card) -> pb::Card {
+        card_to_pb(c, self.service.policy(c.carrier).ok())
+    }
+}
+
+fn iccid(raw: &str) -> Result<Iccid, Status> {
+    convert::iccid_field("iccid", raw).map_err(|v| invalid_argument(vec![v]))
+}
+
+/// What a page token carries: where the last page ended, and the filter it was issued for, so
+/// that a token replayed with another filter is refused instead of silently skipping cards.
+#[derive(Serialize, Deserialize, PartialEq, Eq)]
+struct PageToken {
+    after: String,
+    filter: String,
+}
+
+fn filter_key(f: &CardFilter) -> String {
+    format!(
+        "{}|{}|{}|{}",
+        f.carrier.map(|c| c.as_str()).unwrap_or(""),
+        f.customer_id.as_deref().unwrap_or(""),
+        f.status.map(|s| s.as_str()).unwrap_or(""),
+        f.stop_reason.map(|r| r.as_str()).unwrap_or("")
+    )
+}
+
+fn decode_token(raw: &str, filter: &CardFilter) -> Result<Option<String>, Status> {
+    if raw.is_empty() {
+        return Ok(None);
+    }
+    let bad = || invalid_field("page_token", "is not a token this server issued");
+    let bytes = URL_SAFE_NO_PAD.decode(raw).map_err(|_| bad())?;
+    let token: PageToken = serde_json::from_slice(&bytes).map_err(|_| bad())?;
+    if token.filter != filter_key(filter) {
+        return Err(invalid_field(
+            "page_token",
+            "was issued for a different filter; start again without a token",
+        ));
+    }
+    Ok(Some(token.after))
+}
+
+fn encode_token(after: &str, filter: &CardFilter) -> String {
+    let token = PageToken {
+        after: after.to_string(),
+        filter: filter_key(filter),
+    };
+    URL_SAFE_NO_PAD.encode(serde_json::to_vec(&token).unwrap_or_default())
+}
+
+fn list_filter(req: &pb::ListCardsRequest) -> Result<CardFilter, Status> {
+    let mut violations = Vec::new();
+    let carrier = match pb::Carrier::try_from(req.carrier) {
+        Ok(pb::Carrier::Unspecified) => None,
+        Ok(_) => convert::carrier_from_pb(req.carrier),
+        Err(_) => {
+            violations.push(FieldViolation::new("carrier", "unknown value"));
+            None
+        }
+    };
+    let customer_id = if req.customer_id.is_empty() {
+        None
+    } else {
+        convert::customer_id_field("customer_id", &req.customer_id)
+            .map_err(|v| violations.push(v))
+            .ok()
+    };
+    let status = match pb::CardStatus::try_from(req.status) {
+        Ok(pb::CardStatus::Unspecified) => None,
+        Ok(s) => convert::status_from_pb(s),
+        Err(_) => {
+            violations.push(FieldViolation::new("status", "unknown value"));
+            None
+        }
+    };
+    let stop_reason = match pb::StopReason::try_from(req.stop_reason) {
+        Ok(pb::StopReason::Unspecified) => None,
+        Ok(r) => convert::reason_from_pb(r),
+        Err(_) => {
+            violations.push(FieldViolation::new("stop_reason", "unknown value"));
+            None
+        }
+    };
+    if !violations.is_empty() {
+        return Err(invalid_argument(violations));
+    }
+    Ok(CardFilter {
+        carrier,
+        customer_id,
+        status,
+        stop_reason,
+    })
+}
+
+#[tonic::async_trait]
+impl pb::card_service_server::CardService for CardApi {
+    async fn import_cards(
+        &self,
+        request: Request<pb::ImportCardsRequest>,
+    ) -> Result<Response<pb::ImportCardsResponse>, Status> {
+        let req = request.into_inner();
+        if req.cards.is_empty() {
+            return Err(invalid_field("cards", "at least one card is required"));
+        }
+        if req.cards.len() > MAX_IMPORT {
+            return Err(invalid_field(
+                "cards",
+                format!("at most {MAX_IMPORT} cards per call, got {}", req.cards.len()),
+            ));
+        }
+        let mut violations = Vec::new();
+        let mut rows = Vec::with_capacity(req.cards.len());
+        let mut seen_iccid: HashMap<String, usize> = HashMap::new();
+        let mut seen_msisdn: HashMap<String, usize> = HashMap::new();
+        for (i, input) in req.cards.iter().enumerate() {
+            let Some(row) = convert::new_card(i, input, self.check, &mut violations) else {
+                continue;
+            };
+            if let Some(first) = seen_iccid.insert(row.iccid.to_string(), i) {
+                violations.push(FieldViolation::new(
+                    format!("cards[{i}].iccid"),
+                    format!("duplicates cards[{first}].iccid"),
+                ));
+            }
+            if let Some(m) = &row.msisdn {
+                if let Some(first) = seen_msisdn.insert(m.as_str().to_string(), i) {
+                    violations.push(FieldViolation::new(
+                        format!("cards[{i}].msisdn"),
+                        format!("duplicates cards[{first}].msisdn"),
+                    ));
+                }
+            }
+            rows.push(row);
+        }
+        if !violations.is_empty() {
+            return Err(invalid_argument(violations));
+        }
+        let (imported, warnings) = self.service.import(rows).await?;
+        Ok(Response::new(pb::ImportCardsResponse {
+            imported: imported as u32,
+            warnings: warnings
+                .into_iter()
+                .map(|w| pb::ImportWarning {
+                    row: w.row as u32,
+                    iccid: w.iccid,
+                    message: w.message,
+                })
+                .collect(),
+        }))
+    }
+
+    async fn get_card(&self, request: Request<pb::GetCardRequest>) -> Result<Response<pb::Card>, Status> {
+        let iccid = iccid(&request.get_ref().iccid)?;
+        let card = self.service.get(&iccid).await?;
+        Ok(Response::new(self.card(&card)))
+    }
+
+    async fn list_cards(
+        &self,
+        request: Request<pb::ListCardsRequest>,
+    ) -> Result<Response<pb::ListCardsResponse>, Status> {
+        let req = request.into_inner();
+        let page_size = match req.page_size {
+            0 => DEFAULT_PAGE_SIZE,
+            n if n < 0 || n as u32 > MAX_PAGE_SIZE => {
+                return Err(invalid_field(
+                    "page_size",
+                    format!("must be 1..={MAX_PAGE_SIZE} (0 means {DEFAULT_PAGE_SIZE})"),
+                ))
+            }
+            n => n as u32,
+        };
+        let filter = list_filter(&req)?;
+        let after = decode_token(&req.page_token, &filter)?;
+        // One extra row tells whether another page exists, so the last page has no token.
+        let mut cards = self
+            .service
+            .list(&filter, after.as_deref(), page_size + 1)
+            .await?;
+        let more = cards.len() > page_size as usize;
+        cards.truncate(page_size as usize);
+        let next_page_token = match (more, cards.last()) {
+            (true, Some(last)) => encode_token(last.iccid.as_str(), &filter),
+            _ => String::new(),
+        };
+        Ok(Response::new(pb::ListCardsResponse {
+            cards: cards.iter().map(|c| self.card(c)).collect(),
+            next_page_token,
+        }))
+    }
+
+    async fn suspend_card(
+        &self,
+        request: Request<pb::SuspendCardRequest>,
+    ) -> Result<Response<pb::Card>, Status> {
+        let iccid = iccid(&request.get_ref().iccid)?;
+        let card = self.service.suspend(&iccid).await?;
+        Ok(Response::new(self.card(&card)))
+    }
+
+    async fn resume_card(
+        &self,
+        request: Request<pb::ResumeCardRequest>,
+    ) -> Result<Response<pb::Card>, Status> {
+        let iccid = iccid(&request.get_ref().iccid)?;
+        let card = self.service.resume(&iccid).await?;
+        Ok(Response::new(self.card(&card)))
+    }
+
+    async fn recharge(
+        &self,
+        request: Request<pb::RechargeRequest>,
+    ) -> Result<Response<pb::RechargeResponse>, Status> {
+        let req = request.into_inner();
+        let mut violations = Vec::new();
+        let iccid = convert::iccid_field("iccid", &req.iccid)
+            .map_err(|v| violations.push(v))
+            .ok();
+        if !(1..=MAX_RECHARGE_FEN).contains(&req.amount_fen) {
+            violations.push(FieldViolation::new(
+                "amount_fen",
+                format!("must be 1..={MAX_RECHARGE_FEN} fen, got {}", req.amount_fen),
+            ));
+        }
+        let Some(iccid) = iccid.filter(|_| violations.is_empty()) else {
+            return Err(invalid_argument(violations));
+        };
+        let (before, after) = self.service.recharge(&iccid, Fen(req.amount_fen)).await?;
+        Ok(Response::new(pb::RechargeResponse {
+            balance_before_fen: before.balance.0,
+            balance_after_fen: after.balance.0,
+            card: Some(self.card(&after)),
+        }))
+    }
+
+    async fn renew_plan(&self, request: Request<pb::RenewPlanRequest>) -> Result<Response<pb::Card>, Status> {
+        let req = request.into_inner();
+        let mut violations = Vec::new();
+        let iccid = convert::iccid_field("iccid", &req.iccid)
+            .map_err(|v| violations.push(v))
+            .ok();
+        if !(1..=MAX_RENEW_MONTHS).contains(&req.months) {
+            violations.push(FieldViolation::new(
+                "months",
+                format!("must be 1..={MAX_RENEW_MONTHS}, got {}", req.months),
+            ));
+        }
+        let Some(iccid) = iccid.filter(|_| violations.is_empty()) else {
+            return Err(invalid_argument(violations));
+        };
+        let card = self.service.renew(&iccid, req.months).await?;
+        Ok(Response::new(self.card(&card)))
+    }
+
+    async fn verify_real_name(
+        &self,
+        request: Request<pb::VerifyRealNameRequest>,
+    ) -> Result<Response<pb::Card>, Status> {
+        let iccid = iccid(&request.get_ref().iccid)?;
+        let card = self.service.verify_real_name(&iccid).await?;
+        Ok(Response::new(self.card(&card)))
+    }
+
+    async fn get_usage(&self, request: Request<pb::GetUsageRequest>) -> Result<Response<pb::Usage>, Status> {
+        let iccid = iccid(&request.get_ref().iccid)?;
+        let u = self.service.usage(&iccid).await?;
+        let permille = u.used_bytes.saturating_mul(1000) / u.quota_bytes.max(1);
+        Ok(Response::new(pb::Usage {
+            iccid: u.iccid.to_string(),
+            cycle_start: Some(convert::timestamp(u.cycle_start)),
+            cycle_end: Some(convert::timestamp(u.cycle_end)),
+            used_bytes: u.used_bytes,
+            quota_bytes: u.quota_bytes,
+            remaining_bytes: u.quota_bytes.saturating_sub(u.used_bytes),
+            used_permille: u32::try_from(permille).unwrap_or(u32::MAX),
+            over_quota: u.used_bytes >= u.quota_bytes,
+        }))
+    }
+}

@@ -1,0 +1,7 @@
+//! The gRPC edge: tonic services that validate and convert requests into domain values, call the
+//! service layer, and convert results back. No SQL and no carrier calls here.
+
+pub mod cards;
+pub mod convert;
+pub mod error;
+pub mod simulator;

@@ -1,0 +1,122 @@
+//! The carrier adapter layer: the [`Carrier`] trait every carrier platform is reached through,
+//! the error kinds callers must treat differently, and the registry that picks a card's carrier.
+//! Adapters translate; the business rules stay in `domain`.
+
+pub mod sim;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::domain::{CarrierId, CarrierPolicy, Iccid};
+
+/// What went wrong at a carrier, split by what the caller must do about it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CarrierError {
+    /// Nothing was applied (connection refused, 5xx before processing): safe to retry.
+    #[error("carrier unavailable: {0}")]
+    Transient(String),
+    /// The platform's rate limit answered; retry after the given time if known.
+    #[error("carrier rate limit reached{}", .retry_after.map(|d| format!("; retry after {d:?}")).unwrap_or_default())]
+    RateLimited { retry_after: Option<Duration> },
+    /// The platform refused the request for good, with its own code and message.
+    #[error("carrier refused the request: [{code}] {message}")]
+    Rejected { code: String, message: String },
+    /// The request was sent but no answer came back: it may or may not have been applied, so
+    /// the caller must read the card's state before deciding, never blindly resend.
+    #[error("carrier outcome unknown: {0}")]
+    OutcomeUnknown(String),
+}
+
+/// Whether the carrier gives the card service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServiceState {
+    Active,
+    Stopped,
+    Cancelled,
+}
+
+impl ServiceState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServiceState::Active => "ACTIVE",
+            ServiceState::Stopped => "STOPPED",
+            ServiceState::Cancelled => "CANCELLED",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<ServiceState> {
+        [ServiceState::Active, ServiceState::Stopped, ServiceState::Cancelled]
+            .into_iter()
+            .find(|x| x.as_str() == s)
+    }
+}
+
+/// A card as the carrier sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CarrierCard {
+    pub iccid: Iccid,
+    pub state: ServiceState,
+    pub cycle_usage_bytes: u64,
+    /// How many stop/restore changes the carrier applied (lets tests prove nothing was doubled).
+    pub changes: u64,
+}
+
+/// A card being imported, with the service state simgate derived for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OnboardCard {
+    pub iccid: Iccid,
+    pub state: ServiceState,
+    pub cycle_usage_bytes: u64,
+}
+
+#[async_trait]
+#[cfg_attr(any(test, feature = "testsuite"), mockall::automock)]
+pub trait Carrier: Send + Sync + 'static {
+    fn id(&self) -> CarrierId;
+
+    /// The retention and recovery rules this carrier applies (configuration over rules.md).
+    fn policy(&self) -> &CarrierPolicy;
+
+    /// Called before imported cards are stored. A real platform already knows its cards and
+    /// has nothing to do; a simulator creates them. Must be idempotent: an import that fails
+    /// after this call may be retried.
+    async fn onboard(&self, cards: &[OnboardCard]) -> Result<(), CarrierError>;
+
+    async fn card(&self, iccid: &Iccid) -> Result<CarrierCard, CarrierError>;
+
+    /// 停机. Stopping a stopped card succeeds and changes nothing.
+    async fn stop(&self, iccid: &Iccid) -> Result<(), CarrierError>;
+
+    /// 复机. Restoring an active card succeeds and changes nothing.
+    async fn restore(&self, iccid: &Iccid) -> Result<(), CarrierError>;
+}
+
+/// The carrier adapter for each carrier, chosen at start.
+#[derive(Clone, Default)]
+pub struct Carriers {
+    by_id: BTreeMap<CarrierId, Arc<dyn Carrier>>,
+}
+
+impl Carriers {
+    pub fn new() -> Carriers {
+        Carriers::default()
+    }
+
+    pub fn with(mut self, carrier: Arc<dyn Carrier>) -> Carriers {
+        self.by_id.insert(carrier.id(), carrier);
+        self
+    }
+
+    pub fn get(&self, id: CarrierId) -> Option<&Arc<dyn Carrier>> {
+        self.by_id.get(&id)
+    }
+}
+
+impl std::fmt::Debug for Carriers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.by_id.keys()).finish()
+    }
+}

@@ -1,0 +1,152 @@
+//! Simulated China Mobile, China Unicom and China Telecom platforms. They keep the carrier's side
+//! of every card in the database (so a restarted server and its simulators still agree), refuse
+//! what a real platform refuses, and can be told to fail on purpose.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+
+use super::{Carrier, CarrierCard, CarrierError, OnboardCard, ServiceState};
+use crate::domain::{CarrierId, CarrierPolicy, Iccid};
+use crate::store::Store;
+
+/// How the next mutating calls of a simulated carrier fail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    Reject,
+    Unavailable,
+}
+
+pub struct SimCarrier {
+    id: CarrierId,
+    policy: CarrierPolicy,
+    store: Store,
+    /// Pending injected faults, consumed one per stop/restore call.
+    faults: Mutex<Vec<Fault>>,
+}
+
+impl SimCarrier {
+    pub fn new(policy: CarrierPolicy, store: Store) -> SimCarrier {
+        SimCarrier {
+            id: policy.carrier,
+            policy,
+            store,
+            faults: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Makes the next `count` stop/restore calls fail with `fault`.
+    pub fn inject(&self, fault: Fault, count: u32) {
+        let mut f = self.faults.lock().unwrap_or_else(|e| e.into_inner());
+        f.clear();
+        f.extend(std::iter::repeat_n(fault, count as usize));
+    }
+
+    fn take_fault(&self) -> Option<Fault> {
+        self.faults.lock().unwrap_or_else(|e| e.into_inner()).pop()
+    }
+
+    /// Adds data usage, as the card's device would.
+    pub async fn record_usage(&self, iccid: &Iccid, bytes: u64) -> Result<CarrierCard, CarrierError> {
+        let found = self
+            .store
+            .sim_add_usage(self.id, iccid, bytes)
+            .await
+            .map_err(|e| CarrierError::Transient(e.to_string()))?;
+        if !found {
+            return Err(not_found(self.id, iccid));
+        }
+        self.card(iccid).await
+    }
+
+    async fn change(&self, iccid: &Iccid, to: ServiceState) -> Result<(), CarrierError> {
+        match self.take_fault() {
+            Some(Fault::Reject) => {
+                return Err(CarrierError::Rejected {
+                    code: "SIM_INJECTED".into(),
+                    message: "rejected by an injected fault".into(),
+                })
+            }
+            Some(Fault::Unavailable) => {
+                return Err(CarrierError::Transient(
+                    "simulated carrier unavailable (injected fault)".into(),
+                ))
+            }
+            None => {}
+        }
+        let current = self.card(iccid).await?;
+        if current.state == ServiceState::Cancelled {
+            return Err(CarrierError::Rejected {
+                code: "CARD_CANCELLED".into(),
+                message: format!("{iccid} is cancelled at {}", self.id.display_name()),
+            });
+        }
+        if current.state == to {
+            return Ok(());
+        }
+        self.store
+            .sim_set_state(self.id, iccid, to)
+            .await
+            .map_err(|e| CarrierError::Transient(e.to_string()))
+    }
+}
+
+/// The carrier's own answer for an ICCID it does not know. Telecom's CMP documents -4 (bad
+/// iccid); the codes of the other platforms for this case are not public, so a neutral one is used.
+fn not_found(id: CarrierId, iccid: &Iccid) -> CarrierError {
+    let code = match id {
+        CarrierId::Telecom => "-4",
+        _ => "NOT_FOUND",
+    };
+    CarrierError::Rejected {
+        code: code.into(),
+        message: format!("{iccid} is not a card of {}", id.display_name()),
+    }
+}
+
+#[async_trait]
+impl Carrier for SimCarrier {
+    fn id(&self) -> CarrierId {
+        self.id
+    }
+
+    fn policy(&self) -> &CarrierPolicy {
+        &self.policy
+    }
+
+    async fn onboard(&self, cards: &[OnboardCard]) -> Result<(), CarrierError> {
+        self.store
+            .sim_onboard(self.id, cards)
+            .await
+            .map_err(|e| CarrierError::Transient(e.to_string()))
+    }
+
+    async fn card(&self, iccid: &Iccid) -> Result<CarrierCard, CarrierError> {
+        self.store
+            .sim_card(self.id, iccid)
+            .await
+            .map_err(|e| CarrierError::Transient(e.to_string()))?
+            .ok_or_else(|| not_found(self.id, iccid))
+    }
+
+    async fn stop(&self, iccid: &Iccid) -> Result<(), CarrierError> {
+        self.change(iccid, ServiceState::Stopped).await
+    }
+
+    async fn restore(&self, iccid: &Iccid) -> Result<(), CarrierError> {
+        self.change(iccid, ServiceState::Active).await
+    }
+}
+
+/// The three simulated carriers of one server, reachable by id for the simulator API.
+#[derive(Clone, Default)]
+pub struct Simulators {
+    pub by_id: HashMap<CarrierId, Arc<SimCarrier>>,
+}
+
+impl Simulators {
+    pub fn get(&self, id: CarrierId) -> Option<&Arc<SimCarrier>> {
+        self.by_id.get(&id)
+    }
+}

@@ -1,0 +1,144 @@
+//! The service's configuration: an optional TOML file, overridden by command-line flags and
+//! `SIMGATE_*` environment variables. Zero configuration means an SQLite file in the working
+//! directory and the three simulated carriers with the defaults of rules.md.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+
+use serde::Deserialize;
+
+use crate::domain::{ArrearsRecovery, CarrierId, CarrierPolicy, Fen, RenewalRestore};
+
+pub const DEFAULT_LISTEN: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 50051);
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://simgate.db";
+
+#[derive(Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub listen: Option<SocketAddr>,
+    /// `sqlite://PATH` or `postgres://USER@HOST/DB`. Kept out of Debug output: it may hold a
+    /// password.
+    #[serde(default)]
+    pub database_url: Option<String>,
+    /// Accept ICCIDs and IMSIs whose issuer code or MNC belongs to another carrier than the one
+    /// declared (cards bought through virtual operators).
+    #[serde(default)]
+    pub allow_foreign_identifiers: bool,
+    /// Per-carrier overrides of the retention and recovery rules, keyed mobile/unicom/telecom.
+    #[serde(default)]
+    pub carriers: BTreeMap<CarrierId, PolicyOverride>,
+}
+
+/// Any subset of a carrier's policy; what is left out keeps the rules.md default.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyOverride {
+    pub cycle_start_day: Option<u32>,
+    pub retention_months: Option<u32>,
+    pub retention_fee_fen: Option<i64>,
+    pub cancel_when_retention_ends: Option<bool>,
+    pub arrears_recovery: Option<ArrearsRecovery>,
+    pub renewal_restore: Option<RenewalRestore>,
+    pub test_period_days: Option<u32>,
+    pub test_gift_bytes: Option<u64>,
+    pub silent_period_days: Option<u32>,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("listen", &self.listen)
+            .field("database_url", &self.database_url.as_ref().map(|_| "<redacted>"))
+            .field("allow_foreign_identifiers", &self.allow_foreign_identifiers)
+            .field("carriers", &self.carriers)
+            .finish()
+    }
+}
+
+impl Config {
+    pub fn from_file(path: &Path) -> Result<Config, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read config {}: {e}", path.display()))?;
+        Config::from_toml(&text).map_err(|e| format!("config {}: {e}", path.display()))
+    }
+
+    pub fn from_toml(text: &str) -> Result<Config, String> {
+        let cfg: Config = toml::from_str(text).map_err(|e| e.to_string())?;
+        cfg.policies()?;
+        Ok(cfg)
+    }
+
+    /// The effective policy of every carrier, validated.
+    pub fn policies(&self) -> Result<BTreeMap<CarrierId, CarrierPolicy>, String> {
+        CarrierId::ALL
+            .into_iter()
+            .map(|id| {
+                let mut p = CarrierPolicy::default_for(id);
+                if let Some(o) = self.carriers.get(&id) {
+                    o.apply(&mut p);
+                }
+                p.validate().map_err(|e| format!("carriers.{id}: {e}"))?;
+                Ok((id, p))
+            })
+            .collect()
+    }
+}
+
+impl PolicyOverride {
+    fn apply(&self, p: &mut CarrierPolicy) {
+        macro_rules! set {
+            ($field:ident) => {
+                if let Some(v) = self.$field {
+                    p.$field = v;
+                }
+            };
+        }
+        set!(cycle_start_day);
+        set!(retention_months);
+        set!(cancel_when_retention_ends);
+        set!(arrears_recovery);
+        set!(renewal_restore);
+        set!(test_period_days);
+        set!(test_gift_bytes);
+        set!(silent_period_days);
+        if let Some(v) = self.retention_fee_fen {
+            p.retention_fee = Fen(v);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_config_gives_the_rules_defaults() {
+        let cfg = Config::from_toml("").unwrap();
+        let p = cfg.policies().unwrap();
+        assert_eq!(p[&CarrierId::Unicom], CarrierPolicy::default_for(CarrierId::Unicom));
+    }
+
+    #[test]
+    fn carrier_overrides_change_only_what_they_name() {
+        let cfg = Config::from_toml(
+            "[carriers.unicom]\narrears_recovery = \"auto\"\nretention_fee_fen = 300\n",
+        )
+        .unwrap();
+        let p = &cfg.policies().unwrap()[&CarrierId::Unicom];
+        assert_eq!(p.arrears_recovery, ArrearsRecovery::Auto);
+        assert_eq!(p.retention_fee, Fen(300));
+        assert_eq!(p.renewal_restore, RenewalRestore::NextCycle);
+    }
+
+    #[test]
+    fn bad_config_names_the_key() {
+        let err = Config::from_toml("[carriers.mobile]\ncycle_start_day = 30\n").unwrap_err();
+        assert!(err.contains("carriers.mobile") && err.contains("cycle_start_day"), "{err}");
+        let err = Config::from_toml("[carriers.mobile]\nretention_mnths = 3\n").unwrap_err();
+        assert!(err.contains("retention_mnths"), "{err}");
+        let err = Config::from_toml("[carriers.cmcc]\n").unwrap_err();
+        assert!(err.contains("cmcc"), "{err}");
+    }
+}

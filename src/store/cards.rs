@@ -1,0 +1,376 @@
+//! The `cards` table and its outbox `card_events`: import in one transaction, keyset-paged
+//! listing, and versioned updates that write their event in the same transaction.
+
+use chrono::{DateTime, Utc};
+use sqlx::Row;
+
+use super::{db_to_u64, millis_to_time, parse_text, placeholders, u64_to_db, Store, StoreError};
+use crate::domain::{
+    Card, CardStatus, CarrierId, Fen, Iccid, Imsi, LifecycleStage, Msisdn, Plan, RealNameStatus,
+    StopReason, StopReasons,
+};
+
+const COLUMNS: &str = "iccid, msisdn, imsi, carrier, customer_id, quota_bytes, monthly_fee_fen, \
+    validity_end_ms, auto_suspend, cancelled, status, stop_reasons, stage, real_name, balance_fen, \
+    cycle_usage_bytes, retention_ends_ms, expiry_restore_ms, arrears_paid, warnings, created_ms, \
+    updated_ms, version";
+const NUM_COLUMNS: usize = 23;
+
+/// Rows per multi-row INSERT: 23 parameters each stays under SQLite's 32,766-parameter limit.
+const INSERT_CHUNK: usize = 1000;
+
+/// Narrows a card listing. Every field is optional; all given ones must match.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CardFilter {
+    pub carrier: Option<CarrierId>,
+    pub customer_id: Option<String>,
+    pub status: Option<CardStatus>,
+    pub stop_reason: Option<StopReason>,
+}
+
+/// One outbox row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventRow {
+    pub id: i64,
+    pub iccid: String,
+    pub kind: String,
+    pub detail: String,
+    pub at: DateTime<Utc>,
+}
+
+#[derive(sqlx::FromRow)]
+struct CardRow {
+    iccid: String,
+    msisdn: Option<String>,
+    imsi: Option<String>,
+    carrier: String,
+    customer_id: String,
+    quota_bytes: i64,
+    monthly_fee_fen: i64,
+    validity_end_ms: i64,
+    auto_suspend: bool,
+    cancelled: bool,
+    stop_reasons: i64,
+    stage: String,
+    real_name: String,
+    balance_fen: i64,
+    cycle_usage_bytes: i64,
+    retention_ends_ms: Option<i64>,
+    expiry_restore_ms: Option<i64>,
+    arrears_paid: bool,
+    warnings: String,
+    created_ms: i64,
+    updated_ms: i64,
+    version: i64,
+}
+
+impl TryFrom<CardRow> for Card {
+    type Error = StoreError;
+
+    fn try_from(r: CardRow) -> Result<Card, StoreError> {
+        let corrupt = |what: &str| StoreError::Corrupt(format!("{what} of card {}", r.iccid));
+        let stop_reasons = u32::try_from(r.stop_reasons)
+            .ok()
+            .and_then(StopReasons::from_bits)
+            .ok_or_else(|| corrupt("stop_reasons"))?;
+        Ok(Card {
+            msisdn: r.msisdn.map(Msisdn::from_trusted),
+            imsi: r.imsi.map(Imsi::from_trusted),
+            carrier: parse_text("carrier", &r.carrier)?,
+            plan: Plan {
+                monthly_quota_bytes: db_to_u64(r.quota_bytes)?,
+                monthly_fee: Fen(r.monthly_fee_fen),
+                validity_end: millis_to_time(r.validity_end_ms)?,
+                auto_suspend_over_quota: r.auto_suspend,
+            },
+            cancelled: r.cancelled,
+            stop_reasons,
+            stage: LifecycleStage::parse(&r.stage).ok_or_else(|| corrupt("stage"))?,
+            real_name: RealNameStatus::parse(&r.real_name).ok_or_else(|| corrupt("real_name"))?,
+            balance: Fen(r.balance_fen),
+            cycle_usage_bytes: db_to_u64(r.cycle_usage_bytes)?,
+            retention_ends_at: r.retention_ends_ms.map(millis_to_time).transpose()?,
+            expiry_restore_at: r.expiry_restore_ms.map(millis_to_time).transpose()?,
+            arrears_paid_awaiting_resume: r.arrears_paid,
+            warnings: serde_json::from_str(&r.warnings).map_err(|_| corrupt("warnings"))?,
+            created_at: millis_to_time(r.created_ms)?,
+            updated_at: millis_to_time(r.updated_ms)?,
+            version: r.version,
+            customer_id: r.customer_id,
+            iccid: Iccid::from_trusted(r.iccid),
+        })
+    }
+}
+
+type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>;
+
+/// Binds every column of `card` in `COLUMNS` order.
+fn bind_card<'q>(q: AnyQuery<'q>, c: &Card) -> Result<AnyQuery<'q>, StoreError> {
+    Ok(q.bind(c.iccid.as_str().to_string())
+        .bind(c.msisdn.as_ref().map(|m| m.as_str().to_string()))
+        .bind(c.imsi.as_ref().map(|m| m.as_str().to_string()))
+        .bind(c.carrier.as_str())
+        .bind(c.customer_id.clone())
+        .bind(u64_to_db(c.plan.monthly_quota_bytes)?)
+        .bind(c.plan.monthly_fee.0)
+        .bind(c.plan.validity_end.timestamp_millis())
+        .bind(c.plan.auto_suspend_over_quota)
+        .bind(c.cancelled)
+        .bind(c.status().as_str())
+        .bind(i64::from(c.stop_reasons.bits()))
+        .bind(c.stage.as_str())
+        .bind(c.real_name.as_str())
+        .bind(c.balance.0)
+        .bind(u64_to_db(c.cycle_usage_bytes)?)
+        .bind(c.retention_ends_at.map(|t| t.timestamp_millis()))
+        .bind(c.expiry_restore_at.map(|t| t.timestamp_millis()))
+        .bind(c.arrears_paid_awaiting_resume)
+        .bind(serde_json::to_string(&c.warnings).unwrap_or_else(|_| "[]".into()))
+        .bind(c.created_at.timestamp_millis())
+        .bind(c.updated_at.timestamp_millis())
+        .bind(c.version))
+}
+
+fn event_detail(card: &Card) -> String {
+    serde_json::json!({
+        "status": card.status().as_str(),
+        "stop_reasons": card.stop_reasons.iter().map(|r| r.as_str()).collect::<Vec<_>>(),
+        "balance_fen": card.balance.0,
+        "validity_end": card.plan.validity_end.to_rfc3339(),
+    })
+    .to_string()
+}
+
+fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
+}
+
+impl Store {
+    /// Stores all cards or none. Reports the first ICCID or MSISDN that already exists.
+    pub async fn insert_cards(&self, cards: &[Card]) -> Result<(), StoreError> {
+        self.ensure_new(cards).await?;
+        let mut tx = self.pool.begin().await?;
+        for chunk in cards.chunks(INSERT_CHUNK) {
+            let rows = (0..chunk.len())
+                .map(|i| format!("({})", placeholders(i * NUM_COLUMNS, NUM_COLUMNS)))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let sql = format!("INSERT INTO cards ({COLUMNS}) VALUES {rows}");
+            let mut q = sqlx::query(&sql);
+            for c in chunk {
+                q = bind_card(q, c)?;
+            }
+            q.execute(&mut *tx).await.map_err(|e| {
+                if is_unique_violation(&e) {
+                    StoreError::Duplicate {
+                        field: "iccid or msisdn",
+                        value: "in this import (added concurrently)".into(),
+                    }
+                } else {
+                    e.into()
+                }
+            })?;
+            insert_events(&mut tx, chunk, "card.imported").await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Finds the first card of the batch whose ICCID or MSISDN is taken.
+    async fn ensure_new(&self, cards: &[Card]) -> Result<(), StoreError> {
+        for chunk in cards.chunks(INSERT_CHUNK) {
+            let sql = format!(
+                "SELECT iccid FROM cards WHERE iccid IN ({}) ORDER BY iccid LIMIT 1",
+                placeholders(0, chunk.len())
+            );
+            let mut q = sqlx::query(&sql);
+            for c in chunk {
+                q = q.bind(c.iccid.as_str().to_string());
+            }
+            if let Some(row) = q.fetch_optional(&self.pool).await? {
+                return Err(StoreError::Duplicate {
+                    field: "iccid",
+                    value: row.try_get("iccid")?,
+                });
+            }
+            let msisdns: Vec<String> = chunk
+                .iter()
+                .filter_map(|c| c.msisdn.as_ref().map(|m| m.as_str().to_string()))
+                .collect();
+            if msisdns.is_empty() {
+                continue;
+            }
+            let sql = format!(
+                "SELECT msisdn FROM cards WHERE msisdn IN ({}) ORDER BY msisdn LIMIT 1",
+                placeholders(0, msisdns.len())
+            );
+            let mut q = sqlx::query(&sql);
+            for m in msisdns {
+                q = q.bind(m);
+            }
+            if let Some(row) = q.fetch_optional(&self.pool).await? {
+                return Err(StoreError::Duplicate {
+                    field: "msisdn",
+                    value: row.try_get("msisdn")?,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    pub async fn get_card(&self, iccid: &Iccid) -> Result<Option<Card>, StoreError> {
+        let sql = format!("SELECT {COLUMNS} FROM cards WHERE iccid = $1");
+        let row: Option<CardRow> = sqlx::query_as(&sql)
+            .bind(iccid.as_str().to_string())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(Card::try_from).transpose()
+    }
+
+    /// Up to `limit` cards matching `filter` with an ICCID after `after`, in ICCID order.
+    /// Keyset paging: a card added or changed while pages are read is neither repeated nor
+    /// skipped.
+    pub async fn list_cards(
+        &self,
+        filter: &CardFilter,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<Card>, StoreError> {
+        let mut conds: Vec<String> = Vec::new();
+        let mut n = 0;
+        let mut next = || {
+            n += 1;
+            format!("${n}")
+        };
+        if filter.carrier.is_some() {
+            conds.push(format!("carrier = {}", next()));
+        }
+        if filter.customer_id.is_some() {
+            conds.push(format!("customer_id = {}", next()));
+        }
+        if filter.status.is_some() {
+            conds.push(format!("status = {}", next()));
+        }
+        if filter.stop_reason.is_some() {
+            conds.push(format!("(stop_reasons & {}) <> 0", next()));
+        }
+        if after.is_some() {
+            conds.push(format!("iccid > {}", next()));
+        }
+        let limit_ph = next();
+        let where_clause = if conds.is_empty() {
+            String::new()
+        } else {
+            format!("WHERE {}", conds.join(" AND "))
+        };
+        let sql =
+            format!("SELECT {COLUMNS} FROM cards {where_clause} ORDER BY iccid LIMIT {limit_ph}");
+        let mut q = sqlx::query_as::<_, CardRow>(&sql);
+        if let Some(c) = filter.carrier {
+            q = q.bind(c.as_str());
+        }
+        if let Some(c) = &filter.customer_id {
+            q = q.bind(c.clone());
+        }
+        if let Some(s) = filter.status {
+            q = q.bind(s.as_str());
+        }
+        if let Some(r) = filter.stop_reason {
+            q = q.bind(i64::from(StopReasons::mask(r)));
+        }
+        if let Some(a) = after {
+            q = q.bind(a.to_string());
+        }
+        q = q.bind(i64::from(limit));
+        q.fetch_all(&self.pool)
+            .await?
+            .into_iter()
+            .map(Card::try_from)
+            .collect()
+    }
+
+    /// Writes `card` if it is still at `card.version`, with an outbox event, in one transaction.
+    /// Returns the card at its new version; `Conflict` if someone else wrote it first.
+    pub async fn update_card(&self, card: &Card, event: &str) -> Result<Card, StoreError> {
+        let mut next = card.clone();
+        next.version = card.version + 1;
+        let sets = COLUMNS
+            .split(',')
+            .map(str::trim)
+            .enumerate()
+            .skip(1)
+            .map(|(i, col)| format!("{col} = ${}", i + 1))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "UPDATE cards SET {sets} WHERE iccid = $1 AND version = ${}",
+            NUM_COLUMNS + 1
+        );
+        let mut tx = self.pool.begin().await?;
+        let done = bind_card(sqlx::query(&sql), &next)?
+            .bind(card.version)
+            .execute(&mut *tx)
+            .await?;
+        if done.rows_affected() != 1 {
+            return Err(StoreError::Conflict);
+        }
+        insert_events(&mut tx, std::slice::from_ref(&next), event).await?;
+        tx.commit().await?;
+        Ok(next)
+    }
+
+    /// The outbox events of one card, oldest first.
+    pub async fn card_events(&self, iccid: &Iccid) -> Result<Vec<EventRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, iccid, kind, detail, at_ms FROM card_events WHERE iccid = $1 ORDER BY id",
+        )
+        .bind(iccid.as_str().to_string())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|r| {
+                Ok(EventRow {
+                    id: r.try_get("id")?,
+                    iccid: r.try_get("iccid")?,
+                    kind: r.try_get("kind")?,
+                    detail: r.try_get("detail")?,
+                    at: millis_to_time(r.try_get("at_ms")?)?,
+                })
+            })
+            .collect()
+    }
+
+    pub async fn count_cards(&self) -> Result<i64, StoreError> {
+        Ok(sqlx::query("SELECT COUNT(*) AS n FROM cards")
+            .fetch_one(&self.pool)
+            .await?
+            .try_get("n")?)
+    }
+}
+
+async fn insert_events(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    cards: &[Card],
+    kind: &str,
+) -> Result<(), StoreError> {
+    const COLS: usize = 6;
+    let rows = (0..cards.len())
+        .map(|i| format!("({})", placeholders(i * COLS, COLS)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let sql = format!(
+        "INSERT INTO card_events (iccid, customer_id, carrier, kind, detail, at_ms) VALUES {rows}"
+    );
+    let mut q = sqlx::query(&sql);
+    for c in cards {
+        q = q
+            .bind(c.iccid.as_str().to_string())
+            .bind(c.customer_id.clone())
+            .bind(c.carrier.as_str())
+            .bind(kind.to_string())
+            .bind(event_detail(c))
+            .bind(c.updated_at.timestamp_millis());
+    }
+    q.execute(&mut **tx).await?;
+    Ok(())
+}

@@ -1,0 +1,52 @@
+-- Cards as simgate holds them. Times are Unix milliseconds (UTC), money is fen, data is bytes.
+CREATE TABLE cards (
+    iccid             TEXT PRIMARY KEY NOT NULL,
+    msisdn            TEXT UNIQUE,
+    imsi              TEXT,
+    carrier           TEXT NOT NULL,
+    customer_id       TEXT NOT NULL,
+    quota_bytes       BIGINT NOT NULL,
+    monthly_fee_fen   BIGINT NOT NULL,
+    validity_end_ms   BIGINT NOT NULL,
+    auto_suspend      BOOLEAN NOT NULL,
+    cancelled         BOOLEAN NOT NULL,
+    -- Derived from cancelled + stop_reasons, stored so that listing by status uses an index.
+    status            TEXT NOT NULL,
+    stop_reasons      BIGINT NOT NULL,
+    stage             TEXT NOT NULL,
+    real_name         TEXT NOT NULL,
+    balance_fen       BIGINT NOT NULL,
+    cycle_usage_bytes BIGINT NOT NULL,
+    retention_ends_ms BIGINT,
+    expiry_restore_ms BIGINT,
+    arrears_paid      BOOLEAN NOT NULL,
+    warnings          TEXT NOT NULL,
+    created_ms        BIGINT NOT NULL,
+    updated_ms        BIGINT NOT NULL,
+    version           BIGINT NOT NULL
+);
+CREATE INDEX cards_by_customer ON cards (customer_id, iccid);
+CREATE INDEX cards_by_carrier ON cards (carrier, iccid);
+CREATE INDEX cards_by_status ON cards (status, iccid);
+
+-- Outbox: one row per state change, written in the same transaction as the change.
+CREATE TABLE card_events (
+    id          BIGSERIAL PRIMARY KEY,
+    iccid       TEXT NOT NULL,
+    customer_id TEXT NOT NULL,
+    carrier     TEXT NOT NULL,
+    kind        TEXT NOT NULL,
+    detail      TEXT NOT NULL,
+    at_ms       BIGINT NOT NULL
+);
+CREATE INDEX card_events_by_card ON card_events (iccid, id);
+
+-- The simulated carriers' own side of each card.
+CREATE TABLE sim_cards (
+    carrier           TEXT NOT NULL,
+    iccid             TEXT NOT NULL,
+    state             TEXT NOT NULL,
+    cycle_usage_bytes BIGINT NOT NULL,
+    changes           BIGINT NOT NULL,
+    PRIMARY KEY (carrier, iccid)
+);

@@ -1,0 +1,198 @@
+//! Persistence: one sqlx `Any` pool over SQLite (embedded default, WAL) or PostgreSQL, chosen by
+//! the URL, with per-backend migrations applied at connect. SQL is written once in the dialect
+//! both accept (`$n` placeholders, `ON CONFLICT`, integer columns), so one store serves both and
+//! one test suite checks both.
+
+mod cards;
+mod sim;
+
+pub use cards::{CardFilter, EventRow};
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::any::AnyPoolOptions;
+use sqlx::migrate::Migrator;
+use sqlx::{AnyPool, Executor};
+
+static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("src/store/migrations/sqlite");
+static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("src/store/migrations/postgres");
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The row changed since it was read (optimistic concurrency).
+    #[error("the card was changed concurrently; retry")]
+    Conflict,
+    #[error("{field} {value} already exists")]
+    Duplicate { field: &'static str, value: String },
+    #[error("stored data is not valid: {0}")]
+    Corrupt(String),
+    #[error("database URL is not usable: {0}")]
+    Url(String),
+    #[error("database error: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+/// Connection settings beyond the URL.
+#[derive(Debug, Clone, Default)]
+pub struct StoreOptions {
+    /// PostgreSQL schema to work in (created if missing); lets tests share one database.
+    pub pg_schema: Option<String>,
+    pub max_connections: Option<u32>,
+}
+
+#[derive(Clone)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("backend", &self.backend).finish()
+    }
+}
+
+fn backend_of(url: &str) -> Result<Backend, StoreError> {
+    if url.starts_with("sqlite:") {
+        Ok(Backend::Sqlite)
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Backend::Postgres)
+    } else {
+        Err(StoreError::Url(
+            "expected sqlite://PATH or postgres://USER@HOST/DB".into(),
+        ))
+    }
+}
+
+/// SQLite must be allowed to create the file on first start (zero configuration).
+fn sqlite_url_with_create(url: &str) -> String {
+    if url.contains("mode=") || url.contains(":memory:") {
+        url.to_string()
+    } else if url.contains('?') {
+        format!("{url}&mode=rwc")
+    } else {
+        format!("{url}?mode=rwc")
+    }
+}
+
+fn valid_schema_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+}
+
+impl Store {
+    pub async fn connect(url: &str, opts: StoreOptions) -> Result<Store, StoreError> {
+        sqlx::any::install_default_drivers();
+        let backend = backend_of(url)?;
+        let url = match backend {
+            Backend::Sqlite => sqlite_url_with_create(url),
+            Backend::Postgres => url.to_string(),
+        };
+        if let Some(schema) = &opts.pg_schema {
+            if !valid_schema_name(schema) {
+                return Err(StoreError::Url(format!("invalid schema name {schema:?}")));
+            }
+        }
+        let schema = opts.pg_schema.clone();
+        if let (Backend::Postgres, Some(schema)) = (backend, &schema) {
+            let admin = AnyPoolOptions::new().max_connections(1).connect(&url).await?;
+            admin
+                .execute(format!("CREATE SCHEMA IF NOT EXISTS {schema}").as_str())
+                .await?;
+            admin.close().await;
+        }
+        // SQLite has one writer at a time; more connections only help readers.
+        let max = opts.max_connections.unwrap_or(match backend {
+            Backend::Sqlite => 8,
+            Backend::Postgres => 16,
+        });
+        let pool = AnyPoolOptions::new()
+            .max_connections(max)
+            .acquire_timeout(Duration::from_secs(30))
+            .after_connect(move |conn, _meta| {
+                let schema = schema.clone();
+                Box::pin(async move {
+                    match backend {
+                        Backend::Sqlite => {
+                            conn.execute("PRAGMA journal_mode = WAL").await?;
+                            conn.execute("PRAGMA synchronous = NORMAL").await?;
+                            conn.execute("PRAGMA busy_timeout = 30000").await?;
+                        }
+                        Backend::Postgres => {
+                            if let Some(schema) = schema {
+                                conn.execute(format!("SET search_path TO {schema}").as_str())
+                                    .await?;
+                            }
+                        }
+                    }
+                    Ok(())
+                })
+            })
+            .connect(&url)
+            .await?;
+        match backend {
+            Backend::Sqlite => SQLITE_MIGRATIONS.run(&pool).await?,
+            Backend::Postgres => POSTGRES_MIGRATIONS.run(&pool).await?,
+        }
+        Ok(Store { pool, backend })
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// Drops a test schema with everything in it (PostgreSQL only).
+    pub async fn drop_schema(url: &str, schema: &str) -> Result<(), StoreError> {
+        if !valid_schema_name(schema) {
+            return Err(StoreError::Url(format!("invalid schema name {schema:?}")));
+        }
+        sqlx::any::install_default_drivers();
+        let admin = AnyPoolOptions::new().max_connections(1).connect(url).await?;
+        admin
+            .execute(format!("DROP SCHEMA IF EXISTS {schema} CASCADE").as_str())
+            .await?;
+        admin.close().await;
+        Ok(())
+    }
+}
+
+/// `$1, $2, ...` starting after `offset` placeholders, for statements built at run time.
+fn placeholders(offset: usize, n: usize) -> String {
+    (offset + 1..=offset + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn millis_to_time(ms: i64) -> Result<chrono::DateTime<chrono::Utc>, StoreError> {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .ok_or_else(|| StoreError::Corrupt(format!("timestamp {ms} out of range")))
+}
+
+fn u64_to_db(v: u64) -> Result<i64, StoreError> {
+    i64::try_from(v).map_err(|_| StoreError::Corrupt(format!("{v} does not fit a BIGINT")))
+}
+
+fn db_to_u64(v: i64) -> Result<u64, StoreError> {
+    u64::try_from(v).map_err(|_| StoreError::Corrupt(format!("negative count {v}")))
+}
+
+fn parse_text<T: FromStr>(what: &str, s: &str) -> Result<T, StoreError> {
+    s.parse()
+        .map_err(|_| StoreError::Corrupt(format!("unknown {what} {s:?}")))
+}

@@ -1,0 +1,96 @@
+//! The simulated carriers' own table, `sim_cards`: what each simulated platform believes about
+//! a card. Kept apart from `cards` so that simgate and its simulators can disagree, as simgate and
+//! a real carrier can.
+
+use sqlx::Row;
+
+use super::{db_to_u64, u64_to_db, Store, StoreError};
+use crate::carrier::{CarrierCard, OnboardCard, ServiceState};
+use crate::domain::{CarrierId, Iccid};
+
+impl Store {
+    /// Creates the cards the simulator does not know yet; known ones are left as they are.
+    pub async fn sim_onboard(&self, carrier: CarrierId, cards: &[OnboardCard]) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        for chunk in cards.chunks(2000) {
+            let rows = (0..chunk.len())
+                .map(|i| {
+                    format!(
+                        "(${}, ${}, ${}, ${}, 0)",
+                        i * 4 + 1,
+                        i * 4 + 2,
+                        i * 4 + 3,
+                        i * 4 + 4
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(", ");
+            let sql = format!(
+                "INSERT INTO sim_cards (carrier, iccid, state, cycle_usage_bytes, changes) VALUES {rows} \
+                 ON CONFLICT (carrier, iccid) DO NOTHING"
+            );
+            let mut q = sqlx::query(&sql);
+            for c in chunk {
+                q = q
+                    .bind(carrier.as_str())
+                    .bind(c.iccid.as_str().to_string())
+                    .bind(c.state.as_str())
+                    .bind(u64_to_db(c.cycle_usage_bytes)?);
+            }
+            q.execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn sim_card(&self, carrier: CarrierId, iccid: &Iccid) -> Result<Option<CarrierCard>, StoreError> {
+        let row = sqlx::query(
+            "SELECT state, cycle_usage_bytes, changes FROM sim_cards WHERE carrier = $1 AND iccid = $2",
+        )
+        .bind(carrier.as_str())
+        .bind(iccid.as_str().to_string())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            let state: String = r.try_get("state")?;
+            Ok(CarrierCard {
+                iccid: iccid.clone(),
+                state: ServiceState::parse(&state)
+                    .ok_or_else(|| StoreError::Corrupt(format!("sim state {state:?}")))?,
+                cycle_usage_bytes: db_to_u64(r.try_get("cycle_usage_bytes")?)?,
+                changes: db_to_u64(r.try_get("changes")?)?,
+            })
+        })
+        .transpose()
+    }
+
+    pub async fn sim_set_state(
+        &self,
+        carrier: CarrierId,
+        iccid: &Iccid,
+        state: ServiceState,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE sim_cards SET state = $1, changes = changes + 1 WHERE carrier = $2 AND iccid = $3",
+        )
+        .bind(state.as_str())
+        .bind(carrier.as_str())
+        .bind(iccid.as_str().to_string())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Returns false when the simulator does not know the card.
+    pub async fn sim_add_usage(&self, carrier: CarrierId, iccid: &Iccid, bytes: u64) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE sim_cards SET cycle_usage_bytes = cycle_usage_bytes + $1 WHERE carrier = $2 AND iccid = $3",
+        )
+        .bind(u64_to_db(bytes)?)
+        .bind(carrier.as_str())
+        .bind(iccid.as_str().to_string())
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+}
