@@ -48,8 +48,8 @@ struct CardRow {
     quota_bytes: i64,
     monthly_fee_fen: i64,
     validity_end_ms: i64,
-    auto_suspend: bool,
-    cancelled: bool,
+    auto_suspend: i64,
+    cancelled: i64,
     stop_reasons: i64,
     stage: String,
     real_name: String,
@@ -57,7 +57,7 @@ struct CardRow {
     cycle_usage_bytes: i64,
     retention_ends_ms: Option<i64>,
     expiry_restore_ms: Option<i64>,
-    arrears_paid: bool,
+    arrears_paid: i64,
     warnings: String,
     created_ms: i64,
     updated_ms: i64,
@@ -81,9 +81,9 @@ impl TryFrom<CardRow> for Card {
                 monthly_quota_bytes: db_to_u64(r.quota_bytes)?,
                 monthly_fee: Fen(r.monthly_fee_fen),
                 validity_end: millis_to_time(r.validity_end_ms)?,
-                auto_suspend_over_quota: r.auto_suspend,
+                auto_suspend_over_quota: r.auto_suspend != 0,
             },
-            cancelled: r.cancelled,
+            cancelled: r.cancelled != 0,
             stop_reasons,
             stage: LifecycleStage::parse(&r.stage).ok_or_else(|| corrupt("stage"))?,
             real_name: RealNameStatus::parse(&r.real_name).ok_or_else(|| corrupt("real_name"))?,
@@ -91,7 +91,7 @@ impl TryFrom<CardRow> for Card {
             cycle_usage_bytes: db_to_u64(r.cycle_usage_bytes)?,
             retention_ends_at: r.retention_ends_ms.map(millis_to_time).transpose()?,
             expiry_restore_at: r.expiry_restore_ms.map(millis_to_time).transpose()?,
-            arrears_paid_awaiting_resume: r.arrears_paid,
+            arrears_paid_awaiting_resume: r.arrears_paid != 0,
             warnings: serde_json::from_str(&r.warnings).map_err(|_| corrupt("warnings"))?,
             created_at: millis_to_time(r.created_ms)?,
             updated_at: millis_to_time(r.updated_ms)?,
@@ -114,8 +114,8 @@ fn bind_card<'q>(q: AnyQuery<'q>, c: &Card) -> Result<AnyQuery<'q>, StoreError> 
         .bind(u64_to_db(c.plan.monthly_quota_bytes)?)
         .bind(c.plan.monthly_fee.0)
         .bind(c.plan.validity_end.timestamp_millis())
-        .bind(c.plan.auto_suspend_over_quota)
-        .bind(c.cancelled)
+        .bind(i64::from(c.plan.auto_suspend_over_quota))
+        .bind(i64::from(c.cancelled))
         .bind(c.status().as_str())
         .bind(i64::from(c.stop_reasons.bits()))
         .bind(c.stage.as_str())
@@ -124,7 +124,7 @@ fn bind_card<'q>(q: AnyQuery<'q>, c: &Card) -> Result<AnyQuery<'q>, StoreError> 
         .bind(u64_to_db(c.cycle_usage_bytes)?)
         .bind(c.retention_ends_at.map(|t| t.timestamp_millis()))
         .bind(c.expiry_restore_at.map(|t| t.timestamp_millis()))
-        .bind(c.arrears_paid_awaiting_resume)
+        .bind(i64::from(c.arrears_paid_awaiting_resume))
         .bind(serde_json::to_string(&c.warnings).unwrap_or_else(|_| "[]".into()))
         .bind(c.created_at.timestamp_millis())
         .bind(c.updated_at.timestamp_millis())

@@ -1,4 +1,5 @@
 -- Cards as simgate holds them. Times are Unix milliseconds (UTC), money is fen, data is bytes.
+-- Flags are BIGINT 0/1: sqlx's Any driver cannot decode SQLite booleans.
 CREATE TABLE cards (
     iccid             TEXT PRIMARY KEY NOT NULL,
     msisdn            TEXT UNIQUE,
@@ -8,8 +9,8 @@ CREATE TABLE cards (
     quota_bytes       BIGINT NOT NULL,
     monthly_fee_fen   BIGINT NOT NULL,
     validity_end_ms   BIGINT NOT NULL,
-    auto_suspend      BOOLEAN NOT NULL,
-    cancelled         BOOLEAN NOT NULL,
+    auto_suspend      BIGINT NOT NULL CHECK (auto_suspend IN (0, 1)),
+    cancelled         BIGINT NOT NULL CHECK (cancelled IN (0, 1)),
     -- Derived from cancelled + stop_reasons, stored so that listing by status uses an index.
     status            TEXT NOT NULL,
     stop_reasons      BIGINT NOT NULL,
@@ -19,7 +20,7 @@ CREATE TABLE cards (
     cycle_usage_bytes BIGINT NOT NULL,
     retention_ends_ms BIGINT,
     expiry_restore_ms BIGINT,
-    arrears_paid      BOOLEAN NOT NULL,
+    arrears_paid      BIGINT NOT NULL CHECK (arrears_paid IN (0, 1)),
     warnings          TEXT NOT NULL,
     created_ms        BIGINT NOT NULL,
     updated_ms        BIGINT NOT NULL,

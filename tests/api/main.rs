@@ -1,0 +1,10 @@
+//! End-to-end tests: the real server on a random port, simulated carriers, generated clients.
+
+mod helpers;
+
+mod cards_import;
+mod cards_list;
+mod cards_ops;
+mod errors;
+mod platform;
+mod store_suite;

@@ -1,0 +1,202 @@
+//! One conformance suite for the store, run against SQLite and PostgreSQL alike.
+
+use chrono::Duration;
+use simgate::carrier::{OnboardCard, ServiceState};
+use simgate::domain::rules::{open_card, NewCard};
+use simgate::domain::{
+    Card, CarrierId, CarrierPolicy, Fen, Iccid, LifecycleStage, Msisdn, Plan, RealNameStatus,
+    StopReason,
+};
+use simgate::store::{CardFilter, Store, StoreError};
+
+use crate::helpers::*;
+
+fn card(iccid: &str, carrier: CarrierId) -> Card {
+    let now = start_time();
+    open_card(
+        NewCard {
+            iccid: Iccid::parse_any(iccid).unwrap(),
+            msisdn: Some(Msisdn::parse("1064900000042").unwrap()),
+            imsi: None,
+            carrier,
+            customer_id: "acme".into(),
+            plan: Plan {
+                monthly_quota_bytes: u64::MAX >> 1,
+                monthly_fee: Fen(1200),
+                validity_end: now + Duration::days(10),
+                auto_suspend_over_quota: false,
+            },
+            real_name: RealNameStatus::Unverified,
+            stage: LifecycleStage::Test,
+            balance: Fen(-7),
+            cycle_usage_bytes: 5,
+            warnings: vec!["a warning".into()],
+        },
+        &CarrierPolicy::default_for(carrier),
+        now,
+    )
+}
+
+macro_rules! store_suite {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                use super::*;
+
+                #[tokio::test]
+                async fn sqlite() {
+                    let db = TestDb::new(Backend::Sqlite).unwrap();
+                    super::$name(db.store().await).await;
+                }
+
+                #[tokio::test]
+                async fn postgres() {
+                    if let Some(db) = TestDb::new(Backend::Postgres) {
+                        super::$name(db.store().await).await;
+                    }
+                }
+            }
+        )*
+    };
+}
+
+store_suite!(
+    cards_round_trip_unchanged,
+    stale_versions_are_refused,
+    duplicates_are_reported_by_field,
+    listing_filters_and_pages,
+    simulator_state_is_kept_apart,
+    migrations_can_run_twice,
+);
+
+async fn cards_round_trip_unchanged(store: Store) {
+    let c = card(UNICOM_ICCID, CarrierId::Unicom);
+    store.insert_cards(std::slice::from_ref(&c)).await.unwrap();
+    let back = store.get_card(&c.iccid).await.unwrap().unwrap();
+    assert_eq!(back, c);
+    assert!(back.stop_reasons.contains(StopReason::Arrears));
+    assert!(store
+        .get_card(&Iccid::parse_any(MOBILE_ICCID).unwrap())
+        .await
+        .unwrap()
+        .is_none());
+}
+
+async fn stale_versions_are_refused(store: Store) {
+    let c = card(UNICOM_ICCID, CarrierId::Unicom);
+    store.insert_cards(std::slice::from_ref(&c)).await.unwrap();
+    let mut changed = c.clone();
+    changed.balance = Fen(100);
+    let v1 = store.update_card(&changed, "card.recharged").await.unwrap();
+    assert_eq!(v1.version, 1);
+    // A writer that read version 0 loses: its update must not land.
+    let mut stale = c.clone();
+    stale.balance = Fen(999);
+    assert!(matches!(
+        store.update_card(&stale, "card.recharged").await,
+        Err(StoreError::Conflict)
+    ));
+    let now = store.get_card(&c.iccid).await.unwrap().unwrap();
+    assert_eq!((now.balance, now.version), (Fen(100), 1));
+    let kinds: Vec<_> = store
+        .card_events(&c.iccid)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.kind)
+        .collect();
+    assert_eq!(kinds, vec!["card.imported", "card.recharged"], "the refused write left no event");
+}
+
+async fn duplicates_are_reported_by_field(store: Store) {
+    let a = card(UNICOM_ICCID, CarrierId::Unicom);
+    store.insert_cards(std::slice::from_ref(&a)).await.unwrap();
+    match store.insert_cards(std::slice::from_ref(&a)).await {
+        Err(StoreError::Duplicate { field: "iccid", value }) => assert_eq!(value, UNICOM_ICCID),
+        other => panic!("{other:?}"),
+    }
+    let b = card(MOBILE_ICCID, CarrierId::Mobile); // same MSISDN as a
+    match store.insert_cards(&[b]).await {
+        Err(StoreError::Duplicate { field: "msisdn", .. }) => {}
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(store.count_cards().await.unwrap(), 1);
+}
+
+async fn listing_filters_and_pages(store: Store) {
+    let mut cards = Vec::new();
+    for n in 0..30u64 {
+        let (iccid, carrier) = match n % 3 {
+            0 => (mobile_iccid(n), CarrierId::Mobile),
+            1 => (unicom_iccid(n), CarrierId::Unicom),
+            _ => (telecom_iccid(n), CarrierId::Telecom),
+        };
+        let mut c = card(&iccid, carrier);
+        c.msisdn = None;
+        cards.push(c);
+    }
+    store.insert_cards(&cards).await.unwrap();
+    let mut after: Option<String> = None;
+    let mut seen = Vec::new();
+    loop {
+        let page = store
+            .list_cards(&CardFilter::default(), after.as_deref(), 7)
+            .await
+            .unwrap();
+        if page.is_empty() {
+            break;
+        }
+        after = Some(page.last().unwrap().iccid.to_string());
+        seen.extend(page.into_iter().map(|c| c.iccid.to_string()));
+    }
+    let mut expected: Vec<_> = cards.iter().map(|c| c.iccid.to_string()).collect();
+    expected.sort();
+    assert_eq!(seen, expected);
+    let telecom = store
+        .list_cards(
+            &CardFilter { carrier: Some(CarrierId::Telecom), ..Default::default() },
+            None,
+            100,
+        )
+        .await
+        .unwrap();
+    assert_eq!(telecom.len(), 10);
+    let real_name = store
+        .list_cards(
+            &CardFilter { stop_reason: Some(StopReason::RealName), ..Default::default() },
+            None,
+            100,
+        )
+        .await
+        .unwrap();
+    assert_eq!(real_name.len(), 30);
+    let manual = store
+        .list_cards(
+            &CardFilter { stop_reason: Some(StopReason::Manual), ..Default::default() },
+            None,
+            100,
+        )
+        .await
+        .unwrap();
+    assert!(manual.is_empty());
+}
+
+async fn simulator_state_is_kept_apart(store: Store) {
+    let iccid = Iccid::parse_any(MOBILE_ICCID).unwrap();
+    let onboard = OnboardCard { iccid: iccid.clone(), state: ServiceState::Active, cycle_usage_bytes: 0 };
+    store.sim_onboard(CarrierId::Mobile, std::slice::from_ref(&onboard)).await.unwrap();
+    store.sim_set_state(CarrierId::Mobile, &iccid, ServiceState::Stopped).await.unwrap();
+    // Onboarding again (a retried import) must not reset what the carrier holds.
+    store.sim_onboard(CarrierId::Mobile, &[onboard]).await.unwrap();
+    let c = store.sim_card(CarrierId::Mobile, &iccid).await.unwrap().unwrap();
+    assert_eq!((c.state, c.changes), (ServiceState::Stopped, 1));
+    assert!(store.sim_add_usage(CarrierId::Mobile, &iccid, 10).await.unwrap());
+    assert!(!store.sim_add_usage(CarrierId::Unicom, &iccid, 10).await.unwrap());
+    assert!(store.sim_card(CarrierId::Unicom, &iccid).await.unwrap().is_none());
+}
+
+async fn migrations_can_run_twice(store: Store) {
+    // Connecting again re-runs the migrator, which must find everything applied.
+    let _ = store.count_cards().await.unwrap();
+    drop(store);
+}
