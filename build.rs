@@ -3,7 +3,10 @@
 use prost::Message;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let protos = ["proto/simgate/v1/cards.proto", "proto/simgate/v1/simulator.proto"];
+    let protos = [
+        "proto/simgate/v1/cards.proto",
+        "proto/simgate/v1/simulator.proto",
+    ];
     let fds = protox::compile(protos, ["proto"])?;
     let out_dir = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
     std::fs::write(out_dir.join("simgate_descriptor.bin"), fds.encode_to_vec())?;

@@ -50,7 +50,10 @@ impl std::fmt::Debug for Config {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Config")
             .field("listen", &self.listen)
-            .field("database_url", &self.database_url.as_ref().map(|_| "<redacted>"))
+            .field(
+                "database_url",
+                &self.database_url.as_ref().map(|_| "<redacted>"),
+            )
             .field("allow_foreign_identifiers", &self.allow_foreign_identifiers)
             .field("carriers", &self.carriers)
             .finish()
@@ -117,7 +120,10 @@ mod tests {
     fn empty_config_gives_the_rules_defaults() {
         let cfg = Config::from_toml("").unwrap();
         let p = cfg.policies().unwrap();
-        assert_eq!(p[&CarrierId::Unicom], CarrierPolicy::default_for(CarrierId::Unicom));
+        assert_eq!(
+            p[&CarrierId::Unicom],
+            CarrierPolicy::default_for(CarrierId::Unicom)
+        );
     }
 
     #[test]
@@ -135,7 +141,10 @@ mod tests {
     #[test]
     fn bad_config_names_the_key() {
         let err = Config::from_toml("[carriers.mobile]\ncycle_start_day = 30\n").unwrap_err();
-        assert!(err.contains("carriers.mobile") && err.contains("cycle_start_day"), "{err}");
+        assert!(
+            err.contains("carriers.mobile") && err.contains("cycle_start_day"),
+            "{err}"
+        );
         let err = Config::from_toml("[carriers.mobile]\nretention_mnths = 3\n").unwrap_err();
         assert!(err.contains("retention_mnths"), "{err}");
         let err = Config::from_toml("[carriers.cmcc]\n").unwrap_err();

@@ -83,9 +83,7 @@ async fn run(cli: Cli) -> Result<(), String> {
             config,
         } => {
             let cfg = load_config(config, database_url)?;
-            let addr = listen
-                .or(cfg.listen)
-                .unwrap_or(DEFAULT_LISTEN);
+            let addr = listen.or(cfg.listen).unwrap_or(DEFAULT_LISTEN);
             let app = Server::builder()
                 .config(cfg)
                 .build()

@@ -137,7 +137,10 @@ impl pb::card_service_server::CardService for CardApi {
         if req.cards.len() > MAX_IMPORT {
             return Err(invalid_field(
                 "cards",
-                format!("at most {MAX_IMPORT} cards per call, got {}", req.cards.len()),
+                format!(
+                    "at most {MAX_IMPORT} cards per call, got {}",
+                    req.cards.len()
+                ),
             ));
         }
         let mut violations = Vec::new();
@@ -181,7 +184,10 @@ impl pb::card_service_server::CardService for CardApi {
         }))
     }
 
-    async fn get_card(&self, request: Request<pb::GetCardRequest>) -> Result<Response<pb::Card>, Status> {
+    async fn get_card(
+        &self,
+        request: Request<pb::GetCardRequest>,
+    ) -> Result<Response<pb::Card>, Status> {
         let iccid = iccid(&request.get_ref().iccid)?;
         let card = self.service.get(&iccid).await?;
         Ok(Response::new(self.card(&card)))
@@ -265,7 +271,10 @@ impl pb::card_service_server::CardService for CardApi {
         }))
     }
 
-    async fn renew_plan(&self, request: Request<pb::RenewPlanRequest>) -> Result<Response<pb::Card>, Status> {
+    async fn renew_plan(
+        &self,
+        request: Request<pb::RenewPlanRequest>,
+    ) -> Result<Response<pb::Card>, Status> {
         let req = request.into_inner();
         let mut violations = Vec::new();
         let iccid = convert::iccid_field("iccid", &req.iccid)
@@ -293,7 +302,10 @@ impl pb::card_service_server::CardService for CardApi {
         Ok(Response::new(self.card(&card)))
     }
 
-    async fn get_usage(&self, request: Request<pb::GetUsageRequest>) -> Result<Response<pb::Usage>, Status> {
+    async fn get_usage(
+        &self,
+        request: Request<pb::GetUsageRequest>,
+    ) -> Result<Response<pb::Usage>, Status> {
         let iccid = iccid(&request.get_ref().iccid)?;
         let u = self.service.usage(&iccid).await?;
         let permille = u.used_bytes.saturating_mul(1000) / u.quota_bytes.max(1);

@@ -123,8 +123,16 @@ pub fn policy_to_pb(p: &CarrierPolicy) -> pb::CarrierPolicy {
 pub fn card_to_pb(c: &Card, policy: Option<&CarrierPolicy>) -> pb::Card {
     pb::Card {
         iccid: c.iccid.to_string(),
-        msisdn: c.msisdn.as_ref().map(|m| m.as_str().to_string()).unwrap_or_default(),
-        imsi: c.imsi.as_ref().map(|m| m.as_str().to_string()).unwrap_or_default(),
+        msisdn: c
+            .msisdn
+            .as_ref()
+            .map(|m| m.as_str().to_string())
+            .unwrap_or_default(),
+        imsi: c
+            .imsi
+            .as_ref()
+            .map(|m| m.as_str().to_string())
+            .unwrap_or_default(),
         carrier: carrier_to_pb(c.carrier) as i32,
         customer_id: c.customer_id.clone(),
         plan: Some(pb::Plan {
@@ -134,7 +142,11 @@ pub fn card_to_pb(c: &Card, policy: Option<&CarrierPolicy>) -> pb::Card {
             auto_suspend_over_quota: c.plan.auto_suspend_over_quota,
         }),
         status: status_to_pb(c.status()) as i32,
-        stop_reasons: c.stop_reasons.iter().map(|r| reason_to_pb(r) as i32).collect(),
+        stop_reasons: c
+            .stop_reasons
+            .iter()
+            .map(|r| reason_to_pb(r) as i32)
+            .collect(),
         stage: stage_to_pb(c.stage) as i32,
         real_name: real_name_to_pb(c.real_name) as i32,
         balance_fen: c.balance.0,
@@ -231,7 +243,9 @@ pub fn new_card(
         Some(p) => plan(&f("plan"), p, out),
     };
     let real_name = match pb::RealNameStatus::try_from(input.real_name) {
-        Ok(pb::RealNameStatus::Unspecified | pb::RealNameStatus::Unknown) => RealNameStatus::Unknown,
+        Ok(pb::RealNameStatus::Unspecified | pb::RealNameStatus::Unknown) => {
+            RealNameStatus::Unknown
+        }
         Ok(pb::RealNameStatus::Verified) => RealNameStatus::Verified,
         Ok(pb::RealNameStatus::Unverified) => RealNameStatus::Unverified,
         Err(_) => {
@@ -240,7 +254,9 @@ pub fn new_card(
         }
     };
     let stage = match pb::LifecycleStage::try_from(input.stage) {
-        Ok(pb::LifecycleStage::Unspecified | pb::LifecycleStage::Billing) => LifecycleStage::Billing,
+        Ok(pb::LifecycleStage::Unspecified | pb::LifecycleStage::Billing) => {
+            LifecycleStage::Billing
+        }
         Ok(pb::LifecycleStage::Test) => LifecycleStage::Test,
         Ok(pb::LifecycleStage::Silent) => LifecycleStage::Silent,
         Err(_) => {
@@ -291,13 +307,15 @@ fn plan(prefix: &str, p: &pb::Plan, out: &mut Vec<FieldViolation>) -> Option<Pla
     }
     let validity_end = match &p.validity_end {
         None => {
-            out.push(FieldViolation::new(format!("{prefix}.validity_end"), "is required"));
+            out.push(FieldViolation::new(
+                format!("{prefix}.validity_end"),
+                "is required",
+            ));
             None
         }
         Some(t) => {
-            let parsed = from_timestamp(t).filter(|d| {
-                (2000..=2200).contains(&chrono::Datelike::year(&d.naive_utc()))
-            });
+            let parsed = from_timestamp(t)
+                .filter(|d| (2000..=2200).contains(&chrono::Datelike::year(&d.naive_utc())));
             if parsed.is_none() {
                 out.push(FieldViolation::new(
                     format!("{prefix}.validity_end"),

@@ -49,14 +49,20 @@ impl From<ServiceError> for Status {
                 Status::with_error_details(Code::FailedPrecondition, message, d)
             }
             ServiceError::AlreadyExists { field, value } => {
-                let mut d = info("CARD_ALREADY_EXISTS", HashMap::from([("value".to_string(), value.clone())]));
+                let mut d = info(
+                    "CARD_ALREADY_EXISTS",
+                    HashMap::from([("value".to_string(), value.clone())]),
+                );
                 d.add_bad_request_violation(field, format!("{value} already exists"));
                 Status::with_error_details(Code::AlreadyExists, message, d)
             }
             ServiceError::CarrierNotConfigured(c) => Status::with_error_details(
                 Code::FailedPrecondition,
                 message,
-                info("CARRIER_NOT_CONFIGURED", HashMap::from([("carrier".into(), c.to_string())])),
+                info(
+                    "CARRIER_NOT_CONFIGURED",
+                    HashMap::from([("carrier".into(), c.to_string())]),
+                ),
             ),
             ServiceError::Carrier { carrier, error } => {
                 let mut meta = HashMap::from([("carrier".to_string(), carrier.to_string())]);

@@ -19,21 +19,28 @@ impl SimulatorApi {
         SimulatorApi { sims }
     }
 
-    fn target(&self, carrier: i32, iccid: Option<&str>) -> Result<(&SimCarrier, Option<Iccid>), Status> {
+    fn target(
+        &self,
+        carrier: i32,
+        iccid: Option<&str>,
+    ) -> Result<(&SimCarrier, Option<Iccid>), Status> {
         let mut violations = Vec::new();
         let id = carrier_from_pb(carrier);
         if id.is_none() {
             violations.push(FieldViolation::new("carrier", "is required"));
         }
-        let iccid = iccid.and_then(|raw| iccid_field("iccid", raw).map_err(|v| violations.push(v)).ok());
+        let iccid = iccid.and_then(|raw| {
+            iccid_field("iccid", raw)
+                .map_err(|v| violations.push(v))
+                .ok()
+        });
         if !violations.is_empty() {
             return Err(invalid_argument(violations));
         }
         let id: CarrierId = id.ok_or_else(|| invalid_field("carrier", "is required"))?;
-        let sim = self
-            .sims
-            .get(id)
-            .ok_or_else(|| Status::failed_precondition(format!("{id} is not simulated on this server")))?;
+        let sim = self.sims.get(id).ok_or_else(|| {
+            Status::failed_precondition(format!("{id} is not simulated on this server"))
+        })?;
         Ok((sim.as_ref(), iccid))
     }
 }
@@ -54,9 +61,10 @@ fn card_to_pb(carrier: CarrierId, c: CarrierCard) -> pb::CarrierCard {
 
 fn carrier_status(carrier: CarrierId, error: CarrierError) -> Status {
     match &error {
-        CarrierError::Rejected { .. } => {
-            Status::not_found(format!("{} does not know this card: {error}", carrier.display_name()))
-        }
+        CarrierError::Rejected { .. } => Status::not_found(format!(
+            "{} does not know this card: {error}",
+            carrier.display_name()
+        )),
         _ => ServiceError::Carrier { carrier, error }.into(),
     }
 }
@@ -85,7 +93,10 @@ impl pb::simulator_service_server::SimulatorService for SimulatorApi {
         let (sim, iccid) = self.target(req.carrier, Some(&req.iccid))?;
         let iccid = iccid.ok_or_else(|| invalid_field("iccid", "is required"))?;
         if req.bytes == 0 || req.bytes > i64::MAX as u64 / 2 {
-            return Err(invalid_field("bytes", "must be greater than 0 and below 2^62"));
+            return Err(invalid_field(
+                "bytes",
+                "must be greater than 0 and below 2^62",
+            ));
         }
         let id = crate::carrier::Carrier::id(sim);
         let card = sim
@@ -104,7 +115,12 @@ impl pb::simulator_service_server::SimulatorService for SimulatorApi {
         let fault = match pb::FaultKind::try_from(req.kind) {
             Ok(pb::FaultKind::Reject) => Fault::Reject,
             Ok(pb::FaultKind::Unavailable) => Fault::Unavailable,
-            _ => return Err(invalid_field("kind", "must be FAULT_KIND_REJECT or FAULT_KIND_UNAVAILABLE")),
+            _ => {
+                return Err(invalid_field(
+                    "kind",
+                    "must be FAULT_KIND_REJECT or FAULT_KIND_UNAVAILABLE",
+                ))
+            }
         };
         if req.count > 1_000_000 {
             return Err(invalid_field("count", "must be at most 1000000"));

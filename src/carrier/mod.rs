@@ -48,9 +48,13 @@ impl ServiceState {
     }
 
     pub fn parse(s: &str) -> Option<ServiceState> {
-        [ServiceState::Active, ServiceState::Stopped, ServiceState::Cancelled]
-            .into_iter()
-            .find(|x| x.as_str() == s)
+        [
+            ServiceState::Active,
+            ServiceState::Stopped,
+            ServiceState::Cancelled,
+        ]
+        .into_iter()
+        .find(|x| x.as_str() == s)
     }
 }
 
@@ -72,8 +76,8 @@ pub struct OnboardCard {
     pub cycle_usage_bytes: u64,
 }
 
-#[async_trait]
 #[cfg_attr(any(test, feature = "testsuite"), mockall::automock)]
+#[async_trait]
 pub trait Carrier: Send + Sync + 'static {
     fn id(&self) -> CarrierId;
 

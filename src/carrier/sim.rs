@@ -48,7 +48,11 @@ impl SimCarrier {
     }
 
     /// Adds data usage, as the card's device would.
-    pub async fn record_usage(&self, iccid: &Iccid, bytes: u64) -> Result<CarrierCard, CarrierError> {
+    pub async fn record_usage(
+        &self,
+        iccid: &Iccid,
+        bytes: u64,
+    ) -> Result<CarrierCard, CarrierError> {
         let found = self
             .store
             .sim_add_usage(self.id, iccid, bytes)

@@ -4,7 +4,9 @@
 use std::fmt;
 use std::str::FromStr;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum CarrierId {
     Mobile,
@@ -67,7 +69,9 @@ impl FromStr for CarrierId {
             "mobile" => Ok(CarrierId::Mobile),
             "unicom" => Ok(CarrierId::Unicom),
             "telecom" => Ok(CarrierId::Telecom),
-            other => Err(format!("unknown carrier '{other}' (expected mobile, unicom or telecom)")),
+            other => Err(format!(
+                "unknown carrier '{other}' (expected mobile, unicom or telecom)"
+            )),
         }
     }
 }

@@ -49,8 +49,11 @@ impl Iccid {
                 )))
             }
         }
-        let warning = (iccid.0.bytes().all(|b| b.is_ascii_digit()) && !luhn_valid(&iccid.0))
-            .then(|| "ICCID Luhn check digit does not match (kept: not all real cards carry one)".to_string());
+        let warning =
+            (iccid.0.bytes().all(|b| b.is_ascii_digit()) && !luhn_valid(&iccid.0)).then(|| {
+                "ICCID Luhn check digit does not match (kept: not all real cards carry one)"
+                    .to_string()
+            });
         Ok((iccid, warning))
     }
 
@@ -76,7 +79,9 @@ impl Iccid {
             return Err(IdError("must start with 8986 (telecom, China)".into()));
         }
         if s[4..6].bytes().any(|b| !b.is_ascii_digit()) {
-            return Err(IdError("issuer code (characters 5-6) must be digits".into()));
+            return Err(IdError(
+                "issuer code (characters 5-6) must be digits".into(),
+            ));
         }
         Ok(Iccid(s))
     }
@@ -110,7 +115,7 @@ pub fn luhn_valid(digits: &str) -> bool {
         }
         sum += d;
     }
-    sum % 10 == 0
+    sum.is_multiple_of(10)
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -136,7 +141,11 @@ impl Imsi {
                     carrier.display_name()
                 )))
             }
-            None => return Err(IdError(format!("MNC {mnc} is not a known Chinese carrier's"))),
+            None => {
+                return Err(IdError(format!(
+                    "MNC {mnc} is not a known Chinese carrier's"
+                )))
+            }
         }
         Ok(Imsi(s.to_string()))
     }
@@ -234,14 +243,20 @@ mod tests {
     fn iccid_of_21_characters_is_refused() {
         for c in CarrierId::ALL {
             assert!(parse("898601177500063900677X", c).is_err());
-            assert!(parse("898601177500063900677", c).unwrap_err().0.contains("19 or 20"));
+            assert!(parse("898601177500063900677", c)
+                .unwrap_err()
+                .0
+                .contains("19 or 20"));
         }
     }
 
     #[test]
     fn iccid_with_a_letter_beyond_f_is_refused() {
         for c in CarrierId::ALL {
-            assert!(parse("8986G117750006390067", c).unwrap_err().0.contains("'G'"));
+            assert!(parse("8986G117750006390067", c)
+                .unwrap_err()
+                .0
+                .contains("'G'"));
         }
     }
 
@@ -253,7 +268,10 @@ mod tests {
 
     #[test]
     fn iccid_without_the_chinese_prefix_is_refused() {
-        assert!(parse("89440117750006390067", Unicom).unwrap_err().0.contains("8986"));
+        assert!(parse("89440117750006390067", Unicom)
+            .unwrap_err()
+            .0
+            .contains("8986"));
     }
 
     #[test]

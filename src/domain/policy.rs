@@ -211,14 +211,26 @@ mod tests {
 
     #[test]
     fn month_addition_clamps_to_the_end_of_shorter_months() {
-        assert_eq!(add_months(shanghai(2026, 1, 31, 8), 1), shanghai(2026, 2, 28, 8));
-        assert_eq!(add_months(shanghai(2026, 11, 30, 0), 3), shanghai(2027, 2, 28, 0));
+        assert_eq!(
+            add_months(shanghai(2026, 1, 31, 8), 1),
+            shanghai(2026, 2, 28, 8)
+        );
+        assert_eq!(
+            add_months(shanghai(2026, 11, 30, 0), 3),
+            shanghai(2027, 2, 28, 0)
+        );
     }
 
     #[test]
     fn end_of_day_is_the_next_shanghai_midnight() {
-        assert_eq!(end_of_local_day(shanghai(2026, 11, 25, 23)), shanghai(2026, 11, 26, 0));
-        assert_eq!(end_of_local_day(shanghai(2026, 11, 25, 0)), shanghai(2026, 11, 26, 0));
+        assert_eq!(
+            end_of_local_day(shanghai(2026, 11, 25, 23)),
+            shanghai(2026, 11, 26, 0)
+        );
+        assert_eq!(
+            end_of_local_day(shanghai(2026, 11, 25, 0)),
+            shanghai(2026, 11, 26, 0)
+        );
     }
 
     #[test]

@@ -121,7 +121,9 @@ impl StopReasons {
 
     /// The reasons present, in clearing order.
     pub fn iter(self) -> impl Iterator<Item = StopReason> {
-        StopReason::ALL.into_iter().filter(move |r| self.contains(*r))
+        StopReason::ALL
+            .into_iter()
+            .filter(move |r| self.contains(*r))
     }
 }
 
@@ -157,12 +159,20 @@ mod tests {
 
     #[test]
     fn iteration_follows_clearing_order_not_insertion_order() {
-        let s: StopReasons = [StopReason::Manual, StopReason::OverQuota, StopReason::Expired]
-            .into_iter()
-            .collect();
+        let s: StopReasons = [
+            StopReason::Manual,
+            StopReason::OverQuota,
+            StopReason::Expired,
+        ]
+        .into_iter()
+        .collect();
         assert_eq!(
             s.iter().collect::<Vec<_>>(),
-            vec![StopReason::Expired, StopReason::OverQuota, StopReason::Manual]
+            vec![
+                StopReason::Expired,
+                StopReason::OverQuota,
+                StopReason::Manual
+            ]
         );
     }
 }

@@ -155,7 +155,12 @@ pub fn open_card(input: NewCard, policy: &CarrierPolicy, now: DateTime<Utc>) -> 
     }
 }
 
-fn transition(before: &Card, mut after: Card, now: DateTime<Utc>, event: &'static str) -> Transition {
+fn transition(
+    before: &Card,
+    mut after: Card,
+    now: DateTime<Utc>,
+    event: &'static str,
+) -> Transition {
     let changed = after != *before;
     let action = match (before.is_online(), after.is_online()) {
         (true, false) => Some(CarrierAction::Stop),
@@ -366,11 +371,17 @@ pub(crate) mod tests {
     // §1: clearing one reason must not restore a card that still has another.
     #[test]
     fn rule_clearing_one_reason_does_not_restore_a_card_stopped_for_another() {
-        let card = with_reasons(CarrierId::Mobile, &[StopReason::Manual, StopReason::RealName]);
+        let card = with_reasons(
+            CarrierId::Mobile,
+            &[StopReason::Manual, StopReason::RealName],
+        );
         let t = resume(&card, now()).unwrap();
         assert!(!t.card.stop_reasons.contains(StopReason::Manual));
         assert!(t.card.stop_reasons.contains(StopReason::RealName));
-        assert_eq!(t.action, None, "still stopped: the carrier must not restore it");
+        assert_eq!(
+            t.action, None,
+            "still stopped: the carrier must not restore it"
+        );
         assert_eq!(t.card.status(), CardStatus::Suspended);
 
         let t = verify_real_name(&t.card, now()).unwrap();
@@ -388,7 +399,10 @@ pub(crate) mod tests {
 
         n.plan.auto_suspend_over_quota = false;
         let card = open(n);
-        assert!(card.is_online(), "without the option it keeps running into overage");
+        assert!(
+            card.is_online(),
+            "without the option it keeps running into overage"
+        );
         assert!(card.is_over_quota());
     }
 
@@ -419,7 +433,10 @@ pub(crate) mod tests {
     #[test]
     fn rule_manual_stop_is_refused_over_quota() {
         let card = with_reasons(CarrierId::Telecom, &[StopReason::OverQuota]);
-        assert_eq!(suspend(&card, now()).unwrap_err().reason(), "CARD_OVER_QUOTA");
+        assert_eq!(
+            suspend(&card, now()).unwrap_err().reason(),
+            "CARD_OVER_QUOTA"
+        );
     }
 
     #[test]
@@ -436,7 +453,11 @@ pub(crate) mod tests {
         assert_eq!(t.action, None);
 
         // Suspending twice changes nothing.
-        let again = suspend(&suspend(&active(CarrierId::Mobile), now()).unwrap().card, now()).unwrap();
+        let again = suspend(
+            &suspend(&active(CarrierId::Mobile), now()).unwrap().card,
+            now(),
+        )
+        .unwrap();
         assert!(!again.changed);
         assert_eq!(again.action, None);
     }
@@ -460,12 +481,18 @@ pub(crate) mod tests {
 
     #[test]
     fn resume_refuses_with_the_first_reason_it_cannot_clear() {
-        let card = with_reasons(CarrierId::Mobile, &[StopReason::OverQuota, StopReason::Expired]);
+        let card = with_reasons(
+            CarrierId::Mobile,
+            &[StopReason::OverQuota, StopReason::Expired],
+        );
         let err = resume(&card, now()).unwrap_err();
         assert_eq!(err, RuleViolation::NotResumable(StopReason::Expired));
         assert_eq!(err.reason(), "PLAN_EXPIRED");
         let card = with_reasons(CarrierId::Mobile, &[StopReason::OverQuota]);
-        assert_eq!(resume(&card, now()).unwrap_err().reason(), "CARD_OVER_QUOTA");
+        assert_eq!(
+            resume(&card, now()).unwrap_err().reason(),
+            "CARD_OVER_QUOTA"
+        );
     }
 
     #[test]
@@ -486,7 +513,10 @@ pub(crate) mod tests {
 
         let t = recharge(&card, &p, Fen(1199), now()).unwrap();
         assert_eq!(t.card.balance, Fen(-1));
-        assert!(t.card.stop_reasons.contains(StopReason::Arrears), "still 1 fen short");
+        assert!(
+            t.card.stop_reasons.contains(StopReason::Arrears),
+            "still 1 fen short"
+        );
         assert_eq!(t.action, None);
 
         let t = recharge(&t.card, &p, Fen(1), now()).unwrap();
@@ -502,7 +532,10 @@ pub(crate) mod tests {
         n.balance = Fen(-500);
         let card = open(n);
         let p = policy(CarrierId::Unicom);
-        assert_eq!(resume(&card, now()).unwrap_err().reason(), "CARD_IN_ARREARS");
+        assert_eq!(
+            resume(&card, now()).unwrap_err().reason(),
+            "CARD_IN_ARREARS"
+        );
 
         let t = recharge(&card, &p, Fen(500), now()).unwrap();
         assert!(t.card.stop_reasons.contains(StopReason::Arrears));
@@ -520,7 +553,10 @@ pub(crate) mod tests {
         let mut card = active(CarrierId::Mobile);
         card.balance = Fen(i64::MAX - 1);
         let p = policy(CarrierId::Mobile);
-        assert_eq!(recharge(&card, &p, Fen(2), now()).unwrap_err(), RuleViolation::BalanceLimit);
+        assert_eq!(
+            recharge(&card, &p, Fen(2), now()).unwrap_err(),
+            RuleViolation::BalanceLimit
+        );
     }
 
     fn expired(c: CarrierId) -> Card {
@@ -545,7 +581,11 @@ pub(crate) mod tests {
         let t = renew(&card, &policy(CarrierId::Telecom), 1, now()).unwrap();
         assert!(t.card.is_online());
         assert_eq!(t.action, Some(CarrierAction::Restore));
-        assert_eq!(t.card.plan.validity_end, add_months(now(), 1), "renewed from now");
+        assert_eq!(
+            t.card.plan.validity_end,
+            add_months(now(), 1),
+            "renewed from now"
+        );
         assert_eq!(t.card.retention_ends_at, None);
     }
 
@@ -574,7 +614,10 @@ pub(crate) mod tests {
     fn renewal_of_a_valid_plan_extends_from_its_current_end() {
         let card = active(CarrierId::Mobile);
         let t = renew(&card, &policy(CarrierId::Mobile), 12, now()).unwrap();
-        assert_eq!(t.card.plan.validity_end, add_months(card.plan.validity_end, 12));
+        assert_eq!(
+            t.card.plan.validity_end,
+            add_months(card.plan.validity_end, 12)
+        );
         assert_eq!(t.action, None);
     }
 
@@ -645,7 +688,10 @@ pub(crate) mod tests {
     // §5: a card stopped for 机卡分离 cannot simply be restored.
     #[test]
     fn rule_device_mismatch_is_not_cleared_by_a_manual_resume() {
-        let card = with_reasons(CarrierId::Mobile, &[StopReason::DeviceMismatch, StopReason::Manual]);
+        let card = with_reasons(
+            CarrierId::Mobile,
+            &[StopReason::DeviceMismatch, StopReason::Manual],
+        );
         let t = resume(&card, now()).unwrap();
         assert!(t.card.stop_reasons.contains(StopReason::DeviceMismatch));
         assert_eq!(t.action, None);

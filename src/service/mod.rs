@@ -4,6 +4,8 @@
 //! concurrent calls cannot both read the same balance.
 
 mod locks;
+#[cfg(test)]
+mod tests;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -14,7 +16,9 @@ use tracing::{info, warn};
 use crate::carrier::{Carrier, CarrierError, Carriers, OnboardCard, ServiceState};
 use crate::clock::Clock;
 use crate::domain::rules::{self, NewCard};
-use crate::domain::{Card, CarrierAction, CarrierId, CarrierPolicy, Fen, Iccid, RuleViolation, Transition};
+use crate::domain::{
+    Card, CarrierAction, CarrierId, CarrierPolicy, Fen, Iccid, RuleViolation, Transition,
+};
 use crate::store::{CardFilter, Store, StoreError};
 
 use locks::CardLocks;
@@ -146,7 +150,10 @@ impl CardService {
             self.carrier(*id)?
                 .onboard(onboard)
                 .await
-                .map_err(|error| ServiceError::Carrier { carrier: *id, error })?;
+                .map_err(|error| ServiceError::Carrier {
+                    carrier: *id,
+                    error,
+                })?;
         }
         match self.store.insert_cards(&cards).await {
             Ok(()) => {}
@@ -185,7 +192,12 @@ impl CardService {
             .ok_or_else(|| ServiceError::NotFound(iccid.to_string()))
     }
 
-    pub async fn list(&self, filter: &CardFilter, after: Option<&str>, limit: u32) -> Result<Vec<Card>> {
+    pub async fn list(
+        &self,
+        filter: &CardFilter,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<Card>> {
         Ok(self.store.list_cards(filter, after, limit).await?)
     }
 
@@ -203,14 +215,18 @@ impl CardService {
 
     /// Returns the card before and after, so the caller sees the balance move.
     pub async fn recharge(&self, iccid: &Iccid, amount: Fen) -> Result<(Card, Card)> {
-        self.mutate(iccid, |card, policy, now| rules::recharge(card, policy, amount, now))
-            .await
+        self.mutate(iccid, |card, policy, now| {
+            rules::recharge(card, policy, amount, now)
+        })
+        .await
     }
 
     pub async fn renew(&self, iccid: &Iccid, months: u32) -> Result<Card> {
-        self.mutate(iccid, |card, policy, now| rules::renew(card, policy, months, now))
-            .await
-            .map(|(_, after)| after)
+        self.mutate(iccid, |card, policy, now| {
+            rules::renew(card, policy, months, now)
+        })
+        .await
+        .map(|(_, after)| after)
     }
 
     pub async fn verify_real_name(&self, iccid: &Iccid) -> Result<Card> {
@@ -291,7 +307,11 @@ fn service_state(card: &Card) -> ServiceState {
 
 /// Sends a stop or restore. When the outcome is unknown (sent, no answer), reads the card back
 /// from the carrier instead of resending: the change counts only if the carrier shows it.
-async fn apply_at_carrier(carrier: &dyn Carrier, iccid: &Iccid, action: CarrierAction) -> Result<()> {
+async fn apply_at_carrier(
+    carrier: &dyn Carrier,
+    iccid: &Iccid,
+    action: CarrierAction,
+) -> Result<()> {
     let sent = match action {
         CarrierAction::Stop => carrier.stop(iccid).await,
         CarrierAction::Restore => carrier.restore(iccid).await,

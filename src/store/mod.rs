@@ -57,7 +57,9 @@ pub struct Store {
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store").field("backend", &self.backend).finish()
+        f.debug_struct("Store")
+            .field("backend", &self.backend)
+            .finish()
     }
 }
 
@@ -106,7 +108,10 @@ impl Store {
         }
         let schema = opts.pg_schema.clone();
         if let (Backend::Postgres, Some(schema)) = (backend, &schema) {
-            let admin = AnyPoolOptions::new().max_connections(1).connect(&url).await?;
+            let admin = AnyPoolOptions::new()
+                .max_connections(1)
+                .connect(&url)
+                .await?;
             admin
                 .execute(format!("CREATE SCHEMA IF NOT EXISTS {schema}").as_str())
                 .await?;
@@ -162,7 +167,10 @@ impl Store {
             return Err(StoreError::Url(format!("invalid schema name {schema:?}")));
         }
         sqlx::any::install_default_drivers();
-        let admin = AnyPoolOptions::new().max_connections(1).connect(url).await?;
+        let admin = AnyPoolOptions::new()
+            .max_connections(1)
+            .connect(url)
+            .await?;
         admin
             .execute(format!("DROP SCHEMA IF EXISTS {schema} CASCADE").as_str())
             .await?;

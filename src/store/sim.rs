@@ -10,7 +10,11 @@ use crate::domain::{CarrierId, Iccid};
 
 impl Store {
     /// Creates the cards the simulator does not know yet; known ones are left as they are.
-    pub async fn sim_onboard(&self, carrier: CarrierId, cards: &[OnboardCard]) -> Result<(), StoreError> {
+    pub async fn sim_onboard(
+        &self,
+        carrier: CarrierId,
+        cards: &[OnboardCard],
+    ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
         for chunk in cards.chunks(2000) {
             let rows = (0..chunk.len())
@@ -43,7 +47,11 @@ impl Store {
         Ok(())
     }
 
-    pub async fn sim_card(&self, carrier: CarrierId, iccid: &Iccid) -> Result<Option<CarrierCard>, StoreError> {
+    pub async fn sim_card(
+        &self,
+        carrier: CarrierId,
+        iccid: &Iccid,
+    ) -> Result<Option<CarrierCard>, StoreError> {
         let row = sqlx::query(
             "SELECT state, cycle_usage_bytes, changes FROM sim_cards WHERE carrier = $1 AND iccid = $2",
         )
@@ -82,7 +90,12 @@ impl Store {
     }
 
     /// Returns false when the simulator does not know the card.
-    pub async fn sim_add_usage(&self, carrier: CarrierId, iccid: &Iccid, bytes: u64) -> Result<bool, StoreError> {
+    pub async fn sim_add_usage(
+        &self,
+        carrier: CarrierId,
+        iccid: &Iccid,
+        bytes: u64,
+    ) -> Result<bool, StoreError> {
         let done = sqlx::query(
             "UPDATE sim_cards SET cycle_usage_bytes = cycle_usage_bytes + $1 WHERE carrier = $2 AND iccid = $3",
         )

@@ -4,156 +4,249 @@ use tonic::Code;
 use crate::both_backends;
 use crate::helpers::*;
 
-both_backends!(imported_card_carries_its_full_state_and_policy, |mut app: TestApp| async move {
-    let mut row = card_input(UNICOM_ICCID, pb::Carrier::ChinaUnicom);
-    row.msisdn = "1064912345678".into();
-    row.imsi = "460010123456789".into();
-    row.balance_fen = 1500;
-    let resp = import(&mut app, vec![row]).await;
-    assert_eq!(resp.imported, 1);
-    assert!(resp.warnings.is_empty());
+both_backends!(
+    imported_card_carries_its_full_state_and_policy,
+    |mut app: TestApp| async move {
+        let mut row = card_input(UNICOM_ICCID, pb::Carrier::ChinaUnicom);
+        row.msisdn = "1064912345678".into();
+        row.imsi = "460010123456789".into();
+        row.balance_fen = 1500;
+        let resp = import(&mut app, vec![row]).await;
+        assert_eq!(resp.imported, 1);
+        assert!(resp.warnings.is_empty());
 
-    let card = get(&mut app, UNICOM_ICCID).await;
-    assert_eq!(card.msisdn, "1064912345678");
-    assert_eq!(card.imsi, "460010123456789");
-    assert_eq!(card.customer_id, "acme");
-    assert_eq!(status_of(&card), pb::CardStatus::Active);
-    assert!(card.stop_reasons.is_empty());
-    assert_eq!(card.balance_fen, 1500);
-    assert_eq!(card.stage, pb::LifecycleStage::Billing as i32);
-    let policy = card.policy.expect("policy");
-    assert_eq!(policy.cycle_start_day, 27);
-    assert_eq!(policy.arrears_recovery, pb::ArrearsRecovery::Manual as i32);
-    assert_eq!(
-        carrier_state(&mut app, pb::Carrier::ChinaUnicom, UNICOM_ICCID).await,
-        pb::CarrierServiceState::Active
-    );
-});
-
-both_backends!(import_derives_stop_reasons_from_the_cards_facts, |mut app: TestApp| async move {
-    let mut arrears = card_input(&mobile_iccid(1), pb::Carrier::ChinaMobile);
-    arrears.balance_fen = -300;
-    let mut no_name = card_input(&mobile_iccid(2), pb::Carrier::ChinaMobile);
-    no_name.real_name = pb::RealNameStatus::Unverified as i32;
-    let mut over = card_input(&mobile_iccid(3), pb::Carrier::ChinaMobile);
-    over.cycle_usage_bytes = 1 << 30;
-    let mut expired = card_input(&mobile_iccid(4), pb::Carrier::ChinaMobile);
-    expired.plan.as_mut().unwrap().validity_end = Some(ts(start_time() - chrono::Duration::days(5)));
-    let mut gone = card_input(&mobile_iccid(5), pb::Carrier::ChinaMobile);
-    gone.plan.as_mut().unwrap().validity_end = Some(ts(start_time() - chrono::Duration::days(120)));
-    let resp = import(&mut app, vec![arrears, no_name, over, expired, gone]).await;
-    assert_eq!(resp.imported, 5);
-    assert_eq!(resp.warnings.len(), 1, "{:?}", resp.warnings);
-    assert_eq!(resp.warnings[0].row, 4);
-    assert!(resp.warnings[0].message.contains("CANCELLED"));
-
-    let cases = [
-        (1, pb::CardStatus::Suspended, vec![pb::StopReason::Arrears]),
-        (2, pb::CardStatus::Suspended, vec![pb::StopReason::RealName]),
-        (3, pb::CardStatus::Suspended, vec![pb::StopReason::OverQuota]),
-        (4, pb::CardStatus::Retained, vec![pb::StopReason::Expired]),
-    ];
-    for (n, status, reasons) in cases {
-        let card = get(&mut app, &mobile_iccid(n)).await;
-        assert_eq!(status_of(&card), status, "card {n}");
-        assert_eq!(reasons_of(&card), reasons, "card {n}");
+        let card = get(&mut app, UNICOM_ICCID).await;
+        assert_eq!(card.msisdn, "1064912345678");
+        assert_eq!(card.imsi, "460010123456789");
+        assert_eq!(card.customer_id, "acme");
+        assert_eq!(status_of(&card), pb::CardStatus::Active);
+        assert!(card.stop_reasons.is_empty());
+        assert_eq!(card.balance_fen, 1500);
+        assert_eq!(card.stage, pb::LifecycleStage::Billing as i32);
+        let policy = card.policy.expect("policy");
+        assert_eq!(policy.cycle_start_day, 27);
+        assert_eq!(policy.arrears_recovery, pb::ArrearsRecovery::Manual as i32);
         assert_eq!(
-            carrier_state(&mut app, pb::Carrier::ChinaMobile, &mobile_iccid(n)).await,
-            pb::CarrierServiceState::Stopped,
-            "card {n} must be stopped at the carrier too"
+            carrier_state(&mut app, pb::Carrier::ChinaUnicom, UNICOM_ICCID).await,
+            pb::CarrierServiceState::Active
         );
     }
-    let retained = get(&mut app, &mobile_iccid(4)).await;
-    assert!(retained.retention_ends_at.is_some());
-    let cancelled = get(&mut app, &mobile_iccid(5)).await;
-    assert_eq!(status_of(&cancelled), pb::CardStatus::Cancelled);
-    assert_eq!(
-        carrier_state(&mut app, pb::Carrier::ChinaMobile, &mobile_iccid(5)).await,
-        pb::CarrierServiceState::Cancelled
-    );
-});
+);
 
-both_backends!(import_is_all_or_nothing_and_names_the_bad_row, |mut app: TestApp| async move {
-    let good = card_input(&unicom_iccid(1), pb::Carrier::ChinaUnicom);
-    let mut bad = card_input(&unicom_iccid(2), pb::Carrier::ChinaUnicom);
-    bad.iccid = "8986G117750006390067".into();
-    bad.customer_id = String::new();
-    let err = app
-        .cards
-        .import_cards(pb::ImportCardsRequest { cards: vec![good, bad] })
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), Code::InvalidArgument);
-    let (_, fields) = details(&err);
-    assert_eq!(fields, vec!["cards[1].iccid", "cards[1].customer_id"]);
-    let list = app
-        .cards
-        .list_cards(pb::ListCardsRequest::default())
-        .await
-        .unwrap()
-        .into_inner();
-    assert!(list.cards.is_empty(), "nothing may be imported from a refused call");
-});
+both_backends!(
+    import_derives_stop_reasons_from_the_cards_facts,
+    |mut app: TestApp| async move {
+        let mut arrears = card_input(&mobile_iccid(1), pb::Carrier::ChinaMobile);
+        arrears.balance_fen = -300;
+        let mut no_name = card_input(&mobile_iccid(2), pb::Carrier::ChinaMobile);
+        no_name.real_name = pb::RealNameStatus::Unverified as i32;
+        let mut over = card_input(&mobile_iccid(3), pb::Carrier::ChinaMobile);
+        over.cycle_usage_bytes = 1 << 30;
+        let mut expired = card_input(&mobile_iccid(4), pb::Carrier::ChinaMobile);
+        expired.plan.as_mut().unwrap().validity_end =
+            Some(ts(start_time() - chrono::Duration::days(5)));
+        let mut gone = card_input(&mobile_iccid(5), pb::Carrier::ChinaMobile);
+        gone.plan.as_mut().unwrap().validity_end =
+            Some(ts(start_time() - chrono::Duration::days(120)));
+        let resp = import(&mut app, vec![arrears, no_name, over, expired, gone]).await;
+        assert_eq!(resp.imported, 5);
+        assert_eq!(resp.warnings.len(), 1, "{:?}", resp.warnings);
+        assert_eq!(resp.warnings[0].row, 4);
+        assert!(resp.warnings[0].message.contains("CANCELLED"));
 
-both_backends!(import_of_an_existing_card_is_refused_whole, |mut app: TestApp| async move {
-    import(&mut app, vec![card_input(&unicom_iccid(7), pb::Carrier::ChinaUnicom)]).await;
-    let err = app
-        .cards
-        .import_cards(pb::ImportCardsRequest {
-            cards: vec![
-                card_input(&unicom_iccid(8), pb::Carrier::ChinaUnicom),
-                card_input(&unicom_iccid(7), pb::Carrier::ChinaUnicom),
-            ],
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), Code::AlreadyExists);
-    let (reason, fields) = details(&err);
-    assert_eq!(reason, "CARD_ALREADY_EXISTS");
-    assert_eq!(fields, vec!["cards[1].iccid"]);
-    let err = app
-        .cards
-        .get_card(pb::GetCardRequest { iccid: unicom_iccid(8) })
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), Code::NotFound, "the good row must not have been stored");
-});
+        let cases = [
+            (1, pb::CardStatus::Suspended, vec![pb::StopReason::Arrears]),
+            (2, pb::CardStatus::Suspended, vec![pb::StopReason::RealName]),
+            (
+                3,
+                pb::CardStatus::Suspended,
+                vec![pb::StopReason::OverQuota],
+            ),
+            (4, pb::CardStatus::Retained, vec![pb::StopReason::Expired]),
+        ];
+        for (n, status, reasons) in cases {
+            let card = get(&mut app, &mobile_iccid(n)).await;
+            assert_eq!(status_of(&card), status, "card {n}");
+            assert_eq!(reasons_of(&card), reasons, "card {n}");
+            assert_eq!(
+                carrier_state(&mut app, pb::Carrier::ChinaMobile, &mobile_iccid(n)).await,
+                pb::CarrierServiceState::Stopped,
+                "card {n} must be stopped at the carrier too"
+            );
+        }
+        let retained = get(&mut app, &mobile_iccid(4)).await;
+        assert!(retained.retention_ends_at.is_some());
+        let cancelled = get(&mut app, &mobile_iccid(5)).await;
+        assert_eq!(status_of(&cancelled), pb::CardStatus::Cancelled);
+        assert_eq!(
+            carrier_state(&mut app, pb::Carrier::ChinaMobile, &mobile_iccid(5)).await,
+            pb::CarrierServiceState::Cancelled
+        );
+    }
+);
 
-both_backends!(import_of_a_taken_msisdn_is_refused, |mut app: TestApp| async move {
-    let mut a = card_input(&telecom_iccid(1), pb::Carrier::ChinaTelecom);
-    a.msisdn = "1064900000001".into();
-    import(&mut app, vec![a]).await;
-    let mut b = card_input(&telecom_iccid(2), pb::Carrier::ChinaTelecom);
-    b.msisdn = "1064900000001".into();
-    let err = app
-        .cards
-        .import_cards(pb::ImportCardsRequest { cards: vec![b] })
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), Code::AlreadyExists);
-    assert_eq!(details(&err).1, vec!["cards[0].msisdn"]);
-});
+both_backends!(
+    import_is_all_or_nothing_and_names_the_bad_row,
+    |mut app: TestApp| async move {
+        let good = card_input(&unicom_iccid(1), pb::Carrier::ChinaUnicom);
+        let mut bad = card_input(&unicom_iccid(2), pb::Carrier::ChinaUnicom);
+        bad.iccid = "8986G117750006390067".into();
+        bad.customer_id = String::new();
+        let err = app
+            .cards
+            .import_cards(pb::ImportCardsRequest {
+                cards: vec![good, bad],
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument);
+        let (_, fields) = details(&err);
+        assert_eq!(fields, vec!["cards[1].iccid", "cards[1].customer_id"]);
+        let list = app
+            .cards
+            .list_cards(pb::ListCardsRequest::default())
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(
+            list.cards.is_empty(),
+            "nothing may be imported from a refused call"
+        );
+    }
+);
+
+both_backends!(
+    import_of_an_existing_card_is_refused_whole,
+    |mut app: TestApp| async move {
+        import(
+            &mut app,
+            vec![card_input(&unicom_iccid(7), pb::Carrier::ChinaUnicom)],
+        )
+        .await;
+        let err = app
+            .cards
+            .import_cards(pb::ImportCardsRequest {
+                cards: vec![
+                    card_input(&unicom_iccid(8), pb::Carrier::ChinaUnicom),
+                    card_input(&unicom_iccid(7), pb::Carrier::ChinaUnicom),
+                ],
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::AlreadyExists);
+        let (reason, fields) = details(&err);
+        assert_eq!(reason, "CARD_ALREADY_EXISTS");
+        assert_eq!(fields, vec!["cards[1].iccid"]);
+        let err = app
+            .cards
+            .get_card(pb::GetCardRequest {
+                iccid: unicom_iccid(8),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err.code(),
+            Code::NotFound,
+            "the good row must not have been stored"
+        );
+    }
+);
+
+both_backends!(
+    import_of_a_taken_msisdn_is_refused,
+    |mut app: TestApp| async move {
+        let mut a = card_input(&telecom_iccid(1), pb::Carrier::ChinaTelecom);
+        a.msisdn = "1064900000001".into();
+        import(&mut app, vec![a]).await;
+        let mut b = card_input(&telecom_iccid(2), pb::Carrier::ChinaTelecom);
+        b.msisdn = "1064900000001".into();
+        let err = app
+            .cards
+            .import_cards(pb::ImportCardsRequest { cards: vec![b] })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::AlreadyExists);
+        assert_eq!(details(&err).1, vec!["cards[0].msisdn"]);
+    }
+);
 
 #[tokio::test]
 async fn identifier_test_vectors_are_applied_at_import() {
     let mut app = spawn_app(Backend::Sqlite).await.unwrap();
     // (iccid, carrier, imsi, accepted, warned)
     let vectors = [
-        ("89860117750006390067", pb::Carrier::ChinaUnicom, "", true, false),
-        ("898602D9981700140197", pb::Carrier::ChinaMobile, "", true, false),
-        ("898602f2191880120110", pb::Carrier::ChinaMobile, "", true, false),
-        ("8986031630200230821", pb::Carrier::ChinaTelecom, "", true, true),
-        ("89860117750006390068", pb::Carrier::ChinaUnicom, "", true, true),
-        ("89860117750006390067", pb::Carrier::ChinaMobile, "", false, false),
-        ("898601177500063900677X", pb::Carrier::ChinaUnicom, "", false, false),
-        ("8986G117750006390067", pb::Carrier::ChinaUnicom, "", false, false),
+        (
+            "89860117750006390067",
+            pb::Carrier::ChinaUnicom,
+            "",
+            true,
+            false,
+        ),
+        (
+            "898602D9981700140197",
+            pb::Carrier::ChinaMobile,
+            "",
+            true,
+            false,
+        ),
+        (
+            "898602f2191880120110",
+            pb::Carrier::ChinaMobile,
+            "",
+            true,
+            false,
+        ),
+        (
+            "8986031630200230821",
+            pb::Carrier::ChinaTelecom,
+            "",
+            true,
+            true,
+        ),
+        (
+            "89860117750006390068",
+            pb::Carrier::ChinaUnicom,
+            "",
+            true,
+            true,
+        ),
+        (
+            "89860117750006390067",
+            pb::Carrier::ChinaMobile,
+            "",
+            false,
+            false,
+        ),
+        (
+            "898601177500063900677X",
+            pb::Carrier::ChinaUnicom,
+            "",
+            false,
+            false,
+        ),
+        (
+            "8986G117750006390067",
+            pb::Carrier::ChinaUnicom,
+            "",
+            false,
+            false,
+        ),
         ("12345", pb::Carrier::ChinaTelecom, "", false, false),
-        ("898602D9981700140100", pb::Carrier::ChinaMobile, "460030123456789", false, false),
+        (
+            "898602D9981700140100",
+            pb::Carrier::ChinaMobile,
+            "460030123456789",
+            false,
+            false,
+        ),
     ];
     for (iccid, carrier, imsi, accepted, warned) in vectors {
         let mut row = card_input(iccid, carrier);
         row.imsi = imsi.into();
-        let result = app.cards.import_cards(pb::ImportCardsRequest { cards: vec![row] }).await;
+        let result = app
+            .cards
+            .import_cards(pb::ImportCardsRequest { cards: vec![row] })
+            .await;
         match (accepted, result) {
             (true, Ok(resp)) => {
                 let resp = resp.into_inner();
@@ -161,12 +254,19 @@ async fn identifier_test_vectors_are_applied_at_import() {
                 let stored = get(&mut app, &iccid.to_ascii_uppercase()).await;
                 assert_eq!(stored.iccid, iccid.to_ascii_uppercase());
                 if warned {
-                    assert!(stored.warnings.iter().any(|w| w.contains("Luhn")), "{iccid}");
+                    assert!(
+                        stored.warnings.iter().any(|w| w.contains("Luhn")),
+                        "{iccid}"
+                    );
                 }
             }
             (false, Err(status)) => {
                 assert_eq!(status.code(), Code::InvalidArgument, "{iccid}");
-                let field = if imsi.is_empty() { "cards[0].iccid" } else { "cards[0].imsi" };
+                let field = if imsi.is_empty() {
+                    "cards[0].iccid"
+                } else {
+                    "cards[0].imsi"
+                };
                 assert_eq!(details(&status).1, vec![field], "{iccid}");
             }
             (expected, other) => panic!("{iccid}: expected accepted={expected}, got {other:?}"),
@@ -182,7 +282,10 @@ async fn import_limits_are_enforced() {
         .import_cards(pb::ImportCardsRequest { cards: vec![] })
         .await
         .unwrap_err();
-    assert_eq!((err.code(), details(&err).1), (Code::InvalidArgument, vec!["cards".to_string()]));
+    assert_eq!(
+        (err.code(), details(&err).1),
+        (Code::InvalidArgument, vec!["cards".to_string()])
+    );
 
     let too_many: Vec<_> = (0..10_001)
         .map(|n| card_input(&unicom_iccid(n), pb::Carrier::ChinaUnicom))
@@ -228,7 +331,9 @@ async fn every_invalid_import_field_is_named() {
     no_carrier.plan = None;
     let err = app
         .cards
-        .import_cards(pb::ImportCardsRequest { cards: vec![row, no_carrier] })
+        .import_cards(pb::ImportCardsRequest {
+            cards: vec![row, no_carrier],
+        })
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
@@ -252,7 +357,9 @@ async fn every_invalid_import_field_is_named() {
     let dup = card_input(&unicom_iccid(3), pb::Carrier::ChinaUnicom);
     let err = app
         .cards
-        .import_cards(pb::ImportCardsRequest { cards: vec![dup.clone(), dup] })
+        .import_cards(pb::ImportCardsRequest {
+            cards: vec![dup.clone(), dup],
+        })
         .await
         .unwrap_err();
     assert_eq!(details(&err).1, vec!["cards[1].iccid"]);

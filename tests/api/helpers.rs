@@ -86,7 +86,10 @@ impl Drop for TestDb {
                     .build()
                     .expect("cleanup runtime");
                 if let Err(e) = rt.block_on(Store::drop_schema(&url, &schema)) {
-                    let _ = writeln!(std::io::stderr(), "could not drop test schema {schema}: {e}");
+                    let _ = writeln!(
+                        std::io::stderr(),
+                        "could not drop test schema {schema}: {e}"
+                    );
                 }
             })
             .join();
@@ -159,7 +162,9 @@ pub async fn spawn_on(db: Arc<TestDb>, clock: ManualClock) -> TestApp {
         .await
         .expect("build server");
     let store = app.store().clone();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let addr = listener.local_addr().expect("addr");
     let (tx, rx) = oneshot::channel::<()>();
     let server = tokio::spawn(async move {
@@ -195,14 +200,18 @@ macro_rules! both_backends {
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn sqlite() {
-                if let Some(app) = $crate::helpers::spawn_app($crate::helpers::Backend::Sqlite).await {
+                if let Some(app) =
+                    $crate::helpers::spawn_app($crate::helpers::Backend::Sqlite).await
+                {
                     ($body)(app).await;
                 }
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn postgres() {
-                if let Some(app) = $crate::helpers::spawn_app($crate::helpers::Backend::Postgres).await {
+                if let Some(app) =
+                    $crate::helpers::spawn_app($crate::helpers::Backend::Postgres).await
+                {
                     ($body)(app).await;
                 }
             }
@@ -273,13 +282,19 @@ pub async fn import(app: &mut TestApp, cards: Vec<pb::CardInput>) -> pb::ImportC
 
 pub async fn get(app: &mut TestApp, iccid: &str) -> pb::Card {
     app.cards
-        .get_card(pb::GetCardRequest { iccid: iccid.into() })
+        .get_card(pb::GetCardRequest {
+            iccid: iccid.into(),
+        })
         .await
         .expect("get card")
         .into_inner()
 }
 
-pub async fn carrier_state(app: &mut TestApp, carrier: pb::Carrier, iccid: &str) -> pb::CarrierServiceState {
+pub async fn carrier_state(
+    app: &mut TestApp,
+    carrier: pb::Carrier,
+    iccid: &str,
+) -> pb::CarrierServiceState {
     let c = app
         .sim
         .get_carrier_card(pb::GetCarrierCardRequest {

@@ -12,7 +12,9 @@ async fn health_reports_the_card_service_serving() {
     let mut health = HealthClient::new(app.channel.clone());
     for service in ["", "simgate.v1.CardService"] {
         let resp = health
-            .check(HealthCheckRequest { service: service.into() })
+            .check(HealthCheckRequest {
+                service: service.into(),
+            })
             .await
             .unwrap()
             .into_inner();
@@ -44,7 +46,14 @@ async fn reflection_lists_the_simgate_services() {
         panic!("unexpected reflection answer");
     };
     let names: Vec<_> = list.service.into_iter().map(|s| s.name).collect();
-    for expected in ["simgate.v1.CardService", "simgate.v1.SimulatorService", "grpc.health.v1.Health"] {
-        assert!(names.iter().any(|n| n == expected), "{expected} not in {names:?}");
+    for expected in [
+        "simgate.v1.CardService",
+        "simgate.v1.SimulatorService",
+        "grpc.health.v1.Health",
+    ] {
+        assert!(
+            names.iter().any(|n| n == expected),
+            "{expected} not in {names:?}"
+        );
     }
 }

@@ -105,19 +105,28 @@ async fn stale_versions_are_refused(store: Store) {
         .into_iter()
         .map(|e| e.kind)
         .collect();
-    assert_eq!(kinds, vec!["card.imported", "card.recharged"], "the refused write left no event");
+    assert_eq!(
+        kinds,
+        vec!["card.imported", "card.recharged"],
+        "the refused write left no event"
+    );
 }
 
 async fn duplicates_are_reported_by_field(store: Store) {
     let a = card(UNICOM_ICCID, CarrierId::Unicom);
     store.insert_cards(std::slice::from_ref(&a)).await.unwrap();
     match store.insert_cards(std::slice::from_ref(&a)).await {
-        Err(StoreError::Duplicate { field: "iccid", value }) => assert_eq!(value, UNICOM_ICCID),
+        Err(StoreError::Duplicate {
+            field: "iccid",
+            value,
+        }) => assert_eq!(value, UNICOM_ICCID),
         other => panic!("{other:?}"),
     }
     let b = card(MOBILE_ICCID, CarrierId::Mobile); // same MSISDN as a
     match store.insert_cards(&[b]).await {
-        Err(StoreError::Duplicate { field: "msisdn", .. }) => {}
+        Err(StoreError::Duplicate {
+            field: "msisdn", ..
+        }) => {}
         other => panic!("{other:?}"),
     }
     assert_eq!(store.count_cards().await.unwrap(), 1);
@@ -154,7 +163,10 @@ async fn listing_filters_and_pages(store: Store) {
     assert_eq!(seen, expected);
     let telecom = store
         .list_cards(
-            &CardFilter { carrier: Some(CarrierId::Telecom), ..Default::default() },
+            &CardFilter {
+                carrier: Some(CarrierId::Telecom),
+                ..Default::default()
+            },
             None,
             100,
         )
@@ -163,7 +175,10 @@ async fn listing_filters_and_pages(store: Store) {
     assert_eq!(telecom.len(), 10);
     let real_name = store
         .list_cards(
-            &CardFilter { stop_reason: Some(StopReason::RealName), ..Default::default() },
+            &CardFilter {
+                stop_reason: Some(StopReason::RealName),
+                ..Default::default()
+            },
             None,
             100,
         )
@@ -172,7 +187,10 @@ async fn listing_filters_and_pages(store: Store) {
     assert_eq!(real_name.len(), 30);
     let manual = store
         .list_cards(
-            &CardFilter { stop_reason: Some(StopReason::Manual), ..Default::default() },
+            &CardFilter {
+                stop_reason: Some(StopReason::Manual),
+                ..Default::default()
+            },
             None,
             100,
         )
@@ -183,16 +201,43 @@ async fn listing_filters_and_pages(store: Store) {
 
 async fn simulator_state_is_kept_apart(store: Store) {
     let iccid = Iccid::parse_any(MOBILE_ICCID).unwrap();
-    let onboard = OnboardCard { iccid: iccid.clone(), state: ServiceState::Active, cycle_usage_bytes: 0 };
-    store.sim_onboard(CarrierId::Mobile, std::slice::from_ref(&onboard)).await.unwrap();
-    store.sim_set_state(CarrierId::Mobile, &iccid, ServiceState::Stopped).await.unwrap();
+    let onboard = OnboardCard {
+        iccid: iccid.clone(),
+        state: ServiceState::Active,
+        cycle_usage_bytes: 0,
+    };
+    store
+        .sim_onboard(CarrierId::Mobile, std::slice::from_ref(&onboard))
+        .await
+        .unwrap();
+    store
+        .sim_set_state(CarrierId::Mobile, &iccid, ServiceState::Stopped)
+        .await
+        .unwrap();
     // Onboarding again (a retried import) must not reset what the carrier holds.
-    store.sim_onboard(CarrierId::Mobile, &[onboard]).await.unwrap();
-    let c = store.sim_card(CarrierId::Mobile, &iccid).await.unwrap().unwrap();
+    store
+        .sim_onboard(CarrierId::Mobile, &[onboard])
+        .await
+        .unwrap();
+    let c = store
+        .sim_card(CarrierId::Mobile, &iccid)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!((c.state, c.changes), (ServiceState::Stopped, 1));
-    assert!(store.sim_add_usage(CarrierId::Mobile, &iccid, 10).await.unwrap());
-    assert!(!store.sim_add_usage(CarrierId::Unicom, &iccid, 10).await.unwrap());
-    assert!(store.sim_card(CarrierId::Unicom, &iccid).await.unwrap().is_none());
+    assert!(store
+        .sim_add_usage(CarrierId::Mobile, &iccid, 10)
+        .await
+        .unwrap());
+    assert!(!store
+        .sim_add_usage(CarrierId::Unicom, &iccid, 10)
+        .await
+        .unwrap());
+    assert!(store
+        .sim_card(CarrierId::Unicom, &iccid)
+        .await
+        .unwrap()
+        .is_none());
 }
 
 async fn migrations_can_run_twice(store: Store) {

@@ -1,0 +1,218 @@
+//! The service layer against a mocked carrier: what happens to the store when the carrier
+//! refuses, fails, or answers nothing.
+
+use std::sync::Arc;
+
+use chrono::Duration;
+
+use super::*;
+use crate::carrier::{CarrierCard, MockCarrier};
+use crate::clock::ManualClock;
+use crate::domain::rules::tests::{new_card, now};
+use crate::domain::{RealNameStatus, StopReason};
+use crate::store::StoreOptions;
+
+struct Fixture {
+    service: CardService,
+    store: Store,
+    _dir: tempfile::TempDir,
+}
+
+async fn fixture(carrier: MockCarrier) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("t.db").display());
+    let store = Store::connect(&url, StoreOptions::default()).await.unwrap();
+    let service = CardService::new(
+        store.clone(),
+        Carriers::new().with(Arc::new(carrier)),
+        Arc::new(ManualClock::new(now())),
+    );
+    Fixture {
+        service,
+        store,
+        _dir: dir,
+    }
+}
+
+fn mock(id: CarrierId) -> MockCarrier {
+    let mut m = MockCarrier::new();
+    m.expect_id().return_const(id);
+    m.expect_policy()
+        .return_const(CarrierPolicy::default_for(id));
+    m.expect_onboard().returning(|_| Ok(()));
+    m
+}
+
+async fn imported(f: &Fixture, row: NewCard) -> Card {
+    let iccid = row.iccid.clone();
+    f.service.import(vec![row]).await.unwrap();
+    f.store.get_card(&iccid).await.unwrap().unwrap()
+}
+
+#[tokio::test]
+async fn carrier_rejecting_the_stop_leaves_the_store_unchanged() {
+    let mut m = mock(CarrierId::Mobile);
+    m.expect_stop().times(1).returning(|_| {
+        Err(CarrierError::Rejected {
+            code: "12021".into(),
+            message: "no".into(),
+        })
+    });
+    let f = fixture(m).await;
+    let before = imported(&f, new_card(CarrierId::Mobile)).await;
+    let err = f.service.suspend(&before.iccid).await.unwrap_err();
+    assert!(matches!(
+        err,
+        ServiceError::Carrier {
+            error: CarrierError::Rejected { .. },
+            ..
+        }
+    ));
+    assert_eq!(
+        f.store.get_card(&before.iccid).await.unwrap().unwrap(),
+        before
+    );
+}
+
+#[tokio::test]
+async fn transient_failure_of_the_restore_keeps_the_card_stopped_and_the_money_unmoved() {
+    let mut m = mock(CarrierId::Mobile);
+    m.expect_restore()
+        .times(1)
+        .returning(|_| Err(CarrierError::Transient("connection refused".into())));
+    let f = fixture(m).await;
+    let mut row = new_card(CarrierId::Mobile);
+    row.balance = Fen(-100);
+    let before = imported(&f, row).await;
+    let err = f
+        .service
+        .recharge(&before.iccid, Fen(100))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ServiceError::Carrier { .. }));
+    let after = f.store.get_card(&before.iccid).await.unwrap().unwrap();
+    assert_eq!(
+        after, before,
+        "the balance must not move when the restore did not happen"
+    );
+}
+
+#[tokio::test]
+async fn an_unknown_outcome_counts_only_if_the_carrier_shows_the_change() {
+    let mut m = mock(CarrierId::Mobile);
+    let mut seq = mockall::Sequence::new();
+    m.expect_stop()
+        .times(2)
+        .returning(|_| Err(CarrierError::OutcomeUnknown("timeout after send".into())));
+    // First read: the stop did not land. Second read: it did.
+    m.expect_card()
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(|iccid| {
+            Ok(CarrierCard {
+                iccid: iccid.clone(),
+                state: ServiceState::Active,
+                cycle_usage_bytes: 0,
+                changes: 0,
+            })
+        });
+    m.expect_card()
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(|iccid| {
+            Ok(CarrierCard {
+                iccid: iccid.clone(),
+                state: ServiceState::Stopped,
+                cycle_usage_bytes: 0,
+                changes: 1,
+            })
+        });
+    let f = fixture(m).await;
+    let before = imported(&f, new_card(CarrierId::Mobile)).await;
+
+    let err = f.service.suspend(&before.iccid).await.unwrap_err();
+    assert!(matches!(
+        err,
+        ServiceError::Carrier {
+            error: CarrierError::OutcomeUnknown(_),
+            ..
+        }
+    ));
+    assert_eq!(
+        f.store.get_card(&before.iccid).await.unwrap().unwrap(),
+        before
+    );
+
+    let card = f.service.suspend(&before.iccid).await.unwrap();
+    assert!(card.stop_reasons.contains(StopReason::Manual));
+}
+
+#[tokio::test]
+async fn no_carrier_call_when_the_cards_service_does_not_change() {
+    let mut m = mock(CarrierId::Telecom);
+    m.expect_stop().never();
+    m.expect_restore().never();
+    let f = fixture(m).await;
+    let mut row = new_card(CarrierId::Telecom);
+    row.real_name = RealNameStatus::Unverified;
+    let card = imported(&f, row).await;
+    let card2 = f.service.suspend(&card.iccid).await.unwrap();
+    assert!(card2.stop_reasons.contains(StopReason::Manual));
+    let card3 = f.service.resume(&card.iccid).await.unwrap();
+    assert!(card3.stop_reasons.contains(StopReason::RealName));
+    f.service.renew(&card.iccid, 2).await.unwrap();
+}
+
+#[tokio::test]
+async fn import_onboards_cards_with_the_state_derived_for_them() {
+    let mut m = MockCarrier::new();
+    m.expect_id().return_const(CarrierId::Unicom);
+    m.expect_policy()
+        .return_const(CarrierPolicy::default_for(CarrierId::Unicom));
+    m.expect_onboard()
+        .times(1)
+        .withf(|cards| {
+            cards.len() == 2
+                && cards[0].state == ServiceState::Active
+                && cards[1].state == ServiceState::Stopped
+        })
+        .returning(|_| Ok(()));
+    let f = fixture(m).await;
+    let a = new_card(CarrierId::Unicom);
+    let mut b = new_card(CarrierId::Unicom);
+    b.iccid = crate::domain::Iccid::parse_any("89860117750006390075").unwrap();
+    b.plan.validity_end = now() - Duration::days(1);
+    let (n, _) = f.service.import(vec![a, b]).await.unwrap();
+    assert_eq!(n, 2);
+}
+
+#[tokio::test]
+async fn a_carrier_that_fails_onboarding_leaves_nothing_imported() {
+    let mut m = MockCarrier::new();
+    m.expect_id().return_const(CarrierId::Unicom);
+    m.expect_policy()
+        .return_const(CarrierPolicy::default_for(CarrierId::Unicom));
+    m.expect_onboard()
+        .returning(|_| Err(CarrierError::Transient("down".into())));
+    let f = fixture(m).await;
+    assert!(f
+        .service
+        .import(vec![new_card(CarrierId::Unicom)])
+        .await
+        .is_err());
+    assert_eq!(f.store.count_cards().await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn a_card_of_an_unconfigured_carrier_is_refused() {
+    let f = fixture(mock(CarrierId::Mobile)).await;
+    let err = f
+        .service
+        .import(vec![new_card(CarrierId::Telecom)])
+        .await
+        .unwrap_err();
+    assert!(matches!(
+        err,
+        ServiceError::CarrierNotConfigured(CarrierId::Telecom)
+    ));
+}
