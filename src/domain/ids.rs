@@ -20,6 +20,28 @@ pub enum CarrierCheck {
     Allow,
 }
 
+/// Refuses an identifier whose carrier range (`found`) is not the declared carrier's.
+fn belongs_to(
+    what: &str,
+    code: &str,
+    found: Option<CarrierId>,
+    declared: CarrierId,
+    check: CarrierCheck,
+) -> Result<(), IdError> {
+    match found {
+        Some(c) if c == declared => Ok(()),
+        _ if check == CarrierCheck::Allow => Ok(()),
+        Some(c) => Err(IdError(format!(
+            "{what} {code} belongs to {}, not {}",
+            c.display_name(),
+            declared.display_name()
+        ))),
+        None => Err(IdError(format!(
+            "{what} {code} is not a known Chinese carrier's"
+        ))),
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Iccid(String);
 
@@ -33,22 +55,13 @@ impl Iccid {
     ) -> Result<(Iccid, Option<String>), IdError> {
         let iccid = Iccid::parse_any(raw)?;
         let issuer = &iccid.0[4..6];
-        match CarrierId::from_iccid_issuer(issuer) {
-            Some(c) if c == carrier => {}
-            _ if check == CarrierCheck::Allow => {}
-            Some(c) => {
-                return Err(IdError(format!(
-                    "issuer code {issuer} belongs to {}, not {}",
-                    c.display_name(),
-                    carrier.display_name()
-                )))
-            }
-            None => {
-                return Err(IdError(format!(
-                    "issuer code {issuer} is not a known Chinese carrier's"
-                )))
-            }
-        }
+        belongs_to(
+            "issuer code",
+            issuer,
+            CarrierId::from_iccid_issuer(issuer),
+            carrier,
+            check,
+        )?;
         let warning =
             (iccid.0.bytes().all(|b| b.is_ascii_digit()) && !luhn_valid(&iccid.0)).then(|| {
                 "ICCID Luhn check digit does not match (kept: not all real cards carry one)"
@@ -131,22 +144,7 @@ impl Imsi {
             return Err(IdError("must start with MCC 460 (China)".into()));
         }
         let mnc = &s[3..5];
-        match CarrierId::from_imsi_mnc(mnc) {
-            Some(c) if c == carrier => {}
-            _ if check == CarrierCheck::Allow => {}
-            Some(c) => {
-                return Err(IdError(format!(
-                    "MNC {mnc} belongs to {}, not {}",
-                    c.display_name(),
-                    carrier.display_name()
-                )))
-            }
-            None => {
-                return Err(IdError(format!(
-                    "MNC {mnc} is not a known Chinese carrier's"
-                )))
-            }
-        }
+        belongs_to("MNC", mnc, CarrierId::from_imsi_mnc(mnc), carrier, check)?;
         Ok(Imsi(s.to_string()))
     }
 

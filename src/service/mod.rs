@@ -49,7 +49,7 @@ pub enum ServiceError {
     Rule(#[from] RuleViolation),
     #[error("{field} {value} already exists")]
     AlreadyExists { field: String, value: String },
-    #[error("{carrier} refused or failed the call: {error}")]
+    #[error("{}: {error}", carrier.display_name())]
     Carrier {
         carrier: CarrierId,
         error: CarrierError,

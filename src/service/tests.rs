@@ -34,11 +34,17 @@ async fn fixture(carrier: MockCarrier) -> Fixture {
     }
 }
 
-fn mock(id: CarrierId) -> MockCarrier {
+/// A carrier mock that knows its id and policy; onboarding is left to the test.
+fn bare_mock(id: CarrierId) -> MockCarrier {
     let mut m = MockCarrier::new();
     m.expect_id().return_const(id);
     m.expect_policy()
         .return_const(CarrierPolicy::default_for(id));
+    m
+}
+
+fn mock(id: CarrierId) -> MockCarrier {
+    let mut m = bare_mock(id);
     m.expect_onboard().returning(|_| Ok(()));
     m
 }
@@ -165,10 +171,7 @@ async fn no_carrier_call_when_the_cards_service_does_not_change() {
 
 #[tokio::test]
 async fn import_onboards_cards_with_the_state_derived_for_them() {
-    let mut m = MockCarrier::new();
-    m.expect_id().return_const(CarrierId::Unicom);
-    m.expect_policy()
-        .return_const(CarrierPolicy::default_for(CarrierId::Unicom));
+    let mut m = bare_mock(CarrierId::Unicom);
     m.expect_onboard()
         .times(1)
         .withf(|cards| {
@@ -188,10 +191,7 @@ async fn import_onboards_cards_with_the_state_derived_for_them() {
 
 #[tokio::test]
 async fn a_carrier_that_fails_onboarding_leaves_nothing_imported() {
-    let mut m = MockCarrier::new();
-    m.expect_id().return_const(CarrierId::Unicom);
-    m.expect_policy()
-        .return_const(CarrierPolicy::default_for(CarrierId::Unicom));
+    let mut m = bare_mock(CarrierId::Unicom);
     m.expect_onboard()
         .returning(|_| Err(CarrierError::Transient("down".into())));
     let f = fixture(m).await;
