@@ -5,8 +5,31 @@ use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Duration, Utc};
 
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ClockError {
+    #[error("this server runs on the real clock; time can only be moved in simulation mode")]
+    NotControllable,
+    #[error("time only moves forward: {requested} is before the current time {now}")]
+    Backwards {
+        now: DateTime<Utc>,
+        requested: DateTime<Utc>,
+    },
+}
+
 pub trait Clock: Send + Sync + 'static {
     fn now(&self) -> DateTime<Utc>;
+
+    /// Moves simulated time forward by `by` and returns the new time.
+    fn advance(&self, by: Duration) -> Result<DateTime<Utc>, ClockError> {
+        let _ = by;
+        Err(ClockError::NotControllable)
+    }
+
+    /// Moves simulated time forward to `to`.
+    fn set(&self, to: DateTime<Utc>) -> Result<DateTime<Utc>, ClockError> {
+        let _ = to;
+        Err(ClockError::NotControllable)
+    }
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -18,6 +41,14 @@ impl Clock for SystemClock {
     }
 }
 
+fn forward(now: DateTime<Utc>, to: DateTime<Utc>) -> Result<(), ClockError> {
+    if to < now {
+        Err(ClockError::Backwards { now, requested: to })
+    } else {
+        Ok(())
+    }
+}
+
 /// A clock that moves only when told to. Clones share the same time.
 #[derive(Debug, Clone)]
 pub struct ManualClock(Arc<Mutex<DateTime<Utc>>>);
@@ -26,20 +57,52 @@ impl ManualClock {
     pub fn new(start: DateTime<Utc>) -> ManualClock {
         ManualClock(Arc::new(Mutex::new(start)))
     }
-
-    pub fn set(&self, t: DateTime<Utc>) {
-        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = t;
-    }
-
-    pub fn advance(&self, d: Duration) {
-        let mut g = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        *g += d;
-    }
 }
 
 impl Clock for ManualClock {
     fn now(&self) -> DateTime<Utc> {
         *self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn advance(&self, by: Duration) -> Result<DateTime<Utc>, ClockError> {
+        let mut g = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        forward(*g, *g + by)?;
+        *g += by;
+        Ok(*g)
+    }
+
+    fn set(&self, to: DateTime<Utc>) -> Result<DateTime<Utc>, ClockError> {
+        let mut g = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        forward(*g, to)?;
+        *g = to;
+        Ok(to)
+    }
+}
+
+/// Real time plus an offset that simulation can grow: the zero-configuration server runs on it,
+/// so a harness can jump a month ahead while the service keeps ticking in between.
+#[derive(Debug, Clone, Default)]
+pub struct OffsetClock(Arc<Mutex<Duration>>);
+
+impl Clock for OffsetClock {
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now() + *self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn advance(&self, by: Duration) -> Result<DateTime<Utc>, ClockError> {
+        let mut g = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Utc::now() + *g;
+        forward(now, now + by)?;
+        *g += by;
+        Ok(now + by)
+    }
+
+    fn set(&self, to: DateTime<Utc>) -> Result<DateTime<Utc>, ClockError> {
+        let mut g = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let real = Utc::now();
+        forward(real + *g, to)?;
+        *g = to - real;
+        Ok(to)
     }
 }
 
@@ -48,10 +111,32 @@ mod tests {
     use super::*;
 
     #[test]
-    fn manual_clock_clones_share_time() {
+    fn manual_clock_clones_share_time_and_never_go_back() {
         let c = ManualClock::new(DateTime::from_timestamp(0, 0).unwrap());
         let d = c.clone();
-        c.advance(Duration::days(31));
+        c.advance(Duration::days(31)).unwrap();
         assert_eq!(d.now(), DateTime::from_timestamp(31 * 86_400, 0).unwrap());
+        assert!(matches!(
+            d.set(DateTime::from_timestamp(5, 0).unwrap()),
+            Err(ClockError::Backwards { .. })
+        ));
+        assert!(d.advance(Duration::seconds(-1)).is_err());
+    }
+
+    #[test]
+    fn offset_clock_jumps_ahead_of_real_time() {
+        let c = OffsetClock::default();
+        let target = Utc::now() + Duration::days(400);
+        c.set(target).unwrap();
+        assert!(c.now() >= target);
+        assert!(c.set(Utc::now()).is_err());
+    }
+
+    #[test]
+    fn the_system_clock_cannot_be_moved() {
+        assert_eq!(
+            SystemClock.advance(Duration::days(1)),
+            Err(ClockError::NotControllable)
+        );
     }
 }

@@ -26,6 +26,13 @@ pub struct Config {
     /// declared (cards bought through virtual operators).
     #[serde(default)]
     pub allow_foreign_identifiers: bool,
+    /// Run simulated carriers and a controllable clock, with the SimulatorService (default:
+    /// true). Real carrier adapters are not built yet, so false is refused at start.
+    #[serde(default)]
+    pub simulation: Option<bool>,
+    /// How often the lifecycle engine looks for due transitions, in milliseconds (default 1000).
+    #[serde(default)]
+    pub engine_interval_ms: Option<u64>,
     /// Per-carrier overrides of the retention and recovery rules, keyed mobile/unicom/telecom.
     #[serde(default)]
     pub carriers: BTreeMap<CarrierId, PolicyOverride>,
@@ -44,6 +51,7 @@ pub struct PolicyOverride {
     pub test_period_days: Option<u32>,
     pub test_gift_bytes: Option<u64>,
     pub silent_period_days: Option<u32>,
+    pub prorate_first_month: Option<bool>,
 }
 
 impl std::fmt::Debug for Config {
@@ -55,6 +63,8 @@ impl std::fmt::Debug for Config {
                 &self.database_url.as_ref().map(|_| "<redacted>"),
             )
             .field("allow_foreign_identifiers", &self.allow_foreign_identifiers)
+            .field("simulation", &self.simulation)
+            .field("engine_interval_ms", &self.engine_interval_ms)
             .field("carriers", &self.carriers)
             .finish()
     }
@@ -70,6 +80,9 @@ impl Config {
     pub fn from_toml(text: &str) -> Result<Config, String> {
         let cfg: Config = toml::from_str(text).map_err(|e| e.to_string())?;
         cfg.policies()?;
+        if cfg.engine_interval_ms == Some(0) {
+            return Err("engine_interval_ms must be at least 1".into());
+        }
         Ok(cfg)
     }
 
@@ -106,6 +119,7 @@ impl PolicyOverride {
         set!(test_period_days);
         set!(test_gift_bytes);
         set!(silent_period_days);
+        set!(prorate_first_month);
         if let Some(v) = self.retention_fee_fen {
             p.retention_fee = Fen(v);
         }

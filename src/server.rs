@@ -1,6 +1,6 @@
-//! Assembly: opens the store, builds the carriers (simulated by default), and serves the gRPC
-//! services with health and reflection. `main` and the end-to-end tests both start the service
-//! through [`Server::builder`].
+//! Assembly: opens the store, builds the carriers (simulated by default), the lifecycle engine,
+//! and serves the gRPC services with health and reflection. `main` and the end-to-end tests both
+//! start the service through [`Server::builder`].
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -8,21 +8,24 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
+use tracing::info;
 
 use crate::api::cards::CardApi;
 use crate::api::simulator::SimulatorApi;
 use crate::carrier::sim::{SimCarrier, Simulators};
 use crate::carrier::Carriers;
-use crate::clock::{Clock, SystemClock};
+use crate::clock::{Clock, OffsetClock};
 use crate::config::{Config, DEFAULT_DATABASE_URL};
 use crate::domain::ids::CarrierCheck;
 use crate::domain::{CarrierId, CarrierPolicy};
 use crate::pb;
+use crate::service::engine::Engine;
 use crate::service::CardService;
 use crate::store::{Store, StoreOptions};
 
 /// Largest request simgate accepts: an import of 10,000 cards fits with room to spare.
 pub const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
+pub const DEFAULT_ENGINE_INTERVAL_MS: u64 = 1000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -67,13 +70,27 @@ impl ServerBuilder {
         self
     }
 
+    /// The clock the service and the simulation run on (default: real time plus a simulated
+    /// offset that AdvanceClock grows).
     pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = Some(clock);
         self
     }
 
-    /// Opens the store (applying migrations) and builds the carriers and services.
+    pub fn engine_interval_ms(mut self, ms: u64) -> Self {
+        self.config.engine_interval_ms = Some(ms.max(1));
+        self
+    }
+
+    /// Opens the store (applying migrations) and builds the carriers, services and engine.
     pub async fn build(self) -> Result<App, StartError> {
+        if self.config.simulation == Some(false) {
+            return Err(StartError::Config(
+                "simulation = false needs real carrier adapters, which simgate does not have yet; \
+                 remove the setting to run with simulated carriers"
+                    .into(),
+            ));
+        }
         let policies: BTreeMap<CarrierId, CarrierPolicy> =
             self.config.policies().map_err(StartError::Config)?;
         let url = self
@@ -82,11 +99,13 @@ impl ServerBuilder {
             .clone()
             .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_string());
         let store = Store::connect(&url, self.store_options).await?;
-        let clock = self.clock.unwrap_or_else(|| Arc::new(SystemClock));
+        let clock: Arc<dyn Clock> = self
+            .clock
+            .unwrap_or_else(|| Arc::new(OffsetClock::default()));
         let mut carriers = Carriers::new();
         let mut sims = Simulators::default();
         for (id, policy) in policies {
-            let sim = Arc::new(SimCarrier::new(policy, store.clone()));
+            let sim = Arc::new(SimCarrier::new(policy, store.clone(), clock.clone()));
             sims.by_id.insert(id, sim.clone());
             carriers = carriers.with(sim);
         }
@@ -95,11 +114,19 @@ impl ServerBuilder {
         } else {
             CarrierCheck::Enforce
         };
+        let service = CardService::new(store.clone(), carriers, clock.clone());
         Ok(App {
-            service: CardService::new(store.clone(), carriers, clock),
+            engine: Engine::new(service.clone()),
+            engine_interval: std::time::Duration::from_millis(
+                self.config
+                    .engine_interval_ms
+                    .unwrap_or(DEFAULT_ENGINE_INTERVAL_MS),
+            ),
+            service,
             sims,
             store,
             check,
+            clock,
         })
     }
 }
@@ -107,9 +134,12 @@ impl ServerBuilder {
 /// A built service, ready to serve.
 pub struct App {
     service: CardService,
+    engine: Engine,
+    engine_interval: std::time::Duration,
     sims: Simulators,
     store: Store,
     check: CarrierCheck,
+    clock: Arc<dyn Clock>,
 }
 
 impl App {
@@ -121,11 +151,16 @@ impl App {
         &self.service
     }
 
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
     pub fn simulators(&self) -> &Simulators {
         &self.sims
     }
 
-    /// Serves on `listener` until `shutdown` completes, then lets in-flight calls finish.
+    /// Serves on `listener` until `shutdown` completes, then lets in-flight calls finish. The
+    /// lifecycle engine runs alongside and first catches up on anything missed while down.
     pub async fn serve(
         self,
         listener: TcpListener,
@@ -150,16 +185,28 @@ impl App {
         .max_decoding_message_size(MAX_MESSAGE_BYTES);
         let sims = pb::simulator_service_server::SimulatorServiceServer::new(SimulatorApi::new(
             self.sims.clone(),
+            self.service.clone(),
+            self.engine.clone(),
+            self.clock.clone(),
         ));
-        tonic::transport::Server::builder()
+        let (stop_engine, engine_stopped) = tokio::sync::watch::channel(false);
+        let engine = tokio::spawn(
+            self.engine
+                .clone()
+                .run(self.engine_interval, engine_stopped),
+        );
+        info!(interval = ?self.engine_interval, "lifecycle engine started");
+        let served = tonic::transport::Server::builder()
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
             .add_service(cards)
             .add_service(sims)
             .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
-            .await?;
+            .await;
+        let _ = stop_engine.send(true);
+        let _ = engine.await;
         self.store.close().await;
-        Ok(())
+        Ok(served?)
     }
 }

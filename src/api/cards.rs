@@ -80,6 +80,25 @@ fn encode_token(after: &str, filter: &CardFilter) -> String {
     URL_SAFE_NO_PAD.encode(serde_json::to_vec(&token).unwrap_or_default())
 }
 
+fn page_size(requested: i32) -> Result<u32, Status> {
+    match requested {
+        0 => Ok(DEFAULT_PAGE_SIZE),
+        n if n < 0 || n as u32 > MAX_PAGE_SIZE => Err(invalid_field(
+            "page_size",
+            format!("must be 1..={MAX_PAGE_SIZE} (0 means {DEFAULT_PAGE_SIZE})"),
+        )),
+        n => Ok(n as u32),
+    }
+}
+
+/// The "filter" an event page token is bound to: the card whose history it pages.
+fn events_filter(iccid: &Iccid) -> CardFilter {
+    CardFilter {
+        customer_id: Some(format!("events:{iccid}")),
+        ..CardFilter::default()
+    }
+}
+
 fn list_filter(req: &pb::ListCardsRequest) -> Result<CardFilter, Status> {
     let mut violations = Vec::new();
     let carrier = match pb::Carrier::try_from(req.carrier) {
@@ -198,16 +217,7 @@ impl pb::card_service_server::CardService for CardApi {
         request: Request<pb::ListCardsRequest>,
     ) -> Result<Response<pb::ListCardsResponse>, Status> {
         let req = request.into_inner();
-        let page_size = match req.page_size {
-            0 => DEFAULT_PAGE_SIZE,
-            n if n < 0 || n as u32 > MAX_PAGE_SIZE => {
-                return Err(invalid_field(
-                    "page_size",
-                    format!("must be 1..={MAX_PAGE_SIZE} (0 means {DEFAULT_PAGE_SIZE})"),
-                ))
-            }
-            n => n as u32,
-        };
+        let page_size = page_size(req.page_size)?;
         let filter = list_filter(&req)?;
         let after = decode_token(&req.page_token, &filter)?;
         // One extra row tells whether another page exists, so the last page has no token.
@@ -300,6 +310,35 @@ impl pb::card_service_server::CardService for CardApi {
         let iccid = iccid(&request.get_ref().iccid)?;
         let card = self.service.verify_real_name(&iccid).await?;
         Ok(Response::new(self.card(&card)))
+    }
+
+    async fn list_card_events(
+        &self,
+        request: Request<pb::ListCardEventsRequest>,
+    ) -> Result<Response<pb::ListCardEventsResponse>, Status> {
+        let req = request.into_inner();
+        let iccid = iccid(&req.iccid)?;
+        let page_size = page_size(req.page_size)?;
+        let after = if req.page_token.is_empty() {
+            0
+        } else {
+            decode_token(&req.page_token, &events_filter(&iccid))?
+                .and_then(|a| a.parse::<i64>().ok())
+                .ok_or_else(|| invalid_field("page_token", "is not a token this server issued"))?
+        };
+        // Asking for the card first gives NOT_FOUND for an unknown card, not an empty history.
+        self.service.get(&iccid).await?;
+        let mut events = self.service.events(&iccid, after, page_size + 1).await?;
+        let more = events.len() > page_size as usize;
+        events.truncate(page_size as usize);
+        let next_page_token = match (more, events.last()) {
+            (true, Some(last)) => encode_token(&last.id.to_string(), &events_filter(&iccid)),
+            _ => String::new(),
+        };
+        Ok(Response::new(pb::ListCardEventsResponse {
+            events: events.iter().map(convert::event_to_pb).collect(),
+            next_page_token,
+        }))
     }
 
     async fn get_usage(

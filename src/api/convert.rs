@@ -12,6 +12,7 @@ use crate::domain::{
 };
 use crate::pb;
 use crate::service::FieldViolation;
+use crate::store::EventRow;
 
 /// Largest opening balance or debt an import may carry: 100 million yuan.
 pub const MAX_ABS_BALANCE_FEN: i64 = 10_000_000_000;
@@ -334,4 +335,22 @@ fn plan(prefix: &str, p: &pb::Plan, out: &mut Vec<FieldViolation>) -> Option<Pla
         validity_end: validity_end?,
         auto_suspend_over_quota: p.auto_suspend_over_quota,
     })
+}
+
+pub fn event_to_pb(e: &EventRow) -> pb::CardEvent {
+    pb::CardEvent {
+        id: e.id,
+        iccid: e.iccid.clone(),
+        kind: e.kind.clone(),
+        cause: e.cause.clone(),
+        at: Some(timestamp(e.at)),
+        amount_fen: e.amount.0,
+        status: status_to_pb(e.status) as i32,
+        stop_reasons: e
+            .stop_reasons
+            .iter()
+            .map(|r| reason_to_pb(r) as i32)
+            .collect(),
+        balance_fen: e.balance.0,
+    }
 }

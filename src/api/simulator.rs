@@ -1,22 +1,71 @@
 //! `simgate.v1.SimulatorService`: a window onto the simulated carriers for test harnesses.
 
-use tonic::{Request, Response, Status};
+use std::collections::HashMap;
+use std::sync::Arc;
 
-use super::convert::{carrier_from_pb, carrier_to_pb, iccid_field};
-use super::error::{invalid_argument, invalid_field};
+use chrono::{DateTime, Utc};
+use tonic::{Code, Request, Response, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+use super::convert::{
+    card_to_pb, carrier_from_pb, carrier_to_pb, from_timestamp, iccid_field, timestamp,
+};
+use super::error::{invalid_argument, invalid_field, ERROR_DOMAIN};
 use crate::carrier::sim::{Fault, SimCarrier, Simulators};
 use crate::carrier::{CarrierCard, CarrierError, ServiceState};
+use crate::clock::{Clock, ClockError};
 use crate::domain::{CarrierId, Iccid};
 use crate::pb;
-use crate::service::{FieldViolation, ServiceError};
+use crate::service::engine::Engine;
+use crate::service::{CardService, FieldViolation, ServiceError};
+
+fn clock_status(e: ClockError) -> Status {
+    let reason = match e {
+        ClockError::NotControllable => "CLOCK_NOT_CONTROLLABLE",
+        ClockError::Backwards { .. } => "CLOCK_CANNOT_GO_BACK",
+    };
+    let mut d = ErrorDetails::new();
+    d.set_error_info(reason, ERROR_DOMAIN, HashMap::new());
+    Status::with_error_details(Code::FailedPrecondition, e.to_string(), d)
+}
 
 pub struct SimulatorApi {
     sims: Simulators,
+    service: CardService,
+    engine: Engine,
+    clock: Arc<dyn Clock>,
 }
 
+/// The furthest one AdvanceClock or SetClock may jump: ten years of card life.
+const MAX_JUMP_DAYS: i64 = 3660;
+
 impl SimulatorApi {
-    pub fn new(sims: Simulators) -> SimulatorApi {
-        SimulatorApi { sims }
+    pub fn new(
+        sims: Simulators,
+        service: CardService,
+        engine: Engine,
+        clock: Arc<dyn Clock>,
+    ) -> SimulatorApi {
+        SimulatorApi {
+            sims,
+            service,
+            engine,
+            clock,
+        }
+    }
+
+    /// Applies everything due at the new time before answering.
+    async fn after_move(
+        &self,
+        moved: Result<DateTime<Utc>, ClockError>,
+    ) -> Result<pb::ClockResponse, Status> {
+        let now = moved.map_err(clock_status)?;
+        let stats = self.engine.run_until_idle(now).await?;
+        Ok(pb::ClockResponse {
+            now: Some(timestamp(now)),
+            cards_changed: stats.applied,
+            cards_failed: stats.failed,
+        })
     }
 
     fn target(
@@ -45,7 +94,7 @@ impl SimulatorApi {
     }
 }
 
-fn card_to_pb(carrier: CarrierId, c: CarrierCard) -> pb::CarrierCard {
+fn carrier_card_to_pb(carrier: CarrierId, c: CarrierCard) -> pb::CarrierCard {
     pb::CarrierCard {
         carrier: carrier_to_pb(carrier) as i32,
         iccid: c.iccid.to_string(),
@@ -71,6 +120,62 @@ fn carrier_status(carrier: CarrierId, error: CarrierError) -> Status {
 
 #[tonic::async_trait]
 impl pb::simulator_service_server::SimulatorService for SimulatorApi {
+    async fn get_clock(
+        &self,
+        _request: Request<pb::GetClockRequest>,
+    ) -> Result<Response<pb::ClockResponse>, Status> {
+        Ok(Response::new(pb::ClockResponse {
+            now: Some(timestamp(self.clock.now())),
+            cards_changed: 0,
+            cards_failed: 0,
+        }))
+    }
+
+    async fn advance_clock(
+        &self,
+        request: Request<pb::AdvanceClockRequest>,
+    ) -> Result<Response<pb::ClockResponse>, Status> {
+        let by = request
+            .into_inner()
+            .by
+            .and_then(|d| {
+                chrono::Duration::try_seconds(d.seconds)
+                    .map(|s| s + chrono::Duration::nanoseconds(i64::from(d.nanos)))
+            })
+            .filter(|d| {
+                *d > chrono::Duration::zero() && *d <= chrono::Duration::days(MAX_JUMP_DAYS)
+            })
+            .ok_or_else(|| {
+                invalid_field(
+                    "by",
+                    format!("must be a positive duration of at most {MAX_JUMP_DAYS} days"),
+                )
+            })?;
+        let moved = self.clock.advance(by);
+        Ok(Response::new(self.after_move(moved).await?))
+    }
+
+    async fn set_clock(
+        &self,
+        request: Request<pb::SetClockRequest>,
+    ) -> Result<Response<pb::ClockResponse>, Status> {
+        let now = self.clock.now();
+        let to = request
+            .into_inner()
+            .to
+            .as_ref()
+            .and_then(from_timestamp)
+            .filter(|t| *t <= now + chrono::Duration::days(MAX_JUMP_DAYS))
+            .ok_or_else(|| {
+                invalid_field(
+                    "to",
+                    format!("must be a valid time at most {MAX_JUMP_DAYS} days ahead"),
+                )
+            })?;
+        let moved = self.clock.set(to);
+        Ok(Response::new(self.after_move(moved).await?))
+    }
+
     async fn get_carrier_card(
         &self,
         request: Request<pb::GetCarrierCardRequest>,
@@ -82,13 +187,13 @@ impl pb::simulator_service_server::SimulatorService for SimulatorApi {
         let card = crate::carrier::Carrier::card(sim, &iccid)
             .await
             .map_err(|e| carrier_status(id, e))?;
-        Ok(Response::new(card_to_pb(id, card)))
+        Ok(Response::new(carrier_card_to_pb(id, card)))
     }
 
     async fn record_usage(
         &self,
         request: Request<pb::RecordUsageRequest>,
-    ) -> Result<Response<pb::CarrierCard>, Status> {
+    ) -> Result<Response<pb::RecordUsageResponse>, Status> {
         let req = request.into_inner();
         let (sim, iccid) = self.target(req.carrier, Some(&req.iccid))?;
         let iccid = iccid.ok_or_else(|| invalid_field("iccid", "is required"))?;
@@ -99,11 +204,20 @@ impl pb::simulator_service_server::SimulatorService for SimulatorApi {
             ));
         }
         let id = crate::carrier::Carrier::id(sim);
-        let card = sim
+        let at_carrier = sim
             .record_usage(&iccid, req.bytes)
             .await
             .map_err(|e| carrier_status(id, e))?;
-        Ok(Response::new(card_to_pb(id, card)))
+        // simgate reads the new usage at once, as its usage sync would.
+        let card = match self.service.sync_usage(&iccid).await {
+            Ok(card) => Some(card_to_pb(&card, self.service.policy(card.carrier).ok())),
+            Err(ServiceError::NotFound(_)) => None,
+            Err(e) => return Err(e.into()),
+        };
+        Ok(Response::new(pb::RecordUsageResponse {
+            carrier_card: Some(carrier_card_to_pb(id, at_carrier)),
+            card,
+        }))
     }
 
     async fn inject_fault(

@@ -96,6 +96,10 @@ pub trait Carrier: Send + Sync + 'static {
 
     /// 复机. Restoring an active card succeeds and changes nothing.
     async fn restore(&self, iccid: &Iccid) -> Result<(), CarrierError>;
+
+    /// 销户 at the end of the retention window. Carriers release the number by themselves; a
+    /// real adapter confirms it happened, the simulator applies it. Idempotent.
+    async fn cancel(&self, iccid: &Iccid) -> Result<(), CarrierError>;
 }
 
 /// The carrier adapter for each carrier, chosen at start.

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 
 use super::{Carrier, CarrierCard, CarrierError, OnboardCard, ServiceState};
+use crate::clock::Clock;
 use crate::domain::{CarrierId, CarrierPolicy, Iccid};
 use crate::store::Store;
 
@@ -22,16 +23,19 @@ pub struct SimCarrier {
     id: CarrierId,
     policy: CarrierPolicy,
     store: Store,
+    /// The simulated platform's own clock: its usage counters restart with each billing cycle.
+    clock: Arc<dyn Clock>,
     /// Pending injected faults, consumed one per stop/restore call.
     faults: Mutex<Vec<Fault>>,
 }
 
 impl SimCarrier {
-    pub fn new(policy: CarrierPolicy, store: Store) -> SimCarrier {
+    pub fn new(policy: CarrierPolicy, store: Store, clock: Arc<dyn Clock>) -> SimCarrier {
         SimCarrier {
             id: policy.carrier,
             policy,
             store,
+            clock,
             faults: Mutex::new(Vec::new()),
         }
     }
@@ -41,6 +45,14 @@ impl SimCarrier {
         let mut f = self.faults.lock().unwrap_or_else(|e| e.into_inner());
         f.clear();
         f.extend(std::iter::repeat_n(fault, count as usize));
+    }
+
+    /// Start of the carrier's current billing cycle, which its usage counters belong to.
+    fn cycle_ms(&self) -> i64 {
+        self.policy
+            .cycle_bounds(self.clock.now())
+            .0
+            .timestamp_millis()
     }
 
     fn take_fault(&self) -> Option<Fault> {
@@ -55,7 +67,7 @@ impl SimCarrier {
     ) -> Result<CarrierCard, CarrierError> {
         let found = self
             .store
-            .sim_add_usage(self.id, iccid, bytes)
+            .sim_add_usage(self.id, iccid, bytes, self.cycle_ms())
             .await
             .map_err(|e| CarrierError::Transient(e.to_string()))?;
         if !found {
@@ -80,7 +92,7 @@ impl SimCarrier {
             None => {}
         }
         let current = self.card(iccid).await?;
-        if current.state == ServiceState::Cancelled {
+        if current.state == ServiceState::Cancelled && to != ServiceState::Cancelled {
             return Err(CarrierError::Rejected {
                 code: "CARD_CANCELLED".into(),
                 message: format!("{iccid} is cancelled at {}", self.id.display_name()),
@@ -121,14 +133,14 @@ impl Carrier for SimCarrier {
 
     async fn onboard(&self, cards: &[OnboardCard]) -> Result<(), CarrierError> {
         self.store
-            .sim_onboard(self.id, cards)
+            .sim_onboard(self.id, cards, self.cycle_ms())
             .await
             .map_err(|e| CarrierError::Transient(e.to_string()))
     }
 
     async fn card(&self, iccid: &Iccid) -> Result<CarrierCard, CarrierError> {
         self.store
-            .sim_card(self.id, iccid)
+            .sim_card(self.id, iccid, self.cycle_ms())
             .await
             .map_err(|e| CarrierError::Transient(e.to_string()))?
             .ok_or_else(|| not_found(self.id, iccid))
@@ -140,6 +152,10 @@ impl Carrier for SimCarrier {
 
     async fn restore(&self, iccid: &Iccid) -> Result<(), CarrierError> {
         self.change(iccid, ServiceState::Active).await
+    }
+
+    async fn cancel(&self, iccid: &Iccid) -> Result<(), CarrierError> {
+        self.change(iccid, ServiceState::Cancelled).await
     }
 }
 

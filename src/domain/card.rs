@@ -119,6 +119,17 @@ pub struct Card {
     pub real_name: RealNameStatus,
     pub balance: Fen,
     pub cycle_usage_bytes: u64,
+    /// Start of the billing cycle `cycle_usage_bytes` belongs to; the next rollover follows it.
+    pub cycle_start: DateTime<Utc>,
+    /// When the card entered its current lifecycle stage (test and silent periods run from it).
+    pub stage_since: DateTime<Utc>,
+    /// Data used during the test period, measured against the carrier's gift.
+    pub test_used_bytes: u64,
+    /// While RETAINED: when the next monthly retention fee is due.
+    pub retention_fee_next_at: Option<DateTime<Utc>>,
+    /// The earliest time-driven transition still to apply (derived; stored so the engine can
+    /// find due cards with one indexed query).
+    pub next_due_at: Option<DateTime<Utc>>,
     /// While RETAINED: when the number is released unless the plan is renewed.
     pub retention_ends_at: Option<DateTime<Utc>>,
     /// After a renewal whose restore the carrier applies later (same day, next cycle).

@@ -5,6 +5,7 @@
 pub mod card;
 pub mod carrier;
 pub mod ids;
+pub mod lifecycle;
 pub mod money;
 pub mod policy;
 pub mod reasons;
@@ -16,4 +17,4 @@ pub use ids::{Iccid, Imsi, Msisdn};
 pub use money::Fen;
 pub use policy::{ArrearsRecovery, CarrierPolicy, RenewalRestore};
 pub use reasons::{StopReason, StopReasons};
-pub use rules::{CarrierAction, RuleViolation, Transition};
+pub use rules::{CardEvent, CarrierAction, Cause, RuleViolation, Transition};

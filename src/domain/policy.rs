@@ -44,6 +44,8 @@ pub struct CarrierPolicy {
     pub test_period_days: u32,
     pub test_gift_bytes: u64,
     pub silent_period_days: u32,
+    /// Charge the first billing month per day (China Telecom) instead of in full.
+    pub prorate_first_month: bool,
 }
 
 const MIB: u64 = 1024 * 1024;
@@ -62,6 +64,7 @@ impl CarrierPolicy {
             test_period_days: 30,
             test_gift_bytes: 100 * MIB,
             silent_period_days: 180,
+            prorate_first_month: false,
         };
         match carrier {
             CarrierId::Mobile => base,
@@ -74,6 +77,7 @@ impl CarrierPolicy {
             },
             CarrierId::Telecom => CarrierPolicy {
                 renewal_restore: RenewalRestore::Immediate,
+                prorate_first_month: true,
                 ..base
             },
         }
@@ -180,6 +184,7 @@ mod tests {
         assert_eq!(t.arrears_recovery, ArrearsRecovery::Auto);
         assert_eq!(t.renewal_restore, RenewalRestore::Immediate);
         assert_eq!(t.cycle_start_day, 1);
+        assert!(t.prorate_first_month && !m.prorate_first_month && !u.prorate_first_month);
         for p in [m, u, t] {
             assert_eq!(p.test_period_days, 30);
             assert!(p.validate().is_ok());

@@ -7,8 +7,8 @@ use chrono::{DateTime, Utc};
 
 use super::policy::{add_months, end_of_local_day};
 use super::{
-    ArrearsRecovery, Card, CarrierId, CarrierPolicy, Fen, Iccid, Imsi, LifecycleStage, Msisdn,
-    Plan, RealNameStatus, RenewalRestore, StopReason, StopReasons,
+    ArrearsRecovery, Card, CardStatus, CarrierId, CarrierPolicy, Fen, Iccid, Imsi, LifecycleStage,
+    Msisdn, Plan, RealNameStatus, RenewalRestore, StopReason, StopReasons,
 };
 
 /// What the carrier must do so that its state matches the card's new state.
@@ -18,16 +18,111 @@ pub enum CarrierAction {
     Stop,
     /// 复机: the card's last stop reason was cleared.
     Restore,
+    /// 销户: the retention window ran out; the number is released.
+    Cancel,
+}
+
+/// What set a change in motion.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cause {
+    /// A caller's request (an RPC).
+    Request,
+    /// Time: a cycle ended, a plan expired, a retention window ran out.
+    Schedule,
+    /// Data usage reported by the carrier.
+    Usage,
+}
+
+impl Cause {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Cause::Request => "request",
+            Cause::Schedule => "schedule",
+            Cause::Usage => "usage",
+        }
+    }
+}
+
+/// One entry of a card's history: what happened, when, why, the money it moved, and the card's
+/// state right after.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CardEvent {
+    pub at: DateTime<Utc>,
+    /// Stable name, e.g. `card.suspended`, `card.monthly_fee_charged`.
+    pub kind: &'static str,
+    pub cause: Cause,
+    /// Change of the balance this event made (negative for a charge).
+    pub amount: Fen,
+    pub status: CardStatus,
+    pub stop_reasons: StopReasons,
+    pub balance: Fen,
+}
+
+impl CardEvent {
+    pub fn of(
+        card: &Card,
+        at: DateTime<Utc>,
+        kind: &'static str,
+        cause: Cause,
+        amount: Fen,
+    ) -> CardEvent {
+        CardEvent {
+            at,
+            kind,
+            cause,
+            amount,
+            status: card.status(),
+            stop_reasons: card.stop_reasons,
+            balance: card.balance,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Transition {
     pub card: Card,
     pub action: Option<CarrierAction>,
-    /// Stable event name written to the outbox, e.g. `card.suspended`.
-    pub event: &'static str,
+    /// What happened, oldest first; written to the outbox with the card.
+    pub events: Vec<CardEvent>,
     /// False when the operation found the card already in the requested state.
     pub changed: bool,
+}
+
+impl Transition {
+    /// A transition that changes nothing.
+    pub fn none(card: &Card) -> Transition {
+        Transition {
+            card: card.clone(),
+            action: None,
+            events: Vec::new(),
+            changed: false,
+        }
+    }
+
+    /// This transition followed by `next` (which started from this one's card).
+    pub fn then(self, before: &Card, next: Transition) -> Transition {
+        let mut events = self.events;
+        events.extend(next.events);
+        let changed = self.changed || next.changed;
+        Transition {
+            action: carrier_action(before, &next.card),
+            card: next.card,
+            events,
+            changed,
+        }
+    }
+}
+
+/// What the carrier must be told for its state to go from `before` to `after`.
+pub fn carrier_action(before: &Card, after: &Card) -> Option<CarrierAction> {
+    if after.cancelled && !before.cancelled {
+        return Some(CarrierAction::Cancel);
+    }
+    match (before.is_online(), after.is_online()) {
+        (true, false) => Some(CarrierAction::Stop),
+        (false, true) => Some(CarrierAction::Restore),
+        _ => None,
+    }
 }
 
 /// A rule that refuses an operation. `reason()` is the stable ErrorInfo reason callers match on.
@@ -118,6 +213,7 @@ pub fn open_card(input: NewCard, policy: &CarrierPolicy, now: DateTime<Utc>) -> 
         reasons.insert(StopReason::OverQuota);
     }
     let mut retention_ends_at = None;
+    let mut retention_fee_next_at = None;
     let mut cancelled = false;
     if input.plan.validity_end <= now {
         reasons.insert(StopReason::Expired);
@@ -130,9 +226,20 @@ pub fn open_card(input: NewCard, policy: &CarrierPolicy, now: DateTime<Utc>) -> 
             ));
         } else {
             retention_ends_at = Some(ends);
+            // Fees for the months before the import were settled elsewhere; charge from the
+            // next monthly anniversary of the expiry on.
+            retention_fee_next_at = crate::domain::lifecycle::next_retention_fee_at(
+                policy,
+                input.plan.validity_end,
+                now,
+            );
         }
     }
-    Card {
+    let test_used_bytes = match input.stage {
+        LifecycleStage::Test => input.cycle_usage_bytes,
+        _ => 0,
+    };
+    let mut card = Card {
         iccid: input.iccid,
         msisdn: input.msisdn,
         imsi: input.imsi,
@@ -145,6 +252,11 @@ pub fn open_card(input: NewCard, policy: &CarrierPolicy, now: DateTime<Utc>) -> 
         real_name: input.real_name,
         balance: input.balance,
         cycle_usage_bytes: input.cycle_usage_bytes,
+        cycle_start: policy.cycle_bounds(now).0,
+        stage_since: now,
+        test_used_bytes,
+        retention_fee_next_at,
+        next_due_at: None,
         retention_ends_at,
         expiry_restore_at: None,
         arrears_paid_awaiting_resume: false,
@@ -152,28 +264,28 @@ pub fn open_card(input: NewCard, policy: &CarrierPolicy, now: DateTime<Utc>) -> 
         created_at: now,
         updated_at: now,
         version: 0,
-    }
+    };
+    card.next_due_at = crate::domain::lifecycle::next_due(&card, policy).map(|(t, _)| t);
+    card
 }
 
 fn transition(
     before: &Card,
     mut after: Card,
     now: DateTime<Utc>,
-    event: &'static str,
+    kind: &'static str,
+    amount: Fen,
 ) -> Transition {
     let changed = after != *before;
-    let action = match (before.is_online(), after.is_online()) {
-        (true, false) => Some(CarrierAction::Stop),
-        (false, true) => Some(CarrierAction::Restore),
-        _ => None,
-    };
+    let mut events = Vec::new();
     if changed {
         after.updated_at = now;
+        events.push(CardEvent::of(&after, now, kind, Cause::Request, amount));
     }
     Transition {
+        action: carrier_action(before, &after),
         card: after,
-        action,
-        event,
+        events,
         changed,
     }
 }
@@ -201,7 +313,7 @@ pub fn suspend(card: &Card, now: DateTime<Utc>) -> Result<Transition, RuleViolat
     }
     let mut next = card.clone();
     next.stop_reasons.insert(StopReason::Manual);
-    Ok(transition(card, next, now, "card.suspended"))
+    Ok(transition(card, next, now, "card.suspended", Fen::ZERO))
 }
 
 /// Manual restore: clears MANUAL, and ARREARS once it is paid on a carrier whose arrears
@@ -219,7 +331,7 @@ pub fn resume(card: &Card, now: DateTime<Utc>) -> Result<Transition, RuleViolati
             return Err(RuleViolation::NotResumable(blocking));
         }
     }
-    Ok(transition(card, next, now, "card.resumed"))
+    Ok(transition(card, next, now, "card.resumed", Fen::ZERO))
 }
 
 /// Adds money. A recharge that brings a card in arrears back to a non-negative balance clears
@@ -245,7 +357,7 @@ pub fn recharge(
             ArrearsRecovery::Manual => next.arrears_paid_awaiting_resume = true,
         }
     }
-    Ok(transition(card, next, now, "card.recharged"))
+    Ok(transition(card, next, now, "card.recharged", amount))
 }
 
 /// Extends validity by whole months from the current end, or from now if the plan has ended. An
@@ -262,7 +374,9 @@ pub fn renew(
     let base = card.plan.validity_end.max(now);
     next.plan.validity_end = add_months(base, months);
     if card.stop_reasons.contains(StopReason::Expired) {
+        // Renewed: the number is no longer heading for release and retention fees stop.
         next.retention_ends_at = None;
+        next.retention_fee_next_at = None;
         match policy.renewal_restore {
             RenewalRestore::Immediate => {
                 next.stop_reasons.remove(StopReason::Expired);
@@ -276,7 +390,7 @@ pub fn renew(
             }
         }
     }
-    Ok(transition(card, next, now, "card.renewed"))
+    Ok(transition(card, next, now, "card.renewed", Fen::ZERO))
 }
 
 /// Completing real-name verification clears REAL_NAME.
@@ -285,7 +399,13 @@ pub fn verify_real_name(card: &Card, now: DateTime<Utc>) -> Result<Transition, R
     let mut next = card.clone();
     next.real_name = RealNameStatus::Verified;
     next.stop_reasons.remove(StopReason::RealName);
-    Ok(transition(card, next, now, "card.real_name_verified"))
+    Ok(transition(
+        card,
+        next,
+        now,
+        "card.real_name_verified",
+        Fen::ZERO,
+    ))
 }
 
 #[cfg(test)]

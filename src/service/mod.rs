@@ -3,6 +3,7 @@
 //! new state with its event in one transaction. Operations on one card are serialised, so two
 //! concurrent calls cannot both read the same balance.
 
+pub mod engine;
 mod locks;
 #[cfg(test)]
 mod tests;
@@ -15,6 +16,7 @@ use tracing::{info, warn};
 
 use crate::carrier::{Carrier, CarrierError, Carriers, OnboardCard, ServiceState};
 use crate::clock::Clock;
+use crate::domain::lifecycle;
 use crate::domain::rules::{self, NewCard};
 use crate::domain::{
     Card, CarrierAction, CarrierId, CarrierPolicy, Fen, Iccid, RuleViolation, Transition,
@@ -235,6 +237,16 @@ impl CardService {
             .map(|(_, after)| after)
     }
 
+    /// A page of the card's history, oldest first.
+    pub async fn events(
+        &self,
+        iccid: &Iccid,
+        after_id: i64,
+        limit: u32,
+    ) -> Result<Vec<crate::store::EventRow>> {
+        Ok(self.store.card_events_page(iccid, after_id, limit).await?)
+    }
+
     /// Reads the cycle's usage from the carrier, the source of truth for traffic.
     pub async fn usage(&self, iccid: &Iccid) -> Result<UsageReport> {
         let card = self.get(iccid).await?;
@@ -256,8 +268,28 @@ impl CardService {
         })
     }
 
-    /// The one path every state change takes: serialise on the card, apply the pure rule, make
-    /// the carrier agree, then persist. A carrier failure leaves the store untouched.
+    /// Reads the card's cycle usage from its carrier and applies what it means (test gift used
+    /// up, billing started, over quota). Returns the card as stored afterwards.
+    pub async fn sync_usage(&self, iccid: &Iccid) -> Result<Card> {
+        let carrier = self.carrier(self.get(iccid).await?.carrier)?.clone();
+        let total = carrier
+            .card(iccid)
+            .await
+            .map_err(|error| ServiceError::Carrier {
+                carrier: carrier.id(),
+                error,
+            })?
+            .cycle_usage_bytes;
+        self.mutate(iccid, |card, policy, now| {
+            Ok(lifecycle::accrue_usage(card, policy, total, now))
+        })
+        .await
+        .map(|(_, after)| after)
+    }
+
+    /// The one path every requested change takes: serialise on the card, bring it up to now,
+    /// apply the pure rule, make the carrier agree, then persist. A carrier failure leaves the
+    /// store untouched.
     async fn mutate<F>(&self, iccid: &Iccid, rule: F) -> Result<(Card, Card)>
     where
         F: FnOnce(&Card, &CarrierPolicy, DateTime<Utc>) -> Result<Transition, RuleViolation>,
@@ -265,32 +297,43 @@ impl CardService {
         let _guard = self.locks.lock(iccid.as_str()).await;
         let before = self.get(iccid).await?;
         let carrier = self.carrier(before.carrier)?;
-        let t = rule(&before, carrier.policy(), self.now())?;
+        let now = self.now();
+        let policy = carrier.policy();
+        let t = lifecycle::at_now(&before, policy, now, |c| rule(c, policy, now))?;
         if !t.changed {
             return Ok((before.clone(), before));
         }
-        if let Some(action) = t.action {
-            apply_at_carrier(carrier.as_ref(), iccid, action).await?;
+        let after = commit(&self.store, carrier.as_ref(), t).await?;
+        Ok((before, after))
+    }
+}
+
+/// Makes the carrier agree with a transition, then stores it with its events. If the store
+/// refuses (a concurrent change), the carrier is put back where it was.
+async fn commit(store: &Store, carrier: &dyn Carrier, t: Transition) -> Result<Card> {
+    let iccid = t.card.iccid.clone();
+    if let Some(action) = t.action {
+        apply_at_carrier(carrier, &iccid, action).await?;
+    }
+    match store.update_card(&t.card, &t.events).await {
+        Ok(after) => {
+            let kinds: Vec<&str> = t.events.iter().map(|e| e.kind).collect();
+            info!(iccid = %iccid, events = ?kinds, status = after.status().as_str(), "card changed");
+            Ok(after)
         }
-        match self.store.update_card(&t.card, t.event).await {
-            Ok(after) => {
-                info!(iccid = %iccid, event = t.event, status = after.status().as_str(), "card changed");
-                Ok((before, after))
-            }
-            Err(e) => {
-                if let Some(action) = t.action {
-                    // The carrier changed but simgate could not record it: put the carrier back
-                    // so both sides still agree on the old state.
-                    let undo = match action {
-                        CarrierAction::Stop => CarrierAction::Restore,
-                        CarrierAction::Restore => CarrierAction::Stop,
-                    };
-                    if let Err(u) = apply_at_carrier(carrier.as_ref(), iccid, undo).await {
-                        warn!(iccid = %iccid, error = %u, "could not undo the carrier change after a store failure");
-                    }
+        Err(e) => {
+            let undo = match t.action {
+                Some(CarrierAction::Stop) => Some(CarrierAction::Restore),
+                Some(CarrierAction::Restore) => Some(CarrierAction::Stop),
+                // A released number cannot be taken back; the next pass records it.
+                Some(CarrierAction::Cancel) | None => None,
+            };
+            if let Some(undo) = undo {
+                if let Err(u) = apply_at_carrier(carrier, &iccid, undo).await {
+                    warn!(iccid = %iccid, error = %u, "could not undo the carrier change after a store failure");
                 }
-                Err(e.into())
             }
+            Err(e.into())
         }
     }
 }
@@ -315,10 +358,12 @@ async fn apply_at_carrier(
     let sent = match action {
         CarrierAction::Stop => carrier.stop(iccid).await,
         CarrierAction::Restore => carrier.restore(iccid).await,
+        CarrierAction::Cancel => carrier.cancel(iccid).await,
     };
     let wanted = match action {
         CarrierAction::Stop => ServiceState::Stopped,
         CarrierAction::Restore => ServiceState::Active,
+        CarrierAction::Cancel => ServiceState::Cancelled,
     };
     match sent {
         Ok(()) => Ok(()),

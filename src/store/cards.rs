@@ -6,17 +6,18 @@ use sqlx::Row;
 
 use super::{db_to_u64, millis_to_time, parse_text, placeholders, u64_to_db, Store, StoreError};
 use crate::domain::{
-    Card, CardStatus, CarrierId, Fen, Iccid, Imsi, LifecycleStage, Msisdn, Plan, RealNameStatus,
-    StopReason, StopReasons,
+    Card, CardEvent, CardStatus, CarrierId, Cause, Fen, Iccid, Imsi, LifecycleStage, Msisdn, Plan,
+    RealNameStatus, StopReason, StopReasons,
 };
 
 const COLUMNS: &str = "iccid, msisdn, imsi, carrier, customer_id, quota_bytes, monthly_fee_fen, \
     validity_end_ms, auto_suspend, cancelled, status, stop_reasons, stage, real_name, balance_fen, \
-    cycle_usage_bytes, retention_ends_ms, expiry_restore_ms, arrears_paid, warnings, created_ms, \
-    updated_ms, version";
-const NUM_COLUMNS: usize = 23;
+    cycle_usage_bytes, cycle_start_ms, stage_since_ms, test_used_bytes, retention_fee_next_ms, \
+    retention_ends_ms, expiry_restore_ms, arrears_paid, warnings, created_ms, updated_ms, version, \
+    next_due_ms";
+const NUM_COLUMNS: usize = 28;
 
-/// Rows per multi-row INSERT: 23 parameters each stays under SQLite's 32,766-parameter limit.
+/// Rows per multi-row INSERT: 28 parameters each stays under SQLite's 32,766-parameter limit.
 const INSERT_CHUNK: usize = 1000;
 
 /// Narrows a card listing. Every field is optional; all given ones must match.
@@ -28,13 +29,17 @@ pub struct CardFilter {
     pub stop_reason: Option<StopReason>,
 }
 
-/// One outbox row.
+/// One stored event of a card's history.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EventRow {
     pub id: i64,
     pub iccid: String,
     pub kind: String,
-    pub detail: String,
+    pub cause: String,
+    pub amount: Fen,
+    pub status: CardStatus,
+    pub stop_reasons: StopReasons,
+    pub balance: Fen,
     pub at: DateTime<Utc>,
 }
 
@@ -55,6 +60,10 @@ struct CardRow {
     real_name: String,
     balance_fen: i64,
     cycle_usage_bytes: i64,
+    cycle_start_ms: i64,
+    stage_since_ms: i64,
+    test_used_bytes: i64,
+    retention_fee_next_ms: Option<i64>,
     retention_ends_ms: Option<i64>,
     expiry_restore_ms: Option<i64>,
     arrears_paid: i64,
@@ -62,6 +71,7 @@ struct CardRow {
     created_ms: i64,
     updated_ms: i64,
     version: i64,
+    next_due_ms: Option<i64>,
 }
 
 impl TryFrom<CardRow> for Card {
@@ -89,6 +99,11 @@ impl TryFrom<CardRow> for Card {
             real_name: RealNameStatus::parse(&r.real_name).ok_or_else(|| corrupt("real_name"))?,
             balance: Fen(r.balance_fen),
             cycle_usage_bytes: db_to_u64(r.cycle_usage_bytes)?,
+            cycle_start: millis_to_time(r.cycle_start_ms)?,
+            stage_since: millis_to_time(r.stage_since_ms)?,
+            test_used_bytes: db_to_u64(r.test_used_bytes)?,
+            retention_fee_next_at: r.retention_fee_next_ms.map(millis_to_time).transpose()?,
+            next_due_at: r.next_due_ms.map(millis_to_time).transpose()?,
             retention_ends_at: r.retention_ends_ms.map(millis_to_time).transpose()?,
             expiry_restore_at: r.expiry_restore_ms.map(millis_to_time).transpose()?,
             arrears_paid_awaiting_resume: r.arrears_paid != 0,
@@ -122,23 +137,18 @@ fn bind_card<'q>(q: AnyQuery<'q>, c: &Card) -> Result<AnyQuery<'q>, StoreError> 
         .bind(c.real_name.as_str())
         .bind(c.balance.0)
         .bind(u64_to_db(c.cycle_usage_bytes)?)
+        .bind(c.cycle_start.timestamp_millis())
+        .bind(c.stage_since.timestamp_millis())
+        .bind(u64_to_db(c.test_used_bytes)?)
+        .bind(c.retention_fee_next_at.map(|t| t.timestamp_millis()))
         .bind(c.retention_ends_at.map(|t| t.timestamp_millis()))
         .bind(c.expiry_restore_at.map(|t| t.timestamp_millis()))
         .bind(i64::from(c.arrears_paid_awaiting_resume))
         .bind(serde_json::to_string(&c.warnings).unwrap_or_else(|_| "[]".into()))
         .bind(c.created_at.timestamp_millis())
         .bind(c.updated_at.timestamp_millis())
-        .bind(c.version))
-}
-
-fn event_detail(card: &Card) -> String {
-    serde_json::json!({
-        "status": card.status().as_str(),
-        "stop_reasons": card.stop_reasons.iter().map(|r| r.as_str()).collect::<Vec<_>>(),
-        "balance_fen": card.balance.0,
-        "validity_end": card.plan.validity_end.to_rfc3339(),
-    })
-    .to_string()
+        .bind(c.version)
+        .bind(c.next_due_at.map(|t| t.timestamp_millis())))
 }
 
 fn is_unique_violation(e: &sqlx::Error) -> bool {
@@ -170,7 +180,12 @@ impl Store {
                     e.into()
                 }
             })?;
-            insert_events(&mut tx, chunk, "card.imported").await?;
+            let imported: Vec<CardEvent> = chunk
+                .iter()
+                .map(|c| CardEvent::of(c, c.created_at, "card.imported", Cause::Request, Fen::ZERO))
+                .collect();
+            let rows: Vec<(&Card, &CardEvent)> = chunk.iter().zip(imported.iter()).collect();
+            insert_event_rows(&mut tx, &rows).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -289,55 +304,148 @@ impl Store {
             .collect()
     }
 
-    /// Writes `card` if it is still at `card.version`, with an outbox event, in one transaction.
-    /// Returns the card at its new version; `Conflict` if someone else wrote it first.
-    pub async fn update_card(&self, card: &Card, event: &str) -> Result<Card, StoreError> {
-        let mut next = card.clone();
-        next.version = card.version + 1;
-        let sets = COLUMNS
-            .split(',')
-            .map(str::trim)
-            .enumerate()
-            .skip(1)
-            .map(|(i, col)| format!("{col} = ${}", i + 1))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let sql = format!(
-            "UPDATE cards SET {sets} WHERE iccid = $1 AND version = ${}",
-            NUM_COLUMNS + 1
-        );
+    /// Writes `card` if it is still at `card.version`, with its events, in one transaction, and
+    /// releases any engine lease on it. Returns the card at its new version; `Conflict` if
+    /// someone else wrote it first.
+    pub async fn update_card(&self, card: &Card, events: &[CardEvent]) -> Result<Card, StoreError> {
         let mut tx = self.pool.begin().await?;
-        let done = bind_card(sqlx::query(&sql), &next)?
-            .bind(card.version)
-            .execute(&mut *tx)
-            .await?;
-        if done.rows_affected() != 1 {
-            return Err(StoreError::Conflict);
-        }
-        insert_events(&mut tx, std::slice::from_ref(&next), event).await?;
+        let next = update_in(&mut tx, card)
+            .await?
+            .ok_or(StoreError::Conflict)?;
+        insert_events(&mut tx, &next, events).await?;
         tx.commit().await?;
         Ok(next)
     }
 
-    /// The outbox events of one card, oldest first.
-    pub async fn card_events(&self, iccid: &Iccid) -> Result<Vec<EventRow>, StoreError> {
+    /// Writes many cards in one transaction. A card changed by someone else since it was read is
+    /// skipped (and reported false), not an error: its work stays due and is picked up again.
+    pub async fn update_cards(
+        &self,
+        cards: &[(Card, Vec<CardEvent>)],
+    ) -> Result<Vec<bool>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let mut done = Vec::with_capacity(cards.len());
+        for (card, events) in cards {
+            match update_in(&mut tx, card).await? {
+                Some(next) => {
+                    insert_events(&mut tx, &next, events).await?;
+                    done.push(true);
+                }
+                None => done.push(false),
+            }
+        }
+        tx.commit().await?;
+        Ok(done)
+    }
+
+    /// Claims up to `limit` cards whose next transition is due at `due_by`, oldest due first,
+    /// for `owner` until `lease_until` (wall clock). Cards leased by a live engine are skipped,
+    /// so two engines never work on the same card; a dead engine's lease runs out.
+    pub async fn claim_due(
+        &self,
+        owner: &str,
+        due_by: DateTime<Utc>,
+        lease_now_ms: i64,
+        lease_until_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<Card>, StoreError> {
+        // PostgreSQL: concurrent claimers skip each other's locked rows instead of waiting.
+        // SQLite has a single writer, so the subquery and update are already atomic.
+        let lock = match self.backend {
+            super::Backend::Postgres => "FOR UPDATE SKIP LOCKED",
+            super::Backend::Sqlite => "",
+        };
+        let sql = format!(
+            "UPDATE cards SET lease_owner = $1, lease_until_ms = $2 WHERE iccid IN ( \
+               SELECT iccid FROM cards WHERE next_due_ms <= $3 \
+               AND (lease_until_ms IS NULL OR lease_until_ms < $4) \
+               ORDER BY next_due_ms, iccid LIMIT $5 {lock}) \
+             RETURNING {COLUMNS}"
+        );
+        let rows: Vec<CardRow> = sqlx::query_as(&sql)
+            .bind(owner.to_string())
+            .bind(lease_until_ms)
+            .bind(due_by.timestamp_millis())
+            .bind(lease_now_ms)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        let mut cards: Vec<Card> = rows
+            .into_iter()
+            .map(Card::try_from)
+            .collect::<Result<_, _>>()?;
+        cards.sort_by(|a, b| {
+            a.next_due_at
+                .cmp(&b.next_due_at)
+                .then(a.iccid.cmp(&b.iccid))
+        });
+        Ok(cards)
+    }
+
+    /// Gives back every lease `owner` still holds (cards it could not finish).
+    pub async fn release_leases(&self, owner: &str) -> Result<u64, StoreError> {
+        Ok(sqlx::query(
+            "UPDATE cards SET lease_owner = NULL, lease_until_ms = NULL WHERE lease_owner = $1",
+        )
+        .bind(owner.to_string())
+        .execute(&self.pool)
+        .await?
+        .rows_affected())
+    }
+
+    /// Number of cards with a transition due at `due_by`.
+    pub async fn count_due(&self, due_by: DateTime<Utc>) -> Result<i64, StoreError> {
+        Ok(
+            sqlx::query("SELECT COUNT(*) AS n FROM cards WHERE next_due_ms <= $1")
+                .bind(due_by.timestamp_millis())
+                .fetch_one(&self.pool)
+                .await?
+                .try_get("n")?,
+        )
+    }
+
+    /// A card's history, oldest first, after event `after_id`.
+    pub async fn card_events_page(
+        &self,
+        iccid: &Iccid,
+        after_id: i64,
+        limit: u32,
+    ) -> Result<Vec<EventRow>, StoreError> {
         let rows = sqlx::query(
-            "SELECT id, iccid, kind, detail, at_ms FROM card_events WHERE iccid = $1 ORDER BY id",
+            "SELECT id, iccid, kind, cause, amount_fen, status, stop_reasons, balance_fen, at_ms \
+             FROM card_events WHERE iccid = $1 AND id > $2 ORDER BY id LIMIT $3",
         )
         .bind(iccid.as_str().to_string())
+        .bind(after_id)
+        .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;
         rows.into_iter()
             .map(|r| {
+                let status: String = r.try_get("status")?;
+                let reasons: i64 = r.try_get("stop_reasons")?;
                 Ok(EventRow {
                     id: r.try_get("id")?,
                     iccid: r.try_get("iccid")?,
                     kind: r.try_get("kind")?,
-                    detail: r.try_get("detail")?,
+                    cause: r.try_get("cause")?,
+                    amount: Fen(r.try_get("amount_fen")?),
+                    status: CardStatus::parse(&status)
+                        .ok_or_else(|| StoreError::Corrupt(format!("event status {status:?}")))?,
+                    stop_reasons: u32::try_from(reasons)
+                        .ok()
+                        .and_then(StopReasons::from_bits)
+                        .ok_or_else(|| StoreError::Corrupt(format!("event reasons {reasons}")))?,
+                    balance: Fen(r.try_get("balance_fen")?),
                     at: millis_to_time(r.try_get("at_ms")?)?,
                 })
             })
             .collect()
+    }
+
+    /// A card's whole history, oldest first.
+    pub async fn card_events(&self, iccid: &Iccid) -> Result<Vec<EventRow>, StoreError> {
+        self.card_events_page(iccid, 0, u32::MAX).await
     }
 
     pub async fn count_cards(&self) -> Result<i64, StoreError> {
@@ -348,29 +456,74 @@ impl Store {
     }
 }
 
-async fn insert_events(
+/// The versioned UPDATE of one card inside a transaction; None if its version moved on.
+async fn update_in(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-    cards: &[Card],
-    kind: &str,
-) -> Result<(), StoreError> {
-    const COLS: usize = 6;
-    let rows = (0..cards.len())
-        .map(|i| format!("({})", placeholders(i * COLS, COLS)))
+    card: &Card,
+) -> Result<Option<Card>, StoreError> {
+    let mut next = card.clone();
+    next.version = card.version + 1;
+    let sets = COLUMNS
+        .split(',')
+        .map(str::trim)
+        .enumerate()
+        .skip(1)
+        .map(|(i, col)| format!("{col} = ${}", i + 1))
         .collect::<Vec<_>>()
         .join(", ");
     let sql = format!(
-        "INSERT INTO card_events (iccid, customer_id, carrier, kind, detail, at_ms) VALUES {rows}"
+        "UPDATE cards SET {sets}, lease_owner = NULL, lease_until_ms = NULL \
+         WHERE iccid = $1 AND version = ${}",
+        NUM_COLUMNS + 1
     );
-    let mut q = sqlx::query(&sql);
-    for c in cards {
-        q = q
-            .bind(c.iccid.as_str().to_string())
-            .bind(c.customer_id.clone())
-            .bind(c.carrier.as_str())
-            .bind(kind.to_string())
-            .bind(event_detail(c))
-            .bind(c.updated_at.timestamp_millis());
+    let done = bind_card(sqlx::query(&sql), &next)?
+        .bind(card.version)
+        .execute(&mut **tx)
+        .await?;
+    Ok((done.rows_affected() == 1).then_some(next))
+}
+
+async fn insert_events(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    card: &Card,
+    events: &[CardEvent],
+) -> Result<(), StoreError> {
+    let rows: Vec<(&Card, &CardEvent)> = events.iter().map(|e| (card, e)).collect();
+    insert_event_rows(tx, &rows).await
+}
+
+/// Rows per multi-row event INSERT (10 parameters each).
+const EVENT_CHUNK: usize = 2000;
+
+async fn insert_event_rows(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    rows: &[(&Card, &CardEvent)],
+) -> Result<(), StoreError> {
+    const COLS: usize = 10;
+    for chunk in rows.chunks(EVENT_CHUNK) {
+        let values = (0..chunk.len())
+            .map(|i| format!("({})", placeholders(i * COLS, COLS)))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "INSERT INTO card_events (iccid, customer_id, carrier, kind, cause, amount_fen, status, \
+             stop_reasons, balance_fen, at_ms) VALUES {values}"
+        );
+        let mut q = sqlx::query(&sql);
+        for (c, e) in chunk {
+            q = q
+                .bind(c.iccid.as_str().to_string())
+                .bind(c.customer_id.clone())
+                .bind(c.carrier.as_str())
+                .bind(e.kind)
+                .bind(e.cause.as_str())
+                .bind(e.amount.0)
+                .bind(e.status.as_str())
+                .bind(i64::from(e.stop_reasons.bits()))
+                .bind(e.balance.0)
+                .bind(e.at.timestamp_millis());
+        }
+        q.execute(&mut **tx).await?;
     }
-    q.execute(&mut **tx).await?;
     Ok(())
 }

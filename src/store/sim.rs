@@ -14,23 +14,25 @@ impl Store {
         &self,
         carrier: CarrierId,
         cards: &[OnboardCard],
+        cycle_ms: i64,
     ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
         for chunk in cards.chunks(2000) {
             let rows = (0..chunk.len())
                 .map(|i| {
                     format!(
-                        "(${}, ${}, ${}, ${}, 0)",
-                        i * 4 + 1,
-                        i * 4 + 2,
-                        i * 4 + 3,
-                        i * 4 + 4
+                        "(${}, ${}, ${}, ${}, ${}, 0)",
+                        i * 5 + 1,
+                        i * 5 + 2,
+                        i * 5 + 3,
+                        i * 5 + 4,
+                        i * 5 + 5
                     )
                 })
                 .collect::<Vec<_>>()
                 .join(", ");
             let sql = format!(
-                "INSERT INTO sim_cards (carrier, iccid, state, cycle_usage_bytes, changes) VALUES {rows} \
+                "INSERT INTO sim_cards (carrier, iccid, state, cycle_usage_bytes, usage_cycle_ms, changes) VALUES {rows} \
                  ON CONFLICT (carrier, iccid) DO NOTHING"
             );
             let mut q = sqlx::query(&sql);
@@ -39,7 +41,8 @@ impl Store {
                     .bind(carrier.as_str())
                     .bind(c.iccid.as_str().to_string())
                     .bind(c.state.as_str())
-                    .bind(u64_to_db(c.cycle_usage_bytes)?);
+                    .bind(u64_to_db(c.cycle_usage_bytes)?)
+                    .bind(cycle_ms);
             }
             q.execute(&mut *tx).await?;
         }
@@ -47,14 +50,18 @@ impl Store {
         Ok(())
     }
 
+    /// The simulator's card; usage recorded in an earlier cycle than `cycle_ms` counts as zero.
     pub async fn sim_card(
         &self,
         carrier: CarrierId,
         iccid: &Iccid,
+        cycle_ms: i64,
     ) -> Result<Option<CarrierCard>, StoreError> {
         let row = sqlx::query(
-            "SELECT state, cycle_usage_bytes, changes FROM sim_cards WHERE carrier = $1 AND iccid = $2",
+            "SELECT state, CASE WHEN usage_cycle_ms = $1 THEN cycle_usage_bytes ELSE 0 END \
+             AS cycle_usage_bytes, changes FROM sim_cards WHERE carrier = $2 AND iccid = $3",
         )
+        .bind(cycle_ms)
         .bind(carrier.as_str())
         .bind(iccid.as_str().to_string())
         .fetch_optional(&self.pool)
@@ -95,10 +102,15 @@ impl Store {
         carrier: CarrierId,
         iccid: &Iccid,
         bytes: u64,
+        cycle_ms: i64,
     ) -> Result<bool, StoreError> {
         let done = sqlx::query(
-            "UPDATE sim_cards SET cycle_usage_bytes = cycle_usage_bytes + $1 WHERE carrier = $2 AND iccid = $3",
+            "UPDATE sim_cards SET cycle_usage_bytes = \
+               CASE WHEN usage_cycle_ms = $1 THEN cycle_usage_bytes + $2 ELSE $2 END, \
+               usage_cycle_ms = $1 \
+             WHERE carrier = $3 AND iccid = $4",
         )
+        .bind(cycle_ms)
         .bind(u64_to_db(bytes)?)
         .bind(carrier.as_str())
         .bind(iccid.as_str().to_string())

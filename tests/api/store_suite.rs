@@ -4,12 +4,18 @@ use chrono::Duration;
 use simgate::carrier::{OnboardCard, ServiceState};
 use simgate::domain::rules::{open_card, NewCard};
 use simgate::domain::{
-    Card, CarrierId, CarrierPolicy, Fen, Iccid, LifecycleStage, Msisdn, Plan, RealNameStatus,
-    StopReason,
+    Card, CardEvent, CarrierId, CarrierPolicy, Cause, Fen, Iccid, LifecycleStage, Msisdn, Plan,
+    RealNameStatus, StopReason,
 };
 use simgate::store::{CardFilter, Store, StoreError};
 
 use crate::helpers::*;
+
+const CYCLE: i64 = 1_000;
+
+fn event(card: &Card, kind: &'static str) -> CardEvent {
+    CardEvent::of(card, start_time(), kind, Cause::Request, Fen(0))
+}
 
 fn card(iccid: &str, carrier: CarrierId) -> Card {
     let now = start_time();
@@ -66,8 +72,115 @@ store_suite!(
     duplicates_are_reported_by_field,
     listing_filters_and_pages,
     simulator_state_is_kept_apart,
+    simulated_usage_restarts_with_each_cycle,
+    due_cards_are_claimed_once_and_batches_skip_stale_cards,
     migrations_can_run_twice,
 );
+
+async fn simulated_usage_restarts_with_each_cycle(store: Store) {
+    let iccid = Iccid::parse_any(MOBILE_ICCID).unwrap();
+    let onboard = OnboardCard {
+        iccid: iccid.clone(),
+        state: ServiceState::Active,
+        cycle_usage_bytes: 7,
+    };
+    store
+        .sim_onboard(CarrierId::Mobile, &[onboard], CYCLE)
+        .await
+        .unwrap();
+    store
+        .sim_add_usage(CarrierId::Mobile, &iccid, 3, CYCLE)
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .sim_card(CarrierId::Mobile, &iccid, CYCLE)
+            .await
+            .unwrap()
+            .unwrap()
+            .cycle_usage_bytes,
+        10
+    );
+    // A new cycle: the old count is gone, new usage starts from zero.
+    assert_eq!(
+        store
+            .sim_card(CarrierId::Mobile, &iccid, CYCLE + 1)
+            .await
+            .unwrap()
+            .unwrap()
+            .cycle_usage_bytes,
+        0
+    );
+    store
+        .sim_add_usage(CarrierId::Mobile, &iccid, 4, CYCLE + 1)
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .sim_card(CarrierId::Mobile, &iccid, CYCLE + 1)
+            .await
+            .unwrap()
+            .unwrap()
+            .cycle_usage_bytes,
+        4
+    );
+}
+
+async fn due_cards_are_claimed_once_and_batches_skip_stale_cards(store: Store) {
+    let mut cards = Vec::new();
+    for n in 0..5u64 {
+        let mut c = card(&mobile_iccid(n), CarrierId::Mobile);
+        c.msisdn = None;
+        c.next_due_at = Some(start_time() + Duration::minutes(n as i64));
+        cards.push(c);
+    }
+    store.insert_cards(&cards).await.unwrap();
+    let due_by = start_time() + Duration::minutes(3);
+    assert_eq!(store.count_due(due_by).await.unwrap(), 4);
+    let a = store.claim_due("a", due_by, 0, 60_000, 3).await.unwrap();
+    assert_eq!(a.len(), 3);
+    assert_eq!(a[0].iccid.to_string(), mobile_iccid(0), "oldest due first");
+    // A second engine gets only what the first did not lease.
+    let b = store.claim_due("b", due_by, 0, 60_000, 10).await.unwrap();
+    assert_eq!(b.len(), 1);
+    assert_eq!(b[0].iccid.to_string(), mobile_iccid(3));
+    // After the lease runs out (wall clock 60,001), the cards can be claimed again.
+    assert!(store
+        .claim_due("c", due_by, 1, 60_000, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        store
+            .claim_due("c", due_by, 60_001, 120_000, 10)
+            .await
+            .unwrap()
+            .len(),
+        4
+    );
+    assert_eq!(store.release_leases("c").await.unwrap(), 4);
+
+    // One card changed behind the batch's back: only that one is skipped.
+    let mut stale = a[1].clone();
+    stale.balance = Fen(1);
+    store.update_card(&stale, &[]).await.unwrap();
+    let batch: Vec<_> = a
+        .iter()
+        .map(|c| {
+            let mut next = c.clone();
+            next.balance = Fen(-1200);
+            next.next_due_at = None;
+            (next.clone(), vec![event(&next, "card.monthly_fee_charged")])
+        })
+        .collect();
+    assert_eq!(
+        store.update_cards(&batch).await.unwrap(),
+        vec![true, false, true]
+    );
+    assert_eq!(store.count_due(due_by).await.unwrap(), 2);
+    let kept = store.get_card(&a[1].iccid).await.unwrap().unwrap();
+    assert_eq!(kept.balance, Fen(1));
+}
 
 async fn cards_round_trip_unchanged(store: Store) {
     let c = card(UNICOM_ICCID, CarrierId::Unicom);
@@ -87,13 +200,18 @@ async fn stale_versions_are_refused(store: Store) {
     store.insert_cards(std::slice::from_ref(&c)).await.unwrap();
     let mut changed = c.clone();
     changed.balance = Fen(100);
-    let v1 = store.update_card(&changed, "card.recharged").await.unwrap();
+    let v1 = store
+        .update_card(&changed, &[event(&changed, "card.recharged")])
+        .await
+        .unwrap();
     assert_eq!(v1.version, 1);
     // A writer that read version 0 loses: its update must not land.
     let mut stale = c.clone();
     stale.balance = Fen(999);
     assert!(matches!(
-        store.update_card(&stale, "card.recharged").await,
+        store
+            .update_card(&stale, &[event(&stale, "card.recharged")])
+            .await,
         Err(StoreError::Conflict)
     ));
     let now = store.get_card(&c.iccid).await.unwrap().unwrap();
@@ -207,7 +325,7 @@ async fn simulator_state_is_kept_apart(store: Store) {
         cycle_usage_bytes: 0,
     };
     store
-        .sim_onboard(CarrierId::Mobile, std::slice::from_ref(&onboard))
+        .sim_onboard(CarrierId::Mobile, std::slice::from_ref(&onboard), CYCLE)
         .await
         .unwrap();
     store
@@ -216,25 +334,25 @@ async fn simulator_state_is_kept_apart(store: Store) {
         .unwrap();
     // Onboarding again (a retried import) must not reset what the carrier holds.
     store
-        .sim_onboard(CarrierId::Mobile, &[onboard])
+        .sim_onboard(CarrierId::Mobile, &[onboard], CYCLE)
         .await
         .unwrap();
     let c = store
-        .sim_card(CarrierId::Mobile, &iccid)
+        .sim_card(CarrierId::Mobile, &iccid, CYCLE)
         .await
         .unwrap()
         .unwrap();
     assert_eq!((c.state, c.changes), (ServiceState::Stopped, 1));
     assert!(store
-        .sim_add_usage(CarrierId::Mobile, &iccid, 10)
+        .sim_add_usage(CarrierId::Mobile, &iccid, 10, CYCLE)
         .await
         .unwrap());
     assert!(!store
-        .sim_add_usage(CarrierId::Unicom, &iccid, 10)
+        .sim_add_usage(CarrierId::Unicom, &iccid, 10, CYCLE)
         .await
         .unwrap());
     assert!(store
-        .sim_card(CarrierId::Unicom, &iccid)
+        .sim_card(CarrierId::Unicom, &iccid, CYCLE)
         .await
         .unwrap()
         .is_none());

@@ -1,44 +1,59 @@
 -- Cards as simgate holds them. Times are Unix milliseconds (UTC), money is fen, data is bytes.
 -- Flags are BIGINT 0/1: sqlx's Any driver cannot decode SQLite booleans.
 CREATE TABLE cards (
-    iccid             TEXT PRIMARY KEY NOT NULL,
-    msisdn            TEXT UNIQUE,
-    imsi              TEXT,
-    carrier           TEXT NOT NULL,
-    customer_id       TEXT NOT NULL,
-    quota_bytes       BIGINT NOT NULL,
-    monthly_fee_fen   BIGINT NOT NULL,
-    validity_end_ms   BIGINT NOT NULL,
-    auto_suspend      BIGINT NOT NULL CHECK (auto_suspend IN (0, 1)),
-    cancelled         BIGINT NOT NULL CHECK (cancelled IN (0, 1)),
+    iccid                 TEXT PRIMARY KEY NOT NULL,
+    msisdn                TEXT UNIQUE,
+    imsi                  TEXT,
+    carrier               TEXT NOT NULL,
+    customer_id           TEXT NOT NULL,
+    quota_bytes           BIGINT NOT NULL,
+    monthly_fee_fen       BIGINT NOT NULL,
+    validity_end_ms       BIGINT NOT NULL,
+    auto_suspend          BIGINT NOT NULL CHECK (auto_suspend IN (0, 1)),
+    cancelled             BIGINT NOT NULL CHECK (cancelled IN (0, 1)),
     -- Derived from cancelled + stop_reasons, stored so that listing by status uses an index.
-    status            TEXT NOT NULL,
-    stop_reasons      BIGINT NOT NULL,
-    stage             TEXT NOT NULL,
-    real_name         TEXT NOT NULL,
-    balance_fen       BIGINT NOT NULL,
-    cycle_usage_bytes BIGINT NOT NULL,
-    retention_ends_ms BIGINT,
-    expiry_restore_ms BIGINT,
-    arrears_paid      BIGINT NOT NULL CHECK (arrears_paid IN (0, 1)),
-    warnings          TEXT NOT NULL,
-    created_ms        BIGINT NOT NULL,
-    updated_ms        BIGINT NOT NULL,
-    version           BIGINT NOT NULL
+    status                TEXT NOT NULL,
+    stop_reasons          BIGINT NOT NULL,
+    stage                 TEXT NOT NULL,
+    real_name             TEXT NOT NULL,
+    balance_fen           BIGINT NOT NULL,
+    cycle_usage_bytes     BIGINT NOT NULL,
+    cycle_start_ms        BIGINT NOT NULL,
+    stage_since_ms        BIGINT NOT NULL,
+    test_used_bytes       BIGINT NOT NULL,
+    retention_fee_next_ms BIGINT,
+    retention_ends_ms     BIGINT,
+    expiry_restore_ms     BIGINT,
+    arrears_paid          BIGINT NOT NULL CHECK (arrears_paid IN (0, 1)),
+    warnings              TEXT NOT NULL,
+    created_ms            BIGINT NOT NULL,
+    updated_ms            BIGINT NOT NULL,
+    version               BIGINT NOT NULL,
+    -- When the lifecycle engine must next look at the card (NULL: never, e.g. cancelled).
+    next_due_ms           BIGINT,
+    -- Which engine instance is working on the card, until when (wall-clock milliseconds).
+    lease_owner           TEXT,
+    lease_until_ms        BIGINT
 );
 CREATE INDEX cards_by_customer ON cards (customer_id, iccid);
 CREATE INDEX cards_by_carrier ON cards (carrier, iccid);
 CREATE INDEX cards_by_status ON cards (status, iccid);
+CREATE INDEX cards_by_next_due ON cards (next_due_ms);
 
--- Outbox: one row per state change, written in the same transaction as the change.
+-- Outbox and card history: one row per change, written in the same transaction as the change,
+-- with the card's state right after it.
 CREATE TABLE card_events (
-    id          BIGSERIAL PRIMARY KEY,
-    iccid       TEXT NOT NULL,
-    customer_id TEXT NOT NULL,
-    carrier     TEXT NOT NULL,
-    kind        TEXT NOT NULL,
-    detail      TEXT NOT NULL,
-    at_ms       BIGINT NOT NULL
+    id           BIGSERIAL PRIMARY KEY,
+    iccid        TEXT NOT NULL,
+    customer_id  TEXT NOT NULL,
+    carrier      TEXT NOT NULL,
+    kind         TEXT NOT NULL,
+    cause        TEXT NOT NULL,
+    amount_fen   BIGINT NOT NULL,
+    status       TEXT NOT NULL,
+    stop_reasons BIGINT NOT NULL,
+    balance_fen  BIGINT NOT NULL,
+    at_ms        BIGINT NOT NULL
 );
 CREATE INDEX card_events_by_card ON card_events (iccid, id);
 
@@ -48,6 +63,8 @@ CREATE TABLE sim_cards (
     iccid             TEXT NOT NULL,
     state             TEXT NOT NULL,
     cycle_usage_bytes BIGINT NOT NULL,
+    -- The billing cycle cycle_usage_bytes belongs to; a newer cycle starts from zero.
+    usage_cycle_ms    BIGINT NOT NULL,
     changes           BIGINT NOT NULL,
     PRIMARY KEY (carrier, iccid)
 );
