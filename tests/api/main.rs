@@ -6,5 +6,6 @@ mod cards_import;
 mod cards_list;
 mod cards_ops;
 mod errors;
+mod lifecycle;
 mod platform;
 mod store_suite;
