@@ -4,7 +4,9 @@
 use chrono::{DateTime, Utc};
 use sqlx::Row;
 
-use super::{db_to_u64, millis_to_time, parse_text, placeholders, u64_to_db, Store, StoreError};
+use super::{
+    db_to_u64, millis_to_time, parse_text, placeholders, u64_to_db, Backend, Store, StoreError,
+};
 use crate::domain::{
     Card, CardEvent, CardStatus, CarrierId, Cause, Fen, Iccid, Imsi, LifecycleStage, Msisdn, Plan,
     RealNameStatus, StopReason, StopReasons,
@@ -162,7 +164,12 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         for chunk in cards.chunks(INSERT_CHUNK) {
             let rows = (0..chunk.len())
-                .map(|i| format!("({})", placeholders(i * NUM_COLUMNS, NUM_COLUMNS)))
+                .map(|i| {
+                    format!(
+                        "({})",
+                        placeholders(self.backend, i * NUM_COLUMNS, NUM_COLUMNS)
+                    )
+                })
                 .collect::<Vec<_>>()
                 .join(", ");
             let sql = format!("INSERT INTO cards ({COLUMNS}) VALUES {rows}");
@@ -185,7 +192,7 @@ impl Store {
                 .map(|c| CardEvent::of(c, c.created_at, "card.imported", Cause::Request, Fen::ZERO))
                 .collect();
             let rows: Vec<(&Card, &CardEvent)> = chunk.iter().zip(imported.iter()).collect();
-            insert_event_rows(&mut tx, &rows).await?;
+            insert_event_rows(&mut tx, self.backend, &rows).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -196,7 +203,7 @@ impl Store {
         for chunk in cards.chunks(INSERT_CHUNK) {
             let sql = format!(
                 "SELECT iccid FROM cards WHERE iccid IN ({}) ORDER BY iccid LIMIT 1",
-                placeholders(0, chunk.len())
+                placeholders(self.backend, 0, chunk.len())
             );
             let mut q = sqlx::query(&sql);
             for c in chunk {
@@ -217,7 +224,7 @@ impl Store {
             }
             let sql = format!(
                 "SELECT msisdn FROM cards WHERE msisdn IN ({}) ORDER BY msisdn LIMIT 1",
-                placeholders(0, msisdns.len())
+                placeholders(self.backend, 0, msisdns.len())
             );
             let mut q = sqlx::query(&sql);
             for m in msisdns {
@@ -312,7 +319,7 @@ impl Store {
         let next = update_in(&mut tx, card)
             .await?
             .ok_or(StoreError::Conflict)?;
-        insert_events(&mut tx, &next, events).await?;
+        insert_events(&mut tx, self.backend, &next, events).await?;
         tx.commit().await?;
         Ok(next)
     }
@@ -328,7 +335,7 @@ impl Store {
         for (card, events) in cards {
             match update_in(&mut tx, card).await? {
                 Some(next) => {
-                    insert_events(&mut tx, &next, events).await?;
+                    insert_events(&mut tx, self.backend, &next, events).await?;
                     done.push(true);
                 }
                 None => done.push(false),
@@ -352,8 +359,8 @@ impl Store {
         // PostgreSQL: concurrent claimers skip each other's locked rows instead of waiting.
         // SQLite has a single writer, so the subquery and update are already atomic.
         let lock = match self.backend {
-            super::Backend::Postgres => "FOR UPDATE SKIP LOCKED",
-            super::Backend::Sqlite => "",
+            Backend::Postgres => "FOR UPDATE SKIP LOCKED",
+            Backend::Sqlite => "",
         };
         let sql = format!(
             "UPDATE cards SET lease_owner = $1, lease_until_ms = $2 WHERE iccid IN ( \
@@ -448,6 +455,17 @@ impl Store {
         self.card_events_page(iccid, 0, u32::MAX).await
     }
 
+    /// How many events of `kind` were recorded, across all cards.
+    pub async fn count_events(&self, kind: &str) -> Result<i64, StoreError> {
+        Ok(
+            sqlx::query("SELECT COUNT(*) AS n FROM card_events WHERE kind = $1")
+                .bind(kind.to_string())
+                .fetch_one(&self.pool)
+                .await?
+                .try_get("n")?,
+        )
+    }
+
     pub async fn count_cards(&self) -> Result<i64, StoreError> {
         Ok(sqlx::query("SELECT COUNT(*) AS n FROM cards")
             .fetch_one(&self.pool)
@@ -485,11 +503,15 @@ async fn update_in(
 
 async fn insert_events(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    backend: Backend,
     card: &Card,
     events: &[CardEvent],
 ) -> Result<(), StoreError> {
+    if events.is_empty() {
+        return Ok(());
+    }
     let rows: Vec<(&Card, &CardEvent)> = events.iter().map(|e| (card, e)).collect();
-    insert_event_rows(tx, &rows).await
+    insert_event_rows(tx, backend, &rows).await
 }
 
 /// Rows per multi-row event INSERT (10 parameters each).
@@ -497,12 +519,13 @@ const EVENT_CHUNK: usize = 2000;
 
 async fn insert_event_rows(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    backend: Backend,
     rows: &[(&Card, &CardEvent)],
 ) -> Result<(), StoreError> {
     const COLS: usize = 10;
     for chunk in rows.chunks(EVENT_CHUNK) {
         let values = (0..chunk.len())
-            .map(|i| format!("({})", placeholders(i * COLS, COLS)))
+            .map(|i| format!("({})", placeholders(backend, i * COLS, COLS)))
             .collect::<Vec<_>>()
             .join(", ");
         let sql = format!(

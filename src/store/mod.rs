@@ -179,10 +179,15 @@ impl Store {
     }
 }
 
-/// `$1, $2, ...` starting after `offset` placeholders, for statements built at run time.
-fn placeholders(offset: usize, n: usize) -> String {
+/// Placeholders for parameters `offset+1 ..= offset+n` of a statement built at run time, bound in
+/// order. SQLite gets anonymous `?`: it keeps `$N` and `?N` in a list it searches linearly for
+/// each new one, which made a 28,000-parameter insert 40 times slower to prepare.
+fn placeholders(backend: Backend, offset: usize, n: usize) -> String {
     (offset + 1..=offset + n)
-        .map(|i| format!("${i}"))
+        .map(|i| match backend {
+            Backend::Sqlite => "?".to_string(),
+            Backend::Postgres => format!("${i}"),
+        })
         .collect::<Vec<_>>()
         .join(", ")
 }

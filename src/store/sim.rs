@@ -4,7 +4,7 @@
 
 use sqlx::Row;
 
-use super::{db_to_u64, u64_to_db, Store, StoreError};
+use super::{db_to_u64, placeholders, u64_to_db, Store, StoreError};
 use crate::carrier::{CarrierCard, OnboardCard, ServiceState};
 use crate::domain::{CarrierId, Iccid};
 
@@ -19,16 +19,7 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         for chunk in cards.chunks(2000) {
             let rows = (0..chunk.len())
-                .map(|i| {
-                    format!(
-                        "(${}, ${}, ${}, ${}, ${}, 0)",
-                        i * 5 + 1,
-                        i * 5 + 2,
-                        i * 5 + 3,
-                        i * 5 + 4,
-                        i * 5 + 5
-                    )
-                })
+                .map(|i| format!("({}, 0)", placeholders(self.backend, i * 5, 5)))
                 .collect::<Vec<_>>()
                 .join(", ");
             let sql = format!(
