@@ -22,6 +22,16 @@ const NUM_COLUMNS: usize = 28;
 /// Rows per multi-row INSERT: 28 parameters each stays under SQLite's 32,766-parameter limit.
 const INSERT_CHUNK: usize = 1000;
 
+/// Cards per batched UPDATE statement (29 parameters each).
+const UPDATE_CHUNK: usize = 500;
+
+/// SQL types of `COLUMNS`, in order, for the casts PostgreSQL needs in a VALUES list.
+const COLUMN_TYPES: [&str; NUM_COLUMNS] = [
+    "text", "text", "text", "text", "text", "bigint", "bigint", "bigint", "bigint", "bigint",
+    "text", "bigint", "text", "text", "bigint", "bigint", "bigint", "bigint", "bigint", "bigint",
+    "bigint", "bigint", "bigint", "text", "bigint", "bigint", "bigint", "bigint",
+];
+
 /// Narrows a card listing. Every field is optional; all given ones must match.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CardFilter {
@@ -324,25 +334,99 @@ impl Store {
         Ok(next)
     }
 
-    /// Writes many cards in one transaction. A card changed by someone else since it was read is
-    /// skipped (and reported false), not an error: its work stays due and is picked up again.
+    /// Writes many cards in one transaction, a few hundred per statement. A card changed by
+    /// someone else since it was read is skipped (and reported false), not an error: its work
+    /// stays due and is picked up again.
     pub async fn update_cards(
         &self,
         cards: &[(Card, Vec<CardEvent>)],
     ) -> Result<Vec<bool>, StoreError> {
         let mut tx = self.pool.begin().await?;
-        let mut done = Vec::with_capacity(cards.len());
-        for (card, events) in cards {
-            match update_in(&mut tx, card).await? {
-                Some(next) => {
-                    insert_events(&mut tx, self.backend, &next, events).await?;
-                    done.push(true);
+        let mut done = vec![false; cards.len()];
+        let mut written: Vec<(Card, &[CardEvent])> = Vec::with_capacity(cards.len());
+        for (chunk_no, chunk) in cards.chunks(UPDATE_CHUNK).enumerate() {
+            let sql = self.batch_update_sql(chunk.len());
+            let mut q = sqlx::query(&sql);
+            for (card, _) in chunk {
+                let mut next = card.clone();
+                next.version = card.version + 1;
+                q = bind_card(q.bind(card.version), &next)?;
+            }
+            let updated: std::collections::HashSet<String> = q
+                .fetch_all(&mut *tx)
+                .await?
+                .iter()
+                .map(|r| r.try_get::<String, _>("iccid"))
+                .collect::<Result<_, _>>()?;
+            for (i, (card, events)) in chunk.iter().enumerate() {
+                if updated.contains(card.iccid.as_str()) {
+                    done[chunk_no * UPDATE_CHUNK + i] = true;
+                    let mut next = card.clone();
+                    next.version = card.version + 1;
+                    written.push((next, events));
                 }
-                None => done.push(false),
             }
         }
+        let rows: Vec<(&Card, &CardEvent)> = written
+            .iter()
+            .flat_map(|(c, events)| events.iter().map(move |e| (c, e)))
+            .collect();
+        insert_event_rows(&mut tx, self.backend, &rows).await?;
         tx.commit().await?;
         Ok(done)
+    }
+
+    /// One UPDATE of `rows` cards from a VALUES list of (old version, every column), guarded by
+    /// the old version, returning the ICCIDs it wrote.
+    fn batch_update_sql(&self, rows: usize) -> String {
+        let cols: Vec<&str> = COLUMNS.split(',').map(str::trim).collect();
+        let per_row = cols.len() + 1;
+        let sets = cols
+            .iter()
+            .skip(1)
+            .map(|c| format!("{c} = v.{c}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        match self.backend {
+            Backend::Postgres => {
+                // VALUES parameters have no type of their own in PostgreSQL: cast each.
+                let values = (0..rows)
+                    .map(|r| {
+                        let cells = std::iter::once("bigint")
+                            .chain(COLUMN_TYPES.iter().copied())
+                            .enumerate()
+                            .map(|(i, ty)| format!("${}::{ty}", r * per_row + i + 1))
+                            .collect::<Vec<_>>()
+                            .join(", ");
+                        format!("({cells})")
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                format!(
+                    "UPDATE cards AS c SET {sets}, lease_owner = NULL, lease_until_ms = NULL \
+                     FROM (VALUES {values}) AS v(old_version, {COLUMNS}) \
+                     WHERE c.iccid = v.iccid AND c.version = v.old_version RETURNING c.iccid"
+                )
+            }
+            Backend::Sqlite => {
+                let values = (0..rows)
+                    .map(|r| format!("({})", placeholders(self.backend, r * per_row, per_row)))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                let names = std::iter::once("old_version")
+                    .chain(cols.iter().copied())
+                    .enumerate()
+                    .map(|(i, c)| format!("column{} AS {c}", i + 1))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                format!(
+                    "UPDATE cards SET {sets}, lease_owner = NULL, lease_until_ms = NULL \
+                     FROM (SELECT {names} FROM (VALUES {values})) AS v \
+                     WHERE cards.iccid = v.iccid AND cards.version = v.old_version \
+                     RETURNING cards.iccid"
+                )
+            }
+        }
     }
 
     /// Claims up to `limit` cards whose next transition is due at `due_by`, oldest due first,
@@ -453,6 +537,20 @@ impl Store {
     /// A card's whole history, oldest first.
     pub async fn card_events(&self, iccid: &Iccid) -> Result<Vec<EventRow>, StoreError> {
         self.card_events_page(iccid, 0, u32::MAX).await
+    }
+
+    /// The benchmark's ceiling: a whole rollover's balance arithmetic as one statement, with no
+    /// rules, carrier or history. Not used by the service.
+    #[doc(hidden)]
+    pub async fn bench_set_based_rollover(&self, cycle_start_ms: i64) -> Result<u64, StoreError> {
+        Ok(sqlx::query(
+            "UPDATE cards SET cycle_start_ms = $1, cycle_usage_bytes = 0, \
+             balance_fen = balance_fen - monthly_fee_fen, version = version + 1, updated_ms = $1",
+        )
+        .bind(cycle_start_ms)
+        .execute(&self.pool)
+        .await?
+        .rows_affected())
     }
 
     /// How many events of `kind` were recorded, across all cards.

@@ -38,7 +38,7 @@ CREATE TABLE cards (
 CREATE INDEX cards_by_customer ON cards (customer_id, iccid);
 CREATE INDEX cards_by_carrier ON cards (carrier, iccid);
 CREATE INDEX cards_by_status ON cards (status, iccid);
-CREATE INDEX cards_by_next_due ON cards (next_due_ms);
+CREATE INDEX cards_by_next_due ON cards (next_due_ms, iccid);
 
 -- Outbox and card history: one row per change, written in the same transaction as the change,
 -- with the card's state right after it.
