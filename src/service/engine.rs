@@ -134,7 +134,16 @@ impl Engine {
                 quiet.push((t.card, t.events));
                 continue;
             }
+            // Under the card's lock, from a fresh read: a request may have changed the card
+            // since it was claimed, and the carrier must be told what is true now.
             let _guard = self.service.locks.lock(card.iccid.as_str()).await;
+            let Some(fresh) = self.service.store.get_card(&card.iccid).await? else {
+                continue;
+            };
+            let t = lifecycle::advance(&fresh, carrier.policy(), now);
+            if !t.changed {
+                continue;
+            }
             match commit(&self.service.store, carrier.as_ref(), t).await {
                 Ok(_) => stats.applied += 1,
                 Err(super::ServiceError::Conflict) => stats.conflicts += 1,

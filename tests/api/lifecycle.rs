@@ -677,3 +677,51 @@ async fn card_history_pages_and_refuses_bad_requests() {
         .unwrap_err();
     assert_eq!(details(&err).1, vec!["page_size"]);
 }
+
+#[tokio::test]
+async fn months_missed_while_the_server_was_down_are_caught_up_on_start() {
+    let mut app = spawn_app(Backend::Sqlite).await.unwrap();
+    let mut row = card_input(TELECOM_ICCID, pb::Carrier::ChinaTelecom);
+    row.balance_fen = 10_000;
+    import(&mut app, vec![row]).await;
+    let clock = app.clock.clone();
+    let db = app.stop().await;
+    // Down over three month ends.
+    simgate::clock::Clock::set(
+        &clock,
+        shanghai(NaiveDate::from_ymd_opt(2027, 2, 15).unwrap(), 0),
+    )
+    .unwrap();
+    let mut app = spawn_on(db, clock).await;
+    let mut card = get(&mut app, TELECOM_ICCID).await;
+    for _ in 0..200 {
+        if card.balance_fen != 10_000 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        card = get(&mut app, TELECOM_ICCID).await;
+    }
+    assert_eq!(
+        card.balance_fen,
+        10_000 - 3 * FEE,
+        "Dec, Jan and Feb charged once each, in order"
+    );
+    let events = app
+        .store
+        .card_events(&simgate::domain::Iccid::parse_any(TELECOM_ICCID).unwrap())
+        .await
+        .unwrap();
+    let fees: Vec<_> = events
+        .iter()
+        .filter(|e| e.kind == "card.monthly_fee_charged")
+        .map(|e| e.at)
+        .collect();
+    assert_eq!(
+        fees,
+        vec![
+            shanghai(cycle(pb::Carrier::ChinaTelecom, 1), 0),
+            shanghai(cycle(pb::Carrier::ChinaTelecom, 2), 0),
+            shanghai(cycle(pb::Carrier::ChinaTelecom, 3), 0),
+        ]
+    );
+}
