@@ -4,6 +4,7 @@
 
 pub mod card;
 pub mod carrier;
+pub mod diagnosis;
 pub mod ids;
 pub mod lifecycle;
 pub mod money;
