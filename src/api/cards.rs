@@ -9,6 +9,7 @@ use tonic::{Request, Response, Status};
 
 use super::convert::{self, card_to_pb, MAX_RECHARGE_FEN, MAX_RENEW_MONTHS};
 use super::error::{invalid_argument, invalid_field};
+use crate::domain::diagnosis::Lang;
 use crate::domain::ids::CarrierCheck;
 use crate::domain::{Card, Fen, Iccid};
 use crate::pb;
@@ -339,6 +340,22 @@ impl pb::card_service_server::CardService for CardApi {
             events: events.iter().map(convert::event_to_pb).collect(),
             next_page_token,
         }))
+    }
+
+    async fn diagnose_card(
+        &self,
+        request: Request<pb::DiagnoseCardRequest>,
+    ) -> Result<Response<pb::Diagnosis>, Status> {
+        let accept = request
+            .metadata()
+            .get("accept-language")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let req = request.into_inner();
+        let iccid = iccid(&req.iccid)?;
+        let lang = Lang::pick(&req.language, accept.as_deref());
+        let (d, at) = self.service.diagnose(&iccid, lang).await?;
+        Ok(Response::new(convert::diagnosis_to_pb(&iccid, &d, at)))
     }
 
     async fn get_usage(

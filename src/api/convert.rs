@@ -4,6 +4,7 @@
 use chrono::{DateTime, Utc};
 use prost_types::Timestamp;
 
+use crate::domain::diagnosis::{Action, Diagnosis, Severity, Step, Verdict};
 use crate::domain::ids::CarrierCheck;
 use crate::domain::rules::NewCard;
 use crate::domain::{
@@ -352,5 +353,68 @@ pub fn event_to_pb(e: &EventRow) -> pb::CardEvent {
             .map(|r| reason_to_pb(r) as i32)
             .collect(),
         balance_fen: e.balance.0,
+    }
+}
+
+pub fn diagnosis_to_pb(iccid: &Iccid, d: &Diagnosis, at: DateTime<Utc>) -> pb::Diagnosis {
+    pb::Diagnosis {
+        iccid: iccid.to_string(),
+        verdict: match d.verdict {
+            Verdict::OnlineOk => pb::Verdict::OnlineOk,
+            Verdict::BlockedByAccount => pb::Verdict::BlockedByAccount,
+            Verdict::LikelyNetworkOrDevice => pb::Verdict::LikelyNetworkOrDevice,
+            Verdict::Cancelled => pb::Verdict::Cancelled,
+        } as i32,
+        status: status_to_pb(d.status) as i32,
+        summary: d.summary.clone(),
+        findings: d
+            .findings
+            .iter()
+            .map(|f| pb::Finding {
+                code: f.code.to_string(),
+                severity: match f.severity {
+                    Severity::Blocking => pb::Severity::Blocking,
+                    Severity::Warning => pb::Severity::Warning,
+                    Severity::Info => pb::Severity::Info,
+                } as i32,
+                message: f.message.clone(),
+                evidence: f
+                    .evidence
+                    .iter()
+                    .map(|e| pb::Evidence {
+                        name: e.name.to_string(),
+                        value: e.value,
+                        unit: e.unit.to_string(),
+                    })
+                    .collect(),
+                steps: f.steps.iter().map(step_to_pb).collect(),
+            })
+            .collect(),
+        language: d.lang.tag().to_string(),
+        diagnosed_at: Some(timestamp(at)),
+    }
+}
+
+fn step_to_pb(s: &Step) -> pb::RemedyStep {
+    pb::RemedyStep {
+        action: match s.action {
+            Action::RenewPlan => pb::RemedyAction::RenewPlan,
+            Action::Recharge => pb::RemedyAction::Recharge,
+            Action::ResumeCard => pb::RemedyAction::ResumeCard,
+            Action::VerifyRealName => pb::RemedyAction::VerifyRealName,
+            Action::Wait => pb::RemedyAction::Wait,
+            Action::DataTopUp => pb::RemedyAction::DataTopUp,
+            Action::ContactCarrier => pb::RemedyAction::ContactCarrier,
+            Action::MoveToAnotherDevice => pb::RemedyAction::MoveToAnotherDevice,
+            Action::CheckCoverage => pb::RemedyAction::CheckCoverage,
+            Action::RestartDevice => pb::RemedyAction::RestartDevice,
+            Action::ReplaceCard => pb::RemedyAction::ReplaceCard,
+        } as i32,
+        rpc: s.action.rpc().unwrap_or_default().to_string(),
+        cost_fen: s.cost.0,
+        takes_effect_at: s.takes_effect_at.map(timestamp),
+        optional: s.optional,
+        months: s.months,
+        text: s.text.clone(),
     }
 }

@@ -67,7 +67,13 @@ impl SimCarrier {
     ) -> Result<CarrierCard, CarrierError> {
         let found = self
             .store
-            .sim_add_usage(self.id, iccid, bytes, self.cycle_ms())
+            .sim_add_usage(
+                self.id,
+                iccid,
+                bytes,
+                self.cycle_ms(),
+                self.clock.now().timestamp_millis(),
+            )
             .await
             .map_err(|e| CarrierError::Transient(e.to_string()))?;
         if !found {

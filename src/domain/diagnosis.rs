@@ -879,6 +879,7 @@ pub fn diagnose(
             findings.extend(ctx.gift_used_up());
         }
     }
+    merge_resumes(&mut findings, &ctx);
     let blocking: Vec<&'static str> = findings
         .iter()
         .filter(|f| f.severity == Severity::Blocking)
@@ -926,6 +927,35 @@ fn label(lang: Lang, code: &str) -> &'static str {
         ("MANUAL_STOP", Lang::En) => "manual stop",
         (_, Lang::Zh) => "其他原因",
         (_, Lang::En) => "other",
+    }
+}
+
+/// One ResumeCard lifts every reason it can (a manual stop and paid arrears together), and a
+/// second one would find nothing left to lift. When a manual stop is listed, the arrears'
+/// restore request is left to that last step.
+fn merge_resumes(findings: &mut [Finding], ctx: &Ctx<'_>) {
+    if !findings.iter().any(|f| f.code == "MANUAL_STOP") {
+        return;
+    }
+    let mut moved = false;
+    for f in findings.iter_mut().filter(|f| f.code == "ARREARS") {
+        let before = f.steps.len();
+        f.steps.retain(|s| s.action != Action::ResumeCard);
+        moved |= f.steps.len() != before;
+    }
+    if moved {
+        if let Some(step) = findings
+            .iter_mut()
+            .filter(|f| f.code == "MANUAL_STOP")
+            .flat_map(|f| f.steps.iter_mut())
+            .find(|s| s.action == Action::ResumeCard)
+        {
+            step.text.push_str(&tr(
+                ctx.lang,
+                format!("这一步同时申请欠费复机（{}欠费停机需人工复机）。", ctx.carrier()),
+                format!(" The same call also restores the card after the arrears ({} needs a manual restore after arrears).", ctx.carrier()),
+            ));
+        }
     }
 }
 
@@ -1347,6 +1377,23 @@ mod tests {
             .summary
             .contains("expired plan → arrears → data quota used up → manual stop"));
         assert!(d.summary.contains("Renew first"));
+    }
+
+    #[test]
+    fn one_resume_lifts_paid_arrears_and_a_manual_stop_together() {
+        let mut card = card_with(CarrierId::Unicom, |n| n.balance = Fen(-100));
+        card.stop_reasons.insert(StopReason::Manual);
+        let d = run(&card, &online(), &[], Lang::En);
+        let resumes: Vec<_> = d
+            .findings
+            .iter()
+            .flat_map(|f| f.steps.iter().map(move |s| (f.code, s.action)))
+            .filter(|(_, a)| *a == Action::ResumeCard)
+            .collect();
+        assert_eq!(resumes, vec![("MANUAL_STOP", Action::ResumeCard)]);
+        assert!(d.findings[1].steps[0]
+            .text
+            .contains("also restores the card after the arrears"));
     }
 
     #[test]

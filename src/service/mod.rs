@@ -16,6 +16,7 @@ use tracing::{info, warn};
 
 use crate::carrier::{Carrier, CarrierError, Carriers, OnboardCard, ServiceState};
 use crate::clock::Clock;
+use crate::domain::diagnosis::{self, Diagnosis};
 use crate::domain::lifecycle;
 use crate::domain::rules::{self, NewCard};
 use crate::domain::{
@@ -235,6 +236,51 @@ impl CardService {
         self.mutate(iccid, |card, _, now| rules::verify_real_name(card, now))
             .await
             .map(|(_, after)| after)
+    }
+
+    /// Diagnoses the card as it is now (due transitions applied in memory, nothing stored) from
+    /// what its carrier reports and its recent history.
+    pub async fn diagnose(
+        &self,
+        iccid: &Iccid,
+        lang: diagnosis::Lang,
+    ) -> Result<(Diagnosis, DateTime<Utc>)> {
+        let card = self.get(iccid).await?;
+        let carrier = self.carrier(card.carrier)?;
+        let now = self.now();
+        let settled = lifecycle::advance(&card, carrier.policy(), now);
+        let at_carrier = carrier
+            .card(iccid)
+            .await
+            .map_err(|error| ServiceError::Carrier {
+                carrier: card.carrier,
+                error,
+            })?;
+        let mut history: Vec<diagnosis::HistoryEntry> = self
+            .store
+            .recent_card_events(iccid, 200)
+            .await?
+            .into_iter()
+            .map(|e| diagnosis::HistoryEntry {
+                kind: e.kind,
+                at: e.at,
+                amount: e.amount,
+            })
+            .collect();
+        history.extend(settled.events.iter().map(|e| diagnosis::HistoryEntry {
+            kind: e.kind.to_string(),
+            at: e.at,
+            amount: e.amount,
+        }));
+        let facts = diagnosis::CarrierFacts {
+            // Usage the carrier counted in an earlier cycle is not this cycle's.
+            cycle_usage_bytes: at_carrier.cycle_usage_bytes,
+            last_session_at: at_carrier.last_session_at,
+        };
+        Ok((
+            diagnosis::diagnose(&settled.card, carrier.policy(), &facts, &history, now, lang),
+            now,
+        ))
     }
 
     /// A page of the card's history, oldest first.

@@ -120,6 +120,7 @@ async fn an_unknown_outcome_counts_only_if_the_carrier_shows_the_change() {
                 state: ServiceState::Active,
                 cycle_usage_bytes: 0,
                 changes: 0,
+                last_session_at: None,
             })
         });
     m.expect_card()
@@ -131,6 +132,7 @@ async fn an_unknown_outcome_counts_only_if_the_carrier_shows_the_change() {
                 state: ServiceState::Stopped,
                 cycle_usage_bytes: 0,
                 changes: 1,
+                last_session_at: None,
             })
         });
     let f = fixture(m).await;

@@ -534,6 +534,26 @@ impl Store {
             .collect()
     }
 
+    /// The last `limit` events of a card, oldest first.
+    pub async fn recent_card_events(
+        &self,
+        iccid: &Iccid,
+        limit: u32,
+    ) -> Result<Vec<EventRow>, StoreError> {
+        let newest: Option<i64> = sqlx::query(
+            "SELECT MIN(id) AS first FROM (SELECT id FROM card_events WHERE iccid = $1 ORDER BY id DESC LIMIT $2) AS recent",
+        )
+        .bind(iccid.as_str().to_string())
+        .bind(i64::from(limit))
+        .fetch_one(&self.pool)
+        .await?
+        .try_get("first")?;
+        match newest {
+            Some(first) => self.card_events_page(iccid, first - 1, limit).await,
+            None => Ok(Vec::new()),
+        }
+    }
+
     /// A card's whole history, oldest first.
     pub async fn card_events(&self, iccid: &Iccid) -> Result<Vec<EventRow>, StoreError> {
         self.card_events_page(iccid, 0, u32::MAX).await

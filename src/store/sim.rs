@@ -50,7 +50,7 @@ impl Store {
     ) -> Result<Option<CarrierCard>, StoreError> {
         let row = sqlx::query(
             "SELECT state, CASE WHEN usage_cycle_ms = $1 THEN cycle_usage_bytes ELSE 0 END \
-             AS cycle_usage_bytes, changes FROM sim_cards WHERE carrier = $2 AND iccid = $3",
+             AS cycle_usage_bytes, changes, last_session_ms FROM sim_cards WHERE carrier = $2 AND iccid = $3",
         )
         .bind(cycle_ms)
         .bind(carrier.as_str())
@@ -65,6 +65,10 @@ impl Store {
                     .ok_or_else(|| StoreError::Corrupt(format!("sim state {state:?}")))?,
                 cycle_usage_bytes: db_to_u64(r.try_get("cycle_usage_bytes")?)?,
                 changes: db_to_u64(r.try_get("changes")?)?,
+                last_session_at: r
+                    .try_get::<Option<i64>, _>("last_session_ms")?
+                    .map(super::millis_to_time)
+                    .transpose()?,
             })
         })
         .transpose()
@@ -94,17 +98,19 @@ impl Store {
         iccid: &Iccid,
         bytes: u64,
         cycle_ms: i64,
+        session_at_ms: i64,
     ) -> Result<bool, StoreError> {
         let done = sqlx::query(
             "UPDATE sim_cards SET cycle_usage_bytes = \
                CASE WHEN usage_cycle_ms = $1 THEN cycle_usage_bytes + $2 ELSE $2 END, \
-               usage_cycle_ms = $1 \
+               usage_cycle_ms = $1, last_session_ms = $5 \
              WHERE carrier = $3 AND iccid = $4",
         )
         .bind(cycle_ms)
         .bind(u64_to_db(bytes)?)
         .bind(carrier.as_str())
         .bind(iccid.as_str().to_string())
+        .bind(session_at_ms)
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() == 1)

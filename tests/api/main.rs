@@ -5,6 +5,7 @@ mod helpers;
 mod cards_import;
 mod cards_list;
 mod cards_ops;
+mod diagnosis;
 mod engine;
 mod errors;
 mod lifecycle;

@@ -89,7 +89,7 @@ async fn simulated_usage_restarts_with_each_cycle(store: Store) {
         .await
         .unwrap();
     store
-        .sim_add_usage(CarrierId::Mobile, &iccid, 3, CYCLE)
+        .sim_add_usage(CarrierId::Mobile, &iccid, 3, CYCLE, 0)
         .await
         .unwrap();
     assert_eq!(
@@ -112,7 +112,7 @@ async fn simulated_usage_restarts_with_each_cycle(store: Store) {
         0
     );
     store
-        .sim_add_usage(CarrierId::Mobile, &iccid, 4, CYCLE + 1)
+        .sim_add_usage(CarrierId::Mobile, &iccid, 4, CYCLE + 1, 0)
         .await
         .unwrap();
     assert_eq!(
@@ -344,11 +344,11 @@ async fn simulator_state_is_kept_apart(store: Store) {
         .unwrap();
     assert_eq!((c.state, c.changes), (ServiceState::Stopped, 1));
     assert!(store
-        .sim_add_usage(CarrierId::Mobile, &iccid, 10, CYCLE)
+        .sim_add_usage(CarrierId::Mobile, &iccid, 10, CYCLE, 0)
         .await
         .unwrap());
     assert!(!store
-        .sim_add_usage(CarrierId::Unicom, &iccid, 10, CYCLE)
+        .sim_add_usage(CarrierId::Unicom, &iccid, 10, CYCLE, 0)
         .await
         .unwrap());
     assert!(store

@@ -65,6 +65,8 @@ CREATE TABLE sim_cards (
     cycle_usage_bytes BIGINT NOT NULL,
     -- The billing cycle cycle_usage_bytes belongs to; a newer cycle starts from zero.
     usage_cycle_ms    BIGINT NOT NULL,
+    -- The last time the card carried data (a session), NULL if never.
+    last_session_ms   BIGINT,
     changes           BIGINT NOT NULL,
     PRIMARY KEY (carrier, iccid)
 );
