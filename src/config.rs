@@ -33,9 +33,35 @@ pub struct Config {
     /// How often the lifecycle engine looks for due transitions, in milliseconds (default 1000).
     #[serde(default)]
     pub engine_interval_ms: Option<u64>,
+    /// A reseller-admin key that must exist (e.g. from SIMGATE_BOOTSTRAP_KEY), so harnesses and
+    /// CI start with a known credential. Never printed.
+    #[serde(default)]
+    pub bootstrap_key: Option<String>,
+    /// Where the generated bootstrap key is written (default: the SQLite file's folder, else
+    /// the working directory).
+    #[serde(default)]
+    pub data_dir: Option<std::path::PathBuf>,
+    /// Serve TLS (rustls) instead of plaintext.
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+    /// Requests per second each API key may make (default 1000).
+    #[serde(default)]
+    pub rate_limit_per_key: Option<u32>,
     /// Per-carrier overrides of the retention and recovery rules, keyed mobile/unicom/telecom.
     #[serde(default)]
     pub carriers: BTreeMap<CarrierId, PolicyOverride>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain of the server.
+    pub cert_path: std::path::PathBuf,
+    /// PEM private key of the server.
+    pub key_path: std::path::PathBuf,
+    /// PEM CA that client certificates must chain to; set for mutual TLS.
+    #[serde(default)]
+    pub client_ca_path: Option<std::path::PathBuf>,
 }
 
 /// Any subset of a carrier's policy; what is left out keeps the rules.md default.
@@ -65,6 +91,10 @@ impl std::fmt::Debug for Config {
             .field("allow_foreign_identifiers", &self.allow_foreign_identifiers)
             .field("simulation", &self.simulation)
             .field("engine_interval_ms", &self.engine_interval_ms)
+            .field("bootstrap_key", &self.bootstrap_key.as_ref().map(|_| "<redacted>"))
+            .field("data_dir", &self.data_dir)
+            .field("tls", &self.tls)
+            .field("rate_limit_per_key", &self.rate_limit_per_key)
             .field("carriers", &self.carriers)
             .finish()
     }
@@ -80,6 +110,9 @@ impl Config {
     pub fn from_toml(text: &str) -> Result<Config, String> {
         let cfg: Config = toml::from_str(text).map_err(|e| e.to_string())?;
         cfg.policies()?;
+        if cfg.rate_limit_per_key == Some(0) {
+            return Err("rate_limit_per_key must be at least 1".into());
+        }
         if cfg.engine_interval_ms == Some(0) {
             return Err("engine_interval_ms must be at least 1".into());
         }
@@ -150,6 +183,16 @@ mod tests {
         assert_eq!(p.arrears_recovery, ArrearsRecovery::Auto);
         assert_eq!(p.retention_fee, Fen(300));
         assert_eq!(p.renewal_restore, RenewalRestore::NextCycle);
+    }
+
+    #[test]
+    fn secrets_never_show_in_debug_output() {
+        let cfg = Config::from_toml(
+            "database_url = \"postgres://u:hunter2@h/db\"\nbootstrap_key = \"sgk_0123456789abcdef_topsecretsecretsecret\"\n",
+        )
+        .unwrap();
+        let shown = format!("{cfg:?}");
+        assert!(!shown.contains("hunter2") && !shown.contains("topsecret"), "{shown}");
     }
 
     #[test]

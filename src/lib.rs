@@ -12,6 +12,7 @@
 //! - [`server`]: assembly (`Server::builder()`), used by `main` and by the tests.
 
 pub mod api;
+pub mod auth;
 pub mod carrier;
 pub mod clock;
 pub mod config;

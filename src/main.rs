@@ -18,6 +18,23 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+enum KeysCommand {
+    /// Create a key and print it (once).
+    Create {
+        /// RESELLER_ADMIN, CUSTOMER_ADMIN, CUSTOMER_OPERATOR or CUSTOMER_VIEWER.
+        #[arg(long)]
+        role: String,
+        /// Required for customer roles.
+        #[arg(long)]
+        customer: Option<String>,
+        #[arg(long, default_value = "")]
+        name: String,
+        #[arg(long, env = "SIMGATE_DATABASE_URL", hide_env_values = true)]
+        database_url: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
 enum Command {
     /// Run the gRPC service (embedded SQLite and simulated carriers unless configured otherwise).
     Serve {
@@ -30,6 +47,14 @@ enum Command {
         /// TOML configuration file.
         #[arg(long, env = "SIMGATE_CONFIG")]
         config: Option<PathBuf>,
+        /// A reseller-admin key that must exist (sgk_<16 hex>_<secret>), for harnesses and CI.
+        #[arg(long, env = "SIMGATE_BOOTSTRAP_KEY", hide_env_values = true)]
+        bootstrap_key: Option<String>,
+    },
+    /// Manage API keys directly in the database (for operators).
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
     },
     /// Apply database migrations and exit.
     Migrate {
@@ -81,8 +106,12 @@ async fn run(cli: Cli) -> Result<(), String> {
             listen,
             database_url,
             config,
+            bootstrap_key,
         } => {
-            let cfg = load_config(config, database_url)?;
+            let mut cfg = load_config(config, database_url)?;
+            if bootstrap_key.is_some() {
+                cfg.bootstrap_key = bootstrap_key;
+            }
             let addr = listen.or(cfg.listen).unwrap_or(DEFAULT_LISTEN);
             let app = Server::builder()
                 .config(cfg)
@@ -92,10 +121,49 @@ async fn run(cli: Cli) -> Result<(), String> {
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
                 .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+            if let Some(b) = app.bootstrap() {
+                // Printed once, to the terminal of whoever started the server; never logged.
+                println!(
+                    "No API key existed, so a reseller-admin key was created. It is shown only now\n\
+                     (and kept, owner-readable only, in {}):\n\n    {}\n\n\
+                     Send it as metadata: authorization: Bearer <key>",
+                    b.path.display(),
+                    b.token
+                );
+            }
             info!(%addr, backend = ?app.store().backend(), "simgate serving");
             app.serve(listener, shutdown_signal())
                 .await
                 .map_err(|e| e.to_string())
+        }
+        Command::Keys {
+            command:
+                KeysCommand::Create {
+                    role,
+                    customer,
+                    name,
+                    database_url,
+                },
+        } => {
+            let role = simgate::auth::Role::parse(&role).ok_or_else(|| {
+                format!("--role {role:?}: expected RESELLER_ADMIN, CUSTOMER_ADMIN, CUSTOMER_OPERATOR or CUSTOMER_VIEWER")
+            })?;
+            let url = database_url.unwrap_or_else(|| simgate::config::DEFAULT_DATABASE_URL.to_string());
+            let store = Store::connect(&url, StoreOptions::default())
+                .await
+                .map_err(|e| e.to_string())?;
+            let access = simgate::service::access::AccessService::new(store);
+            let caller = simgate::service::Caller::system("KeysCreateCli");
+            let (key, token) = access
+                .create_key(&caller, role, customer, name, None, simgate::clock::Clock::now(&simgate::clock::SystemClock))
+                .await
+                .map_err(|e| match e {
+                    simgate::service::access::AccessError::Forbidden(f) => f.0,
+                    simgate::service::access::AccessError::Service(s) => s.to_string(),
+                })?;
+            println!("{token}");
+            info!(key_id = %key.key_id, role = key.role.as_str(), "key created");
+            Ok(())
         }
         Command::Migrate {
             database_url,

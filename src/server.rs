@@ -10,6 +10,8 @@ use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tracing::info;
 
+use crate::api::access::AccessApi;
+use crate::api::auth::{Authenticator, DEFAULT_RATE_PER_KEY};
 use crate::api::cards::CardApi;
 use crate::api::simulator::SimulatorApi;
 use crate::carrier::sim::{SimCarrier, Simulators};
@@ -19,12 +21,27 @@ use crate::config::{Config, DEFAULT_DATABASE_URL};
 use crate::domain::ids::CarrierCheck;
 use crate::domain::{CarrierId, CarrierPolicy};
 use crate::pb;
+use crate::service::access::AccessService;
 use crate::service::engine::Engine;
 use crate::service::CardService;
 use crate::store::{Store, StoreOptions};
 
 /// Largest request simgate accepts: an import of 10,000 cards fits with room to spare.
 pub const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
+/// Largest request of the services that take no bulk input.
+pub const SMALL_MESSAGE_BYTES: usize = 64 * 1024;
+
+fn tls_config(cfg: &crate::config::TlsConfig) -> Result<tonic::transport::ServerTlsConfig, StartError> {
+    let read = |p: &std::path::Path| {
+        std::fs::read(p).map_err(|e| StartError::Config(format!("tls: cannot read {}: {e}", p.display())))
+    };
+    let identity = tonic::transport::Identity::from_pem(read(&cfg.cert_path)?, read(&cfg.key_path)?);
+    let mut tls = tonic::transport::ServerTlsConfig::new().identity(identity);
+    if let Some(ca) = &cfg.client_ca_path {
+        tls = tls.client_ca_root(tonic::transport::Certificate::from_pem(read(ca)?));
+    }
+    Ok(tls)
+}
 pub const DEFAULT_ENGINE_INTERVAL_MS: u64 = 1000;
 
 #[derive(Debug, thiserror::Error)]
@@ -77,6 +94,12 @@ impl ServerBuilder {
         self
     }
 
+    /// A reseller-admin key that must exist (what SIMGATE_BOOTSTRAP_KEY sets).
+    pub fn bootstrap_key(mut self, token: impl Into<String>) -> Self {
+        self.config.bootstrap_key = Some(token.into());
+        self
+    }
+
     pub fn engine_interval_ms(mut self, ms: u64) -> Self {
         self.config.engine_interval_ms = Some(ms.max(1));
         self
@@ -115,7 +138,30 @@ impl ServerBuilder {
             CarrierCheck::Enforce
         };
         let service = CardService::new(store.clone(), carriers, clock.clone());
+        let access = AccessService::new(store.clone());
+        let bootstrap = access
+            .bootstrap(self.config.bootstrap_key.as_deref(), clock.now())
+            .await
+            .map_err(StartError::Config)?;
+        let bootstrap = match bootstrap {
+            Some(token) if self.config.bootstrap_key.is_none() => {
+                let dir = data_dir(&self.config, &url);
+                let path = write_secret_file(&dir, "bootstrap-key", &token)
+                    .map_err(|e| StartError::Config(format!("cannot write the bootstrap key into {}: {e}", dir.display())))?;
+                Some(Bootstrap { token, path })
+            }
+            _ => None,
+        };
+        let auth = Authenticator::new(
+            store.clone(),
+            clock.clone(),
+            self.config.rate_limit_per_key.unwrap_or(DEFAULT_RATE_PER_KEY),
+        );
         Ok(App {
+            access,
+            auth,
+            bootstrap,
+            tls: self.config.tls.clone(),
             engine: Engine::new(service.clone()),
             engine_interval: std::time::Duration::from_millis(
                 self.config
@@ -131,8 +177,50 @@ impl ServerBuilder {
     }
 }
 
+/// A reseller-admin key created because the key table was empty.
+pub struct Bootstrap {
+    /// Shown once by `simgate serve`; never logged.
+    pub token: String,
+    /// Where it was also written, readable by the owner only.
+    pub path: std::path::PathBuf,
+}
+
+fn data_dir(config: &Config, url: &str) -> std::path::PathBuf {
+    if let Some(d) = &config.data_dir {
+        return d.clone();
+    }
+    url.strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+        .map(|p| p.split('?').next().unwrap_or(p))
+        .and_then(|p| std::path::Path::new(p).parent().map(|d| d.to_path_buf()))
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or_else(|| std::path::PathBuf::from("."))
+}
+
+/// Writes a secret to `dir/name`, readable and writable by its owner only.
+fn write_secret_file(dir: &std::path::Path, name: &str, secret: &str) -> std::io::Result<std::path::PathBuf> {
+    use std::io::Write;
+    std::fs::create_dir_all(dir)?;
+    let path = dir.join(name);
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts.open(&path)?;
+    f.write_all(secret.as_bytes())?;
+    f.write_all(b"\n")?;
+    Ok(path)
+}
+
 /// A built service, ready to serve.
 pub struct App {
+    access: AccessService,
+    auth: Authenticator,
+    bootstrap: Option<Bootstrap>,
+    tls: Option<crate::config::TlsConfig>,
     service: CardService,
     engine: Engine,
     engine_interval: std::time::Duration,
@@ -159,6 +247,11 @@ impl App {
         &self.sims
     }
 
+    /// The key created at this start because there was none, if any.
+    pub fn bootstrap(&self) -> Option<&Bootstrap> {
+        self.bootstrap.as_ref()
+    }
+
     /// Serves on `listener` until `shutdown` completes, then lets in-flight calls finish. The
     /// lifecycle engine runs alongside and first catches up on anything missed while down.
     pub async fn serve(
@@ -181,6 +274,7 @@ impl App {
         let cards = pb::card_service_server::CardServiceServer::new(CardApi::new(
             self.service.clone(),
             self.check,
+            self.auth.clone(),
         ))
         .max_decoding_message_size(MAX_MESSAGE_BYTES);
         let sims = pb::simulator_service_server::SimulatorServiceServer::new(SimulatorApi::new(
@@ -188,7 +282,19 @@ impl App {
             self.service.clone(),
             self.engine.clone(),
             self.clock.clone(),
-        ));
+            self.auth.clone(),
+        ))
+        .max_decoding_message_size(SMALL_MESSAGE_BYTES);
+        let access = pb::access_service_server::AccessServiceServer::new(AccessApi::new(
+            self.access.clone(),
+            self.auth.clone(),
+            self.clock.clone(),
+        ))
+        .max_decoding_message_size(SMALL_MESSAGE_BYTES);
+        let mut builder = tonic::transport::Server::builder();
+        if let Some(tls) = &self.tls {
+            builder = builder.tls_config(tls_config(tls)?)?;
+        }
         let (stop_engine, engine_stopped) = tokio::sync::watch::channel(false);
         let engine = tokio::spawn(
             self.engine
@@ -196,12 +302,13 @@ impl App {
                 .run(self.engine_interval, engine_stopped),
         );
         info!(interval = ?self.engine_interval, "lifecycle engine started");
-        let served = tonic::transport::Server::builder()
+        let served = builder
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
             .add_service(cards)
             .add_service(sims)
+            .add_service(access)
             .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
             .await;
         let _ = stop_engine.send(true);

@@ -9,7 +9,10 @@ use tonic::{Request, Response, Status};
 
 use super::convert::{self, card_to_pb, MAX_RECHARGE_FEN, MAX_RENEW_MONTHS};
 use super::error::{invalid_argument, invalid_field};
+use super::auth::{forbidden, Authenticator};
+use crate::auth::Permission;
 use crate::domain::diagnosis::Lang;
+use crate::service::access::Forbidden;
 use crate::domain::ids::CarrierCheck;
 use crate::domain::{Card, Fen, Iccid};
 use crate::pb;
@@ -23,11 +26,16 @@ pub const MAX_PAGE_SIZE: u32 = 1000;
 pub struct CardApi {
     service: CardService,
     check: CarrierCheck,
+    auth: Authenticator,
 }
 
 impl CardApi {
-    pub fn new(service: CardService, check: CarrierCheck) -> CardApi {
-        CardApi { service, check }
+    pub fn new(service: CardService, check: CarrierCheck, auth: Authenticator) -> CardApi {
+        CardApi {
+            service,
+            check,
+            auth,
+        }
     }
 
     fn card(&self, c: &Card) -> pb::Card {
@@ -150,6 +158,7 @@ impl pb::card_service_server::CardService for CardApi {
         &self,
         request: Request<pb::ImportCardsRequest>,
     ) -> Result<Response<pb::ImportCardsResponse>, Status> {
+        let caller = self.auth.caller(&request, "ImportCards", Permission::Import).await?;
         let req = request.into_inner();
         if req.cards.is_empty() {
             return Err(invalid_field("cards", "at least one card is required"));
@@ -171,6 +180,11 @@ impl pb::card_service_server::CardService for CardApi {
             let Some(row) = convert::new_card(i, input, self.check, &mut violations) else {
                 continue;
             };
+            if !caller.principal.sees(&row.customer_id) {
+                return Err(forbidden(Forbidden(format!(
+                    "cards[{i}].customer_id: this key may import only its own customer's cards"
+                ))));
+            }
             if let Some(first) = seen_iccid.insert(row.iccid.to_string(), i) {
                 violations.push(FieldViolation::new(
                     format!("cards[{i}].iccid"),
@@ -190,7 +204,7 @@ impl pb::card_service_server::CardService for CardApi {
         if !violations.is_empty() {
             return Err(invalid_argument(violations));
         }
-        let (imported, warnings) = self.service.import(rows).await?;
+        let (imported, warnings) = self.service.import(rows, &caller).await?;
         Ok(Response::new(pb::ImportCardsResponse {
             imported: imported as u32,
             warnings: warnings
@@ -208,8 +222,9 @@ impl pb::card_service_server::CardService for CardApi {
         &self,
         request: Request<pb::GetCardRequest>,
     ) -> Result<Response<pb::Card>, Status> {
+        let caller = self.auth.caller(&request, "GetCard", Permission::Read).await?;
         let iccid = iccid(&request.get_ref().iccid)?;
-        let card = self.service.get(&iccid).await?;
+        let card = self.service.get(&iccid, &caller).await?;
         Ok(Response::new(self.card(&card)))
     }
 
@@ -217,6 +232,7 @@ impl pb::card_service_server::CardService for CardApi {
         &self,
         request: Request<pb::ListCardsRequest>,
     ) -> Result<Response<pb::ListCardsResponse>, Status> {
+        let caller = self.auth.caller(&request, "ListCards", Permission::Read).await?;
         let req = request.into_inner();
         let page_size = page_size(req.page_size)?;
         let filter = list_filter(&req)?;
@@ -224,7 +240,7 @@ impl pb::card_service_server::CardService for CardApi {
         // One extra row tells whether another page exists, so the last page has no token.
         let mut cards = self
             .service
-            .list(&filter, after.as_deref(), page_size + 1)
+            .list(&filter, after.as_deref(), page_size + 1, &caller)
             .await?;
         let more = cards.len() > page_size as usize;
         cards.truncate(page_size as usize);
@@ -242,8 +258,9 @@ impl pb::card_service_server::CardService for CardApi {
         &self,
         request: Request<pb::SuspendCardRequest>,
     ) -> Result<Response<pb::Card>, Status> {
+        let caller = self.auth.caller(&request, "SuspendCard", Permission::Operate).await?;
         let iccid = iccid(&request.get_ref().iccid)?;
-        let card = self.service.suspend(&iccid).await?;
+        let card = self.service.suspend(&iccid, &caller).await?;
         Ok(Response::new(self.card(&card)))
     }
 
@@ -251,8 +268,9 @@ impl pb::card_service_server::CardService for CardApi {
         &self,
         request: Request<pb::ResumeCardRequest>,
     ) -> Result<Response<pb::Card>, Status> {
+        let caller = self.auth.caller(&request, "ResumeCard", Permission::Operate).await?;
         let iccid = iccid(&request.get_ref().iccid)?;
-        let card = self.service.resume(&iccid).await?;
+        let card = self.service.resume(&iccid, &caller).await?;
         Ok(Response::new(self.card(&card)))
     }
 
@@ -260,6 +278,7 @@ impl pb::card_service_server::CardService for CardApi {
         &self,
         request: Request<pb::RechargeRequest>,
     ) -> Result<Response<pb::RechargeResponse>, Status> {
+        let caller = self.auth.caller(&request, "Recharge", Permission::Operate).await?;
         let req = request.into_inner();
         let mut violations = Vec::new();
         let iccid = convert::iccid_field("iccid", &req.iccid)
@@ -274,7 +293,7 @@ impl pb::card_service_server::CardService for CardApi {
         let Some(iccid) = iccid.filter(|_| violations.is_empty()) else {
             return Err(invalid_argument(violations));
         };
-        let (before, after) = self.service.recharge(&iccid, Fen(req.amount_fen)).await?;
+        let (before, after) = self.service.recharge(&iccid, Fen(req.amount_fen), &caller).await?;
         Ok(Response::new(pb::RechargeResponse {
             balance_before_fen: before.balance.0,
             balance_after_fen: after.balance.0,
@@ -286,6 +305,7 @@ impl pb::card_service_server::CardService for CardApi {
         &self,
         request: Request<pb::RenewPlanRequest>,
     ) -> Result<Response<pb::Card>, Status> {
+        let caller = self.auth.caller(&request, "RenewPlan", Permission::Operate).await?;
         let req = request.into_inner();
         let mut violations = Vec::new();
         let iccid = convert::iccid_field("iccid", &req.iccid)
@@ -300,7 +320,7 @@ impl pb::card_service_server::CardService for CardApi {
         let Some(iccid) = iccid.filter(|_| violations.is_empty()) else {
             return Err(invalid_argument(violations));
         };
-        let card = self.service.renew(&iccid, req.months).await?;
+        let card = self.service.renew(&iccid, req.months, &caller).await?;
         Ok(Response::new(self.card(&card)))
     }
 
@@ -308,8 +328,9 @@ impl pb::card_service_server::CardService for CardApi {
         &self,
         request: Request<pb::VerifyRealNameRequest>,
     ) -> Result<Response<pb::Card>, Status> {
+        let caller = self.auth.caller(&request, "VerifyRealName", Permission::Operate).await?;
         let iccid = iccid(&request.get_ref().iccid)?;
-        let card = self.service.verify_real_name(&iccid).await?;
+        let card = self.service.verify_real_name(&iccid, &caller).await?;
         Ok(Response::new(self.card(&card)))
     }
 
@@ -317,6 +338,7 @@ impl pb::card_service_server::CardService for CardApi {
         &self,
         request: Request<pb::ListCardEventsRequest>,
     ) -> Result<Response<pb::ListCardEventsResponse>, Status> {
+        let caller = self.auth.caller(&request, "ListCardEvents", Permission::Read).await?;
         let req = request.into_inner();
         let iccid = iccid(&req.iccid)?;
         let page_size = page_size(req.page_size)?;
@@ -327,9 +349,8 @@ impl pb::card_service_server::CardService for CardApi {
                 .and_then(|a| a.parse::<i64>().ok())
                 .ok_or_else(|| invalid_field("page_token", "is not a token this server issued"))?
         };
-        // Asking for the card first gives NOT_FOUND for an unknown card, not an empty history.
-        self.service.get(&iccid).await?;
-        let mut events = self.service.events(&iccid, after, page_size + 1).await?;
+        // NOT_FOUND for an unknown (or another customer's) card, not an empty history.
+        let mut events = self.service.events(&iccid, after, page_size + 1, &caller).await?;
         let more = events.len() > page_size as usize;
         events.truncate(page_size as usize);
         let next_page_token = match (more, events.last()) {
@@ -346,6 +367,7 @@ impl pb::card_service_server::CardService for CardApi {
         &self,
         request: Request<pb::DiagnoseCardRequest>,
     ) -> Result<Response<pb::Diagnosis>, Status> {
+        let caller = self.auth.caller(&request, "DiagnoseCard", Permission::Read).await?;
         let accept = request
             .metadata()
             .get("accept-language")
@@ -354,7 +376,7 @@ impl pb::card_service_server::CardService for CardApi {
         let req = request.into_inner();
         let iccid = iccid(&req.iccid)?;
         let lang = Lang::pick(&req.language, accept.as_deref());
-        let (d, at) = self.service.diagnose(&iccid, lang).await?;
+        let (d, at) = self.service.diagnose(&iccid, lang, &caller).await?;
         Ok(Response::new(convert::diagnosis_to_pb(&iccid, &d, at)))
     }
 
@@ -362,8 +384,9 @@ impl pb::card_service_server::CardService for CardApi {
         &self,
         request: Request<pb::GetUsageRequest>,
     ) -> Result<Response<pb::Usage>, Status> {
+        let caller = self.auth.caller(&request, "GetUsage", Permission::Read).await?;
         let iccid = iccid(&request.get_ref().iccid)?;
-        let u = self.service.usage(&iccid).await?;
+        let u = self.service.usage(&iccid, &caller).await?;
         let permille = u.used_bytes.saturating_mul(1000) / u.quota_bytes.max(1);
         Ok(Response::new(pb::Usage {
             iccid: u.iccid.to_string(),

@@ -1,6 +1,8 @@
 //! The gRPC edge: tonic services that validate and convert requests into domain values, call the
 //! service layer, and convert results back. No SQL and no carrier calls here.
 
+pub mod access;
+pub mod auth;
 pub mod cards;
 pub mod convert;
 pub mod error;

@@ -11,6 +11,8 @@ use super::convert::{
     card_to_pb, carrier_from_pb, carrier_to_pb, from_timestamp, iccid_field, timestamp,
 };
 use super::error::{invalid_argument, invalid_field, ERROR_DOMAIN};
+use super::auth::Authenticator;
+use crate::auth::Permission;
 use crate::carrier::sim::{Fault, SimCarrier, Simulators};
 use crate::carrier::{CarrierCard, CarrierError, ServiceState};
 use crate::clock::{Clock, ClockError};
@@ -34,6 +36,7 @@ pub struct SimulatorApi {
     service: CardService,
     engine: Engine,
     clock: Arc<dyn Clock>,
+    auth: Authenticator,
 }
 
 /// The furthest one AdvanceClock or SetClock may jump: ten years of card life.
@@ -45,12 +48,14 @@ impl SimulatorApi {
         service: CardService,
         engine: Engine,
         clock: Arc<dyn Clock>,
+        auth: Authenticator,
     ) -> SimulatorApi {
         SimulatorApi {
             sims,
             service,
             engine,
             clock,
+            auth,
         }
     }
 
@@ -122,8 +127,9 @@ fn carrier_status(carrier: CarrierId, error: CarrierError) -> Status {
 impl pb::simulator_service_server::SimulatorService for SimulatorApi {
     async fn get_clock(
         &self,
-        _request: Request<pb::GetClockRequest>,
+        request: Request<pb::GetClockRequest>,
     ) -> Result<Response<pb::ClockResponse>, Status> {
+        self.auth.caller(&request, "GetClock", Permission::Simulate).await?;
         Ok(Response::new(pb::ClockResponse {
             now: Some(timestamp(self.clock.now())),
             cards_changed: 0,
@@ -135,6 +141,7 @@ impl pb::simulator_service_server::SimulatorService for SimulatorApi {
         &self,
         request: Request<pb::AdvanceClockRequest>,
     ) -> Result<Response<pb::ClockResponse>, Status> {
+        self.auth.caller(&request, "AdvanceClock", Permission::Simulate).await?;
         let by = request
             .into_inner()
             .by
@@ -159,6 +166,7 @@ impl pb::simulator_service_server::SimulatorService for SimulatorApi {
         &self,
         request: Request<pb::SetClockRequest>,
     ) -> Result<Response<pb::ClockResponse>, Status> {
+        self.auth.caller(&request, "SetClock", Permission::Simulate).await?;
         let now = self.clock.now();
         let to = request
             .into_inner()
@@ -180,6 +188,7 @@ impl pb::simulator_service_server::SimulatorService for SimulatorApi {
         &self,
         request: Request<pb::GetCarrierCardRequest>,
     ) -> Result<Response<pb::CarrierCard>, Status> {
+        self.auth.caller(&request, "GetCarrierCard", Permission::Simulate).await?;
         let req = request.into_inner();
         let (sim, iccid) = self.target(req.carrier, Some(&req.iccid))?;
         let iccid = iccid.ok_or_else(|| invalid_field("iccid", "is required"))?;
@@ -194,6 +203,7 @@ impl pb::simulator_service_server::SimulatorService for SimulatorApi {
         &self,
         request: Request<pb::RecordUsageRequest>,
     ) -> Result<Response<pb::RecordUsageResponse>, Status> {
+        self.auth.caller(&request, "RecordUsage", Permission::Simulate).await?;
         let req = request.into_inner();
         let (sim, iccid) = self.target(req.carrier, Some(&req.iccid))?;
         let iccid = iccid.ok_or_else(|| invalid_field("iccid", "is required"))?;
@@ -224,6 +234,7 @@ impl pb::simulator_service_server::SimulatorService for SimulatorApi {
         &self,
         request: Request<pb::InjectFaultRequest>,
     ) -> Result<Response<pb::InjectFaultResponse>, Status> {
+        self.auth.caller(&request, "InjectFault", Permission::Simulate).await?;
         let req = request.into_inner();
         let (sim, _) = self.target(req.carrier, None)?;
         let fault = match pb::FaultKind::try_from(req.kind) {

@@ -3,6 +3,7 @@
 //! new state with its event in one transaction. Operations on one card are serialised, so two
 //! concurrent calls cannot both read the same balance.
 
+pub mod access;
 pub mod engine;
 mod locks;
 #[cfg(test)]
@@ -22,7 +23,8 @@ use crate::domain::rules::{self, NewCard};
 use crate::domain::{
     Card, CarrierAction, CarrierId, CarrierPolicy, Fen, Iccid, RuleViolation, Transition,
 };
-use crate::store::{CardFilter, Store, StoreError};
+use crate::auth::Principal;
+use crate::store::{AuditRecord, CardFilter, Store, StoreError};
 
 use locks::CardLocks;
 
@@ -80,6 +82,58 @@ impl From<StoreError> for ServiceError {
 
 pub type Result<T, E = ServiceError> = std::result::Result<T, E>;
 
+/// Who is calling, for scoping and the audit log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    pub principal: Principal,
+    /// From the `x-request-id` metadata, or generated.
+    pub request_id: String,
+    /// The RPC, as the audit log names it.
+    pub method: &'static str,
+}
+
+impl Caller {
+    /// simgate itself (simulated traffic, tests): every customer, audited as `system`.
+    pub fn system(method: &'static str) -> Caller {
+        Caller {
+            principal: Principal {
+                key_id: "system".into(),
+                role: crate::auth::Role::ResellerAdmin,
+                customer_id: None,
+            },
+            request_id: uuid::Uuid::new_v4().to_string(),
+            method,
+        }
+    }
+
+    fn audit(&self, at: DateTime<Utc>, iccid: Option<&Iccid>, customer: Option<&str>, result: &str, detail: String) -> AuditRecord {
+        AuditRecord {
+            at,
+            key_id: self.principal.key_id.clone(),
+            method: self.method.to_string(),
+            iccid: iccid.map(|i| i.to_string()),
+            customer_id: customer.map(str::to_string),
+            request_id: self.request_id.clone(),
+            result: result.to_string(),
+            detail,
+        }
+    }
+}
+
+/// The audit log's name for how a call ended.
+fn result_name(e: &ServiceError) -> String {
+    match e {
+        ServiceError::InvalidArgument(_) => "INVALID_ARGUMENT".into(),
+        ServiceError::NotFound(_) => "NOT_FOUND".into(),
+        ServiceError::Rule(r) => format!("FAILED_PRECONDITION:{}", r.reason()),
+        ServiceError::AlreadyExists { .. } => "ALREADY_EXISTS".into(),
+        ServiceError::Carrier { error, .. } => format!("CARRIER:{error}"),
+        ServiceError::CarrierNotConfigured(_) => "FAILED_PRECONDITION:CARRIER_NOT_CONFIGURED".into(),
+        ServiceError::Conflict => "ABORTED".into(),
+        ServiceError::Store(_) => "INTERNAL".into(),
+    }
+}
+
 /// A non-fatal finding about one imported row.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ImportWarning {
@@ -132,8 +186,21 @@ impl CardService {
 
     /// Registers validated cards, all or none. Each card's starting state is derived from its
     /// facts (balance, real-name, usage, validity) under its carrier's policy.
-    pub async fn import(&self, rows: Vec<NewCard>) -> Result<(usize, Vec<ImportWarning>)> {
+    pub async fn import(&self, rows: Vec<NewCard>, caller: &Caller) -> Result<(usize, Vec<ImportWarning>)> {
         let now = self.now();
+        let result = self.import_rows(rows, caller, now).await;
+        if let Err(e) = &result {
+            self.audit_failure(caller, now, None, None, e).await;
+        }
+        result
+    }
+
+    async fn import_rows(
+        &self,
+        rows: Vec<NewCard>,
+        caller: &Caller,
+        now: DateTime<Utc>,
+    ) -> Result<(usize, Vec<ImportWarning>)> {
         let mut cards = Vec::with_capacity(rows.len());
         for row in rows {
             let policy = self.policy(row.carrier)?;
@@ -158,7 +225,16 @@ impl CardService {
                     error,
                 })?;
         }
-        match self.store.insert_cards(&cards).await {
+        let customers: std::collections::BTreeSet<&str> =
+            cards.iter().map(|c| c.customer_id.as_str()).collect();
+        let audit = caller.audit(
+            now,
+            None,
+            (customers.len() == 1).then(|| cards[0].customer_id.as_str()),
+            "OK",
+            format!("imported {} cards", cards.len()),
+        );
+        match self.store.insert_cards(&cards, Some(&audit)).await {
             Ok(()) => {}
             Err(StoreError::Duplicate { field, value }) => {
                 let row = cards.iter().position(|c| {
@@ -188,54 +264,91 @@ impl CardService {
         Ok((cards.len(), warnings))
     }
 
-    pub async fn get(&self, iccid: &Iccid) -> Result<Card> {
+    /// The card, whoever asks (engine, simulator).
+    async fn load(&self, iccid: &Iccid) -> Result<Card> {
         self.store
             .get_card(iccid)
             .await?
             .ok_or_else(|| ServiceError::NotFound(iccid.to_string()))
     }
 
+    /// The card, if the caller may see it: another customer's card is NOT_FOUND, exactly like
+    /// one that does not exist.
+    pub async fn get(&self, iccid: &Iccid, caller: &Caller) -> Result<Card> {
+        let card = self.load(iccid).await?;
+        if caller.principal.sees(&card.customer_id) {
+            Ok(card)
+        } else {
+            Err(ServiceError::NotFound(iccid.to_string()))
+        }
+    }
+
+    /// Lists cards; a customer's principal sees only its own customer's, whatever it asks for.
     pub async fn list(
         &self,
         filter: &CardFilter,
         after: Option<&str>,
         limit: u32,
+        caller: &Caller,
     ) -> Result<Vec<Card>> {
+        if let Some(own) = &caller.principal.customer_id {
+            if filter.customer_id.as_ref().is_some_and(|c| c != own) {
+                return Ok(Vec::new());
+            }
+            let mut scoped = filter.clone();
+            scoped.customer_id = Some(own.clone());
+            return Ok(self.store.list_cards(&scoped, after, limit).await?);
+        }
         Ok(self.store.list_cards(filter, after, limit).await?)
     }
 
-    pub async fn suspend(&self, iccid: &Iccid) -> Result<Card> {
-        self.mutate(iccid, |card, _, now| rules::suspend(card, now))
+    pub async fn suspend(&self, iccid: &Iccid, caller: &Caller) -> Result<Card> {
+        self.mutate(iccid, caller, |card, _, now| rules::suspend(card, now))
             .await
             .map(|(_, after)| after)
     }
 
-    pub async fn resume(&self, iccid: &Iccid) -> Result<Card> {
-        self.mutate(iccid, |card, _, now| rules::resume(card, now))
+    pub async fn resume(&self, iccid: &Iccid, caller: &Caller) -> Result<Card> {
+        self.mutate(iccid, caller, |card, _, now| rules::resume(card, now))
             .await
             .map(|(_, after)| after)
     }
 
     /// Returns the card before and after, so the caller sees the balance move.
-    pub async fn recharge(&self, iccid: &Iccid, amount: Fen) -> Result<(Card, Card)> {
-        self.mutate(iccid, |card, policy, now| {
+    pub async fn recharge(&self, iccid: &Iccid, amount: Fen, caller: &Caller) -> Result<(Card, Card)> {
+        self.mutate(iccid, caller, |card, policy, now| {
             rules::recharge(card, policy, amount, now)
         })
         .await
     }
 
-    pub async fn renew(&self, iccid: &Iccid, months: u32) -> Result<Card> {
-        self.mutate(iccid, |card, policy, now| {
+    pub async fn renew(&self, iccid: &Iccid, months: u32, caller: &Caller) -> Result<Card> {
+        self.mutate(iccid, caller, |card, policy, now| {
             rules::renew(card, policy, months, now)
         })
         .await
         .map(|(_, after)| after)
     }
 
-    pub async fn verify_real_name(&self, iccid: &Iccid) -> Result<Card> {
-        self.mutate(iccid, |card, _, now| rules::verify_real_name(card, now))
+    pub async fn verify_real_name(&self, iccid: &Iccid, caller: &Caller) -> Result<Card> {
+        self.mutate(iccid, caller, |card, _, now| rules::verify_real_name(card, now))
             .await
             .map(|(_, after)| after)
+    }
+
+    /// Records a refused call; the audit must not fail the answer, so a failure is only logged.
+    async fn audit_failure(
+        &self,
+        caller: &Caller,
+        at: DateTime<Utc>,
+        iccid: Option<&Iccid>,
+        customer: Option<&str>,
+        e: &ServiceError,
+    ) {
+        let record = caller.audit(at, iccid, customer, &result_name(e), e.to_string());
+        if let Err(err) = self.store.record_audit(&record).await {
+            warn!(error = %err, method = caller.method, "could not write the audit record of a refused call");
+        }
     }
 
     /// Diagnoses the card as it is now (due transitions applied in memory, nothing stored) from
@@ -244,8 +357,9 @@ impl CardService {
         &self,
         iccid: &Iccid,
         lang: diagnosis::Lang,
+        caller: &Caller,
     ) -> Result<(Diagnosis, DateTime<Utc>)> {
-        let card = self.get(iccid).await?;
+        let card = self.get(iccid, caller).await?;
         let carrier = self.carrier(card.carrier)?;
         let now = self.now();
         let settled = lifecycle::advance(&card, carrier.policy(), now);
@@ -289,13 +403,15 @@ impl CardService {
         iccid: &Iccid,
         after_id: i64,
         limit: u32,
+        caller: &Caller,
     ) -> Result<Vec<crate::store::EventRow>> {
+        self.get(iccid, caller).await?;
         Ok(self.store.card_events_page(iccid, after_id, limit).await?)
     }
 
     /// Reads the cycle's usage from the carrier, the source of truth for traffic.
-    pub async fn usage(&self, iccid: &Iccid) -> Result<UsageReport> {
-        let card = self.get(iccid).await?;
+    pub async fn usage(&self, iccid: &Iccid, caller: &Caller) -> Result<UsageReport> {
+        let card = self.get(iccid, caller).await?;
         let carrier = self.carrier(card.carrier)?;
         let at_carrier = carrier
             .card(iccid)
@@ -317,7 +433,7 @@ impl CardService {
     /// Reads the card's cycle usage from its carrier and applies what it means (test gift used
     /// up, billing started, over quota). Returns the card as stored afterwards.
     pub async fn sync_usage(&self, iccid: &Iccid) -> Result<Card> {
-        let carrier = self.carrier(self.get(iccid).await?.carrier)?.clone();
+        let carrier = self.carrier(self.load(iccid).await?.carrier)?.clone();
         let total = carrier
             .card(iccid)
             .await
@@ -326,7 +442,7 @@ impl CardService {
                 error,
             })?
             .cycle_usage_bytes;
-        self.mutate(iccid, |card, policy, now| {
+        self.mutate(iccid, &Caller::system("UsageSync"), |card, policy, now| {
             Ok(lifecycle::accrue_usage(card, policy, total, now))
         })
         .await
@@ -336,32 +452,65 @@ impl CardService {
     /// The one path every requested change takes: serialise on the card, bring it up to now,
     /// apply the pure rule, make the carrier agree, then persist. A carrier failure leaves the
     /// store untouched.
-    async fn mutate<F>(&self, iccid: &Iccid, rule: F) -> Result<(Card, Card)>
+    async fn mutate<F>(&self, iccid: &Iccid, caller: &Caller, rule: F) -> Result<(Card, Card)>
     where
         F: FnOnce(&Card, &CarrierPolicy, DateTime<Utc>) -> Result<Transition, RuleViolation>,
     {
         let _guard = self.locks.lock(iccid.as_str()).await;
-        let before = self.get(iccid).await?;
-        let carrier = self.carrier(before.carrier)?;
         let now = self.now();
-        let policy = carrier.policy();
-        let t = lifecycle::at_now(&before, policy, now, |c| rule(c, policy, now))?;
-        if !t.changed {
-            return Ok((before.clone(), before));
+        let before = match self.get(iccid, caller).await {
+            Ok(card) => card,
+            Err(e) => {
+                self.audit_failure(caller, now, Some(iccid), caller.principal.customer_id.as_deref(), &e)
+                    .await;
+                return Err(e);
+            }
+        };
+        let result = self.apply(&before, caller, now, rule).await;
+        if let Err(e) = &result {
+            self.audit_failure(caller, now, Some(iccid), Some(&before.customer_id), e).await;
         }
-        let after = commit(&self.store, carrier.as_ref(), t).await?;
-        Ok((before, after))
+        result.map(|after| (before, after))
+    }
+
+    async fn apply<F>(&self, before: &Card, caller: &Caller, now: DateTime<Utc>, rule: F) -> Result<Card>
+    where
+        F: FnOnce(&Card, &CarrierPolicy, DateTime<Utc>) -> Result<Transition, RuleViolation>,
+    {
+        let carrier = self.carrier(before.carrier)?;
+        let policy = carrier.policy();
+        let t = lifecycle::at_now(before, policy, now, |c| rule(c, policy, now))?;
+        let kinds: Vec<&str> = t.events.iter().map(|e| e.kind).collect();
+        let audit = caller.audit(
+            now,
+            Some(&before.iccid),
+            Some(&before.customer_id),
+            "OK",
+            if t.changed { kinds.join(",") } else { "no change".into() },
+        );
+        if !t.changed {
+            if let Err(e) = self.store.record_audit(&audit).await {
+                warn!(error = %e, "could not write the audit record of a call that changed nothing");
+            }
+            return Ok(before.clone());
+        }
+        commit(&self.store, carrier.as_ref(), t, Some(&audit)).await
     }
 }
 
 /// Makes the carrier agree with a transition, then stores it with its events. If the store
 /// refuses (a concurrent change), the carrier is put back where it was.
-async fn commit(store: &Store, carrier: &dyn Carrier, t: Transition) -> Result<Card> {
+async fn commit(
+    store: &Store,
+    carrier: &dyn Carrier,
+    t: Transition,
+    audit: Option<&AuditRecord>,
+) -> Result<Card> {
     let iccid = t.card.iccid.clone();
     if let Some(action) = t.action {
         apply_at_carrier(carrier, &iccid, action).await?;
     }
-    match store.update_card(&t.card, &t.events).await {
+    match store.update_card(&t.card, &t.events, audit).await {
         Ok(after) => {
             let kinds: Vec<&str> = t.events.iter().map(|e| e.kind).collect();
             info!(iccid = %iccid, events = ?kinds, status = after.status().as_str(), "card changed");

@@ -12,6 +12,10 @@ use crate::domain::rules::tests::{new_card, now};
 use crate::domain::{RealNameStatus, StopReason};
 use crate::store::StoreOptions;
 
+fn sys() -> Caller {
+    Caller::system("test")
+}
+
 struct Fixture {
     service: CardService,
     store: Store,
@@ -51,7 +55,7 @@ fn mock(id: CarrierId) -> MockCarrier {
 
 async fn imported(f: &Fixture, row: NewCard) -> Card {
     let iccid = row.iccid.clone();
-    f.service.import(vec![row]).await.unwrap();
+    f.service.import(vec![row], &sys()).await.unwrap();
     f.store.get_card(&iccid).await.unwrap().unwrap()
 }
 
@@ -66,7 +70,7 @@ async fn carrier_rejecting_the_stop_leaves_the_store_unchanged() {
     });
     let f = fixture(m).await;
     let before = imported(&f, new_card(CarrierId::Mobile)).await;
-    let err = f.service.suspend(&before.iccid).await.unwrap_err();
+    let err = f.service.suspend(&before.iccid, &sys()).await.unwrap_err();
     assert!(matches!(
         err,
         ServiceError::Carrier {
@@ -92,7 +96,7 @@ async fn transient_failure_of_the_restore_keeps_the_card_stopped_and_the_money_u
     let before = imported(&f, row).await;
     let err = f
         .service
-        .recharge(&before.iccid, Fen(100))
+        .recharge(&before.iccid, Fen(100), &sys())
         .await
         .unwrap_err();
     assert!(matches!(err, ServiceError::Carrier { .. }));
@@ -138,7 +142,7 @@ async fn an_unknown_outcome_counts_only_if_the_carrier_shows_the_change() {
     let f = fixture(m).await;
     let before = imported(&f, new_card(CarrierId::Mobile)).await;
 
-    let err = f.service.suspend(&before.iccid).await.unwrap_err();
+    let err = f.service.suspend(&before.iccid, &sys()).await.unwrap_err();
     assert!(matches!(
         err,
         ServiceError::Carrier {
@@ -151,7 +155,7 @@ async fn an_unknown_outcome_counts_only_if_the_carrier_shows_the_change() {
         before
     );
 
-    let card = f.service.suspend(&before.iccid).await.unwrap();
+    let card = f.service.suspend(&before.iccid, &sys()).await.unwrap();
     assert!(card.stop_reasons.contains(StopReason::Manual));
 }
 
@@ -164,11 +168,11 @@ async fn no_carrier_call_when_the_cards_service_does_not_change() {
     let mut row = new_card(CarrierId::Telecom);
     row.real_name = RealNameStatus::Unverified;
     let card = imported(&f, row).await;
-    let card2 = f.service.suspend(&card.iccid).await.unwrap();
+    let card2 = f.service.suspend(&card.iccid, &sys()).await.unwrap();
     assert!(card2.stop_reasons.contains(StopReason::Manual));
-    let card3 = f.service.resume(&card.iccid).await.unwrap();
+    let card3 = f.service.resume(&card.iccid, &sys()).await.unwrap();
     assert!(card3.stop_reasons.contains(StopReason::RealName));
-    f.service.renew(&card.iccid, 2).await.unwrap();
+    f.service.renew(&card.iccid, 2, &sys()).await.unwrap();
 }
 
 #[tokio::test]
@@ -187,7 +191,7 @@ async fn import_onboards_cards_with_the_state_derived_for_them() {
     let mut b = new_card(CarrierId::Unicom);
     b.iccid = crate::domain::Iccid::parse_any("89860117750006390075").unwrap();
     b.plan.validity_end = now() - Duration::days(1);
-    let (n, _) = f.service.import(vec![a, b]).await.unwrap();
+    let (n, _) = f.service.import(vec![a, b], &sys()).await.unwrap();
     assert_eq!(n, 2);
 }
 
@@ -199,7 +203,7 @@ async fn a_carrier_that_fails_onboarding_leaves_nothing_imported() {
     let f = fixture(m).await;
     assert!(f
         .service
-        .import(vec![new_card(CarrierId::Unicom)])
+        .import(vec![new_card(CarrierId::Unicom)], &sys())
         .await
         .is_err());
     assert_eq!(f.store.count_cards().await.unwrap(), 0);
@@ -210,7 +214,7 @@ async fn a_card_of_an_unconfigured_carrier_is_refused() {
     let f = fixture(mock(CarrierId::Mobile)).await;
     let err = f
         .service
-        .import(vec![new_card(CarrierId::Telecom)])
+        .import(vec![new_card(CarrierId::Telecom)], &sys())
         .await
         .unwrap_err();
     assert!(matches!(

@@ -4,6 +4,7 @@
 use chrono::{DateTime, Utc};
 use sqlx::Row;
 
+use super::access::AuditRecord;
 use super::{
     db_to_u64, millis_to_time, parse_text, placeholders, u64_to_db, Backend, Store, StoreError,
 };
@@ -169,7 +170,7 @@ fn is_unique_violation(e: &sqlx::Error) -> bool {
 
 impl Store {
     /// Stores all cards or none. Reports the first ICCID or MSISDN that already exists.
-    pub async fn insert_cards(&self, cards: &[Card]) -> Result<(), StoreError> {
+    pub async fn insert_cards(&self, cards: &[Card], audit: Option<&AuditRecord>) -> Result<(), StoreError> {
         self.ensure_new(cards).await?;
         let mut tx = self.pool.begin().await?;
         for chunk in cards.chunks(INSERT_CHUNK) {
@@ -203,6 +204,9 @@ impl Store {
                 .collect();
             let rows: Vec<(&Card, &CardEvent)> = chunk.iter().zip(imported.iter()).collect();
             insert_event_rows(&mut tx, self.backend, &rows).await?;
+        }
+        if let Some(a) = audit {
+            super::access::insert_audit(&mut tx, a).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -324,12 +328,20 @@ impl Store {
     /// Writes `card` if it is still at `card.version`, with its events, in one transaction, and
     /// releases any engine lease on it. Returns the card at its new version; `Conflict` if
     /// someone else wrote it first.
-    pub async fn update_card(&self, card: &Card, events: &[CardEvent]) -> Result<Card, StoreError> {
+    pub async fn update_card(
+        &self,
+        card: &Card,
+        events: &[CardEvent],
+        audit: Option<&AuditRecord>,
+    ) -> Result<Card, StoreError> {
         let mut tx = self.pool.begin().await?;
         let next = update_in(&mut tx, card)
             .await?
             .ok_or(StoreError::Conflict)?;
         insert_events(&mut tx, self.backend, &next, events).await?;
+        if let Some(a) = audit {
+            super::access::insert_audit(&mut tx, a).await?;
+        }
         tx.commit().await?;
         Ok(next)
     }

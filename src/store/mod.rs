@@ -3,9 +3,11 @@
 //! both accept (`$n` placeholders, `ON CONFLICT`, integer columns), so one store serves both and
 //! one test suite checks both.
 
+mod access;
 mod cards;
 mod sim;
 
+pub use access::{AuditEntry, AuditFilter, AuditRecord};
 pub use cards::{CardFilter, EventRow};
 
 use std::str::FromStr;

@@ -47,7 +47,10 @@ async fn seed(app: &App) {
         })
         .collect();
     for chunk in rows.chunks(5000) {
-        app.service().import(chunk.to_vec()).await.expect("import");
+        app.service()
+            .import(chunk.to_vec(), &simgate::service::Caller::system("test"))
+            .await
+            .expect("import");
     }
 }
 

@@ -9,6 +9,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use chrono_tz::Asia::Shanghai;
 use simgate::clock::ManualClock;
 use simgate::pb;
+use simgate::pb::access_service_client::AccessServiceClient;
 use simgate::pb::card_service_client::CardServiceClient;
 use simgate::pb::simulator_service_client::SimulatorServiceClient;
 use simgate::store::{Store, StoreOptions};
@@ -116,9 +117,44 @@ pub fn start_time() -> DateTime<Utc> {
         .with_timezone(&Utc)
 }
 
+/// The reseller-admin key every test server is started with (as SIMGATE_BOOTSTRAP_KEY would).
+pub const ADMIN_KEY: &str = "sgk_00000000000000a1_test-admin-secret-0123456789abcdefghijkl";
+
+/// Adds `authorization: Bearer <key>` to every call.
+#[derive(Clone)]
+pub struct Bearer(pub tonic::metadata::MetadataValue<tonic::metadata::Ascii>);
+
+impl Bearer {
+    pub fn new(key: &str) -> Bearer {
+        Bearer(format!("Bearer {key}").parse().expect("ascii key"))
+    }
+}
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        req.metadata_mut().insert("authorization", self.0.clone());
+        Ok(req)
+    }
+}
+
+pub type Authed = tonic::service::interceptor::InterceptedService<Channel, Bearer>;
+
+pub fn cards_client(channel: &Channel, key: &str) -> CardServiceClient<Authed> {
+    CardServiceClient::with_interceptor(channel.clone(), Bearer::new(key)).max_encoding_message_size(32 << 20)
+}
+
+pub fn access_client(channel: &Channel, key: &str) -> AccessServiceClient<Authed> {
+    AccessServiceClient::with_interceptor(channel.clone(), Bearer::new(key))
+}
+
+pub fn sim_client(channel: &Channel, key: &str) -> SimulatorServiceClient<Authed> {
+    SimulatorServiceClient::with_interceptor(channel.clone(), Bearer::new(key))
+}
+
 pub struct TestApp {
-    pub cards: CardServiceClient<Channel>,
-    pub sim: SimulatorServiceClient<Channel>,
+    pub cards: CardServiceClient<Authed>,
+    pub sim: SimulatorServiceClient<Authed>,
+    pub access: AccessServiceClient<Authed>,
     pub channel: Channel,
     pub clock: ManualClock,
     pub store: Store,
@@ -158,6 +194,7 @@ pub async fn spawn_on(db: Arc<TestDb>, clock: ManualClock) -> TestApp {
         .database_url(db.url.clone())
         .store_options(db.options.clone())
         .clock(Arc::new(clock.clone()))
+        .bootstrap_key(ADMIN_KEY)
         .build()
         .await
         .expect("build server");
@@ -180,8 +217,9 @@ pub async fn spawn_on(db: Arc<TestDb>, clock: ManualClock) -> TestApp {
         .await
         .expect("connect");
     TestApp {
-        cards: CardServiceClient::new(channel.clone()).max_encoding_message_size(32 << 20),
-        sim: SimulatorServiceClient::new(channel.clone()),
+        cards: cards_client(&channel, ADMIN_KEY),
+        sim: sim_client(&channel, ADMIN_KEY),
+        access: access_client(&channel, ADMIN_KEY),
         channel,
         clock,
         store,

@@ -70,3 +70,31 @@ CREATE TABLE sim_cards (
     changes           BIGINT NOT NULL,
     PRIMARY KEY (carrier, iccid)
 );
+
+-- API keys: only a SHA-256 of the secret is kept; the key itself is shown once, at creation.
+CREATE TABLE api_keys (
+    key_id      TEXT PRIMARY KEY NOT NULL,
+    secret_hash TEXT NOT NULL,
+    role        TEXT NOT NULL,
+    -- NULL for reseller admins, who see every customer.
+    customer_id TEXT,
+    name        TEXT NOT NULL,
+    created_ms  BIGINT NOT NULL,
+    created_by  TEXT NOT NULL,
+    expires_ms  BIGINT,
+    revoked_ms  BIGINT
+);
+
+-- Who did what, to which card, with which result; written with the change it records.
+CREATE TABLE audit_entries (
+    id          BIGSERIAL PRIMARY KEY,
+    at_ms       BIGINT NOT NULL,
+    key_id      TEXT NOT NULL,
+    method      TEXT NOT NULL,
+    iccid       TEXT,
+    customer_id TEXT,
+    request_id  TEXT NOT NULL,
+    result      TEXT NOT NULL,
+    detail      TEXT NOT NULL
+);
+CREATE INDEX audit_by_card ON audit_entries (iccid, id);
