@@ -83,13 +83,13 @@ impl Principal {
     pub fn may(&self, p: Permission) -> bool {
         use Permission::*;
         use Role::*;
-        match (self.role, p) {
-            (ResellerAdmin, _) => true,
-            (_, Read) => true,
-            (CustomerAdmin | CustomerOperator, Operate) => true,
-            (CustomerAdmin, Import | ManageKeys | ReadAudit) => true,
-            _ => false,
-        }
+        matches!(
+            (self.role, p),
+            (ResellerAdmin, _)
+                | (_, Read)
+                | (CustomerAdmin | CustomerOperator, Operate)
+                | (CustomerAdmin, Import | ManageKeys | ReadAudit)
+        )
     }
 
     /// Whether this principal may see a card or record of `customer_id` at all. A customer's
@@ -102,7 +102,9 @@ impl Principal {
     pub fn may_grant(&self, role: Role, customer: Option<&str>) -> bool {
         match self.role {
             Role::ResellerAdmin => true,
-            Role::CustomerAdmin => role != Role::ResellerAdmin && customer == self.customer_id.as_deref(),
+            Role::CustomerAdmin => {
+                role != Role::ResellerAdmin && customer == self.customer_id.as_deref()
+            }
             _ => false,
         }
     }
@@ -203,7 +205,10 @@ pub fn split(token: &str) -> Option<(&str, &str)> {
 
 /// Compares a presented secret with a stored hash in constant time.
 pub fn secret_matches(secret: &str, stored_hash: &str) -> bool {
-    hash_secret(secret).as_bytes().ct_eq(stored_hash.as_bytes()).into()
+    hash_secret(secret)
+        .as_bytes()
+        .ct_eq(stored_hash.as_bytes())
+        .into()
 }
 
 /// Reads `authorization: Bearer <key>`; None when missing or malformed (the caller answers
@@ -228,12 +233,23 @@ mod tests {
         assert_ne!(k.token, other.token);
         assert!(!secret_matches(secret, &other.secret_hash));
         assert!(secret.len() >= 43, "256 bits of secret");
-        assert!(!format!("{k:?}").contains(secret), "Debug never shows the secret");
+        assert!(
+            !format!("{k:?}").contains(secret),
+            "Debug never shows the secret"
+        );
     }
 
     #[test]
     fn malformed_tokens_are_refused() {
-        for bad in ["", "sgk_", "sgk_zz_abc", "Bearer x", "sgk_0123456789abcdef_", "sgk_0123456789abcdef_a b", "xyz_0123456789abcdef_abc"] {
+        for bad in [
+            "",
+            "sgk_",
+            "sgk_zz_abc",
+            "Bearer x",
+            "sgk_0123456789abcdef_",
+            "sgk_0123456789abcdef_a b",
+            "xyz_0123456789abcdef_abc",
+        ] {
             assert!(split(bad).is_none(), "{bad:?}");
         }
         assert!(from_token("sgk_0123456789abcdef_short").is_none());
@@ -249,7 +265,11 @@ mod tests {
     }
 
     fn p(role: Role, customer: Option<&str>) -> Principal {
-        Principal { key_id: "k".into(), role, customer_id: customer.map(str::to_string) }
+        Principal {
+            key_id: "k".into(),
+            role,
+            customer_id: customer.map(str::to_string),
+        }
     }
 
     #[test]

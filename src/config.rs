@@ -91,7 +91,10 @@ impl std::fmt::Debug for Config {
             .field("allow_foreign_identifiers", &self.allow_foreign_identifiers)
             .field("simulation", &self.simulation)
             .field("engine_interval_ms", &self.engine_interval_ms)
-            .field("bootstrap_key", &self.bootstrap_key.as_ref().map(|_| "<redacted>"))
+            .field(
+                "bootstrap_key",
+                &self.bootstrap_key.as_ref().map(|_| "<redacted>"),
+            )
             .field("data_dir", &self.data_dir)
             .field("tls", &self.tls)
             .field("rate_limit_per_key", &self.rate_limit_per_key)
@@ -192,7 +195,10 @@ mod tests {
         )
         .unwrap();
         let shown = format!("{cfg:?}");
-        assert!(!shown.contains("hunter2") && !shown.contains("topsecret"), "{shown}");
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("topsecret"),
+            "{shown}"
+        );
     }
 
     #[test]

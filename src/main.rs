@@ -50,6 +50,12 @@ enum Command {
         /// A reseller-admin key that must exist (sgk_<16 hex>_<secret>), for harnesses and CI.
         #[arg(long, env = "SIMGATE_BOOTSTRAP_KEY", hide_env_values = true)]
         bootstrap_key: Option<String>,
+        /// A file holding the bootstrap key (for secret stores that mount files).
+        #[arg(long, env = "SIMGATE_BOOTSTRAP_KEY_FILE")]
+        bootstrap_key_file: Option<PathBuf>,
+        /// A file holding the database URL (it may contain a password).
+        #[arg(long, env = "SIMGATE_DATABASE_URL_FILE")]
+        database_url_file: Option<PathBuf>,
     },
     /// Manage API keys directly in the database (for operators).
     Keys {
@@ -74,6 +80,13 @@ fn load_config(path: Option<PathBuf>, database_url: Option<String>) -> Result<Co
         cfg.database_url = database_url;
     }
     Ok(cfg)
+}
+
+/// Reads a secret from a file, without its trailing newline. The error names the file only.
+fn read_secret(path: &std::path::Path) -> Result<String, String> {
+    std::fs::read_to_string(path)
+        .map(|s| s.trim_end_matches(['\r', '\n']).to_string())
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))
 }
 
 async fn shutdown_signal() {
@@ -107,8 +120,18 @@ async fn run(cli: Cli) -> Result<(), String> {
             database_url,
             config,
             bootstrap_key,
+            bootstrap_key_file,
+            database_url_file,
         } => {
+            let database_url = match database_url_file {
+                Some(p) => Some(read_secret(&p)?),
+                None => database_url,
+            };
             let mut cfg = load_config(config, database_url)?;
+            let bootstrap_key = match bootstrap_key_file {
+                Some(p) => Some(read_secret(&p)?),
+                None => bootstrap_key,
+            };
             if bootstrap_key.is_some() {
                 cfg.bootstrap_key = bootstrap_key;
             }
@@ -148,14 +171,22 @@ async fn run(cli: Cli) -> Result<(), String> {
             let role = simgate::auth::Role::parse(&role).ok_or_else(|| {
                 format!("--role {role:?}: expected RESELLER_ADMIN, CUSTOMER_ADMIN, CUSTOMER_OPERATOR or CUSTOMER_VIEWER")
             })?;
-            let url = database_url.unwrap_or_else(|| simgate::config::DEFAULT_DATABASE_URL.to_string());
+            let url =
+                database_url.unwrap_or_else(|| simgate::config::DEFAULT_DATABASE_URL.to_string());
             let store = Store::connect(&url, StoreOptions::default())
                 .await
                 .map_err(|e| e.to_string())?;
             let access = simgate::service::access::AccessService::new(store);
             let caller = simgate::service::Caller::system("KeysCreateCli");
             let (key, token) = access
-                .create_key(&caller, role, customer, name, None, simgate::clock::Clock::now(&simgate::clock::SystemClock))
+                .create_key(
+                    &caller,
+                    role,
+                    customer,
+                    name,
+                    None,
+                    simgate::clock::Clock::now(&simgate::clock::SystemClock),
+                )
                 .await
                 .map_err(|e| match e {
                     simgate::service::access::AccessError::Forbidden(f) => f.0,

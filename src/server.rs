@@ -31,11 +31,15 @@ pub const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
 /// Largest request of the services that take no bulk input.
 pub const SMALL_MESSAGE_BYTES: usize = 64 * 1024;
 
-fn tls_config(cfg: &crate::config::TlsConfig) -> Result<tonic::transport::ServerTlsConfig, StartError> {
+fn tls_config(
+    cfg: &crate::config::TlsConfig,
+) -> Result<tonic::transport::ServerTlsConfig, StartError> {
     let read = |p: &std::path::Path| {
-        std::fs::read(p).map_err(|e| StartError::Config(format!("tls: cannot read {}: {e}", p.display())))
+        std::fs::read(p)
+            .map_err(|e| StartError::Config(format!("tls: cannot read {}: {e}", p.display())))
     };
-    let identity = tonic::transport::Identity::from_pem(read(&cfg.cert_path)?, read(&cfg.key_path)?);
+    let identity =
+        tonic::transport::Identity::from_pem(read(&cfg.cert_path)?, read(&cfg.key_path)?);
     let mut tls = tonic::transport::ServerTlsConfig::new().identity(identity);
     if let Some(ca) = &cfg.client_ca_path {
         tls = tls.client_ca_root(tonic::transport::Certificate::from_pem(read(ca)?));
@@ -100,6 +104,23 @@ impl ServerBuilder {
         self
     }
 
+    /// Requests per second each API key may make.
+    pub fn rate_limit_per_key(mut self, per_second: u32) -> Self {
+        self.config.rate_limit_per_key = Some(per_second.max(1));
+        self
+    }
+
+    /// Serve TLS with these files.
+    pub fn tls(mut self, tls: crate::config::TlsConfig) -> Self {
+        self.config.tls = Some(tls);
+        self
+    }
+
+    pub fn data_dir(mut self, dir: impl Into<std::path::PathBuf>) -> Self {
+        self.config.data_dir = Some(dir.into());
+        self
+    }
+
     pub fn engine_interval_ms(mut self, ms: u64) -> Self {
         self.config.engine_interval_ms = Some(ms.max(1));
         self
@@ -146,8 +167,12 @@ impl ServerBuilder {
         let bootstrap = match bootstrap {
             Some(token) if self.config.bootstrap_key.is_none() => {
                 let dir = data_dir(&self.config, &url);
-                let path = write_secret_file(&dir, "bootstrap-key", &token)
-                    .map_err(|e| StartError::Config(format!("cannot write the bootstrap key into {}: {e}", dir.display())))?;
+                let path = write_secret_file(&dir, "bootstrap-key", &token).map_err(|e| {
+                    StartError::Config(format!(
+                        "cannot write the bootstrap key into {}: {e}",
+                        dir.display()
+                    ))
+                })?;
                 Some(Bootstrap { token, path })
             }
             _ => None,
@@ -155,7 +180,9 @@ impl ServerBuilder {
         let auth = Authenticator::new(
             store.clone(),
             clock.clone(),
-            self.config.rate_limit_per_key.unwrap_or(DEFAULT_RATE_PER_KEY),
+            self.config
+                .rate_limit_per_key
+                .unwrap_or(DEFAULT_RATE_PER_KEY),
         );
         Ok(App {
             access,
@@ -198,7 +225,11 @@ fn data_dir(config: &Config, url: &str) -> std::path::PathBuf {
 }
 
 /// Writes a secret to `dir/name`, readable and writable by its owner only.
-fn write_secret_file(dir: &std::path::Path, name: &str, secret: &str) -> std::io::Result<std::path::PathBuf> {
+fn write_secret_file(
+    dir: &std::path::Path,
+    name: &str,
+    secret: &str,
+) -> std::io::Result<std::path::PathBuf> {
     use std::io::Write;
     std::fs::create_dir_all(dir)?;
     let path = dir.join(name);

@@ -21,8 +21,16 @@ pub struct AccessApi {
 }
 
 impl AccessApi {
-    pub fn new(access: AccessService, auth: Authenticator, clock: std::sync::Arc<dyn Clock>) -> AccessApi {
-        AccessApi { access, auth, clock }
+    pub fn new(
+        access: AccessService,
+        auth: Authenticator,
+        clock: std::sync::Arc<dyn Clock>,
+    ) -> AccessApi {
+        AccessApi {
+            access,
+            auth,
+            clock,
+        }
     }
 }
 
@@ -62,7 +70,10 @@ impl pb::access_service_server::AccessService for AccessApi {
         &self,
         request: Request<pb::CreateApiKeyRequest>,
     ) -> Result<Response<pb::CreateApiKeyResponse>, Status> {
-        let caller = self.auth.caller(&request, "CreateApiKey", Permission::ManageKeys).await?;
+        let caller = self
+            .auth
+            .caller(&request, "CreateApiKey", Permission::ManageKeys)
+            .await?;
         let req = request.into_inner();
         let mut violations = Vec::new();
         let role = match pb::Role::try_from(req.role) {
@@ -80,7 +91,10 @@ impl pb::access_service_server::AccessService for AccessApi {
             .ok()
             .flatten();
         if req.name.chars().count() > 100 {
-            violations.push(FieldViolation::new("name", "must be at most 100 characters"));
+            violations.push(FieldViolation::new(
+                "name",
+                "must be at most 100 characters",
+            ));
         }
         let expires_at = match &req.expires_at {
             None => None,
@@ -97,7 +111,14 @@ impl pb::access_service_server::AccessService for AccessApi {
         };
         let (key, secret) = self
             .access
-            .create_key(&caller, role, customer, req.name, expires_at, self.clock.now())
+            .create_key(
+                &caller,
+                role,
+                customer,
+                req.name,
+                expires_at,
+                self.clock.now(),
+            )
             .await?;
         Ok(Response::new(pb::CreateApiKeyResponse {
             key: Some(key_to_pb(&key)),
@@ -109,7 +130,10 @@ impl pb::access_service_server::AccessService for AccessApi {
         &self,
         request: Request<pb::ListApiKeysRequest>,
     ) -> Result<Response<pb::ListApiKeysResponse>, Status> {
-        let caller = self.auth.caller(&request, "ListApiKeys", Permission::ManageKeys).await?;
+        let caller = self
+            .auth
+            .caller(&request, "ListApiKeys", Permission::ManageKeys)
+            .await?;
         let customer = optional_customer("customer_id", &request.get_ref().customer_id)
             .map_err(|v| invalid_argument(vec![v]))?;
         let keys = self.access.list_keys(&caller, customer.as_deref()).await?;
@@ -122,12 +146,21 @@ impl pb::access_service_server::AccessService for AccessApi {
         &self,
         request: Request<pb::RevokeApiKeyRequest>,
     ) -> Result<Response<pb::ApiKey>, Status> {
-        let caller = self.auth.caller(&request, "RevokeApiKey", Permission::ManageKeys).await?;
+        let caller = self
+            .auth
+            .caller(&request, "RevokeApiKey", Permission::ManageKeys)
+            .await?;
         let key_id = request.into_inner().key_id;
         if key_id.len() != 16 || !key_id.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(invalid_field("key_id", "must be the 16 hex digits of a key id"));
+            return Err(invalid_field(
+                "key_id",
+                "must be the 16 hex digits of a key id",
+            ));
         }
-        let key = self.access.revoke_key(&caller, &key_id, self.clock.now()).await?;
+        let key = self
+            .access
+            .revoke_key(&caller, &key_id, self.clock.now())
+            .await?;
         Ok(Response::new(key_to_pb(&key)))
     }
 
@@ -135,7 +168,10 @@ impl pb::access_service_server::AccessService for AccessApi {
         &self,
         request: Request<pb::ListAuditEntriesRequest>,
     ) -> Result<Response<pb::ListAuditEntriesResponse>, Status> {
-        let caller = self.auth.caller(&request, "ListAuditEntries", Permission::ReadAudit).await?;
+        let caller = self
+            .auth
+            .caller(&request, "ListAuditEntries", Permission::ReadAudit)
+            .await?;
         let req = request.into_inner();
         let page_size = match req.page_size {
             0 => 100,
@@ -160,7 +196,10 @@ impl pb::access_service_server::AccessService for AccessApi {
             customer_id: text(req.customer_id),
             method: text(req.method),
         };
-        let mut entries = self.access.audit(&caller, filter, before, page_size + 1).await?;
+        let mut entries = self
+            .access
+            .audit(&caller, filter, before, page_size + 1)
+            .await?;
         let more = entries.len() > page_size as usize;
         entries.truncate(page_size as usize);
         let next_page_token = match (more, entries.last()) {

@@ -7,15 +7,15 @@ use base64::Engine;
 use serde::{Deserialize, Serialize};
 use tonic::{Request, Response, Status};
 
+use super::auth::{forbidden, Authenticator};
 use super::convert::{self, card_to_pb, MAX_RECHARGE_FEN, MAX_RENEW_MONTHS};
 use super::error::{invalid_argument, invalid_field};
-use super::auth::{forbidden, Authenticator};
 use crate::auth::Permission;
 use crate::domain::diagnosis::Lang;
-use crate::service::access::Forbidden;
 use crate::domain::ids::CarrierCheck;
 use crate::domain::{Card, Fen, Iccid};
 use crate::pb;
+use crate::service::access::Forbidden;
 use crate::service::{CardService, FieldViolation};
 use crate::store::CardFilter;
 
@@ -158,7 +158,10 @@ impl pb::card_service_server::CardService for CardApi {
         &self,
         request: Request<pb::ImportCardsRequest>,
     ) -> Result<Response<pb::ImportCardsResponse>, Status> {
-        let caller = self.auth.caller(&request, "ImportCards", Permission::Import).await?;
+        let caller = self
+            .auth
+            .caller(&request, "ImportCards", Permission::Import)
+            .await?;
         let req = request.into_inner();
         if req.cards.is_empty() {
             return Err(invalid_field("cards", "at least one card is required"));
@@ -222,7 +225,10 @@ impl pb::card_service_server::CardService for CardApi {
         &self,
         request: Request<pb::GetCardRequest>,
     ) -> Result<Response<pb::Card>, Status> {
-        let caller = self.auth.caller(&request, "GetCard", Permission::Read).await?;
+        let caller = self
+            .auth
+            .caller(&request, "GetCard", Permission::Read)
+            .await?;
         let iccid = iccid(&request.get_ref().iccid)?;
         let card = self.service.get(&iccid, &caller).await?;
         Ok(Response::new(self.card(&card)))
@@ -232,7 +238,10 @@ impl pb::card_service_server::CardService for CardApi {
         &self,
         request: Request<pb::ListCardsRequest>,
     ) -> Result<Response<pb::ListCardsResponse>, Status> {
-        let caller = self.auth.caller(&request, "ListCards", Permission::Read).await?;
+        let caller = self
+            .auth
+            .caller(&request, "ListCards", Permission::Read)
+            .await?;
         let req = request.into_inner();
         let page_size = page_size(req.page_size)?;
         let filter = list_filter(&req)?;
@@ -258,7 +267,10 @@ impl pb::card_service_server::CardService for CardApi {
         &self,
         request: Request<pb::SuspendCardRequest>,
     ) -> Result<Response<pb::Card>, Status> {
-        let caller = self.auth.caller(&request, "SuspendCard", Permission::Operate).await?;
+        let caller = self
+            .auth
+            .caller(&request, "SuspendCard", Permission::Operate)
+            .await?;
         let iccid = iccid(&request.get_ref().iccid)?;
         let card = self.service.suspend(&iccid, &caller).await?;
         Ok(Response::new(self.card(&card)))
@@ -268,7 +280,10 @@ impl pb::card_service_server::CardService for CardApi {
         &self,
         request: Request<pb::ResumeCardRequest>,
     ) -> Result<Response<pb::Card>, Status> {
-        let caller = self.auth.caller(&request, "ResumeCard", Permission::Operate).await?;
+        let caller = self
+            .auth
+            .caller(&request, "ResumeCard", Permission::Operate)
+            .await?;
         let iccid = iccid(&request.get_ref().iccid)?;
         let card = self.service.resume(&iccid, &caller).await?;
         Ok(Response::new(self.card(&card)))
@@ -278,7 +293,10 @@ impl pb::card_service_server::CardService for CardApi {
         &self,
         request: Request<pb::RechargeRequest>,
     ) -> Result<Response<pb::RechargeResponse>, Status> {
-        let caller = self.auth.caller(&request, "Recharge", Permission::Operate).await?;
+        let caller = self
+            .auth
+            .caller(&request, "Recharge", Permission::Operate)
+            .await?;
         let req = request.into_inner();
         let mut violations = Vec::new();
         let iccid = convert::iccid_field("iccid", &req.iccid)
@@ -293,7 +311,10 @@ impl pb::card_service_server::CardService for CardApi {
         let Some(iccid) = iccid.filter(|_| violations.is_empty()) else {
             return Err(invalid_argument(violations));
         };
-        let (before, after) = self.service.recharge(&iccid, Fen(req.amount_fen), &caller).await?;
+        let (before, after) = self
+            .service
+            .recharge(&iccid, Fen(req.amount_fen), &caller)
+            .await?;
         Ok(Response::new(pb::RechargeResponse {
             balance_before_fen: before.balance.0,
             balance_after_fen: after.balance.0,
@@ -305,7 +326,10 @@ impl pb::card_service_server::CardService for CardApi {
         &self,
         request: Request<pb::RenewPlanRequest>,
     ) -> Result<Response<pb::Card>, Status> {
-        let caller = self.auth.caller(&request, "RenewPlan", Permission::Operate).await?;
+        let caller = self
+            .auth
+            .caller(&request, "RenewPlan", Permission::Operate)
+            .await?;
         let req = request.into_inner();
         let mut violations = Vec::new();
         let iccid = convert::iccid_field("iccid", &req.iccid)
@@ -328,7 +352,10 @@ impl pb::card_service_server::CardService for CardApi {
         &self,
         request: Request<pb::VerifyRealNameRequest>,
     ) -> Result<Response<pb::Card>, Status> {
-        let caller = self.auth.caller(&request, "VerifyRealName", Permission::Operate).await?;
+        let caller = self
+            .auth
+            .caller(&request, "VerifyRealName", Permission::Operate)
+            .await?;
         let iccid = iccid(&request.get_ref().iccid)?;
         let card = self.service.verify_real_name(&iccid, &caller).await?;
         Ok(Response::new(self.card(&card)))
@@ -338,7 +365,10 @@ impl pb::card_service_server::CardService for CardApi {
         &self,
         request: Request<pb::ListCardEventsRequest>,
     ) -> Result<Response<pb::ListCardEventsResponse>, Status> {
-        let caller = self.auth.caller(&request, "ListCardEvents", Permission::Read).await?;
+        let caller = self
+            .auth
+            .caller(&request, "ListCardEvents", Permission::Read)
+            .await?;
         let req = request.into_inner();
         let iccid = iccid(&req.iccid)?;
         let page_size = page_size(req.page_size)?;
@@ -350,7 +380,10 @@ impl pb::card_service_server::CardService for CardApi {
                 .ok_or_else(|| invalid_field("page_token", "is not a token this server issued"))?
         };
         // NOT_FOUND for an unknown (or another customer's) card, not an empty history.
-        let mut events = self.service.events(&iccid, after, page_size + 1, &caller).await?;
+        let mut events = self
+            .service
+            .events(&iccid, after, page_size + 1, &caller)
+            .await?;
         let more = events.len() > page_size as usize;
         events.truncate(page_size as usize);
         let next_page_token = match (more, events.last()) {
@@ -367,7 +400,10 @@ impl pb::card_service_server::CardService for CardApi {
         &self,
         request: Request<pb::DiagnoseCardRequest>,
     ) -> Result<Response<pb::Diagnosis>, Status> {
-        let caller = self.auth.caller(&request, "DiagnoseCard", Permission::Read).await?;
+        let caller = self
+            .auth
+            .caller(&request, "DiagnoseCard", Permission::Read)
+            .await?;
         let accept = request
             .metadata()
             .get("accept-language")
@@ -384,7 +420,10 @@ impl pb::card_service_server::CardService for CardApi {
         &self,
         request: Request<pb::GetUsageRequest>,
     ) -> Result<Response<pb::Usage>, Status> {
-        let caller = self.auth.caller(&request, "GetUsage", Permission::Read).await?;
+        let caller = self
+            .auth
+            .caller(&request, "GetUsage", Permission::Read)
+            .await?;
         let iccid = iccid(&request.get_ref().iccid)?;
         let u = self.service.usage(&iccid, &caller).await?;
         let permille = u.used_bytes.saturating_mul(1000) / u.quota_bytes.max(1);

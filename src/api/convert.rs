@@ -20,7 +20,7 @@ pub const MAX_ABS_BALANCE_FEN: i64 = 10_000_000_000;
 /// Largest monthly fee: 10 million yuan.
 pub const MAX_MONTHLY_FEE_FEN: i64 = 1_000_000_000;
 /// Largest amount of one recharge: 100,000 yuan.
-pub const MAX_RECHARGE_FEN: i64 = 10_000_000;
+pub const MAX_RECHARGE_FEN: i64 = crate::domain::money::MAX_RECHARGE.0;
 pub const MAX_RENEW_MONTHS: u32 = 60;
 pub const MAX_CUSTOMER_ID_LEN: usize = 64;
 
@@ -266,7 +266,7 @@ pub fn new_card(
             LifecycleStage::Billing
         }
     };
-    if input.balance_fen.abs() > MAX_ABS_BALANCE_FEN {
+    if !(-MAX_ABS_BALANCE_FEN..=MAX_ABS_BALANCE_FEN).contains(&input.balance_fen) {
         out.push(FieldViolation::new(
             f("balance_fen"),
             format!("must be within ±{MAX_ABS_BALANCE_FEN} fen"),

@@ -7,11 +7,11 @@ use chrono::{DateTime, Utc};
 use tonic::{Code, Request, Response, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
+use super::auth::Authenticator;
 use super::convert::{
     card_to_pb, carrier_from_pb, carrier_to_pb, from_timestamp, iccid_field, timestamp,
 };
 use super::error::{invalid_argument, invalid_field, ERROR_DOMAIN};
-use super::auth::Authenticator;
 use crate::auth::Permission;
 use crate::carrier::sim::{Fault, SimCarrier, Simulators};
 use crate::carrier::{CarrierCard, CarrierError, ServiceState};
@@ -129,7 +129,9 @@ impl pb::simulator_service_server::SimulatorService for SimulatorApi {
         &self,
         request: Request<pb::GetClockRequest>,
     ) -> Result<Response<pb::ClockResponse>, Status> {
-        self.auth.caller(&request, "GetClock", Permission::Simulate).await?;
+        self.auth
+            .caller(&request, "GetClock", Permission::Simulate)
+            .await?;
         Ok(Response::new(pb::ClockResponse {
             now: Some(timestamp(self.clock.now())),
             cards_changed: 0,
@@ -141,7 +143,9 @@ impl pb::simulator_service_server::SimulatorService for SimulatorApi {
         &self,
         request: Request<pb::AdvanceClockRequest>,
     ) -> Result<Response<pb::ClockResponse>, Status> {
-        self.auth.caller(&request, "AdvanceClock", Permission::Simulate).await?;
+        self.auth
+            .caller(&request, "AdvanceClock", Permission::Simulate)
+            .await?;
         let by = request
             .into_inner()
             .by
@@ -166,7 +170,9 @@ impl pb::simulator_service_server::SimulatorService for SimulatorApi {
         &self,
         request: Request<pb::SetClockRequest>,
     ) -> Result<Response<pb::ClockResponse>, Status> {
-        self.auth.caller(&request, "SetClock", Permission::Simulate).await?;
+        self.auth
+            .caller(&request, "SetClock", Permission::Simulate)
+            .await?;
         let now = self.clock.now();
         let to = request
             .into_inner()
@@ -188,7 +194,9 @@ impl pb::simulator_service_server::SimulatorService for SimulatorApi {
         &self,
         request: Request<pb::GetCarrierCardRequest>,
     ) -> Result<Response<pb::CarrierCard>, Status> {
-        self.auth.caller(&request, "GetCarrierCard", Permission::Simulate).await?;
+        self.auth
+            .caller(&request, "GetCarrierCard", Permission::Simulate)
+            .await?;
         let req = request.into_inner();
         let (sim, iccid) = self.target(req.carrier, Some(&req.iccid))?;
         let iccid = iccid.ok_or_else(|| invalid_field("iccid", "is required"))?;
@@ -203,7 +211,9 @@ impl pb::simulator_service_server::SimulatorService for SimulatorApi {
         &self,
         request: Request<pb::RecordUsageRequest>,
     ) -> Result<Response<pb::RecordUsageResponse>, Status> {
-        self.auth.caller(&request, "RecordUsage", Permission::Simulate).await?;
+        self.auth
+            .caller(&request, "RecordUsage", Permission::Simulate)
+            .await?;
         let req = request.into_inner();
         let (sim, iccid) = self.target(req.carrier, Some(&req.iccid))?;
         let iccid = iccid.ok_or_else(|| invalid_field("iccid", "is required"))?;
@@ -234,7 +244,9 @@ impl pb::simulator_service_server::SimulatorService for SimulatorApi {
         &self,
         request: Request<pb::InjectFaultRequest>,
     ) -> Result<Response<pb::InjectFaultResponse>, Status> {
-        self.auth.caller(&request, "InjectFault", Permission::Simulate).await?;
+        self.auth
+            .caller(&request, "InjectFault", Permission::Simulate)
+            .await?;
         let req = request.into_inner();
         let (sim, _) = self.target(req.carrier, None)?;
         let fault = match pb::FaultKind::try_from(req.kind) {

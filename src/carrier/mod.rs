@@ -64,6 +64,8 @@ pub struct CarrierCard {
     pub iccid: Iccid,
     pub state: ServiceState,
     pub cycle_usage_bytes: u64,
+    /// Start of the billing cycle `cycle_usage_bytes` belongs to, when the carrier says.
+    pub usage_cycle_start: Option<chrono::DateTime<chrono::Utc>>,
     /// The last data session the carrier saw, if any.
     pub last_session_at: Option<chrono::DateTime<chrono::Utc>>,
     /// How many stop/restore changes the carrier applied (lets tests prove nothing was doubled).

@@ -12,6 +12,9 @@ use crate::clock::Clock;
 use crate::domain::{CarrierId, CarrierPolicy, Iccid};
 use crate::store::Store;
 
+/// Largest cycle usage a simulated card can record (2^62 bytes).
+const USAGE_LIMIT: u64 = 1 << 62;
+
 /// How the next mutating calls of a simulated carrier fail.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fault {
@@ -65,6 +68,14 @@ impl SimCarrier {
         iccid: &Iccid,
         bytes: u64,
     ) -> Result<CarrierCard, CarrierError> {
+        // Counters are 64-bit signed in storage; refuse what would overflow them.
+        let current = self.card(iccid).await?;
+        if current.cycle_usage_bytes.saturating_add(bytes) > USAGE_LIMIT {
+            return Err(CarrierError::Rejected {
+                code: "USAGE_TOO_LARGE".into(),
+                message: format!("cycle usage would exceed {USAGE_LIMIT} bytes"),
+            });
+        }
         let found = self
             .store
             .sim_add_usage(

@@ -8,6 +8,7 @@
 use chrono::{DateTime, Duration, Utc};
 use chrono_tz::Asia::Shanghai;
 
+use super::money::MAX_RECHARGE;
 use super::policy::end_of_local_day;
 use super::{
     ArrearsRecovery, Card, CardStatus, CarrierId, CarrierPolicy, Fen, LifecycleStage,
@@ -411,7 +412,7 @@ impl Ctx<'_> {
         let recommended = Fen(debt.0.saturating_add(self.next_fee().0));
         evidence.push(ev("recommended_recharge_fen", recommended.0, "fen"));
         let mut steps = vec![Step {
-            cost: recommended,
+            cost: recommended.min(MAX_RECHARGE),
             ..step(
                 Action::Recharge,
                 tr(
@@ -429,6 +430,31 @@ impl Ctx<'_> {
                 ),
             )
         }];
+        // One recharge carries at most MAX_RECHARGE: a larger debt takes several.
+        let mut left = recommended.0 - recommended.0.min(MAX_RECHARGE.0);
+        while left > 0 {
+            let part = Fen(left.min(MAX_RECHARGE.0));
+            left -= part.0;
+            steps.push(Step {
+                cost: part,
+                ..step(
+                    Action::Recharge,
+                    tr(
+                        lang,
+                        format!(
+                            "继续充值 {}（单次充值上限 {}）。",
+                            money(lang, part),
+                            money(lang, MAX_RECHARGE)
+                        ),
+                        format!(
+                            "Recharge a further {} (one recharge carries at most {}).",
+                            money(lang, part),
+                            money(lang, MAX_RECHARGE)
+                        ),
+                    ),
+                )
+            });
+        }
         if manual {
             steps.push(step(
                 Action::ResumeCard,
@@ -1084,6 +1110,28 @@ mod tests {
             f.steps[0].text
         );
         assert!(f.steps[0].text.contains("restores the card automatically"));
+    }
+
+    #[test]
+    fn a_debt_above_one_recharge_is_split_into_recharges_within_the_limit() {
+        let card = card_with(CarrierId::Mobile, |n| n.balance = Fen(-25_000_000));
+        let d = run(&card, &online(), &[], Lang::En);
+        let costs: Vec<_> = d.findings[0]
+            .steps
+            .iter()
+            .map(|s| (s.action, s.cost))
+            .collect();
+        assert_eq!(
+            costs,
+            vec![
+                (Action::Recharge, MAX_RECHARGE),
+                (Action::Recharge, MAX_RECHARGE),
+                (
+                    Action::Recharge,
+                    Fen(25_000_000 + 1200 - 2 * MAX_RECHARGE.0)
+                ),
+            ]
+        );
     }
 
     #[test]

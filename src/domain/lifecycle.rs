@@ -261,7 +261,8 @@ pub fn accrue_usage(
     cycle_total: u64,
     now: DateTime<Utc>,
 ) -> Transition {
-    if card.cancelled || cycle_total == card.cycle_usage_bytes {
+    // Usage never goes down within a cycle: a lower total is a stale read.
+    if card.cancelled || cycle_total <= card.cycle_usage_bytes {
         return Transition::none(card);
     }
     let usage = Cause::Usage;
@@ -611,6 +612,21 @@ mod tests {
             t.events.is_empty(),
             "the overage is recorded once per cycle"
         );
+    }
+
+    #[test]
+    fn usage_never_goes_down_within_a_cycle() {
+        let p = policy(CarrierId::Mobile);
+        let mut n = new_card(CarrierId::Mobile);
+        n.stage = LifecycleStage::Test;
+        let card = open(n);
+        let t = accrue_usage(&card, &p, 60 << 20, now());
+        // A stale read of 50 MiB arriving late must not make the next 60 MiB count twice.
+        let stale = accrue_usage(&t.card, &p, 50 << 20, now());
+        assert!(!stale.changed);
+        let again = accrue_usage(&stale.card, &p, 60 << 20, now());
+        assert!(!again.changed);
+        assert_eq!(again.card.test_used_bytes, 60 << 20);
     }
 
     #[test]

@@ -18,6 +18,9 @@ use std::fmt;
 #[serde(transparent)]
 pub struct Fen(pub i64);
 
+/// Largest amount one recharge may carry: 100,000 yuan.
+pub const MAX_RECHARGE: Fen = Fen(10_000_000);
+
 impl Fen {
     pub const ZERO: Fen = Fen(0);
 

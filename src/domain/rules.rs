@@ -371,24 +371,28 @@ pub fn renew(
 ) -> Result<Transition, RuleViolation> {
     ensure_not_cancelled(card)?;
     let mut next = card.clone();
-    let base = card.plan.validity_end.max(now);
-    next.plan.validity_end = add_months(base, months);
     if card.stop_reasons.contains(StopReason::Expired) {
         // Renewed: the number is no longer heading for release and retention fees stop.
         next.retention_ends_at = None;
         next.retention_fee_next_at = None;
-        match policy.renewal_restore {
-            RenewalRestore::Immediate => {
-                next.stop_reasons.remove(StopReason::Expired);
-                next.expiry_restore_at = None;
-            }
-            RenewalRestore::SameDay => {
-                next.expiry_restore_at = Some(end_of_local_day(now));
-            }
-            RenewalRestore::NextCycle => {
-                next.expiry_restore_at = Some(policy.cycle_bounds(now).1);
-            }
+        let restore_at = match policy.renewal_restore {
+            RenewalRestore::Immediate => now,
+            RenewalRestore::SameDay => end_of_local_day(now),
+            RenewalRestore::NextCycle => policy.cycle_bounds(now).1,
+        };
+        // A restore already scheduled by an earlier renewal keeps its time.
+        let restore_at = card.expiry_restore_at.unwrap_or(restore_at);
+        if restore_at <= now {
+            next.stop_reasons.remove(StopReason::Expired);
+            next.expiry_restore_at = None;
+        } else {
+            next.expiry_restore_at = Some(restore_at);
         }
+        // The renewed months are months of service: they run from the restore, not from the
+        // renewal, so a card restored at the next cycle is not charged for days it was stopped.
+        next.plan.validity_end = add_months(card.plan.validity_end.max(restore_at), months);
+    } else {
+        next.plan.validity_end = add_months(card.plan.validity_end.max(now), months);
     }
     Ok(transition(card, next, now, "card.renewed", Fen::ZERO))
 }
@@ -728,6 +732,23 @@ pub(crate) mod tests {
         let due = Shanghai.with_ymd_and_hms(2026, 11, 27, 0, 0, 0).unwrap();
         assert_eq!(t.card.expiry_restore_at, Some(due.with_timezone(&Utc)));
         assert_eq!(t.action, None);
+    }
+
+    #[test]
+    fn renewed_months_run_from_the_restore_when_the_carrier_restores_later() {
+        let card = expired(CarrierId::Unicom);
+        let p = policy(CarrierId::Unicom);
+        let t = renew(&card, &p, 1, now()).unwrap();
+        let restore = p.cycle_bounds(now()).1;
+        assert_eq!(t.card.expiry_restore_at, Some(restore));
+        assert_eq!(t.card.plan.validity_end, add_months(restore, 1));
+        // Renewing again extends the same plan and keeps the scheduled restore.
+        let t2 = renew(&t.card, &p, 2, now()).unwrap();
+        assert_eq!(t2.card.expiry_restore_at, Some(restore));
+        assert_eq!(
+            t2.card.plan.validity_end,
+            add_months(add_months(restore, 1), 2)
+        );
     }
 
     #[test]

@@ -75,9 +75,9 @@ impl AccessService {
             ))));
         }
         let new = auth::generate().map_err(|e| {
-            AccessError::Service(ServiceError::Store(crate::store::StoreError::Corrupt(format!(
-                "no randomness for a key: {e}"
-            ))))
+            AccessError::Service(ServiceError::Store(crate::store::StoreError::Corrupt(
+                format!("no randomness for a key: {e}"),
+            )))
         })?;
         let key = ApiKey {
             key_id: new.key_id.clone(),
@@ -102,7 +102,11 @@ impl AccessService {
 
     /// Keys the caller may see: all (or one customer's) for the reseller admin, its own
     /// customer's for a customer admin.
-    pub async fn list_keys(&self, caller: &Caller, customer_id: Option<&str>) -> Result<Vec<ApiKey>> {
+    pub async fn list_keys(
+        &self,
+        caller: &Caller,
+        customer_id: Option<&str>,
+    ) -> Result<Vec<ApiKey>> {
         let scope = caller.principal.customer_id.as_deref().or(customer_id);
         if caller.principal.customer_id.is_some() && customer_id.is_some_and(|c| Some(c) != scope) {
             return Ok(Vec::new());
@@ -111,7 +115,12 @@ impl AccessService {
     }
 
     /// Revokes a key the caller may see; another customer's key is NOT_FOUND.
-    pub async fn revoke_key(&self, caller: &Caller, key_id: &str, now: DateTime<Utc>) -> Result<ApiKey> {
+    pub async fn revoke_key(
+        &self,
+        caller: &Caller,
+        key_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<ApiKey> {
         let visible = self
             .store
             .get_key(key_id)
@@ -124,7 +133,13 @@ impl AccessService {
         let Some(mut key) = visible else {
             return Err(ServiceError::NotFound(format!("key {key_id}")));
         };
-        let audit = caller.audit(now, None, key.customer_id.as_deref(), "OK", format!("revoked key {key_id}"));
+        let audit = caller.audit(
+            now,
+            None,
+            key.customer_id.as_deref(),
+            "OK",
+            format!("revoked key {key_id}"),
+        );
         self.store.revoke_key(key_id, now, &audit).await?;
         key.revoked_at = key.revoked_at.or(Some(now));
         Ok(key)
@@ -149,13 +164,23 @@ impl AccessService {
 
     /// Makes sure a reseller-admin key exists: the given one (from SIMGATE_BOOTSTRAP_KEY), or
     /// on an empty key table a new one. Returns the token when one was created.
-    pub async fn bootstrap(&self, given: Option<&str>, now: DateTime<Utc>) -> std::result::Result<Option<String>, String> {
+    pub async fn bootstrap(
+        &self,
+        given: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> std::result::Result<Option<String>, String> {
         let new = match given {
             Some(token) => {
                 let new = auth::from_token(token).ok_or(
                     "SIMGATE_BOOTSTRAP_KEY is not a key: expected sgk_<16 hex>_<at least 22 characters of [A-Za-z0-9_-]>",
                 )?;
-                if self.store.get_key(&new.key_id).await.map_err(|e| e.to_string())?.is_some() {
+                if self
+                    .store
+                    .get_key(&new.key_id)
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .is_some()
+                {
                     return Ok(None);
                 }
                 new
@@ -177,7 +202,10 @@ impl AccessService {
             expires_at: None,
             revoked_at: None,
         };
-        self.store.insert_key(&new, &key, None).await.map_err(|e| e.to_string())?;
+        self.store
+            .insert_key(&new, &key, None)
+            .await
+            .map_err(|e| e.to_string())?;
         Ok(Some(new.token))
     }
 }

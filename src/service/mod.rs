@@ -15,6 +15,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use tracing::{info, warn};
 
+use crate::auth::Principal;
 use crate::carrier::{Carrier, CarrierError, Carriers, OnboardCard, ServiceState};
 use crate::clock::Clock;
 use crate::domain::diagnosis::{self, Diagnosis};
@@ -23,7 +24,6 @@ use crate::domain::rules::{self, NewCard};
 use crate::domain::{
     Card, CarrierAction, CarrierId, CarrierPolicy, Fen, Iccid, RuleViolation, Transition,
 };
-use crate::auth::Principal;
 use crate::store::{AuditRecord, CardFilter, Store, StoreError};
 
 use locks::CardLocks;
@@ -106,7 +106,14 @@ impl Caller {
         }
     }
 
-    fn audit(&self, at: DateTime<Utc>, iccid: Option<&Iccid>, customer: Option<&str>, result: &str, detail: String) -> AuditRecord {
+    fn audit(
+        &self,
+        at: DateTime<Utc>,
+        iccid: Option<&Iccid>,
+        customer: Option<&str>,
+        result: &str,
+        detail: String,
+    ) -> AuditRecord {
         AuditRecord {
             at,
             key_id: self.principal.key_id.clone(),
@@ -128,7 +135,9 @@ fn result_name(e: &ServiceError) -> String {
         ServiceError::Rule(r) => format!("FAILED_PRECONDITION:{}", r.reason()),
         ServiceError::AlreadyExists { .. } => "ALREADY_EXISTS".into(),
         ServiceError::Carrier { error, .. } => format!("CARRIER:{error}"),
-        ServiceError::CarrierNotConfigured(_) => "FAILED_PRECONDITION:CARRIER_NOT_CONFIGURED".into(),
+        ServiceError::CarrierNotConfigured(_) => {
+            "FAILED_PRECONDITION:CARRIER_NOT_CONFIGURED".into()
+        }
         ServiceError::Conflict => "ABORTED".into(),
         ServiceError::Store(_) => "INTERNAL".into(),
     }
@@ -186,7 +195,11 @@ impl CardService {
 
     /// Registers validated cards, all or none. Each card's starting state is derived from its
     /// facts (balance, real-name, usage, validity) under its carrier's policy.
-    pub async fn import(&self, rows: Vec<NewCard>, caller: &Caller) -> Result<(usize, Vec<ImportWarning>)> {
+    pub async fn import(
+        &self,
+        rows: Vec<NewCard>,
+        caller: &Caller,
+    ) -> Result<(usize, Vec<ImportWarning>)> {
         let now = self.now();
         let result = self.import_rows(rows, caller, now).await;
         if let Err(e) = &result {
@@ -205,6 +218,10 @@ impl CardService {
         for row in rows {
             let policy = self.policy(row.carrier)?;
             cards.push(rules::open_card(row, policy, now));
+        }
+        // Refuse duplicates before any carrier hears of the import.
+        if let Err(e) = self.store.ensure_new(&cards).await {
+            return Err(duplicate_row(&cards, e));
         }
         let mut by_carrier: BTreeMap<CarrierId, Vec<OnboardCard>> = BTreeMap::new();
         for c in &cards {
@@ -234,20 +251,8 @@ impl CardService {
             "OK",
             format!("imported {} cards", cards.len()),
         );
-        match self.store.insert_cards(&cards, Some(&audit)).await {
-            Ok(()) => {}
-            Err(StoreError::Duplicate { field, value }) => {
-                let row = cards.iter().position(|c| {
-                    c.iccid.as_str() == value
-                        || c.msisdn.as_ref().is_some_and(|m| m.as_str() == value)
-                });
-                let field = match row {
-                    Some(i) => format!("cards[{i}].{field}"),
-                    None => field.to_string(),
-                };
-                return Err(ServiceError::AlreadyExists { field, value });
-            }
-            Err(e) => return Err(e.into()),
+        if let Err(e) = self.store.insert_cards(&cards, Some(&audit)).await {
+            return Err(duplicate_row(&cards, e));
         }
         let warnings = cards
             .iter()
@@ -315,7 +320,12 @@ impl CardService {
     }
 
     /// Returns the card before and after, so the caller sees the balance move.
-    pub async fn recharge(&self, iccid: &Iccid, amount: Fen, caller: &Caller) -> Result<(Card, Card)> {
+    pub async fn recharge(
+        &self,
+        iccid: &Iccid,
+        amount: Fen,
+        caller: &Caller,
+    ) -> Result<(Card, Card)> {
         self.mutate(iccid, caller, |card, policy, now| {
             rules::recharge(card, policy, amount, now)
         })
@@ -331,9 +341,11 @@ impl CardService {
     }
 
     pub async fn verify_real_name(&self, iccid: &Iccid, caller: &Caller) -> Result<Card> {
-        self.mutate(iccid, caller, |card, _, now| rules::verify_real_name(card, now))
-            .await
-            .map(|(_, after)| after)
+        self.mutate(iccid, caller, |card, _, now| {
+            rules::verify_real_name(card, now)
+        })
+        .await
+        .map(|(_, after)| after)
     }
 
     /// Records a refused call; the audit must not fail the answer, so a failure is only logged.
@@ -433,20 +445,35 @@ impl CardService {
     /// Reads the card's cycle usage from its carrier and applies what it means (test gift used
     /// up, billing started, over quota). Returns the card as stored afterwards.
     pub async fn sync_usage(&self, iccid: &Iccid) -> Result<Card> {
-        let carrier = self.carrier(self.load(iccid).await?.carrier)?.clone();
-        let total = carrier
+        // Read the carrier under the card's lock, so two syncs cannot apply out of order.
+        let _guard = self.locks.lock(iccid.as_str()).await;
+        let before = self.load(iccid).await?;
+        let carrier = self.carrier(before.carrier)?.clone();
+        let at_carrier = carrier
             .card(iccid)
             .await
             .map_err(|error| ServiceError::Carrier {
                 carrier: carrier.id(),
                 error,
-            })?
-            .cycle_usage_bytes;
-        self.mutate(iccid, &Caller::system("UsageSync"), |card, policy, now| {
-            Ok(lifecycle::accrue_usage(card, policy, total, now))
+            })?;
+        let caller = Caller::system("UsageSync");
+        self.apply(&before, &caller, self.now(), |card, policy, now| {
+            // Usage counted for another cycle than the card's (read just before a rollover)
+            // says nothing about this cycle.
+            if at_carrier
+                .usage_cycle_start
+                .is_some_and(|c| c != card.cycle_start)
+            {
+                return Ok(Transition::none(card));
+            }
+            Ok(lifecycle::accrue_usage(
+                card,
+                policy,
+                at_carrier.cycle_usage_bytes,
+                now,
+            ))
         })
         .await
-        .map(|(_, after)| after)
     }
 
     /// The one path every requested change takes: serialise on the card, bring it up to now,
@@ -461,19 +488,32 @@ impl CardService {
         let before = match self.get(iccid, caller).await {
             Ok(card) => card,
             Err(e) => {
-                self.audit_failure(caller, now, Some(iccid), caller.principal.customer_id.as_deref(), &e)
-                    .await;
+                self.audit_failure(
+                    caller,
+                    now,
+                    Some(iccid),
+                    caller.principal.customer_id.as_deref(),
+                    &e,
+                )
+                .await;
                 return Err(e);
             }
         };
         let result = self.apply(&before, caller, now, rule).await;
         if let Err(e) = &result {
-            self.audit_failure(caller, now, Some(iccid), Some(&before.customer_id), e).await;
+            self.audit_failure(caller, now, Some(iccid), Some(&before.customer_id), e)
+                .await;
         }
         result.map(|after| (before, after))
     }
 
-    async fn apply<F>(&self, before: &Card, caller: &Caller, now: DateTime<Utc>, rule: F) -> Result<Card>
+    async fn apply<F>(
+        &self,
+        before: &Card,
+        caller: &Caller,
+        now: DateTime<Utc>,
+        rule: F,
+    ) -> Result<Card>
     where
         F: FnOnce(&Card, &CarrierPolicy, DateTime<Utc>) -> Result<Transition, RuleViolation>,
     {
@@ -486,7 +526,11 @@ impl CardService {
             Some(&before.iccid),
             Some(&before.customer_id),
             "OK",
-            if t.changed { kinds.join(",") } else { "no change".into() },
+            if t.changed {
+                kinds.join(",")
+            } else {
+                "no change".into()
+            },
         );
         if !t.changed {
             if let Err(e) = self.store.record_audit(&audit).await {
@@ -517,19 +561,51 @@ async fn commit(
             Ok(after)
         }
         Err(e) => {
-            let undo = match t.action {
-                Some(CarrierAction::Stop) => Some(CarrierAction::Restore),
-                Some(CarrierAction::Restore) => Some(CarrierAction::Stop),
-                // A released number cannot be taken back; the next pass records it.
-                Some(CarrierAction::Cancel) | None => None,
-            };
-            if let Some(undo) = undo {
-                if let Err(u) = apply_at_carrier(carrier, &iccid, undo).await {
-                    warn!(iccid = %iccid, error = %u, "could not undo the carrier change after a store failure");
-                }
+            if t.action.is_some() {
+                reconcile(store, carrier, &iccid).await;
             }
             Err(e.into())
         }
+    }
+}
+
+/// After a change reached the carrier but not the store (a concurrent write won, or the store
+/// failed), puts the carrier where the stored card says it should be. Not a blind undo: the
+/// write that won may itself have wanted the carrier's new state.
+async fn reconcile(store: &Store, carrier: &dyn Carrier, iccid: &Iccid) {
+    let fresh = match store.get_card(iccid).await {
+        Ok(Some(card)) => card,
+        Ok(None) => return,
+        Err(e) => {
+            warn!(iccid = %iccid, error = %e, "cannot read the card to reconcile its carrier state");
+            return;
+        }
+    };
+    let action = match service_state(&fresh) {
+        ServiceState::Active => CarrierAction::Restore,
+        ServiceState::Stopped => CarrierAction::Stop,
+        // A released number cannot be taken back.
+        ServiceState::Cancelled => return,
+    };
+    if let Err(e) = apply_at_carrier(carrier, iccid, action).await {
+        warn!(iccid = %iccid, error = %e, "could not reconcile the carrier with the stored card");
+    }
+}
+
+/// Names the import row a duplicate ICCID or MSISDN came from.
+fn duplicate_row(cards: &[Card], e: StoreError) -> ServiceError {
+    match e {
+        StoreError::Duplicate { field, value } => {
+            let row = cards.iter().position(|c| {
+                c.iccid.as_str() == value || c.msisdn.as_ref().is_some_and(|m| m.as_str() == value)
+            });
+            let field = match row {
+                Some(i) => format!("cards[{i}].{field}"),
+                None => field.to_string(),
+            };
+            ServiceError::AlreadyExists { field, value }
+        }
+        other => other.into(),
     }
 }
 

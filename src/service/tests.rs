@@ -125,6 +125,7 @@ async fn an_unknown_outcome_counts_only_if_the_carrier_shows_the_change() {
                 cycle_usage_bytes: 0,
                 changes: 0,
                 last_session_at: None,
+                usage_cycle_start: None,
             })
         });
     m.expect_card()
@@ -137,6 +138,7 @@ async fn an_unknown_outcome_counts_only_if_the_carrier_shows_the_change() {
                 cycle_usage_bytes: 0,
                 changes: 1,
                 last_session_at: None,
+                usage_cycle_start: None,
             })
         });
     let f = fixture(m).await;

@@ -60,12 +60,15 @@ pub(super) async fn insert_audit(
 fn key_from_row(r: &sqlx::any::AnyRow) -> Result<(ApiKey, String), StoreError> {
     let role: String = r.try_get("role")?;
     let opt_time = |col: &str| -> Result<Option<DateTime<Utc>>, StoreError> {
-        r.try_get::<Option<i64>, _>(col)?.map(millis_to_time).transpose()
+        r.try_get::<Option<i64>, _>(col)?
+            .map(millis_to_time)
+            .transpose()
     };
     Ok((
         ApiKey {
             key_id: r.try_get("key_id")?,
-            role: Role::parse(&role).ok_or_else(|| StoreError::Corrupt(format!("role {role:?}")))?,
+            role: Role::parse(&role)
+                .ok_or_else(|| StoreError::Corrupt(format!("role {role:?}")))?,
             customer_id: r.try_get("customer_id")?,
             name: r.try_get("name")?,
             created_at: millis_to_time(r.try_get("created_ms")?)?,
@@ -112,10 +115,12 @@ impl Store {
 
     /// A key and its secret's hash.
     pub async fn get_key(&self, key_id: &str) -> Result<Option<(ApiKey, String)>, StoreError> {
-        let row = sqlx::query(&format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE key_id = $1"))
-            .bind(key_id.to_string())
-            .fetch_optional(&self.pool)
-            .await?;
+        let row = sqlx::query(&format!(
+            "SELECT {KEY_COLUMNS} FROM api_keys WHERE key_id = $1"
+        ))
+        .bind(key_id.to_string())
+        .fetch_optional(&self.pool)
+        .await?;
         row.as_ref().map(key_from_row).transpose()
     }
 
@@ -138,7 +143,9 @@ impl Store {
                 .await?
             }
         };
-        rows.iter().map(|r| key_from_row(r).map(|(k, _)| k)).collect()
+        rows.iter()
+            .map(|r| key_from_row(r).map(|(k, _)| k))
+            .collect()
     }
 
     /// Marks a key revoked (once), with its audit record. False if it was already revoked.

@@ -170,7 +170,11 @@ fn is_unique_violation(e: &sqlx::Error) -> bool {
 
 impl Store {
     /// Stores all cards or none. Reports the first ICCID or MSISDN that already exists.
-    pub async fn insert_cards(&self, cards: &[Card], audit: Option<&AuditRecord>) -> Result<(), StoreError> {
+    pub async fn insert_cards(
+        &self,
+        cards: &[Card],
+        audit: Option<&AuditRecord>,
+    ) -> Result<(), StoreError> {
         self.ensure_new(cards).await?;
         let mut tx = self.pool.begin().await?;
         for chunk in cards.chunks(INSERT_CHUNK) {
@@ -213,7 +217,7 @@ impl Store {
     }
 
     /// Finds the first card of the batch whose ICCID or MSISDN is taken.
-    async fn ensure_new(&self, cards: &[Card]) -> Result<(), StoreError> {
+    pub async fn ensure_new(&self, cards: &[Card]) -> Result<(), StoreError> {
         for chunk in cards.chunks(INSERT_CHUNK) {
             let sql = format!(
                 "SELECT iccid FROM cards WHERE iccid IN ({}) ORDER BY iccid LIMIT 1",

@@ -64,6 +64,7 @@ impl Store {
                 state: ServiceState::parse(&state)
                     .ok_or_else(|| StoreError::Corrupt(format!("sim state {state:?}")))?,
                 cycle_usage_bytes: db_to_u64(r.try_get("cycle_usage_bytes")?)?,
+                usage_cycle_start: Some(super::millis_to_time(cycle_ms)?),
                 changes: db_to_u64(r.try_get("changes")?)?,
                 last_session_at: r
                     .try_get::<Option<i64>, _>("last_session_ms")?

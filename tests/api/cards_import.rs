@@ -153,6 +153,40 @@ both_backends!(
 );
 
 both_backends!(
+    a_refused_import_leaves_the_carrier_untouched,
+    |mut app: TestApp| async move {
+        import(
+            &mut app,
+            vec![card_input(&unicom_iccid(7), pb::Carrier::ChinaUnicom)],
+        )
+        .await;
+        let mut in_debt = card_input(&unicom_iccid(8), pb::Carrier::ChinaUnicom);
+        in_debt.balance_fen = -5;
+        let err = app
+            .cards
+            .import_cards(pb::ImportCardsRequest {
+                cards: vec![
+                    in_debt,
+                    card_input(&unicom_iccid(7), pb::Carrier::ChinaUnicom),
+                ],
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::AlreadyExists);
+        // The corrected retry imports the card with money: the carrier must serve it.
+        import(
+            &mut app,
+            vec![card_input(&unicom_iccid(8), pb::Carrier::ChinaUnicom)],
+        )
+        .await;
+        assert_eq!(
+            carrier_state(&mut app, pb::Carrier::ChinaUnicom, &unicom_iccid(8)).await,
+            pb::CarrierServiceState::Active
+        );
+    }
+);
+
+both_backends!(
     import_of_a_taken_msisdn_is_refused,
     |mut app: TestApp| async move {
         let mut a = card_input(&telecom_iccid(1), pb::Carrier::ChinaTelecom);
@@ -327,6 +361,16 @@ async fn every_invalid_import_field_is_named() {
         validity_end: None,
         auto_suspend_over_quota: false,
     });
+    let mut lowest = card_input(&unicom_iccid(4), pb::Carrier::ChinaUnicom);
+    lowest.balance_fen = i64::MIN;
+    let err = app
+        .cards
+        .import_cards(pb::ImportCardsRequest {
+            cards: vec![lowest],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(details(&err).1, vec!["cards[0].balance_fen"]);
     let mut no_carrier = card_input(&unicom_iccid(2), pb::Carrier::Unspecified);
     no_carrier.plan = None;
     let err = app

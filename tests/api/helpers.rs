@@ -140,7 +140,8 @@ impl tonic::service::Interceptor for Bearer {
 pub type Authed = tonic::service::interceptor::InterceptedService<Channel, Bearer>;
 
 pub fn cards_client(channel: &Channel, key: &str) -> CardServiceClient<Authed> {
-    CardServiceClient::with_interceptor(channel.clone(), Bearer::new(key)).max_encoding_message_size(32 << 20)
+    CardServiceClient::with_interceptor(channel.clone(), Bearer::new(key))
+        .max_encoding_message_size(32 << 20)
 }
 
 pub fn access_client(channel: &Channel, key: &str) -> AccessServiceClient<Authed> {

@@ -357,7 +357,21 @@ async fn live_a_card(carrier: pb::Carrier) {
     set_clock(&mut app, shanghai(c(13), 0)).await;
     balance -= 3 * FEE;
     assert_eq!(balance, 0);
-    let second_end = renewed_at
+    // The renewed months run from the restore: at once (Telecom), the next midnight (Mobile),
+    // the next cycle start (Unicom).
+    let restored_at = match carrier {
+        pb::Carrier::ChinaTelecom => renewed_at,
+        pb::Carrier::ChinaMobile => shanghai(
+            renewed_at
+                .with_timezone(&Shanghai)
+                .date_naive()
+                .succ_opt()
+                .unwrap(),
+            0,
+        ),
+        _ => shanghai(c(10), 0),
+    };
+    let second_end = restored_at
         .with_timezone(&Shanghai)
         .checked_add_months(Months::new(4))
         .unwrap()

@@ -2,6 +2,7 @@
 
 mod helpers;
 
+mod access;
 mod cards_import;
 mod cards_list;
 mod cards_ops;
@@ -11,3 +12,4 @@ mod errors;
 mod lifecycle;
 mod platform;
 mod store_suite;
+mod tls;

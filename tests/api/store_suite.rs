@@ -184,7 +184,10 @@ async fn due_cards_are_claimed_once_and_batches_skip_stale_cards(store: Store) {
 
 async fn cards_round_trip_unchanged(store: Store) {
     let c = card(UNICOM_ICCID, CarrierId::Unicom);
-    store.insert_cards(std::slice::from_ref(&c), None).await.unwrap();
+    store
+        .insert_cards(std::slice::from_ref(&c), None)
+        .await
+        .unwrap();
     let back = store.get_card(&c.iccid).await.unwrap().unwrap();
     assert_eq!(back, c);
     assert!(back.stop_reasons.contains(StopReason::Arrears));
@@ -197,11 +200,15 @@ async fn cards_round_trip_unchanged(store: Store) {
 
 async fn stale_versions_are_refused(store: Store) {
     let c = card(UNICOM_ICCID, CarrierId::Unicom);
-    store.insert_cards(std::slice::from_ref(&c), None).await.unwrap();
+    store
+        .insert_cards(std::slice::from_ref(&c), None)
+        .await
+        .unwrap();
     let mut changed = c.clone();
     changed.balance = Fen(100);
     let v1 = store
-        .update_card(&changed, &[event(&changed, "card.recharged")], None).await
+        .update_card(&changed, &[event(&changed, "card.recharged")], None)
+        .await
         .unwrap();
     assert_eq!(v1.version, 1);
     // A writer that read version 0 loses: its update must not land.
@@ -209,7 +216,8 @@ async fn stale_versions_are_refused(store: Store) {
     stale.balance = Fen(999);
     assert!(matches!(
         store
-            .update_card(&stale, &[event(&stale, "card.recharged")], None).await,
+            .update_card(&stale, &[event(&stale, "card.recharged")], None)
+            .await,
         Err(StoreError::Conflict)
     ));
     let now = store.get_card(&c.iccid).await.unwrap().unwrap();
@@ -230,7 +238,10 @@ async fn stale_versions_are_refused(store: Store) {
 
 async fn duplicates_are_reported_by_field(store: Store) {
     let a = card(UNICOM_ICCID, CarrierId::Unicom);
-    store.insert_cards(std::slice::from_ref(&a), None).await.unwrap();
+    store
+        .insert_cards(std::slice::from_ref(&a), None)
+        .await
+        .unwrap();
     match store.insert_cards(std::slice::from_ref(&a), None).await {
         Err(StoreError::Duplicate {
             field: "iccid",

@@ -1,0 +1,789 @@
+//! Who may do what: the RPC × role × own/other-customer matrix, key lifecycle, the audit log,
+//! the rate limit, the bootstrap key, and hostile input.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use prost::Message;
+use simgate::pb;
+use tonic::Code;
+
+use crate::helpers::*;
+
+const OWN: &str = "acme";
+const OTHER: &str = "globex";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Who {
+    Nobody,
+    Admin,
+    CustomerAdmin,
+    Operator,
+    Viewer,
+}
+
+struct Keys {
+    customer_admin: String,
+    operator: String,
+    viewer: String,
+}
+
+async fn create_key(app: &mut TestApp, role: pb::Role, customer: &str) -> (String, String) {
+    let resp = app
+        .access
+        .create_api_key(pb::CreateApiKeyRequest {
+            role: role as i32,
+            customer_id: customer.into(),
+            name: format!("{role:?}"),
+            expires_at: None,
+        })
+        .await
+        .expect("create key")
+        .into_inner();
+    (resp.key.unwrap().key_id, resp.key_secret)
+}
+
+async fn setup() -> (TestApp, Keys, String, String) {
+    let mut app = spawn_app(Backend::Sqlite).await.unwrap();
+    let own_card = unicom_iccid(1);
+    let other_card = unicom_iccid(2);
+    let mut a = card_input(&own_card, pb::Carrier::ChinaUnicom);
+    a.customer_id = OWN.into();
+    a.balance_fen = 100_000;
+    let mut b = card_input(&other_card, pb::Carrier::ChinaUnicom);
+    b.customer_id = OTHER.into();
+    b.balance_fen = 100_000;
+    import(&mut app, vec![a, b]).await;
+    let keys = Keys {
+        customer_admin: create_key(&mut app, pb::Role::CustomerAdmin, OWN).await.1,
+        operator: create_key(&mut app, pb::Role::CustomerOperator, OWN)
+            .await
+            .1,
+        viewer: create_key(&mut app, pb::Role::CustomerViewer, OWN).await.1,
+    };
+    (app, keys, own_card, other_card)
+}
+
+fn code<T>(r: Result<tonic::Response<T>, tonic::Status>) -> Code {
+    match r {
+        Ok(_) => Code::Ok,
+        Err(s) => s.code(),
+    }
+}
+
+static SEQ: AtomicU64 = AtomicU64::new(100);
+
+/// Calls `rpc` as `key` (None: no key) on the own or the other customer's resource.
+async fn call(
+    app: &mut TestApp,
+    key: Option<&str>,
+    rpc: &str,
+    own: bool,
+    cards: (&str, &str),
+) -> Code {
+    let key = key.unwrap_or("sgk_ffffffffffffffff_not-a-real-key-0000000000000000");
+    let mut c = cards_client(&app.channel, key);
+    let mut s = sim_client(&app.channel, key);
+    let mut a = access_client(&app.channel, key);
+    let iccid = if own { cards.0 } else { cards.1 }.to_string();
+    let customer = if own { OWN } else { OTHER }.to_string();
+    let n = SEQ.fetch_add(1, Ordering::SeqCst);
+    match rpc {
+        "simgate.v1.CardService/ImportCards" => {
+            let mut row = card_input(&unicom_iccid(n), pb::Carrier::ChinaUnicom);
+            row.customer_id = customer;
+            code(
+                c.import_cards(pb::ImportCardsRequest { cards: vec![row] })
+                    .await,
+            )
+        }
+        "simgate.v1.CardService/GetCard" => code(c.get_card(pb::GetCardRequest { iccid }).await),
+        "simgate.v1.CardService/ListCards" => {
+            let r = c
+                .list_cards(pb::ListCardsRequest {
+                    customer_id: customer.clone(),
+                    ..Default::default()
+                })
+                .await;
+            if let Ok(list) = &r {
+                // A customer's key never sees another customer's cards, whatever it asks.
+                let foreign = list
+                    .get_ref()
+                    .cards
+                    .iter()
+                    .any(|x| x.customer_id != customer);
+                assert!(!foreign);
+            }
+            code(r)
+        }
+        "simgate.v1.CardService/SuspendCard" => {
+            code(c.suspend_card(pb::SuspendCardRequest { iccid }).await)
+        }
+        "simgate.v1.CardService/ResumeCard" => {
+            code(c.resume_card(pb::ResumeCardRequest { iccid }).await)
+        }
+        "simgate.v1.CardService/Recharge" => code(
+            c.recharge(pb::RechargeRequest {
+                iccid,
+                amount_fen: 1,
+            })
+            .await,
+        ),
+        "simgate.v1.CardService/RenewPlan" => code(
+            c.renew_plan(pb::RenewPlanRequest { iccid, months: 1 })
+                .await,
+        ),
+        "simgate.v1.CardService/VerifyRealName" => code(
+            c.verify_real_name(pb::VerifyRealNameRequest { iccid })
+                .await,
+        ),
+        "simgate.v1.CardService/GetUsage" => code(c.get_usage(pb::GetUsageRequest { iccid }).await),
+        "simgate.v1.CardService/ListCardEvents" => code(
+            c.list_card_events(pb::ListCardEventsRequest {
+                iccid,
+                page_size: 0,
+                page_token: String::new(),
+            })
+            .await,
+        ),
+        "simgate.v1.CardService/DiagnoseCard" => code(
+            c.diagnose_card(pb::DiagnoseCardRequest {
+                iccid,
+                language: String::new(),
+            })
+            .await,
+        ),
+        "simgate.v1.SimulatorService/GetClock" => code(s.get_clock(pb::GetClockRequest {}).await),
+        "simgate.v1.SimulatorService/AdvanceClock" => code(
+            s.advance_clock(pb::AdvanceClockRequest {
+                by: Some(prost_types::Duration {
+                    seconds: 1,
+                    nanos: 0,
+                }),
+            })
+            .await,
+        ),
+        "simgate.v1.SimulatorService/SetClock" => {
+            let now = sim_client(&app.channel, ADMIN_KEY)
+                .get_clock(pb::GetClockRequest {})
+                .await
+                .unwrap();
+            let mut to = now.into_inner().now.unwrap();
+            to.seconds += 1;
+            code(s.set_clock(pb::SetClockRequest { to: Some(to) }).await)
+        }
+        "simgate.v1.SimulatorService/GetCarrierCard" => code(
+            s.get_carrier_card(pb::GetCarrierCardRequest {
+                carrier: pb::Carrier::ChinaUnicom as i32,
+                iccid,
+            })
+            .await,
+        ),
+        "simgate.v1.SimulatorService/RecordUsage" => code(
+            s.record_usage(pb::RecordUsageRequest {
+                carrier: pb::Carrier::ChinaUnicom as i32,
+                iccid,
+                bytes: 1,
+            })
+            .await,
+        ),
+        "simgate.v1.SimulatorService/InjectFault" => code(
+            s.inject_fault(pb::InjectFaultRequest {
+                carrier: pb::Carrier::ChinaUnicom as i32,
+                kind: pb::FaultKind::Reject as i32,
+                count: 0,
+            })
+            .await,
+        ),
+        "simgate.v1.AccessService/CreateApiKey" => code(
+            a.create_api_key(pb::CreateApiKeyRequest {
+                role: pb::Role::CustomerViewer as i32,
+                customer_id: customer,
+                name: "m".into(),
+                expires_at: None,
+            })
+            .await,
+        ),
+        "simgate.v1.AccessService/ListApiKeys" => {
+            let r = a
+                .list_api_keys(pb::ListApiKeysRequest {
+                    customer_id: customer.clone(),
+                })
+                .await;
+            if let Ok(list) = &r {
+                assert!(list
+                    .get_ref()
+                    .keys
+                    .iter()
+                    .all(|k| k.customer_id == customer));
+            }
+            code(r)
+        }
+        "simgate.v1.AccessService/RevokeApiKey" => {
+            let (victim, _) = create_key(app, pb::Role::CustomerViewer, &customer).await;
+            code(
+                a.revoke_api_key(pb::RevokeApiKeyRequest { key_id: victim })
+                    .await,
+            )
+        }
+        "simgate.v1.AccessService/ListAuditEntries" => code(
+            a.list_audit_entries(pb::ListAuditEntriesRequest {
+                customer_id: customer,
+                ..Default::default()
+            })
+            .await,
+        ),
+        other => panic!("the matrix has no call for {other}"),
+    }
+}
+
+/// The exact status every role gets on its own and on another customer's resource.
+fn expected(rpc: &str, who: Who, own: bool) -> Code {
+    use Who::*;
+    let method = rpc.rsplit('/').next().unwrap_or("");
+    let service = rpc.split('/').next().unwrap_or("");
+    if who == Nobody {
+        return Code::Unauthenticated;
+    }
+    if who == Admin {
+        return Code::Ok;
+    }
+    // Another customer's card looks exactly like a card that does not exist.
+    let hidden = if own { Code::Ok } else { Code::NotFound };
+    match service {
+        "simgate.v1.SimulatorService" => Code::PermissionDenied,
+        "simgate.v1.AccessService" => match (who, method) {
+            (CustomerAdmin, "CreateApiKey") => {
+                if own {
+                    Code::Ok
+                } else {
+                    Code::PermissionDenied
+                }
+            }
+            (CustomerAdmin, "RevokeApiKey") => hidden,
+            (CustomerAdmin, _) => Code::Ok,
+            _ => Code::PermissionDenied,
+        },
+        _ => match method {
+            "ListCards" => Code::Ok,
+            "GetCard" | "GetUsage" | "ListCardEvents" | "DiagnoseCard" => hidden,
+            "ImportCards" => match who {
+                CustomerAdmin => {
+                    if own {
+                        Code::Ok
+                    } else {
+                        Code::PermissionDenied
+                    }
+                }
+                _ => Code::PermissionDenied,
+            },
+            _ => match who {
+                CustomerAdmin | Operator => hidden,
+                _ => Code::PermissionDenied,
+            },
+        },
+    }
+}
+
+fn all_rpcs() -> BTreeSet<String> {
+    let fds = prost_types::FileDescriptorSet::decode(simgate::pb::FILE_DESCRIPTOR_SET).unwrap();
+    fds.file
+        .iter()
+        .filter(|f| f.package() == "simgate.v1")
+        .flat_map(|f| {
+            f.service.iter().flat_map(|s| {
+                s.method
+                    .iter()
+                    .map(move |m| format!("simgate.v1.{}/{}", s.name(), m.name()))
+            })
+        })
+        .collect()
+}
+
+const MATRIX: &[&str] = &[
+    "simgate.v1.CardService/ImportCards",
+    "simgate.v1.CardService/GetCard",
+    "simgate.v1.CardService/ListCards",
+    "simgate.v1.CardService/SuspendCard",
+    "simgate.v1.CardService/ResumeCard",
+    "simgate.v1.CardService/Recharge",
+    "simgate.v1.CardService/RenewPlan",
+    "simgate.v1.CardService/VerifyRealName",
+    "simgate.v1.CardService/GetUsage",
+    "simgate.v1.CardService/ListCardEvents",
+    "simgate.v1.CardService/DiagnoseCard",
+    "simgate.v1.SimulatorService/GetClock",
+    "simgate.v1.SimulatorService/AdvanceClock",
+    "simgate.v1.SimulatorService/SetClock",
+    "simgate.v1.SimulatorService/GetCarrierCard",
+    "simgate.v1.SimulatorService/RecordUsage",
+    "simgate.v1.SimulatorService/InjectFault",
+    "simgate.v1.AccessService/CreateApiKey",
+    "simgate.v1.AccessService/ListApiKeys",
+    "simgate.v1.AccessService/RevokeApiKey",
+    "simgate.v1.AccessService/ListAuditEntries",
+];
+
+#[tokio::test]
+async fn every_rpc_answers_every_role_exactly() {
+    let declared = all_rpcs();
+    let covered: BTreeSet<String> = MATRIX.iter().map(|s| s.to_string()).collect();
+    assert_eq!(
+        declared, covered,
+        "every RPC in the protos needs a row in the matrix"
+    );
+
+    let (mut app, keys, own_card, other_card) = setup().await;
+    let roles = [
+        (Who::Nobody, None),
+        (Who::Admin, Some(ADMIN_KEY.to_string())),
+        (Who::CustomerAdmin, Some(keys.customer_admin.clone())),
+        (Who::Operator, Some(keys.operator.clone())),
+        (Who::Viewer, Some(keys.viewer.clone())),
+    ];
+    let mut failures = Vec::new();
+    for rpc in MATRIX {
+        for (who, key) in &roles {
+            for own in [true, false] {
+                let got = call(&mut app, key.as_deref(), rpc, own, (&own_card, &other_card)).await;
+                let want = expected(rpc, *who, own);
+                if got != want {
+                    failures.push(format!(
+                        "{rpc} as {who:?} on {}: got {got:?}, want {want:?}",
+                        if own { "own" } else { "other" }
+                    ));
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[tokio::test]
+async fn revoked_expired_and_unknown_keys_are_refused_alike() {
+    let mut app = spawn_app(Backend::Sqlite).await.unwrap();
+    import(
+        &mut app,
+        vec![card_input(MOBILE_ICCID, pb::Carrier::ChinaMobile)],
+    )
+    .await;
+    let (id, secret) = create_key(&mut app, pb::Role::CustomerViewer, "acme").await;
+    let mut viewer = cards_client(&app.channel, &secret);
+    viewer
+        .get_card(pb::GetCardRequest {
+            iccid: MOBILE_ICCID.into(),
+        })
+        .await
+        .unwrap();
+
+    // A key with the right id and a wrong secret.
+    let forged = format!("sgk_{id}_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA");
+    let err = cards_client(&app.channel, &forged)
+        .get_card(pb::GetCardRequest {
+            iccid: MOBILE_ICCID.into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated);
+    let message = err.message().to_string();
+
+    app.access
+        .revoke_api_key(pb::RevokeApiKeyRequest { key_id: id.clone() })
+        .await
+        .unwrap();
+    let err = viewer
+        .get_card(pb::GetCardRequest {
+            iccid: MOBILE_ICCID.into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (err.code(), err.message()),
+        (Code::Unauthenticated, message.as_str()),
+        "no hint which"
+    );
+
+    let expiring = app
+        .access
+        .create_api_key(pb::CreateApiKeyRequest {
+            role: pb::Role::CustomerViewer as i32,
+            customer_id: "acme".into(),
+            name: "short".into(),
+            expires_at: Some(ts(start_time() + chrono::Duration::hours(1))),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut short = cards_client(&app.channel, &expiring.key_secret);
+    short
+        .get_card(pb::GetCardRequest {
+            iccid: MOBILE_ICCID.into(),
+        })
+        .await
+        .unwrap();
+    app.sim
+        .advance_clock(pb::AdvanceClockRequest {
+            by: Some(prost_types::Duration {
+                seconds: 7200,
+                nanos: 0,
+            }),
+        })
+        .await
+        .unwrap();
+    let err = short
+        .get_card(pb::GetCardRequest {
+            iccid: MOBILE_ICCID.into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (err.code(), err.message()),
+        (Code::Unauthenticated, message.as_str())
+    );
+
+    // Keys are listed without their secrets.
+    let keys = app
+        .access
+        .list_api_keys(pb::ListApiKeysRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(keys
+        .keys
+        .iter()
+        .any(|k| k.key_id == id && k.revoked_at.is_some()));
+    assert!(!format!("{keys:?}").contains(&secret[21..]));
+}
+
+#[tokio::test]
+async fn every_change_and_refusal_is_audited_with_who_and_the_request_id() {
+    let (mut app, keys, own_card, _) = setup().await;
+    let mut op = cards_client(&app.channel, &keys.operator);
+    let mut req = tonic::Request::new(pb::SuspendCardRequest {
+        iccid: own_card.clone(),
+    });
+    req.metadata_mut()
+        .insert("x-request-id", "req-42".parse().unwrap());
+    op.suspend_card(req).await.unwrap();
+    op.recharge(pb::RechargeRequest {
+        iccid: own_card.clone(),
+        amount_fen: 1,
+    })
+    .await
+    .unwrap();
+    op.resume_card(pb::ResumeCardRequest {
+        iccid: own_card.clone(),
+    })
+    .await
+    .unwrap();
+    // A refusal: a manual stop needs a valid plan.
+    let mut expired = card_input(&unicom_iccid(50), pb::Carrier::ChinaUnicom);
+    expired.plan.as_mut().unwrap().validity_end =
+        Some(ts(start_time() - chrono::Duration::days(1)));
+    expired.customer_id = OWN.into();
+    import(&mut app, vec![expired]).await;
+    op.suspend_card(pb::SuspendCardRequest {
+        iccid: unicom_iccid(50),
+    })
+    .await
+    .unwrap_err();
+
+    let entries = access_client(&app.channel, &keys.customer_admin)
+        .list_audit_entries(pb::ListAuditEntriesRequest {
+            page_size: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .entries;
+    let suspend = entries
+        .iter()
+        .find(|e| e.request_id == "req-42")
+        .expect("audited with its request id");
+    assert_eq!(suspend.method, "SuspendCard");
+    assert_eq!(suspend.iccid, own_card);
+    assert_eq!(suspend.result, "OK");
+    assert!(
+        keys.operator
+            .starts_with(&format!("sgk_{}_", suspend.key_id)),
+        "who: the operator's key id"
+    );
+    assert!(
+        entries.iter().all(|e| e.customer_id == OWN),
+        "a customer admin reads its own customer's audit only"
+    );
+    let refused = entries
+        .iter()
+        .find(|e| e.iccid == unicom_iccid(50) && e.method == "SuspendCard")
+        .unwrap();
+    assert_eq!(refused.result, "FAILED_PRECONDITION:PLAN_EXPIRED");
+    // The key itself never appears in the log, only its id.
+    let all = app
+        .access
+        .list_audit_entries(pb::ListAuditEntriesRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let secret = keys.operator.rsplit('_').next().unwrap();
+    assert!(!format!("{all:?}").contains(secret));
+
+    // Paging, newest first.
+    let first = app
+        .access
+        .list_audit_entries(pb::ListAuditEntriesRequest {
+            page_size: 2,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(first.entries.len(), 2);
+    assert!(first.entries[0].id > first.entries[1].id);
+    let next = app
+        .access
+        .list_audit_entries(pb::ListAuditEntriesRequest {
+            page_size: 2,
+            page_token: first.next_page_token,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(next.entries[0].id < first.entries[1].id);
+}
+
+#[tokio::test]
+async fn a_key_over_its_rate_gets_resource_exhausted_with_retry_info() {
+    let db = std::sync::Arc::new(TestDb::new(Backend::Sqlite).unwrap());
+    let app = simgate::Server::builder()
+        .database_url(db.url.clone())
+        .bootstrap_key(ADMIN_KEY)
+        .rate_limit_per_key(5)
+        .build()
+        .await
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(app.serve(listener, async {
+        let _ = rx.await;
+    }));
+    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut c = cards_client(&channel, ADMIN_KEY);
+    let mut limited = None;
+    for _ in 0..20 {
+        if let Err(e) = c.list_cards(pb::ListCardsRequest::default()).await {
+            limited = Some(e);
+            break;
+        }
+    }
+    let e = limited.expect("the sixth call within a second is refused");
+    assert_eq!(e.code(), Code::ResourceExhausted);
+    use tonic_types::StatusExt;
+    assert!(e.get_error_details().retry_info().is_some());
+    let _ = tx.send(());
+    let _ = server.await;
+}
+
+#[tokio::test]
+async fn the_first_start_creates_a_bootstrap_key_only_its_owner_can_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("simgate.db").display());
+    let app = simgate::Server::builder()
+        .database_url(url.clone())
+        .build()
+        .await
+        .unwrap();
+    let b = app.bootstrap().expect("a key was made");
+    assert_eq!(b.path, dir.path().join("bootstrap-key"));
+    let written = std::fs::read_to_string(&b.path).unwrap();
+    assert_eq!(written.trim(), b.token);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&b.path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+    }
+    drop(app);
+    let again = simgate::Server::builder()
+        .database_url(url)
+        .build()
+        .await
+        .unwrap();
+    assert!(
+        again.bootstrap().is_none(),
+        "keys exist: no second bootstrap key"
+    );
+}
+
+#[tokio::test]
+async fn hostile_metadata_and_messages_get_clean_statuses_and_change_nothing() {
+    let mut app = spawn_app(Backend::Sqlite).await.unwrap();
+    import(
+        &mut app,
+        vec![card_input(MOBILE_ICCID, pb::Carrier::ChinaMobile)],
+    )
+    .await;
+    let before = get(&mut app, MOBILE_ICCID).await;
+
+    // Authorization headers of every wrong shape, including bytes that are not UTF-8.
+    let mut plain = pb::card_service_client::CardServiceClient::new(app.channel.clone());
+    let bad_headers: Vec<Vec<u8>> = vec![
+        b"".to_vec(),
+        b"Bearer".to_vec(),
+        b"Bearer ".to_vec(),
+        b"Basic dXNlcjpwYXNz".to_vec(),
+        b"Bearer sgk_".to_vec(),
+        b"Bearer \xff\xfe\xfd".to_vec(),
+        format!("Bearer {}", "A".repeat(8000)).into_bytes(),
+        format!("Bearer {ADMIN_KEY}x").into_bytes(),
+    ];
+    for h in bad_headers {
+        let mut headers = http::HeaderMap::new();
+        if let Ok(v) = http::HeaderValue::from_bytes(&h) {
+            headers.insert("authorization", v);
+        }
+        let req = tonic::Request::from_parts(
+            tonic::metadata::MetadataMap::from_headers(headers),
+            tonic::Extensions::default(),
+            pb::SuspendCardRequest {
+                iccid: MOBILE_ICCID.into(),
+            },
+        );
+        let err = plain.suspend_card(req).await.unwrap_err();
+        assert_eq!(
+            err.code(),
+            Code::Unauthenticated,
+            "{:?}",
+            String::from_utf8_lossy(&h)
+        );
+    }
+
+    // Random and hostile request messages from an authenticated admin.
+    let mut seed: u64 = 0x5eed;
+    let mut rnd = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let strings = |r: u64| -> String {
+        match r % 6 {
+            0 => String::new(),
+            1 => "x".repeat(100_000),
+            2 => "8986\u{0}\u{feff}🙂".into(),
+            3 => format!("{}", r),
+            4 => MOBILE_ICCID.to_lowercase() + " ",
+            _ => "'; DROP TABLE cards; --".into(),
+        }
+    };
+    for _ in 0..300 {
+        let r = rnd();
+        let status = match r % 7 {
+            0 => app
+                .cards
+                .recharge(pb::RechargeRequest {
+                    iccid: strings(rnd()),
+                    amount_fen: rnd() as i64,
+                })
+                .await
+                .err(),
+            1 => app
+                .cards
+                .renew_plan(pb::RenewPlanRequest {
+                    iccid: strings(rnd()),
+                    months: rnd() as u32,
+                })
+                .await
+                .err(),
+            2 => app
+                .cards
+                .list_cards(pb::ListCardsRequest {
+                    page_size: rnd() as i32,
+                    page_token: strings(rnd()),
+                    carrier: rnd() as i32,
+                    customer_id: strings(rnd()),
+                    status: rnd() as i32,
+                    stop_reason: rnd() as i32,
+                })
+                .await
+                .err(),
+            3 => {
+                let mut row = card_input(&strings(rnd()), pb::Carrier::ChinaMobile);
+                row.carrier = rnd() as i32 % 9 - 4;
+                row.balance_fen = rnd() as i64;
+                row.real_name = rnd() as i32;
+                row.stage = rnd() as i32;
+                row.msisdn = strings(rnd());
+                row.imsi = strings(rnd());
+                row.customer_id = strings(rnd());
+                app.cards
+                    .import_cards(pb::ImportCardsRequest { cards: vec![row] })
+                    .await
+                    .err()
+            }
+            4 => app
+                .cards
+                .list_card_events(pb::ListCardEventsRequest {
+                    iccid: strings(rnd()),
+                    page_size: rnd() as i32,
+                    page_token: strings(rnd()),
+                })
+                .await
+                .err(),
+            5 => app
+                .sim
+                .advance_clock(pb::AdvanceClockRequest {
+                    by: Some(prost_types::Duration {
+                        seconds: rnd() as i64,
+                        nanos: rnd() as i32,
+                    }),
+                })
+                .await
+                .err(),
+            _ => app
+                .access
+                .create_api_key(pb::CreateApiKeyRequest {
+                    role: rnd() as i32,
+                    customer_id: strings(rnd()),
+                    name: strings(rnd()),
+                    expires_at: Some(prost_types::Timestamp {
+                        seconds: rnd() as i64,
+                        nanos: rnd() as i32,
+                    }),
+                })
+                .await
+                .err(),
+        };
+        if let Some(s) = status {
+            assert!(
+                matches!(
+                    s.code(),
+                    Code::InvalidArgument
+                        | Code::NotFound
+                        | Code::FailedPrecondition
+                        | Code::PermissionDenied
+                        | Code::AlreadyExists
+                        // Over the size limit of a message (tonic's code for it).
+                        | Code::OutOfRange
+                ),
+                "unclean status {s:?}"
+            );
+        }
+    }
+    let after = get(&mut app, MOBILE_ICCID).await;
+    assert_eq!(after.balance_fen, before.balance_fen);
+    assert_eq!(after.plan, before.plan);
+    assert_eq!(
+        app.store.count_cards().await.unwrap(),
+        1,
+        "no hostile import got in"
+    );
+}
