@@ -16,8 +16,10 @@ use crate::domain::ids::CarrierCheck;
 use crate::domain::{Card, Fen, Iccid};
 use crate::pb;
 use crate::service::access::Forbidden;
-use crate::service::{CardService, FieldViolation};
+use crate::service::{Caller, CardService, FieldViolation, Idem, ImportIdem, ImportWarning};
 use crate::store::CardFilter;
+use prost::Message;
+use sha2::{Digest, Sha256};
 
 pub const MAX_IMPORT: usize = 10_000;
 pub const DEFAULT_PAGE_SIZE: u32 = 100;
@@ -30,6 +32,21 @@ pub struct CardApi {
 }
 
 impl CardApi {
+    /// The first answer to this request id, if the caller sent the same request before.
+    async fn repeat<M: Message + Default>(
+        &self,
+        caller: &Caller,
+        request_id: &str,
+        fingerprint: &str,
+    ) -> Result<Option<M>, Status> {
+        match self.service.replay(caller, request_id, fingerprint).await? {
+            None => Ok(None),
+            Some(bytes) => M::decode(bytes.as_slice())
+                .map(Some)
+                .map_err(|_| Status::internal("a stored answer could not be read")),
+        }
+    }
+
     pub fn new(service: CardService, check: CarrierCheck, auth: Authenticator) -> CardApi {
         CardApi {
             service,
@@ -41,6 +58,30 @@ impl CardApi {
     fn card(&self, c: &Card) -> pb::Card {
         card_to_pb(c, self.service.policy(c.carrier).ok())
     }
+}
+
+/// Validates a request id and fingerprints the request (whose request id was taken out).
+fn fingerprint<M: Message>(request_id: &str, req: &M) -> Result<String, Status> {
+    if request_id.len() > 128 || !request_id.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(invalid_field(
+            "request_id",
+            "must be at most 128 printable ASCII characters",
+        ));
+    }
+    let digest = Sha256::digest(req.encode_to_vec());
+    Ok(digest.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+fn idem<'a>(
+    request_id: String,
+    fingerprint: String,
+    respond: &'a (dyn Fn(&Card, &Card) -> Vec<u8> + Send + Sync),
+) -> Option<Idem<'a>> {
+    (!request_id.is_empty()).then_some(Idem {
+        request_id,
+        fingerprint,
+        respond,
+    })
 }
 
 fn iccid(raw: &str) -> Result<Iccid, Status> {
@@ -162,7 +203,12 @@ impl pb::card_service_server::CardService for CardApi {
             .auth
             .caller(&request, "ImportCards", Permission::Import)
             .await?;
-        let req = request.into_inner();
+        let mut req = request.into_inner();
+        let request_id = std::mem::take(&mut req.request_id);
+        let fp = fingerprint(&request_id, &req)?;
+        if let Some(first) = self.repeat(&caller, &request_id, &fp).await? {
+            return Ok(Response::new(first));
+        }
         if req.cards.is_empty() {
             return Err(invalid_field("cards", "at least one card is required"));
         }
@@ -207,18 +253,25 @@ impl pb::card_service_server::CardService for CardApi {
         if !violations.is_empty() {
             return Err(invalid_argument(violations));
         }
-        let (imported, warnings) = self.service.import(rows, &caller).await?;
-        Ok(Response::new(pb::ImportCardsResponse {
+        let answer = |imported: usize, warnings: &[ImportWarning]| pb::ImportCardsResponse {
             imported: imported as u32,
             warnings: warnings
-                .into_iter()
+                .iter()
                 .map(|w| pb::ImportWarning {
                     row: w.row as u32,
-                    iccid: w.iccid,
-                    message: w.message,
+                    iccid: w.iccid.clone(),
+                    message: w.message.clone(),
                 })
                 .collect(),
-        }))
+        };
+        let respond = |n: usize, w: &[ImportWarning]| answer(n, w).encode_to_vec();
+        let idem = (!request_id.is_empty()).then_some(ImportIdem {
+            request_id,
+            fingerprint: fp,
+            respond: &respond,
+        });
+        let (imported, warnings) = self.service.import(rows, &caller, idem.as_ref()).await?;
+        Ok(Response::new(answer(imported, &warnings)))
     }
 
     async fn get_card(
@@ -271,8 +324,18 @@ impl pb::card_service_server::CardService for CardApi {
             .auth
             .caller(&request, "SuspendCard", Permission::Operate)
             .await?;
-        let iccid = iccid(&request.get_ref().iccid)?;
-        let card = self.service.suspend(&iccid, &caller).await?;
+        let mut req = request.into_inner();
+        let request_id = std::mem::take(&mut req.request_id);
+        let fp = fingerprint(&request_id, &req)?;
+        if let Some(first) = self.repeat(&caller, &request_id, &fp).await? {
+            return Ok(Response::new(first));
+        }
+        let iccid = iccid(&req.iccid)?;
+        let respond = |_: &Card, after: &Card| self.card(after).encode_to_vec();
+        let card = self
+            .service
+            .suspend(&iccid, &caller, idem(request_id, fp, &respond).as_ref())
+            .await?;
         Ok(Response::new(self.card(&card)))
     }
 
@@ -284,8 +347,18 @@ impl pb::card_service_server::CardService for CardApi {
             .auth
             .caller(&request, "ResumeCard", Permission::Operate)
             .await?;
-        let iccid = iccid(&request.get_ref().iccid)?;
-        let card = self.service.resume(&iccid, &caller).await?;
+        let mut req = request.into_inner();
+        let request_id = std::mem::take(&mut req.request_id);
+        let fp = fingerprint(&request_id, &req)?;
+        if let Some(first) = self.repeat(&caller, &request_id, &fp).await? {
+            return Ok(Response::new(first));
+        }
+        let iccid = iccid(&req.iccid)?;
+        let respond = |_: &Card, after: &Card| self.card(after).encode_to_vec();
+        let card = self
+            .service
+            .resume(&iccid, &caller, idem(request_id, fp, &respond).as_ref())
+            .await?;
         Ok(Response::new(self.card(&card)))
     }
 
@@ -297,7 +370,12 @@ impl pb::card_service_server::CardService for CardApi {
             .auth
             .caller(&request, "Recharge", Permission::Operate)
             .await?;
-        let req = request.into_inner();
+        let mut req = request.into_inner();
+        let request_id = std::mem::take(&mut req.request_id);
+        let fp = fingerprint(&request_id, &req)?;
+        if let Some(first) = self.repeat(&caller, &request_id, &fp).await? {
+            return Ok(Response::new(first));
+        }
         let mut violations = Vec::new();
         let iccid = convert::iccid_field("iccid", &req.iccid)
             .map_err(|v| violations.push(v))
@@ -311,15 +389,22 @@ impl pb::card_service_server::CardService for CardApi {
         let Some(iccid) = iccid.filter(|_| violations.is_empty()) else {
             return Err(invalid_argument(violations));
         };
-        let (before, after) = self
-            .service
-            .recharge(&iccid, Fen(req.amount_fen), &caller)
-            .await?;
-        Ok(Response::new(pb::RechargeResponse {
+        let answer = |before: &Card, after: &Card| pb::RechargeResponse {
             balance_before_fen: before.balance.0,
             balance_after_fen: after.balance.0,
-            card: Some(self.card(&after)),
-        }))
+            card: Some(self.card(after)),
+        };
+        let respond = |before: &Card, after: &Card| answer(before, after).encode_to_vec();
+        let (before, after) = self
+            .service
+            .recharge(
+                &iccid,
+                Fen(req.amount_fen),
+                &caller,
+                idem(request_id, fp, &respond).as_ref(),
+            )
+            .await?;
+        Ok(Response::new(answer(&before, &after)))
     }
 
     async fn renew_plan(
@@ -330,7 +415,12 @@ impl pb::card_service_server::CardService for CardApi {
             .auth
             .caller(&request, "RenewPlan", Permission::Operate)
             .await?;
-        let req = request.into_inner();
+        let mut req = request.into_inner();
+        let request_id = std::mem::take(&mut req.request_id);
+        let fp = fingerprint(&request_id, &req)?;
+        if let Some(first) = self.repeat(&caller, &request_id, &fp).await? {
+            return Ok(Response::new(first));
+        }
         let mut violations = Vec::new();
         let iccid = convert::iccid_field("iccid", &req.iccid)
             .map_err(|v| violations.push(v))
@@ -344,7 +434,16 @@ impl pb::card_service_server::CardService for CardApi {
         let Some(iccid) = iccid.filter(|_| violations.is_empty()) else {
             return Err(invalid_argument(violations));
         };
-        let card = self.service.renew(&iccid, req.months, &caller).await?;
+        let respond = |_: &Card, after: &Card| self.card(after).encode_to_vec();
+        let card = self
+            .service
+            .renew(
+                &iccid,
+                req.months,
+                &caller,
+                idem(request_id, fp, &respond).as_ref(),
+            )
+            .await?;
         Ok(Response::new(self.card(&card)))
     }
 
@@ -356,8 +455,18 @@ impl pb::card_service_server::CardService for CardApi {
             .auth
             .caller(&request, "VerifyRealName", Permission::Operate)
             .await?;
-        let iccid = iccid(&request.get_ref().iccid)?;
-        let card = self.service.verify_real_name(&iccid, &caller).await?;
+        let mut req = request.into_inner();
+        let request_id = std::mem::take(&mut req.request_id);
+        let fp = fingerprint(&request_id, &req)?;
+        if let Some(first) = self.repeat(&caller, &request_id, &fp).await? {
+            return Ok(Response::new(first));
+        }
+        let iccid = iccid(&req.iccid)?;
+        let respond = |_: &Card, after: &Card| self.card(after).encode_to_vec();
+        let card = self
+            .service
+            .verify_real_name(&iccid, &caller, idem(request_id, fp, &respond).as_ref())
+            .await?;
         Ok(Response::new(self.card(&card)))
     }
 

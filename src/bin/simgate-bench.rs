@@ -121,7 +121,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             })
             .collect();
         n += chunk.len() as u64;
-        store.insert_cards(&chunk, None).await?;
+        store.insert_cards(&chunk, None, None).await?;
     }
     let import = t.elapsed();
     println!(

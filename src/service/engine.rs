@@ -144,7 +144,7 @@ impl Engine {
             if !t.changed {
                 continue;
             }
-            match commit(&self.service.store, carrier.as_ref(), t, None).await {
+            match commit(&self.service.store, carrier.as_ref(), t, None, None).await {
                 Ok(_) => stats.applied += 1,
                 Err(super::ServiceError::Conflict) => stats.conflicts += 1,
                 Err(e) => {

@@ -24,7 +24,7 @@ use crate::domain::rules::{self, NewCard};
 use crate::domain::{
     Card, CarrierAction, CarrierId, CarrierPolicy, Fen, Iccid, RuleViolation, Transition,
 };
-use crate::store::{AuditRecord, CardFilter, Store, StoreError};
+use crate::store::{AuditRecord, CardFilter, IdempotencyRecord, Store, StoreError};
 
 use locks::CardLocks;
 
@@ -127,6 +127,21 @@ impl Caller {
     }
 }
 
+/// A request the caller may repeat: its id, a fingerprint of its content, and how to encode its
+/// answer from the card before and after, so the answer is stored with the change it reports.
+pub struct Idem<'a> {
+    pub request_id: String,
+    pub fingerprint: String,
+    pub respond: &'a (dyn Fn(&Card, &Card) -> Vec<u8> + Send + Sync),
+}
+
+/// The same for ImportCards, whose answer is a count and warnings.
+pub struct ImportIdem<'a> {
+    pub request_id: String,
+    pub fingerprint: String,
+    pub respond: &'a (dyn Fn(usize, &[ImportWarning]) -> Vec<u8> + Send + Sync),
+}
+
 /// The audit log's name for how a call ended.
 fn result_name(e: &ServiceError) -> String {
     match e {
@@ -199,9 +214,10 @@ impl CardService {
         &self,
         rows: Vec<NewCard>,
         caller: &Caller,
+        idem: Option<&ImportIdem<'_>>,
     ) -> Result<(usize, Vec<ImportWarning>)> {
         let now = self.now();
-        let result = self.import_rows(rows, caller, now).await;
+        let result = self.import_rows(rows, caller, idem, now).await;
         if let Err(e) = &result {
             self.audit_failure(caller, now, None, None, e).await;
         }
@@ -212,6 +228,7 @@ impl CardService {
         &self,
         rows: Vec<NewCard>,
         caller: &Caller,
+        idem: Option<&ImportIdem<'_>>,
         now: DateTime<Utc>,
     ) -> Result<(usize, Vec<ImportWarning>)> {
         let mut cards = Vec::with_capacity(rows.len());
@@ -251,10 +268,7 @@ impl CardService {
             "OK",
             format!("imported {} cards", cards.len()),
         );
-        if let Err(e) = self.store.insert_cards(&cards, Some(&audit)).await {
-            return Err(duplicate_row(&cards, e));
-        }
-        let warnings = cards
+        let warnings: Vec<ImportWarning> = cards
             .iter()
             .enumerate()
             .flat_map(|(row, c)| {
@@ -265,8 +279,74 @@ impl CardService {
                 })
             })
             .collect();
+        let answer = idem.map(|i| {
+            self.answer(
+                caller,
+                &i.request_id,
+                &i.fingerprint,
+                (i.respond)(cards.len(), &warnings),
+                now,
+            )
+        });
+        match self
+            .store
+            .insert_cards(&cards, Some(&audit), answer.as_ref())
+            .await
+        {
+            Ok(()) => {}
+            Err(StoreError::Duplicate {
+                field: "request_id",
+                ..
+            }) => return Err(ServiceError::Conflict),
+            Err(e) => return Err(duplicate_row(&cards, e)),
+        }
         info!(count = cards.len(), "cards imported");
         Ok((cards.len(), warnings))
+    }
+
+    /// The stored answer to `request_id` if the caller made this request before; refuses an id
+    /// already used for a different request.
+    pub async fn replay(
+        &self,
+        caller: &Caller,
+        request_id: &str,
+        fingerprint: &str,
+    ) -> Result<Option<Vec<u8>>> {
+        if request_id.is_empty() {
+            return Ok(None);
+        }
+        match self
+            .store
+            .get_idempotency(&caller.principal.key_id, request_id)
+            .await?
+        {
+            None => Ok(None),
+            Some(r) if r.method == caller.method && r.fingerprint == fingerprint => {
+                Ok(Some(r.response))
+            }
+            Some(_) => Err(ServiceError::InvalidArgument(vec![FieldViolation::new(
+                "request_id",
+                "was already used for a different request",
+            )])),
+        }
+    }
+
+    fn answer(
+        &self,
+        caller: &Caller,
+        request_id: &str,
+        fingerprint: &str,
+        response: Vec<u8>,
+        now: DateTime<Utc>,
+    ) -> IdempotencyRecord {
+        IdempotencyRecord {
+            key_id: caller.principal.key_id.clone(),
+            request_id: request_id.to_string(),
+            method: caller.method.to_string(),
+            fingerprint: fingerprint.to_string(),
+            response,
+            created_ms: now.timestamp_millis(),
+        }
     }
 
     /// The card, whoever asks (engine, simulator).
@@ -307,14 +387,26 @@ impl CardService {
         Ok(self.store.list_cards(filter, after, limit).await?)
     }
 
-    pub async fn suspend(&self, iccid: &Iccid, caller: &Caller) -> Result<Card> {
-        self.mutate(iccid, caller, |card, _, now| rules::suspend(card, now))
-            .await
-            .map(|(_, after)| after)
+    pub async fn suspend(
+        &self,
+        iccid: &Iccid,
+        caller: &Caller,
+        idem: Option<&Idem<'_>>,
+    ) -> Result<Card> {
+        self.mutate(iccid, caller, idem, |card, _, now| {
+            rules::suspend(card, now)
+        })
+        .await
+        .map(|(_, after)| after)
     }
 
-    pub async fn resume(&self, iccid: &Iccid, caller: &Caller) -> Result<Card> {
-        self.mutate(iccid, caller, |card, _, now| rules::resume(card, now))
+    pub async fn resume(
+        &self,
+        iccid: &Iccid,
+        caller: &Caller,
+        idem: Option<&Idem<'_>>,
+    ) -> Result<Card> {
+        self.mutate(iccid, caller, idem, |card, _, now| rules::resume(card, now))
             .await
             .map(|(_, after)| after)
     }
@@ -325,23 +417,35 @@ impl CardService {
         iccid: &Iccid,
         amount: Fen,
         caller: &Caller,
+        idem: Option<&Idem<'_>>,
     ) -> Result<(Card, Card)> {
-        self.mutate(iccid, caller, |card, policy, now| {
+        self.mutate(iccid, caller, idem, |card, policy, now| {
             rules::recharge(card, policy, amount, now)
         })
         .await
     }
 
-    pub async fn renew(&self, iccid: &Iccid, months: u32, caller: &Caller) -> Result<Card> {
-        self.mutate(iccid, caller, |card, policy, now| {
+    pub async fn renew(
+        &self,
+        iccid: &Iccid,
+        months: u32,
+        caller: &Caller,
+        idem: Option<&Idem<'_>>,
+    ) -> Result<Card> {
+        self.mutate(iccid, caller, idem, |card, policy, now| {
             rules::renew(card, policy, months, now)
         })
         .await
         .map(|(_, after)| after)
     }
 
-    pub async fn verify_real_name(&self, iccid: &Iccid, caller: &Caller) -> Result<Card> {
-        self.mutate(iccid, caller, |card, _, now| {
+    pub async fn verify_real_name(
+        &self,
+        iccid: &Iccid,
+        caller: &Caller,
+        idem: Option<&Idem<'_>>,
+    ) -> Result<Card> {
+        self.mutate(iccid, caller, idem, |card, _, now| {
             rules::verify_real_name(card, now)
         })
         .await
@@ -457,7 +561,7 @@ impl CardService {
                 error,
             })?;
         let caller = Caller::system("UsageSync");
-        self.apply(&before, &caller, self.now(), |card, policy, now| {
+        self.apply(&before, &caller, None, self.now(), |card, policy, now| {
             // Usage counted for another cycle than the card's (read just before a rollover)
             // says nothing about this cycle.
             if at_carrier
@@ -479,7 +583,13 @@ impl CardService {
     /// The one path every requested change takes: serialise on the card, bring it up to now,
     /// apply the pure rule, make the carrier agree, then persist. A carrier failure leaves the
     /// store untouched.
-    async fn mutate<F>(&self, iccid: &Iccid, caller: &Caller, rule: F) -> Result<(Card, Card)>
+    async fn mutate<F>(
+        &self,
+        iccid: &Iccid,
+        caller: &Caller,
+        idem: Option<&Idem<'_>>,
+        rule: F,
+    ) -> Result<(Card, Card)>
     where
         F: FnOnce(&Card, &CarrierPolicy, DateTime<Utc>) -> Result<Transition, RuleViolation>,
     {
@@ -499,7 +609,7 @@ impl CardService {
                 return Err(e);
             }
         };
-        let result = self.apply(&before, caller, now, rule).await;
+        let result = self.apply(&before, caller, idem, now, rule).await;
         if let Err(e) = &result {
             self.audit_failure(caller, now, Some(iccid), Some(&before.customer_id), e)
                 .await;
@@ -511,6 +621,7 @@ impl CardService {
         &self,
         before: &Card,
         caller: &Caller,
+        idem: Option<&Idem<'_>>,
         now: DateTime<Utc>,
         rule: F,
     ) -> Result<Card>
@@ -536,9 +647,41 @@ impl CardService {
             if let Err(e) = self.store.record_audit(&audit).await {
                 warn!(error = %e, "could not write the audit record of a call that changed nothing");
             }
+            if let Some(i) = idem {
+                let answer = self.answer(
+                    caller,
+                    &i.request_id,
+                    &i.fingerprint,
+                    (i.respond)(before, before),
+                    now,
+                );
+                match self.store.put_idempotency(&answer).await {
+                    Ok(()) | Err(StoreError::Duplicate { .. }) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
             return Ok(before.clone());
         }
-        commit(&self.store, carrier.as_ref(), t, Some(&audit)).await
+        let answer = idem.map(|i| {
+            // The answer describes the card as this write stores it (the store bumps the version).
+            let mut after = t.card.clone();
+            after.version = before.version + 1;
+            self.answer(
+                caller,
+                &i.request_id,
+                &i.fingerprint,
+                (i.respond)(before, &after),
+                now,
+            )
+        });
+        commit(
+            &self.store,
+            carrier.as_ref(),
+            t,
+            Some(&audit),
+            answer.as_ref(),
+        )
+        .await
     }
 }
 
@@ -549,12 +692,13 @@ async fn commit(
     carrier: &dyn Carrier,
     t: Transition,
     audit: Option<&AuditRecord>,
+    answer: Option<&IdempotencyRecord>,
 ) -> Result<Card> {
     let iccid = t.card.iccid.clone();
     if let Some(action) = t.action {
         apply_at_carrier(carrier, &iccid, action).await?;
     }
-    match store.update_card(&t.card, &t.events, audit).await {
+    match store.update_card(&t.card, &t.events, audit, answer).await {
         Ok(after) => {
             let kinds: Vec<&str> = t.events.iter().map(|e| e.kind).collect();
             info!(iccid = %iccid, events = ?kinds, status = after.status().as_str(), "card changed");
@@ -564,7 +708,14 @@ async fn commit(
             if t.action.is_some() {
                 reconcile(store, carrier, &iccid).await;
             }
-            Err(e.into())
+            Err(match e {
+                // The same request id raced in concurrently and won: a retry gets its answer.
+                StoreError::Duplicate {
+                    field: "request_id",
+                    ..
+                } => ServiceError::Conflict,
+                other => other.into(),
+            })
         }
     }
 }

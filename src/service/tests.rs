@@ -55,7 +55,7 @@ fn mock(id: CarrierId) -> MockCarrier {
 
 async fn imported(f: &Fixture, row: NewCard) -> Card {
     let iccid = row.iccid.clone();
-    f.service.import(vec![row], &sys()).await.unwrap();
+    f.service.import(vec![row], &sys(), None).await.unwrap();
     f.store.get_card(&iccid).await.unwrap().unwrap()
 }
 
@@ -70,7 +70,11 @@ async fn carrier_rejecting_the_stop_leaves_the_store_unchanged() {
     });
     let f = fixture(m).await;
     let before = imported(&f, new_card(CarrierId::Mobile)).await;
-    let err = f.service.suspend(&before.iccid, &sys()).await.unwrap_err();
+    let err = f
+        .service
+        .suspend(&before.iccid, &sys(), None)
+        .await
+        .unwrap_err();
     assert!(matches!(
         err,
         ServiceError::Carrier {
@@ -96,7 +100,7 @@ async fn transient_failure_of_the_restore_keeps_the_card_stopped_and_the_money_u
     let before = imported(&f, row).await;
     let err = f
         .service
-        .recharge(&before.iccid, Fen(100), &sys())
+        .recharge(&before.iccid, Fen(100), &sys(), None)
         .await
         .unwrap_err();
     assert!(matches!(err, ServiceError::Carrier { .. }));
@@ -144,7 +148,11 @@ async fn an_unknown_outcome_counts_only_if_the_carrier_shows_the_change() {
     let f = fixture(m).await;
     let before = imported(&f, new_card(CarrierId::Mobile)).await;
 
-    let err = f.service.suspend(&before.iccid, &sys()).await.unwrap_err();
+    let err = f
+        .service
+        .suspend(&before.iccid, &sys(), None)
+        .await
+        .unwrap_err();
     assert!(matches!(
         err,
         ServiceError::Carrier {
@@ -157,7 +165,11 @@ async fn an_unknown_outcome_counts_only_if_the_carrier_shows_the_change() {
         before
     );
 
-    let card = f.service.suspend(&before.iccid, &sys()).await.unwrap();
+    let card = f
+        .service
+        .suspend(&before.iccid, &sys(), None)
+        .await
+        .unwrap();
     assert!(card.stop_reasons.contains(StopReason::Manual));
 }
 
@@ -170,11 +182,11 @@ async fn no_carrier_call_when_the_cards_service_does_not_change() {
     let mut row = new_card(CarrierId::Telecom);
     row.real_name = RealNameStatus::Unverified;
     let card = imported(&f, row).await;
-    let card2 = f.service.suspend(&card.iccid, &sys()).await.unwrap();
+    let card2 = f.service.suspend(&card.iccid, &sys(), None).await.unwrap();
     assert!(card2.stop_reasons.contains(StopReason::Manual));
-    let card3 = f.service.resume(&card.iccid, &sys()).await.unwrap();
+    let card3 = f.service.resume(&card.iccid, &sys(), None).await.unwrap();
     assert!(card3.stop_reasons.contains(StopReason::RealName));
-    f.service.renew(&card.iccid, 2, &sys()).await.unwrap();
+    f.service.renew(&card.iccid, 2, &sys(), None).await.unwrap();
 }
 
 #[tokio::test]
@@ -193,7 +205,7 @@ async fn import_onboards_cards_with_the_state_derived_for_them() {
     let mut b = new_card(CarrierId::Unicom);
     b.iccid = crate::domain::Iccid::parse_any("89860117750006390075").unwrap();
     b.plan.validity_end = now() - Duration::days(1);
-    let (n, _) = f.service.import(vec![a, b], &sys()).await.unwrap();
+    let (n, _) = f.service.import(vec![a, b], &sys(), None).await.unwrap();
     assert_eq!(n, 2);
 }
 
@@ -205,7 +217,7 @@ async fn a_carrier_that_fails_onboarding_leaves_nothing_imported() {
     let f = fixture(m).await;
     assert!(f
         .service
-        .import(vec![new_card(CarrierId::Unicom)], &sys())
+        .import(vec![new_card(CarrierId::Unicom)], &sys(), None)
         .await
         .is_err());
     assert_eq!(f.store.count_cards().await.unwrap(), 0);
@@ -216,7 +228,7 @@ async fn a_card_of_an_unconfigured_carrier_is_refused() {
     let f = fixture(mock(CarrierId::Mobile)).await;
     let err = f
         .service
-        .import(vec![new_card(CarrierId::Telecom)], &sys())
+        .import(vec![new_card(CarrierId::Telecom)], &sys(), None)
         .await
         .unwrap_err();
     assert!(matches!(

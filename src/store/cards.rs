@@ -5,6 +5,7 @@ use chrono::{DateTime, Utc};
 use sqlx::Row;
 
 use super::access::AuditRecord;
+use super::idempotency::IdempotencyRecord;
 use super::{
     db_to_u64, millis_to_time, parse_text, placeholders, u64_to_db, Backend, Store, StoreError,
 };
@@ -174,6 +175,7 @@ impl Store {
         &self,
         cards: &[Card],
         audit: Option<&AuditRecord>,
+        answer: Option<&IdempotencyRecord>,
     ) -> Result<(), StoreError> {
         self.ensure_new(cards).await?;
         let mut tx = self.pool.begin().await?;
@@ -211,6 +213,9 @@ impl Store {
         }
         if let Some(a) = audit {
             super::access::insert_audit(&mut tx, a).await?;
+        }
+        if let Some(r) = answer {
+            super::idempotency::insert_idempotency(&mut tx, r).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -337,6 +342,7 @@ impl Store {
         card: &Card,
         events: &[CardEvent],
         audit: Option<&AuditRecord>,
+        answer: Option<&IdempotencyRecord>,
     ) -> Result<Card, StoreError> {
         let mut tx = self.pool.begin().await?;
         let next = update_in(&mut tx, card)
@@ -345,6 +351,9 @@ impl Store {
         insert_events(&mut tx, self.backend, &next, events).await?;
         if let Some(a) = audit {
             super::access::insert_audit(&mut tx, a).await?;
+        }
+        if let Some(r) = answer {
+            super::idempotency::insert_idempotency(&mut tx, r).await?;
         }
         tx.commit().await?;
         Ok(next)

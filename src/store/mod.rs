@@ -5,10 +5,12 @@
 
 mod access;
 mod cards;
+mod idempotency;
 mod sim;
 
 pub use access::{AuditEntry, AuditFilter, AuditRecord};
 pub use cards::{CardFilter, EventRow};
+pub use idempotency::IdempotencyRecord;
 
 use std::str::FromStr;
 use std::time::Duration;

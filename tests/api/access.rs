@@ -93,8 +93,11 @@ async fn call(
             let mut row = card_input(&unicom_iccid(n), pb::Carrier::ChinaUnicom);
             row.customer_id = customer;
             code(
-                c.import_cards(pb::ImportCardsRequest { cards: vec![row] })
-                    .await,
+                c.import_cards(pb::ImportCardsRequest {
+                    cards: vec![row],
+                    ..Default::default()
+                })
+                .await,
             )
         }
         "simgate.v1.CardService/GetCard" => code(c.get_card(pb::GetCardRequest { iccid }).await),
@@ -116,26 +119,42 @@ async fn call(
             }
             code(r)
         }
-        "simgate.v1.CardService/SuspendCard" => {
-            code(c.suspend_card(pb::SuspendCardRequest { iccid }).await)
-        }
-        "simgate.v1.CardService/ResumeCard" => {
-            code(c.resume_card(pb::ResumeCardRequest { iccid }).await)
-        }
+        "simgate.v1.CardService/SuspendCard" => code(
+            c.suspend_card(pb::SuspendCardRequest {
+                iccid,
+                ..Default::default()
+            })
+            .await,
+        ),
+        "simgate.v1.CardService/ResumeCard" => code(
+            c.resume_card(pb::ResumeCardRequest {
+                iccid,
+                ..Default::default()
+            })
+            .await,
+        ),
         "simgate.v1.CardService/Recharge" => code(
             c.recharge(pb::RechargeRequest {
                 iccid,
                 amount_fen: 1,
+                ..Default::default()
             })
             .await,
         ),
         "simgate.v1.CardService/RenewPlan" => code(
-            c.renew_plan(pb::RenewPlanRequest { iccid, months: 1 })
-                .await,
+            c.renew_plan(pb::RenewPlanRequest {
+                iccid,
+                months: 1,
+                ..Default::default()
+            })
+            .await,
         ),
         "simgate.v1.CardService/VerifyRealName" => code(
-            c.verify_real_name(pb::VerifyRealNameRequest { iccid })
-                .await,
+            c.verify_real_name(pb::VerifyRealNameRequest {
+                iccid,
+                ..Default::default()
+            })
+            .await,
         ),
         "simgate.v1.CardService/GetUsage" => code(c.get_usage(pb::GetUsageRequest { iccid }).await),
         "simgate.v1.CardService/ListCardEvents" => code(
@@ -461,6 +480,7 @@ async fn every_change_and_refusal_is_audited_with_who_and_the_request_id() {
     let mut op = cards_client(&app.channel, &keys.operator);
     let mut req = tonic::Request::new(pb::SuspendCardRequest {
         iccid: own_card.clone(),
+        ..Default::default()
     });
     req.metadata_mut()
         .insert("x-request-id", "req-42".parse().unwrap());
@@ -468,11 +488,13 @@ async fn every_change_and_refusal_is_audited_with_who_and_the_request_id() {
     op.recharge(pb::RechargeRequest {
         iccid: own_card.clone(),
         amount_fen: 1,
+        ..Default::default()
     })
     .await
     .unwrap();
     op.resume_card(pb::ResumeCardRequest {
         iccid: own_card.clone(),
+        ..Default::default()
     })
     .await
     .unwrap();
@@ -484,6 +506,7 @@ async fn every_change_and_refusal_is_audited_with_who_and_the_request_id() {
     import(&mut app, vec![expired]).await;
     op.suspend_card(pb::SuspendCardRequest {
         iccid: unicom_iccid(50),
+        ..Default::default()
     })
     .await
     .unwrap_err();
@@ -655,6 +678,7 @@ async fn hostile_metadata_and_messages_get_clean_statuses_and_change_nothing() {
             tonic::Extensions::default(),
             pb::SuspendCardRequest {
                 iccid: MOBILE_ICCID.into(),
+                ..Default::default()
             },
         );
         let err = plain.suspend_card(req).await.unwrap_err();
@@ -692,6 +716,7 @@ async fn hostile_metadata_and_messages_get_clean_statuses_and_change_nothing() {
                 .recharge(pb::RechargeRequest {
                     iccid: strings(rnd()),
                     amount_fen: rnd() as i64,
+                    ..Default::default()
                 })
                 .await
                 .err(),
@@ -700,6 +725,7 @@ async fn hostile_metadata_and_messages_get_clean_statuses_and_change_nothing() {
                 .renew_plan(pb::RenewPlanRequest {
                     iccid: strings(rnd()),
                     months: rnd() as u32,
+                    ..Default::default()
                 })
                 .await
                 .err(),
@@ -725,7 +751,10 @@ async fn hostile_metadata_and_messages_get_clean_statuses_and_change_nothing() {
                 row.imsi = strings(rnd());
                 row.customer_id = strings(rnd());
                 app.cards
-                    .import_cards(pb::ImportCardsRequest { cards: vec![row] })
+                    .import_cards(pb::ImportCardsRequest {
+                        cards: vec![row],
+                        ..Default::default()
+                    })
                     .await
                     .err()
             }

@@ -96,6 +96,7 @@ both_backends!(
             .cards
             .import_cards(pb::ImportCardsRequest {
                 cards: vec![good, bad],
+                ..Default::default()
             })
             .await
             .unwrap_err();
@@ -130,6 +131,7 @@ both_backends!(
                     card_input(&unicom_iccid(8), pb::Carrier::ChinaUnicom),
                     card_input(&unicom_iccid(7), pb::Carrier::ChinaUnicom),
                 ],
+                ..Default::default()
             })
             .await
             .unwrap_err();
@@ -169,6 +171,7 @@ both_backends!(
                     in_debt,
                     card_input(&unicom_iccid(7), pb::Carrier::ChinaUnicom),
                 ],
+                ..Default::default()
             })
             .await
             .unwrap_err();
@@ -196,7 +199,10 @@ both_backends!(
         b.msisdn = "1064900000001".into();
         let err = app
             .cards
-            .import_cards(pb::ImportCardsRequest { cards: vec![b] })
+            .import_cards(pb::ImportCardsRequest {
+                cards: vec![b],
+                ..Default::default()
+            })
             .await
             .unwrap_err();
         assert_eq!(err.code(), Code::AlreadyExists);
@@ -279,7 +285,10 @@ async fn identifier_test_vectors_are_applied_at_import() {
         row.imsi = imsi.into();
         let result = app
             .cards
-            .import_cards(pb::ImportCardsRequest { cards: vec![row] })
+            .import_cards(pb::ImportCardsRequest {
+                cards: vec![row],
+                ..Default::default()
+            })
             .await;
         match (accepted, result) {
             (true, Ok(resp)) => {
@@ -313,7 +322,10 @@ async fn import_limits_are_enforced() {
     let mut app = spawn_app(Backend::Sqlite).await.unwrap();
     let err = app
         .cards
-        .import_cards(pb::ImportCardsRequest { cards: vec![] })
+        .import_cards(pb::ImportCardsRequest {
+            cards: vec![],
+            ..Default::default()
+        })
         .await
         .unwrap_err();
     assert_eq!(
@@ -326,7 +338,10 @@ async fn import_limits_are_enforced() {
         .collect();
     let err = app
         .cards
-        .import_cards(pb::ImportCardsRequest { cards: too_many })
+        .import_cards(pb::ImportCardsRequest {
+            cards: too_many,
+            ..Default::default()
+        })
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
@@ -367,6 +382,7 @@ async fn every_invalid_import_field_is_named() {
         .cards
         .import_cards(pb::ImportCardsRequest {
             cards: vec![lowest],
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -377,6 +393,7 @@ async fn every_invalid_import_field_is_named() {
         .cards
         .import_cards(pb::ImportCardsRequest {
             cards: vec![row, no_carrier],
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -403,6 +420,7 @@ async fn every_invalid_import_field_is_named() {
         .cards
         .import_cards(pb::ImportCardsRequest {
             cards: vec![dup.clone(), dup],
+            ..Default::default()
         })
         .await
         .unwrap_err();

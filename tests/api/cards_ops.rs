@@ -7,6 +7,7 @@ async fn suspend(app: &mut TestApp, iccid: &str) -> Result<pb::Card, tonic::Stat
     app.cards
         .suspend_card(pb::SuspendCardRequest {
             iccid: iccid.into(),
+            ..Default::default()
         })
         .await
         .map(|r| r.into_inner())
@@ -16,6 +17,7 @@ async fn resume(app: &mut TestApp, iccid: &str) -> Result<pb::Card, tonic::Statu
     app.cards
         .resume_card(pb::ResumeCardRequest {
             iccid: iccid.into(),
+            ..Default::default()
         })
         .await
         .map(|r| r.into_inner())
@@ -26,6 +28,7 @@ async fn recharge(app: &mut TestApp, iccid: &str, fen: i64) -> pb::RechargeRespo
         .recharge(pb::RechargeRequest {
             iccid: iccid.into(),
             amount_fen: fen,
+            ..Default::default()
         })
         .await
         .expect("recharge")
@@ -106,6 +109,7 @@ both_backends!(
             .cards
             .verify_real_name(pb::VerifyRealNameRequest {
                 iccid: TELECOM_ICCID.into(),
+                ..Default::default()
             })
             .await
             .unwrap()
@@ -184,6 +188,7 @@ both_backends!(
         let renew = |iccid: &str| pb::RenewPlanRequest {
             iccid: iccid.into(),
             months: 12,
+            ..Default::default()
         };
 
         // Telecom: immediate.
@@ -285,6 +290,7 @@ both_backends!(concurrent_recharges_all_count, |app: TestApp| async move {
                 .recharge(pb::RechargeRequest {
                     iccid: MOBILE_ICCID.into(),
                     amount_fen: 1,
+                    ..Default::default()
                 })
                 .await
                 .map(|_| ())

@@ -44,6 +44,7 @@ async fn follow(app: &mut TestApp, iccid: &str, d: &pb::Diagnosis) {
                         .renew_plan(pb::RenewPlanRequest {
                             iccid: iccid.into(),
                             months: s.months,
+                            ..Default::default()
                         })
                         .await
                         .expect("renew as advised");
@@ -54,6 +55,7 @@ async fn follow(app: &mut TestApp, iccid: &str, d: &pb::Diagnosis) {
                         .recharge(pb::RechargeRequest {
                             iccid: iccid.into(),
                             amount_fen: s.cost_fen,
+                            ..Default::default()
                         })
                         .await
                         .expect("recharge as advised");
@@ -62,6 +64,7 @@ async fn follow(app: &mut TestApp, iccid: &str, d: &pb::Diagnosis) {
                     app.cards
                         .resume_card(pb::ResumeCardRequest {
                             iccid: iccid.into(),
+                            ..Default::default()
                         })
                         .await
                         .expect("resume as advised");
@@ -70,6 +73,7 @@ async fn follow(app: &mut TestApp, iccid: &str, d: &pb::Diagnosis) {
                     app.cards
                         .verify_real_name(pb::VerifyRealNameRequest {
                             iccid: iccid.into(),
+                            ..Default::default()
                         })
                         .await
                         .expect("verify as advised");
@@ -192,6 +196,7 @@ async fn stopped_for(carrier: pb::Carrier, case: Case) -> (TestApp, String) {
             app.cards
                 .suspend_card(pb::SuspendCardRequest {
                     iccid: iccid.clone(),
+                    ..Default::default()
                 })
                 .await
                 .unwrap();
@@ -230,6 +235,7 @@ async fn every_reason_at_once_is_cleared_in_the_advised_order() {
         app.cards
             .suspend_card(pb::SuspendCardRequest {
                 iccid: iccid.clone(),
+                ..Default::default()
             })
             .await
             .unwrap();

@@ -48,7 +48,11 @@ async fn seed(app: &App) {
         .collect();
     for chunk in rows.chunks(5000) {
         app.service()
-            .import(chunk.to_vec(), &simgate::service::Caller::system("test"))
+            .import(
+                chunk.to_vec(),
+                &simgate::service::Caller::system("test"),
+                None,
+            )
             .await
             .expect("import");
     }

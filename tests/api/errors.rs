@@ -12,22 +12,42 @@ async fn call(app: &mut TestApp, op: &str, iccid: &str) -> Result<pb::Card, toni
     let iccid = iccid.to_string();
     let c = &mut app.cards;
     let r = match op {
-        "suspend" => c.suspend_card(pb::SuspendCardRequest { iccid }).await,
-        "resume" => c.resume_card(pb::ResumeCardRequest { iccid }).await,
+        "suspend" => {
+            c.suspend_card(pb::SuspendCardRequest {
+                iccid,
+                ..Default::default()
+            })
+            .await
+        }
+        "resume" => {
+            c.resume_card(pb::ResumeCardRequest {
+                iccid,
+                ..Default::default()
+            })
+            .await
+        }
         "recharge" => c
             .recharge(pb::RechargeRequest {
                 iccid,
                 amount_fen: 100,
+                ..Default::default()
             })
             .await
             .map(|r| r.map(|x| x.card.unwrap_or_default())),
         "renew" => {
-            c.renew_plan(pb::RenewPlanRequest { iccid, months: 1 })
-                .await
+            c.renew_plan(pb::RenewPlanRequest {
+                iccid,
+                months: 1,
+                ..Default::default()
+            })
+            .await
         }
         "verify" => {
-            c.verify_real_name(pb::VerifyRealNameRequest { iccid })
-                .await
+            c.verify_real_name(pb::VerifyRealNameRequest {
+                iccid,
+                ..Default::default()
+            })
+            .await
         }
         other => panic!("unknown op {other}"),
     };
@@ -145,6 +165,7 @@ both_backends!(
             .recharge(pb::RechargeRequest {
                 iccid: MOBILE_ICCID.into(),
                 amount_fen: 10,
+                ..Default::default()
             })
             .await
             .unwrap_err();
@@ -221,6 +242,7 @@ async fn bad_amounts_and_terms_are_invalid_arguments_and_change_nothing() {
             .recharge(pb::RechargeRequest {
                 iccid: MOBILE_ICCID.into(),
                 amount_fen: amount,
+                ..Default::default()
             })
             .await
             .unwrap_err();
@@ -235,6 +257,7 @@ async fn bad_amounts_and_terms_are_invalid_arguments_and_change_nothing() {
             .renew_plan(pb::RenewPlanRequest {
                 iccid: MOBILE_ICCID.into(),
                 months,
+                ..Default::default()
             })
             .await
             .unwrap_err();
@@ -249,6 +272,7 @@ async fn bad_amounts_and_terms_are_invalid_arguments_and_change_nothing() {
         .recharge(pb::RechargeRequest {
             iccid: "x".into(),
             amount_fen: 0,
+            ..Default::default()
         })
         .await
         .unwrap_err();

@@ -313,7 +313,10 @@ pub fn ts(t: DateTime<Utc>) -> prost_types::Timestamp {
 
 pub async fn import(app: &mut TestApp, cards: Vec<pb::CardInput>) -> pb::ImportCardsResponse {
     app.cards
-        .import_cards(pb::ImportCardsRequest { cards })
+        .import_cards(pb::ImportCardsRequest {
+            cards,
+            ..Default::default()
+        })
         .await
         .expect("import")
         .into_inner()

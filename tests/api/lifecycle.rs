@@ -58,6 +58,7 @@ async fn recharge(app: &mut TestApp, iccid: &str, fen: i64) -> pb::Card {
         .recharge(pb::RechargeRequest {
             iccid: iccid.into(),
             amount_fen: fen,
+            ..Default::default()
         })
         .await
         .expect("recharge")
@@ -208,6 +209,7 @@ async fn live_a_card(carrier: pb::Carrier) {
         app.cards
             .resume_card(pb::ResumeCardRequest {
                 iccid: iccid.clone(),
+                ..Default::default()
             })
             .await
             .unwrap();
@@ -272,6 +274,7 @@ async fn live_a_card(carrier: pb::Carrier) {
         .renew_plan(pb::RenewPlanRequest {
             iccid: iccid.clone(),
             months: 4,
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -435,6 +438,7 @@ async fn live_a_card(carrier: pb::Carrier) {
         .recharge(pb::RechargeRequest {
             iccid: iccid.clone(),
             amount_fen: 100,
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -621,6 +625,7 @@ async fn card_history_pages_and_refuses_bad_requests() {
             .recharge(pb::RechargeRequest {
                 iccid: MOBILE_ICCID.into(),
                 amount_fen: 10,
+                ..Default::default()
             })
             .await
             .unwrap();

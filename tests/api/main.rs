@@ -9,6 +9,7 @@ mod cards_ops;
 mod diagnosis;
 mod engine;
 mod errors;
+mod idempotency;
 mod lifecycle;
 mod platform;
 mod store_suite;

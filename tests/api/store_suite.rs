@@ -134,7 +134,7 @@ async fn due_cards_are_claimed_once_and_batches_skip_stale_cards(store: Store) {
         c.next_due_at = Some(start_time() + Duration::minutes(n as i64));
         cards.push(c);
     }
-    store.insert_cards(&cards, None).await.unwrap();
+    store.insert_cards(&cards, None, None).await.unwrap();
     let due_by = start_time() + Duration::minutes(3);
     assert_eq!(store.count_due(due_by).await.unwrap(), 4);
     let a = store.claim_due("a", due_by, 0, 60_000, 3).await.unwrap();
@@ -163,7 +163,7 @@ async fn due_cards_are_claimed_once_and_batches_skip_stale_cards(store: Store) {
     // One card changed behind the batch's back: only that one is skipped.
     let mut stale = a[1].clone();
     stale.balance = Fen(1);
-    store.update_card(&stale, &[], None).await.unwrap();
+    store.update_card(&stale, &[], None, None).await.unwrap();
     let batch: Vec<_> = a
         .iter()
         .map(|c| {
@@ -185,7 +185,7 @@ async fn due_cards_are_claimed_once_and_batches_skip_stale_cards(store: Store) {
 async fn cards_round_trip_unchanged(store: Store) {
     let c = card(UNICOM_ICCID, CarrierId::Unicom);
     store
-        .insert_cards(std::slice::from_ref(&c), None)
+        .insert_cards(std::slice::from_ref(&c), None, None)
         .await
         .unwrap();
     let back = store.get_card(&c.iccid).await.unwrap().unwrap();
@@ -201,13 +201,13 @@ async fn cards_round_trip_unchanged(store: Store) {
 async fn stale_versions_are_refused(store: Store) {
     let c = card(UNICOM_ICCID, CarrierId::Unicom);
     store
-        .insert_cards(std::slice::from_ref(&c), None)
+        .insert_cards(std::slice::from_ref(&c), None, None)
         .await
         .unwrap();
     let mut changed = c.clone();
     changed.balance = Fen(100);
     let v1 = store
-        .update_card(&changed, &[event(&changed, "card.recharged")], None)
+        .update_card(&changed, &[event(&changed, "card.recharged")], None, None)
         .await
         .unwrap();
     assert_eq!(v1.version, 1);
@@ -216,7 +216,7 @@ async fn stale_versions_are_refused(store: Store) {
     stale.balance = Fen(999);
     assert!(matches!(
         store
-            .update_card(&stale, &[event(&stale, "card.recharged")], None)
+            .update_card(&stale, &[event(&stale, "card.recharged")], None, None)
             .await,
         Err(StoreError::Conflict)
     ));
@@ -239,10 +239,13 @@ async fn stale_versions_are_refused(store: Store) {
 async fn duplicates_are_reported_by_field(store: Store) {
     let a = card(UNICOM_ICCID, CarrierId::Unicom);
     store
-        .insert_cards(std::slice::from_ref(&a), None)
+        .insert_cards(std::slice::from_ref(&a), None, None)
         .await
         .unwrap();
-    match store.insert_cards(std::slice::from_ref(&a), None).await {
+    match store
+        .insert_cards(std::slice::from_ref(&a), None, None)
+        .await
+    {
         Err(StoreError::Duplicate {
             field: "iccid",
             value,
@@ -250,7 +253,7 @@ async fn duplicates_are_reported_by_field(store: Store) {
         other => panic!("{other:?}"),
     }
     let b = card(MOBILE_ICCID, CarrierId::Mobile); // same MSISDN as a
-    match store.insert_cards(&[b], None).await {
+    match store.insert_cards(&[b], None, None).await {
         Err(StoreError::Duplicate {
             field: "msisdn", ..
         }) => {}
@@ -271,7 +274,7 @@ async fn listing_filters_and_pages(store: Store) {
         c.msisdn = None;
         cards.push(c);
     }
-    store.insert_cards(&cards, None).await.unwrap();
+    store.insert_cards(&cards, None, None).await.unwrap();
     let mut after: Option<String> = None;
     let mut seen = Vec::new();
     loop {

@@ -98,3 +98,15 @@ CREATE TABLE audit_entries (
     detail      TEXT NOT NULL
 );
 CREATE INDEX audit_by_card ON audit_entries (iccid, id);
+
+-- Idempotency: the first answer to each (API key, request_id), written in the same transaction as
+-- the change it answers, so a retried request returns it instead of acting twice.
+CREATE TABLE idempotency (
+    key_id      TEXT NOT NULL,
+    request_id  TEXT NOT NULL,
+    method      TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    response    BLOB NOT NULL,
+    created_ms  BIGINT NOT NULL,
+    PRIMARY KEY (key_id, request_id)
+);
