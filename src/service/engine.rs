@@ -18,6 +18,9 @@ use super::{commit, CardService};
 use crate::clock::{Clock, SystemClock};
 use crate::domain::lifecycle;
 
+/// A journal intent still open this long after its last write was interrupted.
+pub const INTERRUPTED_AFTER: chrono::Duration = chrono::Duration::seconds(60);
+
 /// How many cards one claim takes; also the size of one write transaction.
 pub const DEFAULT_BATCH: u32 = 1000;
 
@@ -144,7 +147,20 @@ impl Engine {
             if !t.changed {
                 continue;
             }
-            match commit(&self.service.store, carrier.as_ref(), t, None, None).await {
+            let journal = super::Journal {
+                clock: self.service.ops_clock.as_ref(),
+                source: format!("engine:{}", self.owner),
+            };
+            match commit(
+                &self.service.store,
+                carrier.as_ref(),
+                t,
+                None,
+                None,
+                &journal,
+            )
+            .await
+            {
                 Ok(_) => stats.applied += 1,
                 Err(super::ServiceError::Conflict) => stats.conflicts += 1,
                 Err(e) => {
@@ -195,6 +211,11 @@ impl Engine {
                 _ = ticker.tick() => {
                     if let Err(e) = self.run_pass(self.service.now()).await {
                         warn!(error = %e, "lifecycle pass failed; retrying on the next tick");
+                    }
+                    // Carrier calls cut short by a crash are repaired once nobody can still be
+                    // making them.
+                    if let Err(e) = self.service.reconcile_interrupted(INTERRUPTED_AFTER).await {
+                        warn!(error = %e, "reconciling interrupted carrier calls failed");
                     }
                 }
                 _ = shutdown.changed() => return,

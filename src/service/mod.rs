@@ -181,6 +181,9 @@ pub struct CardService {
     store: Store,
     carriers: Carriers,
     clock: Arc<dyn Clock>,
+    /// Wall time for the carrier-call journal: whether an intent is stale is about a process
+    /// being alive, not about simulated card time.
+    ops_clock: Arc<dyn Clock>,
     locks: Arc<CardLocks>,
 }
 
@@ -190,12 +193,51 @@ impl CardService {
             store,
             carriers,
             clock,
+            ops_clock: Arc::new(crate::clock::SystemClock),
             locks: Arc::new(CardLocks::default()),
         }
     }
 
     pub fn now(&self) -> DateTime<Utc> {
         self.clock.now()
+    }
+
+    /// Replaces the journal's wall clock (tests of the reconciler).
+    pub fn with_ops_clock(mut self, clock: Arc<dyn Clock>) -> CardService {
+        self.ops_clock = clock;
+        self
+    }
+
+    /// Repairs carrier calls interrupted by a crash: every journal intent still open after
+    /// `older_than` gets the carrier set to what the stored card says. Returns how many.
+    pub async fn reconcile_interrupted(&self, older_than: chrono::Duration) -> Result<usize> {
+        let before = (self.ops_clock.now() - older_than).timestamp_millis();
+        let stale = self.store.stale_intents(before, 500).await?;
+        for op in &stale {
+            let iccid = Iccid::from_trusted(op.iccid.clone());
+            let _guard = self.locks.lock(iccid.as_str()).await;
+            let Ok(id) = op.carrier.parse::<CarrierId>() else {
+                continue;
+            };
+            let carrier = self.carrier(id)?.clone();
+            let outcome = match reconcile(&self.store, carrier.as_ref(), &iccid).await {
+                Ok(()) => (
+                    "RECONCILED",
+                    "interrupted; carrier set to the stored card's state".to_string(),
+                ),
+                Err(e) => ("RETRYING", format!("reconcile failed: {e}")),
+            };
+            self.store
+                .journal_attempt(
+                    op.id,
+                    outcome.0,
+                    &outcome.1,
+                    self.ops_clock.now().timestamp_millis(),
+                )
+                .await?;
+            info!(iccid = %iccid, op = op.id, status = outcome.0, "interrupted carrier call reconciled");
+        }
+        Ok(stale.len())
     }
 
     fn carrier(&self, id: CarrierId) -> Result<&Arc<dyn Carrier>> {
@@ -680,6 +722,10 @@ impl CardService {
             t,
             Some(&audit),
             answer.as_ref(),
+            &Journal {
+                clock: self.ops_clock.as_ref(),
+                source: format!("{}:{}", caller.method, caller.request_id),
+            },
         )
         .await
     }
@@ -687,26 +733,69 @@ impl CardService {
 
 /// Makes the carrier agree with a transition, then stores it with its events. If the store
 /// refuses (a concurrent change), the carrier is put back where it was.
+/// Where a carrier call is journaled, and on whose behalf.
+pub(crate) struct Journal<'a> {
+    pub clock: &'a dyn Clock,
+    pub source: String,
+}
+
 async fn commit(
     store: &Store,
     carrier: &dyn Carrier,
     t: Transition,
     audit: Option<&AuditRecord>,
     answer: Option<&IdempotencyRecord>,
+    journal: &Journal<'_>,
 ) -> Result<Card> {
     let iccid = t.card.iccid.clone();
+    let mut applied = None;
     if let Some(action) = t.action {
-        apply_at_carrier(carrier, &iccid, action).await?;
+        let op = store
+            .journal_intent(
+                &iccid,
+                carrier.id(),
+                action,
+                &journal.source,
+                journal.clock.now().timestamp_millis(),
+            )
+            .await?;
+        if let Err(e) = apply_with_retries(carrier, &iccid, action).await {
+            let _ = store
+                .journal_attempt(
+                    op,
+                    "FAILED",
+                    &e.to_string(),
+                    journal.clock.now().timestamp_millis(),
+                )
+                .await;
+            return Err(e);
+        }
+        applied = Some((op, journal.clock.now().timestamp_millis()));
     }
-    match store.update_card(&t.card, &t.events, audit, answer).await {
+    match store
+        .update_card(&t.card, &t.events, audit, answer, applied)
+        .await
+    {
         Ok(after) => {
             let kinds: Vec<&str> = t.events.iter().map(|e| e.kind).collect();
             info!(iccid = %iccid, events = ?kinds, status = after.status().as_str(), "card changed");
             Ok(after)
         }
         Err(e) => {
-            if t.action.is_some() {
-                reconcile(store, carrier, &iccid).await;
+            if let Some((op, _)) = applied {
+                let status = match reconcile(store, carrier, &iccid).await {
+                    Ok(()) => "RECONCILED",
+                    // Left open: the reconciler repairs it once the intent is stale.
+                    Err(_) => "RETRYING",
+                };
+                let _ = store
+                    .journal_attempt(
+                        op,
+                        status,
+                        &format!("card write failed: {e}"),
+                        journal.clock.now().timestamp_millis(),
+                    )
+                    .await;
             }
             Err(match e {
                 // The same request id raced in concurrently and won: a retry gets its answer.
@@ -723,24 +812,76 @@ async fn commit(
 /// After a change reached the carrier but not the store (a concurrent write won, or the store
 /// failed), puts the carrier where the stored card says it should be. Not a blind undo: the
 /// write that won may itself have wanted the carrier's new state.
-async fn reconcile(store: &Store, carrier: &dyn Carrier, iccid: &Iccid) {
-    let fresh = match store.get_card(iccid).await {
-        Ok(Some(card)) => card,
-        Ok(None) => return,
-        Err(e) => {
-            warn!(iccid = %iccid, error = %e, "cannot read the card to reconcile its carrier state");
-            return;
-        }
+async fn reconcile(store: &Store, carrier: &dyn Carrier, iccid: &Iccid) -> Result<()> {
+    let Some(fresh) = store.get_card(iccid).await? else {
+        return Ok(());
     };
     let action = match service_state(&fresh) {
         ServiceState::Active => CarrierAction::Restore,
         ServiceState::Stopped => CarrierAction::Stop,
-        // A released number cannot be taken back.
-        ServiceState::Cancelled => return,
+        ServiceState::Cancelled => CarrierAction::Cancel,
     };
-    if let Err(e) = apply_at_carrier(carrier, iccid, action).await {
+    apply_with_retries(carrier, iccid, action).await.map_err(|e| {
         warn!(iccid = %iccid, error = %e, "could not reconcile the carrier with the stored card");
+        e
+    })
+}
+
+/// How often a carrier call is tried before the request gives up.
+const CARRIER_ATTEMPTS: u32 = 4;
+/// Longest wait between attempts, whatever the carrier's rate-limit answer asks for.
+const MAX_BACKOFF: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Up to half again of `base`, so that many callers backing off do not retry in step.
+fn jittered(base: std::time::Duration) -> std::time::Duration {
+    let mut b = [0u8; 2];
+    let r = getrandom::fill(&mut b)
+        .map(|_| u16::from_le_bytes(b))
+        .unwrap_or(0);
+    base + base.mul_f64(f64::from(r) / f64::from(u16::MAX) / 2.0)
+}
+
+/// A carrier call with retries: transient failures back off exponentially with jitter, a
+/// rate-limit answer waits as long as the carrier asks (capped), an unknown outcome is settled
+/// by reading the card (and only resent if the carrier shows it did not happen), and a refusal
+/// is final at once.
+async fn apply_with_retries(
+    carrier: &dyn Carrier,
+    iccid: &Iccid,
+    action: CarrierAction,
+) -> Result<()> {
+    let mut backoff = std::time::Duration::from_millis(50);
+    let mut last = None;
+    for attempt in 0..CARRIER_ATTEMPTS {
+        if attempt > 0 {
+            let wait = match &last {
+                Some(CarrierError::RateLimited {
+                    retry_after: Some(d),
+                }) => (*d).min(MAX_BACKOFF),
+                _ => jittered(backoff).min(MAX_BACKOFF),
+            };
+            tokio::time::sleep(wait).await;
+            backoff *= 2;
+        }
+        match apply_at_carrier(carrier, iccid, action).await {
+            Ok(()) => return Ok(()),
+            Err(ServiceError::Carrier { error, .. }) if is_retryable(&error) => last = Some(error),
+            Err(e) => return Err(e),
+        }
     }
+    Err(ServiceError::Carrier {
+        carrier: carrier.id(),
+        error: last.unwrap_or_else(|| CarrierError::Transient("no attempt made".into())),
+    })
+}
+
+fn is_retryable(e: &CarrierError) -> bool {
+    matches!(
+        e,
+        CarrierError::Transient(_)
+            | CarrierError::RateLimited { .. }
+            | CarrierError::OutcomeUnknown(_)
+    )
 }
 
 /// Names the import row a duplicate ICCID or MSISDN came from.

@@ -9,6 +9,7 @@ use super::*;
 use crate::carrier::{CarrierCard, MockCarrier};
 use crate::clock::ManualClock;
 use crate::domain::rules::tests::{new_card, now};
+use crate::domain::CarrierAction;
 use crate::domain::{RealNameStatus, StopReason};
 use crate::store::StoreOptions;
 
@@ -91,8 +92,9 @@ async fn carrier_rejecting_the_stop_leaves_the_store_unchanged() {
 #[tokio::test]
 async fn transient_failure_of_the_restore_keeps_the_card_stopped_and_the_money_unmoved() {
     let mut m = mock(CarrierId::Mobile);
+    // Every attempt fails: the request gives up after its retries.
     m.expect_restore()
-        .times(1)
+        .times(CARRIER_ATTEMPTS as usize)
         .returning(|_| Err(CarrierError::Transient("connection refused".into())));
     let f = fixture(m).await;
     let mut row = new_card(CarrierId::Mobile);
@@ -109,42 +111,109 @@ async fn transient_failure_of_the_restore_keeps_the_card_stopped_and_the_money_u
         after, before,
         "the balance must not move when the restore did not happen"
     );
+    let ops = f.store.card_ops(&before.iccid).await.unwrap();
+    assert_eq!(ops.len(), 1);
+    assert_eq!(
+        (ops[0].action.as_str(), ops[0].status.as_str()),
+        ("RESTORE", "FAILED")
+    );
 }
 
 #[tokio::test]
-async fn an_unknown_outcome_counts_only_if_the_carrier_shows_the_change() {
+async fn a_passing_carrier_failure_is_retried_and_journaled_as_applied() {
     let mut m = mock(CarrierId::Mobile);
     let mut seq = mockall::Sequence::new();
     m.expect_stop()
         .times(2)
-        .returning(|_| Err(CarrierError::OutcomeUnknown("timeout after send".into())));
-    // First read: the stop did not land. Second read: it did.
-    m.expect_card()
+        .in_sequence(&mut seq)
+        .returning(|_| {
+            Err(CarrierError::RateLimited {
+                retry_after: Some(std::time::Duration::from_millis(5)),
+            })
+        });
+    m.expect_stop()
         .times(1)
         .in_sequence(&mut seq)
-        .returning(|iccid| {
+        .returning(|_| Ok(()));
+    let f = fixture(m).await;
+    let before = imported(&f, new_card(CarrierId::Mobile)).await;
+    let card = f
+        .service
+        .suspend(&before.iccid, &sys(), None)
+        .await
+        .unwrap();
+    assert!(card.stop_reasons.contains(StopReason::Manual));
+    let ops = f.store.card_ops(&before.iccid).await.unwrap();
+    assert_eq!(
+        (ops[0].action.as_str(), ops[0].status.as_str()),
+        ("STOP", "APPLIED")
+    );
+}
+
+#[tokio::test]
+async fn an_interrupted_carrier_call_is_reconciled_to_the_stored_card() {
+    let mut m = mock(CarrierId::Mobile);
+    // The crashed process had stopped the card at the carrier but never stored the change:
+    // the reconciler puts the carrier back to the stored (active) state.
+    m.expect_restore().times(1).returning(|_| Ok(()));
+    let f = fixture(m).await;
+    let before = imported(&f, new_card(CarrierId::Mobile)).await;
+    let op = f
+        .store
+        .journal_intent(
+            &before.iccid,
+            CarrierId::Mobile,
+            CarrierAction::Stop,
+            "crashed",
+            0,
+        )
+        .await
+        .unwrap();
+    let n = f
+        .service
+        .reconcile_interrupted(chrono::Duration::seconds(60))
+        .await
+        .unwrap();
+    assert_eq!(n, 1);
+    let ops = f.store.card_ops(&before.iccid).await.unwrap();
+    assert_eq!((ops[0].id, ops[0].status.as_str()), (op, "RECONCILED"));
+    assert_eq!(
+        f.service
+            .reconcile_interrupted(chrono::Duration::seconds(60))
+            .await
+            .unwrap(),
+        0
+    );
+}
+
+#[tokio::test]
+async fn an_unknown_outcome_counts_only_if_the_carrier_shows_the_change() {
+    let card = |state| {
+        move |iccid: &Iccid| {
             Ok(CarrierCard {
                 iccid: iccid.clone(),
-                state: ServiceState::Active,
+                state,
                 cycle_usage_bytes: 0,
                 changes: 0,
                 last_session_at: None,
                 usage_cycle_start: None,
             })
-        });
+        }
+    };
+    let mut m = mock(CarrierId::Mobile);
+    let mut seq = mockall::Sequence::new();
+    m.expect_stop()
+        .returning(|_| Err(CarrierError::OutcomeUnknown("timeout after send".into())));
+    // Every read after the first request's sends: the stop did not land.
+    m.expect_card()
+        .times(CARRIER_ATTEMPTS as usize)
+        .in_sequence(&mut seq)
+        .returning(card(ServiceState::Active));
+    // The second request's read: it did.
     m.expect_card()
         .times(1)
         .in_sequence(&mut seq)
-        .returning(|iccid| {
-            Ok(CarrierCard {
-                iccid: iccid.clone(),
-                state: ServiceState::Stopped,
-                cycle_usage_bytes: 0,
-                changes: 1,
-                last_session_at: None,
-                usage_cycle_start: None,
-            })
-        });
+        .returning(card(ServiceState::Stopped));
     let f = fixture(m).await;
     let before = imported(&f, new_card(CarrierId::Mobile)).await;
 

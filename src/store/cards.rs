@@ -343,11 +343,15 @@ impl Store {
         events: &[CardEvent],
         audit: Option<&AuditRecord>,
         answer: Option<&IdempotencyRecord>,
+        applied_op: Option<(i64, i64)>,
     ) -> Result<Card, StoreError> {
         let mut tx = self.pool.begin().await?;
         let next = update_in(&mut tx, card)
             .await?
             .ok_or(StoreError::Conflict)?;
+        if let Some((op, at_ms)) = applied_op {
+            super::journal::mark_applied(&mut tx, op, at_ms).await?;
+        }
         insert_events(&mut tx, self.backend, &next, events).await?;
         if let Some(a) = audit {
             super::access::insert_audit(&mut tx, a).await?;

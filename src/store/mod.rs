@@ -6,11 +6,13 @@
 mod access;
 mod cards;
 mod idempotency;
+mod journal;
 mod sim;
 
 pub use access::{AuditEntry, AuditFilter, AuditRecord};
 pub use cards::{CardFilter, EventRow};
 pub use idempotency::IdempotencyRecord;
+pub use journal::{action_name, CarrierOp};
 
 use std::str::FromStr;
 use std::time::Duration;

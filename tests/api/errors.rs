@@ -154,7 +154,8 @@ both_backends!(
             .inject_fault(pb::InjectFaultRequest {
                 carrier: pb::Carrier::ChinaMobile as i32,
                 kind: pb::FaultKind::Unavailable as i32,
-                count: 1,
+                // More failures than a request's retries: it gives up.
+                count: 10,
             })
             .await
             .unwrap();
@@ -172,6 +173,41 @@ both_backends!(
         assert_eq!(err.code(), Code::Unavailable);
         assert_eq!(details(&err).0, "CARRIER_UNAVAILABLE");
         assert_eq!(get(&mut app, MOBILE_ICCID).await, before);
+    }
+);
+
+both_backends!(
+    a_passing_carrier_failure_is_retried_transparently,
+    |mut app: TestApp| async move {
+        import(
+            &mut app,
+            vec![card_input(MOBILE_ICCID, pb::Carrier::ChinaMobile)],
+        )
+        .await;
+        app.sim
+            .inject_fault(pb::InjectFaultRequest {
+                carrier: pb::Carrier::ChinaMobile as i32,
+                kind: pb::FaultKind::Unavailable as i32,
+                count: 2,
+            })
+            .await
+            .unwrap();
+        let card = call(&mut app, "suspend", MOBILE_ICCID).await.unwrap();
+        assert_eq!(status_of(&card), pb::CardStatus::Suspended);
+        assert_eq!(
+            carrier_state(&mut app, pb::Carrier::ChinaMobile, MOBILE_ICCID).await,
+            pb::CarrierServiceState::Stopped
+        );
+        let ops = app
+            .store
+            .card_ops(&simgate::domain::Iccid::parse_any(MOBILE_ICCID).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(ops.len(), 1);
+        assert_eq!(
+            (ops[0].action.as_str(), ops[0].status.as_str()),
+            ("STOP", "APPLIED")
+        );
     }
 );
 

@@ -163,7 +163,10 @@ async fn due_cards_are_claimed_once_and_batches_skip_stale_cards(store: Store) {
     // One card changed behind the batch's back: only that one is skipped.
     let mut stale = a[1].clone();
     stale.balance = Fen(1);
-    store.update_card(&stale, &[], None, None).await.unwrap();
+    store
+        .update_card(&stale, &[], None, None, None)
+        .await
+        .unwrap();
     let batch: Vec<_> = a
         .iter()
         .map(|c| {
@@ -207,7 +210,13 @@ async fn stale_versions_are_refused(store: Store) {
     let mut changed = c.clone();
     changed.balance = Fen(100);
     let v1 = store
-        .update_card(&changed, &[event(&changed, "card.recharged")], None, None)
+        .update_card(
+            &changed,
+            &[event(&changed, "card.recharged")],
+            None,
+            None,
+            None,
+        )
         .await
         .unwrap();
     assert_eq!(v1.version, 1);
@@ -216,7 +225,7 @@ async fn stale_versions_are_refused(store: Store) {
     stale.balance = Fen(999);
     assert!(matches!(
         store
-            .update_card(&stale, &[event(&stale, "card.recharged")], None, None)
+            .update_card(&stale, &[event(&stale, "card.recharged")], None, None, None)
             .await,
         Err(StoreError::Conflict)
     ));

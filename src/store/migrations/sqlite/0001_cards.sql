@@ -110,3 +110,22 @@ CREATE TABLE idempotency (
     created_ms  BIGINT NOT NULL,
     PRIMARY KEY (key_id, request_id)
 );
+
+-- The carrier-call journal: every stop/restore/cancel is written as an intent before it is sent,
+-- and marked APPLIED in the same transaction as the card change it serves (FAILED when the
+-- carrier refused). An intent still PENDING long after it was written was interrupted (a crash
+-- between the carrier call and the card write): the reconciler sets the carrier to what the
+-- stored card says and marks it RECONCILED.
+CREATE TABLE carrier_ops (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    iccid       TEXT NOT NULL,
+    carrier     TEXT NOT NULL,
+    action      TEXT NOT NULL,
+    status      TEXT NOT NULL,
+    attempts    BIGINT NOT NULL,
+    last_error  TEXT NOT NULL,
+    source      TEXT NOT NULL,
+    created_ms  BIGINT NOT NULL,
+    updated_ms  BIGINT NOT NULL
+);
+CREATE INDEX carrier_ops_pending ON carrier_ops (status, created_ms);
