@@ -47,6 +47,12 @@ pub struct Config {
     /// Requests per second each API key may make (default 1000).
     #[serde(default)]
     pub rate_limit_per_key: Option<u32>,
+    /// Per-carrier account limits and circuit breaker, keyed mobile/unicom/telecom.
+    #[serde(default)]
+    pub carrier_limits: BTreeMap<CarrierId, crate::carrier::guard::CarrierLimits>,
+    /// Standing faults of the simulated carriers, keyed mobile/unicom/telecom.
+    #[serde(default)]
+    pub simulator: BTreeMap<CarrierId, crate::carrier::sim::SimFaults>,
     /// Per-carrier overrides of the retention and recovery rules, keyed mobile/unicom/telecom.
     #[serde(default)]
     pub carriers: BTreeMap<CarrierId, PolicyOverride>,
@@ -98,6 +104,8 @@ impl std::fmt::Debug for Config {
             .field("data_dir", &self.data_dir)
             .field("tls", &self.tls)
             .field("rate_limit_per_key", &self.rate_limit_per_key)
+            .field("carrier_limits", &self.carrier_limits)
+            .field("simulator", &self.simulator)
             .field("carriers", &self.carriers)
             .finish()
     }
@@ -113,6 +121,16 @@ impl Config {
     pub fn from_toml(text: &str) -> Result<Config, String> {
         let cfg: Config = toml::from_str(text).map_err(|e| e.to_string())?;
         cfg.policies()?;
+        for (id, f) in &cfg.simulator {
+            f.validate().map_err(|e| format!("simulator.{id}: {e}"))?;
+        }
+        for (id, l) in &cfg.carrier_limits {
+            if l.max_concurrency == 0 {
+                return Err(format!(
+                    "carrier_limits.{id}: max_concurrency must be at least 1"
+                ));
+            }
+        }
         if cfg.rate_limit_per_key == Some(0) {
             return Err("rate_limit_per_key must be at least 1".into());
         }

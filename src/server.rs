@@ -14,6 +14,7 @@ use crate::api::access::AccessApi;
 use crate::api::auth::{Authenticator, DEFAULT_RATE_PER_KEY};
 use crate::api::cards::CardApi;
 use crate::api::simulator::SimulatorApi;
+use crate::carrier::guard::Guarded;
 use crate::carrier::sim::{SimCarrier, Simulators};
 use crate::carrier::Carriers;
 use crate::clock::{Clock, OffsetClock};
@@ -110,6 +111,16 @@ impl ServerBuilder {
         self
     }
 
+    /// Account limits and circuit breaker of one carrier.
+    pub fn carrier_limits(
+        mut self,
+        id: CarrierId,
+        limits: crate::carrier::guard::CarrierLimits,
+    ) -> Self {
+        self.config.carrier_limits.insert(id, limits);
+        self
+    }
+
     /// Serve TLS with these files.
     pub fn tls(mut self, tls: crate::config::TlsConfig) -> Self {
         self.config.tls = Some(tls);
@@ -150,8 +161,17 @@ impl ServerBuilder {
         let mut sims = Simulators::default();
         for (id, policy) in policies {
             let sim = Arc::new(SimCarrier::new(policy, store.clone(), clock.clone()));
+            if let Some(f) = self.config.simulator.get(&id) {
+                sim.set_faults(*f);
+            }
             sims.by_id.insert(id, sim.clone());
-            carriers = carriers.with(sim);
+            let limits = self
+                .config
+                .carrier_limits
+                .get(&id)
+                .copied()
+                .unwrap_or_default();
+            carriers = carriers.with(Arc::new(Guarded::new(sim, limits)));
         }
         let check = if self.config.allow_foreign_identifiers {
             CarrierCheck::Allow

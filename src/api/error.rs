@@ -86,6 +86,11 @@ impl From<ServiceError> for Status {
                             info("CARRIER_REJECTED", meta),
                         )
                     }
+                    CarrierError::CircuitOpen(_) => Status::with_error_details(
+                        Code::Unavailable,
+                        message,
+                        info("CARRIER_CIRCUIT_OPEN", meta),
+                    ),
                     CarrierError::OutcomeUnknown(_) => Status::with_error_details(
                         Code::Unavailable,
                         message,

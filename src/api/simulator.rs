@@ -13,7 +13,7 @@ use super::convert::{
 };
 use super::error::{invalid_argument, invalid_field, ERROR_DOMAIN};
 use crate::auth::Permission;
-use crate::carrier::sim::{Fault, SimCarrier, Simulators};
+use crate::carrier::sim::{Fault, SimCarrier, SimFaults, Simulators};
 use crate::carrier::{CarrierCard, CarrierError, ServiceState};
 use crate::clock::{Clock, ClockError};
 use crate::domain::{CarrierId, Iccid};
@@ -238,6 +238,30 @@ impl pb::simulator_service_server::SimulatorService for SimulatorApi {
             carrier_card: Some(carrier_card_to_pb(id, at_carrier)),
             card,
         }))
+    }
+
+    async fn set_faults(
+        &self,
+        request: Request<pb::SetFaultsRequest>,
+    ) -> Result<Response<pb::SetFaultsResponse>, Status> {
+        self.auth
+            .caller(&request, "SetFaults", Permission::Simulate)
+            .await?;
+        let req = request.into_inner();
+        let (sim, _) = self.target(req.carrier, None)?;
+        let faults = SimFaults {
+            error_rate: req.error_rate,
+            latency_ms: u64::from(req.latency_ms),
+            rate_limit_rate: req.rate_limit_rate,
+            timeout_after_apply_rate: req.timeout_after_apply_rate,
+            down: req.down,
+        };
+        faults.validate().map_err(|e| {
+            let field = e.split(' ').next().unwrap_or("faults").to_string();
+            invalid_field(&field, e)
+        })?;
+        sim.set_faults(faults);
+        Ok(Response::new(pb::SetFaultsResponse {}))
     }
 
     async fn inject_fault(

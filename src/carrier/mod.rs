@@ -2,6 +2,7 @@
 //! the error kinds callers must treat differently, and the registry that picks a card's carrier.
 //! Adapters translate; the business rules stay in `domain`.
 
+pub mod guard;
 pub mod sim;
 
 use std::collections::BTreeMap;
@@ -24,6 +25,10 @@ pub enum CarrierError {
     /// The platform refused the request for good, with its own code and message.
     #[error("carrier refused the request: [{code}] {message}")]
     Rejected { code: String, message: String },
+    /// Not sent: the circuit breaker is open after repeated failures. Fails fast; retrying
+    /// before it closes is pointless.
+    #[error("{0}")]
+    CircuitOpen(String),
     /// The request was sent but no answer came back: it may or may not have been applied, so
     /// the caller must read the card's state before deciding, never blindly resend.
     #[error("carrier outcome unknown: {0}")]

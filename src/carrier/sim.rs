@@ -15,6 +15,41 @@ use crate::store::Store;
 /// Largest cycle usage a simulated card can record (2^62 bytes).
 const USAGE_LIMIT: u64 = 1 << 62;
 
+/// Standing misbehaviour of a simulated carrier (configuration `[simulator.mobile]`, or
+/// SimulatorService.SetFaults): what share of calls fail and how.
+#[derive(Debug, Clone, Copy, PartialEq, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SimFaults {
+    /// Share of calls answered "unavailable" without applying anything (0..=1).
+    pub error_rate: f64,
+    /// Added to every call.
+    pub latency_ms: u64,
+    /// Share of calls answered with a rate-limit refusal (0..=1).
+    pub rate_limit_rate: f64,
+    /// Share of changes that are applied but answered with a timeout: the nasty case (0..=1).
+    pub timeout_after_apply_rate: f64,
+    /// The platform answers nothing at all.
+    pub down: bool,
+}
+
+impl SimFaults {
+    pub fn validate(&self) -> Result<(), String> {
+        for (name, v) in [
+            ("error_rate", self.error_rate),
+            ("rate_limit_rate", self.rate_limit_rate),
+            ("timeout_after_apply_rate", self.timeout_after_apply_rate),
+        ] {
+            if !(0.0..=1.0).contains(&v) {
+                return Err(format!("{name} must be between 0 and 1, got {v}"));
+            }
+        }
+        if self.latency_ms > 60_000 {
+            return Err("latency_ms must be at most 60000".into());
+        }
+        Ok(())
+    }
+}
+
 /// How the next mutating calls of a simulated carrier fail.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fault {
@@ -30,6 +65,10 @@ pub struct SimCarrier {
     clock: Arc<dyn Clock>,
     /// Pending injected faults, consumed one per stop/restore call.
     faults: Mutex<Vec<Fault>>,
+    /// Standing fault rates.
+    chaos: Mutex<SimFaults>,
+    /// xorshift state for the fault dice; seeded from the OS.
+    dice: Mutex<u64>,
 }
 
 impl SimCarrier {
@@ -40,7 +79,55 @@ impl SimCarrier {
             store,
             clock,
             faults: Mutex::new(Vec::new()),
+            chaos: Mutex::new(SimFaults::default()),
+            dice: Mutex::new({
+                let mut b = [0u8; 8];
+                getrandom::fill(&mut b)
+                    .map(|_| u64::from_le_bytes(b) | 1)
+                    .unwrap_or(0x9e37_79b9_7f4a_7c15)
+            }),
         }
+    }
+
+    pub fn set_faults(&self, f: SimFaults) {
+        *self.chaos.lock().unwrap_or_else(|e| e.into_inner()) = f;
+    }
+
+    fn faults(&self) -> SimFaults {
+        *self.chaos.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// True with probability `p`.
+    fn roll(&self, p: f64) -> bool {
+        if p <= 0.0 {
+            return false;
+        }
+        let mut x = self.dice.lock().unwrap_or_else(|e| e.into_inner());
+        *x ^= *x << 13;
+        *x ^= *x >> 7;
+        *x ^= *x << 17;
+        ((*x >> 11) as f64 / (1u64 << 53) as f64) < p
+    }
+
+    /// The standing faults every call meets: down, latency, and (for reads and writes alike)
+    /// the error rate.
+    async fn weather(&self) -> Result<(), CarrierError> {
+        let f = self.faults();
+        if f.down {
+            return Err(CarrierError::Transient(format!(
+                "simulated {} is down",
+                self.id.display_name()
+            )));
+        }
+        if f.latency_ms > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(f.latency_ms)).await;
+        }
+        if self.roll(f.error_rate) {
+            return Err(CarrierError::Transient(
+                "simulated transient failure".into(),
+            ));
+        }
+        Ok(())
     }
 
     /// Makes the next `count` stop/restore calls fail with `fault`.
@@ -48,6 +135,15 @@ impl SimCarrier {
         let mut f = self.faults.lock().unwrap_or_else(|e| e.into_inner());
         f.clear();
         f.extend(std::iter::repeat_n(fault, count as usize));
+    }
+
+    /// The simulator's own record of a card, without any simulated failure.
+    async fn read(&self, iccid: &Iccid) -> Result<CarrierCard, CarrierError> {
+        self.store
+            .sim_card(self.id, iccid, self.cycle_ms())
+            .await
+            .map_err(|e| CarrierError::Transient(e.to_string()))?
+            .ok_or_else(|| not_found(self.id, iccid))
     }
 
     /// Start of the carrier's current billing cycle, which its usage counters belong to.
@@ -68,8 +164,9 @@ impl SimCarrier {
         iccid: &Iccid,
         bytes: u64,
     ) -> Result<CarrierCard, CarrierError> {
-        // Counters are 64-bit signed in storage; refuse what would overflow them.
-        let current = self.card(iccid).await?;
+        // Counters are 64-bit signed in storage; refuse what would overflow them. Device traffic
+        // flows whatever the platform's API is doing, so no simulated API fault applies here.
+        let current = self.read(iccid).await?;
         if current.cycle_usage_bytes.saturating_add(bytes) > USAGE_LIMIT {
             return Err(CarrierError::Rejected {
                 code: "USAGE_TOO_LARGE".into(),
@@ -90,7 +187,7 @@ impl SimCarrier {
         if !found {
             return Err(not_found(self.id, iccid));
         }
-        self.card(iccid).await
+        self.read(iccid).await
     }
 
     async fn change(&self, iccid: &Iccid, to: ServiceState) -> Result<(), CarrierError> {
@@ -108,20 +205,32 @@ impl SimCarrier {
             }
             None => {}
         }
-        let current = self.card(iccid).await?;
+        self.weather().await?;
+        let f = self.faults();
+        if self.roll(f.rate_limit_rate) {
+            return Err(CarrierError::RateLimited {
+                retry_after: Some(std::time::Duration::from_millis(20)),
+            });
+        }
+        let current = self.read(iccid).await?;
         if current.state == ServiceState::Cancelled && to != ServiceState::Cancelled {
             return Err(CarrierError::Rejected {
                 code: "CARD_CANCELLED".into(),
                 message: format!("{iccid} is cancelled at {}", self.id.display_name()),
             });
         }
-        if current.state == to {
-            return Ok(());
+        if current.state != to {
+            self.store
+                .sim_set_state(self.id, iccid, to)
+                .await
+                .map_err(|e| CarrierError::Transient(e.to_string()))?;
         }
-        self.store
-            .sim_set_state(self.id, iccid, to)
-            .await
-            .map_err(|e| CarrierError::Transient(e.to_string()))
+        if self.roll(f.timeout_after_apply_rate) {
+            return Err(CarrierError::OutcomeUnknown(
+                "simulated timeout after the change was applied".into(),
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -149,6 +258,12 @@ impl Carrier for SimCarrier {
     }
 
     async fn onboard(&self, cards: &[OnboardCard]) -> Result<(), CarrierError> {
+        if self.faults().down {
+            return Err(CarrierError::Transient(format!(
+                "simulated {} is down",
+                self.id.display_name()
+            )));
+        }
         self.store
             .sim_onboard(self.id, cards, self.cycle_ms())
             .await
@@ -156,11 +271,8 @@ impl Carrier for SimCarrier {
     }
 
     async fn card(&self, iccid: &Iccid) -> Result<CarrierCard, CarrierError> {
-        self.store
-            .sim_card(self.id, iccid, self.cycle_ms())
-            .await
-            .map_err(|e| CarrierError::Transient(e.to_string()))?
-            .ok_or_else(|| not_found(self.id, iccid))
+        self.weather().await?;
+        self.read(iccid).await
     }
 
     async fn stop(&self, iccid: &Iccid) -> Result<(), CarrierError> {

@@ -760,10 +760,23 @@ async fn commit(
             )
             .await?;
         if let Err(e) = apply_with_retries(carrier, &iccid, action).await {
+            // A refusal applied nothing. Anything else may have been applied by a carrier that
+            // then did not answer: put the carrier back to the stored state, or leave the
+            // intent open for the reconciler if even that fails.
+            let status = match &e {
+                ServiceError::Carrier {
+                    error: CarrierError::Rejected { .. } | CarrierError::CircuitOpen(_),
+                    ..
+                } => "FAILED",
+                _ => match reconcile(store, carrier, &iccid).await {
+                    Ok(()) => "FAILED",
+                    Err(_) => "RETRYING",
+                },
+            };
             let _ = store
                 .journal_attempt(
                     op,
-                    "FAILED",
+                    status,
                     &e.to_string(),
                     journal.clock.now().timestamp_millis(),
                 )

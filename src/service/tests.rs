@@ -96,6 +96,8 @@ async fn transient_failure_of_the_restore_keeps_the_card_stopped_and_the_money_u
     m.expect_restore()
         .times(CARRIER_ATTEMPTS as usize)
         .returning(|_| Err(CarrierError::Transient("connection refused".into())));
+    // Whether or not a failed restore landed, the carrier is put back to the stored state.
+    m.expect_stop().times(1).returning(|_| Ok(()));
     let f = fixture(m).await;
     let mut row = new_card(CarrierId::Mobile);
     row.balance = Fen(-100);
@@ -204,6 +206,8 @@ async fn an_unknown_outcome_counts_only_if_the_carrier_shows_the_change() {
     let mut seq = mockall::Sequence::new();
     m.expect_stop()
         .returning(|_| Err(CarrierError::OutcomeUnknown("timeout after send".into())));
+    // After the first request gives up, the carrier is set back to the stored (active) state.
+    m.expect_restore().times(1).returning(|_| Ok(()));
     // Every read after the first request's sends: the stop did not land.
     m.expect_card()
         .times(CARRIER_ATTEMPTS as usize)

@@ -214,6 +214,13 @@ async fn call(
             })
             .await,
         ),
+        "simgate.v1.SimulatorService/SetFaults" => code(
+            s.set_faults(pb::SetFaultsRequest {
+                carrier: pb::Carrier::ChinaUnicom as i32,
+                ..Default::default()
+            })
+            .await,
+        ),
         "simgate.v1.AccessService/CreateApiKey" => code(
             a.create_api_key(pb::CreateApiKeyRequest {
                 role: pb::Role::CustomerViewer as i32,
@@ -337,6 +344,7 @@ const MATRIX: &[&str] = &[
     "simgate.v1.SimulatorService/GetCarrierCard",
     "simgate.v1.SimulatorService/RecordUsage",
     "simgate.v1.SimulatorService/InjectFault",
+    "simgate.v1.SimulatorService/SetFaults",
     "simgate.v1.AccessService/CreateApiKey",
     "simgate.v1.AccessService/ListApiKeys",
     "simgate.v1.AccessService/RevokeApiKey",

@@ -159,12 +159,36 @@ pub struct TestApp {
     pub channel: Channel,
     pub clock: ManualClock,
     pub store: Store,
+    /// The service behind the server, for what only a process can do (reconciliation).
+    pub service: simgate::service::CardService,
     pub db: Arc<TestDb>,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl TestApp {
+    /// A client side for a server started by the test itself.
+    pub fn from_parts(
+        channel: Channel,
+        clock: ManualClock,
+        store: Store,
+        service: simgate::service::CardService,
+        db: Arc<TestDb>,
+    ) -> TestApp {
+        TestApp {
+            cards: cards_client(&channel, ADMIN_KEY),
+            sim: sim_client(&channel, ADMIN_KEY),
+            access: access_client(&channel, ADMIN_KEY),
+            channel,
+            clock,
+            store,
+            service,
+            db,
+            shutdown: None,
+            server: None,
+        }
+    }
+
     /// Stops the server and waits for it, so that a restart can reuse the database.
     pub async fn stop(mut self) -> Arc<TestDb> {
         if let Some(tx) = self.shutdown.take() {
@@ -200,6 +224,7 @@ pub async fn spawn_on(db: Arc<TestDb>, clock: ManualClock) -> TestApp {
         .await
         .expect("build server");
     let store = app.store().clone();
+    let service = app.service().clone();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -224,6 +249,7 @@ pub async fn spawn_on(db: Arc<TestDb>, clock: ManualClock) -> TestApp {
         channel,
         clock,
         store,
+        service,
         db,
         shutdown: Some(tx),
         server: Some(server),

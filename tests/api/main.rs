@@ -6,6 +6,7 @@ mod access;
 mod cards_import;
 mod cards_list;
 mod cards_ops;
+mod chaos;
 mod diagnosis;
 mod engine;
 mod errors;

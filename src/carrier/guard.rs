@@ -1,0 +1,239 @@
+//! Protection around a carrier account: a request-rate limit and a concurrency limit (what the
+//! carrier's contract allows), and a circuit breaker, so that when a carrier is down calls fail
+//! fast with a clear message instead of piling up, while reads of stored cards go on.
+
+use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use serde::Deserialize;
+use tokio::sync::Semaphore;
+
+use super::{Carrier, CarrierCard, CarrierError, OnboardCard};
+use crate::domain::{CarrierId, CarrierPolicy, Iccid};
+
+/// Per-carrier account limits, from configuration (`[carrier_limits.mobile]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CarrierLimits {
+    /// Calls per second; 0 means no limit.
+    pub requests_per_second: u32,
+    /// Calls in flight at once.
+    pub max_concurrency: u32,
+    /// Consecutive failures (unavailable or no answer) that open the circuit.
+    pub breaker_failures: u32,
+    /// How long an open circuit refuses calls before one is let through to test the carrier.
+    pub breaker_open_ms: u64,
+}
+
+impl Default for CarrierLimits {
+    fn default() -> Self {
+        CarrierLimits {
+            requests_per_second: 0,
+            max_concurrency: 32,
+            breaker_failures: 5,
+            breaker_open_ms: 30_000,
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Breaker {
+    failures: u32,
+    open_until: Option<Instant>,
+}
+
+pub struct Guarded {
+    inner: Arc<dyn Carrier>,
+    limits: CarrierLimits,
+    rate: Option<DefaultDirectRateLimiter>,
+    permits: Semaphore,
+    breaker: Mutex<Breaker>,
+}
+
+impl Guarded {
+    pub fn new(inner: Arc<dyn Carrier>, limits: CarrierLimits) -> Guarded {
+        Guarded {
+            rate: NonZeroU32::new(limits.requests_per_second)
+                .map(|r| RateLimiter::direct(Quota::per_second(r))),
+            permits: Semaphore::new(limits.max_concurrency.max(1) as usize),
+            breaker: Mutex::new(Breaker::default()),
+            inner,
+            limits,
+        }
+    }
+
+    fn open_error(&self, until: Instant) -> CarrierError {
+        CarrierError::CircuitOpen(format!(
+            "{} is not answering: circuit open after {} consecutive failures; the next call is tried in {} ms",
+            self.inner.id().display_name(),
+            self.limits.breaker_failures,
+            until.saturating_duration_since(Instant::now()).as_millis()
+        ))
+    }
+
+    /// Runs one call through the breaker, the concurrency limit and the rate limit.
+    async fn call<T, F>(&self, f: F) -> Result<T, CarrierError>
+    where
+        F: std::future::Future<Output = Result<T, CarrierError>>,
+    {
+        {
+            let b = self.breaker.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(until) = b.open_until {
+                if Instant::now() < until {
+                    return Err(self.open_error(until));
+                }
+            }
+        }
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| CarrierError::Transient("carrier guard closed".into()))?;
+        if let Some(rate) = &self.rate {
+            rate.until_ready().await;
+        }
+        let result = f.await;
+        let mut b = self.breaker.lock().unwrap_or_else(|e| e.into_inner());
+        match &result {
+            Err(CarrierError::Transient(_)) | Err(CarrierError::OutcomeUnknown(_)) => {
+                b.failures += 1;
+                if self.limits.breaker_failures > 0 && b.failures >= self.limits.breaker_failures {
+                    b.open_until =
+                        Some(Instant::now() + Duration::from_millis(self.limits.breaker_open_ms));
+                }
+            }
+            _ => {
+                b.failures = 0;
+                b.open_until = None;
+            }
+        }
+        result
+    }
+}
+
+#[async_trait]
+impl Carrier for Guarded {
+    fn id(&self) -> CarrierId {
+        self.inner.id()
+    }
+
+    fn policy(&self) -> &CarrierPolicy {
+        self.inner.policy()
+    }
+
+    async fn onboard(&self, cards: &[OnboardCard]) -> Result<(), CarrierError> {
+        self.call(self.inner.onboard(cards)).await
+    }
+
+    async fn card(&self, iccid: &Iccid) -> Result<CarrierCard, CarrierError> {
+        self.call(self.inner.card(iccid)).await
+    }
+
+    async fn stop(&self, iccid: &Iccid) -> Result<(), CarrierError> {
+        self.call(self.inner.stop(iccid)).await
+    }
+
+    async fn restore(&self, iccid: &Iccid) -> Result<(), CarrierError> {
+        self.call(self.inner.restore(iccid)).await
+    }
+
+    async fn cancel(&self, iccid: &Iccid) -> Result<(), CarrierError> {
+        self.call(self.inner.cancel(iccid)).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::carrier::MockCarrier;
+
+    fn mock() -> MockCarrier {
+        let mut m = MockCarrier::new();
+        m.expect_id().return_const(CarrierId::Telecom);
+        m
+    }
+
+    #[tokio::test]
+    async fn the_circuit_opens_after_consecutive_failures_and_fails_fast() {
+        let mut m = mock();
+        m.expect_stop()
+            .times(3)
+            .returning(|_| Err(CarrierError::Transient("down".into())));
+        let g = Guarded::new(
+            Arc::new(m),
+            CarrierLimits {
+                breaker_failures: 3,
+                breaker_open_ms: 60_000,
+                ..CarrierLimits::default()
+            },
+        );
+        let iccid = Iccid::from_trusted("8986031630200230821".into());
+        for _ in 0..3 {
+            assert!(g.stop(&iccid).await.is_err());
+        }
+        // The fourth call never reaches the carrier (the mock allows three).
+        let err = g.stop(&iccid).await.unwrap_err();
+        assert!(err.to_string().contains("circuit open"), "{err}");
+        assert!(err.to_string().contains("China Telecom"));
+    }
+
+    #[tokio::test]
+    async fn a_half_open_circuit_closes_on_success() {
+        let mut m = mock();
+        let mut seq = mockall::Sequence::new();
+        m.expect_restore()
+            .times(2)
+            .in_sequence(&mut seq)
+            .returning(|_| Err(CarrierError::OutcomeUnknown("timeout".into())));
+        m.expect_restore()
+            .times(2)
+            .in_sequence(&mut seq)
+            .returning(|_| Ok(()));
+        let g = Guarded::new(
+            Arc::new(m),
+            CarrierLimits {
+                breaker_failures: 2,
+                breaker_open_ms: 20,
+                ..CarrierLimits::default()
+            },
+        );
+        let iccid = Iccid::from_trusted("8986031630200230821".into());
+        assert!(g.restore(&iccid).await.is_err());
+        assert!(g.restore(&iccid).await.is_err());
+        assert!(matches!(
+            g.restore(&iccid).await,
+            Err(CarrierError::CircuitOpen(_))
+        ));
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        g.restore(&iccid).await.unwrap();
+        g.restore(&iccid).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn refusals_do_not_open_the_circuit() {
+        let mut m = mock();
+        m.expect_stop().times(10).returning(|_| {
+            Err(CarrierError::Rejected {
+                code: "-5".into(),
+                message: "already ordered".into(),
+            })
+        });
+        let g = Guarded::new(
+            Arc::new(m),
+            CarrierLimits {
+                breaker_failures: 2,
+                ..CarrierLimits::default()
+            },
+        );
+        let iccid = Iccid::from_trusted("8986031630200230821".into());
+        for _ in 0..10 {
+            assert!(matches!(
+                g.stop(&iccid).await,
+                Err(CarrierError::Rejected { .. })
+            ));
+        }
+    }
+}
