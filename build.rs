@@ -7,6 +7,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/simgate/v1/cards.proto",
         "proto/simgate/v1/simulator.proto",
         "proto/simgate/v1/access.proto",
+        "proto/simgate/v1/operations.proto",
     ];
     let fds = protox::compile(protos, ["proto"])?;
     let out_dir = std::path::PathBuf::from(std::env::var("OUT_DIR")?);

@@ -13,6 +13,7 @@ use tracing::info;
 use crate::api::access::AccessApi;
 use crate::api::auth::{Authenticator, DEFAULT_RATE_PER_KEY};
 use crate::api::cards::CardApi;
+use crate::api::operations::OperationApi;
 use crate::api::simulator::SimulatorApi;
 use crate::carrier::guard::Guarded;
 use crate::carrier::sim::{SimCarrier, Simulators};
@@ -23,6 +24,7 @@ use crate::domain::ids::CarrierCheck;
 use crate::domain::{CarrierId, CarrierPolicy};
 use crate::pb;
 use crate::service::access::AccessService;
+use crate::service::batch::BatchService;
 use crate::service::engine::Engine;
 use crate::service::CardService;
 use crate::store::{Store, StoreOptions};
@@ -205,6 +207,7 @@ impl ServerBuilder {
                 .unwrap_or(DEFAULT_RATE_PER_KEY),
         );
         Ok(App {
+            batches: BatchService::new(service.clone(), store.clone()),
             access,
             auth,
             bootstrap,
@@ -268,6 +271,7 @@ fn write_secret_file(
 
 /// A built service, ready to serve.
 pub struct App {
+    batches: BatchService,
     access: AccessService,
     auth: Authenticator,
     bootstrap: Option<Bootstrap>,
@@ -292,6 +296,10 @@ impl App {
 
     pub fn engine(&self) -> &Engine {
         &self.engine
+    }
+
+    pub fn batches(&self) -> &BatchService {
+        &self.batches
     }
 
     pub fn simulators(&self) -> &Simulators {
@@ -342,11 +350,22 @@ impl App {
             self.clock.clone(),
         ))
         .max_decoding_message_size(SMALL_MESSAGE_BYTES);
+        let operations =
+            pb::operation_service_server::OperationServiceServer::new(OperationApi::new(
+                self.batches.clone(),
+                self.service.clone(),
+                self.auth.clone(),
+            ))
+            .max_decoding_message_size(MAX_MESSAGE_BYTES);
         let mut builder = tonic::transport::Server::builder();
         if let Some(tls) = &self.tls {
             builder = builder.tls_config(tls_config(tls)?)?;
         }
         let (stop_engine, engine_stopped) = tokio::sync::watch::channel(false);
+        let batches = tokio::spawn(self.batches.clone().run(
+            std::time::Duration::from_millis(100),
+            engine_stopped.clone(),
+        ));
         let engine = tokio::spawn(
             self.engine
                 .clone()
@@ -360,10 +379,12 @@ impl App {
             .add_service(cards)
             .add_service(sims)
             .add_service(access)
+            .add_service(operations)
             .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
             .await;
         let _ = stop_engine.send(true);
         let _ = engine.await;
+        let _ = batches.await;
         self.store.close().await;
         Ok(served?)
     }

@@ -6,4 +6,5 @@ pub mod auth;
 pub mod cards;
 pub mod convert;
 pub mod error;
+pub mod operations;
 pub mod simulator;

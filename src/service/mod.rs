@@ -4,6 +4,7 @@
 //! concurrent calls cannot both read the same balance.
 
 pub mod access;
+pub mod batch;
 pub mod engine;
 mod locks;
 #[cfg(test)]
@@ -143,7 +144,7 @@ pub struct ImportIdem<'a> {
 }
 
 /// The audit log's name for how a call ended.
-fn result_name(e: &ServiceError) -> String {
+pub(crate) fn result_name(e: &ServiceError) -> String {
     match e {
         ServiceError::InvalidArgument(_) => "INVALID_ARGUMENT".into(),
         ServiceError::NotFound(_) => "NOT_FOUND".into(),

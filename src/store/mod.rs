@@ -4,12 +4,14 @@
 //! one test suite checks both.
 
 mod access;
+mod batches;
 mod cards;
 mod idempotency;
 mod journal;
 mod sim;
 
 pub use access::{AuditEntry, AuditFilter, AuditRecord};
+pub use batches::{Batch, BatchCounts, BatchItem};
 pub use cards::{CardFilter, EventRow};
 pub use idempotency::IdempotencyRecord;
 pub use journal::{action_name, CarrierOp};

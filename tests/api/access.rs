@@ -79,12 +79,24 @@ async fn call(
     key: Option<&str>,
     rpc: &str,
     own: bool,
-    cards: (&str, &str),
+    cards: (&str, &str, &str),
 ) -> Code {
     let key = key.unwrap_or("sgk_ffffffffffffffff_not-a-real-key-0000000000000000");
     let mut c = cards_client(&app.channel, key);
     let mut s = sim_client(&app.channel, key);
     let mut a = access_client(&app.channel, key);
+    let mut ops = operations_client(&app.channel, key);
+    // An operation of the own customer (made by its admin) and one of the reseller's.
+    let maker = if own { cards.2 } else { ADMIN_KEY };
+    let op_id = operations_client(&app.channel, maker)
+        .batch_suspend(pb::BatchRequest {
+            iccids: vec![if own { cards.0 } else { cards.1 }.to_string()],
+            ..Default::default()
+        })
+        .await
+        .expect("operation for the matrix")
+        .into_inner()
+        .id;
     let iccid = if own { cards.0 } else { cards.1 }.to_string();
     let customer = if own { OWN } else { OTHER }.to_string();
     let n = SEQ.fetch_add(1, Ordering::SeqCst);
@@ -221,6 +233,47 @@ async fn call(
             })
             .await,
         ),
+        "simgate.v1.OperationService/BatchSuspend" => code(
+            ops.batch_suspend(pb::BatchRequest {
+                iccids: vec![iccid],
+                ..Default::default()
+            })
+            .await,
+        ),
+        "simgate.v1.OperationService/BatchResume" => code(
+            ops.batch_resume(pb::BatchRequest {
+                iccids: vec![iccid],
+                ..Default::default()
+            })
+            .await,
+        ),
+        "simgate.v1.OperationService/BatchRecharge" => code(
+            ops.batch_recharge(pb::BatchRechargeRequest {
+                iccids: vec![iccid],
+                amount_fen: 1,
+                ..Default::default()
+            })
+            .await,
+        ),
+        "simgate.v1.OperationService/GetOperation" => code(
+            ops.get_operation(pb::GetOperationRequest {
+                id: op_id,
+                ..Default::default()
+            })
+            .await,
+        ),
+        "simgate.v1.OperationService/ListOperations" => code(
+            ops.list_operations(pb::ListOperationsRequest::default())
+                .await,
+        ),
+        "simgate.v1.OperationService/CancelOperation" => code(
+            ops.cancel_operation(pb::CancelOperationRequest { id: op_id })
+                .await,
+        ),
+        "simgate.v1.OperationService/WatchOperation" => code(
+            ops.watch_operation(pb::WatchOperationRequest { id: op_id })
+                .await,
+        ),
         "simgate.v1.AccessService/CreateApiKey" => code(
             a.create_api_key(pb::CreateApiKeyRequest {
                 role: pb::Role::CustomerViewer as i32,
@@ -278,6 +331,19 @@ fn expected(rpc: &str, who: Who, own: bool) -> Code {
     let hidden = if own { Code::Ok } else { Code::NotFound };
     match service {
         "simgate.v1.SimulatorService" => Code::PermissionDenied,
+        "simgate.v1.OperationService" => match method {
+            "ListOperations" => Code::Ok,
+            "GetOperation" | "WatchOperation" => hidden,
+            // Accepted for any ICCIDs; another customer's cards fail one by one as NOT_FOUND.
+            "BatchSuspend" | "BatchResume" | "BatchRecharge" => match who {
+                CustomerAdmin | Operator => Code::Ok,
+                _ => Code::PermissionDenied,
+            },
+            _ => match who {
+                CustomerAdmin | Operator => hidden,
+                _ => Code::PermissionDenied,
+            },
+        },
         "simgate.v1.AccessService" => match (who, method) {
             (CustomerAdmin, "CreateApiKey") => {
                 if own {
@@ -345,6 +411,13 @@ const MATRIX: &[&str] = &[
     "simgate.v1.SimulatorService/RecordUsage",
     "simgate.v1.SimulatorService/InjectFault",
     "simgate.v1.SimulatorService/SetFaults",
+    "simgate.v1.OperationService/BatchSuspend",
+    "simgate.v1.OperationService/BatchResume",
+    "simgate.v1.OperationService/BatchRecharge",
+    "simgate.v1.OperationService/GetOperation",
+    "simgate.v1.OperationService/ListOperations",
+    "simgate.v1.OperationService/CancelOperation",
+    "simgate.v1.OperationService/WatchOperation",
     "simgate.v1.AccessService/CreateApiKey",
     "simgate.v1.AccessService/ListApiKeys",
     "simgate.v1.AccessService/RevokeApiKey",
@@ -372,7 +445,14 @@ async fn every_rpc_answers_every_role_exactly() {
     for rpc in MATRIX {
         for (who, key) in &roles {
             for own in [true, false] {
-                let got = call(&mut app, key.as_deref(), rpc, own, (&own_card, &other_card)).await;
+                let got = call(
+                    &mut app,
+                    key.as_deref(),
+                    rpc,
+                    own,
+                    (&own_card, &other_card, &keys.customer_admin),
+                )
+                .await;
                 let want = expected(rpc, *who, own);
                 if got != want {
                     failures.push(format!(

@@ -6,39 +6,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use simgate::carrier::guard::CarrierLimits;
-use simgate::domain::CarrierId;
 use simgate::pb;
 use tonic::Code;
 
 use crate::helpers::*;
-
-async fn spawn_with_limits(limits: CarrierLimits) -> (TestApp, tokio::sync::oneshot::Sender<()>) {
-    let db = Arc::new(TestDb::new(Backend::Sqlite).unwrap());
-    let clock = simgate::clock::ManualClock::new(start_time());
-    let mut builder = simgate::Server::builder()
-        .database_url(db.url.clone())
-        .clock(Arc::new(clock.clone()))
-        .bootstrap_key(ADMIN_KEY);
-    for id in CarrierId::ALL {
-        builder = builder.carrier_limits(id, limits);
-    }
-    let app = builder.build().await.unwrap();
-    let store = app.store().clone();
-    let service = app.service().clone();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(app.serve(listener, async {
-        let _ = rx.await;
-    }));
-    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let app = TestApp::from_parts(channel, clock, store, service, db);
-    (app, tx)
-}
 
 #[tokio::test]
 async fn a_carrier_that_is_down_trips_the_breaker_and_reads_keep_working() {

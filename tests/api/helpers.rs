@@ -11,6 +11,7 @@ use simgate::clock::ManualClock;
 use simgate::pb;
 use simgate::pb::access_service_client::AccessServiceClient;
 use simgate::pb::card_service_client::CardServiceClient;
+use simgate::pb::operation_service_client::OperationServiceClient;
 use simgate::pb::simulator_service_client::SimulatorServiceClient;
 use simgate::store::{Store, StoreOptions};
 use simgate::Server;
@@ -146,6 +147,11 @@ pub fn cards_client(channel: &Channel, key: &str) -> CardServiceClient<Authed> {
 
 pub fn access_client(channel: &Channel, key: &str) -> AccessServiceClient<Authed> {
     AccessServiceClient::with_interceptor(channel.clone(), Bearer::new(key))
+}
+
+pub fn operations_client(channel: &Channel, key: &str) -> OperationServiceClient<Authed> {
+    OperationServiceClient::with_interceptor(channel.clone(), Bearer::new(key))
+        .max_encoding_message_size(32 << 20)
 }
 
 pub fn sim_client(channel: &Channel, key: &str) -> SimulatorServiceClient<Authed> {
@@ -396,4 +402,35 @@ pub fn reasons_of(card: &pb::Card) -> Vec<pb::StopReason> {
         .iter()
         .map(|r| pb::StopReason::try_from(*r).expect("reason"))
         .collect()
+}
+
+/// A server whose carriers have these account limits and breaker.
+pub async fn spawn_with_limits(
+    limits: simgate::carrier::guard::CarrierLimits,
+) -> (TestApp, tokio::sync::oneshot::Sender<()>) {
+    let db = Arc::new(TestDb::new(Backend::Sqlite).unwrap());
+    let clock = simgate::clock::ManualClock::new(start_time());
+    let mut builder = simgate::Server::builder()
+        .database_url(db.url.clone())
+        .clock(Arc::new(clock.clone()))
+        .bootstrap_key(ADMIN_KEY);
+    for id in simgate::domain::CarrierId::ALL {
+        builder = builder.carrier_limits(id, limits);
+    }
+    let app = builder.build().await.unwrap();
+    let store = app.store().clone();
+    let service = app.service().clone();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(app.serve(listener, async {
+        let _ = rx.await;
+    }));
+    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let app = TestApp::from_parts(channel, clock, store, service, db);
+    (app, tx)
 }

@@ -129,3 +129,31 @@ CREATE TABLE carrier_ops (
     updated_ms  BIGINT NOT NULL
 );
 CREATE INDEX carrier_ops_pending ON carrier_ops (status, created_ms);
+
+-- Bulk operations and their cards. Each card's change is idempotent under the request id
+-- "batch:<id>:<index>", so a card is changed once however often a crash makes it be tried.
+CREATE TABLE batches (
+    id          TEXT PRIMARY KEY NOT NULL,
+    kind        TEXT NOT NULL,
+    amount_fen  BIGINT NOT NULL,
+    key_id      TEXT NOT NULL,
+    role        TEXT NOT NULL,
+    customer_id TEXT,
+    state       TEXT NOT NULL,
+    total       BIGINT NOT NULL,
+    created_ms  BIGINT NOT NULL,
+    updated_ms  BIGINT NOT NULL
+);
+CREATE INDEX batches_by_customer ON batches (customer_id, created_ms);
+
+CREATE TABLE batch_items (
+    batch_id        TEXT NOT NULL,
+    seq             BIGINT NOT NULL,
+    iccid           TEXT NOT NULL,
+    status          TEXT NOT NULL,
+    reason          TEXT NOT NULL,
+    attempts        BIGINT NOT NULL,
+    next_attempt_ms BIGINT NOT NULL,
+    PRIMARY KEY (batch_id, seq)
+);
+CREATE INDEX batch_items_due ON batch_items (status, next_attempt_ms);

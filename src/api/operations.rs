@@ -1,0 +1,353 @@
+//! `simgate.v1.OperationService`: bulk operations and their progress.
+
+use std::collections::HashSet;
+use std::pin::Pin;
+use std::time::Duration;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use prost::Message;
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status};
+
+use super::auth::Authenticator;
+use super::convert::{iccid_field, timestamp, MAX_RECHARGE_FEN};
+use super::error::{invalid_argument, invalid_field};
+use crate::auth::Permission;
+use crate::domain::Fen;
+use crate::pb;
+use crate::service::batch::{BatchService, Kind, MAX_BATCH};
+use crate::service::{Caller, CardService, FieldViolation};
+use crate::store::{Batch, BatchCounts};
+
+pub struct OperationApi {
+    batches: BatchService,
+    cards: CardService,
+    auth: Authenticator,
+}
+
+impl OperationApi {
+    pub fn new(batches: BatchService, cards: CardService, auth: Authenticator) -> OperationApi {
+        OperationApi {
+            batches,
+            cards,
+            auth,
+        }
+    }
+
+    async fn start(
+        &self,
+        caller: Caller,
+        kind: Kind,
+        iccids: Vec<String>,
+        amount: Fen,
+        request_id: String,
+        fingerprint_of: impl Message,
+    ) -> Result<Response<pb::Operation>, Status> {
+        if request_id.len() > 128 || !request_id.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(invalid_field(
+                "request_id",
+                "must be at most 128 printable ASCII characters",
+            ));
+        }
+        use sha2::{Digest, Sha256};
+        let fp: String = Sha256::digest(fingerprint_of.encode_to_vec())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        if let Some(bytes) = self.cards.replay(&caller, &request_id, &fp).await? {
+            let id = String::from_utf8_lossy(&bytes).to_string();
+            let (b, c) = self.batches.get(&caller, &id).await?;
+            return Ok(Response::new(operation(&b, c)));
+        }
+        if iccids.is_empty() || iccids.len() > MAX_BATCH {
+            return Err(invalid_field(
+                "iccids",
+                format!("must hold 1 to {MAX_BATCH} ICCIDs, got {}", iccids.len()),
+            ));
+        }
+        let mut violations = Vec::new();
+        let mut seen = HashSet::with_capacity(iccids.len());
+        let mut clean = Vec::with_capacity(iccids.len());
+        for (i, raw) in iccids.iter().enumerate() {
+            match iccid_field(&format!("iccids[{i}]"), raw) {
+                Ok(iccid) => {
+                    if !seen.insert(iccid.to_string()) {
+                        violations
+                            .push(FieldViolation::new(format!("iccids[{i}]"), "appears twice"));
+                    }
+                    clean.push(iccid.to_string());
+                }
+                Err(v) => violations.push(v),
+            }
+            if violations.len() >= 100 {
+                break;
+            }
+        }
+        if !violations.is_empty() {
+            return Err(invalid_argument(violations));
+        }
+        let respond = |b: &Batch| b.id.as_bytes().to_vec();
+        let idem = (!request_id.is_empty()).then_some((request_id.as_str(), fp.as_str()));
+        let b = self
+            .batches
+            .create(&caller, kind, clean, amount, idem, &respond)
+            .await?;
+        let counts = BatchCounts {
+            pending: b.total as u64,
+            ..BatchCounts::default()
+        };
+        Ok(Response::new(operation(&b, counts)))
+    }
+}
+
+fn state(s: &str) -> pb::OperationState {
+    match s {
+        "RUNNING" => pb::OperationState::Running,
+        "DONE" => pb::OperationState::Done,
+        "CANCELLED" => pb::OperationState::Cancelled,
+        _ => pb::OperationState::Unspecified,
+    }
+}
+
+fn operation(b: &Batch, c: BatchCounts) -> pb::Operation {
+    pb::Operation {
+        id: b.id.clone(),
+        kind: b.kind.clone(),
+        state: state(&b.state) as i32,
+        total: b.total as u64,
+        done: c.done,
+        failed: c.failed,
+        pending: c.pending,
+        cancelled: c.cancelled,
+        created_at: chrono::DateTime::from_timestamp_millis(b.created_ms).map(timestamp),
+        results: Vec::new(),
+        next_results_page_token: String::new(),
+    }
+}
+
+fn operation_id(raw: &str) -> Result<String, Status> {
+    if raw.len() == 32 && raw.bytes().all(|b| b.is_ascii_hexdigit()) {
+        Ok(raw.to_string())
+    } else {
+        Err(invalid_field("id", "is not an operation id"))
+    }
+}
+
+type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::Operation, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl pb::operation_service_server::OperationService for OperationApi {
+    async fn batch_suspend(
+        &self,
+        request: Request<pb::BatchRequest>,
+    ) -> Result<Response<pb::Operation>, Status> {
+        let caller = self
+            .auth
+            .caller(&request, "BatchSuspend", Permission::Operate)
+            .await?;
+        let mut req = request.into_inner();
+        let rid = std::mem::take(&mut req.request_id);
+        let iccids = req.iccids.clone();
+        self.start(caller, Kind::Suspend, iccids, Fen::ZERO, rid, req)
+            .await
+    }
+
+    async fn batch_resume(
+        &self,
+        request: Request<pb::BatchRequest>,
+    ) -> Result<Response<pb::Operation>, Status> {
+        let caller = self
+            .auth
+            .caller(&request, "BatchResume", Permission::Operate)
+            .await?;
+        let mut req = request.into_inner();
+        let rid = std::mem::take(&mut req.request_id);
+        let iccids = req.iccids.clone();
+        self.start(caller, Kind::Resume, iccids, Fen::ZERO, rid, req)
+            .await
+    }
+
+    async fn batch_recharge(
+        &self,
+        request: Request<pb::BatchRechargeRequest>,
+    ) -> Result<Response<pb::Operation>, Status> {
+        let caller = self
+            .auth
+            .caller(&request, "BatchRecharge", Permission::Operate)
+            .await?;
+        let mut req = request.into_inner();
+        if !(1..=MAX_RECHARGE_FEN).contains(&req.amount_fen) {
+            return Err(invalid_field(
+                "amount_fen",
+                format!("must be 1..={MAX_RECHARGE_FEN} fen"),
+            ));
+        }
+        let rid = std::mem::take(&mut req.request_id);
+        let iccids = req.iccids.clone();
+        let amount = Fen(req.amount_fen);
+        self.start(caller, Kind::Recharge, iccids, amount, rid, req)
+            .await
+    }
+
+    async fn get_operation(
+        &self,
+        request: Request<pb::GetOperationRequest>,
+    ) -> Result<Response<pb::Operation>, Status> {
+        let caller = self
+            .auth
+            .caller(&request, "GetOperation", Permission::Read)
+            .await?;
+        let req = request.into_inner();
+        let id = operation_id(&req.id)?;
+        if !(0..=10_000).contains(&req.results_page_size) {
+            return Err(invalid_field("results_page_size", "must be 0..=10000"));
+        }
+        let status = match req.results_status.as_str() {
+            "" => None,
+            s @ ("PENDING" | "DONE" | "FAILED" | "CANCELLED") => Some(s),
+            _ => {
+                return Err(invalid_field(
+                    "results_status",
+                    "must be PENDING, DONE, FAILED or CANCELLED",
+                ))
+            }
+        };
+        let after = if req.results_page_token.is_empty() {
+            -1
+        } else {
+            URL_SAFE_NO_PAD
+                .decode(&req.results_page_token)
+                .ok()
+                .and_then(|b| String::from_utf8(b).ok())
+                .and_then(|s| {
+                    s.strip_prefix(&format!("{id}:"))
+                        .and_then(|n| n.parse::<i64>().ok())
+                })
+                .ok_or_else(|| {
+                    invalid_field("results_page_token", "is not a token this server issued")
+                })?
+        };
+        let (b, c) = self.batches.get(&caller, &id).await?;
+        let mut op = operation(&b, c);
+        if req.results_page_size > 0 {
+            let size = req.results_page_size as u32;
+            let mut items = self.batches.items(&id, status, after, size + 1).await?;
+            let more = items.len() > size as usize;
+            items.truncate(size as usize);
+            if let (true, Some(last)) = (more, items.last()) {
+                op.next_results_page_token = URL_SAFE_NO_PAD.encode(format!("{id}:{}", last.seq));
+            }
+            op.results = items
+                .into_iter()
+                .map(|i| pb::ItemResult {
+                    index: i.seq as u64,
+                    iccid: i.iccid,
+                    status: i.status,
+                    reason: i.reason,
+                    attempts: u32::try_from(i.attempts).unwrap_or(u32::MAX),
+                })
+                .collect();
+        }
+        Ok(Response::new(op))
+    }
+
+    async fn list_operations(
+        &self,
+        request: Request<pb::ListOperationsRequest>,
+    ) -> Result<Response<pb::ListOperationsResponse>, Status> {
+        let caller = self
+            .auth
+            .caller(&request, "ListOperations", Permission::Read)
+            .await?;
+        let req = request.into_inner();
+        let size = match req.page_size {
+            0 => 50,
+            n if (1..=1000).contains(&n) => n as u32,
+            _ => return Err(invalid_field("page_size", "must be 1..=1000 (0 means 50)")),
+        };
+        let before = if req.page_token.is_empty() {
+            0
+        } else {
+            URL_SAFE_NO_PAD
+                .decode(&req.page_token)
+                .ok()
+                .and_then(|b| String::from_utf8(b).ok())
+                .and_then(|s| s.strip_prefix("ops:").and_then(|n| n.parse::<i64>().ok()))
+                .filter(|n| *n > 0)
+                .ok_or_else(|| invalid_field("page_token", "is not a token this server issued"))?
+        };
+        let mut list = self.batches.list(&caller, before, size + 1).await?;
+        let more = list.len() > size as usize;
+        list.truncate(size as usize);
+        let next_page_token = match (more, list.last()) {
+            (true, Some((b, _))) => URL_SAFE_NO_PAD.encode(format!("ops:{}", b.created_ms)),
+            _ => String::new(),
+        };
+        Ok(Response::new(pb::ListOperationsResponse {
+            operations: list.iter().map(|(b, c)| operation(b, *c)).collect(),
+            next_page_token,
+        }))
+    }
+
+    async fn cancel_operation(
+        &self,
+        request: Request<pb::CancelOperationRequest>,
+    ) -> Result<Response<pb::Operation>, Status> {
+        let caller = self
+            .auth
+            .caller(&request, "CancelOperation", Permission::Operate)
+            .await?;
+        let id = operation_id(&request.get_ref().id)?;
+        let (b, c) = self.batches.cancel(&caller, &id).await?;
+        Ok(Response::new(operation(&b, c)))
+    }
+
+    type WatchOperationStream = WatchStream;
+
+    async fn watch_operation(
+        &self,
+        request: Request<pb::WatchOperationRequest>,
+    ) -> Result<Response<Self::WatchOperationStream>, Status> {
+        let caller = self
+            .auth
+            .caller(&request, "WatchOperation", Permission::Read)
+            .await?;
+        let id = operation_id(&request.get_ref().id)?;
+        // Fails now, not inside the stream, for an unknown or foreign operation.
+        self.batches.get(&caller, &id).await?;
+        let batches = self.batches.clone();
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        tokio::spawn(async move {
+            let mut last: Option<pb::Operation> = None;
+            loop {
+                let next = batches
+                    .get(&caller, &id)
+                    .await
+                    .map(|(b, c)| operation(&b, c));
+                match next {
+                    Ok(op) => {
+                        let finished = op.state != pb::OperationState::Running as i32;
+                        if last.as_ref() != Some(&op) {
+                            if tx.send(Ok(op.clone())).await.is_err() {
+                                return;
+                            }
+                            last = Some(op);
+                        }
+                        if finished {
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(e.into())).await;
+                        return;
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+}

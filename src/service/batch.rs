@@ -1,0 +1,302 @@
+//! Bulk operations: a request for up to 100,000 cards is stored at once and carried out card by
+//! card by a background worker. Each card goes through the same path as a single request, under
+//! the request id `batch:<id>:<index>`, so it is changed exactly once however many times a crash
+//! or a retry makes the worker try it; rule refusals are recorded per card, carrier trouble is
+//! retried with backoff.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use tokio::sync::Mutex;
+use tracing::{info, warn};
+
+use super::{result_name, Caller, CardService, Idem, Result, ServiceError};
+use crate::auth::{Principal, Role};
+use crate::carrier::CarrierError;
+use crate::clock::Clock;
+use crate::domain::{Card, Fen, Iccid};
+use crate::store::{Batch, BatchCounts, BatchItem, IdempotencyRecord, Store};
+
+pub const MAX_BATCH: usize = 100_000;
+/// Tries of one card before it is reported failed.
+const MAX_ATTEMPTS: i64 = 10;
+/// Cards in flight at once (carrier calls wait on the carrier's own limits).
+const CONCURRENCY: usize = 32;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Suspend,
+    Resume,
+    Recharge,
+}
+
+impl Kind {
+    pub fn method(self) -> &'static str {
+        match self {
+            Kind::Suspend => "BatchSuspend",
+            Kind::Resume => "BatchResume",
+            Kind::Recharge => "BatchRecharge",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Kind> {
+        [Kind::Suspend, Kind::Resume, Kind::Recharge]
+            .into_iter()
+            .find(|k| k.method() == s)
+    }
+}
+
+#[derive(Clone)]
+pub struct BatchService {
+    cards: CardService,
+    store: Store,
+    /// Wall time: retry backoff is about carriers recovering, not simulated card time.
+    clock: Arc<dyn Clock>,
+    running: Arc<Mutex<()>>,
+}
+
+fn retryable(e: &ServiceError) -> bool {
+    match e {
+        ServiceError::Carrier { error, .. } => !matches!(error, CarrierError::Rejected { .. }),
+        ServiceError::Conflict | ServiceError::Store(_) => true,
+        _ => false,
+    }
+}
+
+impl BatchService {
+    pub fn new(cards: CardService, store: Store) -> BatchService {
+        BatchService {
+            cards,
+            store,
+            clock: Arc::new(crate::clock::SystemClock),
+            running: Arc::new(Mutex::new(())),
+        }
+    }
+
+    /// Stores the batch (and, with a request id, its answer) and returns it; the worker does
+    /// the rest.
+    pub async fn create(
+        &self,
+        caller: &Caller,
+        kind: Kind,
+        iccids: Vec<String>,
+        amount: Fen,
+        request_id: Option<(&str, &str)>,
+        respond: &(dyn Fn(&Batch) -> Vec<u8> + Send + Sync),
+    ) -> Result<Batch> {
+        let now = self.clock.now();
+        let batch = Batch {
+            id: uuid::Uuid::new_v4().simple().to_string(),
+            kind: kind.method().to_string(),
+            amount_fen: amount.0,
+            key_id: caller.principal.key_id.clone(),
+            role: caller.principal.role.as_str().to_string(),
+            customer_id: caller.principal.customer_id.clone(),
+            state: "RUNNING".into(),
+            total: iccids.len() as i64,
+            created_ms: now.timestamp_millis(),
+        };
+        let answer: Option<IdempotencyRecord> =
+            request_id.map(|(id, fp)| self.cards.answer(caller, id, fp, respond(&batch), now));
+        match self
+            .store
+            .insert_batch(&batch, &iccids, answer.as_ref())
+            .await
+        {
+            Ok(()) => {}
+            Err(crate::store::StoreError::Duplicate { .. }) => return Err(ServiceError::Conflict),
+            Err(e) => return Err(e.into()),
+        }
+        info!(batch = %batch.id, kind = %batch.kind, cards = batch.total, "bulk operation accepted");
+        Ok(batch)
+    }
+
+    /// A batch the caller may see (its own customer's, or any for the reseller admin).
+    pub async fn get(&self, caller: &Caller, id: &str) -> Result<(Batch, BatchCounts)> {
+        let b = self
+            .store
+            .get_batch(id)
+            .await?
+            .filter(|b| match &caller.principal.customer_id {
+                None => true,
+                Some(own) => b.customer_id.as_deref() == Some(own.as_str()),
+            })
+            .ok_or_else(|| ServiceError::NotFound(format!("operation {id}")))?;
+        let counts = self.store.batch_counts(id).await?;
+        Ok((b, counts))
+    }
+
+    pub async fn items(
+        &self,
+        id: &str,
+        status: Option<&str>,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<BatchItem>> {
+        Ok(self.store.batch_items(id, status, after, limit).await?)
+    }
+
+    pub async fn list(
+        &self,
+        caller: &Caller,
+        before_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<(Batch, BatchCounts)>> {
+        let batches = self
+            .store
+            .list_batches(caller.principal.customer_id.as_deref(), before_ms, limit)
+            .await?;
+        let mut out = Vec::with_capacity(batches.len());
+        for b in batches {
+            let c = self.store.batch_counts(&b.id).await?;
+            out.push((b, c));
+        }
+        Ok(out)
+    }
+
+    pub async fn cancel(&self, caller: &Caller, id: &str) -> Result<(Batch, BatchCounts)> {
+        self.get(caller, id).await?;
+        self.store
+            .cancel_batch(id, self.clock.now().timestamp_millis())
+            .await?;
+        self.get(caller, id).await
+    }
+
+    /// Works through every due card once; returns how many it tried.
+    pub async fn run_once(&self) -> Result<usize> {
+        let _one = self.running.lock().await;
+        let mut tried = 0;
+        loop {
+            let now = self.clock.now();
+            let items = self.store.due_items(now.timestamp_millis(), 512).await?;
+            if items.is_empty() {
+                break;
+            }
+            tried += items.len();
+            let mut batches = std::collections::HashMap::new();
+            for item in &items {
+                if !batches.contains_key(&item.batch_id) {
+                    if let Some(b) = self.store.get_batch(&item.batch_id).await? {
+                        batches.insert(item.batch_id.clone(), b);
+                    }
+                }
+            }
+            let batches = Arc::new(batches);
+            let results: Vec<Result<()>> = futures::stream::iter(items.into_iter().map(|item| {
+                let batches = batches.clone();
+                async move {
+                    match batches.get(&item.batch_id) {
+                        Some(b) => self.process(b, &item, now).await,
+                        None => Ok(()),
+                    }
+                }
+            }))
+            .buffer_unordered(CONCURRENCY)
+            .collect()
+            .await;
+            for r in results {
+                r?;
+            }
+        }
+        for id in self.store.finished_running_batches().await? {
+            self.store
+                .set_batch_state(&id, "DONE", self.clock.now().timestamp_millis())
+                .await?;
+            info!(batch = %id, "bulk operation finished");
+        }
+        Ok(tried)
+    }
+
+    async fn process(&self, b: &Batch, item: &BatchItem, now: DateTime<Utc>) -> Result<()> {
+        let Some(kind) = Kind::parse(&b.kind) else {
+            return Ok(());
+        };
+        let caller = Caller {
+            principal: Principal {
+                key_id: b.key_id.clone(),
+                role: Role::parse(&b.role).unwrap_or(Role::CustomerViewer),
+                customer_id: b.customer_id.clone(),
+            },
+            request_id: format!("batch:{}:{}", b.id, item.seq),
+            method: kind.method(),
+        };
+        let fingerprint = "batch";
+        let outcome = match self
+            .cards
+            .replay(&caller, &caller.request_id, fingerprint)
+            .await
+        {
+            Ok(Some(_)) => Ok(()),
+            Ok(None) => {
+                let respond = |_: &Card, after: &Card| after.version.to_le_bytes().to_vec();
+                let idem = Idem {
+                    request_id: caller.request_id.clone(),
+                    fingerprint: fingerprint.into(),
+                    respond: &respond,
+                };
+                let iccid = Iccid::from_trusted(item.iccid.clone());
+                match kind {
+                    Kind::Suspend => self
+                        .cards
+                        .suspend(&iccid, &caller, Some(&idem))
+                        .await
+                        .map(|_| ()),
+                    Kind::Resume => self
+                        .cards
+                        .resume(&iccid, &caller, Some(&idem))
+                        .await
+                        .map(|_| ()),
+                    Kind::Recharge => self
+                        .cards
+                        .recharge(&iccid, Fen(b.amount_fen), &caller, Some(&idem))
+                        .await
+                        .map(|_| ()),
+                }
+            }
+            Err(e) => Err(e),
+        };
+        let (status, reason, next) = match outcome {
+            Ok(()) => ("DONE", String::new(), 0),
+            Err(e) if retryable(&e) && item.attempts + 1 < MAX_ATTEMPTS => {
+                let backoff =
+                    chrono::Duration::milliseconds((250i64 << item.attempts.min(8)).min(60_000));
+                (
+                    "PENDING",
+                    result_name(&e),
+                    (now + backoff).timestamp_millis(),
+                )
+            }
+            Err(e) => {
+                if retryable(&e) {
+                    warn!(batch = %b.id, iccid = %item.iccid, error = %e, "card given up after retries");
+                }
+                ("FAILED", result_name(&e), 0)
+            }
+        };
+        self.store
+            .finish_item(&b.id, item.seq, status, &reason, next)
+            .await?;
+        Ok(())
+    }
+
+    /// Works through due cards every `interval` until `shutdown` resolves.
+    pub async fn run(
+        self,
+        interval: std::time::Duration,
+        mut shutdown: tokio::sync::watch::Receiver<bool>,
+    ) {
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {
+                    if let Err(e) = self.run_once().await {
+                        warn!(error = %e, "bulk operation pass failed; retrying");
+                    }
+                }
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}

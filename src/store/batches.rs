@@ -1,0 +1,276 @@
+//! Bulk operations (`batches`) and their per-card items (`batch_items`).
+
+use sqlx::Row;
+
+use super::{placeholders, Store, StoreError};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Batch {
+    pub id: String,
+    pub kind: String,
+    pub amount_fen: i64,
+    pub key_id: String,
+    pub role: String,
+    pub customer_id: Option<String>,
+    pub state: String,
+    pub total: i64,
+    pub created_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchItem {
+    pub batch_id: String,
+    pub seq: i64,
+    pub iccid: String,
+    pub status: String,
+    pub reason: String,
+    pub attempts: i64,
+}
+
+/// Counts of a batch's items by status.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BatchCounts {
+    pub pending: u64,
+    pub done: u64,
+    pub failed: u64,
+    pub cancelled: u64,
+}
+
+const BATCH_COLUMNS: &str =
+    "id, kind, amount_fen, key_id, role, customer_id, state, total, created_ms";
+
+fn batch_from_row(r: &sqlx::any::AnyRow) -> Result<Batch, StoreError> {
+    Ok(Batch {
+        id: r.try_get("id")?,
+        kind: r.try_get("kind")?,
+        amount_fen: r.try_get("amount_fen")?,
+        key_id: r.try_get("key_id")?,
+        role: r.try_get("role")?,
+        customer_id: r.try_get("customer_id")?,
+        state: r.try_get("state")?,
+        total: r.try_get("total")?,
+        created_ms: r.try_get("created_ms")?,
+    })
+}
+
+fn item_from_row(r: &sqlx::any::AnyRow) -> Result<BatchItem, StoreError> {
+    Ok(BatchItem {
+        batch_id: r.try_get("batch_id")?,
+        seq: r.try_get("seq")?,
+        iccid: r.try_get("iccid")?,
+        status: r.try_get("status")?,
+        reason: r.try_get("reason")?,
+        attempts: r.try_get("attempts")?,
+    })
+}
+
+impl Store {
+    /// Stores a batch and all its items (PENDING) in one transaction.
+    pub async fn insert_batch(
+        &self,
+        b: &Batch,
+        iccids: &[String],
+        answer: Option<&super::IdempotencyRecord>,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        if let Some(r) = answer {
+            super::idempotency::insert_idempotency(&mut tx, r).await?;
+        }
+        sqlx::query(&format!(
+            "INSERT INTO batches ({BATCH_COLUMNS}, updated_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)"
+        ))
+        .bind(b.id.clone())
+        .bind(b.kind.clone())
+        .bind(b.amount_fen)
+        .bind(b.key_id.clone())
+        .bind(b.role.clone())
+        .bind(b.customer_id.clone())
+        .bind(b.state.clone())
+        .bind(b.total)
+        .bind(b.created_ms)
+        .execute(&mut *tx)
+        .await?;
+        const COLS: usize = 3;
+        for (chunk_no, chunk) in iccids.chunks(2000).enumerate() {
+            let rows = (0..chunk.len())
+                .map(|i| {
+                    format!(
+                        "({}, 'PENDING', '', 0, 0)",
+                        placeholders(self.backend, i * COLS, COLS)
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(", ");
+            let sql = format!(
+                "INSERT INTO batch_items (batch_id, seq, iccid, status, reason, attempts, next_attempt_ms) VALUES {rows}"
+            );
+            let mut q = sqlx::query(&sql);
+            for (i, iccid) in chunk.iter().enumerate() {
+                q = q
+                    .bind(b.id.clone())
+                    .bind((chunk_no * 2000 + i) as i64)
+                    .bind(iccid.clone());
+            }
+            q.execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn get_batch(&self, id: &str) -> Result<Option<Batch>, StoreError> {
+        let row = sqlx::query(&format!(
+            "SELECT {BATCH_COLUMNS} FROM batches WHERE id = $1"
+        ))
+        .bind(id.to_string())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(batch_from_row).transpose()
+    }
+
+    /// Batches, newest first, older than `before_ms` (0: from the newest); one customer's only
+    /// when given.
+    pub async fn list_batches(
+        &self,
+        customer_id: Option<&str>,
+        before_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<Batch>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {BATCH_COLUMNS} FROM batches WHERE ($1 = 0 OR created_ms < $1) \
+             AND ($2 = '' OR customer_id = $2) ORDER BY created_ms DESC, id LIMIT $3"
+        ))
+        .bind(before_ms)
+        .bind(customer_id.unwrap_or("").to_string())
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(batch_from_row).collect()
+    }
+
+    pub async fn batch_counts(&self, id: &str) -> Result<BatchCounts, StoreError> {
+        let rows = sqlx::query(
+            "SELECT status, COUNT(*) AS n FROM batch_items WHERE batch_id = $1 GROUP BY status",
+        )
+        .bind(id.to_string())
+        .fetch_all(&self.pool)
+        .await?;
+        let mut c = BatchCounts::default();
+        for r in rows {
+            let status: String = r.try_get("status")?;
+            let n = u64::try_from(r.try_get::<i64, _>("n")?).unwrap_or(0);
+            match status.as_str() {
+                "PENDING" => c.pending = n,
+                "DONE" => c.done = n,
+                "FAILED" => c.failed = n,
+                "CANCELLED" => c.cancelled = n,
+                _ => {}
+            }
+        }
+        Ok(c)
+    }
+
+    /// A page of a batch's items after `after_seq`, optionally of one status.
+    pub async fn batch_items(
+        &self,
+        id: &str,
+        status: Option<&str>,
+        after_seq: i64,
+        limit: u32,
+    ) -> Result<Vec<BatchItem>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT batch_id, seq, iccid, status, reason, attempts FROM batch_items \
+             WHERE batch_id = $1 AND seq > $2 AND ($3 = '' OR status = $3) ORDER BY seq LIMIT $4",
+        )
+        .bind(id.to_string())
+        .bind(after_seq)
+        .bind(status.unwrap_or("").to_string())
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(item_from_row).collect()
+    }
+
+    /// Items of running batches that are due, oldest batch first.
+    pub async fn due_items(&self, now_ms: i64, limit: u32) -> Result<Vec<BatchItem>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT i.batch_id, i.seq, i.iccid, i.status, i.reason, i.attempts FROM batch_items i \
+             JOIN batches b ON b.id = i.batch_id \
+             WHERE i.status = 'PENDING' AND i.next_attempt_ms <= $1 AND b.state = 'RUNNING' \
+             ORDER BY b.created_ms, i.batch_id, i.seq LIMIT $2",
+        )
+        .bind(now_ms)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(item_from_row).collect()
+    }
+
+    /// Records an item's outcome (if it is still pending: a cancel wins).
+    pub async fn finish_item(
+        &self,
+        batch_id: &str,
+        seq: i64,
+        status: &str,
+        reason: &str,
+        next_attempt_ms: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE batch_items SET status = $1, reason = $2, attempts = attempts + 1, next_attempt_ms = $3 \
+             WHERE batch_id = $4 AND seq = $5 AND status = 'PENDING'",
+        )
+        .bind(status.to_string())
+        .bind(reason.chars().take(300).collect::<String>())
+        .bind(next_attempt_ms)
+        .bind(batch_id.to_string())
+        .bind(seq)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn set_batch_state(
+        &self,
+        id: &str,
+        state: &str,
+        at_ms: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE batches SET state = $1, updated_ms = $2 WHERE id = $3 AND state = 'RUNNING'",
+        )
+        .bind(state.to_string())
+        .bind(at_ms)
+        .bind(id.to_string())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Cancels what is not done yet.
+    pub async fn cancel_batch(&self, id: &str, at_ms: i64) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "UPDATE batch_items SET status = 'CANCELLED', reason = 'cancelled' WHERE batch_id = $1 AND status = 'PENDING'",
+        )
+        .bind(id.to_string())
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("UPDATE batches SET state = 'CANCELLED', updated_ms = $1 WHERE id = $2 AND state = 'RUNNING'")
+            .bind(at_ms)
+            .bind(id.to_string())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Running batches with no pending item left.
+    pub async fn finished_running_batches(&self) -> Result<Vec<String>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT b.id FROM batches b WHERE b.state = 'RUNNING' AND NOT EXISTS \
+             (SELECT 1 FROM batch_items i WHERE i.batch_id = b.id AND i.status = 'PENDING')",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|r| Ok(r.try_get("id")?)).collect()
+    }
+}

@@ -1,0 +1,202 @@
+//! `kill -9` of the server in the middle of a bulk operation, then a restart: the operation
+//! finishes, every card is changed exactly once, and the report is complete. The server runs as
+//! a child process of the test, as it would in production.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use simgate::pb;
+use simgate::store::{CardFilter, Store, StoreOptions};
+
+use crate::helpers::*;
+
+const CARDS: u64 = 20_000;
+
+fn start(db_url: &str, port: u16) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_simgate"))
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--database-url",
+            db_url,
+        ])
+        .env("SIMGATE_BOOTSTRAP_KEY", ADMIN_KEY)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start simgate")
+}
+
+async fn connect(port: u16) -> tonic::transport::Channel {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(ch) = tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{port}"))
+            .unwrap()
+            .connect()
+            .await
+        {
+            return ch;
+        }
+        assert!(Instant::now() < deadline, "server did not come up");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_killed_mid_batch_finishes_it_after_restart_changing_each_card_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let db_url = format!("sqlite://{}", dir.path().join("simgate.db").display());
+    let port = free_port();
+    let mut child = start(&db_url, port);
+    let channel = connect(port).await;
+    let mut cards = cards_client(&channel, ADMIN_KEY);
+    let mut iccids = Vec::with_capacity(CARDS as usize);
+    for chunk in 0..(CARDS / 10_000) {
+        let rows: Vec<_> = (chunk * 10_000..(chunk + 1) * 10_000)
+            .map(|n| {
+                iccids.push(telecom_iccid(n));
+                card_input(&telecom_iccid(n), pb::Carrier::ChinaTelecom)
+            })
+            .collect();
+        cards
+            .import_cards(pb::ImportCardsRequest {
+                cards: rows,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+    }
+    let mut ops = operations_client(&channel, ADMIN_KEY);
+    let op = ops
+        .batch_suspend(pb::BatchRequest {
+            iccids,
+            request_id: "crash-1".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+
+    // Kill it when part of the batch is done.
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let p = ops
+            .get_operation(pb::GetOperationRequest {
+                id: op.id.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        if p.done >= CARDS / 5 {
+            assert!(p.pending > 0, "killed before the end");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no progress");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+
+    let mut child = start(&db_url, port);
+    let channel = connect(port).await;
+    let mut ops = operations_client(&channel, ADMIN_KEY);
+    // The client retrying its request after the crash gets the same operation.
+    let again = ops
+        .batch_suspend(pb::BatchRequest {
+            iccids: vec![],
+            request_id: "crash-1".into(),
+        })
+        .await;
+    // (An empty retry is a different request: refused, and it starts nothing.)
+    assert!(again.is_err());
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let done = loop {
+        let p = ops
+            .get_operation(pb::GetOperationRequest {
+                id: op.id.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        if p.state != pb::OperationState::Running as i32 {
+            break p;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "batch did not finish after the restart"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(done.state, pb::OperationState::Done as i32);
+    assert_eq!(
+        (done.done, done.failed, done.pending),
+        (CARDS, 0, 0),
+        "complete report"
+    );
+    let report = ops
+        .get_operation(pb::GetOperationRequest {
+            id: op.id.clone(),
+            results_page_size: 10_000,
+            results_status: "DONE".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(report.results.len(), 10_000);
+    assert!(!report.next_results_page_token.is_empty());
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    let store = Store::connect(&db_url, StoreOptions::default())
+        .await
+        .unwrap();
+    // Every card suspended, by exactly one suspension each.
+    assert_eq!(
+        store.count_events("card.suspended").await.unwrap(),
+        CARDS as i64
+    );
+    let mut manual = 0;
+    let mut after: Option<String> = None;
+    let filter = CardFilter {
+        stop_reason: Some(simgate::domain::StopReason::Manual),
+        ..Default::default()
+    };
+    loop {
+        let page = store
+            .list_cards(&filter, after.as_deref(), 1000)
+            .await
+            .unwrap();
+        let Some(last) = page.last() else { break };
+        after = Some(last.iccid.to_string());
+        manual += page.len();
+    }
+    assert_eq!(manual, CARDS as usize);
+    // And the carrier agrees: every card stopped at the simulator, by one change.
+    for n in [0, CARDS / 2, CARDS - 1] {
+        let c = store
+            .sim_card(
+                simgate::domain::CarrierId::Telecom,
+                &simgate::domain::Iccid::parse_any(&telecom_iccid(n)).unwrap(),
+                0,
+            )
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (c.state, c.changes),
+            (simgate::carrier::ServiceState::Stopped, 1)
+        );
+    }
+}
