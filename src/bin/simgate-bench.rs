@@ -38,6 +38,15 @@ enum Command {
         #[arg(long, default_value_t = simgate::service::engine::DEFAULT_BATCH)]
         batch: u32,
     },
+    /// Time a BatchSuspend of N cards against a simulated carrier limited to RATE calls/second.
+    Batch {
+        #[arg(long, default_value_t = 100_000)]
+        cards: u64,
+        #[arg(long, default_value_t = 1000)]
+        rate: u32,
+        #[arg(long)]
+        database_url: Option<String>,
+    },
 }
 
 fn iccid(n: u64) -> String {
@@ -50,11 +59,18 @@ fn iccid(n: u64) -> String {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let Command::Rollover {
-        cards,
-        database_url,
-        batch,
-    } = Cli::parse().command;
+    let (cards, database_url, batch) = match Cli::parse().command {
+        Command::Rollover {
+            cards,
+            database_url,
+            batch,
+        } => (cards, database_url, batch),
+        Command::Batch {
+            cards,
+            rate,
+            database_url,
+        } => return bulk(cards, rate, database_url).await,
+    };
     let dir = tempfile_dir()?;
     let (url, options, schema) = match database_url {
         Some(u) if u.starts_with("postgres") => {
@@ -176,4 +192,109 @@ fn tempfile_dir() -> std::io::Result<std::path::PathBuf> {
     let dir = std::env::temp_dir().join(format!("simgate-bench-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(&dir)?;
     Ok(dir)
+}
+
+/// BatchSuspend of `cards` cards against China Mobile limited to `rate` calls a second: the
+/// carrier's limit is the physical bound, so the figure is the achieved share of it.
+async fn bulk(
+    cards: u64,
+    rate: u32,
+    database_url: Option<String>,
+) -> Result<(), Box<dyn std::error::Error>> {
+    use simgate::carrier::guard::CarrierLimits;
+    use simgate::service::batch::Kind;
+    use simgate::service::Caller;
+
+    let dir = tempfile_dir()?;
+    let url = database_url.unwrap_or_else(|| format!("sqlite://{}/bench.db", dir.display()));
+    let start = Shanghai
+        .with_ymd_and_hms(2026, 11, 25, 10, 0, 0)
+        .single()
+        .ok_or("start time")?
+        .with_timezone(&Utc);
+    let app = Server::builder()
+        .database_url(url.clone())
+        .clock(Arc::new(ManualClock::new(start)))
+        .carrier_limits(
+            CarrierId::Mobile,
+            CarrierLimits {
+                requests_per_second: rate,
+                max_concurrency: 64,
+                breaker_failures: 0,
+                ..CarrierLimits::default()
+            },
+        )
+        .build()
+        .await?;
+    let policy = CarrierPolicy::default_for(CarrierId::Mobile);
+    let mut iccids = Vec::with_capacity(cards as usize);
+    let caller = Caller::system("BenchImport");
+    let mut n = 0;
+    while n < cards {
+        let rows: Vec<_> = (n..(n + 10_000).min(cards))
+            .map(|i| {
+                iccids.push(iccid(i));
+                NewCard {
+                    iccid: Iccid::from_trusted(iccid(i)),
+                    msisdn: None,
+                    imsi: None,
+                    carrier: CarrierId::Mobile,
+                    customer_id: "bench".into(),
+                    plan: Plan {
+                        monthly_quota_bytes: 1 << 30,
+                        monthly_fee: Fen(1200),
+                        validity_end: start + Duration::days(365),
+                        auto_suspend_over_quota: true,
+                    },
+                    real_name: RealNameStatus::Verified,
+                    stage: LifecycleStage::Billing,
+                    balance: Fen(100_000),
+                    cycle_usage_bytes: 0,
+                    warnings: vec![],
+                }
+            })
+            .collect();
+        n += rows.len() as u64;
+        app.service().import(rows, &caller, None).await?;
+    }
+    let _ = policy;
+    println!(
+        "backend: {:?}, cards: {cards}, carrier limit: {rate} calls/s",
+        app.store().backend()
+    );
+    let respond = |b: &simgate::store::Batch| b.id.as_bytes().to_vec();
+    let t = Instant::now();
+    let batch = app
+        .batches()
+        .create(
+            &Caller::system("BatchSuspend"),
+            Kind::Suspend,
+            iccids,
+            Fen::ZERO,
+            None,
+            &respond,
+        )
+        .await?;
+    loop {
+        app.batches().run_once().await?;
+        let (_, counts) = app
+            .batches()
+            .get(&Caller::system("BenchRead"), &batch.id)
+            .await?;
+        if counts.pending == 0 {
+            let secs = t.elapsed().as_secs_f64();
+            let achieved = (counts.done + counts.failed) as f64 / secs;
+            println!(
+                "BatchSuspend: {} done, {} failed in {secs:.1}s = {achieved:.0} cards/s",
+                counts.done, counts.failed
+            );
+            println!(
+                "achieved / carrier limit: {:.3}",
+                achieved / f64::from(rate)
+            );
+            break;
+        }
+    }
+    std::fs::remove_dir_all(&dir).ok();
+    Ok(())
 }

@@ -263,3 +263,95 @@ async fn a_storm_of_carrier_failures_leaves_simgate_and_the_carriers_agreeing() 
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_carrier_account_rate_limit_is_never_exceeded() {
+    let (mut app, _stop) = spawn_with_limits(CarrierLimits {
+        requests_per_second: 20,
+        ..CarrierLimits::default()
+    })
+    .await;
+    let rows: Vec<_> = (0..60)
+        .map(|n| card_input(&unicom_iccid(n), pb::Carrier::ChinaUnicom))
+        .collect();
+    import(&mut app, rows).await;
+    let started = std::time::Instant::now();
+    let mut tasks = Vec::new();
+    for n in 0..60 {
+        let mut c = app.cards.clone();
+        tasks.push(tokio::spawn(async move {
+            c.suspend_card(pb::SuspendCardRequest {
+                iccid: unicom_iccid(n),
+                ..Default::default()
+            })
+            .await
+            .map(|_| ())
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    // 60 stops at 20 a second (a burst of 20 allowed): at least two seconds, whatever the load.
+    assert!(
+        started.elapsed() >= std::time::Duration::from_millis(1900),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn slow_and_rate_limiting_carriers_are_waited_for_and_reported() {
+    let (mut app, _stop) = spawn_with_limits(CarrierLimits {
+        breaker_failures: 0,
+        ..CarrierLimits::default()
+    })
+    .await;
+    import(
+        &mut app,
+        vec![card_input(MOBILE_ICCID, pb::Carrier::ChinaMobile)],
+    )
+    .await;
+    app.sim
+        .set_faults(pb::SetFaultsRequest {
+            carrier: pb::Carrier::ChinaMobile as i32,
+            latency_ms: 150,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    app.cards
+        .suspend_card(pb::SuspendCardRequest {
+            iccid: MOBILE_ICCID.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(started.elapsed() >= std::time::Duration::from_millis(150));
+
+    app.sim
+        .set_faults(pb::SetFaultsRequest {
+            carrier: pb::Carrier::ChinaMobile as i32,
+            rate_limit_rate: 1.0,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let err = app
+        .cards
+        .resume_card(pb::ResumeCardRequest {
+            iccid: MOBILE_ICCID.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable);
+    assert_eq!(details(&err).0, "CARRIER_RATE_LIMITED");
+    use tonic_types::StatusExt;
+    assert!(err.get_error_details().retry_info().is_some());
+    assert_eq!(
+        status_of(&get(&mut app, MOBILE_ICCID).await),
+        pb::CardStatus::Suspended,
+        "nothing changed"
+    );
+}
