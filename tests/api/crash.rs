@@ -10,7 +10,7 @@ use simgate::store::{CardFilter, Store, StoreOptions};
 
 use crate::helpers::*;
 
-const CARDS: u64 = 20_000;
+const CARDS: u64 = 100_000;
 
 fn start(db_url: &str, port: u16) -> Child {
     Command::new(env!("CARGO_BIN_EXE_simgate"))
