@@ -1,11 +1,11 @@
 //! `simgate.v1.AccessService`: API keys and the audit log.
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
 use tonic::{Request, Response, Status};
 
 use super::auth::Authenticator;
-use super::convert::{customer_id_field, from_timestamp, timestamp};
+use super::convert::{
+    customer_id_field, from_timestamp, page_size, position_token, read_position_token, timestamp,
+};
 use super::error::{invalid_argument, invalid_field};
 use crate::auth::{ApiKey, Permission, Role};
 use crate::clock::Clock;
@@ -173,22 +173,8 @@ impl pb::access_service_server::AccessService for AccessApi {
             .caller(&request, "ListAuditEntries", Permission::ReadAudit)
             .await?;
         let req = request.into_inner();
-        let page_size = match req.page_size {
-            0 => 100,
-            n if (1..=1000).contains(&n) => n as u32,
-            _ => return Err(invalid_field("page_size", "must be 1..=1000 (0 means 100)")),
-        };
-        let before = if req.page_token.is_empty() {
-            0
-        } else {
-            URL_SAFE_NO_PAD
-                .decode(&req.page_token)
-                .ok()
-                .and_then(|b| String::from_utf8(b).ok())
-                .and_then(|s| s.strip_prefix("audit:").and_then(|n| n.parse::<i64>().ok()))
-                .filter(|n| *n > 0)
-                .ok_or_else(|| invalid_field("page_token", "is not a token this server issued"))?
-        };
+        let page_size = page_size(req.page_size, 100)?;
+        let before = read_position_token("page_token", "audit", &req.page_token)?.unwrap_or(0);
         let text = |v: String| (!v.is_empty()).then_some(v);
         let filter = AuditFilter {
             key_id: text(req.key_id),
@@ -203,7 +189,7 @@ impl pb::access_service_server::AccessService for AccessApi {
         let more = entries.len() > page_size as usize;
         entries.truncate(page_size as usize);
         let next_page_token = match (more, entries.last()) {
-            (true, Some(last)) => URL_SAFE_NO_PAD.encode(format!("audit:{}", last.id)),
+            (true, Some(last)) => position_token("audit", last.id),
             _ => String::new(),
         };
         Ok(Response::new(pb::ListAuditEntriesResponse {

@@ -23,7 +23,6 @@ use sha2::{Digest, Sha256};
 
 pub const MAX_IMPORT: usize = 10_000;
 pub const DEFAULT_PAGE_SIZE: u32 = 100;
-pub const MAX_PAGE_SIZE: u32 = 1000;
 
 pub struct CardApi {
     service: CardService,
@@ -131,14 +130,7 @@ fn encode_token(after: &str, filter: &CardFilter) -> String {
 }
 
 fn page_size(requested: i32) -> Result<u32, Status> {
-    match requested {
-        0 => Ok(DEFAULT_PAGE_SIZE),
-        n if n < 0 || n as u32 > MAX_PAGE_SIZE => Err(invalid_field(
-            "page_size",
-            format!("must be 1..={MAX_PAGE_SIZE} (0 means {DEFAULT_PAGE_SIZE})"),
-        )),
-        n => Ok(n as u32),
-    }
+    convert::page_size(requested, DEFAULT_PAGE_SIZE)
 }
 
 /// The "filter" an event page token is bound to: the card whose history it pages.

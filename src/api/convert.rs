@@ -24,6 +24,50 @@ pub const MAX_RECHARGE_FEN: i64 = crate::domain::money::MAX_RECHARGE.0;
 pub const MAX_RENEW_MONTHS: u32 = 60;
 pub const MAX_CUSTOMER_ID_LEN: usize = 64;
 
+/// Largest page any listing returns.
+pub const MAX_PAGE_SIZE: u32 = 1000;
+
+/// A requested page size: 0 means `default`, otherwise 1..=MAX_PAGE_SIZE.
+pub fn page_size(requested: i32, default: u32) -> Result<u32, tonic::Status> {
+    match requested {
+        0 => Ok(default),
+        n if (1..=MAX_PAGE_SIZE as i32).contains(&n) => Ok(n as u32),
+        _ => Err(super::error::invalid_field(
+            "page_size",
+            format!("must be 1..={MAX_PAGE_SIZE} (0 means {default})"),
+        )),
+    }
+}
+
+/// A page token holding a position (an id, a time) within `scope`, opaque to the caller.
+pub fn position_token(scope: &str, position: i64) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("{scope}:{position}"))
+}
+
+/// Reads a token made by [`position_token`] for the same scope; None when `raw` is empty.
+pub fn read_position_token(
+    field: &str,
+    scope: &str,
+    raw: &str,
+) -> Result<Option<i64>, tonic::Status> {
+    use base64::Engine;
+    if raw.is_empty() {
+        return Ok(None);
+    }
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(raw)
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .and_then(|s| {
+            s.strip_prefix(scope)
+                .and_then(|r| r.strip_prefix(':'))
+                .and_then(|n| n.parse::<i64>().ok())
+        })
+        .map(Some)
+        .ok_or_else(|| super::error::invalid_field(field, "is not a token this server issued"))
+}
+
 pub fn timestamp(t: DateTime<Utc>) -> Timestamp {
     Timestamp {
         seconds: t.timestamp(),

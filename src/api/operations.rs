@@ -4,14 +4,14 @@ use std::collections::HashSet;
 use std::pin::Pin;
 use std::time::Duration;
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
 use prost::Message;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
 use super::auth::Authenticator;
-use super::convert::{iccid_field, timestamp, MAX_RECHARGE_FEN};
+use super::convert::{
+    iccid_field, page_size, position_token, read_position_token, timestamp, MAX_RECHARGE_FEN,
+};
 use super::error::{invalid_argument, invalid_field};
 use crate::auth::Permission;
 use crate::domain::Fen;
@@ -213,21 +213,8 @@ impl pb::operation_service_server::OperationService for OperationApi {
                 ))
             }
         };
-        let after = if req.results_page_token.is_empty() {
-            -1
-        } else {
-            URL_SAFE_NO_PAD
-                .decode(&req.results_page_token)
-                .ok()
-                .and_then(|b| String::from_utf8(b).ok())
-                .and_then(|s| {
-                    s.strip_prefix(&format!("{id}:"))
-                        .and_then(|n| n.parse::<i64>().ok())
-                })
-                .ok_or_else(|| {
-                    invalid_field("results_page_token", "is not a token this server issued")
-                })?
-        };
+        let after =
+            read_position_token("results_page_token", &id, &req.results_page_token)?.unwrap_or(-1);
         let (b, c) = self.batches.get(&caller, &id).await?;
         let mut op = operation(&b, c);
         if req.results_page_size > 0 {
@@ -236,7 +223,7 @@ impl pb::operation_service_server::OperationService for OperationApi {
             let more = items.len() > size as usize;
             items.truncate(size as usize);
             if let (true, Some(last)) = (more, items.last()) {
-                op.next_results_page_token = URL_SAFE_NO_PAD.encode(format!("{id}:{}", last.seq));
+                op.next_results_page_token = position_token(&id, last.seq);
             }
             op.results = items
                 .into_iter()
@@ -261,27 +248,13 @@ impl pb::operation_service_server::OperationService for OperationApi {
             .caller(&request, "ListOperations", Permission::Read)
             .await?;
         let req = request.into_inner();
-        let size = match req.page_size {
-            0 => 50,
-            n if (1..=1000).contains(&n) => n as u32,
-            _ => return Err(invalid_field("page_size", "must be 1..=1000 (0 means 50)")),
-        };
-        let before = if req.page_token.is_empty() {
-            0
-        } else {
-            URL_SAFE_NO_PAD
-                .decode(&req.page_token)
-                .ok()
-                .and_then(|b| String::from_utf8(b).ok())
-                .and_then(|s| s.strip_prefix("ops:").and_then(|n| n.parse::<i64>().ok()))
-                .filter(|n| *n > 0)
-                .ok_or_else(|| invalid_field("page_token", "is not a token this server issued"))?
-        };
+        let size = page_size(req.page_size, 50)?;
+        let before = read_position_token("page_token", "ops", &req.page_token)?.unwrap_or(0);
         let mut list = self.batches.list(&caller, before, size + 1).await?;
         let more = list.len() > size as usize;
         list.truncate(size as usize);
         let next_page_token = match (more, list.last()) {
-            (true, Some((b, _))) => URL_SAFE_NO_PAD.encode(format!("ops:{}", b.created_ms)),
+            (true, Some((b, _))) => position_token("ops", b.created_ms),
             _ => String::new(),
         };
         Ok(Response::new(pb::ListOperationsResponse {
