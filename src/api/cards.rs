@@ -30,7 +30,72 @@ pub struct CardApi {
     auth: Authenticator,
 }
 
+/// The single-card changes that take only an ICCID.
+#[derive(Clone, Copy)]
+enum StateChange {
+    Suspend,
+    Resume,
+    VerifyRealName,
+}
+
+/// A request that names one card and may carry a request id.
+trait CardRequest: Message + Sized {
+    fn take_request_id(&mut self) -> String;
+    fn iccid(&self) -> &str;
+}
+
+macro_rules! card_request {
+    ($($t:ty),*) => {$(
+        impl CardRequest for $t {
+            fn take_request_id(&mut self) -> String {
+                std::mem::take(&mut self.request_id)
+            }
+            fn iccid(&self) -> &str {
+                &self.iccid
+            }
+        }
+    )*};
+}
+
+card_request!(
+    pb::SuspendCardRequest,
+    pb::ResumeCardRequest,
+    pb::VerifyRealNameRequest
+);
+
 impl CardApi {
+    /// Suspend, resume and verify: authenticate, replay a repeated request, validate, change.
+    async fn change_state<R: CardRequest>(
+        &self,
+        request: Request<R>,
+        method: &'static str,
+        change: StateChange,
+    ) -> Result<Response<pb::Card>, Status> {
+        let caller = self
+            .auth
+            .caller(&request, method, Permission::Operate)
+            .await?;
+        let mut req = request.into_inner();
+        let request_id = req.take_request_id();
+        let fp = fingerprint(&request_id, &req)?;
+        if let Some(first) = self.repeat(&caller, &request_id, &fp).await? {
+            return Ok(Response::new(first));
+        }
+        let iccid = iccid(req.iccid())?;
+        let respond = |_: &Card, after: &Card| self.card(after).encode_to_vec();
+        let idem = idem(request_id, fp, &respond);
+        let card = match change {
+            StateChange::Suspend => self.service.suspend(&iccid, &caller, idem.as_ref()).await?,
+            StateChange::Resume => self.service.resume(&iccid, &caller, idem.as_ref()).await?,
+            StateChange::VerifyRealName => {
+                self.service
+                    .verify_real_name(&iccid, &caller, idem.as_ref())
+                    .await?
+            }
+        };
+        Ok(Response::new(self.card(&card)))
+    }
+
     /// The first answer to this request id, if the caller sent the same request before.
     async fn repeat<M: Message + Default>(
         &self,
@@ -312,46 +377,16 @@ impl pb::card_service_server::CardService for CardApi {
         &self,
         request: Request<pb::SuspendCardRequest>,
     ) -> Result<Response<pb::Card>, Status> {
-        let caller = self
-            .auth
-            .caller(&request, "SuspendCard", Permission::Operate)
-            .await?;
-        let mut req = request.into_inner();
-        let request_id = std::mem::take(&mut req.request_id);
-        let fp = fingerprint(&request_id, &req)?;
-        if let Some(first) = self.repeat(&caller, &request_id, &fp).await? {
-            return Ok(Response::new(first));
-        }
-        let iccid = iccid(&req.iccid)?;
-        let respond = |_: &Card, after: &Card| self.card(after).encode_to_vec();
-        let card = self
-            .service
-            .suspend(&iccid, &caller, idem(request_id, fp, &respond).as_ref())
-            .await?;
-        Ok(Response::new(self.card(&card)))
+        self.change_state(request, "SuspendCard", StateChange::Suspend)
+            .await
     }
 
     async fn resume_card(
         &self,
         request: Request<pb::ResumeCardRequest>,
     ) -> Result<Response<pb::Card>, Status> {
-        let caller = self
-            .auth
-            .caller(&request, "ResumeCard", Permission::Operate)
-            .await?;
-        let mut req = request.into_inner();
-        let request_id = std::mem::take(&mut req.request_id);
-        let fp = fingerprint(&request_id, &req)?;
-        if let Some(first) = self.repeat(&caller, &request_id, &fp).await? {
-            return Ok(Response::new(first));
-        }
-        let iccid = iccid(&req.iccid)?;
-        let respond = |_: &Card, after: &Card| self.card(after).encode_to_vec();
-        let card = self
-            .service
-            .resume(&iccid, &caller, idem(request_id, fp, &respond).as_ref())
-            .await?;
-        Ok(Response::new(self.card(&card)))
+        self.change_state(request, "ResumeCard", StateChange::Resume)
+            .await
     }
 
     async fn recharge(
@@ -443,23 +478,8 @@ impl pb::card_service_server::CardService for CardApi {
         &self,
         request: Request<pb::VerifyRealNameRequest>,
     ) -> Result<Response<pb::Card>, Status> {
-        let caller = self
-            .auth
-            .caller(&request, "VerifyRealName", Permission::Operate)
-            .await?;
-        let mut req = request.into_inner();
-        let request_id = std::mem::take(&mut req.request_id);
-        let fp = fingerprint(&request_id, &req)?;
-        if let Some(first) = self.repeat(&caller, &request_id, &fp).await? {
-            return Ok(Response::new(first));
-        }
-        let iccid = iccid(&req.iccid)?;
-        let respond = |_: &Card, after: &Card| self.card(after).encode_to_vec();
-        let card = self
-            .service
-            .verify_real_name(&iccid, &caller, idem(request_id, fp, &respond).as_ref())
-            .await?;
-        Ok(Response::new(self.card(&card)))
+        self.change_state(request, "VerifyRealName", StateChange::VerifyRealName)
+            .await
     }
 
     async fn list_card_events(
