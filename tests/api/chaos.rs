@@ -41,7 +41,6 @@ async fn a_carrier_that_is_down_trips_the_breaker_and_reads_keep_working() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::Unavailable);
-    let started = std::time::Instant::now();
     let err = app
         .cards
         .suspend_card(pb::SuspendCardRequest {
@@ -51,11 +50,9 @@ async fn a_carrier_that_is_down_trips_the_breaker_and_reads_keep_working() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::Unavailable);
+    // Refused by the open circuit itself: the carrier was not asked again.
+    assert_eq!(details(&err).0, "CARRIER_CIRCUIT_OPEN");
     assert!(err.message().contains("circuit open"), "{}", err.message());
-    assert!(
-        started.elapsed() < std::time::Duration::from_millis(500),
-        "fails fast, no retries against an open circuit's wall"
-    );
     // Reads of stored cards do not need the carrier.
     let card = get(&mut app, TELECOM_ICCID).await;
     assert_eq!(status_of(&card), pb::CardStatus::Active);
