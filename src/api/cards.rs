@@ -60,10 +60,68 @@ macro_rules! card_request {
 card_request!(
     pb::SuspendCardRequest,
     pb::ResumeCardRequest,
-    pb::VerifyRealNameRequest
+    pb::VerifyRealNameRequest,
+    pb::RechargeRequest,
+    pb::RenewPlanRequest
 );
 
+/// A single-card change after authentication and the repeat check.
+enum Begun<R, M> {
+    /// The same request came before: its first answer.
+    Repeat(M),
+    Fresh(Fresh<R>),
+}
+
+/// A change to carry out, with what its answer is stored under.
+struct Fresh<R> {
+    caller: Caller,
+    req: R,
+    request_id: String,
+    fingerprint: String,
+}
+
+/// An ICCID and one bounded number, both checked, every problem named.
+fn iccid_and(raw: &str, field: &str, ok: bool, problem: String) -> Result<Iccid, Status> {
+    let mut violations = Vec::new();
+    let iccid = convert::iccid_field("iccid", raw)
+        .map_err(|v| violations.push(v))
+        .ok();
+    if !ok {
+        violations.push(FieldViolation::new(field, problem));
+    }
+    match iccid.filter(|_| violations.is_empty()) {
+        Some(iccid) => Ok(iccid),
+        None => Err(invalid_argument(violations)),
+    }
+}
+
 impl CardApi {
+    /// Authenticates a card change and answers a repeated request with its first answer.
+    async fn begin<R: CardRequest, M: Message + Default>(
+        &self,
+        request: Request<R>,
+        method: &'static str,
+    ) -> Result<Begun<R, M>, Status> {
+        let caller = self
+            .auth
+            .caller(&request, method, Permission::Operate)
+            .await?;
+        let mut req = request.into_inner();
+        let request_id = req.take_request_id();
+        let fingerprint = fingerprint(&request_id, &req)?;
+        Ok(
+            match self.repeat(&caller, &request_id, &fingerprint).await? {
+                Some(first) => Begun::Repeat(first),
+                None => Begun::Fresh(Fresh {
+                    caller,
+                    req,
+                    request_id,
+                    fingerprint,
+                }),
+            },
+        )
+    }
+
     /// Suspend, resume and verify: authenticate, replay a repeated request, validate, change.
     async fn change_state<R: CardRequest>(
         &self,
@@ -71,16 +129,15 @@ impl CardApi {
         method: &'static str,
         change: StateChange,
     ) -> Result<Response<pb::Card>, Status> {
-        let caller = self
-            .auth
-            .caller(&request, method, Permission::Operate)
-            .await?;
-        let mut req = request.into_inner();
-        let request_id = req.take_request_id();
-        let fp = fingerprint(&request_id, &req)?;
-        if let Some(first) = self.repeat(&caller, &request_id, &fp).await? {
-            return Ok(Response::new(first));
-        }
+        let Fresh {
+            caller,
+            req,
+            request_id,
+            fingerprint: fp,
+        } = match self.begin(request, method).await? {
+            Begun::Repeat(first) => return Ok(Response::new(first)),
+            Begun::Fresh(fresh) => fresh,
+        };
         let iccid = iccid(req.iccid())?;
         let respond = |_: &Card, after: &Card| self.card(after).encode_to_vec();
         let idem = idem(request_id, fp, &respond);
@@ -393,29 +450,21 @@ impl pb::card_service_server::CardService for CardApi {
         &self,
         request: Request<pb::RechargeRequest>,
     ) -> Result<Response<pb::RechargeResponse>, Status> {
-        let caller = self
-            .auth
-            .caller(&request, "Recharge", Permission::Operate)
-            .await?;
-        let mut req = request.into_inner();
-        let request_id = std::mem::take(&mut req.request_id);
-        let fp = fingerprint(&request_id, &req)?;
-        if let Some(first) = self.repeat(&caller, &request_id, &fp).await? {
-            return Ok(Response::new(first));
-        }
-        let mut violations = Vec::new();
-        let iccid = convert::iccid_field("iccid", &req.iccid)
-            .map_err(|v| violations.push(v))
-            .ok();
-        if !(1..=MAX_RECHARGE_FEN).contains(&req.amount_fen) {
-            violations.push(FieldViolation::new(
-                "amount_fen",
-                format!("must be 1..={MAX_RECHARGE_FEN} fen, got {}", req.amount_fen),
-            ));
-        }
-        let Some(iccid) = iccid.filter(|_| violations.is_empty()) else {
-            return Err(invalid_argument(violations));
+        let Fresh {
+            caller,
+            req,
+            request_id,
+            fingerprint: fp,
+        } = match self.begin(request, "Recharge").await? {
+            Begun::Repeat(first) => return Ok(Response::new(first)),
+            Begun::Fresh(fresh) => fresh,
         };
+        let iccid = iccid_and(
+            &req.iccid,
+            "amount_fen",
+            (1..=MAX_RECHARGE_FEN).contains(&req.amount_fen),
+            format!("must be 1..={MAX_RECHARGE_FEN} fen, got {}", req.amount_fen),
+        )?;
         let answer = |before: &Card, after: &Card| pb::RechargeResponse {
             balance_before_fen: before.balance.0,
             balance_after_fen: after.balance.0,
@@ -438,29 +487,21 @@ impl pb::card_service_server::CardService for CardApi {
         &self,
         request: Request<pb::RenewPlanRequest>,
     ) -> Result<Response<pb::Card>, Status> {
-        let caller = self
-            .auth
-            .caller(&request, "RenewPlan", Permission::Operate)
-            .await?;
-        let mut req = request.into_inner();
-        let request_id = std::mem::take(&mut req.request_id);
-        let fp = fingerprint(&request_id, &req)?;
-        if let Some(first) = self.repeat(&caller, &request_id, &fp).await? {
-            return Ok(Response::new(first));
-        }
-        let mut violations = Vec::new();
-        let iccid = convert::iccid_field("iccid", &req.iccid)
-            .map_err(|v| violations.push(v))
-            .ok();
-        if !(1..=MAX_RENEW_MONTHS).contains(&req.months) {
-            violations.push(FieldViolation::new(
-                "months",
-                format!("must be 1..={MAX_RENEW_MONTHS}, got {}", req.months),
-            ));
-        }
-        let Some(iccid) = iccid.filter(|_| violations.is_empty()) else {
-            return Err(invalid_argument(violations));
+        let Fresh {
+            caller,
+            req,
+            request_id,
+            fingerprint: fp,
+        } = match self.begin(request, "RenewPlan").await? {
+            Begun::Repeat(first) => return Ok(Response::new(first)),
+            Begun::Fresh(fresh) => fresh,
         };
+        let iccid = iccid_and(
+            &req.iccid,
+            "months",
+            (1..=MAX_RENEW_MONTHS).contains(&req.months),
+            format!("must be 1..={MAX_RENEW_MONTHS}, got {}", req.months),
+        )?;
         let respond = |_: &Card, after: &Card| self.card(after).encode_to_vec();
         let card = self
             .service

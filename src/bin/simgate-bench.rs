@@ -226,7 +226,6 @@ async fn bulk(
         )
         .build()
         .await?;
-    let policy = CarrierPolicy::default_for(CarrierId::Mobile);
     let mut iccids = Vec::with_capacity(cards as usize);
     let caller = Caller::system("BenchImport");
     let mut n = 0;
@@ -257,7 +256,6 @@ async fn bulk(
         n += rows.len() as u64;
         app.service().import(rows, &caller, None).await?;
     }
-    let _ = policy;
     println!(
         "backend: {:?}, cards: {cards}, carrier limit: {rate} calls/s",
         app.store().backend()
