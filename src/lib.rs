@@ -9,11 +9,13 @@
 //! - [`service`]: the use cases, one function per operation: load, apply a rule, tell the
 //!   carrier, persist.
 //! - [`api`]: the tonic services; they convert between protobuf and domain and map errors.
+//! - [`cli`]: the `simgate card` / `simgate import` client for people.
 //! - [`server`]: assembly (`Server::builder()`), used by `main` and by the tests.
 
 pub mod api;
 pub mod auth;
 pub mod carrier;
+pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod domain;

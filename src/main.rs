@@ -1,4 +1,5 @@
-//! The `simgate` binary: parses flags and hands over to [`simgate::Server`].
+//! The `simgate` binary: parses flags and hands over to [`simgate::Server`], or, for `card` and
+//! `import`, to the client in [`simgate::cli`].
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -14,7 +15,28 @@ use tracing::{error, info};
 #[command(name = "simgate", version, about = "IoT SIM card management over gRPC")]
 struct Cli {
     #[command(subcommand)]
-    command: Command,
+    command: TopCommand,
+}
+
+/// The server's own commands, then the client's, which talk to a running server.
+#[derive(Subcommand)]
+enum TopCommand {
+    #[command(flatten)]
+    Server(Command),
+    /// Read and change cards on a running server (tables, or --output json).
+    Card {
+        #[command(flatten)]
+        client: simgate::cli::ClientArgs,
+        #[command(subcommand)]
+        command: simgate::cli::CardCommand,
+    },
+    /// Import cards from a CSV file into a running server (--help lists the columns).
+    Import {
+        #[command(flatten)]
+        client: simgate::cli::ClientArgs,
+        #[command(flatten)]
+        args: simgate::cli::ImportArgs,
+    },
 }
 
 #[derive(Subcommand)]
@@ -113,8 +135,8 @@ async fn shutdown_signal() {
     info!("shutdown requested; finishing in-flight calls");
 }
 
-async fn run(cli: Cli) -> Result<(), String> {
-    match cli.command {
+async fn run(command: Command) -> Result<(), String> {
+    match command {
         Command::Serve {
             listen,
             database_url,
@@ -215,13 +237,23 @@ async fn run(cli: Cli) -> Result<(), String> {
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    // The client prints its own answers and errors for people; it needs no log lines.
+    let command = match Cli::parse().command {
+        TopCommand::Server(command) => command,
+        TopCommand::Card { client, command } => {
+            return simgate::cli::run(client, simgate::cli::Action::Card(command)).await
+        }
+        TopCommand::Import { client, args } => {
+            return simgate::cli::run(client, simgate::cli::Action::Import(args)).await
+        }
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| "info,sqlx=warn".into()),
         )
         .init();
-    match run(Cli::parse()).await {
+    match run(command).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             error!("{e}");
