@@ -254,8 +254,12 @@ fn to_input(row: Row) -> Result<pb::CardInput, Bad> {
     let stage = if row.stage.is_empty() {
         pb::LifecycleStage::Unspecified
     } else {
-        parse_friendly(&row.stage, StageArg::to_pb, pb::LifecycleStage::from_str_name)
-            .map_err(|e| ("stage", e))?
+        parse_friendly(
+            &row.stage,
+            StageArg::to_pb,
+            pb::LifecycleStage::from_str_name,
+        )
+        .map_err(|e| ("stage", e))?
     };
     Ok(pb::CardInput {
         iccid: row.iccid,

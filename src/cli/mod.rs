@@ -95,6 +95,7 @@ async fn execute(client: &ClientArgs, action: Action) -> Result<(), Failure> {
 }
 
 /// A failed command, described for a person.
+#[derive(Debug)]
 pub enum Failure {
     /// The command line cannot be carried out as given.
     Usage(String),
@@ -150,7 +151,9 @@ fn resolve_key(client: &ClientArgs) -> Result<MetadataValue<Ascii>, Failure> {
     };
     let key = key.trim();
     if key.is_empty() {
-        return Err(Failure::Usage(format!("the API key from {source} is empty")));
+        return Err(Failure::Usage(format!(
+            "the API key from {source} is empty"
+        )));
     }
     format!("Bearer {key}").parse().map_err(|_| {
         Failure::Usage(format!(
@@ -160,8 +163,12 @@ fn resolve_key(client: &ClientArgs) -> Result<MetadataValue<Ascii>, Failure> {
 }
 
 fn read_key(path: &Path) -> Result<String, Failure> {
-    std::fs::read_to_string(path)
-        .map_err(|e| Failure::Usage(format!("cannot read the API key file {}: {e}", path.display())))
+    std::fs::read_to_string(path).map_err(|e| {
+        Failure::Usage(format!(
+            "cannot read the API key file {}: {e}",
+            path.display()
+        ))
+    })
 }
 
 async fn connect(client: &ClientArgs) -> Result<Channel, Failure> {

@@ -29,7 +29,9 @@ impl Printer {
             Output::Table => None,
             Output::Json => Some(
                 DescriptorPool::decode(pb::FILE_DESCRIPTOR_SET).map_err(|e| {
-                    Failure::Other(format!("the built-in proto descriptors are unreadable: {e}"))
+                    Failure::Other(format!(
+                        "the built-in proto descriptors are unreadable: {e}"
+                    ))
                 })?,
             ),
         };
@@ -151,7 +153,13 @@ pub fn cards_table(cards: &[pb::Card]) -> Table {
 /// Everything about one card, one field a line.
 pub fn card_detail(c: &pb::Card) -> Table {
     let mut t = new_table();
-    let or_dash = |s: &str| if s.is_empty() { "-".to_string() } else { s.to_string() };
+    let or_dash = |s: &str| {
+        if s.is_empty() {
+            "-".to_string()
+        } else {
+            s.to_string()
+        }
+    };
     let mut rows: Vec<(&str, String)> = vec![
         ("ICCID", c.iccid.clone()),
         ("MSISDN", or_dash(&c.msisdn)),
@@ -217,10 +225,7 @@ pub fn usage_table(u: &pb::Usage) -> Table {
             "used share",
             format!("{}.{}%", u.used_permille / 10, u.used_permille % 10),
         ),
-        (
-            "over quota",
-            if u.over_quota { "yes" } else { "no" }.into(),
-        ),
+        ("over quota", if u.over_quota { "yes" } else { "no" }.into()),
     ];
     for (k, v) in rows {
         t.add_row([k.to_string(), v]);

@@ -171,12 +171,16 @@ pub fn reason_name(raw: i32) -> String {
 }
 
 pub fn stage_name(raw: i32) -> String {
-    let name = pb::LifecycleStage::try_from(raw).ok().map(|c| c.as_str_name());
+    let name = pb::LifecycleStage::try_from(raw)
+        .ok()
+        .map(|c| c.as_str_name());
     or_unknown(name, "LIFECYCLE_STAGE_", raw)
 }
 
 pub fn real_name_name(raw: i32) -> String {
-    let name = pb::RealNameStatus::try_from(raw).ok().map(|c| c.as_str_name());
+    let name = pb::RealNameStatus::try_from(raw)
+        .ok()
+        .map(|c| c.as_str_name());
     or_unknown(name, "REAL_NAME_STATUS_", raw)
 }
 
@@ -191,7 +195,9 @@ pub fn severity_name(raw: i32) -> String {
 }
 
 pub fn action_name(raw: i32) -> String {
-    let name = pb::RemedyAction::try_from(raw).ok().map(|c| c.as_str_name());
+    let name = pb::RemedyAction::try_from(raw)
+        .ok()
+        .map(|c| c.as_str_name());
     or_unknown(name, "REMEDY_ACTION_", raw)
 }
 
@@ -227,9 +233,7 @@ mod tests {
 
     #[test]
     fn proto_names_are_accepted_and_bad_names_are_listed() {
-        let parse = |raw: &str| {
-            parse_friendly(raw, CarrierArg::to_pb, pb::Carrier::from_str_name)
-        };
+        let parse = |raw: &str| parse_friendly(raw, CarrierArg::to_pb, pb::Carrier::from_str_name);
         assert_eq!(parse("CARRIER_CHINA_UNICOM"), Ok(pb::Carrier::ChinaUnicom));
         assert_eq!(parse("Unicom"), Ok(pb::Carrier::ChinaUnicom));
         let err = parse("cmcc").unwrap_err();

@@ -7,6 +7,7 @@ mod cards_import;
 mod cards_list;
 mod cards_ops;
 mod chaos;
+mod cli;
 mod crash;
 mod diagnosis;
 mod engine;
