@@ -76,6 +76,7 @@ pub enum Action {
 pub async fn run(client: ClientArgs, action: Action) -> ExitCode {
     match execute(&client, action).await {
         Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::OutputClosed) => Failure::OutputClosed.exit_code(),
         Err(e) => {
             eprintln!("{e}");
             e.exit_code()
@@ -105,6 +106,9 @@ pub enum Failure {
     Other(String),
     /// A refusal already written out in full, over several lines.
     Explained(String),
+    /// Whoever read the output stopped reading (`simgate card list --all | head`): not an
+    /// error to the person who did it, so nothing is said.
+    OutputClosed,
 }
 
 impl Failure {
@@ -112,6 +116,7 @@ impl Failure {
         match self {
             Failure::Usage(_) => ExitCode::from(2),
             Failure::Status(_) | Failure::Other(_) | Failure::Explained(_) => ExitCode::FAILURE,
+            Failure::OutputClosed => ExitCode::SUCCESS,
         }
     }
 }
@@ -128,6 +133,7 @@ impl std::fmt::Display for Failure {
             Failure::Usage(m) => write!(f, "error: {m}"),
             Failure::Other(m) => write!(f, "error: {m}"),
             Failure::Explained(m) => f.write_str(m),
+            Failure::OutputClosed => Ok(()),
             Failure::Status(s) => f.write_str(&output::describe_status(s)),
         }
     }

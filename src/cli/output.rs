@@ -78,7 +78,10 @@ impl Printer {
         let mut out = std::io::stdout().lock();
         writeln!(out, "{text}")
             .and_then(|()| out.flush())
-            .map_err(|e| Failure::Other(format!("cannot write to standard output: {e}")))
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::BrokenPipe => Failure::OutputClosed,
+                _ => Failure::Other(format!("cannot write to standard output: {e}")),
+            })
     }
 }
 
