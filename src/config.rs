@@ -1,20 +1,40 @@
-//! The service's configuration: an optional TOML file, overridden by command-line flags and
-//! `SIMGATE_*` environment variables. Zero configuration means an SQLite file in the working
-//! directory and the three simulated carriers with the defaults of rules.md.
+//! The service's configuration: defaults, then an optional TOML file, then `SIMGATE_*`
+//! environment variables, then command-line flags (each overrides the one before). Zero
+//! configuration means an SQLite file in the working directory and the three simulated carriers
+//! with the defaults of rules.md. It owns validation (every error names the key that is wrong)
+//! and the redacted rendering of the effective configuration (`simgate config print`).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
 
-use serde::Deserialize;
+use figment::providers::{Env, Format, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
 
 use crate::domain::{ArrearsRecovery, CarrierId, CarrierPolicy, Fen, RenewalRestore};
 
 pub const DEFAULT_LISTEN: SocketAddr =
     SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 50051);
+pub const DEFAULT_METRICS_LISTEN: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 9464);
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://simgate.db";
+pub const DEFAULT_LOG_FILTER: &str = "info,sqlx=warn";
+const REDACTED: &str = "<redacted>";
 
-#[derive(Clone, Deserialize, Default)]
+/// `SIMGATE_*` variables that are not configuration keys: where the file is, secrets read from
+/// files, the client's settings and the test suite's. Anything else with the prefix must be a
+/// key, so a misspelt variable is an error instead of a silently ignored setting.
+const NOT_CONFIG_KEYS: &[&str] = &[
+    "config",
+    "bootstrap_key_file",
+    "database_url_file",
+    "server",
+    "api_key",
+    "api_key_file",
+];
+
+#[derive(Clone, Deserialize, Serialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     pub listen: Option<SocketAddr>,
@@ -56,9 +76,87 @@ pub struct Config {
     /// Per-carrier overrides of the retention and recovery rules, keyed mobile/unicom/telecom.
     #[serde(default)]
     pub carriers: BTreeMap<CarrierId, PolicyOverride>,
+    /// The Prometheus endpoint.
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+    /// Log format and filter.
+    #[serde(default)]
+    pub log: LogConfig,
+    /// What SIGTERM does.
+    #[serde(default)]
+    pub shutdown: ShutdownConfig,
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Serve `GET /metrics` (default true).
+    pub enabled: bool,
+    /// Where (default 127.0.0.1:9464).
+    pub listen: SocketAddr,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            enabled: true,
+            listen: DEFAULT_METRICS_LISTEN,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// Multi-line, coloured when the output is a terminal: for people.
+    #[default]
+    Pretty,
+    /// One line per event, without colours.
+    Compact,
+    /// One JSON object per line, with the fields of every open span (request id, method): for
+    /// log collectors.
+    Json,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// A tracing filter such as `info,simgate=debug`; RUST_LOG, when set, wins.
+    pub filter: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: LogFormat::default(),
+            filter: DEFAULT_LOG_FILTER.to_string(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ShutdownConfig {
+    /// After health turns NOT_SERVING, how long to keep accepting calls so that load balancers
+    /// notice before connections are refused (default 0).
+    pub drain_ms: u64,
+    /// How long in-flight calls and carrier calls may take to finish before they are cut
+    /// (default 30000). A cut carrier call stays in the journal and is reconciled at the next
+    /// start.
+    pub grace_ms: u64,
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        ShutdownConfig {
+            drain_ms: 0,
+            grace_ms: 30_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct TlsConfig {
     /// PEM certificate chain of the server.
@@ -71,7 +169,7 @@ pub struct TlsConfig {
 }
 
 /// Any subset of a carrier's policy; what is left out keeps the rules.md default.
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, Deserialize, Serialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct PolicyOverride {
     pub cycle_start_day: Option<u32>,
@@ -92,52 +190,150 @@ impl std::fmt::Debug for Config {
             .field("listen", &self.listen)
             .field(
                 "database_url",
-                &self.database_url.as_ref().map(|_| "<redacted>"),
+                &self.database_url.as_deref().map(redact_url),
             )
             .field("allow_foreign_identifiers", &self.allow_foreign_identifiers)
             .field("simulation", &self.simulation)
             .field("engine_interval_ms", &self.engine_interval_ms)
-            .field(
-                "bootstrap_key",
-                &self.bootstrap_key.as_ref().map(|_| "<redacted>"),
-            )
+            .field("bootstrap_key", &self.bootstrap_key.as_ref().map(|_| REDACTED))
             .field("data_dir", &self.data_dir)
             .field("tls", &self.tls)
             .field("rate_limit_per_key", &self.rate_limit_per_key)
             .field("carrier_limits", &self.carrier_limits)
             .field("simulator", &self.simulator)
             .field("carriers", &self.carriers)
+            .field("metrics", &self.metrics)
+            .field("log", &self.log)
+            .field("shutdown", &self.shutdown)
             .finish()
     }
 }
 
+/// A database URL with its password replaced, so operators still see host, user and database.
+pub fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            // Only fails for URLs that cannot have a password, which this one has.
+            let _ = u.set_password(Some("REDACTED"));
+            u.to_string()
+        }
+        Ok(_) => url.to_string(),
+        // Unparseable: it may still contain a secret somewhere.
+        Err(_) => REDACTED.to_string(),
+    }
+}
+
+/// Every error figment found, each naming its key and where the value came from.
+fn describe(e: figment::Error) -> String {
+    e.into_iter()
+        .map(|e| e.to_string())
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 impl Config {
-    pub fn from_file(path: &Path) -> Result<Config, String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read config {}: {e}", path.display()))?;
-        Config::from_toml(&text).map_err(|e| format!("config {}: {e}", path.display()))
+    /// Defaults, the TOML file at `path` if given, then the `SIMGATE_*` environment.
+    pub fn load(path: Option<&Path>) -> Result<Config, String> {
+        let mut figment = Figment::new();
+        if let Some(path) = path {
+            // figment skips a missing file silently; a named file that is not there is a mistake.
+            if !path.is_file() {
+                return Err(format!("cannot read config {}: no such file", path.display()));
+            }
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        Config::from_figment(figment.merge(Self::env()))
+    }
+
+    /// The `SIMGATE_*` variables as configuration keys; `__` separates nested keys, as in
+    /// `SIMGATE_CARRIER_LIMITS__MOBILE__REQUESTS_PER_SECOND=50`.
+    fn env() -> Env {
+        Env::prefixed("SIMGATE_")
+            .split("__")
+            .filter(|key| {
+                let key = key.as_str().to_ascii_lowercase();
+                !NOT_CONFIG_KEYS.contains(&key.as_str()) && !key.starts_with("test_")
+            })
     }
 
     pub fn from_toml(text: &str) -> Result<Config, String> {
-        let cfg: Config = toml::from_str(text).map_err(|e| e.to_string())?;
-        cfg.policies()?;
-        for (id, f) in &cfg.simulator {
+        Config::from_figment(Figment::from(Toml::string(text)))
+    }
+
+    fn from_figment(figment: Figment) -> Result<Config, String> {
+        let cfg: Config = figment.extract().map_err(describe)?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        self.policies()?;
+        for (id, f) in &self.simulator {
             f.validate().map_err(|e| format!("simulator.{id}: {e}"))?;
         }
-        for (id, l) in &cfg.carrier_limits {
+        for (id, l) in &self.carrier_limits {
             if l.max_concurrency == 0 {
                 return Err(format!(
-                    "carrier_limits.{id}: max_concurrency must be at least 1"
+                    "carrier_limits.{id}.max_concurrency must be at least 1"
                 ));
             }
         }
-        if cfg.rate_limit_per_key == Some(0) {
+        if self.rate_limit_per_key == Some(0) {
             return Err("rate_limit_per_key must be at least 1".into());
         }
-        if cfg.engine_interval_ms == Some(0) {
+        if self.engine_interval_ms == Some(0) {
             return Err("engine_interval_ms must be at least 1".into());
         }
+        if let Some(url) = &self.database_url {
+            crate::store::backend_of(url)
+                .map_err(|e| format!("database_url {}: {e}", redact_url(url)))?;
+        }
+        tracing_subscriber::EnvFilter::try_new(&self.log.filter)
+            .map_err(|e| format!("log.filter {:?}: {e}", self.log.filter))?;
+        if self.metrics.enabled && Some(self.metrics.listen) == self.listen {
+            return Err(format!(
+                "metrics.listen {} is also the gRPC listen address",
+                self.metrics.listen
+            ));
+        }
+        if self.shutdown.grace_ms == 0 {
+            return Err("shutdown.grace_ms must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    /// This configuration with every default written out, as the server will run it.
+    pub fn effective(&self) -> Result<Config, String> {
+        let policies = self.policies()?;
+        let mut cfg = self.clone();
+        cfg.listen.get_or_insert(DEFAULT_LISTEN);
+        cfg.database_url
+            .get_or_insert_with(|| DEFAULT_DATABASE_URL.to_string());
+        cfg.simulation.get_or_insert(true);
+        cfg.engine_interval_ms
+            .get_or_insert(crate::server::DEFAULT_ENGINE_INTERVAL_MS);
+        cfg.rate_limit_per_key
+            .get_or_insert(crate::api::auth::DEFAULT_RATE_PER_KEY);
+        for id in CarrierId::ALL {
+            cfg.carrier_limits.entry(id).or_default();
+            cfg.simulator.entry(id).or_default();
+        }
+        cfg.carriers = policies
+            .iter()
+            .map(|(id, p)| (*id, PolicyOverride::from_policy(p)))
+            .collect();
         Ok(cfg)
+    }
+
+    /// The effective configuration as TOML, with the database password and the bootstrap key
+    /// replaced: safe to paste into a ticket.
+    pub fn to_redacted_toml(&self) -> Result<String, String> {
+        let mut cfg = self.effective()?;
+        cfg.database_url = cfg.database_url.as_deref().map(redact_url);
+        if cfg.bootstrap_key.is_some() {
+            cfg.bootstrap_key = Some(REDACTED.to_string());
+        }
+        toml::to_string(&cfg).map_err(|e| format!("cannot render the configuration: {e}"))
     }
 
     /// The effective policy of every carrier, validated.
@@ -157,6 +353,21 @@ impl Config {
 }
 
 impl PolicyOverride {
+    fn from_policy(p: &CarrierPolicy) -> PolicyOverride {
+        PolicyOverride {
+            cycle_start_day: Some(p.cycle_start_day),
+            retention_months: Some(p.retention_months),
+            retention_fee_fen: Some(p.retention_fee.0),
+            cancel_when_retention_ends: Some(p.cancel_when_retention_ends),
+            arrears_recovery: Some(p.arrears_recovery),
+            renewal_restore: Some(p.renewal_restore),
+            test_period_days: Some(p.test_period_days),
+            test_gift_bytes: Some(p.test_gift_bytes),
+            silent_period_days: Some(p.silent_period_days),
+            prorate_first_month: Some(p.prorate_first_month),
+        }
+    }
+
     fn apply(&self, p: &mut CarrierPolicy) {
         macro_rules! set {
             ($field:ident) => {
@@ -217,6 +428,76 @@ mod tests {
             !shown.contains("hunter2") && !shown.contains("topsecret"),
             "{shown}"
         );
+    }
+
+    #[test]
+    fn environment_overrides_the_file_and_nested_keys_use_double_underscores() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "simgate.toml",
+                "engine_interval_ms = 200\n[log]\nformat = \"pretty\"\n",
+            )?;
+            jail.set_env("SIMGATE_ENGINE_INTERVAL_MS", "5000");
+            jail.set_env("SIMGATE_LOG__FORMAT", "json");
+            jail.set_env("SIMGATE_CARRIER_LIMITS__UNICOM__REQUESTS_PER_SECOND", "50");
+            // Not configuration keys: the file's path, the client's and the tests' settings.
+            jail.set_env("SIMGATE_CONFIG", "simgate.toml");
+            jail.set_env("SIMGATE_API_KEY", "sgk_x");
+            jail.set_env("SIMGATE_TEST_POSTGRES_URL", "postgres://x");
+            let cfg = Config::load(Some(Path::new("simgate.toml"))).map_err(|e| e.to_string())?;
+            assert_eq!(cfg.engine_interval_ms, Some(5000));
+            assert_eq!(cfg.log.format, LogFormat::Json);
+            assert_eq!(
+                cfg.carrier_limits[&CarrierId::Unicom].requests_per_second,
+                50
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_misspelt_or_mistyped_variable_is_refused_by_name() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("SIMGATE_ENGINE_INTERVL_MS", "5000");
+            let err = Config::load(None).expect_err("misspelt key accepted");
+            assert!(err.contains("ENGINE_INTERVL_MS"), "{err}");
+            jail.clear_env();
+            jail.set_env("SIMGATE_RATE_LIMIT_PER_KEY", "lots");
+            let err = Config::load(None).expect_err("string accepted as a number");
+            assert!(err.contains("RATE_LIMIT_PER_KEY"), "{err}");
+            jail.clear_env();
+            jail.set_env("SIMGATE_LOG__FILTER", "info,[");
+            let err = Config::load(None).expect_err("bad filter accepted");
+            assert!(err.contains("log.filter"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_named_file_that_is_missing_is_an_error() {
+        let err = Config::load(Some(Path::new("/nonexistent/simgate.toml"))).unwrap_err();
+        assert!(err.contains("/nonexistent/simgate.toml"), "{err}");
+    }
+
+    #[test]
+    fn the_printed_configuration_has_every_default_and_no_secret() {
+        let cfg = Config::from_toml(
+            "database_url = \"postgres://u:hunter2@db.internal/simgate\"\n\
+             bootstrap_key = \"sgk_0123456789abcdef_topsecretsecretsecret\"\n\
+             [carriers.telecom]\nretention_months = 6\n",
+        )
+        .unwrap();
+        let text = cfg.to_redacted_toml().unwrap();
+        assert!(!text.contains("hunter2") && !text.contains("topsecret"), "{text}");
+        assert!(text.contains("db.internal/simgate"), "{text}");
+        // What is printed is itself a valid configuration that means the same thing.
+        let again = Config::from_toml(&text).unwrap();
+        assert_eq!(again.engine_interval_ms, Some(crate::server::DEFAULT_ENGINE_INTERVAL_MS));
+        assert_eq!(again.listen, Some(DEFAULT_LISTEN));
+        assert_eq!(again.policies().unwrap()[&CarrierId::Telecom].retention_months, 6);
+        assert_eq!(again.policies().unwrap(), cfg.policies().unwrap());
+        assert_eq!(again.metrics, MetricsConfig::default());
+        assert_eq!(again.carrier_limits.len(), 3);
     }
 
     #[test]

@@ -19,6 +19,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod domain;
+pub mod metrics;
 pub mod server;
 pub mod service;
 pub mod store;
@@ -31,6 +32,14 @@ pub mod pb {
     /// Serialized descriptors of every simgate proto, served by gRPC reflection.
     pub const FILE_DESCRIPTOR_SET: &[u8] =
         include_bytes!(concat!(env!("OUT_DIR"), "/simgate_descriptor.bin"));
+
+    /// The gRPC services simgate serves, as health checks name them.
+    pub const SERVICE_NAMES: [&str; 4] = [
+        "simgate.v1.CardService",
+        "simgate.v1.SimulatorService",
+        "simgate.v1.AccessService",
+        "simgate.v1.OperationService",
+    ];
 }
 
 pub use server::Server;

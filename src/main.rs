@@ -5,8 +5,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
-use simgate::config::{Config, DEFAULT_LISTEN};
+use clap::{Args, Parser, Subcommand};
+use simgate::config::{Config, LogConfig, LogFormat, DEFAULT_LISTEN};
 use simgate::store::{Store, StoreOptions};
 use simgate::Server;
 use tracing::{error, info};
@@ -39,6 +39,33 @@ enum TopCommand {
     },
 }
 
+/// Where the configuration comes from: the file, then `SIMGATE_*` variables, then these flags.
+#[derive(Args, Clone)]
+struct ConfigArgs {
+    /// TOML configuration file. SIMGATE_* variables override it (SIMGATE_ENGINE_INTERVAL_MS,
+    /// SIMGATE_LOG__FORMAT=json, ...; `__` separates nested keys) and flags override both.
+    #[arg(long, env = "SIMGATE_CONFIG")]
+    config: Option<PathBuf>,
+    /// sqlite://PATH or postgres://USER@HOST/DB (also SIMGATE_DATABASE_URL).
+    #[arg(long)]
+    database_url: Option<String>,
+    /// A file holding the database URL (it may contain a password).
+    #[arg(long, env = "SIMGATE_DATABASE_URL_FILE")]
+    database_url_file: Option<PathBuf>,
+}
+
+impl ConfigArgs {
+    fn load(&self) -> Result<Config, String> {
+        let mut cfg = Config::load(self.config.as_deref())?;
+        if let Some(p) = &self.database_url_file {
+            cfg.database_url = Some(read_secret(p)?);
+        } else if let Some(u) = &self.database_url {
+            cfg.database_url = Some(u.clone());
+        }
+        Ok(cfg)
+    }
+}
+
 #[derive(Subcommand)]
 enum KeysCommand {
     /// Create a key and print it (once).
@@ -51,8 +78,18 @@ enum KeysCommand {
         customer: Option<String>,
         #[arg(long, default_value = "")]
         name: String,
-        #[arg(long, env = "SIMGATE_DATABASE_URL", hide_env_values = true)]
-        database_url: Option<String>,
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Validate the configuration and print it as the server would run it, every default
+    /// written out, the database password and the bootstrap key redacted.
+    Print {
+        #[command(flatten)]
+        config: ConfigArgs,
     },
 }
 
@@ -60,24 +97,15 @@ enum KeysCommand {
 enum Command {
     /// Run the gRPC service (embedded SQLite and simulated carriers unless configured otherwise).
     Serve {
-        /// Address to listen on.
-        #[arg(long, env = "SIMGATE_LISTEN")]
+        /// Address to listen on (also SIMGATE_LISTEN).
+        #[arg(long)]
         listen: Option<SocketAddr>,
-        /// sqlite://PATH or postgres://USER@HOST/DB.
-        #[arg(long, env = "SIMGATE_DATABASE_URL", hide_env_values = true)]
-        database_url: Option<String>,
-        /// TOML configuration file.
-        #[arg(long, env = "SIMGATE_CONFIG")]
-        config: Option<PathBuf>,
-        /// A reseller-admin key that must exist (sgk_<16 hex>_<secret>), for harnesses and CI.
-        #[arg(long, env = "SIMGATE_BOOTSTRAP_KEY", hide_env_values = true)]
-        bootstrap_key: Option<String>,
-        /// A file holding the bootstrap key (for secret stores that mount files).
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// A file holding a reseller-admin key that must exist (sgk_<16 hex>_<secret>), for
+        /// harnesses and CI; SIMGATE_BOOTSTRAP_KEY gives the key itself.
         #[arg(long, env = "SIMGATE_BOOTSTRAP_KEY_FILE")]
         bootstrap_key_file: Option<PathBuf>,
-        /// A file holding the database URL (it may contain a password).
-        #[arg(long, env = "SIMGATE_DATABASE_URL_FILE")]
-        database_url_file: Option<PathBuf>,
     },
     /// Manage API keys directly in the database (for operators).
     Keys {
@@ -86,22 +114,14 @@ enum Command {
     },
     /// Apply database migrations and exit.
     Migrate {
-        #[arg(long, env = "SIMGATE_DATABASE_URL", hide_env_values = true)]
-        database_url: Option<String>,
-        #[arg(long, env = "SIMGATE_CONFIG")]
-        config: Option<PathBuf>,
+        #[command(flatten)]
+        config: ConfigArgs,
     },
-}
-
-fn load_config(path: Option<PathBuf>, database_url: Option<String>) -> Result<Config, String> {
-    let mut cfg = match path {
-        Some(p) => Config::from_file(&p)?,
-        None => Config::default(),
-    };
-    if database_url.is_some() {
-        cfg.database_url = database_url;
-    }
-    Ok(cfg)
+    /// Show the effective configuration.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
 }
 
 /// Reads a secret from a file, without its trailing newline. The error names the file only.
@@ -109,6 +129,25 @@ fn read_secret(path: &std::path::Path) -> Result<String, String> {
     std::fs::read_to_string(path)
         .map(|s| s.trim_end_matches(['\r', '\n']).to_string())
         .map_err(|e| format!("cannot read {}: {e}", path.display()))
+}
+
+/// Logs to stdout in the configured format; RUST_LOG, when set, overrides the filter.
+fn init_logging(log: &LogConfig) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&log.filter));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()));
+    match log.format {
+        LogFormat::Pretty => builder.pretty().init(),
+        LogFormat::Compact => builder.compact().init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .init(),
+    }
 }
 
 async fn shutdown_signal() {
@@ -132,69 +171,77 @@ async fn shutdown_signal() {
     {
         let _ = ctrl_c.await;
     }
-    info!("shutdown requested; finishing in-flight calls");
+    info!("shutdown requested");
 }
 
-async fn run(command: Command) -> Result<(), String> {
+async fn serve(
+    listen: Option<SocketAddr>,
+    mut cfg: Config,
+    bootstrap_key_file: Option<PathBuf>,
+) -> Result<(), String> {
+    if let Some(p) = bootstrap_key_file {
+        cfg.bootstrap_key = Some(read_secret(&p)?);
+    }
+    let addr = listen.or(cfg.listen).unwrap_or(DEFAULT_LISTEN);
+    let metrics = cfg.metrics;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("listen {addr}: {e}"))?;
+    let metrics_listener = if metrics.enabled {
+        Some(
+            tokio::net::TcpListener::bind(metrics.listen)
+                .await
+                .map_err(|e| format!("metrics.listen {}: {e}", metrics.listen))?,
+        )
+    } else {
+        None
+    };
+    let mut app = Server::builder()
+        .config(cfg)
+        .build()
+        .await
+        .map_err(|e| e.to_string())?;
+    if let Some(l) = metrics_listener {
+        app = app.with_metrics_listener(l);
+    }
+    if let Some(b) = app.bootstrap() {
+        // Printed once, to the terminal of whoever started the server; never logged.
+        println!(
+            "No API key existed, so a reseller-admin key was created. It is shown only now\n\
+             (and kept, owner-readable only, in {}):\n\n    {}\n\n\
+             Send it as metadata: authorization: Bearer <key>",
+            b.path.display(),
+            b.token
+        );
+    }
+    info!(%addr, backend = ?app.store().backend(), "simgate serving");
+    app.serve(listener, shutdown_signal())
+        .await
+        .map_err(|e| e.to_string())
+}
+
+async fn run(command: Command, cfg: Config) -> Result<(), String> {
     match command {
         Command::Serve {
             listen,
-            database_url,
-            config,
-            bootstrap_key,
             bootstrap_key_file,
-            database_url_file,
-        } => {
-            let database_url = match database_url_file {
-                Some(p) => Some(read_secret(&p)?),
-                None => database_url,
-            };
-            let mut cfg = load_config(config, database_url)?;
-            let bootstrap_key = match bootstrap_key_file {
-                Some(p) => Some(read_secret(&p)?),
-                None => bootstrap_key,
-            };
-            if bootstrap_key.is_some() {
-                cfg.bootstrap_key = bootstrap_key;
-            }
-            let addr = listen.or(cfg.listen).unwrap_or(DEFAULT_LISTEN);
-            let app = Server::builder()
-                .config(cfg)
-                .build()
-                .await
-                .map_err(|e| e.to_string())?;
-            let listener = tokio::net::TcpListener::bind(addr)
-                .await
-                .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
-            if let Some(b) = app.bootstrap() {
-                // Printed once, to the terminal of whoever started the server; never logged.
-                println!(
-                    "No API key existed, so a reseller-admin key was created. It is shown only now\n\
-                     (and kept, owner-readable only, in {}):\n\n    {}\n\n\
-                     Send it as metadata: authorization: Bearer <key>",
-                    b.path.display(),
-                    b.token
-                );
-            }
-            info!(%addr, backend = ?app.store().backend(), "simgate serving");
-            app.serve(listener, shutdown_signal())
-                .await
-                .map_err(|e| e.to_string())
-        }
+            ..
+        } => serve(listen, cfg, bootstrap_key_file).await,
         Command::Keys {
             command:
                 KeysCommand::Create {
                     role,
                     customer,
                     name,
-                    database_url,
+                    ..
                 },
         } => {
             let role = simgate::auth::Role::parse(&role).ok_or_else(|| {
                 format!("--role {role:?}: expected RESELLER_ADMIN, CUSTOMER_ADMIN, CUSTOMER_OPERATOR or CUSTOMER_VIEWER")
             })?;
-            let url =
-                database_url.unwrap_or_else(|| simgate::config::DEFAULT_DATABASE_URL.to_string());
+            let url = cfg
+                .database_url
+                .unwrap_or_else(|| simgate::config::DEFAULT_DATABASE_URL.to_string());
             let store = Store::connect(&url, StoreOptions::default())
                 .await
                 .map_err(|e| e.to_string())?;
@@ -218,11 +265,7 @@ async fn run(command: Command) -> Result<(), String> {
             info!(key_id = %key.key_id, role = key.role.as_str(), "key created");
             Ok(())
         }
-        Command::Migrate {
-            database_url,
-            config,
-        } => {
-            let cfg = load_config(config, database_url)?;
+        Command::Migrate { .. } => {
             let url = cfg
                 .database_url
                 .unwrap_or_else(|| simgate::config::DEFAULT_DATABASE_URL.to_string());
@@ -230,6 +273,12 @@ async fn run(command: Command) -> Result<(), String> {
                 .await
                 .map_err(|e| e.to_string())?;
             info!("migrations applied");
+            Ok(())
+        }
+        Command::Config {
+            command: ConfigCommand::Print { .. },
+        } => {
+            print!("{}", cfg.to_redacted_toml()?);
             Ok(())
         }
     }
@@ -247,13 +296,26 @@ async fn main() -> ExitCode {
             return simgate::cli::run(client, simgate::cli::Action::Import(args)).await
         }
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,sqlx=warn".into()),
-        )
-        .init();
-    match run(command).await {
+    let config = match &command {
+        Command::Serve { config, .. }
+        | Command::Migrate { config }
+        | Command::Keys {
+            command: KeysCommand::Create { config, .. },
+        }
+        | Command::Config {
+            command: ConfigCommand::Print { config },
+        } => config.clone(),
+    };
+    // Before logging exists: the configuration decides how to log.
+    let cfg = match config.load() {
+        Ok(cfg) => cfg,
+        Err(e) => {
+            eprintln!("simgate: configuration: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    init_logging(&cfg.log);
+    match run(command, cfg).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             error!("{e}");

@@ -1,6 +1,6 @@
 //! Assembly: opens the store, builds the carriers (simulated by default), the lifecycle engine,
-//! and serves the gRPC services with health and reflection. `main` and the end-to-end tests both
-//! start the service through [`Server::builder`].
+//! and serves the gRPC services with health, reflection and metrics; and the orderly shutdown.
+//! `main` and the end-to-end tests both start the service through [`Server::builder`].
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -8,18 +8,21 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
-use tracing::info;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
 
 use crate::api::access::AccessApi;
 use crate::api::auth::{Authenticator, DEFAULT_RATE_PER_KEY};
 use crate::api::cards::CardApi;
+use crate::api::observe::ObserveLayer;
 use crate::api::operations::OperationApi;
 use crate::api::simulator::SimulatorApi;
 use crate::carrier::guard::Guarded;
 use crate::carrier::sim::{SimCarrier, Simulators};
 use crate::carrier::Carriers;
 use crate::clock::{Clock, OffsetClock};
-use crate::config::{Config, DEFAULT_DATABASE_URL};
+use crate::config::{Config, ShutdownConfig, DEFAULT_DATABASE_URL};
+use crate::metrics::Metrics;
 use crate::domain::ids::CarrierCheck;
 use crate::domain::{CarrierId, CarrierPolicy};
 use crate::pb;
@@ -61,6 +64,8 @@ pub enum StartError {
     Transport(#[from] tonic::transport::Error),
     #[error("reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
 }
 
 pub struct Server;
@@ -139,6 +144,12 @@ impl ServerBuilder {
         self
     }
 
+    /// How SIGTERM (the `shutdown` future of [`App::serve`]) is handled.
+    pub fn shutdown(mut self, shutdown: ShutdownConfig) -> Self {
+        self.config.shutdown = shutdown;
+        self
+    }
+
     /// Opens the store (applying migrations) and builds the carriers, services and engine.
     pub async fn build(self) -> Result<App, StartError> {
         if self.config.simulation == Some(false) {
@@ -159,6 +170,7 @@ impl ServerBuilder {
         let clock: Arc<dyn Clock> = self
             .clock
             .unwrap_or_else(|| Arc::new(OffsetClock::default()));
+        let metrics = Metrics::new()?;
         let mut carriers = Carriers::new();
         let mut sims = Simulators::default();
         for (id, policy) in policies {
@@ -173,7 +185,8 @@ impl ServerBuilder {
                 .get(&id)
                 .copied()
                 .unwrap_or_default();
-            carriers = carriers.with(Arc::new(Guarded::new(sim, limits)));
+            carriers =
+                carriers.with(Arc::new(Guarded::new(sim, limits).with_metrics(metrics.clone())));
         }
         let check = if self.config.allow_foreign_identifiers {
             CarrierCheck::Allow
@@ -223,6 +236,9 @@ impl ServerBuilder {
             store,
             check,
             clock,
+            metrics,
+            metrics_listener: None,
+            shutdown: self.config.shutdown,
         })
     }
 }
@@ -283,6 +299,9 @@ pub struct App {
     store: Store,
     check: CarrierCheck,
     clock: Arc<dyn Clock>,
+    metrics: Metrics,
+    metrics_listener: Option<TcpListener>,
+    shutdown: ShutdownConfig,
 }
 
 impl App {
@@ -306,22 +325,44 @@ impl App {
         &self.sims
     }
 
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Also serve `GET /metrics` on this listener while serving gRPC.
+    pub fn with_metrics_listener(mut self, listener: TcpListener) -> Self {
+        self.metrics_listener = Some(listener);
+        self
+    }
+
     /// The key created at this start because there was none, if any.
     pub fn bootstrap(&self) -> Option<&Bootstrap> {
         self.bootstrap.as_ref()
     }
 
-    /// Serves on `listener` until `shutdown` completes, then lets in-flight calls finish. The
-    /// lifecycle engine runs alongside and first catches up on anything missed while down.
+    /// Serves on `listener` until `shutdown` completes, then shuts down in order: health turns
+    /// NOT_SERVING, new connections are refused after the drain time, server streams end with
+    /// UNAVAILABLE, in-flight calls get until the grace time to finish, the engine and the
+    /// bulk-operation worker finish their current step, and the store is flushed and closed.
+    /// The lifecycle engine runs alongside and first catches up on anything missed while down.
     pub async fn serve(
         self,
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), StartError> {
         let (health, health_service) = tonic_health::server::health_reporter();
-        health
-            .set_serving::<pb::card_service_server::CardServiceServer<CardApi>>()
-            .await;
+        let services = [
+            "",
+            crate::pb::SERVICE_NAMES[0],
+            crate::pb::SERVICE_NAMES[1],
+            crate::pb::SERVICE_NAMES[2],
+            crate::pb::SERVICE_NAMES[3],
+        ];
+        for name in services {
+            health
+                .set_service_status(name, tonic_health::ServingStatus::Serving)
+                .await;
+        }
         let reflection_v1 = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -357,7 +398,12 @@ impl App {
                 self.auth.clone(),
             ))
             .max_decoding_message_size(MAX_MESSAGE_BYTES);
-        let mut builder = tonic::transport::Server::builder();
+
+        // `stopping` is cancelled when shutdown begins; `stop_accepting` after the drain time.
+        let stopping = CancellationToken::new();
+        let stop_accepting = CancellationToken::new();
+        let mut builder =
+            tonic::transport::Server::builder().layer(ObserveLayer::new(self.metrics.clone(), stopping.clone()));
         if let Some(tls) = &self.tls {
             builder = builder.tls_config(tls_config(tls)?)?;
         }
@@ -372,7 +418,39 @@ impl App {
                 .run(self.engine_interval, engine_stopped),
         );
         info!(interval = ?self.engine_interval, "lifecycle engine started");
-        let served = builder
+        let metrics_server = self.metrics_listener.map(|l| {
+            let addr = l.local_addr().ok();
+            info!(addr = ?addr, "metrics on /metrics");
+            let done = stop_accepting.clone();
+            tokio::spawn(self.metrics.clone().serve(
+                l,
+                self.store.clone(),
+                async move { done.cancelled().await },
+            ))
+        });
+
+        let drain = std::time::Duration::from_millis(self.shutdown.drain_ms);
+        let grace = std::time::Duration::from_millis(self.shutdown.grace_ms);
+        let signal = {
+            let stopping = stopping.clone();
+            let stop_accepting = stop_accepting.clone();
+            let health = health.clone();
+            async move {
+                shutdown.await;
+                for name in services {
+                    health
+                        .set_service_status(name, tonic_health::ServingStatus::NotServing)
+                        .await;
+                }
+                info!(drain_ms = drain.as_millis() as u64, "shutting down: health is NOT_SERVING");
+                if !drain.is_zero() {
+                    tokio::time::sleep(drain).await;
+                }
+                stopping.cancel();
+                stop_accepting.cancel();
+            }
+        };
+        let server = builder
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
@@ -380,12 +458,40 @@ impl App {
             .add_service(sims)
             .add_service(access)
             .add_service(operations)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
-            .await;
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal);
+        tokio::pin!(server);
+        let deadline = async {
+            stop_accepting.cancelled().await;
+            tokio::time::sleep(grace).await;
+        };
+        let served = tokio::select! {
+            served = &mut server => served,
+            () = deadline => {
+                // Dropping the server cuts what is still running; an interrupted carrier call
+                // stays PENDING in the journal and is reconciled at the next start.
+                warn!(
+                    in_flight = self.metrics.rpcs_in_flight(),
+                    grace_ms = grace.as_millis() as u64,
+                    "grace time over: cutting the calls still running"
+                );
+                Ok(())
+            }
+        };
         let _ = stop_engine.send(true);
-        let _ = engine.await;
-        let _ = batches.await;
+        let workers = async {
+            let _ = engine.await;
+            let _ = batches.await;
+        };
+        if tokio::time::timeout(grace, workers).await.is_err() {
+            warn!("the engine or the bulk-operation worker did not stop within the grace time");
+        }
+        stop_accepting.cancel();
+        if let Some(m) = metrics_server {
+            let _ = m.await;
+        }
+        self.store.flush().await;
         self.store.close().await;
+        info!("stopped");
         Ok(served?)
     }
 }

@@ -6,5 +6,6 @@ pub mod auth;
 pub mod cards;
 pub mod convert;
 pub mod error;
+pub mod observe;
 pub mod operations;
 pub mod simulator;

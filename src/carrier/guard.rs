@@ -1,6 +1,7 @@
 //! Protection around a carrier account: a request-rate limit and a concurrency limit (what the
 //! carrier's contract allows), and a circuit breaker, so that when a carrier is down calls fail
-//! fast with a clear message instead of piling up, while reads of stored cards go on.
+//! fast with a clear message instead of piling up, while reads of stored cards go on. It is also
+//! where every carrier call is counted and timed for the metrics.
 
 use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
@@ -8,14 +9,14 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 
 use super::{Carrier, CarrierCard, CarrierError, OnboardCard};
 use crate::domain::{CarrierId, CarrierPolicy, Iccid};
 
 /// Per-carrier account limits, from configuration (`[carrier_limits.mobile]`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CarrierLimits {
     /// Calls per second; 0 means no limit.
@@ -51,6 +52,19 @@ pub struct Guarded {
     rate: Option<DefaultDirectRateLimiter>,
     permits: Semaphore,
     breaker: Mutex<Breaker>,
+    metrics: Option<crate::metrics::Metrics>,
+}
+
+/// The metrics label of a call's result.
+pub fn outcome_label<T>(result: &Result<T, CarrierError>) -> &'static str {
+    match result {
+        Ok(_) => "ok",
+        Err(CarrierError::Transient(_)) => "unavailable",
+        Err(CarrierError::RateLimited { .. }) => "rate_limited",
+        Err(CarrierError::Rejected { .. }) => "rejected",
+        Err(CarrierError::CircuitOpen(_)) => "circuit_open",
+        Err(CarrierError::OutcomeUnknown(_)) => "outcome_unknown",
+    }
 }
 
 impl Guarded {
@@ -60,9 +74,16 @@ impl Guarded {
                 .map(|r| RateLimiter::direct(Quota::per_second(r))),
             permits: Semaphore::new(limits.max_concurrency.max(1) as usize),
             breaker: Mutex::new(Breaker::default()),
+            metrics: None,
             inner,
             limits,
         }
+    }
+
+    /// Counts and times every call into `metrics`.
+    pub fn with_metrics(mut self, metrics: crate::metrics::Metrics) -> Guarded {
+        self.metrics = Some(metrics);
+        self
     }
 
     fn open_error(&self, until: Instant) -> CarrierError {
@@ -75,7 +96,24 @@ impl Guarded {
     }
 
     /// Runs one call through the breaker, the concurrency limit and the rate limit.
-    async fn call<T, F>(&self, f: F) -> Result<T, CarrierError>
+    async fn call<T, F>(&self, operation: &str, f: F) -> Result<T, CarrierError>
+    where
+        F: std::future::Future<Output = Result<T, CarrierError>>,
+    {
+        let started = Instant::now();
+        let result = self.guarded(f).await;
+        if let Some(m) = &self.metrics {
+            m.carrier_call(
+                self.inner.id().as_str(),
+                operation,
+                outcome_label(&result),
+                started.elapsed(),
+            );
+        }
+        result
+    }
+
+    async fn guarded<T, F>(&self, f: F) -> Result<T, CarrierError>
     where
         F: std::future::Future<Output = Result<T, CarrierError>>,
     {
@@ -125,23 +163,23 @@ impl Carrier for Guarded {
     }
 
     async fn onboard(&self, cards: &[OnboardCard]) -> Result<(), CarrierError> {
-        self.call(self.inner.onboard(cards)).await
+        self.call("onboard", self.inner.onboard(cards)).await
     }
 
     async fn card(&self, iccid: &Iccid) -> Result<CarrierCard, CarrierError> {
-        self.call(self.inner.card(iccid)).await
+        self.call("card", self.inner.card(iccid)).await
     }
 
     async fn stop(&self, iccid: &Iccid) -> Result<(), CarrierError> {
-        self.call(self.inner.stop(iccid)).await
+        self.call("stop", self.inner.stop(iccid)).await
     }
 
     async fn restore(&self, iccid: &Iccid) -> Result<(), CarrierError> {
-        self.call(self.inner.restore(iccid)).await
+        self.call("restore", self.inner.restore(iccid)).await
     }
 
     async fn cancel(&self, iccid: &Iccid) -> Result<(), CarrierError> {
-        self.call(self.inner.cancel(iccid)).await
+        self.call("cancel", self.inner.cancel(iccid)).await
     }
 }
 

@@ -17,7 +17,7 @@ const USAGE_LIMIT: u64 = 1 << 62;
 
 /// Standing misbehaviour of a simulated carrier (configuration `[simulator.mobile]`, or
 /// SimulatorService.SetFaults): what share of calls fail and how.
-#[derive(Debug, Clone, Copy, PartialEq, Default, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Default, serde::Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SimFaults {
     /// Share of calls answered "unavailable" without applying anything (0..=1).

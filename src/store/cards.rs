@@ -169,7 +169,44 @@ fn is_unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
 }
 
+/// How many cards share one status and one set of stop reasons.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CardCount {
+    pub status: String,
+    pub stop_reasons: i64,
+    pub count: i64,
+}
+
 impl Store {
+    /// Cards grouped by status and stop reasons, for the metrics gauges.
+    pub async fn card_counts(&self) -> Result<Vec<CardCount>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT status, stop_reasons, COUNT(*) AS n FROM cards GROUP BY status, stop_reasons",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(CardCount {
+                    status: r.try_get("status")?,
+                    stop_reasons: r.try_get("stop_reasons")?,
+                    count: r.try_get("n")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Work not yet done: (bulk-operation cards pending, journal entries pending).
+    pub async fn pending_counts(&self) -> Result<(i64, i64), StoreError> {
+        let row = sqlx::query(
+            "SELECT (SELECT COUNT(*) FROM batch_items WHERE status = 'PENDING') AS items, \
+             (SELECT COUNT(*) FROM carrier_ops WHERE status IN ('PENDING', 'RETRYING')) AS ops",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok((row.try_get("items")?, row.try_get("ops")?))
+    }
+
     /// Stores all cards or none. Reports the first ICCID or MSISDN that already exists.
     pub async fn insert_cards(
         &self,

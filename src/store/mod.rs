@@ -71,7 +71,7 @@ impl std::fmt::Debug for Store {
     }
 }
 
-fn backend_of(url: &str) -> Result<Backend, StoreError> {
+pub fn backend_of(url: &str) -> Result<Backend, StoreError> {
     if url.starts_with("sqlite:") {
         Ok(Backend::Sqlite)
     } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
@@ -163,6 +163,19 @@ impl Store {
 
     pub fn backend(&self) -> Backend {
         self.backend
+    }
+
+    /// Moves SQLite's write-ahead log into the database file, so that a stopped server leaves
+    /// one self-contained file behind. PostgreSQL has nothing to flush.
+    pub async fn flush(&self) {
+        if self.backend == Backend::Sqlite {
+            if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+                .execute(&self.pool)
+                .await
+            {
+                tracing::warn!(error = %e, "cannot checkpoint the SQLite log");
+            }
+        }
     }
 
     pub async fn close(&self) {

@@ -22,6 +22,7 @@ fn start(db_url: &str, port: u16) -> Child {
             db_url,
         ])
         .env("SIMGATE_BOOTSTRAP_KEY", ADMIN_KEY)
+        .env("SIMGATE_METRICS__ENABLED", "false")
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
