@@ -195,7 +195,10 @@ impl std::fmt::Debug for Config {
             .field("allow_foreign_identifiers", &self.allow_foreign_identifiers)
             .field("simulation", &self.simulation)
             .field("engine_interval_ms", &self.engine_interval_ms)
-            .field("bootstrap_key", &self.bootstrap_key.as_ref().map(|_| REDACTED))
+            .field(
+                "bootstrap_key",
+                &self.bootstrap_key.as_ref().map(|_| REDACTED),
+            )
             .field("data_dir", &self.data_dir)
             .field("tls", &self.tls)
             .field("rate_limit_per_key", &self.rate_limit_per_key)
@@ -238,7 +241,10 @@ impl Config {
         if let Some(path) = path {
             // figment skips a missing file silently; a named file that is not there is a mistake.
             if !path.is_file() {
-                return Err(format!("cannot read config {}: no such file", path.display()));
+                return Err(format!(
+                    "cannot read config {}: no such file",
+                    path.display()
+                ));
             }
             figment = figment.merge(Toml::file_exact(path));
         }
@@ -248,12 +254,10 @@ impl Config {
     /// The `SIMGATE_*` variables as configuration keys; `__` separates nested keys, as in
     /// `SIMGATE_CARRIER_LIMITS__MOBILE__REQUESTS_PER_SECOND=50`.
     fn env() -> Env {
-        Env::prefixed("SIMGATE_")
-            .split("__")
-            .filter(|key| {
-                let key = key.as_str().to_ascii_lowercase();
-                !NOT_CONFIG_KEYS.contains(&key.as_str()) && !key.starts_with("test_")
-            })
+        Env::prefixed("SIMGATE_").split("__").filter(|key| {
+            let key = key.as_str().to_ascii_lowercase();
+            !NOT_CONFIG_KEYS.contains(&key.as_str()) && !key.starts_with("test_")
+        })
     }
 
     pub fn from_toml(text: &str) -> Result<Config, String> {
@@ -431,6 +435,8 @@ mod tests {
     }
 
     #[test]
+    // figment::Jail's closure must return figment's own (large) error type.
+    #[allow(clippy::result_large_err)]
     fn environment_overrides_the_file_and_nested_keys_use_double_underscores() {
         figment::Jail::expect_with(|jail| {
             jail.create_file(
@@ -456,6 +462,8 @@ mod tests {
     }
 
     #[test]
+    // figment::Jail's closure must return figment's own (large) error type.
+    #[allow(clippy::result_large_err)]
     fn a_misspelt_or_mistyped_variable_is_refused_by_name() {
         figment::Jail::expect_with(|jail| {
             jail.set_env("SIMGATE_ENGINE_INTERVL_MS", "5000");
@@ -488,13 +496,22 @@ mod tests {
         )
         .unwrap();
         let text = cfg.to_redacted_toml().unwrap();
-        assert!(!text.contains("hunter2") && !text.contains("topsecret"), "{text}");
+        assert!(
+            !text.contains("hunter2") && !text.contains("topsecret"),
+            "{text}"
+        );
         assert!(text.contains("db.internal/simgate"), "{text}");
         // What is printed is itself a valid configuration that means the same thing.
         let again = Config::from_toml(&text).unwrap();
-        assert_eq!(again.engine_interval_ms, Some(crate::server::DEFAULT_ENGINE_INTERVAL_MS));
+        assert_eq!(
+            again.engine_interval_ms,
+            Some(crate::server::DEFAULT_ENGINE_INTERVAL_MS)
+        );
         assert_eq!(again.listen, Some(DEFAULT_LISTEN));
-        assert_eq!(again.policies().unwrap()[&CarrierId::Telecom].retention_months, 6);
+        assert_eq!(
+            again.policies().unwrap()[&CarrierId::Telecom].retention_months,
+            6
+        );
         assert_eq!(again.policies().unwrap(), cfg.policies().unwrap());
         assert_eq!(again.metrics, MetricsConfig::default());
         assert_eq!(again.carrier_limits.len(), 3);

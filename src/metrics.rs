@@ -336,6 +336,9 @@ mod tests {
             ),
             "{text}"
         );
-        assert!(text.contains("simgate_rpc_duration_seconds_bucket"), "{text}");
+        assert!(
+            text.contains("simgate_rpc_duration_seconds_bucket"),
+            "{text}"
+        );
     }
 }

@@ -22,9 +22,9 @@ use crate::carrier::sim::{SimCarrier, Simulators};
 use crate::carrier::Carriers;
 use crate::clock::{Clock, OffsetClock};
 use crate::config::{Config, ShutdownConfig, DEFAULT_DATABASE_URL};
-use crate::metrics::Metrics;
 use crate::domain::ids::CarrierCheck;
 use crate::domain::{CarrierId, CarrierPolicy};
+use crate::metrics::Metrics;
 use crate::pb;
 use crate::service::access::AccessService;
 use crate::service::batch::BatchService;
@@ -53,6 +53,8 @@ fn tls_config(
     Ok(tls)
 }
 pub const DEFAULT_ENGINE_INTERVAL_MS: u64 = 1000;
+/// How long cut calls get to send their UNAVAILABLE answer before the server stops waiting.
+const CUT_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -185,8 +187,9 @@ impl ServerBuilder {
                 .get(&id)
                 .copied()
                 .unwrap_or_default();
-            carriers =
-                carriers.with(Arc::new(Guarded::new(sim, limits).with_metrics(metrics.clone())));
+            carriers = carriers.with(Arc::new(
+                Guarded::new(sim, limits).with_metrics(metrics.clone()),
+            ));
         }
         let check = if self.config.allow_foreign_identifiers {
             CarrierCheck::Allow
@@ -402,8 +405,12 @@ impl App {
         // `stopping` is cancelled when shutdown begins; `stop_accepting` after the drain time.
         let stopping = CancellationToken::new();
         let stop_accepting = CancellationToken::new();
-        let mut builder =
-            tonic::transport::Server::builder().layer(ObserveLayer::new(self.metrics.clone(), stopping.clone()));
+        let cut = CancellationToken::new();
+        let mut builder = tonic::transport::Server::builder().layer(ObserveLayer::new(
+            self.metrics.clone(),
+            stopping.clone(),
+            cut.clone(),
+        ));
         if let Some(tls) = &self.tls {
             builder = builder.tls_config(tls_config(tls)?)?;
         }
@@ -418,16 +425,17 @@ impl App {
                 .run(self.engine_interval, engine_stopped),
         );
         info!(interval = ?self.engine_interval, "lifecycle engine started");
-        let metrics_server = self.metrics_listener.map(|l| {
-            let addr = l.local_addr().ok();
-            info!(addr = ?addr, "metrics on /metrics");
-            let done = stop_accepting.clone();
-            tokio::spawn(self.metrics.clone().serve(
-                l,
-                self.store.clone(),
-                async move { done.cancelled().await },
-            ))
-        });
+        let metrics_server =
+            self.metrics_listener.map(|l| {
+                let addr = l.local_addr().ok();
+                info!(addr = ?addr, "metrics on /metrics");
+                let done = stop_accepting.clone();
+                tokio::spawn(
+                    self.metrics
+                        .clone()
+                        .serve(l, self.store.clone(), async move { done.cancelled().await }),
+                )
+            });
 
         let drain = std::time::Duration::from_millis(self.shutdown.drain_ms);
         let grace = std::time::Duration::from_millis(self.shutdown.grace_ms);
@@ -442,7 +450,10 @@ impl App {
                         .set_service_status(name, tonic_health::ServingStatus::NotServing)
                         .await;
                 }
-                info!(drain_ms = drain.as_millis() as u64, "shutting down: health is NOT_SERVING");
+                info!(
+                    drain_ms = drain.as_millis() as u64,
+                    "shutting down: health is NOT_SERVING"
+                );
                 if !drain.is_zero() {
                     tokio::time::sleep(drain).await;
                 }
@@ -467,14 +478,20 @@ impl App {
         let served = tokio::select! {
             served = &mut server => served,
             () = deadline => {
-                // Dropping the server cuts what is still running; an interrupted carrier call
-                // stays PENDING in the journal and is reconciled at the next start.
+                // A cut carrier call stays PENDING in the journal and is reconciled later.
                 warn!(
                     in_flight = self.metrics.rpcs_in_flight(),
                     grace_ms = grace.as_millis() as u64,
                     "grace time over: cutting the calls still running"
                 );
-                Ok(())
+                cut.cancel();
+                match tokio::time::timeout(CUT_WAIT, &mut server).await {
+                    Ok(served) => served,
+                    Err(_) => {
+                        warn!("connections still open after the cut; leaving them");
+                        Ok(())
+                    }
+                }
             }
         };
         let _ = stop_engine.send(true);

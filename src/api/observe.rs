@@ -2,8 +2,9 @@
 //! `x-request-id` if it is a sane one, else a new UUID), opens the tracing span that every log
 //! line of the call carries, echoes the id in the response headers, counts and times the call
 //! by method and status code once the code is known (in the headers of an error, in the
-//! trailers of a success), and ends server streams cleanly with UNAVAILABLE when the server
-//! shuts down, so that a watcher does not hold the shutdown up until its deadline.
+//! trailers of a success). At shutdown it ends server streams cleanly with UNAVAILABLE, so that
+//! a watcher does not hold the shutdown up, and when the grace time is over it cuts the calls
+//! still running with UNAVAILABLE (dropping them, carrier call included).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -26,12 +27,22 @@ const MAX_REQUEST_ID_LEN: usize = 128;
 pub struct ObserveLayer {
     metrics: Metrics,
     shutdown: CancellationToken,
+    cut: CancellationToken,
 }
 
 impl ObserveLayer {
-    /// `shutdown` is cancelled when the server starts shutting down.
-    pub fn new(metrics: Metrics, shutdown: CancellationToken) -> ObserveLayer {
-        ObserveLayer { metrics, shutdown }
+    /// `shutdown` is cancelled when the server stops accepting calls, `cut` when the calls still
+    /// running must end.
+    pub fn new(
+        metrics: Metrics,
+        shutdown: CancellationToken,
+        cut: CancellationToken,
+    ) -> ObserveLayer {
+        ObserveLayer {
+            metrics,
+            shutdown,
+            cut,
+        }
     }
 }
 
@@ -43,6 +54,7 @@ impl<S> Layer<S> for ObserveLayer {
             inner,
             metrics: self.metrics.clone(),
             shutdown: self.shutdown.clone(),
+            cut: self.cut.clone(),
         }
     }
 }
@@ -52,6 +64,7 @@ pub struct Observe<S> {
     inner: S,
     metrics: Metrics,
     shutdown: CancellationToken,
+    cut: CancellationToken,
 }
 
 /// The caller's id if it is 1-128 visible ASCII characters (it goes into every log line, so it
@@ -116,13 +129,13 @@ impl Drop for Pending {
     }
 }
 
-impl<S, B, RB> Service<Request<B>> for Observe<S>
+impl<S, B> Service<Request<B>> for Observe<S>
 where
-    S: Service<Request<B>, Response = Response<RB>> + Clone + Send + 'static,
+    S: Service<Request<B>, Response = Response<tonic::body::Body>> + Clone + Send + 'static,
     S::Future: Send + 'static,
     B: Send + 'static,
 {
-    type Response = Response<ObservedBody<RB>>;
+    type Response = Response<ObservedBody<tonic::body::Body>>;
     type Error = S::Error;
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, S::Error>> + Send>>;
 
@@ -149,12 +162,21 @@ where
             done: false,
         };
         let shutdown = self.shutdown.clone();
+        let cut = self.cut.clone();
         // The clone that was made ready is the one to call (tower's rule for Clone services).
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         Box::pin(
             async move {
-                let mut resp = inner.call(req).await.inspect_err(|_| {
+                let answered = tokio::select! {
+                    answered = inner.call(req) => answered,
+                    () = cut.cancelled() => {
+                        warn!("grace time over: call cut");
+                        Ok(tonic::Status::unavailable("server shutting down: grace time over")
+                            .into_http())
+                    }
+                };
+                let mut resp = answered.inspect_err(|_| {
                     pending.finish(tonic::Code::Internal);
                 })?;
                 resp.headers_mut().insert(REQUEST_ID_HEADER, id);

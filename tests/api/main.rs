@@ -14,6 +14,7 @@ mod engine;
 mod errors;
 mod idempotency;
 mod lifecycle;
+mod operability;
 mod operations;
 mod platform;
 mod store_suite;
