@@ -22,6 +22,7 @@ pub mod domain;
 pub mod metrics;
 pub mod server;
 pub mod service;
+pub mod simulate;
 pub mod store;
 
 /// Generated protobuf and gRPC code for `simgate.v1`.

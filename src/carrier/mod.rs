@@ -3,6 +3,7 @@
 //! Adapters translate; the business rules stay in `domain`.
 
 pub mod guard;
+pub mod http;
 pub mod sim;
 
 use std::collections::BTreeMap;

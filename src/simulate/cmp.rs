@@ -1,0 +1,1 @@
+//! The cmp wire simulator. (Skeleton: the helper for this carrier fills it in.)
