@@ -83,13 +83,12 @@ pub fn client(timeouts: &HttpTimeouts) -> Result<reqwest::Client, String> {
 /// What a failed exchange means. `changes` says whether the request changes the card: once a
 /// change has been sent, silence may hide an applied change, so it is OutcomeUnknown, never a
 /// retryable failure.
-pub fn send_error(e: &reqwest::Error, changes: bool) -> CarrierError {
+pub fn send_error(e: reqwest::Error, changes: bool) -> CarrierError {
     // Without the URL: it may carry credentials in its query (CMP signs in the query string).
-    let e = e.without_url_ref();
+    let e = e.without_url();
     if e.is_connect() || e.is_builder() {
-        return CarrierError::Transient(format!("cannot reach the platform: {e}"));
-    }
-    if changes {
+        CarrierError::Transient(format!("cannot reach the platform: {e}"))
+    } else if changes {
         CarrierError::OutcomeUnknown(format!("no answer to a change: {e}"))
     } else {
         CarrierError::Transient(format!("no answer: {e}"))
@@ -160,7 +159,10 @@ mod tests {
             status_error(reqwest::StatusCode::UNAUTHORIZED, None),
             CarrierError::Rejected { ref code, .. } if code == "HTTP_401"
         ));
-        assert!(matches!(malformed("x", true), CarrierError::OutcomeUnknown(_)));
+        assert!(matches!(
+            malformed("x", true),
+            CarrierError::OutcomeUnknown(_)
+        ));
         assert!(matches!(malformed("x", false), CarrierError::Transient(_)));
     }
 }
