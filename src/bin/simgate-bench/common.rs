@@ -201,6 +201,7 @@ impl Db {
         };
         let pool = AnyPoolOptions::new()
             .max_connections(if sqlite { 8 } else { 16 })
+            .test_before_acquire(!sqlite)
             .after_connect(move |conn, _| {
                 let schema = schema.clone();
                 Box::pin(async move {

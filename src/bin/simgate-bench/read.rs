@@ -8,7 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use simgate::clock::ManualClock;
+use simgate::domain::Iccid;
 use simgate::pb;
+use simgate::store::Store;
 use simgate::Server;
 use tonic::{Request, Response, Status};
 
@@ -96,6 +98,41 @@ async fn echo_load(
     .await
 }
 
+/// Where GetCard's time goes: the two reads it makes (the caller's key, then the card), each
+/// alone under the same concurrency, straight on the store, without gRPC.
+async fn breakdown(store: &Store, cards: u64, concurrency: usize, each: Duration) -> Res<()> {
+    let key_id = BENCH_KEY.split('_').nth(1).ok_or("bench key")?.to_string();
+    let s = store.clone();
+    let keys = drive(concurrency, each, move |_, _| {
+        let (s, key_id) = (s.clone(), key_id.clone());
+        async move {
+            s.get_key(&key_id).await?.ok_or("bench key missing")?;
+            Ok(())
+        }
+    })
+    .await?;
+    let s = store.clone();
+    let reads = drive(concurrency, each, move |_, _| {
+        let s = s.clone();
+        let iccid = Iccid::from_trusted(iccid(fastrand::u64(0..cards)));
+        async move {
+            s.get_card(&iccid).await?.ok_or("card missing")?;
+            Ok(())
+        }
+    })
+    .await?;
+    println!("breakdown, straight on the store without gRPC, same concurrency:");
+    for (name, l) in [("key lookup (auth)", &keys), ("card read", &reads)] {
+        println!(
+            "| {name} | {:.0}/s | p50 {:.2} ms | p99 {:.2} ms |",
+            l.rate(),
+            l.ms(0.5),
+            l.ms(0.99)
+        );
+    }
+    Ok(())
+}
+
 pub async fn run(a: Args) -> Res<()> {
     let db = Db::fresh(a.database_url.as_deref())?;
     let start = start_time()?;
@@ -109,6 +146,7 @@ pub async fn run(a: Args) -> Res<()> {
         .build()
         .await?;
     crate::rollover::insert_cards(app.store(), a.cards, start).await?;
+    let store = app.store().clone();
     let simgate = Served::app(app).await?;
     let card = cards_client(&simgate.channel().await?)?
         .get_card(pb::GetCardRequest { iccid: iccid(0) })
@@ -160,6 +198,7 @@ pub async fn run(a: Args) -> Res<()> {
         g.ms(0.99),
         if g.ms(0.99) < 5.0 { "met" } else { "MISSED" }
     );
+    breakdown(&store, a.cards, a.concurrency, each).await?;
     echo.stop().await?;
     simgate.stop().await?;
     db.remove().await
