@@ -21,7 +21,10 @@ struct Fixture {
 async fn fixture() -> Fixture {
     let db = Arc::new(TestDb::new(Backend::Sqlite).expect("sqlite test db"));
     let clock = ManualClock::new(start_time());
-    let server = test_server(&db, &clock).build().await.expect("build server");
+    let server = test_server(&db, &clock)
+        .build()
+        .await
+        .expect("build server");
     let app = serve_built(server, db, clock).await;
     Fixture {
         addr: app.addr,

@@ -214,12 +214,19 @@ pub fn test_server(db: &TestDb, clock: &ManualClock) -> simgate::server::ServerB
 }
 
 pub async fn spawn_on(db: Arc<TestDb>, clock: ManualClock) -> TestApp {
-    let app = test_server(&db, &clock).build().await.expect("build server");
+    let app = test_server(&db, &clock)
+        .build()
+        .await
+        .expect("build server");
     serve_built(app, db, clock).await
 }
 
 /// Serves a built server on a random port until the returned TestApp stops or is dropped.
-pub async fn serve_built(app: simgate::server::App, db: Arc<TestDb>, clock: ManualClock) -> TestApp {
+pub async fn serve_built(
+    app: simgate::server::App,
+    db: Arc<TestDb>,
+    clock: ManualClock,
+) -> TestApp {
     let store = app.store().clone();
     let service = app.service().clone();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -397,32 +404,13 @@ pub fn reasons_of(card: &pb::Card) -> Vec<pb::StopReason> {
 }
 
 /// A server whose carriers have these account limits and breaker.
-pub async fn spawn_with_limits(
-    limits: simgate::carrier::guard::CarrierLimits,
-) -> (TestApp, tokio::sync::oneshot::Sender<()>) {
+pub async fn spawn_with_limits(limits: simgate::carrier::guard::CarrierLimits) -> TestApp {
     let db = Arc::new(TestDb::new(Backend::Sqlite).unwrap());
-    let clock = simgate::clock::ManualClock::new(start_time());
-    let mut builder = simgate::Server::builder()
-        .database_url(db.url.clone())
-        .clock(Arc::new(clock.clone()))
-        .bootstrap_key(ADMIN_KEY);
+    let clock = ManualClock::new(start_time());
+    let mut builder = test_server(&db, &clock);
     for id in simgate::domain::CarrierId::ALL {
         builder = builder.carrier_limits(id, limits);
     }
     let app = builder.build().await.unwrap();
-    let store = app.store().clone();
-    let service = app.service().clone();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(app.serve(listener, async {
-        let _ = rx.await;
-    }));
-    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let app = TestApp::from_parts(channel, clock, store, service, db);
-    (app, tx)
+    serve_built(app, db, clock).await
 }

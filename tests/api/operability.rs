@@ -39,7 +39,11 @@ async fn slow_suspend(
     app: &mut TestApp,
     latency_ms: u32,
 ) -> tokio::task::JoinHandle<Result<tonic::Response<pb::Card>, tonic::Status>> {
-    import(app, vec![card_input(MOBILE_ICCID, pb::Carrier::ChinaMobile)]).await;
+    import(
+        app,
+        vec![card_input(MOBILE_ICCID, pb::Carrier::ChinaMobile)],
+    )
+    .await;
     app.sim
         .set_faults(pb::SetFaultsRequest {
             carrier: pb::Carrier::ChinaMobile as i32,
