@@ -1,5 +1,6 @@
 //! Compiles `proto/` with protox (pure Rust), so no system `protoc` is needed, and writes the
-//! descriptor set that server reflection serves.
+//! descriptor set that server reflection serves. Also compiles the benchmark's echo service
+//! (`proto/bench`), which only the `simgate-bench` binary includes.
 use prost::Message;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -16,6 +17,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_client(true)
         .build_server(true)
         .compile_fds(fds)?;
+
+    // The echo file imports simgate's messages; keeping only its own file in the set and
+    // pointing the imported package at the library's types means no second copy is generated.
+    let mut echo = protox::compile(["proto/bench/echo.proto"], ["proto"])?;
+    echo.file
+        .retain(|f| f.name.as_deref() == Some("bench/echo.proto"));
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .extern_path(".simgate.v1", "::simgate::pb")
+        .compile_fds(echo)?;
     println!("cargo:rerun-if-changed=proto");
     Ok(())
 }

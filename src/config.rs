@@ -67,6 +67,11 @@ pub struct Config {
     /// Requests per second each API key may make (default 1000).
     #[serde(default)]
     pub rate_limit_per_key: Option<u32>,
+    /// How long a key read from the database is trusted, in milliseconds (default 1000; 0 reads
+    /// it on every call). A key revoked through another server process may be accepted here
+    /// for this long; one revoked through this process is refused at once.
+    #[serde(default)]
+    pub key_cache_ms: Option<u64>,
     /// Per-carrier account limits and circuit breaker, keyed mobile/unicom/telecom.
     #[serde(default)]
     pub carrier_limits: BTreeMap<CarrierId, crate::carrier::guard::CarrierLimits>,
@@ -202,6 +207,7 @@ impl std::fmt::Debug for Config {
             .field("data_dir", &self.data_dir)
             .field("tls", &self.tls)
             .field("rate_limit_per_key", &self.rate_limit_per_key)
+            .field("key_cache_ms", &self.key_cache_ms)
             .field("carrier_limits", &self.carrier_limits)
             .field("simulator", &self.simulator)
             .field("carriers", &self.carriers)
@@ -318,6 +324,8 @@ impl Config {
             .get_or_insert(crate::server::DEFAULT_ENGINE_INTERVAL_MS);
         cfg.rate_limit_per_key
             .get_or_insert(crate::api::auth::DEFAULT_RATE_PER_KEY);
+        cfg.key_cache_ms
+            .get_or_insert(crate::api::auth::DEFAULT_KEY_CACHE_MS);
         for id in CarrierId::ALL {
             cfg.carrier_limits.entry(id).or_default();
             cfg.simulator.entry(id).or_default();

@@ -120,6 +120,12 @@ impl ServerBuilder {
         self
     }
 
+    /// How long a key read from the database is trusted (0: read on every call).
+    pub fn key_cache_ms(mut self, ms: u64) -> Self {
+        self.config.key_cache_ms = Some(ms);
+        self
+    }
+
     /// Account limits and circuit breaker of one carrier.
     pub fn carrier_limits(
         mut self,
@@ -221,7 +227,12 @@ impl ServerBuilder {
             self.config
                 .rate_limit_per_key
                 .unwrap_or(DEFAULT_RATE_PER_KEY),
-        );
+        )
+        .with_key_cache(std::time::Duration::from_millis(
+            self.config
+                .key_cache_ms
+                .unwrap_or(crate::api::auth::DEFAULT_KEY_CACHE_MS),
+        ));
         Ok(App {
             batches: BatchService::new(service.clone(), store.clone()),
             access,

@@ -161,6 +161,7 @@ impl pb::access_service_server::AccessService for AccessApi {
             .access
             .revoke_key(&caller, &key_id, self.clock.now())
             .await?;
+        self.auth.forget(&key_id);
         Ok(Response::new(key_to_pb(&key)))
     }
 

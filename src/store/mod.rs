@@ -133,6 +133,10 @@ impl Store {
         let pool = AnyPoolOptions::new()
             .max_connections(max)
             .acquire_timeout(Duration::from_secs(30))
+            // sqlx pings every connection it hands out by default. An embedded SQLite connection
+            // cannot go stale like a network one, and the ping is one more hop to its worker
+            // thread: it was half the thread switches of a GetCard (see the read benchmark).
+            .test_before_acquire(backend == Backend::Postgres)
             .after_connect(move |conn, _meta| {
                 let schema = schema.clone();
                 Box::pin(async move {

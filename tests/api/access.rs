@@ -3,8 +3,10 @@
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use prost::Message;
+use simgate::clock::ManualClock;
 use simgate::pb;
 use tonic::Code;
 
@@ -560,6 +562,56 @@ async fn revoked_expired_and_unknown_keys_are_refused_alike() {
         .iter()
         .any(|k| k.key_id == id && k.revoked_at.is_some()));
     assert!(!format!("{keys:?}").contains(&secret[21..]));
+}
+
+/// Keys are trusted for `key_cache_ms` after they are read: a key revoked through another
+/// server process on the same database is refused here once that time is up, and one revoked
+/// through this process at once.
+#[tokio::test]
+async fn a_key_revoked_by_another_process_is_refused_once_the_key_cache_expires() {
+    let db = Arc::new(TestDb::new(Backend::Sqlite).unwrap());
+    let clock = ManualClock::new(start_time());
+    let built = test_server(&db, &clock)
+        .key_cache_ms(200)
+        .build()
+        .await
+        .unwrap();
+    let mut here = serve_built(built, db.clone(), clock.clone()).await;
+    let mut there = spawn_on(db, clock).await;
+    import(
+        &mut here,
+        vec![card_input(MOBILE_ICCID, pb::Carrier::ChinaMobile)],
+    )
+    .await;
+    let channel = here.channel.clone();
+    let get = |secret: &str| {
+        let mut c = cards_client(&channel, secret);
+        async move {
+            c.get_card(pb::GetCardRequest {
+                iccid: MOBILE_ICCID.into(),
+            })
+            .await
+            .map(|_| ())
+            .map_err(|e| e.code())
+        }
+    };
+    let (id, secret) = create_key(&mut here, pb::Role::CustomerViewer, "acme").await;
+    assert_eq!(get(&secret).await, Ok(()));
+    there
+        .access
+        .revoke_api_key(pb::RevokeApiKeyRequest { key_id: id })
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(get(&secret).await, Err(Code::Unauthenticated));
+
+    let (id, secret) = create_key(&mut here, pb::Role::CustomerViewer, "acme").await;
+    assert_eq!(get(&secret).await, Ok(()));
+    here.access
+        .revoke_api_key(pb::RevokeApiKeyRequest { key_id: id })
+        .await
+        .unwrap();
+    assert_eq!(get(&secret).await, Err(Code::Unauthenticated));
 }
 
 #[tokio::test]

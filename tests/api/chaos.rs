@@ -13,7 +13,7 @@ use crate::helpers::*;
 
 #[tokio::test]
 async fn a_carrier_that_is_down_trips_the_breaker_and_reads_keep_working() {
-    let (mut app, _stop) = spawn_with_limits(CarrierLimits {
+    let mut app = spawn_with_limits(CarrierLimits {
         breaker_failures: 3,
         breaker_open_ms: 60_000,
         ..CarrierLimits::default()
@@ -91,7 +91,7 @@ async fn fault_settings_are_validated() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_storm_of_carrier_failures_leaves_simgate_and_the_carriers_agreeing() {
-    let (mut app, _stop) = spawn_with_limits(CarrierLimits {
+    let mut app = spawn_with_limits(CarrierLimits {
         breaker_failures: 0,
         ..CarrierLimits::default()
     })
@@ -263,7 +263,7 @@ async fn a_storm_of_carrier_failures_leaves_simgate_and_the_carriers_agreeing() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_carrier_account_rate_limit_is_never_exceeded() {
-    let (mut app, _stop) = spawn_with_limits(CarrierLimits {
+    let mut app = spawn_with_limits(CarrierLimits {
         requests_per_second: 20,
         ..CarrierLimits::default()
     })
@@ -298,7 +298,7 @@ async fn the_carrier_account_rate_limit_is_never_exceeded() {
 
 #[tokio::test]
 async fn slow_and_rate_limiting_carriers_are_waited_for_and_reported() {
-    let (mut app, _stop) = spawn_with_limits(CarrierLimits {
+    let mut app = spawn_with_limits(CarrierLimits {
         breaker_failures: 0,
         ..CarrierLimits::default()
     })

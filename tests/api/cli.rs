@@ -7,49 +7,29 @@ use std::sync::Arc;
 
 use simgate::clock::ManualClock;
 use simgate::pb;
-use tokio::sync::oneshot;
 
 use crate::helpers::*;
 
-/// A server on a random port, its address, and the client side the test checks through.
+/// A server on a random port and the client side the test checks through.
 struct Fixture {
     app: TestApp,
     addr: SocketAddr,
     /// The client's working directory: empty, so no ./bootstrap-key is picked up by accident.
     dir: tempfile::TempDir,
-    _stop: oneshot::Sender<()>,
 }
 
 async fn fixture() -> Fixture {
     let db = Arc::new(TestDb::new(Backend::Sqlite).expect("sqlite test db"));
     let clock = ManualClock::new(start_time());
-    let server = simgate::Server::builder()
-        .database_url(db.url.clone())
-        .clock(Arc::new(clock.clone()))
-        .bootstrap_key(ADMIN_KEY)
+    let server = test_server(&db, &clock)
         .build()
         .await
         .expect("build server");
-    let store = server.store().clone();
-    let service = server.service().clone();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let (tx, rx) = oneshot::channel::<()>();
-    tokio::spawn(server.serve(listener, async {
-        let _ = rx.await;
-    }));
-    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
-        .expect("uri")
-        .connect()
-        .await
-        .expect("connect");
+    let app = serve_built(server, db, clock).await;
     Fixture {
-        app: TestApp::from_parts(channel, clock, store, service, db),
-        addr,
+        addr: app.addr,
+        app,
         dir: tempfile::tempdir().expect("temp dir"),
-        _stop: tx,
     }
 }
 

@@ -163,6 +163,7 @@ pub struct TestApp {
     pub sim: SimulatorServiceClient<Authed>,
     pub access: AccessServiceClient<Authed>,
     pub channel: Channel,
+    pub addr: std::net::SocketAddr,
     pub clock: ManualClock,
     pub store: Store,
     /// The service behind the server, for what only a process can do (reconciliation).
@@ -173,37 +174,20 @@ pub struct TestApp {
 }
 
 impl TestApp {
-    /// A client side for a server started by the test itself.
-    pub fn from_parts(
-        channel: Channel,
-        clock: ManualClock,
-        store: Store,
-        service: simgate::service::CardService,
-        db: Arc<TestDb>,
-    ) -> TestApp {
-        TestApp {
-            cards: cards_client(&channel, ADMIN_KEY),
-            sim: sim_client(&channel, ADMIN_KEY),
-            access: access_client(&channel, ADMIN_KEY),
-            channel,
-            clock,
-            store,
-            service,
-            db,
-            shutdown: None,
-            server: None,
-        }
-    }
-
     /// Stops the server and waits for it, so that a restart can reuse the database.
     pub async fn stop(mut self) -> Arc<TestDb> {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        if let Some(h) = self.server.take() {
+        if let Some(h) = self.begin_stop() {
             let _ = h.await;
         }
         self.db.clone()
+    }
+
+    /// Signals the server to shut down and hands back its task, to watch the shutdown.
+    pub fn begin_stop(&mut self) -> Option<tokio::task::JoinHandle<()>> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        self.server.take()
     }
 }
 
@@ -220,15 +204,29 @@ pub async fn spawn_app(backend: Backend) -> Option<TestApp> {
     Some(spawn_on(db, ManualClock::new(start_time())).await)
 }
 
-pub async fn spawn_on(db: Arc<TestDb>, clock: ManualClock) -> TestApp {
-    let app = Server::builder()
+/// A server as every test starts it: the test's database and clock, and the admin key.
+pub fn test_server(db: &TestDb, clock: &ManualClock) -> simgate::server::ServerBuilder {
+    Server::builder()
         .database_url(db.url.clone())
         .store_options(db.options.clone())
         .clock(Arc::new(clock.clone()))
         .bootstrap_key(ADMIN_KEY)
+}
+
+pub async fn spawn_on(db: Arc<TestDb>, clock: ManualClock) -> TestApp {
+    let app = test_server(&db, &clock)
         .build()
         .await
         .expect("build server");
+    serve_built(app, db, clock).await
+}
+
+/// Serves a built server on a random port until the returned TestApp stops or is dropped.
+pub async fn serve_built(
+    app: simgate::server::App,
+    db: Arc<TestDb>,
+    clock: ManualClock,
+) -> TestApp {
     let store = app.store().clone();
     let service = app.service().clone();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -253,6 +251,7 @@ pub async fn spawn_on(db: Arc<TestDb>, clock: ManualClock) -> TestApp {
         sim: sim_client(&channel, ADMIN_KEY),
         access: access_client(&channel, ADMIN_KEY),
         channel,
+        addr,
         clock,
         store,
         service,
@@ -405,32 +404,13 @@ pub fn reasons_of(card: &pb::Card) -> Vec<pb::StopReason> {
 }
 
 /// A server whose carriers have these account limits and breaker.
-pub async fn spawn_with_limits(
-    limits: simgate::carrier::guard::CarrierLimits,
-) -> (TestApp, tokio::sync::oneshot::Sender<()>) {
+pub async fn spawn_with_limits(limits: simgate::carrier::guard::CarrierLimits) -> TestApp {
     let db = Arc::new(TestDb::new(Backend::Sqlite).unwrap());
-    let clock = simgate::clock::ManualClock::new(start_time());
-    let mut builder = simgate::Server::builder()
-        .database_url(db.url.clone())
-        .clock(Arc::new(clock.clone()))
-        .bootstrap_key(ADMIN_KEY);
+    let clock = ManualClock::new(start_time());
+    let mut builder = test_server(&db, &clock);
     for id in simgate::domain::CarrierId::ALL {
         builder = builder.carrier_limits(id, limits);
     }
     let app = builder.build().await.unwrap();
-    let store = app.store().clone();
-    let service = app.service().clone();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(app.serve(listener, async {
-        let _ = rx.await;
-    }));
-    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let app = TestApp::from_parts(channel, clock, store, service, db);
-    (app, tx)
+    serve_built(app, db, clock).await
 }

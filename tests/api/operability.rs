@@ -8,8 +8,6 @@ use std::time::Duration;
 
 use simgate::config::ShutdownConfig;
 use simgate::pb;
-use simgate::Server;
-use tokio::sync::oneshot;
 use tonic::transport::Channel;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
@@ -20,48 +18,52 @@ use crate::helpers::*;
 struct Running {
     app: TestApp,
     metrics_url: String,
-    stop: Option<oneshot::Sender<()>>,
-    served: tokio::task::JoinHandle<()>,
 }
 
 async fn start(shutdown: ShutdownConfig) -> Option<Running> {
     let db = Arc::new(TestDb::new(Backend::Sqlite)?);
     let clock = simgate::clock::ManualClock::new(start_time());
-    let app = Server::builder()
-        .database_url(db.url.clone())
-        .store_options(db.options.clone())
-        .clock(Arc::new(clock.clone()))
-        .bootstrap_key(ADMIN_KEY)
+    let app = test_server(&db, &clock)
         .shutdown(shutdown)
         .build()
         .await
         .expect("build");
-    let store = app.store().clone();
-    let service = app.service().clone();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
     let metrics_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let metrics_url = format!("http://{}/metrics", metrics_listener.local_addr().unwrap());
-    let app = app.with_metrics_listener(metrics_listener);
-    let (tx, rx) = oneshot::channel::<()>();
-    let served = tokio::spawn(async move {
-        app.serve(listener, async {
-            let _ = rx.await;
+    let app = serve_built(app.with_metrics_listener(metrics_listener), db, clock).await;
+    Some(Running { app, metrics_url })
+}
+
+/// A mobile card whose carrier now answers after `latency_ms`, and a suspend of it under way.
+async fn slow_suspend(
+    app: &mut TestApp,
+    latency_ms: u32,
+) -> tokio::task::JoinHandle<Result<tonic::Response<pb::Card>, tonic::Status>> {
+    import(
+        app,
+        vec![card_input(MOBILE_ICCID, pb::Carrier::ChinaMobile)],
+    )
+    .await;
+    app.sim
+        .set_faults(pb::SetFaultsRequest {
+            carrier: pb::Carrier::ChinaMobile as i32,
+            latency_ms,
+            ..Default::default()
         })
         .await
-        .expect("serve");
-    });
-    let channel = Channel::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect()
-        .await
         .unwrap();
-    Some(Running {
-        app: TestApp::from_parts(channel, clock, store, service, db),
-        metrics_url,
-        stop: Some(tx),
-        served,
-    })
+    let mut cards = app.cards.clone();
+    let call = tokio::spawn(async move {
+        cards
+            .suspend_card(pb::SuspendCardRequest {
+                iccid: MOBILE_ICCID.into(),
+                ..Default::default()
+            })
+            .await
+    });
+    // Let the call reach the carrier before the signal.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    call
 }
 
 async fn scrape(url: &str) -> String {
@@ -206,20 +208,6 @@ async fn shutdown_turns_health_not_serving_ends_streams_and_finishes_in_flight_c
     else {
         return;
     };
-    import(
-        &mut run.app,
-        vec![card_input(MOBILE_ICCID, pb::Carrier::ChinaMobile)],
-    )
-    .await;
-    run.app
-        .sim
-        .set_faults(pb::SetFaultsRequest {
-            carrier: pb::Carrier::ChinaMobile as i32,
-            latency_ms: 1500,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
     let mut health = HealthClient::new(run.app.channel.clone());
     let mut watch = health
         .watch(HealthCheckRequest {
@@ -231,17 +219,8 @@ async fn shutdown_turns_health_not_serving_ends_streams_and_finishes_in_flight_c
     let first = watch.message().await.unwrap().unwrap();
     assert_eq!(first.status(), ServingStatus::Serving);
 
-    let mut cards = run.app.cards.clone();
-    let in_flight = tokio::spawn(async move {
-        cards
-            .suspend_card(pb::SuspendCardRequest {
-                iccid: MOBILE_ICCID.into(),
-                ..Default::default()
-            })
-            .await
-    });
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let _ = run.stop.take().unwrap().send(());
+    let in_flight = slow_suspend(&mut run.app, 1500).await;
+    let served = run.app.begin_stop().expect("running");
 
     let next = watch.message().await.unwrap().expect("a status update");
     assert_eq!(next.status(), ServingStatus::NotServing);
@@ -251,7 +230,7 @@ async fn shutdown_turns_health_not_serving_ends_streams_and_finishes_in_flight_c
     // The call that was running when the signal came finishes, with its carrier call.
     let card = in_flight.await.unwrap().expect("in-flight call finished");
     assert_eq!(card.into_inner().status(), pb::CardStatus::Suspended);
-    tokio::time::timeout(Duration::from_secs(20), run.served)
+    tokio::time::timeout(Duration::from_secs(20), served)
         .await
         .expect("server stopped")
         .unwrap();
@@ -275,33 +254,10 @@ async fn calls_still_running_at_the_end_of_the_grace_time_are_cut_with_unavailab
     else {
         return;
     };
-    import(
-        &mut run.app,
-        vec![card_input(MOBILE_ICCID, pb::Carrier::ChinaMobile)],
-    )
-    .await;
-    run.app
-        .sim
-        .set_faults(pb::SetFaultsRequest {
-            carrier: pb::Carrier::ChinaMobile as i32,
-            latency_ms: 20_000,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    let mut cards = run.app.cards.clone();
-    let in_flight = tokio::spawn(async move {
-        cards
-            .suspend_card(pb::SuspendCardRequest {
-                iccid: MOBILE_ICCID.into(),
-                ..Default::default()
-            })
-            .await
-    });
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let _ = run.stop.take().unwrap().send(());
+    let in_flight = slow_suspend(&mut run.app, 20_000).await;
+    let served = run.app.begin_stop().expect("running");
     // Well before the carrier's 20 s: the grace time, not the slow call, bounds the shutdown.
-    tokio::time::timeout(Duration::from_secs(10), run.served)
+    tokio::time::timeout(Duration::from_secs(10), served)
         .await
         .expect("server stopped at its deadline")
         .unwrap();

@@ -212,7 +212,7 @@ async fn cancelling_stops_what_is_not_done() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_through_a_storm_of_carrier_failures_changes_each_card_exactly_once() {
     // No breaker: this storm is for the retries, not for failing fast.
-    let (mut app, _stop) = spawn_with_limits(simgate::carrier::guard::CarrierLimits {
+    let mut app = spawn_with_limits(simgate::carrier::guard::CarrierLimits {
         breaker_failures: 0,
         ..Default::default()
     })

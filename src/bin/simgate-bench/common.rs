@@ -1,0 +1,379 @@
+//! What every benchmark shares: fresh databases (and their removal), the generated cards, an
+//! in-process server, the authenticated gRPC client, the raw sqlx pool the ceilings use, and the
+//! closed-loop load generator with its latency histogram.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, TimeZone, Utc};
+use chrono_tz::Asia::Shanghai;
+use hdrhistogram::Histogram;
+use simgate::domain::rules::NewCard;
+use simgate::domain::{CarrierId, Fen, Iccid, LifecycleStage, Msisdn, Plan, RealNameStatus};
+use simgate::pb;
+use simgate::store::{Store, StoreOptions};
+use sqlx::any::AnyPoolOptions;
+use sqlx::{AnyPool, Executor};
+use tonic::transport::Channel;
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub type Res<T> = Result<T, BoxError>;
+
+/// The reseller-admin key every in-process or child server is started with, so that the client
+/// authenticates exactly like a real one (the server checks it on every call).
+pub const BENCH_KEY: &str = "sgk_00000000000000b1_bench-admin-secret-0123456789abcdefghij";
+
+/// The per-key limit the read and write benchmarks run under. The default (1,000 requests a
+/// second) would be the bound of the measurement instead of simgate's work.
+pub const UNLIMITED_RATE: u32 = 10_000_000;
+
+/// The engine's background interval for served benchmarks: long enough that it never runs
+/// during a measurement (a rollover is timed by calling the engine directly).
+pub const IDLE_ENGINE_MS: u64 = 24 * 3600 * 1000;
+
+/// 2026-11-25 10:00 in Shanghai, the fixed "now" of the in-process benchmarks.
+pub fn start_time() -> Res<DateTime<Utc>> {
+    Ok(Shanghai
+        .with_ymd_and_hms(2026, 11, 25, 10, 0, 0)
+        .single()
+        .ok_or("start time")?
+        .with_timezone(&Utc))
+}
+
+/// A China Mobile ICCID numbered `n`, with a valid Luhn digit (so import adds no warning).
+pub fn iccid(n: u64) -> String {
+    let body = format!("898600{n:013}");
+    (0..10)
+        .map(|d| format!("{body}{d}"))
+        .find(|s| simgate::domain::ids::luhn_valid(s))
+        .unwrap_or(body)
+}
+
+/// A 13-digit IoT MSISDN numbered `n` (unique per card, as an import requires).
+pub fn msisdn(n: u64) -> String {
+    format!("1064{n:09}")
+}
+
+const QUOTA: u64 = 1 << 30;
+const FEE: i64 = 1200;
+const BALANCE: i64 = 100_000;
+
+/// Card `n` as the domain sees an import row: China Mobile, verified, billing, funded.
+pub fn new_card(n: u64, customer: &str, now: DateTime<Utc>) -> NewCard {
+    NewCard {
+        iccid: Iccid::from_trusted(iccid(n)),
+        msisdn: Some(Msisdn::from_trusted(msisdn(n))),
+        imsi: None,
+        carrier: CarrierId::Mobile,
+        customer_id: customer.to_string(),
+        plan: Plan {
+            monthly_quota_bytes: QUOTA,
+            monthly_fee: Fen(FEE),
+            validity_end: now + chrono::Duration::days(365),
+            auto_suspend_over_quota: true,
+        },
+        real_name: RealNameStatus::Verified,
+        stage: LifecycleStage::Billing,
+        balance: Fen(BALANCE),
+        cycle_usage_bytes: 0,
+        warnings: vec![],
+    }
+}
+
+/// The same card as an `ImportCards` row.
+pub fn card_input(n: u64, customer: &str, now: DateTime<Utc>) -> pb::CardInput {
+    let end = now + chrono::Duration::days(365);
+    pb::CardInput {
+        iccid: iccid(n),
+        msisdn: msisdn(n),
+        imsi: String::new(),
+        carrier: pb::Carrier::ChinaMobile as i32,
+        customer_id: customer.to_string(),
+        plan: Some(pb::Plan {
+            monthly_quota_bytes: QUOTA,
+            monthly_fee_fen: FEE,
+            validity_end: Some(prost_types::Timestamp {
+                seconds: end.timestamp(),
+                nanos: 0,
+            }),
+            auto_suspend_over_quota: true,
+        }),
+        real_name: pb::RealNameStatus::Verified as i32,
+        stage: pb::LifecycleStage::Billing as i32,
+        balance_fen: BALANCE,
+        cycle_usage_bytes: 0,
+    }
+}
+
+/// A new directory of this run under the system's temporary directory.
+pub fn tempdir() -> Res<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("simgate-bench-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+/// A database that exists for one measurement: a new SQLite file in a temporary directory, or a
+/// new schema in the given PostgreSQL database. [`Db::remove`] deletes it.
+pub struct Db {
+    pub url: String,
+    pub options: StoreOptions,
+    pub schema: Option<String>,
+    dir: PathBuf,
+}
+
+impl Db {
+    /// `database_url`: None for SQLite, or a postgres:// URL. A sqlite:// URL is refused because
+    /// the benchmarks need a database of their own that they may delete.
+    pub fn fresh(database_url: Option<&str>) -> Res<Db> {
+        let dir = tempdir()?;
+        match database_url {
+            Some(u) if u.starts_with("postgres") => {
+                let schema = format!("bench_{}", uuid::Uuid::new_v4().simple());
+                Ok(Db {
+                    url: u.to_string(),
+                    options: StoreOptions {
+                        pg_schema: Some(schema.clone()),
+                        max_connections: None,
+                    },
+                    schema: Some(schema),
+                    dir,
+                })
+            }
+            Some(u) => Err(format!(
+                "--database-url {u}: only postgres:// URLs are taken (SQLite is a fresh temporary file)"
+            )
+            .into()),
+            None => Ok(Db {
+                url: format!("sqlite://{}/bench.db", dir.display()),
+                options: StoreOptions::default(),
+                schema: None,
+                dir,
+            }),
+        }
+    }
+
+    pub fn dir(&self) -> &std::path::Path {
+        &self.dir
+    }
+
+    pub fn backend(&self) -> &'static str {
+        if self.schema.is_some() {
+            "PostgreSQL"
+        } else {
+            "SQLite"
+        }
+    }
+
+    /// The URL a separate `simgate serve` process needs to land in this database: PostgreSQL's
+    /// `options` parameter sets the schema for every connection of its pool.
+    pub fn url_for_child(&self) -> String {
+        match &self.schema {
+            Some(s) => {
+                let sep = if self.url.contains('?') { '&' } else { '?' };
+                format!("{}{sep}options=-c%20search_path%3D{s}", self.url)
+            }
+            None => self.url.clone(),
+        }
+    }
+
+    /// Creates the schema and applies simgate's migrations, as the server's first start would.
+    pub async fn migrate(&self) -> Res<()> {
+        Store::connect(&self.url, self.options.clone())
+            .await?
+            .close()
+            .await;
+        Ok(())
+    }
+
+    /// A pool for the ceilings: plain sqlx with the connection count and settings the store
+    /// uses, so that the only difference left is simgate's own work.
+    pub async fn raw_pool(&self) -> Res<AnyPool> {
+        sqlx::any::install_default_drivers();
+        let schema = self.schema.clone();
+        let sqlite = schema.is_none();
+        let url = if sqlite {
+            format!("{}?mode=rwc", self.url)
+        } else {
+            self.url.clone()
+        };
+        let pool = AnyPoolOptions::new()
+            .max_connections(if sqlite { 8 } else { 16 })
+            .test_before_acquire(!sqlite)
+            .after_connect(move |conn, _| {
+                let schema = schema.clone();
+                Box::pin(async move {
+                    match schema {
+                        None => {
+                            conn.execute("PRAGMA journal_mode = WAL").await?;
+                            conn.execute("PRAGMA synchronous = NORMAL").await?;
+                            conn.execute("PRAGMA busy_timeout = 30000").await?;
+                        }
+                        Some(s) => {
+                            conn.execute(format!("SET search_path TO {s}").as_str())
+                                .await?;
+                        }
+                    }
+                    Ok(())
+                })
+            })
+            .connect(&url)
+            .await?;
+        Ok(pool)
+    }
+
+    pub async fn remove(self) -> Res<()> {
+        if let Some(schema) = &self.schema {
+            Store::drop_schema(&self.url, schema).await?;
+        }
+        std::fs::remove_dir_all(&self.dir).ok();
+        Ok(())
+    }
+}
+
+/// A server running in this process, on a port of its own.
+pub struct Served {
+    pub addr: SocketAddr,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<Res<()>>,
+}
+
+impl Served {
+    pub async fn app(app: simgate::server::App) -> Res<Served> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            app.serve(listener, async {
+                let _ = stopped.await;
+            })
+            .await
+            .map_err(BoxError::from)
+        });
+        Ok(Served { addr, stop, task })
+    }
+
+    /// A server started by the caller, which stops when `stop` fires.
+    pub fn new(
+        addr: SocketAddr,
+        stop: tokio::sync::oneshot::Sender<()>,
+        task: tokio::task::JoinHandle<Res<()>>,
+    ) -> Served {
+        Served { addr, stop, task }
+    }
+
+    pub async fn channel(&self) -> Res<Channel> {
+        Ok(Channel::from_shared(format!("http://{}", self.addr))?
+            .connect()
+            .await?)
+    }
+
+    pub async fn stop(self) -> Res<()> {
+        let _ = self.stop.send(());
+        self.task.await?
+    }
+}
+
+/// Adds `authorization: Bearer <key>` to every call.
+#[derive(Clone)]
+pub struct Bearer(tonic::metadata::MetadataValue<tonic::metadata::Ascii>);
+
+impl Bearer {
+    pub fn new(key: &str) -> Res<Bearer> {
+        Ok(Bearer(format!("Bearer {key}").parse()?))
+    }
+}
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        req.metadata_mut().insert("authorization", self.0.clone());
+        Ok(req)
+    }
+}
+
+pub type Authed = tonic::service::interceptor::InterceptedService<Channel, Bearer>;
+
+pub fn cards_client(channel: &Channel) -> Res<pb::card_service_client::CardServiceClient<Authed>> {
+    Ok(
+        pb::card_service_client::CardServiceClient::with_interceptor(
+            channel.clone(),
+            Bearer::new(BENCH_KEY)?,
+        )
+        .max_encoding_message_size(32 << 20),
+    )
+}
+
+/// Latencies in microseconds, one histogram per measurement.
+pub fn histogram() -> Res<Histogram<u64>> {
+    Ok(Histogram::new_with_bounds(1, 60_000_000, 3)?)
+}
+
+/// What a closed-loop run measured.
+pub struct Load {
+    pub calls: u64,
+    pub elapsed: Duration,
+    pub latency: Histogram<u64>,
+}
+
+impl Load {
+    pub fn empty() -> Res<Load> {
+        Ok(Load {
+            calls: 0,
+            elapsed: Duration::ZERO,
+            latency: histogram()?,
+        })
+    }
+
+    pub fn add(&mut self, other: &Load) -> Res<()> {
+        self.calls += other.calls;
+        self.elapsed += other.elapsed;
+        self.latency.add(&other.latency)?;
+        Ok(())
+    }
+
+    pub fn rate(&self) -> f64 {
+        self.calls as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    pub fn ms(&self, quantile: f64) -> f64 {
+        self.latency.value_at_quantile(quantile) as f64 / 1000.0
+    }
+}
+
+/// Runs `concurrency` tasks for `duration`, each calling `call(task, n)` again as soon as the
+/// previous call answered (closed loop), and records every call's latency. Any failed call ends
+/// the run with its error: a figure that includes refusals would measure the wrong thing.
+pub async fn drive<F, Fut>(concurrency: usize, duration: Duration, call: F) -> Res<Load>
+where
+    F: Fn(usize, u64) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Res<()>> + Send,
+{
+    let call = Arc::new(call);
+    let start = Instant::now();
+    let deadline = start + duration;
+    let mut tasks = Vec::with_capacity(concurrency);
+    for task in 0..concurrency {
+        let call = call.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut h = histogram()?;
+            let mut n = 0u64;
+            while Instant::now() < deadline {
+                let t = Instant::now();
+                call(task, n).await?;
+                h.saturating_record(t.elapsed().as_micros().try_into().unwrap_or(u64::MAX));
+                n += 1;
+            }
+            Res::Ok((n, h))
+        }));
+    }
+    let mut load = Load::empty()?;
+    for t in tasks {
+        let (n, h) = t.await??;
+        load.calls += n;
+        load.latency.add(&h)?;
+    }
+    load.elapsed = start.elapsed();
+    Ok(load)
+}
