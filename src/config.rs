@@ -47,9 +47,18 @@ pub struct Config {
     #[serde(default)]
     pub allow_foreign_identifiers: bool,
     /// Run simulated carriers and a controllable clock, with the SimulatorService (default:
-    /// true). Real carrier adapters are not built yet, so false is refused at start.
+    /// true). With false, every carrier needs its `[carrier_api.<carrier>]`.
     #[serde(default)]
     pub simulation: Option<bool>,
+    /// With simulation: reach the simulated carriers by function call (`in_process`, default)
+    /// or through the real HTTP adapters and wire simulators on loopback (`http`).
+    #[serde(default)]
+    pub simulator_transport: crate::simulate::SimulatorTransport,
+    /// The real carrier platforms, keyed mobile/unicom/telecom, when simulation is off:
+    /// `platform = "onelink"` (mobile), `"jasper"` (unicom) or `"cmp"` (telecom), the base URL
+    /// and the account's credentials.
+    #[serde(default)]
+    pub carrier_api: BTreeMap<CarrierId, crate::carrier::http::ApiConfig>,
     /// How often the lifecycle engine looks for due transitions, in milliseconds (default 1000).
     #[serde(default)]
     pub engine_interval_ms: Option<u64>,
@@ -199,6 +208,8 @@ impl std::fmt::Debug for Config {
             )
             .field("allow_foreign_identifiers", &self.allow_foreign_identifiers)
             .field("simulation", &self.simulation)
+            .field("simulator_transport", &self.simulator_transport)
+            .field("carrier_api", &self.carrier_api)
             .field("engine_interval_ms", &self.engine_interval_ms)
             .field(
                 "bootstrap_key",
@@ -304,6 +315,33 @@ impl Config {
             return Err(format!(
                 "metrics.listen {} is also the gRPC listen address",
                 self.metrics.listen
+            ));
+        }
+        for (id, api) in &self.carrier_api {
+            let expected = crate::simulate::platform_of(*id);
+            if api.platform() != expected {
+                return Err(format!(
+                    "carrier_api.{id}.platform: {id} speaks \"{expected}\", not \"{}\"",
+                    api.platform()
+                ));
+            }
+        }
+        if self.simulation == Some(false) {
+            let missing: Vec<_> = CarrierId::ALL
+                .into_iter()
+                .filter(|id| !self.carrier_api.contains_key(id))
+                .map(|id| format!("carrier_api.{id}"))
+                .collect();
+            if !missing.is_empty() {
+                return Err(format!(
+                    "simulation = false needs every carrier's platform: {} missing",
+                    missing.join(", ")
+                ));
+            }
+        } else if let Some(id) = self.carrier_api.keys().next() {
+            return Err(format!(
+                "carrier_api.{id} is used only with simulation = false (the simulated carriers \
+                 are reached over HTTP with simulator_transport = \"http\")"
             ));
         }
         if self.shutdown.grace_ms == 0 {

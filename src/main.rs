@@ -122,6 +122,22 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Run wire-level carrier simulators: HTTP servers that speak China Mobile OneLink, China
+    /// Unicom Control Center (Jasper) or China Telecom CMP, with the simulated carriers' rules,
+    /// faults ([simulator.<carrier>] in the configuration) and clock. Prints each URL and the
+    /// [carrier_api] section that reaches it.
+    Simulate {
+        /// mobile, unicom or telecom.
+        #[arg(long, required_unless_present = "all", conflicts_with = "all")]
+        carrier: Option<simgate::domain::CarrierId>,
+        /// All three, on consecutive ports from --listen.
+        #[arg(long)]
+        all: bool,
+        #[arg(long, default_value = "127.0.0.1:18080")]
+        listen: SocketAddr,
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
 }
 
 /// Reads a secret from a file, without its trailing newline. The error names the file only.
@@ -275,6 +291,26 @@ async fn run(command: Command, cfg: Config) -> Result<(), String> {
             info!("migrations applied");
             Ok(())
         }
+        Command::Simulate {
+            carrier, listen, ..
+        } => {
+            let carriers = match carrier {
+                Some(c) => vec![c],
+                None => simgate::domain::CarrierId::ALL.to_vec(),
+            };
+            let database_url = cfg
+                .database_url
+                .clone()
+                .unwrap_or_else(|| "sqlite://simgate-sim.db".to_string());
+            simgate::simulate::Standalone {
+                carriers,
+                listen,
+                database_url,
+                config: cfg,
+            }
+            .run(shutdown_signal())
+            .await
+        }
         Command::Config {
             command: ConfigCommand::Print { .. },
         } => {
@@ -304,7 +340,8 @@ async fn main() -> ExitCode {
         }
         | Command::Config {
             command: ConfigCommand::Print { config },
-        } => config.clone(),
+        }
+        | Command::Simulate { config, .. } => config.clone(),
     };
     // Before logging exists: the configuration decides how to log.
     let cfg = match config.load() {

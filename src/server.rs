@@ -30,6 +30,7 @@ use crate::service::access::AccessService;
 use crate::service::batch::BatchService;
 use crate::service::engine::Engine;
 use crate::service::CardService;
+use crate::simulate::{OverTheWire, SimulatorTransport, WireServer};
 use crate::store::{Store, StoreOptions};
 
 /// Largest request simgate accepts: an import of 10,000 cards fits with room to spare.
@@ -152,6 +153,12 @@ impl ServerBuilder {
         self
     }
 
+    /// How the simulated carriers are reached.
+    pub fn simulator_transport(mut self, t: SimulatorTransport) -> Self {
+        self.config.simulator_transport = t;
+        self
+    }
+
     /// How SIGTERM (the `shutdown` future of [`App::serve`]) is handled.
     pub fn shutdown(mut self, shutdown: ShutdownConfig) -> Self {
         self.config.shutdown = shutdown;
@@ -160,13 +167,6 @@ impl ServerBuilder {
 
     /// Opens the store (applying migrations) and builds the carriers, services and engine.
     pub async fn build(self) -> Result<App, StartError> {
-        if self.config.simulation == Some(false) {
-            return Err(StartError::Config(
-                "simulation = false needs real carrier adapters, which simgate does not have yet; \
-                 remove the setting to run with simulated carriers"
-                    .into(),
-            ));
-        }
         let policies: BTreeMap<CarrierId, CarrierPolicy> =
             self.config.policies().map_err(StartError::Config)?;
         let url = self
@@ -181,12 +181,34 @@ impl ServerBuilder {
         let metrics = Metrics::new()?;
         let mut carriers = Carriers::new();
         let mut sims = Simulators::default();
+        let mut wire_servers = Vec::new();
+        let simulation = self.config.simulation != Some(false);
         for (id, policy) in policies {
-            let sim = Arc::new(SimCarrier::new(policy, store.clone(), clock.clone()));
-            if let Some(f) = self.config.simulator.get(&id) {
-                sim.set_faults(*f);
-            }
-            sims.by_id.insert(id, sim.clone());
+            let carrier: Arc<dyn crate::carrier::Carrier> = if simulation {
+                let sim = Arc::new(SimCarrier::new(policy.clone(), store.clone(), clock.clone()));
+                if let Some(f) = self.config.simulator.get(&id) {
+                    sim.set_faults(*f);
+                }
+                sims.by_id.insert(id, sim.clone());
+                match self.config.simulator_transport {
+                    SimulatorTransport::InProcess => sim,
+                    SimulatorTransport::Http => {
+                        let (server, api) = WireServer::start(sim.clone())
+                            .await
+                            .map_err(StartError::Config)?;
+                        wire_servers.push(server);
+                        let adapter = crate::simulate::adapter(&api, policy)
+                            .map_err(|e| StartError::Config(format!("carrier_api.{id}: {e}")))?;
+                        Arc::new(OverTheWire::new(sim, adapter))
+                    }
+                }
+            } else {
+                let api = self.config.carrier_api.get(&id).ok_or_else(|| {
+                    StartError::Config(format!("carrier_api.{id} is missing"))
+                })?;
+                crate::simulate::adapter(api, policy)
+                    .map_err(|e| StartError::Config(format!("carrier_api.{id}: {e}")))?
+            };
             let limits = self
                 .config
                 .carrier_limits
@@ -194,7 +216,7 @@ impl ServerBuilder {
                 .copied()
                 .unwrap_or_default();
             carriers = carriers.with(Arc::new(
-                Guarded::new(sim, limits).with_metrics(metrics.clone()),
+                Guarded::new(carrier, limits).with_metrics(metrics.clone()),
             ));
         }
         let check = if self.config.allow_foreign_identifiers {
@@ -252,6 +274,7 @@ impl ServerBuilder {
             clock,
             metrics,
             metrics_listener: None,
+            _wire_servers: wire_servers,
             shutdown: self.config.shutdown,
         })
     }
@@ -315,6 +338,8 @@ pub struct App {
     clock: Arc<dyn Clock>,
     metrics: Metrics,
     metrics_listener: Option<TcpListener>,
+    /// The loopback wire simulators of `simulator_transport = "http"`, stopped with the app.
+    _wire_servers: Vec<WireServer>,
     shutdown: ShutdownConfig,
 }
 

@@ -22,6 +22,17 @@ pub enum ApiConfig {
     Cmp(cmp::CmpConfig),
 }
 
+impl ApiConfig {
+    /// The `platform` tag.
+    pub fn platform(&self) -> &'static str {
+        match self {
+            ApiConfig::Onelink(_) => "onelink",
+            ApiConfig::Jasper(_) => "jasper",
+            ApiConfig::Cmp(_) => "cmp",
+        }
+    }
+}
+
 /// A credential from configuration or the environment. Its Debug and Serialize forms are
 /// redacted, so neither a log line nor `simgate config print` can show it.
 #[derive(Clone, Deserialize, PartialEq, Eq)]
