@@ -117,7 +117,10 @@ pub fn router(sim: Arc<SimCarrier>, cfg: &OneLinkConfig, opts: WireOptions) -> a
         .route(&p("/query/sim-data-usage"), post(sim_data_usage))
         .route(&p("/change/sim-status"), post(change_sim_status))
         .route(&p("/query/sim-stop-reason"), post(sim_stop_reason))
-        .route(&p("/query/sim-real-name-status"), post(sim_real_name_status))
+        .route(
+            &p("/query/sim-real-name-status"),
+            post(sim_real_name_status),
+        )
         .route(&p("/query/group-data-usage"), post(group_data_usage))
         .with_state(wire)
 }
@@ -142,32 +145,42 @@ fn refuse(code: &str, message: &str) -> Response {
 
 type Params = Map<String, Value>;
 
-fn params(body: &Bytes) -> Result<Params, Response> {
+/// A refusal on its way out (boxed: a Response is large and travels through `?`).
+type Refusal = Box<Response>;
+
+fn refusal(code: &str, message: &str) -> Refusal {
+    Box::new(refuse(code, message))
+}
+
+fn params(body: &Bytes) -> Result<Params, Refusal> {
     match serde_json::from_slice::<Value>(body) {
         Ok(Value::Object(m)) => Ok(m),
-        _ => Err(refuse(SIM_BAD_REQUEST, "body must be a JSON object")),
+        _ => Err(refusal(SIM_BAD_REQUEST, "body must be a JSON object")),
     }
 }
 
-fn param<'a>(p: &'a Params, name: &str) -> Result<&'a str, Response> {
+fn param<'a>(p: &'a Params, name: &str) -> Result<&'a str, Refusal> {
     p.get(name)
         .and_then(Value::as_str)
         .filter(|s| !s.is_empty())
-        .ok_or_else(|| refuse(SIM_BAD_REQUEST, &format!("{name} is required")))
+        .ok_or_else(|| refusal(SIM_BAD_REQUEST, &format!("{name} is required")))
 }
 
 impl Wire {
     /// appid + 14 digits of time + 8 digits of sequence.
-    fn check_transid(&self, p: &Params) -> Result<(), Response> {
+    fn check_transid(&self, p: &Params) -> Result<(), Refusal> {
         let t = param(p, "transid")?;
         let rest = t.strip_prefix(self.appid.as_str()).unwrap_or("");
         if rest.len() != 22 || !rest.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(refuse(SIM_BAD_REQUEST, "transid must be appid + yyyyMMddHHmmss + 8 digits"));
+            return Err(refusal(
+                SIM_BAD_REQUEST,
+                "transid must be appid + yyyyMMddHHmmss + 8 digits",
+            ));
         }
         Ok(())
     }
 
-    fn authenticate(&self, body: &Bytes) -> Result<Params, Response> {
+    fn authenticate(&self, body: &Bytes) -> Result<Params, Refusal> {
         let p = params(body)?;
         self.check_transid(&p)?;
         let token = p.get("token").and_then(Value::as_str).unwrap_or("");
@@ -179,15 +192,19 @@ impl Wire {
             .is_some_and(|until| Instant::now() < *until);
         if !valid {
             self.opts.stats.token_refused.fetch_add(1, Ordering::SeqCst);
-            return Err(refuse(codes::TOKEN_INVALID, "token不存在或已过期"));
+            return Err(refusal(codes::TOKEN_INVALID, "token不存在或已过期"));
         }
         self.opts.stats.calls.fetch_add(1, Ordering::SeqCst);
         Ok(p)
     }
 
-    fn iccid(&self, p: &Params) -> Result<Iccid, Response> {
-        Iccid::parse_any(param(p, "iccid")?)
-            .map_err(|_| refuse(codes::CARD_UNKNOWN, "卡号不存在 (not a card of this platform)"))
+    fn iccid(&self, p: &Params) -> Result<Iccid, Refusal> {
+        Iccid::parse_any(param(p, "iccid")?).map_err(|_| {
+            refusal(
+                codes::CARD_UNKNOWN,
+                "卡号不存在 (not a card of this platform)",
+            )
+        })
     }
 
     /// A `SimCarrier` error as OneLink would answer it.
@@ -220,12 +237,12 @@ impl Wire {
         }
     }
 
-    async fn card_or_fail(&self, body: &Bytes) -> Result<crate::carrier::CarrierCard, Response> {
+    async fn card_or_fail(&self, body: &Bytes) -> Result<crate::carrier::CarrierCard, Refusal> {
         let p = self.authenticate(body)?;
         let iccid = self.iccid(&p)?;
         match self.sim.card(&iccid).await {
             Ok(c) => Ok(c),
-            Err(e) => Err(self.fail(e).await),
+            Err(e) => Err(Box::new(self.fail(e).await)),
         }
     }
 }
@@ -233,10 +250,10 @@ impl Wire {
 async fn get_token(State(w): State<Arc<Wire>>, body: Bytes) -> Response {
     let p = match params(&body) {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     if let Err(r) = w.check_transid(&p) {
-        return r;
+        return *r;
     }
     let appid = p.get("appid").and_then(Value::as_str).unwrap_or("");
     let password = p.get("password").and_then(Value::as_str).unwrap_or("");
@@ -270,7 +287,7 @@ async fn sim_status(State(w): State<Arc<Wire>>, body: Bytes) -> Response {
             "cardStatus": codes::card_status(c.state),
             "lastChangeDate": "",
         })),
-        Err(r) => r,
+        Err(r) => *r,
     }
 }
 
@@ -278,7 +295,7 @@ async fn sim_data_usage(State(w): State<Arc<Wire>>, body: Bytes) -> Response {
     match w.card_or_fail(&body).await {
         // KB, as a decimal string: exact for any usage below 2^53 bytes.
         Ok(c) => ok(json!({ "dataAmount": kb(c.cycle_usage_bytes) })),
-        Err(r) => r,
+        Err(r) => *r,
     }
 }
 
@@ -289,11 +306,11 @@ fn kb(bytes: u64) -> String {
 async fn change_sim_status(State(w): State<Arc<Wire>>, body: Bytes) -> Response {
     let p = match w.authenticate(&body) {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let iccid = match w.iccid(&p) {
         Ok(i) => i,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let oper = match p.get("operType") {
         Some(v) => v
@@ -324,7 +341,7 @@ async fn sim_stop_reason(State(w): State<Arc<Wire>>, body: Bytes) -> Response {
             };
             ok(json!({ "stopReason": codes::stop_reason_flag(reasons) }))
         }
-        Err(r) => r,
+        Err(r) => *r,
     }
 }
 
@@ -334,18 +351,18 @@ async fn sim_real_name_status(State(w): State<Arc<Wire>>, body: Bytes) -> Respon
             let done = !w.opts.unregistered.contains(&c.iccid);
             ok(json!({ "realNameStatus": if done { codes::REAL_NAME_DONE } else { "0" } }))
         }
-        Err(r) => r,
+        Err(r) => *r,
     }
 }
 
 async fn group_data_usage(State(w): State<Arc<Wire>>, body: Bytes) -> Response {
     let p = match w.authenticate(&body) {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let group = match param(&p, "groupId") {
         Ok(g) => g,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let Some(members) = w.opts.groups.get(group) else {
         return refuse(SIM_BAD_REQUEST, "groupId unknown to the simulator");

@@ -122,7 +122,10 @@ async fn card_reads_state_and_this_cycles_usage_in_bytes() {
     assert_eq!(b.state, ServiceState::Stopped);
     assert_eq!(b.cycle_usage_bytes, 0);
 
-    r.sim.record_usage(&iccid(1), 1_000_001).await.expect("usage");
+    r.sim
+        .record_usage(&iccid(1), 1_000_001)
+        .await
+        .expect("usage");
     let a = r.adapter.card(&iccid(1)).await.expect("card 1 again");
     assert_eq!(a.cycle_usage_bytes, 1_005_001);
 }
@@ -381,7 +384,9 @@ async fn malformed_answers_are_transient_for_reads_and_unknown_for_changes() {
     let garbage = axum::Router::new()
         .route(
             "/v5/ec/get/token",
-            post(|| async { r#"{"status":"0","message":"ok","result":[{"token":"t","ttl":"3600"}]}"# }),
+            post(|| async {
+                r#"{"status":"0","message":"ok","result":[{"token":"t","ttl":"3600"}]}"#
+            }),
         )
         .route(
             "/v5/ec/query/sim-status",
@@ -461,7 +466,10 @@ async fn a_change_applied_but_unanswered_is_outcome_unknown() {
         ..SimFaults::default()
     });
     let res = r.adapter.stop(&iccid(1)).await;
-    assert!(matches!(res, Err(CarrierError::OutcomeUnknown(_))), "{res:?}");
+    assert!(
+        matches!(res, Err(CarrierError::OutcomeUnknown(_))),
+        "{res:?}"
+    );
     r.sim.set_faults(SimFaults::default());
     // It was applied: reading the card tells.
     assert_eq!(

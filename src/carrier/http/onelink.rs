@@ -72,7 +72,11 @@ pub mod codes {
         ("4", ServiceState::Stopped, "stopped (停机)"),
         ("6", ServiceState::Active, "testable (可测试)"),
         ("7", ServiceState::Stopped, "inventory (库存)"),
-        ("8", ServiceState::Cancelled, "pending cancellation (预销户)"),
+        (
+            "8",
+            ServiceState::Cancelled,
+            "pending cancellation (预销户)",
+        ),
     ];
 
     pub fn service_state(card_status: &str) -> Option<ServiceState> {
@@ -320,8 +324,9 @@ impl OneLink {
         if !status.is_success() {
             return Err(Failure::Carrier(status_error(status, wait)));
         }
-        let env: Envelope = serde_json::from_slice(&bytes)
-            .map_err(|_| Failure::Carrier(malformed(&format!("{path}: not an envelope"), changes)))?;
+        let env: Envelope = serde_json::from_slice(&bytes).map_err(|_| {
+            Failure::Carrier(malformed(&format!("{path}: not an envelope"), changes))
+        })?;
         let code = text(&env.status).ok_or_else(|| {
             Failure::Carrier(malformed(&format!("{path}: status is not a code"), changes))
         })?;
@@ -361,7 +366,11 @@ impl OneLink {
     }
 
     /// The first record of a card query.
-    async fn query_card(&self, path: &str, iccid: &Iccid) -> Result<Map<String, Value>, CarrierError> {
+    async fn query_card(
+        &self,
+        path: &str,
+        iccid: &Iccid,
+    ) -> Result<Map<String, Value>, CarrierError> {
         let mut p = Map::new();
         p.insert("iccid".into(), json!(iccid.as_str()));
         let result = self.call(path, p, false).await?;
@@ -387,7 +396,12 @@ impl OneLink {
         Ok((code, state))
     }
 
-    async fn change(&self, iccid: &Iccid, oper: &str, to: ServiceState) -> Result<(), CarrierError> {
+    async fn change(
+        &self,
+        iccid: &Iccid,
+        oper: &str,
+        to: ServiceState,
+    ) -> Result<(), CarrierError> {
         let mut p = Map::new();
         p.insert("iccid".into(), json!(iccid.as_str()));
         p.insert("operType".into(), json!(oper));
@@ -565,7 +579,7 @@ mod tests {
         let none = parse_stop_reason("000000000000").unwrap();
         assert!(none.reasons.is_empty() && none.platform_only.is_empty());
 
-        let r = parse_stop_reason("220122002220").unwrap();
+        let r = parse_stop_reason("220220002220").unwrap();
         assert_eq!(
             r.reasons,
             vec![
