@@ -1,8 +1,35 @@
-//! China Mobile OneLink (EC API v5): the adapter. (Skeleton: the helper for this carrier fills it in.)
+//! China Mobile OneLink (EC API v5): the adapter behind [`Carrier`] for China Mobile cards.
+//!
+//! Owns the OneLink token (fetched, cached and refreshed), the transaction ids, the envelope and
+//! every mapping between OneLink's codes and simgate's terms (see [`codes`]).
+//!
+//! Upstream calls, all `POST <base_url><path>` with a JSON body carrying `transid` and `token`:
+//! - `/get/token` (appid, password, transid): `result[0].token`, `result[0].ttl` in seconds;
+//! - `/query/sim-status` (iccid): `cardStatus` — `card()`, `cancel()`, `onboard()`, and the
+//!   idempotency check after a refused change;
+//! - `/query/sim-data-usage` (iccid): `dataAmount`, KB used this month — `card()`;
+//! - `/change/sim-status` (iccid, operType 0 = stop, 1 = restart) — `stop()`, `restore()`;
+//! - `/query/sim-stop-reason` (iccid): `stopReason`, a 12-position flag — [`OneLink::stop_reasons`];
+//! - `/query/sim-real-name-status` (iccid): `realNameStatus` — [`OneLink::real_name_registered`];
+//! - `/query/group-data-usage` (groupId): a pool's usage this month — [`OneLink::group_data_usage`].
+//!
+//! Not confirmed by public client code (chosen here, kept in [`codes`] so a correction is one
+//! edit): the platform's rate-limit answer (treated as HTTP 429), the field of the pool's usage
+//! in `/query/group-data-usage` (`useAmount`, KB), and what `realNameStatus` values other than
+//! "1" mean (all "not registered").
 
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
 
-use super::{HttpTimeouts, Secret};
+use super::{client, malformed, retry_after, send_error, status_error, HttpTimeouts, Secret};
+use crate::carrier::{Carrier, CarrierCard, CarrierError, OnboardCard, ServiceState};
+use crate::domain::reasons::StopReason;
+use crate::domain::{CarrierId, CarrierPolicy, Iccid};
 
 /// `[carrier_api.mobile]` with `platform = "onelink"`.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -14,4 +41,625 @@ pub struct OneLinkConfig {
     pub password: Secret,
     #[serde(default)]
     pub timeouts: HttpTimeouts,
+}
+
+/// Every OneLink code simgate interprets, in one place.
+pub mod codes {
+    use crate::carrier::ServiceState;
+    use crate::domain::reasons::StopReason;
+
+    /// Envelope `status` of a successful call; every other value is an error.
+    pub const OK: &str = "0";
+    /// Token missing or expired: fetch a new token and retry once.
+    pub const TOKEN_INVALID: &str = "12021";
+    /// The card is not on the platform (IoTCard/IoTOS: "移动平台无此卡").
+    pub const CARD_UNKNOWN: &str = "11011";
+    /// Ours, not OneLink's: `cancel()` found the card not (yet) released by the platform.
+    pub const NOT_CANCELLED: &str = "NOT_CANCELLED";
+    /// `realNameStatus` of a registered card.
+    pub const REAL_NAME_DONE: &str = "1";
+
+    /// `operType` of `/change/sim-status`.
+    pub const OPER_STOP: &str = "0";
+    pub const OPER_RESTART: &str = "1";
+
+    /// `cardStatus` → whether the card has service.
+    /// 1 待激活 (silent period: data flows and activates the card) and 6 可测试 give service;
+    /// 7 库存 gives none; 8 预销户 is on its way out, which is what simgate calls cancelled.
+    pub const CARD_STATUS: [(&str, ServiceState, &str); 6] = [
+        ("1", ServiceState::Active, "awaiting activation (待激活)"),
+        ("2", ServiceState::Active, "active (已激活)"),
+        ("4", ServiceState::Stopped, "stopped (停机)"),
+        ("6", ServiceState::Active, "testable (可测试)"),
+        ("7", ServiceState::Stopped, "inventory (库存)"),
+        (
+            "8",
+            ServiceState::Cancelled,
+            "pending cancellation (预销户)",
+        ),
+    ];
+
+    pub fn service_state(card_status: &str) -> Option<ServiceState> {
+        CARD_STATUS
+            .iter()
+            .find(|(c, _, _)| *c == card_status)
+            .map(|(_, s, _)| *s)
+    }
+
+    /// The `cardStatus` a card in `state` shows (the simulator's direction).
+    pub fn card_status(state: ServiceState) -> &'static str {
+        match state {
+            ServiceState::Active => "2",
+            ServiceState::Stopped => "4",
+            ServiceState::Cancelled => "8",
+        }
+    }
+
+    /// What a position of `stopReason` (1-based) means to simgate.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum Position {
+        /// A simgate stop reason.
+        Reason(StopReason),
+        /// A documented OneLink reason simgate has no counterpart for.
+        PlatformOnly(&'static str),
+        /// A position public client code does not document.
+        Undocumented,
+    }
+
+    pub const STOP_REASON_LEN: usize = 12;
+
+    pub fn position(pos: usize) -> Position {
+        match pos {
+            1 => Position::Reason(StopReason::Expired), // narrowband product expired
+            2 => Position::Reason(StopReason::DeviceMismatch), // 机卡分离
+            4 => Position::PlatformOnly("M2M management stop (管理停机)"),
+            5 => Position::Reason(StopReason::Arrears), // 信控双向停机
+            9 => Position::Reason(StopReason::Manual),  // 主动停机, asked for by the customer
+            10 => Position::PlatformOnly("region restriction (区域限制)"),
+            11 => Position::PlatformOnly("forced stop (强制停机)"),
+            _ => Position::Undocumented,
+        }
+    }
+
+    /// The `stopReason` flag for a set of simgate reasons (the simulator's direction).
+    pub fn stop_reason_flag(reasons: &[StopReason]) -> String {
+        (1..=STOP_REASON_LEN)
+            .map(|p| match position(p) {
+                Position::Reason(r) if reasons.contains(&r) => '2',
+                _ => '0',
+            })
+            .collect()
+    }
+}
+
+/// A stop reason the platform reports that simgate has no counterpart for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlatformStopReason {
+    /// 1-based position in OneLink's `stopReason` flag.
+    pub position: usize,
+    pub description: String,
+}
+
+/// `/query/sim-stop-reason` in simgate terms.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OneLinkStopReasons {
+    /// The flag as the platform sent it.
+    pub raw: String,
+    pub reasons: Vec<StopReason>,
+    pub platform_only: Vec<PlatformStopReason>,
+}
+
+/// Parses a `stopReason` flag: "2" at a position = that reason applies, "0" = it does not.
+pub fn parse_stop_reason(raw: &str) -> Result<OneLinkStopReasons, String> {
+    if raw.chars().count() != codes::STOP_REASON_LEN {
+        return Err(format!(
+            "stopReason must have {} positions, got {}",
+            codes::STOP_REASON_LEN,
+            raw.chars().count()
+        ));
+    }
+    let mut out = OneLinkStopReasons {
+        raw: raw.to_string(),
+        reasons: Vec::new(),
+        platform_only: Vec::new(),
+    };
+    for (i, c) in raw.chars().enumerate() {
+        let pos = i + 1;
+        match c {
+            '0' => {}
+            '2' => match codes::position(pos) {
+                codes::Position::Reason(r) => out.reasons.push(r),
+                codes::Position::PlatformOnly(d) => out.platform_only.push(PlatformStopReason {
+                    position: pos,
+                    description: d.to_string(),
+                }),
+                codes::Position::Undocumented => out.platform_only.push(PlatformStopReason {
+                    position: pos,
+                    description: format!("undocumented stop reason at position {pos}"),
+                }),
+            },
+            other => return Err(format!("stopReason has '{other}' at position {pos}")),
+        }
+    }
+    Ok(out)
+}
+
+/// KB as OneLink reports them (a number or a decimal string) → bytes.
+pub fn kb_to_bytes(v: &Value) -> Option<u64> {
+    let kb = match v {
+        Value::Number(n) => n.as_f64()?,
+        Value::String(s) => s.trim().parse::<f64>().ok()?,
+        _ => return None,
+    };
+    (kb.is_finite() && kb >= 0.0).then(|| (kb * 1024.0).round() as u64)
+}
+
+/// A field the platform sends as a string or a number, as text.
+fn text(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+struct Token {
+    value: String,
+    /// When to fetch a new one: somewhat before the platform says it expires.
+    refresh_at: Instant,
+}
+
+/// Why one exchange failed, before the token retry decides.
+enum Failure {
+    TokenInvalid,
+    Carrier(CarrierError),
+}
+
+pub struct OneLink {
+    base_url: String,
+    appid: String,
+    password: Secret,
+    policy: CarrierPolicy,
+    http: reqwest::Client,
+    /// An async lock so that concurrent calls after expiry share one `/get/token`.
+    token: tokio::sync::Mutex<Option<Token>>,
+    seq: AtomicU32,
+}
+
+impl OneLink {
+    pub fn new(cfg: &OneLinkConfig, policy: CarrierPolicy) -> Result<OneLink, String> {
+        if cfg.appid.is_empty() {
+            return Err("carrier_api.mobile.appid is required".into());
+        }
+        url::Url::parse(&cfg.base_url)
+            .map_err(|e| format!("carrier_api.mobile.base_url is not a URL: {e}"))?;
+        Ok(OneLink {
+            base_url: cfg.base_url.trim_end_matches('/').to_string(),
+            appid: cfg.appid.clone(),
+            password: cfg.password.clone(),
+            policy,
+            http: client(&cfg.timeouts)?,
+            token: tokio::sync::Mutex::new(None),
+            seq: AtomicU32::new(0),
+        })
+    }
+
+    /// appid + yyyyMMddHHmmss (Beijing time) + an 8-digit sequence.
+    fn transid(&self) -> String {
+        let now = chrono::Utc::now().with_timezone(&chrono_tz::Asia::Shanghai);
+        let seq = self.seq.fetch_add(1, Ordering::Relaxed) % 100_000_000;
+        format!("{}{}{seq:08}", self.appid, now.format("%Y%m%d%H%M%S"))
+    }
+
+    /// A token valid for a while; `stale` is one the platform just refused.
+    async fn token(&self, stale: Option<&str>) -> Result<String, CarrierError> {
+        let mut slot = self.token.lock().await;
+        if let Some(t) = slot.as_ref() {
+            let refused = stale == Some(t.value.as_str());
+            if !refused && Instant::now() < t.refresh_at {
+                return Ok(t.value.clone());
+            }
+        }
+        let mut body = Map::new();
+        body.insert("appid".into(), json!(self.appid));
+        body.insert("password".into(), json!(self.password.expose()));
+        body.insert("transid".into(), json!(self.transid()));
+        let result = match self.exchange("/get/token", &body, false).await {
+            Ok(r) => r,
+            // Without a token there is nothing to retry with: a refusal here is final.
+            Err(Failure::TokenInvalid) => {
+                return Err(CarrierError::Rejected {
+                    code: codes::TOKEN_INVALID.into(),
+                    message: "the platform refused to issue a token".into(),
+                })
+            }
+            Err(Failure::Carrier(e)) => return Err(e),
+        };
+        let first = result
+            .first()
+            .ok_or_else(|| malformed("/get/token answered without a result", false))?;
+        let value = first
+            .get("token")
+            .and_then(Value::as_str)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| malformed("/get/token answered without a token", false))?
+            .to_string();
+        let ttl = first
+            .get("ttl")
+            .and_then(text)
+            .and_then(|s| s.parse::<u64>().ok())
+            .ok_or_else(|| malformed("/get/token answered without a ttl", false))?;
+        let ttl = Duration::from_secs(ttl);
+        // Refresh a little early so that a call in flight never carries a token that lapses
+        // on its way; a fifth of a short TTL, at most a minute of a long one.
+        let margin = (ttl / 5).min(Duration::from_secs(60));
+        *slot = Some(Token {
+            value: value.clone(),
+            refresh_at: Instant::now() + ttl - margin,
+        });
+        Ok(value)
+    }
+
+    /// One POST and its envelope; `result` on status "0".
+    async fn exchange(
+        &self,
+        path: &str,
+        body: &Map<String, Value>,
+        changes: bool,
+    ) -> Result<Vec<Value>, Failure> {
+        let url = format!("{}{path}", self.base_url);
+        let resp = self
+            .http
+            .post(url)
+            .json(body)
+            .send()
+            .await
+            .map_err(|e| Failure::Carrier(send_error(e, changes)))?;
+        let status = resp.status();
+        let wait = retry_after(resp.headers());
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|e| Failure::Carrier(send_error(e, changes)))?;
+        if !status.is_success() {
+            return Err(Failure::Carrier(status_error(status, wait)));
+        }
+        let env: Envelope = serde_json::from_slice(&bytes).map_err(|_| {
+            Failure::Carrier(malformed(&format!("{path}: not an envelope"), changes))
+        })?;
+        let code = text(&env.status).ok_or_else(|| {
+            Failure::Carrier(malformed(&format!("{path}: status is not a code"), changes))
+        })?;
+        match code.as_str() {
+            codes::OK => Ok(env.result.unwrap_or_default()),
+            codes::TOKEN_INVALID => Err(Failure::TokenInvalid),
+            _ => Err(Failure::Carrier(CarrierError::Rejected {
+                code,
+                message: env.message.unwrap_or_default(),
+            })),
+        }
+    }
+
+    /// A call with the token, retried once with a new token if the platform refuses it.
+    async fn call(
+        &self,
+        path: &str,
+        mut params: Map<String, Value>,
+        changes: bool,
+    ) -> Result<Vec<Value>, CarrierError> {
+        let mut stale: Option<String> = None;
+        for _ in 0..2 {
+            let token = self.token(stale.as_deref()).await?;
+            params.insert("transid".into(), json!(self.transid()));
+            params.insert("token".into(), json!(token));
+            match self.exchange(path, &params, changes).await {
+                Ok(r) => return Ok(r),
+                // A refused token is checked before anything is applied: safe to resend.
+                Err(Failure::TokenInvalid) => stale = Some(token),
+                Err(Failure::Carrier(e)) => return Err(e),
+            }
+        }
+        Err(CarrierError::Rejected {
+            code: codes::TOKEN_INVALID.into(),
+            message: "the platform refused a freshly issued token".into(),
+        })
+    }
+
+    /// The first record of a card query.
+    async fn query_card(
+        &self,
+        path: &str,
+        iccid: &Iccid,
+    ) -> Result<Map<String, Value>, CarrierError> {
+        let mut p = Map::new();
+        p.insert("iccid".into(), json!(iccid.as_str()));
+        let result = self.call(path, p, false).await?;
+        match result.into_iter().next() {
+            Some(Value::Object(m)) => Ok(m),
+            _ => Err(malformed(&format!("{path}: no record"), false)),
+        }
+    }
+
+    async fn field(&self, path: &str, iccid: &Iccid, name: &str) -> Result<Value, CarrierError> {
+        self.query_card(path, iccid)
+            .await?
+            .remove(name)
+            .ok_or_else(|| malformed(&format!("{path}: no {name}"), false))
+    }
+
+    /// `cardStatus` and what it means.
+    async fn status(&self, iccid: &Iccid) -> Result<(String, ServiceState), CarrierError> {
+        let v = self.field("/query/sim-status", iccid, "cardStatus").await?;
+        let code = text(&v).ok_or_else(|| malformed("cardStatus is not a code", false))?;
+        let state = codes::service_state(&code)
+            .ok_or_else(|| malformed(&format!("unknown cardStatus {code}"), false))?;
+        Ok((code, state))
+    }
+
+    async fn change(
+        &self,
+        iccid: &Iccid,
+        oper: &str,
+        to: ServiceState,
+    ) -> Result<(), CarrierError> {
+        let mut p = Map::new();
+        p.insert("iccid".into(), json!(iccid.as_str()));
+        p.insert("operType".into(), json!(oper));
+        match self.call("/change/sim-status", p, true).await {
+            Ok(_) => Ok(()),
+            // The platform may refuse a change to the state the card is already in; that is
+            // success for simgate. Unknown cards need no second look.
+            Err(CarrierError::Rejected { code, message }) if code != codes::CARD_UNKNOWN => {
+                match self.status(iccid).await {
+                    Ok((_, state)) if state == to => Ok(()),
+                    _ => Err(CarrierError::Rejected { code, message }),
+                }
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `/query/sim-stop-reason` mapped to simgate's stop reasons.
+    pub async fn stop_reasons(&self, iccid: &Iccid) -> Result<OneLinkStopReasons, CarrierError> {
+        let v = self
+            .field("/query/sim-stop-reason", iccid, "stopReason")
+            .await?;
+        let raw = text(&v).ok_or_else(|| malformed("stopReason is not text", false))?;
+        parse_stop_reason(&raw).map_err(|e| malformed(&e, false))
+    }
+
+    /// `/query/sim-real-name-status`: whether the card's real-name registration is done.
+    pub async fn real_name_registered(&self, iccid: &Iccid) -> Result<bool, CarrierError> {
+        let v = self
+            .field("/query/sim-real-name-status", iccid, "realNameStatus")
+            .await?;
+        let s = text(&v).ok_or_else(|| malformed("realNameStatus is not a code", false))?;
+        Ok(s == codes::REAL_NAME_DONE)
+    }
+
+    /// `/query/group-data-usage`: bytes a pool (流量池, `groupId`) used this month.
+    pub async fn group_data_usage(&self, group_id: &str) -> Result<u64, CarrierError> {
+        let mut p = Map::new();
+        p.insert("groupId".into(), json!(group_id));
+        let result = self.call("/query/group-data-usage", p, false).await?;
+        result
+            .first()
+            .and_then(|r| r.get("useAmount"))
+            .and_then(kb_to_bytes)
+            .ok_or_else(|| malformed("/query/group-data-usage: no useAmount", false))
+    }
+}
+
+#[derive(Deserialize)]
+struct Envelope {
+    status: Value,
+    message: Option<String>,
+    result: Option<Vec<Value>>,
+}
+
+#[async_trait]
+impl Carrier for OneLink {
+    fn id(&self) -> CarrierId {
+        CarrierId::Mobile
+    }
+
+    fn policy(&self) -> &CarrierPolicy {
+        &self.policy
+    }
+
+    /// The platform knows its cards: each must exist there.
+    async fn onboard(&self, cards: &[OnboardCard]) -> Result<(), CarrierError> {
+        let iccids: Vec<Iccid> = cards.iter().map(|c| c.iccid.clone()).collect();
+        futures::stream::iter(iccids)
+            .map(|iccid| async move { self.status(&iccid).await.map(|_| ()) })
+            .buffer_unordered(4)
+            .try_collect::<Vec<()>>()
+            .await
+            .map(|_| ())
+    }
+
+    async fn card(&self, iccid: &Iccid) -> Result<CarrierCard, CarrierError> {
+        let (_, state) = self.status(iccid).await?;
+        let amount = self
+            .field("/query/sim-data-usage", iccid, "dataAmount")
+            .await?;
+        let cycle_usage_bytes =
+            kb_to_bytes(&amount).ok_or_else(|| malformed("dataAmount is not KB", false))?;
+        Ok(CarrierCard {
+            iccid: iccid.clone(),
+            state,
+            cycle_usage_bytes,
+            // The platform's "this month" is implied by the call, not stated in the answer.
+            usage_cycle_start: None,
+            // /query/sim-session tells whether a session is open now, not when the last one was.
+            last_session_at: None,
+            changes: 0,
+        })
+    }
+
+    async fn stop(&self, iccid: &Iccid) -> Result<(), CarrierError> {
+        self.change(iccid, codes::OPER_STOP, ServiceState::Stopped)
+            .await
+    }
+
+    async fn restore(&self, iccid: &Iccid) -> Result<(), CarrierError> {
+        self.change(iccid, codes::OPER_RESTART, ServiceState::Active)
+            .await
+    }
+
+    /// OneLink releases numbers itself; this confirms it has.
+    async fn cancel(&self, iccid: &Iccid) -> Result<(), CarrierError> {
+        let (code, state) = self.status(iccid).await?;
+        if state == ServiceState::Cancelled {
+            return Ok(());
+        }
+        Err(CarrierError::Rejected {
+            code: codes::NOT_CANCELLED.into(),
+            message: format!(
+                "{iccid} is not released at China Mobile OneLink yet (cardStatus {code})"
+            ),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::codes::*;
+    use super::*;
+
+    #[test]
+    fn every_card_status_maps_and_round_trips_from_simgate_states() {
+        let expect = [
+            ("1", ServiceState::Active),
+            ("2", ServiceState::Active),
+            ("4", ServiceState::Stopped),
+            ("6", ServiceState::Active),
+            ("7", ServiceState::Stopped),
+            ("8", ServiceState::Cancelled),
+        ];
+        assert_eq!(CARD_STATUS.len(), expect.len());
+        for (code, state) in expect {
+            assert_eq!(service_state(code), Some(state), "cardStatus {code}");
+        }
+        for code in ["0", "3", "5", "9", "", "02"] {
+            assert_eq!(service_state(code), None, "cardStatus {code}");
+        }
+        for s in [
+            ServiceState::Active,
+            ServiceState::Stopped,
+            ServiceState::Cancelled,
+        ] {
+            assert_eq!(service_state(card_status(s)), Some(s));
+        }
+    }
+
+    #[test]
+    fn every_stop_reason_position_is_classified() {
+        let expect = [
+            (1, Position::Reason(StopReason::Expired)),
+            (2, Position::Reason(StopReason::DeviceMismatch)),
+            (3, Position::Undocumented),
+            (4, Position::PlatformOnly("M2M management stop (管理停机)")),
+            (5, Position::Reason(StopReason::Arrears)),
+            (6, Position::Undocumented),
+            (7, Position::Undocumented),
+            (8, Position::Undocumented),
+            (9, Position::Reason(StopReason::Manual)),
+            (10, Position::PlatformOnly("region restriction (区域限制)")),
+            (11, Position::PlatformOnly("forced stop (强制停机)")),
+            (12, Position::Undocumented),
+        ];
+        for (pos, p) in expect {
+            assert_eq!(position(pos), p, "position {pos}");
+        }
+    }
+
+    #[test]
+    fn stop_reason_flags_parse_into_simgate_and_platform_reasons() {
+        let none = parse_stop_reason("000000000000").unwrap();
+        assert!(none.reasons.is_empty() && none.platform_only.is_empty());
+
+        let r = parse_stop_reason("220220002220").unwrap();
+        assert_eq!(
+            r.reasons,
+            vec![
+                StopReason::Expired,
+                StopReason::DeviceMismatch,
+                StopReason::Arrears,
+                StopReason::Manual
+            ]
+        );
+        let positions: Vec<usize> = r.platform_only.iter().map(|p| p.position).collect();
+        assert_eq!(positions, vec![4, 10, 11]);
+
+        let odd = parse_stop_reason("000000000002").unwrap();
+        assert_eq!(odd.platform_only[0].position, 12);
+        assert!(odd.platform_only[0].description.contains("undocumented"));
+
+        assert!(parse_stop_reason("00000000000").is_err());
+        assert!(parse_stop_reason("0000000000000").is_err());
+        assert!(parse_stop_reason("000010000000").is_err());
+
+        let flag = stop_reason_flag(&[StopReason::Arrears, StopReason::Manual]);
+        assert_eq!(flag, "000020002000");
+        assert_eq!(
+            parse_stop_reason(&flag).unwrap().reasons,
+            vec![StopReason::Arrears, StopReason::Manual]
+        );
+        // Reasons OneLink has no position for do not show.
+        assert_eq!(stop_reason_flag(&[StopReason::OverQuota]), "000000000000");
+    }
+
+    #[test]
+    fn kilobytes_become_bytes() {
+        assert_eq!(kb_to_bytes(&json!("1")), Some(1024));
+        assert_eq!(kb_to_bytes(&json!(" 2.5 ")), Some(2560));
+        assert_eq!(kb_to_bytes(&json!(0)), Some(0));
+        assert_eq!(kb_to_bytes(&json!(0.5)), Some(512));
+        assert_eq!(kb_to_bytes(&json!("-1")), None);
+        assert_eq!(kb_to_bytes(&json!("lots")), None);
+        assert_eq!(kb_to_bytes(&json!(null)), None);
+    }
+
+    #[test]
+    fn codes_the_adapter_acts_on() {
+        assert_eq!(OK, "0");
+        assert_eq!(TOKEN_INVALID, "12021");
+        assert_eq!(CARD_UNKNOWN, "11011");
+        assert_eq!((OPER_STOP, OPER_RESTART), ("0", "1"));
+        assert_eq!(REAL_NAME_DONE, "1");
+    }
+
+    #[test]
+    fn transids_are_appid_time_and_an_eight_digit_sequence() {
+        let cfg = OneLinkConfig {
+            base_url: "http://127.0.0.1:1/v5/ec".into(),
+            appid: "C5010000000001".into(),
+            password: Secret::new("pw"),
+            timeouts: HttpTimeouts::default(),
+        };
+        let a = OneLink::new(&cfg, CarrierPolicy::default_for(CarrierId::Mobile)).unwrap();
+        let t1 = a.transid();
+        let t2 = a.transid();
+        assert_eq!(t1.len(), cfg.appid.len() + 14 + 8);
+        assert!(t1.starts_with(&cfg.appid));
+        assert!(t1[cfg.appid.len()..].bytes().all(|b| b.is_ascii_digit()));
+        assert_eq!(&t1[t1.len() - 8..], "00000000");
+        assert_eq!(&t2[t2.len() - 8..], "00000001");
+    }
+
+    #[test]
+    fn a_bad_base_url_or_missing_appid_is_refused() {
+        let mut cfg = OneLinkConfig {
+            base_url: "not a url".into(),
+            appid: "a".into(),
+            password: Secret::new("pw"),
+            timeouts: HttpTimeouts::default(),
+        };
+        let p = CarrierPolicy::default_for(CarrierId::Mobile);
+        assert!(OneLink::new(&cfg, p.clone()).is_err());
+        cfg.base_url = "http://x/v5/ec".into();
+        cfg.appid.clear();
+        assert!(OneLink::new(&cfg, p).is_err());
+    }
 }
