@@ -75,7 +75,10 @@ pub fn router(sim: Arc<SimCarrier>, cfg: &JasperConfig, opts: WireOptions) -> Ro
             &format!("{prefix}/devices/{{iccid}}"),
             get(get_device).put(edit_device),
         )
-        .route(&format!("{prefix}/devices/{{iccid}}/ctdUsages"), get(ctd_usages))
+        .route(
+            &format!("{prefix}/devices/{{iccid}}/ctdUsages"),
+            get(ctd_usages),
+        )
         .with_state(state)
 }
 

@@ -125,7 +125,11 @@ async fn card_reads_status_and_cycle_usage() {
         .await
         .expect("record usage");
     assert_eq!(
-        h.jasper.card(&iccid(1)).await.expect("card").cycle_usage_bytes,
+        h.jasper
+            .card(&iccid(1))
+            .await
+            .expect("card")
+            .cycle_usage_bytes,
         1_235_567
     );
 }
@@ -141,7 +145,10 @@ async fn extra_calls_report_usage_and_device_details() {
     assert_eq!(d.iccid, iccid(1));
     assert_eq!(d.status, "DEACTIVATED");
     assert_eq!(d.state, ServiceState::Stopped);
-    assert_eq!(d.rate_plan.as_deref(), Some(WireOptions::default().rate_plan.as_str()));
+    assert_eq!(
+        d.rate_plan.as_deref(),
+        Some(WireOptions::default().rate_plan.as_str())
+    );
     assert_eq!((d.imsi, d.msisdn, d.date_activated), (None, None, None));
 }
 
@@ -259,11 +266,11 @@ async fn fair_use_overrun_is_rate_limited() {
         rate_limit_rate: 1.0,
         ..SimFaults::default()
     });
-    for r in [h.jasper.stop(&iccid(1)).await, h.jasper.restore(&iccid(1)).await] {
-        assert!(
-            matches!(r, Err(CarrierError::RateLimited { .. })),
-            "{r:?}"
-        );
+    for r in [
+        h.jasper.stop(&iccid(1)).await,
+        h.jasper.restore(&iccid(1)).await,
+    ] {
+        assert!(matches!(r, Err(CarrierError::RateLimited { .. })), "{r:?}");
     }
     assert_eq!(sim_state(&h, 1).await, ServiceState::Active);
 }
@@ -300,7 +307,11 @@ async fn slow_answers_time_out_reads_transient_changes_unknown() {
         "{change:?}"
     );
     // Each call gave up at its own timeout, not after the simulator's latency.
-    assert!(t.elapsed() < Duration::from_millis(REQUEST_MS * 5), "{:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_millis(REQUEST_MS * 5),
+        "{:?}",
+        t.elapsed()
+    );
 }
 
 #[tokio::test]
@@ -331,7 +342,11 @@ async fn garbage_platform(body: &'static str) -> String {
 
 #[tokio::test]
 async fn malformed_answers_are_transient_for_reads_and_unknown_for_changes() {
-    for body in ["<html>gateway</html>", "{\"iccid\": 5}", "{\"status\": \"ACTIVATED\"}"] {
+    for body in [
+        "<html>gateway</html>",
+        "{\"iccid\": 5}",
+        "{\"status\": \"ACTIVATED\"}",
+    ] {
         let base = garbage_platform(body).await;
         let j = Jasper::new(&config(&base, USER, KEY), policy()).expect("adapter");
         let read = j.card(&iccid(1)).await;
@@ -351,9 +366,11 @@ async fn malformed_answers_are_transient_for_reads_and_unknown_for_changes() {
 async fn an_unknown_device_status_is_malformed_not_guessed() {
     let base = serve(axum::Router::new().route(
         "/rws/api/v1/devices/{iccid}",
-        axum::routing::get(|axum::extract::Path(i): axum::extract::Path<String>| async move {
-            format!("{{\"iccid\":\"{i}\",\"status\":\"SUSPENDED_FOREVER\"}}")
-        }),
+        axum::routing::get(
+            |axum::extract::Path(i): axum::extract::Path<String>| async move {
+                format!("{{\"iccid\":\"{i}\",\"status\":\"SUSPENDED_FOREVER\"}}")
+            },
+        ),
     ))
     .await;
     let j = Jasper::new(&config(&base, USER, KEY), policy()).expect("adapter");

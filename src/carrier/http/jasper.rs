@@ -325,8 +325,7 @@ impl Jasper {
         let date_activated = match d.date_activated.as_deref().filter(|s| !s.is_empty()) {
             None => None,
             Some(s) => Some(
-                parse_date(s)
-                    .ok_or_else(|| malformed(&format!("dateActivated {s:?}"), false))?,
+                parse_date(s).ok_or_else(|| malformed(&format!("dateActivated {s:?}"), false))?,
             ),
         };
         Ok(DeviceDetails {
