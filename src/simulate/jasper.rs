@@ -108,33 +108,28 @@ fn invalid_iccid() -> Response {
 }
 
 impl Wire {
-    /// Basic `username:apiKey`, compared in constant time.
-    fn authorized(&self, headers: &HeaderMap) -> Result<(), Response> {
-        let denied = || {
-            error(
-                StatusCode::UNAUTHORIZED,
-                CODE_INVALID_CREDENTIALS,
-                "Invalid credentials.",
-            )
-        };
-        let raw = headers
+    /// Checks Basic `username:apiKey` (in constant time), then the ICCID of the path. The
+    /// refusal is boxed: a whole response is large to carry in a Result.
+    fn admit(&self, headers: &HeaderMap, raw_iccid: &str) -> Result<Iccid, Box<Response>> {
+        let given = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Basic "))
-            .ok_or_else(denied)?;
-        let decoded = base64::engine::general_purpose::STANDARD
-            .decode(raw.trim())
-            .map_err(|_| denied())?;
+            .and_then(|v| {
+                base64::engine::general_purpose::STANDARD
+                    .decode(v.trim())
+                    .ok()
+            });
         let expected = format!("{}:{}", self.username, self.api_key);
-        if bool::from(decoded.as_slice().ct_eq(expected.as_bytes())) {
-            Ok(())
-        } else {
-            Err(denied())
+        let authorized = given.is_some_and(|g| bool::from(g.as_slice().ct_eq(expected.as_bytes())));
+        if !authorized {
+            return Err(Box::new(error(
+                StatusCode::UNAUTHORIZED,
+                CODE_INVALID_CREDENTIALS,
+                "Invalid credentials.",
+            )));
         }
-    }
-
-    fn iccid(&self, raw: &str) -> Result<Iccid, Response> {
-        Iccid::parse_any(raw).map_err(|_| invalid_iccid())
+        Iccid::parse_any(raw_iccid).map_err(|_| Box::new(invalid_iccid()))
     }
 
     /// A [`SimCarrier`] failure in the platform's terms. An applied change answered with a
@@ -167,12 +162,9 @@ async fn get_device(
     Path(iccid): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(r) = w.authorized(&headers) {
-        return r;
-    }
-    let iccid = match w.iccid(&iccid) {
+    let iccid = match w.admit(&headers, &iccid) {
         Ok(i) => i,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     match w.sim.card(&iccid).await {
         Ok(c) => json(
@@ -195,12 +187,9 @@ async fn ctd_usages(
     Path(iccid): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(r) = w.authorized(&headers) {
-        return r;
-    }
-    let iccid = match w.iccid(&iccid) {
+    let iccid = match w.admit(&headers, &iccid) {
         Ok(i) => i,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     match w.sim.card(&iccid).await {
         Ok(c) => json(
@@ -221,12 +210,9 @@ async fn edit_device(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Err(r) = w.authorized(&headers) {
-        return r;
-    }
-    let iccid = match w.iccid(&iccid) {
+    let iccid = match w.admit(&headers, &iccid) {
         Ok(i) => i,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let edit: EditBody = match serde_json::from_slice(&body) {
         Ok(e) => e,
