@@ -58,12 +58,20 @@ struct Wire {
     opts: WireOptions,
 }
 
-/// The router, with its routes under the path of `cfg.base_url` (e.g. `/rws/api/v1`), so the
-/// adapter configured with the same `base_url` pointing at this server's address reaches it.
+/// The router, with its routes under the path of `cfg.base_url` (e.g. `/rws/api/v1`; at the
+/// root when `base_url` is not a URL), so that an adapter whose `base_url` has the same path and
+/// this server's address reaches it. Credentials are `cfg`'s.
 pub fn router(sim: Arc<SimCarrier>, cfg: &JasperConfig, opts: WireOptions) -> Router {
     let prefix = url::Url::parse(&cfg.base_url)
         .map(|u| u.path().trim_end_matches('/').to_string())
         .unwrap_or_default();
+    // Whatever the options say, hold an applied change past the configured client's timeout:
+    // answering earlier would turn the "timeout after apply" case into a plain success.
+    let floor = Duration::from_millis(cfg.timeouts.request_ms.saturating_add(1_000));
+    let opts = WireOptions {
+        timeout_after_apply_delay: opts.timeout_after_apply_delay.max(floor),
+        ..opts
+    };
     let state = Arc::new(Wire {
         sim,
         username: cfg.username.clone(),

@@ -242,16 +242,12 @@ async fn wrong_credentials_are_refused_with_the_platforms_code() {
             bad.card(&iccid(1)).await.map(|_| ()),
             bad.stop(&iccid(1)).await,
         ] {
-            match r {
-                Err(e @ CarrierError::Rejected { .. }) => {
-                    let CarrierError::Rejected { ref code, .. } = e else {
-                        unreachable!()
-                    };
-                    assert_eq!(code, "10000001");
-                    // Credentials never reach an error message.
-                    let text = e.to_string();
-                    assert!(!text.contains("wrong-key") && !text.contains(KEY), "{text}");
-                }
+            let e = r.expect_err("wrong credentials must fail");
+            // Credentials never reach an error message.
+            let text = e.to_string();
+            assert!(!text.contains("wrong-key") && !text.contains(KEY), "{text}");
+            match e {
+                CarrierError::Rejected { code, .. } => assert_eq!(code, "10000001"),
                 other => panic!("expected 10000001, got {other:?}"),
             }
         }
@@ -396,4 +392,45 @@ async fn an_unreachable_platform_is_transient_even_for_changes() {
     .expect("adapter");
     let r = j.stop(&iccid(1)).await;
     assert!(matches!(r, Err(CarrierError::Transient(_))), "{r:?}");
+}
+
+#[tokio::test]
+async fn the_simulator_speaks_control_centers_envelopes() {
+    let h = harness(&[(1, ServiceState::Active, 0)]).await;
+    let http = reqwest::Client::new();
+    let url = format!("{}/devices/{}", h.base_url, iccid(1));
+    let envelope = |r: reqwest::Response| async move {
+        let status = r.status().as_u16();
+        let v: serde_json::Value = r.json().await.expect("JSON error body");
+        (
+            status,
+            v["errorCode"].as_str().unwrap_or_default().to_string(),
+            v["errorMessage"].is_string(),
+        )
+    };
+
+    let no_auth = http.get(&url).send().await.expect("send");
+    assert_eq!(envelope(no_auth).await, (401, "10000001".into(), true));
+
+    let bad_json = http
+        .put(&url)
+        .basic_auth(USER, Some(KEY))
+        .body("{status: DEACTIVATED")
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(envelope(bad_json).await, (400, "10000023".into(), true));
+    assert_eq!(sim_state(&h, 1).await, ServiceState::Active);
+
+    let ok = http
+        .get(&url)
+        .basic_auth(USER, Some(KEY))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(ok.status().as_u16(), 200);
+    let v: serde_json::Value = ok.json().await.expect("device JSON");
+    assert_eq!(v["status"], "ACTIVATED");
+    assert_eq!(v["iccid"], iccid(1).as_str());
+    assert!(v.get("ratePlan").is_some() && v.get("dateActivated").is_some());
 }
