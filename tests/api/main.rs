@@ -20,3 +20,4 @@ mod platform;
 mod store_suite;
 mod tls;
 mod wire_onelink;
+mod wire_jasper;

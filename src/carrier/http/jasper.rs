@@ -1,8 +1,25 @@
-//! China Unicom Control Center (Cisco Jasper REST): the adapter. (Skeleton: the helper for this carrier fills it in.)
+//! China Unicom Control Center (Cisco Jasper REST): the adapter, its wire types and every
+//! mapping table between the platform's terms and simgate's (device statuses both ways, error
+//! codes), which the wire simulator in `crate::simulate::jasper` shares.
+//!
+//! Upstream calls, all relative to `base_url` (e.g. `https://api.10646.cn/rws/api/v1`), all with
+//! HTTP Basic `username:apiKey`:
+//! - `GET devices/{iccid}`: status, ratePlan, dateActivated, imsi, msisdn ([`Carrier::card`],
+//!   [`Carrier::cancel`], [`Carrier::onboard`], [`Jasper::device_details`]).
+//! - `GET devices/{iccid}/ctdUsages`: cycle-to-date `ctdDataUsage` (bytes) and
+//!   `overageLimitReached` ([`Carrier::card`], [`Jasper::ctd_usage`]).
+//! - `PUT devices/{iccid}` with `{"status": "DEACTIVATED" | "ACTIVATED"}` ([`Carrier::stop`],
+//!   [`Carrier::restore`]).
+//!
+//! Errors come as `{"errorMessage": "...", "errorCode": "..."}` with a 4xx/5xx status.
 
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::{HttpTimeouts, Secret};
+use super::{client, malformed, retry_after, send_error, status_error, HttpTimeouts, Secret};
+use crate::carrier::{Carrier, CarrierCard, CarrierError, OnboardCard, ServiceState};
+use crate::domain::{CarrierId, CarrierPolicy, Iccid};
 
 /// `[carrier_api.unicom]` with `platform = "jasper"`.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -14,4 +31,539 @@ pub struct JasperConfig {
     pub api_key: Secret,
     #[serde(default)]
     pub timeouts: HttpTimeouts,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Mapping tables. Sources: Cisco Control Center REST docs as quoted by public client code
+// (OSGP/open-smart-grid-platform `JasperError`, liuxianbing/zebra) and carrier-apis.md.
+
+/// Every device status Control Center documents, with the service it means for simgate.
+/// TEST_READY and ACTIVATION_READY cards pass data (test traffic, or the first session activates
+/// them), INVENTORY cards do not. REPLACED and PURGED cards are gone for good like RETIRED ones.
+pub const STATUSES: &[(&str, ServiceState)] = &[
+    ("TEST_READY", ServiceState::Active),
+    ("ACTIVATION_READY", ServiceState::Active),
+    ("ACTIVATED", ServiceState::Active),
+    ("INVENTORY", ServiceState::Stopped),
+    ("DEACTIVATED", ServiceState::Stopped),
+    ("RETIRED", ServiceState::Cancelled),
+    ("REPLACED", ServiceState::Cancelled),
+    ("PURGED", ServiceState::Cancelled),
+];
+
+/// The platform status that means `state`, both for the status the adapter sets and the one the
+/// wire simulator reports.
+pub fn status_for(state: ServiceState) -> &'static str {
+    match state {
+        ServiceState::Active => "ACTIVATED",
+        ServiceState::Stopped => "DEACTIVATED",
+        ServiceState::Cancelled => "RETIRED",
+    }
+}
+
+/// What a platform status means for service; None for a status Control Center does not document.
+pub fn state_of(status: &str) -> Option<ServiceState> {
+    STATUSES
+        .iter()
+        .find(|(s, _)| *s == status)
+        .map(|(_, state)| *state)
+}
+
+/// Invalid credentials, or a caller IP outside the account's allowed range (HTTP 401).
+pub const CODE_INVALID_CREDENTIALS: &str = "10000001";
+/// The request body is not well-formed JSON (HTTP 400).
+pub const CODE_JSON_NOT_WELL_FORMED: &str = "10000023";
+/// The request carried unrecognized parameters (HTTP 400).
+pub const CODE_INVALID_REQUEST: &str = "10000028";
+/// The API user's role may not call this function (HTTP 400).
+pub const CODE_NO_ACCESS: &str = "10000030";
+/// Resource not found - invalid ICCID (HTTP 404).
+pub const CODE_INVALID_ICCID: &str = "20000001";
+/// Unknown server error (HTTP 500).
+pub const CODE_SERVER_ERROR: &str = "30000001";
+/// Fair-use overrun: more than one call at a time, or too many calls per second for the account.
+pub const CODE_RATE_LIMIT: &str = "40000029";
+
+/// How simgate treats an error code of the platform. Codes not listed here are refusals.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CodeKind {
+    /// A refusal for good: `Rejected` with the platform's code and message.
+    Refused,
+    /// The fair-use limit: `RateLimited`.
+    RateLimit,
+    /// The platform failed while processing: nothing known about a change.
+    ServerFault,
+}
+
+pub const ERROR_CODES: &[(&str, CodeKind)] = &[
+    (CODE_INVALID_CREDENTIALS, CodeKind::Refused),
+    (CODE_JSON_NOT_WELL_FORMED, CodeKind::Refused),
+    (CODE_INVALID_REQUEST, CodeKind::Refused),
+    (CODE_NO_ACCESS, CodeKind::Refused),
+    (CODE_INVALID_ICCID, CodeKind::Refused),
+    (CODE_SERVER_ERROR, CodeKind::ServerFault),
+    (CODE_RATE_LIMIT, CodeKind::RateLimit),
+];
+
+pub fn code_kind(code: &str) -> CodeKind {
+    ERROR_CODES
+        .iter()
+        .find(|(c, _)| *c == code)
+        .map(|(_, k)| *k)
+        .unwrap_or(CodeKind::Refused)
+}
+
+/// Code simgate reports when `cancel` finds the card still in service: the platform releases
+/// numbers itself, so there is nothing to send, only a state to confirm.
+pub const CODE_NOT_RETIRED: &str = "NOT_RETIRED";
+
+/// A failed answer, from its HTTP status and (when the platform sent one) its error envelope.
+/// `changes`: the request changes the card, so a server fault may hide an applied change.
+pub fn error_of(
+    status: reqwest::StatusCode,
+    body: Option<&ErrorBody>,
+    retry: Option<std::time::Duration>,
+    changes: bool,
+) -> CarrierError {
+    let code = body.and_then(|b| b.error_code.as_deref());
+    if status.as_u16() == 429 || code.map(code_kind) == Some(CodeKind::RateLimit) {
+        return CarrierError::RateLimited { retry_after: retry };
+    }
+    // Gateways answer 502-504 before the platform has processed anything.
+    if (502..=504).contains(&status.as_u16()) {
+        return status_error(status, retry);
+    }
+    let server_fault =
+        status.is_server_error() || code.map(code_kind) == Some(CodeKind::ServerFault);
+    let message = body
+        .and_then(|b| b.error_message.clone())
+        .unwrap_or_default();
+    if server_fault {
+        let what = format!(
+            "platform error HTTP {status} [{}] {message}",
+            code.unwrap_or("-")
+        );
+        return if changes {
+            CarrierError::OutcomeUnknown(what)
+        } else {
+            CarrierError::Transient(what)
+        };
+    }
+    match code {
+        Some(code) => CarrierError::Rejected {
+            code: code.to_string(),
+            message,
+        },
+        None => status_error(status, retry),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Wire types (field names as Control Center spells them).
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ErrorBody {
+    #[serde(default)]
+    pub error_message: Option<String>,
+    #[serde(default)]
+    pub error_code: Option<String>,
+}
+
+/// `GET devices/{iccid}` (the fields simgate reads; the platform sends more).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeviceBody {
+    pub iccid: String,
+    pub status: String,
+    #[serde(default)]
+    pub rate_plan: Option<String>,
+    #[serde(default)]
+    pub date_activated: Option<String>,
+    #[serde(default)]
+    pub imsi: Option<String>,
+    #[serde(default)]
+    pub msisdn: Option<String>,
+}
+
+/// `GET devices/{iccid}/ctdUsages` (the fields simgate reads).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CtdUsageBody {
+    pub iccid: String,
+    pub ctd_data_usage: u64,
+    #[serde(default)]
+    pub overage_limit_reached: bool,
+}
+
+/// `PUT devices/{iccid}`: the request (only the status is ever changed) and the answer.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+pub struct EditBody {
+    pub status: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+pub struct EditAnswer {
+    pub iccid: String,
+}
+
+/// Control Center's timestamp format, e.g. `2016-06-27 07:00:00.000+0000`.
+pub const DATE_FORMAT: &str = "%Y-%m-%d %H:%M:%S%.3f%z";
+
+fn parse_date(s: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_str(s, DATE_FORMAT)
+        .or_else(|_| DateTime::parse_from_rfc3339(s))
+        .ok()
+        .map(|d| d.with_timezone(&Utc))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Results of the extra calls, in simgate terms.
+
+/// A card's identity and plan at the platform.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceDetails {
+    pub iccid: Iccid,
+    pub state: ServiceState,
+    /// The platform's own status name (more detail than `state`, e.g. INVENTORY).
+    pub status: String,
+    pub rate_plan: Option<String>,
+    pub date_activated: Option<DateTime<Utc>>,
+    pub imsi: Option<String>,
+    pub msisdn: Option<String>,
+}
+
+/// Cycle-to-date usage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CtdUsage {
+    pub data_bytes: u64,
+    /// The rate plan's overage limit is reached: the platform may have cut data.
+    pub overage_limit_reached: bool,
+}
+
+// ---------------------------------------------------------------------------------------------
+
+pub struct Jasper {
+    http: reqwest::Client,
+    base_url: String,
+    username: String,
+    api_key: Secret,
+    policy: CarrierPolicy,
+}
+
+impl Jasper {
+    pub fn new(cfg: &JasperConfig, policy: CarrierPolicy) -> Result<Jasper, String> {
+        let base = url::Url::parse(&cfg.base_url)
+            .map_err(|e| format!("carrier_api.unicom.base_url is not a URL: {e}"))?;
+        if !matches!(base.scheme(), "http" | "https") {
+            return Err("carrier_api.unicom.base_url must be http or https".into());
+        }
+        if cfg.username.is_empty() || cfg.api_key.expose().is_empty() {
+            return Err("carrier_api.unicom needs a username and an api_key".into());
+        }
+        Ok(Jasper {
+            http: client(&cfg.timeouts)?,
+            base_url: cfg.base_url.trim_end_matches('/').to_string(),
+            username: cfg.username.clone(),
+            api_key: cfg.api_key.clone(),
+            policy,
+        })
+    }
+
+    fn url(&self, iccid: &Iccid, tail: &str) -> String {
+        // ICCIDs are validated hex digits: nothing in them needs escaping in a path.
+        format!("{}/devices/{}{tail}", self.base_url, iccid.as_str())
+    }
+
+    /// Sends a request and returns the body of a 2xx answer; anything else as a CarrierError.
+    async fn exchange(
+        &self,
+        req: reqwest::RequestBuilder,
+        changes: bool,
+    ) -> Result<Vec<u8>, CarrierError> {
+        let resp = req
+            .basic_auth(&self.username, Some(self.api_key.expose()))
+            .header(reqwest::header::ACCEPT, "application/json")
+            .send()
+            .await
+            .map_err(|e| send_error(e, changes))?;
+        let status = resp.status();
+        let retry = retry_after(resp.headers());
+        let body = resp.bytes().await.map_err(|e| send_error(e, changes))?;
+        if status.is_success() {
+            return Ok(body.to_vec());
+        }
+        let envelope = serde_json::from_slice::<ErrorBody>(&body).ok();
+        Err(error_of(status, envelope.as_ref(), retry, changes))
+    }
+
+    async fn get<T: serde::de::DeserializeOwned>(
+        &self,
+        iccid: &Iccid,
+        tail: &str,
+        what: &str,
+    ) -> Result<T, CarrierError> {
+        let body = self
+            .exchange(self.http.get(self.url(iccid, tail)), false)
+            .await?;
+        serde_json::from_slice(&body).map_err(|e| malformed(&format!("{what}: {e}"), false))
+    }
+
+    async fn device(&self, iccid: &Iccid) -> Result<(DeviceBody, ServiceState), CarrierError> {
+        let d: DeviceBody = self.get(iccid, "", "device").await?;
+        if !d.iccid.eq_ignore_ascii_case(iccid.as_str()) {
+            return Err(malformed("device answer for another ICCID", false));
+        }
+        let state = state_of(&d.status)
+            .ok_or_else(|| malformed(&format!("unknown device status {:?}", d.status), false))?;
+        Ok((d, state))
+    }
+
+    /// `GET devices/{iccid}`: msisdn, imsi, dateActivated and ratePlan.
+    pub async fn device_details(&self, iccid: &Iccid) -> Result<DeviceDetails, CarrierError> {
+        let (d, state) = self.device(iccid).await?;
+        let date_activated = match d.date_activated.as_deref().filter(|s| !s.is_empty()) {
+            None => None,
+            Some(s) => Some(
+                parse_date(s).ok_or_else(|| malformed(&format!("dateActivated {s:?}"), false))?,
+            ),
+        };
+        Ok(DeviceDetails {
+            iccid: iccid.clone(),
+            state,
+            status: d.status,
+            rate_plan: d.rate_plan,
+            date_activated,
+            imsi: d.imsi,
+            msisdn: d.msisdn,
+        })
+    }
+
+    /// `GET devices/{iccid}/ctdUsages`: data used this billing cycle and whether the rate plan's
+    /// overage limit is reached.
+    pub async fn ctd_usage(&self, iccid: &Iccid) -> Result<CtdUsage, CarrierError> {
+        let u: CtdUsageBody = self.get(iccid, "/ctdUsages", "ctdUsages").await?;
+        if !u.iccid.eq_ignore_ascii_case(iccid.as_str()) {
+            return Err(malformed("usage answer for another ICCID", false));
+        }
+        Ok(CtdUsage {
+            data_bytes: u.ctd_data_usage,
+            overage_limit_reached: u.overage_limit_reached,
+        })
+    }
+
+    async fn set_status(&self, iccid: &Iccid, to: ServiceState) -> Result<(), CarrierError> {
+        let req = self.http.put(self.url(iccid, "")).json(&EditBody {
+            status: status_for(to).to_string(),
+        });
+        let body = self.exchange(req, true).await?;
+        let answer: EditAnswer = serde_json::from_slice(&body)
+            .map_err(|e| malformed(&format!("edit answer: {e}"), true))?;
+        if !answer.iccid.eq_ignore_ascii_case(iccid.as_str()) {
+            return Err(malformed("edit answer for another ICCID", true));
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Carrier for Jasper {
+    fn id(&self) -> CarrierId {
+        CarrierId::Unicom
+    }
+
+    fn policy(&self) -> &CarrierPolicy {
+        &self.policy
+    }
+
+    /// The platform already knows its cards: confirm each exists, so an import of an ICCID the
+    /// account does not hold fails with the platform's own code (20000001).
+    async fn onboard(&self, cards: &[OnboardCard]) -> Result<(), CarrierError> {
+        for c in cards {
+            self.device(&c.iccid).await?;
+        }
+        Ok(())
+    }
+
+    async fn card(&self, iccid: &Iccid) -> Result<CarrierCard, CarrierError> {
+        let (_, state) = self.device(iccid).await?;
+        let usage = self.ctd_usage(iccid).await?;
+        // Cycle-to-date follows the account's billing cycle, which the policy describes
+        // (Unicom: 27th to 26th). The platform does not say when it started, and this adapter
+        // has no simulated clock: the wall clock is the platform's.
+        let (cycle_start, _) = self.policy.cycle_bounds(Utc::now());
+        Ok(CarrierCard {
+            iccid: iccid.clone(),
+            state,
+            cycle_usage_bytes: usage.data_bytes,
+            usage_cycle_start: Some(cycle_start),
+            // `devices/{iccid}/sessionInfo` exists in Control Center but is not used: one more
+            // call per read under a one-call-at-a-time fair-use rule.
+            last_session_at: None,
+            // The platform does not count status changes.
+            changes: 0,
+        })
+    }
+
+    async fn stop(&self, iccid: &Iccid) -> Result<(), CarrierError> {
+        self.set_status(iccid, ServiceState::Stopped).await
+    }
+
+    async fn restore(&self, iccid: &Iccid) -> Result<(), CarrierError> {
+        self.set_status(iccid, ServiceState::Active).await
+    }
+
+    async fn cancel(&self, iccid: &Iccid) -> Result<(), CarrierError> {
+        let (d, state) = self.device(iccid).await?;
+        if state == ServiceState::Cancelled {
+            Ok(())
+        } else {
+            Err(CarrierError::Rejected {
+                code: CODE_NOT_RETIRED.into(),
+                message: format!(
+                    "{iccid} is {} at China Unicom Control Center, not retired: the platform has not released the number yet",
+                    d.status
+                ),
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reqwest::StatusCode;
+
+    #[test]
+    fn every_status_maps_to_a_service_state() {
+        let expect = [
+            ("TEST_READY", ServiceState::Active),
+            ("ACTIVATION_READY", ServiceState::Active),
+            ("ACTIVATED", ServiceState::Active),
+            ("INVENTORY", ServiceState::Stopped),
+            ("DEACTIVATED", ServiceState::Stopped),
+            ("RETIRED", ServiceState::Cancelled),
+            ("REPLACED", ServiceState::Cancelled),
+            ("PURGED", ServiceState::Cancelled),
+        ];
+        assert_eq!(STATUSES.len(), expect.len());
+        for (status, state) in expect {
+            assert_eq!(state_of(status), Some(state), "{status}");
+        }
+        assert_eq!(state_of("activated"), None);
+        assert_eq!(state_of("SUSPENDED"), None);
+    }
+
+    #[test]
+    fn every_service_state_maps_to_a_status_that_maps_back() {
+        for state in [
+            ServiceState::Active,
+            ServiceState::Stopped,
+            ServiceState::Cancelled,
+        ] {
+            assert_eq!(state_of(status_for(state)), Some(state));
+        }
+        assert_eq!(status_for(ServiceState::Active), "ACTIVATED");
+        assert_eq!(status_for(ServiceState::Stopped), "DEACTIVATED");
+        assert_eq!(status_for(ServiceState::Cancelled), "RETIRED");
+    }
+
+    fn body(code: &str) -> ErrorBody {
+        ErrorBody {
+            error_message: Some("msg".into()),
+            error_code: Some(code.into()),
+        }
+    }
+
+    #[test]
+    fn every_error_code_maps_to_its_kind() {
+        let cases = [
+            (CODE_INVALID_CREDENTIALS, StatusCode::UNAUTHORIZED),
+            (CODE_JSON_NOT_WELL_FORMED, StatusCode::BAD_REQUEST),
+            (CODE_INVALID_REQUEST, StatusCode::BAD_REQUEST),
+            (CODE_NO_ACCESS, StatusCode::BAD_REQUEST),
+            (CODE_INVALID_ICCID, StatusCode::NOT_FOUND),
+        ];
+        for (code, status) in cases {
+            assert_eq!(code_kind(code), CodeKind::Refused);
+            for changes in [false, true] {
+                assert_eq!(
+                    error_of(status, Some(&body(code)), None, changes),
+                    CarrierError::Rejected {
+                        code: code.into(),
+                        message: "msg".into()
+                    }
+                );
+            }
+        }
+        assert_eq!(code_kind(CODE_RATE_LIMIT), CodeKind::RateLimit);
+        // The fair-use code means a rate limit whatever HTTP status carries it.
+        for status in [StatusCode::TOO_MANY_REQUESTS, StatusCode::BAD_REQUEST] {
+            assert_eq!(
+                error_of(status, Some(&body(CODE_RATE_LIMIT)), None, true),
+                CarrierError::RateLimited { retry_after: None }
+            );
+        }
+        assert_eq!(code_kind(CODE_SERVER_ERROR), CodeKind::ServerFault);
+        let e = StatusCode::INTERNAL_SERVER_ERROR;
+        assert!(matches!(
+            error_of(e, Some(&body(CODE_SERVER_ERROR)), None, false),
+            CarrierError::Transient(_)
+        ));
+        assert!(matches!(
+            error_of(e, Some(&body(CODE_SERVER_ERROR)), None, true),
+            CarrierError::OutcomeUnknown(_)
+        ));
+        assert_eq!(ERROR_CODES.len(), 7);
+        // A code the table does not know is the platform's refusal, passed on as it came.
+        assert_eq!(code_kind("99999999"), CodeKind::Refused);
+        assert!(matches!(
+            error_of(StatusCode::BAD_REQUEST, Some(&body("99999999")), None, true),
+            CarrierError::Rejected { ref code, .. } if code == "99999999"
+        ));
+    }
+
+    #[test]
+    fn answers_without_an_envelope_map_by_http_status() {
+        assert!(matches!(
+            error_of(StatusCode::SERVICE_UNAVAILABLE, None, None, true),
+            CarrierError::Transient(_)
+        ));
+        assert!(matches!(
+            error_of(StatusCode::TOO_MANY_REQUESTS, None, None, false),
+            CarrierError::RateLimited { .. }
+        ));
+        assert!(matches!(
+            error_of(StatusCode::FORBIDDEN, None, None, false),
+            CarrierError::Rejected { ref code, .. } if code == "HTTP_403"
+        ));
+    }
+
+    #[test]
+    fn control_center_dates_parse() {
+        let d = parse_date("2016-06-27 07:00:00.000+0000");
+        assert_eq!(
+            d.map(|d| d.to_rfc3339()),
+            Some("2016-06-27T07:00:00+00:00".to_string())
+        );
+        assert_eq!(parse_date("yesterday"), None);
+    }
+
+    #[test]
+    fn construction_checks_the_configuration_and_hides_the_key() {
+        let cfg = JasperConfig {
+            base_url: "ftp://x".into(),
+            username: "u".into(),
+            api_key: Secret::new("k3y-value"),
+            timeouts: HttpTimeouts::default(),
+        };
+        let policy = CarrierPolicy::default_for(CarrierId::Unicom);
+        assert!(Jasper::new(&cfg, policy.clone()).is_err());
+        let ok = JasperConfig {
+            base_url: "https://api.10646.cn/rws/api/v1/".into(),
+            ..cfg.clone()
+        };
+        assert!(Jasper::new(&ok, policy).is_ok());
+        assert!(!format!("{ok:?}").contains("k3y-value"));
+    }
 }
