@@ -19,3 +19,4 @@ mod operations;
 mod platform;
 mod store_suite;
 mod tls;
+mod wire_cmp;
