@@ -123,21 +123,21 @@ fn carrier_error(e: CarrierError) -> Response {
 /// The platform checks the sign with the password it decrypts from `passWord`: a wrong key
 /// garbles both, so the sign fails (-3); a right key with a wrong password signs consistently
 /// and fails the account check (-1).
-fn authenticate(w: &Wire, p: &HashMap<String, String>) -> Result<(), Response> {
+fn authenticate(w: &Wire, p: &HashMap<String, String>) -> Result<(), (&'static str, &'static str)> {
     let (Some(pass), Some(sign)) = (p.get("passWord"), p.get("sign")) else {
-        return Err(refuse("-2", "missing passWord or sign"));
+        return Err(("-2", "missing passWord or sign"));
     };
     let Some(user) = p.get("user_id") else {
-        return Err(refuse("-2", "missing user_id"));
+        return Err(("-2", "missing user_id"));
     };
     let plain = crypt::decrypt(pass, &w.key).unwrap_or_default();
     let params: Vec<(&str, String)> = p.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
     let expected = request_sign(&params, &plain, &w.key).unwrap_or_default();
     if expected.is_empty() || !expected.eq_ignore_ascii_case(sign) {
-        return Err(refuse("-3", "sign check failed"));
+        return Err(("-3", "sign check failed"));
     }
     if *user != w.user_id || plain != w.password {
-        return Err(refuse("-1", "bad user_id or password"));
+        return Err(("-1", "bad user_id or password"));
     }
     Ok(())
 }
@@ -146,8 +146,8 @@ async fn handle(w: &Wire, p: HashMap<String, String>, change_path: bool) -> Resp
     let Some(method) = p.get("method").cloned() else {
         return refuse("-2", "missing method");
     };
-    if let Err(r) = authenticate(w, &p) {
-        return r;
+    if let Err((code, message)) = authenticate(w, &p) {
+        return refuse(code, message);
     }
     let Some(raw) = p.get("iccid").or_else(|| p.get("access_number")) else {
         return refuse("-2", "missing iccid or access_number");

@@ -391,7 +391,7 @@ pub mod crypt {
     /// `strDec`: the inverse of [`encrypt`]; trailing zero padding is dropped.
     pub fn decrypt(hex: &str, secret: &str) -> Result<String, String> {
         let keys = ciphers(secret)?;
-        if hex.len() % 16 != 0 || !hex.is_ascii() {
+        if !hex.len().is_multiple_of(16) || !hex.is_ascii() {
             return Err("not a DES hex string".into());
         }
         let mut units = Vec::with_capacity(hex.len() / 4);
