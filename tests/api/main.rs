@@ -21,3 +21,4 @@ mod store_suite;
 mod tls;
 mod wire_onelink;
 mod wire_jasper;
+mod wire_cmp;
