@@ -185,7 +185,11 @@ impl ServerBuilder {
         let simulation = self.config.simulation != Some(false);
         for (id, policy) in policies {
             let carrier: Arc<dyn crate::carrier::Carrier> = if simulation {
-                let sim = Arc::new(SimCarrier::new(policy.clone(), store.clone(), clock.clone()));
+                let sim = Arc::new(SimCarrier::new(
+                    policy.clone(),
+                    store.clone(),
+                    clock.clone(),
+                ));
                 if let Some(f) = self.config.simulator.get(&id) {
                     sim.set_faults(*f);
                 }
@@ -203,9 +207,10 @@ impl ServerBuilder {
                     }
                 }
             } else {
-                let api = self.config.carrier_api.get(&id).ok_or_else(|| {
-                    StartError::Config(format!("carrier_api.{id} is missing"))
-                })?;
+                let api =
+                    self.config.carrier_api.get(&id).ok_or_else(|| {
+                        StartError::Config(format!("carrier_api.{id} is missing"))
+                    })?;
                 crate::simulate::adapter(api, policy)
                     .map_err(|e| StartError::Config(format!("carrier_api.{id}: {e}")))?
             };

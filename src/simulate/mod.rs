@@ -14,7 +14,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use crate::carrier::http::ApiConfig;
+use std::time::Duration;
+
+use crate::carrier::http::{ApiConfig, HttpTimeouts};
 use crate::carrier::sim::SimCarrier;
 use crate::carrier::{Carrier, CarrierCard, CarrierError, OnboardCard};
 use crate::domain::{CarrierId, CarrierPolicy, Iccid};
@@ -41,20 +43,27 @@ pub fn platform_of(id: CarrierId) -> &'static str {
 
 /// Credentials for a wire simulator nobody configured: random, so that a simulator reachable
 /// from elsewhere is not open to anyone who guesses a default.
-pub fn generated_api_config(id: CarrierId, base: &str) -> Result<ApiConfig, String> {
+pub fn generated_api_config(
+    id: CarrierId,
+    base: &str,
+    timeouts: HttpTimeouts,
+) -> Result<ApiConfig, String> {
     let secret = uuid::Uuid::new_v4().simple().to_string();
+    let timeouts = serde_json::to_value(timeouts).map_err(|e| e.to_string())?;
     let value = match id {
         CarrierId::Mobile => serde_json::json!({
             "platform": "onelink",
             "base_url": format!("{base}/v5/ec"),
             "appid": "simgate-sim",
             "password": secret,
+            "timeouts": timeouts,
         }),
         CarrierId::Unicom => serde_json::json!({
             "platform": "jasper",
             "base_url": format!("{base}/rws/api/v1"),
             "username": "simgate-sim",
             "api_key": secret,
+            "timeouts": timeouts,
         }),
         CarrierId::Telecom => serde_json::json!({
             "platform": "cmp",
@@ -63,17 +72,41 @@ pub fn generated_api_config(id: CarrierId, base: &str) -> Result<ApiConfig, Stri
             "password": &secret[..8],
             // CMP's key is nine characters: three DES keys of three.
             "key": &secret[8..17],
+            "timeouts": timeouts,
         }),
     };
     serde_json::from_value(value).map_err(|e| format!("wire simulator config: {e}"))
 }
 
-/// The wire simulator of `sim`'s carrier, checking the credentials in `cfg`.
-pub fn router(sim: Arc<SimCarrier>, cfg: &ApiConfig) -> axum::Router {
+/// The wire simulator of `sim`'s carrier, checking the credentials in `cfg`. A change that the
+/// fault injection says "times out after apply" is answered only after `unanswered`, which must
+/// be longer than the client's timeout.
+pub fn router(sim: Arc<SimCarrier>, cfg: &ApiConfig, unanswered: Duration) -> axum::Router {
     match cfg {
-        ApiConfig::Onelink(c) => onelink::router(sim, c, onelink::WireOptions::default()),
-        ApiConfig::Jasper(c) => jasper::router(sim, c, jasper::WireOptions::default()),
-        ApiConfig::Cmp(c) => cmp::router(sim, c, cmp::WireOptions::default()),
+        ApiConfig::Onelink(c) => onelink::router(
+            sim,
+            c,
+            onelink::WireOptions {
+                unanswered_delay: unanswered,
+                ..Default::default()
+            },
+        ),
+        ApiConfig::Jasper(c) => jasper::router(
+            sim,
+            c,
+            jasper::WireOptions {
+                timeout_after_apply_delay: unanswered,
+                ..Default::default()
+            },
+        ),
+        ApiConfig::Cmp(c) => cmp::router(
+            sim,
+            c,
+            cmp::WireOptions {
+                timeout_after_apply_delay: unanswered,
+                ..Default::default()
+            },
+        ),
     }
 }
 
@@ -85,6 +118,14 @@ pub fn adapter(cfg: &ApiConfig, policy: CarrierPolicy) -> Result<Arc<dyn Carrier
         ApiConfig::Cmp(c) => Arc::new(crate::carrier::http::cmp::Cmp::new(c, policy)?),
     })
 }
+
+/// Loopback answers in microseconds: short limits keep a simulated lost answer from holding a
+/// test up for the ten seconds a real platform gets.
+const LOOPBACK_TIMEOUTS: HttpTimeouts = HttpTimeouts {
+    connect_ms: 1_000,
+    request_ms: 3_000,
+};
+const LOOPBACK_UNANSWERED: Duration = Duration::from_secs(4);
 
 /// A wire simulator served on a loopback port for as long as this value lives.
 pub struct WireServer {
@@ -109,8 +150,8 @@ impl WireServer {
             .local_addr()
             .map_err(|e| format!("wire simulator: {e}"))?;
         let base = format!("http://{addr}");
-        let cfg = generated_api_config(sim.id(), &base)?;
-        let app = router(sim, &cfg);
+        let cfg = generated_api_config(sim.id(), &base, LOOPBACK_TIMEOUTS)?;
+        let app = router(sim, &cfg, LOOPBACK_UNANSWERED);
         let task = tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, app).await {
                 tracing::warn!(error = %e, "wire simulator stopped");
@@ -167,7 +208,11 @@ impl Carrier for OverTheWire {
         self.adapter.restore(iccid).await
     }
 
+    /// A real carrier releases the number by itself when retention ends, and the adapter only
+    /// confirms it; the simulated carrier releases it here, then the adapter confirms it over
+    /// the wire.
     async fn cancel(&self, iccid: &Iccid) -> Result<(), CarrierError> {
+        self.sim.cancel(iccid).await?;
         self.adapter.cancel(iccid).await
     }
 }
@@ -209,10 +254,7 @@ fn control_error(e: impl std::fmt::Display) -> (axum::http::StatusCode, String) 
 /// Harness controls under `/_simgate/`, outside every carrier's own paths: create cards at the
 /// carrier, record device traffic, set standing faults, move the simulated clock. They are the
 /// wire-level counterparts of the SimulatorService and not part of any carrier's protocol.
-fn control_router(
-    sim: Arc<SimCarrier>,
-    clock: Arc<dyn crate::clock::Clock>,
-) -> axum::Router {
+fn control_router(sim: Arc<SimCarrier>, clock: Arc<dyn crate::clock::Clock>) -> axum::Router {
     use axum::extract::State;
     use axum::routing::{get, post, put};
     use axum::Json;
@@ -285,15 +327,12 @@ impl Standalone {
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> Result<(), String> {
-        let store = crate::store::Store::connect(
-            &self.database_url,
-            crate::store::StoreOptions::default(),
-        )
-        .await
-        .map_err(|e| e.to_string())?;
+        let store =
+            crate::store::Store::connect(&self.database_url, crate::store::StoreOptions::default())
+                .await
+                .map_err(|e| e.to_string())?;
         let policies = self.config.policies()?;
-        let clock: Arc<dyn crate::clock::Clock> =
-            Arc::new(crate::clock::OffsetClock::default());
+        let clock: Arc<dyn crate::clock::Clock> = Arc::new(crate::clock::OffsetClock::default());
         let stop = tokio_util::sync::CancellationToken::new();
         let mut tasks = Vec::new();
         for (n, id) in self.carriers.iter().enumerate() {
@@ -310,13 +349,16 @@ impl Standalone {
                 .port()
                 .checked_add(u16::try_from(n).unwrap_or(u16::MAX))
                 .ok_or("--listen: no port left for every carrier")?;
-            let addr = std::net::SocketAddr::new(self.listen.ip(), if self.listen.port() == 0 { 0 } else { port });
+            let addr = std::net::SocketAddr::new(
+                self.listen.ip(),
+                if self.listen.port() == 0 { 0 } else { port },
+            );
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
                 .map_err(|e| format!("listen {addr}: {e}"))?;
             let bound = listener.local_addr().map_err(|e| e.to_string())?;
             let base = format!("http://{bound}");
-            let api = generated_api_config(*id, &base)?;
+            let api = generated_api_config(*id, &base, HttpTimeouts::default())?;
             let toml = toml::to_string(&api_for_print(&api)).map_err(|e| e.to_string())?;
             println!(
                 "{} ({}) at {base}\n  controls: {base}/_simgate/\n  [carrier_api.{id}]\n{}",
@@ -324,7 +366,9 @@ impl Standalone {
                 platform_of(*id),
                 indent(&toml)
             );
-            let app = router(sim.clone(), &api).merge(control_router(sim, clock.clone()));
+            let unanswered = Duration::from_millis(HttpTimeouts::default().request_ms + 5_000);
+            let app =
+                router(sim.clone(), &api, unanswered).merge(control_router(sim, clock.clone()));
             let done = stop.clone();
             tasks.push(tokio::spawn(async move {
                 axum::serve(listener, app)

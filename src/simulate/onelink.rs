@@ -115,6 +115,7 @@ pub fn router(sim: Arc<SimCarrier>, cfg: &OneLinkConfig, opts: WireOptions) -> a
         .route(&p("/get/token"), post(get_token))
         .route(&p("/query/sim-status"), post(sim_status))
         .route(&p("/query/sim-data-usage"), post(sim_data_usage))
+        .route(&p("/query/sim-session"), post(sim_session))
         .route(&p("/change/sim-status"), post(change_sim_status))
         .route(&p("/query/sim-stop-reason"), post(sim_stop_reason))
         .route(
@@ -287,6 +288,28 @@ async fn sim_status(State(w): State<Arc<Wire>>, body: Bytes) -> Response {
             "cardStatus": codes::card_status(c.state),
             "lastChangeDate": "",
         })),
+        Err(r) => *r,
+    }
+}
+
+/// The simulator knows when the card last carried data, and reports it as its newest session.
+async fn sim_session(State(w): State<Arc<Wire>>, body: Bytes) -> Response {
+    match w.card_or_fail(&body).await {
+        Ok(c) => {
+            let sessions: Vec<Value> = c
+                .last_session_at
+                .map(|at| {
+                    json!({
+                        "createDate": at
+                            .with_timezone(&chrono_tz::Asia::Shanghai)
+                            .format(crate::carrier::http::onelink::BEIJING_FORMAT)
+                            .to_string(),
+                    })
+                })
+                .into_iter()
+                .collect();
+            ok(json!({ "simSessionList": sessions }))
+        }
         Err(r) => *r,
     }
 }

@@ -204,13 +204,23 @@ pub async fn spawn_app(backend: Backend) -> Option<TestApp> {
     Some(spawn_on(db, ManualClock::new(start_time())).await)
 }
 
+/// Set to `http` to run every end-to-end test through the real carrier adapters and the wire
+/// simulators instead of function calls (`.ci/run` does both).
+pub const TRANSPORT_ENV: &str = "SIMGATE_TEST_CARRIER_TRANSPORT";
+
 /// A server as every test starts it: the test's database and clock, and the admin key.
 pub fn test_server(db: &TestDb, clock: &ManualClock) -> simgate::server::ServerBuilder {
+    let transport = match std::env::var(TRANSPORT_ENV).as_deref() {
+        Ok("http") => simgate::simulate::SimulatorTransport::Http,
+        Ok("in_process") | Err(_) => simgate::simulate::SimulatorTransport::InProcess,
+        Ok(other) => panic!("{TRANSPORT_ENV}={other}: expected http or in_process"),
+    };
     Server::builder()
         .database_url(db.url.clone())
         .store_options(db.options.clone())
         .clock(Arc::new(clock.clone()))
         .bootstrap_key(ADMIN_KEY)
+        .simulator_transport(transport)
 }
 
 pub async fn spawn_on(db: Arc<TestDb>, clock: ManualClock) -> TestApp {

@@ -19,6 +19,6 @@ mod operations;
 mod platform;
 mod store_suite;
 mod tls;
-mod wire_onelink;
-mod wire_jasper;
 mod wire_cmp;
+mod wire_jasper;
+mod wire_onelink;

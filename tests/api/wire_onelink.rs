@@ -128,6 +128,13 @@ async fn card_reads_state_and_this_cycles_usage_in_bytes() {
         .expect("usage");
     let a = r.adapter.card(&iccid(1)).await.expect("card 1 again");
     assert_eq!(a.cycle_usage_bytes, 1_005_001);
+    // The traffic is the newest session, to the second (the platform writes no milliseconds).
+    let at_sim = r.sim.card(&iccid(1)).await.expect("sim").last_session_at;
+    let at_sim = at_sim.expect("the sim saw a session");
+    assert_eq!(
+        a.last_session_at.map(|t| t.timestamp()),
+        Some(at_sim.timestamp())
+    );
 }
 
 #[tokio::test]
@@ -293,8 +300,8 @@ async fn a_token_is_reused_until_it_nears_expiry() {
     r.adapter.restore(&iccid(1)).await.expect("restore");
     assert_eq!(r.stats.tokens_issued(), 1);
     assert_eq!(r.stats.tokens_refused(), 0);
-    // Three cards × two calls, and the two changes.
-    assert_eq!(r.stats.calls(), 8);
+    // Three card reads × three calls (status, usage, session), and the two changes.
+    assert_eq!(r.stats.calls(), 11);
 }
 
 #[tokio::test]

@@ -8,6 +8,7 @@
 //! - `/query/sim-status` (iccid): `cardStatus` — `card()`, `cancel()`, `onboard()`, and the
 //!   idempotency check after a refused change;
 //! - `/query/sim-data-usage` (iccid): `dataAmount`, KB used this month — `card()`;
+//! - `/query/sim-session` (iccid): `simSessionList[].createDate`, the newest session — `card()`;
 //! - `/change/sim-status` (iccid, operType 0 = stop, 1 = restart) — `stop()`, `restore()`;
 //! - `/query/sim-stop-reason` (iccid): `stopReason`, a 12-position flag — [`OneLink::stop_reasons`];
 //! - `/query/sim-real-name-status` (iccid): `realNameStatus` — [`OneLink::real_name_registered`];
@@ -387,6 +388,33 @@ impl OneLink {
             .ok_or_else(|| malformed(&format!("{path}: no {name}"), false))
     }
 
+    /// `/query/sim-session`: when the card's newest data session started. The diagnosis needs
+    /// it to tell "stopped" from "never connects". Not confirmed in public client code: the
+    /// record's `simSessionList` of sessions with `createDate` (`yyyy-MM-dd HH:mm:ss`, Beijing
+    /// time) is what this adapter reads; an empty or absent list means no session is known.
+    async fn last_session(
+        &self,
+        iccid: &Iccid,
+    ) -> Result<Option<chrono::DateTime<chrono::Utc>>, CarrierError> {
+        let record = self.query_card("/query/sim-session", iccid).await?;
+        let Some(list) = record.get("simSessionList") else {
+            return Ok(None);
+        };
+        let list = list
+            .as_array()
+            .ok_or_else(|| malformed("simSessionList is not a list", false))?;
+        let mut newest = None;
+        for session in list {
+            let Some(created) = session.get("createDate").and_then(Value::as_str) else {
+                continue;
+            };
+            let at = beijing_time(created)
+                .ok_or_else(|| malformed("createDate is not yyyy-MM-dd HH:mm:ss", false))?;
+            newest = newest.max(Some(at));
+        }
+        Ok(newest)
+    }
+
     /// `cardStatus` and what it means.
     async fn status(&self, iccid: &Iccid) -> Result<(String, ServiceState), CarrierError> {
         let v = self.field("/query/sim-status", iccid, "cardStatus").await?;
@@ -485,14 +513,14 @@ impl Carrier for OneLink {
             .await?;
         let cycle_usage_bytes =
             kb_to_bytes(&amount).ok_or_else(|| malformed("dataAmount is not KB", false))?;
+        let last_session_at = self.last_session(iccid).await?;
         Ok(CarrierCard {
             iccid: iccid.clone(),
             state,
             cycle_usage_bytes,
             // The platform's "this month" is implied by the call, not stated in the answer.
             usage_cycle_start: None,
-            // /query/sim-session tells whether a session is open now, not when the last one was.
-            last_session_at: None,
+            last_session_at,
             changes: 0,
         })
     }
@@ -521,6 +549,18 @@ impl Carrier for OneLink {
         })
     }
 }
+
+/// `yyyy-MM-dd HH:mm:ss` in Beijing time, as OneLink writes its dates.
+pub fn beijing_time(s: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+    use chrono::TimeZone;
+    let naive = chrono::NaiveDateTime::parse_from_str(s.trim(), BEIJING_FORMAT).ok()?;
+    chrono_tz::Asia::Shanghai
+        .from_local_datetime(&naive)
+        .single()
+        .map(|t| t.with_timezone(&chrono::Utc))
+}
+
+pub const BEIJING_FORMAT: &str = "%Y-%m-%d %H:%M:%S";
 
 #[cfg(test)]
 mod tests {
