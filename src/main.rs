@@ -135,6 +135,9 @@ enum Command {
         all: bool,
         #[arg(long, default_value = "127.0.0.1:18080")]
         listen: SocketAddr,
+        /// Also write the `simgate serve` configuration that reaches these simulators here.
+        #[arg(long)]
+        config_out: Option<PathBuf>,
         #[command(flatten)]
         config: ConfigArgs,
     },
@@ -292,7 +295,10 @@ async fn run(command: Command, cfg: Config) -> Result<(), String> {
             Ok(())
         }
         Command::Simulate {
-            carrier, listen, ..
+            carrier,
+            listen,
+            config_out,
+            ..
         } => {
             let carriers = match carrier {
                 Some(c) => vec![c],
@@ -307,6 +313,7 @@ async fn run(command: Command, cfg: Config) -> Result<(), String> {
                 listen,
                 database_url,
                 config: cfg,
+                config_out,
             }
             .run(shutdown_signal())
             .await

@@ -158,6 +158,11 @@ impl SimCarrier {
         self.faults.lock().unwrap_or_else(|e| e.into_inner()).pop()
     }
 
+    /// The simulator's own record of a card, for harnesses: no simulated fault applies.
+    pub async fn inspect(&self, iccid: &Iccid) -> Result<CarrierCard, CarrierError> {
+        self.read(iccid).await
+    }
+
     /// Adds data usage, as the card's device would.
     pub async fn record_usage(
         &self,

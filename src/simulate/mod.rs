@@ -104,7 +104,6 @@ pub fn router(sim: Arc<SimCarrier>, cfg: &ApiConfig, unanswered: Duration) -> ax
             c,
             cmp::WireOptions {
                 timeout_after_apply_delay: unanswered,
-                ..Default::default()
             },
         ),
     }
@@ -225,6 +224,15 @@ pub struct Standalone {
     pub listen: std::net::SocketAddr,
     pub database_url: String,
     pub config: crate::config::Config,
+    /// Where to write a `simgate serve` configuration that reaches these simulators.
+    pub config_out: Option<std::path::PathBuf>,
+}
+
+/// What `simgate serve --config` needs to run against these simulators.
+#[derive(Serialize)]
+struct ServeConfig {
+    simulation: bool,
+    carrier_api: std::collections::BTreeMap<CarrierId, serde_json::Value>,
 }
 
 #[derive(Deserialize)]
@@ -300,6 +308,20 @@ fn control_router(sim: Arc<SimCarrier>, clock: Arc<dyn crate::clock::Clock>) -> 
         Ok(Json(serde_json::json!({})))
     }
 
+    async fn card(
+        State((sim, _)): State<Ctl>,
+        axum::extract::Path(iccid): axum::extract::Path<String>,
+    ) -> Answer {
+        let iccid = Iccid::parse_any(&iccid).map_err(control_error)?;
+        let c = sim.inspect(&iccid).await.map_err(control_error)?;
+        Ok(Json(serde_json::json!({
+            "iccid": c.iccid.as_str(),
+            "state": c.state.as_str(),
+            "cycle_usage_bytes": c.cycle_usage_bytes,
+            "changes": c.changes,
+        })))
+    }
+
     async fn clock_now(State((_, clock)): State<Ctl>) -> Answer {
         Ok(Json(serde_json::json!({ "now": clock.now().to_rfc3339() })))
     }
@@ -313,6 +335,7 @@ fn control_router(sim: Arc<SimCarrier>, clock: Arc<dyn crate::clock::Clock>) -> 
 
     axum::Router::new()
         .route("/_simgate/cards", post(cards))
+        .route("/_simgate/cards/{iccid}", get(card))
         .route("/_simgate/usage", post(usage))
         .route("/_simgate/faults", put(faults))
         .route("/_simgate/clock", get(clock_now))
@@ -335,6 +358,10 @@ impl Standalone {
         let clock: Arc<dyn crate::clock::Clock> = Arc::new(crate::clock::OffsetClock::default());
         let stop = tokio_util::sync::CancellationToken::new();
         let mut tasks = Vec::new();
+        let mut serve_config = ServeConfig {
+            simulation: false,
+            carrier_api: Default::default(),
+        };
         for (n, id) in self.carriers.iter().enumerate() {
             let policy = policies
                 .get(id)
@@ -359,13 +386,12 @@ impl Standalone {
             let bound = listener.local_addr().map_err(|e| e.to_string())?;
             let base = format!("http://{bound}");
             let api = generated_api_config(*id, &base, HttpTimeouts::default())?;
-            let toml = toml::to_string(&api_for_print(&api)).map_err(|e| e.to_string())?;
             println!(
-                "{} ({}) at {base}\n  controls: {base}/_simgate/\n  [carrier_api.{id}]\n{}",
+                "{} ({}) at {base}; harness controls at {base}/_simgate/",
                 id.display_name(),
                 platform_of(*id),
-                indent(&toml)
             );
+            serve_config.carrier_api.insert(*id, api_for_print(&api));
             let unanswered = Duration::from_millis(HttpTimeouts::default().request_ms + 5_000);
             let app =
                 router(sim.clone(), &api, unanswered).merge(control_router(sim, clock.clone()));
@@ -375,6 +401,15 @@ impl Standalone {
                     .with_graceful_shutdown(async move { done.cancelled().await })
                     .await
             }));
+        }
+        let toml = toml::to_string(&serve_config).map_err(|e| e.to_string())?;
+        println!("\n# simgate serve --config FILE, with FILE holding:\n{toml}");
+        if let Some(path) = &self.config_out {
+            // Written whole, then renamed: a harness waiting for the file never reads half.
+            let tmp = path.with_extension("tmp");
+            std::fs::write(&tmp, &toml)
+                .and_then(|()| std::fs::rename(&tmp, path))
+                .map_err(|e| format!("--config-out {}: {e}", path.display()))?;
         }
         shutdown.await;
         stop.cancel();
@@ -407,11 +442,4 @@ fn exposed_secrets(api: &ApiConfig) -> Vec<(&'static str, String)> {
             ("key", c.key.expose().to_string()),
         ],
     }
-}
-
-fn indent(s: &str) -> String {
-    s.lines()
-        .map(|l| format!("  {l}"))
-        .collect::<Vec<_>>()
-        .join("\n")
 }

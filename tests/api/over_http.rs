@@ -1,0 +1,61 @@
+//! The whole end-to-end suite once more with every simulated carrier reached through its real
+//! HTTP adapter and wire simulator (China Mobile OneLink, China Unicom Control Center, China
+//! Telecom CMP) instead of function calls: the same tests must pass unchanged. It re-runs this
+//! test binary as a child process with `SIMGATE_TEST_CARRIER_TRANSPORT=http`, so `cargo test`
+//! alone covers both transports.
+
+use std::process::Command;
+
+use crate::helpers::TRANSPORT_ENV;
+
+#[test]
+fn the_end_to_end_suite_passes_with_the_carriers_reached_over_http() {
+    if std::env::var(TRANSPORT_ENV).is_ok() {
+        // This is the inner run (or a run that chose its transport): nothing to repeat.
+        return;
+    }
+    let exe = std::env::current_exe().expect("test binary");
+    let out = Command::new(exe)
+        .args([
+            // The process-level tests start `simgate serve` with its default transport.
+            "--skip",
+            "crash::",
+            "--skip",
+            "simulate::",
+            "--skip",
+            "over_http::",
+        ])
+        .env(TRANSPORT_ENV, "http")
+        // The PostgreSQL half already ran once; over HTTP the store makes no difference.
+        .env_remove("SIMGATE_TEST_POSTGRES_URL")
+        .output()
+        .expect("run the suite over HTTP");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let summary = stdout
+        .lines()
+        .filter(|l| l.starts_with("test result:"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(
+        out.status.success(),
+        "over HTTP:\n{}\n{}",
+        stdout
+            .lines()
+            .filter(|l| l.contains("FAILED") || l.contains("panicked"))
+            .collect::<Vec<_>>()
+            .join("\n"),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A run that skipped everything would also succeed.
+    let passed: usize = summary
+        .split_whitespace()
+        .skip_while(|w| *w != "ok.")
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(
+        passed >= 100,
+        "only {passed} tests ran over HTTP: {summary}"
+    );
+    eprintln!("over HTTP: {summary}");
+}
