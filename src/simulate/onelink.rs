@@ -116,6 +116,7 @@ pub fn router(sim: Arc<SimCarrier>, cfg: &OneLinkConfig, opts: WireOptions) -> a
         .route(&p("/query/sim-status"), post(sim_status))
         .route(&p("/query/sim-data-usage"), post(sim_data_usage))
         .route(&p("/query/sim-session"), post(sim_session))
+        .route(&p("/query/sim-basic-info"), post(sim_basic_info))
         .route(&p("/change/sim-status"), post(change_sim_status))
         .route(&p("/query/sim-stop-reason"), post(sim_stop_reason))
         .route(
@@ -288,6 +289,15 @@ async fn sim_status(State(w): State<Arc<Wire>>, body: Bytes) -> Response {
             "cardStatus": codes::card_status(c.state),
             "lastChangeDate": "",
         })),
+        Err(r) => *r,
+    }
+}
+
+/// The simulated carrier keeps no IMSI, MSISDN or dates: they are answered empty, as the
+/// platform does for fields it has no value for.
+async fn sim_basic_info(State(w): State<Arc<Wire>>, body: Bytes) -> Response {
+    match w.card_or_fail(&body).await {
+        Ok(_) => ok(json!({ "imsi": "", "msisdn": "", "activeDate": "", "openDate": "" })),
         Err(r) => *r,
     }
 }

@@ -370,6 +370,19 @@ async fn the_platforms_rate_limit_is_rate_limited() {
 }
 
 #[tokio::test]
+async fn basic_info_answers_for_known_cards_and_refuses_unknown_ones() {
+    let r = rig().await;
+    let info = r.adapter.basic_info(&iccid(1)).await.expect("basic info");
+    // The simulated carrier keeps none of these; the adapter reads empty fields as absent.
+    assert_eq!(info.imsi, None);
+    assert_eq!(info.active_date, None);
+    assert!(matches!(
+        r.adapter.basic_info(&iccid(77)).await,
+        Err(CarrierError::Rejected { .. })
+    ));
+}
+
+#[tokio::test]
 async fn a_platform_that_is_down_is_transient() {
     let r = rig().await;
     r.sim.set_faults(SimFaults {

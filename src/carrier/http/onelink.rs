@@ -8,6 +8,8 @@
 //! - `/query/sim-status` (iccid): `cardStatus` — `card()`, `cancel()`, `onboard()`, and the
 //!   idempotency check after a refused change;
 //! - `/query/sim-data-usage` (iccid): `dataAmount`, KB used this month — `card()`;
+//! - `/query/sim-basic-info` (iccid): `imsi`, `msisdn`, `activeDate`, `openDate` —
+//!   [`OneLink::basic_info`]; the `msisdn` field name and the date format are not confirmed;
 //! - `/query/sim-session` (iccid): `simSessionList[].createDate`, the newest session — `card()`;
 //! - `/change/sim-status` (iccid, operType 0 = stop, 1 = restart) — `stop()`, `restore()`;
 //! - `/query/sim-stop-reason` (iccid): `stopReason`, a 12-position flag — [`OneLink::stop_reasons`];
@@ -465,6 +467,26 @@ impl OneLink {
         Ok(s == codes::REAL_NAME_DONE)
     }
 
+    /// `/query/sim-basic-info`: the card's IMSI, MSISDN and dates as the platform records them.
+    pub async fn basic_info(&self, iccid: &Iccid) -> Result<BasicInfo, CarrierError> {
+        let r = self.query_card("/query/sim-basic-info", iccid).await?;
+        let text_of = |name: &str| r.get(name).and_then(text).filter(|s| !s.is_empty());
+        let date_of = |name: &str| -> Result<Option<chrono::DateTime<chrono::Utc>>, CarrierError> {
+            text_of(name)
+                .map(|d| {
+                    beijing_time(&d)
+                        .ok_or_else(|| malformed(&format!("{name} is not a date"), false))
+                })
+                .transpose()
+        };
+        Ok(BasicInfo {
+            imsi: text_of("imsi"),
+            msisdn: text_of("msisdn"),
+            active_date: date_of("activeDate")?,
+            open_date: date_of("openDate")?,
+        })
+    }
+
     /// `/query/group-data-usage`: bytes a pool (流量池, `groupId`) used this month.
     pub async fn group_data_usage(&self, group_id: &str) -> Result<u64, CarrierError> {
         let mut p = Map::new();
@@ -548,6 +570,17 @@ impl Carrier for OneLink {
             ),
         })
     }
+}
+
+/// What `/query/sim-basic-info` says of a card. Empty fields are None.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BasicInfo {
+    pub imsi: Option<String>,
+    pub msisdn: Option<String>,
+    /// When the card was first activated (激活日期).
+    pub active_date: Option<chrono::DateTime<chrono::Utc>>,
+    /// When the card was opened (开户日期).
+    pub open_date: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// `yyyy-MM-dd HH:mm:ss` in Beijing time, as OneLink writes its dates.
