@@ -87,6 +87,10 @@ pub fn router(sim: Arc<SimCarrier>, cfg: &JasperConfig, opts: WireOptions) -> Ro
             &format!("{prefix}/devices/{{iccid}}/ctdUsages"),
             get(ctd_usages),
         )
+        .route(
+            &format!("{prefix}/devices/{{iccid}}/sessionInfo"),
+            get(session_info),
+        )
         .with_state(state)
 }
 
@@ -186,6 +190,36 @@ async fn get_device(
                 msisdn: None,
             },
         ),
+        Err(e) => w.failure(e),
+    }
+}
+
+/// The simulated carrier records when a card last carried data: a session that started and
+/// ended then.
+async fn session_info(
+    State(w): State<Arc<Wire>>,
+    Path(iccid): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let iccid = match w.admit(&headers, &iccid) {
+        Ok(i) => i,
+        Err(r) => return *r,
+    };
+    match w.sim.card(&iccid).await {
+        Ok(c) => {
+            let at = c.last_session_at.map(|t| {
+                t.format(crate::carrier::http::jasper::DATE_FORMAT)
+                    .to_string()
+            });
+            json(
+                StatusCode::OK,
+                &crate::carrier::http::jasper::SessionInfoBody {
+                    iccid: c.iccid.as_str().to_string(),
+                    date_session_started: at.clone(),
+                    date_session_ended: at,
+                },
+            )
+        }
         Err(e) => w.failure(e),
     }
 }

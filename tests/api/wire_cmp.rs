@@ -224,9 +224,22 @@ async fn wire_cmp_online_status_and_real_name() {
         on.last_session_at.map(|t| t.timestamp()),
         sim_card.last_session_at.map(|t| t.timestamp())
     );
+    // card() carries the same session time, for the diagnosis.
+    assert_eq!(
+        a.card(&iccid(1))
+            .await
+            .expect("card 1")
+            .last_session_at
+            .map(|t| t.timestamp()),
+        sim_card.last_session_at.map(|t| t.timestamp())
+    );
     let off = a.online_status(&iccid(2)).await.expect("online 2");
     assert!(!off.online);
     assert_eq!(off.last_session_at, None);
+    assert_eq!(
+        a.card(&iccid(2)).await.expect("card 2").last_session_at,
+        None
+    );
     assert_eq!(
         a.real_name(&iccid(1)).await.expect("real name"),
         RealName::Registered

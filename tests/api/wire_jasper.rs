@@ -107,9 +107,18 @@ async fn card_reads_status_and_cycle_usage() {
     assert_eq!(c.state, ServiceState::Active);
     assert_eq!(c.cycle_usage_bytes, 1_234_567);
     assert_eq!(c.changes, 0);
+    // The platform does not say which cycle it counted.
+    assert_eq!(c.usage_cycle_start, None);
+    // The traffic onboarded with the card is no session; recorded traffic is, to the millisecond.
     assert_eq!(c.last_session_at, None);
-    let (cycle_start, _) = policy().cycle_bounds(chrono::Utc::now());
-    assert_eq!(c.usage_cycle_start, Some(cycle_start));
+    h.sim.record_usage(&iccid(1), 1).await.expect("traffic");
+    let at_sim = h.sim.card(&iccid(1)).await.expect("sim").last_session_at;
+    assert!(at_sim.is_some());
+    let c = h.jasper.card(&iccid(1)).await.expect("card 1 again");
+    assert_eq!(
+        c.last_session_at.map(|t| t.timestamp_millis()),
+        at_sim.map(|t| t.timestamp_millis())
+    );
     assert_eq!(
         h.jasper.card(&iccid(2)).await.expect("card 2").state,
         ServiceState::Stopped
@@ -119,7 +128,7 @@ async fn card_reads_status_and_cycle_usage() {
         ServiceState::Cancelled
     );
 
-    // Usage the device adds shows in the next read.
+    // Usage the device adds shows in the next read (on top of the 1 byte above).
     h.sim
         .record_usage(&iccid(1), 1_000)
         .await
@@ -130,7 +139,7 @@ async fn card_reads_status_and_cycle_usage() {
             .await
             .expect("card")
             .cycle_usage_bytes,
-        1_235_567
+        1_235_568
     );
 }
 

@@ -7,7 +7,8 @@
 //! - `{base_url}/query.do?method=queryTraffic&needDtl=0` (XML): this month's data usage, for `card()`.
 //! - `{base_url}/app/serviceAccept.do?method=disabledNumber&orderTypeId=19|20&acctCd=` (XML):
 //!   stop with number retention (停机保号) and restore, for `stop()` / `restore()`.
-//! - `{base_url}/query.do?method=getOnlineStatus` (JSON): [`Cmp::online_status`].
+//! - `{base_url}/query.do?method=getOnlineStatus` (JSON): the last session, for `card()` and
+//!   [`Cmp::online_status`].
 //! - `{base_url}/query.do?method=realNameQueryIot` (XML or JSON): [`Cmp::real_name`].
 //!
 //! Auth: `user_id`, `passWord` = [`crypt::encrypt`] of the password, and `sign` =
@@ -692,14 +693,16 @@ impl Carrier for Cmp {
     async fn card(&self, iccid: &Iccid) -> Result<CarrierCard, CarrierError> {
         let (_, state) = self.state(iccid).await?;
         let cycle_usage_bytes = self.usage(iccid).await?;
+        // A third call, because the diagnosis must tell "stopped" from "never connects", and
+        // only getOnlineStatus knows sessions.
+        let last_session_at = self.online_status(iccid).await?.last_session_at;
         Ok(CarrierCard {
             iccid: iccid.clone(),
             state,
             cycle_usage_bytes,
             // queryTraffic says "this month" without dates; the platform does not tell.
             usage_cycle_start: None,
-            // Only getOnlineStatus knows sessions; see `online_status`.
-            last_session_at: None,
+            last_session_at,
             changes: 0,
         })
     }

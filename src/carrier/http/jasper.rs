@@ -4,6 +4,8 @@
 //!
 //! Upstream calls, all relative to `base_url` (e.g. `https://api.10646.cn/rws/api/v1`), all with
 //! HTTP Basic `username:apiKey`:
+//! - `GET devices/{iccid}/sessionInfo`: dateSessionStarted / dateSessionEnded, the last
+//!   session, for [`Carrier::card`] (field names not confirmed in public client code);
 //! - `GET devices/{iccid}`: status, ratePlan, dateActivated, imsi, msisdn ([`Carrier::card`],
 //!   [`Carrier::cancel`], [`Carrier::onboard`], [`Jasper::device_details`]).
 //! - `GET devices/{iccid}/ctdUsages`: cycle-to-date `ctdDataUsage` (bytes) and
@@ -196,6 +198,19 @@ pub struct CtdUsageBody {
     pub overage_limit_reached: bool,
 }
 
+/// `GET devices/{iccid}/sessionInfo`: the current or last data session. Field names follow
+/// Cisco's Control Center REST documentation as remembered; not confirmed in public client code.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionInfoBody {
+    pub iccid: String,
+    #[serde(default)]
+    pub date_session_started: Option<String>,
+    /// Empty while the session is open.
+    #[serde(default)]
+    pub date_session_ended: Option<String>,
+}
+
 /// `PUT devices/{iccid}`: the request (only the status is ever changed) and the answer.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 pub struct EditBody {
@@ -339,6 +354,28 @@ impl Jasper {
         })
     }
 
+    /// `GET devices/{iccid}/sessionInfo`: when the card last carried data. An open session
+    /// means now; none means the platform knows of no session.
+    pub async fn last_session(&self, iccid: &Iccid) -> Result<Option<DateTime<Utc>>, CarrierError> {
+        let s: SessionInfoBody = self.get(iccid, "/sessionInfo", "sessionInfo").await?;
+        let date =
+            |v: &Option<String>, name: &str| -> Result<Option<DateTime<Utc>>, CarrierError> {
+                match v.as_deref().filter(|s| !s.is_empty()) {
+                    None => Ok(None),
+                    Some(s) => parse_date(s)
+                        .map(Some)
+                        .ok_or_else(|| malformed(&format!("{name} {s:?}"), false)),
+                }
+            };
+        let started = date(&s.date_session_started, "dateSessionStarted")?;
+        let ended = date(&s.date_session_ended, "dateSessionEnded")?;
+        Ok(match (started, ended) {
+            (_, Some(ended)) => Some(ended),
+            (Some(_), None) => Some(Utc::now()),
+            (None, None) => None,
+        })
+    }
+
     /// `GET devices/{iccid}/ctdUsages`: data used this billing cycle and whether the rate plan's
     /// overage limit is reached.
     pub async fn ctd_usage(&self, iccid: &Iccid) -> Result<CtdUsage, CarrierError> {
@@ -388,18 +425,18 @@ impl Carrier for Jasper {
     async fn card(&self, iccid: &Iccid) -> Result<CarrierCard, CarrierError> {
         let (_, state) = self.device(iccid).await?;
         let usage = self.ctd_usage(iccid).await?;
-        // Cycle-to-date follows the account's billing cycle, which the policy describes
-        // (Unicom: 27th to 26th). The platform does not say when it started, and this adapter
-        // has no simulated clock: the wall clock is the platform's.
-        let (cycle_start, _) = self.policy.cycle_bounds(Utc::now());
         Ok(CarrierCard {
             iccid: iccid.clone(),
             state,
             cycle_usage_bytes: usage.data_bytes,
-            usage_cycle_start: Some(cycle_start),
-            // `devices/{iccid}/sessionInfo` exists in Control Center but is not used: one more
-            // call per read under a one-call-at-a-time fair-use rule.
-            last_session_at: None,
+            // Cycle-to-date follows the account's billing cycle (Unicom: 27th to 26th), but the
+            // answer does not say which cycle it counted. Deriving it from this machine's clock
+            // would be a guess that disagrees with the platform around the 27th (and with a
+            // simulated clock always), and a wrong cycle makes simgate drop the usage.
+            usage_cycle_start: None,
+            // A third call under a one-call-at-a-time fair-use rule, but the diagnosis must
+            // tell "stopped" from "never connects".
+            last_session_at: self.last_session(iccid).await?,
             // The platform does not count status changes.
             changes: 0,
         })
