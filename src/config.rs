@@ -243,6 +243,49 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
+/// The `SIMGATE_*` variables with their values kept exactly as written. figment's own `Env`
+/// parses values, which turns a password `0012345` into the number 12345 and then refuses it
+/// for a string key; here every value stays a string and extraction reads numbers and flags
+/// from strings where a key wants them.
+struct RawEnv(Env);
+
+impl figment::Provider for RawEnv {
+    fn metadata(&self) -> figment::Metadata {
+        self.0.metadata()
+    }
+
+    fn data(
+        &self,
+    ) -> Result<figment::value::Map<figment::Profile, figment::value::Dict>, figment::Error> {
+        let mut dict = figment::value::Dict::new();
+        for (key, value) in self.0.iter() {
+            insert_nested(&mut dict, key.as_str(), value);
+        }
+        Ok(figment::Profile::Default.collect(dict))
+    }
+}
+
+/// Puts `value` at the dotted `key`, creating the tables on the way.
+fn insert_nested(dict: &mut figment::value::Dict, key: &str, value: String) {
+    use figment::value::{Dict, Value};
+    match key.split_once('.') {
+        None => {
+            dict.insert(key.to_string(), Value::from(value));
+        }
+        Some((head, rest)) => {
+            let entry = dict
+                .entry(head.to_string())
+                .or_insert_with(|| Value::from(Dict::new()));
+            if !matches!(entry, Value::Dict(..)) {
+                *entry = Value::from(Dict::new());
+            }
+            if let Value::Dict(_, inner) = entry {
+                insert_nested(inner, rest, value);
+            }
+        }
+    }
+}
+
 /// Every error figment found, each naming its key and where the value came from.
 fn describe(e: figment::Error) -> String {
     e.into_iter()
@@ -270,11 +313,11 @@ impl Config {
 
     /// The `SIMGATE_*` variables as configuration keys; `__` separates nested keys, as in
     /// `SIMGATE_CARRIER_LIMITS__MOBILE__REQUESTS_PER_SECOND=50`.
-    fn env() -> Env {
-        Env::prefixed("SIMGATE_").split("__").filter(|key| {
+    fn env() -> RawEnv {
+        RawEnv(Env::prefixed("SIMGATE_").split("__").filter(|key| {
             let key = key.as_str().to_ascii_lowercase();
             !NOT_CONFIG_KEYS.contains(&key.as_str()) && !key.starts_with("test_")
-        })
+        }))
     }
 
     pub fn from_toml(text: &str) -> Result<Config, String> {
@@ -282,7 +325,9 @@ impl Config {
     }
 
     fn from_figment(figment: Figment) -> Result<Config, String> {
-        let cfg: Config = figment.extract().map_err(describe)?;
+        // Lossy: a number or a flag given as a string (as every environment value is) is read
+        // as one where the key wants it.
+        let cfg: Config = figment.extract_lossy().map_err(describe)?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -520,9 +565,32 @@ mod tests {
             let err = Config::load(None).expect_err("string accepted as a number");
             assert!(err.contains("RATE_LIMIT_PER_KEY"), "{err}");
             jail.clear_env();
+            jail.set_env("SIMGATE_METRICS__ENABLED", "maybe");
+            let err = Config::load(None).expect_err("a non-flag accepted as a flag");
+            assert!(err.contains("METRICS.ENABLED"), "{err}");
+            jail.clear_env();
             jail.set_env("SIMGATE_LOG__FILTER", "info,[");
             let err = Config::load(None).expect_err("bad filter accepted");
             assert!(err.contains("log.filter"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    // figment::Jail's closure must return figment's own (large) error type.
+    #[allow(clippy::result_large_err)]
+    fn environment_values_are_kept_as_written_and_read_as_the_key_wants() {
+        figment::Jail::expect_with(|jail| {
+            // A secret of digits keeps its leading zeros and stays a string.
+            jail.set_env("SIMGATE_BOOTSTRAP_KEY", "0012345");
+            jail.set_env("SIMGATE_DATABASE_URL", "sqlite://0042.db");
+            jail.set_env("SIMGATE_METRICS__ENABLED", "false");
+            jail.set_env("SIMGATE_SHUTDOWN__GRACE_MS", "2500");
+            let cfg = Config::load(None).map_err(|e| e.to_string())?;
+            assert_eq!(cfg.bootstrap_key.as_deref(), Some("0012345"));
+            assert_eq!(cfg.database_url.as_deref(), Some("sqlite://0042.db"));
+            assert!(!cfg.metrics.enabled);
+            assert_eq!(cfg.shutdown.grace_ms, 2500);
             Ok(())
         });
     }
