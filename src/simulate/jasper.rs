@@ -169,16 +169,23 @@ impl Wire {
     }
 }
 
+/// The card behind a read request: credentials checked, the ICCID parsed, the simulated
+/// carrier's faults applied. Either the card or the platform's answer to send instead.
+async fn read_card(
+    w: &Wire,
+    headers: &HeaderMap,
+    iccid: &str,
+) -> Result<crate::carrier::CarrierCard, Response> {
+    let iccid = w.admit(headers, iccid).map_err(|r| *r)?;
+    w.sim.card(&iccid).await.map_err(|e| w.failure(e))
+}
+
 async fn get_device(
     State(w): State<Arc<Wire>>,
     Path(iccid): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    let iccid = match w.admit(&headers, &iccid) {
-        Ok(i) => i,
-        Err(r) => return *r,
-    };
-    match w.sim.card(&iccid).await {
+    match read_card(&w, &headers, &iccid).await {
         Ok(c) => json(
             StatusCode::OK,
             &DeviceBody {
@@ -190,7 +197,7 @@ async fn get_device(
                 msisdn: None,
             },
         ),
-        Err(e) => w.failure(e),
+        Err(r) => r,
     }
 }
 
@@ -201,11 +208,7 @@ async fn session_info(
     Path(iccid): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    let iccid = match w.admit(&headers, &iccid) {
-        Ok(i) => i,
-        Err(r) => return *r,
-    };
-    match w.sim.card(&iccid).await {
+    match read_card(&w, &headers, &iccid).await {
         Ok(c) => {
             let at = c.last_session_at.map(|t| {
                 t.format(crate::carrier::http::jasper::DATE_FORMAT)
@@ -220,7 +223,7 @@ async fn session_info(
                 },
             )
         }
-        Err(e) => w.failure(e),
+        Err(r) => r,
     }
 }
 
@@ -229,11 +232,7 @@ async fn ctd_usages(
     Path(iccid): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    let iccid = match w.admit(&headers, &iccid) {
-        Ok(i) => i,
-        Err(r) => return *r,
-    };
-    match w.sim.card(&iccid).await {
+    match read_card(&w, &headers, &iccid).await {
         Ok(c) => json(
             StatusCode::OK,
             &CtdUsageBody {
@@ -242,7 +241,7 @@ async fn ctd_usages(
                 overage_limit_reached: false,
             },
         ),
-        Err(e) => w.failure(e),
+        Err(r) => r,
     }
 }
 
