@@ -66,6 +66,8 @@ async fn start_server(db: &Db) -> Res<(ChildServer, std::net::SocketAddr)> {
         .env("SIMGATE_DATABASE_URL", db.url_for_child())
         .env("SIMGATE_LISTEN", addr.to_string())
         .env("SIMGATE_BOOTSTRAP_KEY", BENCH_KEY)
+        // The metrics port is fixed by default; a second server on the machine would hold it.
+        .env("SIMGATE_METRICS__ENABLED", "false")
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log)?)
