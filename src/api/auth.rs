@@ -62,9 +62,9 @@ impl From<AccessError> for Status {
 /// A request id the caller sent that is safe to store and log, or a new one.
 fn request_id<T>(req: &Request<T>) -> String {
     req.metadata()
-        .get("x-request-id")
+        .get(super::observe::REQUEST_ID_HEADER)
         .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
+        .filter(|v| super::observe::is_sane_request_id(v.as_bytes()))
         .map(str::to_string)
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
 }

@@ -69,13 +69,15 @@ pub struct Observe<S> {
 
 /// The caller's id if it is 1-128 visible ASCII characters (it goes into every log line, so it
 /// must not be able to forge lines or grow them without bound); otherwise a fresh one.
+/// 1-128 visible ASCII characters: what a request id must be to be kept, logged and audited.
+pub fn is_sane_request_id(b: &[u8]) -> bool {
+    !b.is_empty() && b.len() <= MAX_REQUEST_ID_LEN && b.iter().all(|c| c.is_ascii_graphic())
+}
+
 fn request_id(headers: &HeaderMap) -> HeaderValue {
     headers
         .get(REQUEST_ID_HEADER)
-        .filter(|v| {
-            let b = v.as_bytes();
-            !b.is_empty() && b.len() <= MAX_REQUEST_ID_LEN && b.iter().all(|c| c.is_ascii_graphic())
-        })
+        .filter(|v| is_sane_request_id(v.as_bytes()))
         .cloned()
         .unwrap_or_else(|| {
             HeaderValue::from_str(&uuid::Uuid::new_v4().to_string())
