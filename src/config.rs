@@ -62,6 +62,10 @@ pub struct Config {
     /// How often the lifecycle engine looks for due transitions, in milliseconds (default 1000).
     #[serde(default)]
     pub engine_interval_ms: Option<u64>,
+    /// How often every live card's usage is read from its carrier, in milliseconds (default
+    /// 300000). Traffic recorded on a simulated card is synced at once as well.
+    #[serde(default)]
+    pub usage_sync_interval_ms: Option<u64>,
     /// A reseller-admin key that must exist (e.g. from SIMGATE_BOOTSTRAP_KEY), so harnesses and
     /// CI start with a known credential. Never printed.
     #[serde(default)]
@@ -211,6 +215,7 @@ impl std::fmt::Debug for Config {
             .field("simulator_transport", &self.simulator_transport)
             .field("carrier_api", &self.carrier_api)
             .field("engine_interval_ms", &self.engine_interval_ms)
+            .field("usage_sync_interval_ms", &self.usage_sync_interval_ms)
             .field(
                 "bootstrap_key",
                 &self.bootstrap_key.as_ref().map(|_| REDACTED),
@@ -350,6 +355,9 @@ impl Config {
         if self.engine_interval_ms == Some(0) {
             return Err("engine_interval_ms must be at least 1".into());
         }
+        if self.usage_sync_interval_ms == Some(0) {
+            return Err("usage_sync_interval_ms must be at least 1".into());
+        }
         if let Some(url) = &self.database_url {
             crate::store::backend_of(url)
                 .map_err(|e| format!("database_url {}: {e}", redact_url(url)))?;
@@ -405,6 +413,8 @@ impl Config {
         cfg.simulation.get_or_insert(true);
         cfg.engine_interval_ms
             .get_or_insert(crate::server::DEFAULT_ENGINE_INTERVAL_MS);
+        cfg.usage_sync_interval_ms
+            .get_or_insert(crate::server::DEFAULT_USAGE_SYNC_INTERVAL_MS);
         cfg.rate_limit_per_key
             .get_or_insert(crate::api::auth::DEFAULT_RATE_PER_KEY);
         cfg.key_cache_ms

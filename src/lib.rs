@@ -35,11 +35,12 @@ pub mod pb {
         include_bytes!(concat!(env!("OUT_DIR"), "/simgate_descriptor.bin"));
 
     /// The gRPC services simgate serves, as health checks name them.
-    pub const SERVICE_NAMES: [&str; 4] = [
+    pub const SERVICE_NAMES: [&str; 5] = [
         "simgate.v1.CardService",
         "simgate.v1.SimulatorService",
         "simgate.v1.AccessService",
         "simgate.v1.OperationService",
+        "simgate.v1.MonitoringService",
     ];
 }
 

@@ -28,7 +28,9 @@ use crate::metrics::Metrics;
 use crate::pb;
 use crate::service::access::AccessService;
 use crate::service::batch::BatchService;
+use crate::api::monitoring::MonitoringApi;
 use crate::service::engine::Engine;
+use crate::service::events::EventHub;
 use crate::service::CardService;
 use crate::simulate::{OverTheWire, SimulatorTransport, WireServer};
 use crate::store::{Store, StoreOptions};
@@ -54,6 +56,9 @@ fn tls_config(
     Ok(tls)
 }
 pub const DEFAULT_ENGINE_INTERVAL_MS: u64 = 1000;
+/// How often every live card's usage is read from its carrier by default (5 minutes: carriers
+/// update usage counters a few times an hour at best, and their APIs are rate limited).
+pub const DEFAULT_USAGE_SYNC_INTERVAL_MS: u64 = 300_000;
 /// How long cut calls get to send their UNAVAILABLE answer before the server stops waiting.
 const CUT_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
@@ -150,6 +155,11 @@ impl ServerBuilder {
 
     pub fn engine_interval_ms(mut self, ms: u64) -> Self {
         self.config.engine_interval_ms = Some(ms.max(1));
+        self
+    }
+
+    pub fn usage_sync_interval_ms(mut self, ms: u64) -> Self {
+        self.config.usage_sync_interval_ms = Some(ms.max(1));
         self
     }
 
@@ -272,6 +282,11 @@ impl ServerBuilder {
                     .engine_interval_ms
                     .unwrap_or(DEFAULT_ENGINE_INTERVAL_MS),
             ),
+            usage_sync_interval: std::time::Duration::from_millis(
+                self.config
+                    .usage_sync_interval_ms
+                    .unwrap_or(DEFAULT_USAGE_SYNC_INTERVAL_MS),
+            ),
             service,
             sims,
             store,
@@ -337,6 +352,7 @@ pub struct App {
     service: CardService,
     engine: Engine,
     engine_interval: std::time::Duration,
+    usage_sync_interval: std::time::Duration,
     sims: Simulators,
     store: Store,
     check: CarrierCheck,
@@ -401,6 +417,7 @@ impl App {
             crate::pb::SERVICE_NAMES[1],
             crate::pb::SERVICE_NAMES[2],
             crate::pb::SERVICE_NAMES[3],
+            crate::pb::SERVICE_NAMES[4],
         ];
         for name in services {
             health
@@ -443,6 +460,15 @@ impl App {
             ))
             .max_decoding_message_size(MAX_MESSAGE_BYTES);
 
+        let hub = EventHub::new(self.store.clone());
+        let monitoring =
+            pb::monitoring_service_server::MonitoringServiceServer::new(MonitoringApi::new(
+                self.service.clone(),
+                hub.clone(),
+                self.auth.clone(),
+            ))
+            .max_decoding_message_size(SMALL_MESSAGE_BYTES);
+
         // `stopping` is cancelled when shutdown begins; `stop_accepting` after the drain time.
         let stopping = CancellationToken::new();
         let stop_accepting = CancellationToken::new();
@@ -463,9 +489,16 @@ impl App {
         let engine = tokio::spawn(
             self.engine
                 .clone()
-                .run(self.engine_interval, engine_stopped),
+                .run(self.engine_interval, engine_stopped.clone()),
         );
         info!(interval = ?self.engine_interval, "lifecycle engine started");
+        let tailer = tokio::spawn(hub.run(engine_stopped.clone()));
+        let usage_sync = tokio::spawn(crate::service::monitor::run_usage_sync(
+            self.service.clone(),
+            self.usage_sync_interval,
+            engine_stopped.clone(),
+        ));
+        info!(interval = ?self.usage_sync_interval, "usage sync started");
         let metrics_server =
             self.metrics_listener.map(|l| {
                 let addr = l.local_addr().ok();
@@ -510,6 +543,7 @@ impl App {
             .add_service(sims)
             .add_service(access)
             .add_service(operations)
+            .add_service(monitoring)
             .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal);
         tokio::pin!(server);
         let deadline = async {
@@ -539,6 +573,8 @@ impl App {
         let workers = async {
             let _ = engine.await;
             let _ = batches.await;
+            let _ = tailer.await;
+            let _ = usage_sync.await;
         };
         if tokio::time::timeout(grace, workers).await.is_err() {
             warn!("the engine or the bulk-operation worker did not stop within the grace time");

@@ -182,7 +182,7 @@ impl CardApi {
 }
 
 /// Validates a request id and fingerprints the request (whose request id was taken out).
-fn fingerprint<M: Message>(request_id: &str, req: &M) -> Result<String, Status> {
+pub(crate) fn fingerprint<M: Message>(request_id: &str, req: &M) -> Result<String, Status> {
     if request_id.len() > 128 || !request_id.bytes().all(|b| b.is_ascii_graphic()) {
         return Err(invalid_field(
             "request_id",

@@ -390,7 +390,7 @@ pub fn event_to_pb(e: &EventRow) -> pb::CardEvent {
         cause: e.cause.clone(),
         at: Some(timestamp(e.at)),
         amount_fen: e.amount.0,
-        status: status_to_pb(e.status) as i32,
+        status: e.status.map_or(pb::CardStatus::Unspecified, status_to_pb) as i32,
         stop_reasons: e
             .stop_reasons
             .iter()

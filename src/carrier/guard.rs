@@ -170,6 +170,14 @@ impl Carrier for Guarded {
         self.call("card", self.inner.card(iccid)).await
     }
 
+    async fn cards(&self, iccids: &[Iccid]) -> Result<Vec<CarrierCard>, CarrierError> {
+        self.call("cards", self.inner.cards(iccids)).await
+    }
+
+    fn batch_limit(&self) -> usize {
+        self.inner.batch_limit()
+    }
+
     async fn stop(&self, iccid: &Iccid) -> Result<(), CarrierError> {
         self.call("stop", self.inner.stop(iccid)).await
     }

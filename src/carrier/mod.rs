@@ -101,6 +101,26 @@ pub trait Carrier: Send + Sync + 'static {
 
     async fn card(&self, iccid: &Iccid) -> Result<CarrierCard, CarrierError>;
 
+    /// Many cards in one call, for the usage sync. Cards the carrier does not know are left out.
+    /// Platforms with a batch query override this (up to `batch_limit` cards a call); the default
+    /// asks card by card.
+    async fn cards(&self, iccids: &[Iccid]) -> Result<Vec<CarrierCard>, CarrierError> {
+        let mut out = Vec::with_capacity(iccids.len());
+        for iccid in iccids {
+            match self.card(iccid).await {
+                Ok(c) => out.push(c),
+                Err(CarrierError::Rejected { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
+    }
+
+    /// How many cards one `cards` call may ask for.
+    fn batch_limit(&self) -> usize {
+        1
+    }
+
     /// 停机. Stopping a stopped card succeeds and changes nothing.
     async fn stop(&self, iccid: &Iccid) -> Result<(), CarrierError>;
 

@@ -15,6 +15,9 @@ use crate::store::Store;
 /// Largest cycle usage a simulated card can record (2^62 bytes).
 const USAGE_LIMIT: u64 = 1 << 62;
 
+/// Cards per batched read: the simulator answers like a platform with a generous batch query.
+const SIM_BATCH: usize = 1000;
+
 /// Standing misbehaviour of a simulated carrier (configuration `[simulator.mobile]`, or
 /// SimulatorService.SetFaults): what share of calls fail and how.
 #[derive(Debug, Clone, Copy, PartialEq, Default, serde::Deserialize, serde::Serialize)]
@@ -278,6 +281,18 @@ impl Carrier for SimCarrier {
     async fn card(&self, iccid: &Iccid) -> Result<CarrierCard, CarrierError> {
         self.weather().await?;
         self.read(iccid).await
+    }
+
+    async fn cards(&self, iccids: &[Iccid]) -> Result<Vec<CarrierCard>, CarrierError> {
+        self.weather().await?;
+        self.store
+            .sim_cards(self.id, iccids, self.cycle_ms())
+            .await
+            .map_err(|e| CarrierError::Transient(e.to_string()))
+    }
+
+    fn batch_limit(&self) -> usize {
+        SIM_BATCH
     }
 
     async fn stop(&self, iccid: &Iccid) -> Result<(), CarrierError> {

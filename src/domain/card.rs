@@ -141,6 +141,11 @@ pub struct Card {
     pub updated_at: DateTime<Utc>,
     /// Optimistic concurrency token, bumped by the store on every write.
     pub version: i64,
+    /// The shared data pool the card draws from; None: its own monthly quota applies.
+    pub pool: Option<String>,
+    /// Alerts already sent for the card's current periods (see `alerts`), so a threshold fires
+    /// once per cycle however often usage is synced.
+    pub alert_keys: Vec<String>,
 }
 
 impl Card {

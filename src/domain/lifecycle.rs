@@ -230,6 +230,7 @@ pub fn advance(card: &Card, policy: &CarrierPolicy, until: DateTime<Utc>) -> Tra
         changed: next != *card,
         card: next,
         events,
+        usage_bytes: 0,
     }
 }
 
@@ -295,7 +296,8 @@ pub fn accrue_usage(
         }
     }
     let quota = c.plan.monthly_quota_bytes;
-    if c.stage == LifecycleStage::Billing && cycle_total >= quota {
+    // A pooled card draws from its pool: the pool, not the card's own quota, decides.
+    if c.pool.is_none() && c.stage == LifecycleStage::Billing && cycle_total >= quota {
         if c.plan.auto_suspend_over_quota && !c.stop_reasons.contains(StopReason::OverQuota) {
             c.stop_reasons.insert(StopReason::OverQuota);
             events.push(CardEvent::of(&c, now, "card.over_quota", usage, Fen::ZERO));
@@ -316,6 +318,7 @@ pub fn accrue_usage(
         changed: true,
         card: c,
         events,
+        usage_bytes: delta,
     }
 }
 

@@ -2,6 +2,7 @@
 //! the rules of `shared/domain/rules.md`. Nothing here does IO or knows about tonic, sqlx or
 //! tokio; the service layer and the simulated carriers both call this one copy of the rules.
 
+pub mod alerts;
 pub mod card;
 pub mod carrier;
 pub mod diagnosis;
@@ -9,6 +10,7 @@ pub mod ids;
 pub mod lifecycle;
 pub mod money;
 pub mod policy;
+pub mod pool;
 pub mod reasons;
 pub mod rules;
 

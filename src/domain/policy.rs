@@ -147,6 +147,11 @@ pub fn add_months(t: DateTime<Utc>, months: u32) -> DateTime<Utc> {
         .unwrap_or(t)
 }
 
+/// The local (Asia/Shanghai) midnight that starts `t`'s day: the key of daily usage history.
+pub fn start_of_local_day(t: DateTime<Utc>) -> DateTime<Utc> {
+    local_midnight(t.with_timezone(&Shanghai).date_naive())
+}
+
 /// The next local midnight after `t`: the latest moment "the same day" can mean.
 pub fn end_of_local_day(t: DateTime<Utc>) -> DateTime<Utc> {
     let d = t.with_timezone(&Shanghai).date_naive();

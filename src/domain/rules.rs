@@ -56,6 +56,8 @@ pub struct CardEvent {
     pub status: CardStatus,
     pub stop_reasons: StopReasons,
     pub balance: Fen,
+    /// Set on alerts: which rule fired, at which threshold, on what value.
+    pub alert: Option<crate::domain::alerts::AlertDetail>,
 }
 
 impl CardEvent {
@@ -74,6 +76,7 @@ impl CardEvent {
             status: card.status(),
             stop_reasons: card.stop_reasons,
             balance: card.balance,
+            alert: None,
         }
     }
 }
@@ -86,6 +89,9 @@ pub struct Transition {
     pub events: Vec<CardEvent>,
     /// False when the operation found the card already in the requested state.
     pub changed: bool,
+    /// Data this change accrued, recorded in the daily usage history on the day of the card's
+    /// `updated_at`.
+    pub usage_bytes: u64,
 }
 
 impl Transition {
@@ -96,6 +102,7 @@ impl Transition {
             action: None,
             events: Vec::new(),
             changed: false,
+            usage_bytes: 0,
         }
     }
 
@@ -109,6 +116,7 @@ impl Transition {
             card: next.card,
             events,
             changed,
+            usage_bytes: self.usage_bytes.saturating_add(next.usage_bytes),
         }
     }
 }
@@ -140,6 +148,12 @@ pub enum RuleViolation {
     NotResumable(StopReason),
     #[error("the balance would exceed the largest amount simgate holds")]
     BalanceLimit,
+    #[error("the card is a {card} card and the pool is a {pool} pool: a pool holds one carrier's cards")]
+    PoolCarrierMismatch { card: CarrierId, pool: CarrierId },
+    #[error("the card belongs to another customer than the pool")]
+    PoolCustomerMismatch,
+    #[error("the card is in pool {0}; remove it from that pool first")]
+    InAnotherPool(String),
 }
 
 fn resume_hint(r: StopReason) -> &'static str {
@@ -175,6 +189,9 @@ impl RuleViolation {
                 StopReason::Manual => "CARD_MANUALLY_STOPPED",
             },
             RuleViolation::BalanceLimit => "BALANCE_LIMIT",
+            RuleViolation::PoolCarrierMismatch { .. } => "POOL_CARRIER_MISMATCH",
+            RuleViolation::PoolCustomerMismatch => "POOL_CUSTOMER_MISMATCH",
+            RuleViolation::InAnotherPool(_) => "CARD_IN_ANOTHER_POOL",
         }
     }
 }
@@ -264,6 +281,8 @@ pub fn open_card(input: NewCard, policy: &CarrierPolicy, now: DateTime<Utc>) -> 
         created_at: now,
         updated_at: now,
         version: 0,
+        pool: None,
+        alert_keys: Vec::new(),
     };
     card.next_due_at = crate::domain::lifecycle::next_due(&card, policy).map(|(t, _)| t);
     card
@@ -287,6 +306,7 @@ fn transition(
         card: after,
         events,
         changed,
+        usage_bytes: 0,
     }
 }
 

@@ -129,12 +129,13 @@ impl Engine {
         let mut quiet = Vec::new();
         for card in cards {
             let carrier = self.service.carrier(card.carrier)?.clone();
-            let t = lifecycle::advance(&card, carrier.policy(), now);
+            let mut t = lifecycle::advance(&card, carrier.policy(), now);
+            self.service.with_alerts(&card, &mut t, now).await?;
             if !t.changed {
                 continue;
             }
             if t.action.is_none() {
-                quiet.push((t.card, t.events));
+                quiet.push((t.card, t.events, t.usage_bytes));
                 continue;
             }
             // Under the card's lock, from a fresh read: a request may have changed the card
@@ -143,7 +144,8 @@ impl Engine {
             let Some(fresh) = self.service.store.get_card(&card.iccid).await? else {
                 continue;
             };
-            let t = lifecycle::advance(&fresh, carrier.policy(), now);
+            let mut t = lifecycle::advance(&fresh, carrier.policy(), now);
+            self.service.with_alerts(&fresh, &mut t, now).await?;
             if !t.changed {
                 continue;
             }
@@ -193,6 +195,7 @@ impl Engine {
                 break;
             }
         }
+        self.service.settle_pools().await?;
         Ok(total)
     }
 
@@ -211,6 +214,11 @@ impl Engine {
                 _ = ticker.tick() => {
                     if let Err(e) = self.run_pass(self.service.now()).await {
                         warn!(error = %e, "lifecycle pass failed; retrying on the next tick");
+                    }
+                    // Pools roll over with their members' cycles and follow top-ups made
+                    // elsewhere.
+                    if let Err(e) = self.service.settle_pools().await {
+                        warn!(error = %e, "settling pools failed; retrying on the next tick");
                     }
                     // Carrier calls cut short by a crash are repaired once nobody can still be
                     // making them.

@@ -6,7 +6,9 @@
 pub mod access;
 pub mod batch;
 pub mod engine;
+pub mod events;
 mod locks;
+pub mod monitor;
 #[cfg(test)]
 mod tests;
 
@@ -51,6 +53,8 @@ pub enum ServiceError {
     InvalidArgument(Vec<FieldViolation>),
     #[error("card {0} not found")]
     NotFound(String),
+    #[error("pool {0} not found")]
+    PoolNotFound(String),
     #[error("{0}")]
     Rule(#[from] RuleViolation),
     #[error("{field} {value} already exists")]
@@ -147,7 +151,7 @@ pub struct ImportIdem<'a> {
 pub(crate) fn result_name(e: &ServiceError) -> String {
     match e {
         ServiceError::InvalidArgument(_) => "INVALID_ARGUMENT".into(),
-        ServiceError::NotFound(_) => "NOT_FOUND".into(),
+        ServiceError::NotFound(_) | ServiceError::PoolNotFound(_) => "NOT_FOUND".into(),
         ServiceError::Rule(r) => format!("FAILED_PRECONDITION:{}", r.reason()),
         ServiceError::AlreadyExists { .. } => "ALREADY_EXISTS".into(),
         ServiceError::Carrier { error, .. } => format!("CARRIER:{error}"),
@@ -186,6 +190,7 @@ pub struct CardService {
     /// being alive, not about simulated card time.
     ops_clock: Arc<dyn Clock>,
     locks: Arc<CardLocks>,
+    alert_rules: Arc<monitor::RulesCache>,
 }
 
 impl CardService {
@@ -196,11 +201,16 @@ impl CardService {
             clock,
             ops_clock: Arc::new(crate::clock::SystemClock),
             locks: Arc::new(CardLocks::default()),
+            alert_rules: Arc::new(monitor::RulesCache::default()),
         }
     }
 
     pub fn now(&self) -> DateTime<Utc> {
         self.clock.now()
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
     }
 
     /// Replaces the journal's wall clock (tests of the reconciler).
@@ -590,10 +600,10 @@ impl CardService {
     }
 
     /// Reads the card's cycle usage from its carrier and applies what it means (test gift used
-    /// up, billing started, over quota). Returns the card as stored afterwards.
+    /// up, billing started, over quota, alerts), then settles its pool. Returns the card as stored
+    /// afterwards. A reading older than one already applied changes nothing: usage never goes
+    /// down within a cycle.
     pub async fn sync_usage(&self, iccid: &Iccid) -> Result<Card> {
-        // Read the carrier under the card's lock, so two syncs cannot apply out of order.
-        let _guard = self.locks.lock(iccid.as_str()).await;
         let before = self.load(iccid).await?;
         let carrier = self.carrier(before.carrier)?.clone();
         let at_carrier = carrier
@@ -603,24 +613,14 @@ impl CardService {
                 carrier: carrier.id(),
                 error,
             })?;
-        let caller = Caller::system("UsageSync");
-        self.apply(&before, &caller, None, self.now(), |card, policy, now| {
-            // Usage counted for another cycle than the card's (read just before a rollover)
-            // says nothing about this cycle.
-            if at_carrier
-                .usage_cycle_start
-                .is_some_and(|c| c != card.cycle_start)
-            {
-                return Ok(Transition::none(card));
+        let card = self.apply_reading(iccid, &at_carrier).await?;
+        match &card.pool {
+            Some(pool) => {
+                self.settle_pool(pool, rules::Cause::Usage).await?;
+                self.load(iccid).await
             }
-            Ok(lifecycle::accrue_usage(
-                card,
-                policy,
-                at_carrier.cycle_usage_bytes,
-                now,
-            ))
-        })
-        .await
+            None => Ok(card),
+        }
     }
 
     /// The one path every requested change takes: serialise on the card, bring it up to now,
@@ -673,7 +673,8 @@ impl CardService {
     {
         let carrier = self.carrier(before.carrier)?;
         let policy = carrier.policy();
-        let t = lifecycle::at_now(before, policy, now, |c| rule(c, policy, now))?;
+        let mut t = lifecycle::at_now(before, policy, now, |c| rule(c, policy, now))?;
+        self.with_alerts(before, &mut t, now).await?;
         let kinds: Vec<&str> = t.events.iter().map(|e| e.kind).collect();
         let audit = caller.audit(
             now,
@@ -787,7 +788,7 @@ async fn commit(
         applied = Some((op, journal.clock.now().timestamp_millis()));
     }
     match store
-        .update_card(&t.card, &t.events, audit, answer, applied)
+        .update_card(&t.card, &t.events, audit, answer, applied, t.usage_bytes)
         .await
     {
         Ok(after) => {

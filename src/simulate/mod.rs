@@ -199,6 +199,14 @@ impl Carrier for OverTheWire {
         self.adapter.card(iccid).await
     }
 
+    async fn cards(&self, iccids: &[Iccid]) -> Result<Vec<CarrierCard>, CarrierError> {
+        self.adapter.cards(iccids).await
+    }
+
+    fn batch_limit(&self) -> usize {
+        self.adapter.batch_limit()
+    }
+
     async fn stop(&self, iccid: &Iccid) -> Result<(), CarrierError> {
         self.adapter.stop(iccid).await
     }

@@ -6,6 +6,8 @@ use sqlx::Row;
 
 use super::access::AuditRecord;
 use super::idempotency::IdempotencyRecord;
+use super::events::{insert_events, EventFilter, EventRow, NewEvent};
+use super::pools::add_daily_usage;
 use super::{
     db_to_u64, millis_to_time, parse_text, placeholders, u64_to_db, Backend, Store, StoreError,
 };
@@ -18,20 +20,20 @@ const COLUMNS: &str = "iccid, msisdn, imsi, carrier, customer_id, quota_bytes, m
     validity_end_ms, auto_suspend, cancelled, status, stop_reasons, stage, real_name, balance_fen, \
     cycle_usage_bytes, cycle_start_ms, stage_since_ms, test_used_bytes, retention_fee_next_ms, \
     retention_ends_ms, expiry_restore_ms, arrears_paid, warnings, created_ms, updated_ms, version, \
-    next_due_ms";
-const NUM_COLUMNS: usize = 28;
+    next_due_ms, pool_id, alert_keys";
+const NUM_COLUMNS: usize = 30;
 
-/// Rows per multi-row INSERT: 28 parameters each stays under SQLite's 32,766-parameter limit.
+/// Rows per multi-row INSERT: 30 parameters each stays under SQLite's 32,766-parameter limit.
 const INSERT_CHUNK: usize = 1000;
 
-/// Cards per batched UPDATE statement (29 parameters each).
+/// Cards per batched UPDATE statement (31 parameters each).
 const UPDATE_CHUNK: usize = 500;
 
 /// SQL types of `COLUMNS`, in order, for the casts PostgreSQL needs in a VALUES list.
 const COLUMN_TYPES: [&str; NUM_COLUMNS] = [
     "text", "text", "text", "text", "text", "bigint", "bigint", "bigint", "bigint", "bigint",
     "text", "bigint", "text", "text", "bigint", "bigint", "bigint", "bigint", "bigint", "bigint",
-    "bigint", "bigint", "bigint", "text", "bigint", "bigint", "bigint", "bigint",
+    "bigint", "bigint", "bigint", "text", "bigint", "bigint", "bigint", "bigint", "text", "text",
 ];
 
 /// Narrows a card listing. Every field is optional; all given ones must match.
@@ -41,20 +43,6 @@ pub struct CardFilter {
     pub customer_id: Option<String>,
     pub status: Option<CardStatus>,
     pub stop_reason: Option<StopReason>,
-}
-
-/// One stored event of a card's history.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EventRow {
-    pub id: i64,
-    pub iccid: String,
-    pub kind: String,
-    pub cause: String,
-    pub amount: Fen,
-    pub status: CardStatus,
-    pub stop_reasons: StopReasons,
-    pub balance: Fen,
-    pub at: DateTime<Utc>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -86,6 +74,8 @@ struct CardRow {
     updated_ms: i64,
     version: i64,
     next_due_ms: Option<i64>,
+    pool_id: Option<String>,
+    alert_keys: String,
 }
 
 impl TryFrom<CardRow> for Card {
@@ -125,6 +115,13 @@ impl TryFrom<CardRow> for Card {
             created_at: millis_to_time(r.created_ms)?,
             updated_at: millis_to_time(r.updated_ms)?,
             version: r.version,
+            pool: r.pool_id,
+            alert_keys: r
+                .alert_keys
+                .split(',')
+                .filter(|k| !k.is_empty())
+                .map(str::to_string)
+                .collect(),
             customer_id: r.customer_id,
             iccid: Iccid::from_trusted(r.iccid),
         })
@@ -162,7 +159,9 @@ fn bind_card<'q>(q: AnyQuery<'q>, c: &Card) -> Result<AnyQuery<'q>, StoreError> 
         .bind(c.created_at.timestamp_millis())
         .bind(c.updated_at.timestamp_millis())
         .bind(c.version)
-        .bind(c.next_due_at.map(|t| t.timestamp_millis())))
+        .bind(c.next_due_at.map(|t| t.timestamp_millis()))
+        .bind(c.pool.clone())
+        .bind(c.alert_keys.join(",")))
 }
 
 fn is_unique_violation(e: &sqlx::Error) -> bool {
@@ -241,20 +240,23 @@ impl Store {
                     e.into()
                 }
             })?;
-            let imported: Vec<CardEvent> = chunk
-                .iter()
-                .map(|c| CardEvent::of(c, c.created_at, "card.imported", Cause::Request, Fen::ZERO))
-                .collect();
-            let rows: Vec<(&Card, &CardEvent)> = chunk.iter().zip(imported.iter()).collect();
-            insert_event_rows(&mut tx, self.backend, &rows).await?;
         }
+        let imported: Vec<NewEvent> = cards
+            .iter()
+            .map(|c| {
+                let e = CardEvent::of(c, c.created_at, "card.imported", Cause::Request, Fen::ZERO);
+                NewEvent::of_card(c, &e)
+            })
+            .collect();
         if let Some(a) = audit {
             super::access::insert_audit(&mut tx, a).await?;
         }
         if let Some(r) = answer {
             super::idempotency::insert_idempotency(&mut tx, r).await?;
         }
+        insert_events(&mut tx, self.backend, &imported).await?;
         tx.commit().await?;
+        self.wrote_events();
         Ok(())
     }
 
@@ -307,6 +309,27 @@ impl Store {
             .fetch_optional(&self.pool)
             .await?;
         row.map(Card::try_from).transpose()
+    }
+
+    /// Up to `limit` cards of `carrier` that are not cancelled, after ICCID `after`: the usage
+    /// sync's walk over the live cards.
+    pub async fn live_cards_page(
+        &self,
+        carrier: CarrierId,
+        after: &str,
+        limit: u32,
+    ) -> Result<Vec<Card>, StoreError> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM cards WHERE carrier = $1 AND iccid > $2 AND cancelled = 0 \
+             ORDER BY carrier, iccid LIMIT $3"
+        );
+        let rows: Vec<CardRow> = sqlx::query_as(&sql)
+            .bind(carrier.as_str())
+            .bind(after.to_string())
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.into_iter().map(Card::try_from).collect()
     }
 
     /// Up to `limit` cards matching `filter` with an ICCID after `after`, in ICCID order.
@@ -381,6 +404,7 @@ impl Store {
         audit: Option<&AuditRecord>,
         answer: Option<&IdempotencyRecord>,
         applied_op: Option<(i64, i64)>,
+        usage_bytes: u64,
     ) -> Result<Card, StoreError> {
         let mut tx = self.pool.begin().await?;
         let next = update_in(&mut tx, card)
@@ -389,14 +413,23 @@ impl Store {
         if let Some((op, at_ms)) = applied_op {
             super::journal::mark_applied(&mut tx, op, at_ms).await?;
         }
-        insert_events(&mut tx, self.backend, &next, events).await?;
         if let Some(a) = audit {
             super::access::insert_audit(&mut tx, a).await?;
         }
         if let Some(r) = answer {
             super::idempotency::insert_idempotency(&mut tx, r).await?;
         }
+        if usage_bytes > 0 {
+            let row = daily_row(&next, usage_bytes)?;
+            add_daily_usage(&mut tx, self.backend, &[row]).await?;
+        }
+        let rows: Vec<NewEvent> = events.iter().map(|e| NewEvent::of_card(&next, e)).collect();
+        let wrote = !rows.is_empty();
+        insert_events(&mut tx, self.backend, &rows).await?;
         tx.commit().await?;
+        if wrote {
+            self.wrote_events();
+        }
         Ok(next)
     }
 
@@ -405,15 +438,17 @@ impl Store {
     /// stays due and is picked up again.
     pub async fn update_cards(
         &self,
-        cards: &[(Card, Vec<CardEvent>)],
+        cards: &[(Card, Vec<CardEvent>, u64)],
     ) -> Result<Vec<bool>, StoreError> {
         let mut tx = self.pool.begin().await?;
         let mut done = vec![false; cards.len()];
         let mut written: Vec<(Card, &[CardEvent])> = Vec::with_capacity(cards.len());
+        // One row per card and day: an upsert may not touch a row twice in one statement.
+        let mut daily: std::collections::BTreeMap<(String, i64), i64> = Default::default();
         for (chunk_no, chunk) in cards.chunks(UPDATE_CHUNK).enumerate() {
             let sql = self.batch_update_sql(chunk.len());
             let mut q = sqlx::query(&sql);
-            for (card, _) in chunk {
+            for (card, _, _) in chunk {
                 let mut next = card.clone();
                 next.version = card.version + 1;
                 q = bind_card(q.bind(card.version), &next)?;
@@ -424,21 +459,31 @@ impl Store {
                 .iter()
                 .map(|r| r.try_get::<String, _>("iccid"))
                 .collect::<Result<_, _>>()?;
-            for (i, (card, events)) in chunk.iter().enumerate() {
+            for (i, (card, events, usage)) in chunk.iter().enumerate() {
                 if updated.contains(card.iccid.as_str()) {
                     done[chunk_no * UPDATE_CHUNK + i] = true;
+                    if *usage > 0 {
+                        let (iccid, day, bytes) = daily_row(card, *usage)?;
+                        *daily.entry((iccid, day)).or_default() += bytes;
+                    }
                     let mut next = card.clone();
                     next.version = card.version + 1;
                     written.push((next, events));
                 }
             }
         }
-        let rows: Vec<(&Card, &CardEvent)> = written
+        let daily: Vec<(String, i64, i64)> = daily.into_iter().map(|((i, d), b)| (i, d, b)).collect();
+        add_daily_usage(&mut tx, self.backend, &daily).await?;
+        let rows: Vec<NewEvent> = written
             .iter()
-            .flat_map(|(c, events)| events.iter().map(move |e| (c, e)))
+            .flat_map(|(c, events)| events.iter().map(move |e| NewEvent::of_card(c, e)))
             .collect();
-        insert_event_rows(&mut tx, self.backend, &rows).await?;
+        let wrote = !rows.is_empty();
+        insert_events(&mut tx, self.backend, &rows).await?;
         tx.commit().await?;
+        if wrote {
+            self.wrote_events();
+        }
         Ok(done)
     }
 
@@ -568,36 +613,11 @@ impl Store {
         after_id: i64,
         limit: u32,
     ) -> Result<Vec<EventRow>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT id, iccid, kind, cause, amount_fen, status, stop_reasons, balance_fen, at_ms \
-             FROM card_events WHERE iccid = $1 AND id > $2 ORDER BY id LIMIT $3",
-        )
-        .bind(iccid.as_str().to_string())
-        .bind(after_id)
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?;
-        rows.into_iter()
-            .map(|r| {
-                let status: String = r.try_get("status")?;
-                let reasons: i64 = r.try_get("stop_reasons")?;
-                Ok(EventRow {
-                    id: r.try_get("id")?,
-                    iccid: r.try_get("iccid")?,
-                    kind: r.try_get("kind")?,
-                    cause: r.try_get("cause")?,
-                    amount: Fen(r.try_get("amount_fen")?),
-                    status: CardStatus::parse(&status)
-                        .ok_or_else(|| StoreError::Corrupt(format!("event status {status:?}")))?,
-                    stop_reasons: u32::try_from(reasons)
-                        .ok()
-                        .and_then(StopReasons::from_bits)
-                        .ok_or_else(|| StoreError::Corrupt(format!("event reasons {reasons}")))?,
-                    balance: Fen(r.try_get("balance_fen")?),
-                    at: millis_to_time(r.try_get("at_ms")?)?,
-                })
-            })
-            .collect()
+        let filter = EventFilter {
+            iccid: Some(iccid.as_str().to_string()),
+            ..EventFilter::default()
+        };
+        self.events_after(&filter, after_id, limit).await
     }
 
     /// The last `limit` events of a card, oldest first.
@@ -685,52 +705,12 @@ async fn update_in(
     Ok((done.rows_affected() == 1).then_some(next))
 }
 
-async fn insert_events(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-    backend: Backend,
-    card: &Card,
-    events: &[CardEvent],
-) -> Result<(), StoreError> {
-    if events.is_empty() {
-        return Ok(());
-    }
-    let rows: Vec<(&Card, &CardEvent)> = events.iter().map(|e| (card, e)).collect();
-    insert_event_rows(tx, backend, &rows).await
-}
-
-/// Rows per multi-row event INSERT (10 parameters each).
-const EVENT_CHUNK: usize = 2000;
-
-async fn insert_event_rows(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-    backend: Backend,
-    rows: &[(&Card, &CardEvent)],
-) -> Result<(), StoreError> {
-    const COLS: usize = 10;
-    for chunk in rows.chunks(EVENT_CHUNK) {
-        let values = (0..chunk.len())
-            .map(|i| format!("({})", placeholders(backend, i * COLS, COLS)))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let sql = format!(
-            "INSERT INTO card_events (iccid, customer_id, carrier, kind, cause, amount_fen, status, \
-             stop_reasons, balance_fen, at_ms) VALUES {values}"
-        );
-        let mut q = sqlx::query(&sql);
-        for (c, e) in chunk {
-            q = q
-                .bind(c.iccid.as_str().to_string())
-                .bind(c.customer_id.clone())
-                .bind(c.carrier.as_str())
-                .bind(e.kind)
-                .bind(e.cause.as_str())
-                .bind(e.amount.0)
-                .bind(e.status.as_str())
-                .bind(i64::from(e.stop_reasons.bits()))
-                .bind(e.balance.0)
-                .bind(e.at.timestamp_millis());
-        }
-        q.execute(&mut **tx).await?;
-    }
-    Ok(())
+/// The daily-history row of `bytes` a card accrued at its `updated_at`.
+fn daily_row(card: &Card, bytes: u64) -> Result<(String, i64, i64), StoreError> {
+    let day = crate::domain::policy::start_of_local_day(card.updated_at);
+    Ok((
+        card.iccid.as_str().to_string(),
+        day.timestamp_millis(),
+        u64_to_db(bytes)?,
+    ))
 }

@@ -6,17 +6,22 @@
 mod access;
 mod batches;
 mod cards;
+mod events;
+mod pools;
 mod idempotency;
 mod journal;
 mod sim;
 
 pub use access::{AuditEntry, AuditFilter, AuditRecord};
 pub use batches::{Batch, BatchCounts, BatchItem};
-pub use cards::{CardFilter, EventRow};
+pub use cards::CardFilter;
+pub use events::{EventDetail, EventFilter, EventRow};
 pub use idempotency::IdempotencyRecord;
 pub use journal::{action_name, CarrierOp};
+pub use pools::{DailyUsage, PoolFilter};
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::any::AnyPoolOptions;
@@ -61,6 +66,9 @@ pub struct StoreOptions {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// Bumped after every commit that wrote events, so the event stream wakes at once instead
+    /// of polling (writes by other processes are found by its periodic poll).
+    events_written: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -162,7 +170,20 @@ impl Store {
             Backend::Sqlite => SQLITE_MIGRATIONS.run(&pool).await?,
             Backend::Postgres => POSTGRES_MIGRATIONS.run(&pool).await?,
         }
-        Ok(Store { pool, backend })
+        Ok(Store {
+            pool,
+            backend,
+            events_written: Arc::new(tokio::sync::watch::channel(0).0),
+        })
+    }
+
+    /// Changes after each commit of this process that wrote events.
+    pub fn event_writes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.events_written.subscribe()
+    }
+
+    fn wrote_events(&self) {
+        self.events_written.send_modify(|n| *n = n.wrapping_add(1));
     }
 
     pub fn backend(&self) -> Backend {

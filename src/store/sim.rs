@@ -75,6 +75,47 @@ impl Store {
         .transpose()
     }
 
+    /// Many simulated cards at once (unknown ICCIDs are left out), usage counted as in `sim_card`.
+    pub async fn sim_cards(
+        &self,
+        carrier: CarrierId,
+        iccids: &[Iccid],
+        cycle_ms: i64,
+    ) -> Result<Vec<CarrierCard>, StoreError> {
+        let mut out = Vec::with_capacity(iccids.len());
+        for chunk in iccids.chunks(1000) {
+            let sql = format!(
+                "SELECT iccid, state, CASE WHEN usage_cycle_ms = $1 THEN cycle_usage_bytes ELSE 0 END \
+                 AS cycle_usage_bytes, changes, last_session_ms FROM sim_cards WHERE carrier = $2 \
+                 AND iccid IN ({})",
+                (3..3 + chunk.len())
+                    .map(|i| format!("${i}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            let mut q = sqlx::query(&sql).bind(cycle_ms).bind(carrier.as_str());
+            for i in chunk {
+                q = q.bind(i.as_str().to_string());
+            }
+            for r in q.fetch_all(&self.pool).await? {
+                let state: String = r.try_get("state")?;
+                out.push(CarrierCard {
+                    iccid: Iccid::from_trusted(r.try_get::<String, _>("iccid")?),
+                    state: ServiceState::parse(&state)
+                        .ok_or_else(|| StoreError::Corrupt(format!("sim state {state:?}")))?,
+                    cycle_usage_bytes: db_to_u64(r.try_get("cycle_usage_bytes")?)?,
+                    usage_cycle_start: Some(super::millis_to_time(cycle_ms)?),
+                    changes: db_to_u64(r.try_get("changes")?)?,
+                    last_session_at: r
+                        .try_get::<Option<i64>, _>("last_session_ms")?
+                        .map(super::millis_to_time)
+                        .transpose()?,
+                });
+            }
+        }
+        Ok(out)
+    }
+
     pub async fn sim_set_state(
         &self,
         carrier: CarrierId,

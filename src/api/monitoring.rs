@@ -1,0 +1,560 @@
+//! `simgate.v1.MonitoringService`: pools, alert rules, usage history, and the event listing and
+//! stream, with request validation and the cursor format.
+
+use std::pin::Pin;
+
+use prost::Message;
+use tokio_stream::{wrappers::ReceiverStream, Stream, StreamExt};
+use tonic::{Request, Response, Status};
+
+use super::auth::Authenticator;
+use super::convert::{self, carrier_from_pb, carrier_to_pb, status_to_pb, timestamp};
+use super::error::{invalid_argument, invalid_field};
+use crate::auth::Permission;
+use crate::domain::alerts::AlertRules;
+use crate::domain::pool::MAX_TOPUP_BYTES;
+use crate::domain::Iccid;
+use crate::pb;
+use crate::service::events::EventHub;
+use crate::service::monitor::{valid_pool_id, NewPool, PoolView, MAX_POOL_CARDS};
+use crate::service::{CardService, FieldViolation};
+use crate::store::{EventFilter, EventRow, PoolFilter};
+
+/// Scope of event cursors and event page tokens (they are the same thing).
+const CURSOR: &str = "ev";
+const MAX_KINDS: usize = 20;
+const MAX_HISTORY_DAYS: u32 = 400;
+
+pub struct MonitoringApi {
+    service: CardService,
+    hub: EventHub,
+    auth: Authenticator,
+}
+
+impl MonitoringApi {
+    pub fn new(service: CardService, hub: EventHub, auth: Authenticator) -> MonitoringApi {
+        MonitoringApi { service, hub, auth }
+    }
+}
+
+fn pool_to_pb(v: &PoolView) -> pb::Pool {
+    let p = &v.pool;
+    pb::Pool {
+        pool_id: p.id.clone(),
+        name: p.name.clone(),
+        carrier: carrier_to_pb(p.carrier) as i32,
+        customer_id: p.customer_id.clone(),
+        monthly_quota_bytes: p.quota_bytes,
+        auto_suspend: p.auto_suspend,
+        cycle_start: Some(timestamp(p.cycle_start)),
+        topup_bytes: p.topup_bytes,
+        used_bytes: v.used_bytes,
+        capacity_bytes: p.capacity(),
+        used_permille: u32::try_from(crate::domain::alerts::permille(v.used_bytes, p.capacity()))
+            .unwrap_or(u32::MAX),
+        exhausted: p.exhausted,
+        member_count: u32::try_from(v.members).unwrap_or(u32::MAX),
+        created_at: Some(timestamp(p.created_at)),
+        updated_at: Some(timestamp(p.updated_at)),
+    }
+}
+
+pub fn event_to_pb(e: &EventRow) -> pb::Event {
+    pb::Event {
+        cursor: convert::position_token(CURSOR, e.id),
+        kind: e.kind.clone(),
+        cause: e.cause.clone(),
+        at: Some(timestamp(e.at)),
+        customer_id: e.customer_id.clone(),
+        carrier: carrier_to_pb(e.carrier) as i32,
+        iccid: e.iccid.clone(),
+        pool_id: e.pool_id.clone().unwrap_or_default(),
+        status: e.status.map_or(pb::CardStatus::Unspecified, status_to_pb) as i32,
+        stop_reasons: e
+            .stop_reasons
+            .iter()
+            .map(|r| convert::reason_to_pb(r) as i32)
+            .collect(),
+        balance_fen: e.balance.0,
+        amount_fen: e.amount.0,
+        pool_used_bytes: e.detail.pool_used_bytes.unwrap_or(0),
+        pool_capacity_bytes: e.detail.pool_capacity_bytes.unwrap_or(0),
+        alert: e.detail.alert.as_ref().map(|a| pb::Alert {
+            rule: a.rule.clone(),
+            threshold: a.threshold,
+            value: a.value,
+            unit: a.unit.clone(),
+        }),
+    }
+}
+
+fn rules_to_pb(customer: &str, r: &AlertRules, customised: bool) -> pb::AlertRules {
+    pb::AlertRules {
+        customer_id: customer.to_string(),
+        card_usage_permille: r.card_usage_permille.clone(),
+        pool_usage_permille: r.pool_usage_permille.clone(),
+        validity_days: r.validity_days.clone(),
+        balance_below_next_fee: r.balance_below_next_fee,
+        retention_cancel_days: r.retention_cancel_days.clone(),
+        card_stopped: r.card_stopped,
+        card_restored: r.card_restored,
+        customised,
+    }
+}
+
+fn pool_id(field: &str, raw: &str) -> Result<String, Status> {
+    if valid_pool_id(raw) {
+        Ok(raw.to_string())
+    } else {
+        Err(invalid_field(
+            field,
+            "must be 1-64 characters of A-Z, a-z, 0-9, '-', '_'",
+        ))
+    }
+}
+
+fn iccid_list(raw: &[String]) -> Result<Vec<Iccid>, Status> {
+    if raw.is_empty() || raw.len() > MAX_POOL_CARDS {
+        return Err(invalid_field(
+            "iccids",
+            format!("must name 1..={MAX_POOL_CARDS} cards"),
+        ));
+    }
+    let mut violations = Vec::new();
+    let mut out = Vec::with_capacity(raw.len());
+    let mut seen = std::collections::HashSet::new();
+    for (i, s) in raw.iter().enumerate() {
+        match convert::iccid_field(&format!("iccids[{i}]"), s) {
+            Ok(iccid) if !seen.insert(iccid.clone()) => violations.push(FieldViolation::new(
+                format!("iccids[{i}]"),
+                "is named twice",
+            )),
+            Ok(iccid) => out.push(iccid),
+            Err(v) => violations.push(v),
+        }
+    }
+    if violations.is_empty() {
+        Ok(out)
+    } else {
+        Err(invalid_argument(violations))
+    }
+}
+
+fn event_filter(f: Option<pb::EventFilter>) -> Result<EventFilter, Status> {
+    let f = f.unwrap_or_default();
+    let mut violations = Vec::new();
+    let customer_id = if f.customer_id.is_empty() {
+        None
+    } else {
+        convert::customer_id_field("filter.customer_id", &f.customer_id)
+            .map_err(|v| violations.push(v))
+            .ok()
+    };
+    let carrier = match f.carrier {
+        0 => None,
+        v => {
+            let c = carrier_from_pb(v);
+            if c.is_none() {
+                violations.push(FieldViolation::new("filter.carrier", "is not a carrier"));
+            }
+            c
+        }
+    };
+    let iccid = if f.iccid.is_empty() {
+        None
+    } else {
+        convert::iccid_field("filter.iccid", &f.iccid)
+            .map_err(|v| violations.push(v))
+            .ok()
+            .map(|i| i.as_str().to_string())
+    };
+    let pool_id = if f.pool_id.is_empty() {
+        None
+    } else if valid_pool_id(&f.pool_id) {
+        Some(f.pool_id.clone())
+    } else {
+        violations.push(FieldViolation::new("filter.pool_id", "is not a pool id"));
+        None
+    };
+    if f.kinds.len() > MAX_KINDS {
+        violations.push(FieldViolation::new(
+            "filter.kinds",
+            format!("at most {MAX_KINDS} kinds"),
+        ));
+    }
+    for (i, k) in f.kinds.iter().enumerate() {
+        let body = k.strip_suffix('*').unwrap_or(k);
+        let ok = !k.is_empty()
+            && k.len() <= 64
+            && body
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'.');
+        if !ok {
+            violations.push(FieldViolation::new(
+                format!("filter.kinds[{i}]"),
+                "must be an event kind (e.g. card.suspended) or a prefix ending in * (alert.*)",
+            ));
+        }
+    }
+    if !violations.is_empty() {
+        return Err(invalid_argument(violations));
+    }
+    Ok(EventFilter {
+        customer_id,
+        carrier,
+        iccid,
+        pool_id,
+        kinds: f.kinds,
+    })
+}
+
+/// A customer key sees its own customer's events only, whatever it asks for. None: nothing.
+fn scoped(mut filter: EventFilter, own: Option<&String>) -> Option<EventFilter> {
+    if let Some(own) = own {
+        if filter.customer_id.as_ref().is_some_and(|c| c != own) {
+            return None;
+        }
+        filter.customer_id = Some(own.clone());
+    }
+    Some(filter)
+}
+
+type EventStream = Pin<Box<dyn Stream<Item = Result<pb::Event, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl pb::monitoring_service_server::MonitoringService for MonitoringApi {
+    async fn create_pool(
+        &self,
+        request: Request<pb::CreatePoolRequest>,
+    ) -> Result<Response<pb::Pool>, Status> {
+        let caller = self
+            .auth
+            .caller(&request, "CreatePool", Permission::Operate)
+            .await?;
+        let req = request.into_inner();
+        let mut violations = Vec::new();
+        if !valid_pool_id(&req.pool_id) {
+            violations.push(FieldViolation::new(
+                "pool_id",
+                "must be 1-64 characters of A-Z, a-z, 0-9, '-', '_'",
+            ));
+        }
+        if req.name.chars().count() > 128 {
+            violations.push(FieldViolation::new("name", "at most 128 characters"));
+        }
+        let carrier = carrier_from_pb(req.carrier);
+        if carrier.is_none() {
+            violations.push(FieldViolation::new("carrier", "is required"));
+        }
+        let customer = convert::customer_id_field("customer_id", &req.customer_id)
+            .map_err(|v| violations.push(v))
+            .ok();
+        if req.monthly_quota_bytes == 0 || req.monthly_quota_bytes > MAX_TOPUP_BYTES {
+            violations.push(FieldViolation::new(
+                "monthly_quota_bytes",
+                format!("must be 1..={MAX_TOPUP_BYTES}"),
+            ));
+        }
+        let (Some(carrier), Some(customer_id), true) = (carrier, customer, violations.is_empty())
+        else {
+            return Err(invalid_argument(violations));
+        };
+        let view = self
+            .service
+            .create_pool(
+                NewPool {
+                    id: req.pool_id,
+                    name: req.name,
+                    carrier,
+                    customer_id,
+                    quota_bytes: req.monthly_quota_bytes,
+                    auto_suspend: req.auto_suspend,
+                },
+                &caller,
+            )
+            .await?;
+        Ok(Response::new(pool_to_pb(&view)))
+    }
+
+    async fn get_pool(
+        &self,
+        request: Request<pb::GetPoolRequest>,
+    ) -> Result<Response<pb::Pool>, Status> {
+        let caller = self
+            .auth
+            .caller(&request, "GetPool", Permission::Read)
+            .await?;
+        let id = pool_id("pool_id", &request.get_ref().pool_id)?;
+        let view = self.service.get_pool(&id, &caller).await?;
+        Ok(Response::new(pool_to_pb(&view)))
+    }
+
+    async fn list_pools(
+        &self,
+        request: Request<pb::ListPoolsRequest>,
+    ) -> Result<Response<pb::ListPoolsResponse>, Status> {
+        let caller = self
+            .auth
+            .caller(&request, "ListPools", Permission::Read)
+            .await?;
+        let req = request.into_inner();
+        let size = convert::page_size(req.page_size, 100)?;
+        let mut filter = PoolFilter::default();
+        if !req.customer_id.is_empty() {
+            filter.customer_id = Some(
+                convert::customer_id_field("customer_id", &req.customer_id)
+                    .map_err(|v| invalid_argument(vec![v]))?,
+            );
+        }
+        if req.carrier != 0 {
+            filter.carrier = Some(
+                carrier_from_pb(req.carrier)
+                    .ok_or_else(|| invalid_field("carrier", "is not a carrier"))?,
+            );
+        }
+        let after = if req.page_token.is_empty() {
+            String::new()
+        } else {
+            use base64::Engine;
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(&req.page_token)
+                .ok()
+                .and_then(|b| String::from_utf8(b).ok())
+                .and_then(|s| s.strip_prefix("pool:").map(str::to_string))
+                .filter(|s| valid_pool_id(s))
+                .ok_or_else(|| invalid_field("page_token", "is not a token this server issued"))?
+        };
+        let mut pools = self
+            .service
+            .list_pools(&filter, &after, size + 1, &caller)
+            .await?;
+        let more = pools.len() > size as usize;
+        pools.truncate(size as usize);
+        let next_page_token = match (more, pools.last()) {
+            (true, Some(last)) => {
+                use base64::Engine;
+                base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .encode(format!("pool:{}", last.pool.id))
+            }
+            _ => String::new(),
+        };
+        Ok(Response::new(pb::ListPoolsResponse {
+            pools: pools.iter().map(pool_to_pb).collect(),
+            next_page_token,
+        }))
+    }
+
+    async fn add_cards_to_pool(
+        &self,
+        request: Request<pb::AddCardsToPoolRequest>,
+    ) -> Result<Response<pb::Pool>, Status> {
+        let caller = self
+            .auth
+            .caller(&request, "AddCardsToPool", Permission::Operate)
+            .await?;
+        let req = request.into_inner();
+        let id = pool_id("pool_id", &req.pool_id)?;
+        let iccids = iccid_list(&req.iccids)?;
+        let view = self.service.add_to_pool(&id, &iccids, &caller).await?;
+        Ok(Response::new(pool_to_pb(&view)))
+    }
+
+    async fn remove_cards_from_pool(
+        &self,
+        request: Request<pb::RemoveCardsFromPoolRequest>,
+    ) -> Result<Response<pb::Pool>, Status> {
+        let caller = self
+            .auth
+            .caller(&request, "RemoveCardsFromPool", Permission::Operate)
+            .await?;
+        let req = request.into_inner();
+        let id = pool_id("pool_id", &req.pool_id)?;
+        let iccids = iccid_list(&req.iccids)?;
+        let view = self.service.remove_from_pool(&id, &iccids, &caller).await?;
+        Ok(Response::new(pool_to_pb(&view)))
+    }
+
+    async fn top_up_pool(
+        &self,
+        request: Request<pb::TopUpPoolRequest>,
+    ) -> Result<Response<pb::Pool>, Status> {
+        let caller = self
+            .auth
+            .caller(&request, "TopUpPool", Permission::Operate)
+            .await?;
+        let mut req = request.into_inner();
+        let request_id = std::mem::take(&mut req.request_id);
+        let id = pool_id("pool_id", &req.pool_id)?;
+        if req.bytes == 0 || req.bytes > MAX_TOPUP_BYTES {
+            return Err(invalid_field(
+                "bytes",
+                format!("must be 1..={MAX_TOPUP_BYTES}"),
+            ));
+        }
+        let fingerprint = super::cards::fingerprint(&request_id, &req)?;
+        if let Some(first) = self
+            .service
+            .replay(&caller, &request_id, &fingerprint)
+            .await?
+        {
+            return pb::Pool::decode(first.as_slice())
+                .map(Response::new)
+                .map_err(|_| Status::internal("a stored answer could not be read"));
+        }
+        let respond = |v: &PoolView| pool_to_pb(v).encode_to_vec();
+        let idem = (!request_id.is_empty()).then_some((
+            request_id.as_str(),
+            fingerprint.as_str(),
+            &respond as &(dyn Fn(&PoolView) -> Vec<u8> + Send + Sync),
+        ));
+        let view = self
+            .service
+            .top_up_pool(&id, req.bytes, &caller, idem)
+            .await?;
+        Ok(Response::new(pool_to_pb(&view)))
+    }
+
+    async fn get_alert_rules(
+        &self,
+        request: Request<pb::GetAlertRulesRequest>,
+    ) -> Result<Response<pb::AlertRules>, Status> {
+        let caller = self
+            .auth
+            .caller(&request, "GetAlertRules", Permission::Read)
+            .await?;
+        let customer = convert::customer_id_field("customer_id", &request.get_ref().customer_id)
+            .map_err(|v| invalid_argument(vec![v]))?;
+        let (rules, customised) = self.service.get_alert_rules(&customer, &caller).await?;
+        Ok(Response::new(rules_to_pb(&customer, &rules, customised)))
+    }
+
+    async fn set_alert_rules(
+        &self,
+        request: Request<pb::SetAlertRulesRequest>,
+    ) -> Result<Response<pb::AlertRules>, Status> {
+        let caller = self
+            .auth
+            .caller(&request, "SetAlertRules", Permission::Operate)
+            .await?;
+        let r = request
+            .into_inner()
+            .rules
+            .ok_or_else(|| invalid_field("rules", "is required"))?;
+        let customer = convert::customer_id_field("rules.customer_id", &r.customer_id)
+            .map_err(|v| invalid_argument(vec![v]))?;
+        let rules = AlertRules {
+            card_usage_permille: r.card_usage_permille,
+            pool_usage_permille: r.pool_usage_permille,
+            validity_days: r.validity_days,
+            balance_below_next_fee: r.balance_below_next_fee,
+            retention_cancel_days: r.retention_cancel_days,
+            card_stopped: r.card_stopped,
+            card_restored: r.card_restored,
+        };
+        let rules = self
+            .service
+            .set_alert_rules(&customer, rules, &caller)
+            .await?;
+        Ok(Response::new(rules_to_pb(&customer, &rules, true)))
+    }
+
+    async fn get_usage_history(
+        &self,
+        request: Request<pb::GetUsageHistoryRequest>,
+    ) -> Result<Response<pb::UsageHistory>, Status> {
+        let caller = self
+            .auth
+            .caller(&request, "GetUsageHistory", Permission::Read)
+            .await?;
+        let req = request.into_inner();
+        let iccid =
+            convert::iccid_field("iccid", &req.iccid).map_err(|v| invalid_argument(vec![v]))?;
+        let days = match req.days {
+            0 => 31,
+            d if d <= MAX_HISTORY_DAYS => d,
+            _ => {
+                return Err(invalid_field(
+                    "days",
+                    format!("must be 1..={MAX_HISTORY_DAYS} (0 means 31)"),
+                ))
+            }
+        };
+        let history = self.service.usage_history(&iccid, days, &caller).await?;
+        let total: u64 = history.iter().map(|d| d.bytes).sum();
+        Ok(Response::new(pb::UsageHistory {
+            iccid: iccid.as_str().to_string(),
+            average_bytes_per_day: total / u64::from(days),
+            days: history
+                .iter()
+                .map(|d| pb::DailyUsage {
+                    day: Some(timestamp(d.day)),
+                    bytes: d.bytes,
+                })
+                .collect(),
+        }))
+    }
+
+    async fn list_events(
+        &self,
+        request: Request<pb::ListEventsRequest>,
+    ) -> Result<Response<pb::ListEventsResponse>, Status> {
+        let caller = self
+            .auth
+            .caller(&request, "ListEvents", Permission::Read)
+            .await?;
+        let req = request.into_inner();
+        let size = convert::page_size(req.page_size, 100)?;
+        let filter = event_filter(req.filter)?;
+        let after = convert::read_position_token("page_token", CURSOR, &req.page_token)?
+            .unwrap_or(0)
+            .max(0);
+        let Some(filter) = scoped(filter, caller.principal.customer_id.as_ref()) else {
+            return Ok(Response::new(pb::ListEventsResponse::default()));
+        };
+        let mut events = self
+            .service
+            .store()
+            .events_after(&filter, after, size + 1)
+            .await
+            .map_err(crate::service::ServiceError::from)?;
+        let more = events.len() > size as usize;
+        events.truncate(size as usize);
+        let next_page_token = match (more, events.last()) {
+            (true, Some(last)) => convert::position_token(CURSOR, last.id),
+            _ => String::new(),
+        };
+        Ok(Response::new(pb::ListEventsResponse {
+            events: events.iter().map(event_to_pb).collect(),
+            next_page_token,
+        }))
+    }
+
+    type WatchEventsStream = EventStream;
+
+    async fn watch_events(
+        &self,
+        request: Request<pb::WatchEventsRequest>,
+    ) -> Result<Response<Self::WatchEventsStream>, Status> {
+        let caller = self
+            .auth
+            .caller(&request, "WatchEvents", Permission::Read)
+            .await?;
+        let req = request.into_inner();
+        let filter = event_filter(req.filter)?;
+        let after = convert::read_position_token("after_cursor", CURSOR, &req.after_cursor)?;
+        let Some(filter) = scoped(filter, caller.principal.customer_id.as_ref()) else {
+            return Err(invalid_field(
+                "filter.customer_id",
+                "is not a customer this key may watch",
+            ));
+        };
+        let (tx, rx) = tokio::sync::mpsc::channel(256);
+        let hub = self.hub.clone();
+        tokio::spawn(async move { hub.watch(filter, after.map(|a| a.max(0)), tx).await });
+        let stream = ReceiverStream::new(rx).map(|item| match item {
+            Ok(e) => Ok(event_to_pb(&e)),
+            Err(e) => Err(crate::service::ServiceError::from(e).into()),
+        });
+        Ok(Response::new(Box::pin(stream)))
+    }
+}

@@ -1,0 +1,637 @@
+//! Usage monitoring use cases: pools and their members, alert rules, the scheduled usage sync
+//! and the daily usage history. Pools are settled level-triggered: whatever wrote last, a settle
+//! compares the pool's usage with its capacity and brings every member to match, so a crash
+//! between a pool's change and its members' is repaired by the next settle.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use tracing::{debug, warn};
+
+use super::{Caller, CardService, FieldViolation, Result, ServiceError};
+use crate::carrier::CarrierCard;
+use crate::domain::alerts::{self, AlertRules};
+use crate::domain::lifecycle;
+use crate::domain::pool::{self, Pool};
+use crate::domain::{Card, CarrierId, Cause, Iccid, StopReason, StopReasons, Transition};
+use crate::store::{DailyUsage, IdempotencyRecord, PoolFilter, StoreError};
+
+/// How long a customer's alert rules read from the store are used before being read again.
+/// Rules set through this process take effect at once.
+const RULES_TTL: Duration = Duration::from_secs(1);
+
+/// Cards in one AddCardsToPool / RemoveCardsFromPool call.
+pub const MAX_POOL_CARDS: usize = 1000;
+
+#[derive(Default)]
+pub struct RulesCache {
+    by_customer: Mutex<HashMap<String, (Instant, AlertRules)>>,
+}
+
+impl RulesCache {
+    fn get(&self, customer: &str) -> Option<AlertRules> {
+        let map = self.by_customer.lock().unwrap_or_else(|e| e.into_inner());
+        map.get(customer)
+            .filter(|(at, _)| at.elapsed() < RULES_TTL)
+            .map(|(_, r)| r.clone())
+    }
+
+    fn put(&self, customer: &str, rules: AlertRules) {
+        let mut map = self.by_customer.lock().unwrap_or_else(|e| e.into_inner());
+        // Bounded: a reseller has thousands of customers at most; drop stale entries when big.
+        if map.len() > 10_000 {
+            map.retain(|_, (at, _)| at.elapsed() < RULES_TTL);
+        }
+        map.insert(customer.to_string(), (Instant::now(), rules));
+    }
+}
+
+/// A pool to create, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewPool {
+    pub id: String,
+    pub name: String,
+    pub carrier: CarrierId,
+    pub customer_id: String,
+    pub quota_bytes: u64,
+    pub auto_suspend: bool,
+}
+
+/// A pool with its derived usage.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolView {
+    pub pool: Pool,
+    pub used_bytes: u64,
+    pub members: u64,
+}
+
+/// What one usage sync pass did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct SyncStats {
+    /// Cards whose usage was read from a carrier.
+    pub read: u64,
+    /// Cards written (new usage, alerts or due transitions).
+    pub updated: u64,
+    /// Cards changed by someone else meanwhile, or whose write failed; synced next time.
+    pub skipped: u64,
+    /// Carrier calls that failed; their cards are synced next time.
+    pub carrier_failures: u64,
+}
+
+/// Checks a pool id: 1-64 letters, digits, '-' or '_'.
+pub fn valid_pool_id(id: &str) -> bool {
+    (1..=64).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+fn pool_bit() -> u32 {
+    let mut r = StopReasons::NONE;
+    r.insert(StopReason::PoolExhausted);
+    r.bits()
+}
+
+impl CardService {
+    /// The customer's alert rules: stored ones, or the defaults.
+    pub async fn alert_rules_of(&self, customer: &str) -> Result<AlertRules> {
+        if let Some(r) = self.alert_rules.get(customer) {
+            return Ok(r);
+        }
+        let rules = self.store.alert_rules(customer).await?.unwrap_or_default();
+        self.alert_rules.put(customer, rules.clone());
+        Ok(rules)
+    }
+
+    /// The rules as the caller may see them, and whether they were set.
+    pub async fn get_alert_rules(
+        &self,
+        customer: &str,
+        caller: &Caller,
+    ) -> Result<(AlertRules, bool)> {
+        self.scope(caller, customer)?;
+        match self.store.alert_rules(customer).await? {
+            Some(r) => Ok((r, true)),
+            None => Ok((AlertRules::default(), false)),
+        }
+    }
+
+    pub async fn set_alert_rules(
+        &self,
+        customer: &str,
+        rules: AlertRules,
+        caller: &Caller,
+    ) -> Result<AlertRules> {
+        self.scope(caller, customer)?;
+        if let Err((field, problem)) = rules.validate() {
+            return Err(ServiceError::InvalidArgument(vec![FieldViolation::new(
+                format!("rules.{field}"),
+                problem,
+            )]));
+        }
+        let now = self.now();
+        let audit = caller.audit(now, None, Some(customer), "OK", "alert rules set".into());
+        self.store
+            .put_alert_rules(customer, &rules, now, &audit)
+            .await?;
+        self.alert_rules.put(customer, rules.clone());
+        Ok(rules)
+    }
+
+    /// A customer principal acts on its own customer only; anything else looks absent.
+    fn scope(&self, caller: &Caller, customer: &str) -> Result<()> {
+        if caller.principal.sees(customer) {
+            Ok(())
+        } else {
+            Err(ServiceError::InvalidArgument(vec![FieldViolation::new(
+                "customer_id",
+                "is not a customer this key may act for",
+            )]))
+        }
+    }
+
+    /// Adds the alerts a change calls for to `t`, updating the card's alert memory.
+    pub(crate) async fn with_alerts(
+        &self,
+        before: &Card,
+        t: &mut Transition,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        let rules = self.alert_rules_of(&before.customer_id).await?;
+        let cause = t.events.last().map_or(Cause::Request, |e| e.cause);
+        let fired = alerts::evaluate_card(Some(before), &mut t.card, &rules, now, cause);
+        t.events.extend(fired);
+        t.changed = t.card != *before;
+        Ok(())
+    }
+
+    async fn load_pool(&self, id: &str, caller: Option<&Caller>) -> Result<Pool> {
+        match self.store.get_pool(id).await? {
+            Some(p) if caller.is_none_or(|c| c.principal.sees(&p.customer_id)) => Ok(p),
+            _ => Err(ServiceError::PoolNotFound(id.to_string())),
+        }
+    }
+
+    async fn view(&self, pool: Pool) -> Result<PoolView> {
+        let (used_bytes, members) = self.store.pool_usage(&pool.id, pool.cycle_start).await?;
+        Ok(PoolView {
+            pool,
+            used_bytes,
+            members,
+        })
+    }
+
+    pub async fn create_pool(&self, new: NewPool, caller: &Caller) -> Result<PoolView> {
+        let NewPool {
+            id,
+            name,
+            carrier,
+            customer_id,
+            quota_bytes,
+            auto_suspend,
+        } = new;
+        let (id, customer) = (id.as_str(), customer_id.as_str());
+        self.scope(caller, customer)?;
+        let policy = self.policy(carrier)?;
+        let now = self.now();
+        let pool = Pool {
+            id: id.to_string(),
+            name,
+            carrier,
+            customer_id: customer.to_string(),
+            quota_bytes,
+            auto_suspend,
+            cycle_start: policy.cycle_bounds(now).0,
+            topup_bytes: 0,
+            exhausted: false,
+            alert_keys: Vec::new(),
+            created_at: now,
+            updated_at: now,
+            version: 1,
+        };
+        let created = pool::PoolEvent {
+            kind: "pool.created",
+            cause: Cause::Request,
+            at: now,
+            used_bytes: 0,
+            capacity_bytes: quota_bytes,
+            alert: None,
+        };
+        let audit = caller.audit(now, None, Some(customer), "OK", format!("pool {id} created"));
+        self.store
+            .insert_pool(&pool, &[created], Some(&audit), None)
+            .await
+            .map_err(|e| match e {
+                StoreError::Duplicate { .. } => ServiceError::AlreadyExists {
+                    field: "pool_id".into(),
+                    value: id.to_string(),
+                },
+                other => other.into(),
+            })?;
+        self.view(pool).await
+    }
+
+    pub async fn get_pool(&self, id: &str, caller: &Caller) -> Result<PoolView> {
+        let pool = self.load_pool(id, Some(caller)).await?;
+        self.view(pool).await
+    }
+
+    pub async fn list_pools(
+        &self,
+        filter: &PoolFilter,
+        after: &str,
+        limit: u32,
+        caller: &Caller,
+    ) -> Result<Vec<PoolView>> {
+        let mut filter = filter.clone();
+        if let Some(own) = &caller.principal.customer_id {
+            if filter.customer_id.as_ref().is_some_and(|c| c != own) {
+                return Ok(Vec::new());
+            }
+            filter.customer_id = Some(own.clone());
+        }
+        let mut out = Vec::new();
+        for p in self.store.list_pools(&filter, after, limit).await? {
+            out.push(self.view(p).await?);
+        }
+        Ok(out)
+    }
+
+    /// Moves cards into a pool. Every card is checked first (exists, visible, same carrier and
+    /// customer, not cancelled, not in another pool), so a refused call moves none.
+    pub async fn add_to_pool(
+        &self,
+        id: &str,
+        iccids: &[Iccid],
+        caller: &Caller,
+    ) -> Result<PoolView> {
+        let pool = self.load_pool(id, Some(caller)).await?;
+        let now = self.now();
+        for iccid in iccids {
+            let card = self.get(iccid, caller).await?;
+            pool::join(&card, &pool, now)?;
+        }
+        for iccid in iccids {
+            // The pool as it is now: a settle may have changed it since the check.
+            let current = self.load_pool(id, None).await?;
+            self.mutate(iccid, caller, None, |card, _, now| {
+                pool::join(card, &current, now)
+            })
+            .await?;
+        }
+        self.settle_pool(id, Cause::Request).await?;
+        self.get_pool(id, caller).await
+    }
+
+    pub async fn remove_from_pool(
+        &self,
+        id: &str,
+        iccids: &[Iccid],
+        caller: &Caller,
+    ) -> Result<PoolView> {
+        self.load_pool(id, Some(caller)).await?;
+        let now = self.now();
+        for iccid in iccids {
+            let card = self.get(iccid, caller).await?;
+            pool::leave(&card, id, now)?;
+        }
+        for iccid in iccids {
+            self.mutate(iccid, caller, None, |card, _, now| pool::leave(card, id, now))
+                .await?;
+        }
+        self.settle_pool(id, Cause::Request).await?;
+        self.get_pool(id, caller).await
+    }
+
+    /// Adds data to the pool for this cycle. With a request id, a repeat adds nothing and gets
+    /// the first answer (`respond` encodes it from the pool as stored).
+    pub async fn top_up_pool(
+        &self,
+        id: &str,
+        bytes: u64,
+        caller: &Caller,
+        idem: Option<(&str, &str, &(dyn Fn(&PoolView) -> Vec<u8> + Send + Sync))>,
+    ) -> Result<PoolView> {
+        for _ in 0..5 {
+            let current = self.load_pool(id, Some(caller)).await?;
+            // Settle first so a top-up in a new cycle lands in that cycle.
+            let now = self.now();
+            let policy = self.policy(current.carrier)?;
+            let cycle = policy.cycle_bounds(now).0.max(current.cycle_start);
+            let (used, members) = self.store.pool_usage(id, cycle).await?;
+            let rules = self.alert_rules_of(&current.customer_id).await?;
+            let settled = pool::settle(&current, cycle, used, &rules, now, Cause::Schedule);
+            let (topped, event) = pool::top_up(&settled.pool, bytes, used, now);
+            let after = pool::settle(&topped, cycle, used, &rules, now, Cause::Request);
+            let mut events = settled.events;
+            events.push(event);
+            events.extend(after.events);
+            let mut stored = after.pool.clone();
+            stored.version = current.version;
+            let audit = caller.audit(
+                now,
+                None,
+                Some(&current.customer_id),
+                "OK",
+                format!("pool {id} topped up by {bytes} bytes"),
+            );
+            let view = PoolView {
+                pool: Pool {
+                    version: current.version + 1,
+                    ..after.pool.clone()
+                },
+                used_bytes: used,
+                members,
+            };
+            let answer = idem.map(|(request_id, fingerprint, respond)| {
+                self.answer(caller, request_id, fingerprint, respond(&view), now)
+            });
+            match self
+                .store
+                .update_pool(&stored, &events, Some(&audit), answer.as_ref())
+                .await
+            {
+                Ok(_) => {
+                    self.follow_pool(&view.pool, Cause::Request).await?;
+                    return Ok(view);
+                }
+                Err(StoreError::Conflict) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(ServiceError::Conflict)
+    }
+
+    /// Brings one pool to now (cycle, exhaustion, alerts) and its members to match it.
+    pub async fn settle_pool(&self, id: &str, cause: Cause) -> Result<()> {
+        let mut settled = None;
+        for _ in 0..5 {
+            let current = self.load_pool(id, None).await?;
+            let now = self.now();
+            let cycle = self
+                .policy(current.carrier)?
+                .cycle_bounds(now)
+                .0
+                .max(current.cycle_start);
+            let (used, _) = self.store.pool_usage(id, cycle).await?;
+            let rules = self.alert_rules_of(&current.customer_id).await?;
+            let u = pool::settle(&current, cycle, used, &rules, now, cause);
+            if !u.changed {
+                settled = Some(current);
+                break;
+            }
+            match self.store.update_pool(&u.pool, &u.events, None, None).await {
+                Ok(p) => {
+                    settled = Some(p);
+                    break;
+                }
+                Err(StoreError::Conflict) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let pool = settled.ok_or(ServiceError::Conflict)?;
+        self.follow_pool(&pool, cause).await
+    }
+
+    /// Stops or restores the members whose POOL_EXHAUSTED stop does not match the pool.
+    async fn follow_pool(&self, pool: &Pool, cause: Cause) -> Result<()> {
+        let caller = Caller::system("PoolSettle");
+        loop {
+            let lagging = self
+                .store
+                .pool_members_to_follow(&pool.id, pool.stops_members(), pool_bit(), 200)
+                .await?;
+            if lagging.is_empty() {
+                return Ok(());
+            }
+            let mut progressed = false;
+            for iccid in &lagging {
+                let result = self
+                    .mutate(iccid, &caller, None, |card, _, now| {
+                        Ok(pool::follow(card, Some(pool), now, cause))
+                    })
+                    .await;
+                match result {
+                    Ok((before, after)) => progressed |= before != after,
+                    Err(e) => warn!(%iccid, pool = %pool.id, error = %e, "pool member not updated; retried at the next settle"),
+                }
+            }
+            if !progressed {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Settles every pool: rollovers, exhaustion, top-ups, alerts. Run with the engine.
+    pub async fn settle_pools(&self) -> Result<usize> {
+        let mut after = String::new();
+        let mut n = 0;
+        loop {
+            let page = self
+                .store
+                .list_pools(&PoolFilter::default(), &after, 500)
+                .await?;
+            let Some(last) = page.last() else {
+                return Ok(n);
+            };
+            after = last.id.clone();
+            for p in &page {
+                if let Err(e) = self.settle_pool(&p.id, Cause::Usage).await {
+                    warn!(pool = %p.id, error = %e, "pool not settled; retried next time");
+                }
+                n += 1;
+            }
+        }
+    }
+
+    /// A card's usage by day over the last `days` days.
+    pub async fn usage_history(
+        &self,
+        iccid: &Iccid,
+        days: u32,
+        caller: &Caller,
+    ) -> Result<Vec<DailyUsage>> {
+        self.get(iccid, caller).await?;
+        let today = crate::domain::policy::start_of_local_day(self.now());
+        let from = today - chrono::Duration::days(i64::from(days.saturating_sub(1)));
+        Ok(self.store.daily_usage(iccid, from).await?)
+    }
+
+    /// Reads every live card's usage from its carrier, in batches as large as the carrier
+    /// allows, and writes what changed (usage, daily history, alerts, stops) batch by batch.
+    /// Pools are settled afterwards, so an exhausted pool stops its members in the same pass.
+    pub async fn sync_all_usage(&self) -> Result<SyncStats> {
+        let mut stats = SyncStats::default();
+        for id in CarrierId::ALL {
+            let Ok(carrier) = self.carrier(id).map(|c| c.clone()) else {
+                continue;
+            };
+            let batch = carrier.batch_limit().clamp(1, 1000);
+            // Read from the store in large pages; ask the carrier in its batch size.
+            let page_size = u32::try_from(batch.max(500)).unwrap_or(500);
+            let mut after = String::new();
+            loop {
+                let cards = self.store.live_cards_page(id, &after, page_size).await?;
+                let Some(last) = cards.last() else {
+                    break;
+                };
+                after = last.iccid.as_str().to_string();
+                let mut readings = HashMap::new();
+                for chunk in cards.chunks(batch) {
+                    let iccids: Vec<Iccid> = chunk.iter().map(|c| c.iccid.clone()).collect();
+                    match carrier.cards(&iccids).await {
+                        Ok(found) => {
+                            stats.read += found.len() as u64;
+                            readings.extend(found.into_iter().map(|c| (c.iccid.clone(), c)));
+                        }
+                        Err(e) => {
+                            stats.carrier_failures += 1;
+                            debug!(carrier = %id, error = %e, "usage read failed; synced next pass");
+                        }
+                    }
+                }
+                let s = self.apply_readings(cards, &readings).await?;
+                stats.updated += s.updated;
+                stats.skipped += s.skipped;
+            }
+        }
+        self.settle_pools().await?;
+        Ok(stats)
+    }
+
+    /// Applies carrier readings to stored cards: cards whose carrier state does not change are
+    /// written together; the few that must be stopped or restored go one by one, journaled.
+    async fn apply_readings(
+        &self,
+        cards: Vec<Card>,
+        readings: &HashMap<Iccid, CarrierCard>,
+    ) -> Result<SyncStats> {
+        let mut stats = SyncStats::default();
+        let now = self.now();
+        let mut quiet = Vec::new();
+        let mut loud = Vec::new();
+        for card in cards {
+            let t = self.usage_transition(&card, readings.get(&card.iccid), now).await?;
+            if !t.changed {
+                continue;
+            }
+            if t.action.is_none() {
+                quiet.push((t.card, t.events, t.usage_bytes));
+            } else {
+                loud.push(card.iccid.clone());
+            }
+        }
+        if !quiet.is_empty() {
+            for done in self.store.update_cards(&quiet).await? {
+                if done {
+                    stats.updated += 1;
+                } else {
+                    stats.skipped += 1;
+                }
+            }
+        }
+        for iccid in loud {
+            let Some(reading) = readings.get(&iccid) else {
+                continue;
+            };
+            match self.apply_reading(&iccid, reading).await {
+                Ok(_) => stats.updated += 1,
+                Err(e) => {
+                    stats.skipped += 1;
+                    warn!(%iccid, error = %e, "usage not applied; synced next pass");
+                }
+            }
+        }
+        Ok(stats)
+    }
+
+    /// The card brought to `now` with the carrier's reading applied (if it is for the card's
+    /// cycle) and the alerts this calls for.
+    async fn usage_transition(
+        &self,
+        card: &Card,
+        reading: Option<&CarrierCard>,
+        now: DateTime<Utc>,
+    ) -> Result<Transition> {
+        let policy = self.policy(card.carrier)?;
+        let mut t = lifecycle::at_now(card, policy, now, |c| {
+            Ok(match reading {
+                // Usage counted for another cycle than the card's (read just before a
+                // rollover) says nothing about this cycle.
+                Some(r) if r.usage_cycle_start.is_none_or(|s| s == c.cycle_start) => {
+                    lifecycle::accrue_usage(c, policy, r.cycle_usage_bytes, now)
+                }
+                _ => Transition::none(c),
+            })
+        })?;
+        if t.events.is_empty() {
+            // Nothing happened but time: alerts are about the schedule.
+            let rules = self.alert_rules_of(&card.customer_id).await?;
+            let fired = alerts::evaluate_card(Some(card), &mut t.card, &rules, now, Cause::Schedule);
+            t.events.extend(fired);
+            t.changed = t.card != *card;
+        } else {
+            self.with_alerts(card, &mut t, now).await?;
+        }
+        Ok(t)
+    }
+
+    /// One card's reading under its lock, from a fresh read, through the journaled path.
+    pub(crate) async fn apply_reading(&self, iccid: &Iccid, reading: &CarrierCard) -> Result<Card> {
+        let _guard = self.locks.lock(iccid.as_str()).await;
+        let before = self.load(iccid).await?;
+        let now = self.now();
+        let t = self.usage_transition(&before, Some(reading), now).await?;
+        if !t.changed {
+            return Ok(before);
+        }
+        let caller = Caller::system("UsageSync");
+        let audit = caller.audit(
+            now,
+            Some(iccid),
+            Some(&before.customer_id),
+            "OK",
+            t.events
+                .iter()
+                .map(|e| e.kind)
+                .collect::<Vec<_>>()
+                .join(","),
+        );
+        let carrier = self.carrier(before.carrier)?.clone();
+        super::commit(
+            &self.store,
+            carrier.as_ref(),
+            t,
+            Some(&audit),
+            None::<&IdempotencyRecord>,
+            &super::Journal {
+                clock: self.ops_clock.as_ref(),
+                source: format!("UsageSync:{}", caller.request_id),
+            },
+        )
+        .await
+    }
+}
+
+/// Syncs every live card's usage every `interval` until `shutdown` turns true.
+pub async fn run_usage_sync(
+    service: CardService,
+    interval: Duration,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {
+                match service.sync_all_usage().await {
+                    Ok(stats) => debug!(?stats, "usage sync pass"),
+                    Err(e) => warn!(error = %e, "usage sync pass failed; retrying on the next tick"),
+                }
+            }
+            _ = shutdown.changed() => return,
+        }
+    }
+}
