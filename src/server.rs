@@ -14,6 +14,7 @@ use tracing::{info, warn};
 use crate::api::access::AccessApi;
 use crate::api::auth::{Authenticator, DEFAULT_RATE_PER_KEY};
 use crate::api::cards::CardApi;
+use crate::api::monitoring::MonitoringApi;
 use crate::api::observe::ObserveLayer;
 use crate::api::operations::OperationApi;
 use crate::api::simulator::SimulatorApi;
@@ -28,7 +29,6 @@ use crate::metrics::Metrics;
 use crate::pb;
 use crate::service::access::AccessService;
 use crate::service::batch::BatchService;
-use crate::api::monitoring::MonitoringApi;
 use crate::service::engine::Engine;
 use crate::service::events::EventHub;
 use crate::service::CardService;
@@ -461,13 +461,10 @@ impl App {
             .max_decoding_message_size(MAX_MESSAGE_BYTES);
 
         let hub = EventHub::new(self.store.clone());
-        let monitoring =
-            pb::monitoring_service_server::MonitoringServiceServer::new(MonitoringApi::new(
-                self.service.clone(),
-                hub.clone(),
-                self.auth.clone(),
-            ))
-            .max_decoding_message_size(SMALL_MESSAGE_BYTES);
+        let monitoring = pb::monitoring_service_server::MonitoringServiceServer::new(
+            MonitoringApi::new(self.service.clone(), hub.clone(), self.auth.clone()),
+        )
+        .max_decoding_message_size(SMALL_MESSAGE_BYTES);
 
         // `stopping` is cancelled when shutdown begins; `stop_accepting` after the drain time.
         let stopping = CancellationToken::new();

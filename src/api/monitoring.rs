@@ -7,7 +7,7 @@ use prost::Message;
 use tokio_stream::{wrappers::ReceiverStream, Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
-use super::auth::Authenticator;
+use super::auth::{forbidden, Authenticator};
 use super::convert::{self, carrier_from_pb, carrier_to_pb, status_to_pb, timestamp};
 use super::error::{invalid_argument, invalid_field};
 use crate::auth::Permission;
@@ -15,9 +15,10 @@ use crate::domain::alerts::AlertRules;
 use crate::domain::pool::MAX_TOPUP_BYTES;
 use crate::domain::Iccid;
 use crate::pb;
+use crate::service::access::Forbidden;
 use crate::service::events::EventHub;
 use crate::service::monitor::{valid_pool_id, NewPool, PoolView, MAX_POOL_CARDS};
-use crate::service::{CardService, FieldViolation};
+use crate::service::{Caller, CardService, FieldViolation};
 use crate::store::{EventFilter, EventRow, PoolFilter};
 
 /// Scope of event cursors and event page tokens (they are the same thing).
@@ -34,6 +35,17 @@ pub struct MonitoringApi {
 impl MonitoringApi {
     pub fn new(service: CardService, hub: EventHub, auth: Authenticator) -> MonitoringApi {
         MonitoringApi { service, hub, auth }
+    }
+}
+
+/// A customer key may name its own customer only.
+fn own_customer(caller: &Caller, customer: &str) -> Result<(), Status> {
+    if caller.principal.sees(customer) {
+        Ok(())
+    } else {
+        Err(forbidden(Forbidden(format!(
+            "this key may not act for customer {customer}"
+        ))))
     }
 }
 
@@ -259,6 +271,7 @@ impl pb::monitoring_service_server::MonitoringService for MonitoringApi {
         else {
             return Err(invalid_argument(violations));
         };
+        own_customer(&caller, &customer_id)?;
         let view = self
             .service
             .create_pool(
@@ -424,6 +437,7 @@ impl pb::monitoring_service_server::MonitoringService for MonitoringApi {
             .await?;
         let customer = convert::customer_id_field("customer_id", &request.get_ref().customer_id)
             .map_err(|v| invalid_argument(vec![v]))?;
+        own_customer(&caller, &customer)?;
         let (rules, customised) = self.service.get_alert_rules(&customer, &caller).await?;
         Ok(Response::new(rules_to_pb(&customer, &rules, customised)))
     }
@@ -442,6 +456,7 @@ impl pb::monitoring_service_server::MonitoringService for MonitoringApi {
             .ok_or_else(|| invalid_field("rules", "is required"))?;
         let customer = convert::customer_id_field("rules.customer_id", &r.customer_id)
             .map_err(|v| invalid_argument(vec![v]))?;
+        own_customer(&caller, &customer)?;
         let rules = AlertRules {
             card_usage_permille: r.card_usage_permille,
             pool_usage_permille: r.pool_usage_permille,
@@ -542,11 +557,13 @@ impl pb::monitoring_service_server::MonitoringService for MonitoringApi {
         let req = request.into_inner();
         let filter = event_filter(req.filter)?;
         let after = convert::read_position_token("after_cursor", CURSOR, &req.after_cursor)?;
+        if let Some(c) = &filter.customer_id {
+            own_customer(&caller, c)?;
+        }
         let Some(filter) = scoped(filter, caller.principal.customer_id.as_ref()) else {
-            return Err(invalid_field(
-                "filter.customer_id",
-                "is not a customer this key may watch",
-            ));
+            return Err(forbidden(Forbidden(
+                "this key may not watch another customer".into(),
+            )));
         };
         let (tx, rx) = tokio::sync::mpsc::channel(256);
         let hub = self.hub.clone();

@@ -51,10 +51,22 @@ impl AlertRules {
     /// Checks the thresholds; Err names the field and what is wrong with it.
     pub fn validate(&self) -> Result<(), (&'static str, String)> {
         let lists: [(&'static str, &Vec<u32>, u32); 4] = [
-            ("card_usage_permille", &self.card_usage_permille, MAX_PERMILLE),
-            ("pool_usage_permille", &self.pool_usage_permille, MAX_PERMILLE),
+            (
+                "card_usage_permille",
+                &self.card_usage_permille,
+                MAX_PERMILLE,
+            ),
+            (
+                "pool_usage_permille",
+                &self.pool_usage_permille,
+                MAX_PERMILLE,
+            ),
             ("validity_days", &self.validity_days, MAX_DAYS),
-            ("retention_cancel_days", &self.retention_cancel_days, MAX_DAYS),
+            (
+                "retention_cancel_days",
+                &self.retention_cancel_days,
+                MAX_DAYS,
+            ),
         ];
         for (field, values, max) in lists {
             if values.len() > MAX_THRESHOLDS {
@@ -273,16 +285,7 @@ pub fn evaluate_card(
         {
             // One threshold per cycle: the next fee is charged at the next rollover.
             let short = i64::from(card.balance < fee);
-            if reached(
-                &mut keys,
-                "balance",
-                &[1],
-                short,
-                true,
-                card.cycle_start,
-            )
-            .is_some()
-            {
+            if reached(&mut keys, "balance", &[1], short, true, card.cycle_start).is_some() {
                 events.push(alert(
                     card,
                     now,
@@ -343,8 +346,8 @@ pub fn evaluate_pool(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::rules::tests::{new_card, now};
     use crate::domain::rules::open_card;
+    use crate::domain::rules::tests::{new_card, now};
     use crate::domain::{CarrierId, CarrierPolicy, Fen};
 
     const GIB: u64 = 1 << 30;
@@ -401,7 +404,12 @@ mod tests {
             kinds(&evaluate_card(None, &mut c, &rules, later, Cause::Usage)),
             vec![(kind::CARD_USAGE, 800)]
         );
-        assert_eq!(c.alert_keys.len(), 1, "stale keys are pruned: {:?}", c.alert_keys);
+        assert_eq!(
+            c.alert_keys.len(),
+            1,
+            "stale keys are pruned: {:?}",
+            c.alert_keys
+        );
     }
 
     #[test]
@@ -411,7 +419,9 @@ mod tests {
         let events = evaluate_card(None, &mut c, &AlertRules::default(), now(), Cause::Usage);
         assert_eq!(kinds(&events), vec![(kind::CARD_USAGE, 1000)]);
         use_permille(&mut c, 1300);
-        assert!(evaluate_card(None, &mut c, &AlertRules::default(), now(), Cause::Usage).is_empty());
+        assert!(
+            evaluate_card(None, &mut c, &AlertRules::default(), now(), Cause::Usage).is_empty()
+        );
     }
 
     #[test]
@@ -419,7 +429,9 @@ mod tests {
         let mut c = card();
         c.pool = Some("p1".into());
         use_permille(&mut c, 990);
-        assert!(evaluate_card(None, &mut c, &AlertRules::default(), now(), Cause::Usage).is_empty());
+        assert!(
+            evaluate_card(None, &mut c, &AlertRules::default(), now(), Cause::Usage).is_empty()
+        );
     }
 
     #[test]
@@ -437,13 +449,25 @@ mod tests {
         assert!(evaluate_card(None, &mut c, &rules, later, Cause::Schedule).is_empty());
         let last_day = c.plan.validity_end - chrono::Duration::hours(3);
         assert_eq!(
-            kinds(&evaluate_card(None, &mut c, &rules, last_day, Cause::Schedule)),
+            kinds(&evaluate_card(
+                None,
+                &mut c,
+                &rules,
+                last_day,
+                Cause::Schedule
+            )),
             vec![(kind::VALIDITY_ENDING, 1)]
         );
         // Renewed: a new validity end is a new period.
         c.plan.validity_end += chrono::Duration::days(25);
         assert_eq!(
-            kinds(&evaluate_card(None, &mut c, &rules, last_day, Cause::Schedule)),
+            kinds(&evaluate_card(
+                None,
+                &mut c,
+                &rules,
+                last_day,
+                Cause::Schedule
+            )),
             vec![(kind::VALIDITY_ENDING, 30)]
         );
     }

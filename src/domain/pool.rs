@@ -234,8 +234,8 @@ pub fn leave(card: &Card, pool_id: &str, now: DateTime<Utc>) -> Result<Transitio
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::rules::tests::{new_card, now};
     use crate::domain::rules::open_card;
+    use crate::domain::rules::tests::{new_card, now};
     use crate::domain::{CarrierAction, CarrierPolicy};
 
     fn pool() -> Pool {

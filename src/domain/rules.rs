@@ -148,7 +148,9 @@ pub enum RuleViolation {
     NotResumable(StopReason),
     #[error("the balance would exceed the largest amount simgate holds")]
     BalanceLimit,
-    #[error("the card is a {card} card and the pool is a {pool} pool: a pool holds one carrier's cards")]
+    #[error(
+        "the card is a {card} card and the pool is a {pool} pool: a pool holds one carrier's cards"
+    )]
     PoolCarrierMismatch { card: CarrierId, pool: CarrierId },
     #[error("the card belongs to another customer than the pool")]
     PoolCustomerMismatch,

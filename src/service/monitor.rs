@@ -219,7 +219,13 @@ impl CardService {
             capacity_bytes: quota_bytes,
             alert: None,
         };
-        let audit = caller.audit(now, None, Some(customer), "OK", format!("pool {id} created"));
+        let audit = caller.audit(
+            now,
+            None,
+            Some(customer),
+            "OK",
+            format!("pool {id} created"),
+        );
         self.store
             .insert_pool(&pool, &[created], Some(&audit), None)
             .await
@@ -298,8 +304,10 @@ impl CardService {
             pool::leave(&card, id, now)?;
         }
         for iccid in iccids {
-            self.mutate(iccid, caller, None, |card, _, now| pool::leave(card, id, now))
-                .await?;
+            self.mutate(iccid, caller, None, |card, _, now| {
+                pool::leave(card, id, now)
+            })
+            .await?;
         }
         self.settle_pool(id, Cause::Request).await?;
         self.get_pool(id, caller).await
@@ -415,7 +423,9 @@ impl CardService {
                     .await;
                 match result {
                     Ok((before, after)) => progressed |= before != after,
-                    Err(e) => warn!(%iccid, pool = %pool.id, error = %e, "pool member not updated; retried at the next settle"),
+                    Err(e) => {
+                        warn!(%iccid, pool = %pool.id, error = %e, "pool member not updated; retried at the next settle")
+                    }
                 }
             }
             if !progressed {
@@ -513,7 +523,9 @@ impl CardService {
         let mut quiet = Vec::new();
         let mut loud = Vec::new();
         for card in cards {
-            let t = self.usage_transition(&card, readings.get(&card.iccid), now).await?;
+            let t = self
+                .usage_transition(&card, readings.get(&card.iccid), now)
+                .await?;
             if !t.changed {
                 continue;
             }
@@ -569,7 +581,8 @@ impl CardService {
         if t.events.is_empty() {
             // Nothing happened but time: alerts are about the schedule.
             let rules = self.alert_rules_of(&card.customer_id).await?;
-            let fired = alerts::evaluate_card(Some(card), &mut t.card, &rules, now, Cause::Schedule);
+            let fired =
+                alerts::evaluate_card(Some(card), &mut t.card, &rules, now, Cause::Schedule);
             t.events.extend(fired);
             t.changed = t.card != *card;
         } else {
@@ -621,7 +634,9 @@ pub async fn run_usage_sync(
     interval: Duration,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
-    let mut ticker = tokio::time::interval(interval);
+    // The first pass after one interval, not at start: a restart loop must not turn into a
+    // stream of full syncs against the carriers' rate limits.
+    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {

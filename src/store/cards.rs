@@ -5,8 +5,8 @@ use chrono::{DateTime, Utc};
 use sqlx::Row;
 
 use super::access::AuditRecord;
-use super::idempotency::IdempotencyRecord;
 use super::events::{insert_events, EventFilter, EventRow, NewEvent};
+use super::idempotency::IdempotencyRecord;
 use super::pools::add_daily_usage;
 use super::{
     db_to_u64, millis_to_time, parse_text, placeholders, u64_to_db, Backend, Store, StoreError,
@@ -472,7 +472,8 @@ impl Store {
                 }
             }
         }
-        let daily: Vec<(String, i64, i64)> = daily.into_iter().map(|((i, d), b)| (i, d, b)).collect();
+        let daily: Vec<(String, i64, i64)> =
+            daily.into_iter().map(|((i, d), b)| (i, d, b)).collect();
         add_daily_usage(&mut tx, self.backend, &daily).await?;
         let rows: Vec<NewEvent> = written
             .iter()

@@ -198,7 +198,9 @@ fn kind_matches(pattern: &str, kind: &str) -> bool {
 impl EventFilter {
     /// The same test as the SQL, for events already read (the live stream filters in memory).
     pub fn matches(&self, e: &EventRow) -> bool {
-        self.customer_id.as_ref().is_none_or(|c| *c == e.customer_id)
+        self.customer_id
+            .as_ref()
+            .is_none_or(|c| *c == e.customer_id)
             && self.carrier.is_none_or(|c| c == e.carrier)
             && self.iccid.as_ref().is_none_or(|i| *i == e.iccid)
             && self

@@ -7,9 +7,9 @@ mod access;
 mod batches;
 mod cards;
 mod events;
-mod pools;
 mod idempotency;
 mod journal;
+mod pools;
 mod sim;
 
 pub use access::{AuditEntry, AuditFilter, AuditRecord};

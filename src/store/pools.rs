@@ -175,21 +175,15 @@ impl Store {
         cycle_start: DateTime<Utc>,
     ) -> Result<(u64, u64), StoreError> {
         let row = sqlx::query(
-            "SELECT COALESCE(SUM(CASE WHEN cycle_start_ms = $2 THEN cycle_usage_bytes ELSE 0 END), 0) \
-             AS used, COUNT(*) AS members FROM cards WHERE pool_id = $1",
+            // SUM over BIGINT is NUMERIC on PostgreSQL, which the Any driver cannot decode.
+            "SELECT CAST(COALESCE(SUM(CASE WHEN cycle_start_ms = $2 THEN cycle_usage_bytes ELSE 0 END), 0) \
+             AS BIGINT) AS used, COUNT(*) AS members FROM cards WHERE pool_id = $1",
         )
         .bind(pool_id.to_string())
         .bind(cycle_start.timestamp_millis())
         .fetch_one(&self.pool)
         .await?;
-        // SUM over BIGINT is NUMERIC on PostgreSQL; read it as text to stay backend-neutral.
-        let used: i64 = match row.try_get::<i64, _>("used") {
-            Ok(v) => v,
-            Err(_) => row
-                .try_get::<String, _>("used")?
-                .parse()
-                .map_err(|_| StoreError::Corrupt("pool usage sum".into()))?,
-        };
+        let used: i64 = row.try_get("used")?;
         Ok((db_to_u64(used)?, db_to_u64(row.try_get("members")?)?))
     }
 

@@ -56,6 +56,19 @@ async fn setup() -> (TestApp, Keys, String, String) {
     b.customer_id = OTHER.into();
     b.balance_fen = 100_000;
     import(&mut app, vec![a, b]).await;
+    let mut m = monitoring_client(&app.channel, ADMIN_KEY);
+    for customer in [OWN, OTHER] {
+        m.create_pool(pb::CreatePoolRequest {
+            pool_id: format!("pool-{customer}"),
+            name: customer.into(),
+            carrier: pb::Carrier::ChinaUnicom as i32,
+            customer_id: customer.into(),
+            monthly_quota_bytes: 1 << 40,
+            auto_suspend: true,
+        })
+        .await
+        .expect("pool for the matrix");
+    }
     let keys = Keys {
         customer_admin: create_key(&mut app, pb::Role::CustomerAdmin, OWN).await.1,
         operator: create_key(&mut app, pb::Role::CustomerOperator, OWN)
@@ -88,6 +101,7 @@ async fn call(
     let mut s = sim_client(&app.channel, key);
     let mut a = access_client(&app.channel, key);
     let mut ops = operations_client(&app.channel, key);
+    let mut m = monitoring_client(&app.channel, key);
     // An operation of the own customer (made by its admin) and one of the reseller's.
     let maker = if own { cards.2 } else { ADMIN_KEY };
     let op_id = operations_client(&app.channel, maker)
@@ -314,6 +328,110 @@ async fn call(
             })
             .await,
         ),
+        "simgate.v1.MonitoringService/CreatePool" => code(
+            m.create_pool(pb::CreatePoolRequest {
+                pool_id: format!("p{n}"),
+                name: String::new(),
+                carrier: pb::Carrier::ChinaUnicom as i32,
+                customer_id: customer,
+                monthly_quota_bytes: 1 << 30,
+                auto_suspend: false,
+            })
+            .await,
+        ),
+        "simgate.v1.MonitoringService/GetPool" => code(
+            m.get_pool(pb::GetPoolRequest {
+                pool_id: format!("pool-{customer}"),
+            })
+            .await,
+        ),
+        "simgate.v1.MonitoringService/ListPools" => {
+            let r = m
+                .list_pools(pb::ListPoolsRequest {
+                    customer_id: customer.clone(),
+                    ..Default::default()
+                })
+                .await;
+            if let Ok(list) = &r {
+                assert!(list
+                    .get_ref()
+                    .pools
+                    .iter()
+                    .all(|p| p.customer_id == customer));
+            }
+            code(r)
+        }
+        "simgate.v1.MonitoringService/AddCardsToPool" => code(
+            m.add_cards_to_pool(pb::AddCardsToPoolRequest {
+                pool_id: format!("pool-{customer}"),
+                iccids: vec![iccid],
+            })
+            .await,
+        ),
+        "simgate.v1.MonitoringService/RemoveCardsFromPool" => code(
+            m.remove_cards_from_pool(pb::RemoveCardsFromPoolRequest {
+                pool_id: format!("pool-{customer}"),
+                iccids: vec![iccid],
+            })
+            .await,
+        ),
+        "simgate.v1.MonitoringService/TopUpPool" => code(
+            m.top_up_pool(pb::TopUpPoolRequest {
+                pool_id: format!("pool-{customer}"),
+                bytes: 1,
+                request_id: String::new(),
+            })
+            .await,
+        ),
+        "simgate.v1.MonitoringService/GetAlertRules" => code(
+            m.get_alert_rules(pb::GetAlertRulesRequest {
+                customer_id: customer,
+            })
+            .await,
+        ),
+        "simgate.v1.MonitoringService/SetAlertRules" => code(
+            m.set_alert_rules(pb::SetAlertRulesRequest {
+                rules: Some(pb::AlertRules {
+                    customer_id: customer,
+                    card_usage_permille: vec![800],
+                    ..Default::default()
+                }),
+            })
+            .await,
+        ),
+        "simgate.v1.MonitoringService/GetUsageHistory" => code(
+            m.get_usage_history(pb::GetUsageHistoryRequest { iccid, days: 0 })
+                .await,
+        ),
+        "simgate.v1.MonitoringService/ListEvents" => {
+            let r = m
+                .list_events(pb::ListEventsRequest {
+                    filter: Some(pb::EventFilter {
+                        customer_id: customer.clone(),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                })
+                .await;
+            if let Ok(list) = &r {
+                assert!(list
+                    .get_ref()
+                    .events
+                    .iter()
+                    .all(|e| e.customer_id == customer));
+            }
+            code(r)
+        }
+        "simgate.v1.MonitoringService/WatchEvents" => code(
+            m.watch_events(pb::WatchEventsRequest {
+                filter: Some(pb::EventFilter {
+                    customer_id: customer,
+                    ..Default::default()
+                }),
+                after_cursor: String::new(),
+            })
+            .await,
+        ),
         other => panic!("the matrix has no call for {other}"),
     }
 }
@@ -339,6 +457,26 @@ fn expected(rpc: &str, who: Who, own: bool) -> Code {
             // Accepted for any ICCIDs; another customer's cards fail one by one as NOT_FOUND.
             "BatchSuspend" | "BatchResume" | "BatchRecharge" => match who {
                 CustomerAdmin | Operator => Code::Ok,
+                _ => Code::PermissionDenied,
+            },
+            _ => match who {
+                CustomerAdmin | Operator => hidden,
+                _ => Code::PermissionDenied,
+            },
+        },
+        "simgate.v1.MonitoringService" => match method {
+            "ListPools" | "ListEvents" => Code::Ok,
+            "GetPool" | "GetUsageHistory" => hidden,
+            // Naming another customer outright is refused, not hidden.
+            "GetAlertRules" | "WatchEvents" => {
+                if own {
+                    Code::Ok
+                } else {
+                    Code::PermissionDenied
+                }
+            }
+            "CreatePool" | "SetAlertRules" => match who {
+                CustomerAdmin | Operator if own => Code::Ok,
                 _ => Code::PermissionDenied,
             },
             _ => match who {
@@ -420,6 +558,17 @@ const MATRIX: &[&str] = &[
     "simgate.v1.OperationService/ListOperations",
     "simgate.v1.OperationService/CancelOperation",
     "simgate.v1.OperationService/WatchOperation",
+    "simgate.v1.MonitoringService/CreatePool",
+    "simgate.v1.MonitoringService/GetPool",
+    "simgate.v1.MonitoringService/ListPools",
+    "simgate.v1.MonitoringService/AddCardsToPool",
+    "simgate.v1.MonitoringService/RemoveCardsFromPool",
+    "simgate.v1.MonitoringService/TopUpPool",
+    "simgate.v1.MonitoringService/GetAlertRules",
+    "simgate.v1.MonitoringService/SetAlertRules",
+    "simgate.v1.MonitoringService/GetUsageHistory",
+    "simgate.v1.MonitoringService/ListEvents",
+    "simgate.v1.MonitoringService/WatchEvents",
     "simgate.v1.AccessService/CreateApiKey",
     "simgate.v1.AccessService/ListApiKeys",
     "simgate.v1.AccessService/RevokeApiKey",

@@ -154,6 +154,16 @@ pub fn operations_client(channel: &Channel, key: &str) -> OperationServiceClient
         .max_encoding_message_size(32 << 20)
 }
 
+pub fn monitoring_client(
+    channel: &Channel,
+    key: &str,
+) -> simgate::pb::monitoring_service_client::MonitoringServiceClient<Authed> {
+    simgate::pb::monitoring_service_client::MonitoringServiceClient::with_interceptor(
+        channel.clone(),
+        Bearer::new(key),
+    )
+}
+
 pub fn sim_client(channel: &Channel, key: &str) -> SimulatorServiceClient<Authed> {
     SimulatorServiceClient::with_interceptor(channel.clone(), Bearer::new(key))
 }

@@ -14,6 +14,7 @@ mod engine;
 mod errors;
 mod idempotency;
 mod lifecycle;
+mod monitoring;
 mod operability;
 mod operations;
 mod over_http;

@@ -164,7 +164,7 @@ async fn due_cards_are_claimed_once_and_batches_skip_stale_cards(store: Store) {
     let mut stale = a[1].clone();
     stale.balance = Fen(1);
     store
-        .update_card(&stale, &[], None, None, None)
+        .update_card(&stale, &[], None, None, None, 0)
         .await
         .unwrap();
     let batch: Vec<_> = a
@@ -173,7 +173,11 @@ async fn due_cards_are_claimed_once_and_batches_skip_stale_cards(store: Store) {
             let mut next = c.clone();
             next.balance = Fen(-1200);
             next.next_due_at = None;
-            (next.clone(), vec![event(&next, "card.monthly_fee_charged")])
+            (
+                next.clone(),
+                vec![event(&next, "card.monthly_fee_charged")],
+                0,
+            )
         })
         .collect();
     assert_eq!(
@@ -216,6 +220,7 @@ async fn stale_versions_are_refused(store: Store) {
             None,
             None,
             None,
+            0,
         )
         .await
         .unwrap();
@@ -225,7 +230,14 @@ async fn stale_versions_are_refused(store: Store) {
     stale.balance = Fen(999);
     assert!(matches!(
         store
-            .update_card(&stale, &[event(&stale, "card.recharged")], None, None, None)
+            .update_card(
+                &stale,
+                &[event(&stale, "card.recharged")],
+                None,
+                None,
+                None,
+                0
+            )
             .await,
         Err(StoreError::Conflict)
     ));

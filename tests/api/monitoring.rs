@@ -1,0 +1,576 @@
+//! Usage monitoring end to end: shared pools exhausting, topping up and rolling over; alerts
+//! firing once per threshold per cycle; the scheduled usage sync with its daily history; and the
+//! event stream resuming from a cursor with nothing lost and nothing repeated.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use chrono::TimeZone;
+use chrono_tz::Asia::Shanghai;
+use simgate::clock::Clock;
+use simgate::pb;
+use simgate::pb::monitoring_service_client::MonitoringServiceClient;
+use tokio_stream::StreamExt;
+use tonic::Code;
+
+use crate::both_backends;
+use crate::helpers::*;
+
+const MIB: u64 = 1 << 20;
+
+fn monitor(app: &TestApp) -> MonitoringServiceClient<Authed> {
+    monitoring_client(&app.channel, ADMIN_KEY)
+}
+
+async fn use_data(app: &mut TestApp, iccid: &str, bytes: u64) -> pb::Card {
+    app.sim
+        .record_usage(pb::RecordUsageRequest {
+            carrier: pb::Carrier::ChinaMobile as i32,
+            iccid: iccid.into(),
+            bytes,
+        })
+        .await
+        .expect("record usage")
+        .into_inner()
+        .card
+        .expect("simgate knows the card")
+}
+
+async fn pool(app: &TestApp, id: &str) -> pb::Pool {
+    monitor(app)
+        .get_pool(pb::GetPoolRequest { pool_id: id.into() })
+        .await
+        .expect("get pool")
+        .into_inner()
+}
+
+/// Every event of `kinds` (prefixes allowed), oldest first, paged through ListEvents.
+async fn events(app: &TestApp, filter: pb::EventFilter) -> Vec<pb::Event> {
+    let mut out = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = monitor(app)
+            .list_events(pb::ListEventsRequest {
+                filter: Some(filter.clone()),
+                page_size: 1000,
+                page_token: token,
+            })
+            .await
+            .expect("list events")
+            .into_inner();
+        out.extend(page.events);
+        if page.next_page_token.is_empty() {
+            return out;
+        }
+        token = page.next_page_token;
+    }
+}
+
+/// The thresholds of the card's usage alerts so far, oldest first.
+async fn usage_alerts(app: &TestApp, iccid: &str) -> Vec<i64> {
+    events(
+        app,
+        pb::EventFilter {
+            iccid: iccid.into(),
+            kinds: vec!["alert.card_usage".into()],
+            ..Default::default()
+        },
+    )
+    .await
+    .iter()
+    .map(|e| e.alert.as_ref().map_or(0, |a| a.threshold))
+    .collect()
+}
+
+fn kinds_filter(kinds: &[&str]) -> pb::EventFilter {
+    pb::EventFilter {
+        kinds: kinds.iter().map(|k| k.to_string()).collect(),
+        ..Default::default()
+    }
+}
+
+async fn expect_members(app: &mut TestApp, iccids: &[String], stopped: bool, step: &str) {
+    for iccid in iccids {
+        let card = get(app, iccid).await;
+        let has = reasons_of(&card).contains(&pb::StopReason::PoolExhausted);
+        assert_eq!(has, stopped, "{step}: {iccid} POOL_EXHAUSTED");
+        assert_eq!(
+            status_of(&card),
+            if stopped {
+                pb::CardStatus::Suspended
+            } else {
+                pb::CardStatus::Active
+            },
+            "{step}: {iccid} status"
+        );
+        let at_carrier = carrier_state(app, pb::Carrier::ChinaMobile, iccid).await;
+        assert_eq!(
+            at_carrier,
+            if stopped {
+                pb::CarrierServiceState::Stopped
+            } else {
+                pb::CarrierServiceState::Active
+            },
+            "{step}: {iccid} at the carrier"
+        );
+    }
+}
+
+both_backends!(
+    three_cards_share_a_pool_that_exhausts_tops_up_and_resets_next_cycle,
+    |mut app: TestApp| async move {
+        let iccids: Vec<String> = (1..=3).map(mobile_iccid).collect();
+        let mut rows: Vec<pb::CardInput> = iccids
+            .iter()
+            .map(|i| {
+                let mut c = card_input(i, pb::Carrier::ChinaMobile);
+                c.balance_fen = 100_000;
+                c
+            })
+            .collect();
+        // Refused members: another carrier's card and another customer's.
+        rows.push(card_input(&unicom_iccid(9), pb::Carrier::ChinaUnicom));
+        let mut foreign = card_input(&mobile_iccid(9), pb::Carrier::ChinaMobile);
+        foreign.customer_id = "globex".into();
+        rows.push(foreign);
+        import(&mut app, rows).await;
+        let mut m = monitor(&app);
+        let created = m
+            .create_pool(pb::CreatePoolRequest {
+                pool_id: "fleet".into(),
+                name: "delivery fleet".into(),
+                carrier: pb::Carrier::ChinaMobile as i32,
+                customer_id: "acme".into(),
+                monthly_quota_bytes: 30 * MIB,
+                auto_suspend: true,
+            })
+            .await
+            .expect("create pool")
+            .into_inner();
+        assert_eq!(created.capacity_bytes, 30 * MIB);
+        let again = m
+            .create_pool(pb::CreatePoolRequest {
+                pool_id: "fleet".into(),
+                carrier: pb::Carrier::ChinaMobile as i32,
+                customer_id: "acme".into(),
+                monthly_quota_bytes: 1,
+                ..Default::default()
+            })
+            .await
+            .expect_err("the id is taken");
+        assert_eq!(again.code(), Code::AlreadyExists);
+
+        for (bad, reason) in [
+            (unicom_iccid(9), "POOL_CARRIER_MISMATCH"),
+            (mobile_iccid(9), "POOL_CUSTOMER_MISMATCH"),
+        ] {
+            let err = m
+                .add_cards_to_pool(pb::AddCardsToPoolRequest {
+                    pool_id: "fleet".into(),
+                    iccids: vec![iccids[0].clone(), bad],
+                })
+                .await
+                .expect_err("refused");
+            assert_eq!(err.code(), Code::FailedPrecondition);
+            assert_eq!(details(&err).0, reason);
+        }
+        // All or nothing: the good card of the refused call was not moved either.
+        assert_eq!(pool(&app, "fleet").await.member_count, 0);
+        assert_eq!(get(&mut app, &iccids[0]).await.customer_id, "acme");
+
+        let joined = m
+            .add_cards_to_pool(pb::AddCardsToPoolRequest {
+                pool_id: "fleet".into(),
+                iccids: iccids.clone(),
+            })
+            .await
+            .expect("add cards")
+            .into_inner();
+        assert_eq!(joined.member_count, 3);
+
+        // 25 MiB between them: 83% of the pool, nobody stops.
+        for (iccid, mib) in iccids.iter().zip([10, 10, 5]) {
+            use_data(&mut app, iccid, mib * MIB).await;
+        }
+        let p = pool(&app, "fleet").await;
+        assert_eq!((p.used_bytes, p.exhausted), (25 * MIB, false));
+        expect_members(&mut app, &iccids, false, "at 83%").await;
+
+        // The third card's traffic empties the pool: all three stop.
+        use_data(&mut app, &iccids[2], 5 * MIB).await;
+        let p = pool(&app, "fleet").await;
+        assert!(p.exhausted, "{p:?}");
+        assert_eq!(p.used_permille, 1000);
+        expect_members(&mut app, &iccids, true, "exhausted").await;
+
+        // A top-up restores all three; its repeat adds nothing.
+        let top_up = pb::TopUpPoolRequest {
+            pool_id: "fleet".into(),
+            bytes: 10 * MIB,
+            request_id: "topup-1".into(),
+        };
+        let first = m
+            .top_up_pool(top_up.clone())
+            .await
+            .expect("top up")
+            .into_inner();
+        assert_eq!((first.capacity_bytes, first.exhausted), (40 * MIB, false));
+        let repeat = m.top_up_pool(top_up).await.expect("repeat").into_inner();
+        assert_eq!(repeat, first);
+        assert_eq!(pool(&app, "fleet").await.capacity_bytes, 40 * MIB);
+        expect_members(&mut app, &iccids, false, "topped up").await;
+
+        // Used up again, then the next cycle (1 December for China Mobile) resets the pool.
+        use_data(&mut app, &iccids[0], 10 * MIB).await;
+        expect_members(&mut app, &iccids, true, "exhausted again").await;
+        let next_cycle = Shanghai
+            .with_ymd_and_hms(2026, 12, 1, 0, 30, 0)
+            .unwrap()
+            .with_timezone(&chrono::Utc);
+        app.sim
+            .set_clock(pb::SetClockRequest {
+                to: Some(ts(next_cycle)),
+            })
+            .await
+            .expect("set clock");
+        let p = pool(&app, "fleet").await;
+        assert_eq!(
+            (p.used_bytes, p.topup_bytes, p.capacity_bytes, p.exhausted),
+            (0, 0, 30 * MIB, false),
+            "{p:?}"
+        );
+        expect_members(&mut app, &iccids, false, "next cycle").await;
+
+        let history: Vec<String> = events(
+            &app,
+            pb::EventFilter {
+                pool_id: "fleet".into(),
+                kinds: vec!["pool.*".into()],
+                ..Default::default()
+            },
+        )
+        .await
+        .into_iter()
+        .map(|e| e.kind)
+        .collect();
+        assert_eq!(
+            history,
+            [
+                "pool.created",
+                "pool.exhausted",
+                "pool.topped_up",
+                "pool.restored",
+                "pool.exhausted",
+                "pool.cycle_started",
+                "pool.restored",
+            ],
+        );
+
+        // Leaving the pool puts the card back on its own quota.
+        let left = m
+            .remove_cards_from_pool(pb::RemoveCardsFromPoolRequest {
+                pool_id: "fleet".into(),
+                iccids: vec![iccids[0].clone()],
+            })
+            .await
+            .expect("remove")
+            .into_inner();
+        assert_eq!(left.member_count, 2);
+        assert_eq!(
+            get(&mut app, &iccids[0]).await.status,
+            pb::CardStatus::Active as i32
+        );
+    }
+);
+
+both_backends!(
+    usage_alerts_fire_once_per_threshold_and_rearm_at_rollover,
+    |mut app: TestApp| async move {
+        let iccid = mobile_iccid(1);
+        let mut row = card_input(&iccid, pb::Carrier::ChinaMobile);
+        row.balance_fen = 100_000;
+        import(&mut app, vec![row]).await;
+        let quota: u64 = 1 << 30;
+        use_data(&mut app, &iccid, quota * 81 / 100).await;
+        assert_eq!(
+            usage_alerts(&app, &iccid).await,
+            [800],
+            "crossing 80% fires once"
+        );
+        use_data(&mut app, &iccid, quota * 4 / 100).await;
+        assert_eq!(usage_alerts(&app, &iccid).await, [800], "85% fires nothing");
+        use_data(&mut app, &iccid, quota * 6 / 100).await;
+        assert_eq!(
+            usage_alerts(&app, &iccid).await,
+            [800, 900],
+            "90% fires the next"
+        );
+        // Syncing the same usage again changes nothing.
+        app.service.sync_all_usage().await.expect("sync");
+        assert_eq!(usage_alerts(&app, &iccid).await, [800, 900]);
+
+        let next_cycle = Shanghai
+            .with_ymd_and_hms(2026, 12, 1, 0, 30, 0)
+            .unwrap()
+            .with_timezone(&chrono::Utc);
+        app.sim
+            .set_clock(pb::SetClockRequest {
+                to: Some(ts(next_cycle)),
+            })
+            .await
+            .expect("set clock");
+        use_data(&mut app, &iccid, quota * 82 / 100).await;
+        assert_eq!(
+            usage_alerts(&app, &iccid).await,
+            [800, 900, 800],
+            "a new cycle re-arms the thresholds"
+        );
+
+        // A customer's own rules: only 50%.
+        let mut m = monitor(&app);
+        m.set_alert_rules(pb::SetAlertRulesRequest {
+            rules: Some(pb::AlertRules {
+                customer_id: "acme".into(),
+                card_usage_permille: vec![500],
+                ..Default::default()
+            }),
+        })
+        .await
+        .expect("set rules");
+        let bad = m
+            .set_alert_rules(pb::SetAlertRulesRequest {
+                rules: Some(pb::AlertRules {
+                    customer_id: "acme".into(),
+                    card_usage_permille: vec![900, 900],
+                    ..Default::default()
+                }),
+            })
+            .await
+            .expect_err("repeated threshold");
+        assert_eq!(bad.code(), Code::InvalidArgument);
+        assert_eq!(details(&bad).1, ["rules.card_usage_permille"]);
+        let rules = m
+            .get_alert_rules(pb::GetAlertRulesRequest {
+                customer_id: "acme".into(),
+            })
+            .await
+            .expect("get rules")
+            .into_inner();
+        assert_eq!(
+            (rules.card_usage_permille, rules.customised),
+            (vec![500], true)
+        );
+    }
+);
+
+both_backends!(
+    the_scheduled_sync_reads_usage_in_batches_and_keeps_a_daily_history,
+    |mut app: TestApp| async move {
+        let iccids: Vec<String> = (1..=30).map(mobile_iccid).collect();
+        let rows = iccids
+            .iter()
+            .map(|i| card_input(i, pb::Carrier::ChinaMobile))
+            .collect();
+        import(&mut app, rows).await;
+        // Traffic the carrier counted without telling simgate (no RecordUsage sync).
+        let cycle_ms = Shanghai
+            .with_ymd_and_hms(2026, 11, 1, 0, 0, 0)
+            .unwrap()
+            .timestamp_millis();
+        for (n, iccid) in iccids.iter().enumerate() {
+            let iccid = simgate::domain::Iccid::parse_any(iccid).unwrap();
+            app.store
+                .sim_add_usage(
+                    simgate::domain::CarrierId::Mobile,
+                    &iccid,
+                    (n as u64 + 1) * MIB,
+                    cycle_ms,
+                    start_time().timestamp_millis(),
+                )
+                .await
+                .expect("carrier-side usage");
+        }
+        let stats = app.service.sync_all_usage().await.expect("sync");
+        assert_eq!(stats.read, 30);
+        assert_eq!(stats.updated, 30);
+        for (n, iccid) in iccids.iter().enumerate() {
+            assert_eq!(
+                get(&mut app, iccid).await.cycle_usage_bytes,
+                (n as u64 + 1) * MIB
+            );
+        }
+        // The next day brings more traffic for one card.
+        app.clock.advance(chrono::Duration::days(1)).expect("clock");
+        let first = simgate::domain::Iccid::parse_any(&iccids[0]).unwrap();
+        app.store
+            .sim_add_usage(
+                simgate::domain::CarrierId::Mobile,
+                &first,
+                3 * MIB,
+                cycle_ms,
+                start_time().timestamp_millis(),
+            )
+            .await
+            .unwrap();
+        let again = app.service.sync_all_usage().await.expect("sync");
+        assert_eq!(
+            again.updated, 1,
+            "only the card with new traffic is written"
+        );
+        let history = monitor(&app)
+            .get_usage_history(pb::GetUsageHistoryRequest {
+                iccid: iccids[0].clone(),
+                days: 7,
+            })
+            .await
+            .expect("history")
+            .into_inner();
+        let days: Vec<u64> = history.days.iter().map(|d| d.bytes).collect();
+        assert_eq!(days, [MIB, 3 * MIB]);
+        assert_eq!(history.average_bytes_per_day, 4 * MIB / 7);
+    }
+);
+
+both_backends!(
+    a_watcher_that_reconnects_with_its_cursor_gets_exactly_the_missed_events,
+    |app: TestApp| async move {
+        const TOTAL: usize = 10_000;
+        const CHUNK: usize = 500;
+        let filter = kinds_filter(&["card.imported"]);
+        let mut m = monitor(&app);
+        let mut stream = m
+            .watch_events(pb::WatchEventsRequest {
+                filter: Some(filter.clone()),
+                after_cursor: String::new(),
+            })
+            .await
+            .expect("watch")
+            .into_inner();
+        // Produce 10,000 events in 20 imports while the watcher reads.
+        let producer = {
+            let mut cards = cards_client(&app.channel, ADMIN_KEY);
+            tokio::spawn(async move {
+                for chunk in 0..TOTAL / CHUNK {
+                    let rows = (0..CHUNK)
+                        .map(|i| {
+                            card_input(
+                                &mobile_iccid((chunk * CHUNK + i) as u64 + 1),
+                                pb::Carrier::ChinaMobile,
+                            )
+                        })
+                        .collect();
+                    cards
+                        .import_cards(pb::ImportCardsRequest {
+                            cards: rows,
+                            ..Default::default()
+                        })
+                        .await
+                        .expect("import");
+                }
+            })
+        };
+        let mut got: Vec<pb::Event> = Vec::new();
+        while got.len() < 2_500 {
+            let e = tokio::time::timeout(Duration::from_secs(60), stream.next())
+                .await
+                .expect("an event within a minute")
+                .expect("stream open")
+                .expect("event");
+            got.push(e);
+        }
+        // Disconnect mid-stream; production goes on meanwhile.
+        drop(stream);
+        drop(m);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let cursor = got.last().unwrap().cursor.clone();
+        let mut m = monitor(&app);
+        let mut stream = m
+            .watch_events(pb::WatchEventsRequest {
+                filter: Some(filter.clone()),
+                after_cursor: cursor,
+            })
+            .await
+            .expect("watch again")
+            .into_inner();
+        while got.len() < TOTAL {
+            let e = tokio::time::timeout(Duration::from_secs(60), stream.next())
+                .await
+                .expect("an event within a minute")
+                .expect("stream open")
+                .expect("event");
+            got.push(e);
+        }
+        producer.await.expect("producer");
+        // Nothing more arrives: no event is sent twice.
+        let extra = tokio::time::timeout(Duration::from_millis(500), stream.next()).await;
+        assert!(extra.is_err(), "an extra event arrived: {extra:?}");
+
+        let all = events(&app, filter).await;
+        assert_eq!(all.len(), TOTAL);
+        let got_cursors: Vec<&str> = got.iter().map(|e| e.cursor.as_str()).collect();
+        let all_cursors: Vec<&str> = all.iter().map(|e| e.cursor.as_str()).collect();
+        assert_eq!(got_cursors, all_cursors, "the same events, in commit order");
+        let unique: HashSet<&str> = got.iter().map(|e| e.iccid.as_str()).collect();
+        assert_eq!(unique.len(), TOTAL);
+    }
+);
+
+both_backends!(
+    bad_monitoring_requests_name_the_field_and_change_nothing,
+    |app: TestApp| async move {
+        let mut m = monitor(&app);
+        let err = m
+            .create_pool(pb::CreatePoolRequest {
+                pool_id: "bad id!".into(),
+                carrier: 0,
+                customer_id: String::new(),
+                monthly_quota_bytes: 0,
+                ..Default::default()
+            })
+            .await
+            .expect_err("invalid");
+        assert_eq!(err.code(), Code::InvalidArgument);
+        assert_eq!(
+            details(&err).1,
+            ["pool_id", "carrier", "customer_id", "monthly_quota_bytes"]
+        );
+        let err = m
+            .get_pool(pb::GetPoolRequest {
+                pool_id: "missing".into(),
+            })
+            .await
+            .expect_err("no such pool");
+        assert_eq!(err.code(), Code::NotFound);
+        let err = m
+            .top_up_pool(pb::TopUpPoolRequest {
+                pool_id: "missing".into(),
+                bytes: 0,
+                request_id: String::new(),
+            })
+            .await
+            .expect_err("zero bytes");
+        assert_eq!(details(&err).1, ["bytes"]);
+        let err = m
+            .watch_events(pb::WatchEventsRequest {
+                filter: Some(kinds_filter(&["Card Imported"])),
+                after_cursor: "not-a-cursor".into(),
+            })
+            .await
+            .expect_err("bad filter");
+        assert_eq!(err.code(), Code::InvalidArgument);
+        let err = m
+            .list_events(pb::ListEventsRequest {
+                page_token: "not-a-cursor".into(),
+                ..Default::default()
+            })
+            .await
+            .expect_err("bad token");
+        assert_eq!(details(&err).1, ["page_token"]);
+        let pools = m
+            .list_pools(pb::ListPoolsRequest::default())
+            .await
+            .expect("list")
+            .into_inner();
+        assert!(pools.pools.is_empty());
+    }
+);
