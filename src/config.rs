@@ -103,6 +103,9 @@ pub struct Config {
     /// What SIGTERM does.
     #[serde(default)]
     pub shutdown: ShutdownConfig,
+    /// Webhook delivery: attempts, backoff, timeout.
+    #[serde(default)]
+    pub webhooks: crate::service::webhooks::WebhookConfig,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -230,6 +233,7 @@ impl std::fmt::Debug for Config {
             .field("metrics", &self.metrics)
             .field("log", &self.log)
             .field("shutdown", &self.shutdown)
+            .field("webhooks", &self.webhooks)
             .finish()
     }
 }
@@ -358,6 +362,7 @@ impl Config {
         if self.usage_sync_interval_ms == Some(0) {
             return Err("usage_sync_interval_ms must be at least 1".into());
         }
+        self.webhooks.validate()?;
         if let Some(url) = &self.database_url {
             crate::store::backend_of(url)
                 .map_err(|e| format!("database_url {}: {e}", redact_url(url)))?;

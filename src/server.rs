@@ -31,6 +31,7 @@ use crate::service::access::AccessService;
 use crate::service::batch::BatchService;
 use crate::service::engine::Engine;
 use crate::service::events::EventHub;
+use crate::service::webhooks::WebhookService;
 use crate::service::CardService;
 use crate::simulate::{OverTheWire, SimulatorTransport, WireServer};
 use crate::store::{Store, StoreOptions};
@@ -175,6 +176,11 @@ impl ServerBuilder {
         self
     }
 
+    pub fn webhooks(mut self, webhooks: crate::service::webhooks::WebhookConfig) -> Self {
+        self.config.webhooks = webhooks;
+        self
+    }
+
     /// Opens the store (applying migrations) and builds the carriers, services and engine.
     pub async fn build(self) -> Result<App, StartError> {
         let policies: BTreeMap<CarrierId, CarrierPolicy> =
@@ -270,7 +276,10 @@ impl ServerBuilder {
                 .key_cache_ms
                 .unwrap_or(crate::api::auth::DEFAULT_KEY_CACHE_MS),
         ));
+        let webhooks =
+            WebhookService::new(store.clone(), self.config.webhooks).map_err(StartError::Config)?;
         Ok(App {
+            webhooks,
             batches: BatchService::new(service.clone(), store.clone()),
             access,
             auth,
@@ -344,6 +353,7 @@ fn write_secret_file(
 
 /// A built service, ready to serve.
 pub struct App {
+    webhooks: WebhookService,
     batches: BatchService,
     access: AccessService,
     auth: Authenticator,
@@ -462,7 +472,7 @@ impl App {
 
         let hub = EventHub::new(self.store.clone());
         let monitoring = pb::monitoring_service_server::MonitoringServiceServer::new(
-            MonitoringApi::new(self.service.clone(), hub.clone(), self.auth.clone()),
+            MonitoringApi::new(self.service.clone(), hub.clone(), self.webhooks.clone(), self.auth.clone()),
         )
         .max_decoding_message_size(SMALL_MESSAGE_BYTES);
 
@@ -490,6 +500,7 @@ impl App {
         );
         info!(interval = ?self.engine_interval, "lifecycle engine started");
         let tailer = tokio::spawn(hub.run(engine_stopped.clone()));
+        let deliveries = tokio::spawn(self.webhooks.clone().run(engine_stopped.clone()));
         let usage_sync = tokio::spawn(crate::service::monitor::run_usage_sync(
             self.service.clone(),
             self.usage_sync_interval,
@@ -571,6 +582,7 @@ impl App {
             let _ = engine.await;
             let _ = batches.await;
             let _ = tailer.await;
+            let _ = deliveries.await;
             let _ = usage_sync.await;
         };
         if tokio::time::timeout(grace, workers).await.is_err() {

@@ -43,6 +43,11 @@ impl From<ServiceError> for Status {
                 d.set_resource_info("card", iccid, "", "no card with this ICCID");
                 Status::with_error_details(Code::NotFound, message, d)
             }
+            ServiceError::WebhookNotFound(id) => {
+                let mut d = info("WEBHOOK_NOT_FOUND", HashMap::new());
+                d.set_resource_info("webhook", id, "", "no webhook with this id");
+                Status::with_error_details(Code::NotFound, message, d)
+            }
             ServiceError::PoolNotFound(id) => {
                 let mut d = info("POOL_NOT_FOUND", HashMap::new());
                 d.set_resource_info("pool", id, "", "no pool with this id");

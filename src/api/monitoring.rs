@@ -19,7 +19,8 @@ use crate::service::access::Forbidden;
 use crate::service::events::EventHub;
 use crate::service::monitor::{valid_pool_id, NewPool, PoolView, MAX_POOL_CARDS};
 use crate::service::{Caller, CardService, FieldViolation};
-use crate::store::{EventFilter, EventRow, PoolFilter};
+use crate::service::webhooks::{NewWebhook, WebhookService};
+use crate::store::{DeliveryState, EventFilter, EventRow, PoolFilter, Webhook};
 
 /// Scope of event cursors and event page tokens (they are the same thing).
 const CURSOR: &str = "ev";
@@ -29,13 +30,70 @@ const MAX_HISTORY_DAYS: u32 = 400;
 pub struct MonitoringApi {
     service: CardService,
     hub: EventHub,
+    webhooks: WebhookService,
     auth: Authenticator,
 }
 
 impl MonitoringApi {
-    pub fn new(service: CardService, hub: EventHub, auth: Authenticator) -> MonitoringApi {
-        MonitoringApi { service, hub, auth }
+    pub fn new(
+        service: CardService,
+        hub: EventHub,
+        webhooks: WebhookService,
+        auth: Authenticator,
+    ) -> MonitoringApi {
+        MonitoringApi {
+            service,
+            hub,
+            webhooks,
+            auth,
+        }
     }
+}
+
+fn webhook_to_pb(w: &Webhook) -> pb::Webhook {
+    pb::Webhook {
+        webhook_id: w.id.clone(),
+        customer_id: w.customer_id.clone(),
+        url: w.url.clone(),
+        kinds: w.kinds.clone(),
+        created_at: Some(timestamp(w.created_at)),
+    }
+}
+
+fn delivery_state_to_pb(s: DeliveryState) -> pb::DeliveryState {
+    match s {
+        DeliveryState::Pending => pb::DeliveryState::Pending,
+        DeliveryState::Delivered => pb::DeliveryState::Delivered,
+        DeliveryState::Dead => pb::DeliveryState::Dead,
+    }
+}
+
+fn millis(ms: i64) -> Option<prost_types::Timestamp> {
+    chrono::DateTime::from_timestamp_millis(ms).map(timestamp)
+}
+
+fn webhook_id(raw: &str) -> Result<String, Status> {
+    let ok = raw.len() <= 64
+        && raw.starts_with("wh_")
+        && raw.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    if ok {
+        Ok(raw.to_string())
+    } else {
+        Err(invalid_field("webhook_id", "is not a webhook id"))
+    }
+}
+
+/// Kinds as the event filter takes them, checked the same way.
+fn kinds_field(kinds: Vec<String>) -> Result<Vec<String>, Status> {
+    let f = event_filter(Some(pb::EventFilter {
+        kinds,
+        ..Default::default()
+    }))
+    .map_err(|s| {
+        let message = s.message().replace("filter.kinds", "kinds");
+        invalid_field("kinds", message)
+    })?;
+    Ok(f.kinds)
 }
 
 /// A customer key may name its own customer only.
@@ -217,6 +275,7 @@ fn event_filter(f: Option<pb::EventFilter>) -> Result<EventFilter, Status> {
         iccid,
         pool_id,
         kinds: f.kinds,
+        without_alerts: false,
     })
 }
 
@@ -542,6 +601,135 @@ impl pb::monitoring_service_server::MonitoringService for MonitoringApi {
             events: events.iter().map(event_to_pb).collect(),
             next_page_token,
         }))
+    }
+
+    async fn create_webhook(
+        &self,
+        request: Request<pb::CreateWebhookRequest>,
+    ) -> Result<Response<pb::CreateWebhookResponse>, Status> {
+        let caller = self
+            .auth
+            .caller(&request, "CreateWebhook", Permission::Operate)
+            .await?;
+        let req = request.into_inner();
+        let customer = convert::customer_id_field("customer_id", &req.customer_id)
+            .map_err(|v| invalid_argument(vec![v]))?;
+        own_customer(&caller, &customer)?;
+        let url_ok = req.url.len() <= 2000
+            && reqwest::Url::parse(&req.url)
+                .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some());
+        if !url_ok {
+            return Err(invalid_field(
+                "url",
+                "must be an absolute http:// or https:// URL of at most 2,000 characters",
+            ));
+        }
+        let secret_ok = req.secret.is_empty()
+            || ((16..=128).contains(&req.secret.len())
+                && req.secret.bytes().all(|b| b.is_ascii_graphic()));
+        if !secret_ok {
+            return Err(invalid_field(
+                "secret",
+                "must be 16-128 printable ASCII characters (or empty to generate one)",
+            ));
+        }
+        let kinds = kinds_field(req.kinds)?;
+        let hook = self
+            .webhooks
+            .create(
+                NewWebhook {
+                    customer_id: customer,
+                    url: req.url,
+                    kinds,
+                    secret: req.secret,
+                },
+                &caller,
+            )
+            .await?;
+        Ok(Response::new(pb::CreateWebhookResponse {
+            webhook: Some(webhook_to_pb(&hook)),
+            secret: hook.secret,
+        }))
+    }
+
+    async fn list_webhooks(
+        &self,
+        request: Request<pb::ListWebhooksRequest>,
+    ) -> Result<Response<pb::ListWebhooksResponse>, Status> {
+        let caller = self
+            .auth
+            .caller(&request, "ListWebhooks", Permission::Read)
+            .await?;
+        let hooks = self.webhooks.list(&caller).await?;
+        Ok(Response::new(pb::ListWebhooksResponse {
+            webhooks: hooks.iter().map(webhook_to_pb).collect(),
+        }))
+    }
+
+    async fn delete_webhook(
+        &self,
+        request: Request<pb::DeleteWebhookRequest>,
+    ) -> Result<Response<pb::DeleteWebhookResponse>, Status> {
+        let caller = self
+            .auth
+            .caller(&request, "DeleteWebhook", Permission::Operate)
+            .await?;
+        let id = webhook_id(&request.get_ref().webhook_id)?;
+        self.webhooks.delete(&id, &caller).await?;
+        Ok(Response::new(pb::DeleteWebhookResponse {}))
+    }
+
+    async fn list_webhook_deliveries(
+        &self,
+        request: Request<pb::ListWebhookDeliveriesRequest>,
+    ) -> Result<Response<pb::ListWebhookDeliveriesResponse>, Status> {
+        let caller = self
+            .auth
+            .caller(&request, "ListWebhookDeliveries", Permission::Read)
+            .await?;
+        let req = request.into_inner();
+        let id = webhook_id(&req.webhook_id)?;
+        let size = convert::page_size(req.page_size, 100)?;
+        let state = match pb::DeliveryState::try_from(req.state) {
+            Ok(pb::DeliveryState::Unspecified) => None,
+            Ok(pb::DeliveryState::Pending) => Some(DeliveryState::Pending),
+            Ok(pb::DeliveryState::Delivered) => Some(DeliveryState::Delivered),
+            Ok(pb::DeliveryState::Dead) => Some(DeliveryState::Dead),
+            Err(_) => return Err(invalid_field("state", "is not a delivery state")),
+        };
+        let list = self
+            .webhooks
+            .deliveries(&id, state, size, &caller)
+            .await?;
+        Ok(Response::new(pb::ListWebhookDeliveriesResponse {
+            deliveries: list
+                .iter()
+                .map(|d| pb::WebhookDelivery {
+                    webhook_id: d.webhook_id.clone(),
+                    event_cursor: convert::position_token(CURSOR, d.event_id),
+                    state: delivery_state_to_pb(d.state) as i32,
+                    attempts: d.attempts,
+                    next_attempt_at: (d.state == DeliveryState::Pending)
+                        .then(|| millis(d.next_attempt_ms))
+                        .flatten(),
+                    last_error: d.last_error.clone(),
+                    updated_at: millis(d.updated_ms),
+                })
+                .collect(),
+        }))
+    }
+
+    async fn retry_webhook_deliveries(
+        &self,
+        request: Request<pb::RetryWebhookDeliveriesRequest>,
+    ) -> Result<Response<pb::RetryWebhookDeliveriesResponse>, Status> {
+        let caller = self
+            .auth
+            .caller(&request, "RetryWebhookDeliveries", Permission::Operate)
+            .await?;
+        let id = webhook_id(&request.get_ref().webhook_id)?;
+        let requeued = self.webhooks.retry_dead(&id, &caller).await?;
+        Ok(Response::new(pb::RetryWebhookDeliveriesResponse { requeued }))
     }
 
     type WatchEventsStream = EventStream;

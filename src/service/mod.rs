@@ -9,6 +9,7 @@ pub mod engine;
 pub mod events;
 mod locks;
 pub mod monitor;
+pub mod webhooks;
 #[cfg(test)]
 mod tests;
 
@@ -55,6 +56,8 @@ pub enum ServiceError {
     NotFound(String),
     #[error("pool {0} not found")]
     PoolNotFound(String),
+    #[error("webhook {0} not found")]
+    WebhookNotFound(String),
     #[error("{0}")]
     Rule(#[from] RuleViolation),
     #[error("{field} {value} already exists")]
@@ -151,7 +154,9 @@ pub struct ImportIdem<'a> {
 pub(crate) fn result_name(e: &ServiceError) -> String {
     match e {
         ServiceError::InvalidArgument(_) => "INVALID_ARGUMENT".into(),
-        ServiceError::NotFound(_) | ServiceError::PoolNotFound(_) => "NOT_FOUND".into(),
+        ServiceError::NotFound(_)
+        | ServiceError::PoolNotFound(_)
+        | ServiceError::WebhookNotFound(_) => "NOT_FOUND".into(),
         ServiceError::Rule(r) => format!("FAILED_PRECONDITION:{}", r.reason()),
         ServiceError::AlreadyExists { .. } => "ALREADY_EXISTS".into(),
         ServiceError::Carrier { error, .. } => format!("CARRIER:{error}"),

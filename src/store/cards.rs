@@ -616,6 +616,7 @@ impl Store {
     ) -> Result<Vec<EventRow>, StoreError> {
         let filter = EventFilter {
             iccid: Some(iccid.as_str().to_string()),
+            without_alerts: true,
             ..EventFilter::default()
         };
         self.events_after(&filter, after_id, limit).await
@@ -628,7 +629,8 @@ impl Store {
         limit: u32,
     ) -> Result<Vec<EventRow>, StoreError> {
         let newest: Option<i64> = sqlx::query(
-            "SELECT MIN(id) AS first FROM (SELECT id FROM card_events WHERE iccid = $1 ORDER BY id DESC LIMIT $2) AS recent",
+            "SELECT MIN(id) AS first FROM (SELECT id FROM card_events WHERE iccid = $1 \
+             AND kind NOT LIKE 'alert.%' ORDER BY id DESC LIMIT $2) AS recent",
         )
         .bind(iccid.as_str().to_string())
         .bind(i64::from(limit))

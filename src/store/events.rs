@@ -186,6 +186,8 @@ pub struct EventFilter {
     pub iccid: Option<String>,
     pub pool_id: Option<String>,
     pub kinds: Vec<String>,
+    /// Leave alerts out: a card's history is its changes, its alerts are about them.
+    pub without_alerts: bool,
 }
 
 fn kind_matches(pattern: &str, kind: &str) -> bool {
@@ -208,6 +210,7 @@ impl EventFilter {
                 .as_ref()
                 .is_none_or(|p| e.pool_id.as_ref() == Some(p))
             && (self.kinds.is_empty() || self.kinds.iter().any(|k| kind_matches(k, &e.kind)))
+            && !(self.without_alerts && e.kind.starts_with("alert."))
     }
 }
 
@@ -287,6 +290,9 @@ impl Store {
                 .collect::<Vec<_>>()
                 .join(" OR ");
             sql.push_str(&format!(" AND ({alts})"));
+        }
+        if filter.without_alerts {
+            sql.push_str(" AND kind NOT LIKE 'alert.%'");
         }
         n += 1;
         sql.push_str(&format!(" ORDER BY id LIMIT ${n}"));

@@ -11,6 +11,7 @@ mod idempotency;
 mod journal;
 mod pools;
 mod sim;
+mod webhooks;
 
 pub use access::{AuditEntry, AuditFilter, AuditRecord};
 pub use batches::{Batch, BatchCounts, BatchItem};
@@ -19,6 +20,7 @@ pub use events::{EventDetail, EventFilter, EventRow};
 pub use idempotency::IdempotencyRecord;
 pub use journal::{action_name, CarrierOp};
 pub use pools::{DailyUsage, PoolFilter};
+pub use webhooks::{Delivery, DeliveryState, Webhook};
 
 use std::str::FromStr;
 use std::sync::Arc;

@@ -86,6 +86,22 @@ fn code<T>(r: Result<tonic::Response<T>, tonic::Status>) -> Code {
     }
 }
 
+/// A fresh webhook of `customer`, made by the reseller admin.
+async fn webhook_of(app: &TestApp, customer: &str) -> String {
+    monitoring_client(&app.channel, ADMIN_KEY)
+        .create_webhook(pb::CreateWebhookRequest {
+            customer_id: customer.into(),
+            url: "http://127.0.0.1:9/hook".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("webhook for the matrix")
+        .into_inner()
+        .webhook
+        .expect("webhook")
+        .webhook_id
+}
+
 static SEQ: AtomicU64 = AtomicU64::new(100);
 
 /// Calls `rpc` as `key` (None: no key) on the own or the other customer's resource.
@@ -432,6 +448,41 @@ async fn call(
             })
             .await,
         ),
+        "simgate.v1.MonitoringService/CreateWebhook" => code(
+            m.create_webhook(pb::CreateWebhookRequest {
+                customer_id: customer,
+                url: "http://127.0.0.1:9/hook".into(),
+                ..Default::default()
+            })
+            .await,
+        ),
+        "simgate.v1.MonitoringService/ListWebhooks" => {
+            code(m.list_webhooks(pb::ListWebhooksRequest {}).await)
+        }
+        "simgate.v1.MonitoringService/DeleteWebhook" => {
+            let victim = webhook_of(app, &customer).await;
+            code(
+                m.delete_webhook(pb::DeleteWebhookRequest { webhook_id: victim })
+                    .await,
+            )
+        }
+        "simgate.v1.MonitoringService/ListWebhookDeliveries" => {
+            let id = webhook_of(app, &customer).await;
+            code(
+                m.list_webhook_deliveries(pb::ListWebhookDeliveriesRequest {
+                    webhook_id: id,
+                    ..Default::default()
+                })
+                .await,
+            )
+        }
+        "simgate.v1.MonitoringService/RetryWebhookDeliveries" => {
+            let id = webhook_of(app, &customer).await;
+            code(
+                m.retry_webhook_deliveries(pb::RetryWebhookDeliveriesRequest { webhook_id: id })
+                    .await,
+            )
+        }
         other => panic!("the matrix has no call for {other}"),
     }
 }
@@ -466,7 +517,8 @@ fn expected(rpc: &str, who: Who, own: bool) -> Code {
         },
         "simgate.v1.MonitoringService" => match method {
             "ListPools" | "ListEvents" => Code::Ok,
-            "GetPool" | "GetUsageHistory" => hidden,
+            "ListWebhooks" => Code::Ok,
+            "GetPool" | "GetUsageHistory" | "ListWebhookDeliveries" => hidden,
             // Naming another customer outright is refused, not hidden.
             "GetAlertRules" | "WatchEvents" => {
                 if own {
@@ -475,7 +527,7 @@ fn expected(rpc: &str, who: Who, own: bool) -> Code {
                     Code::PermissionDenied
                 }
             }
-            "CreatePool" | "SetAlertRules" => match who {
+            "CreatePool" | "SetAlertRules" | "CreateWebhook" => match who {
                 CustomerAdmin | Operator if own => Code::Ok,
                 _ => Code::PermissionDenied,
             },
@@ -569,6 +621,11 @@ const MATRIX: &[&str] = &[
     "simgate.v1.MonitoringService/GetUsageHistory",
     "simgate.v1.MonitoringService/ListEvents",
     "simgate.v1.MonitoringService/WatchEvents",
+    "simgate.v1.MonitoringService/CreateWebhook",
+    "simgate.v1.MonitoringService/ListWebhooks",
+    "simgate.v1.MonitoringService/DeleteWebhook",
+    "simgate.v1.MonitoringService/ListWebhookDeliveries",
+    "simgate.v1.MonitoringService/RetryWebhookDeliveries",
     "simgate.v1.AccessService/CreateApiKey",
     "simgate.v1.AccessService/ListApiKeys",
     "simgate.v1.AccessService/RevokeApiKey",

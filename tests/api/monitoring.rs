@@ -574,3 +574,229 @@ both_backends!(
         assert!(pools.pools.is_empty());
     }
 );
+
+/// What the test receiver saw: (event id, kind, signature valid) per successful delivery, and
+/// how many requests it answered in all.
+#[derive(Default)]
+struct Received {
+    delivered: Vec<(String, String, bool)>,
+    requests: usize,
+}
+
+type Inbox = std::sync::Arc<std::sync::Mutex<Received>>;
+
+const SECRET: &str = "whsec_receiver_secret_0123456789";
+
+/// A webhook receiver on a random port: `/flaky` fails its first two requests with 500, then
+/// accepts; `/down` always answers 503.
+async fn receiver() -> (String, Inbox) {
+    use axum::extract::State;
+    use axum::http::{HeaderMap, StatusCode};
+    let inbox: Inbox = Default::default();
+    async fn flaky(
+        State(inbox): State<Inbox>,
+        headers: HeaderMap,
+        body: axum::body::Bytes,
+    ) -> StatusCode {
+        let mut r = inbox.lock().unwrap();
+        r.requests += 1;
+        if r.requests <= 2 {
+            return StatusCode::INTERNAL_SERVER_ERROR;
+        }
+        let h = |n: &str| {
+            headers
+                .get(n)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_string()
+        };
+        let ts: i64 = h("x-simgate-timestamp").parse().unwrap_or(0);
+        let valid = h("x-simgate-signature")
+            == simgate::service::webhooks::signature(SECRET, ts, &body);
+        let json: serde_json::Value = serde_json::from_slice(&body).expect("JSON body");
+        assert_eq!(json["event_id"].to_string(), h("x-simgate-event-id"));
+        r.delivered.push((
+            h("x-simgate-event-id"),
+            json["kind"].as_str().unwrap_or_default().to_string(),
+            valid,
+        ));
+        StatusCode::NO_CONTENT
+    }
+    async fn down() -> StatusCode {
+        StatusCode::SERVICE_UNAVAILABLE
+    }
+    let app = axum::Router::new()
+        .route("/flaky", axum::routing::post(flaky))
+        .route("/down", axum::routing::post(down))
+        .with_state(inbox.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (format!("http://{addr}"), inbox)
+}
+
+async fn deliveries(app: &TestApp, id: &str, state: pb::DeliveryState) -> Vec<pb::WebhookDelivery> {
+    monitor(app)
+        .list_webhook_deliveries(pb::ListWebhookDeliveriesRequest {
+            webhook_id: id.into(),
+            state: state as i32,
+            page_size: 0,
+        })
+        .await
+        .expect("deliveries")
+        .into_inner()
+        .deliveries
+}
+
+async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..400 {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+async fn webhooks_are_signed_retried_and_dead_lettered(backend: Backend) {
+    let Some(db) = TestDb::new(backend) else {
+        return;
+    };
+    let db = std::sync::Arc::new(db);
+    let clock = simgate::clock::ManualClock::new(start_time());
+    let built = test_server(&db, &clock)
+        .webhooks(simgate::service::webhooks::WebhookConfig {
+            max_attempts: 3,
+            retry_base_ms: 50,
+            retry_max_ms: 200,
+            timeout_ms: 2000,
+            poll_ms: 20,
+        })
+        .build()
+        .await
+        .expect("build");
+    let mut app = serve_built(built, db, clock).await;
+    import(
+        &mut app,
+        vec![card_input(MOBILE_ICCID, pb::Carrier::ChinaMobile)],
+    )
+    .await;
+    let (base, inbox) = receiver().await;
+    let mut m = monitor(&app);
+    let flaky = m
+        .create_webhook(pb::CreateWebhookRequest {
+            customer_id: "acme".into(),
+            url: format!("{base}/flaky"),
+            kinds: vec!["card.*".into()],
+            secret: SECRET.into(),
+        })
+        .await
+        .expect("create webhook")
+        .into_inner();
+    assert_eq!(flaky.secret, SECRET);
+    let flaky_id = flaky.webhook.unwrap().webhook_id;
+    let down_id = m
+        .create_webhook(pb::CreateWebhookRequest {
+            customer_id: "acme".into(),
+            url: format!("{base}/down"),
+            kinds: vec!["card.suspended".into()],
+            secret: String::new(),
+        })
+        .await
+        .expect("create webhook")
+        .into_inner()
+        .webhook
+        .unwrap()
+        .webhook_id;
+    let bad = m
+        .create_webhook(pb::CreateWebhookRequest {
+            customer_id: "acme".into(),
+            url: "ftp://example.com/x".into(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("not http");
+    assert_eq!(details(&bad).1, ["url"]);
+
+    app.cards
+        .suspend_card(pb::SuspendCardRequest {
+            iccid: MOBILE_ICCID.into(),
+            ..Default::default()
+        })
+        .await
+        .expect("suspend");
+
+    // Two 500s, then accepted on the third attempt: one delivery, correctly signed.
+    eventually("the flaky receiver to accept", || async {
+        !inbox.lock().unwrap().delivered.is_empty()
+    })
+    .await;
+    eventually("the delivery to be recorded", || async {
+        deliveries(&app, &flaky_id, pb::DeliveryState::Delivered)
+            .await
+            .len()
+            == 1
+    })
+    .await;
+    let done = deliveries(&app, &flaky_id, pb::DeliveryState::Delivered).await;
+    assert_eq!(done[0].attempts, 3);
+    {
+        let r = inbox.lock().unwrap();
+        assert_eq!(r.delivered.len(), 1, "one event, delivered once");
+        let (_, kind, valid) = &r.delivered[0];
+        assert_eq!(kind, "card.suspended");
+        assert!(valid, "the signature verifies with the shared secret");
+        assert_eq!(r.requests, 3);
+    }
+
+    // The endpoint that is always down: three attempts, then the dead letter.
+    eventually("the dead letter", || async {
+        deliveries(&app, &down_id, pb::DeliveryState::Dead).await.len() == 1
+    })
+    .await;
+    let dead = deliveries(&app, &down_id, pb::DeliveryState::Dead).await;
+    assert_eq!(dead[0].attempts, 3);
+    assert_eq!(dead[0].last_error, "HTTP 503");
+    let requeued = m
+        .retry_webhook_deliveries(pb::RetryWebhookDeliveriesRequest {
+            webhook_id: down_id.clone(),
+        })
+        .await
+        .expect("retry")
+        .into_inner()
+        .requeued;
+    assert_eq!(requeued, 1);
+    eventually("the retried dead letter to die again", || async {
+        let d = deliveries(&app, &down_id, pb::DeliveryState::Dead).await;
+        d.len() == 1 && d[0].attempts == 3
+    })
+    .await;
+
+    m.delete_webhook(pb::DeleteWebhookRequest {
+        webhook_id: flaky_id.clone(),
+    })
+    .await
+    .expect("delete");
+    let listed = m
+        .list_webhooks(pb::ListWebhooksRequest {})
+        .await
+        .expect("list")
+        .into_inner()
+        .webhooks;
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].webhook_id, down_id);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhooks_are_signed_retried_and_dead_lettered_sqlite() {
+    webhooks_are_signed_retried_and_dead_lettered(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhooks_are_signed_retried_and_dead_lettered_postgres() {
+    webhooks_are_signed_retried_and_dead_lettered(Backend::Postgres).await;
+}

@@ -46,3 +46,34 @@ CREATE TABLE alert_rules (
     rules       TEXT NOT NULL,
     updated_ms  BIGINT NOT NULL
 );
+
+-- Webhooks: a customer's HTTP endpoint that receives its events, signed with HMAC-SHA256. The
+-- secret is kept as given (signing needs it); it is shown once, at creation.
+CREATE TABLE webhooks (
+    id            TEXT PRIMARY KEY NOT NULL,
+    customer_id   TEXT NOT NULL,
+    url           TEXT NOT NULL,
+    secret        TEXT NOT NULL,
+    -- Comma-separated event kinds ("alert.*" style prefixes allowed); empty: every kind.
+    kinds         TEXT NOT NULL,
+    -- The newest event already queued for this webhook.
+    cursor_id     BIGINT NOT NULL,
+    created_ms    BIGINT NOT NULL,
+    deleted_ms    BIGINT
+);
+CREATE INDEX webhooks_by_customer ON webhooks (customer_id, id);
+
+-- One row per (webhook, event): PENDING until delivered, DEAD (the dead letter) after the last
+-- attempt failed. Queued in the same transaction that moves the webhook's cursor, so an event is
+-- queued once whatever crashes.
+CREATE TABLE webhook_deliveries (
+    webhook_id      TEXT NOT NULL,
+    event_id        BIGINT NOT NULL,
+    state           TEXT NOT NULL,
+    attempts        BIGINT NOT NULL,
+    next_attempt_ms BIGINT NOT NULL,
+    last_error      TEXT NOT NULL,
+    updated_ms      BIGINT NOT NULL,
+    PRIMARY KEY (webhook_id, event_id)
+);
+CREATE INDEX webhook_deliveries_due ON webhook_deliveries (state, next_attempt_ms);
