@@ -18,8 +18,8 @@ use crate::pb;
 use crate::service::access::Forbidden;
 use crate::service::events::EventHub;
 use crate::service::monitor::{valid_pool_id, NewPool, PoolView, MAX_POOL_CARDS};
-use crate::service::{Caller, CardService, FieldViolation};
 use crate::service::webhooks::{NewWebhook, WebhookService};
+use crate::service::{Caller, CardService, FieldViolation};
 use crate::store::{DeliveryState, EventFilter, EventRow, PoolFilter, Webhook};
 
 /// Scope of event cursors and event page tokens (they are the same thing).
@@ -697,10 +697,7 @@ impl pb::monitoring_service_server::MonitoringService for MonitoringApi {
             Ok(pb::DeliveryState::Dead) => Some(DeliveryState::Dead),
             Err(_) => return Err(invalid_field("state", "is not a delivery state")),
         };
-        let list = self
-            .webhooks
-            .deliveries(&id, state, size, &caller)
-            .await?;
+        let list = self.webhooks.deliveries(&id, state, size, &caller).await?;
         Ok(Response::new(pb::ListWebhookDeliveriesResponse {
             deliveries: list
                 .iter()
@@ -729,7 +726,9 @@ impl pb::monitoring_service_server::MonitoringService for MonitoringApi {
             .await?;
         let id = webhook_id(&request.get_ref().webhook_id)?;
         let requeued = self.webhooks.retry_dead(&id, &caller).await?;
-        Ok(Response::new(pb::RetryWebhookDeliveriesResponse { requeued }))
+        Ok(Response::new(pb::RetryWebhookDeliveriesResponse {
+            requeued,
+        }))
     }
 
     type WatchEventsStream = EventStream;

@@ -32,12 +32,14 @@ pub struct EventHub {
 }
 
 impl EventHub {
-    pub fn new(store: Store) -> EventHub {
-        EventHub {
+    /// Starts at the newest event: watchers arriving later read older events from the store.
+    pub async fn new(store: Store) -> Result<EventHub, crate::store::StoreError> {
+        let last = store.last_event_id().await?;
+        Ok(EventHub {
             store,
             live: broadcast::channel(FANOUT_BUFFER).0,
-            tail: Arc::new(AtomicI64::new(-1)),
-        }
+            tail: Arc::new(AtomicI64::new(last)),
+        })
     }
 
     /// Tails the outbox until `shutdown` turns true: wakes on every local commit with events and
@@ -60,11 +62,15 @@ impl EventHub {
 
     async fn fan_out(&self) -> Result<(), crate::store::StoreError> {
         let mut tail = self.tail.load(Ordering::Acquire);
-        if tail < 0 || self.live.receiver_count() == 0 {
-            // Nobody listens: skip ahead; a watcher that arrives reads its backlog itself.
+        if self.live.receiver_count() == 0 {
+            // Nobody listens: skip ahead. The newest id is read before looking for listeners
+            // again, so a watcher that subscribes after that look reads a backlog reaching at
+            // least this far, and one that subscribed before it gets everything after `tail`.
             let last = self.store.last_event_id().await?;
-            self.tail.store(last, Ordering::Release);
-            return Ok(());
+            if self.live.receiver_count() == 0 {
+                self.tail.store(last, Ordering::Release);
+                return Ok(());
+            }
         }
         loop {
             let events = self

@@ -9,9 +9,9 @@ pub mod engine;
 pub mod events;
 mod locks;
 pub mod monitor;
-pub mod webhooks;
 #[cfg(test)]
 mod tests;
+pub mod webhooks;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

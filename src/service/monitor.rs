@@ -48,6 +48,14 @@ impl RulesCache {
     }
 }
 
+/// A top-up the caller may repeat: its request id, fingerprint, and how to encode the answer
+/// stored with it.
+pub type PoolIdem<'a> = (
+    &'a str,
+    &'a str,
+    &'a (dyn Fn(&PoolView) -> Vec<u8> + Send + Sync),
+);
+
 /// A pool to create, validated.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewPool {
@@ -320,7 +328,7 @@ impl CardService {
         id: &str,
         bytes: u64,
         caller: &Caller,
-        idem: Option<(&str, &str, &(dyn Fn(&PoolView) -> Vec<u8> + Send + Sync))>,
+        idem: Option<PoolIdem<'_>>,
     ) -> Result<PoolView> {
         for _ in 0..5 {
             let current = self.load_pool(id, Some(caller)).await?;
@@ -475,7 +483,7 @@ impl CardService {
     pub async fn sync_all_usage(&self) -> Result<SyncStats> {
         let mut stats = SyncStats::default();
         for id in CarrierId::ALL {
-            let Ok(carrier) = self.carrier(id).map(|c| c.clone()) else {
+            let Ok(carrier) = self.carrier(id).cloned() else {
                 continue;
             };
             let batch = carrier.batch_limit().clamp(1, 1000);

@@ -51,7 +51,9 @@ impl WebhookConfig {
             return Err("webhooks.max_attempts must be 1..=100".into());
         }
         if self.retry_base_ms == 0 || self.retry_max_ms < self.retry_base_ms {
-            return Err("webhooks.retry_base_ms must be at least 1 and at most retry_max_ms".into());
+            return Err(
+                "webhooks.retry_base_ms must be at least 1 and at most retry_max_ms".into(),
+            );
         }
         if self.timeout_ms == 0 || self.poll_ms == 0 {
             return Err("webhooks.timeout_ms and webhooks.poll_ms must be at least 1".into());
@@ -263,7 +265,9 @@ impl WebhookService {
             .map(|w| (w.id.clone(), w))
             .collect();
         let sends = due.iter().filter_map(|(d, e)| {
-            hooks.get(&d.webhook_id).map(|hook| self.attempt(hook, d, e))
+            hooks
+                .get(&d.webhook_id)
+                .map(|hook| self.attempt(hook, d, e))
         });
         let results = futures::future::join_all(sends).await;
         for r in &results {
@@ -366,7 +370,10 @@ mod tests {
             ..WebhookConfig::default()
         };
         let ms = |a| backoff(&cfg, a, 0.0).as_millis();
-        assert_eq!([ms(1), ms(2), ms(3), ms(4), ms(10)], [1000, 2000, 4000, 5000, 5000]);
+        assert_eq!(
+            [ms(1), ms(2), ms(3), ms(4), ms(10)],
+            [1000, 2000, 4000, 5000, 5000]
+        );
         // Jitter adds at most half.
         assert_eq!(backoff(&cfg, 1, 1.0).as_millis(), 1500);
     }

@@ -157,13 +157,12 @@ impl Store {
     /// Stops a webhook: nothing more is queued or sent. Its deliveries stay for the record.
     pub async fn delete_webhook(&self, id: &str, at_ms: i64) -> Result<bool, StoreError> {
         let mut tx = self.pool.begin().await?;
-        let done = sqlx::query(
-            "UPDATE webhooks SET deleted_ms = $1 WHERE id = $2 AND deleted_ms IS NULL",
-        )
-        .bind(at_ms)
-        .bind(id.to_string())
-        .execute(&mut *tx)
-        .await?;
+        let done =
+            sqlx::query("UPDATE webhooks SET deleted_ms = $1 WHERE id = $2 AND deleted_ms IS NULL")
+                .bind(at_ms)
+                .bind(id.to_string())
+                .execute(&mut *tx)
+                .await?;
         sqlx::query(
             "UPDATE webhook_deliveries SET state = 'DEAD', last_error = 'webhook deleted', \
              updated_ms = $1 WHERE webhook_id = $2 AND state = 'PENDING'",

@@ -611,8 +611,8 @@ async fn receiver() -> (String, Inbox) {
                 .to_string()
         };
         let ts: i64 = h("x-simgate-timestamp").parse().unwrap_or(0);
-        let valid = h("x-simgate-signature")
-            == simgate::service::webhooks::signature(SECRET, ts, &body);
+        let valid =
+            h("x-simgate-signature") == simgate::service::webhooks::signature(SECRET, ts, &body);
         let json: serde_json::Value = serde_json::from_slice(&body).expect("JSON body");
         assert_eq!(json["event_id"].to_string(), h("x-simgate-event-id"));
         r.delivered.push((
@@ -755,7 +755,10 @@ async fn webhooks_are_signed_retried_and_dead_lettered(backend: Backend) {
 
     // The endpoint that is always down: three attempts, then the dead letter.
     eventually("the dead letter", || async {
-        deliveries(&app, &down_id, pb::DeliveryState::Dead).await.len() == 1
+        deliveries(&app, &down_id, pb::DeliveryState::Dead)
+            .await
+            .len()
+            == 1
     })
     .await;
     let dead = deliveries(&app, &down_id, pb::DeliveryState::Dead).await;
