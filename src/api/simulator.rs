@@ -255,6 +255,7 @@ impl pb::simulator_service_server::SimulatorService for SimulatorApi {
             rate_limit_rate: req.rate_limit_rate,
             timeout_after_apply_rate: req.timeout_after_apply_rate,
             down: req.down,
+            traffic_bytes_per_hour: req.traffic_bytes_per_hour,
         };
         faults.validate().map_err(|e| {
             let field = e.split(' ').next().unwrap_or("faults").to_string();

@@ -33,6 +33,8 @@ pub struct SimFaults {
     pub timeout_after_apply_rate: f64,
     /// The platform answers nothing at all.
     pub down: bool,
+    /// Traffic profile: data every active card uses per simulated hour (0: none).
+    pub traffic_bytes_per_hour: u64,
 }
 
 impl SimFaults {
@@ -45,6 +47,9 @@ impl SimFaults {
             if !(0.0..=1.0).contains(&v) {
                 return Err(format!("{name} must be between 0 and 1, got {v}"));
             }
+        }
+        if self.traffic_bytes_per_hour > 1 << 40 {
+            return Err("traffic_bytes_per_hour must be at most 1 TiB".into());
         }
         if self.latency_ms > 60_000 {
             return Err("latency_ms must be at most 60000".into());
@@ -70,6 +75,8 @@ pub struct SimCarrier {
     faults: Mutex<Vec<Fault>>,
     /// Standing fault rates.
     chaos: Mutex<SimFaults>,
+    /// Up to when the traffic profile's usage has been added.
+    traffic_until: Mutex<Option<chrono::DateTime<chrono::Utc>>>,
     /// xorshift state for the fault dice; seeded from the OS.
     dice: Mutex<u64>,
 }
@@ -83,6 +90,7 @@ impl SimCarrier {
             clock,
             faults: Mutex::new(Vec::new()),
             chaos: Mutex::new(SimFaults::default()),
+            traffic_until: Mutex::new(None),
             dice: Mutex::new({
                 let mut b = [0u8; 8];
                 getrandom::fill(&mut b)
@@ -93,7 +101,44 @@ impl SimCarrier {
     }
 
     pub fn set_faults(&self, f: SimFaults) {
-        *self.chaos.lock().unwrap_or_else(|e| e.into_inner()) = f;
+        let mut chaos = self.chaos.lock().unwrap_or_else(|e| e.into_inner());
+        if chaos.traffic_bytes_per_hour != f.traffic_bytes_per_hour {
+            // A new profile counts from now, not from when the old one started.
+            *self.traffic_until.lock().unwrap_or_else(|e| e.into_inner()) = Some(self.clock.now());
+        }
+        *chaos = f;
+    }
+
+    /// Adds the traffic profile's usage for the simulated time since it was last added, to every
+    /// active card at once, before a read. Lazily, so a profile costs nothing between reads and
+    /// follows the simulated clock however it jumps. Traffic spanning a cycle start is counted
+    /// in the new cycle.
+    async fn accrue_traffic(&self) -> Result<(), CarrierError> {
+        let rate = self.faults().traffic_bytes_per_hour;
+        if rate == 0 {
+            return Ok(());
+        }
+        let now = self.clock.now();
+        let bytes = {
+            let mut until = self.traffic_until.lock().unwrap_or_else(|e| e.into_inner());
+            let since = *until.get_or_insert(now);
+            let ms = (now - since).num_milliseconds().max(0);
+            let bytes = u128::from(rate) * u128::try_from(ms).unwrap_or(0) / 3_600_000;
+            let bytes = u64::try_from(bytes)
+                .unwrap_or(u64::MAX)
+                .min(USAGE_LIMIT / 4);
+            if bytes == 0 {
+                // Keep the fraction for the next read.
+                return Ok(());
+            }
+            *until = Some(now);
+            bytes
+        };
+        self.store
+            .sim_add_traffic(self.id, bytes, self.cycle_ms(), now.timestamp_millis())
+            .await
+            .map_err(|e| CarrierError::Transient(e.to_string()))?;
+        Ok(())
     }
 
     fn faults(&self) -> SimFaults {
@@ -280,11 +325,13 @@ impl Carrier for SimCarrier {
 
     async fn card(&self, iccid: &Iccid) -> Result<CarrierCard, CarrierError> {
         self.weather().await?;
+        self.accrue_traffic().await?;
         self.read(iccid).await
     }
 
     async fn cards(&self, iccids: &[Iccid]) -> Result<Vec<CarrierCard>, CarrierError> {
         self.weather().await?;
+        self.accrue_traffic().await?;
         self.store
             .sim_cards(self.id, iccids, self.cycle_ms())
             .await

@@ -133,6 +133,29 @@ impl Store {
         Ok(())
     }
 
+    /// Adds `bytes` to every active card of `carrier` (a traffic profile). Returns how many.
+    pub async fn sim_add_traffic(
+        &self,
+        carrier: CarrierId,
+        bytes: u64,
+        cycle_ms: i64,
+        session_at_ms: i64,
+    ) -> Result<u64, StoreError> {
+        Ok(sqlx::query(
+            "UPDATE sim_cards SET cycle_usage_bytes = \
+               CASE WHEN usage_cycle_ms = $1 THEN cycle_usage_bytes + $2 ELSE $2 END, \
+               usage_cycle_ms = $1, last_session_ms = $4 \
+             WHERE carrier = $3 AND state = 'ACTIVE'",
+        )
+        .bind(cycle_ms)
+        .bind(u64_to_db(bytes)?)
+        .bind(carrier.as_str())
+        .bind(session_at_ms)
+        .execute(&self.pool)
+        .await?
+        .rows_affected())
+    }
+
     /// Returns false when the simulator does not know the card.
     pub async fn sim_add_usage(
         &self,

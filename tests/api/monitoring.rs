@@ -803,3 +803,50 @@ async fn webhooks_are_signed_retried_and_dead_lettered_sqlite() {
 async fn webhooks_are_signed_retried_and_dead_lettered_postgres() {
     webhooks_are_signed_retried_and_dead_lettered(Backend::Postgres).await;
 }
+
+both_backends!(
+    a_traffic_profile_makes_simulated_cards_use_data_by_the_hour,
+    |mut app: TestApp| async move {
+        let active = mobile_iccid(1);
+        let stopped = mobile_iccid(2);
+        import(
+            &mut app,
+            vec![
+                card_input(&active, pb::Carrier::ChinaMobile),
+                card_input(&stopped, pb::Carrier::ChinaMobile),
+            ],
+        )
+        .await;
+        app.cards
+            .suspend_card(pb::SuspendCardRequest {
+                iccid: stopped.clone(),
+                ..Default::default()
+            })
+            .await
+            .expect("suspend");
+        app.sim
+            .set_faults(pb::SetFaultsRequest {
+                carrier: pb::Carrier::ChinaMobile as i32,
+                traffic_bytes_per_hour: MIB,
+                ..Default::default()
+            })
+            .await
+            .expect("profile");
+        app.sim
+            .advance_clock(pb::AdvanceClockRequest {
+                by: Some(prost_types::Duration {
+                    seconds: 10 * 3600,
+                    nanos: 0,
+                }),
+            })
+            .await
+            .expect("advance");
+        app.service.sync_all_usage().await.expect("sync");
+        assert_eq!(get(&mut app, &active).await.cycle_usage_bytes, 10 * MIB);
+        // A stopped card carries no traffic.
+        assert_eq!(get(&mut app, &stopped).await.cycle_usage_bytes, 0);
+        // Reading again without time passing adds nothing.
+        app.service.sync_all_usage().await.expect("sync");
+        assert_eq!(get(&mut app, &active).await.cycle_usage_bytes, 10 * MIB);
+    }
+);
