@@ -12,7 +12,22 @@ use crate::helpers::*;
 
 const CARDS: u64 = 100_000;
 
-fn start(db_url: &str, port: u16) -> Child {
+/// The server child, killed when dropped: a failing assertion must not leave a server running
+/// (and eating the CPU of every later test).
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start(db_url: &str, port: u16) -> Server {
+    Server(spawn(db_url, port))
+}
+
+fn spawn(db_url: &str, port: u16) -> Child {
     Command::new(env!("CARGO_BIN_EXE_simgate"))
         .args([
             "serve",
@@ -105,8 +120,8 @@ async fn a_server_killed_mid_batch_finishes_it_after_restart_changing_each_card_
         assert!(Instant::now() < deadline, "no progress");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
+    child.0.kill().unwrap(); // SIGKILL
+    child.0.wait().unwrap();
 
     let mut child = start(&db_url, port);
     let channel = connect(port).await;
@@ -157,8 +172,8 @@ async fn a_server_killed_mid_batch_finishes_it_after_restart_changing_each_card_
         .into_inner();
     assert_eq!(report.results.len(), 10_000);
     assert!(!report.next_results_page_token.is_empty());
-    child.kill().unwrap();
-    child.wait().unwrap();
+    child.0.kill().unwrap();
+    child.0.wait().unwrap();
 
     let store = Store::connect(&db_url, StoreOptions::default())
         .await
