@@ -22,6 +22,8 @@ const FANOUT_BUFFER: usize = 8192;
 const PAGE: u32 = 1000;
 /// How often the tailer looks for events written by other processes.
 const POLL: Duration = Duration::from_millis(250);
+/// While nobody watches, how often the tail skips ahead to the newest event.
+const IDLE_SKIP: Duration = Duration::from_secs(1);
 
 #[derive(Clone)]
 pub struct EventHub {
@@ -29,6 +31,8 @@ pub struct EventHub {
     live: broadcast::Sender<Arc<EventRow>>,
     /// The newest event id the tailer has fanned out.
     tail: Arc<AtomicI64>,
+    /// When the tail last skipped ahead with nobody listening.
+    skipped_at: Arc<tokio::sync::Mutex<Option<std::time::Instant>>>,
 }
 
 impl EventHub {
@@ -39,6 +43,7 @@ impl EventHub {
             store,
             live: broadcast::channel(FANOUT_BUFFER).0,
             tail: Arc::new(AtomicI64::new(last)),
+            skipped_at: Arc::new(tokio::sync::Mutex::new(None)),
         })
     }
 
@@ -63,12 +68,19 @@ impl EventHub {
     async fn fan_out(&self) -> Result<(), crate::store::StoreError> {
         let mut tail = self.tail.load(Ordering::Acquire);
         if self.live.receiver_count() == 0 {
-            // Nobody listens: skip ahead. The newest id is read before looking for listeners
-            // again, so a watcher that subscribes after that look reads a backlog reaching at
-            // least this far, and one that subscribed before it gets everything after `tail`.
+            // Nobody listens: skip ahead, at most once per IDLE_SKIP rather than after every
+            // commit (a stale tail is safe: watchers drop what they already have). The newest id
+            // is read before looking for listeners again, so a watcher that subscribes after
+            // that look reads a backlog reaching at least this far, and one that subscribed
+            // before it gets everything after `tail` live.
+            let mut skipped = self.skipped_at.lock().await;
+            if skipped.is_some_and(|at| at.elapsed() < IDLE_SKIP) {
+                return Ok(());
+            }
             let last = self.store.last_event_id().await?;
             if self.live.receiver_count() == 0 {
                 self.tail.store(last, Ordering::Release);
+                *skipped = Some(std::time::Instant::now());
                 return Ok(());
             }
         }

@@ -48,31 +48,11 @@ impl Store {
         iccid: &Iccid,
         cycle_ms: i64,
     ) -> Result<Option<CarrierCard>, StoreError> {
-        let row = sqlx::query(
-            "SELECT state, CASE WHEN usage_cycle_ms = $1 THEN cycle_usage_bytes ELSE 0 END \
-             AS cycle_usage_bytes, changes, last_session_ms FROM sim_cards WHERE carrier = $2 AND iccid = $3",
-        )
-        .bind(cycle_ms)
-        .bind(carrier.as_str())
-        .bind(iccid.as_str().to_string())
-        .fetch_optional(&self.pool)
-        .await?;
-        row.map(|r| {
-            let state: String = r.try_get("state")?;
-            Ok(CarrierCard {
-                iccid: iccid.clone(),
-                state: ServiceState::parse(&state)
-                    .ok_or_else(|| StoreError::Corrupt(format!("sim state {state:?}")))?,
-                cycle_usage_bytes: db_to_u64(r.try_get("cycle_usage_bytes")?)?,
-                usage_cycle_start: Some(super::millis_to_time(cycle_ms)?),
-                changes: db_to_u64(r.try_get("changes")?)?,
-                last_session_at: r
-                    .try_get::<Option<i64>, _>("last_session_ms")?
-                    .map(super::millis_to_time)
-                    .transpose()?,
-            })
-        })
-        .transpose()
+        Ok(self
+            .sim_cards(carrier, std::slice::from_ref(iccid), cycle_ms)
+            .await?
+            .into_iter()
+            .next())
     }
 
     /// Many simulated cards at once (unknown ICCIDs are left out), usage counted as in `sim_card`.

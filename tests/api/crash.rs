@@ -135,7 +135,9 @@ async fn a_server_killed_mid_batch_finishes_it_after_restart_changing_each_card_
         .await;
     // (An empty retry is a different request: refused, and it starts nothing.)
     assert!(again.is_err());
-    let deadline = Instant::now() + Duration::from_secs(600);
+    // A guard against a hang, not a speed target (that is the batch benchmark's job): on two
+    // loaded cores the debug build suspends the remaining ~80,000 cards at ~130 a second.
+    let deadline = Instant::now() + Duration::from_secs(1500);
     let done = loop {
         let p = ops
             .get_operation(pb::GetOperationRequest {

@@ -82,6 +82,20 @@ async fn usage_alerts(app: &TestApp, iccid: &str) -> Vec<i64> {
     .collect()
 }
 
+/// Moves the clock into China Mobile's next billing cycle (1 December), applying what is due.
+async fn to_next_cycle(app: &mut TestApp) {
+    let next_cycle = Shanghai
+        .with_ymd_and_hms(2026, 12, 1, 0, 30, 0)
+        .unwrap()
+        .with_timezone(&chrono::Utc);
+    app.sim
+        .set_clock(pb::SetClockRequest {
+            to: Some(ts(next_cycle)),
+        })
+        .await
+        .expect("set clock");
+}
+
 fn kinds_filter(kinds: &[&str]) -> pb::EventFilter {
     pb::EventFilter {
         kinds: kinds.iter().map(|k| k.to_string()).collect(),
@@ -223,16 +237,7 @@ both_backends!(
         // Used up again, then the next cycle (1 December for China Mobile) resets the pool.
         use_data(&mut app, &iccids[0], 10 * MIB).await;
         expect_members(&mut app, &iccids, true, "exhausted again").await;
-        let next_cycle = Shanghai
-            .with_ymd_and_hms(2026, 12, 1, 0, 30, 0)
-            .unwrap()
-            .with_timezone(&chrono::Utc);
-        app.sim
-            .set_clock(pb::SetClockRequest {
-                to: Some(ts(next_cycle)),
-            })
-            .await
-            .expect("set clock");
+        to_next_cycle(&mut app).await;
         let p = pool(&app, "fleet").await;
         assert_eq!(
             (p.used_bytes, p.topup_bytes, p.capacity_bytes, p.exhausted),
@@ -309,16 +314,7 @@ both_backends!(
         app.service.sync_all_usage().await.expect("sync");
         assert_eq!(usage_alerts(&app, &iccid).await, [800, 900]);
 
-        let next_cycle = Shanghai
-            .with_ymd_and_hms(2026, 12, 1, 0, 30, 0)
-            .unwrap()
-            .with_timezone(&chrono::Utc);
-        app.sim
-            .set_clock(pb::SetClockRequest {
-                to: Some(ts(next_cycle)),
-            })
-            .await
-            .expect("set clock");
+        to_next_cycle(&mut app).await;
         use_data(&mut app, &iccid, quota * 82 / 100).await;
         assert_eq!(
             usage_alerts(&app, &iccid).await,
