@@ -1,6 +1,6 @@
 //! Compiles `proto/` with protox (pure Rust), so no system `protoc` is needed, and writes the
-//! descriptor set that server reflection serves. Also compiles the benchmark's echo service
-//! (`proto/bench`), which only the `simgate-bench` binary includes.
+//! descriptor set that server reflection serves. Also compiles the benchmarks' echo and fan-out
+//! services (`proto/bench`), which only the `simgate-bench` binary includes.
 use prost::Message;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

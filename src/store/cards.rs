@@ -662,6 +662,28 @@ impl Store {
         .rows_affected())
     }
 
+    /// The usage-sync benchmark's ceiling: every live card's usage copied from the simulated
+    /// carriers' table in one statement, with no rules, alerts, history or version checks. Not
+    /// used by the service.
+    #[doc(hidden)]
+    pub async fn bench_set_based_usage_sync(
+        &self,
+        usage_cycle_ms: i64,
+        now_ms: i64,
+    ) -> Result<u64, StoreError> {
+        Ok(sqlx::query(
+            "UPDATE cards SET cycle_usage_bytes = s.cycle_usage_bytes, version = version + 1, \
+             updated_ms = $2 FROM sim_cards AS s \
+             WHERE s.carrier = cards.carrier AND s.iccid = cards.iccid \
+             AND s.usage_cycle_ms = $1 AND cards.cancelled = 0",
+        )
+        .bind(usage_cycle_ms)
+        .bind(now_ms)
+        .execute(&self.pool)
+        .await?
+        .rows_affected())
+    }
+
     /// How many events of `kind` were recorded, across all cards.
     pub async fn count_events(&self, kind: &str) -> Result<i64, StoreError> {
         Ok(

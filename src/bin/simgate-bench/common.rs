@@ -57,7 +57,8 @@ pub fn msisdn(n: u64) -> String {
     format!("1064{n:09}")
 }
 
-const QUOTA: u64 = 1 << 30;
+/// Every generated card's monthly quota.
+pub const QUOTA: u64 = 1 << 30;
 const FEE: i64 = 1200;
 const BALANCE: i64 = 100_000;
 

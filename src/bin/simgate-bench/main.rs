@@ -8,9 +8,11 @@ mod import;
 mod read;
 mod rollover;
 mod scale;
+mod usage_sync;
+mod watch;
 mod write;
 
-/// The read benchmark's echo service (proto/bench), reusing the library's message types.
+/// The read and watch benchmarks' ceilings (proto/bench), reusing the library's message types.
 mod echo_pb {
     #![allow(clippy::all, missing_docs)]
     tonic::include_proto!("simgate.bench.v1");
@@ -101,6 +103,35 @@ enum Command {
         #[arg(long)]
         database_url: Option<String>,
     },
+    /// One scheduled usage sync of N cards against a set-based UPDATE from the carrier table.
+    UsageSync {
+        #[arg(long, default_value_t = 1_000_000)]
+        cards: u64,
+        /// postgres://...; default: a fresh SQLite file in a temp directory.
+        #[arg(long)]
+        database_url: Option<String>,
+    },
+    /// WatchEvents fan-out to N streams against a bare tonic streaming fan-out (the ceiling).
+    Watch {
+        #[arg(long, default_value_t = 1000)]
+        watchers: usize,
+        /// Events produced per side, after the warm-up.
+        #[arg(long, default_value_t = 10_000)]
+        events: u64,
+        /// Events produced per second, steady; 0: as fast as the producer goes (a burst, which
+        /// measures the fan-out's capacity; the delays then are mostly queueing).
+        #[arg(long, default_value_t = 100)]
+        rate: u64,
+        /// Events per producing call (cards per ImportCards).
+        #[arg(long, default_value_t = 10)]
+        per_call: u64,
+        /// HTTP/2 connections the watchers share, per server.
+        #[arg(long, default_value_t = 4)]
+        channels: usize,
+        /// postgres://...; default: a fresh SQLite file in a temp directory.
+        #[arg(long)]
+        database_url: Option<String>,
+    },
 }
 
 #[tokio::main]
@@ -170,6 +201,34 @@ async fn main() -> Result<(), common::BoxError> {
                 sizes,
                 concurrency,
                 seconds,
+                database_url,
+            })
+            .await
+        }
+        Command::UsageSync {
+            cards,
+            database_url,
+        } => {
+            usage_sync::run(usage_sync::Args {
+                cards,
+                database_url,
+            })
+            .await
+        }
+        Command::Watch {
+            watchers,
+            events,
+            rate,
+            per_call,
+            channels,
+            database_url,
+        } => {
+            watch::run(watch::Args {
+                watchers,
+                events,
+                rate,
+                per_call,
+                channels,
                 database_url,
             })
             .await
