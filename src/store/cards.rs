@@ -407,9 +407,12 @@ impl Store {
         usage_bytes: u64,
     ) -> Result<Card, StoreError> {
         let mut tx = self.pool.begin().await?;
-        let next = update_in(&mut tx, card)
-            .await?
-            .ok_or(StoreError::Conflict)?;
+        let Some(next) = update_in(&mut tx, card).await? else {
+            // Rolled back now, not whenever the pooled connection is next used: until then the
+            // open transaction would hold its locks (a DROP SCHEMA or migration would wait).
+            tx.rollback().await?;
+            return Err(StoreError::Conflict);
+        };
         if let Some((op, at_ms)) = applied_op {
             super::journal::mark_applied(&mut tx, op, at_ms).await?;
         }

@@ -82,6 +82,7 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         if done.rows_affected() == 0 {
+            tx.rollback().await?;
             return Err(StoreError::Duplicate {
                 field: "pool_id",
                 value: pool.id.clone(),
@@ -156,6 +157,7 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         if done.rows_affected() == 0 {
+            tx.rollback().await?;
             return Err(StoreError::Conflict);
         }
         let mut next = pool.clone();

@@ -209,6 +209,7 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         if moved.rows_affected() == 0 {
+            tx.rollback().await?;
             return Ok(0);
         }
         for e in &events {
