@@ -106,6 +106,9 @@ pub struct Config {
     /// Webhook delivery: attempts, backoff, timeout.
     #[serde(default)]
     pub webhooks: crate::service::webhooks::WebhookConfig,
+    /// The carrier journal: intent leases, how often open intents are settled, drift repair.
+    #[serde(default)]
+    pub journal: crate::service::JournalConfig,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -234,6 +237,7 @@ impl std::fmt::Debug for Config {
             .field("log", &self.log)
             .field("shutdown", &self.shutdown)
             .field("webhooks", &self.webhooks)
+            .field("journal", &self.journal)
             .finish()
     }
 }
@@ -363,6 +367,12 @@ impl Config {
             return Err("usage_sync_interval_ms must be at least 1".into());
         }
         self.webhooks.validate()?;
+        if self.journal.lease_ms < 100 || self.journal.settle_interval_ms == 0 {
+            return Err(
+                "journal.lease_ms must be at least 100 and journal.settle_interval_ms at least 1"
+                    .into(),
+            );
+        }
         if let Some(url) = &self.database_url {
             crate::store::backend_of(url)
                 .map_err(|e| format!("database_url {}: {e}", redact_url(url)))?;

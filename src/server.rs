@@ -176,6 +176,12 @@ impl ServerBuilder {
         self
     }
 
+    /// Journal leases, settling interval and drift repair.
+    pub fn journal(mut self, journal: crate::service::JournalConfig) -> Self {
+        self.config.journal = journal;
+        self
+    }
+
     pub fn webhooks(mut self, webhooks: crate::service::webhooks::WebhookConfig) -> Self {
         self.config.webhooks = webhooks;
         self
@@ -245,7 +251,8 @@ impl ServerBuilder {
         } else {
             CarrierCheck::Enforce
         };
-        let service = CardService::new(store.clone(), carriers, clock.clone());
+        let service = CardService::new(store.clone(), carriers, clock.clone())
+            .with_journal(self.config.journal);
         let access = AccessService::new(store.clone());
         let bootstrap = access
             .bootstrap(self.config.bootstrap_key.as_deref(), clock.now())
@@ -503,6 +510,11 @@ impl App {
                 .run(self.engine_interval, engine_stopped.clone()),
         );
         info!(interval = ?self.engine_interval, "lifecycle engine started");
+        let settler = tokio::spawn(crate::service::journal::run_settler(
+            self.service.clone(),
+            std::time::Duration::from_millis(self.service.journal_config().settle_interval_ms),
+            engine_stopped.clone(),
+        ));
         let tailer = tokio::spawn(hub.run(engine_stopped.clone()));
         let deliveries = tokio::spawn(self.webhooks.clone().run(engine_stopped.clone()));
         let usage_sync = tokio::spawn(crate::service::monitor::run_usage_sync(
@@ -565,7 +577,8 @@ impl App {
         let served = tokio::select! {
             served = &mut server => served,
             () = deadline => {
-                // A cut carrier call stays PENDING in the journal and is reconciled later.
+                // A cut carrier call stays OPEN in the journal; its lease runs out and a settler
+                // (another replica, or this one restarted) finishes it from the carrier's state.
                 warn!(
                     in_flight = self.metrics.rpcs_in_flight(),
                     grace_ms = grace.as_millis() as u64,
@@ -584,6 +597,7 @@ impl App {
         let _ = stop_engine.send(true);
         let workers = async {
             let _ = engine.await;
+            let _ = settler.await;
             let _ = batches.await;
             let _ = tailer.await;
             let _ = deliveries.await;

@@ -205,6 +205,20 @@ pub fn card_to_pb(c: &Card, policy: Option<&CarrierPolicy>) -> pb::Card {
         created_at: Some(timestamp(c.created_at)),
         updated_at: Some(timestamp(c.updated_at)),
         version: c.version,
+        pending_change: c.pending.as_ref().map(|p| pb::PendingChange {
+            action: match p.action {
+                crate::domain::CarrierAction::Stop => pb::CarrierAction::Stop,
+                crate::domain::CarrierAction::Restore => pb::CarrierAction::Restore,
+                crate::domain::CarrierAction::Cancel => pb::CarrierAction::Cancel,
+            } as i32,
+            since: Some(timestamp(p.since)),
+            order_id: p.order_id.clone().unwrap_or_default(),
+        }),
+        drift: c.drift.as_ref().map(|d| pb::CarrierDrift {
+            carrier_state: d.carrier_state.clone(),
+            expected_state: d.expected_state.clone(),
+            since: Some(timestamp(d.since)),
+        }),
     }
 }
 
@@ -408,6 +422,8 @@ pub fn diagnosis_to_pb(iccid: &Iccid, d: &Diagnosis, at: DateTime<Utc>) -> pb::D
             Verdict::BlockedByAccount => pb::Verdict::BlockedByAccount,
             Verdict::LikelyNetworkOrDevice => pb::Verdict::LikelyNetworkOrDevice,
             Verdict::Cancelled => pb::Verdict::Cancelled,
+            Verdict::ChangePending => pb::Verdict::ChangePending,
+            Verdict::CarrierStateDiffers => pb::Verdict::CarrierStateDiffers,
         } as i32,
         status: status_to_pb(d.status) as i32,
         summary: d.summary.clone(),

@@ -108,6 +108,23 @@ impl From<ServiceError> for Status {
                     ),
                 }
             }
+            ServiceError::OutcomePending {
+                carrier,
+                action,
+                since,
+            } => {
+                let mut d = info(
+                    "CARRIER_OUTCOME_PENDING",
+                    HashMap::from([
+                        ("carrier".to_string(), carrier.to_string()),
+                        ("action".to_string(), action.as_str().to_string()),
+                        ("since".to_string(), since.to_rfc3339()),
+                    ]),
+                );
+                // The settler reads the carrier about once a second while it answers.
+                d.set_retry_info(Some(std::time::Duration::from_secs(1)));
+                Status::with_error_details(Code::Unavailable, message, d)
+            }
             ServiceError::Conflict => Status::with_error_details(
                 Code::Aborted,
                 message,

@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Utc};
 
-use super::{CarrierId, Fen, Iccid, Imsi, Msisdn, StopReason, StopReasons};
+use super::{CarrierAction, CarrierId, Fen, Iccid, Imsi, Msisdn, StopReason, StopReasons};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Plan {
@@ -146,6 +146,31 @@ pub struct Card {
     /// Alerts already sent for the card's current periods (see `alerts`), so a threshold fires
     /// once per cycle however often usage is synced.
     pub alert_keys: Vec<String>,
+    /// A carrier change simgate sent whose outcome is not settled yet (the journal's open
+    /// intent). Set and cleared only by the journal; no other change is made meanwhile.
+    pub pending: Option<PendingChange>,
+    /// The carrier's state differs from what the card says while no change of simgate's is
+    /// open: found by the usage sync, cleared when they agree again.
+    pub drift: Option<Drift>,
+}
+
+/// A change sent to the carrier whose outcome is unknown until the journal settles it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingChange {
+    pub action: CarrierAction,
+    pub since: DateTime<Utc>,
+    /// The carrier's order id, when its platform answered with one.
+    pub order_id: Option<String>,
+}
+
+/// What the carrier showed that the card does not say.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Drift {
+    /// The carrier's service state: `ACTIVE`, `STOPPED` or `CANCELLED`.
+    pub carrier_state: String,
+    /// The state the card implies, in the same terms.
+    pub expected_state: String,
+    pub since: DateTime<Utc>,
 }
 
 impl Card {
@@ -164,6 +189,17 @@ impl Card {
     /// A card has service only when it is not cancelled and has no stop reason at all.
     pub fn is_online(&self) -> bool {
         !self.cancelled && self.stop_reasons.is_empty()
+    }
+
+    /// The carrier's service state this card implies: `ACTIVE`, `STOPPED` or `CANCELLED`.
+    pub fn expected_carrier_state(&self) -> &'static str {
+        if self.cancelled {
+            "CANCELLED"
+        } else if self.is_online() {
+            "ACTIVE"
+        } else {
+            "STOPPED"
+        }
     }
 
     pub fn is_over_quota(&self) -> bool {

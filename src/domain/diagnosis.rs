@@ -56,6 +56,10 @@ pub enum Verdict {
     BlockedByAccount,
     LikelyNetworkOrDevice,
     Cancelled,
+    /// A carrier change is being settled: the card's state is about to change.
+    ChangePending,
+    /// The carrier's service state differs from the card's with no change open.
+    CarrierStateDiffers,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -143,6 +147,8 @@ pub struct CarrierFacts {
     pub cycle_usage_bytes: u64,
     /// The last data session the carrier saw; None: none known.
     pub last_session_at: Option<DateTime<Utc>>,
+    /// The carrier's service state (`ACTIVE`, `STOPPED`, `CANCELLED`), when it was read.
+    pub service_state: Option<&'static str>,
 }
 
 /// One entry of the card's history (`card_events`).
@@ -640,6 +646,79 @@ impl Ctx<'_> {
         }
     }
 
+    /// A change sent to the carrier whose outcome simgate is still settling.
+    fn change_pending(&self) -> Option<Finding> {
+        let p = self.card.pending.as_ref()?;
+        let lang = self.lang;
+        let (zh, en) = match p.action {
+            crate::domain::CarrierAction::Stop => ("停机", "stop"),
+            crate::domain::CarrierAction::Restore => ("复机", "restore"),
+            crate::domain::CarrierAction::Cancel => ("销户", "cancellation"),
+        };
+        Some(Finding {
+            code: "CARRIER_CHANGE_PENDING",
+            severity: Severity::Warning,
+            message: tr(
+                lang,
+                format!("{} 已向{}发送{zh}请求，但没有收到结果；simgate 正在向运营商核实，核实后卡的状态随之更新。在此之前该卡的其他变更会被拒绝。", when(p.since), self.carrier()),
+                format!("A {en} was sent to {} at {} and its answer never came; simgate is confirming it with the carrier and updates the card as soon as it knows. Until then, other changes to the card are refused.", self.carrier(), when(p.since)),
+            ),
+            evidence: vec![ev("pending_since", p.since.timestamp(), "unix_seconds")],
+            steps: vec![step(
+                Action::Wait,
+                tr(
+                    lang,
+                    "稍后再查看；用相同的 request_id 重试原请求即可得到结果。".to_string(),
+                    "Check again shortly; retrying the original request with the same request_id returns its outcome.".to_string(),
+                ),
+            )],
+        })
+    }
+
+    /// The carrier shows another service state than the card says, with no change open: found
+    /// now, or recorded by the last sync.
+    fn carrier_state_differs(&self) -> Option<Finding> {
+        if self.card.pending.is_some() {
+            return None;
+        }
+        let expected = self.card.expected_carrier_state();
+        let seen = match self.facts.service_state {
+            Some(s) if s != expected => s.to_string(),
+            Some(_) => return None,
+            None => self.card.drift.as_ref()?.carrier_state.clone(),
+        };
+        let lang = self.lang;
+        let since = self.card.drift.as_ref().map(|d| d.since);
+        let stopped_behind_our_back = seen != "ACTIVE" && expected == "ACTIVE";
+        let mut evidence = Vec::new();
+        if let Some(t) = since {
+            evidence.push(ev("drift_since", t.timestamp(), "unix_seconds"));
+        }
+        Some(Finding {
+            code: "CARRIER_STATE_DIFFERS",
+            severity: if stopped_behind_our_back {
+                Severity::Blocking
+            } else {
+                Severity::Warning
+            },
+            message: tr(
+                lang,
+                format!("{}显示该卡为 {seen}，而 simgate 记录的状态应为 {expected}，且没有未完成的变更可以解释：卡在 simgate 之外被改动过（例如在运营商平台上操作）。", self.carrier()),
+                format!("{} shows the card as {seen} while simgate's record implies {expected}, and no change of simgate's explains it: the card was changed outside simgate (for example on the carrier's own platform)."
+                , self.carrier()),
+            ),
+            evidence,
+            steps: vec![step(
+                Action::ContactCarrier,
+                tr(
+                    lang,
+                    "请代理商核对运营商平台上的操作记录，确定以哪一方为准。".to_string(),
+                    "Ask your reseller to check the carrier account's change log and decide which state is right.".to_string(),
+                ),
+            )],
+        })
+    }
+
     fn no_recent_session(&self) -> Option<Finding> {
         let silent_since = match self.facts.last_session_at {
             Some(at) if self.now - at < SESSION_SILENCE => return None,
@@ -911,7 +990,15 @@ pub fn diagnose(
         .filter(|f| f.severity == Severity::Blocking)
         .map(|f| f.code)
         .collect();
-    let verdict = if !blocking.is_empty() {
+    let pending = ctx.change_pending();
+    let differs = ctx.carrier_state_differs();
+    let verdict = if let Some(f) = pending {
+        findings.insert(0, f);
+        Verdict::ChangePending
+    } else if let Some(f) = differs {
+        findings.insert(0, f);
+        Verdict::CarrierStateDiffers
+    } else if !blocking.is_empty() {
         Verdict::BlockedByAccount
     } else if let Some(f) = ctx.no_recent_session() {
         findings.push(f);
@@ -920,7 +1007,10 @@ pub fn diagnose(
         Verdict::OnlineOk
     };
     findings.extend(ctx.warnings());
-    let summary = summary(&ctx, verdict, &blocking, findings.len());
+    let summary = match verdict {
+        Verdict::ChangePending | Verdict::CarrierStateDiffers => findings[0].message.clone(),
+        _ => summary(&ctx, verdict, &blocking, findings.len()),
+    };
     Diagnosis {
         verdict,
         status: card.status(),
@@ -988,7 +1078,8 @@ fn merge_resumes(findings: &mut [Finding], ctx: &Ctx<'_>) {
 fn summary(ctx: &Ctx<'_>, verdict: Verdict, blocking: &[&'static str], total: usize) -> String {
     let lang = ctx.lang;
     match verdict {
-        Verdict::Cancelled => String::new(),
+        // Their first finding says it best.
+        Verdict::Cancelled | Verdict::ChangePending | Verdict::CarrierStateDiffers => String::new(),
         Verdict::OnlineOk => tr(
             lang,
             format!("卡状态正常，可以上网。{}", if total > 0 { format!("有 {total} 条提醒。") } else { String::new() }),
@@ -1044,6 +1135,7 @@ mod tests {
         CarrierFacts {
             cycle_usage_bytes: 0,
             last_session_at: Some(now() - Duration::hours(1)),
+            service_state: None,
         }
     }
 
@@ -1313,6 +1405,7 @@ mod tests {
         let quiet = CarrierFacts {
             cycle_usage_bytes: 0,
             last_session_at: Some(now() - Duration::hours(30)),
+            service_state: None,
         };
         let d = run(&card, &quiet, &[], Lang::En);
         assert_eq!(d.verdict, Verdict::LikelyNetworkOrDevice);
@@ -1346,6 +1439,7 @@ mod tests {
         let facts = CarrierFacts {
             cycle_usage_bytes: card.plan.monthly_quota_bytes / 10 * 9,
             last_session_at: Some(now()),
+            service_state: None,
         };
         let d = run(&card, &facts, &[], Lang::En);
         assert_eq!(d.verdict, Verdict::OnlineOk);
@@ -1360,6 +1454,7 @@ mod tests {
         let facts = CarrierFacts {
             cycle_usage_bytes: card.plan.monthly_quota_bytes / 2,
             last_session_at: Some(now()),
+            service_state: None,
         };
         assert!(run(&card, &facts, &[], Lang::En).findings.is_empty());
         assert!(f.message.contains("stop until the next cycle"));
@@ -1373,6 +1468,7 @@ mod tests {
         let facts = CarrierFacts {
             cycle_usage_bytes: card.plan.monthly_quota_bytes + (1 << 20),
             last_session_at: Some(now()),
+            service_state: None,
         };
         let d = run(&card, &facts, &[], Lang::En);
         assert_eq!(codes(&d), vec!["OVERAGE"]);

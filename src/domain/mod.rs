@@ -14,7 +14,7 @@ pub mod pool;
 pub mod reasons;
 pub mod rules;
 
-pub use card::{Card, CardStatus, LifecycleStage, Plan, RealNameStatus};
+pub use card::{Card, CardStatus, Drift, LifecycleStage, PendingChange, Plan, RealNameStatus};
 pub use carrier::CarrierId;
 pub use ids::{Iccid, Imsi, Msisdn};
 pub use money::Fen;

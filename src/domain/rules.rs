@@ -22,6 +22,42 @@ pub enum CarrierAction {
     Cancel,
 }
 
+impl CarrierAction {
+    /// The stored name (`STOP`, `RESTORE`, `CANCEL`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CarrierAction::Stop => "STOP",
+            CarrierAction::Restore => "RESTORE",
+            CarrierAction::Cancel => "CANCEL",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<CarrierAction> {
+        [CarrierAction::Stop, CarrierAction::Restore, CarrierAction::Cancel]
+            .into_iter()
+            .find(|a| a.as_str() == s)
+    }
+
+    /// What the card's carrier state is once the action is applied, in `Card::expected_carrier_state`
+    /// terms.
+    pub fn resulting_state(self) -> &'static str {
+        match self {
+            CarrierAction::Stop => "STOPPED",
+            CarrierAction::Restore => "ACTIVE",
+            CarrierAction::Cancel => "CANCELLED",
+        }
+    }
+
+    /// For people: "stop (停机)".
+    pub fn verb(self) -> &'static str {
+        match self {
+            CarrierAction::Stop => "stop (停机)",
+            CarrierAction::Restore => "restore (复机)",
+            CarrierAction::Cancel => "cancellation (销户)",
+        }
+    }
+}
+
 /// What set a change in motion.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Cause {
@@ -156,6 +192,8 @@ pub enum RuleViolation {
     PoolCustomerMismatch,
     #[error("the card is in pool {0}; remove it from that pool first")]
     InAnotherPool(String),
+    #[error("a {} of this card was sent to its carrier and is not settled yet; retry once the card shows no pending_change", .0.verb())]
+    ChangePending(CarrierAction),
 }
 
 fn resume_hint(r: StopReason) -> &'static str {
@@ -194,6 +232,7 @@ impl RuleViolation {
             RuleViolation::PoolCarrierMismatch { .. } => "POOL_CARRIER_MISMATCH",
             RuleViolation::PoolCustomerMismatch => "POOL_CUSTOMER_MISMATCH",
             RuleViolation::InAnotherPool(_) => "CARD_IN_ANOTHER_POOL",
+            RuleViolation::ChangePending(_) => "CHANGE_PENDING",
         }
     }
 }
@@ -285,6 +324,8 @@ pub fn open_card(input: NewCard, policy: &CarrierPolicy, now: DateTime<Utc>) -> 
         version: 0,
         pool: None,
         alert_keys: Vec::new(),
+        pending: None,
+        drift: None,
     };
     card.next_due_at = crate::domain::lifecycle::next_due(&card, policy).map(|(t, _)| t);
     card

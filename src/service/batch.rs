@@ -59,9 +59,18 @@ pub struct BatchService {
 fn retryable(e: &ServiceError) -> bool {
     match e {
         ServiceError::Carrier { error, .. } => !matches!(error, CarrierError::Rejected { .. }),
-        ServiceError::Conflict | ServiceError::Store(_) => true,
+        ServiceError::Conflict
+        | ServiceError::Store(_)
+        | ServiceError::OutcomePending { .. }
+        | ServiceError::Rule(crate::domain::RuleViolation::ChangePending(_)) => true,
         _ => false,
     }
+}
+
+/// An item whose own change is pending is never given up: its outcome is being settled, and
+/// the next try answers from the settled intent (done) or makes the change again (abandoned).
+fn awaits_settling(e: &ServiceError) -> bool {
+    matches!(e, ServiceError::OutcomePending { .. })
 }
 
 impl BatchService {
@@ -258,6 +267,15 @@ impl BatchService {
         };
         let (status, reason, next) = match outcome {
             Ok(()) => ("DONE", String::new(), 0),
+            Err(e) if awaits_settling(&e) => {
+                let backoff =
+                    chrono::Duration::milliseconds((250i64 << item.attempts.min(5)).min(10_000));
+                (
+                    "PENDING",
+                    result_name(&e),
+                    (now + backoff).timestamp_millis(),
+                )
+            }
             Err(e) if retryable(&e) && item.attempts + 1 < MAX_ATTEMPTS => {
                 let backoff =
                     chrono::Duration::milliseconds((250i64 << item.attempts.min(8)).min(60_000));

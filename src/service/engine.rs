@@ -14,12 +14,10 @@ use chrono::{DateTime, Utc};
 use tokio::sync::Mutex;
 use tracing::{debug, warn};
 
-use super::{commit, CardService};
+use super::journal::Origin;
+use super::CardService;
 use crate::clock::{Clock, SystemClock};
 use crate::domain::lifecycle;
-
-/// A journal intent still open this long after its last write was interrupted.
-pub const INTERRUPTED_AFTER: chrono::Duration = chrono::Duration::seconds(60);
 
 /// How many cards one claim takes; also the size of one write transaction.
 pub const DEFAULT_BATCH: u32 = 1000;
@@ -144,24 +142,24 @@ impl Engine {
             let Some(fresh) = self.service.store.get_card(&card.iccid).await? else {
                 continue;
             };
+            if fresh.pending.is_some() {
+                // Its open carrier change is settled first; the card stays due.
+                continue;
+            }
             let mut t = lifecycle::advance(&fresh, carrier.policy(), now);
             self.service.with_alerts(&fresh, &mut t, now).await?;
             if !t.changed {
                 continue;
             }
-            let journal = super::Journal {
-                clock: self.service.ops_clock.as_ref(),
+            let origin = Origin {
                 source: format!("engine:{}", self.owner),
+                key_id: String::new(),
+                request_id: String::new(),
             };
-            match commit(
-                &self.service.store,
-                carrier.as_ref(),
-                t,
-                None,
-                None,
-                &journal,
-            )
-            .await
+            match self
+                .service
+                .commit(carrier.as_ref(), t, None, None, &origin)
+                .await
             {
                 Ok(_) => stats.applied += 1,
                 Err(super::ServiceError::Conflict) => stats.conflicts += 1,
@@ -219,11 +217,6 @@ impl Engine {
                     // elsewhere.
                     if let Err(e) = self.service.settle_pools().await {
                         warn!(error = %e, "settling pools failed; retrying on the next tick");
-                    }
-                    // Carrier calls cut short by a crash are repaired once nobody can still be
-                    // making them.
-                    if let Err(e) = self.service.reconcile_interrupted(INTERRUPTED_AFTER).await {
-                        warn!(error = %e, "reconciling interrupted carrier calls failed");
                     }
                 }
                 _ = shutdown.changed() => return,

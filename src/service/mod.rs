@@ -7,6 +7,7 @@ pub mod access;
 pub mod batch;
 pub mod engine;
 pub mod events;
+pub mod journal;
 mod locks;
 pub mod monitor;
 #[cfg(test)]
@@ -21,6 +22,8 @@ use tracing::{info, warn};
 
 use crate::auth::Principal;
 use crate::carrier::{Carrier, CarrierError, Carriers, OnboardCard, ServiceState};
+pub use journal::{DriftRepair, JournalConfig};
+use journal::{Holder, Origin};
 use crate::clock::Clock;
 use crate::domain::diagnosis::{self, Diagnosis};
 use crate::domain::lifecycle;
@@ -71,6 +74,15 @@ pub enum ServiceError {
     CarrierNotConfigured(CarrierId),
     #[error("the card changed while the operation ran; retry")]
     Conflict,
+    /// The change was sent and its outcome is not known yet: the card shows it as pending, and
+    /// simgate settles it by reading the carrier. Retrying with the same request id returns the
+    /// settled answer once there is one.
+    #[error("the {} was sent to {} at {since} and its outcome is not known yet; the card shows it as pending_change until simgate settles it from the carrier's state; retry with the same request_id for the outcome", action.verb(), carrier.display_name())]
+    OutcomePending {
+        carrier: CarrierId,
+        action: CarrierAction,
+        since: DateTime<Utc>,
+    },
     #[error("storage failure: {0}")]
     Store(StoreError),
 }
@@ -164,6 +176,7 @@ pub(crate) fn result_name(e: &ServiceError) -> String {
             "FAILED_PRECONDITION:CARRIER_NOT_CONFIGURED".into()
         }
         ServiceError::Conflict => "ABORTED".into(),
+        ServiceError::OutcomePending { .. } => "UNAVAILABLE:CARRIER_OUTCOME_PENDING".into(),
         ServiceError::Store(_) => "INTERNAL".into(),
     }
 }
@@ -196,6 +209,9 @@ pub struct CardService {
     ops_clock: Arc<dyn Clock>,
     locks: Arc<CardLocks>,
     alert_rules: Arc<monitor::RulesCache>,
+    /// This process's hold on the journal's intents.
+    holder: Arc<Holder>,
+    journal: JournalConfig,
 }
 
 impl CardService {
@@ -207,7 +223,19 @@ impl CardService {
             ops_clock: Arc::new(crate::clock::SystemClock),
             locks: Arc::new(CardLocks::default()),
             alert_rules: Arc::new(monitor::RulesCache::default()),
+            holder: Arc::new(Holder::new()),
+            journal: JournalConfig::default(),
         }
+    }
+
+    /// Journal leases, settling and drift repair.
+    pub fn with_journal(mut self, journal: JournalConfig) -> CardService {
+        self.journal = journal;
+        self
+    }
+
+    pub fn journal_config(&self) -> JournalConfig {
+        self.journal
     }
 
     pub fn now(&self) -> DateTime<Utc> {
@@ -218,42 +246,10 @@ impl CardService {
         &self.store
     }
 
-    /// Replaces the journal's wall clock (tests of the reconciler).
+    /// Replaces the journal's wall clock (tests of the settler and its leases).
     pub fn with_ops_clock(mut self, clock: Arc<dyn Clock>) -> CardService {
         self.ops_clock = clock;
         self
-    }
-
-    /// Repairs carrier calls interrupted by a crash: every journal intent still open after
-    /// `older_than` gets the carrier set to what the stored card says. Returns how many.
-    pub async fn reconcile_interrupted(&self, older_than: chrono::Duration) -> Result<usize> {
-        let before = (self.ops_clock.now() - older_than).timestamp_millis();
-        let stale = self.store.stale_intents(before, 500).await?;
-        for op in &stale {
-            let iccid = Iccid::from_trusted(op.iccid.clone());
-            let _guard = self.locks.lock(iccid.as_str()).await;
-            let Ok(id) = op.carrier.parse::<CarrierId>() else {
-                continue;
-            };
-            let carrier = self.carrier(id)?.clone();
-            let outcome = match reconcile(&self.store, carrier.as_ref(), &iccid).await {
-                Ok(()) => (
-                    "RECONCILED",
-                    "interrupted; carrier set to the stored card's state".to_string(),
-                ),
-                Err(e) => ("RETRYING", format!("reconcile failed: {e}")),
-            };
-            self.store
-                .journal_attempt(
-                    op.id,
-                    outcome.0,
-                    &outcome.1,
-                    self.ops_clock.now().timestamp_millis(),
-                )
-                .await?;
-            info!(iccid = %iccid, op = op.id, status = outcome.0, "interrupted carrier call reconciled");
-        }
-        Ok(stale.len())
     }
 
     fn carrier(&self, id: CarrierId) -> Result<&Arc<dyn Carrier>> {
@@ -564,6 +560,11 @@ impl CardService {
             // Usage the carrier counted in an earlier cycle is not this cycle's.
             cycle_usage_bytes: at_carrier.cycle_usage_bytes,
             last_session_at: at_carrier.last_session_at,
+            // Compared with the card only when time has not moved its carrier state since it
+            // was stored (a due stop the engine has yet to send is not drift).
+            service_state: (card.expected_carrier_state()
+                == settled.card.expected_carrier_state())
+            .then_some(at_carrier.state.as_str()),
         };
         Ok((
             diagnosis::diagnose(&settled.card, carrier.policy(), &facts, &history, now, lang),
@@ -657,7 +658,17 @@ impl CardService {
                 return Err(e);
             }
         };
-        let result = self.apply(&before, caller, idem, now, rule).await;
+        let result = if before.pending.is_some() {
+            let request_id = idem.map(|i| i.request_id.as_str());
+            match self
+                .pending_error(&before, &caller.principal.key_id, request_id)
+                .await
+            {
+                Ok(e) | Err(e) => Err(e),
+            }
+        } else {
+            self.apply(&before, caller, idem, now, rule).await
+        };
         if let Err(e) = &result {
             self.audit_failure(caller, now, Some(iccid), Some(&before.customer_id), e)
                 .await;
@@ -723,185 +734,14 @@ impl CardService {
                 now,
             )
         });
-        commit(
-            &self.store,
-            carrier.as_ref(),
-            t,
-            Some(&audit),
-            answer.as_ref(),
-            &Journal {
-                clock: self.ops_clock.as_ref(),
-                source: format!("{}:{}", caller.method, caller.request_id),
-            },
-        )
-        .await
+        let origin = Origin {
+            source: format!("{}:{}", caller.method, caller.request_id),
+            key_id: caller.principal.key_id.clone(),
+            request_id: idem.map(|i| i.request_id.clone()).unwrap_or_default(),
+        };
+        self.commit(carrier.as_ref(), t, Some(&audit), answer.as_ref(), &origin)
+            .await
     }
-}
-
-/// Makes the carrier agree with a transition, then stores it with its events. If the store
-/// refuses (a concurrent change), the carrier is put back where it was.
-/// Where a carrier call is journaled, and on whose behalf.
-pub(crate) struct Journal<'a> {
-    pub clock: &'a dyn Clock,
-    pub source: String,
-}
-
-async fn commit(
-    store: &Store,
-    carrier: &dyn Carrier,
-    t: Transition,
-    audit: Option<&AuditRecord>,
-    answer: Option<&IdempotencyRecord>,
-    journal: &Journal<'_>,
-) -> Result<Card> {
-    let iccid = t.card.iccid.clone();
-    let mut applied = None;
-    if let Some(action) = t.action {
-        let op = store
-            .journal_intent(
-                &iccid,
-                carrier.id(),
-                action,
-                &journal.source,
-                journal.clock.now().timestamp_millis(),
-            )
-            .await?;
-        if let Err(e) = apply_with_retries(carrier, &iccid, action).await {
-            // A refusal applied nothing. Anything else may have been applied by a carrier that
-            // then did not answer: put the carrier back to the stored state, or leave the
-            // intent open for the reconciler if even that fails.
-            let status = match &e {
-                ServiceError::Carrier {
-                    error: CarrierError::Rejected { .. } | CarrierError::CircuitOpen(_),
-                    ..
-                } => "FAILED",
-                _ => match reconcile(store, carrier, &iccid).await {
-                    Ok(()) => "FAILED",
-                    Err(_) => "RETRYING",
-                },
-            };
-            let _ = store
-                .journal_attempt(
-                    op,
-                    status,
-                    &e.to_string(),
-                    journal.clock.now().timestamp_millis(),
-                )
-                .await;
-            return Err(e);
-        }
-        applied = Some((op, journal.clock.now().timestamp_millis()));
-    }
-    match store
-        .update_card(&t.card, &t.events, audit, answer, applied, t.usage_bytes)
-        .await
-    {
-        Ok(after) => {
-            let kinds: Vec<&str> = t.events.iter().map(|e| e.kind).collect();
-            info!(iccid = %iccid, events = ?kinds, status = after.status().as_str(), "card changed");
-            Ok(after)
-        }
-        Err(e) => {
-            if let Some((op, _)) = applied {
-                let status = match reconcile(store, carrier, &iccid).await {
-                    Ok(()) => "RECONCILED",
-                    // Left open: the reconciler repairs it once the intent is stale.
-                    Err(_) => "RETRYING",
-                };
-                let _ = store
-                    .journal_attempt(
-                        op,
-                        status,
-                        &format!("card write failed: {e}"),
-                        journal.clock.now().timestamp_millis(),
-                    )
-                    .await;
-            }
-            Err(match e {
-                // The same request id raced in concurrently and won: a retry gets its answer.
-                StoreError::Duplicate {
-                    field: "request_id",
-                    ..
-                } => ServiceError::Conflict,
-                other => other.into(),
-            })
-        }
-    }
-}
-
-/// After a change reached the carrier but not the store (a concurrent write won, or the store
-/// failed), puts the carrier where the stored card says it should be. Not a blind undo: the
-/// write that won may itself have wanted the carrier's new state.
-async fn reconcile(store: &Store, carrier: &dyn Carrier, iccid: &Iccid) -> Result<()> {
-    let Some(fresh) = store.get_card(iccid).await? else {
-        return Ok(());
-    };
-    let action = match service_state(&fresh) {
-        ServiceState::Active => CarrierAction::Restore,
-        ServiceState::Stopped => CarrierAction::Stop,
-        ServiceState::Cancelled => CarrierAction::Cancel,
-    };
-    apply_with_retries(carrier, iccid, action).await.map_err(|e| {
-        warn!(iccid = %iccid, error = %e, "could not reconcile the carrier with the stored card");
-        e
-    })
-}
-
-/// How often a carrier call is tried before the request gives up.
-const CARRIER_ATTEMPTS: u32 = 4;
-/// Longest wait between attempts, whatever the carrier's rate-limit answer asks for.
-const MAX_BACKOFF: std::time::Duration = std::time::Duration::from_secs(2);
-
-/// Up to half again of `base`, so that many callers backing off do not retry in step.
-fn jittered(base: std::time::Duration) -> std::time::Duration {
-    let mut b = [0u8; 2];
-    let r = getrandom::fill(&mut b)
-        .map(|_| u16::from_le_bytes(b))
-        .unwrap_or(0);
-    base + base.mul_f64(f64::from(r) / f64::from(u16::MAX) / 2.0)
-}
-
-/// A carrier call with retries: transient failures back off exponentially with jitter, a
-/// rate-limit answer waits as long as the carrier asks (capped), an unknown outcome is settled
-/// by reading the card (and only resent if the carrier shows it did not happen), and a refusal
-/// is final at once.
-async fn apply_with_retries(
-    carrier: &dyn Carrier,
-    iccid: &Iccid,
-    action: CarrierAction,
-) -> Result<()> {
-    let mut backoff = std::time::Duration::from_millis(50);
-    let mut last = None;
-    for attempt in 0..CARRIER_ATTEMPTS {
-        if attempt > 0 {
-            let wait = match &last {
-                Some(CarrierError::RateLimited {
-                    retry_after: Some(d),
-                }) => (*d).min(MAX_BACKOFF),
-                _ => jittered(backoff).min(MAX_BACKOFF),
-            };
-            tokio::time::sleep(wait).await;
-            backoff *= 2;
-        }
-        match apply_at_carrier(carrier, iccid, action).await {
-            Ok(()) => return Ok(()),
-            Err(ServiceError::Carrier { error, .. }) if is_retryable(&error) => last = Some(error),
-            Err(e) => return Err(e),
-        }
-    }
-    Err(ServiceError::Carrier {
-        carrier: carrier.id(),
-        error: last.unwrap_or_else(|| CarrierError::Transient("no attempt made".into())),
-    })
-}
-
-fn is_retryable(e: &CarrierError) -> bool {
-    matches!(
-        e,
-        CarrierError::Transient(_)
-            | CarrierError::RateLimited { .. }
-            | CarrierError::OutcomeUnknown(_)
-    )
 }
 
 /// Names the import row a duplicate ICCID or MSISDN came from.
@@ -928,38 +768,5 @@ fn service_state(card: &Card) -> ServiceState {
         ServiceState::Active
     } else {
         ServiceState::Stopped
-    }
-}
-
-/// Sends a stop or restore. When the outcome is unknown (sent, no answer), reads the card back
-/// from the carrier instead of resending: the change counts only if the carrier shows it.
-async fn apply_at_carrier(
-    carrier: &dyn Carrier,
-    iccid: &Iccid,
-    action: CarrierAction,
-) -> Result<()> {
-    let sent = match action {
-        CarrierAction::Stop => carrier.stop(iccid).await,
-        CarrierAction::Restore => carrier.restore(iccid).await,
-        CarrierAction::Cancel => carrier.cancel(iccid).await,
-    };
-    let wanted = match action {
-        CarrierAction::Stop => ServiceState::Stopped,
-        CarrierAction::Restore => ServiceState::Active,
-        CarrierAction::Cancel => ServiceState::Cancelled,
-    };
-    match sent {
-        Ok(()) => Ok(()),
-        Err(CarrierError::OutcomeUnknown(msg)) => match carrier.card(iccid).await {
-            Ok(c) if c.state == wanted => Ok(()),
-            _ => Err(ServiceError::Carrier {
-                carrier: carrier.id(),
-                error: CarrierError::OutcomeUnknown(msg),
-            }),
-        },
-        Err(error) => Err(ServiceError::Carrier {
-            carrier: carrier.id(),
-            error,
-        }),
     }
 }

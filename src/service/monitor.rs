@@ -531,6 +531,13 @@ impl CardService {
         let mut quiet = Vec::new();
         let mut loud = Vec::new();
         for card in cards {
+            if card.pending.is_some() {
+                stats.skipped += 1;
+                continue;
+            }
+            if let Some(r) = readings.get(&card.iccid) {
+                self.check_drift(&card, r.state).await?;
+            }
             let t = self
                 .usage_transition(&card, readings.get(&card.iccid), now)
                 .await?;
@@ -603,6 +610,10 @@ impl CardService {
     pub(crate) async fn apply_reading(&self, iccid: &Iccid, reading: &CarrierCard) -> Result<Card> {
         let _guard = self.locks.lock(iccid.as_str()).await;
         let before = self.load(iccid).await?;
+        if before.pending.is_some() {
+            // Nothing else is written while a carrier change is open; read again next pass.
+            return Ok(before);
+        }
         let now = self.now();
         let t = self.usage_transition(&before, Some(reading), now).await?;
         if !t.changed {
@@ -621,16 +632,17 @@ impl CardService {
                 .join(","),
         );
         let carrier = self.carrier(before.carrier)?.clone();
-        super::commit(
-            &self.store,
+        let origin = super::journal::Origin {
+            source: format!("UsageSync:{}", caller.request_id),
+            key_id: String::new(),
+            request_id: String::new(),
+        };
+        self.commit(
             carrier.as_ref(),
             t,
             Some(&audit),
             None::<&IdempotencyRecord>,
-            &super::Journal {
-                clock: self.ops_clock.as_ref(),
-                source: format!("UsageSync:{}", caller.request_id),
-            },
+            &origin,
         )
         .await
     }

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use chrono::Duration;
 
+use super::journal::CARRIER_ATTEMPTS;
 use super::*;
 use crate::carrier::{CarrierCard, MockCarrier};
 use crate::clock::ManualClock;
@@ -20,6 +21,8 @@ fn sys() -> Caller {
 struct Fixture {
     service: CardService,
     store: Store,
+    /// The journal's wall clock (leases), moved by hand.
+    ops: ManualClock,
     _dir: tempfile::TempDir,
 }
 
@@ -27,14 +30,17 @@ async fn fixture(carrier: MockCarrier) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("t.db").display());
     let store = Store::connect(&url, StoreOptions::default()).await.unwrap();
+    let ops = ManualClock::new(now());
     let service = CardService::new(
         store.clone(),
         Carriers::new().with(Arc::new(carrier)),
         Arc::new(ManualClock::new(now())),
-    );
+    )
+    .with_ops_clock(Arc::new(ops.clone()));
     Fixture {
         service,
         store,
+        ops,
         _dir: dir,
     }
 }
@@ -96,8 +102,8 @@ async fn transient_failure_of_the_restore_keeps_the_card_stopped_and_the_money_u
     m.expect_restore()
         .times(CARRIER_ATTEMPTS as usize)
         .returning(|_| Err(CarrierError::Transient("connection refused".into())));
-    // Whether or not a failed restore landed, the carrier is put back to the stored state.
-    m.expect_stop().times(1).returning(|_| Ok(()));
+    // "Unavailable" means nothing was applied: there is nothing to put back.
+    m.expect_stop().never();
     let f = fixture(m).await;
     let mut row = new_card(CarrierId::Mobile);
     row.balance = Fen(-100);
@@ -117,8 +123,9 @@ async fn transient_failure_of_the_restore_keeps_the_card_stopped_and_the_money_u
     assert_eq!(ops.len(), 1);
     assert_eq!(
         (ops[0].action.as_str(), ops[0].status.as_str()),
-        ("RESTORE", "FAILED")
+        ("RESTORE", "ABANDONED")
     );
+    assert_eq!(after.pending, None);
 }
 
 #[tokio::test]
@@ -152,40 +159,305 @@ async fn a_passing_carrier_failure_is_retried_and_journaled_as_applied() {
     );
 }
 
+fn at_carrier(state: ServiceState) -> impl Fn(&Iccid) -> Result<CarrierCard, CarrierError> {
+    move |iccid: &Iccid| {
+        Ok(CarrierCard {
+            iccid: iccid.clone(),
+            state,
+            cycle_usage_bytes: 0,
+            changes: 0,
+            last_session_at: None,
+            usage_cycle_start: None,
+        })
+    }
+}
+
+fn idem_for<'a>(
+    request_id: &str,
+    respond: &'a (dyn Fn(&Card, &Card) -> Vec<u8> + Send + Sync),
+) -> Idem<'a> {
+    Idem {
+        request_id: request_id.into(),
+        fingerprint: "fp".into(),
+        respond,
+    }
+}
+
 #[tokio::test]
-async fn an_interrupted_carrier_call_is_reconciled_to_the_stored_card() {
+async fn an_unknown_outcome_is_pending_never_failed_and_settles_forward_from_the_carrier() {
+    let mut m = mock(CarrierId::Unicom);
+    let mut reads = mockall::Sequence::new();
+    // Applied, answer lost; then the carrier cannot be read at all.
+    m.expect_stop()
+        .times(1)
+        .returning(|_| Err(CarrierError::OutcomeUnknown("timeout after send".into())));
+    m.expect_card()
+        .times(1)
+        .in_sequence(&mut reads)
+        .returning(|_| Err(CarrierError::CircuitOpen("circuit open".into())));
+    // The settler's first read: still down; its second: the stop is there.
+    m.expect_card()
+        .times(1)
+        .in_sequence(&mut reads)
+        .returning(|_| Err(CarrierError::Transient("down".into())));
+    m.expect_card()
+        .times(1)
+        .in_sequence(&mut reads)
+        .returning(at_carrier(ServiceState::Stopped));
+    // Nothing ever sets the carrier back.
+    m.expect_restore().never();
+    let f = fixture(m).await;
+    let before = imported(&f, new_card(CarrierId::Unicom)).await;
+    let respond = |_: &Card, after: &Card| after.version.to_le_bytes().to_vec();
+    let caller = Caller {
+        request_id: "r-1".into(),
+        ..sys()
+    };
+
+    let err = f
+        .service
+        .suspend(&before.iccid, &caller, Some(&idem_for("r-1", &respond)))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ServiceError::OutcomePending {
+                action: CarrierAction::Stop,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let pending = f.store.get_card(&before.iccid).await.unwrap().unwrap();
+    assert_eq!(
+        pending.pending.as_ref().map(|p| p.action),
+        Some(CarrierAction::Stop)
+    );
+    assert_eq!(pending.stop_reasons, before.stop_reasons, "not settled yet");
+    let ops = f.store.card_ops(&before.iccid).await.unwrap();
+    assert_eq!(ops[0].status, "OPEN");
+
+    // The same request again: still pending. Any other change: CHANGE_PENDING, nothing moves.
+    let again = f
+        .service
+        .suspend(&before.iccid, &caller, Some(&idem_for("r-1", &respond)))
+        .await
+        .unwrap_err();
+    assert!(matches!(again, ServiceError::OutcomePending { .. }), "{again}");
+    let other = f
+        .service
+        .recharge(&before.iccid, Fen(500), &sys(), None)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            other,
+            ServiceError::Rule(RuleViolation::ChangePending(CarrierAction::Stop))
+        ),
+        "{other}"
+    );
+    assert_eq!(other.to_string().contains("stop"), true);
+    assert_eq!(
+        f.store.get_card(&before.iccid).await.unwrap().unwrap().balance,
+        before.balance
+    );
+
+    // The settler: the carrier is down (left open, backed off), then shows the stop.
+    assert_eq!(f.service.settle_open_intents().await.unwrap(), 0);
+    assert_eq!(
+        f.service.settle_open_intents().await.unwrap(),
+        0,
+        "backed off: not read again at once"
+    );
+    f.ops.advance(Duration::seconds(2)).unwrap();
+    assert_eq!(f.service.settle_open_intents().await.unwrap(), 1);
+    let after = f.store.get_card(&before.iccid).await.unwrap().unwrap();
+    assert!(after.stop_reasons.contains(StopReason::Manual));
+    assert_eq!((after.pending.clone(), after.version), (None, before.version + 1));
+    let ops = f.store.card_ops(&before.iccid).await.unwrap();
+    assert_eq!((ops.len(), ops[0].status.as_str()), (1, "APPLIED"));
+    // The request's answer is the settled outcome, and the history has the stop once.
+    let answer = f
+        .service
+        .replay(&caller, "r-1", "fp")
+        .await
+        .unwrap()
+        .expect("answer stored when settled");
+    assert_eq!(answer, after.version.to_le_bytes().to_vec());
+    assert_eq!(f.store.count_events("card.suspended").await.unwrap(), 1);
+}
+
+#[tokio::test]
+async fn a_pending_change_the_carrier_shows_not_applied_is_abandoned_and_can_be_made_again() {
     let mut m = mock(CarrierId::Mobile);
-    // The crashed process had stopped the card at the carrier but never stored the change:
-    // the reconciler puts the carrier back to the stored (active) state.
-    m.expect_restore().times(1).returning(|_| Ok(()));
+    let mut seq = mockall::Sequence::new();
+    m.expect_stop()
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(|_| Err(CarrierError::OutcomeUnknown("timeout".into())));
+    m.expect_card()
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(|_| Err(CarrierError::Transient("down".into())));
+    // The settler reads the card: still active, the stop never landed.
+    m.expect_card()
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(at_carrier(ServiceState::Active));
+    // A new request then stops it for real.
+    m.expect_stop()
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(|_| Ok(()));
     let f = fixture(m).await;
     let before = imported(&f, new_card(CarrierId::Mobile)).await;
+    let err = f
+        .service
+        .suspend(&before.iccid, &sys(), None)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ServiceError::OutcomePending { .. }), "{err}");
+    assert_eq!(f.service.settle_open_intents().await.unwrap(), 1);
+    let card = f.store.get_card(&before.iccid).await.unwrap().unwrap();
+    assert_eq!(card, before, "abandoned: the card is as it was");
+    let card = f
+        .service
+        .suspend(&before.iccid, &sys(), None)
+        .await
+        .unwrap();
+    assert!(card.stop_reasons.contains(StopReason::Manual));
+    let ops = f.store.card_ops(&before.iccid).await.unwrap();
+    let statuses: Vec<&str> = ops.iter().map(|o| o.status.as_str()).collect();
+    assert_eq!(statuses, ["ABANDONED", "APPLIED"]);
+}
+
+#[tokio::test]
+async fn an_intent_is_owned_by_a_lease_not_by_its_age() {
+    let mut m = mock(CarrierId::Telecom);
+    // Only once the dead owner's lease ran out is the card read, and the stop it shows is
+    // rolled forward; nothing is ever sent to undo it.
+    m.expect_card()
+        .times(1)
+        .returning(at_carrier(ServiceState::Stopped));
+    m.expect_stop().never();
+    m.expect_restore().never();
+    let f = fixture(m).await;
+    let before = imported(&f, new_card(CarrierId::Telecom)).await;
+    let planned = rules::suspend(&before, now()).unwrap();
+    let start = f.ops.now().timestamp_millis();
+    // Another process opened the intent and is calling the carrier; its lease runs 15 s.
     let op = f
         .store
-        .journal_intent(
-            &before.iccid,
-            CarrierId::Mobile,
-            CarrierAction::Stop,
-            "crashed",
-            0,
+        .open_intent(
+            &crate::store::NewIntent {
+                carrier: CarrierId::Telecom,
+                action: CarrierAction::Stop,
+                source: "SuspendCard:elsewhere",
+                key_id: "k",
+                request_id: "",
+                owner: "another-process",
+                now_ms: start,
+                lease_until_ms: start + 15_000,
+            },
+            &crate::store::IntentPlan {
+                card: &planned.card,
+                events: &planned.events,
+                audit: None,
+                answer: None,
+                usage_bytes: 0,
+            },
         )
         .await
         .unwrap();
-    let n = f
-        .service
-        .reconcile_interrupted(chrono::Duration::seconds(60))
+    // At most one open intent per card: a second one is refused by the store.
+    let second = f
+        .store
+        .open_intent(
+            &crate::store::NewIntent {
+                carrier: CarrierId::Telecom,
+                action: CarrierAction::Stop,
+                source: "SuspendCard:here",
+                key_id: "k",
+                request_id: "",
+                owner: "this-process",
+                now_ms: start,
+                lease_until_ms: start + 15_000,
+            },
+            &crate::store::IntentPlan {
+                card: &planned.card,
+                events: &planned.events,
+                audit: None,
+                answer: None,
+                usage_bytes: 0,
+            },
+        )
+        .await;
+    assert!(matches!(second, Err(StoreError::Conflict)), "{second:?}");
+    // However old, an intent whose owner still holds it is left alone.
+    f.ops.advance(Duration::seconds(14)).unwrap();
+    assert_eq!(f.service.settle_open_intents().await.unwrap(), 0);
+    // Its owner died: once the lease has run out it is settled forward.
+    f.ops.advance(Duration::seconds(2)).unwrap();
+    assert_eq!(f.service.settle_open_intents().await.unwrap(), 1);
+    let after = f.store.get_card(&before.iccid).await.unwrap().unwrap();
+    assert!(after.stop_reasons.contains(StopReason::Manual));
+    assert_eq!(after.pending, None);
+    assert_eq!(
+        f.store.carrier_op(op).await.unwrap().unwrap().status,
+        "APPLIED"
+    );
+    // Hours later nothing is left to do, and nothing was undone.
+    f.ops.advance(Duration::hours(3)).unwrap();
+    assert_eq!(f.service.settle_open_intents().await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn writes_other_than_the_journals_are_refused_while_a_change_is_pending() {
+    let f = fixture(mock(CarrierId::Mobile)).await;
+    let before = imported(&f, new_card(CarrierId::Mobile)).await;
+    let planned = rules::suspend(&before, now()).unwrap();
+    f.store
+        .open_intent(
+            &crate::store::NewIntent {
+                carrier: CarrierId::Mobile,
+                action: CarrierAction::Stop,
+                source: "test",
+                key_id: "",
+                request_id: "",
+                owner: "someone",
+                now_ms: 0,
+                lease_until_ms: i64::MAX,
+            },
+            &crate::store::IntentPlan {
+                card: &planned.card,
+                events: &planned.events,
+                audit: None,
+                answer: None,
+                usage_bytes: 0,
+            },
+        )
         .await
         .unwrap();
-    assert_eq!(n, 1);
-    let ops = f.store.card_ops(&before.iccid).await.unwrap();
-    assert_eq!((ops[0].id, ops[0].status.as_str()), (op, "RECONCILED"));
-    assert_eq!(
-        f.service
-            .reconcile_interrupted(chrono::Duration::seconds(60))
-            .await
-            .unwrap(),
-        0
-    );
+    // A writer that read the card before the intent (same version) still loses.
+    let mut stale = before.clone();
+    stale.balance = Fen(999);
+    assert!(matches!(
+        f.store.update_card(&stale, &[], None, None, 0).await,
+        Err(StoreError::Conflict)
+    ));
+    let batch = f
+        .store
+        .update_cards(&[(stale.clone(), Vec::new(), 0)])
+        .await
+        .unwrap();
+    assert_eq!(batch, [false]);
+    assert!(f
+        .store
+        .claim_due("engine", now() + Duration::days(9999), 0, 1, 10)
+        .await
+        .unwrap()
+        .is_empty());
 }
 
 #[tokio::test]
@@ -206,8 +478,8 @@ async fn an_unknown_outcome_counts_only_if_the_carrier_shows_the_change() {
     let mut seq = mockall::Sequence::new();
     m.expect_stop()
         .returning(|_| Err(CarrierError::OutcomeUnknown("timeout after send".into())));
-    // After the first request gives up, the carrier is set back to the stored (active) state.
-    m.expect_restore().times(1).returning(|_| Ok(()));
+    // The carrier showed every time that the stop did not land: nothing to put back.
+    m.expect_restore().never();
     // Every read after the first request's sends: the stop did not land.
     m.expect_card()
         .times(CARRIER_ATTEMPTS as usize)

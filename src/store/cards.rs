@@ -5,15 +5,15 @@ use chrono::{DateTime, Utc};
 use sqlx::Row;
 
 use super::access::AuditRecord;
-use super::events::{insert_events, EventFilter, EventRow, NewEvent};
+use super::events::{insert_events, EventDetail, EventFilter, EventRow, NewEvent};
 use super::idempotency::IdempotencyRecord;
 use super::pools::add_daily_usage;
 use super::{
     db_to_u64, millis_to_time, parse_text, placeholders, u64_to_db, Backend, Store, StoreError,
 };
 use crate::domain::{
-    Card, CardEvent, CardStatus, CarrierId, Cause, Fen, Iccid, Imsi, LifecycleStage, Msisdn, Plan,
-    RealNameStatus, StopReason, StopReasons,
+    Card, CardEvent, CardStatus, CarrierAction, CarrierId, Cause, Drift, Fen, Iccid, Imsi,
+    LifecycleStage, Msisdn, PendingChange, Plan, RealNameStatus, StopReason, StopReasons,
 };
 
 const COLUMNS: &str = "iccid, msisdn, imsi, carrier, customer_id, quota_bytes, monthly_fee_fen, \
@@ -22,6 +22,15 @@ const COLUMNS: &str = "iccid, msisdn, imsi, carrier, customer_id, quota_bytes, m
     retention_ends_ms, expiry_restore_ms, arrears_paid, warnings, created_ms, updated_ms, version, \
     next_due_ms, pool_id, alert_keys";
 const NUM_COLUMNS: usize = 30;
+
+/// What a read returns: the written columns and the journal's and the sync's own (an open
+/// intent, drift), which only they write.
+const SELECT_COLUMNS: &str = "iccid, msisdn, imsi, carrier, customer_id, quota_bytes, monthly_fee_fen, \
+    validity_end_ms, auto_suspend, cancelled, status, stop_reasons, stage, real_name, balance_fen, \
+    cycle_usage_bytes, cycle_start_ms, stage_since_ms, test_used_bytes, retention_fee_next_ms, \
+    retention_ends_ms, expiry_restore_ms, arrears_paid, warnings, created_ms, updated_ms, version, \
+    next_due_ms, pool_id, alert_keys, pending_op_id, pending_action, pending_since_ms, \
+    drift_carrier_state, drift_since_ms";
 
 /// Rows per multi-row INSERT: 30 parameters each stays under SQLite's 32,766-parameter limit.
 const INSERT_CHUNK: usize = 1000;
@@ -45,8 +54,9 @@ pub struct CardFilter {
     pub stop_reason: Option<StopReason>,
 }
 
-#[derive(sqlx::FromRow)]
-struct CardRow {
+/// A card as stored; also the form a journal intent keeps its planned card in.
+#[derive(sqlx::FromRow, serde::Serialize, serde::Deserialize)]
+pub(super) struct CardRow {
     iccid: String,
     msisdn: Option<String>,
     imsi: Option<String>,
@@ -76,6 +86,58 @@ struct CardRow {
     next_due_ms: Option<i64>,
     pool_id: Option<String>,
     alert_keys: String,
+    #[serde(default)]
+    pending_op_id: Option<i64>,
+    #[serde(default)]
+    pending_action: Option<String>,
+    #[serde(default)]
+    pending_since_ms: Option<i64>,
+    #[serde(default)]
+    drift_carrier_state: Option<String>,
+    #[serde(default)]
+    drift_since_ms: Option<i64>,
+}
+
+impl CardRow {
+    /// The written columns of `c` (none of the journal's or the sync's own).
+    pub(super) fn of(c: &Card) -> Result<CardRow, StoreError> {
+        Ok(CardRow {
+            iccid: c.iccid.as_str().to_string(),
+            msisdn: c.msisdn.as_ref().map(|m| m.as_str().to_string()),
+            imsi: c.imsi.as_ref().map(|m| m.as_str().to_string()),
+            carrier: c.carrier.as_str().to_string(),
+            customer_id: c.customer_id.clone(),
+            quota_bytes: u64_to_db(c.plan.monthly_quota_bytes)?,
+            monthly_fee_fen: c.plan.monthly_fee.0,
+            validity_end_ms: c.plan.validity_end.timestamp_millis(),
+            auto_suspend: i64::from(c.plan.auto_suspend_over_quota),
+            cancelled: i64::from(c.cancelled),
+            stop_reasons: i64::from(c.stop_reasons.bits()),
+            stage: c.stage.as_str().to_string(),
+            real_name: c.real_name.as_str().to_string(),
+            balance_fen: c.balance.0,
+            cycle_usage_bytes: u64_to_db(c.cycle_usage_bytes)?,
+            cycle_start_ms: c.cycle_start.timestamp_millis(),
+            stage_since_ms: c.stage_since.timestamp_millis(),
+            test_used_bytes: u64_to_db(c.test_used_bytes)?,
+            retention_fee_next_ms: c.retention_fee_next_at.map(|t| t.timestamp_millis()),
+            retention_ends_ms: c.retention_ends_at.map(|t| t.timestamp_millis()),
+            expiry_restore_ms: c.expiry_restore_at.map(|t| t.timestamp_millis()),
+            arrears_paid: i64::from(c.arrears_paid_awaiting_resume),
+            warnings: serde_json::to_string(&c.warnings).unwrap_or_else(|_| "[]".into()),
+            created_ms: c.created_at.timestamp_millis(),
+            updated_ms: c.updated_at.timestamp_millis(),
+            version: c.version,
+            next_due_ms: c.next_due_at.map(|t| t.timestamp_millis()),
+            pool_id: c.pool.clone(),
+            alert_keys: c.alert_keys.join(","),
+            pending_op_id: None,
+            pending_action: None,
+            pending_since_ms: None,
+            drift_carrier_state: None,
+            drift_since_ms: None,
+        })
+    }
 }
 
 impl TryFrom<CardRow> for Card {
@@ -83,11 +145,24 @@ impl TryFrom<CardRow> for Card {
 
     fn try_from(r: CardRow) -> Result<Card, StoreError> {
         let corrupt = |what: &str| StoreError::Corrupt(format!("{what} of card {}", r.iccid));
+        let pending = match (r.pending_op_id, &r.pending_action, r.pending_since_ms) {
+            (Some(_), Some(action), Some(since)) => Some(PendingChange {
+                action: CarrierAction::parse(action).ok_or_else(|| corrupt("pending_action"))?,
+                since: millis_to_time(since)?,
+                order_id: None,
+            }),
+            (None, _, _) => None,
+            _ => return Err(corrupt("pending change")),
+        };
+        let drift = match (&r.drift_carrier_state, r.drift_since_ms) {
+            (Some(state), Some(since)) => Some((state.clone(), millis_to_time(since)?)),
+            _ => None,
+        };
         let stop_reasons = u32::try_from(r.stop_reasons)
             .ok()
             .and_then(StopReasons::from_bits)
             .ok_or_else(|| corrupt("stop_reasons"))?;
-        Ok(Card {
+        let mut card = Card {
             msisdn: r.msisdn.map(Msisdn::from_trusted),
             imsi: r.imsi.map(Imsi::from_trusted),
             carrier: parse_text("carrier", &r.carrier)?,
@@ -124,7 +199,15 @@ impl TryFrom<CardRow> for Card {
                 .collect(),
             customer_id: r.customer_id,
             iccid: Iccid::from_trusted(r.iccid),
-        })
+            pending,
+            drift: None,
+        };
+        card.drift = drift.map(|(carrier_state, since)| Drift {
+            carrier_state,
+            expected_state: card.expected_carrier_state().to_string(),
+            since,
+        });
+        Ok(card)
     }
 }
 
@@ -199,7 +282,7 @@ impl Store {
     pub async fn pending_counts(&self) -> Result<(i64, i64), StoreError> {
         let row = sqlx::query(
             "SELECT (SELECT COUNT(*) FROM batch_items WHERE status = 'PENDING') AS items, \
-             (SELECT COUNT(*) FROM carrier_ops WHERE status IN ('PENDING', 'RETRYING')) AS ops",
+             (SELECT COUNT(*) FROM carrier_ops WHERE status = 'OPEN') AS ops",
         )
         .fetch_one(&self.pool)
         .await?;
@@ -303,7 +386,7 @@ impl Store {
     }
 
     pub async fn get_card(&self, iccid: &Iccid) -> Result<Option<Card>, StoreError> {
-        let sql = format!("SELECT {COLUMNS} FROM cards WHERE iccid = $1");
+        let sql = format!("SELECT {SELECT_COLUMNS} FROM cards WHERE iccid = $1");
         let row: Option<CardRow> = sqlx::query_as(&sql)
             .bind(iccid.as_str().to_string())
             .fetch_optional(&self.pool)
@@ -320,7 +403,7 @@ impl Store {
         limit: u32,
     ) -> Result<Vec<Card>, StoreError> {
         let sql = format!(
-            "SELECT {COLUMNS} FROM cards WHERE carrier = $1 AND iccid > $2 AND cancelled = 0 \
+            "SELECT {SELECT_COLUMNS} FROM cards WHERE carrier = $1 AND iccid > $2 AND cancelled = 0 \
              ORDER BY carrier, iccid LIMIT $3"
         );
         let rows: Vec<CardRow> = sqlx::query_as(&sql)
@@ -369,7 +452,7 @@ impl Store {
             format!("WHERE {}", conds.join(" AND "))
         };
         let sql =
-            format!("SELECT {COLUMNS} FROM cards {where_clause} ORDER BY iccid LIMIT {limit_ph}");
+            format!("SELECT {SELECT_COLUMNS} FROM cards {where_clause} ORDER BY iccid LIMIT {limit_ph}");
         let mut q = sqlx::query_as::<_, CardRow>(&sql);
         if let Some(c) = filter.carrier {
             q = q.bind(c.as_str());
@@ -403,19 +486,15 @@ impl Store {
         events: &[CardEvent],
         audit: Option<&AuditRecord>,
         answer: Option<&IdempotencyRecord>,
-        applied_op: Option<(i64, i64)>,
         usage_bytes: u64,
     ) -> Result<Card, StoreError> {
         let mut tx = self.pool.begin().await?;
-        let Some(next) = update_in(&mut tx, card).await? else {
+        let Some(next) = update_in(&mut tx, card, Guard::NoPendingChange).await? else {
             // Rolled back now, not whenever the pooled connection is next used: until then the
             // open transaction would hold its locks (a DROP SCHEMA or migration would wait).
             tx.rollback().await?;
             return Err(StoreError::Conflict);
         };
-        if let Some((op, at_ms)) = applied_op {
-            super::journal::mark_applied(&mut tx, op, at_ms).await?;
-        }
         if let Some(a) = audit {
             super::access::insert_audit(&mut tx, a).await?;
         }
@@ -434,6 +513,62 @@ impl Store {
             self.wrote_events();
         }
         Ok(next)
+    }
+
+    /// Records that the carrier shows `carrier_state` for a card that says otherwise, with a
+    /// `card.drift_detected` event, if the card is still at `card.version` with no open intent
+    /// (a change settled since the reading explains the difference). Returns whether it wrote.
+    pub async fn record_drift(
+        &self,
+        card: &Card,
+        carrier_state: &str,
+        event: &CardEvent,
+        at_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let done = sqlx::query(
+            "UPDATE cards SET drift_carrier_state = $1, drift_since_ms = $2 \
+             WHERE iccid = $3 AND version = $4 AND pending_op_id IS NULL",
+        )
+        .bind(carrier_state.to_string())
+        .bind(at_ms)
+        .bind(card.iccid.as_str().to_string())
+        .bind(card.version)
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() != 1 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        let mut detail = EventDetail::default();
+        detail.carrier_state = Some(carrier_state.to_string());
+        detail.expected_state = Some(card.expected_carrier_state().to_string());
+        insert_events(&mut tx, self.backend, &[NewEvent::of_card(card, event).with_detail(detail)])
+            .await?;
+        tx.commit().await?;
+        self.wrote_events();
+        Ok(true)
+    }
+
+    /// Clears a drift the carrier no longer shows, with a `card.drift_resolved` event.
+    pub async fn clear_drift(&self, card: &Card, event: &CardEvent) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let done = sqlx::query(
+            "UPDATE cards SET drift_carrier_state = NULL, drift_since_ms = NULL \
+             WHERE iccid = $1 AND version = $2 AND drift_carrier_state IS NOT NULL",
+        )
+        .bind(card.iccid.as_str().to_string())
+        .bind(card.version)
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() != 1 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        insert_events(&mut tx, self.backend, &[NewEvent::of_card(card, event)]).await?;
+        tx.commit().await?;
+        self.wrote_events();
+        Ok(true)
     }
 
     /// Writes many cards in one transaction, a few hundred per statement. A card changed by
@@ -520,7 +655,8 @@ impl Store {
                 format!(
                     "UPDATE cards AS c SET {sets}, lease_owner = NULL, lease_until_ms = NULL \
                      FROM (VALUES {values}) AS v(old_version, {COLUMNS}) \
-                     WHERE c.iccid = v.iccid AND c.version = v.old_version RETURNING c.iccid"
+                     WHERE c.iccid = v.iccid AND c.version = v.old_version \
+                     AND c.pending_op_id IS NULL RETURNING c.iccid"
                 )
             }
             Backend::Sqlite => {
@@ -538,7 +674,7 @@ impl Store {
                     "UPDATE cards SET {sets}, lease_owner = NULL, lease_until_ms = NULL \
                      FROM (SELECT {names} FROM (VALUES {values})) AS v \
                      WHERE cards.iccid = v.iccid AND cards.version = v.old_version \
-                     RETURNING cards.iccid"
+                     AND cards.pending_op_id IS NULL RETURNING cards.iccid"
                 )
             }
         }
@@ -563,10 +699,10 @@ impl Store {
         };
         let sql = format!(
             "UPDATE cards SET lease_owner = $1, lease_until_ms = $2 WHERE iccid IN ( \
-               SELECT iccid FROM cards WHERE next_due_ms <= $3 \
+               SELECT iccid FROM cards WHERE next_due_ms <= $3 AND pending_op_id IS NULL \
                AND (lease_until_ms IS NULL OR lease_until_ms < $4) \
                ORDER BY next_due_ms, iccid LIMIT $5 {lock}) \
-             RETURNING {COLUMNS}"
+             RETURNING {SELECT_COLUMNS}"
         );
         let rows: Vec<CardRow> = sqlx::query_as(&sql)
             .bind(owner.to_string())
@@ -602,7 +738,9 @@ impl Store {
     /// Number of cards with a transition due at `due_by`.
     pub async fn count_due(&self, due_by: DateTime<Utc>) -> Result<i64, StoreError> {
         Ok(
-            sqlx::query("SELECT COUNT(*) AS n FROM cards WHERE next_due_ms <= $1")
+            sqlx::query(
+                "SELECT COUNT(*) AS n FROM cards WHERE next_due_ms <= $1 AND pending_op_id IS NULL",
+            )
                 .bind(due_by.timestamp_millis())
                 .fetch_one(&self.pool)
                 .await?
@@ -706,10 +844,22 @@ impl Store {
     }
 }
 
-/// The versioned UPDATE of one card inside a transaction; None if its version moved on.
-async fn update_in(
+/// Which card rows a write may touch besides its version.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Guard {
+    /// Any write but the journal's: the card has no open carrier intent.
+    NoPendingChange,
+    /// The journal settling intent `op`: the card is that intent's, and settling clears it and
+    /// any drift (the carrier now shows what the card says).
+    Settles(i64),
+}
+
+/// The versioned UPDATE of one card inside a transaction; None if its version moved on or the
+/// guard does not hold.
+pub(super) async fn update_in(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     card: &Card,
+    guard: Guard,
 ) -> Result<Option<Card>, StoreError> {
     let mut next = card.clone();
     next.version = card.version + 1;
@@ -721,20 +871,34 @@ async fn update_in(
         .map(|(i, col)| format!("{col} = ${}", i + 1))
         .collect::<Vec<_>>()
         .join(", ");
-    let sql = format!(
-        "UPDATE cards SET {sets}, lease_owner = NULL, lease_until_ms = NULL \
-         WHERE iccid = $1 AND version = ${}",
-        NUM_COLUMNS + 1
-    );
-    let done = bind_card(sqlx::query(&sql), &next)?
-        .bind(card.version)
-        .execute(&mut **tx)
-        .await?;
+    let version = NUM_COLUMNS + 1;
+    let sql = match guard {
+        Guard::NoPendingChange => format!(
+            "UPDATE cards SET {sets}, lease_owner = NULL, lease_until_ms = NULL \
+             WHERE iccid = $1 AND version = ${version} AND pending_op_id IS NULL"
+        ),
+        Guard::Settles(_) => format!(
+            "UPDATE cards SET {sets}, lease_owner = NULL, lease_until_ms = NULL, \
+             pending_op_id = NULL, pending_action = NULL, pending_since_ms = NULL, \
+             drift_carrier_state = NULL, drift_since_ms = NULL \
+             WHERE iccid = $1 AND version = ${version} AND pending_op_id = ${}",
+            version + 1
+        ),
+    };
+    let mut q = bind_card(sqlx::query(&sql), &next)?.bind(card.version);
+    if let Guard::Settles(op) = guard {
+        q = q.bind(op);
+    }
+    let done = q.execute(&mut **tx).await?;
+    next.pending = None;
+    if matches!(guard, Guard::Settles(_)) {
+        next.drift = None;
+    }
     Ok((done.rows_affected() == 1).then_some(next))
 }
 
 /// The daily-history row of `bytes` a card accrued at its `updated_at`.
-fn daily_row(card: &Card, bytes: u64) -> Result<(String, i64, i64), StoreError> {
+pub(super) fn daily_row(card: &Card, bytes: u64) -> Result<(String, i64, i64), StoreError> {
     let day = crate::domain::policy::start_of_local_day(card.updated_at);
     Ok((
         card.iccid.as_str().to_string(),

@@ -29,6 +29,11 @@ pub struct EventDetail {
     pub pool_used_bytes: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pool_capacity_bytes: Option<u64>,
+    /// On `card.drift_detected`: what the carrier showed, and what the card implies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub carrier_state: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected_state: Option<String>,
 }
 
 impl EventDetail {
@@ -67,16 +72,17 @@ pub struct EventRow {
     pub detail: EventDetail,
 }
 
-/// An event about to be written.
+/// An event about to be written (also kept in a journal intent's plan until it is applied).
+#[derive(Serialize, Deserialize)]
 pub(super) struct NewEvent {
     iccid: String,
     customer_id: String,
     carrier: CarrierId,
     pool_id: Option<String>,
     kind: String,
-    cause: &'static str,
+    cause: String,
     amount: i64,
-    status: &'static str,
+    status: String,
     stop_reasons: i64,
     balance: i64,
     at_ms: i64,
@@ -91,9 +97,9 @@ impl NewEvent {
             carrier: c.carrier,
             pool_id: c.pool.clone(),
             kind: e.kind.to_string(),
-            cause: e.cause.as_str(),
+            cause: e.cause.as_str().to_string(),
             amount: e.amount.0,
-            status: e.status.as_str(),
+            status: e.status.as_str().to_string(),
             stop_reasons: i64::from(e.stop_reasons.bits()),
             balance: e.balance.0,
             at_ms: e.at.timestamp_millis(),
@@ -105,6 +111,15 @@ impl NewEvent {
         }
     }
 
+    /// The same event with `detail` (merged over an alert's).
+    pub(super) fn with_detail(mut self, mut detail: EventDetail) -> NewEvent {
+        if let Ok(current) = EventDetail::from_column(&self.detail) {
+            detail.alert = detail.alert.or(current.alert);
+        }
+        self.detail = detail.to_column();
+        self
+    }
+
     pub(super) fn of_pool(p: &Pool, e: &PoolEvent) -> NewEvent {
         NewEvent {
             iccid: String::new(),
@@ -112,9 +127,9 @@ impl NewEvent {
             carrier: p.carrier,
             pool_id: Some(p.id.clone()),
             kind: e.kind.to_string(),
-            cause: e.cause.as_str(),
+            cause: e.cause.as_str().to_string(),
             amount: 0,
-            status: "",
+            status: String::new(),
             stop_reasons: 0,
             balance: 0,
             at_ms: e.at.timestamp_millis(),
@@ -122,6 +137,7 @@ impl NewEvent {
                 alert: e.alert.clone(),
                 pool_used_bytes: Some(e.used_bytes),
                 pool_capacity_bytes: Some(e.capacity_bytes),
+                ..EventDetail::default()
             }
             .to_column(),
         }
@@ -164,9 +180,9 @@ pub(super) async fn insert_events(
                 .bind(e.carrier.as_str())
                 .bind(e.pool_id.clone())
                 .bind(e.kind.clone())
-                .bind(e.cause)
+                .bind(e.cause.clone())
                 .bind(e.amount)
-                .bind(e.status)
+                .bind(e.status.clone())
                 .bind(e.stop_reasons)
                 .bind(e.balance)
                 .bind(e.at_ms)

@@ -44,6 +44,27 @@ pub(super) async fn insert_idempotency(
     Ok(())
 }
 
+/// The same, keeping an answer already stored under the id (a settled intent's answer: the
+/// request id was answered once, and that answer stands).
+pub(super) async fn insert_idempotency_if_absent(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    r: &IdempotencyRecord,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO idempotency (key_id, request_id, method, fingerprint, response, created_ms) \
+         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (key_id, request_id) DO NOTHING",
+    )
+    .bind(r.key_id.clone())
+    .bind(r.request_id.clone())
+    .bind(r.method.clone())
+    .bind(r.fingerprint.clone())
+    .bind(r.response.clone())
+    .bind(r.created_ms)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
 impl Store {
     pub async fn get_idempotency(
         &self,

@@ -1,42 +1,153 @@
-//! The carrier-call journal (`carrier_ops`).
+//! The carrier-call journal (`carrier_ops`): one row per change simgate sends to a carrier.
+//!
+//! An intent is written before the call, in the transaction that marks its card as having a
+//! pending change, and holds the whole plan of what the store records once the carrier has
+//! applied it (the card, its events, its audit record, the request's answer). It stays OPEN
+//! until it is settled, and settling only ever rolls forward:
+//! - APPLIED: the carrier accepted the change, or shows the intended state; the plan is
+//!   written and the card's pending change cleared, in one transaction.
+//! - ABANDONED: the carrier refused it, nothing was sent, or the carrier shows it did not
+//!   happen; the card is released unchanged.
+//!
+//! At most one intent per card is OPEN (a partial unique index), and a card with an open intent
+//! takes no other write (every card write requires `pending_op_id IS NULL`), so two processes
+//! can never both call the carrier for one card, and the plan is still right when it is applied.
+//! An intent is owned by a lease (`lease_owner`, `lease_until_ms` on the wall clock), renewed
+//! while its owner lives; only an intent nobody holds is claimed by a settler.
 
+use serde::{Deserialize, Serialize};
 use sqlx::Row;
 
+use super::access::AuditRecord;
+use super::cards::{daily_row, update_in, CardRow, Guard};
+use super::events::{insert_events, NewEvent};
+use super::idempotency::IdempotencyRecord;
+use super::pools::add_daily_usage;
 use super::{Store, StoreError};
-use crate::domain::{CarrierAction, CarrierId, Iccid};
+use crate::domain::{Card, CardEvent, CarrierAction, CarrierId, Iccid};
 
+/// One journal row.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CarrierOp {
     pub id: i64,
     pub iccid: String,
     pub carrier: String,
     pub action: String,
+    /// OPEN, APPLIED or ABANDONED (rows of older builds may say FAILED or RECONCILED).
     pub status: String,
     pub attempts: i64,
     pub last_error: String,
     pub source: String,
+    /// The API key and request id the change was made for (empty for simgate's own changes).
+    pub key_id: String,
+    pub request_id: String,
+    pub lease_owner: Option<String>,
+    pub created_ms: i64,
 }
 
-pub fn action_name(a: CarrierAction) -> &'static str {
-    match a {
-        CarrierAction::Stop => "STOP",
-        CarrierAction::Restore => "RESTORE",
-        CarrierAction::Cancel => "CANCEL",
+impl CarrierOp {
+    pub fn carrier_action(&self) -> Option<CarrierAction> {
+        CarrierAction::parse(&self.action)
     }
 }
 
-pub(super) async fn mark_applied(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-    op_id: i64,
-    at_ms: i64,
-) -> Result<(), StoreError> {
-    sqlx::query("UPDATE carrier_ops SET status = 'APPLIED', updated_ms = $1 WHERE id = $2")
-        .bind(at_ms)
-        .bind(op_id)
-        .execute(&mut **tx)
-        .await?;
-    Ok(())
+pub fn action_name(a: CarrierAction) -> &'static str {
+    a.as_str()
 }
+
+/// What the store records once the carrier has applied an intent.
+pub struct IntentPlan<'a> {
+    /// The card to store, at the version it was read at (the write bumps it).
+    pub card: &'a Card,
+    pub events: &'a [CardEvent],
+    pub audit: Option<&'a AuditRecord>,
+    pub answer: Option<&'a IdempotencyRecord>,
+    pub usage_bytes: u64,
+}
+
+/// Who sends an intent, and for whom.
+pub struct NewIntent<'a> {
+    pub carrier: CarrierId,
+    pub action: CarrierAction,
+    /// `method:request_id`, `engine:<owner>`, ...: for people reading the journal.
+    pub source: &'a str,
+    pub key_id: &'a str,
+    pub request_id: &'a str,
+    /// The process holding the intent while it calls the carrier.
+    pub owner: &'a str,
+    pub now_ms: i64,
+    pub lease_until_ms: i64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredAudit {
+    at_ms: i64,
+    key_id: String,
+    method: String,
+    iccid: Option<String>,
+    customer_id: Option<String>,
+    request_id: String,
+    result: String,
+    detail: String,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredAnswer {
+    key_id: String,
+    request_id: String,
+    method: String,
+    fingerprint: String,
+    response: Vec<u8>,
+    created_ms: i64,
+}
+
+/// The plan as the `plan` column keeps it (JSON).
+#[derive(Serialize, Deserialize)]
+struct StoredPlan {
+    card: CardRow,
+    events: Vec<NewEvent>,
+    audit: Option<StoredAudit>,
+    answer: Option<StoredAnswer>,
+    usage_bytes: u64,
+}
+
+impl StoredPlan {
+    fn of(plan: &IntentPlan<'_>) -> Result<StoredPlan, StoreError> {
+        // The events name the card as it will be stored.
+        let mut next = plan.card.clone();
+        next.version += 1;
+        Ok(StoredPlan {
+            card: CardRow::of(plan.card)?,
+            events: plan
+                .events
+                .iter()
+                .map(|e| NewEvent::of_card(&next, e))
+                .collect(),
+            audit: plan.audit.map(|a| StoredAudit {
+                at_ms: a.at.timestamp_millis(),
+                key_id: a.key_id.clone(),
+                method: a.method.clone(),
+                iccid: a.iccid.clone(),
+                customer_id: a.customer_id.clone(),
+                request_id: a.request_id.clone(),
+                result: a.result.clone(),
+                detail: a.detail.clone(),
+            }),
+            answer: plan.answer.map(|r| StoredAnswer {
+                key_id: r.key_id.clone(),
+                request_id: r.request_id.clone(),
+                method: r.method.clone(),
+                fingerprint: r.fingerprint.clone(),
+                response: r.response.clone(),
+                created_ms: r.created_ms,
+            }),
+            usage_bytes: plan.usage_bytes,
+        })
+    }
+}
+
+const OP_COLUMNS: &str = "id, iccid, carrier, action, status, attempts, last_error, source, \
+    key_id, request_id, lease_owner, created_ms";
 
 fn op_from_row(r: &sqlx::any::AnyRow) -> Result<CarrierOp, StoreError> {
     Ok(CarrierOp {
@@ -48,77 +159,301 @@ fn op_from_row(r: &sqlx::any::AnyRow) -> Result<CarrierOp, StoreError> {
         attempts: r.try_get("attempts")?,
         last_error: r.try_get("last_error")?,
         source: r.try_get("source")?,
+        key_id: r.try_get("key_id")?,
+        request_id: r.try_get("request_id")?,
+        lease_owner: r.try_get("lease_owner")?,
+        created_ms: r.try_get("created_ms")?,
     })
 }
 
+fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
+}
+
+/// Errors are kept short in the journal: they are for people, not a log.
+fn short(error: &str) -> String {
+    error.chars().take(500).collect()
+}
+
 impl Store {
-    /// Writes the intent to call the carrier, before the call. Returns its id.
-    pub async fn journal_intent(
+    /// Opens an intent for `plan.card` before its carrier call: the card must still be at the
+    /// version it was read at and have no open intent (else `Conflict`, and nothing is written).
+    /// Returns the intent's id.
+    pub async fn open_intent(
         &self,
-        iccid: &Iccid,
-        carrier: CarrierId,
-        action: CarrierAction,
-        source: &str,
-        at_ms: i64,
+        intent: &NewIntent<'_>,
+        plan: &IntentPlan<'_>,
     ) -> Result<i64, StoreError> {
-        let row = sqlx::query(
-            "INSERT INTO carrier_ops (iccid, carrier, action, status, attempts, last_error, source, created_ms, updated_ms) \
-             VALUES ($1, $2, $3, 'PENDING', 0, '', $4, $5, $5) RETURNING id",
+        let stored = serde_json::to_string(&StoredPlan::of(plan)?)
+            .map_err(|e| StoreError::Corrupt(format!("intent plan: {e}")))?;
+        let iccid = plan.card.iccid.as_str().to_string();
+        let mut tx = self.pool.begin().await?;
+        let inserted = sqlx::query(
+            "INSERT INTO carrier_ops (iccid, carrier, action, status, attempts, last_error, source, \
+             created_ms, updated_ms, plan, base_version, key_id, request_id, lease_owner, \
+             lease_until_ms, next_attempt_ms) \
+             VALUES ($1, $2, $3, 'OPEN', 0, '', $4, $5, $5, $6, $7, $8, $9, $10, $11, 0) RETURNING id",
         )
-        .bind(iccid.as_str().to_string())
-        .bind(carrier.as_str())
-        .bind(action_name(action))
-        .bind(source.to_string())
-        .bind(at_ms)
-        .fetch_one(&self.pool)
+        .bind(iccid.clone())
+        .bind(intent.carrier.as_str())
+        .bind(intent.action.as_str())
+        .bind(intent.source.to_string())
+        .bind(intent.now_ms)
+        .bind(stored)
+        .bind(plan.card.version)
+        .bind(intent.key_id.to_string())
+        .bind(intent.request_id.to_string())
+        .bind(intent.owner.to_string())
+        .bind(intent.lease_until_ms)
+        .fetch_one(&mut *tx)
+        .await;
+        let id: i64 = match inserted {
+            Ok(row) => row.try_get("id")?,
+            Err(e) if is_unique_violation(&e) => {
+                // Another process holds an open intent for this card.
+                tx.rollback().await?;
+                return Err(StoreError::Conflict);
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let marked = sqlx::query(
+            "UPDATE cards SET pending_op_id = $1, pending_action = $2, pending_since_ms = $3 \
+             WHERE iccid = $4 AND version = $5 AND pending_op_id IS NULL",
+        )
+        .bind(id)
+        .bind(intent.action.as_str())
+        .bind(intent.now_ms)
+        .bind(iccid)
+        .bind(plan.card.version)
+        .execute(&mut *tx)
         .await?;
-        Ok(row.try_get("id")?)
+        if marked.rows_affected() != 1 {
+            tx.rollback().await?;
+            return Err(StoreError::Conflict);
+        }
+        tx.commit().await?;
+        Ok(id)
     }
 
-    /// Records an attempt's outcome on an intent that is still open.
-    pub async fn journal_attempt(
+    /// Settles an intent as applied: writes its plan (card, events, audit, answer, daily usage)
+    /// and clears the card's pending change, if `owner` still holds it. Returns the stored card,
+    /// or None when the intent is no longer open or held by someone else (nothing written).
+    pub async fn settle_applied(
         &self,
         op_id: i64,
-        status: &str,
+        owner: &str,
+        at_ms: i64,
+    ) -> Result<Option<Card>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query(
+            "UPDATE carrier_ops SET status = 'APPLIED', lease_owner = NULL, lease_until_ms = NULL, \
+             settled_ms = $1, updated_ms = $1 \
+             WHERE id = $2 AND status = 'OPEN' AND lease_owner = $3 RETURNING plan",
+        )
+        .bind(at_ms)
+        .bind(op_id)
+        .bind(owner.to_string())
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else {
+            tx.rollback().await?;
+            return Ok(None);
+        };
+        let plan: String = row.try_get("plan")?;
+        let plan: StoredPlan = serde_json::from_str(&plan)
+            .map_err(|e| StoreError::Corrupt(format!("plan of carrier op {op_id}: {e}")))?;
+        let card = Card::try_from(plan.card)?;
+        let Some(next) = update_in(&mut tx, &card, Guard::Settles(op_id)).await? else {
+            tx.rollback().await?;
+            return Err(StoreError::Corrupt(format!(
+                "card {} changed while carrier op {op_id} was open",
+                card.iccid
+            )));
+        };
+        if let Some(a) = plan.audit {
+            let record = AuditRecord {
+                at: super::millis_to_time(a.at_ms)?,
+                key_id: a.key_id,
+                method: a.method,
+                iccid: a.iccid,
+                customer_id: a.customer_id,
+                request_id: a.request_id,
+                result: a.result,
+                detail: a.detail,
+            };
+            super::access::insert_audit(&mut tx, &record).await?;
+        }
+        if let Some(r) = plan.answer {
+            let record = IdempotencyRecord {
+                key_id: r.key_id,
+                request_id: r.request_id,
+                method: r.method,
+                fingerprint: r.fingerprint,
+                response: r.response,
+                created_ms: r.created_ms,
+            };
+            super::idempotency::insert_idempotency_if_absent(&mut tx, &record).await?;
+        }
+        if plan.usage_bytes > 0 {
+            let row = daily_row(&next, plan.usage_bytes)?;
+            add_daily_usage(&mut tx, self.backend, &[row]).await?;
+        }
+        let wrote = !plan.events.is_empty();
+        insert_events(&mut tx, self.backend, &plan.events).await?;
+        tx.commit().await?;
+        if wrote {
+            self.wrote_events();
+        }
+        Ok(Some(next))
+    }
+
+    /// Settles an intent as not applied: the card is released as it was. False when the intent
+    /// is no longer open or held by someone else.
+    pub async fn settle_abandoned(
+        &self,
+        op_id: i64,
+        owner: &str,
+        reason: &str,
+        at_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query(
+            "UPDATE carrier_ops SET status = 'ABANDONED', lease_owner = NULL, lease_until_ms = NULL, \
+             settled_ms = $1, updated_ms = $1, last_error = $2 \
+             WHERE id = $3 AND status = 'OPEN' AND lease_owner = $4 RETURNING iccid",
+        )
+        .bind(at_ms)
+        .bind(short(reason))
+        .bind(op_id)
+        .bind(owner.to_string())
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else {
+            tx.rollback().await?;
+            return Ok(false);
+        };
+        let iccid: String = row.try_get("iccid")?;
+        sqlx::query(
+            "UPDATE cards SET pending_op_id = NULL, pending_action = NULL, pending_since_ms = NULL \
+             WHERE iccid = $1 AND pending_op_id = $2",
+        )
+        .bind(iccid)
+        .bind(op_id)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Gives an open intent back unsettled (its outcome is still unknown): any settler may
+    /// claim it from `next_attempt_ms` on.
+    pub async fn release_intent(
+        &self,
+        op_id: i64,
+        owner: &str,
         error: &str,
+        next_attempt_ms: i64,
         at_ms: i64,
     ) -> Result<(), StoreError> {
         sqlx::query(
-            "UPDATE carrier_ops SET status = $1, attempts = attempts + 1, last_error = $2, updated_ms = $3 \
-             WHERE id = $4 AND status IN ('PENDING', 'RETRYING')",
+            "UPDATE carrier_ops SET lease_owner = NULL, lease_until_ms = NULL, attempts = attempts + 1, \
+             last_error = $1, next_attempt_ms = $2, updated_ms = $3 \
+             WHERE id = $4 AND status = 'OPEN' AND lease_owner = $5",
         )
-        .bind(status.to_string())
-        .bind(error.chars().take(500).collect::<String>())
+        .bind(short(error))
+        .bind(next_attempt_ms)
         .bind(at_ms)
         .bind(op_id)
+        .bind(owner.to_string())
         .execute(&self.pool)
         .await?;
         Ok(())
     }
 
-    /// Intents written before `before_ms` and never closed: their writer died mid-call.
-    pub async fn stale_intents(
+    /// Claims up to `limit` open intents that nobody holds (released, or their owner's lease ran
+    /// out at `now_ms`) and are due by `due_by_ms`, for `owner` until `lease_until_ms`.
+    pub async fn claim_open_intents(
         &self,
-        before_ms: i64,
+        owner: &str,
+        now_ms: i64,
+        due_by_ms: i64,
+        lease_until_ms: i64,
         limit: u32,
     ) -> Result<Vec<CarrierOp>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT id, iccid, carrier, action, status, attempts, last_error, source FROM carrier_ops \
-             WHERE status IN ('PENDING', 'RETRYING') AND updated_ms < $1 ORDER BY id LIMIT $2",
+        let lock = match self.backend {
+            super::Backend::Postgres => "FOR UPDATE SKIP LOCKED",
+            super::Backend::Sqlite => "",
+        };
+        let sql = format!(
+            "UPDATE carrier_ops SET lease_owner = $1, lease_until_ms = $2 WHERE id IN ( \
+               SELECT id FROM carrier_ops WHERE status = 'OPEN' AND next_attempt_ms <= $4 \
+               AND (lease_owner IS NULL OR lease_until_ms IS NULL OR lease_until_ms < $3) \
+               ORDER BY id LIMIT $5 {lock}) \
+             RETURNING {OP_COLUMNS}"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(owner.to_string())
+            .bind(lease_until_ms)
+            .bind(now_ms)
+            .bind(due_by_ms)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        let mut ops: Vec<CarrierOp> = rows.iter().map(op_from_row).collect::<Result<_, _>>()?;
+        ops.sort_by_key(|o| o.id);
+        Ok(ops)
+    }
+
+    /// Extends every lease `owner` holds: it is alive and still working on them.
+    pub async fn renew_intent_leases(
+        &self,
+        owner: &str,
+        lease_until_ms: i64,
+    ) -> Result<u64, StoreError> {
+        Ok(sqlx::query(
+            "UPDATE carrier_ops SET lease_until_ms = $1 WHERE status = 'OPEN' AND lease_owner = $2",
         )
-        .bind(before_ms)
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
+        .bind(lease_until_ms)
+        .bind(owner.to_string())
+        .execute(&self.pool)
+        .await?
+        .rows_affected())
+    }
+
+    pub async fn carrier_op(&self, id: i64) -> Result<Option<CarrierOp>, StoreError> {
+        let row = sqlx::query(&format!("SELECT {OP_COLUMNS} FROM carrier_ops WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(op_from_row).transpose()
+    }
+
+    /// The open intent of a card, if any.
+    pub async fn open_intent_of(&self, iccid: &Iccid) -> Result<Option<CarrierOp>, StoreError> {
+        let row = sqlx::query(&format!(
+            "SELECT {OP_COLUMNS} FROM carrier_ops WHERE iccid = $1 AND status = 'OPEN'"
+        ))
+        .bind(iccid.as_str().to_string())
+        .fetch_optional(&self.pool)
         .await?;
-        rows.iter().map(op_from_row).collect()
+        row.as_ref().map(op_from_row).transpose()
+    }
+
+    /// How many intents are open, across all cards.
+    pub async fn count_open_intents(&self) -> Result<i64, StoreError> {
+        Ok(
+            sqlx::query("SELECT COUNT(*) AS n FROM carrier_ops WHERE status = 'OPEN'")
+                .fetch_one(&self.pool)
+                .await?
+                .try_get("n")?,
+        )
     }
 
     /// The journal of one card, oldest first.
     pub async fn card_ops(&self, iccid: &Iccid) -> Result<Vec<CarrierOp>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT id, iccid, carrier, action, status, attempts, last_error, source FROM carrier_ops \
-             WHERE iccid = $1 ORDER BY id",
-        )
+        let rows = sqlx::query(&format!(
+            "SELECT {OP_COLUMNS} FROM carrier_ops WHERE iccid = $1 ORDER BY id"
+        ))
         .bind(iccid.as_str().to_string())
         .fetch_all(&self.pool)
         .await?;

@@ -18,7 +18,7 @@ pub use batches::{Batch, BatchCounts, BatchItem};
 pub use cards::CardFilter;
 pub use events::{EventDetail, EventFilter, EventRow};
 pub use idempotency::IdempotencyRecord;
-pub use journal::{action_name, CarrierOp};
+pub use journal::{action_name, CarrierOp, IntentPlan, NewIntent};
 pub use pools::{DailyUsage, PoolFilter};
 pub use webhooks::{Delivery, DeliveryState, Webhook};
 

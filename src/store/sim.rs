@@ -103,7 +103,8 @@ impl Store {
         state: ServiceState,
     ) -> Result<(), StoreError> {
         sqlx::query(
-            "UPDATE sim_cards SET state = $1, changes = changes + 1 WHERE carrier = $2 AND iccid = $3",
+            "UPDATE sim_cards SET state = $1, changes = changes + 1 \
+             WHERE carrier = $2 AND iccid = $3 AND state <> $1",
         )
         .bind(state.as_str())
         .bind(carrier.as_str())

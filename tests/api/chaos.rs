@@ -214,7 +214,7 @@ async fn a_storm_of_carrier_failures_leaves_simgate_and_the_carriers_agreeing() 
             .unwrap();
     }
     app.service
-        .reconcile_interrupted(chrono::Duration::zero())
+        .settle_open_intents_now()
         .await
         .unwrap();
     for (iccid, amount, id) in &failed {

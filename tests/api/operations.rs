@@ -247,7 +247,7 @@ async fn a_batch_through_a_storm_of_carrier_failures_changes_each_card_exactly_o
         .await
         .unwrap();
     app.service
-        .reconcile_interrupted(chrono::Duration::zero())
+        .settle_open_intents_now()
         .await
         .unwrap();
     assert_eq!(

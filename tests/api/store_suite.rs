@@ -164,7 +164,7 @@ async fn due_cards_are_claimed_once_and_batches_skip_stale_cards(store: Store) {
     let mut stale = a[1].clone();
     stale.balance = Fen(1);
     store
-        .update_card(&stale, &[], None, None, None, 0)
+        .update_card(&stale, &[], None, None, 0)
         .await
         .unwrap();
     let batch: Vec<_> = a
@@ -219,7 +219,6 @@ async fn stale_versions_are_refused(store: Store) {
             &[event(&changed, "card.recharged")],
             None,
             None,
-            None,
             0,
         )
         .await
@@ -233,7 +232,6 @@ async fn stale_versions_are_refused(store: Store) {
             .update_card(
                 &stale,
                 &[event(&stale, "card.recharged")],
-                None,
                 None,
                 None,
                 0

@@ -1,0 +1,596 @@
+//! The journaled path of every carrier change, and the settler that finishes what an unknown
+//! outcome, a lost answer or a crash left open.
+//!
+//! A change to a card that needs its carrier (stop, restore, cancel) is an intent in the store
+//! before it is an HTTP call (see `store::journal`). The call then ends one of three ways:
+//! - the carrier accepted it, or a read shows the intended state: the intent's plan is stored
+//!   (card, events, audit, the request's answer) and the caller gets the new card;
+//! - nothing can have been applied (refused, never sent, the carrier shows the old state): the
+//!   intent is abandoned and the caller gets the carrier's error;
+//! - the outcome is unknown (sent, no answer, and the carrier cannot be read): the intent stays
+//!   open, the card shows `pending_change`, the caller gets UNAVAILABLE
+//!   `CARRIER_OUTCOME_PENDING`, and the settler finishes it later by reading the carrier.
+//!
+//! Settling only rolls forward: simgate never sets a carrier back to the stored state for an
+//! intent it issued. Nothing here depends on an intent's age; ownership is a lease renewed by a
+//! living process, so an intent whose process died is taken over once its lease runs out.
+
+use std::collections::HashSet;
+use std::sync::Mutex;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use tracing::{info, warn};
+
+use super::{CardService, Result, ServiceError};
+use crate::carrier::{Carrier, CarrierError, ServiceState};
+use crate::domain::{Card, CardEvent, CarrierAction, Cause, Fen, Iccid, Transition};
+use crate::store::{AuditRecord, IdempotencyRecord, IntentPlan, NewIntent, StoreError};
+
+/// How long a process holds an intent without renewing it (wall clock).
+pub const DEFAULT_LEASE_MS: u64 = 15_000;
+/// How often the settler looks for intents to settle and renews the leases it holds.
+pub const DEFAULT_SETTLE_INTERVAL_MS: u64 = 1_000;
+/// Longest wait between two settling reads of one intent whose carrier does not answer.
+const MAX_SETTLE_BACKOFF_MS: i64 = 60_000;
+/// Intents one settling pass claims at most.
+const SETTLE_BATCH: u32 = 100;
+
+/// What the usage sync does when a card's carrier state differs from the card with no open
+/// intent to explain it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DriftRepair {
+    /// Record `card.drift_detected`, show it on the card and in DiagnoseCard; change nothing.
+    #[default]
+    Report,
+    /// Also send the carrier the state the card says, as a journaled change of its own (for
+    /// a reseller whose carrier account is changed only through simgate).
+    CarrierFollowsCard,
+}
+
+/// `[journal]` in the configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JournalConfig {
+    /// How long a process holds an intent it is calling the carrier for without renewing it;
+    /// after a crash, its intents are settled by another process (or its restart) this long
+    /// after its last renewal.
+    pub lease_ms: u64,
+    /// How often open intents are settled and leases renewed.
+    pub settle_interval_ms: u64,
+    pub drift_repair: DriftRepair,
+}
+
+impl Default for JournalConfig {
+    fn default() -> Self {
+        JournalConfig {
+            lease_ms: DEFAULT_LEASE_MS,
+            settle_interval_ms: DEFAULT_SETTLE_INTERVAL_MS,
+            drift_repair: DriftRepair::Report,
+        }
+    }
+}
+
+/// This process's side of the journal: its owner id and the intents it is working on now.
+pub(crate) struct Holder {
+    pub owner: String,
+    in_flight: Mutex<HashSet<i64>>,
+}
+
+impl Holder {
+    pub fn new() -> Holder {
+        Holder {
+            owner: format!("simgate-{}", uuid::Uuid::new_v4().simple()),
+            in_flight: Mutex::new(HashSet::new()),
+        }
+    }
+
+    fn hold(&self, op: i64) {
+        self.in_flight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(op);
+    }
+
+    fn drop_hold(&self, op: i64) {
+        self.in_flight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&op);
+    }
+
+    fn held(&self) -> Vec<i64> {
+        self.in_flight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .copied()
+            .collect()
+    }
+}
+
+/// On whose behalf a change is made: for the journal, and to recognise a retry of the same
+/// request while its change is pending.
+pub(crate) struct Origin {
+    /// `method:request_id`, `engine:<owner>`, ...
+    pub source: String,
+    pub key_id: String,
+    /// The caller's request id (empty for simgate's own changes and requests without one).
+    pub request_id: String,
+}
+
+/// How a carrier call ended, for the journal.
+enum Sent {
+    Applied,
+    /// Nothing can have been applied: safe to abandon the intent.
+    NotApplied(ServiceError),
+    /// It may have been applied: only a later read of the carrier can tell.
+    Unknown(ServiceError),
+}
+
+fn wanted_state(action: CarrierAction) -> ServiceState {
+    match action {
+        CarrierAction::Stop => ServiceState::Stopped,
+        CarrierAction::Restore => ServiceState::Active,
+        CarrierAction::Cancel => ServiceState::Cancelled,
+    }
+}
+
+/// How many times a change is sent before the request gives up.
+pub(crate) const CARRIER_ATTEMPTS: u32 = 4;
+/// Longest wait between attempts, whatever the carrier's rate-limit answer asks for.
+const MAX_BACKOFF: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Up to half again of `base`, so that many callers backing off do not retry in step.
+fn jittered(base: std::time::Duration) -> std::time::Duration {
+    base + base.mul_f64(fastrand::f64() / 2.0)
+}
+
+/// Sends one change with retries: transient failures and rate limits back off (nothing was
+/// applied), a refusal is final at once, and an answer that never came is checked by reading
+/// the card: the change counts if the carrier shows it, is resent if the carrier shows it did
+/// not happen, and is left unknown if the carrier cannot be read.
+async fn send(carrier: &dyn Carrier, iccid: &Iccid, action: CarrierAction) -> Sent {
+    let mut backoff = std::time::Duration::from_millis(50);
+    let mut last: Option<CarrierError> = None;
+    let fail = |error| ServiceError::Carrier {
+        carrier: carrier.id(),
+        error,
+    };
+    for attempt in 0..CARRIER_ATTEMPTS {
+        if attempt > 0 {
+            let wait = match &last {
+                Some(CarrierError::RateLimited {
+                    retry_after: Some(d),
+                }) => (*d).min(MAX_BACKOFF),
+                _ => jittered(backoff).min(MAX_BACKOFF),
+            };
+            tokio::time::sleep(wait).await;
+            backoff *= 2;
+        }
+        let sent = match action {
+            CarrierAction::Stop => carrier.stop(iccid).await,
+            CarrierAction::Restore => carrier.restore(iccid).await,
+            CarrierAction::Cancel => carrier.cancel(iccid).await,
+        };
+        match sent {
+            Ok(()) => return Sent::Applied,
+            Err(CarrierError::OutcomeUnknown(msg)) => match carrier.card(iccid).await {
+                Ok(c) if c.state == wanted_state(action) => return Sent::Applied,
+                // The carrier shows it did not happen: sending again is safe.
+                Ok(_) => last = Some(CarrierError::OutcomeUnknown(msg)),
+                Err(read) => {
+                    return Sent::Unknown(fail(CarrierError::OutcomeUnknown(format!(
+                        "{msg}; the card could not be read back: {read}"
+                    ))))
+                }
+            },
+            Err(e @ (CarrierError::Transient(_) | CarrierError::RateLimited { .. })) => {
+                last = Some(e)
+            }
+            // Refused, or not sent at all (circuit open): nothing was applied.
+            Err(e) => return Sent::NotApplied(fail(e)),
+        }
+    }
+    Sent::NotApplied(fail(
+        last.unwrap_or_else(|| CarrierError::Transient("no attempt made".into())),
+    ))
+}
+
+impl CardService {
+    fn lease_until(&self) -> i64 {
+        self.ops_clock.now().timestamp_millis() + self.journal.lease_ms as i64
+    }
+
+    fn ops_now_ms(&self) -> i64 {
+        self.ops_clock.now().timestamp_millis()
+    }
+
+    /// Makes the carrier agree with a transition and stores it: the one commit path of every
+    /// card change. A change without a carrier action is a versioned write. One with an action
+    /// is journaled (see the module doc). A carrier that refused leaves the store untouched; an
+    /// unknown outcome answers `OutcomePending` and leaves the card pending until settled.
+    pub(crate) async fn commit(
+        &self,
+        carrier: &dyn Carrier,
+        t: Transition,
+        audit: Option<&AuditRecord>,
+        answer: Option<&IdempotencyRecord>,
+        origin: &Origin,
+    ) -> Result<Card> {
+        let Some(action) = t.action else {
+            let after = self
+                .store
+                .update_card(&t.card, &t.events, audit, answer, t.usage_bytes)
+                .await
+                .map_err(|e| match e {
+                    // The same request id raced in concurrently and won: a retry gets its
+                    // answer.
+                    StoreError::Duplicate {
+                        field: "request_id",
+                        ..
+                    } => ServiceError::Conflict,
+                    other => other.into(),
+                })?;
+            log_change(&after, &t.events);
+            return Ok(after);
+        };
+        let now_ms = self.ops_now_ms();
+        let op = self
+            .store
+            .open_intent(
+                &NewIntent {
+                    carrier: carrier.id(),
+                    action,
+                    source: &origin.source,
+                    key_id: &origin.key_id,
+                    request_id: &origin.request_id,
+                    owner: &self.holder.owner,
+                    now_ms,
+                    lease_until_ms: now_ms + self.journal.lease_ms as i64,
+                },
+                &IntentPlan {
+                    card: &t.card,
+                    events: &t.events,
+                    audit,
+                    answer,
+                    usage_bytes: t.usage_bytes,
+                },
+            )
+            .await?;
+        self.holder.hold(op);
+        let since = DateTime::<Utc>::from_timestamp_millis(now_ms).unwrap_or_else(|| self.ops_clock.now());
+        let result = self.send_intent(carrier, &t, op, action, since).await;
+        self.holder.drop_hold(op);
+        result
+    }
+
+    async fn send_intent(
+        &self,
+        carrier: &dyn Carrier,
+        t: &Transition,
+        op: i64,
+        action: CarrierAction,
+        since: DateTime<Utc>,
+    ) -> Result<Card> {
+        let iccid = &t.card.iccid;
+        let pending = || ServiceError::OutcomePending {
+            carrier: carrier.id(),
+            action,
+            since,
+        };
+        match send(carrier, iccid, action).await {
+            Sent::Applied => {
+                match self
+                    .store
+                    .settle_applied(op, &self.holder.owner, self.ops_now_ms())
+                    .await
+                {
+                    Ok(Some(after)) => {
+                        log_change(&after, &t.events);
+                        Ok(after)
+                    }
+                    // Our lease ran out during the call and a settler took the intent over:
+                    // it finishes it from the carrier's state.
+                    Ok(None) => Err(pending()),
+                    Err(e) => {
+                        warn!(%iccid, op, error = %e, "carrier applied the change but the store did not take it; left for the settler");
+                        self.release(op, &format!("applied; store write failed: {e}"))
+                            .await;
+                        Err(pending())
+                    }
+                }
+            }
+            Sent::NotApplied(e) => {
+                if let Err(err) = self
+                    .store
+                    .settle_abandoned(op, &self.holder.owner, &e.to_string(), self.ops_now_ms())
+                    .await
+                {
+                    warn!(%iccid, op, error = %err, "could not abandon a refused intent; left for the settler");
+                    self.release(op, &e.to_string()).await;
+                }
+                Err(e)
+            }
+            Sent::Unknown(e) => {
+                info!(%iccid, op, error = %e, "carrier outcome unknown; the change is pending until settled");
+                self.release(op, &e.to_string()).await;
+                Err(pending())
+            }
+        }
+    }
+
+    /// Gives an intent back for any settler, at once.
+    async fn release(&self, op: i64, error: &str) {
+        let now = self.ops_now_ms();
+        if let Err(e) = self
+            .store
+            .release_intent(op, &self.holder.owner, error, now, now)
+            .await
+        {
+            // The lease runs out by itself (nobody renews what is not in flight).
+            warn!(op, error = %e, "could not release a carrier intent");
+        }
+    }
+
+    /// The error a change to a card with an open intent gets: the same request sees its own
+    /// outcome pending; anyone else is told which change is pending.
+    pub(crate) async fn pending_error(
+        &self,
+        card: &Card,
+        key_id: &str,
+        request_id: Option<&str>,
+    ) -> Result<ServiceError> {
+        let Some(p) = &card.pending else {
+            return Ok(ServiceError::Conflict);
+        };
+        if let Some(request_id) = request_id.filter(|r| !r.is_empty()) {
+            if let Some(op) = self.store.open_intent_of(&card.iccid).await? {
+                if op.key_id == key_id && op.request_id == request_id {
+                    return Ok(ServiceError::OutcomePending {
+                        carrier: card.carrier,
+                        action: p.action,
+                        since: p.since,
+                    });
+                }
+            }
+        }
+        Ok(ServiceError::Rule(crate::domain::RuleViolation::ChangePending(p.action)))
+    }
+
+    /// Renews the leases of the intents this process is calling carriers for right now.
+    pub async fn renew_leases(&self) -> Result<u64> {
+        let mut renewed = 0;
+        let held = self.holder.held();
+        if !held.is_empty() {
+            renewed = self
+                .store
+                .renew_intent_leases(&self.holder.owner, self.lease_until())
+                .await?;
+        }
+        Ok(renewed)
+    }
+
+    /// Settles every open intent nobody holds, by reading its card at the carrier: the
+    /// intended state rolls the plan forward, the old state abandons it, no answer leaves it
+    /// for a later pass (with backoff). Returns how many intents were settled.
+    pub async fn settle_open_intents(&self) -> Result<usize> {
+        self.settle(false).await
+    }
+
+    /// The same without waiting out any intent's backoff (harnesses, tests, an operator who
+    /// knows the carrier is back).
+    pub async fn settle_open_intents_now(&self) -> Result<usize> {
+        self.settle(true).await
+    }
+
+    async fn settle(&self, ignore_backoff: bool) -> Result<usize> {
+        let mut settled = 0;
+        loop {
+            let now = self.ops_now_ms();
+            let claimed = self
+                .store
+                .claim_open_intents(
+                    &self.holder.owner,
+                    now,
+                    if ignore_backoff { i64::MAX } else { now },
+                    self.lease_until(),
+                    SETTLE_BATCH,
+                )
+                .await?;
+            if claimed.is_empty() {
+                return Ok(settled);
+            }
+            let mut progressed = false;
+            for op in claimed {
+                self.holder.hold(op.id);
+                let done = self.settle_one(&op).await;
+                self.holder.drop_hold(op.id);
+                match done {
+                    Ok(true) => {
+                        settled += 1;
+                        progressed = true;
+                    }
+                    Ok(false) => {}
+                    Err(e) => warn!(op = op.id, error = %e, "settling a carrier intent failed"),
+                }
+            }
+            if !progressed {
+                return Ok(settled);
+            }
+        }
+    }
+
+    async fn settle_one(&self, op: &crate::store::CarrierOp) -> Result<bool> {
+        let iccid = Iccid::from_trusted(op.iccid.clone());
+        let (Some(action), Ok(carrier_id)) = (
+            op.carrier_action(),
+            op.carrier.parse::<crate::domain::CarrierId>(),
+        ) else {
+            return Err(ServiceError::Store(StoreError::Corrupt(format!(
+                "carrier op {} names no known carrier or action",
+                op.id
+            ))));
+        };
+        let carrier = self.carrier(carrier_id)?.clone();
+        let _guard = self.locks.lock(iccid.as_str()).await;
+        let owner = &self.holder.owner;
+        match carrier.card(&iccid).await {
+            Ok(c) if c.state == wanted_state(action) => {
+                let after = self
+                    .store
+                    .settle_applied(op.id, owner, self.ops_now_ms())
+                    .await?;
+                if let Some(card) = &after {
+                    info!(%iccid, op = op.id, action = action.as_str(), status = card.status().as_str(), "pending carrier change settled: applied");
+                }
+                Ok(after.is_some())
+            }
+            Ok(c) => {
+                let reason = format!(
+                    "the carrier shows {} after the {}: it did not happen",
+                    c.state.as_str(),
+                    action.verb()
+                );
+                let done = self
+                    .store
+                    .settle_abandoned(op.id, owner, &reason, self.ops_now_ms())
+                    .await?;
+                if done {
+                    info!(%iccid, op = op.id, action = action.as_str(), "pending carrier change settled: not applied");
+                }
+                Ok(done)
+            }
+            Err(CarrierError::Rejected { code, message }) => {
+                let reason = format!("the carrier cannot read the card: [{code}] {message}");
+                Ok(self
+                    .store
+                    .settle_abandoned(op.id, owner, &reason, self.ops_now_ms())
+                    .await?)
+            }
+            Err(e) => {
+                let now = self.ops_now_ms();
+                let wait = (1_000i64 << op.attempts.clamp(0, 6)).min(MAX_SETTLE_BACKOFF_MS);
+                self.store
+                    .release_intent(
+                        op.id,
+                        owner,
+                        &format!("settling read failed: {e}"),
+                        now + wait,
+                        now,
+                    )
+                    .await?;
+                Ok(false)
+            }
+        }
+    }
+
+    /// What the usage sync does with a reading whose state differs from a card with no open
+    /// intent: records the drift once (and repairs it if so configured); clears a recorded
+    /// drift the carrier no longer shows.
+    pub(crate) async fn check_drift(&self, card: &Card, carrier_state: ServiceState) -> Result<()> {
+        if card.pending.is_some() {
+            return Ok(());
+        }
+        let expected = card.expected_carrier_state();
+        let now = self.now();
+        if carrier_state.as_str() == expected {
+            if card.drift.is_some() {
+                let e = CardEvent::of(card, now, "card.drift_resolved", Cause::Usage, Fen::ZERO);
+                self.store.clear_drift(card, &e).await?;
+            }
+            return Ok(());
+        }
+        if card
+            .drift
+            .as_ref()
+            .is_some_and(|d| d.carrier_state == carrier_state.as_str())
+        {
+            return Ok(());
+        }
+        let e = CardEvent::of(card, now, "card.drift_detected", Cause::Usage, Fen::ZERO);
+        let recorded = self
+            .store
+            .record_drift(card, carrier_state.as_str(), &e, now.timestamp_millis())
+            .await?;
+        if recorded {
+            warn!(iccid = %card.iccid, carrier_state = carrier_state.as_str(), expected, "carrier state differs from the card with no change of simgate's open (drift)");
+        }
+        if recorded && self.journal.drift_repair == DriftRepair::CarrierFollowsCard {
+            self.repair_drift(&card.iccid).await?;
+        }
+        Ok(())
+    }
+
+    /// Sends the carrier the state the stored card says, journaled like any change.
+    async fn repair_drift(&self, iccid: &Iccid) -> Result<()> {
+        let _guard = self.locks.lock(iccid.as_str()).await;
+        let card = self.load(iccid).await?;
+        if card.pending.is_some() || card.cancelled {
+            return Ok(());
+        }
+        let carrier = self.carrier(card.carrier)?.clone();
+        let action = if card.is_online() {
+            CarrierAction::Restore
+        } else {
+            CarrierAction::Stop
+        };
+        let now = self.now();
+        let mut next = card.clone();
+        next.updated_at = now;
+        let t = Transition {
+            events: vec![CardEvent::of(
+                &next,
+                now,
+                "card.drift_repaired",
+                Cause::Usage,
+                Fen::ZERO,
+            )],
+            card: next,
+            action: Some(action),
+            changed: true,
+            usage_bytes: 0,
+        };
+        let origin = Origin {
+            source: "DriftRepair".into(),
+            key_id: String::new(),
+            request_id: String::new(),
+        };
+        match self.commit(carrier.as_ref(), t, None, None, &origin).await {
+            Ok(_) | Err(ServiceError::OutcomePending { .. }) => Ok(()),
+            Err(e) => {
+                warn!(%iccid, error = %e, "drift repair not applied; reported only");
+                Ok(())
+            }
+        }
+    }
+}
+
+fn log_change(after: &Card, events: &[CardEvent]) {
+    let kinds: Vec<&str> = events.iter().map(|e| e.kind).collect();
+    info!(iccid = %after.iccid, events = ?kinds, status = after.status().as_str(), "card changed");
+}
+
+/// Settles open intents and renews this process's leases every `interval` until `shutdown`.
+pub async fn run_settler(
+    service: CardService,
+    interval: std::time::Duration,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {
+                if let Err(e) = service.renew_leases().await {
+                    warn!(error = %e, "renewing carrier intent leases failed");
+                }
+                if let Err(e) = service.settle_open_intents().await {
+                    warn!(error = %e, "settling open carrier intents failed; retrying");
+                }
+            }
+            _ = shutdown.changed() => return,
+        }
+    }
+}
