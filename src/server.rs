@@ -90,6 +90,7 @@ pub struct ServerBuilder {
     config: Config,
     store_options: StoreOptions,
     clock: Option<Arc<dyn Clock>>,
+    ops_clock: Option<Arc<dyn Clock>>,
 }
 
 impl ServerBuilder {
@@ -112,6 +113,14 @@ impl ServerBuilder {
     /// offset that AdvanceClock grows).
     pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = Some(clock);
+        self
+    }
+
+    /// The wall clock of operational waits (default: the system's): journal leases and
+    /// settling backoff, circuit-breaker windows, engine leases, bulk-operation retry backoff.
+    /// Tests move it instead of sleeping.
+    pub fn ops_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.ops_clock = Some(clock);
         self
     }
 
@@ -200,6 +209,9 @@ impl ServerBuilder {
         let clock: Arc<dyn Clock> = self
             .clock
             .unwrap_or_else(|| Arc::new(OffsetClock::default()));
+        let ops_clock: Arc<dyn Clock> = self
+            .ops_clock
+            .unwrap_or_else(|| Arc::new(crate::clock::SystemClock));
         let metrics = Metrics::new()?;
         let mut carriers = Carriers::new();
         let mut sims = Simulators::default();
@@ -243,7 +255,9 @@ impl ServerBuilder {
                 .copied()
                 .unwrap_or_default();
             carriers = carriers.with(Arc::new(
-                Guarded::new(carrier, limits).with_metrics(metrics.clone()),
+                Guarded::new(carrier, limits)
+                    .with_clock(ops_clock.clone())
+                    .with_metrics(metrics.clone()),
             ));
         }
         let check = if self.config.allow_foreign_identifiers {
@@ -252,7 +266,8 @@ impl ServerBuilder {
             CarrierCheck::Enforce
         };
         let service = CardService::new(store.clone(), carriers, clock.clone())
-            .with_journal(self.config.journal);
+            .with_journal(self.config.journal)
+            .with_ops_clock(ops_clock.clone());
         let access = AccessService::new(store.clone());
         let bootstrap = access
             .bootstrap(self.config.bootstrap_key.as_deref(), clock.now())
@@ -287,12 +302,14 @@ impl ServerBuilder {
             WebhookService::new(store.clone(), self.config.webhooks).map_err(StartError::Config)?;
         Ok(App {
             webhooks,
-            batches: BatchService::new(service.clone(), store.clone()),
+            batches: BatchService::new(service.clone(), store.clone())
+                .with_clock(ops_clock.clone()),
             access,
             auth,
             bootstrap,
             tls: self.config.tls.clone(),
-            engine: Engine::new(service.clone()),
+            engine: Engine::new(service.clone())
+                .with_lease_clock(ops_clock.clone(), crate::service::engine::DEFAULT_LEASE),
             engine_interval: std::time::Duration::from_millis(
                 self.config
                     .engine_interval_ms

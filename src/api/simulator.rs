@@ -256,6 +256,7 @@ impl pb::simulator_service_server::SimulatorService for SimulatorApi {
             timeout_after_apply_rate: req.timeout_after_apply_rate,
             down: req.down,
             traffic_bytes_per_hour: req.traffic_bytes_per_hour,
+            responses_lost: req.responses_lost,
         };
         faults.validate().map_err(|e| {
             let field = e.split(' ').next().unwrap_or("faults").to_string();
@@ -263,6 +264,35 @@ impl pb::simulator_service_server::SimulatorService for SimulatorApi {
         })?;
         sim.set_faults(faults);
         Ok(Response::new(pb::SetFaultsResponse {}))
+    }
+
+    async fn set_carrier_card_state(
+        &self,
+        request: Request<pb::SetCarrierCardStateRequest>,
+    ) -> Result<Response<pb::CarrierCard>, Status> {
+        self.auth
+            .caller(&request, "SetCarrierCardState", Permission::Simulate)
+            .await?;
+        let req = request.into_inner();
+        let (sim, iccid) = self.target(req.carrier, Some(&req.iccid))?;
+        let iccid = iccid.ok_or_else(|| invalid_field("iccid", "is required"))?;
+        let state = match pb::CarrierServiceState::try_from(req.state) {
+            Ok(pb::CarrierServiceState::Active) => crate::carrier::ServiceState::Active,
+            Ok(pb::CarrierServiceState::Stopped) => crate::carrier::ServiceState::Stopped,
+            Ok(pb::CarrierServiceState::Cancelled) => crate::carrier::ServiceState::Cancelled,
+            _ => {
+                return Err(invalid_field(
+                    "state",
+                    "must be ACTIVE, STOPPED or CANCELLED",
+                ))
+            }
+        };
+        let id = crate::carrier::Carrier::id(sim);
+        let card = sim
+            .set_state_behind_simgate(&iccid, state)
+            .await
+            .map_err(|e| carrier_status(id, e))?;
+        Ok(Response::new(carrier_card_to_pb(id, card)))
     }
 
     async fn inject_fault(

@@ -5,7 +5,9 @@
 
 use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
+
+use chrono::{DateTime, Utc};
 
 use async_trait::async_trait;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
@@ -13,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 
 use super::{Carrier, CarrierCard, CarrierError, OnboardCard};
+use crate::clock::Clock;
 use crate::domain::{CarrierId, CarrierPolicy, Iccid};
 
 /// Per-carrier account limits, from configuration (`[carrier_limits.mobile]`).
@@ -43,7 +46,7 @@ impl Default for CarrierLimits {
 #[derive(Debug, Default)]
 struct Breaker {
     failures: u32,
-    open_until: Option<Instant>,
+    open_until: Option<DateTime<Utc>>,
 }
 
 pub struct Guarded {
@@ -52,6 +55,8 @@ pub struct Guarded {
     rate: Option<DefaultDirectRateLimiter>,
     permits: Semaphore,
     breaker: Mutex<Breaker>,
+    /// Wall time for the breaker's window (injectable, so tests move time instead of waiting).
+    clock: Arc<dyn Clock>,
     metrics: Option<crate::metrics::Metrics>,
 }
 
@@ -74,10 +79,17 @@ impl Guarded {
                 .map(|r| RateLimiter::direct(Quota::per_second(r))),
             permits: Semaphore::new(limits.max_concurrency.max(1) as usize),
             breaker: Mutex::new(Breaker::default()),
+            clock: Arc::new(crate::clock::SystemClock),
             metrics: None,
             inner,
             limits,
         }
+    }
+
+    /// Runs the breaker's window on `clock`.
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Guarded {
+        self.clock = clock;
+        self
     }
 
     /// Counts and times every call into `metrics`.
@@ -86,12 +98,12 @@ impl Guarded {
         self
     }
 
-    fn open_error(&self, until: Instant) -> CarrierError {
+    fn open_error(&self, until: DateTime<Utc>) -> CarrierError {
         CarrierError::CircuitOpen(format!(
             "{} is not answering: circuit open after {} consecutive failures; the next call is tried in {} ms",
             self.inner.id().display_name(),
             self.limits.breaker_failures,
-            until.saturating_duration_since(Instant::now()).as_millis()
+            (until - self.clock.now()).num_milliseconds().max(0)
         ))
     }
 
@@ -120,7 +132,7 @@ impl Guarded {
         {
             let b = self.breaker.lock().unwrap_or_else(|e| e.into_inner());
             if let Some(until) = b.open_until {
-                if Instant::now() < until {
+                if self.clock.now() < until {
                     return Err(self.open_error(until));
                 }
             }
@@ -139,8 +151,12 @@ impl Guarded {
             Err(CarrierError::Transient(_)) | Err(CarrierError::OutcomeUnknown(_)) => {
                 b.failures += 1;
                 if self.limits.breaker_failures > 0 && b.failures >= self.limits.breaker_failures {
-                    b.open_until =
-                        Some(Instant::now() + Duration::from_millis(self.limits.breaker_open_ms));
+                    b.open_until = Some(
+                        self.clock.now()
+                            + chrono::Duration::milliseconds(
+                                i64::try_from(self.limits.breaker_open_ms).unwrap_or(i64::MAX),
+                            ),
+                    );
                 }
             }
             _ => {
@@ -238,14 +254,16 @@ mod tests {
             .times(2)
             .in_sequence(&mut seq)
             .returning(|_| Ok(()));
+        let clock = crate::clock::ManualClock::new(chrono::Utc::now());
         let g = Guarded::new(
             Arc::new(m),
             CarrierLimits {
                 breaker_failures: 2,
-                breaker_open_ms: 20,
+                breaker_open_ms: 20_000,
                 ..CarrierLimits::default()
             },
-        );
+        )
+        .with_clock(Arc::new(clock.clone()));
         let iccid = Iccid::from_trusted("8986031630200230821".into());
         assert!(g.restore(&iccid).await.is_err());
         assert!(g.restore(&iccid).await.is_err());
@@ -253,7 +271,12 @@ mod tests {
             g.restore(&iccid).await,
             Err(CarrierError::CircuitOpen(_))
         ));
-        tokio::time::sleep(Duration::from_millis(30)).await;
+        clock.advance(chrono::Duration::seconds(19)).unwrap();
+        assert!(matches!(
+            g.restore(&iccid).await,
+            Err(CarrierError::CircuitOpen(_))
+        ));
+        clock.advance(chrono::Duration::seconds(2)).unwrap();
         g.restore(&iccid).await.unwrap();
         g.restore(&iccid).await.unwrap();
     }

@@ -35,6 +35,9 @@ pub struct SimFaults {
     pub down: bool,
     /// Traffic profile: data every active card uses per simulated hour (0: none).
     pub traffic_bytes_per_hour: u64,
+    /// Every change is applied and none of the platform's answers arrive: changes time out
+    /// after landing, reads fail.
+    pub responses_lost: bool,
 }
 
 impl SimFaults {
@@ -167,6 +170,12 @@ impl SimCarrier {
                 self.id.display_name()
             )));
         }
+        if f.responses_lost {
+            return Err(CarrierError::Transient(format!(
+                "no answer from simulated {}",
+                self.id.display_name()
+            )));
+        }
         if f.latency_ms > 0 {
             tokio::time::sleep(std::time::Duration::from_millis(f.latency_ms)).await;
         }
@@ -204,6 +213,21 @@ impl SimCarrier {
 
     fn take_fault(&self) -> Option<Fault> {
         self.faults.lock().unwrap_or_else(|e| e.into_inner()).pop()
+    }
+
+    /// Sets a card's state as the carrier's own platform would, without simgate knowing (a
+    /// harness control for drift). Counts as a change like any other.
+    pub async fn set_state_behind_simgate(
+        &self,
+        iccid: &Iccid,
+        to: ServiceState,
+    ) -> Result<CarrierCard, CarrierError> {
+        self.read(iccid).await?;
+        self.store
+            .sim_set_state(self.id, iccid, to)
+            .await
+            .map_err(|e| CarrierError::Transient(e.to_string()))?;
+        self.read(iccid).await
     }
 
     /// The simulator's own record of a card, for harnesses: no simulated fault applies.
@@ -258,8 +282,10 @@ impl SimCarrier {
             }
             None => {}
         }
-        self.weather().await?;
         let f = self.faults();
+        if !f.responses_lost {
+            self.weather().await?;
+        }
         if self.roll(f.rate_limit_rate) {
             return Err(CarrierError::RateLimited {
                 retry_after: Some(std::time::Duration::from_millis(20)),
@@ -277,6 +303,11 @@ impl SimCarrier {
                 .sim_set_state(self.id, iccid, to)
                 .await
                 .map_err(|e| CarrierError::Transient(e.to_string()))?;
+        }
+        if f.responses_lost {
+            return Err(CarrierError::OutcomeUnknown(
+                "simulated: the change was applied and its answer never arrived".into(),
+            ));
         }
         if self.roll(f.timeout_after_apply_rate) {
             return Err(CarrierError::OutcomeUnknown(

@@ -33,9 +33,13 @@ impl CarrierAction {
     }
 
     pub fn parse(s: &str) -> Option<CarrierAction> {
-        [CarrierAction::Stop, CarrierAction::Restore, CarrierAction::Cancel]
-            .into_iter()
-            .find(|a| a.as_str() == s)
+        [
+            CarrierAction::Stop,
+            CarrierAction::Restore,
+            CarrierAction::Cancel,
+        ]
+        .into_iter()
+        .find(|a| a.as_str() == s)
     }
 
     /// What the card's carrier state is once the action is applied, in `Card::expected_carrier_state`

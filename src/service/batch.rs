@@ -83,6 +83,12 @@ impl BatchService {
         }
     }
 
+    /// Runs retry backoff and timestamps on `clock`.
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> BatchService {
+        self.clock = clock;
+        self
+    }
+
     /// Stores the batch (and, with a request id, its answer) and returns it; the worker does
     /// the rest.
     pub async fn create(

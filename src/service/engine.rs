@@ -19,6 +19,9 @@ use super::CardService;
 use crate::clock::{Clock, SystemClock};
 use crate::domain::lifecycle;
 
+/// How long an engine holds the cards it claimed without finishing them.
+pub const DEFAULT_LEASE: chrono::Duration = chrono::Duration::seconds(60);
+
 /// How many cards one claim takes; also the size of one write transaction.
 pub const DEFAULT_BATCH: u32 = 1000;
 
@@ -61,7 +64,7 @@ impl Engine {
             service,
             owner: format!("engine-{}", uuid::Uuid::new_v4().simple()),
             lease_clock: Arc::new(SystemClock),
-            lease: chrono::Duration::seconds(60),
+            lease: DEFAULT_LEASE,
             batch: DEFAULT_BATCH,
             running: Arc::new(Mutex::new(())),
         }

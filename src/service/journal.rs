@@ -260,7 +260,8 @@ impl CardService {
             )
             .await?;
         self.holder.hold(op);
-        let since = DateTime::<Utc>::from_timestamp_millis(now_ms).unwrap_or_else(|| self.ops_clock.now());
+        let since =
+            DateTime::<Utc>::from_timestamp_millis(now_ms).unwrap_or_else(|| self.ops_clock.now());
         let result = self.send_intent(carrier, &t, op, action, since).await;
         self.holder.drop_hold(op);
         result
@@ -356,7 +357,9 @@ impl CardService {
                 }
             }
         }
-        Ok(ServiceError::Rule(crate::domain::RuleViolation::ChangePending(p.action)))
+        Ok(ServiceError::Rule(
+            crate::domain::RuleViolation::ChangePending(p.action),
+        ))
     }
 
     /// Renews the leases of the intents this process is calling carriers for right now.

@@ -22,8 +22,6 @@ use tracing::{info, warn};
 
 use crate::auth::Principal;
 use crate::carrier::{Carrier, CarrierError, Carriers, OnboardCard, ServiceState};
-pub use journal::{DriftRepair, JournalConfig};
-use journal::{Holder, Origin};
 use crate::clock::Clock;
 use crate::domain::diagnosis::{self, Diagnosis};
 use crate::domain::lifecycle;
@@ -32,6 +30,8 @@ use crate::domain::{
     Card, CarrierAction, CarrierId, CarrierPolicy, Fen, Iccid, RuleViolation, Transition,
 };
 use crate::store::{AuditRecord, CardFilter, IdempotencyRecord, Store, StoreError};
+pub use journal::{DriftRepair, JournalConfig};
+use journal::{Holder, Origin};
 
 use locks::CardLocks;
 
@@ -533,13 +533,17 @@ impl CardService {
         let carrier = self.carrier(card.carrier)?;
         let now = self.now();
         let settled = lifecycle::advance(&card, carrier.policy(), now);
-        let at_carrier = carrier
-            .card(iccid)
-            .await
-            .map_err(|error| ServiceError::Carrier {
-                carrier: card.carrier,
-                error,
-            })?;
+        let at_carrier = match carrier.card(iccid).await {
+            Ok(c) => Some(c),
+            // A pending change is the answer whatever the carrier says: reads never wait on it.
+            Err(_) if card.pending.is_some() => None,
+            Err(error) => {
+                return Err(ServiceError::Carrier {
+                    carrier: card.carrier,
+                    error,
+                })
+            }
+        };
         let mut history: Vec<diagnosis::HistoryEntry> = self
             .store
             .recent_card_events(iccid, 200)
@@ -556,15 +560,21 @@ impl CardService {
             at: e.at,
             amount: e.amount,
         }));
-        let facts = diagnosis::CarrierFacts {
-            // Usage the carrier counted in an earlier cycle is not this cycle's.
-            cycle_usage_bytes: at_carrier.cycle_usage_bytes,
-            last_session_at: at_carrier.last_session_at,
-            // Compared with the card only when time has not moved its carrier state since it
-            // was stored (a due stop the engine has yet to send is not drift).
-            service_state: (card.expected_carrier_state()
-                == settled.card.expected_carrier_state())
-            .then_some(at_carrier.state.as_str()),
+        let facts = match &at_carrier {
+            Some(at_carrier) => diagnosis::CarrierFacts {
+                // Usage the carrier counted in an earlier cycle is not this cycle's.
+                cycle_usage_bytes: at_carrier.cycle_usage_bytes,
+                last_session_at: at_carrier.last_session_at,
+                // Compared with the card only when time has not moved its carrier state since
+                // it was stored (a due stop the engine has yet to send is not drift).
+                service_state: (card.expected_carrier_state()
+                    == settled.card.expected_carrier_state())
+                .then_some(at_carrier.state.as_str()),
+            },
+            None => diagnosis::CarrierFacts {
+                cycle_usage_bytes: settled.card.cycle_usage_bytes,
+                ..Default::default()
+            },
         };
         Ok((
             diagnosis::diagnose(&settled.card, carrier.policy(), &facts, &history, now, lang),
@@ -619,6 +629,7 @@ impl CardService {
                 carrier: carrier.id(),
                 error,
             })?;
+        self.check_drift(&before, at_carrier.state).await?;
         let card = self.apply_reading(iccid, &at_carrier).await?;
         match &card.pool {
             Some(pool) => {

@@ -244,7 +244,10 @@ async fn an_unknown_outcome_is_pending_never_failed_and_settles_forward_from_the
         .suspend(&before.iccid, &caller, Some(&idem_for("r-1", &respond)))
         .await
         .unwrap_err();
-    assert!(matches!(again, ServiceError::OutcomePending { .. }), "{again}");
+    assert!(
+        matches!(again, ServiceError::OutcomePending { .. }),
+        "{again}"
+    );
     let other = f
         .service
         .recharge(&before.iccid, Fen(500), &sys(), None)
@@ -259,7 +262,12 @@ async fn an_unknown_outcome_is_pending_never_failed_and_settles_forward_from_the
     );
     assert_eq!(other.to_string().contains("stop"), true);
     assert_eq!(
-        f.store.get_card(&before.iccid).await.unwrap().unwrap().balance,
+        f.store
+            .get_card(&before.iccid)
+            .await
+            .unwrap()
+            .unwrap()
+            .balance,
         before.balance
     );
 
@@ -274,7 +282,10 @@ async fn an_unknown_outcome_is_pending_never_failed_and_settles_forward_from_the
     assert_eq!(f.service.settle_open_intents().await.unwrap(), 1);
     let after = f.store.get_card(&before.iccid).await.unwrap().unwrap();
     assert!(after.stop_reasons.contains(StopReason::Manual));
-    assert_eq!((after.pending.clone(), after.version), (None, before.version + 1));
+    assert_eq!(
+        (after.pending.clone(), after.version),
+        (None, before.version + 1)
+    );
     let ops = f.store.card_ops(&before.iccid).await.unwrap();
     assert_eq!((ops.len(), ops[0].status.as_str()), (1, "APPLIED"));
     // The request's answer is the settled outcome, and the history has the stop once.

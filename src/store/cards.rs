@@ -25,7 +25,8 @@ const NUM_COLUMNS: usize = 30;
 
 /// What a read returns: the written columns and the journal's and the sync's own (an open
 /// intent, drift), which only they write.
-const SELECT_COLUMNS: &str = "iccid, msisdn, imsi, carrier, customer_id, quota_bytes, monthly_fee_fen, \
+const SELECT_COLUMNS: &str =
+    "iccid, msisdn, imsi, carrier, customer_id, quota_bytes, monthly_fee_fen, \
     validity_end_ms, auto_suspend, cancelled, status, stop_reasons, stage, real_name, balance_fen, \
     cycle_usage_bytes, cycle_start_ms, stage_since_ms, test_used_bytes, retention_fee_next_ms, \
     retention_ends_ms, expiry_restore_ms, arrears_paid, warnings, created_ms, updated_ms, version, \
@@ -451,8 +452,9 @@ impl Store {
         } else {
             format!("WHERE {}", conds.join(" AND "))
         };
-        let sql =
-            format!("SELECT {SELECT_COLUMNS} FROM cards {where_clause} ORDER BY iccid LIMIT {limit_ph}");
+        let sql = format!(
+            "SELECT {SELECT_COLUMNS} FROM cards {where_clause} ORDER BY iccid LIMIT {limit_ph}"
+        );
         let mut q = sqlx::query_as::<_, CardRow>(&sql);
         if let Some(c) = filter.carrier {
             q = q.bind(c.as_str());
@@ -543,8 +545,12 @@ impl Store {
         let mut detail = EventDetail::default();
         detail.carrier_state = Some(carrier_state.to_string());
         detail.expected_state = Some(card.expected_carrier_state().to_string());
-        insert_events(&mut tx, self.backend, &[NewEvent::of_card(card, event).with_detail(detail)])
-            .await?;
+        insert_events(
+            &mut tx,
+            self.backend,
+            &[NewEvent::of_card(card, event).with_detail(detail)],
+        )
+        .await?;
         tx.commit().await?;
         self.wrote_events();
         Ok(true)
@@ -737,15 +743,13 @@ impl Store {
 
     /// Number of cards with a transition due at `due_by`.
     pub async fn count_due(&self, due_by: DateTime<Utc>) -> Result<i64, StoreError> {
-        Ok(
-            sqlx::query(
-                "SELECT COUNT(*) AS n FROM cards WHERE next_due_ms <= $1 AND pending_op_id IS NULL",
-            )
-                .bind(due_by.timestamp_millis())
-                .fetch_one(&self.pool)
-                .await?
-                .try_get("n")?,
+        Ok(sqlx::query(
+            "SELECT COUNT(*) AS n FROM cards WHERE next_due_ms <= $1 AND pending_op_id IS NULL",
         )
+        .bind(due_by.timestamp_millis())
+        .fetch_one(&self.pool)
+        .await?
+        .try_get("n")?)
     }
 
     /// A card's history, oldest first, after event `after_id`.

@@ -421,10 +421,12 @@ impl Store {
     }
 
     pub async fn carrier_op(&self, id: i64) -> Result<Option<CarrierOp>, StoreError> {
-        let row = sqlx::query(&format!("SELECT {OP_COLUMNS} FROM carrier_ops WHERE id = $1"))
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row = sqlx::query(&format!(
+            "SELECT {OP_COLUMNS} FROM carrier_ops WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
         row.as_ref().map(op_from_row).transpose()
     }
 
@@ -447,6 +449,16 @@ impl Store {
                 .await?
                 .try_get("n")?,
         )
+    }
+
+    /// Cards with more than one open intent: always none (the store forbids it); for checks.
+    pub async fn cards_with_several_open_intents(&self) -> Result<Vec<String>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT iccid FROM carrier_ops WHERE status = 'OPEN' GROUP BY iccid HAVING COUNT(*) > 1",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|r| Ok(r.try_get("iccid")?)).collect()
     }
 
     /// The journal of one card, oldest first.

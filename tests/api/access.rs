@@ -265,6 +265,15 @@ async fn call(
             })
             .await,
         ),
+        "simgate.v1.SimulatorService/SetCarrierCardState" => code(
+            s.set_carrier_card_state(pb::SetCarrierCardStateRequest {
+                carrier: pb::Carrier::ChinaUnicom as i32,
+                iccid,
+                // The state it has: the row checks who may call, and changes nothing.
+                state: pb::CarrierServiceState::Active as i32,
+            })
+            .await,
+        ),
         "simgate.v1.OperationService/BatchSuspend" => code(
             ops.batch_suspend(pb::BatchRequest {
                 iccids: vec![iccid],
@@ -603,6 +612,7 @@ const MATRIX: &[&str] = &[
     "simgate.v1.SimulatorService/RecordUsage",
     "simgate.v1.SimulatorService/InjectFault",
     "simgate.v1.SimulatorService/SetFaults",
+    "simgate.v1.SimulatorService/SetCarrierCardState",
     "simgate.v1.OperationService/BatchSuspend",
     "simgate.v1.OperationService/BatchResume",
     "simgate.v1.OperationService/BatchRecharge",

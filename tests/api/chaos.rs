@@ -213,10 +213,7 @@ async fn a_storm_of_carrier_failures_leaves_simgate_and_the_carriers_agreeing() 
             .await
             .unwrap();
     }
-    app.service
-        .settle_open_intents_now()
-        .await
-        .unwrap();
+    app.service.settle_open_intents_now().await.unwrap();
     for (iccid, amount, id) in &failed {
         let r = app
             .cards

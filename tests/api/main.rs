@@ -13,6 +13,7 @@ mod diagnosis;
 mod engine;
 mod errors;
 mod idempotency;
+mod journal;
 mod lifecycle;
 mod monitoring;
 mod operability;

@@ -246,10 +246,7 @@ async fn a_batch_through_a_storm_of_carrier_failures_changes_each_card_exactly_o
         })
         .await
         .unwrap();
-    app.service
-        .settle_open_intents_now()
-        .await
-        .unwrap();
+    app.service.settle_open_intents_now().await.unwrap();
     assert_eq!(
         app.store.count_events("card.suspended").await.unwrap(),
         last.done as i64,

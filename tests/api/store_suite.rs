@@ -163,10 +163,7 @@ async fn due_cards_are_claimed_once_and_batches_skip_stale_cards(store: Store) {
     // One card changed behind the batch's back: only that one is skipped.
     let mut stale = a[1].clone();
     stale.balance = Fen(1);
-    store
-        .update_card(&stale, &[], None, None, 0)
-        .await
-        .unwrap();
+    store.update_card(&stale, &[], None, None, 0).await.unwrap();
     let batch: Vec<_> = a
         .iter()
         .map(|c| {
@@ -229,13 +226,7 @@ async fn stale_versions_are_refused(store: Store) {
     stale.balance = Fen(999);
     assert!(matches!(
         store
-            .update_card(
-                &stale,
-                &[event(&stale, "card.recharged")],
-                None,
-                None,
-                0
-            )
+            .update_card(&stale, &[event(&stale, "card.recharged")], None, None, 0)
             .await,
         Err(StoreError::Conflict)
     ));
