@@ -6,6 +6,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use simgate::pb;
+use simgate::pb::operation_service_client::OperationServiceClient;
 use simgate::store::{CardFilter, Store, StoreOptions};
 
 use crate::helpers::*;
@@ -24,10 +25,10 @@ impl Drop for Server {
 }
 
 fn start(db_url: &str, port: u16) -> Server {
-    Server(spawn(db_url, port))
+    Server(spawn(db_url, port, &[]))
 }
 
-fn spawn(db_url: &str, port: u16) -> Child {
+fn spawn(db_url: &str, port: u16, env: &[(&str, &str)]) -> Child {
     Command::new(env!("CARGO_BIN_EXE_simgate"))
         .args([
             "serve",
@@ -39,6 +40,7 @@ fn spawn(db_url: &str, port: u16) -> Child {
         .env("SIMGATE_BOOTSTRAP_KEY", ADMIN_KEY)
         .env("SIMGATE_METRICS__ENABLED", "false")
         .env("RUST_LOG", "warn")
+        .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -217,4 +219,189 @@ async fn a_server_killed_mid_batch_finishes_it_after_restart_changing_each_card_
             (simgate::carrier::ServiceState::Stopped, 1)
         );
     }
+}
+
+/// Cards of the crash × downtime drills: enough for changes in flight at the kill, small enough
+/// to run in seconds.
+const DRILL_CARDS: u64 = 2_000;
+
+/// The journal lease of the drills' servers: how long after a kill -9 its intents wait for a
+/// new owner (the one wall-clock wait a crash needs).
+const DRILL_LEASE_MS: &str = "1500";
+
+async fn operation(ops: &mut OperationServiceClient<Authed>, id: &str) -> pb::Operation {
+    ops.get_operation(pb::GetOperationRequest {
+        id: id.into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap()
+    .into_inner()
+}
+
+/// kill -9 mid-batch while changes the carrier applied have no answer yet, then a restart (at
+/// once, or after downtime longer than the old reconciler's 60 s threshold, simulated by
+/// moving every stored journal and retry time 75 s into the past and the simulated clock two
+/// minutes on). Every card ends changed exactly once at the carrier, the store agrees on every
+/// card, the history is complete and every item answers its real outcome.
+async fn killed_with_changes_in_flight(downtime: bool) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("simgate.db");
+    let db_url = format!("sqlite://{}", path.display());
+    let port = free_port();
+    let env = [("SIMGATE_JOURNAL__LEASE_MS", DRILL_LEASE_MS)];
+    let mut child = Server(spawn(&db_url, port, &env));
+    let channel = connect(port).await;
+    let mut cards = cards_client(&channel, ADMIN_KEY);
+    let iccids: Vec<String> = (0..DRILL_CARDS).map(telecom_iccid).collect();
+    cards
+        .import_cards(pb::ImportCardsRequest {
+            cards: iccids
+                .iter()
+                .map(|i| card_input(i, pb::Carrier::ChinaTelecom))
+                .collect(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut sim = sim_client(&channel, ADMIN_KEY);
+    let faults = |responses_lost| pb::SetFaultsRequest {
+        carrier: pb::Carrier::ChinaTelecom as i32,
+        // Keeps changes in flight, and some answered only after a read-back.
+        latency_ms: 2,
+        timeout_after_apply_rate: 0.1,
+        responses_lost,
+        ..Default::default()
+    };
+    sim.set_faults(faults(false)).await.unwrap();
+    let mut ops = operations_client(&channel, ADMIN_KEY);
+    let op = ops
+        .batch_suspend(pb::BatchRequest {
+            iccids: iccids.clone(),
+            request_id: "drill".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while operation(&mut ops, &op.id).await.done < DRILL_CARDS / 5 {
+        assert!(Instant::now() < deadline, "no progress");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The carrier goes silent: changes land, answers do not. Kill once some are pending.
+    sim.set_faults(faults(true)).await.unwrap();
+    let store = Store::connect(&db_url, StoreOptions::default())
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while store.count_open_intents().await.unwrap() == 0 {
+        assert!(Instant::now() < deadline, "no change went unanswered");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    child.0.kill().unwrap(); // SIGKILL
+    child.0.wait().unwrap();
+    let open_at_kill = store.count_open_intents().await.unwrap();
+    assert!(open_at_kill > 0);
+    let before = operation_counts(&store, &op.id).await;
+    assert!(before.pending > 0, "killed before the end");
+    if downtime {
+        // The server stays down past the old reconciler's threshold.
+        let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", path.display()))
+            .await
+            .unwrap();
+        for sql in [
+            "UPDATE carrier_ops SET created_ms = created_ms - 75000, updated_ms = updated_ms - 75000, \
+             lease_until_ms = lease_until_ms - 75000, next_attempt_ms = next_attempt_ms - 75000",
+            "UPDATE batch_items SET next_attempt_ms = next_attempt_ms - 75000 WHERE next_attempt_ms > 0",
+        ] {
+            sqlx::query(sql).execute(&pool).await.unwrap();
+        }
+        pool.close().await;
+    }
+
+    let _child = Server(spawn(&db_url, port, &env));
+    let channel = connect(port).await;
+    let mut ops = operations_client(&channel, ADMIN_KEY);
+    if downtime {
+        sim_client(&channel, ADMIN_KEY)
+            .advance_clock(pb::AdvanceClockRequest {
+                by: Some(prost_types::Duration {
+                    seconds: 120,
+                    nanos: 0,
+                }),
+            })
+            .await
+            .unwrap();
+    }
+    // The client retrying its request after the crash gets the same operation.
+    let again = ops
+        .batch_suspend(pb::BatchRequest {
+            iccids: iccids.clone(),
+            request_id: "drill".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(again.id, op.id);
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let done = loop {
+        let p = operation(&mut ops, &op.id).await;
+        if p.state != pb::OperationState::Running as i32 {
+            break p;
+        }
+        assert!(Instant::now() < deadline, "batch did not finish: {p:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        (done.state, done.done, done.failed, done.pending),
+        (pb::OperationState::Done as i32, DRILL_CARDS, 0, 0),
+        "complete report"
+    );
+    assert_eq!(store.count_open_intents().await.unwrap(), 0);
+    assert_eq!(
+        store.count_events("card.suspended").await.unwrap(),
+        DRILL_CARDS as i64,
+        "one suspension per card in the history"
+    );
+    for iccid in &iccids {
+        let iccid = simgate::domain::Iccid::parse_any(iccid).unwrap();
+        let at_carrier = store
+            .sim_card(simgate::domain::CarrierId::Telecom, &iccid, 0)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (at_carrier.state, at_carrier.changes),
+            (simgate::carrier::ServiceState::Stopped, 1),
+            "{iccid}: changed exactly once at the carrier"
+        );
+        let card = store.get_card(&iccid).await.unwrap().unwrap();
+        assert!(
+            card.stop_reasons.contains(simgate::domain::StopReason::Manual),
+            "{iccid}: store = carrier"
+        );
+        assert_eq!(card.pending, None);
+        let applied = store
+            .card_ops(&iccid)
+            .await
+            .unwrap()
+            .iter()
+            .filter(|o| o.status == "APPLIED")
+            .count();
+        assert_eq!(applied, 1, "{iccid}: one applied change in the journal");
+    }
+}
+
+async fn operation_counts(store: &Store, id: &str) -> simgate::store::BatchCounts {
+    store.batch_counts(id).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_with_unanswered_changes_then_restarted_at_once_changes_each_card_once() {
+    killed_with_changes_in_flight(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_with_unanswered_changes_then_down_past_the_old_threshold_changes_each_card_once() {
+    killed_with_changes_in_flight(true).await;
 }
