@@ -166,8 +166,8 @@ pub struct ShutdownConfig {
     /// notice before connections are refused (default 0).
     pub drain_ms: u64,
     /// How long in-flight calls and carrier calls may take to finish before they are cut
-    /// (default 30000). A cut carrier call stays in the journal and is reconciled at the next
-    /// start.
+    /// (default 30000). A cut carrier call stays an open intent in the journal and is settled
+    /// from the carrier's state once its lease runs out.
     pub grace_ms: u64,
 }
 

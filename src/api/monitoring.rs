@@ -155,6 +155,8 @@ pub fn event_to_pb(e: &EventRow) -> pb::Event {
             value: a.value,
             unit: a.unit.clone(),
         }),
+        carrier_state: e.detail.carrier_state.clone().unwrap_or_default(),
+        expected_state: e.detail.expected_state.clone().unwrap_or_default(),
     }
 }
 

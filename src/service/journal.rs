@@ -31,8 +31,10 @@ use crate::store::{AuditRecord, IdempotencyRecord, IntentPlan, NewIntent, StoreE
 pub const DEFAULT_LEASE_MS: u64 = 15_000;
 /// How often the settler looks for intents to settle and renews the leases it holds.
 pub const DEFAULT_SETTLE_INTERVAL_MS: u64 = 1_000;
-/// Longest wait between two settling reads of one intent whose carrier does not answer.
-const MAX_SETTLE_BACKOFF_MS: i64 = 60_000;
+/// Longest wait between two settling reads of one intent whose carrier does not answer. Short:
+/// a read is cheap, the card is blocked until it succeeds, and a carrier that is down is
+/// already spared by its circuit breaker.
+const MAX_SETTLE_BACKOFF_MS: i64 = 10_000;
 /// Intents one settling pass claims at most.
 const SETTLE_BATCH: u32 = 100;
 
@@ -196,6 +198,28 @@ async fn send(carrier: &dyn Carrier, iccid: &Iccid, action: CarrierAction) -> Se
     Sent::NotApplied(fail(
         last.unwrap_or_else(|| CarrierError::Transient("no attempt made".into())),
     ))
+}
+
+/// A settling read: a transient failure or rate limit is retried at once a few times (a read
+/// changes nothing), so one flaky answer does not leave the card blocked for a backoff period.
+async fn read_with_retries(
+    carrier: &dyn Carrier,
+    iccid: &Iccid,
+) -> Result<crate::carrier::CarrierCard, CarrierError> {
+    let mut backoff = std::time::Duration::from_millis(20);
+    let mut attempt = 1;
+    loop {
+        match carrier.card(iccid).await {
+            Err(CarrierError::Transient(_) | CarrierError::RateLimited { .. })
+                if attempt < CARRIER_ATTEMPTS =>
+            {
+                tokio::time::sleep(jittered(backoff)).await;
+                backoff *= 2;
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
 }
 
 impl CardService {
@@ -439,7 +463,7 @@ impl CardService {
         let carrier = self.carrier(carrier_id)?.clone();
         let _guard = self.locks.lock(iccid.as_str()).await;
         let owner = &self.holder.owner;
-        match carrier.card(&iccid).await {
+        match read_with_retries(carrier.as_ref(), &iccid).await {
             Ok(c) if c.state == wanted_state(action) => {
                 let after = self
                     .store
@@ -474,7 +498,7 @@ impl CardService {
             }
             Err(e) => {
                 let now = self.ops_now_ms();
-                let wait = (1_000i64 << op.attempts.clamp(0, 6)).min(MAX_SETTLE_BACKOFF_MS);
+                let wait = (500i64 << op.attempts.clamp(0, 5)).min(MAX_SETTLE_BACKOFF_MS);
                 self.store
                     .release_intent(
                         op.id,

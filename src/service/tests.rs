@@ -195,9 +195,10 @@ async fn an_unknown_outcome_is_pending_never_failed_and_settles_forward_from_the
         .times(1)
         .in_sequence(&mut reads)
         .returning(|_| Err(CarrierError::CircuitOpen("circuit open".into())));
-    // The settler's first read: still down; its second: the stop is there.
+    // The settler's first pass: still down (each of its quick retries too); its next: the stop
+    // is there.
     m.expect_card()
-        .times(1)
+        .times(CARRIER_ATTEMPTS as usize)
         .in_sequence(&mut reads)
         .returning(|_| Err(CarrierError::Transient("down".into())));
     m.expect_card()

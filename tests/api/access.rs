@@ -904,7 +904,10 @@ async fn every_change_and_refusal_is_audited_with_who_and_the_request_id() {
         .await
         .unwrap()
         .into_inner();
-    let secret = keys.operator.rsplit('_').next().unwrap();
+    // `sgk_<id>_<secret>`: the secret (base64url, which may itself hold a `_`) is all after the
+    // second underscore.
+    let secret = keys.operator.splitn(3, '_').nth(2).unwrap();
+    assert!(secret.len() >= 40, "{secret}");
     assert!(!format!("{all:?}").contains(secret));
 
     // Paging, newest first.

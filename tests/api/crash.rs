@@ -377,7 +377,8 @@ async fn killed_with_changes_in_flight(downtime: bool) {
         );
         let card = store.get_card(&iccid).await.unwrap().unwrap();
         assert!(
-            card.stop_reasons.contains(simgate::domain::StopReason::Manual),
+            card.stop_reasons
+                .contains(simgate::domain::StopReason::Manual),
             "{iccid}: store = carrier"
         );
         assert_eq!(card.pending, None);
@@ -404,4 +405,188 @@ async fn killed_with_unanswered_changes_then_restarted_at_once_changes_each_card
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_with_unanswered_changes_then_down_past_the_old_threshold_changes_each_card_once() {
     killed_with_changes_in_flight(true).await;
+}
+
+/// A PostgreSQL database of its own for one test (the server processes cannot be pointed at a
+/// schema), dropped afterwards even if the test fails.
+struct OwnDatabase {
+    admin_url: String,
+    name: String,
+    url: String,
+}
+
+impl OwnDatabase {
+    async fn create(base_url: &str) -> OwnDatabase {
+        let name = format!("simgate_t_{}", uuid::Uuid::new_v4().simple());
+        let admin = sqlx::PgPool::connect(base_url).await.unwrap();
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&admin)
+            .await
+            .unwrap();
+        admin.close().await;
+        let mut url = url::Url::parse(base_url).unwrap();
+        url.set_path(&format!("/{name}"));
+        OwnDatabase {
+            admin_url: base_url.to_string(),
+            name,
+            url: url.to_string(),
+        }
+    }
+}
+
+impl Drop for OwnDatabase {
+    fn drop(&mut self) {
+        let (admin_url, name) = (self.admin_url.clone(), self.name.clone());
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                if let Ok(admin) = sqlx::PgPool::connect(&admin_url).await {
+                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                        .execute(&admin)
+                        .await;
+                    admin.close().await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// Two `simgate serve` processes on one PostgreSQL suspend and resume the same 200 cards at
+/// random while a fifth of the carrier's answers are lost. No card ever has two open intents,
+/// and for every card the carrier's change count equals simgate's history.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_server_processes_on_one_postgres_change_each_card_once_per_request() {
+    let Some(pg) = TestDb::new(Backend::Postgres) else {
+        return;
+    };
+    let db = OwnDatabase::create(&pg.url).await;
+    let ports = [free_port(), free_port()];
+    let _a = Server(spawn(&db.url, ports[0], &[]));
+    // The second waits for the first's migrations, as a rolling start would.
+    let ch_a = connect(ports[0]).await;
+    let _b = Server(spawn(&db.url, ports[1], &[]));
+    let ch_b = connect(ports[1]).await;
+    let iccids: Vec<String> = (0..200).map(mobile_iccid).collect();
+    cards_client(&ch_a, ADMIN_KEY)
+        .import_cards(pb::ImportCardsRequest {
+            cards: iccids
+                .iter()
+                .map(|i| card_input(i, pb::Carrier::ChinaMobile))
+                .collect(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let faults = |rate| pb::SetFaultsRequest {
+        carrier: pb::Carrier::ChinaMobile as i32,
+        timeout_after_apply_rate: rate,
+        ..Default::default()
+    };
+    for ch in [&ch_a, &ch_b] {
+        sim_client(ch, ADMIN_KEY)
+            .set_faults(faults(0.2))
+            .await
+            .unwrap();
+    }
+    let store = Store::connect(&db.url, StoreOptions::default())
+        .await
+        .unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watcher = {
+        let (store, stop) = (store.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut checks = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let twice = store.cards_with_several_open_intents().await.unwrap();
+                assert!(twice.is_empty(), "two open intents on {twice:?}");
+                checks += 1;
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            checks
+        })
+    };
+    let mut workers = Vec::new();
+    for w in 0..6u64 {
+        let mut c = cards_client(if w % 2 == 0 { &ch_a } else { &ch_b }, ADMIN_KEY);
+        let iccids = iccids.clone();
+        workers.push(tokio::spawn(async move {
+            let mut rng = fastrand::Rng::with_seed(w + 11);
+            for n in 0..150 {
+                let iccid = iccids[rng.usize(..iccids.len())].clone();
+                let request_id = format!("p{w}-{n}");
+                let r = if rng.bool() {
+                    c.suspend_card(pb::SuspendCardRequest { iccid, request_id })
+                        .await
+                        .map(|_| ())
+                } else {
+                    c.resume_card(pb::ResumeCardRequest { iccid, request_id })
+                        .await
+                        .map(|_| ())
+                };
+                if let Err(e) = r {
+                    assert!(
+                        matches!(
+                            e.code(),
+                            tonic::Code::Aborted
+                                | tonic::Code::FailedPrecondition
+                                | tonic::Code::Unavailable
+                        ),
+                        "{e:?}"
+                    );
+                }
+            }
+        }));
+    }
+    for w in workers {
+        w.await.unwrap();
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(watcher.await.unwrap() > 0);
+    for ch in [&ch_a, &ch_b] {
+        sim_client(ch, ADMIN_KEY)
+            .set_faults(faults(0.0))
+            .await
+            .unwrap();
+    }
+    // The servers' settlers finish what is open (backoff is at most 10 s).
+    let deadline = Instant::now() + Duration::from_secs(180);
+    while store.count_open_intents().await.unwrap() > 0 {
+        assert!(Instant::now() < deadline, "intents left open");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut changed = 0;
+    for iccid in &iccids {
+        let iccid = simgate::domain::Iccid::parse_any(iccid).unwrap();
+        let at_carrier = store
+            .sim_card(simgate::domain::CarrierId::Mobile, &iccid, 0)
+            .await
+            .unwrap()
+            .unwrap();
+        let history = store
+            .card_events(&iccid)
+            .await
+            .unwrap()
+            .iter()
+            .filter(|e| e.kind == "card.suspended" || e.kind == "card.resumed")
+            .count();
+        assert_eq!(
+            at_carrier.changes as usize, history,
+            "{iccid}: carrier changes = history"
+        );
+        let card = store.get_card(&iccid).await.unwrap().unwrap();
+        let expected = if card.is_online() {
+            simgate::carrier::ServiceState::Active
+        } else {
+            simgate::carrier::ServiceState::Stopped
+        };
+        assert_eq!(at_carrier.state, expected, "{iccid}: store = carrier");
+        assert_eq!(card.pending, None);
+        changed += history;
+    }
+    assert!(changed > 200, "the workers changed cards: {changed}");
+    store.close().await;
 }

@@ -424,10 +424,30 @@ async fn drift_behind_simgates_back_is_reported_after_the_next_sync() {
     assert_eq!(d.verdict, pb::Verdict::CarrierStateDiffers as i32, "{d:?}");
     assert_eq!(d.findings[0].code, "CARRIER_STATE_DIFFERS");
     assert!(d.summary.contains("STOPPED"), "{}", d.summary);
-    // Reported once, however often it is synced.
+    // Reported once, however often it is synced, with both states.
     app.service.sync_all_usage().await.unwrap();
     let kinds = kinds_of(&mut app, TELECOM_ICCID).await;
     assert_eq!(count(&kinds, "card.drift_detected"), 1, "{kinds:?}");
+    let events = monitoring_client(&app.channel, ADMIN_KEY)
+        .list_events(pb::ListEventsRequest {
+            filter: Some(pb::EventFilter {
+                kinds: vec!["card.drift_detected".into()],
+                ..Default::default()
+            }),
+            page_size: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .events;
+    assert_eq!(
+        events
+            .iter()
+            .map(|e| (e.carrier_state.as_str(), e.expected_state.as_str()))
+            .collect::<Vec<_>>(),
+        [("STOPPED", "ACTIVE")]
+    );
     // Carrier and card agree again: the drift is cleared.
     app.sim
         .set_carrier_card_state(pb::SetCarrierCardStateRequest {
