@@ -261,7 +261,7 @@ async fn an_unknown_outcome_is_pending_never_failed_and_settles_forward_from_the
         ),
         "{other}"
     );
-    assert_eq!(other.to_string().contains("stop"), true);
+    assert!(other.to_string().contains("stop"), "{other}");
     assert_eq!(
         f.store
             .get_card(&before.iccid)

@@ -542,9 +542,11 @@ impl Store {
             tx.rollback().await?;
             return Ok(false);
         }
-        let mut detail = EventDetail::default();
-        detail.carrier_state = Some(carrier_state.to_string());
-        detail.expected_state = Some(card.expected_carrier_state().to_string());
+        let detail = EventDetail {
+            carrier_state: Some(carrier_state.to_string()),
+            expected_state: Some(card.expected_carrier_state().to_string()),
+            ..EventDetail::default()
+        };
         insert_events(
             &mut tx,
             self.backend,

@@ -520,6 +520,12 @@ async fn drift_repair_sends_the_carrier_the_cards_state_when_configured() {
 /// answers lost now and then. No card ever has two open intents, and every card's carrier
 /// changes equal simgate's history of it.
 async fn two_servers_on_one_database(backend: Backend) {
+    if std::env::var(TRANSPORT_ENV).as_deref() == Ok("http") {
+        // What this checks lives in the store; over HTTP each lost answer would only add the
+        // adapter's 3 s timeout (about a minute in all). The wire's lost answers are drilled by
+        // the tests above.
+        return;
+    }
     let Some(db) = TestDb::new(backend) else {
         return;
     };
