@@ -172,6 +172,38 @@ fn at_carrier(state: ServiceState) -> impl Fn(&Iccid) -> Result<CarrierCard, Car
     }
 }
 
+/// Opens a stop intent for `planned` as process `owner` would, holding it until `lease_until_ms`.
+async fn open_stop(
+    f: &Fixture,
+    carrier: CarrierId,
+    planned: &Transition,
+    owner: &str,
+    now_ms: i64,
+    lease_until_ms: i64,
+) -> Result<i64, StoreError> {
+    f.store
+        .open_intent(
+            &crate::store::NewIntent {
+                carrier,
+                action: CarrierAction::Stop,
+                source: "SuspendCard:elsewhere",
+                key_id: "k",
+                request_id: "",
+                owner,
+                now_ms,
+                lease_until_ms,
+            },
+            &crate::store::IntentPlan {
+                card: &planned.card,
+                events: &planned.events,
+                audit: None,
+                answer: None,
+                usage_bytes: 0,
+            },
+        )
+        .await
+}
+
 fn idem_for<'a>(
     request_id: &str,
     respond: &'a (dyn Fn(&Card, &Card) -> Vec<u8> + Send + Sync),
@@ -359,52 +391,26 @@ async fn an_intent_is_owned_by_a_lease_not_by_its_age() {
     let planned = rules::suspend(&before, now()).unwrap();
     let start = f.ops.now().timestamp_millis();
     // Another process opened the intent and is calling the carrier; its lease runs 15 s.
-    let op = f
-        .store
-        .open_intent(
-            &crate::store::NewIntent {
-                carrier: CarrierId::Telecom,
-                action: CarrierAction::Stop,
-                source: "SuspendCard:elsewhere",
-                key_id: "k",
-                request_id: "",
-                owner: "another-process",
-                now_ms: start,
-                lease_until_ms: start + 15_000,
-            },
-            &crate::store::IntentPlan {
-                card: &planned.card,
-                events: &planned.events,
-                audit: None,
-                answer: None,
-                usage_bytes: 0,
-            },
-        )
-        .await
-        .unwrap();
+    let op = open_stop(
+        &f,
+        CarrierId::Telecom,
+        &planned,
+        "another-process",
+        start,
+        start + 15_000,
+    )
+    .await
+    .unwrap();
     // At most one open intent per card: a second one is refused by the store.
-    let second = f
-        .store
-        .open_intent(
-            &crate::store::NewIntent {
-                carrier: CarrierId::Telecom,
-                action: CarrierAction::Stop,
-                source: "SuspendCard:here",
-                key_id: "k",
-                request_id: "",
-                owner: "this-process",
-                now_ms: start,
-                lease_until_ms: start + 15_000,
-            },
-            &crate::store::IntentPlan {
-                card: &planned.card,
-                events: &planned.events,
-                audit: None,
-                answer: None,
-                usage_bytes: 0,
-            },
-        )
-        .await;
+    let second = open_stop(
+        &f,
+        CarrierId::Telecom,
+        &planned,
+        "this-process",
+        start,
+        start + 15_000,
+    )
+    .await;
     assert!(matches!(second, Err(StoreError::Conflict)), "{second:?}");
     // However old, an intent whose owner still holds it is left alone.
     f.ops.advance(Duration::seconds(14)).unwrap();
@@ -429,26 +435,7 @@ async fn writes_other_than_the_journals_are_refused_while_a_change_is_pending() 
     let f = fixture(mock(CarrierId::Mobile)).await;
     let before = imported(&f, new_card(CarrierId::Mobile)).await;
     let planned = rules::suspend(&before, now()).unwrap();
-    f.store
-        .open_intent(
-            &crate::store::NewIntent {
-                carrier: CarrierId::Mobile,
-                action: CarrierAction::Stop,
-                source: "test",
-                key_id: "",
-                request_id: "",
-                owner: "someone",
-                now_ms: 0,
-                lease_until_ms: i64::MAX,
-            },
-            &crate::store::IntentPlan {
-                card: &planned.card,
-                events: &planned.events,
-                audit: None,
-                answer: None,
-                usage_bytes: 0,
-            },
-        )
+    open_stop(&f, CarrierId::Mobile, &planned, "someone", 0, i64::MAX)
         .await
         .unwrap();
     // A writer that read the card before the intent (same version) still loses.

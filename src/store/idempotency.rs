@@ -22,26 +22,13 @@ pub(super) async fn insert_idempotency(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     r: &IdempotencyRecord,
 ) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO idempotency (key_id, request_id, method, fingerprint, response, created_ms) \
-         VALUES ($1, $2, $3, $4, $5, $6)",
-    )
-    .bind(r.key_id.clone())
-    .bind(r.request_id.clone())
-    .bind(r.method.clone())
-    .bind(r.fingerprint.clone())
-    .bind(r.response.clone())
-    .bind(r.created_ms)
-    .execute(&mut **tx)
-    .await
-    .map_err(|e| match &e {
+    insert(tx, r, "").await.map_err(|e| match &e {
         sqlx::Error::Database(d) if d.is_unique_violation() => StoreError::Duplicate {
             field: "request_id",
             value: r.request_id.clone(),
         },
         _ => e.into(),
-    })?;
-    Ok(())
+    })
 }
 
 /// The same, keeping an answer already stored under the id (a settled intent's answer: the
@@ -50,10 +37,19 @@ pub(super) async fn insert_idempotency_if_absent(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     r: &IdempotencyRecord,
 ) -> Result<(), StoreError> {
-    sqlx::query(
+    insert(tx, r, "ON CONFLICT (key_id, request_id) DO NOTHING").await?;
+    Ok(())
+}
+
+async fn insert(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    r: &IdempotencyRecord,
+    on_conflict: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(&format!(
         "INSERT INTO idempotency (key_id, request_id, method, fingerprint, response, created_ms) \
-         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (key_id, request_id) DO NOTHING",
-    )
+         VALUES ($1, $2, $3, $4, $5, $6) {on_conflict}"
+    ))
     .bind(r.key_id.clone())
     .bind(r.request_id.clone())
     .bind(r.method.clone())

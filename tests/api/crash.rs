@@ -496,54 +496,11 @@ async fn two_server_processes_on_one_postgres_change_each_card_once_per_request(
         .await
         .unwrap();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let watcher = {
-        let (store, stop) = (store.clone(), stop.clone());
-        tokio::spawn(async move {
-            let mut checks = 0u32;
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let twice = store.cards_with_several_open_intents().await.unwrap();
-                assert!(twice.is_empty(), "two open intents on {twice:?}");
-                checks += 1;
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-            checks
-        })
-    };
-    let mut workers = Vec::new();
-    for w in 0..6u64 {
-        let mut c = cards_client(if w % 2 == 0 { &ch_a } else { &ch_b }, ADMIN_KEY);
-        let iccids = iccids.clone();
-        workers.push(tokio::spawn(async move {
-            let mut rng = fastrand::Rng::with_seed(w + 11);
-            for n in 0..150 {
-                let iccid = iccids[rng.usize(..iccids.len())].clone();
-                let request_id = format!("p{w}-{n}");
-                let r = if rng.bool() {
-                    c.suspend_card(pb::SuspendCardRequest { iccid, request_id })
-                        .await
-                        .map(|_| ())
-                } else {
-                    c.resume_card(pb::ResumeCardRequest { iccid, request_id })
-                        .await
-                        .map(|_| ())
-                };
-                if let Err(e) = r {
-                    assert!(
-                        matches!(
-                            e.code(),
-                            tonic::Code::Aborted
-                                | tonic::Code::FailedPrecondition
-                                | tonic::Code::Unavailable
-                        ),
-                        "{e:?}"
-                    );
-                }
-            }
-        }));
-    }
-    for w in workers {
-        w.await.unwrap();
-    }
+    let watcher = watch_one_open_intent_per_card(store.clone(), stop.clone());
+    let clients = (0..6)
+        .map(|w| cards_client(if w % 2 == 0 { &ch_a } else { &ch_b }, ADMIN_KEY))
+        .collect();
+    random_suspends_and_resumes(clients, &iccids, 150, 11).await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     assert!(watcher.await.unwrap() > 0);
     for ch in [&ch_a, &ch_b] {
@@ -558,35 +515,8 @@ async fn two_server_processes_on_one_postgres_change_each_card_once_per_request(
         assert!(Instant::now() < deadline, "intents left open");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let mut changed = 0;
-    for iccid in &iccids {
-        let iccid = simgate::domain::Iccid::parse_any(iccid).unwrap();
-        let at_carrier = store
-            .sim_card(simgate::domain::CarrierId::Mobile, &iccid, 0)
-            .await
-            .unwrap()
-            .unwrap();
-        let history = store
-            .card_events(&iccid)
-            .await
-            .unwrap()
-            .iter()
-            .filter(|e| e.kind == "card.suspended" || e.kind == "card.resumed")
-            .count();
-        assert_eq!(
-            at_carrier.changes as usize, history,
-            "{iccid}: carrier changes = history"
-        );
-        let card = store.get_card(&iccid).await.unwrap().unwrap();
-        let expected = if card.is_online() {
-            simgate::carrier::ServiceState::Active
-        } else {
-            simgate::carrier::ServiceState::Stopped
-        };
-        assert_eq!(at_carrier.state, expected, "{iccid}: store = carrier");
-        assert_eq!(card.pending, None);
-        changed += history;
-    }
+    let changed =
+        assert_carrier_matches_history(&store, simgate::domain::CarrierId::Mobile, &iccids).await;
     assert!(changed > 200, "the workers changed cards: {changed}");
     store.close().await;
 }

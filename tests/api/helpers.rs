@@ -434,3 +434,109 @@ pub async fn spawn_with_limits(limits: simgate::carrier::guard::CarrierLimits) -
     let app = builder.build().await.unwrap();
     serve_built(app, db, clock).await
 }
+
+/// Random SuspendCard and ResumeCard calls on `iccids`, `calls` per client, all clients at once.
+/// Lost races (ABORTED), pending changes and refused resumes (FAILED_PRECONDITION) and unknown
+/// outcomes (UNAVAILABLE) are expected; anything else fails the test.
+pub async fn random_suspends_and_resumes(
+    clients: Vec<CardServiceClient<Authed>>,
+    iccids: &[String],
+    calls: usize,
+    seed: u64,
+) {
+    let mut workers = Vec::new();
+    for (w, mut c) in clients.into_iter().enumerate() {
+        let iccids = iccids.to_vec();
+        workers.push(tokio::spawn(async move {
+            let mut rng = fastrand::Rng::with_seed(seed + w as u64);
+            for n in 0..calls {
+                let iccid = iccids[rng.usize(..iccids.len())].clone();
+                let request_id = format!("{seed}-w{w}-{n}");
+                let r = if rng.bool() {
+                    c.suspend_card(pb::SuspendCardRequest { iccid, request_id })
+                        .await
+                        .map(|_| ())
+                } else {
+                    c.resume_card(pb::ResumeCardRequest { iccid, request_id })
+                        .await
+                        .map(|_| ())
+                };
+                if let Err(e) = r {
+                    assert!(
+                        matches!(
+                            e.code(),
+                            tonic::Code::Aborted
+                                | tonic::Code::FailedPrecondition
+                                | tonic::Code::Unavailable
+                        ),
+                        "{e:?}"
+                    );
+                }
+            }
+        }));
+    }
+    for w in workers {
+        w.await.expect("worker");
+    }
+}
+
+/// Checks, until `stop` turns true, that no card ever has two open carrier intents; returns how
+/// many checks it made.
+pub fn watch_one_open_intent_per_card(
+    store: Store,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> tokio::task::JoinHandle<u32> {
+    tokio::spawn(async move {
+        let mut checks = 0;
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            let twice = store
+                .cards_with_several_open_intents()
+                .await
+                .expect("check");
+            assert!(twice.is_empty(), "two open intents on {twice:?}");
+            checks += 1;
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        checks
+    })
+}
+
+/// For every card: the carrier's change count equals simgate's history of stops and restores,
+/// the carrier's state is the one the card implies, and nothing is pending. Returns the number
+/// of changes in all.
+pub async fn assert_carrier_matches_history(
+    store: &Store,
+    carrier: simgate::domain::CarrierId,
+    iccids: &[String],
+) -> usize {
+    let mut changed = 0;
+    for iccid in iccids {
+        let iccid = simgate::domain::Iccid::parse_any(iccid).expect("iccid");
+        let at_carrier = store
+            .sim_card(carrier, &iccid, 0)
+            .await
+            .expect("read")
+            .expect("known to the carrier");
+        let history = store
+            .card_events(&iccid)
+            .await
+            .expect("events")
+            .iter()
+            .filter(|e| e.kind == "card.suspended" || e.kind == "card.resumed")
+            .count();
+        assert_eq!(
+            at_carrier.changes as usize, history,
+            "{iccid}: carrier changes = history"
+        );
+        let card = store.get_card(&iccid).await.expect("read").expect("card");
+        let expected = if card.is_online() {
+            simgate::carrier::ServiceState::Active
+        } else {
+            simgate::carrier::ServiceState::Stopped
+        };
+        assert_eq!(at_carrier.state, expected, "{iccid}: store = carrier");
+        assert_eq!(card.pending, None, "{iccid}");
+        changed += history;
+    }
+    changed
+}

@@ -3,7 +3,6 @@
 //! never both change one card; drift behind simgate's back is reported. Waits run on the
 //! injectable operational clock.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -34,6 +33,46 @@ async fn spawn_with_ops(backend: Backend, breaker_failures: u32) -> Option<(Test
     }
     let app = builder.build().await.expect("build");
     Some((serve_built(app, db, clock.clone()).await, ops))
+}
+
+/// `n` China Unicom cards imported, with the carrier then losing every answer.
+async fn unicom_cards_losing_answers(app: &mut TestApp, n: u64) -> Vec<String> {
+    let iccids: Vec<String> = (0..n).map(unicom_iccid).collect();
+    import(
+        app,
+        iccids
+            .iter()
+            .map(|i| card_input(i, pb::Carrier::ChinaUnicom))
+            .collect(),
+    )
+    .await;
+    set_faults(
+        app,
+        pb::SetFaultsRequest {
+            carrier: pb::Carrier::ChinaUnicom as i32,
+            responses_lost: true,
+            ..Default::default()
+        },
+    )
+    .await;
+    iccids
+}
+
+/// Sets a card's state at its simulated carrier behind simgate's back.
+async fn set_at_carrier(
+    app: &mut TestApp,
+    carrier: pb::Carrier,
+    iccid: &str,
+    state: pb::CarrierServiceState,
+) {
+    app.sim
+        .set_carrier_card_state(pb::SetCarrierCardStateRequest {
+            carrier: carrier as i32,
+            iccid: iccid.into(),
+            state: state as i32,
+        })
+        .await
+        .expect("set carrier state");
 }
 
 async fn set_faults(app: &mut TestApp, req: pb::SetFaultsRequest) {
@@ -93,24 +132,7 @@ async fn lost_answers_then_an_outage(backend: Backend) {
     let Some((mut app, ops)) = spawn_with_ops(backend, 3).await else {
         return;
     };
-    let iccids: Vec<String> = (0..8).map(unicom_iccid).collect();
-    import(
-        &mut app,
-        iccids
-            .iter()
-            .map(|i| card_input(i, pb::Carrier::ChinaUnicom))
-            .collect(),
-    )
-    .await;
-    set_faults(
-        &mut app,
-        pb::SetFaultsRequest {
-            carrier: pb::Carrier::ChinaUnicom as i32,
-            responses_lost: true,
-            ..Default::default()
-        },
-    )
-    .await;
+    let iccids = unicom_cards_losing_answers(&mut app, 8).await;
     let calls = iccids.iter().enumerate().map(|(n, iccid)| {
         let mut c = app.cards.clone();
         let iccid = iccid.clone();
@@ -290,24 +312,7 @@ async fn operation(app: &TestApp, id: &str) -> pb::Operation {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_through_lost_answers_and_an_outage_changes_each_card_once() {
     let (mut app, ops) = spawn_with_ops(Backend::Sqlite, 5).await.unwrap();
-    let iccids: Vec<String> = (0..40).map(unicom_iccid).collect();
-    import(
-        &mut app,
-        iccids
-            .iter()
-            .map(|i| card_input(i, pb::Carrier::ChinaUnicom))
-            .collect(),
-    )
-    .await;
-    set_faults(
-        &mut app,
-        pb::SetFaultsRequest {
-            carrier: pb::Carrier::ChinaUnicom as i32,
-            responses_lost: true,
-            ..Default::default()
-        },
-    )
-    .await;
+    let iccids = unicom_cards_losing_answers(&mut app, 40).await;
     let op = operations_client(&app.channel, ADMIN_KEY)
         .batch_suspend(pb::BatchRequest {
             iccids: iccids.clone(),
@@ -390,14 +395,13 @@ async fn drift_behind_simgates_back_is_reported_after_the_next_sync() {
         vec![card_input(TELECOM_ICCID, pb::Carrier::ChinaTelecom)],
     )
     .await;
-    app.sim
-        .set_carrier_card_state(pb::SetCarrierCardStateRequest {
-            carrier: pb::Carrier::ChinaTelecom as i32,
-            iccid: TELECOM_ICCID.into(),
-            state: pb::CarrierServiceState::Stopped as i32,
-        })
-        .await
-        .unwrap();
+    set_at_carrier(
+        &mut app,
+        pb::Carrier::ChinaTelecom,
+        TELECOM_ICCID,
+        pb::CarrierServiceState::Stopped,
+    )
+    .await;
     // Not yet synced: simgate's record has no drift.
     assert_eq!(get(&mut app, TELECOM_ICCID).await.drift, None);
     app.service.sync_all_usage().await.unwrap();
@@ -449,14 +453,13 @@ async fn drift_behind_simgates_back_is_reported_after_the_next_sync() {
         [("STOPPED", "ACTIVE")]
     );
     // Carrier and card agree again: the drift is cleared.
-    app.sim
-        .set_carrier_card_state(pb::SetCarrierCardStateRequest {
-            carrier: pb::Carrier::ChinaTelecom as i32,
-            iccid: TELECOM_ICCID.into(),
-            state: pb::CarrierServiceState::Active as i32,
-        })
-        .await
-        .unwrap();
+    set_at_carrier(
+        &mut app,
+        pb::Carrier::ChinaTelecom,
+        TELECOM_ICCID,
+        pb::CarrierServiceState::Active,
+    )
+    .await;
     app.service.sync_all_usage().await.unwrap();
     assert_eq!(get(&mut app, TELECOM_ICCID).await.drift, None);
     let kinds = kinds_of(&mut app, TELECOM_ICCID).await;
@@ -483,14 +486,13 @@ async fn drift_repair_sends_the_carrier_the_cards_state_when_configured() {
         vec![card_input(MOBILE_ICCID, pb::Carrier::ChinaMobile)],
     )
     .await;
-    app.sim
-        .set_carrier_card_state(pb::SetCarrierCardStateRequest {
-            carrier: pb::Carrier::ChinaMobile as i32,
-            iccid: MOBILE_ICCID.into(),
-            state: pb::CarrierServiceState::Stopped as i32,
-        })
-        .await
-        .unwrap();
+    set_at_carrier(
+        &mut app,
+        pb::Carrier::ChinaMobile,
+        MOBILE_ICCID,
+        pb::CarrierServiceState::Stopped,
+    )
+    .await;
     app.service.sync_all_usage().await.unwrap();
     let at_carrier = carrier_card(&mut app, pb::Carrier::ChinaMobile, MOBILE_ICCID).await;
     assert_eq!(
@@ -554,54 +556,12 @@ async fn two_servers_on_one_database(backend: Backend) {
         .await;
     }
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let watcher = {
-        let store = a.store.clone();
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            let mut checks = 0;
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let twice = store.cards_with_several_open_intents().await.unwrap();
-                assert!(twice.is_empty(), "two open intents on {twice:?}");
-                checks += 1;
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-            checks
-        })
-    };
-    let mut workers = Vec::new();
-    for (w, app) in [&a, &b, &a, &b, &a, &b].into_iter().enumerate() {
-        let mut c = app.cards.clone();
-        let iccids = iccids.clone();
-        workers.push(tokio::spawn(async move {
-            let mut rng = fastrand::Rng::with_seed(w as u64 + 7);
-            for n in 0..150 {
-                let iccid = iccids[rng.usize(..iccids.len())].clone();
-                let request_id = format!("w{w}-{n}");
-                let r = if rng.bool() {
-                    c.suspend_card(pb::SuspendCardRequest { iccid, request_id })
-                        .await
-                        .map(|_| ())
-                } else {
-                    c.resume_card(pb::ResumeCardRequest { iccid, request_id })
-                        .await
-                        .map(|_| ())
-                };
-                if let Err(e) = r {
-                    // Lost races, pending changes and refused resumes are expected; nothing else.
-                    assert!(
-                        matches!(
-                            e.code(),
-                            Code::Aborted | Code::FailedPrecondition | Code::Unavailable
-                        ),
-                        "{e:?}"
-                    );
-                }
-            }
-        }));
-    }
-    for w in workers {
-        w.await.unwrap();
-    }
+    let watcher = watch_one_open_intent_per_card(a.store.clone(), stop.clone());
+    let clients = [&a, &b, &a, &b, &a, &b]
+        .into_iter()
+        .map(|app| app.cards.clone())
+        .collect();
+    random_suspends_and_resumes(clients, &iccids, 150, 7).await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     assert!(watcher.await.unwrap() > 0);
     for app in [&mut a, &mut b] {
@@ -621,32 +581,8 @@ async fn two_servers_on_one_database(backend: Backend) {
         assert!(Instant::now() < deadline, "intents left open");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let mut changed = 0;
-    let mut per_card: BTreeMap<String, (u64, usize)> = BTreeMap::new();
-    for iccid in &iccids {
-        let at_carrier = carrier_card(&mut a, pb::Carrier::ChinaMobile, iccid).await;
-        let kinds = kinds_of(&mut a, iccid).await;
-        let history = count(&kinds, "card.suspended") + count(&kinds, "card.resumed");
-        per_card.insert(iccid.clone(), (at_carrier.changes, history));
-        changed += history;
-        let card = get(&mut a, iccid).await;
-        let expected = if status_of(&card) == pb::CardStatus::Active {
-            pb::CarrierServiceState::Active
-        } else {
-            pb::CarrierServiceState::Stopped
-        };
-        assert_eq!(
-            at_carrier.state, expected as i32,
-            "{iccid}: store = carrier"
-        );
-        assert_eq!(card.pending_change, None);
-    }
-    for (iccid, (changes, history)) in &per_card {
-        assert_eq!(
-            *changes as usize, *history,
-            "{iccid}: carrier changes = history"
-        );
-    }
+    let changed =
+        assert_carrier_matches_history(&a.store, simgate::domain::CarrierId::Mobile, &iccids).await;
     assert!(changed > 200, "the workers changed cards: {changed}");
     let _ = (a.stop().await, b.stop().await);
 }
