@@ -198,6 +198,29 @@ pub fn card_detail(c: &pb::Card) -> Table {
             "paid; `simgate card resume` restores the card".into(),
         ));
     }
+    if let Some(p) = &c.pending_change {
+        let action = pb::CarrierAction::try_from(p.action)
+            .map(|a| a.as_str_name().trim_start_matches("CARRIER_ACTION_").to_lowercase())
+            .unwrap_or_else(|_| p.action.to_string());
+        rows.push((
+            "pending change",
+            format!(
+                "{action} sent {}; outcome not known yet, settled from the carrier's state",
+                time(p.since.as_ref())
+            ),
+        ));
+    }
+    if let Some(d) = &c.drift {
+        rows.push((
+            "drift",
+            format!(
+                "the carrier shows {} where the card implies {} (since {})",
+                d.carrier_state,
+                d.expected_state,
+                time(d.since.as_ref())
+            ),
+        ));
+    }
     for w in &c.warnings {
         rows.push(("warning", w.clone()));
     }
