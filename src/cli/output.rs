@@ -200,7 +200,11 @@ pub fn card_detail(c: &pb::Card) -> Table {
     }
     if let Some(p) = &c.pending_change {
         let action = pb::CarrierAction::try_from(p.action)
-            .map(|a| a.as_str_name().trim_start_matches("CARRIER_ACTION_").to_lowercase())
+            .map(|a| {
+                a.as_str_name()
+                    .trim_start_matches("CARRIER_ACTION_")
+                    .to_lowercase()
+            })
             .unwrap_or_else(|_| p.action.to_string());
         rows.push((
             "pending change",
