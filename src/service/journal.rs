@@ -388,15 +388,14 @@ impl CardService {
 
     /// Renews the leases of the intents this process is calling carriers for right now.
     pub async fn renew_leases(&self) -> Result<u64> {
-        let mut renewed = 0;
         let held = self.holder.held();
-        if !held.is_empty() {
-            renewed = self
-                .store
-                .renew_intent_leases(&self.holder.owner, self.lease_until())
-                .await?;
+        if held.is_empty() {
+            return Ok(0);
         }
-        Ok(renewed)
+        Ok(self
+            .store
+            .renew_intent_leases(&self.holder.owner, &held, self.lease_until())
+            .await?)
     }
 
     /// Settles every open intent nobody holds, by reading its card at the carrier: the

@@ -580,3 +580,40 @@ async fn a_card_of_an_unconfigured_carrier_is_refused() {
         ServiceError::CarrierNotConfigured(CarrierId::Telecom)
     ));
 }
+
+#[tokio::test]
+async fn a_renewed_lease_keeps_an_intent_from_other_settlers() {
+    let f = fixture(mock(CarrierId::Mobile)).await;
+    let before = imported(&f, new_card(CarrierId::Mobile)).await;
+    let planned = rules::suspend(&before, now()).unwrap();
+    let op = open_stop(&f, CarrierId::Mobile, &planned, "alive", 0, 15_000)
+        .await
+        .unwrap();
+    // Renewing only what it names: an id it does not hold changes nothing.
+    assert_eq!(
+        f.store
+            .renew_intent_leases("alive", &[op + 1], 100_000)
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        f.store
+            .renew_intent_leases("alive", &[op], 100_000)
+            .await
+            .unwrap(),
+        1
+    );
+    let claimed = f
+        .store
+        .claim_open_intents("other", 50_000, 50_000, 80_000, 10)
+        .await
+        .unwrap();
+    assert!(claimed.is_empty(), "still held: {claimed:?}");
+    let claimed = f
+        .store
+        .claim_open_intents("other", 100_001, 100_001, 200_000, 10)
+        .await
+        .unwrap();
+    assert_eq!(claimed.iter().map(|o| o.id).collect::<Vec<_>>(), [op]);
+}

@@ -404,20 +404,32 @@ impl Store {
         Ok(ops)
     }
 
-    /// Extends every lease `owner` holds: it is alive and still working on them.
+    /// Extends `owner`'s leases on the intents `ids` it is still working on: it is alive.
     pub async fn renew_intent_leases(
         &self,
         owner: &str,
+        ids: &[i64],
         lease_until_ms: i64,
     ) -> Result<u64, StoreError> {
-        Ok(sqlx::query(
-            "UPDATE carrier_ops SET lease_until_ms = $1 WHERE status = 'OPEN' AND lease_owner = $2",
-        )
-        .bind(lease_until_ms)
-        .bind(owner.to_string())
-        .execute(&self.pool)
-        .await?
-        .rows_affected())
+        let mut renewed = 0;
+        for chunk in ids.chunks(500) {
+            let sql = format!(
+                "UPDATE carrier_ops SET lease_until_ms = $1 \
+                 WHERE status = 'OPEN' AND lease_owner = $2 AND id IN ({})",
+                (0..chunk.len())
+                    .map(|i| format!("${}", i + 3))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            let mut q = sqlx::query(&sql)
+                .bind(lease_until_ms)
+                .bind(owner.to_string());
+            for id in chunk {
+                q = q.bind(*id);
+            }
+            renewed += q.execute(&self.pool).await?.rows_affected();
+        }
+        Ok(renewed)
     }
 
     pub async fn carrier_op(&self, id: i64) -> Result<Option<CarrierOp>, StoreError> {
