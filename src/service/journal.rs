@@ -88,11 +88,14 @@ impl Holder {
         }
     }
 
-    fn hold(&self, op: i64) {
+    /// Marks `op` as worked on (its lease is renewed) until the returned guard is dropped,
+    /// also when the future holding it is: a cancelled RPC must not keep its intent forever.
+    fn hold(&self, op: i64) -> HoldGuard<'_> {
         self.in_flight
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(op);
+        HoldGuard { holder: self, op }
     }
 
     fn drop_hold(&self, op: i64) {
@@ -109,6 +112,17 @@ impl Holder {
             .iter()
             .copied()
             .collect()
+    }
+}
+
+pub(crate) struct HoldGuard<'a> {
+    holder: &'a Holder,
+    op: i64,
+}
+
+impl Drop for HoldGuard<'_> {
+    fn drop(&mut self) {
+        self.holder.drop_hold(self.op);
     }
 }
 
@@ -283,12 +297,12 @@ impl CardService {
                 },
             )
             .await?;
-        self.holder.hold(op);
+        // Renewed while this call runs; if the call is dropped (the client went away), the lease
+        // runs out and a settler finishes the intent from the carrier's state.
+        let _held = self.holder.hold(op);
         let since =
             DateTime::<Utc>::from_timestamp_millis(now_ms).unwrap_or_else(|| self.ops_clock.now());
-        let result = self.send_intent(carrier, &t, op, action, since).await;
-        self.holder.drop_hold(op);
-        result
+        self.send_intent(carrier, &t, op, action, since).await
     }
 
     async fn send_intent(
@@ -429,17 +443,40 @@ impl CardService {
                 return Ok(settled);
             }
             let mut progressed = false;
+            // Every claimed intent is held (renewed) until it is processed, not only the one
+            // being read: another settler must not claim the rest of the batch meanwhile.
+            let mut held: Vec<HoldGuard<'_>> = claimed
+                .iter()
+                .rev()
+                .map(|op| self.holder.hold(op.id))
+                .collect();
             for op in claimed {
-                self.holder.hold(op.id);
                 let done = self.settle_one(&op).await;
-                self.holder.drop_hold(op.id);
+                drop(held.pop());
                 match done {
                     Ok(true) => {
                         settled += 1;
                         progressed = true;
                     }
                     Ok(false) => {}
-                    Err(e) => warn!(op = op.id, error = %e, "settling a carrier intent failed"),
+                    Err(e) => {
+                        warn!(op = op.id, error = %e, "settling a carrier intent failed; given back");
+                        // Given back (after a while), for this process or one that can settle it.
+                        let now = self.ops_now_ms();
+                        if let Err(e) = self
+                            .store
+                            .release_intent(
+                                op.id,
+                                &self.holder.owner,
+                                &format!("settling failed: {e}"),
+                                now + MAX_SETTLE_BACKOFF_MS,
+                                now,
+                            )
+                            .await
+                        {
+                            warn!(op = op.id, error = %e, "could not give a carrier intent back");
+                        }
+                    }
                 }
             }
             if !progressed {
@@ -488,13 +525,8 @@ impl CardService {
                 }
                 Ok(done)
             }
-            Err(CarrierError::Rejected { code, message }) => {
-                let reason = format!("the carrier cannot read the card: [{code}] {message}");
-                Ok(self
-                    .store
-                    .settle_abandoned(op.id, owner, &reason, self.ops_now_ms())
-                    .await?)
-            }
+            // A refused read (expired credentials, a card the platform no longer lists) says
+            // nothing about whether the change landed: like no answer, it is tried again later.
             Err(e) => {
                 let now = self.ops_now_ms();
                 let wait = (500i64 << op.attempts.clamp(0, 5)).min(MAX_SETTLE_BACKOFF_MS);
@@ -604,19 +636,40 @@ pub async fn run_settler(
     interval: std::time::Duration,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
+    // Renewal runs on a task of its own: a settling pass slowed by a hung carrier or a card
+    // lock must not let this process's leases run out while it is still working on them.
+    let renewer = {
+        let service = service.clone();
+        let mut shutdown = shutdown.clone();
+        let every = std::time::Duration::from_millis((service.journal.lease_ms / 3).max(50));
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(every);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = ticker.tick() => {
+                        if let Err(e) = service.renew_leases().await {
+                            warn!(error = %e, "renewing carrier intent leases failed");
+                        }
+                    }
+                    _ = shutdown.changed() => return,
+                }
+            }
+        })
+    };
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = ticker.tick() => {
-                if let Err(e) = service.renew_leases().await {
-                    warn!(error = %e, "renewing carrier intent leases failed");
-                }
                 if let Err(e) = service.settle_open_intents().await {
                     warn!(error = %e, "settling open carrier intents failed; retrying");
                 }
             }
-            _ = shutdown.changed() => return,
+            _ = shutdown.changed() => {
+                let _ = renewer.await;
+                return;
+            }
         }
     }
 }

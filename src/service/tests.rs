@@ -617,3 +617,76 @@ async fn a_renewed_lease_keeps_an_intent_from_other_settlers() {
         .unwrap();
     assert_eq!(claimed.iter().map(|o| o.id).collect::<Vec<_>>(), [op]);
 }
+
+/// A carrier whose changes never answer (the call hangs) and whose reads show the card stopped.
+struct Hanging(CarrierPolicy);
+
+#[async_trait::async_trait]
+impl Carrier for Hanging {
+    fn id(&self) -> CarrierId {
+        self.0.carrier
+    }
+    fn policy(&self) -> &CarrierPolicy {
+        &self.0
+    }
+    async fn onboard(&self, _: &[crate::carrier::OnboardCard]) -> Result<(), CarrierError> {
+        Ok(())
+    }
+    async fn card(&self, iccid: &Iccid) -> Result<CarrierCard, CarrierError> {
+        at_carrier(ServiceState::Stopped)(iccid)
+    }
+    async fn stop(&self, _: &Iccid) -> Result<(), CarrierError> {
+        std::future::pending().await
+    }
+    async fn restore(&self, _: &Iccid) -> Result<(), CarrierError> {
+        std::future::pending().await
+    }
+    async fn cancel(&self, _: &Iccid) -> Result<(), CarrierError> {
+        std::future::pending().await
+    }
+}
+
+#[tokio::test]
+async fn a_dropped_call_gives_up_its_hold_and_its_intent_is_settled_after_the_lease() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("t.db").display());
+    let store = Store::connect(&url, StoreOptions::default()).await.unwrap();
+    let ops = ManualClock::new(now());
+    let service = CardService::new(
+        store.clone(),
+        Carriers::new().with(Arc::new(Hanging(CarrierPolicy::default_for(
+            CarrierId::Mobile,
+        )))),
+        Arc::new(ManualClock::new(now())),
+    )
+    .with_ops_clock(Arc::new(ops.clone()));
+    let row = new_card(CarrierId::Mobile);
+    let iccid = row.iccid.clone();
+    service.import(vec![row], &sys(), None).await.unwrap();
+    let call = {
+        let (service, iccid) = (service.clone(), iccid.clone());
+        tokio::spawn(async move { service.suspend(&iccid, &sys(), None).await })
+    };
+    while store.open_intent_of(&iccid).await.unwrap().is_none() {
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(
+        service.renew_leases().await.unwrap(),
+        1,
+        "held while calling"
+    );
+    // The client goes away: tonic drops the call's future.
+    call.abort();
+    let _ = call.await;
+    assert_eq!(service.renew_leases().await.unwrap(), 0, "no longer held");
+    assert_eq!(
+        service.settle_open_intents().await.unwrap(),
+        0,
+        "lease still runs"
+    );
+    ops.advance(Duration::seconds(16)).unwrap();
+    assert_eq!(service.settle_open_intents().await.unwrap(), 1);
+    let card = store.get_card(&iccid).await.unwrap().unwrap();
+    assert!(card.stop_reasons.contains(StopReason::Manual));
+    assert_eq!(card.pending, None);
+}

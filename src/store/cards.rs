@@ -519,7 +519,8 @@ impl Store {
 
     /// Records that the carrier shows `carrier_state` for a card that says otherwise, with a
     /// `card.drift_detected` event, if the card is still at `card.version` with no open intent
-    /// (a change settled since the reading explains the difference). Returns whether it wrote.
+    /// (a change settled since the reading explains the difference) and the same drift is not
+    /// already recorded (another replica's sync). Returns whether it wrote.
     pub async fn record_drift(
         &self,
         card: &Card,
@@ -530,7 +531,8 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         let done = sqlx::query(
             "UPDATE cards SET drift_carrier_state = $1, drift_since_ms = $2 \
-             WHERE iccid = $3 AND version = $4 AND pending_op_id IS NULL",
+             WHERE iccid = $3 AND version = $4 AND pending_op_id IS NULL \
+             AND (drift_carrier_state IS NULL OR drift_carrier_state <> $1)",
         )
         .bind(carrier_state.to_string())
         .bind(at_ms)
