@@ -42,16 +42,6 @@ impl CarrierAction {
         .find(|a| a.as_str() == s)
     }
 
-    /// What the card's carrier state is once the action is applied, in `Card::expected_carrier_state`
-    /// terms.
-    pub fn resulting_state(self) -> &'static str {
-        match self {
-            CarrierAction::Stop => "STOPPED",
-            CarrierAction::Restore => "ACTIVE",
-            CarrierAction::Cancel => "CANCELLED",
-        }
-    }
-
     /// For people: "stop (停机)".
     pub fn verb(self) -> &'static str {
         match self {

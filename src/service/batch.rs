@@ -308,19 +308,13 @@ impl BatchService {
     pub async fn run(
         self,
         interval: std::time::Duration,
-        mut shutdown: tokio::sync::watch::Receiver<bool>,
+        shutdown: tokio::sync::watch::Receiver<bool>,
     ) {
-        let mut ticker = tokio::time::interval(interval);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = ticker.tick() => {
-                    if let Err(e) = self.run_once().await {
-                        warn!(error = %e, "bulk operation pass failed; retrying");
-                    }
-                }
-                _ = shutdown.changed() => return,
+        super::every(tokio::time::interval(interval), shutdown, || async {
+            if let Err(e) = self.run_once().await {
+                warn!(error = %e, "bulk operation pass failed; retrying");
             }
-        }
+        })
+        .await
     }
 }

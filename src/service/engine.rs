@@ -207,23 +207,15 @@ impl Engine {
         interval: std::time::Duration,
         shutdown: tokio::sync::watch::Receiver<bool>,
     ) {
-        let mut shutdown = shutdown;
-        let mut ticker = tokio::time::interval(interval);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = ticker.tick() => {
-                    if let Err(e) = self.run_pass(self.service.now()).await {
-                        warn!(error = %e, "lifecycle pass failed; retrying on the next tick");
-                    }
-                    // Pools roll over with their members' cycles and follow top-ups made
-                    // elsewhere.
-                    if let Err(e) = self.service.settle_pools().await {
-                        warn!(error = %e, "settling pools failed; retrying on the next tick");
-                    }
-                }
-                _ = shutdown.changed() => return,
+        super::every(tokio::time::interval(interval), shutdown, || async {
+            if let Err(e) = self.run_pass(self.service.now()).await {
+                warn!(error = %e, "lifecycle pass failed; retrying on the next tick");
             }
-        }
+            // Pools roll over with their members' cycles and follow top-ups made elsewhere.
+            if let Err(e) = self.service.settle_pools().await {
+                warn!(error = %e, "settling pools failed; retrying on the next tick");
+            }
+        })
+        .await
     }
 }

@@ -238,7 +238,11 @@ async fn read_with_retries(
 
 impl CardService {
     fn lease_until(&self) -> i64 {
-        self.ops_clock.now().timestamp_millis() + self.journal.lease_ms as i64
+        self.lease_from(self.ops_now_ms())
+    }
+
+    fn lease_from(&self, now_ms: i64) -> i64 {
+        now_ms + self.journal.lease_ms as i64
     }
 
     fn ops_now_ms(&self) -> i64 {
@@ -286,7 +290,7 @@ impl CardService {
                     request_id: &origin.request_id,
                     owner: &self.holder.owner,
                     now_ms,
-                    lease_until_ms: now_ms + self.journal.lease_ms as i64,
+                    lease_until_ms: self.lease_from(now_ms),
                 },
                 &IntentPlan {
                     card: &t.card,
@@ -335,7 +339,7 @@ impl CardService {
                     Ok(None) => Err(pending()),
                     Err(e) => {
                         warn!(%iccid, op, error = %e, "carrier applied the change but the store did not take it; left for the settler");
-                        self.release(op, &format!("applied; store write failed: {e}"))
+                        self.release(op, &format!("applied; store write failed: {e}"), 0)
                             .await;
                         Err(pending())
                     }
@@ -348,24 +352,24 @@ impl CardService {
                     .await
                 {
                     warn!(%iccid, op, error = %err, "could not abandon a refused intent; left for the settler");
-                    self.release(op, &e.to_string()).await;
+                    self.release(op, &e.to_string(), 0).await;
                 }
                 Err(e)
             }
             Sent::Unknown(e) => {
                 info!(%iccid, op, error = %e, "carrier outcome unknown; the change is pending until settled");
-                self.release(op, &e.to_string()).await;
+                self.release(op, &e.to_string(), 0).await;
                 Err(pending())
             }
         }
     }
 
-    /// Gives an intent back for any settler, at once.
-    async fn release(&self, op: i64, error: &str) {
+    /// Gives an intent back unsettled, for any settler from `after_ms` on.
+    async fn release(&self, op: i64, error: &str, after_ms: i64) {
         let now = self.ops_now_ms();
         if let Err(e) = self
             .store
-            .release_intent(op, &self.holder.owner, error, now, now)
+            .release_intent(op, &self.holder.owner, error, now + after_ms, now)
             .await
         {
             // The lease runs out by itself (nobody renews what is not in flight).
@@ -380,24 +384,24 @@ impl CardService {
         card: &Card,
         key_id: &str,
         request_id: Option<&str>,
-    ) -> Result<ServiceError> {
+    ) -> ServiceError {
         let Some(p) = &card.pending else {
-            return Ok(ServiceError::Conflict);
+            return ServiceError::Conflict;
         };
         if let Some(request_id) = request_id.filter(|r| !r.is_empty()) {
-            if let Some(op) = self.store.open_intent_of(&card.iccid).await? {
-                if op.key_id == key_id && op.request_id == request_id {
-                    return Ok(ServiceError::OutcomePending {
+            match self.store.open_intent_of(&card.iccid).await {
+                Ok(Some(op)) if op.key_id == key_id && op.request_id == request_id => {
+                    return ServiceError::OutcomePending {
                         carrier: card.carrier,
                         action: p.action,
                         since: p.since,
-                    });
+                    }
                 }
+                Ok(_) => {}
+                Err(e) => return e.into(),
             }
         }
-        Ok(ServiceError::Rule(
-            crate::domain::RuleViolation::ChangePending(p.action),
-        ))
+        ServiceError::Rule(crate::domain::RuleViolation::ChangePending(p.action))
     }
 
     /// Renews the leases of the intents this process is calling carriers for right now.
@@ -461,21 +465,13 @@ impl CardService {
                     Ok(false) => {}
                     Err(e) => {
                         warn!(op = op.id, error = %e, "settling a carrier intent failed; given back");
-                        // Given back (after a while), for this process or one that can settle it.
-                        let now = self.ops_now_ms();
-                        if let Err(e) = self
-                            .store
-                            .release_intent(
-                                op.id,
-                                &self.holder.owner,
-                                &format!("settling failed: {e}"),
-                                now + MAX_SETTLE_BACKOFF_MS,
-                                now,
-                            )
-                            .await
-                        {
-                            warn!(op = op.id, error = %e, "could not give a carrier intent back");
-                        }
+                        // After a while, for this process or one that can settle it.
+                        self.release(
+                            op.id,
+                            &format!("settling failed: {e}"),
+                            MAX_SETTLE_BACKOFF_MS,
+                        )
+                        .await;
                     }
                 }
             }
@@ -528,17 +524,9 @@ impl CardService {
             // A refused read (expired credentials, a card the platform no longer lists) says
             // nothing about whether the change landed: like no answer, it is tried again later.
             Err(e) => {
-                let now = self.ops_now_ms();
                 let wait = (500i64 << op.attempts.clamp(0, 5)).min(MAX_SETTLE_BACKOFF_MS);
-                self.store
-                    .release_intent(
-                        op.id,
-                        owner,
-                        &format!("settling read failed: {e}"),
-                        now + wait,
-                        now,
-                    )
-                    .await?;
+                self.release(op.id, &format!("settling read failed: {e}"), wait)
+                    .await;
                 Ok(false)
             }
         }
@@ -634,42 +622,28 @@ fn log_change(after: &Card, events: &[CardEvent]) {
 pub async fn run_settler(
     service: CardService,
     interval: std::time::Duration,
-    mut shutdown: tokio::sync::watch::Receiver<bool>,
+    shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
     // Renewal runs on a task of its own: a settling pass slowed by a hung carrier or a card
     // lock must not let this process's leases run out while it is still working on them.
     let renewer = {
         let service = service.clone();
-        let mut shutdown = shutdown.clone();
         let every = std::time::Duration::from_millis((service.journal.lease_ms / 3).max(50));
+        let shutdown = shutdown.clone();
         tokio::spawn(async move {
-            let mut ticker = tokio::time::interval(every);
-            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tokio::select! {
-                    _ = ticker.tick() => {
-                        if let Err(e) = service.renew_leases().await {
-                            warn!(error = %e, "renewing carrier intent leases failed");
-                        }
-                    }
-                    _ = shutdown.changed() => return,
+            super::every(tokio::time::interval(every), shutdown, || async {
+                if let Err(e) = service.renew_leases().await {
+                    warn!(error = %e, "renewing carrier intent leases failed");
                 }
-            }
+            })
+            .await
         })
     };
-    let mut ticker = tokio::time::interval(interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = ticker.tick() => {
-                if let Err(e) = service.settle_open_intents().await {
-                    warn!(error = %e, "settling open carrier intents failed; retrying");
-                }
-            }
-            _ = shutdown.changed() => {
-                let _ = renewer.await;
-                return;
-            }
+    super::every(tokio::time::interval(interval), shutdown, || async {
+        if let Err(e) = service.settle_open_intents().await {
+            warn!(error = %e, "settling open carrier intents failed; retrying");
         }
-    }
+    })
+    .await;
+    let _ = renewer.await;
 }

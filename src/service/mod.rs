@@ -35,6 +35,25 @@ use journal::{Holder, Origin};
 
 use locks::CardLocks;
 
+/// Runs `pass` at each tick of `ticker` until `shutdown` changes: the loop of every background
+/// worker. A tick missed while a pass runs long is delayed, not bunched up.
+pub(crate) async fn every<F, Fut>(
+    mut ticker: tokio::time::Interval,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+    mut pass: F,
+) where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => pass().await,
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
 /// A request field that is wrong, named as the caller sent it (`cards[3].iccid`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FieldViolation {
@@ -671,12 +690,9 @@ impl CardService {
         };
         let result = if before.pending.is_some() {
             let request_id = idem.map(|i| i.request_id.as_str());
-            match self
+            Err(self
                 .pending_error(&before, &caller.principal.key_id, request_id)
-                .await
-            {
-                Ok(e) | Err(e) => Err(e),
-            }
+                .await)
         } else {
             self.apply(&before, caller, idem, now, rule).await
         };

@@ -652,21 +652,16 @@ impl CardService {
 pub async fn run_usage_sync(
     service: CardService,
     interval: Duration,
-    mut shutdown: tokio::sync::watch::Receiver<bool>,
+    shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
     // The first pass after one interval, not at start: a restart loop must not turn into a
     // stream of full syncs against the carriers' rate limits.
-    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = ticker.tick() => {
-                match service.sync_all_usage().await {
-                    Ok(stats) => debug!(?stats, "usage sync pass"),
-                    Err(e) => warn!(error = %e, "usage sync pass failed; retrying on the next tick"),
-                }
-            }
-            _ = shutdown.changed() => return,
+    let ticker = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+    super::every(ticker, shutdown, || async {
+        match service.sync_all_usage().await {
+            Ok(stats) => debug!(?stats, "usage sync pass"),
+            Err(e) => warn!(error = %e, "usage sync pass failed; retrying on the next tick"),
         }
-    }
+    })
+    .await
 }

@@ -332,19 +332,14 @@ impl WebhookService {
     }
 
     /// Delivers until `shutdown` turns true.
-    pub async fn run(self, mut shutdown: tokio::sync::watch::Receiver<bool>) {
-        let mut tick = tokio::time::interval(Duration::from_millis(self.cfg.poll_ms));
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = tick.tick() => {
-                    if let Err(e) = self.run_once().await {
-                        warn!(error = %e, "webhook round failed; retrying");
-                    }
-                }
-                _ = shutdown.changed() => return,
+    pub async fn run(self, shutdown: tokio::sync::watch::Receiver<bool>) {
+        let tick = tokio::time::interval(Duration::from_millis(self.cfg.poll_ms));
+        super::every(tick, shutdown, || async {
+            if let Err(e) = self.run_once().await {
+                warn!(error = %e, "webhook round failed; retrying");
             }
-        }
+        })
+        .await
     }
 }
 

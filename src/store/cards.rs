@@ -16,22 +16,26 @@ use crate::domain::{
     LifecycleStage, Msisdn, PendingChange, Plan, RealNameStatus, StopReason, StopReasons,
 };
 
-const COLUMNS: &str = "iccid, msisdn, imsi, carrier, customer_id, quota_bytes, monthly_fee_fen, \
-    validity_end_ms, auto_suspend, cancelled, status, stop_reasons, stage, real_name, balance_fen, \
-    cycle_usage_bytes, cycle_start_ms, stage_since_ms, test_used_bytes, retention_fee_next_ms, \
-    retention_ends_ms, expiry_restore_ms, arrears_paid, warnings, created_ms, updated_ms, version, \
-    next_due_ms, pool_id, alert_keys";
+/// The columns every card write sets, in `bind_card` order.
+macro_rules! written_columns {
+    () => {
+        "iccid, msisdn, imsi, carrier, customer_id, quota_bytes, monthly_fee_fen, \
+        validity_end_ms, auto_suspend, cancelled, status, stop_reasons, stage, real_name, balance_fen, \
+        cycle_usage_bytes, cycle_start_ms, stage_since_ms, test_used_bytes, retention_fee_next_ms, \
+        retention_ends_ms, expiry_restore_ms, arrears_paid, warnings, created_ms, updated_ms, version, \
+        next_due_ms, pool_id, alert_keys"
+    };
+}
+const COLUMNS: &str = written_columns!();
+
 const NUM_COLUMNS: usize = 30;
 
 /// What a read returns: the written columns and the journal's and the sync's own (an open
 /// intent, drift), which only they write.
-const SELECT_COLUMNS: &str =
-    "iccid, msisdn, imsi, carrier, customer_id, quota_bytes, monthly_fee_fen, \
-    validity_end_ms, auto_suspend, cancelled, status, stop_reasons, stage, real_name, balance_fen, \
-    cycle_usage_bytes, cycle_start_ms, stage_since_ms, test_used_bytes, retention_fee_next_ms, \
-    retention_ends_ms, expiry_restore_ms, arrears_paid, warnings, created_ms, updated_ms, version, \
-    next_due_ms, pool_id, alert_keys, pending_op_id, pending_action, pending_since_ms, \
-    drift_carrier_state, drift_since_ms";
+const SELECT_COLUMNS: &str = concat!(
+    written_columns!(),
+    ", pending_op_id, pending_action, pending_since_ms, drift_carrier_state, drift_since_ms"
+);
 
 /// Rows per multi-row INSERT: 30 parameters each stays under SQLite's 32,766-parameter limit.
 const INSERT_CHUNK: usize = 1000;
@@ -528,8 +532,7 @@ impl Store {
         event: &CardEvent,
         at_ms: i64,
     ) -> Result<bool, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let done = sqlx::query(
+        let set = sqlx::query(
             "UPDATE cards SET drift_carrier_state = $1, drift_since_ms = $2 \
              WHERE iccid = $3 AND version = $4 AND pending_op_id IS NULL \
              AND (drift_carrier_state IS NULL OR drift_carrier_state <> $1)",
@@ -537,45 +540,37 @@ impl Store {
         .bind(carrier_state.to_string())
         .bind(at_ms)
         .bind(card.iccid.as_str().to_string())
-        .bind(card.version)
-        .execute(&mut *tx)
-        .await?;
-        if done.rows_affected() != 1 {
-            tx.rollback().await?;
-            return Ok(false);
-        }
+        .bind(card.version);
         let detail = EventDetail {
             carrier_state: Some(carrier_state.to_string()),
             expected_state: Some(card.expected_carrier_state().to_string()),
             ..EventDetail::default()
         };
-        insert_events(
-            &mut tx,
-            self.backend,
-            &[NewEvent::of_card(card, event).with_detail(detail)],
-        )
-        .await?;
-        tx.commit().await?;
-        self.wrote_events();
-        Ok(true)
+        self.drift_write(set, NewEvent::of_card(card, event).with_detail(detail))
+            .await
     }
 
     /// Clears a drift the carrier no longer shows, with a `card.drift_resolved` event.
     pub async fn clear_drift(&self, card: &Card, event: &CardEvent) -> Result<bool, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let done = sqlx::query(
+        let clear = sqlx::query(
             "UPDATE cards SET drift_carrier_state = NULL, drift_since_ms = NULL \
              WHERE iccid = $1 AND version = $2 AND drift_carrier_state IS NOT NULL",
         )
         .bind(card.iccid.as_str().to_string())
-        .bind(card.version)
-        .execute(&mut *tx)
-        .await?;
-        if done.rows_affected() != 1 {
+        .bind(card.version);
+        self.drift_write(clear, NewEvent::of_card(card, event))
+            .await
+    }
+
+    /// Runs a guarded drift update and, if it touched the card, writes its event, in one
+    /// transaction. Returns whether it wrote.
+    async fn drift_write(&self, update: AnyQuery<'_>, event: NewEvent) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        if update.execute(&mut *tx).await?.rows_affected() != 1 {
             tx.rollback().await?;
             return Ok(false);
         }
-        insert_events(&mut tx, self.backend, &[NewEvent::of_card(card, event)]).await?;
+        insert_events(&mut tx, self.backend, &[event]).await?;
         tx.commit().await?;
         self.wrote_events();
         Ok(true)

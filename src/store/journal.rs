@@ -175,6 +175,30 @@ fn short(error: &str) -> String {
     error.chars().take(500).collect()
 }
 
+/// Settles intent `op_id` as `status` if it is still open and held by `owner`, keeping
+/// `reason` as its last error when given. Returns its row (plan and ICCID), or None.
+async fn close_op(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    op_id: i64,
+    owner: &str,
+    status: &str,
+    reason: Option<&str>,
+    at_ms: i64,
+) -> Result<Option<sqlx::any::AnyRow>, StoreError> {
+    Ok(sqlx::query(
+        "UPDATE carrier_ops SET status = $1, lease_owner = NULL, lease_until_ms = NULL, \
+         settled_ms = $2, updated_ms = $2, last_error = COALESCE($3, last_error) \
+         WHERE id = $4 AND status = 'OPEN' AND lease_owner = $5 RETURNING plan, iccid",
+    )
+    .bind(status.to_string())
+    .bind(at_ms)
+    .bind(reason.map(short))
+    .bind(op_id)
+    .bind(owner.to_string())
+    .fetch_optional(&mut **tx)
+    .await?)
+}
+
 impl Store {
     /// Opens an intent for `plan.card` before its carrier call: the card must still be at the
     /// version it was read at and have no open intent (else `Conflict`, and nothing is written).
@@ -245,17 +269,7 @@ impl Store {
         at_ms: i64,
     ) -> Result<Option<Card>, StoreError> {
         let mut tx = self.pool.begin().await?;
-        let row = sqlx::query(
-            "UPDATE carrier_ops SET status = 'APPLIED', lease_owner = NULL, lease_until_ms = NULL, \
-             settled_ms = $1, updated_ms = $1 \
-             WHERE id = $2 AND status = 'OPEN' AND lease_owner = $3 RETURNING plan",
-        )
-        .bind(at_ms)
-        .bind(op_id)
-        .bind(owner.to_string())
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some(row) = row else {
+        let Some(row) = close_op(&mut tx, op_id, owner, "APPLIED", None, at_ms).await? else {
             tx.rollback().await?;
             return Ok(None);
         };
@@ -317,18 +331,8 @@ impl Store {
         at_ms: i64,
     ) -> Result<bool, StoreError> {
         let mut tx = self.pool.begin().await?;
-        let row = sqlx::query(
-            "UPDATE carrier_ops SET status = 'ABANDONED', lease_owner = NULL, lease_until_ms = NULL, \
-             settled_ms = $1, updated_ms = $1, last_error = $2 \
-             WHERE id = $3 AND status = 'OPEN' AND lease_owner = $4 RETURNING iccid",
-        )
-        .bind(at_ms)
-        .bind(short(reason))
-        .bind(op_id)
-        .bind(owner.to_string())
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some(row) = row else {
+        let Some(row) = close_op(&mut tx, op_id, owner, "ABANDONED", Some(reason), at_ms).await?
+        else {
             tx.rollback().await?;
             return Ok(false);
         };
