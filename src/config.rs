@@ -597,6 +597,14 @@ mod tests {
             jail.set_env("SIMGATE_LOG__FILTER", "info,[");
             let err = Config::load(None).expect_err("bad filter accepted");
             assert!(err.contains("log.filter"), "{err}");
+            jail.clear_env();
+            jail.set_env("SIMGATE_JOURNAL__LEASE_MS", "10");
+            let err = Config::load(None).expect_err("a 10 ms journal lease accepted");
+            assert!(err.contains("journal.lease_ms"), "{err}");
+            jail.clear_env();
+            jail.set_env("SIMGATE_JOURNAL__DRIFT_REPAIR", "undo");
+            let err = Config::load(None).expect_err("an unknown drift repair accepted");
+            assert!(err.to_lowercase().contains("drift_repair"), "{err}");
             Ok(())
         });
     }

@@ -596,3 +596,30 @@ async fn two_servers_on_one_database_never_both_change_a_card_sqlite() {
 async fn two_servers_on_one_database_never_both_change_a_card_postgres() {
     two_servers_on_one_database(Backend::Postgres).await;
 }
+
+/// A bad SetCarrierCardState names its field and changes nothing at the carrier.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn set_carrier_card_state_refuses_a_missing_state_and_changes_nothing() {
+    let mut app = spawn_app(Backend::Sqlite).await.unwrap();
+    import(
+        &mut app,
+        vec![card_input(TELECOM_ICCID, pb::Carrier::ChinaTelecom)],
+    )
+    .await;
+    let err = app
+        .sim
+        .set_carrier_card_state(pb::SetCarrierCardStateRequest {
+            carrier: pb::Carrier::ChinaTelecom as i32,
+            iccid: TELECOM_ICCID.into(),
+            state: pb::CarrierServiceState::Unspecified as i32,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert_eq!(details(&err).1, ["state"]);
+    let at_carrier = carrier_card(&mut app, pb::Carrier::ChinaTelecom, TELECOM_ICCID).await;
+    assert_eq!(
+        (at_carrier.state, at_carrier.changes),
+        (pb::CarrierServiceState::Active as i32, 0)
+    );
+}
