@@ -10,7 +10,8 @@ use tonic::{Request, Response, Status};
 
 use super::auth::Authenticator;
 use super::convert::{
-    iccid_field, page_size, position_token, read_position_token, timestamp, MAX_RECHARGE_FEN,
+    iccid_field, page_size, position_token, read_position_token, read_time_and_id_token,
+    time_and_id_token, timestamp, MAX_RECHARGE_FEN,
 };
 use super::error::{invalid_argument, invalid_field};
 use crate::auth::Permission;
@@ -249,12 +250,19 @@ impl pb::operation_service_server::OperationService for OperationApi {
             .await?;
         let req = request.into_inner();
         let size = page_size(req.page_size, 50)?;
-        let before = read_position_token("page_token", "ops", &req.page_token)?.unwrap_or(0);
-        let mut list = self.batches.list(&caller, before, size + 1).await?;
+        let before = read_time_and_id_token("page_token", "ops", &req.page_token)?;
+        let mut list = self
+            .batches
+            .list(
+                &caller,
+                before.as_ref().map(|(ms, id)| (*ms, id.as_str())),
+                size + 1,
+            )
+            .await?;
         let more = list.len() > size as usize;
         list.truncate(size as usize);
         let next_page_token = match (more, list.last()) {
-            (true, Some((b, _))) => position_token("ops", b.created_ms),
+            (true, Some((b, _))) => time_and_id_token("ops", b.created_ms, &b.id),
             _ => String::new(),
         };
         Ok(Response::new(pb::ListOperationsResponse {

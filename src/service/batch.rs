@@ -155,12 +155,12 @@ impl BatchService {
     pub async fn list(
         &self,
         caller: &Caller,
-        before_ms: i64,
+        before: Option<(i64, &str)>,
         limit: u32,
     ) -> Result<Vec<(Batch, BatchCounts)>> {
         let batches = self
             .store
-            .list_batches(caller.principal.customer_id.as_deref(), before_ms, limit)
+            .list_batches(caller.principal.customer_id.as_deref(), before, limit)
             .await?;
         let mut out = Vec::with_capacity(batches.len());
         for b in batches {

@@ -127,19 +127,24 @@ impl Store {
         row.as_ref().map(batch_from_row).transpose()
     }
 
-    /// Batches, newest first, older than `before_ms` (0: from the newest); one customer's only
-    /// when given.
+    /// Batches, newest first, after the position `before` = (created_ms, id) of the last one a
+    /// page showed (None: from the newest); one customer's only when given. The id breaks ties
+    /// between batches created in the same millisecond, so a page edge never skips one.
     pub async fn list_batches(
         &self,
         customer_id: Option<&str>,
-        before_ms: i64,
+        before: Option<(i64, &str)>,
         limit: u32,
     ) -> Result<Vec<Batch>, StoreError> {
+        let (before_ms, before_id) = before.unwrap_or((i64::MAX, ""));
         let rows = sqlx::query(&format!(
-            "SELECT {BATCH_COLUMNS} FROM batches WHERE ($1 = 0 OR created_ms < $1) \
-             AND ($2 = '' OR customer_id = $2) ORDER BY created_ms DESC, id LIMIT $3"
+            "SELECT {BATCH_COLUMNS} FROM batches \
+             WHERE (created_ms < $1 OR (created_ms = $1 AND id < $2) OR $3 = 1) \
+             AND ($4 = '' OR customer_id = $4) ORDER BY created_ms DESC, id DESC LIMIT $5"
         ))
         .bind(before_ms)
+        .bind(before_id.to_string())
+        .bind(i64::from(before.is_none()))
         .bind(customer_id.unwrap_or("").to_string())
         .bind(i64::from(limit))
         .fetch_all(&self.pool)

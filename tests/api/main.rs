@@ -19,6 +19,7 @@ mod monitoring;
 mod operability;
 mod operations;
 mod over_http;
+mod paging;
 mod platform;
 mod simulate;
 mod store_suite;
