@@ -88,7 +88,9 @@ impl Principal {
             (ResellerAdmin, _)
                 | (_, Read)
                 | (CustomerAdmin | CustomerOperator, Operate)
-                | (CustomerAdmin, Import | ManageKeys | ReadAudit)
+                // Import stays the reseller's: cards enter through its inventory, so a customer
+                // key can never claim an unregistered card of the reseller's carrier account.
+                | (CustomerAdmin, ManageKeys | ReadAudit)
         )
     }
 

@@ -182,13 +182,21 @@ impl CardApi {
 }
 
 /// Validates a request id and fingerprints the request (whose request id was taken out).
-pub(crate) fn fingerprint<M: Message>(request_id: &str, req: &M) -> Result<String, Status> {
+/// An idempotency key: up to 128 visible ASCII characters. Spaces are refused too (they are
+/// printable, so the message says what is meant): a key is compared byte for byte, and a
+/// trailing space a client's form adds would silently make it another key.
+pub(crate) fn check_request_id(request_id: &str) -> Result<(), Status> {
     if request_id.len() > 128 || !request_id.bytes().all(|b| b.is_ascii_graphic()) {
         return Err(invalid_field(
             "request_id",
-            "must be at most 128 printable ASCII characters",
+            "must be at most 128 visible ASCII characters: letters, digits and punctuation, no spaces or control characters",
         ));
     }
+    Ok(())
+}
+
+pub(crate) fn fingerprint<M: Message>(request_id: &str, req: &M) -> Result<String, Status> {
+    check_request_id(request_id)?;
     let digest = Sha256::digest(req.encode_to_vec());
     Ok(digest.iter().map(|b| format!("{b:02x}")).collect())
 }
@@ -221,7 +229,11 @@ fn filter_key(f: &CardFilter) -> String {
     format!(
         "{}|{}|{}|{}",
         f.carrier.map(|c| c.as_str()).unwrap_or(""),
-        f.customer_id.as_deref().unwrap_or(""),
+        match f.customer_id.as_deref() {
+            Some("") => "(unassigned)",
+            Some(c) => c,
+            None => "",
+        },
         f.status.map(|s| s.as_str()).unwrap_or(""),
         f.stop_reason.map(|r| r.as_str()).unwrap_or("")
     )
@@ -273,7 +285,16 @@ fn list_filter(req: &pb::ListCardsRequest) -> Result<CardFilter, Status> {
             None
         }
     };
-    let customer_id = if req.customer_id.is_empty() {
+    let customer_id = if req.unassigned {
+        if !req.customer_id.is_empty() {
+            violations.push(FieldViolation::new(
+                "unassigned",
+                "lists cards of no customer; leave customer_id empty",
+            ));
+        }
+        // The inventory's cards have an empty customer.
+        Some(String::new())
+    } else if req.customer_id.is_empty() {
         None
     } else {
         convert::customer_id_field("customer_id", &req.customer_id)
@@ -386,6 +407,68 @@ impl pb::card_service_server::CardService for CardApi {
         });
         let (imported, warnings) = self.service.import(rows, &caller, idem.as_ref()).await?;
         Ok(Response::new(answer(imported, &warnings)))
+    }
+
+    async fn assign_cards(
+        &self,
+        request: Request<pb::AssignCardsRequest>,
+    ) -> Result<Response<pb::AssignCardsResponse>, Status> {
+        let caller = self
+            .auth
+            .caller(&request, "AssignCards", Permission::Import)
+            .await?;
+        let mut req = request.into_inner();
+        let request_id = std::mem::take(&mut req.request_id);
+        let fp = fingerprint(&request_id, &req)?;
+        if let Some(first) = self.repeat(&caller, &request_id, &fp).await? {
+            return Ok(Response::new(first));
+        }
+        let mut violations = Vec::new();
+        let customer = convert::customer_id_field("customer_id", &req.customer_id)
+            .map_err(|v| violations.push(v))
+            .ok();
+        if req.iccids.is_empty() || req.iccids.len() > MAX_IMPORT {
+            violations.push(FieldViolation::new(
+                "iccids",
+                format!(
+                    "must hold 1 to {MAX_IMPORT} ICCIDs, got {}",
+                    req.iccids.len()
+                ),
+            ));
+        }
+        let mut seen = std::collections::HashSet::new();
+        let mut iccids = Vec::with_capacity(req.iccids.len());
+        for (i, raw) in req.iccids.iter().enumerate() {
+            if violations.len() >= 100 {
+                break;
+            }
+            match convert::iccid_field(&format!("iccids[{i}]"), raw) {
+                Ok(iccid) => {
+                    if !seen.insert(iccid.to_string()) {
+                        violations
+                            .push(FieldViolation::new(format!("iccids[{i}]"), "appears twice"));
+                    }
+                    iccids.push(iccid);
+                }
+                Err(v) => violations.push(v),
+            }
+        }
+        let Some(customer) = customer.filter(|_| violations.is_empty()) else {
+            return Err(invalid_argument(violations));
+        };
+        let respond = |n: usize| pb::AssignCardsResponse { changed: n as u32 }.encode_to_vec();
+        let idem = (!request_id.is_empty()).then_some((
+            request_id.as_str(),
+            fp.as_str(),
+            &respond as &(dyn Fn(usize) -> Vec<u8> + Send + Sync),
+        ));
+        let changed = self
+            .service
+            .assign(&iccids, &customer, req.spare, &caller, idem)
+            .await?;
+        Ok(Response::new(pb::AssignCardsResponse {
+            changed: changed as u32,
+        }))
     }
 
     async fn get_card(

@@ -214,6 +214,7 @@ pub fn card_to_pb(c: &Card, policy: Option<&CarrierPolicy>) -> pb::Card {
             .unwrap_or_default(),
         carrier: carrier_to_pb(c.carrier) as i32,
         customer_id: c.customer_id.clone(),
+        spare: c.spare,
         plan: Some(pb::Plan {
             monthly_quota_bytes: c.plan.monthly_quota_bytes,
             monthly_fee_fen: c.plan.monthly_fee.0,
@@ -325,9 +326,14 @@ pub fn new_card(
             .ok(),
         (false, None) => None,
     };
-    let customer_id = customer_id_field(&f("customer_id"), &input.customer_id)
-        .map_err(|v| out.push(v))
-        .ok();
+    // Empty: the reseller's unassigned inventory.
+    let customer_id = if input.customer_id.trim().is_empty() {
+        Some(String::new())
+    } else {
+        customer_id_field(&f("customer_id"), &input.customer_id)
+            .map_err(|v| out.push(v))
+            .ok()
+    };
     let plan = match &input.plan {
         None => {
             out.push(FieldViolation::new(f("plan"), "is required"));
@@ -407,12 +413,14 @@ fn plan(prefix: &str, p: &pb::Plan, out: &mut Vec<FieldViolation>) -> Option<Pla
             None
         }
         Some(t) => {
-            let parsed = from_timestamp(t)
-                .filter(|d| (2000..=2200).contains(&chrono::Datelike::year(&d.naive_utc())));
+            use crate::domain::rules::{
+                validity_in_bounds, EARLIEST_VALIDITY_YEAR, LATEST_VALIDITY_YEAR,
+            };
+            let parsed = from_timestamp(t).filter(|d| validity_in_bounds(*d));
             if parsed.is_none() {
                 out.push(FieldViolation::new(
                     format!("{prefix}.validity_end"),
-                    "must be a valid time between the years 2000 and 2200",
+                    format!("must be a valid time between the years {EARLIEST_VALIDITY_YEAR} and {LATEST_VALIDITY_YEAR}"),
                 ));
             }
             parsed

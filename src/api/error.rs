@@ -27,15 +27,90 @@ fn info(reason: &str, metadata: HashMap<String, String>) -> ErrorDetails {
     d
 }
 
+/// The longest `grpc-message` simgate sends. Clients' default metadata limits are about 8 KB
+/// for all headers together (gRPC core's soft limit); a longer message makes a stock client
+/// report RESOURCE_EXHAUSTED instead of the real error.
+pub const MAX_MESSAGE_BYTES: usize = 1024;
+/// Bytes of field violations put in the details; base64 on the wire makes them 4/3 larger, so
+/// message and details together stay within 8 KB.
+pub const MAX_VIOLATION_BYTES: usize = 4500;
+/// Violations quoted in the message itself; the rest are counted.
+const VIOLATIONS_IN_MESSAGE: usize = 3;
+
+/// `s` cut to at most `max` bytes on a character boundary, marked as cut.
+fn clip(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max.saturating_sub(3);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &s[..end])
+}
+
+/// The short message of an INVALID_ARGUMENT: the first violations and how many there are.
+fn violations_message(violations: &[FieldViolation]) -> String {
+    let first = violations
+        .iter()
+        .take(VIOLATIONS_IN_MESSAGE)
+        .map(|v| format!("{}: {}", v.field, clip(&v.description, 200)))
+        .collect::<Vec<_>>()
+        .join("; ");
+    match violations.len() {
+        n if n > VIOLATIONS_IN_MESSAGE => format!(
+            "invalid argument: {first}; and {} more (each is a field violation in the details)",
+            n - VIOLATIONS_IN_MESSAGE
+        ),
+        _ => format!("invalid argument: {first}"),
+    }
+}
+
+/// Field violations as BadRequest details, as many as fit in [`MAX_VIOLATION_BYTES`]; a last
+/// entry counts the ones left out.
+fn violation_details(violations: Vec<FieldViolation>) -> ErrorDetails {
+    let mut d = ErrorDetails::new();
+    let total = violations.len();
+    let mut used = 0;
+    for (i, v) in violations.into_iter().enumerate() {
+        let description = clip(&v.description, 300);
+        // A violation costs its two strings and a few bytes of protobuf framing.
+        let cost = v.field.len() + description.len() + 8;
+        if used + cost > MAX_VIOLATION_BYTES {
+            d.add_bad_request_violation(
+                "",
+                format!("and {} more violations, not listed", total - i),
+            );
+            break;
+        }
+        used += cost;
+        d.add_bad_request_violation(v.field, description);
+    }
+    d
+}
+
 impl From<ServiceError> for Status {
     fn from(e: ServiceError) -> Status {
+        let status = status_of(e);
+        if status.message().len() <= MAX_MESSAGE_BYTES {
+            return status;
+        }
+        Status::with_details_and_metadata(
+            status.code(),
+            clip(status.message(), MAX_MESSAGE_BYTES),
+            status.details().to_vec().into(),
+            status.metadata().clone(),
+        )
+    }
+}
+
+fn status_of(e: ServiceError) -> Status {
+    {
         let message = e.to_string();
         match e {
             ServiceError::InvalidArgument(violations) => {
-                let mut d = ErrorDetails::new();
-                for v in violations {
-                    d.add_bad_request_violation(v.field, v.description);
-                }
+                let message = violations_message(&violations);
+                let d = violation_details(violations);
                 Status::with_error_details(Code::InvalidArgument, message, d)
             }
             ServiceError::NotFound(iccid) => {
@@ -46,6 +121,21 @@ impl From<ServiceError> for Status {
             ServiceError::WebhookNotFound(id) => {
                 let mut d = info("WEBHOOK_NOT_FOUND", HashMap::new());
                 d.set_resource_info("webhook", id, "", "no webhook with this id");
+                Status::with_error_details(Code::NotFound, message, d)
+            }
+            ServiceError::OperationNotFound(id) => {
+                let mut d = info("OPERATION_NOT_FOUND", HashMap::new());
+                d.set_resource_info("operation", id, "", "no operation with this id");
+                Status::with_error_details(Code::NotFound, message, d)
+            }
+            ServiceError::CardsNotFound { first, total } => {
+                let mut d = info(
+                    "CARD_NOT_FOUND",
+                    HashMap::from([("count".to_string(), total.to_string())]),
+                );
+                for iccid in &first {
+                    d.add_bad_request_violation("iccids", format!("{iccid}: no such card"));
+                }
                 Status::with_error_details(Code::NotFound, message, d)
             }
             ServiceError::PoolNotFound(id) => {

@@ -632,7 +632,7 @@ impl pb::monitoring_service_server::MonitoringService for MonitoringApi {
         if !secret_ok {
             return Err(invalid_field(
                 "secret",
-                "must be 16-128 printable ASCII characters (or empty to generate one)",
+                "must be 16-128 visible ASCII characters: letters, digits and punctuation, no spaces (or empty to generate one)",
             ));
         }
         let kinds = kinds_field(req.kinds)?;

@@ -45,12 +45,7 @@ impl OperationApi {
         request_id: String,
         fingerprint_of: impl Message,
     ) -> Result<Response<pb::Operation>, Status> {
-        if request_id.len() > 128 || !request_id.bytes().all(|b| b.is_ascii_graphic()) {
-            return Err(invalid_field(
-                "request_id",
-                "must be at most 128 printable ASCII characters",
-            ));
-        }
+        super::cards::check_request_id(&request_id)?;
         use sha2::{Digest, Sha256};
         let fp: String = Sha256::digest(fingerprint_of.encode_to_vec())
             .iter()

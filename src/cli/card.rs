@@ -103,7 +103,7 @@ pub struct ListArgs {
 
 #[derive(Args)]
 pub struct ChangeArgs {
-    /// Idempotency key (1-128 printable ASCII characters). Repeating a change with the same key
+    /// Idempotency key (1-128 visible ASCII characters: letters, digits and punctuation, no spaces). Repeating a change with the same key
     /// returns the first answer and changes nothing. Default: a new random key.
     #[arg(long, value_name = "KEY")]
     pub idempotency_key: Option<String>,
@@ -273,6 +273,7 @@ async fn list(cards: &mut Cards, args: ListArgs, out: &Printer) -> Result<(), Fa
         customer_id: args.customer.unwrap_or_default(),
         status: args.status.map_or(0, |s| s.to_pb() as i32),
         stop_reason: args.stop_reason.map_or(0, |r| r.to_pb() as i32),
+        unassigned: false,
     };
     if !args.all {
         let page = cards.list_cards(req).await?.into_inner();

@@ -109,7 +109,11 @@ pub struct Card {
     pub imsi: Option<Imsi>,
     pub carrier: CarrierId,
     /// The reseller's enterprise customer that owns the card; every query can be scoped by it.
+    /// Empty: unassigned inventory, seen only by the reseller until AssignCards gives it to a
+    /// customer.
     pub customer_id: String,
+    /// A card the customer holds in reserve for swaps (set by AssignCards).
+    pub spare: bool,
     pub plan: Plan,
     /// Terminal: the number has been released. Kept apart from the stop reasons because no
     /// operation clears it.

@@ -188,6 +188,19 @@ pub enum RuleViolation {
     InAnotherPool(String),
     #[error("a {} of this card was sent to its carrier and is not settled yet; retry once the card shows no pending_change", .0.verb())]
     ChangePending(CarrierAction),
+    #[error("the plan would be valid until {0}, past the year {LATEST_VALIDITY_YEAR}, the latest simgate accepts (as for an import)")]
+    ValidityLimit(DateTime<Utc>),
+    #[error("card {0} belongs to another customer; only unassigned inventory can be assigned")]
+    AssignedToAnother(String),
+}
+
+/// The years a plan's validity end may fall in, at import and after any renewal.
+pub const EARLIEST_VALIDITY_YEAR: i32 = 2000;
+pub const LATEST_VALIDITY_YEAR: i32 = 2200;
+
+/// Whether `t` is a validity end simgate accepts.
+pub fn validity_in_bounds(t: DateTime<Utc>) -> bool {
+    (EARLIEST_VALIDITY_YEAR..=LATEST_VALIDITY_YEAR).contains(&chrono::Datelike::year(&t))
 }
 
 fn resume_hint(r: StopReason) -> &'static str {
@@ -227,6 +240,8 @@ impl RuleViolation {
             RuleViolation::PoolCustomerMismatch => "POOL_CUSTOMER_MISMATCH",
             RuleViolation::InAnotherPool(_) => "CARD_IN_ANOTHER_POOL",
             RuleViolation::ChangePending(_) => "CHANGE_PENDING",
+            RuleViolation::ValidityLimit(_) => "VALIDITY_LIMIT",
+            RuleViolation::AssignedToAnother(_) => "CARD_ASSIGNED_TO_ANOTHER_CUSTOMER",
         }
     }
 }
@@ -320,6 +335,7 @@ pub fn open_card(input: NewCard, policy: &CarrierPolicy, now: DateTime<Utc>) -> 
         alert_keys: Vec::new(),
         pending: None,
         drift: None,
+        spare: false,
     };
     card.next_due_at = crate::domain::lifecycle::next_due(&card, policy).map(|(t, _)| t);
     card
@@ -451,7 +467,32 @@ pub fn renew(
     } else {
         next.plan.validity_end = add_months(card.plan.validity_end.max(now), months);
     }
+    if !validity_in_bounds(next.plan.validity_end) {
+        return Err(RuleViolation::ValidityLimit(next.plan.validity_end));
+    }
     Ok(transition(card, next, now, "card.renewed", Fen::ZERO))
+}
+
+/// Gives a card of the reseller's unassigned inventory to `customer`, or sets whether a
+/// customer's own card is one of its spares (kept in reserve for swaps). A card of another
+/// customer is not moved: cards enter a customer through the reseller's inventory only.
+pub fn assign(
+    card: &Card,
+    customer: &str,
+    spare: bool,
+    now: DateTime<Utc>,
+) -> Result<Transition, RuleViolation> {
+    ensure_not_cancelled(card)?;
+    if !card.customer_id.is_empty() && card.customer_id != customer {
+        return Err(RuleViolation::AssignedToAnother(card.iccid.to_string()));
+    }
+    if card.customer_id == customer && card.spare == spare {
+        return Ok(Transition::none(card));
+    }
+    let mut next = card.clone();
+    next.customer_id = customer.to_string();
+    next.spare = spare;
+    Ok(transition(card, next, now, "card.assigned", Fen::ZERO))
 }
 
 /// Completing real-name verification clears REAL_NAME.
@@ -896,5 +937,54 @@ pub(crate) mod tests {
         let err = resume(&t.card, now()).unwrap_err();
         assert_eq!(err.reason(), "DEVICE_MISMATCH");
         assert!(err.to_string().contains("binding"));
+    }
+}
+
+#[cfg(test)]
+mod inventory_tests {
+    use super::tests::{new_card, now};
+    use super::*;
+
+    fn inventory_card() -> Card {
+        let mut row = new_card(CarrierId::Mobile);
+        row.customer_id = String::new();
+        open_card(row, &CarrierPolicy::default_for(CarrierId::Mobile), now())
+    }
+
+    #[test]
+    fn assigning_gives_an_inventory_card_to_the_customer_and_can_mark_it_spare() {
+        let card = inventory_card();
+        let t = assign(&card, "acme", true, now()).unwrap();
+        assert_eq!((t.card.customer_id.as_str(), t.card.spare), ("acme", true));
+        assert_eq!(t.events[0].kind, "card.assigned");
+        assert!(t.action.is_none(), "the carrier is not told");
+        // Again: nothing changes.
+        let again = assign(&t.card, "acme", true, now()).unwrap();
+        assert!(!again.changed && again.events.is_empty());
+        // The customer's own card can stop being a spare.
+        let back = assign(&t.card, "acme", false, now()).unwrap();
+        assert!(back.changed && !back.card.spare);
+    }
+
+    #[test]
+    fn assigning_never_moves_another_customers_card() {
+        let mut card = inventory_card();
+        card.customer_id = "other".into();
+        assert_eq!(
+            assign(&card, "acme", false, now()).unwrap_err().reason(),
+            "CARD_ASSIGNED_TO_ANOTHER_CUSTOMER"
+        );
+    }
+
+    #[test]
+    fn renewing_past_the_latest_validity_year_is_refused() {
+        let policy = CarrierPolicy::default_for(CarrierId::Mobile);
+        let mut card = inventory_card();
+        card.plan.validity_end = chrono::TimeZone::with_ymd_and_hms(&Utc, 2195, 1, 1, 0, 0, 0)
+            .single()
+            .unwrap();
+        assert!(renew(&card, &policy, 12, now()).is_ok());
+        let err = renew(&card, &policy, 60, now()).unwrap_err();
+        assert_eq!(err.reason(), "VALIDITY_LIMIT");
     }
 }

@@ -23,6 +23,8 @@ pub const MAX_BATCH: usize = 100_000;
 const MAX_ATTEMPTS: i64 = 10;
 /// Cards in flight at once (carrier calls wait on the carrier's own limits).
 const CONCURRENCY: usize = 32;
+/// Cards chosen per pass, round-robin across tenants.
+const PASS: usize = 2 * CONCURRENCY;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -100,6 +102,15 @@ impl BatchService {
         request_id: Option<(&str, &str)>,
         respond: &(dyn Fn(&Batch) -> Vec<u8> + Send + Sync),
     ) -> Result<Batch> {
+        // Refused whole, before anything is stored: a batch naming cards the caller cannot see
+        // would otherwise be accepted and fail card by card, an audit row each.
+        let (first, total) = self
+            .store
+            .cards_not_visible(&iccids, caller.principal.customer_id.as_deref(), 5)
+            .await?;
+        if total > 0 {
+            return Err(ServiceError::CardsNotFound { first, total });
+        }
         let now = self.clock.now();
         let batch = Batch {
             id: uuid::Uuid::new_v4().simple().to_string(),
@@ -137,7 +148,7 @@ impl BatchService {
                 None => true,
                 Some(own) => b.customer_id.as_deref() == Some(own.as_str()),
             })
-            .ok_or_else(|| ServiceError::NotFound(format!("operation {id}")))?;
+            .ok_or_else(|| ServiceError::OperationNotFound(id.to_string()))?;
         let counts = self.store.batch_counts(id).await?;
         Ok((b, counts))
     }
@@ -184,19 +195,19 @@ impl BatchService {
         let mut tried = 0;
         loop {
             let now = self.clock.now();
-            let items = self.store.due_items(now.timestamp_millis(), 512).await?;
+            // A pass is small so that a tenant who arrives behind a big batch is served within
+            // one pass: the pass waits for its slowest card before the next is chosen.
+            let (items, running) = self
+                .store
+                .due_items(now.timestamp_millis(), PASS as u32)
+                .await?;
             if items.is_empty() {
                 break;
             }
+            self.store.start_items(&items).await?;
             tried += items.len();
-            let mut batches = std::collections::HashMap::new();
-            for item in &items {
-                if !batches.contains_key(&item.batch_id) {
-                    if let Some(b) = self.store.get_batch(&item.batch_id).await? {
-                        batches.insert(item.batch_id.clone(), b);
-                    }
-                }
-            }
+            let batches: std::collections::HashMap<String, Batch> =
+                running.into_iter().map(|b| (b.id.clone(), b)).collect();
             let batches = Arc::new(batches);
             let results: Vec<Result<()>> = futures::stream::iter(items.into_iter().map(|item| {
                 let batches = batches.clone();
@@ -213,14 +224,22 @@ impl BatchService {
             for r in results {
                 r?;
             }
+            // After every pass, so that a small batch served between a big one's passes is
+            // reported done when it is, not when the big one ends.
+            self.finish_done_batches().await?;
         }
+        self.finish_done_batches().await?;
+        Ok(tried)
+    }
+
+    async fn finish_done_batches(&self) -> Result<()> {
         for id in self.store.finished_running_batches().await? {
             self.store
                 .set_batch_state(&id, "DONE", self.clock.now().timestamp_millis())
                 .await?;
             info!(batch = %id, "bulk operation finished");
         }
-        Ok(tried)
+        Ok(())
     }
 
     async fn process(&self, b: &Batch, item: &BatchItem, now: DateTime<Utc>) -> Result<()> {

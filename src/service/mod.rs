@@ -78,6 +78,12 @@ pub enum ServiceError {
     NotFound(String),
     #[error("pool {0} not found")]
     PoolNotFound(String),
+    #[error("operation {0} not found")]
+    OperationNotFound(String),
+    /// A bulk request named cards the caller cannot see (or that do not exist); nothing was
+    /// stored. `first` holds the first few, `total` counts them all.
+    #[error("{total} of the cards named are not cards you can see: {}{}", first.join(", "), if *total > first.len() { format!(" and {} more", total - first.len()) } else { String::new() })]
+    CardsNotFound { first: Vec<String>, total: usize },
     #[error("webhook {0} not found")]
     WebhookNotFound(String),
     #[error("{0}")]
@@ -187,6 +193,8 @@ pub(crate) fn result_name(e: &ServiceError) -> String {
         ServiceError::InvalidArgument(_) => "INVALID_ARGUMENT".into(),
         ServiceError::NotFound(_)
         | ServiceError::PoolNotFound(_)
+        | ServiceError::OperationNotFound(_)
+        | ServiceError::CardsNotFound { .. }
         | ServiceError::WebhookNotFound(_) => "NOT_FOUND".into(),
         ServiceError::Rule(r) => format!("FAILED_PRECONDITION:{}", r.reason()),
         ServiceError::AlreadyExists { .. } => "ALREADY_EXISTS".into(),
@@ -420,6 +428,89 @@ impl CardService {
             response,
             created_ms: now.timestamp_millis(),
         }
+    }
+
+    /// AssignCards: every card to `customer` (or its spare mark set), all or nothing, in one
+    /// transaction with its events, audit record and idempotent answer. Returns how many cards
+    /// changed. The caller must be the reseller (checked by the API's permission).
+    pub async fn assign(
+        &self,
+        iccids: &[Iccid],
+        customer: &str,
+        spare: bool,
+        caller: &Caller,
+        idem: Option<(&str, &str, &(dyn Fn(usize) -> Vec<u8> + Send + Sync))>,
+    ) -> Result<usize> {
+        let now = self.now();
+        let result = self
+            .assign_once(iccids, customer, spare, caller, idem, now)
+            .await;
+        // A concurrent change to one of the cards: read them again and decide again.
+        let result = match result {
+            Err(ServiceError::Conflict) => {
+                self.assign_once(iccids, customer, spare, caller, idem, now)
+                    .await
+            }
+            other => other,
+        };
+        if let Err(e) = &result {
+            self.audit_failure(caller, now, None, Some(customer), e)
+                .await;
+        }
+        result
+    }
+
+    async fn assign_once(
+        &self,
+        iccids: &[Iccid],
+        customer: &str,
+        spare: bool,
+        caller: &Caller,
+        idem: Option<(&str, &str, &(dyn Fn(usize) -> Vec<u8> + Send + Sync))>,
+        now: DateTime<Utc>,
+    ) -> Result<usize> {
+        let mut changes = Vec::new();
+        let mut missing = Vec::new();
+        for iccid in iccids {
+            let Some(card) = self.store.get_card(iccid).await? else {
+                missing.push(iccid.to_string());
+                continue;
+            };
+            if let Some(p) = &card.pending {
+                return Err(RuleViolation::ChangePending(p.action).into());
+            }
+            let t = rules::assign(&card, customer, spare, now)?;
+            if t.changed {
+                changes.push((card, t.card, t.events));
+            }
+        }
+        if !missing.is_empty() {
+            let total = missing.len();
+            missing.truncate(5);
+            return Err(ServiceError::CardsNotFound {
+                first: missing,
+                total,
+            });
+        }
+        let audit = caller.audit(
+            now,
+            (iccids.len() == 1).then(|| &iccids[0]),
+            Some(customer),
+            "OK",
+            format!(
+                "{} of {} cards assigned to {customer}{}",
+                changes.len(),
+                iccids.len(),
+                if spare { " as spares" } else { "" }
+            ),
+        );
+        let answer =
+            idem.map(|(id, fp, respond)| self.answer(caller, id, fp, respond(changes.len()), now));
+        self.store
+            .assign_cards(&changes, &audit, answer.as_ref())
+            .await?;
+        info!(customer, cards = changes.len(), spare, "cards assigned");
+        Ok(changes.len())
     }
 
     /// The card, whoever asks (engine, simulator).

@@ -690,3 +690,72 @@ async fn a_dropped_call_gives_up_its_hold_and_its_intent_is_settled_after_the_le
     assert!(card.stop_reasons.contains(StopReason::Manual));
     assert_eq!(card.pending, None);
 }
+
+/// A try that a crash cut short (the worker took the item, then died) still counts: the item
+/// redone after the restart reports two attempts, not one.
+#[tokio::test]
+async fn a_batch_item_redone_after_a_crash_counts_both_attempts() {
+    let mut m = mock(CarrierId::Mobile);
+    m.expect_stop().times(1).returning(|_| Ok(()));
+    let f = fixture(m).await;
+    let card = imported(&f, new_card(CarrierId::Mobile)).await;
+    let batches = batch::BatchService::new(f.service.clone(), f.store.clone())
+        .with_clock(Arc::new(f.ops.clone()));
+    let respond = |_: &crate::store::Batch| Vec::new();
+    let b = batches
+        .create(
+            &sys(),
+            batch::Kind::Suspend,
+            vec![card.iccid.to_string()],
+            Fen(0),
+            None,
+            &respond,
+        )
+        .await
+        .unwrap();
+    // The first worker takes the item and dies before recording anything.
+    let (items, _) = f
+        .store
+        .due_items(f.ops.now().timestamp_millis(), 64)
+        .await
+        .unwrap();
+    assert_eq!(items.len(), 1);
+    f.store.start_items(&items).await.unwrap();
+    // The next worker redoes it.
+    assert_eq!(batches.run_once().await.unwrap(), 1);
+    let items = f.store.batch_items(&b.id, None, -1, 10).await.unwrap();
+    assert_eq!(
+        (items[0].status.as_str(), items[0].attempts),
+        ("DONE", 2),
+        "the cut-short try and the one that finished"
+    );
+}
+
+/// Naming a card the caller cannot see refuses the whole batch before anything is stored.
+#[tokio::test]
+async fn a_batch_naming_unknown_cards_is_refused_whole_and_stores_nothing() {
+    let f = fixture(mock(CarrierId::Mobile)).await;
+    let card = imported(&f, new_card(CarrierId::Mobile)).await;
+    let batches = batch::BatchService::new(f.service.clone(), f.store.clone());
+    let respond = |_: &crate::store::Batch| Vec::new();
+    let mut iccids = vec![card.iccid.to_string()];
+    iccids.extend((0..8).map(|i| format!("8986000000000000000{i}")));
+    let err = batches
+        .create(&sys(), batch::Kind::Suspend, iccids, Fen(0), None, &respond)
+        .await
+        .unwrap_err();
+    match err {
+        ServiceError::CardsNotFound { first, total } => {
+            assert_eq!(total, 8);
+            assert_eq!(first.len(), 5, "the first few are named");
+            assert_eq!(first[0], "89860000000000000000");
+        }
+        other => panic!("expected CardsNotFound, got {other:?}"),
+    }
+    assert!(f
+        .store
+        .list_batches(None, None, 10)
+        .await
+        .unwrap()
+        .is_empty());
+}

@@ -195,19 +195,138 @@ impl Store {
         rows.iter().map(item_from_row).collect()
     }
 
-    /// Items of running batches that are due, oldest batch first.
-    pub async fn due_items(&self, now_ms: i64, limit: u32) -> Result<Vec<BatchItem>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT i.batch_id, i.seq, i.iccid, i.status, i.reason, i.attempts FROM batch_items i \
-             JOIN batches b ON b.id = i.batch_id \
-             WHERE i.status = 'PENDING' AND i.next_attempt_ms <= $1 AND b.state = 'RUNNING' \
-             ORDER BY b.created_ms, i.batch_id, i.seq LIMIT $2",
-        )
-        .bind(now_ms)
-        .bind(i64::from(limit))
+    /// Up to `limit` due items of running batches, shared round-robin between tenants (each
+    /// customer, and the reseller's own batches as one more): the first item of every tenant,
+    /// then the second of every tenant, and so on. Within a tenant, its oldest batch goes first.
+    /// So one customer's 100,000-card batch delays another customer's one-card batch by one
+    /// pass at most, not by its whole length. Returns the batches the items belong to as well.
+    pub async fn due_items(
+        &self,
+        now_ms: i64,
+        limit: u32,
+    ) -> Result<(Vec<BatchItem>, Vec<Batch>), StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {BATCH_COLUMNS} FROM batches WHERE state = 'RUNNING' ORDER BY created_ms, id"
+        ))
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(item_from_row).collect()
+        let running: Vec<Batch> = rows.iter().map(batch_from_row).collect::<Result<_, _>>()?;
+        // Tenants in the order of their oldest running batch.
+        let mut tenants: Vec<(Option<String>, Vec<&Batch>)> = Vec::new();
+        for b in &running {
+            match tenants.iter_mut().find(|(t, _)| *t == b.customer_id) {
+                Some((_, list)) => list.push(b),
+                None => tenants.push((b.customer_id.clone(), vec![b])),
+            }
+        }
+        let share = (limit as usize).div_ceil(tenants.len().max(1)).max(1);
+        let mut per_tenant: Vec<std::collections::VecDeque<BatchItem>> = Vec::new();
+        for (_, batches) in &tenants {
+            let mut items = Vec::new();
+            for b in batches {
+                if items.len() >= share {
+                    break;
+                }
+                let rows = sqlx::query(
+                    "SELECT batch_id, seq, iccid, status, reason, attempts FROM batch_items \
+                     WHERE batch_id = $1 AND status = 'PENDING' AND next_attempt_ms <= $2 \
+                     ORDER BY seq LIMIT $3",
+                )
+                .bind(b.id.clone())
+                .bind(now_ms)
+                .bind((share - items.len()) as i64)
+                .fetch_all(&self.pool)
+                .await?;
+                for r in &rows {
+                    items.push(item_from_row(r)?);
+                }
+            }
+            per_tenant.push(items.into());
+        }
+        let mut out = Vec::with_capacity(limit as usize);
+        while out.len() < limit as usize {
+            let mut any = false;
+            for q in per_tenant.iter_mut() {
+                if out.len() >= limit as usize {
+                    break;
+                }
+                if let Some(item) = q.pop_front() {
+                    out.push(item);
+                    any = true;
+                }
+            }
+            if !any {
+                break;
+            }
+        }
+        let used: std::collections::HashSet<&str> =
+            out.iter().map(|i| i.batch_id.as_str()).collect();
+        let batches = running
+            .iter()
+            .filter(|b| used.contains(b.id.as_str()))
+            .cloned()
+            .collect();
+        Ok((out, batches))
+    }
+
+    /// Counts a try of each item before it is made, so that a try cut short by a crash still
+    /// shows in `attempts` when the item is redone.
+    pub async fn start_items(&self, items: &[BatchItem]) -> Result<(), StoreError> {
+        let mut by_batch: std::collections::BTreeMap<&str, Vec<i64>> = Default::default();
+        for i in items {
+            by_batch.entry(&i.batch_id).or_default().push(i.seq);
+        }
+        for (batch, seqs) in by_batch {
+            for chunk in seqs.chunks(500) {
+                // Only numbered placeholders: SQLite does not mix `$1` with `?` as PostgreSQL would.
+                let sql = format!(
+                    "UPDATE batch_items SET attempts = attempts + 1 \
+                     WHERE status = 'PENDING' AND batch_id = {}",
+                    placeholders(self.backend, 0, 1)
+                ) + &format!(
+                    " AND seq IN ({})",
+                    placeholders(self.backend, 1, chunk.len())
+                );
+                let mut q = sqlx::query(&sql).bind(batch.to_string());
+                for seq in chunk {
+                    q = q.bind(*seq);
+                }
+                q.execute(&self.pool).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Of `iccids`, those that are not cards of `customer_id` (of any customer when None), in
+    /// the order given, at most `first` of them, and how many there are in all.
+    pub async fn cards_not_visible(
+        &self,
+        iccids: &[String],
+        customer_id: Option<&str>,
+        first: usize,
+    ) -> Result<(Vec<String>, usize), StoreError> {
+        let mut found = std::collections::HashSet::with_capacity(iccids.len());
+        for chunk in iccids.chunks(500) {
+            let sql = format!(
+                "SELECT iccid, customer_id FROM cards WHERE iccid IN ({})",
+                placeholders(self.backend, 0, chunk.len())
+            );
+            let mut q = sqlx::query(&sql);
+            for iccid in chunk {
+                q = q.bind(iccid.clone());
+            }
+            for r in q.fetch_all(&self.pool).await? {
+                let owner: String = r.try_get("customer_id")?;
+                if customer_id.is_none_or(|c| c == owner) {
+                    found.insert(r.try_get::<String, _>("iccid")?);
+                }
+            }
+        }
+        let missing: Vec<&String> = iccids.iter().filter(|i| !found.contains(*i)).collect();
+        Ok((
+            missing.iter().take(first).map(|s| s.to_string()).collect(),
+            missing.len(),
+        ))
     }
 
     /// Records an item's outcome (if it is still pending: a cancel wins).
@@ -220,7 +339,7 @@ impl Store {
         next_attempt_ms: i64,
     ) -> Result<(), StoreError> {
         sqlx::query(
-            "UPDATE batch_items SET status = $1, reason = $2, attempts = attempts + 1, next_attempt_ms = $3 \
+            "UPDATE batch_items SET status = $1, reason = $2, next_attempt_ms = $3 \
              WHERE batch_id = $4 AND seq = $5 AND status = 'PENDING'",
         )
         .bind(status.to_string())

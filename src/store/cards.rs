@@ -23,12 +23,12 @@ macro_rules! written_columns {
         validity_end_ms, auto_suspend, cancelled, status, stop_reasons, stage, real_name, balance_fen, \
         cycle_usage_bytes, cycle_start_ms, stage_since_ms, test_used_bytes, retention_fee_next_ms, \
         retention_ends_ms, expiry_restore_ms, arrears_paid, warnings, created_ms, updated_ms, version, \
-        next_due_ms, pool_id, alert_keys"
+        next_due_ms, pool_id, alert_keys, spare"
     };
 }
 const COLUMNS: &str = written_columns!();
 
-const NUM_COLUMNS: usize = 30;
+const NUM_COLUMNS: usize = 31;
 
 /// What a read returns: the written columns and the journal's and the sync's own (an open
 /// intent, drift), which only they write.
@@ -37,10 +37,10 @@ const SELECT_COLUMNS: &str = concat!(
     ", pending_op_id, pending_action, pending_since_ms, drift_carrier_state, drift_since_ms"
 );
 
-/// Rows per multi-row INSERT: 30 parameters each stays under SQLite's 32,766-parameter limit.
+/// Rows per multi-row INSERT: 31 parameters each stays under SQLite's 32,766-parameter limit.
 const INSERT_CHUNK: usize = 1000;
 
-/// Cards per batched UPDATE statement (31 parameters each).
+/// Cards per batched UPDATE statement (32 parameters each).
 const UPDATE_CHUNK: usize = 500;
 
 /// SQL types of `COLUMNS`, in order, for the casts PostgreSQL needs in a VALUES list.
@@ -48,6 +48,7 @@ const COLUMN_TYPES: [&str; NUM_COLUMNS] = [
     "text", "text", "text", "text", "text", "bigint", "bigint", "bigint", "bigint", "bigint",
     "text", "bigint", "text", "text", "bigint", "bigint", "bigint", "bigint", "bigint", "bigint",
     "bigint", "bigint", "bigint", "text", "bigint", "bigint", "bigint", "bigint", "text", "text",
+    "bigint",
 ];
 
 /// Narrows a card listing. Every field is optional; all given ones must match.
@@ -91,6 +92,9 @@ pub(super) struct CardRow {
     next_due_ms: Option<i64>,
     pool_id: Option<String>,
     alert_keys: String,
+    /// Absent from plans written before spares existed.
+    #[serde(default)]
+    spare: i64,
     #[serde(default)]
     pending_op_id: Option<i64>,
     #[serde(default)]
@@ -136,6 +140,7 @@ impl CardRow {
             next_due_ms: c.next_due_at.map(|t| t.timestamp_millis()),
             pool_id: c.pool.clone(),
             alert_keys: c.alert_keys.join(","),
+            spare: i64::from(c.spare),
             pending_op_id: None,
             pending_action: None,
             pending_since_ms: None,
@@ -206,6 +211,7 @@ impl TryFrom<CardRow> for Card {
             iccid: Iccid::from_trusted(r.iccid),
             pending,
             drift: None,
+            spare: r.spare != 0,
         };
         card.drift = drift.map(|(carrier_state, since)| Drift {
             carrier_state,
@@ -249,7 +255,8 @@ fn bind_card<'q>(q: AnyQuery<'q>, c: &Card) -> Result<AnyQuery<'q>, StoreError> 
         .bind(c.version)
         .bind(c.next_due_at.map(|t| t.timestamp_millis()))
         .bind(c.pool.clone())
-        .bind(c.alert_keys.join(",")))
+        .bind(c.alert_keys.join(","))
+        .bind(i64::from(c.spare)))
 }
 
 fn is_unique_violation(e: &sqlx::Error) -> bool {
@@ -519,6 +526,39 @@ impl Store {
             self.wrote_events();
         }
         Ok(next)
+    }
+
+    /// AssignCards' writes: each card from its `before` version to `after`, with its events,
+    /// the audit record and the idempotent answer, in one transaction. `Conflict` (and nothing
+    /// written) if any card changed meanwhile or has a carrier change pending.
+    pub async fn assign_cards(
+        &self,
+        changes: &[(Card, Card, Vec<CardEvent>)],
+        audit: &AuditRecord,
+        answer: Option<&IdempotencyRecord>,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let mut rows = Vec::new();
+        for (before, after, events) in changes {
+            let mut next = after.clone();
+            next.version = before.version;
+            let Some(written) = update_in(&mut tx, &next, Guard::NoPendingChange).await? else {
+                tx.rollback().await?;
+                return Err(StoreError::Conflict);
+            };
+            rows.extend(events.iter().map(|e| NewEvent::of_card(&written, e)));
+        }
+        super::access::insert_audit(&mut tx, audit).await?;
+        if let Some(r) = answer {
+            super::idempotency::insert_idempotency(&mut tx, r).await?;
+        }
+        let wrote = !rows.is_empty();
+        insert_events(&mut tx, self.backend, &rows).await?;
+        tx.commit().await?;
+        if wrote {
+            self.wrote_events();
+        }
+        Ok(())
     }
 
     /// Records that the carrier shows `carrier_state` for a card that says otherwise, with a

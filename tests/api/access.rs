@@ -144,6 +144,15 @@ async fn call(
                 .await,
             )
         }
+        "simgate.v1.CardService/AssignCards" => code(
+            c.assign_cards(pb::AssignCardsRequest {
+                iccids: vec![iccid],
+                customer_id: customer,
+                spare: true,
+                request_id: String::new(),
+            })
+            .await,
+        ),
         "simgate.v1.CardService/GetCard" => code(c.get_card(pb::GetCardRequest { iccid }).await),
         "simgate.v1.CardService/ListCards" => {
             let r = c
@@ -514,9 +523,9 @@ fn expected(rpc: &str, who: Who, own: bool) -> Code {
         "simgate.v1.OperationService" => match method {
             "ListOperations" => Code::Ok,
             "GetOperation" | "WatchOperation" => hidden,
-            // Accepted for any ICCIDs; another customer's cards fail one by one as NOT_FOUND.
+            // Naming another customer's card refuses the whole batch, as NOT_FOUND.
             "BatchSuspend" | "BatchResume" | "BatchRecharge" => match who {
-                CustomerAdmin | Operator => Code::Ok,
+                CustomerAdmin | Operator => hidden,
                 _ => Code::PermissionDenied,
             },
             _ => match who {
@@ -560,16 +569,8 @@ fn expected(rpc: &str, who: Who, own: bool) -> Code {
         _ => match method {
             "ListCards" => Code::Ok,
             "GetCard" | "GetUsage" | "ListCardEvents" | "DiagnoseCard" => hidden,
-            "ImportCards" => match who {
-                CustomerAdmin => {
-                    if own {
-                        Code::Ok
-                    } else {
-                        Code::PermissionDenied
-                    }
-                }
-                _ => Code::PermissionDenied,
-            },
+            // Cards enter through the reseller only.
+            "ImportCards" | "AssignCards" => Code::PermissionDenied,
             _ => match who {
                 CustomerAdmin | Operator => hidden,
                 _ => Code::PermissionDenied,
@@ -595,6 +596,7 @@ fn all_rpcs() -> BTreeSet<String> {
 
 const MATRIX: &[&str] = &[
     "simgate.v1.CardService/ImportCards",
+    "simgate.v1.CardService/AssignCards",
     "simgate.v1.CardService/GetCard",
     "simgate.v1.CardService/ListCards",
     "simgate.v1.CardService/SuspendCard",
@@ -1098,6 +1100,7 @@ async fn hostile_metadata_and_messages_get_clean_statuses_and_change_nothing() {
                     customer_id: strings(rnd()),
                     status: rnd() as i32,
                     stop_reason: rnd() as i32,
+                    unassigned: rnd() % 2 == 0,
                 })
                 .await
                 .err(),

@@ -427,3 +427,194 @@ async fn every_invalid_import_field_is_named() {
     assert_eq!(details(&err).1, vec!["cards[1].iccid"]);
     assert_eq!(app.store.count_cards().await.unwrap(), 0);
 }
+
+both_backends!(
+    cards_enter_through_the_reseller_and_are_assigned_from_inventory,
+    |mut app: TestApp| async move {
+        let key = app
+            .access
+            .create_api_key(pb::CreateApiKeyRequest {
+                role: pb::Role::CustomerAdmin as i32,
+                customer_id: "acme".into(),
+                name: "acme admin".into(),
+                expires_at: None,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .key_secret;
+        let mut theirs = cards_client(&app.channel, &key);
+        // A customer key cannot import, not even into its own customer.
+        let err = theirs
+            .import_cards(pb::ImportCardsRequest {
+                cards: vec![card_input(&unicom_iccid(900), pb::Carrier::ChinaUnicom)],
+                request_id: String::new(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::PermissionDenied);
+
+        // The reseller imports three cards into its inventory.
+        let stock: Vec<String> = (1..=3).map(unicom_iccid).collect();
+        let rows = stock
+            .iter()
+            .map(|i| {
+                let mut r = card_input(i, pb::Carrier::ChinaUnicom);
+                r.customer_id = String::new();
+                r
+            })
+            .collect();
+        assert_eq!(import(&mut app, rows).await.imported, 3);
+        let inventory = app
+            .cards
+            .list_cards(pb::ListCardsRequest {
+                unassigned: true,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(inventory.cards.len(), 3);
+        assert!(inventory.cards.iter().all(|c| c.customer_id.is_empty()));
+        // The customer sees none of them.
+        let err = theirs
+            .get_card(pb::GetCardRequest {
+                iccid: stock[0].clone(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::NotFound);
+
+        // Two become acme's spares.
+        let admin = app.cards.clone();
+        let assign = |iccids: Vec<String>, customer: &str, request_id: &str| {
+            let mut cards = admin.clone();
+            let req = pb::AssignCardsRequest {
+                iccids,
+                customer_id: customer.into(),
+                spare: true,
+                request_id: request_id.into(),
+            };
+            async move { cards.assign_cards(req).await }
+        };
+        let first = assign(stock[..2].to_vec(), "acme", "assign-1")
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(first.changed, 2);
+        let again = assign(stock[..2].to_vec(), "acme", "assign-1")
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(again, first, "a repeated request gets the first answer");
+        let card = theirs
+            .get_card(pb::GetCardRequest {
+                iccid: stock[0].clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!((card.customer_id.as_str(), card.spare), ("acme", true));
+
+        // Moving acme's card to another customer refuses the whole request: the third card,
+        // still in inventory, stays there.
+        let err = assign(vec![stock[2].clone(), stock[0].clone()], "globex", "")
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::FailedPrecondition);
+        assert_eq!(details(&err).0, "CARD_ASSIGNED_TO_ANOTHER_CUSTOMER");
+        assert_eq!(get(&mut app, &stock[2]).await.customer_id, "");
+        // An unknown card is NOT_FOUND and nothing changes either.
+        let err = assign(vec![stock[2].clone(), unicom_iccid(999)], "globex", "")
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::NotFound);
+        assert_eq!(get(&mut app, &stock[2]).await.customer_id, "");
+        // A customer's key cannot assign.
+        let err = theirs
+            .assign_cards(pb::AssignCardsRequest {
+                iccids: vec![stock[2].clone()],
+                customer_id: "acme".into(),
+                spare: false,
+                request_id: String::new(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::PermissionDenied);
+    }
+);
+
+/// A hundred bad rows answer INVALID_ARGUMENT to a client with gRPC's default 8 KB metadata
+/// limit: a short message with the first violations and a count, details within bounds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hundred_bad_rows_fit_a_default_clients_metadata_limit() {
+    let app = spawn_app(Backend::Sqlite).await.unwrap();
+    let strict = tonic::transport::Endpoint::from_shared(format!("http://{}", app.addr))
+        .unwrap()
+        .http2_max_header_list_size(8 * 1024)
+        .connect()
+        .await
+        .unwrap();
+    let rows = (0..100)
+        .map(|i| {
+            let mut r = card_input(&format!("8986{i:016}"), pb::Carrier::ChinaUnicom);
+            r.iccid = format!("not-an-iccid-{i}-{}", "x".repeat(40));
+            r.customer_id = "bad customer id with spaces".into();
+            r
+        })
+        .collect();
+    let err = cards_client(&strict, ADMIN_KEY)
+        .import_cards(pb::ImportCardsRequest {
+            cards: rows,
+            request_id: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{}", err.message());
+    assert!(err.message().len() <= 1024, "{}", err.message());
+    assert!(
+        err.message().contains("cards[0].iccid"),
+        "{}",
+        err.message()
+    );
+    assert!(err.message().contains("more"), "{}", err.message());
+    let fields = details(&err).1;
+    assert!(fields.len() > 3, "the details list more than the message");
+    assert!(err.details().len() <= 6 * 1024);
+}
+
+both_backends!(
+    renewals_stop_at_the_latest_validity_an_import_accepts,
+    |mut app: TestApp| async move {
+        import(
+            &mut app,
+            vec![card_input(UNICOM_ICCID, pb::Carrier::ChinaUnicom)],
+        )
+        .await;
+        let mut refused = None;
+        for _ in 0..100 {
+            match app
+                .cards
+                .renew_plan(pb::RenewPlanRequest {
+                    iccid: UNICOM_ICCID.into(),
+                    months: 60,
+                    request_id: String::new(),
+                })
+                .await
+            {
+                Ok(_) => {}
+                Err(e) => {
+                    refused = Some(e);
+                    break;
+                }
+            }
+        }
+        let err = refused.expect("renewals are bounded");
+        assert_eq!(err.code(), Code::FailedPrecondition);
+        assert_eq!(details(&err).0, "VALIDITY_LIMIT");
+        let card = get(&mut app, UNICOM_ICCID).await;
+        let end = card.plan.unwrap().validity_end.unwrap();
+        let year_2201 = 7_289_654_400; // 2201-01-01T00:00:00Z
+        assert!(end.seconds < year_2201, "validity stays within year 2200");
+    }
+);

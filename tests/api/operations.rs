@@ -266,3 +266,138 @@ async fn a_batch_through_a_storm_of_carrier_failures_changes_each_card_exactly_o
         );
     }
 }
+
+/// Batches are served round-robin across customers: a one-card batch submitted behind another
+/// tenant's 2,000-card batch is done while that batch still has most of its cards to go,
+/// instead of waiting for all of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_batch_is_not_queued_behind_another_customers_big_batch() {
+    let mut app = spawn_app(Backend::Sqlite).await.unwrap();
+    let big = seed(&mut app, 2000, 0).await;
+    let mut small_card = card_input(&telecom_iccid(1), pb::Carrier::ChinaTelecom);
+    small_card.customer_id = "small-co".into();
+    small_card.balance_fen = 5000;
+    import(&mut app, vec![small_card]).await;
+    let key = app
+        .access
+        .create_api_key(pb::CreateApiKeyRequest {
+            role: pb::Role::CustomerAdmin as i32,
+            customer_id: "small-co".into(),
+            name: "small".into(),
+            expires_at: None,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .key_secret;
+    // Every China Mobile call takes a while, so the big batch runs for many passes.
+    app.sim
+        .set_faults(pb::SetFaultsRequest {
+            carrier: pb::Carrier::ChinaMobile as i32,
+            latency_ms: 20,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut ops = operations_client(&app.channel, ADMIN_KEY);
+    let big_op = ops
+        .batch_suspend(pb::BatchRequest {
+            iccids: big,
+            request_id: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .id;
+    let get = |id: String| {
+        let mut ops = ops.clone();
+        async move {
+            ops.get_operation(pb::GetOperationRequest {
+                id,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+        }
+    };
+    // The small customer submits once the big batch is under way.
+    while get(big_op.clone()).await.done == 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let small_op = operations_client(&app.channel, &key)
+        .batch_suspend(pb::BatchRequest {
+            iccids: vec![telecom_iccid(1)],
+            request_id: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .id;
+    loop {
+        let small = get(small_op.clone()).await;
+        if small.state == pb::OperationState::Done as i32 {
+            assert_eq!(small.done, 1);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let big = get(big_op).await;
+    assert!(
+        big.pending > 1000,
+        "the small batch waited for only a pass of the big one, not for its end: \
+         {} of 2000 were still pending when it was done",
+        big.pending
+    );
+}
+
+/// A batch naming another customer's cards is refused at submission, naming the first few,
+/// and stores nothing: no operation, no per-card audit rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_naming_cards_the_caller_cannot_see_is_refused_at_submission() {
+    let mut app = spawn_app(Backend::Sqlite).await.unwrap();
+    let theirs = seed(&mut app, 20, 0).await; // customer acme
+    let key = app
+        .access
+        .create_api_key(pb::CreateApiKeyRequest {
+            role: pb::Role::CustomerOperator as i32,
+            customer_id: "other-co".into(),
+            name: "other".into(),
+            expires_at: None,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .key_secret;
+    let mut ops = operations_client(&app.channel, &key);
+    let err = ops
+        .batch_suspend(pb::BatchRequest {
+            iccids: theirs.clone(),
+            request_id: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+    assert!(err.message().contains(&theirs[0]), "{}", err.message());
+    assert!(err.message().contains("and 15 more"), "{}", err.message());
+    let listed = ops
+        .list_operations(pb::ListOperationsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(listed.operations.is_empty(), "nothing was stored");
+    let audit = app
+        .access
+        .list_audit_entries(pb::ListAuditEntriesRequest {
+            method: "BatchSuspend".into(),
+            page_size: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        audit.entries.iter().all(|e| e.iccid.is_empty()),
+        "no per-card rows for a refused batch"
+    );
+}
