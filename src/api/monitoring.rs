@@ -765,8 +765,13 @@ impl pb::monitoring_service_server::MonitoringService for MonitoringApi {
             Err(s) => Err(s),
         };
         if let Err(status) = &deleted {
-            self.audit_refusal(&caller, None, status, &format!("webhook {raw:.64} not deleted"))
-                .await;
+            self.audit_refusal(
+                &caller,
+                None,
+                status,
+                &format!("webhook {raw:.64} not deleted"),
+            )
+            .await;
         }
         deleted.map(|()| Response::new(pb::DeleteWebhookResponse {}))
     }

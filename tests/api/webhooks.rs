@@ -84,11 +84,10 @@ async fn receiver() -> (std::net::SocketAddr, Inbox) {
         let ts: i64 = h("x-simgate-timestamp").parse().unwrap_or(0);
         let valid =
             h("x-simgate-signature") == simgate::service::webhooks::signature(SECRET, ts, &body);
-        inbox.lock().unwrap().push((
-            uri.path().to_string(),
-            h("x-simgate-event-id"),
-            valid,
-        ));
+        inbox
+            .lock()
+            .unwrap()
+            .push((uri.path().to_string(), h("x-simgate-event-id"), valid));
         StatusCode::NO_CONTENT
     }
     let app = axum::Router::new()
@@ -263,7 +262,9 @@ async fn a_name_resolving_to_loopback_is_refused_at_connect_time(backend: Backen
     })
     .await;
     let d = deliveries(&app, &id).await;
-    assert!(d.iter().all(|d| d.state == pb::DeliveryState::Pending as i32));
+    assert!(d
+        .iter()
+        .all(|d| d.state == pb::DeliveryState::Pending as i32));
     assert!(
         d.iter()
             .filter(|d| d.attempts >= 1)
@@ -400,9 +401,10 @@ async fn a_black_hole_customer_does_not_delay_another(backend: Backend) {
         })
         .await
         .expect("resume");
-    eventually("every black-hole webhook to have a request in flight", || async {
-        accepted.load(Ordering::SeqCst) >= 10
-    })
+    eventually(
+        "every black-hole webhook to have a request in flight",
+        || async { accepted.load(Ordering::SeqCst) >= 10 },
+    )
     .await;
 
     // Now the healthy customer's event goes out while all of those still hang.
@@ -429,7 +431,11 @@ async fn a_black_hole_customer_does_not_delay_another(backend: Backend) {
             "{id}: {d:?}"
         );
     }
-    assert_eq!(accepted.load(Ordering::SeqCst), 10, "one in flight per webhook");
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        10,
+        "one in flight per webhook"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -495,7 +501,9 @@ crate::both_backends!(
         );
         let deleted = audit(&app, "DeleteWebhook").await;
         assert_eq!(results(deleted.clone()), ["NOT_FOUND", "OK"]);
-        assert!(deleted.iter().all(|e| e.key_id != "" && e.request_id != ""));
+        assert!(deleted
+            .iter()
+            .all(|e| !e.key_id.is_empty() && !e.request_id.is_empty()));
     }
 );
 

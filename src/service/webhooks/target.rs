@@ -37,7 +37,9 @@ pub enum Refusal {
 impl Refusal {
     pub fn describe(self) -> &'static str {
         match self {
-            Refusal::Scheme => "must be an https:// URL (http:// only where the operator allows it)",
+            Refusal::Scheme => {
+                "must be an https:// URL (http:// only where the operator allows it)"
+            }
             Refusal::Userinfo => "must not contain a user name or password",
             Refusal::NoHost => "must name a host",
             Refusal::Loopback => "must not point at a loopback address",
@@ -129,8 +131,9 @@ fn classify_v6(ip: Ipv6Addr) -> Option<Refusal> {
         _ => {}
     }
     // Teredo, documentation, ORCHID, discard-only, NAT64 local use.
-    if (s[0] == 0x2001 && (s[1] == 0 || s[1] == 0xdb8 || (s[1] & 0xffe0) == 0x20))
-        || (s[0] == 0x2001 && (s[1] & 0xfff0) == 0x10)
+    let teredo_doc_orchid =
+        s[0] == 0x2001 && (s[1] == 0 || s[1] == 0xdb8 || matches!(s[1] & 0xfff0, 0x10 | 0x20));
+    if teredo_doc_orchid
         || (s[0] == 0x0100 && s[1..4] == [0, 0, 0])
         || (s[0] == 0x64 && s[1] == 0xff9b && s[2] == 1)
     {
@@ -317,7 +320,8 @@ impl reqwest::dns::Resolve for GuardedResolver {
                 return Err(Box::new(std::io::Error::new(
                     std::io::ErrorKind::PermissionDenied,
                     format!("{host} resolves to no permitted address"),
-                )) as Box<dyn std::error::Error + Send + Sync>);
+                ))
+                    as Box<dyn std::error::Error + Send + Sync>);
             }
             // Port 0: the connector puts the URL's port in.
             let addrs: reqwest::dns::Addrs =
@@ -440,6 +444,8 @@ mod tests {
             p.permitted("trusted.example", vec![ip("10.0.0.7")]),
             vec![ip("10.0.0.7")]
         );
-        assert!(p.permitted("localhost", vec![ip("93.184.215.14")]).is_empty());
+        assert!(p
+            .permitted("localhost", vec![ip("93.184.215.14")])
+            .is_empty());
     }
 }
