@@ -253,11 +253,14 @@ pub fn with_test_data_key(
 }
 
 /// Webhook settings of the test servers: receivers run on loopback over plain http, so the
-/// allow-list opens 127.0.0.0/8 (the SSRF tests start servers without it).
+/// allow-list opens 127.0.0.0/8 (the SSRF tests start servers without it). The access matrix
+/// creates a webhook per role and RPC for one customer, so the per-customer cap is raised here;
+/// `webhooks::a_black_hole_customer_does_not_delay_another` tests the cap itself.
 pub fn local_webhooks() -> simgate::service::webhooks::WebhookConfig {
     simgate::service::webhooks::WebhookConfig {
         allow_http: true,
         allow_hosts: vec!["127.0.0.0/8".into()],
+        max_per_customer: 1000,
         ..Default::default()
     }
 }
