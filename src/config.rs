@@ -690,4 +690,28 @@ mod tests {
         let err = Config::from_toml("[carriers.cmcc]\n").unwrap_err();
         assert!(err.contains("cmcc"), "{err}");
     }
+
+    #[test]
+    fn webhook_targets_and_the_data_key_are_configured_and_checked_by_name() {
+        let cfg = Config::from_toml(
+            "data_key = \"dGVzdC1kYXRhLWtleS0wMTIzNDU2Nzg5YWJjZGVmMDE=\"\n\
+             [webhooks]\nallow_http = true\nallow_hosts = [\"127.0.0.0/8\", \"hooks.test\"]\n\
+             max_per_customer = 3\n",
+        )
+        .unwrap();
+        assert!(cfg.webhooks.allow_http);
+        assert_eq!(cfg.webhooks.max_per_customer, 3);
+        assert_eq!(cfg.webhooks.max_in_flight_per_webhook, 4);
+        // The data key is never printed.
+        assert!(!format!("{cfg:?}").contains("dGVzdC1k"));
+        assert!(!cfg.to_redacted_toml().unwrap().contains("dGVzdC1k"));
+        let err =
+            Config::from_toml("[webhooks]\nallow_hosts = [\"10.0.0.0/40\"]\n").unwrap_err();
+        assert!(err.contains("webhooks.allow_hosts"), "{err}");
+        let err = Config::from_toml("[webhooks]\nmax_per_customer = 0\n").unwrap_err();
+        assert!(err.contains("webhooks.max_per_customer"), "{err}");
+        // Secure defaults.
+        let d = Config::default().webhooks;
+        assert!(!d.allow_http && d.allow_hosts.is_empty() && d.max_per_customer == 10);
+    }
 }
