@@ -705,8 +705,7 @@ mod tests {
         // The data key is never printed.
         assert!(!format!("{cfg:?}").contains("dGVzdC1k"));
         assert!(!cfg.to_redacted_toml().unwrap().contains("dGVzdC1k"));
-        let err =
-            Config::from_toml("[webhooks]\nallow_hosts = [\"10.0.0.0/40\"]\n").unwrap_err();
+        let err = Config::from_toml("[webhooks]\nallow_hosts = [\"10.0.0.0/40\"]\n").unwrap_err();
         assert!(err.contains("webhooks.allow_hosts"), "{err}");
         let err = Config::from_toml("[webhooks]\nmax_per_customer = 0\n").unwrap_err();
         assert!(err.contains("webhooks.max_per_customer"), "{err}");
