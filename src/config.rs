@@ -74,6 +74,15 @@ pub struct Config {
     /// the working directory).
     #[serde(default)]
     pub data_dir: Option<std::path::PathBuf>,
+    /// Base64 of the 32-byte key webhook secrets are sealed with (e.g. from SIMGATE_DATA_KEY).
+    /// Required on PostgreSQL (this or `data_key_file`), the same on every replica; an SQLite
+    /// file without one gets `<database>.key`, generated owner-only on first start. Never
+    /// printed.
+    #[serde(default)]
+    pub data_key: Option<String>,
+    /// A file holding the data key in base64 (e.g. from SIMGATE_DATA_KEY_FILE).
+    #[serde(default)]
+    pub data_key_file: Option<std::path::PathBuf>,
     /// Serve TLS (rustls) instead of plaintext.
     #[serde(default)]
     pub tls: Option<TlsConfig>,
@@ -227,6 +236,8 @@ impl std::fmt::Debug for Config {
                 &self.bootstrap_key.as_ref().map(|_| REDACTED),
             )
             .field("data_dir", &self.data_dir)
+            .field("data_key", &self.data_key.as_ref().map(|_| REDACTED))
+            .field("data_key_file", &self.data_key_file)
             .field("tls", &self.tls)
             .field("rate_limit_per_key", &self.rate_limit_per_key)
             .field("key_cache_ms", &self.key_cache_ms)
@@ -450,6 +461,9 @@ impl Config {
     pub fn to_redacted_toml(&self) -> Result<String, String> {
         let mut cfg = self.effective()?;
         cfg.database_url = cfg.database_url.as_deref().map(redact_url);
+        if cfg.data_key.is_some() {
+            cfg.data_key = Some(REDACTED.to_string());
+        }
         if cfg.bootstrap_key.is_some() {
             cfg.bootstrap_key = Some(REDACTED.to_string());
         }
@@ -675,5 +689,28 @@ mod tests {
         assert!(err.contains("retention_mnths"), "{err}");
         let err = Config::from_toml("[carriers.cmcc]\n").unwrap_err();
         assert!(err.contains("cmcc"), "{err}");
+    }
+
+    #[test]
+    fn webhook_targets_and_the_data_key_are_configured_and_checked_by_name() {
+        let cfg = Config::from_toml(
+            "data_key = \"dGVzdC1kYXRhLWtleS0wMTIzNDU2Nzg5YWJjZGVmMDE=\"\n\
+             [webhooks]\nallow_http = true\nallow_hosts = [\"127.0.0.0/8\", \"hooks.test\"]\n\
+             max_per_customer = 3\n",
+        )
+        .unwrap();
+        assert!(cfg.webhooks.allow_http);
+        assert_eq!(cfg.webhooks.max_per_customer, 3);
+        assert_eq!(cfg.webhooks.max_in_flight_per_webhook, 4);
+        // The data key is never printed.
+        assert!(!format!("{cfg:?}").contains("dGVzdC1k"));
+        assert!(!cfg.to_redacted_toml().unwrap().contains("dGVzdC1k"));
+        let err = Config::from_toml("[webhooks]\nallow_hosts = [\"10.0.0.0/40\"]\n").unwrap_err();
+        assert!(err.contains("webhooks.allow_hosts"), "{err}");
+        let err = Config::from_toml("[webhooks]\nmax_per_customer = 0\n").unwrap_err();
+        assert!(err.contains("webhooks.max_per_customer"), "{err}");
+        // Secure defaults.
+        let d = Config::default().webhooks;
+        assert!(!d.allow_http && d.allow_hosts.is_empty() && d.max_per_customer == 10);
     }
 }

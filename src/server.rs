@@ -91,6 +91,8 @@ pub struct ServerBuilder {
     store_options: StoreOptions,
     clock: Option<Arc<dyn Clock>>,
     ops_clock: Option<Arc<dyn Clock>>,
+    data_key: Option<crate::store::sealing::DataKey>,
+    webhook_lookup: Option<Arc<dyn crate::service::webhooks::target::Lookup>>,
 }
 
 impl ServerBuilder {
@@ -196,6 +198,22 @@ impl ServerBuilder {
         self
     }
 
+    /// The key webhook secrets are sealed with (instead of `data_key` / `data_key_file`).
+    pub fn data_key(mut self, key: crate::store::sealing::DataKey) -> Self {
+        self.data_key = Some(key);
+        self
+    }
+
+    /// How webhook host names are resolved (default: the system resolver). What it returns
+    /// still passes the target policy.
+    pub fn webhook_lookup(
+        mut self,
+        lookup: Arc<dyn crate::service::webhooks::target::Lookup>,
+    ) -> Self {
+        self.webhook_lookup = Some(lookup);
+        self
+    }
+
     /// Opens the store (applying migrations) and builds the carriers, services and engine.
     pub async fn build(self) -> Result<App, StartError> {
         let policies: BTreeMap<CarrierId, CarrierPolicy> =
@@ -205,7 +223,14 @@ impl ServerBuilder {
             .database_url
             .clone()
             .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_string());
-        let store = Store::connect(&url, self.store_options).await?;
+        let key = data_key(&self.config, &url, self.data_key).map_err(StartError::Config)?;
+        let store = Store::connect(&url, self.store_options)
+            .await?
+            .with_data_key(key);
+        let sealed = store.seal_plain_secrets().await?;
+        if sealed > 0 {
+            info!(sealed, "webhook secrets stored in plain text were sealed");
+        }
         let clock: Arc<dyn Clock> = self
             .clock
             .unwrap_or_else(|| Arc::new(OffsetClock::default()));
@@ -298,8 +323,12 @@ impl ServerBuilder {
                 .key_cache_ms
                 .unwrap_or(crate::api::auth::DEFAULT_KEY_CACHE_MS),
         ));
+        let lookup = self
+            .webhook_lookup
+            .unwrap_or_else(|| Arc::new(crate::service::webhooks::target::SystemLookup));
         let webhooks =
-            WebhookService::new(store.clone(), self.config.webhooks).map_err(StartError::Config)?;
+            WebhookService::with_lookup(store.clone(), self.config.webhooks.clone(), lookup)
+                .map_err(StartError::Config)?;
         Ok(App {
             webhooks,
             batches: BatchService::new(service.clone(), store.clone())
@@ -351,6 +380,75 @@ fn data_dir(config: &Config, url: &str) -> std::path::PathBuf {
         .and_then(|p| std::path::Path::new(p).parent().map(|d| d.to_path_buf()))
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or_else(|| std::path::PathBuf::from("."))
+}
+
+/// The key webhook secrets are sealed with: given to the builder, else `data_key` (base64),
+/// else read from `data_key_file`. PostgreSQL has no default: replicas share the database and
+/// must share the key, so one without it refuses to start. An SQLite file gets `<file>.key`,
+/// generated owner-only on first start; an in-memory database an ephemeral key.
+fn data_key(
+    config: &Config,
+    url: &str,
+    given: Option<crate::store::sealing::DataKey>,
+) -> Result<crate::store::sealing::DataKey, String> {
+    use crate::store::sealing::DataKey;
+    if let Some(k) = given {
+        return Ok(k);
+    }
+    if let Some(text) = &config.data_key {
+        return DataKey::from_base64(text).map_err(|e| format!("data_key: {e}"));
+    }
+    if let Some(path) = &config.data_key_file {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("data_key_file {}: {e}", path.display()))?;
+        return DataKey::from_base64(&text)
+            .map_err(|e| format!("data_key_file {}: {e}", path.display()));
+    }
+    match crate::store::backend_of(url).map_err(|e| e.to_string())? {
+        crate::store::Backend::Postgres => Err(
+            "PostgreSQL needs the data key that seals webhook secrets: set data_key_file \
+             (SIMGATE_DATA_KEY_FILE) or data_key (SIMGATE_DATA_KEY, base64 of 32 bytes), the \
+             same on every replica"
+                .into(),
+        ),
+        crate::store::Backend::Sqlite => match crate::store::sqlite_file_path(url) {
+            None => DataKey::generate(),
+            Some(db) => {
+                let mut p = db.into_os_string();
+                p.push(".key");
+                let path = std::path::PathBuf::from(p);
+                match std::fs::read_to_string(&path) {
+                    Ok(text) => DataKey::from_base64(&text)
+                        .map_err(|e| format!("data key file {}: {e}", path.display())),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                        let key = DataKey::generate()?;
+                        write_new_secret_file(&path, &key.to_base64()).map_err(|e| {
+                            format!("cannot write the data key {}: {e}", path.display())
+                        })?;
+                        info!(path = %path.display(), "generated the data key that seals webhook secrets");
+                        Ok(key)
+                    }
+                    Err(e) => Err(format!("data key file {}: {e}", path.display())),
+                }
+            }
+        },
+    }
+}
+
+/// Creates `path` (refusing to replace one) readable and writable by its owner only.
+fn write_new_secret_file(path: &std::path::Path, secret: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts.open(path)?;
+    f.write_all(secret.as_bytes())?;
+    f.write_all(b"\n")?;
+    f.sync_all()
 }
 
 /// Writes a secret to `dir/name`, readable and writable by its owner only.

@@ -5,7 +5,8 @@ use std::pin::Pin;
 
 use prost::Message;
 use tokio_stream::{wrappers::ReceiverStream, Stream, StreamExt};
-use tonic::{Request, Response, Status};
+use tonic::{Code, Request, Response, Status};
+use tonic_types::StatusExt;
 
 use super::auth::{forbidden, Authenticator};
 use super::convert::{self, carrier_from_pb, carrier_to_pb, status_to_pb, timestamp};
@@ -47,6 +48,115 @@ impl MonitoringApi {
             webhooks,
             auth,
         }
+    }
+}
+
+/// The audit log's name for a refusal: the gRPC code, with the reason of a precondition or
+/// quota refusal (`FAILED_PRECONDITION:REASON`, as card operations write it).
+fn refusal_name(status: &Status) -> String {
+    let code = match status.code() {
+        Code::InvalidArgument => "INVALID_ARGUMENT",
+        Code::NotFound => "NOT_FOUND",
+        Code::AlreadyExists => "ALREADY_EXISTS",
+        Code::PermissionDenied => "PERMISSION_DENIED",
+        Code::FailedPrecondition => "FAILED_PRECONDITION",
+        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        Code::Aborted => "ABORTED",
+        Code::Unavailable => "UNAVAILABLE",
+        Code::Unauthenticated => "UNAUTHENTICATED",
+        _ => "INTERNAL",
+    };
+    match status.get_details_error_info() {
+        Some(info)
+            if matches!(
+                status.code(),
+                Code::FailedPrecondition | Code::ResourceExhausted
+            ) =>
+        {
+            format!("{code}:{}", info.reason)
+        }
+        _ => code.to_string(),
+    }
+}
+
+impl MonitoringApi {
+    async fn audit_refusal(
+        &self,
+        caller: &Caller,
+        customer: Option<&str>,
+        status: &Status,
+        what: &str,
+    ) {
+        // A malformed customer id is not written into the log as if it named one.
+        let customer = customer.filter(|c| convert::customer_id_field("customer_id", c).is_ok());
+        self.webhooks
+            .audit_refusal(
+                caller,
+                customer,
+                &refusal_name(status),
+                format!("{what}: {}", status.message()),
+            )
+            .await;
+    }
+
+    async fn create_webhook_as(
+        &self,
+        caller: &Caller,
+        req: pb::CreateWebhookRequest,
+    ) -> Result<Response<pb::CreateWebhookResponse>, Status> {
+        let customer = convert::customer_id_field("customer_id", &req.customer_id)
+            .map_err(|v| invalid_argument(vec![v]))?;
+        own_customer(caller, &customer)?;
+        if req.url.len() > 2000 {
+            return Err(invalid_field("url", "must be at most 2,000 characters"));
+        }
+        let secret_ok = req.secret.is_empty()
+            || ((16..=128).contains(&req.secret.len())
+                && req.secret.bytes().all(|b| b.is_ascii_graphic()));
+        if !secret_ok {
+            return Err(invalid_field(
+                "secret",
+                "must be 16-128 visible ASCII characters: letters, digits and punctuation, no spaces (or empty to generate one)",
+            ));
+        }
+        let kinds = kinds_field(req.kinds)?;
+        let created = self
+            .webhooks
+            .create(
+                NewWebhook {
+                    customer_id: customer.clone(),
+                    url: req.url,
+                    kinds,
+                    secret: req.secret,
+                },
+                caller,
+            )
+            .await?;
+        let Some(hook) = created else {
+            let limit = self.webhooks.max_per_customer();
+            let mut d = tonic_types::ErrorDetails::new();
+            d.set_error_info(
+                "WEBHOOK_LIMIT",
+                crate::api::error::ERROR_DOMAIN,
+                std::collections::HashMap::from([("limit".to_string(), limit.to_string())]),
+            );
+            d.add_quota_failure_violation(
+                format!("customer:{customer}"),
+                format!("at most {limit} webhooks per customer (webhooks.max_per_customer)"),
+            );
+            return Err(Status::with_error_details(
+                Code::ResourceExhausted,
+                format!(
+                    "customer {customer} already has {limit} webhooks, the most allowed \
+                     (webhooks.max_per_customer); delete one first"
+                ),
+                d,
+            ));
+        };
+        Ok(Response::new(pb::CreateWebhookResponse {
+            webhook: Some(webhook_to_pb(&hook)),
+            secret: hook.secret,
+        }))
     }
 }
 
@@ -614,44 +724,13 @@ impl pb::monitoring_service_server::MonitoringService for MonitoringApi {
             .caller(&request, "CreateWebhook", Permission::Operate)
             .await?;
         let req = request.into_inner();
-        let customer = convert::customer_id_field("customer_id", &req.customer_id)
-            .map_err(|v| invalid_argument(vec![v]))?;
-        own_customer(&caller, &customer)?;
-        let url_ok = req.url.len() <= 2000
-            && reqwest::Url::parse(&req.url)
-                .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some());
-        if !url_ok {
-            return Err(invalid_field(
-                "url",
-                "must be an absolute http:// or https:// URL of at most 2,000 characters",
-            ));
+        let customer = req.customer_id.clone();
+        let created = self.create_webhook_as(&caller, req).await;
+        if let Err(status) = &created {
+            self.audit_refusal(&caller, Some(&customer), status, "webhook not created")
+                .await;
         }
-        let secret_ok = req.secret.is_empty()
-            || ((16..=128).contains(&req.secret.len())
-                && req.secret.bytes().all(|b| b.is_ascii_graphic()));
-        if !secret_ok {
-            return Err(invalid_field(
-                "secret",
-                "must be 16-128 visible ASCII characters: letters, digits and punctuation, no spaces (or empty to generate one)",
-            ));
-        }
-        let kinds = kinds_field(req.kinds)?;
-        let hook = self
-            .webhooks
-            .create(
-                NewWebhook {
-                    customer_id: customer,
-                    url: req.url,
-                    kinds,
-                    secret: req.secret,
-                },
-                &caller,
-            )
-            .await?;
-        Ok(Response::new(pb::CreateWebhookResponse {
-            webhook: Some(webhook_to_pb(&hook)),
-            secret: hook.secret,
-        }))
+        created
     }
 
     async fn list_webhooks(
@@ -676,9 +755,25 @@ impl pb::monitoring_service_server::MonitoringService for MonitoringApi {
             .auth
             .caller(&request, "DeleteWebhook", Permission::Operate)
             .await?;
-        let id = webhook_id(&request.get_ref().webhook_id)?;
-        self.webhooks.delete(&id, &caller).await?;
-        Ok(Response::new(pb::DeleteWebhookResponse {}))
+        let raw = request.get_ref().webhook_id.clone();
+        let deleted = match webhook_id(&raw) {
+            Ok(id) => self
+                .webhooks
+                .delete(&id, &caller)
+                .await
+                .map_err(Status::from),
+            Err(s) => Err(s),
+        };
+        if let Err(status) = &deleted {
+            self.audit_refusal(
+                &caller,
+                None,
+                status,
+                &format!("webhook {raw:.64} not deleted"),
+            )
+            .await;
+        }
+        deleted.map(|()| Response::new(pb::DeleteWebhookResponse {}))
     }
 
     async fn list_webhook_deliveries(
@@ -726,10 +821,26 @@ impl pb::monitoring_service_server::MonitoringService for MonitoringApi {
             .auth
             .caller(&request, "RetryWebhookDeliveries", Permission::Operate)
             .await?;
-        let id = webhook_id(&request.get_ref().webhook_id)?;
-        let requeued = self.webhooks.retry_dead(&id, &caller).await?;
+        let raw = request.get_ref().webhook_id.clone();
+        let requeued = match webhook_id(&raw) {
+            Ok(id) => self
+                .webhooks
+                .retry_dead(&id, &caller)
+                .await
+                .map_err(Status::from),
+            Err(s) => Err(s),
+        };
+        if let Err(status) = &requeued {
+            self.audit_refusal(
+                &caller,
+                None,
+                status,
+                &format!("dead letters of webhook {raw:.64} not requeued"),
+            )
+            .await;
+        }
         Ok(Response::new(pb::RetryWebhookDeliveriesResponse {
-            requeued,
+            requeued: requeued?,
         }))
     }
 

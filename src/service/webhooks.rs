@@ -5,7 +5,15 @@
 //! Each webhook has a cursor into the event outbox; queuing moves it and inserts the deliveries
 //! in one transaction, so every event is queued once. Sending is at least once: a receiver
 //! dedupes on `X-Simgate-Event-Id`.
+//!
+//! Deliveries are fair: each is claimed in the database and sent on a task of its own, at most
+//! `max_in_flight_per_webhook` at a time per webhook, so a slow or black-holed endpoint delays
+//! only its own deliveries. Where a webhook may point is [`target`]'s business.
 
+pub mod target;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hmac::{Hmac, Mac};
@@ -15,10 +23,11 @@ use tracing::{debug, warn};
 
 use super::{Caller, FieldViolation, Result, ServiceError};
 use crate::clock::Clock;
-use crate::store::{Delivery, DeliveryState, EventRow, Store, Webhook};
+use crate::store::{AuditRecord, Delivery, DeliveryState, EventRow, Store, Webhook};
+use target::{GuardedResolver, Lookup, SystemLookup, TargetPolicy};
 
-/// `[webhooks]`: how deliveries are retried.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+/// `[webhooks]`: how deliveries are retried, where they may go and how many there may be.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct WebhookConfig {
     /// Attempts before a delivery becomes a dead letter (default 8).
@@ -31,6 +40,16 @@ pub struct WebhookConfig {
     pub timeout_ms: u64,
     /// How often the queue is looked at (default 500).
     pub poll_ms: u64,
+    /// Plain `http://` targets are accepted (default false: https only).
+    pub allow_http: bool,
+    /// Hosts (exact names), IP addresses and CIDRs reachable despite the refusal of loopback,
+    /// private, link-local and metadata targets (default none), e.g. `["127.0.0.0/8"]` for a
+    /// receiver on the same machine.
+    pub allow_hosts: Vec<String>,
+    /// Live webhooks one customer may have (default 10).
+    pub max_per_customer: u32,
+    /// Deliveries of one webhook attempted at the same time by one process (default 4).
+    pub max_in_flight_per_webhook: u32,
 }
 
 impl Default for WebhookConfig {
@@ -41,6 +60,10 @@ impl Default for WebhookConfig {
             retry_max_ms: 600_000,
             timeout_ms: 5000,
             poll_ms: 500,
+            allow_http: false,
+            allow_hosts: Vec::new(),
+            max_per_customer: 10,
+            max_in_flight_per_webhook: 4,
         }
     }
 }
@@ -58,7 +81,18 @@ impl WebhookConfig {
         if self.timeout_ms == 0 || self.poll_ms == 0 {
             return Err("webhooks.timeout_ms and webhooks.poll_ms must be at least 1".into());
         }
+        if !(1..=1000).contains(&self.max_per_customer) {
+            return Err("webhooks.max_per_customer must be 1..=1000".into());
+        }
+        if !(1..=64).contains(&self.max_in_flight_per_webhook) {
+            return Err("webhooks.max_in_flight_per_webhook must be 1..=64".into());
+        }
+        self.policy()?;
         Ok(())
+    }
+
+    pub fn policy(&self) -> std::result::Result<TargetPolicy, String> {
+        TargetPolicy::new(&self.allow_hosts, self.allow_http)
     }
 }
 
@@ -144,13 +178,41 @@ impl<'a> Payload<'a> {
     }
 }
 
+/// How long past its request timeout a claimed delivery stays claimed: room to record the
+/// outcome. After that a crashed attempt is due again.
+const CLAIM_MARGIN_MS: i64 = 30_000;
+/// Most deliveries started in one round, across webhooks.
+const ROUND_LIMIT: u32 = 1000;
+
 #[derive(Clone)]
 pub struct WebhookService {
     store: Store,
     http: reqwest::Client,
     cfg: WebhookConfig,
+    policy: Arc<TargetPolicy>,
     /// Wall time: retry waits are about the receiver being back, not about simulated card time.
     clock: std::sync::Arc<dyn Clock>,
+    /// Attempts in flight in this process, per webhook.
+    in_flight: Arc<Mutex<HashMap<String, u32>>>,
+    tasks: tokio_util::task::TaskTracker,
+}
+
+/// One in-flight place of a webhook, given back when the attempt ends however it ends.
+struct Slot {
+    in_flight: Arc<Mutex<HashMap<String, u32>>>,
+    webhook_id: String,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut m = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = m.get_mut(&self.webhook_id) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                m.remove(&self.webhook_id);
+            }
+        }
+    }
 }
 
 /// A new webhook, validated, and the secret to show once.
@@ -164,26 +226,78 @@ pub struct NewWebhook {
 
 impl WebhookService {
     pub fn new(store: Store, cfg: WebhookConfig) -> std::result::Result<WebhookService, String> {
+        WebhookService::with_lookup(store, cfg, Arc::new(SystemLookup))
+    }
+
+    /// With names resolved by `lookup` (tests point names at loopback with it).
+    pub fn with_lookup(
+        store: Store,
+        cfg: WebhookConfig,
+        lookup: Arc<dyn Lookup>,
+    ) -> std::result::Result<WebhookService, String> {
+        let policy = Arc::new(cfg.policy()?);
         let http = reqwest::Client::builder()
             .timeout(Duration::from_millis(cfg.timeout_ms))
+            // A redirect would lead past the target check; a proxy would resolve for us.
             .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .https_only(!cfg.allow_http)
+            .dns_resolver(Arc::new(GuardedResolver {
+                policy: policy.clone(),
+                lookup,
+            }))
             .build()
             .map_err(|e| format!("webhook HTTP client: {e}"))?;
         Ok(WebhookService {
             store,
             http,
             cfg,
+            policy,
             clock: std::sync::Arc::new(crate::clock::SystemClock),
+            in_flight: Arc::default(),
+            tasks: tokio_util::task::TaskTracker::new(),
         })
     }
 
-    pub async fn create(&self, new: NewWebhook, caller: &Caller) -> Result<Webhook> {
+    pub fn max_per_customer(&self) -> u32 {
+        self.cfg.max_per_customer
+    }
+
+    /// Whether `url` may be a webhook's target (INVALID_ARGUMENT on `url` if not).
+    pub fn check_target(&self, url: &str) -> Result<()> {
+        let refused = |why: &str| {
+            ServiceError::InvalidArgument(vec![FieldViolation::new("url", why.to_string())])
+        };
+        let parsed = reqwest::Url::parse(url).map_err(|_| refused("is not a URL"))?;
+        self.policy
+            .check_url(&parsed)
+            .map_err(|r| refused(r.describe()))
+    }
+
+    /// Writes the audit record of a refused webhook call; a failure is only logged, since the
+    /// refusal must still be answered.
+    pub async fn audit_refusal(
+        &self,
+        caller: &Caller,
+        customer: Option<&str>,
+        result: &str,
+        detail: String,
+    ) {
+        let record = caller.audit(self.clock.now(), None, customer, result, detail);
+        if let Err(e) = self.store.record_audit(&record).await {
+            warn!(error = %e, method = caller.method, "could not write the audit record of a refused call");
+        }
+    }
+
+    /// The new webhook, or None when its customer already has `max_per_customer`.
+    pub async fn create(&self, new: NewWebhook, caller: &Caller) -> Result<Option<Webhook>> {
         if !caller.principal.sees(&new.customer_id) {
             return Err(ServiceError::InvalidArgument(vec![FieldViolation::new(
                 "customer_id",
                 "is not a customer this key may act for",
             )]));
         }
+        self.check_target(&new.url)?;
         let secret = if new.secret.is_empty() {
             format!("whsec_{}", uuid::Uuid::new_v4().simple())
         } else {
@@ -199,8 +313,22 @@ impl WebhookService {
             cursor_id: self.store.last_event_id().await?,
             created_at: self.clock.now(),
         };
-        self.store.insert_webhook(&hook).await?;
-        Ok(hook)
+        let host = reqwest::Url::parse(&hook.url)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_string))
+            .unwrap_or_default();
+        let audit = caller.audit(
+            hook.created_at,
+            None,
+            Some(&hook.customer_id),
+            "OK",
+            format!("webhook {} created (host {host})", hook.id),
+        );
+        let created = self
+            .store
+            .insert_webhook(&hook, self.cfg.max_per_customer, &audit)
+            .await?;
+        Ok(created.then_some(hook))
     }
 
     /// The webhook, if the caller may see it.
@@ -219,9 +347,17 @@ impl WebhookService {
     }
 
     pub async fn delete(&self, id: &str, caller: &Caller) -> Result<()> {
-        self.get(id, caller).await?;
+        let hook = self.get(id, caller).await?;
+        let now = self.clock.now();
+        let audit = caller.audit(
+            now,
+            None,
+            Some(&hook.customer_id),
+            "OK",
+            format!("webhook {id} deleted"),
+        );
         self.store
-            .delete_webhook(id, self.clock.now().timestamp_millis())
+            .delete_webhook(id, now.timestamp_millis(), &audit)
             .await?;
         Ok(())
     }
@@ -238,52 +374,103 @@ impl WebhookService {
     }
 
     pub async fn retry_dead(&self, id: &str, caller: &Caller) -> Result<u64> {
-        self.get(id, caller).await?;
+        let hook = self.get(id, caller).await?;
+        let now = self.clock.now();
+        let audit = |n: u64| -> AuditRecord {
+            caller.audit(
+                now,
+                None,
+                Some(&hook.customer_id),
+                "OK",
+                format!("webhook {id}: {n} dead letters requeued"),
+            )
+        };
         Ok(self
             .store
-            .retry_dead(id, self.clock.now().timestamp_millis())
+            .retry_dead(id, now.timestamp_millis(), audit)
             .await?)
     }
 
-    /// Queues new events for every webhook and sends what is due. Returns deliveries attempted.
+    /// A place for one more attempt of this webhook, if it has fewer than the cap in flight.
+    fn slot(&self, webhook_id: &str) -> Option<Slot> {
+        let mut m = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+        let n = m.entry(webhook_id.to_string()).or_insert(0);
+        if *n >= self.cfg.max_in_flight_per_webhook {
+            return None;
+        }
+        *n += 1;
+        Some(Slot {
+            in_flight: self.in_flight.clone(),
+            webhook_id: webhook_id.to_string(),
+        })
+    }
+
+    /// Queues new events for every webhook and starts sending what is due, each attempt on its
+    /// own task; it does not wait for them. Returns the attempts started.
     pub async fn run_once(&self) -> Result<usize> {
         let now_ms = self.clock.now().timestamp_millis();
-        for hook in self.store.webhooks(None).await? {
+        let hooks = self.store.webhooks(None).await?;
+        for hook in &hooks {
             // Up to 10 pages per round, so one busy webhook cannot starve the others.
             for _ in 0..10 {
-                if self.store.queue_deliveries(&hook, 500, now_ms).await? < 500 {
+                if self.store.queue_deliveries(hook, 500, now_ms).await? < 500 {
                     break;
                 }
             }
         }
-        let due = self.store.due_deliveries(now_ms, 200).await?;
-        let hooks: std::collections::HashMap<String, Webhook> = self
+        // Cursors moved: read the webhooks again for the ones deleted meanwhile.
+        let hooks: HashMap<String, Webhook> = self
             .store
             .webhooks(None)
             .await?
             .into_iter()
             .map(|w| (w.id.clone(), w))
             .collect();
-        let sends = due.iter().filter_map(|(d, e)| {
-            hooks
-                .get(&d.webhook_id)
-                .map(|hook| self.attempt(hook, d, e))
-        });
-        let results = futures::future::join_all(sends).await;
-        for r in &results {
-            if let Err(e) = r {
-                warn!(error = %e, "recording a webhook attempt failed");
+        let due = self
+            .store
+            .due_deliveries(now_ms, self.cfg.max_in_flight_per_webhook, ROUND_LIMIT)
+            .await?;
+        let claim_ms = i64::try_from(self.cfg.timeout_ms).unwrap_or(i64::MAX / 4) + CLAIM_MARGIN_MS;
+        let mut started = 0;
+        for (mut d, e) in due {
+            let Some(hook) = hooks.get(&d.webhook_id) else {
+                continue;
+            };
+            let Some(slot) = self.slot(&hook.id) else {
+                continue;
+            };
+            let until = self.clock.now().timestamp_millis().saturating_add(claim_ms);
+            if !self.store.claim_delivery(&d, until).await? {
+                continue;
             }
+            d.next_attempt_ms = until;
+            let (this, hook) = (self.clone(), hook.clone());
+            self.tasks.spawn(async move {
+                let _slot = slot;
+                if let Err(err) = this.attempt(&hook, &d, &e).await {
+                    warn!(error = %err, "recording a webhook attempt failed");
+                }
+            });
+            started += 1;
         }
-        Ok(results.len())
+        Ok(started)
     }
 
-    async fn attempt(&self, hook: &Webhook, d: &Delivery, e: &EventRow) -> Result<()> {
+    /// Sends one delivery; the error is what the customer sees in `last_error`: the HTTP status
+    /// or "connect failed", never the transport detail (which would map internal ports).
+    async fn send(&self, hook: &Webhook, e: &EventRow) -> std::result::Result<(), String> {
+        // IP literals never reach the resolver, and a webhook stored before a policy change
+        // must not slip through: the URL is checked before every send.
+        let url = reqwest::Url::parse(&hook.url).map_err(|_| "connect failed".to_string())?;
+        if let Err(r) = self.policy.check_url(&url) {
+            debug!(webhook = %hook.id, reason = r.describe(), "webhook target refused");
+            return Err("connect failed".into());
+        }
         let body = serde_json::to_vec(&Payload::of(e)).unwrap_or_default();
         let ts = self.clock.now().timestamp();
         let sent = self
             .http
-            .post(&hook.url)
+            .post(url)
             .header("content-type", "application/json")
             .header("x-simgate-event-id", e.id.to_string())
             .header("x-simgate-webhook-id", hook.id.clone())
@@ -292,11 +479,18 @@ impl WebhookService {
             .body(body)
             .send()
             .await;
-        let error = match sent {
-            Ok(r) if r.status().is_success() => None,
-            Ok(r) => Some(format!("HTTP {}", r.status().as_u16())),
-            Err(err) => Some(format!("{err}")),
-        };
+        match sent {
+            Ok(r) if r.status().is_success() => Ok(()),
+            Ok(r) => Err(format!("HTTP {}", r.status().as_u16())),
+            Err(err) => {
+                debug!(webhook = %hook.id, error = %err, "webhook delivery failed");
+                Err("connect failed".into())
+            }
+        }
+    }
+
+    async fn attempt(&self, hook: &Webhook, d: &Delivery, e: &EventRow) -> Result<()> {
+        let error = self.send(hook, e).await.err();
         let now = self.clock.now();
         match error {
             None => {
@@ -331,7 +525,8 @@ impl WebhookService {
         Ok(())
     }
 
-    /// Delivers until `shutdown` turns true.
+    /// Delivers until `shutdown` turns true, then waits for the attempts in flight (each
+    /// bounded by the request timeout).
     pub async fn run(self, shutdown: tokio::sync::watch::Receiver<bool>) {
         let tick = tokio::time::interval(Duration::from_millis(self.cfg.poll_ms));
         super::every(tick, shutdown, || async {
@@ -339,7 +534,9 @@ impl WebhookService {
                 warn!(error = %e, "webhook round failed; retrying");
             }
         })
-        .await
+        .await;
+        self.tasks.close();
+        self.tasks.wait().await;
     }
 }
 

@@ -10,6 +10,7 @@ mod events;
 mod idempotency;
 mod journal;
 mod pools;
+pub mod sealing;
 mod sim;
 mod webhooks;
 
@@ -54,6 +55,9 @@ pub enum StoreError {
     Db(#[from] sqlx::Error),
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// Webhook secrets are sealed with the data key, which this store was opened without.
+    #[error("no data key: webhook secrets cannot be read or written")]
+    NoDataKey,
 }
 
 /// Connection settings beyond the URL.
@@ -71,6 +75,8 @@ pub struct Store {
     /// Bumped after every commit that wrote events, so the event stream wakes at once instead
     /// of polling (writes by other processes are found by its periodic poll).
     events_written: Arc<tokio::sync::watch::Sender<u64>>,
+    /// Seals webhook secrets; kept outside the database.
+    data_key: Option<Arc<sealing::DataKey>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -104,6 +110,55 @@ fn sqlite_url_with_create(url: &str) -> String {
     }
 }
 
+/// The file of an SQLite URL; None for an in-memory database.
+pub fn sqlite_file_path(url: &str) -> Option<std::path::PathBuf> {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))?;
+    let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+    if path.is_empty() || path == ":memory:" || query.contains("mode=memory") {
+        return None;
+    }
+    Some(std::path::PathBuf::from(path))
+}
+
+/// The database holds webhook secrets and card data: it is created readable by its owner only
+/// before SQLite opens it (SQLite gives its -wal and -shm files the database file's mode), and
+/// an existing one left readable by others from before is narrowed.
+fn owner_only_database(path: &std::path::Path) -> Result<(), StoreError> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        let io = |e: std::io::Error| StoreError::Url(format!("{}: {e}", path.display()));
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+        {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                for suffix in ["", "-wal", "-shm"] {
+                    let mut p = path.as_os_str().to_owned();
+                    p.push(suffix);
+                    let p = std::path::PathBuf::from(p);
+                    if let Ok(meta) = std::fs::metadata(&p) {
+                        if meta.permissions().mode() & 0o077 != 0 {
+                            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600))
+                                .map_err(io)?;
+                        }
+                    }
+                }
+            }
+            // A missing folder and the like: SQLite reports it in its own words.
+            Err(_) => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(())
+}
+
 fn valid_schema_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
@@ -115,6 +170,11 @@ impl Store {
     pub async fn connect(url: &str, opts: StoreOptions) -> Result<Store, StoreError> {
         sqlx::any::install_default_drivers();
         let backend = backend_of(url)?;
+        if backend == Backend::Sqlite {
+            if let Some(path) = sqlite_file_path(url) {
+                owner_only_database(&path)?;
+            }
+        }
         let url = match backend {
             Backend::Sqlite => sqlite_url_with_create(url),
             Backend::Postgres => url.to_string(),
@@ -176,7 +236,14 @@ impl Store {
             pool,
             backend,
             events_written: Arc::new(tokio::sync::watch::channel(0).0),
+            data_key: None,
         })
+    }
+
+    /// The key webhook secrets are sealed with.
+    pub fn with_data_key(mut self, key: sealing::DataKey) -> Store {
+        self.data_key = Some(Arc::new(key));
+        self
     }
 
     /// Changes after each commit of this process that wrote events.

@@ -5,8 +5,9 @@
 
 use sqlx::Row;
 
+use super::access::{insert_audit, AuditRecord};
 use super::events::{EventFilter, EventRow};
-use super::{millis_to_time, Store, StoreError};
+use super::{millis_to_time, Backend, Store, StoreError};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Webhook {
@@ -72,13 +73,26 @@ const HOOK_COLUMNS: &str = "id, customer_id, url, secret, kinds, cursor_id, crea
 const DELIVERY_COLUMNS: &str =
     "webhook_id, event_id, state, attempts, next_attempt_ms, last_error, updated_ms";
 
-fn hook_from_row(r: &sqlx::any::AnyRow) -> Result<Webhook, StoreError> {
+fn hook_from_row(
+    key: Option<&super::sealing::DataKey>,
+    r: &sqlx::any::AnyRow,
+) -> Result<Webhook, StoreError> {
     let kinds: String = r.try_get("kinds")?;
+    let id: String = r.try_get("id")?;
+    let stored: String = r.try_get("secret")?;
+    let secret = match key.map(|k| k.open(&id, &stored)) {
+        None => return Err(StoreError::NoDataKey),
+        Some(Some(opened)) => {
+            opened.map_err(|e| StoreError::Corrupt(format!("webhook {id}: {e}")))?
+        }
+        // Written before secrets were sealed; seal_plain_secrets seals it at the next start.
+        Some(None) => stored,
+    };
     Ok(Webhook {
-        id: r.try_get("id")?,
+        id,
         customer_id: r.try_get("customer_id")?,
         url: r.try_get("url")?,
-        secret: r.try_get("secret")?,
+        secret,
         kinds: kinds
             .split(',')
             .filter(|k| !k.is_empty())
@@ -104,21 +118,80 @@ fn delivery_from_row(r: &sqlx::any::AnyRow) -> Result<Delivery, StoreError> {
 }
 
 impl Store {
-    /// Registers a webhook that starts with the events after `cursor_id`.
-    pub async fn insert_webhook(&self, w: &Webhook) -> Result<(), StoreError> {
-        sqlx::query(&format!(
-            "INSERT INTO webhooks ({HOOK_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)"
+    fn data_key(&self) -> Result<&super::sealing::DataKey, StoreError> {
+        self.data_key.as_deref().ok_or(StoreError::NoDataKey)
+    }
+
+    /// Registers a webhook that starts with the events after `cursor_id`, with its secret
+    /// sealed and the audit record of its creation, unless its customer already has
+    /// `max_per_customer` live webhooks (false, nothing written). The count and the insert are
+    /// one statement (SQLite takes the write lock for all of it) or run under a per-customer
+    /// advisory lock (PostgreSQL), so replicas creating at once cannot pass the cap together.
+    pub async fn insert_webhook(
+        &self,
+        w: &Webhook,
+        max_per_customer: u32,
+        audit: &AuditRecord,
+    ) -> Result<bool, StoreError> {
+        let sealed = self
+            .data_key()?
+            .seal(&w.id, &w.secret)
+            .map_err(StoreError::Corrupt)?;
+        let mut tx = self.pool.begin().await?;
+        if self.backend == Backend::Postgres {
+            sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))::text AS locked")
+                .bind(format!("webhooks:{}", w.customer_id))
+                .fetch_one(&mut *tx)
+                .await?;
+        }
+        let done = sqlx::query(&format!(
+            "INSERT INTO webhooks ({HOOK_COLUMNS}) SELECT $1, $2, $3, $4, $5, $6, $7 \
+             WHERE (SELECT COUNT(*) FROM webhooks WHERE customer_id = $2 \
+             AND deleted_ms IS NULL) < $8"
         ))
         .bind(w.id.clone())
         .bind(w.customer_id.clone())
         .bind(w.url.clone())
-        .bind(w.secret.clone())
+        .bind(sealed)
         .bind(w.kinds.join(","))
         .bind(w.cursor_id)
         .bind(w.created_at.timestamp_millis())
-        .execute(&self.pool)
+        .bind(i64::from(max_per_customer))
+        .execute(&mut *tx)
         .await?;
-        Ok(())
+        if done.rows_affected() == 0 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        insert_audit(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Seals the secrets stored in plain text before sealing existed. Run at start.
+    pub async fn seal_plain_secrets(&self) -> Result<u64, StoreError> {
+        let key = self.data_key()?;
+        let rows = sqlx::query("SELECT id, secret FROM webhooks")
+            .fetch_all(&self.pool)
+            .await?;
+        let mut sealed = 0;
+        for r in &rows {
+            let id: String = r.try_get("id")?;
+            let secret: String = r.try_get("secret")?;
+            if super::sealing::is_sealed(&secret) {
+                continue;
+            }
+            let s = key.seal(&id, &secret).map_err(StoreError::Corrupt)?;
+            // Guarded by the old value: a replica sealing at the same time wins once.
+            sealed += sqlx::query("UPDATE webhooks SET secret = $1 WHERE id = $2 AND secret = $3")
+                .bind(s)
+                .bind(id)
+                .bind(secret)
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
+        }
+        Ok(sealed)
     }
 
     /// Live webhooks, of one customer or all.
@@ -141,7 +214,8 @@ impl Store {
                 .await?
             }
         };
-        rows.iter().map(hook_from_row).collect()
+        let key = self.data_key.as_deref();
+        rows.iter().map(|r| hook_from_row(key, r)).collect()
     }
 
     pub async fn webhook(&self, id: &str) -> Result<Option<Webhook>, StoreError> {
@@ -151,11 +225,17 @@ impl Store {
         .bind(id.to_string())
         .fetch_optional(&self.pool)
         .await?;
-        row.as_ref().map(hook_from_row).transpose()
+        let key = self.data_key.as_deref();
+        row.as_ref().map(|r| hook_from_row(key, r)).transpose()
     }
 
     /// Stops a webhook: nothing more is queued or sent. Its deliveries stay for the record.
-    pub async fn delete_webhook(&self, id: &str, at_ms: i64) -> Result<bool, StoreError> {
+    pub async fn delete_webhook(
+        &self,
+        id: &str,
+        at_ms: i64,
+        audit: &AuditRecord,
+    ) -> Result<bool, StoreError> {
         let mut tx = self.pool.begin().await?;
         let done =
             sqlx::query("UPDATE webhooks SET deleted_ms = $1 WHERE id = $2 AND deleted_ms IS NULL")
@@ -171,6 +251,7 @@ impl Store {
         .bind(id.to_string())
         .execute(&mut *tx)
         .await?;
+        insert_audit(&mut tx, audit).await?;
         tx.commit().await?;
         Ok(done.rows_affected() == 1)
     }
@@ -227,17 +308,23 @@ impl Store {
         Ok(events.len())
     }
 
-    /// Pending deliveries due by `now_ms`, oldest event first, with their events.
+    /// Pending deliveries due by `now_ms`, with their events: at most `per_webhook` of each
+    /// webhook (its oldest), taken round-robin across webhooks up to `limit`, so one webhook's
+    /// backlog cannot hide the others' due deliveries.
     pub async fn due_deliveries(
         &self,
         now_ms: i64,
+        per_webhook: u32,
         limit: u32,
     ) -> Result<Vec<(Delivery, EventRow)>, StoreError> {
         let rows = sqlx::query(&format!(
-            "SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries WHERE state = 'PENDING' \
-             AND next_attempt_ms <= $1 ORDER BY event_id LIMIT $2"
+            "SELECT {DELIVERY_COLUMNS} FROM (SELECT {DELIVERY_COLUMNS}, ROW_NUMBER() OVER \
+             (PARTITION BY webhook_id ORDER BY event_id) AS rn FROM webhook_deliveries \
+             WHERE state = 'PENDING' AND next_attempt_ms <= $1) AS due WHERE rn <= $2 \
+             ORDER BY rn, event_id LIMIT $3"
         ))
         .bind(now_ms)
+        .bind(i64::from(per_webhook))
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;
@@ -259,7 +346,27 @@ impl Store {
             .find(|e| e.id == id))
     }
 
+    /// Takes a due delivery for one attempt by moving it out of the due window until
+    /// `until_ms` (guarded by the value read), so no other round or replica picks it while it is
+    /// being attempted; a crashed attempt is due again at `until_ms`. False: someone else has it.
+    pub async fn claim_delivery(&self, d: &Delivery, until_ms: i64) -> Result<bool, StoreError> {
+        Ok(sqlx::query(
+            "UPDATE webhook_deliveries SET next_attempt_ms = $1 WHERE webhook_id = $2 \
+             AND event_id = $3 AND state = 'PENDING' AND next_attempt_ms = $4",
+        )
+        .bind(until_ms)
+        .bind(d.webhook_id.clone())
+        .bind(d.event_id)
+        .bind(d.next_attempt_ms)
+        .execute(&self.pool)
+        .await?
+        .rows_affected()
+            == 1)
+    }
+
     /// Records one attempt's outcome: DELIVERED, PENDING again at `next_attempt_ms`, or DEAD.
+    /// Only for the claim `d` holds (its `next_attempt_ms`): a claim that ran out and was taken
+    /// again is recorded by its new holder only.
     pub async fn mark_delivery(
         &self,
         d: &Delivery,
@@ -271,7 +378,8 @@ impl Store {
         sqlx::query(
             "UPDATE webhook_deliveries SET state = $1, attempts = attempts + 1, \
              next_attempt_ms = $2, last_error = $3, updated_ms = $4 \
-             WHERE webhook_id = $5 AND event_id = $6 AND state = 'PENDING'",
+             WHERE webhook_id = $5 AND event_id = $6 AND state = 'PENDING' \
+             AND next_attempt_ms = $7",
         )
         .bind(state.as_str())
         .bind(next_attempt_ms)
@@ -279,6 +387,7 @@ impl Store {
         .bind(now_ms)
         .bind(d.webhook_id.clone())
         .bind(d.event_id)
+        .bind(d.next_attempt_ms)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -318,15 +427,25 @@ impl Store {
     }
 
     /// Puts a webhook's dead letters back in the queue, due now, with fresh attempts.
-    pub async fn retry_dead(&self, webhook_id: &str, now_ms: i64) -> Result<u64, StoreError> {
-        Ok(sqlx::query(
+    /// The audit record is made from the count requeued and written with the change.
+    pub async fn retry_dead(
+        &self,
+        webhook_id: &str,
+        now_ms: i64,
+        audit: impl FnOnce(u64) -> AuditRecord,
+    ) -> Result<u64, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let n = sqlx::query(
             "UPDATE webhook_deliveries SET state = 'PENDING', attempts = 0, next_attempt_ms = $1, \
              updated_ms = $1 WHERE webhook_id = $2 AND state = 'DEAD'",
         )
         .bind(now_ms)
         .bind(webhook_id.to_string())
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?
-        .rows_affected())
+        .rows_affected();
+        insert_audit(&mut tx, &audit(n)).await?;
+        tx.commit().await?;
+        Ok(n)
     }
 }

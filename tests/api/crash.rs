@@ -465,10 +465,12 @@ async fn two_server_processes_on_one_postgres_change_each_card_once_per_request(
     };
     let db = OwnDatabase::create(&pg.url).await;
     let ports = [free_port(), free_port()];
-    let _a = Server(spawn(&db.url, ports[0], &[]));
+    // PostgreSQL replicas must share a data key (webhook secrets are sealed with it).
+    let key = [("SIMGATE_DATA_KEY", TEST_DATA_KEY)];
+    let _a = Server(spawn(&db.url, ports[0], &key));
     // The second waits for the first's migrations, as a rolling start would.
     let ch_a = connect(ports[0]).await;
-    let _b = Server(spawn(&db.url, ports[1], &[]));
+    let _b = Server(spawn(&db.url, ports[1], &key));
     let ch_b = connect(ports[1]).await;
     let iccids: Vec<String> = (0..200).map(mobile_iccid).collect();
     cards_client(&ch_a, ADMIN_KEY)

@@ -225,12 +225,44 @@ pub fn test_server(db: &TestDb, clock: &ManualClock) -> simgate::server::ServerB
         Ok("in_process") | Err(_) => simgate::simulate::SimulatorTransport::InProcess,
         Ok(other) => panic!("{TRANSPORT_ENV}={other}: expected http or in_process"),
     };
-    Server::builder()
+    let builder = Server::builder()
         .database_url(db.url.clone())
         .store_options(db.options.clone())
         .clock(Arc::new(clock.clone()))
         .bootstrap_key(ADMIN_KEY)
         .simulator_transport(transport)
+        .webhooks(local_webhooks());
+    with_test_data_key(builder, db)
+}
+
+/// The data key of every PostgreSQL test server (PostgreSQL has no default key; SQLite tests
+/// get their generated `<db>.key`).
+pub const TEST_DATA_KEY: &str = "dGVzdC1kYXRhLWtleS0wMTIzNDU2Nzg5YWJjZGVmMDE=";
+
+pub fn with_test_data_key(
+    builder: simgate::server::ServerBuilder,
+    db: &TestDb,
+) -> simgate::server::ServerBuilder {
+    if db.options.pg_schema.is_some() {
+        builder.data_key(
+            simgate::store::sealing::DataKey::from_base64(TEST_DATA_KEY).expect("test data key"),
+        )
+    } else {
+        builder
+    }
+}
+
+/// Webhook settings of the test servers: receivers run on loopback over plain http, so the
+/// allow-list opens 127.0.0.0/8 (the SSRF tests start servers without it). The access matrix
+/// creates a webhook per role and RPC for one customer, so the per-customer cap is raised here;
+/// `webhooks::a_black_hole_customer_does_not_delay_another` tests the cap itself.
+pub fn local_webhooks() -> simgate::service::webhooks::WebhookConfig {
+    simgate::service::webhooks::WebhookConfig {
+        allow_http: true,
+        allow_hosts: vec!["127.0.0.0/8".into()],
+        max_per_customer: 1000,
+        ..Default::default()
+    }
 }
 
 pub async fn spawn_on(db: Arc<TestDb>, clock: ManualClock) -> TestApp {

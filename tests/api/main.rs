@@ -24,6 +24,7 @@ mod platform;
 mod simulate;
 mod store_suite;
 mod tls;
+mod webhooks;
 mod wire_cmp;
 mod wire_jasper;
 mod wire_onelink;

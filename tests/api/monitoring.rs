@@ -671,6 +671,7 @@ async fn webhooks_are_signed_retried_and_dead_lettered(backend: Backend) {
             retry_max_ms: 200,
             timeout_ms: 2000,
             poll_ms: 20,
+            ..local_webhooks()
         })
         .build()
         .await
