@@ -652,7 +652,9 @@ impl CardService {
         let card = self.apply_reading(iccid, &at_carrier).await?;
         match &card.pool {
             Some(pool) => {
-                self.settle_pool(pool, rules::Cause::Usage).await?;
+                // The card's pool is its own customer's pool of that id.
+                self.settle_pool(&card.customer_id, pool, rules::Cause::Usage)
+                    .await?;
                 self.load(iccid).await
             }
             None => Ok(card),

@@ -367,6 +367,7 @@ async fn call(
         "simgate.v1.MonitoringService/GetPool" => code(
             m.get_pool(pb::GetPoolRequest {
                 pool_id: format!("pool-{customer}"),
+                ..Default::default()
             })
             .await,
         ),
@@ -390,6 +391,7 @@ async fn call(
             m.add_cards_to_pool(pb::AddCardsToPoolRequest {
                 pool_id: format!("pool-{customer}"),
                 iccids: vec![iccid],
+                ..Default::default()
             })
             .await,
         ),
@@ -397,6 +399,7 @@ async fn call(
             m.remove_cards_from_pool(pb::RemoveCardsFromPoolRequest {
                 pool_id: format!("pool-{customer}"),
                 iccids: vec![iccid],
+                ..Default::default()
             })
             .await,
         ),
@@ -405,6 +408,7 @@ async fn call(
                 pool_id: format!("pool-{customer}"),
                 bytes: 1,
                 request_id: String::new(),
+                ..Default::default()
             })
             .await,
         ),
