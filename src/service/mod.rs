@@ -457,6 +457,13 @@ impl CardService {
             scoped.customer_id = Some(own.clone());
             return Ok(self.store.list_cards(&scoped, after, limit).await?);
         }
+        // Pool ids are per customer: a pool id alone names no pool for a reseller key.
+        if filter.pool_id.is_some() && filter.customer_id.is_none() {
+            return Err(ServiceError::InvalidArgument(vec![FieldViolation::new(
+                "customer_id",
+                "is required with pool_id: pool ids are per customer",
+            )]));
+        }
         Ok(self.store.list_cards(filter, after, limit).await?)
     }
 
@@ -595,8 +602,21 @@ impl CardService {
                 ..Default::default()
             },
         };
+        // A pooled card goes by its pool (of its own customer): the pool's usage and capacity.
+        let pool = match &settled.card.pool {
+            Some(id) => self.pool_facts(&settled.card.customer_id, id).await?,
+            None => None,
+        };
         Ok((
-            diagnosis::diagnose(&settled.card, carrier.policy(), &facts, &history, now, lang),
+            diagnosis::diagnose(
+                &settled.card,
+                carrier.policy(),
+                &facts,
+                pool.as_ref(),
+                &history,
+                now,
+                lang,
+            ),
             now,
         ))
     }

@@ -217,6 +217,24 @@ impl CardService {
         }
     }
 
+    /// What DiagnoseCard needs of a pooled card's pool; None if the pool is gone.
+    pub(crate) async fn pool_facts(
+        &self,
+        customer: &str,
+        id: &str,
+    ) -> Result<Option<crate::domain::diagnosis::PoolFacts>> {
+        let Some(pool) = self.store.get_pool(customer, id).await? else {
+            return Ok(None);
+        };
+        let capacity_bytes = pool.capacity();
+        let view = self.view(pool).await?;
+        Ok(Some(crate::domain::diagnosis::PoolFacts {
+            pool_id: id.to_string(),
+            used_bytes: view.used_bytes,
+            capacity_bytes,
+        }))
+    }
+
     async fn view(&self, pool: Pool) -> Result<PoolView> {
         let (used_bytes, members) = self
             .store

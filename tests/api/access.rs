@@ -1102,6 +1102,7 @@ async fn hostile_metadata_and_messages_get_clean_statuses_and_change_nothing() {
                     customer_id: strings(rnd()),
                     status: rnd() as i32,
                     stop_reason: rnd() as i32,
+                    pool_id: strings(rnd()),
                 })
                 .await
                 .err(),
