@@ -629,7 +629,9 @@ impl Ctx<'_> {
                 tr(
                     lang,
                     format!("该卡所在的流量池 {pool_id} 本月已用完。"),
-                    format!("The data pool {pool_id} this card draws on is used up for this month."),
+                    format!(
+                        "The data pool {pool_id} this card draws on is used up for this month."
+                    ),
                 ),
                 tr(
                     lang,
@@ -639,7 +641,11 @@ impl Ctx<'_> {
                 1,
             ),
         };
-        evidence.push(ev("restores_at", self.cycle_end.timestamp(), "unix_seconds"));
+        evidence.push(ev(
+            "restores_at",
+            self.cycle_end.timestamp(),
+            "unix_seconds",
+        ));
         Finding {
             code: "POOL_EXHAUSTED",
             severity: Severity::Blocking,
@@ -1241,7 +1247,15 @@ mod tests {
     }
 
     fn run(card: &Card, facts: &CarrierFacts, history: &[HistoryEntry], lang: Lang) -> Diagnosis {
-        diagnose(card, &policy(card.carrier), facts, None, history, now(), lang)
+        diagnose(
+            card,
+            &policy(card.carrier),
+            facts,
+            None,
+            history,
+            now(),
+            lang,
+        )
     }
 
     fn codes(d: &Diagnosis) -> Vec<&'static str> {
@@ -1491,7 +1505,9 @@ mod tests {
         assert_eq!(evidence(f, "pool_capacity_bytes"), 4000);
         assert_eq!(evidence(f, "pool_bytes_needed"), 1001);
         assert!(
-            !f.evidence.iter().any(|e| e.name == "quota_bytes" || e.name == "used_bytes"),
+            !f.evidence
+                .iter()
+                .any(|e| e.name == "quota_bytes" || e.name == "used_bytes"),
             "no card quota figures: {:?}",
             f.evidence
         );

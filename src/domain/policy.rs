@@ -288,7 +288,10 @@ mod tests {
             shanghai(2026, 11, 25, 12)
         );
         let last_second = shanghai(2026, 11, 26, 0) - chrono::Duration::seconds(1);
-        assert_eq!(m.renewal_restore_at(shanghai(2026, 11, 25, 23)), last_second);
+        assert_eq!(
+            m.renewal_restore_at(shanghai(2026, 11, 25, 23)),
+            last_second
+        );
         // A renewal in the last second of the day is restored in that second.
         assert_eq!(m.renewal_restore_at(last_second), last_second);
         let quick = CarrierPolicy {

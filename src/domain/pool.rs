@@ -386,7 +386,10 @@ mod tests {
         theirs.pool = Some("p1".into());
         assert!(!ours.has_member(&theirs));
         let t = follow(&theirs, Some(&ours), now(), Cause::Usage);
-        assert!(!t.changed && t.card.is_online(), "acme's exhaustion stops no globex card");
+        assert!(
+            !t.changed && t.card.is_online(),
+            "acme's exhaustion stops no globex card"
+        );
         assert_eq!(
             leave(&theirs, &ours, now()),
             Err(RuleViolation::PoolCustomerMismatch),

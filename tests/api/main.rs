@@ -20,6 +20,7 @@ mod operability;
 mod operations;
 mod over_http;
 mod platform;
+mod pools;
 mod simulate;
 mod store_suite;
 mod tls;
