@@ -464,3 +464,139 @@ both_backends!(
         }
     }
 );
+
+/// A database at migration 0003 with one pool, then the full migrations (0005 re-keys `pools`
+/// by (customer, id), on SQLite by rebuilding the table): the pool is still there, whole, and
+/// another customer may now take its id.
+async fn pools_survive_the_per_customer_key(backend: Backend) {
+    use sqlx::Executor;
+    let Some(db) = TestDb::new(backend) else {
+        return;
+    };
+    // The first three migrations exactly as shipped, so the full run later accepts them.
+    let dir_name = match backend {
+        Backend::Sqlite => "sqlite",
+        Backend::Postgres => "postgres",
+    };
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("src/store/migrations")
+        .join(dir_name);
+    let old = tempfile::tempdir().expect("temp dir");
+    for entry in std::fs::read_dir(&src).expect("migrations") {
+        let path = entry.expect("entry").path();
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        if name.as_str() < "0004" {
+            std::fs::copy(&path, old.path().join(&name)).expect("copy migration");
+        }
+    }
+    let migrator = sqlx::migrate::Migrator::new(old.path())
+        .await
+        .expect("old migrations");
+    let insert = "INSERT INTO pools (id, name, carrier, customer_id, quota_bytes, auto_suspend, \
+        cycle_start_ms, topup_bytes, exhausted, alert_keys, created_ms, updated_ms, version) \
+        VALUES ('fleet-a', 'acme fleet', 'mobile', 'acme', 3000, 1, 1764518400000, 500, 1, \
+        'pool_usage:800@1764518400000', 1764000000000, 1764100000000, 7)";
+    match backend {
+        Backend::Sqlite => {
+            let opts: sqlx::sqlite::SqliteConnectOptions = db.url.parse().expect("sqlite url");
+            let pool = sqlx::sqlite::SqlitePoolOptions::new()
+                .max_connections(1)
+                .connect_with(opts.create_if_missing(true))
+                .await
+                .expect("sqlite");
+            migrator.run(&pool).await.expect("migrate to 0003");
+            pool.execute(insert).await.expect("insert pool");
+            pool.close().await;
+        }
+        Backend::Postgres => {
+            let schema = db.options.pg_schema.clone().expect("schema");
+            let admin = sqlx::postgres::PgPoolOptions::new()
+                .max_connections(1)
+                .connect(&db.url)
+                .await
+                .expect("postgres");
+            admin
+                .execute(format!("CREATE SCHEMA IF NOT EXISTS {schema}").as_str())
+                .await
+                .expect("schema");
+            admin.close().await;
+            let pool = sqlx::postgres::PgPoolOptions::new()
+                .max_connections(1)
+                .after_connect(move |conn, _| {
+                    let schema = schema.clone();
+                    Box::pin(async move {
+                        conn.execute(format!("SET search_path TO {schema}").as_str())
+                            .await
+                            .map(|_| ())
+                    })
+                })
+                .connect(&db.url)
+                .await
+                .expect("postgres");
+            migrator.run(&pool).await.expect("migrate to 0003");
+            pool.execute(insert).await.expect("insert pool");
+            pool.close().await;
+        }
+    }
+
+    let store = db.store().await;
+    let kept = store
+        .get_pool("acme", "fleet-a")
+        .await
+        .expect("read")
+        .expect("the pool survived the migration");
+    assert_eq!(
+        (
+            kept.name.as_str(),
+            kept.quota_bytes,
+            kept.topup_bytes,
+            kept.exhausted,
+            kept.auto_suspend,
+            kept.version,
+            kept.alert_keys.clone(),
+        ),
+        (
+            "acme fleet",
+            3000,
+            500,
+            true,
+            true,
+            7,
+            vec!["pool_usage:800@1764518400000".to_string()]
+        )
+    );
+    assert_eq!(kept.created_at.timestamp_millis(), 1764000000000);
+    // globex may now have a fleet-a of its own; acme still may not have two.
+    let theirs = simgate::domain::pool::Pool {
+        customer_id: "globex".into(),
+        version: 1,
+        ..kept.clone()
+    };
+    store
+        .insert_pool(&theirs, &[], None, None)
+        .await
+        .expect("globex's fleet-a");
+    let twice = store.insert_pool(&kept, &[], None, None).await;
+    assert!(
+        matches!(twice, Err(simgate::store::StoreError::Duplicate { .. })),
+        "{twice:?}"
+    );
+    assert_eq!(
+        store
+            .get_pool("globex", "fleet-a")
+            .await
+            .expect("read")
+            .map(|p| p.customer_id),
+        Some("globex".to_string())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migration_0005_keeps_every_pool_sqlite() {
+    pools_survive_the_per_customer_key(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migration_0005_keeps_every_pool_postgres() {
+    pools_survive_the_per_customer_key(Backend::Postgres).await;
+}
