@@ -168,8 +168,14 @@ both_backends!(
         assert_eq!(listed[0].customer_id, "acme");
 
         // The card->pool link is (card's customer, pool id).
-        add(&mut acme, "fleet-a", "", &[acme_card.clone()]).await;
-        add(&mut globex, "fleet-a", "", &[globex_card.clone()]).await;
+        add(&mut acme, "fleet-a", "", std::slice::from_ref(&acme_card)).await;
+        add(
+            &mut globex,
+            "fleet-a",
+            "",
+            std::slice::from_ref(&globex_card),
+        )
+        .await;
         assert_eq!(
             get_pool(&mut acme, "fleet-a", "")
                 .await
@@ -300,7 +306,13 @@ both_backends!(
             .await
             .expect("globex pool");
         add(&mut admin, "fleet-a", "acme", &members).await;
-        add(&mut admin, "fleet-a", "globex", &[foreign.clone()]).await;
+        add(
+            &mut admin,
+            "fleet-a",
+            "globex",
+            std::slice::from_ref(&foreign),
+        )
+        .await;
 
         let acme_key = customer_key(&mut app, "acme").await;
         let mut cards = cards_client(&app.channel, &acme_key);
