@@ -211,6 +211,7 @@ pub struct PolicyOverride {
     pub cancel_when_retention_ends: Option<bool>,
     pub arrears_recovery: Option<ArrearsRecovery>,
     pub renewal_restore: Option<RenewalRestore>,
+    pub same_day_restore_delay_minutes: Option<u32>,
     pub test_period_days: Option<u32>,
     pub test_gift_bytes: Option<u64>,
     pub silent_period_days: Option<u32>,
@@ -495,6 +496,7 @@ impl PolicyOverride {
             cancel_when_retention_ends: Some(p.cancel_when_retention_ends),
             arrears_recovery: Some(p.arrears_recovery),
             renewal_restore: Some(p.renewal_restore),
+            same_day_restore_delay_minutes: Some(p.same_day_restore_delay_minutes),
             test_period_days: Some(p.test_period_days),
             test_gift_bytes: Some(p.test_gift_bytes),
             silent_period_days: Some(p.silent_period_days),
@@ -515,6 +517,7 @@ impl PolicyOverride {
         set!(cancel_when_retention_ends);
         set!(arrears_recovery);
         set!(renewal_restore);
+        set!(same_day_restore_delay_minutes);
         set!(test_period_days);
         set!(test_gift_bytes);
         set!(silent_period_days);

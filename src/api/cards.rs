@@ -226,7 +226,7 @@ struct PageToken {
 }
 
 fn filter_key(f: &CardFilter) -> String {
-    format!(
+    let mut key = format!(
         "{}|{}|{}|{}",
         f.carrier.map(|c| c.as_str()).unwrap_or(""),
         match f.customer_id.as_deref() {
@@ -236,7 +236,12 @@ fn filter_key(f: &CardFilter) -> String {
         },
         f.status.map(|s| s.as_str()).unwrap_or(""),
         f.stop_reason.map(|r| r.as_str()).unwrap_or("")
-    )
+    );
+    // Appended only when set, so tokens issued before the pool filter existed stay valid.
+    if let Some(p) = &f.pool_id {
+        key.push_str(&format!("|pool:{p}"));
+    }
+    key
 }
 
 fn decode_token(raw: &str, filter: &CardFilter) -> Result<Option<String>, Status> {
@@ -317,6 +322,14 @@ fn list_filter(req: &pb::ListCardsRequest) -> Result<CardFilter, Status> {
             None
         }
     };
+    let pool_id = if req.pool_id.is_empty() {
+        None
+    } else if crate::service::monitor::valid_pool_id(&req.pool_id) {
+        Some(req.pool_id.clone())
+    } else {
+        violations.push(FieldViolation::new("pool_id", "is not a pool id"));
+        None
+    };
     if !violations.is_empty() {
         return Err(invalid_argument(violations));
     }
@@ -325,6 +338,7 @@ fn list_filter(req: &pb::ListCardsRequest) -> Result<CardFilter, Status> {
         customer_id,
         status,
         stop_reason,
+        pool_id,
     })
 }
 

@@ -196,6 +196,7 @@ pub fn policy_to_pb(p: &CarrierPolicy) -> pb::CarrierPolicy {
         test_period_days: p.test_period_days,
         test_gift_bytes: p.test_gift_bytes,
         silent_period_days: p.silent_period_days,
+        same_day_restore_delay_minutes: p.same_day_restore_delay_minutes,
     }
 }
 
@@ -253,6 +254,7 @@ pub fn card_to_pb(c: &Card, policy: Option<&CarrierPolicy>) -> pb::Card {
             expected_state: d.expected_state.clone(),
             since: Some(timestamp(d.since)),
         }),
+        pool_id: c.pool.clone().unwrap_or_default(),
     }
 }
 
@@ -510,6 +512,7 @@ fn step_to_pb(s: &Step) -> pb::RemedyStep {
             Action::CheckCoverage => pb::RemedyAction::CheckCoverage,
             Action::RestartDevice => pb::RemedyAction::RestartDevice,
             Action::ReplaceCard => pb::RemedyAction::ReplaceCard,
+            Action::TopUpPool => pb::RemedyAction::TopUpPool,
         } as i32,
         rpc: s.action.rpc().unwrap_or_default().to_string(),
         cost_fen: s.cost.0,
@@ -517,5 +520,7 @@ fn step_to_pb(s: &Step) -> pb::RemedyStep {
         optional: s.optional,
         months: s.months,
         text: s.text.clone(),
+        pool_id: s.pool_id.clone().unwrap_or_default(),
+        bytes: s.bytes,
     }
 }

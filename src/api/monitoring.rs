@@ -284,6 +284,16 @@ fn rules_to_pb(customer: &str, r: &AlertRules, customised: bool) -> pb::AlertRul
     }
 }
 
+/// The optional customer a pool request names (pool ids are per customer).
+fn pool_customer(raw: &str) -> Result<Option<String>, Status> {
+    if raw.is_empty() {
+        return Ok(None);
+    }
+    convert::customer_id_field("customer_id", raw)
+        .map(Some)
+        .map_err(|v| invalid_argument(vec![v]))
+}
+
 fn pool_id(field: &str, raw: &str) -> Result<String, Status> {
     if valid_pool_id(raw) {
         Ok(raw.to_string())
@@ -469,7 +479,11 @@ impl pb::monitoring_service_server::MonitoringService for MonitoringApi {
             .caller(&request, "GetPool", Permission::Read)
             .await?;
         let id = pool_id("pool_id", &request.get_ref().pool_id)?;
-        let view = self.service.get_pool(&id, &caller).await?;
+        let customer = pool_customer(&request.get_ref().customer_id)?;
+        let view = self
+            .service
+            .get_pool(&id, customer.as_deref(), &caller)
+            .await?;
         Ok(Response::new(pool_to_pb(&view)))
     }
 
@@ -496,21 +510,27 @@ impl pb::monitoring_service_server::MonitoringService for MonitoringApi {
                     .ok_or_else(|| invalid_field("carrier", "is not a carrier"))?,
             );
         }
-        let after = if req.page_token.is_empty() {
-            String::new()
+        // "pool:<pool id>:<customer>": pools page in (id, customer) order, since two customers
+        // may have a pool of the same id. Neither part can contain ':'.
+        let (after_id, after_customer) = if req.page_token.is_empty() {
+            (String::new(), String::new())
         } else {
             use base64::Engine;
             base64::engine::general_purpose::URL_SAFE_NO_PAD
                 .decode(&req.page_token)
                 .ok()
                 .and_then(|b| String::from_utf8(b).ok())
-                .and_then(|s| s.strip_prefix("pool:").map(str::to_string))
-                .filter(|s| valid_pool_id(s))
+                .and_then(|s| {
+                    let rest = s.strip_prefix("pool:")?;
+                    let (id, customer) = rest.split_once(':')?;
+                    (valid_pool_id(id) && convert::customer_id_field("", customer).is_ok())
+                        .then(|| (id.to_string(), customer.to_string()))
+                })
                 .ok_or_else(|| invalid_field("page_token", "is not a token this server issued"))?
         };
         let mut pools = self
             .service
-            .list_pools(&filter, &after, size + 1, &caller)
+            .list_pools(&filter, (&after_id, &after_customer), size + 1, &caller)
             .await?;
         let more = pools.len() > size as usize;
         pools.truncate(size as usize);
@@ -518,7 +538,7 @@ impl pb::monitoring_service_server::MonitoringService for MonitoringApi {
             (true, Some(last)) => {
                 use base64::Engine;
                 base64::engine::general_purpose::URL_SAFE_NO_PAD
-                    .encode(format!("pool:{}", last.pool.id))
+                    .encode(format!("pool:{}:{}", last.pool.id, last.pool.customer_id))
             }
             _ => String::new(),
         };
@@ -538,8 +558,12 @@ impl pb::monitoring_service_server::MonitoringService for MonitoringApi {
             .await?;
         let req = request.into_inner();
         let id = pool_id("pool_id", &req.pool_id)?;
+        let customer = pool_customer(&req.customer_id)?;
         let iccids = iccid_list(&req.iccids)?;
-        let view = self.service.add_to_pool(&id, &iccids, &caller).await?;
+        let view = self
+            .service
+            .add_to_pool(&id, customer.as_deref(), &iccids, &caller)
+            .await?;
         Ok(Response::new(pool_to_pb(&view)))
     }
 
@@ -553,8 +577,12 @@ impl pb::monitoring_service_server::MonitoringService for MonitoringApi {
             .await?;
         let req = request.into_inner();
         let id = pool_id("pool_id", &req.pool_id)?;
+        let customer = pool_customer(&req.customer_id)?;
         let iccids = iccid_list(&req.iccids)?;
-        let view = self.service.remove_from_pool(&id, &iccids, &caller).await?;
+        let view = self
+            .service
+            .remove_from_pool(&id, customer.as_deref(), &iccids, &caller)
+            .await?;
         Ok(Response::new(pool_to_pb(&view)))
     }
 
@@ -569,6 +597,7 @@ impl pb::monitoring_service_server::MonitoringService for MonitoringApi {
         let mut req = request.into_inner();
         let request_id = std::mem::take(&mut req.request_id);
         let id = pool_id("pool_id", &req.pool_id)?;
+        let customer = pool_customer(&req.customer_id)?;
         if req.bytes == 0 || req.bytes > MAX_TOPUP_BYTES {
             return Err(invalid_field(
                 "bytes",
@@ -593,7 +622,7 @@ impl pb::monitoring_service_server::MonitoringService for MonitoringApi {
         ));
         let view = self
             .service
-            .top_up_pool(&id, req.bytes, &caller, idem)
+            .top_up_pool(&id, customer.as_deref(), req.bytes, &caller, idem)
             .await?;
         Ok(Response::new(pool_to_pb(&view)))
     }

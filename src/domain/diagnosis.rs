@@ -9,7 +9,6 @@ use chrono::{DateTime, Duration, Utc};
 use chrono_tz::Asia::Shanghai;
 
 use super::money::MAX_RECHARGE;
-use super::policy::end_of_local_day;
 use super::{
     ArrearsRecovery, Card, CardStatus, CarrierId, CarrierPolicy, Fen, LifecycleStage,
     RenewalRestore, StopReason,
@@ -85,6 +84,8 @@ pub enum Action {
     CheckCoverage,
     RestartDevice,
     ReplaceCard,
+    /// Top up the card's pool (`Step::pool_id`) by at least `Step::bytes`.
+    TopUpPool,
 }
 
 impl Action {
@@ -95,6 +96,7 @@ impl Action {
             Action::Recharge => Some("Recharge"),
             Action::ResumeCard => Some("ResumeCard"),
             Action::VerifyRealName => Some("VerifyRealName"),
+            Action::TopUpPool => Some("TopUpPool"),
             _ => None,
         }
     }
@@ -112,6 +114,10 @@ pub struct Step {
     /// For RenewPlan: how many months to renew.
     pub months: u32,
     pub text: String,
+    /// For TopUpPool: the pool (of the card's customer).
+    pub pool_id: Option<String>,
+    /// For TopUpPool: the least data the top-up must add.
+    pub bytes: u64,
 }
 
 /// A number behind a finding, with its unit: `fen`, `bytes`, `days`, `hours`, `permille` or
@@ -149,6 +155,26 @@ pub struct CarrierFacts {
     pub last_session_at: Option<DateTime<Utc>>,
     /// The carrier's service state (`ACTIVE`, `STOPPED`, `CANCELLED`), when it was read.
     pub service_state: Option<&'static str>,
+}
+
+/// The pool a pooled card draws from, as it is now: its usage is the sum of its members'.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolFacts {
+    pub pool_id: String,
+    pub used_bytes: u64,
+    /// The pool's quota plus this cycle's top-ups.
+    pub capacity_bytes: u64,
+}
+
+impl PoolFacts {
+    /// The least top-up after which the pool has data again: it is exhausted while its usage
+    /// reaches its capacity, so the capacity must exceed the usage by a byte.
+    pub fn bytes_needed(&self) -> u64 {
+        self.used_bytes
+            .saturating_add(1)
+            .saturating_sub(self.capacity_bytes)
+            .max(1)
+    }
 }
 
 /// One entry of the card's history (`card_events`).
@@ -219,22 +245,22 @@ fn step(action: Action, text: String) -> Step {
         optional: false,
         months: 0,
         text,
+        pool_id: None,
+        bytes: 0,
     }
 }
 
-/// When a renewal made now restores an expired card under this carrier's rule.
+/// When a renewal made now restores an expired card under this carrier's rule (the same rule
+/// RenewPlan applies); None: at once.
 fn renewal_takes_effect(policy: &CarrierPolicy, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
-    match policy.renewal_restore {
-        RenewalRestore::Immediate => None,
-        RenewalRestore::SameDay => Some(end_of_local_day(now)),
-        RenewalRestore::NextCycle => Some(policy.cycle_bounds(now).1),
-    }
+    Some(policy.renewal_restore_at(now)).filter(|at| *at > now)
 }
 
 struct Ctx<'a> {
     card: &'a Card,
     policy: &'a CarrierPolicy,
     facts: &'a CarrierFacts,
+    pool: Option<&'a PoolFacts>,
     history: &'a [HistoryEntry],
     now: DateTime<Utc>,
     lang: Lang,
@@ -562,6 +588,91 @@ impl Ctx<'_> {
         }
     }
 
+    /// The card's pool is used up: the pool's usage and capacity (not the card's own, which do
+    /// not apply to a pooled card), the wait for the next cycle, and the TopUpPool that brings
+    /// every member back now, with the pool and the least data it must add.
+    fn pool_exhausted(&self) -> Finding {
+        let lang = self.lang;
+        let pool_id = self
+            .pool
+            .map(|p| p.pool_id.clone())
+            .or_else(|| self.card.pool.clone())
+            .unwrap_or_default();
+        let big = |v: u64| v.min(i64::MAX as u64) as i64;
+        let mut evidence = Vec::new();
+        let (message, top_up, needed) = match self.pool {
+            Some(p) => {
+                let needed = p.bytes_needed();
+                evidence.push(ev("pool_used_bytes", big(p.used_bytes), "bytes"));
+                evidence.push(ev("pool_capacity_bytes", big(p.capacity_bytes), "bytes"));
+                evidence.push(ev(
+                    "pool_used_permille",
+                    big(p.used_bytes.saturating_mul(1000) / p.capacity_bytes.max(1)),
+                    "permille",
+                ));
+                evidence.push(ev("pool_bytes_needed", big(needed), "bytes"));
+                (
+                    tr(
+                        lang,
+                        format!("该卡所在的流量池 {pool_id} 本月已用完（{} / {}），池内所有卡已停机。", mb(p.used_bytes), mb(p.capacity_bytes)),
+                        format!("The data pool {pool_id} this card draws on is used up for this month ({} of {}); every card in it is stopped.", mb(p.used_bytes), mb(p.capacity_bytes)),
+                    ),
+                    tr(
+                        lang,
+                        format!("如需立即恢复，调用 TopUpPool 为流量池 {pool_id} 充值至少 {needed} 字节（{}）。", mb(needed)),
+                        format!("To restore it now, call TopUpPool on pool {pool_id} with at least {needed} bytes ({})." , mb(needed)),
+                    ),
+                    needed,
+                )
+            }
+            None => (
+                tr(
+                    lang,
+                    format!("该卡所在的流量池 {pool_id} 本月已用完。"),
+                    format!(
+                        "The data pool {pool_id} this card draws on is used up for this month."
+                    ),
+                ),
+                tr(
+                    lang,
+                    format!("如需立即恢复，调用 TopUpPool 为流量池 {pool_id} 充值。"),
+                    format!("To restore it now, call TopUpPool on pool {pool_id}."),
+                ),
+                1,
+            ),
+        };
+        evidence.push(ev(
+            "restores_at",
+            self.cycle_end.timestamp(),
+            "unix_seconds",
+        ));
+        Finding {
+            code: "POOL_EXHAUSTED",
+            severity: Severity::Blocking,
+            message,
+            evidence,
+            steps: vec![
+                Step {
+                    takes_effect_at: Some(self.cycle_end),
+                    ..step(
+                        Action::Wait,
+                        tr(
+                            lang,
+                            format!("无需操作：{}（下个计费周期开始，充值失效、用量清零）自动复机。", when(self.cycle_end)),
+                            format!("Nothing to do: the card restores automatically at {} (the pool's next billing cycle).", when(self.cycle_end)),
+                        ),
+                    )
+                },
+                Step {
+                    optional: true,
+                    pool_id: Some(pool_id),
+                    bytes: needed,
+                    ..step(Action::TopUpPool, top_up)
+                },
+            ],
+        }
+    }
+
     fn blocking(&self, reason: StopReason) -> Finding {
         let lang = self.lang;
         let c = self.card;
@@ -615,13 +726,7 @@ impl Ctx<'_> {
                     "To restore it now, buy a data top-up from your reseller.",
                 )
             }
-            StopReason::PoolExhausted => self.waits_for_cycle(
-                "POOL_EXHAUSTED",
-                "该卡所在的流量池本月已用完。".to_string(),
-                "The data pool this card draws on is used up for this month.".to_string(),
-                "如需立即恢复，请为流量池充值。",
-                "To restore it now, top up the pool.",
-            ),
+            StopReason::PoolExhausted => self.pool_exhausted(),
             StopReason::TestDataUsed => self.waits_for_cycle(
                 "TEST_GIFT_USED_UP",
                 "测试期赠送流量已用完，卡等待进入计费期。".to_string(),
@@ -924,6 +1029,7 @@ pub fn diagnose(
     card: &Card,
     policy: &CarrierPolicy,
     facts: &CarrierFacts,
+    pool: Option<&PoolFacts>,
     history: &[HistoryEntry],
     now: DateTime<Utc>,
     lang: Lang,
@@ -932,6 +1038,7 @@ pub fn diagnose(
         card,
         policy,
         facts,
+        pool,
         history,
         now,
         lang,
@@ -1140,7 +1247,15 @@ mod tests {
     }
 
     fn run(card: &Card, facts: &CarrierFacts, history: &[HistoryEntry], lang: Lang) -> Diagnosis {
-        diagnose(card, &policy(card.carrier), facts, history, now(), lang)
+        diagnose(
+            card,
+            &policy(card.carrier),
+            facts,
+            None,
+            history,
+            now(),
+            lang,
+        )
     }
 
     fn codes(d: &Diagnosis) -> Vec<&'static str> {
@@ -1286,8 +1401,8 @@ mod tests {
         );
         assert_eq!(
             renew.takes_effect_at,
-            Some(end_of_local_day(now())),
-            "China Mobile: the same day"
+            Some(now() + Duration::hours(2)),
+            "China Mobile: the same day, after its 2 h processing delay"
         );
         assert!(f.steps[1].optional && f.steps[1].action == Action::ReplaceCard);
     }
@@ -1298,7 +1413,15 @@ mod tests {
         let at =
             |c| run(&expired(c), &online(), &[], Lang::En).findings[0].steps[0].takes_effect_at;
         assert_eq!(at(CarrierId::Telecom), None);
-        assert_eq!(at(CarrierId::Mobile), Some(end_of_local_day(now())));
+        // Renewed at 10:00: restored at 12:00 (2 h processing), not at midnight.
+        assert_eq!(at(CarrierId::Mobile), Some(now() + Duration::hours(2)));
+        // Renewed at 23:00: still the same day, at 23:59:59.
+        let late = now() + Duration::hours(13);
+        let end_of_day = now() + Duration::hours(14) - Duration::seconds(1);
+        assert_eq!(
+            renewal_takes_effect(&policy(CarrierId::Mobile), late),
+            Some(end_of_day)
+        );
         assert_eq!(
             at(CarrierId::Unicom),
             Some(policy(CarrierId::Unicom).cycle_bounds(now()).1)
@@ -1353,6 +1476,56 @@ mod tests {
         let d = run(&card, &online(), &[], Lang::En);
         assert_eq!(codes(&d), vec!["POOL_EXHAUSTED"]);
         assert_eq!(d.findings[0].steps[0].action, Action::Wait);
+    }
+
+    #[test]
+    fn finding_pool_exhausted_quotes_the_pool_and_names_top_up_pool_with_the_bytes_needed() {
+        let mut card = card_with(CarrierId::Mobile, |_| {});
+        card.pool = Some("fleet-a".into());
+        // The card's own figures, which a pooled card does not go by.
+        card.cycle_usage_bytes = 7;
+        card.stop_reasons.insert(StopReason::PoolExhausted);
+        let pool = PoolFacts {
+            pool_id: "fleet-a".into(),
+            used_bytes: 5000,
+            capacity_bytes: 4000,
+        };
+        let d = diagnose(
+            &card,
+            &policy(CarrierId::Mobile),
+            &online(),
+            Some(&pool),
+            &[],
+            now(),
+            Lang::En,
+        );
+        let f = &d.findings[0];
+        assert_eq!(f.code, "POOL_EXHAUSTED");
+        assert_eq!(evidence(f, "pool_used_bytes"), 5000);
+        assert_eq!(evidence(f, "pool_capacity_bytes"), 4000);
+        assert_eq!(evidence(f, "pool_bytes_needed"), 1001);
+        assert!(
+            !f.evidence
+                .iter()
+                .any(|e| e.name == "quota_bytes" || e.name == "used_bytes"),
+            "no card quota figures: {:?}",
+            f.evidence
+        );
+        let top_up = f
+            .steps
+            .iter()
+            .find(|s| s.action == Action::TopUpPool)
+            .expect("a TopUpPool step");
+        assert_eq!(top_up.action.rpc(), Some("TopUpPool"));
+        assert_eq!(top_up.pool_id.as_deref(), Some("fleet-a"));
+        assert_eq!(top_up.bytes, 1001, "usage 5000 > capacity 4000: 1001 bytes");
+        assert!(top_up.text.contains("fleet-a") && top_up.text.contains("1001"));
+        // Used exactly up: one byte more gives the pool data again.
+        let full = PoolFacts {
+            used_bytes: 4000,
+            ..pool
+        };
+        assert_eq!(full.bytes_needed(), 1);
     }
 
     #[test]

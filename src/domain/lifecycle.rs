@@ -485,7 +485,8 @@ mod tests {
             };
             let expected = match restore {
                 RenewalRestore::Immediate => renew_at,
-                RenewalRestore::SameDay => crate::domain::policy::end_of_local_day(renew_at),
+                // Renewed at 10:00: the same day, after the 2 h processing delay.
+                RenewalRestore::SameDay => renew_at + chrono::Duration::hours(2),
                 RenewalRestore::NextCycle => p.cycle_bounds(renew_at).1,
             };
             assert_eq!(restored_at, expected, "{carrier}");

@@ -23,7 +23,9 @@ pub enum ArrearsRecovery {
 #[serde(rename_all = "snake_case")]
 pub enum RenewalRestore {
     Immediate,
-    /// Within the day of renewal; simgate takes the end of that day as the promised time.
+    /// The same day (当天): once the carrier has processed the renewal
+    /// (`same_day_restore_delay_minutes` after it), but never later than 23:59:59 of the day
+    /// of renewal, Asia/Shanghai time.
     SameDay,
     /// At the start of the next billing cycle.
     NextCycle,
@@ -41,6 +43,10 @@ pub struct CarrierPolicy {
     pub cancel_when_retention_ends: bool,
     pub arrears_recovery: ArrearsRecovery,
     pub renewal_restore: RenewalRestore,
+    /// For `renewal_restore = same_day`: how long after a renewal the carrier restores the card
+    /// (its processing time), capped at the end of the day of renewal.
+    #[serde(default = "default_same_day_restore_delay_minutes")]
+    pub same_day_restore_delay_minutes: u32,
     pub test_period_days: u32,
     pub test_gift_bytes: u64,
     pub silent_period_days: u32,
@@ -49,6 +55,13 @@ pub struct CarrierPolicy {
 }
 
 const MIB: u64 = 1024 * 1024;
+
+/// rules.md §3: a same-day restore comes about two hours after the renewal.
+pub const DEFAULT_SAME_DAY_RESTORE_DELAY_MINUTES: u32 = 120;
+
+fn default_same_day_restore_delay_minutes() -> u32 {
+    DEFAULT_SAME_DAY_RESTORE_DELAY_MINUTES
+}
 
 impl CarrierPolicy {
     /// The documented defaults of rules.md §3; every field can be overridden in configuration.
@@ -61,6 +74,7 @@ impl CarrierPolicy {
             cancel_when_retention_ends: true,
             arrears_recovery: ArrearsRecovery::Auto,
             renewal_restore: RenewalRestore::SameDay,
+            same_day_restore_delay_minutes: DEFAULT_SAME_DAY_RESTORE_DELAY_MINUTES,
             test_period_days: 30,
             test_gift_bytes: 100 * MIB,
             silent_period_days: 180,
@@ -97,7 +111,29 @@ impl CarrierPolicy {
         if self.retention_months > 120 {
             return Err("retention_months must be at most 120".into());
         }
+        if self.same_day_restore_delay_minutes > 24 * 60 {
+            return Err(format!(
+                "same_day_restore_delay_minutes must be at most 1440 (one day), got {}",
+                self.same_day_restore_delay_minutes
+            ));
+        }
         Ok(())
+    }
+
+    /// When a card that had expired and is renewed at `renewed_at` is restored under this
+    /// carrier's `renewal_restore` rule; `renewed_at` itself means at once.
+    pub fn renewal_restore_at(&self, renewed_at: DateTime<Utc>) -> DateTime<Utc> {
+        match self.renewal_restore {
+            RenewalRestore::Immediate => renewed_at,
+            RenewalRestore::SameDay => {
+                let processed = renewed_at
+                    + chrono::Duration::minutes(i64::from(self.same_day_restore_delay_minutes));
+                // 当天: still the day of renewal, whatever the processing delay.
+                let last_second = end_of_local_day(renewed_at) - chrono::Duration::seconds(1);
+                processed.min(last_second.max(renewed_at))
+            }
+            RenewalRestore::NextCycle => self.cycle_bounds(renewed_at).1,
+        }
     }
 
     /// The billing cycle `[start, end)` that contains `now`.
@@ -176,6 +212,7 @@ mod tests {
         assert!(m.cancel_when_retention_ends);
         assert_eq!(m.arrears_recovery, ArrearsRecovery::Auto);
         assert_eq!(m.renewal_restore, RenewalRestore::SameDay);
+        assert_eq!(m.same_day_restore_delay_minutes, 120, "two hours");
         assert_eq!(m.cycle_start_day, 1);
         assert_eq!(m.silent_period_days, 180);
 
@@ -244,9 +281,39 @@ mod tests {
     }
 
     #[test]
+    fn same_day_restore_comes_after_the_processing_delay_within_the_day() {
+        let m = CarrierPolicy::default_for(CarrierId::Mobile);
+        assert_eq!(
+            m.renewal_restore_at(shanghai(2026, 11, 25, 10)),
+            shanghai(2026, 11, 25, 12)
+        );
+        let last_second = shanghai(2026, 11, 26, 0) - chrono::Duration::seconds(1);
+        assert_eq!(
+            m.renewal_restore_at(shanghai(2026, 11, 25, 23)),
+            last_second
+        );
+        // A renewal in the last second of the day is restored in that second.
+        assert_eq!(m.renewal_restore_at(last_second), last_second);
+        let quick = CarrierPolicy {
+            same_day_restore_delay_minutes: 30,
+            ..m
+        };
+        assert_eq!(
+            quick.renewal_restore_at(shanghai(2026, 11, 25, 10)),
+            shanghai(2026, 11, 25, 10) + chrono::Duration::minutes(30)
+        );
+    }
+
+    #[test]
     fn policy_validation_names_the_bad_value() {
         let mut p = CarrierPolicy::default_for(CarrierId::Mobile);
         p.cycle_start_day = 31;
         assert!(p.validate().unwrap_err().contains("cycle_start_day"));
+        let mut p = CarrierPolicy::default_for(CarrierId::Mobile);
+        p.same_day_restore_delay_minutes = 1441;
+        assert!(p
+            .validate()
+            .unwrap_err()
+            .contains("same_day_restore_delay_minutes"));
     }
 }

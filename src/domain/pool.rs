@@ -4,6 +4,9 @@
 //! A pool's usage is never stored: it is the sum of its members' usage in the pool's current
 //! cycle, read from the cards. The pool keeps only what cannot be derived: its quota, this
 //! cycle's top-ups, and whether it was last found exhausted (the state its members must follow).
+//!
+//! Pool ids are per customer: a pool is the pair (customer, id), and a card is a member of a
+//! pool when it belongs to the pool's customer and names the pool's id.
 
 use chrono::{DateTime, Utc};
 
@@ -33,6 +36,11 @@ pub struct Pool {
 }
 
 impl Pool {
+    /// Whether `card` is one of this pool's members: the same customer and the pool's id.
+    pub fn has_member(&self, card: &Card) -> bool {
+        card.customer_id == self.customer_id && card.pool.as_deref() == Some(self.id.as_str())
+    }
+
     pub fn capacity(&self) -> u64 {
         self.quota_bytes.saturating_add(self.topup_bytes)
     }
@@ -148,7 +156,7 @@ fn card_transition(before: &Card, after: Card, events: Vec<CardEvent>) -> Transi
 /// Makes a member follow its pool: stopped with POOL_EXHAUSTED while the pool stops its members,
 /// restored (if nothing else stops it) once it does not. A card not in `pool` loses the reason.
 pub fn follow(card: &Card, pool: Option<&Pool>, now: DateTime<Utc>, cause: Cause) -> Transition {
-    let member_of = pool.filter(|p| card.pool.as_deref() == Some(p.id.as_str()));
+    let member_of = pool.filter(|p| p.has_member(card));
     let stop = member_of.is_some_and(Pool::stops_members) && !card.cancelled;
     let has = card.stop_reasons.contains(StopReason::PoolExhausted);
     if stop == has {
@@ -203,11 +211,15 @@ pub fn join(card: &Card, pool: &Pool, now: DateTime<Utc>) -> Result<Transition, 
     Ok(card_transition(card, follow.card, events))
 }
 
-/// A card leaves its pool: the pool's stop no longer applies and its own quota does again.
-pub fn leave(card: &Card, pool_id: &str, now: DateTime<Utc>) -> Result<Transition, RuleViolation> {
+/// A card leaves `pool`: the pool's stop no longer applies and its own quota does again. A card
+/// of another customer is never a member, even of a pool of its own customer with the same id.
+pub fn leave(card: &Card, pool: &Pool, now: DateTime<Utc>) -> Result<Transition, RuleViolation> {
+    if card.customer_id != pool.customer_id {
+        return Err(RuleViolation::PoolCustomerMismatch);
+    }
     match card.pool.as_deref() {
         None => return Ok(Transition::none(card)),
-        Some(p) if p != pool_id => return Err(RuleViolation::InAnotherPool(p.to_string())),
+        Some(p) if p != pool.id => return Err(RuleViolation::InAnotherPool(p.to_string())),
         Some(_) => {}
     }
     let mut c = card.clone();
@@ -356,10 +368,32 @@ mod tests {
         let joined = join(&c, &pool(), now()).unwrap();
         assert!(joined.card.is_online());
         assert_eq!(joined.action, Some(CarrierAction::Restore));
-        let left = leave(&joined.card, "p1", now()).unwrap();
+        let left = leave(&joined.card, &pool(), now()).unwrap();
         assert!(left.card.stop_reasons.contains(StopReason::OverQuota));
         assert_eq!(left.card.pool, None);
         // Leaving twice is a no-op, not an error.
-        assert!(!leave(&left.card, "p1", now()).unwrap().changed);
+        assert!(!leave(&left.card, &pool(), now()).unwrap().changed);
+    }
+
+    #[test]
+    fn a_pool_of_the_same_id_of_another_customer_is_another_pool() {
+        let rules = AlertRules::default();
+        let ours = settle(&pool(), now(), 3000, &rules, now(), Cause::Usage).pool;
+        assert!(ours.stops_members());
+        // globex's card names pool "p1" too: globex's own pool, not acme's.
+        let mut theirs = card();
+        theirs.customer_id = "globex".into();
+        theirs.pool = Some("p1".into());
+        assert!(!ours.has_member(&theirs));
+        let t = follow(&theirs, Some(&ours), now(), Cause::Usage);
+        assert!(
+            !t.changed && t.card.is_online(),
+            "acme's exhaustion stops no globex card"
+        );
+        assert_eq!(
+            leave(&theirs, &ours, now()),
+            Err(RuleViolation::PoolCustomerMismatch),
+            "acme's pool cannot take globex's card out of globex's pool"
+        );
     }
 }

@@ -5,10 +5,10 @@
 
 use chrono::{DateTime, Utc};
 
-use super::policy::{add_months, end_of_local_day};
+use super::policy::add_months;
 use super::{
     ArrearsRecovery, Card, CardStatus, CarrierId, CarrierPolicy, Fen, Iccid, Imsi, LifecycleStage,
-    Msisdn, Plan, RealNameStatus, RenewalRestore, StopReason, StopReasons,
+    Msisdn, Plan, RealNameStatus, StopReason, StopReasons,
 };
 
 /// What the carrier must do so that its state matches the card's new state.
@@ -434,8 +434,9 @@ pub fn recharge(
 }
 
 /// Extends validity by whole months from the current end, or from now if the plan has ended. An
-/// expired card is restored when its carrier's `renewal_restore` rule says: at once, by the end
-/// of the day, or at the next billing cycle.
+/// expired card is restored when its carrier's `renewal_restore` rule says: at once, the same
+/// day (after the carrier's processing delay, by 23:59:59 at the latest), or at the next
+/// billing cycle.
 pub fn renew(
     card: &Card,
     policy: &CarrierPolicy,
@@ -448,11 +449,7 @@ pub fn renew(
         // Renewed: the number is no longer heading for release and retention fees stop.
         next.retention_ends_at = None;
         next.retention_fee_next_at = None;
-        let restore_at = match policy.renewal_restore {
-            RenewalRestore::Immediate => now,
-            RenewalRestore::SameDay => end_of_local_day(now),
-            RenewalRestore::NextCycle => policy.cycle_bounds(now).1,
-        };
+        let restore_at = policy.renewal_restore_at(now);
         // A restore already scheduled by an earlier renewal keeps its time.
         let restore_at = card.expiry_restore_at.unwrap_or(restore_at);
         if restore_at <= now {
@@ -811,15 +808,39 @@ pub(crate) mod tests {
         assert_eq!(t.card.retention_ends_at, None);
     }
 
-    // §1 EXPIRED, renewal_restore = same_day (Mobile default).
+    // §1 EXPIRED, renewal_restore = same_day (Mobile default): 当天, after the carrier's
+    // processing delay (default 2 h), never later than 23:59:59 of the day of renewal.
     #[test]
-    fn rule_renewal_restore_same_day_schedules_the_restore_by_the_end_of_the_day() {
+    fn rule_renewal_restore_same_day_restores_after_the_processing_delay_within_the_day() {
         let card = expired(CarrierId::Mobile);
-        let t = renew(&card, &policy(CarrierId::Mobile), 1, now()).unwrap();
+        let p = policy(CarrierId::Mobile);
+        assert_eq!(p.same_day_restore_delay_minutes, 120, "default 2 h");
+        // Renewed at 10:00 -> restored at 12:00 the same day.
+        let t = renew(&card, &p, 1, now()).unwrap();
         assert!(t.card.stop_reasons.contains(StopReason::Expired));
         assert_eq!(t.action, None);
-        let due = Shanghai.with_ymd_and_hms(2026, 11, 26, 0, 0, 0).unwrap();
-        assert_eq!(t.card.expiry_restore_at, Some(due.with_timezone(&Utc)));
+        let noon = Shanghai.with_ymd_and_hms(2026, 11, 25, 12, 0, 0).unwrap();
+        assert_eq!(t.card.expiry_restore_at, Some(noon.with_timezone(&Utc)));
+        // Renewed at 23:00 -> restored at 23:59:59, not at 01:00 the next day.
+        let late = Shanghai
+            .with_ymd_and_hms(2026, 11, 25, 23, 0, 0)
+            .unwrap()
+            .with_timezone(&Utc);
+        let t = renew(&card, &p, 1, late).unwrap();
+        let last = Shanghai.with_ymd_and_hms(2026, 11, 25, 23, 59, 59).unwrap();
+        assert_eq!(t.card.expiry_restore_at, Some(last.with_timezone(&Utc)));
+        // The delay is the carrier's policy setting.
+        let quick = CarrierPolicy {
+            same_day_restore_delay_minutes: 15,
+            ..p.clone()
+        };
+        let t = renew(&card, &quick, 1, now()).unwrap();
+        let quarter = Shanghai.with_ymd_and_hms(2026, 11, 25, 10, 15, 0).unwrap();
+        assert_eq!(t.card.expiry_restore_at, Some(quarter.with_timezone(&Utc)));
+        // The restore itself is the engine's once that time comes: EXPIRED clears then.
+        let due = crate::domain::lifecycle::advance(&t.card, &quick, quarter.with_timezone(&Utc));
+        assert!(due.card.is_online(), "{:?}", due.card.stop_reasons);
+        assert_eq!(due.action, Some(CarrierAction::Restore));
     }
 
     // §1 EXPIRED, renewal_restore = next_cycle (Unicom default: cycle starts on the 27th).

@@ -548,6 +548,13 @@ impl CardService {
             scoped.customer_id = Some(own.clone());
             return Ok(self.store.list_cards(&scoped, after, limit).await?);
         }
+        // Pool ids are per customer: a pool id alone names no pool for a reseller key.
+        if filter.pool_id.is_some() && filter.customer_id.is_none() {
+            return Err(ServiceError::InvalidArgument(vec![FieldViolation::new(
+                "customer_id",
+                "is required with pool_id: pool ids are per customer",
+            )]));
+        }
         Ok(self.store.list_cards(filter, after, limit).await?)
     }
 
@@ -686,8 +693,21 @@ impl CardService {
                 ..Default::default()
             },
         };
+        // A pooled card goes by its pool (of its own customer): the pool's usage and capacity.
+        let pool = match &settled.card.pool {
+            Some(id) => self.pool_facts(&settled.card.customer_id, id).await?,
+            None => None,
+        };
         Ok((
-            diagnosis::diagnose(&settled.card, carrier.policy(), &facts, &history, now, lang),
+            diagnosis::diagnose(
+                &settled.card,
+                carrier.policy(),
+                &facts,
+                pool.as_ref(),
+                &history,
+                now,
+                lang,
+            ),
             now,
         ))
     }
@@ -743,7 +763,9 @@ impl CardService {
         let card = self.apply_reading(iccid, &at_carrier).await?;
         match &card.pool {
             Some(pool) => {
-                self.settle_pool(pool, rules::Cause::Usage).await?;
+                // The card's pool is its own customer's pool of that id.
+                self.settle_pool(&card.customer_id, pool, rules::Cause::Usage)
+                    .await?;
                 self.load(iccid).await
             }
             None => Ok(card),

@@ -2,6 +2,9 @@
 //! and the daily usage history. Pools are settled level-triggered: whatever wrote last, a settle
 //! compares the pool's usage with its capacity and brings every member to match, so a crash
 //! between a pool's change and its members' is repaired by the next settle.
+//!
+//! Pool ids are per customer: every pool operation resolves its pool by (customer, pool id), so
+//! a customer never learns whether another customer has a pool of some id.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -175,15 +178,68 @@ impl CardService {
         Ok(())
     }
 
-    async fn load_pool(&self, id: &str, caller: Option<&Caller>) -> Result<Pool> {
-        match self.store.get_pool(id).await? {
-            Some(p) if caller.is_none_or(|c| c.principal.sees(&p.customer_id)) => Ok(p),
-            _ => Err(ServiceError::PoolNotFound(id.to_string())),
+    /// The customer's pool `id`, as stored now.
+    async fn load_pool(&self, customer: &str, id: &str) -> Result<Pool> {
+        self.store
+            .get_pool(customer, id)
+            .await?
+            .ok_or_else(|| ServiceError::PoolNotFound(id.to_string()))
+    }
+
+    /// The pool a request names: pool `id` of `customer`, or of the caller's own customer when
+    /// the request names none. A customer key naming another customer finds nothing (NOT_FOUND,
+    /// as for an id nobody has). A reseller key that names no customer gets the one pool of that
+    /// id; if several customers have one it must say which.
+    pub async fn resolve_pool(
+        &self,
+        id: &str,
+        customer: Option<&str>,
+        caller: &Caller,
+    ) -> Result<Pool> {
+        let not_found = || ServiceError::PoolNotFound(id.to_string());
+        if let Some(own) = &caller.principal.customer_id {
+            if customer.is_some_and(|c| c != own) {
+                return Err(not_found());
+            }
+            return self.load_pool(own, id).await;
+        }
+        if let Some(c) = customer {
+            return self.load_pool(c, id).await;
+        }
+        let mut found = self.store.pools_with_id(id, 2).await?;
+        match found.len() {
+            0 => Err(not_found()),
+            1 => Ok(found.remove(0)),
+            _ => Err(ServiceError::InvalidArgument(vec![FieldViolation::new(
+                "customer_id",
+                format!("is required: more than one customer has a pool {id}"),
+            )])),
         }
     }
 
+    /// What DiagnoseCard needs of a pooled card's pool; None if the pool is gone.
+    pub(crate) async fn pool_facts(
+        &self,
+        customer: &str,
+        id: &str,
+    ) -> Result<Option<crate::domain::diagnosis::PoolFacts>> {
+        let Some(pool) = self.store.get_pool(customer, id).await? else {
+            return Ok(None);
+        };
+        let capacity_bytes = pool.capacity();
+        let view = self.view(pool).await?;
+        Ok(Some(crate::domain::diagnosis::PoolFacts {
+            pool_id: id.to_string(),
+            used_bytes: view.used_bytes,
+            capacity_bytes,
+        }))
+    }
+
     async fn view(&self, pool: Pool) -> Result<PoolView> {
-        let (used_bytes, members) = self.store.pool_usage(&pool.id, pool.cycle_start).await?;
+        let (used_bytes, members) = self
+            .store
+            .pool_usage(&pool.customer_id, &pool.id, pool.cycle_start)
+            .await?;
         Ok(PoolView {
             pool,
             used_bytes,
@@ -247,15 +303,20 @@ impl CardService {
         self.view(pool).await
     }
 
-    pub async fn get_pool(&self, id: &str, caller: &Caller) -> Result<PoolView> {
-        let pool = self.load_pool(id, Some(caller)).await?;
+    pub async fn get_pool(
+        &self,
+        id: &str,
+        customer: Option<&str>,
+        caller: &Caller,
+    ) -> Result<PoolView> {
+        let pool = self.resolve_pool(id, customer, caller).await?;
         self.view(pool).await
     }
 
     pub async fn list_pools(
         &self,
         filter: &PoolFilter,
-        after: &str,
+        after: (&str, &str),
         limit: u32,
         caller: &Caller,
     ) -> Result<Vec<PoolView>> {
@@ -278,10 +339,12 @@ impl CardService {
     pub async fn add_to_pool(
         &self,
         id: &str,
+        customer: Option<&str>,
         iccids: &[Iccid],
         caller: &Caller,
     ) -> Result<PoolView> {
-        let pool = self.load_pool(id, Some(caller)).await?;
+        let pool = self.resolve_pool(id, customer, caller).await?;
+        let owner = pool.customer_id.as_str();
         let now = self.now();
         for iccid in iccids {
             let card = self.get(iccid, caller).await?;
@@ -289,36 +352,38 @@ impl CardService {
         }
         for iccid in iccids {
             // The pool as it is now: a settle may have changed it since the check.
-            let current = self.load_pool(id, None).await?;
+            let current = self.load_pool(owner, id).await?;
             self.mutate(iccid, caller, None, |card, _, now| {
                 pool::join(card, &current, now)
             })
             .await?;
         }
-        self.settle_pool(id, Cause::Request).await?;
-        self.get_pool(id, caller).await
+        self.settle_pool(owner, id, Cause::Request).await?;
+        self.view(self.load_pool(owner, id).await?).await
     }
 
     pub async fn remove_from_pool(
         &self,
         id: &str,
+        customer: Option<&str>,
         iccids: &[Iccid],
         caller: &Caller,
     ) -> Result<PoolView> {
-        self.load_pool(id, Some(caller)).await?;
+        let pool = self.resolve_pool(id, customer, caller).await?;
+        let owner = pool.customer_id.as_str();
         let now = self.now();
         for iccid in iccids {
             let card = self.get(iccid, caller).await?;
-            pool::leave(&card, id, now)?;
+            pool::leave(&card, &pool, now)?;
         }
         for iccid in iccids {
             self.mutate(iccid, caller, None, |card, _, now| {
-                pool::leave(card, id, now)
+                pool::leave(card, &pool, now)
             })
             .await?;
         }
-        self.settle_pool(id, Cause::Request).await?;
-        self.get_pool(id, caller).await
+        self.settle_pool(owner, id, Cause::Request).await?;
+        self.view(self.load_pool(owner, id).await?).await
     }
 
     /// Adds data to the pool for this cycle. With a request id, a repeat adds nothing and gets
@@ -326,17 +391,19 @@ impl CardService {
     pub async fn top_up_pool(
         &self,
         id: &str,
+        customer: Option<&str>,
         bytes: u64,
         caller: &Caller,
         idem: Option<PoolIdem<'_>>,
     ) -> Result<PoolView> {
+        let owner = self.resolve_pool(id, customer, caller).await?.customer_id;
         for _ in 0..5 {
-            let current = self.load_pool(id, Some(caller)).await?;
+            let current = self.load_pool(&owner, id).await?;
             // Settle first so a top-up in a new cycle lands in that cycle.
             let now = self.now();
             let policy = self.policy(current.carrier)?;
             let cycle = policy.cycle_bounds(now).0.max(current.cycle_start);
-            let (used, members) = self.store.pool_usage(id, cycle).await?;
+            let (used, members) = self.store.pool_usage(&owner, id, cycle).await?;
             let rules = self.alert_rules_of(&current.customer_id).await?;
             let settled = pool::settle(&current, cycle, used, &rules, now, Cause::Schedule);
             let (topped, event) = pool::top_up(&settled.pool, bytes, used, now);
@@ -380,18 +447,19 @@ impl CardService {
         Err(ServiceError::Conflict)
     }
 
-    /// Brings one pool to now (cycle, exhaustion, alerts) and its members to match it.
-    pub async fn settle_pool(&self, id: &str, cause: Cause) -> Result<()> {
+    /// Brings the customer's pool `id` to now (cycle, exhaustion, alerts) and its members to
+    /// match it.
+    pub async fn settle_pool(&self, customer: &str, id: &str, cause: Cause) -> Result<()> {
         let mut settled = None;
         for _ in 0..5 {
-            let current = self.load_pool(id, None).await?;
+            let current = self.load_pool(customer, id).await?;
             let now = self.now();
             let cycle = self
                 .policy(current.carrier)?
                 .cycle_bounds(now)
                 .0
                 .max(current.cycle_start);
-            let (used, _) = self.store.pool_usage(id, cycle).await?;
+            let (used, _) = self.store.pool_usage(customer, id, cycle).await?;
             let rules = self.alert_rules_of(&current.customer_id).await?;
             let u = pool::settle(&current, cycle, used, &rules, now, cause);
             if !u.changed {
@@ -417,7 +485,7 @@ impl CardService {
         loop {
             let lagging = self
                 .store
-                .pool_members_to_follow(&pool.id, pool.stops_members(), pool_bit(), 200)
+                .pool_members_to_follow(pool, pool.stops_members(), pool_bit(), 200)
                 .await?;
             if lagging.is_empty() {
                 return Ok(());
@@ -432,7 +500,7 @@ impl CardService {
                 match result {
                     Ok((before, after)) => progressed |= before != after,
                     Err(e) => {
-                        warn!(%iccid, pool = %pool.id, error = %e, "pool member not updated; retried at the next settle")
+                        warn!(%iccid, pool = %pool.id, customer = %pool.customer_id, error = %e, "pool member not updated; retried at the next settle")
                     }
                 }
             }
@@ -444,20 +512,21 @@ impl CardService {
 
     /// Settles every pool: rollovers, exhaustion, top-ups, alerts. Run with the engine.
     pub async fn settle_pools(&self) -> Result<usize> {
-        let mut after = String::new();
+        let (mut after_id, mut after_customer) = (String::new(), String::new());
         let mut n = 0;
         loop {
             let page = self
                 .store
-                .list_pools(&PoolFilter::default(), &after, 500)
+                .list_pools(&PoolFilter::default(), (&after_id, &after_customer), 500)
                 .await?;
             let Some(last) = page.last() else {
                 return Ok(n);
             };
-            after = last.id.clone();
+            after_id = last.id.clone();
+            after_customer = last.customer_id.clone();
             for p in &page {
-                if let Err(e) = self.settle_pool(&p.id, Cause::Usage).await {
-                    warn!(pool = %p.id, error = %e, "pool not settled; retried next time");
+                if let Err(e) = self.settle_pool(&p.customer_id, &p.id, Cause::Usage).await {
+                    warn!(pool = %p.id, customer = %p.customer_id, error = %e, "pool not settled; retried next time");
                 }
                 n += 1;
             }

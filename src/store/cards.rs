@@ -58,6 +58,8 @@ pub struct CardFilter {
     pub customer_id: Option<String>,
     pub status: Option<CardStatus>,
     pub stop_reason: Option<StopReason>,
+    /// Members of this pool; with `customer_id`, the pool is that customer's.
+    pub pool_id: Option<String>,
 }
 
 /// A card as stored; also the form a journal intent keeps its planned card in.
@@ -454,6 +456,9 @@ impl Store {
         if filter.stop_reason.is_some() {
             conds.push(format!("(stop_reasons & {}) <> 0", next()));
         }
+        if filter.pool_id.is_some() {
+            conds.push(format!("pool_id = {}", next()));
+        }
         if after.is_some() {
             conds.push(format!("iccid > {}", next()));
         }
@@ -478,6 +483,9 @@ impl Store {
         }
         if let Some(r) = filter.stop_reason {
             q = q.bind(i64::from(StopReasons::mask(r)));
+        }
+        if let Some(p) = &filter.pool_id {
+            q = q.bind(p.clone());
         }
         if let Some(a) = after {
             q = q.bind(a.to_string());

@@ -1,4 +1,5 @@
-//! Pools, alert rules and daily usage history: the tables usage monitoring adds.
+//! Pools, alert rules and daily usage history: the tables usage monitoring adds. A pool is keyed
+//! by (customer, pool id): pool ids are per customer.
 
 use chrono::{DateTime, Utc};
 use sqlx::Row;
@@ -53,7 +54,8 @@ pub struct DailyUsage {
 }
 
 impl Store {
-    /// Creates a pool with its first event. `Duplicate` if the id is taken.
+    /// Creates a pool with its first event. `Duplicate` if the customer already has a pool with
+    /// this id (pool ids are per customer: another customer's pools are no concern of this one).
     pub async fn insert_pool(
         &self,
         pool: &Pool,
@@ -64,7 +66,7 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         let done = sqlx::query(&format!(
             "INSERT INTO pools ({POOL_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, \
-             $11, $12, $13) ON CONFLICT (id) DO NOTHING"
+             $11, $12, $13) ON CONFLICT (customer_id, id) DO NOTHING"
         ))
         .bind(pool.id.clone())
         .bind(pool.name.clone())
@@ -93,23 +95,42 @@ impl Store {
         Ok(())
     }
 
-    pub async fn get_pool(&self, id: &str) -> Result<Option<Pool>, StoreError> {
-        let row = sqlx::query(&format!("SELECT {POOL_COLUMNS} FROM pools WHERE id = $1"))
-            .bind(id.to_string())
-            .fetch_optional(&self.pool)
-            .await?;
+    /// The customer's pool `id`.
+    pub async fn get_pool(&self, customer_id: &str, id: &str) -> Result<Option<Pool>, StoreError> {
+        let row = sqlx::query(&format!(
+            "SELECT {POOL_COLUMNS} FROM pools WHERE customer_id = $1 AND id = $2"
+        ))
+        .bind(customer_id.to_string())
+        .bind(id.to_string())
+        .fetch_optional(&self.pool)
+        .await?;
         row.as_ref().map(pool_from_row).transpose()
     }
 
-    /// Up to `limit` pools after `after` in id order.
+    /// Up to `limit` pools with this id, whatever their customer, in customer order: how a
+    /// reseller key that names no customer finds the pool it means.
+    pub async fn pools_with_id(&self, id: &str, limit: u32) -> Result<Vec<Pool>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {POOL_COLUMNS} FROM pools WHERE id = $1 ORDER BY customer_id LIMIT $2"
+        ))
+        .bind(id.to_string())
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(pool_from_row).collect()
+    }
+
+    /// Up to `limit` pools after `after` (a pool id and its customer) in (id, customer) order.
     pub async fn list_pools(
         &self,
         filter: &PoolFilter,
-        after: &str,
+        after: (&str, &str),
         limit: u32,
     ) -> Result<Vec<Pool>, StoreError> {
-        let mut sql = format!("SELECT {POOL_COLUMNS} FROM pools WHERE id > $1");
-        let mut n = 1;
+        let mut sql = format!(
+            "SELECT {POOL_COLUMNS} FROM pools WHERE (id > $1 OR (id = $1 AND customer_id > $2))"
+        );
+        let mut n = 2;
         if filter.customer_id.is_some() {
             n += 1;
             sql.push_str(&format!(" AND customer_id = ${n}"));
@@ -118,8 +139,10 @@ impl Store {
             n += 1;
             sql.push_str(&format!(" AND carrier = ${n}"));
         }
-        sql.push_str(&format!(" ORDER BY id LIMIT ${}", n + 1));
-        let mut q = sqlx::query(&sql).bind(after.to_string());
+        sql.push_str(&format!(" ORDER BY id, customer_id LIMIT ${}", n + 1));
+        let mut q = sqlx::query(&sql)
+            .bind(after.0.to_string())
+            .bind(after.1.to_string());
         if let Some(c) = &filter.customer_id {
             q = q.bind(c.clone());
         }
@@ -142,7 +165,7 @@ impl Store {
         let done = sqlx::query(
             "UPDATE pools SET name = $1, quota_bytes = $2, auto_suspend = $3, cycle_start_ms = $4, \
              topup_bytes = $5, exhausted = $6, alert_keys = $7, updated_ms = $8, \
-             version = version + 1 WHERE id = $9 AND version = $10",
+             version = version + 1 WHERE customer_id = $9 AND id = $10 AND version = $11",
         )
         .bind(pool.name.clone())
         .bind(u64_to_db(pool.quota_bytes)?)
@@ -152,6 +175,7 @@ impl Store {
         .bind(i64::from(pool.exhausted))
         .bind(pool.alert_keys.join(","))
         .bind(pool.updated_at.timestamp_millis())
+        .bind(pool.customer_id.clone())
         .bind(pool.id.clone())
         .bind(pool.version)
         .execute(&mut *tx)
@@ -170,17 +194,21 @@ impl Store {
     }
 
     /// The pool's usage: its members' usage counted in the cycle that started at `cycle_start`
-    /// (a member whose card has not rolled over yet has used nothing of the new cycle).
+    /// (a member whose card has not rolled over yet has used nothing of the new cycle). The
+    /// members are the customer's cards naming the pool: another customer's pool of the same id
+    /// is another pool.
     pub async fn pool_usage(
         &self,
+        customer_id: &str,
         pool_id: &str,
         cycle_start: DateTime<Utc>,
     ) -> Result<(u64, u64), StoreError> {
         let row = sqlx::query(
             // SUM over BIGINT is NUMERIC on PostgreSQL, which the Any driver cannot decode.
-            "SELECT CAST(COALESCE(SUM(CASE WHEN cycle_start_ms = $2 THEN cycle_usage_bytes ELSE 0 END), 0) \
-             AS BIGINT) AS used, COUNT(*) AS members FROM cards WHERE pool_id = $1",
+            "SELECT CAST(COALESCE(SUM(CASE WHEN cycle_start_ms = $3 THEN cycle_usage_bytes ELSE 0 END), 0) \
+             AS BIGINT) AS used, COUNT(*) AS members FROM cards WHERE customer_id = $1 AND pool_id = $2",
         )
+        .bind(customer_id.to_string())
         .bind(pool_id.to_string())
         .bind(cycle_start.timestamp_millis())
         .fetch_one(&self.pool)
@@ -193,20 +221,22 @@ impl Store {
     /// change has still to reach), up to `limit`.
     pub async fn pool_members_to_follow(
         &self,
-        pool_id: &str,
+        pool: &Pool,
         stopped: bool,
         bit: u32,
         limit: u32,
     ) -> Result<Vec<Iccid>, StoreError> {
         let cond = if stopped {
-            "(stop_reasons & $2) = 0 AND cancelled = 0"
+            "(stop_reasons & $3) = 0 AND cancelled = 0"
         } else {
-            "(stop_reasons & $2) <> 0"
+            "(stop_reasons & $3) <> 0"
         };
         let rows = sqlx::query(&format!(
-            "SELECT iccid FROM cards WHERE pool_id = $1 AND {cond} ORDER BY iccid LIMIT $3"
+            "SELECT iccid FROM cards WHERE customer_id = $1 AND pool_id = $2 AND {cond} \
+             ORDER BY iccid LIMIT $4"
         ))
-        .bind(pool_id.to_string())
+        .bind(pool.customer_id.clone())
+        .bind(pool.id.clone())
         .bind(i64::from(bit))
         .bind(i64::from(limit))
         .fetch_all(&self.pool)

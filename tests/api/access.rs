@@ -376,6 +376,7 @@ async fn call(
         "simgate.v1.MonitoringService/GetPool" => code(
             m.get_pool(pb::GetPoolRequest {
                 pool_id: format!("pool-{customer}"),
+                ..Default::default()
             })
             .await,
         ),
@@ -399,6 +400,7 @@ async fn call(
             m.add_cards_to_pool(pb::AddCardsToPoolRequest {
                 pool_id: format!("pool-{customer}"),
                 iccids: vec![iccid],
+                ..Default::default()
             })
             .await,
         ),
@@ -406,6 +408,7 @@ async fn call(
             m.remove_cards_from_pool(pb::RemoveCardsFromPoolRequest {
                 pool_id: format!("pool-{customer}"),
                 iccids: vec![iccid],
+                ..Default::default()
             })
             .await,
         ),
@@ -414,6 +417,7 @@ async fn call(
                 pool_id: format!("pool-{customer}"),
                 bytes: 1,
                 request_id: String::new(),
+                ..Default::default()
             })
             .await,
         ),
@@ -1101,6 +1105,7 @@ async fn hostile_metadata_and_messages_get_clean_statuses_and_change_nothing() {
                     status: rnd() as i32,
                     stop_reason: rnd() as i32,
                     unassigned: rnd() % 2 == 0,
+                    pool_id: strings(rnd()),
                 })
                 .await
                 .err(),

@@ -293,14 +293,8 @@ async fn live_a_card(carrier: pb::Carrier) {
             .await;
         }
         pb::Carrier::ChinaMobile => {
-            let due = shanghai(
-                renewed_at
-                    .with_timezone(&Shanghai)
-                    .date_naive()
-                    .succ_opt()
-                    .unwrap(),
-                0,
-            );
+            // Renewed at 10:00: restored the same day, after the 2 h processing delay.
+            let due = renewed_at + chrono::Duration::hours(2);
             assert_eq!(card.expiry_restore_at.unwrap().seconds, due.timestamp());
             expect(
                 &mut app,
@@ -360,18 +354,11 @@ async fn live_a_card(carrier: pb::Carrier) {
     set_clock(&mut app, shanghai(c(13), 0)).await;
     balance -= 3 * FEE;
     assert_eq!(balance, 0);
-    // The renewed months run from the restore: at once (Telecom), the next midnight (Mobile),
+    // The renewed months run from the restore: at once (Telecom), 2 h later the same day (Mobile),
     // the next cycle start (Unicom).
     let restored_at = match carrier {
         pb::Carrier::ChinaTelecom => renewed_at,
-        pb::Carrier::ChinaMobile => shanghai(
-            renewed_at
-                .with_timezone(&Shanghai)
-                .date_naive()
-                .succ_opt()
-                .unwrap(),
-            0,
-        ),
+        pb::Carrier::ChinaMobile => renewed_at + chrono::Duration::hours(2),
         _ => shanghai(c(10), 0),
     };
     let second_end = restored_at

@@ -21,6 +21,7 @@ mod operations;
 mod over_http;
 mod paging;
 mod platform;
+mod pools;
 mod simulate;
 mod store_suite;
 mod tls;

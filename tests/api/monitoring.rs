@@ -38,7 +38,10 @@ async fn use_data(app: &mut TestApp, iccid: &str, bytes: u64) -> pb::Card {
 
 async fn pool(app: &TestApp, id: &str) -> pb::Pool {
     monitor(app)
-        .get_pool(pb::GetPoolRequest { pool_id: id.into() })
+        .get_pool(pb::GetPoolRequest {
+            pool_id: id.into(),
+            ..Default::default()
+        })
         .await
         .expect("get pool")
         .into_inner()
@@ -182,6 +185,7 @@ both_backends!(
                 .add_cards_to_pool(pb::AddCardsToPoolRequest {
                     pool_id: "fleet".into(),
                     iccids: vec![iccids[0].clone(), bad],
+                    ..Default::default()
                 })
                 .await
                 .expect_err("refused");
@@ -196,6 +200,7 @@ both_backends!(
             .add_cards_to_pool(pb::AddCardsToPoolRequest {
                 pool_id: "fleet".into(),
                 iccids: iccids.clone(),
+                ..Default::default()
             })
             .await
             .expect("add cards")
@@ -222,6 +227,7 @@ both_backends!(
             pool_id: "fleet".into(),
             bytes: 10 * MIB,
             request_id: "topup-1".into(),
+            ..Default::default()
         };
         let first = m
             .top_up_pool(top_up.clone())
@@ -276,6 +282,7 @@ both_backends!(
             .remove_cards_from_pool(pb::RemoveCardsFromPoolRequest {
                 pool_id: "fleet".into(),
                 iccids: vec![iccids[0].clone()],
+                ..Default::default()
             })
             .await
             .expect("remove")
@@ -533,6 +540,7 @@ both_backends!(
         let err = m
             .get_pool(pb::GetPoolRequest {
                 pool_id: "missing".into(),
+                ..Default::default()
             })
             .await
             .expect_err("no such pool");
@@ -542,6 +550,7 @@ both_backends!(
                 pool_id: "missing".into(),
                 bytes: 0,
                 request_id: String::new(),
+                ..Default::default()
             })
             .await
             .expect_err("zero bytes");
