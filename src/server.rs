@@ -109,16 +109,17 @@ impl ServerBuilder {
         self
     }
 
-    /// The clock the service and the simulation run on (default: real time plus a simulated
-    /// offset that AdvanceClock grows).
+    /// The card clock: what card life (plans, cycles, pools, usage, the engine) and the
+    /// simulation run on (default: real time plus a simulated offset that AdvanceClock grows).
     pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = Some(clock);
         self
     }
 
-    /// The wall clock of operational waits (default: the system's): journal leases and
-    /// settling backoff, circuit-breaker windows, engine leases, bulk-operation retry backoff.
-    /// Tests move it instead of sleeping.
+    /// The wall clock (default: the system's), never moved by AdvanceClock: security facts
+    /// (API-key creation, expiry and revocation, audit times) and operational waits (journal
+    /// leases and settling backoff, circuit-breaker windows, engine leases, bulk-operation
+    /// timestamps and retry backoff). Tests move it instead of sleeping.
     pub fn ops_clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.ops_clock = Some(clock);
         self
@@ -270,7 +271,7 @@ impl ServerBuilder {
             .with_ops_clock(ops_clock.clone());
         let access = AccessService::new(store.clone());
         let bootstrap = access
-            .bootstrap(self.config.bootstrap_key.as_deref(), clock.now())
+            .bootstrap(self.config.bootstrap_key.as_deref(), ops_clock.now())
             .await
             .map_err(StartError::Config)?;
         let bootstrap = match bootstrap {
@@ -288,7 +289,7 @@ impl ServerBuilder {
         };
         let auth = Authenticator::new(
             store.clone(),
-            clock.clone(),
+            ops_clock.clone(),
             self.config
                 .rate_limit_per_key
                 .unwrap_or(DEFAULT_RATE_PER_KEY),
@@ -325,6 +326,7 @@ impl ServerBuilder {
             store,
             check,
             clock,
+            wall_clock: ops_clock,
             metrics,
             metrics_listener: None,
             _wire_servers: wire_servers,
@@ -391,6 +393,8 @@ pub struct App {
     store: Store,
     check: CarrierCheck,
     clock: Arc<dyn Clock>,
+    /// Key times and expiry: wall time, which AdvanceClock does not move.
+    wall_clock: Arc<dyn Clock>,
     metrics: Metrics,
     metrics_listener: Option<TcpListener>,
     /// The loopback wire simulators of `simulator_transport = "http"`, stopped with the app.
@@ -483,7 +487,7 @@ impl App {
         let access = pb::access_service_server::AccessServiceServer::new(AccessApi::new(
             self.access.clone(),
             self.auth.clone(),
-            self.clock.clone(),
+            self.wall_clock.clone(),
         ))
         .max_decoding_message_size(SMALL_MESSAGE_BYTES);
         let operations =

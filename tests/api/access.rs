@@ -1176,3 +1176,28 @@ async fn hostile_metadata_and_messages_get_clean_statuses_and_change_nothing() {
         "no hostile import got in"
     );
 }
+
+#[tokio::test]
+async fn revoking_an_unknown_key_names_the_key_not_a_card() {
+    let mut app = spawn_app(Backend::Sqlite).await.unwrap();
+    let err = app
+        .access
+        .revoke_api_key(pb::RevokeApiKeyRequest {
+            key_id: "0123456789abcdef".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+    assert!(
+        err.message().contains("API key 0123456789abcdef") && !err.message().contains("card"),
+        "{}",
+        err.message()
+    );
+    use tonic_types::StatusExt;
+    let d = err.get_error_details();
+    assert_eq!(d.error_info().map(|i| i.reason.as_str()), Some("API_KEY_NOT_FOUND"));
+    assert_eq!(
+        d.resource_info().map(|r| (r.resource_type.as_str(), r.resource_name.as_str())),
+        Some(("api_key", "0123456789abcdef"))
+    );
+}
