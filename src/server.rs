@@ -137,6 +137,18 @@ impl ServerBuilder {
         self
     }
 
+    /// The unknown-key cache and the per-peer limit of failed authentications.
+    pub fn auth(mut self, auth: crate::api::auth::AuthConfig) -> Self {
+        self.config.auth = auth;
+        self
+    }
+
+    /// WatchEvents stream caps and buffer.
+    pub fn events(mut self, events: crate::service::events::EventsConfig) -> Self {
+        self.config.events = events;
+        self
+    }
+
     /// How long a key read from the database is trusted (0: read on every call).
     pub fn key_cache_ms(mut self, ms: u64) -> Self {
         self.config.key_cache_ms = Some(ms);
@@ -298,7 +310,9 @@ impl ServerBuilder {
             self.config
                 .key_cache_ms
                 .unwrap_or(crate::api::auth::DEFAULT_KEY_CACHE_MS),
-        ));
+        ))
+        .with_config(self.config.auth)
+        .with_metrics(metrics.clone());
         let webhooks =
             WebhookService::new(store.clone(), self.config.webhooks).map_err(StartError::Config)?;
         Ok(App {

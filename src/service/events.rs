@@ -16,6 +16,41 @@ use tracing::warn;
 
 use crate::store::{EventFilter, EventRow, Store};
 
+/// `[events]`: what one client may hold open on WatchEvents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EventsConfig {
+    /// Open WatchEvents streams one API key may have in this process (default 32).
+    pub max_streams_per_key: usize,
+    /// Open WatchEvents streams one connection may have (default 16).
+    pub max_streams_per_connection: usize,
+    /// Events queued for one stream whose client is not reading (default 256). When it is full
+    /// the stream ends with RESOURCE_EXHAUSTED and the last cursor it delivered, to resume from.
+    pub stream_buffer: usize,
+}
+
+impl Default for EventsConfig {
+    fn default() -> Self {
+        EventsConfig {
+            max_streams_per_key: 32,
+            max_streams_per_connection: 16,
+            stream_buffer: 256,
+        }
+    }
+}
+
+impl EventsConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        if self.max_streams_per_key == 0
+            || self.max_streams_per_connection == 0
+            || self.stream_buffer < 2
+        {
+            return Err("events.max_streams_per_key and events.max_streams_per_connection must be at least 1, events.stream_buffer at least 2".into());
+        }
+        Ok(())
+    }
+}
+
 /// Live events buffered per watcher before it counts as lagging.
 const FANOUT_BUFFER: usize = 8192;
 /// Events read per store query (backlog and tail).

@@ -1201,3 +1201,152 @@ async fn revoking_an_unknown_key_names_the_key_not_a_card() {
         Some(("api_key", "0123456789abcdef"))
     );
 }
+
+/// A server on its own SQLite database with these auth settings, and its metrics.
+async fn spawn_with_auth(
+    auth: simgate::api::auth::AuthConfig,
+) -> (TestApp, simgate::metrics::Metrics) {
+    let db = Arc::new(TestDb::new(Backend::Sqlite).unwrap());
+    let clock = ManualClock::new(start_time());
+    let built = test_server(&db, &clock)
+        .key_cache_ms(600_000)
+        .auth(auth)
+        .build()
+        .await
+        .unwrap();
+    let metrics = built.metrics().clone();
+    (serve_built(built, db, clock).await, metrics)
+}
+
+fn made_up_key(n: u64) -> String {
+    format!("sgk_{n:016x}_made-up-secret-0123456789abcdefghijkl")
+}
+
+#[tokio::test]
+async fn one_unknown_key_id_asked_many_times_costs_one_store_read() {
+    let (app, metrics) = spawn_with_auth(simgate::api::auth::AuthConfig {
+        unknown_key_cache_ms: 600_000,
+        ..Default::default()
+    })
+    .await;
+    let before = metrics.auth_count("key_lookup");
+    let mut c = cards_client(&app.channel, &made_up_key(0xdead));
+    for _ in 0..50 {
+        let err = c
+            .get_card(pb::GetCardRequest {
+                iccid: MOBILE_ICCID.into(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::Unauthenticated);
+    }
+    assert_eq!(metrics.auth_count("key_lookup") - before, 1, "one read");
+    assert_eq!(metrics.auth_count("unknown_key_cached"), 49);
+}
+
+#[tokio::test]
+async fn failed_authentications_are_limited_per_peer_audited_within_the_limit_and_counted_beyond() {
+    let (mut app, metrics) = spawn_with_auth(simgate::api::auth::AuthConfig {
+        failures_per_minute_per_peer: 1,
+        failure_burst_per_peer: 5,
+        ..Default::default()
+    })
+    .await;
+    import(
+        &mut app,
+        vec![card_input(MOBILE_ICCID, pb::Carrier::ChinaMobile)],
+    )
+    .await;
+    let lookups = metrics.auth_count("key_lookup");
+    let mut codes = Vec::new();
+    for n in 0..30u64 {
+        let err = cards_client(&app.channel, &made_up_key(0x1000 + n))
+            .get_card(pb::GetCardRequest {
+                iccid: MOBILE_ICCID.into(),
+            })
+            .await
+            .unwrap_err();
+        if err.code() == Code::ResourceExhausted {
+            use tonic_types::StatusExt;
+            assert_eq!(
+                err.get_error_details()
+                    .error_info()
+                    .map(|i| i.reason.clone()),
+                Some("AUTH_FAILURES_LIMITED".into())
+            );
+        }
+        codes.push(err.code());
+    }
+    // Five within the burst, the sixth trips the limit, the rest never reach the store.
+    let mut want = vec![Code::Unauthenticated; 6];
+    want.extend(vec![Code::ResourceExhausted; 24]);
+    assert_eq!(codes, want);
+    assert_eq!(metrics.auth_count("key_lookup") - lookups, 6);
+    assert_eq!(metrics.auth_count("refused_unaudited"), 25);
+    // A key this process already knows still works from the same peer.
+    app.cards
+        .get_card(pb::GetCardRequest {
+            iccid: MOBILE_ICCID.into(),
+        })
+        .await
+        .expect("a known key is answered from memory");
+    let refused: Vec<_> = app
+        .access
+        .list_audit_entries(pb::ListAuditEntriesRequest {
+            method: "GetCard".into(),
+            page_size: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .entries
+        .into_iter()
+        .filter(|e| e.result == "UNAUTHENTICATED")
+        .collect();
+    assert_eq!(refused.len(), 5, "only refusals within the limit are written");
+    let ids: BTreeSet<String> = refused.iter().map(|e| e.key_id.clone()).collect();
+    let want: BTreeSet<String> = (0..5u64).map(|n| format!("{:016x}", 0x1000 + n)).collect();
+    assert_eq!(ids, want);
+    assert!(refused.iter().all(|e| e.detail.contains("unknown key id")));
+}
+
+#[tokio::test]
+async fn a_refusal_by_role_is_audited_with_who() {
+    let mut app = spawn_app(Backend::Sqlite).await.unwrap();
+    import(
+        &mut app,
+        vec![card_input(MOBILE_ICCID, pb::Carrier::ChinaMobile)],
+    )
+    .await;
+    let (viewer_id, viewer) = create_key(&mut app, pb::Role::CustomerViewer, "acme").await;
+    let mut req = tonic::Request::new(pb::SuspendCardRequest {
+        iccid: MOBILE_ICCID.into(),
+        ..Default::default()
+    });
+    req.metadata_mut()
+        .insert("x-request-id", "denied-1".parse().unwrap());
+    let err = cards_client(&app.channel, &viewer)
+        .suspend_card(req)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    let entries = app
+        .access
+        .list_audit_entries(pb::ListAuditEntriesRequest {
+            key_id: viewer_id.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .entries;
+    let e = entries
+        .iter()
+        .find(|e| e.request_id == "denied-1")
+        .expect("the refusal is audited");
+    assert_eq!(
+        (e.method.as_str(), e.result.as_str(), e.customer_id.as_str()),
+        ("SuspendCard", "PERMISSION_DENIED", "acme")
+    );
+}
