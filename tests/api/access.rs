@@ -686,7 +686,17 @@ async fn every_rpc_answers_every_role_exactly() {
 
 #[tokio::test]
 async fn revoked_expired_and_unknown_keys_are_refused_alike() {
-    let mut app = spawn_app(Backend::Sqlite).await.unwrap();
+    use simgate::clock::Clock;
+    // Keys expire on the wall clock, which this test moves by hand.
+    let wall = ManualClock::new(chrono::Utc::now());
+    let db = Arc::new(TestDb::new(Backend::Sqlite).unwrap());
+    let clock = ManualClock::new(start_time());
+    let built = test_server(&db, &clock)
+        .ops_clock(Arc::new(wall.clone()))
+        .build()
+        .await
+        .unwrap();
+    let mut app = serve_built(built, db, clock).await;
     import(
         &mut app,
         vec![card_input(MOBILE_ICCID, pb::Carrier::ChinaMobile)],
@@ -734,7 +744,7 @@ async fn revoked_expired_and_unknown_keys_are_refused_alike() {
             role: pb::Role::CustomerViewer as i32,
             customer_id: "acme".into(),
             name: "short".into(),
-            expires_at: Some(ts(start_time() + chrono::Duration::hours(1))),
+            expires_at: Some(ts(wall.now() + chrono::Duration::hours(1))),
         })
         .await
         .unwrap()
@@ -746,15 +756,7 @@ async fn revoked_expired_and_unknown_keys_are_refused_alike() {
         })
         .await
         .unwrap();
-    app.sim
-        .advance_clock(pb::AdvanceClockRequest {
-            by: Some(prost_types::Duration {
-                seconds: 7200,
-                nanos: 0,
-            }),
-        })
-        .await
-        .unwrap();
+    wall.advance(chrono::Duration::hours(2)).unwrap();
     let err = short
         .get_card(pb::GetCardRequest {
             iccid: MOBILE_ICCID.into(),
@@ -1426,4 +1428,81 @@ async fn every_mutating_rpc_leaves_an_audit_entry_for_every_role() {
         }
     }
     assert!(missing.is_empty(), "{}", missing.join("\n"));
+}
+
+/// Card life runs on the card clock, security facts on the wall clock: moving the card clock
+/// years ahead expires no key, and keys and audit entries carry wall time.
+#[tokio::test]
+async fn advancing_the_card_clock_by_years_expires_no_key_and_audit_times_are_wall_time() {
+    let mut app = spawn_app(Backend::Sqlite).await.unwrap();
+    import(
+        &mut app,
+        vec![card_input(MOBILE_ICCID, pb::Carrier::ChinaMobile)],
+    )
+    .await;
+    let wall_before = chrono::Utc::now();
+    let expiring = app
+        .access
+        .create_api_key(pb::CreateApiKeyRequest {
+            role: pb::Role::CustomerViewer as i32,
+            customer_id: "acme".into(),
+            name: "a day".into(),
+            expires_at: Some(ts(chrono::Utc::now() + chrono::Duration::days(1))),
+        })
+        .await
+        .expect("a key expiring tomorrow (wall time) is in the future")
+        .into_inner();
+    let created = expiring.key.clone().unwrap().created_at.unwrap();
+    app.cards
+        .recharge(pb::RechargeRequest {
+            iccid: MOBILE_ICCID.into(),
+            amount_fen: 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut viewer = cards_client(&app.channel, &expiring.key_secret);
+    app.sim
+        .advance_clock(pb::AdvanceClockRequest {
+            by: Some(prost_types::Duration {
+                seconds: 3 * 366 * 86_400,
+                nanos: 0,
+            }),
+        })
+        .await
+        .unwrap();
+    viewer
+        .get_card(pb::GetCardRequest {
+            iccid: MOBILE_ICCID.into(),
+        })
+        .await
+        .expect("card time does not expire keys");
+    let wall_after = chrono::Utc::now();
+    let in_wall = |t: &prost_types::Timestamp| {
+        let t = chrono::DateTime::from_timestamp(t.seconds, t.nanos as u32).unwrap();
+        // Millisecond storage: allow the truncation.
+        t >= wall_before - chrono::Duration::milliseconds(1) && t <= wall_after
+    };
+    assert!(in_wall(&created), "key created_at is wall time: {created:?}");
+    let entries = app
+        .access
+        .list_audit_entries(pb::ListAuditEntriesRequest {
+            page_size: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .entries;
+    for method in ["CreateApiKey", "Recharge"] {
+        let e = entries
+            .iter()
+            .find(|e| e.method == method)
+            .unwrap_or_else(|| panic!("{method} audited"));
+        assert!(
+            in_wall(e.at.as_ref().unwrap()),
+            "{method} audited at wall time, not card time: {:?}",
+            e.at
+        );
+    }
 }
