@@ -1506,3 +1506,81 @@ async fn advancing_the_card_clock_by_years_expires_no_key_and_audit_times_are_wa
         );
     }
 }
+
+/// A revoked key's running bulk operation is cancelled with it: once the carrier is back, the
+/// worker has nothing of it left to do and no card changes in the revoked key's name.
+#[tokio::test]
+async fn revoking_a_key_cancels_its_running_operations() {
+    use simgate::clock::Clock;
+    let wall = ManualClock::new(chrono::Utc::now());
+    let db = Arc::new(TestDb::new(Backend::Sqlite).unwrap());
+    let clock = ManualClock::new(start_time());
+    let built = test_server(&db, &clock)
+        .ops_clock(Arc::new(wall.clone()))
+        .build()
+        .await
+        .unwrap();
+    let batches = built.batches().clone();
+    let mut app = serve_built(built, db, clock).await;
+    let iccids: Vec<String> = (0..20).map(|n| unicom_iccid(300 + n)).collect();
+    import(
+        &mut app,
+        iccids
+            .iter()
+            .map(|i| {
+                let mut c = card_input(i, pb::Carrier::ChinaUnicom);
+                c.customer_id = OWN.into();
+                c
+            })
+            .collect(),
+    )
+    .await;
+    let (key_id, operator) = create_key(&mut app, pb::Role::CustomerOperator, OWN).await;
+    // The carrier is down: every card waits for a retry, on a wall clock that only the test moves.
+    app.sim
+        .set_faults(pb::SetFaultsRequest {
+            carrier: pb::Carrier::ChinaUnicom as i32,
+            down: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let op = operations_client(&app.channel, &operator)
+        .batch_suspend(pb::BatchRequest {
+            iccids: iccids.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    app.access
+        .revoke_api_key(pb::RevokeApiKeyRequest { key_id })
+        .await
+        .unwrap();
+    let after = operations_client(&app.channel, ADMIN_KEY)
+        .get_operation(pb::GetOperationRequest {
+            id: op.id.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(after.state, pb::OperationState::Cancelled as i32);
+    assert_eq!((after.pending, after.cancelled), (0, 20));
+    app.sim
+        .set_faults(pb::SetFaultsRequest {
+            carrier: pb::Carrier::ChinaUnicom as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    wall.advance(chrono::Duration::hours(2)).unwrap();
+    assert_eq!(batches.run_once().await.unwrap(), 0, "nothing left to do");
+    for i in &iccids {
+        assert_eq!(
+            status_of(&get(&mut app, i).await),
+            pb::CardStatus::Active,
+            "{i} untouched"
+        );
+    }
+}
