@@ -341,6 +341,7 @@ impl ServerBuilder {
             check,
             clock,
             wall_clock: ops_clock,
+            events: self.config.events,
             metrics,
             metrics_listener: None,
             _wire_servers: wire_servers,
@@ -407,6 +408,7 @@ pub struct App {
     store: Store,
     check: CarrierCheck,
     clock: Arc<dyn Clock>,
+    events: crate::service::events::EventsConfig,
     /// Key times and expiry: wall time, which AdvanceClock does not move.
     wall_clock: Arc<dyn Clock>,
     metrics: Metrics,
@@ -519,7 +521,8 @@ impl App {
                 hub.clone(),
                 self.webhooks.clone(),
                 self.auth.clone(),
-            ))
+            )
+            .with_streams(self.events, self.metrics.clone()))
             .max_decoding_message_size(SMALL_MESSAGE_BYTES);
 
         // `stopping` is cancelled when shutdown begins; `stop_accepting` after the drain time.
