@@ -251,10 +251,7 @@ impl Metrics {
     }
 
     pub fn event_stream_count(&self, outcome: &str) -> u64 {
-        self.inner
-            .event_streams
-            .with_label_values(&[outcome])
-            .get()
+        self.inner.event_streams.with_label_values(&[outcome]).get()
     }
 
     pub fn rpcs_in_flight(&self) -> i64 {

@@ -515,15 +515,16 @@ impl App {
             .max_decoding_message_size(MAX_MESSAGE_BYTES);
 
         let hub = EventHub::new(self.store.clone()).await?;
-        let monitoring =
-            pb::monitoring_service_server::MonitoringServiceServer::new(MonitoringApi::new(
+        let monitoring = pb::monitoring_service_server::MonitoringServiceServer::new(
+            MonitoringApi::new(
                 self.service.clone(),
                 hub.clone(),
                 self.webhooks.clone(),
                 self.auth.clone(),
             )
-            .with_streams(self.events, self.metrics.clone()))
-            .max_decoding_message_size(SMALL_MESSAGE_BYTES);
+            .with_streams(self.events, self.metrics.clone()),
+        )
+        .max_decoding_message_size(SMALL_MESSAGE_BYTES);
 
         // `stopping` is cancelled when shutdown begins; `stop_accepting` after the drain time.
         let stopping = CancellationToken::new();

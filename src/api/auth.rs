@@ -369,7 +369,10 @@ impl Authenticator {
             }
             Err(not_until) => {
                 self.count("refused_unaudited");
-                self.block(peer, not_until.wait_time_from(DefaultClock::default().now()));
+                self.block(
+                    peer,
+                    not_until.wait_time_from(DefaultClock::default().now()),
+                );
             }
         }
         unauthenticated()
@@ -421,7 +424,14 @@ impl Authenticator {
         };
         if let Some(why) = why {
             return Err(self
-                .refuse(peer, key_id, key.customer_id.clone(), method, &request_id, why)
+                .refuse(
+                    peer,
+                    key_id,
+                    key.customer_id.clone(),
+                    method,
+                    &request_id,
+                    why,
+                )
                 .await);
         }
         if let Err(not_until) = self.limiter.check_key(&key.key_id) {

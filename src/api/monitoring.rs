@@ -835,19 +835,19 @@ impl pb::monitoring_service_server::MonitoringService for MonitoringApi {
         let (tx, rx) = tokio::sync::mpsc::channel(self.streams.stream_buffer);
         let hub = self.hub.clone();
         let stall = std::time::Duration::from_millis(self.streams.stall_ms);
-        let watch =
-            tokio::spawn(async move { hub.watch(filter, after.map(|a| a.max(0)), tx, stall).await });
         let metrics = self.metrics.clone();
+        let watch = tokio::spawn(async move {
+            let end = hub.watch(filter, after.map(|a| a.max(0)), tx, stall).await;
+            if let (WatchEnd::Behind { .. }, Some(m)) = (end, &metrics) {
+                m.event_stream("ended_slow_consumer");
+            }
+            end
+        });
         // After the queued events, how the watch ended; the slot goes with the stream.
         let end = futures::stream::once(async move {
             let _slot = slot;
             match watch.await {
-                Ok(WatchEnd::Behind { cursor }) => {
-                    if let Some(m) = &metrics {
-                        m.event_stream("ended_slow_consumer");
-                    }
-                    Some(Err(fell_behind(cursor)))
-                }
+                Ok(WatchEnd::Behind { cursor }) => Some(Err(fell_behind(cursor))),
                 _ => None,
             }
         })

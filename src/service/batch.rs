@@ -185,7 +185,13 @@ impl BatchService {
                 e.to_string(),
             ),
         };
-        let audit = caller.audit(self.clock.now(), None, customer.as_deref(), &outcome, detail);
+        let audit = caller.audit(
+            self.clock.now(),
+            None,
+            customer.as_deref(),
+            &outcome,
+            detail,
+        );
         if let Err(e) = self.store.record_audit(&audit).await {
             warn!(error = %e, "could not write the audit record of CancelOperation");
         }

@@ -110,8 +110,7 @@ impl StreamSlots {
             return Err(OverCap::Key(cfg.max_streams_per_key));
         }
         if let Some(conn) = connection {
-            if c.by_connection.get(&conn).copied().unwrap_or(0) >= cfg.max_streams_per_connection
-            {
+            if c.by_connection.get(&conn).copied().unwrap_or(0) >= cfg.max_streams_per_connection {
                 return Err(OverCap::Connection(cfg.max_streams_per_connection));
             }
             *c.by_connection.entry(conn).or_default() += 1;

@@ -542,7 +542,13 @@ impl CardService {
         customer: Option<&str>,
         e: &ServiceError,
     ) {
-        let record = caller.audit(self.wall_now(), iccid, customer, &result_name(e), e.to_string());
+        let record = caller.audit(
+            self.wall_now(),
+            iccid,
+            customer,
+            &result_name(e),
+            e.to_string(),
+        );
         if let Err(err) = self.store.record_audit(&record).await {
             warn!(error = %err, method = caller.method, "could not write the audit record of a refused call");
         }

@@ -140,7 +140,13 @@ impl CardService {
             )]));
         }
         let now = self.now();
-        let audit = caller.audit(self.wall_now(), None, Some(customer), "OK", "alert rules set".into());
+        let audit = caller.audit(
+            self.wall_now(),
+            None,
+            Some(customer),
+            "OK",
+            "alert rules set".into(),
+        );
         self.store
             .put_alert_rules(customer, &rules, now, &audit)
             .await?;

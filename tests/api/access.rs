@@ -1197,9 +1197,13 @@ async fn revoking_an_unknown_key_names_the_key_not_a_card() {
     );
     use tonic_types::StatusExt;
     let d = err.get_error_details();
-    assert_eq!(d.error_info().map(|i| i.reason.as_str()), Some("API_KEY_NOT_FOUND"));
     assert_eq!(
-        d.resource_info().map(|r| (r.resource_type.as_str(), r.resource_name.as_str())),
+        d.error_info().map(|i| i.reason.as_str()),
+        Some("API_KEY_NOT_FOUND")
+    );
+    assert_eq!(
+        d.resource_info()
+            .map(|r| (r.resource_type.as_str(), r.resource_name.as_str())),
         Some(("api_key", "0123456789abcdef"))
     );
 }
@@ -1306,7 +1310,11 @@ async fn failed_authentications_are_limited_per_peer_audited_within_the_limit_an
         .into_iter()
         .filter(|e| e.result == "UNAUTHENTICATED")
         .collect();
-    assert_eq!(refused.len(), 5, "only refusals within the limit are written");
+    assert_eq!(
+        refused.len(),
+        5,
+        "only refusals within the limit are written"
+    );
     let ids: BTreeSet<String> = refused.iter().map(|e| e.key_id.clone()).collect();
     let want: BTreeSet<String> = (0..5u64).map(|n| format!("{:016x}", 0x1000 + n)).collect();
     assert_eq!(ids, want);
@@ -1483,7 +1491,10 @@ async fn advancing_the_card_clock_by_years_expires_no_key_and_audit_times_are_wa
         // Millisecond storage: allow the truncation.
         t >= wall_before - chrono::Duration::milliseconds(1) && t <= wall_after
     };
-    assert!(in_wall(&created), "key created_at is wall time: {created:?}");
+    assert!(
+        in_wall(&created),
+        "key created_at is wall time: {created:?}"
+    );
     let entries = app
         .access
         .list_audit_entries(pb::ListAuditEntriesRequest {
