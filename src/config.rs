@@ -94,6 +94,12 @@ pub struct Config {
     /// for this long; one revoked through this process is refused at once.
     #[serde(default)]
     pub key_cache_ms: Option<u64>,
+    /// Unknown-key cache and the per-peer limit of failed authentications.
+    #[serde(default)]
+    pub auth: crate::api::auth::AuthConfig,
+    /// WatchEvents: open streams per key and per connection, and each stream's buffer.
+    #[serde(default)]
+    pub events: crate::service::events::EventsConfig,
     /// Per-carrier account limits and circuit breaker, keyed mobile/unicom/telecom.
     #[serde(default)]
     pub carrier_limits: BTreeMap<CarrierId, crate::carrier::guard::CarrierLimits>,
@@ -242,6 +248,8 @@ impl std::fmt::Debug for Config {
             .field("tls", &self.tls)
             .field("rate_limit_per_key", &self.rate_limit_per_key)
             .field("key_cache_ms", &self.key_cache_ms)
+            .field("auth", &self.auth)
+            .field("events", &self.events)
             .field("carrier_limits", &self.carrier_limits)
             .field("simulator", &self.simulator)
             .field("carriers", &self.carriers)
@@ -379,6 +387,8 @@ impl Config {
             return Err("usage_sync_interval_ms must be at least 1".into());
         }
         self.webhooks.validate()?;
+        self.auth.validate()?;
+        self.events.validate()?;
         if self.journal.lease_ms < 100 || self.journal.settle_interval_ms == 0 {
             return Err(
                 "journal.lease_ms must be at least 100 and journal.settle_interval_ms at least 1"

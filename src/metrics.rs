@@ -49,6 +49,8 @@ struct Inner {
     cards_by_reason: IntGaugeVec,
     pending_batch_items: IntGauge,
     pending_carrier_ops: IntGauge,
+    auth: IntCounterVec,
+    event_streams: IntCounterVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -175,6 +177,29 @@ impl Metrics {
                     "Carrier calls written to the journal and not yet settled",
                 ),
             )?,
+            auth: register(
+                r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "simgate_auth_total",
+                        "Authentication work by outcome: key_lookup (a store read of a key), \
+                         unknown_key_cached (a miss answered from memory), refused_audited, \
+                         refused_unaudited (over the per-peer failure limit: counted, not written)",
+                    ),
+                    &["outcome"],
+                ),
+            )?,
+            event_streams: register(
+                r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "simgate_event_streams_total",
+                        "WatchEvents streams by outcome: opened, refused_key_cap, \
+                         refused_connection_cap, ended_slow_consumer",
+                    ),
+                    &["outcome"],
+                ),
+            )?,
             registry,
         };
         Ok(Metrics {
@@ -210,6 +235,25 @@ impl Metrics {
     }
 
     /// Calls being answered now (what a graceful shutdown waits for).
+    /// Counts one authentication outcome (see `simgate_auth_total`).
+    pub fn auth(&self, outcome: &str) {
+        self.inner.auth.with_label_values(&[outcome]).inc();
+    }
+
+    /// How many times `outcome` was counted by [`Metrics::auth`].
+    pub fn auth_count(&self, outcome: &str) -> u64 {
+        self.inner.auth.with_label_values(&[outcome]).get()
+    }
+
+    /// Counts one WatchEvents stream outcome (see `simgate_event_streams_total`).
+    pub fn event_stream(&self, outcome: &str) {
+        self.inner.event_streams.with_label_values(&[outcome]).inc();
+    }
+
+    pub fn event_stream_count(&self, outcome: &str) -> u64 {
+        self.inner.event_streams.with_label_values(&[outcome]).get()
+    }
+
     pub fn rpcs_in_flight(&self) -> i64 {
         self.inner.rpc_in_flight.get()
     }

@@ -111,16 +111,17 @@ impl ServerBuilder {
         self
     }
 
-    /// The clock the service and the simulation run on (default: real time plus a simulated
-    /// offset that AdvanceClock grows).
+    /// The card clock: what card life (plans, cycles, pools, usage, the engine) and the
+    /// simulation run on (default: real time plus a simulated offset that AdvanceClock grows).
     pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = Some(clock);
         self
     }
 
-    /// The wall clock of operational waits (default: the system's): journal leases and
-    /// settling backoff, circuit-breaker windows, engine leases, bulk-operation retry backoff.
-    /// Tests move it instead of sleeping.
+    /// The wall clock (default: the system's), never moved by AdvanceClock: security facts
+    /// (API-key creation, expiry and revocation, audit times) and operational waits (journal
+    /// leases and settling backoff, circuit-breaker windows, engine leases, bulk-operation
+    /// timestamps and retry backoff). Tests move it instead of sleeping.
     pub fn ops_clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.ops_clock = Some(clock);
         self
@@ -135,6 +136,18 @@ impl ServerBuilder {
     /// Requests per second each API key may make.
     pub fn rate_limit_per_key(mut self, per_second: u32) -> Self {
         self.config.rate_limit_per_key = Some(per_second.max(1));
+        self
+    }
+
+    /// The unknown-key cache and the per-peer limit of failed authentications.
+    pub fn auth(mut self, auth: crate::api::auth::AuthConfig) -> Self {
+        self.config.auth = auth;
+        self
+    }
+
+    /// WatchEvents stream caps and buffer.
+    pub fn events(mut self, events: crate::service::events::EventsConfig) -> Self {
+        self.config.events = events;
         self
     }
 
@@ -295,7 +308,7 @@ impl ServerBuilder {
             .with_ops_clock(ops_clock.clone());
         let access = AccessService::new(store.clone());
         let bootstrap = access
-            .bootstrap(self.config.bootstrap_key.as_deref(), clock.now())
+            .bootstrap(self.config.bootstrap_key.as_deref(), ops_clock.now())
             .await
             .map_err(StartError::Config)?;
         let bootstrap = match bootstrap {
@@ -313,7 +326,7 @@ impl ServerBuilder {
         };
         let auth = Authenticator::new(
             store.clone(),
-            clock.clone(),
+            ops_clock.clone(),
             self.config
                 .rate_limit_per_key
                 .unwrap_or(DEFAULT_RATE_PER_KEY),
@@ -322,7 +335,9 @@ impl ServerBuilder {
             self.config
                 .key_cache_ms
                 .unwrap_or(crate::api::auth::DEFAULT_KEY_CACHE_MS),
-        ));
+        ))
+        .with_config(self.config.auth)
+        .with_metrics(metrics.clone());
         let lookup = self
             .webhook_lookup
             .unwrap_or_else(|| Arc::new(crate::service::webhooks::target::SystemLookup));
@@ -354,6 +369,8 @@ impl ServerBuilder {
             store,
             check,
             clock,
+            wall_clock: ops_clock,
+            events: self.config.events,
             metrics,
             metrics_listener: None,
             _wire_servers: wire_servers,
@@ -489,6 +506,9 @@ pub struct App {
     store: Store,
     check: CarrierCheck,
     clock: Arc<dyn Clock>,
+    events: crate::service::events::EventsConfig,
+    /// Key times and expiry: wall time, which AdvanceClock does not move.
+    wall_clock: Arc<dyn Clock>,
     metrics: Metrics,
     metrics_listener: Option<TcpListener>,
     /// The loopback wire simulators of `simulator_transport = "http"`, stopped with the app.
@@ -581,7 +601,7 @@ impl App {
         let access = pb::access_service_server::AccessServiceServer::new(AccessApi::new(
             self.access.clone(),
             self.auth.clone(),
-            self.clock.clone(),
+            self.wall_clock.clone(),
         ))
         .max_decoding_message_size(SMALL_MESSAGE_BYTES);
         let operations =
@@ -593,14 +613,16 @@ impl App {
             .max_decoding_message_size(MAX_MESSAGE_BYTES);
 
         let hub = EventHub::new(self.store.clone()).await?;
-        let monitoring =
-            pb::monitoring_service_server::MonitoringServiceServer::new(MonitoringApi::new(
+        let monitoring = pb::monitoring_service_server::MonitoringServiceServer::new(
+            MonitoringApi::new(
                 self.service.clone(),
                 hub.clone(),
                 self.webhooks.clone(),
                 self.auth.clone(),
-            ))
-            .max_decoding_message_size(SMALL_MESSAGE_BYTES);
+            )
+            .with_streams(self.events, self.metrics.clone()),
+        )
+        .max_decoding_message_size(SMALL_MESSAGE_BYTES);
 
         // `stopping` is cancelled when shutdown begins; `stop_accepting` after the drain time.
         let stopping = CancellationToken::new();

@@ -17,6 +17,7 @@ use crate::store::AuditFilter;
 pub struct AccessApi {
     access: AccessService,
     auth: Authenticator,
+    /// Wall time: key creation, expiry and revocation are security facts.
     clock: std::sync::Arc<dyn Clock>,
 }
 
@@ -120,6 +121,7 @@ impl pb::access_service_server::AccessService for AccessApi {
                 self.clock.now(),
             )
             .await?;
+        self.auth.forget(&key.key_id);
         Ok(Response::new(pb::CreateApiKeyResponse {
             key: Some(key_to_pb(&key)),
             key_secret: secret,

@@ -138,6 +138,11 @@ fn status_of(e: ServiceError) -> Status {
                 }
                 Status::with_error_details(Code::NotFound, message, d)
             }
+            ServiceError::ApiKeyNotFound(id) => {
+                let mut d = info("API_KEY_NOT_FOUND", HashMap::new());
+                d.set_resource_info("api_key", id, "", "no API key with this id");
+                Status::with_error_details(Code::NotFound, message, d)
+            }
             ServiceError::PoolNotFound(id) => {
                 let mut d = info("POOL_NOT_FOUND", HashMap::new());
                 d.set_resource_info("pool", id, "", "no pool with this id");

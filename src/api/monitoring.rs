@@ -17,7 +17,7 @@ use crate::domain::pool::MAX_TOPUP_BYTES;
 use crate::domain::Iccid;
 use crate::pb;
 use crate::service::access::Forbidden;
-use crate::service::events::EventHub;
+use crate::service::events::{EventHub, EventsConfig, OverCap, StreamSlots, WatchEnd};
 use crate::service::monitor::{valid_pool_id, NewPool, PoolView, MAX_POOL_CARDS};
 use crate::service::webhooks::{NewWebhook, WebhookService};
 use crate::service::{Caller, CardService, FieldViolation};
@@ -33,6 +33,9 @@ pub struct MonitoringApi {
     hub: EventHub,
     webhooks: WebhookService,
     auth: Authenticator,
+    streams: EventsConfig,
+    slots: StreamSlots,
+    metrics: Option<crate::metrics::Metrics>,
 }
 
 impl MonitoringApi {
@@ -47,8 +50,68 @@ impl MonitoringApi {
             hub,
             webhooks,
             auth,
+            streams: EventsConfig::default(),
+            slots: StreamSlots::default(),
+            metrics: None,
         }
     }
+
+    /// WatchEvents caps and buffer, and where stream outcomes are counted.
+    pub fn with_streams(
+        mut self,
+        cfg: EventsConfig,
+        metrics: crate::metrics::Metrics,
+    ) -> MonitoringApi {
+        self.streams = cfg;
+        self.metrics = Some(metrics);
+        self
+    }
+
+    fn count(&self, outcome: &str) {
+        if let Some(m) = &self.metrics {
+            m.event_stream(outcome);
+        }
+    }
+}
+
+fn over_cap(over: OverCap) -> Status {
+    let (limit, max, whose) = match over {
+        OverCap::Key(n) => ("events.max_streams_per_key", n, "this API key"),
+        OverCap::Connection(n) => ("events.max_streams_per_connection", n, "this connection"),
+    };
+    let mut d = tonic_types::ErrorDetails::new();
+    d.set_error_info(
+        "WATCH_STREAMS_LIMITED",
+        super::error::ERROR_DOMAIN,
+        std::collections::HashMap::from([
+            ("limit".to_string(), limit.to_string()),
+            ("max".to_string(), max.to_string()),
+        ]),
+    );
+    <Status as tonic_types::StatusExt>::with_error_details(
+        tonic::Code::ResourceExhausted,
+        format!("{whose} already has {max} open WatchEvents streams ({limit}); close one first"),
+        d,
+    )
+}
+
+/// The end of a stream whose client stopped reading: where to resume.
+fn fell_behind(cursor: i64) -> Status {
+    let token = convert::position_token(CURSOR, cursor);
+    let mut d = tonic_types::ErrorDetails::new();
+    d.set_error_info(
+        "WATCH_CONSUMER_TOO_SLOW",
+        super::error::ERROR_DOMAIN,
+        std::collections::HashMap::from([("resume_after_cursor".to_string(), token.clone())]),
+    );
+    <Status as tonic_types::StatusExt>::with_error_details(
+        tonic::Code::ResourceExhausted,
+        format!(
+            "this stream stopped reading and its buffer stayed full, so it was ended; \
+             watch again with after_cursor = {token} for everything after the last event sent"
+        ),
+        d,
+    )
 }
 
 /// The audit log's name for a refusal: the gRPC code, with the reason of a precondition or
@@ -883,6 +946,7 @@ impl pb::monitoring_service_server::MonitoringService for MonitoringApi {
             .auth
             .caller(&request, "WatchEvents", Permission::Read)
             .await?;
+        let connection = request.remote_addr();
         let req = request.into_inner();
         let filter = event_filter(req.filter)?;
         let after = convert::read_position_token("after_cursor", CURSOR, &req.after_cursor)?;
@@ -894,13 +958,46 @@ impl pb::monitoring_service_server::MonitoringService for MonitoringApi {
                 "this key may not watch another customer".into(),
             )));
         };
-        let (tx, rx) = tokio::sync::mpsc::channel(256);
+        let slot = match self
+            .slots
+            .acquire(&self.streams, &caller.principal.key_id, connection)
+        {
+            Ok(slot) => slot,
+            Err(over) => {
+                self.count(match over {
+                    OverCap::Key(_) => "refused_key_cap",
+                    OverCap::Connection(_) => "refused_connection_cap",
+                });
+                return Err(over_cap(over));
+            }
+        };
+        self.count("opened");
+        let (tx, rx) = tokio::sync::mpsc::channel(self.streams.stream_buffer);
         let hub = self.hub.clone();
-        tokio::spawn(async move { hub.watch(filter, after.map(|a| a.max(0)), tx).await });
-        let stream = ReceiverStream::new(rx).map(|item| match item {
-            Ok(e) => Ok(event_to_pb(&e)),
-            Err(e) => Err(crate::service::ServiceError::from(e).into()),
+        let stall = std::time::Duration::from_millis(self.streams.stall_ms);
+        let metrics = self.metrics.clone();
+        let watch = tokio::spawn(async move {
+            let end = hub.watch(filter, after.map(|a| a.max(0)), tx, stall).await;
+            if let (WatchEnd::Behind { .. }, Some(m)) = (end, &metrics) {
+                m.event_stream("ended_slow_consumer");
+            }
+            end
         });
+        // After the queued events, how the watch ended; the slot goes with the stream.
+        let end = futures::stream::once(async move {
+            let _slot = slot;
+            match watch.await {
+                Ok(WatchEnd::Behind { cursor }) => Some(Err(fell_behind(cursor))),
+                _ => None,
+            }
+        })
+        .filter_map(|x| x);
+        let stream = ReceiverStream::new(rx)
+            .map(|item| match item {
+                Ok(e) => Ok(event_to_pb(&e)),
+                Err(e) => Err(crate::service::ServiceError::from(e).into()),
+            })
+            .chain(end);
         Ok(Response::new(Box::pin(stream)))
     }
 }

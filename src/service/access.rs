@@ -131,7 +131,7 @@ impl AccessService {
                 Some(own) => k.customer_id.as_deref() == Some(own.as_str()),
             });
         let Some(mut key) = visible else {
-            return Err(ServiceError::NotFound(format!("key {key_id}")));
+            return Err(ServiceError::ApiKeyNotFound(key_id.to_string()));
         };
         let audit = caller.audit(
             now,

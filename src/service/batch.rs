@@ -181,7 +181,35 @@ impl BatchService {
         Ok(out)
     }
 
+    /// Cancels what is not done yet, audited (a refusal too).
     pub async fn cancel(&self, caller: &Caller, id: &str) -> Result<(Batch, BatchCounts)> {
+        let result = self.cancel_seen(caller, id).await;
+        let (outcome, customer, detail) = match &result {
+            Ok((b, c)) => (
+                "OK".to_string(),
+                b.customer_id.clone(),
+                format!("cancelled operation {id} ({} cards cancelled)", c.cancelled),
+            ),
+            Err(e) => (
+                result_name(e),
+                caller.principal.customer_id.clone(),
+                e.to_string(),
+            ),
+        };
+        let audit = caller.audit(
+            self.clock.now(),
+            None,
+            customer.as_deref(),
+            &outcome,
+            detail,
+        );
+        if let Err(e) = self.store.record_audit(&audit).await {
+            warn!(error = %e, "could not write the audit record of CancelOperation");
+        }
+        result
+    }
+
+    async fn cancel_seen(&self, caller: &Caller, id: &str) -> Result<(Batch, BatchCounts)> {
         self.get(caller, id).await?;
         self.store
             .cancel_batch(id, self.clock.now().timestamp_millis())

@@ -86,6 +86,8 @@ pub enum ServiceError {
     CardsNotFound { first: Vec<String>, total: usize },
     #[error("webhook {0} not found")]
     WebhookNotFound(String),
+    #[error("API key {0} not found")]
+    ApiKeyNotFound(String),
     #[error("{0}")]
     Rule(#[from] RuleViolation),
     #[error("{field} {value} already exists")]
@@ -195,7 +197,8 @@ pub(crate) fn result_name(e: &ServiceError) -> String {
         | ServiceError::PoolNotFound(_)
         | ServiceError::OperationNotFound(_)
         | ServiceError::CardsNotFound { .. }
-        | ServiceError::WebhookNotFound(_) => "NOT_FOUND".into(),
+        | ServiceError::WebhookNotFound(_)
+        | ServiceError::ApiKeyNotFound(_) => "NOT_FOUND".into(),
         ServiceError::Rule(r) => format!("FAILED_PRECONDITION:{}", r.reason()),
         ServiceError::AlreadyExists { .. } => "ALREADY_EXISTS".into(),
         ServiceError::Carrier { error, .. } => format!("CARRIER:{error}"),
@@ -265,8 +268,14 @@ impl CardService {
         self.journal
     }
 
+    /// Card time: the clock card life (plans, cycles, pools, the engine) runs on.
     pub fn now(&self) -> DateTime<Utc> {
         self.clock.now()
+    }
+
+    /// Wall time: security facts (audit times) and operational waits, never simulated.
+    pub fn wall_now(&self) -> DateTime<Utc> {
+        self.ops_clock.now()
     }
 
     pub fn store(&self) -> &Store {
@@ -300,7 +309,7 @@ impl CardService {
         let now = self.now();
         let result = self.import_rows(rows, caller, idem, now).await;
         if let Err(e) = &result {
-            self.audit_failure(caller, now, None, None, e).await;
+            self.audit_failure(caller, None, None, e).await;
         }
         result
     }
@@ -343,7 +352,7 @@ impl CardService {
         let customers: std::collections::BTreeSet<&str> =
             cards.iter().map(|c| c.customer_id.as_str()).collect();
         let audit = caller.audit(
-            now,
+            self.wall_now(),
             None,
             (customers.len() == 1).then(|| cards[0].customer_id.as_str()),
             "OK",
@@ -454,7 +463,7 @@ impl CardService {
             other => other,
         };
         if let Err(e) = &result {
-            self.audit_failure(caller, now, None, Some(customer), e)
+            self.audit_failure(caller, None, Some(customer), e)
                 .await;
         }
         result
@@ -493,7 +502,7 @@ impl CardService {
             });
         }
         let audit = caller.audit(
-            now,
+            self.wall_now(),
             (iccids.len() == 1).then(|| &iccids[0]),
             Some(customer),
             "OK",
@@ -627,12 +636,17 @@ impl CardService {
     async fn audit_failure(
         &self,
         caller: &Caller,
-        at: DateTime<Utc>,
         iccid: Option<&Iccid>,
         customer: Option<&str>,
         e: &ServiceError,
     ) {
-        let record = caller.audit(at, iccid, customer, &result_name(e), e.to_string());
+        let record = caller.audit(
+            self.wall_now(),
+            iccid,
+            customer,
+            &result_name(e),
+            e.to_string(),
+        );
         if let Err(err) = self.store.record_audit(&record).await {
             warn!(error = %err, method = caller.method, "could not write the audit record of a refused call");
         }
@@ -792,7 +806,6 @@ impl CardService {
             Err(e) => {
                 self.audit_failure(
                     caller,
-                    now,
                     Some(iccid),
                     caller.principal.customer_id.as_deref(),
                     &e,
@@ -810,7 +823,7 @@ impl CardService {
             self.apply(&before, caller, idem, now, rule).await
         };
         if let Err(e) = &result {
-            self.audit_failure(caller, now, Some(iccid), Some(&before.customer_id), e)
+            self.audit_failure(caller, Some(iccid), Some(&before.customer_id), e)
                 .await;
         }
         result.map(|after| (before, after))
@@ -833,7 +846,7 @@ impl CardService {
         self.with_alerts(before, &mut t, now).await?;
         let kinds: Vec<&str> = t.events.iter().map(|e| e.kind).collect();
         let audit = caller.audit(
-            now,
+            self.wall_now(),
             Some(&before.iccid),
             Some(&before.customer_id),
             "OK",

@@ -143,7 +143,13 @@ impl CardService {
             )]));
         }
         let now = self.now();
-        let audit = caller.audit(now, None, Some(customer), "OK", "alert rules set".into());
+        let audit = caller.audit(
+            self.wall_now(),
+            None,
+            Some(customer),
+            "OK",
+            "alert rules set".into(),
+        );
         self.store
             .put_alert_rules(customer, &rules, now, &audit)
             .await?;
@@ -284,7 +290,7 @@ impl CardService {
             alert: None,
         };
         let audit = caller.audit(
-            now,
+            self.wall_now(),
             None,
             Some(customer),
             "OK",
@@ -414,7 +420,7 @@ impl CardService {
             let mut stored = after.pool.clone();
             stored.version = current.version;
             let audit = caller.audit(
-                now,
+                self.wall_now(),
                 None,
                 Some(&current.customer_id),
                 "OK",
@@ -690,7 +696,7 @@ impl CardService {
         }
         let caller = Caller::system("UsageSync");
         let audit = caller.audit(
-            now,
+            self.wall_now(),
             Some(iccid),
             Some(&before.customer_id),
             "OK",

@@ -148,7 +148,9 @@ impl Store {
             .collect()
     }
 
-    /// Marks a key revoked (once), with its audit record. False if it was already revoked.
+    /// Marks a key revoked (once), with its audit record, and cancels the bulk operations it
+    /// started that are still running, in the same transaction: a revoked key's batch must not
+    /// go on changing cards in its name. False if it was already revoked.
     pub async fn revoke_key(
         &self,
         key_id: &str,
@@ -158,6 +160,22 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         let done = sqlx::query(
             "UPDATE api_keys SET revoked_ms = $1 WHERE key_id = $2 AND revoked_ms IS NULL",
+        )
+        .bind(at.timestamp_millis())
+        .bind(key_id.to_string())
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "UPDATE batch_items SET status = 'CANCELLED', reason = 'key revoked' \
+             WHERE status = 'PENDING' AND batch_id IN \
+             (SELECT id FROM batches WHERE key_id = $1 AND state = 'RUNNING')",
+        )
+        .bind(key_id.to_string())
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "UPDATE batches SET state = 'CANCELLED', updated_ms = $1 \
+             WHERE key_id = $2 AND state = 'RUNNING'",
         )
         .bind(at.timestamp_millis())
         .bind(key_id.to_string())

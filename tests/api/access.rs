@@ -692,7 +692,17 @@ async fn every_rpc_answers_every_role_exactly() {
 
 #[tokio::test]
 async fn revoked_expired_and_unknown_keys_are_refused_alike() {
-    let mut app = spawn_app(Backend::Sqlite).await.unwrap();
+    use simgate::clock::Clock;
+    // Keys expire on the wall clock, which this test moves by hand.
+    let wall = ManualClock::new(chrono::Utc::now());
+    let db = Arc::new(TestDb::new(Backend::Sqlite).unwrap());
+    let clock = ManualClock::new(start_time());
+    let built = test_server(&db, &clock)
+        .ops_clock(Arc::new(wall.clone()))
+        .build()
+        .await
+        .unwrap();
+    let mut app = serve_built(built, db, clock).await;
     import(
         &mut app,
         vec![card_input(MOBILE_ICCID, pb::Carrier::ChinaMobile)],
@@ -740,7 +750,7 @@ async fn revoked_expired_and_unknown_keys_are_refused_alike() {
             role: pb::Role::CustomerViewer as i32,
             customer_id: "acme".into(),
             name: "short".into(),
-            expires_at: Some(ts(start_time() + chrono::Duration::hours(1))),
+            expires_at: Some(ts(wall.now() + chrono::Duration::hours(1))),
         })
         .await
         .unwrap()
@@ -752,15 +762,7 @@ async fn revoked_expired_and_unknown_keys_are_refused_alike() {
         })
         .await
         .unwrap();
-    app.sim
-        .advance_clock(pb::AdvanceClockRequest {
-            by: Some(prost_types::Duration {
-                seconds: 7200,
-                nanos: 0,
-            }),
-        })
-        .await
-        .unwrap();
+    wall.advance(chrono::Duration::hours(2)).unwrap();
     let err = short
         .get_card(pb::GetCardRequest {
             iccid: MOBILE_ICCID.into(),
@@ -1183,4 +1185,421 @@ async fn hostile_metadata_and_messages_get_clean_statuses_and_change_nothing() {
         1,
         "no hostile import got in"
     );
+}
+
+#[tokio::test]
+async fn revoking_an_unknown_key_names_the_key_not_a_card() {
+    let mut app = spawn_app(Backend::Sqlite).await.unwrap();
+    let err = app
+        .access
+        .revoke_api_key(pb::RevokeApiKeyRequest {
+            key_id: "0123456789abcdef".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+    assert!(
+        err.message().contains("API key 0123456789abcdef") && !err.message().contains("card"),
+        "{}",
+        err.message()
+    );
+    use tonic_types::StatusExt;
+    let d = err.get_error_details();
+    assert_eq!(
+        d.error_info().map(|i| i.reason.as_str()),
+        Some("API_KEY_NOT_FOUND")
+    );
+    assert_eq!(
+        d.resource_info()
+            .map(|r| (r.resource_type.as_str(), r.resource_name.as_str())),
+        Some(("api_key", "0123456789abcdef"))
+    );
+}
+
+/// A server on its own SQLite database with these auth settings, and its metrics.
+async fn spawn_with_auth(
+    auth: simgate::api::auth::AuthConfig,
+) -> (TestApp, simgate::metrics::Metrics) {
+    let db = Arc::new(TestDb::new(Backend::Sqlite).unwrap());
+    let clock = ManualClock::new(start_time());
+    let built = test_server(&db, &clock)
+        .key_cache_ms(600_000)
+        .auth(auth)
+        .build()
+        .await
+        .unwrap();
+    let metrics = built.metrics().clone();
+    (serve_built(built, db, clock).await, metrics)
+}
+
+fn made_up_key(n: u64) -> String {
+    format!("sgk_{n:016x}_made-up-secret-0123456789abcdefghijkl")
+}
+
+#[tokio::test]
+async fn one_unknown_key_id_asked_many_times_costs_one_store_read() {
+    let (app, metrics) = spawn_with_auth(simgate::api::auth::AuthConfig {
+        unknown_key_cache_ms: 600_000,
+        ..Default::default()
+    })
+    .await;
+    let before = metrics.auth_count("key_lookup");
+    let mut c = cards_client(&app.channel, &made_up_key(0xdead));
+    for _ in 0..50 {
+        let err = c
+            .get_card(pb::GetCardRequest {
+                iccid: MOBILE_ICCID.into(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::Unauthenticated);
+    }
+    assert_eq!(metrics.auth_count("key_lookup") - before, 1, "one read");
+    assert_eq!(metrics.auth_count("unknown_key_cached"), 49);
+}
+
+#[tokio::test]
+async fn failed_authentications_are_limited_per_peer_audited_within_the_limit_and_counted_beyond() {
+    let (mut app, metrics) = spawn_with_auth(simgate::api::auth::AuthConfig {
+        failures_per_minute_per_peer: 1,
+        failure_burst_per_peer: 5,
+        ..Default::default()
+    })
+    .await;
+    import(
+        &mut app,
+        vec![card_input(MOBILE_ICCID, pb::Carrier::ChinaMobile)],
+    )
+    .await;
+    let lookups = metrics.auth_count("key_lookup");
+    let mut codes = Vec::new();
+    for n in 0..30u64 {
+        let err = cards_client(&app.channel, &made_up_key(0x1000 + n))
+            .get_card(pb::GetCardRequest {
+                iccid: MOBILE_ICCID.into(),
+            })
+            .await
+            .unwrap_err();
+        if err.code() == Code::ResourceExhausted {
+            use tonic_types::StatusExt;
+            assert_eq!(
+                err.get_error_details()
+                    .error_info()
+                    .map(|i| i.reason.clone()),
+                Some("AUTH_FAILURES_LIMITED".into())
+            );
+        }
+        codes.push(err.code());
+    }
+    // Five within the burst, the sixth trips the limit, the rest never reach the store.
+    let mut want = vec![Code::Unauthenticated; 6];
+    want.extend(vec![Code::ResourceExhausted; 24]);
+    assert_eq!(codes, want);
+    assert_eq!(metrics.auth_count("key_lookup") - lookups, 6);
+    assert_eq!(metrics.auth_count("refused_unaudited"), 25);
+    // A key this process already knows still works from the same peer.
+    app.cards
+        .get_card(pb::GetCardRequest {
+            iccid: MOBILE_ICCID.into(),
+        })
+        .await
+        .expect("a known key is answered from memory");
+    let refused: Vec<_> = app
+        .access
+        .list_audit_entries(pb::ListAuditEntriesRequest {
+            method: "GetCard".into(),
+            page_size: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .entries
+        .into_iter()
+        .filter(|e| e.result == "UNAUTHENTICATED")
+        .collect();
+    assert_eq!(
+        refused.len(),
+        5,
+        "only refusals within the limit are written"
+    );
+    let ids: BTreeSet<String> = refused.iter().map(|e| e.key_id.clone()).collect();
+    let want: BTreeSet<String> = (0..5u64).map(|n| format!("{:016x}", 0x1000 + n)).collect();
+    assert_eq!(ids, want);
+    assert!(refused.iter().all(|e| e.detail.contains("unknown key id")));
+}
+
+#[tokio::test]
+async fn a_refusal_by_role_is_audited_with_who() {
+    let mut app = spawn_app(Backend::Sqlite).await.unwrap();
+    import(
+        &mut app,
+        vec![card_input(MOBILE_ICCID, pb::Carrier::ChinaMobile)],
+    )
+    .await;
+    let (viewer_id, viewer) = create_key(&mut app, pb::Role::CustomerViewer, "acme").await;
+    let mut req = tonic::Request::new(pb::SuspendCardRequest {
+        iccid: MOBILE_ICCID.into(),
+        ..Default::default()
+    });
+    req.metadata_mut()
+        .insert("x-request-id", "denied-1".parse().unwrap());
+    let err = cards_client(&app.channel, &viewer)
+        .suspend_card(req)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    let entries = app
+        .access
+        .list_audit_entries(pb::ListAuditEntriesRequest {
+            key_id: viewer_id.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .entries;
+    let e = entries
+        .iter()
+        .find(|e| e.request_id == "denied-1")
+        .expect("the refusal is audited");
+    assert_eq!(
+        (e.method.as_str(), e.result.as_str(), e.customer_id.as_str()),
+        ("SuspendCard", "PERMISSION_DENIED", "acme")
+    );
+}
+
+/// The RPCs that change something (outside the simulation), whose every change and every
+/// refusal by role is audited. The bulk operations are audited card by card as the worker
+/// carries them out.
+const MUTATING: &[&str] = &[
+    "simgate.v1.CardService/ImportCards",
+    "simgate.v1.CardService/SuspendCard",
+    "simgate.v1.CardService/ResumeCard",
+    "simgate.v1.CardService/Recharge",
+    "simgate.v1.CardService/RenewPlan",
+    "simgate.v1.CardService/VerifyRealName",
+    "simgate.v1.OperationService/CancelOperation",
+    "simgate.v1.MonitoringService/CreatePool",
+    "simgate.v1.MonitoringService/AddCardsToPool",
+    "simgate.v1.MonitoringService/RemoveCardsFromPool",
+    "simgate.v1.MonitoringService/TopUpPool",
+    "simgate.v1.MonitoringService/SetAlertRules",
+    "simgate.v1.MonitoringService/CreateWebhook",
+    "simgate.v1.MonitoringService/DeleteWebhook",
+    "simgate.v1.MonitoringService/RetryWebhookDeliveries",
+    "simgate.v1.AccessService/CreateApiKey",
+    "simgate.v1.AccessService/RevokeApiKey",
+];
+
+/// The newest audit entry id, of one method or of all.
+async fn newest_audit(app: &mut TestApp, method: &str) -> i64 {
+    app.access
+        .list_audit_entries(pb::ListAuditEntriesRequest {
+            method: method.into(),
+            page_size: 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .entries
+        .first()
+        .map_or(0, |e| e.id)
+}
+
+#[tokio::test]
+async fn every_mutating_rpc_leaves_an_audit_entry_for_every_role() {
+    let (mut app, keys, own_card, other_card) = setup().await;
+    let roles = [
+        (Who::Admin, Some(ADMIN_KEY.to_string())),
+        (Who::CustomerAdmin, Some(keys.customer_admin.clone())),
+        (Who::Operator, Some(keys.operator.clone())),
+        (Who::Viewer, Some(keys.viewer.clone())),
+    ];
+    let mut missing = Vec::new();
+    for rpc in MUTATING {
+        let method = rpc.rsplit('/').next().unwrap();
+        for (who, key) in &roles {
+            for own in [true, false] {
+                let before = newest_audit(&mut app, "").await;
+                let got = call(
+                    &mut app,
+                    key.as_deref(),
+                    rpc,
+                    own,
+                    (&own_card, &other_card, &keys.customer_admin),
+                )
+                .await;
+                // Changes, and the auth layer's refusals by role (on the caller's own
+                // resource a PERMISSION_DENIED can only come from there).
+                let checked = got == Code::Ok || (own && got == Code::PermissionDenied);
+                if checked && newest_audit(&mut app, method).await <= before {
+                    missing.push(format!(
+                        "{rpc} as {who:?} on {} ({got:?}) left no audit entry",
+                        if own { "own" } else { "other" }
+                    ));
+                }
+            }
+        }
+    }
+    assert!(missing.is_empty(), "{}", missing.join("\n"));
+}
+
+/// Card life runs on the card clock, security facts on the wall clock: moving the card clock
+/// years ahead expires no key, and keys and audit entries carry wall time.
+#[tokio::test]
+async fn advancing_the_card_clock_by_years_expires_no_key_and_audit_times_are_wall_time() {
+    let mut app = spawn_app(Backend::Sqlite).await.unwrap();
+    import(
+        &mut app,
+        vec![card_input(MOBILE_ICCID, pb::Carrier::ChinaMobile)],
+    )
+    .await;
+    let wall_before = chrono::Utc::now();
+    let expiring = app
+        .access
+        .create_api_key(pb::CreateApiKeyRequest {
+            role: pb::Role::CustomerViewer as i32,
+            customer_id: "acme".into(),
+            name: "a day".into(),
+            expires_at: Some(ts(chrono::Utc::now() + chrono::Duration::days(1))),
+        })
+        .await
+        .expect("a key expiring tomorrow (wall time) is in the future")
+        .into_inner();
+    let created = expiring.key.clone().unwrap().created_at.unwrap();
+    app.cards
+        .recharge(pb::RechargeRequest {
+            iccid: MOBILE_ICCID.into(),
+            amount_fen: 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut viewer = cards_client(&app.channel, &expiring.key_secret);
+    app.sim
+        .advance_clock(pb::AdvanceClockRequest {
+            by: Some(prost_types::Duration {
+                seconds: 3 * 366 * 86_400,
+                nanos: 0,
+            }),
+        })
+        .await
+        .unwrap();
+    viewer
+        .get_card(pb::GetCardRequest {
+            iccid: MOBILE_ICCID.into(),
+        })
+        .await
+        .expect("card time does not expire keys");
+    let wall_after = chrono::Utc::now();
+    let in_wall = |t: &prost_types::Timestamp| {
+        let t = chrono::DateTime::from_timestamp(t.seconds, t.nanos as u32).unwrap();
+        // Millisecond storage: allow the truncation.
+        t >= wall_before - chrono::Duration::milliseconds(1) && t <= wall_after
+    };
+    assert!(
+        in_wall(&created),
+        "key created_at is wall time: {created:?}"
+    );
+    let entries = app
+        .access
+        .list_audit_entries(pb::ListAuditEntriesRequest {
+            page_size: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .entries;
+    for method in ["CreateApiKey", "Recharge"] {
+        let e = entries
+            .iter()
+            .find(|e| e.method == method)
+            .unwrap_or_else(|| panic!("{method} audited"));
+        assert!(
+            in_wall(e.at.as_ref().unwrap()),
+            "{method} audited at wall time, not card time: {:?}",
+            e.at
+        );
+    }
+}
+
+/// A revoked key's running bulk operation is cancelled with it: once the carrier is back, the
+/// worker has nothing of it left to do and no card changes in the revoked key's name.
+#[tokio::test]
+async fn revoking_a_key_cancels_its_running_operations() {
+    use simgate::clock::Clock;
+    let wall = ManualClock::new(chrono::Utc::now());
+    let db = Arc::new(TestDb::new(Backend::Sqlite).unwrap());
+    let clock = ManualClock::new(start_time());
+    let built = test_server(&db, &clock)
+        .ops_clock(Arc::new(wall.clone()))
+        .build()
+        .await
+        .unwrap();
+    let batches = built.batches().clone();
+    let mut app = serve_built(built, db, clock).await;
+    let iccids: Vec<String> = (0..20).map(|n| unicom_iccid(300 + n)).collect();
+    import(
+        &mut app,
+        iccids
+            .iter()
+            .map(|i| {
+                let mut c = card_input(i, pb::Carrier::ChinaUnicom);
+                c.customer_id = OWN.into();
+                c
+            })
+            .collect(),
+    )
+    .await;
+    let (key_id, operator) = create_key(&mut app, pb::Role::CustomerOperator, OWN).await;
+    // The carrier is down: every card waits for a retry, on a wall clock that only the test moves.
+    app.sim
+        .set_faults(pb::SetFaultsRequest {
+            carrier: pb::Carrier::ChinaUnicom as i32,
+            down: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let op = operations_client(&app.channel, &operator)
+        .batch_suspend(pb::BatchRequest {
+            iccids: iccids.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    app.access
+        .revoke_api_key(pb::RevokeApiKeyRequest { key_id })
+        .await
+        .unwrap();
+    let after = operations_client(&app.channel, ADMIN_KEY)
+        .get_operation(pb::GetOperationRequest {
+            id: op.id.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(after.state, pb::OperationState::Cancelled as i32);
+    assert_eq!((after.pending, after.cancelled), (0, 20));
+    app.sim
+        .set_faults(pb::SetFaultsRequest {
+            carrier: pb::Carrier::ChinaUnicom as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    wall.advance(chrono::Duration::hours(2)).unwrap();
+    assert_eq!(batches.run_once().await.unwrap(), 0, "nothing left to do");
+    for i in &iccids {
+        assert_eq!(
+            status_of(&get(&mut app, i).await),
+            pb::CardStatus::Active,
+            "{i} untouched"
+        );
+    }
 }

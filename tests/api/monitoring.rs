@@ -856,3 +856,219 @@ both_backends!(
         assert_eq!(get(&mut app, &active).await.cycle_usage_bytes, 10 * MIB);
     }
 );
+
+/// A server on `backend` with these WatchEvents settings, and its metrics.
+async fn spawn_with_events(
+    backend: Backend,
+    cfg: simgate::service::events::EventsConfig,
+) -> Option<(TestApp, simgate::metrics::Metrics)> {
+    let db = std::sync::Arc::new(TestDb::new(backend)?);
+    let clock = simgate::clock::ManualClock::new(start_time());
+    let built = test_server(&db, &clock).events(cfg).build().await.unwrap();
+    let metrics = built.metrics().clone();
+    Some((serve_built(built, db, clock).await, metrics))
+}
+
+fn reason(status: &tonic::Status) -> (String, std::collections::HashMap<String, String>) {
+    use tonic_types::StatusExt;
+    let info = status
+        .get_error_details()
+        .error_info()
+        .cloned()
+        .expect("error info");
+    (info.reason, info.metadata)
+}
+
+async fn watch_streams_are_capped_per_key_and_per_connection(backend: Backend) {
+    let Some((mut app, _)) = spawn_with_events(
+        backend,
+        simgate::service::events::EventsConfig {
+            max_streams_per_key: 2,
+            max_streams_per_connection: 3,
+            ..Default::default()
+        },
+    )
+    .await
+    else {
+        return;
+    };
+    let watch = |channel: &tonic::transport::Channel, key: &str| {
+        let mut m = monitoring_client(channel, key);
+        async move {
+            m.watch_events(pb::WatchEventsRequest::default())
+                .await
+                .map(|r| r.into_inner())
+        }
+    };
+    let first = watch(&app.channel, ADMIN_KEY).await.expect("first");
+    let _second = watch(&app.channel, ADMIN_KEY).await.expect("second");
+    let err = watch(&app.channel, ADMIN_KEY).await.unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted);
+    let (r, meta) = reason(&err);
+    assert_eq!(r, "WATCH_STREAMS_LIMITED");
+    assert_eq!(meta["limit"], "events.max_streams_per_key");
+    // A stream that ends gives its place back.
+    drop(first);
+    let mut reopened = None;
+    for _ in 0..200 {
+        match watch(&app.channel, ADMIN_KEY).await {
+            Ok(s) => {
+                reopened = Some(s);
+                break;
+            }
+            Err(e) => {
+                assert_eq!(e.code(), Code::ResourceExhausted);
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+    assert!(reopened.is_some(), "the dropped stream's slot came back");
+    // The connection holds two; one more key may open one, the next is over the connection cap.
+    let viewer = app
+        .access
+        .create_api_key(pb::CreateApiKeyRequest {
+            role: pb::Role::ResellerAdmin as i32,
+            name: "second admin".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .key_secret;
+    let _third = watch(&app.channel, &viewer)
+        .await
+        .expect("third on the connection");
+    let err = watch(&app.channel, &viewer).await.unwrap_err();
+    assert_eq!(reason(&err).1["limit"], "events.max_streams_per_connection");
+    // Another connection of the same key is under its own cap.
+    let other = tonic::transport::Channel::from_shared(format!("http://{}", app.addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    watch(&other, &viewer).await.expect("another connection");
+    let _ = &mut app;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_streams_are_capped_per_key_and_per_connection_sqlite() {
+    watch_streams_are_capped_per_key_and_per_connection(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_streams_are_capped_per_key_and_per_connection_postgres() {
+    watch_streams_are_capped_per_key_and_per_connection(Backend::Postgres).await;
+}
+
+/// A watcher that does not read (a small HTTP/2 window, nothing taken off it) while many events
+/// are written is ended with its resume cursor instead of being buffered for; resuming from that
+/// cursor gives exactly the rest.
+async fn a_watcher_that_stops_reading_is_ended_with_its_cursor_and_resumes_exactly(
+    backend: Backend,
+) {
+    const TOTAL: usize = 3000;
+    let Some((mut app, metrics)) = spawn_with_events(
+        backend,
+        simgate::service::events::EventsConfig {
+            stream_buffer: 16,
+            stall_ms: 100,
+            ..Default::default()
+        },
+    )
+    .await
+    else {
+        return;
+    };
+    let filter = kinds_filter(&["card.imported"]);
+    let slow_channel = tonic::transport::Channel::from_shared(format!("http://{}", app.addr))
+        .unwrap()
+        .initial_stream_window_size(Some(1024))
+        .initial_connection_window_size(Some(1024))
+        .connect()
+        .await
+        .unwrap();
+    let mut slow = monitoring_client(&slow_channel, ADMIN_KEY)
+        .watch_events(pb::WatchEventsRequest {
+            filter: Some(filter.clone()),
+            after_cursor: String::new(),
+        })
+        .await
+        .expect("watch")
+        .into_inner();
+    for chunk in 0..3 {
+        let rows = (0..TOTAL / 3)
+            .map(|i| {
+                card_input(
+                    &mobile_iccid((chunk * TOTAL / 3 + i) as u64 + 1),
+                    pb::Carrier::ChinaMobile,
+                )
+            })
+            .collect();
+        import(&mut app, rows).await;
+    }
+    // Wait (for the server, not for a time) until it has given up on the watcher.
+    for _ in 0..6000 {
+        if metrics.event_stream_count("ended_slow_consumer") == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(metrics.event_stream_count("ended_slow_consumer"), 1);
+    let mut got: Vec<pb::Event> = Vec::new();
+    let status = loop {
+        match tokio::time::timeout(Duration::from_secs(60), slow.next())
+            .await
+            .expect("the stream answers")
+        {
+            Some(Ok(e)) => got.push(e),
+            Some(Err(s)) => break s,
+            None => panic!("the stream ended without saying why after {}", got.len()),
+        }
+    };
+    assert_eq!(status.code(), Code::ResourceExhausted);
+    let (r, meta) = reason(&status);
+    assert_eq!(r, "WATCH_CONSUMER_TOO_SLOW");
+    assert!(
+        !got.is_empty() && got.len() < TOTAL,
+        "some events, not all: {}",
+        got.len()
+    );
+    let cursor = meta["resume_after_cursor"].clone();
+    assert_eq!(
+        cursor,
+        got.last().unwrap().cursor,
+        "the last event delivered"
+    );
+    let mut rest = monitor(&app)
+        .watch_events(pb::WatchEventsRequest {
+            filter: Some(filter.clone()),
+            after_cursor: cursor,
+        })
+        .await
+        .expect("resume")
+        .into_inner();
+    while got.len() < TOTAL {
+        let e = tokio::time::timeout(Duration::from_secs(60), rest.next())
+            .await
+            .expect("an event within a minute")
+            .expect("stream open")
+            .expect("event");
+        got.push(e);
+    }
+    let all = events(&app, filter).await;
+    let got_cursors: Vec<&str> = got.iter().map(|e| e.cursor.as_str()).collect();
+    let all_cursors: Vec<&str> = all.iter().map(|e| e.cursor.as_str()).collect();
+    assert_eq!(got_cursors, all_cursors, "no gap, no duplicate, in order");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watcher_that_stops_reading_is_ended_with_its_cursor_and_resumes_exactly_sqlite() {
+    a_watcher_that_stops_reading_is_ended_with_its_cursor_and_resumes_exactly(Backend::Sqlite)
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watcher_that_stops_reading_is_ended_with_its_cursor_and_resumes_exactly_postgres() {
+    a_watcher_that_stops_reading_is_ended_with_its_cursor_and_resumes_exactly(Backend::Postgres)
+        .await;
+}

@@ -438,6 +438,12 @@ pub async fn run(a: Args) -> Res<()> {
         .rate_limit_per_key(UNLIMITED_RATE)
         .engine_interval_ms(IDLE_ENGINE_MS)
         .usage_sync_interval_ms(IDLE_ENGINE_MS)
+        // One key holds every stream, hundreds per connection: lift the stream caps.
+        .events(simgate::service::events::EventsConfig {
+            max_streams_per_key: usize::MAX,
+            max_streams_per_connection: usize::MAX,
+            ..Default::default()
+        })
         .build()
         .await?;
     let simgate = Served::app(app).await?;
