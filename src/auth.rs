@@ -284,7 +284,8 @@ mod tests {
         for perm in [Read, Operate, Import, ManageKeys, ReadAudit, Simulate] {
             assert!(admin.may(perm));
         }
-        assert!(cadmin.may(Import) && cadmin.may(ManageKeys) && !cadmin.may(Simulate));
+        // Cards enter through the reseller only.
+        assert!(!cadmin.may(Import) && cadmin.may(ManageKeys) && !cadmin.may(Simulate));
         assert!(op.may(Operate) && op.may(Read) && !op.may(Import) && !op.may(ManageKeys));
         assert!(viewer.may(Read) && !viewer.may(Operate));
         assert!(op.sees("acme") && !op.sees("globex") && admin.sees("globex"));

@@ -1001,7 +1001,7 @@ mod inventory_tests {
     fn renewing_past_the_latest_validity_year_is_refused() {
         let policy = CarrierPolicy::default_for(CarrierId::Mobile);
         let mut card = inventory_card();
-        card.plan.validity_end = chrono::TimeZone::with_ymd_and_hms(&Utc, 2195, 1, 1, 0, 0, 0)
+        card.plan.validity_end = chrono::TimeZone::with_ymd_and_hms(&Utc, 2196, 6, 1, 0, 0, 0)
             .single()
             .unwrap();
         assert!(renew(&card, &policy, 12, now()).is_ok());

@@ -109,7 +109,19 @@ impl BatchService {
             .cards_not_visible(&iccids, caller.principal.customer_id.as_deref(), 5)
             .await?;
         if total > 0 {
-            return Err(ServiceError::CardsNotFound { first, total });
+            let e = ServiceError::CardsNotFound { first, total };
+            // One row for the refused request, not one per card.
+            let audit = caller.audit(
+                self.clock.now(),
+                None,
+                caller.principal.customer_id.as_deref(),
+                &result_name(&e),
+                e.to_string(),
+            );
+            if let Err(err) = self.store.record_audit(&audit).await {
+                warn!(error = %err, "could not write the audit record of a refused batch");
+            }
+            return Err(e);
         }
         let now = self.clock.now();
         let batch = Batch {

@@ -463,8 +463,7 @@ impl CardService {
             other => other,
         };
         if let Err(e) = &result {
-            self.audit_failure(caller, None, Some(customer), e)
-                .await;
+            self.audit_failure(caller, None, Some(customer), e).await;
         }
         result
     }

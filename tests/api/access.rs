@@ -144,15 +144,32 @@ async fn call(
                 .await,
             )
         }
-        "simgate.v1.CardService/AssignCards" => code(
-            c.assign_cards(pb::AssignCardsRequest {
-                iccids: vec![iccid],
-                customer_id: customer,
-                spare: true,
-                request_id: String::new(),
-            })
-            .await,
-        ),
+        "simgate.v1.CardService/AssignCards" => {
+            // The matrix's own batch may still be stopping the card: its change must settle
+            // first (CHANGE_PENDING), as for any other change.
+            let mut r;
+            let mut tries = 0;
+            loop {
+                r = c
+                    .assign_cards(pb::AssignCardsRequest {
+                        iccids: vec![iccid.clone()],
+                        customer_id: customer.clone(),
+                        spare: true,
+                        request_id: String::new(),
+                    })
+                    .await;
+                let pending = r
+                    .as_ref()
+                    .err()
+                    .is_some_and(|e| details(e).0 == "CHANGE_PENDING");
+                tries += 1;
+                if !pending || tries > 200 {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+            code(r)
+        }
         "simgate.v1.CardService/GetCard" => code(c.get_card(pb::GetCardRequest { iccid }).await),
         "simgate.v1.CardService/ListCards" => {
             let r = c

@@ -91,7 +91,7 @@ both_backends!(
         let good = card_input(&unicom_iccid(1), pb::Carrier::ChinaUnicom);
         let mut bad = card_input(&unicom_iccid(2), pb::Carrier::ChinaUnicom);
         bad.iccid = "8986G117750006390067".into();
-        bad.customer_id = String::new();
+        bad.customer_id = "not a customer id".into();
         let err = app
             .cards
             .import_cards(pb::ImportCardsRequest {

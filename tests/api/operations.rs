@@ -396,8 +396,13 @@ async fn a_batch_naming_cards_the_caller_cannot_see_is_refused_at_submission() {
         .await
         .unwrap()
         .into_inner();
-    assert!(
-        audit.entries.iter().all(|e| e.iccid.is_empty()),
-        "no per-card rows for a refused batch"
+    assert_eq!(
+        audit
+            .entries
+            .iter()
+            .map(|e| (e.iccid.as_str(), e.result.as_str()))
+            .collect::<Vec<_>>(),
+        vec![("", "NOT_FOUND")],
+        "one row for the refused request, none per card"
     );
 }

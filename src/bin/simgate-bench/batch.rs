@@ -8,7 +8,6 @@ use chrono::Duration;
 use simgate::clock::ManualClock;
 use simgate::domain::rules::NewCard;
 use simgate::domain::{CarrierId, Fen, Iccid, LifecycleStage, Plan, RealNameStatus};
-use simgate::Server;
 
 use crate::common::{iccid, start_time, tempdir, Res};
 
@@ -22,7 +21,7 @@ pub async fn run(cards: u64, rate: u32, database_url: Option<String>) -> Res<()>
     let dir = tempdir()?;
     let url = database_url.unwrap_or_else(|| format!("sqlite://{}/bench.db", dir.display()));
     let start = start_time()?;
-    let app = Server::builder()
+    let app = crate::common::server_builder()?
         .database_url(url.clone())
         .clock(Arc::new(ManualClock::new(start)))
         .carrier_limits(

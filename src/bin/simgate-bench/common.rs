@@ -378,3 +378,9 @@ where
     load.elapsed = start.elapsed();
     Ok(load)
 }
+
+/// A server builder with a throwaway data key: a benchmark's database lives only as long as the
+/// run, and PostgreSQL refuses to start without a key that seals webhook secrets.
+pub fn server_builder() -> Res<simgate::server::ServerBuilder> {
+    Ok(simgate::Server::builder().data_key(simgate::store::sealing::DataKey::generate()?))
+}

@@ -66,6 +66,10 @@ async fn start_server(db: &Db) -> Res<(ChildServer, std::net::SocketAddr)> {
         .env("SIMGATE_DATABASE_URL", db.url_for_child())
         .env("SIMGATE_LISTEN", addr.to_string())
         .env("SIMGATE_BOOTSTRAP_KEY", BENCH_KEY)
+        .env(
+            "SIMGATE_DATA_KEY",
+            simgate::store::sealing::DataKey::generate()?.to_base64(),
+        )
         // The metrics port is fixed by default; a second server on the machine would hold it.
         .env("SIMGATE_METRICS__ENABLED", "false")
         .env("RUST_LOG", "warn")

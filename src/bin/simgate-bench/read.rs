@@ -11,7 +11,6 @@ use simgate::clock::ManualClock;
 use simgate::domain::Iccid;
 use simgate::pb;
 use simgate::store::Store;
-use simgate::Server;
 use tonic::{Request, Response, Status};
 
 use crate::common::{
@@ -136,7 +135,7 @@ async fn breakdown(store: &Store, cards: u64, concurrency: usize, each: Duration
 pub async fn run(a: Args) -> Res<()> {
     let db = Db::fresh(a.database_url.as_deref())?;
     let start = start_time()?;
-    let app = Server::builder()
+    let app = crate::common::server_builder()?
         .database_url(db.url.clone())
         .store_options(db.options.clone())
         .clock(Arc::new(ManualClock::new(start)))

@@ -11,7 +11,6 @@ use simgate::domain::rules::open_card;
 use simgate::domain::{CarrierId, CarrierPolicy};
 use simgate::service::engine::Engine;
 use simgate::store::{Store, StoreOptions};
-use simgate::Server;
 
 use crate::common::{new_card, start_time, tempdir, Res};
 
@@ -81,7 +80,7 @@ pub async fn run(cards: u64, database_url: Option<String>, batch: u32) -> Res<()
     };
     let start = start_time()?;
     let clock = ManualClock::new(start);
-    let app = Server::builder()
+    let app = crate::common::server_builder()?
         .database_url(url.clone())
         .store_options(options.clone())
         .clock(Arc::new(clock.clone()))

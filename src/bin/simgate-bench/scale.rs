@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use simgate::clock::ManualClock;
-use simgate::Server;
 
 use crate::common::{start_time, Db, Res, Served, BENCH_KEY, IDLE_ENGINE_MS, UNLIMITED_RATE};
 
@@ -30,7 +29,7 @@ async fn measure(a: &Args, cards: u64) -> Res<(Row, &'static str)> {
     let db = Db::fresh(a.database_url.as_deref())?;
     let start = start_time()?;
     let clock = ManualClock::new(start);
-    let app = Server::builder()
+    let app = crate::common::server_builder()?
         .database_url(db.url.clone())
         .store_options(db.options.clone())
         .clock(Arc::new(clock.clone()))

@@ -14,7 +14,6 @@ use simgate::clock::{Clock, ManualClock};
 use simgate::domain::alerts;
 use simgate::domain::{CarrierId, Iccid};
 use simgate::store::Store;
-use simgate::Server;
 use sqlx::{AnyPool, Row};
 
 use crate::common::{iccid, start_time, Db, Res, QUOTA};
@@ -140,7 +139,7 @@ pub async fn run(a: Args) -> Res<()> {
     let db = Db::fresh(a.database_url.as_deref())?;
     let start = start_time()?;
     let clock = ManualClock::new(start);
-    let app = Server::builder()
+    let app = crate::common::server_builder()?
         .database_url(db.url.clone())
         .store_options(db.options.clone())
         .clock(Arc::new(clock.clone()))

@@ -20,7 +20,6 @@ use futures::Stream;
 use hdrhistogram::Histogram;
 use simgate::clock::ManualClock;
 use simgate::pb;
-use simgate::Server;
 use tokio::sync::broadcast;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status, Streaming};
@@ -430,7 +429,7 @@ fn print(r: &Round, name: &str) {
 pub async fn run(a: Args) -> Res<()> {
     let db = Db::fresh(a.database_url.as_deref())?;
     let start = start_time()?;
-    let app = Server::builder()
+    let app = crate::common::server_builder()?
         .database_url(db.url.clone())
         .store_options(db.options.clone())
         .clock(Arc::new(ManualClock::new(start)))

@@ -10,7 +10,6 @@ use simgate::clock::{Clock, ManualClock};
 use simgate::domain::{CardStatus, StopReason, StopReasons};
 use simgate::pb;
 use simgate::service::Caller;
-use simgate::Server;
 
 use crate::common::{
     cards_client, drive, iccid, new_card, start_time, Db, Load, Res, Served, BENCH_KEY,
@@ -38,7 +37,7 @@ pub async fn run(a: Args) -> Res<()> {
     let db = Db::fresh(a.database_url.as_deref())?;
     let start = start_time()?;
     let clock = ManualClock::new(start);
-    let app = Server::builder()
+    let app = crate::common::server_builder()?
         .database_url(db.url.clone())
         .store_options(db.options.clone())
         .clock(Arc::new(clock.clone()))
