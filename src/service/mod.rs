@@ -182,6 +182,13 @@ pub struct Idem<'a> {
     pub respond: &'a (dyn Fn(&Card, &Card) -> Vec<u8> + Send + Sync),
 }
 
+/// The same for AssignCards: its request id, fingerprint, and the answer for a count of cards.
+pub type AssignIdem<'a> = (
+    &'a str,
+    &'a str,
+    &'a (dyn Fn(usize) -> Vec<u8> + Send + Sync),
+);
+
 /// The same for ImportCards, whose answer is a count and warnings.
 pub struct ImportIdem<'a> {
     pub request_id: String,
@@ -448,7 +455,7 @@ impl CardService {
         customer: &str,
         spare: bool,
         caller: &Caller,
-        idem: Option<(&str, &str, &(dyn Fn(usize) -> Vec<u8> + Send + Sync))>,
+        idem: Option<AssignIdem<'_>>,
     ) -> Result<usize> {
         let now = self.now();
         let result = self
@@ -474,7 +481,7 @@ impl CardService {
         customer: &str,
         spare: bool,
         caller: &Caller,
-        idem: Option<(&str, &str, &(dyn Fn(usize) -> Vec<u8> + Send + Sync))>,
+        idem: Option<AssignIdem<'_>>,
         now: DateTime<Utc>,
     ) -> Result<usize> {
         let mut changes = Vec::new();
