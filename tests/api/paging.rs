@@ -32,6 +32,34 @@ where
     seen
 }
 
+type Monitoring = simgate::pb::monitoring_service_client::MonitoringServiceClient<Authed>;
+
+/// One page of a customer's events, as ids (their cursors) and the next page's token.
+async fn events_page(
+    monitoring: &Monitoring,
+    customer: &str,
+    page_size: i32,
+    page_token: String,
+) -> (Vec<String>, String) {
+    let r = monitoring
+        .clone()
+        .list_events(pb::ListEventsRequest {
+            filter: Some(pb::EventFilter {
+                customer_id: customer.into(),
+                ..Default::default()
+            }),
+            page_size,
+            page_token,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    (
+        r.events.into_iter().map(|e| e.cursor).collect(),
+        r.next_page_token,
+    )
+}
+
 fn assert_exactly(listing: &str, size: i32, got: Vec<String>, want: &BTreeSet<String>) {
     let set: BTreeSet<String> = got.iter().cloned().collect();
     assert_eq!(
@@ -262,26 +290,8 @@ async fn every_listing_pages_exactly_the_set_created_concurrently() {
     }
 
     // ListEvents of the customer: every outbox event, compared by its cursor.
-    let outbox = all_pages(1000, |page_size, page_token| {
-        let mut m = monitoring.clone();
-        async move {
-            let r = m
-                .list_events(pb::ListEventsRequest {
-                    filter: Some(pb::EventFilter {
-                        customer_id: customer.into(),
-                        ..Default::default()
-                    }),
-                    page_size,
-                    page_token,
-                })
-                .await
-                .unwrap()
-                .into_inner();
-            (
-                r.events.into_iter().map(|e| e.cursor).collect(),
-                r.next_page_token,
-            )
-        }
+    let outbox = all_pages(1000, |size, token| {
+        events_page(&monitoring, customer, size, token)
     })
     .await;
     let outbox: BTreeSet<String> = outbox.into_iter().collect();
@@ -290,26 +300,8 @@ async fn every_listing_pages_exactly_the_set_created_concurrently() {
         "imports and recharges wrote events"
     );
     for size in SIZES {
-        let got = all_pages(size, |page_size, page_token| {
-            let mut m = monitoring.clone();
-            async move {
-                let r = m
-                    .list_events(pb::ListEventsRequest {
-                        filter: Some(pb::EventFilter {
-                            customer_id: customer.into(),
-                            ..Default::default()
-                        }),
-                        page_size,
-                        page_token,
-                    })
-                    .await
-                    .unwrap()
-                    .into_inner();
-                (
-                    r.events.into_iter().map(|e| e.cursor).collect(),
-                    r.next_page_token,
-                )
-            }
+        let got = all_pages(size, |size, token| {
+            events_page(&monitoring, customer, size, token)
         })
         .await;
         // Events written since the reference listing (the worker suspends cards meanwhile) may

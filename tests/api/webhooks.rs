@@ -130,6 +130,31 @@ async fn app_with(
     Some(serve_built(built, db, clock).await)
 }
 
+/// A server whose resolver points `name` at 127.0.0.1, with one China Mobile card of acme and
+/// acme's webhook to `http://{name}:{port}/in`; None when the backend is not available.
+async fn hooked_through(
+    backend: Backend,
+    cfg: WebhookConfig,
+    name: &str,
+    port: u16,
+) -> Option<(TestApp, String)> {
+    let mut app = app_with(backend, cfg, Some(pointing(name))).await?;
+    import(
+        &mut app,
+        vec![card_input(MOBILE_ICCID, pb::Carrier::ChinaMobile)],
+    )
+    .await;
+    let id = monitor(&app)
+        .create_webhook(hook("acme", &format!("http://{name}:{port}/in")))
+        .await
+        .expect("a public-looking name is accepted")
+        .into_inner()
+        .webhook
+        .unwrap()
+        .webhook_id;
+    Some((app, id))
+}
+
 fn hook(customer: &str, url: &str) -> pb::CreateWebhookRequest {
     pb::CreateWebhookRequest {
         customer_id: customer.into(),
@@ -237,25 +262,9 @@ async fn a_name_resolving_to_loopback_is_refused_at_connect_time(backend: Backen
         retry_max_ms: 10_000,
         ..WebhookConfig::default()
     };
-    let Some(mut app) = app_with(backend, cfg, Some(pointing("rebind.example"))).await else {
+    let Some((mut app, id)) = hooked_through(backend, cfg, "rebind.example", addr.port()).await else {
         return;
     };
-    import(
-        &mut app,
-        vec![card_input(MOBILE_ICCID, pb::Carrier::ChinaMobile)],
-    )
-    .await;
-    let id = monitor(&app)
-        .create_webhook(hook(
-            "acme",
-            &format!("http://rebind.example:{}/in", addr.port()),
-        ))
-        .await
-        .expect("a public-looking name is accepted")
-        .into_inner()
-        .webhook
-        .unwrap()
-        .webhook_id;
     suspend(&mut app, MOBILE_ICCID).await;
     eventually("the refused attempt to be recorded", || async {
         deliveries(&app, &id).await.iter().any(|d| d.attempts >= 1)
@@ -282,25 +291,9 @@ async fn a_name_resolving_to_loopback_is_refused_at_connect_time(backend: Backen
         poll_ms: 20,
         ..local_webhooks()
     };
-    let Some(mut app) = app_with(backend, cfg, Some(pointing("receiver.example"))).await else {
+    let Some((mut app, id)) = hooked_through(backend, cfg, "receiver.example", addr.port()).await else {
         return;
     };
-    import(
-        &mut app,
-        vec![card_input(MOBILE_ICCID, pb::Carrier::ChinaMobile)],
-    )
-    .await;
-    let id = monitor(&app)
-        .create_webhook(hook(
-            "acme",
-            &format!("http://receiver.example:{}/in", addr.port()),
-        ))
-        .await
-        .expect("create")
-        .into_inner()
-        .webhook
-        .unwrap()
-        .webhook_id;
     suspend(&mut app, MOBILE_ICCID).await;
     eventually("the delivery", || async {
         !inbox.lock().unwrap().is_empty()
