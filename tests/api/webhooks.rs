@@ -262,7 +262,8 @@ async fn a_name_resolving_to_loopback_is_refused_at_connect_time(backend: Backen
         retry_max_ms: 10_000,
         ..WebhookConfig::default()
     };
-    let Some((mut app, id)) = hooked_through(backend, cfg, "rebind.example", addr.port()).await else {
+    let Some((mut app, id)) = hooked_through(backend, cfg, "rebind.example", addr.port()).await
+    else {
         return;
     };
     suspend(&mut app, MOBILE_ICCID).await;
@@ -291,7 +292,8 @@ async fn a_name_resolving_to_loopback_is_refused_at_connect_time(backend: Backen
         poll_ms: 20,
         ..local_webhooks()
     };
-    let Some((mut app, id)) = hooked_through(backend, cfg, "receiver.example", addr.port()).await else {
+    let Some((mut app, id)) = hooked_through(backend, cfg, "receiver.example", addr.port()).await
+    else {
         return;
     };
     suspend(&mut app, MOBILE_ICCID).await;
