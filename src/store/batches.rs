@@ -387,6 +387,19 @@ impl Store {
         Ok(())
     }
 
+    /// Marks the batch DONE if it is running and has no pending item left.
+    pub async fn finish_batch_if_done(&self, id: &str, at_ms: i64) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE batches SET state = 'DONE', updated_ms = $1 WHERE id = $2 AND state = 'RUNNING' \
+             AND NOT EXISTS (SELECT 1 FROM batch_items i WHERE i.batch_id = $2 AND i.status = 'PENDING')",
+        )
+        .bind(at_ms)
+        .bind(id.to_string())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
     /// Running batches with no pending item left.
     pub async fn finished_running_batches(&self) -> Result<Vec<String>, StoreError> {
         let rows = sqlx::query(
