@@ -450,23 +450,8 @@ impl pb::card_service_server::CardService for CardApi {
                 ),
             ));
         }
-        let mut seen = std::collections::HashSet::new();
-        let mut iccids = Vec::with_capacity(req.iccids.len());
-        for (i, raw) in req.iccids.iter().enumerate() {
-            if violations.len() >= 100 {
-                break;
-            }
-            match convert::iccid_field(&format!("iccids[{i}]"), raw) {
-                Ok(iccid) => {
-                    if !seen.insert(iccid.to_string()) {
-                        violations
-                            .push(FieldViolation::new(format!("iccids[{i}]"), "appears twice"));
-                    }
-                    iccids.push(iccid);
-                }
-                Err(v) => violations.push(v),
-            }
-        }
+        let (iccids, bad) = convert::iccid_list(&req.iccids);
+        violations.extend(bad);
         let Some(customer) = customer.filter(|_| violations.is_empty()) else {
             return Err(invalid_argument(violations));
         };

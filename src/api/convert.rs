@@ -263,6 +263,29 @@ pub fn iccid_field(field: &str, raw: &str) -> Result<Iccid, FieldViolation> {
     Iccid::parse_any(raw).map_err(|e| FieldViolation::new(field, e.0))
 }
 
+/// A request's list of ICCIDs (`iccids[i]`), each parsed and none twice; stops collecting at 100
+/// violations. Returns the parsed ICCIDs and the violations.
+pub fn iccid_list(raw: &[String]) -> (Vec<Iccid>, Vec<FieldViolation>) {
+    let mut violations = Vec::new();
+    let mut seen = std::collections::HashSet::with_capacity(raw.len());
+    let mut clean = Vec::with_capacity(raw.len());
+    for (i, r) in raw.iter().enumerate() {
+        match iccid_field(&format!("iccids[{i}]"), r) {
+            Ok(iccid) => {
+                if !seen.insert(iccid.to_string()) {
+                    violations.push(FieldViolation::new(format!("iccids[{i}]"), "appears twice"));
+                }
+                clean.push(iccid);
+            }
+            Err(v) => violations.push(v),
+        }
+        if violations.len() >= 100 {
+            break;
+        }
+    }
+    (clean, violations)
+}
+
 pub fn customer_id_field(field: &str, raw: &str) -> Result<String, FieldViolation> {
     let s = raw.trim();
     if s.is_empty() {

@@ -1,6 +1,5 @@
 //! `simgate.v1.OperationService`: bulk operations and their progress.
 
-use std::collections::HashSet;
 use std::pin::Pin;
 use std::time::Duration;
 
@@ -10,15 +9,15 @@ use tonic::{Request, Response, Status};
 
 use super::auth::Authenticator;
 use super::convert::{
-    iccid_field, page_size, position_token, read_position_token, read_time_and_id_token,
-    time_and_id_token, timestamp, MAX_RECHARGE_FEN,
+    page_size, position_token, read_position_token, read_time_and_id_token, time_and_id_token,
+    timestamp, MAX_RECHARGE_FEN,
 };
 use super::error::{invalid_argument, invalid_field};
 use crate::auth::Permission;
 use crate::domain::Fen;
 use crate::pb;
 use crate::service::batch::{BatchService, Kind, MAX_BATCH};
-use crate::service::{Caller, CardService, FieldViolation};
+use crate::service::{Caller, CardService};
 use crate::store::{Batch, BatchCounts};
 
 pub struct OperationApi {
@@ -62,24 +61,8 @@ impl OperationApi {
                 format!("must hold 1 to {MAX_BATCH} ICCIDs, got {}", iccids.len()),
             ));
         }
-        let mut violations = Vec::new();
-        let mut seen = HashSet::with_capacity(iccids.len());
-        let mut clean = Vec::with_capacity(iccids.len());
-        for (i, raw) in iccids.iter().enumerate() {
-            match iccid_field(&format!("iccids[{i}]"), raw) {
-                Ok(iccid) => {
-                    if !seen.insert(iccid.to_string()) {
-                        violations
-                            .push(FieldViolation::new(format!("iccids[{i}]"), "appears twice"));
-                    }
-                    clean.push(iccid.to_string());
-                }
-                Err(v) => violations.push(v),
-            }
-            if violations.len() >= 100 {
-                break;
-            }
-        }
+        let (clean, violations) = super::convert::iccid_list(&iccids);
+        let clean: Vec<String> = clean.iter().map(|i| i.to_string()).collect();
         if !violations.is_empty() {
             return Err(invalid_argument(violations));
         }

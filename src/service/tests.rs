@@ -619,7 +619,8 @@ async fn a_renewed_lease_keeps_an_intent_from_other_settlers() {
 }
 
 /// A carrier whose changes never answer (the call hangs) and whose reads show the card stopped.
-struct Hanging(CarrierPolicy);
+/// `calling` is raised once a change reaches it, so a test knows the call is in flight.
+struct Hanging(CarrierPolicy, Arc<tokio::sync::Notify>);
 
 #[async_trait::async_trait]
 impl Carrier for Hanging {
@@ -636,12 +637,15 @@ impl Carrier for Hanging {
         at_carrier(ServiceState::Stopped)(iccid)
     }
     async fn stop(&self, _: &Iccid) -> Result<(), CarrierError> {
+        self.1.notify_one();
         std::future::pending().await
     }
     async fn restore(&self, _: &Iccid) -> Result<(), CarrierError> {
+        self.1.notify_one();
         std::future::pending().await
     }
     async fn cancel(&self, _: &Iccid) -> Result<(), CarrierError> {
+        self.1.notify_one();
         std::future::pending().await
     }
 }
@@ -652,11 +656,13 @@ async fn a_dropped_call_gives_up_its_hold_and_its_intent_is_settled_after_the_le
     let url = format!("sqlite://{}", dir.path().join("t.db").display());
     let store = Store::connect(&url, StoreOptions::default()).await.unwrap();
     let ops = ManualClock::new(now());
+    let calling = Arc::new(tokio::sync::Notify::new());
     let service = CardService::new(
         store.clone(),
-        Carriers::new().with(Arc::new(Hanging(CarrierPolicy::default_for(
-            CarrierId::Mobile,
-        )))),
+        Carriers::new().with(Arc::new(Hanging(
+            CarrierPolicy::default_for(CarrierId::Mobile),
+            calling.clone(),
+        ))),
         Arc::new(ManualClock::new(now())),
     )
     .with_ops_clock(Arc::new(ops.clone()));
@@ -667,9 +673,10 @@ async fn a_dropped_call_gives_up_its_hold_and_its_intent_is_settled_after_the_le
         let (service, iccid) = (service.clone(), iccid.clone());
         tokio::spawn(async move { service.suspend(&iccid, &sys(), None).await })
     };
-    while store.open_intent_of(&iccid).await.unwrap().is_none() {
-        tokio::task::yield_now().await;
-    }
+    // The intent is committed before the call takes its hold, so wait for the carrier call
+    // itself: by then the hold is taken (waiting on the intent alone raced the hold).
+    calling.notified().await;
+    assert!(store.open_intent_of(&iccid).await.unwrap().is_some());
     assert_eq!(
         service.renew_leases().await.unwrap(),
         1,
