@@ -23,18 +23,6 @@ async fn resume(app: &mut TestApp, iccid: &str) -> Result<pb::Card, tonic::Statu
         .map(|r| r.into_inner())
 }
 
-async fn recharge(app: &mut TestApp, iccid: &str, fen: i64) -> pb::RechargeResponse {
-    app.cards
-        .recharge(pb::RechargeRequest {
-            iccid: iccid.into(),
-            amount_fen: fen,
-            ..Default::default()
-        })
-        .await
-        .expect("recharge")
-        .into_inner()
-}
-
 both_backends!(
     suspend_and_resume_agree_with_the_carrier,
     |mut app: TestApp| async move {
@@ -129,13 +117,13 @@ both_backends!(
         let mut row = card_input(MOBILE_ICCID, pb::Carrier::ChinaMobile);
         row.balance_fen = -1200;
         import(&mut app, vec![row]).await;
-        let r = recharge(&mut app, MOBILE_ICCID, 1000).await;
+        let r = app.recharge(MOBILE_ICCID, 1000).await;
         assert_eq!((r.balance_before_fen, r.balance_after_fen), (-1200, -200));
         assert_eq!(
             reasons_of(r.card.as_ref().unwrap()),
             vec![pb::StopReason::Arrears]
         );
-        let r = recharge(&mut app, MOBILE_ICCID, 200).await;
+        let r = app.recharge(MOBILE_ICCID, 200).await;
         let card = r.card.unwrap();
         assert_eq!(card.balance_fen, 0);
         assert_eq!(status_of(&card), pb::CardStatus::Active);
@@ -152,7 +140,7 @@ both_backends!(
         let mut row = card_input(UNICOM_ICCID, pb::Carrier::ChinaUnicom);
         row.balance_fen = -500;
         import(&mut app, vec![row]).await;
-        let card = recharge(&mut app, UNICOM_ICCID, 800).await.card.unwrap();
+        let card = app.recharge(UNICOM_ICCID, 800).await.card.unwrap();
         assert_eq!(card.balance_fen, 300);
         assert_eq!(reasons_of(&card), vec![pb::StopReason::Arrears]);
         assert!(card.arrears_paid_awaiting_resume);

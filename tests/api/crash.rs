@@ -11,7 +11,11 @@ use simgate::store::{CardFilter, Store, StoreOptions};
 
 use crate::helpers::*;
 
-const CARDS: u64 = 100_000;
+/// The cards of the big crash drill: 100,000 in the long drills, 4,000 in the default suite
+/// (enough for a kill with thousands of cards still to go, and for several batch passes).
+fn cards() -> u64 {
+    drill_size(4_000, 100_000)
+}
 
 /// The server child, killed when dropped: a failing assertion must not leave a server running
 /// (and eating the CPU of every later test).
@@ -62,25 +66,20 @@ async fn connect(port: u16) -> tonic::transport::Channel {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_killed_mid_batch_finishes_it_after_restart_changing_each_card_once() {
+    let cards_n = cards();
+    // Imports of up to 10,000 cards each (the import limit).
+    let chunk_n = cards_n.min(10_000);
     let dir = tempfile::tempdir().unwrap();
     let db_url = format!("sqlite://{}", dir.path().join("simgate.db").display());
     let port = free_port();
     let mut child = start(&db_url, port);
     let channel = connect(port).await;
     let mut cards = cards_client(&channel, ADMIN_KEY);
-    let mut iccids = Vec::with_capacity(CARDS as usize);
-    for chunk in 0..(CARDS / 10_000) {
-        let rows: Vec<_> = (chunk * 10_000..(chunk + 1) * 10_000)
+    let mut iccids = Vec::with_capacity(cards_n as usize);
+    for chunk in 0..(cards_n / chunk_n) {
+        let rows: Vec<_> = (chunk * chunk_n..(chunk + 1) * chunk_n)
             .map(|n| {
                 iccids.push(telecom_iccid(n));
                 card_input(&telecom_iccid(n), pb::Carrier::ChinaTelecom)
@@ -115,7 +114,7 @@ async fn a_server_killed_mid_batch_finishes_it_after_restart_changing_each_card_
             .await
             .unwrap()
             .into_inner();
-        if p.done >= CARDS / 5 {
+        if p.done >= cards_n / 5 {
             assert!(p.pending > 0, "killed before the end");
             break;
         }
@@ -138,7 +137,8 @@ async fn a_server_killed_mid_batch_finishes_it_after_restart_changing_each_card_
     // (An empty retry is a different request: refused, and it starts nothing.)
     assert!(again.is_err());
     // A guard against a hang, not a speed target (that is the batch benchmark's job): on two
-    // loaded cores the debug build suspends the remaining ~80,000 cards at ~130 a second.
+    // loaded cores the debug build suspends the remaining ~80,000 cards of the long drill at
+    // ~130 a second.
     let deadline = Instant::now() + Duration::from_secs(1500);
     let done = loop {
         let p = ops
@@ -161,20 +161,20 @@ async fn a_server_killed_mid_batch_finishes_it_after_restart_changing_each_card_
     assert_eq!(done.state, pb::OperationState::Done as i32);
     assert_eq!(
         (done.done, done.failed, done.pending),
-        (CARDS, 0, 0),
+        (cards_n, 0, 0),
         "complete report"
     );
     let report = ops
         .get_operation(pb::GetOperationRequest {
             id: op.id.clone(),
-            results_page_size: 10_000,
+            results_page_size: (cards_n / 10) as i32,
             results_status: "DONE".into(),
             ..Default::default()
         })
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(report.results.len(), 10_000);
+    assert_eq!(report.results.len() as u64, cards_n / 10);
     assert!(!report.next_results_page_token.is_empty());
     child.0.kill().unwrap();
     child.0.wait().unwrap();
@@ -185,7 +185,7 @@ async fn a_server_killed_mid_batch_finishes_it_after_restart_changing_each_card_
     // Every card suspended, by exactly one suspension each.
     assert_eq!(
         store.count_events("card.suspended").await.unwrap(),
-        CARDS as i64
+        cards_n as i64
     );
     let mut manual = 0;
     let mut after: Option<String> = None;
@@ -202,9 +202,9 @@ async fn a_server_killed_mid_batch_finishes_it_after_restart_changing_each_card_
         after = Some(last.iccid.to_string());
         manual += page.len();
     }
-    assert_eq!(manual, CARDS as usize);
+    assert_eq!(manual, cards_n as usize);
     // And the carrier agrees: every card stopped at the simulator, by one change.
-    for n in [0, CARDS / 2, CARDS - 1] {
+    for n in [0, cards_n / 2, cards_n - 1] {
         let c = store
             .sim_card(
                 simgate::domain::CarrierId::Telecom,

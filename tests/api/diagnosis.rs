@@ -154,17 +154,6 @@ fn iccid_for(carrier: pb::Carrier, n: u64) -> String {
     }
 }
 
-async fn use_data(app: &mut TestApp, carrier: pb::Carrier, iccid: &str, bytes: u64) {
-    app.sim
-        .record_usage(pb::RecordUsageRequest {
-            carrier: carrier as i32,
-            iccid: iccid.into(),
-            bytes,
-        })
-        .await
-        .unwrap();
-}
-
 #[derive(Clone, Copy, Debug)]
 enum Case {
     OverQuota,
@@ -191,7 +180,9 @@ async fn stopped_for(carrier: pb::Carrier, case: Case) -> (TestApp, String) {
     }
     import(&mut app, vec![row]).await;
     match case {
-        Case::OverQuota => use_data(&mut app, carrier, &iccid, 2 << 30).await,
+        Case::OverQuota => {
+            app.use_data(carrier, &iccid, 2 << 30).await;
+        }
         Case::Manual => {
             app.cards
                 .suspend_card(pb::SuspendCardRequest {
@@ -239,7 +230,7 @@ async fn every_reason_at_once_is_cleared_in_the_advised_order() {
             })
             .await
             .unwrap();
-        use_data(&mut app, carrier, &iccid, 2 << 30).await;
+        app.use_data(carrier, &iccid, 2 << 30).await;
         // Expired three days ago, the retention fee pushed it into arrears.
         app.sim
             .advance_clock(pb::AdvanceClockRequest {
@@ -273,7 +264,7 @@ async fn arrears_caused_by_the_test_gift_are_explained_and_cleared() {
     let mut row = card_input(UNICOM_ICCID, pb::Carrier::ChinaUnicom);
     row.stage = pb::LifecycleStage::Test as i32;
     import(&mut app, vec![row]).await;
-    use_data(&mut app, pb::Carrier::ChinaUnicom, UNICOM_ICCID, 100 << 20).await;
+    app.use_data(pb::Carrier::ChinaUnicom, UNICOM_ICCID, 100 << 20).await;
     let d = diagnose(&mut app, UNICOM_ICCID, "en").await;
     let codes: Vec<_> = d.findings.iter().map(|f| f.code.as_str()).collect();
     assert_eq!(codes[..2], ["ARREARS", "TEST_GIFT_USED_UP"]);
@@ -306,7 +297,7 @@ async fn an_online_card_without_traffic_points_at_network_or_device() {
             pb::RemedyAction::CheckCoverage as i32
         ]
     );
-    use_data(&mut app, pb::Carrier::ChinaMobile, MOBILE_ICCID, 1 << 20).await;
+    app.use_data(pb::Carrier::ChinaMobile, MOBILE_ICCID, 1 << 20).await;
     let d = diagnose(&mut app, MOBILE_ICCID, "en").await;
     assert_eq!(d.verdict, pb::Verdict::OnlineOk as i32);
 }

@@ -184,6 +184,35 @@ pub struct TestApp {
 }
 
 impl TestApp {
+    /// Traffic of `bytes` on the card at its carrier (the simulator's RecordUsage); simgate
+    /// reads it at once and answers with the card as it now stands.
+    pub async fn use_data(&mut self, carrier: pb::Carrier, iccid: &str, bytes: u64) -> pb::Card {
+        self.sim
+            .record_usage(pb::RecordUsageRequest {
+                carrier: carrier as i32,
+                iccid: iccid.into(),
+                bytes,
+            })
+            .await
+            .expect("record usage")
+            .into_inner()
+            .card
+            .expect("simgate knows the card")
+    }
+
+    /// RechargeCard of `fen` without a request id.
+    pub async fn recharge(&mut self, iccid: &str, fen: i64) -> pb::RechargeResponse {
+        self.cards
+            .recharge(pb::RechargeRequest {
+                iccid: iccid.into(),
+                amount_fen: fen,
+                ..Default::default()
+            })
+            .await
+            .expect("recharge")
+            .into_inner()
+    }
+
     /// Stops the server and waits for it, so that a restart can reuse the database.
     pub async fn stop(mut self) -> Arc<TestDb> {
         if let Some(h) = self.begin_stop() {
@@ -212,6 +241,48 @@ impl Drop for TestApp {
 pub async fn spawn_app(backend: Backend) -> Option<TestApp> {
     let db = Arc::new(TestDb::new(backend)?);
     Some(spawn_on(db, ManualClock::new(start_time())).await)
+}
+
+/// Waits (up to `seconds`) until `check` holds, looking every 50 ms; panics naming `what`.
+pub async fn eventually<F, Fut>(what: &str, seconds: u64, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..seconds * 20 {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+/// A loopback port nobody listens on (for a server a test starts as a child process).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free loopback port")
+        .port()
+}
+
+/// Set to `1` for the long drills at full size: the 100,000-card crash, the 10,000-card storm,
+/// and the whole end-to-end suite a second time over HTTP (`.ci/run`'s `long` stage sets it).
+/// Without it the same tests run at a size that still proves their point, so that the README's
+/// `cargo test` finishes in minutes.
+pub const LONG_DRILLS_ENV: &str = "SIMGATE_LONG_DRILLS";
+
+pub fn long_drills() -> bool {
+    std::env::var(LONG_DRILLS_ENV).is_ok_and(|v| v == "1")
+}
+
+/// `fast` in the default suite, `long` in the long drills.
+pub fn drill_size(fast: u64, long: u64) -> u64 {
+    if long_drills() {
+        long
+    } else {
+        fast
+    }
 }
 
 /// Set to `http` to run every end-to-end test through the real carrier adapters and the wire

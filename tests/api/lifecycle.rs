@@ -39,34 +39,6 @@ async fn set_clock(app: &mut TestApp, to: DateTime<Utc>) -> pb::ClockResponse {
     resp
 }
 
-async fn use_data(app: &mut TestApp, carrier: pb::Carrier, iccid: &str, bytes: u64) -> pb::Card {
-    app.sim
-        .record_usage(pb::RecordUsageRequest {
-            carrier: carrier as i32,
-            iccid: iccid.into(),
-            bytes,
-        })
-        .await
-        .expect("record usage")
-        .into_inner()
-        .card
-        .expect("simgate knows the card")
-}
-
-async fn recharge(app: &mut TestApp, iccid: &str, fen: i64) -> pb::Card {
-    app.cards
-        .recharge(pb::RechargeRequest {
-            iccid: iccid.into(),
-            amount_fen: fen,
-            ..Default::default()
-        })
-        .await
-        .expect("recharge")
-        .into_inner()
-        .card
-        .unwrap()
-}
-
 /// Asserts the card's status, stop reasons and balance, and that the carrier agrees.
 async fn expect(
     app: &mut TestApp,
@@ -119,7 +91,7 @@ async fn live_a_card(carrier: pb::Carrier) {
     assert_eq!(card.stage, pb::LifecycleStage::Test as i32);
 
     // Part of the 100 MiB gift: still testing, nothing charged.
-    let card = use_data(&mut app, carrier, &iccid, 60 * MIB).await;
+    let card = app.use_data(carrier, &iccid, 60 * MIB).await;
     assert_eq!(card.stage, pb::LifecycleStage::Test as i32);
     expect(
         &mut app,
@@ -133,7 +105,7 @@ async fn live_a_card(carrier: pb::Carrier) {
     .await;
 
     // Gift used up: billing starts and the first month is charged.
-    let card = use_data(&mut app, carrier, &iccid, 40 * MIB).await;
+    let card = app.use_data(carrier, &iccid, 40 * MIB).await;
     assert_eq!(card.stage, pb::LifecycleStage::Billing as i32);
     balance -= first_fee;
     expect(
@@ -148,7 +120,7 @@ async fn live_a_card(carrier: pb::Carrier) {
     .await;
 
     // Over quota with auto-suspend.
-    use_data(&mut app, carrier, &iccid, 1 << 30).await;
+    app.use_data(carrier, &iccid, 1 << 30).await;
     expect(
         &mut app,
         carrier,
@@ -192,7 +164,7 @@ async fn live_a_card(carrier: pb::Carrier) {
 
     // Recharge: China Mobile and China Telecom restore by themselves, China Unicom needs a resume.
     set_clock(&mut app, shanghai(c(2), 9)).await;
-    let card = recharge(&mut app, &iccid, 1000).await;
+    let card = app.recharge(&iccid, 1000).await.card.unwrap();
     balance += 1000;
     if carrier == pb::Carrier::ChinaUnicom {
         assert!(card.arrears_paid_awaiting_resume);
@@ -218,7 +190,7 @@ async fn live_a_card(carrier: pb::Carrier) {
 
     // Five more billed months, then the plan expires at a cycle start: no fee for the expired
     // plan, the first month of 停机保号 instead.
-    recharge(&mut app, &iccid, 7000).await;
+    app.recharge(&iccid, 7000).await;
     balance += 7000;
     set_clock(&mut app, shanghai(c(7), 12)).await;
     balance -= 5 * FEE;
@@ -267,7 +239,7 @@ async fn live_a_card(carrier: pb::Carrier) {
     // Renewal inside the window; restore timing per carrier.
     let renewed_at = shanghai(c(9) + chrono::Duration::days(9), 10);
     set_clock(&mut app, renewed_at).await;
-    recharge(&mut app, &iccid, 4200).await;
+    app.recharge(&iccid, 4200).await;
     balance += 4200;
     let card = app
         .cards

@@ -22,20 +22,6 @@ fn monitor(app: &TestApp) -> MonitoringServiceClient<Authed> {
     monitoring_client(&app.channel, ADMIN_KEY)
 }
 
-async fn use_data(app: &mut TestApp, iccid: &str, bytes: u64) -> pb::Card {
-    app.sim
-        .record_usage(pb::RecordUsageRequest {
-            carrier: pb::Carrier::ChinaMobile as i32,
-            iccid: iccid.into(),
-            bytes,
-        })
-        .await
-        .expect("record usage")
-        .into_inner()
-        .card
-        .expect("simgate knows the card")
-}
-
 async fn pool(app: &TestApp, id: &str) -> pb::Pool {
     monitor(app)
         .get_pool(pb::GetPoolRequest {
@@ -209,14 +195,14 @@ both_backends!(
 
         // 25 MiB between them: 83% of the pool, nobody stops.
         for (iccid, mib) in iccids.iter().zip([10, 10, 5]) {
-            use_data(&mut app, iccid, mib * MIB).await;
+            app.use_data(pb::Carrier::ChinaMobile, iccid, mib * MIB).await;
         }
         let p = pool(&app, "fleet").await;
         assert_eq!((p.used_bytes, p.exhausted), (25 * MIB, false));
         expect_members(&mut app, &iccids, false, "at 83%").await;
 
         // The third card's traffic empties the pool: all three stop.
-        use_data(&mut app, &iccids[2], 5 * MIB).await;
+        app.use_data(pb::Carrier::ChinaMobile, &iccids[2], 5 * MIB).await;
         let p = pool(&app, "fleet").await;
         assert!(p.exhausted, "{p:?}");
         assert_eq!(p.used_permille, 1000);
@@ -241,7 +227,7 @@ both_backends!(
         expect_members(&mut app, &iccids, false, "topped up").await;
 
         // Used up again, then the next cycle (1 December for China Mobile) resets the pool.
-        use_data(&mut app, &iccids[0], 10 * MIB).await;
+        app.use_data(pb::Carrier::ChinaMobile, &iccids[0], 10 * MIB).await;
         expect_members(&mut app, &iccids, true, "exhausted again").await;
         to_next_cycle(&mut app).await;
         let p = pool(&app, "fleet").await;
@@ -303,15 +289,15 @@ both_backends!(
         row.balance_fen = 100_000;
         import(&mut app, vec![row]).await;
         let quota: u64 = 1 << 30;
-        use_data(&mut app, &iccid, quota * 81 / 100).await;
+        app.use_data(pb::Carrier::ChinaMobile, &iccid, quota * 81 / 100).await;
         assert_eq!(
             usage_alerts(&app, &iccid).await,
             [800],
             "crossing 80% fires once"
         );
-        use_data(&mut app, &iccid, quota * 4 / 100).await;
+        app.use_data(pb::Carrier::ChinaMobile, &iccid, quota * 4 / 100).await;
         assert_eq!(usage_alerts(&app, &iccid).await, [800], "85% fires nothing");
-        use_data(&mut app, &iccid, quota * 6 / 100).await;
+        app.use_data(pb::Carrier::ChinaMobile, &iccid, quota * 6 / 100).await;
         assert_eq!(
             usage_alerts(&app, &iccid).await,
             [800, 900],
@@ -322,7 +308,7 @@ both_backends!(
         assert_eq!(usage_alerts(&app, &iccid).await, [800, 900]);
 
         to_next_cycle(&mut app).await;
-        use_data(&mut app, &iccid, quota * 82 / 100).await;
+        app.use_data(pb::Carrier::ChinaMobile, &iccid, quota * 82 / 100).await;
         assert_eq!(
             usage_alerts(&app, &iccid).await,
             [800, 900, 800],
@@ -653,20 +639,6 @@ async fn deliveries(app: &TestApp, id: &str, state: pb::DeliveryState) -> Vec<pb
         .deliveries
 }
 
-async fn eventually<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    for _ in 0..400 {
-        if check().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("timed out waiting for {what}");
-}
-
 async fn webhooks_are_signed_retried_and_dead_lettered(backend: Backend) {
     let Some(db) = TestDb::new(backend) else {
         return;
@@ -737,11 +709,11 @@ async fn webhooks_are_signed_retried_and_dead_lettered(backend: Backend) {
         .expect("suspend");
 
     // Two 500s, then accepted on the third attempt: one delivery, correctly signed.
-    eventually("the flaky receiver to accept", || async {
+    eventually("the flaky receiver to accept", 20, || async {
         !inbox.lock().unwrap().delivered.is_empty()
     })
     .await;
-    eventually("the delivery to be recorded", || async {
+    eventually("the delivery to be recorded", 20, || async {
         deliveries(&app, &flaky_id, pb::DeliveryState::Delivered)
             .await
             .len()
@@ -760,7 +732,7 @@ async fn webhooks_are_signed_retried_and_dead_lettered(backend: Backend) {
     }
 
     // The endpoint that is always down: three attempts, then the dead letter.
-    eventually("the dead letter", || async {
+    eventually("the dead letter", 20, || async {
         deliveries(&app, &down_id, pb::DeliveryState::Dead)
             .await
             .len()
@@ -779,7 +751,7 @@ async fn webhooks_are_signed_retried_and_dead_lettered(backend: Backend) {
         .into_inner()
         .requeued;
     assert_eq!(requeued, 1);
-    eventually("the retried dead letter to die again", || async {
+    eventually("the retried dead letter to die again", 20, || async {
         let d = deliveries(&app, &down_id, pb::DeliveryState::Dead).await;
         d.len() == 1 && d[0].attempts == 3
     })

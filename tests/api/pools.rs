@@ -33,17 +33,6 @@ fn mobile_card(iccid: &str, customer: &str) -> pb::CardInput {
     c
 }
 
-async fn use_data(app: &mut TestApp, iccid: &str, bytes: u64) {
-    app.sim
-        .record_usage(pb::RecordUsageRequest {
-            carrier: pb::Carrier::ChinaMobile as i32,
-            iccid: iccid.into(),
-            bytes,
-        })
-        .await
-        .expect("record usage");
-}
-
 async fn create(
     m: &mut MonitoringServiceClient<Authed>,
     id: &str,
@@ -192,7 +181,7 @@ both_backends!(
         );
 
         // acme's card empties acme's pool: acme's member stops, globex's pool and card do not.
-        use_data(&mut app, &acme_card, 11 * MIB).await;
+        app.use_data(pb::Carrier::ChinaMobile, &acme_card, 11 * MIB).await;
         let ours = get_pool(&mut acme, "fleet-a", "").await.unwrap();
         assert!(ours.exhausted && ours.used_bytes == 11 * MIB, "{ours:?}");
         let theirs = get_pool(&mut globex, "fleet-a", "").await.unwrap();
@@ -410,8 +399,8 @@ both_backends!(
             .await
             .expect("pool");
         add(&mut m, "fleet-a", "acme", &iccids).await;
-        use_data(&mut app, &iccids[0], 6 * MIB).await;
-        use_data(&mut app, &iccids[1], 6 * MIB).await;
+        app.use_data(pb::Carrier::ChinaMobile, &iccids[0], 6 * MIB).await;
+        app.use_data(pb::Carrier::ChinaMobile, &iccids[1], 6 * MIB).await;
         let card = get(&mut app, &iccids[0]).await;
         assert!(reasons_of(&card).contains(&pb::StopReason::PoolExhausted));
 

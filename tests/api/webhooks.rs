@@ -25,20 +25,6 @@ fn monitor(app: &TestApp) -> MonitoringServiceClient<Authed> {
     monitoring_client(&app.channel, ADMIN_KEY)
 }
 
-async fn eventually<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    for _ in 0..600 {
-        if check().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("timed out waiting for {what}");
-}
-
 /// Resolves the names it was given to their addresses, and nothing else.
 struct Pointing(HashMap<String, IpAddr>);
 
@@ -267,7 +253,7 @@ async fn a_name_resolving_to_loopback_is_refused_at_connect_time(backend: Backen
         return;
     };
     suspend(&mut app, MOBILE_ICCID).await;
-    eventually("the refused attempt to be recorded", || async {
+    eventually("the refused attempt to be recorded", 30, || async {
         deliveries(&app, &id).await.iter().any(|d| d.attempts >= 1)
     })
     .await;
@@ -297,7 +283,7 @@ async fn a_name_resolving_to_loopback_is_refused_at_connect_time(backend: Backen
         return;
     };
     suspend(&mut app, MOBILE_ICCID).await;
-    eventually("the delivery", || async {
+    eventually("the delivery", 30, || async {
         !inbox.lock().unwrap().is_empty()
     })
     .await;
@@ -398,17 +384,18 @@ async fn a_black_hole_customer_does_not_delay_another(backend: Backend) {
         .expect("resume");
     eventually(
         "every black-hole webhook to have a request in flight",
+        30,
         || async { accepted.load(Ordering::SeqCst) >= 10 },
     )
     .await;
 
     // Now the healthy customer's event goes out while all of those still hang.
     suspend(&mut app, &healthy_card).await;
-    eventually("the healthy delivery", || async {
+    eventually("the healthy delivery", 30, || async {
         !inbox.lock().unwrap().is_empty()
     })
     .await;
-    eventually("the healthy delivery to be recorded", || async {
+    eventually("the healthy delivery to be recorded", 30, || async {
         deliveries(&app, &healthy_id)
             .await
             .iter()
