@@ -1,6 +1,8 @@
 //! Compiles `proto/` with protox (pure Rust), so no system `protoc` is needed, and writes the
 //! descriptor set that server reflection serves. Also compiles the benchmarks' echo and fan-out
-//! services (`proto/bench`), which only the `simgate-bench` binary includes.
+//! services (`src/bin/simgate-bench/proto`), which only the `simgate-bench` binary includes. They
+//! are kept out of `proto/`, the buf module that `.ci/buf.sh` lints and checks for breaking
+//! changes: they are no API, and they reuse simgate's messages on purpose.
 use prost::Message;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -21,14 +23,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // The echo file imports simgate's messages; keeping only its own file in the set and
     // pointing the imported package at the library's types means no second copy is generated.
-    let mut echo = protox::compile(["proto/bench/echo.proto"], ["proto"])?;
+    let mut echo = protox::compile(
+        ["src/bin/simgate-bench/proto/simgate/bench/v1/echo.proto"],
+        ["src/bin/simgate-bench/proto", "proto"],
+    )?;
     echo.file
-        .retain(|f| f.name.as_deref() == Some("bench/echo.proto"));
+        .retain(|f| f.name.as_deref() == Some("simgate/bench/v1/echo.proto"));
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
         .extern_path(".simgate.v1", "::simgate::pb")
         .compile_fds(echo)?;
     println!("cargo:rerun-if-changed=proto");
+    println!("cargo:rerun-if-changed=src/bin/simgate-bench/proto");
     Ok(())
 }

@@ -119,7 +119,7 @@ type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::Operation, Status>> + Se
 impl pb::operation_service_server::OperationService for OperationApi {
     async fn batch_suspend(
         &self,
-        request: Request<pb::BatchRequest>,
+        request: Request<pb::BatchSuspendRequest>,
     ) -> Result<Response<pb::Operation>, Status> {
         let caller = self
             .auth
@@ -134,7 +134,7 @@ impl pb::operation_service_server::OperationService for OperationApi {
 
     async fn batch_resume(
         &self,
-        request: Request<pb::BatchRequest>,
+        request: Request<pb::BatchResumeRequest>,
     ) -> Result<Response<pb::Operation>, Status> {
         let caller = self
             .auth

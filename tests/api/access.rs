@@ -121,7 +121,7 @@ async fn call(
     // An operation of the own customer (made by its admin) and one of the reseller's.
     let maker = if own { cards.2 } else { ADMIN_KEY };
     let op_id = operations_client(&app.channel, maker)
-        .batch_suspend(pb::BatchRequest {
+        .batch_suspend(pb::BatchSuspendRequest {
             iccids: vec![if own { cards.0 } else { cards.1 }.to_string()],
             ..Default::default()
         })
@@ -301,14 +301,14 @@ async fn call(
             .await,
         ),
         "simgate.v1.OperationService/BatchSuspend" => code(
-            ops.batch_suspend(pb::BatchRequest {
+            ops.batch_suspend(pb::BatchSuspendRequest {
                 iccids: vec![iccid],
                 ..Default::default()
             })
             .await,
         ),
         "simgate.v1.OperationService/BatchResume" => code(
-            ops.batch_resume(pb::BatchRequest {
+            ops.batch_resume(pb::BatchResumeRequest {
                 iccids: vec![iccid],
                 ..Default::default()
             })
@@ -1582,7 +1582,7 @@ async fn revoking_a_key_cancels_its_running_operations() {
         .await
         .unwrap();
     let op = operations_client(&app.channel, &operator)
-        .batch_suspend(pb::BatchRequest {
+        .batch_suspend(pb::BatchSuspendRequest {
             iccids: iccids.clone(),
             ..Default::default()
         })

@@ -95,7 +95,7 @@ async fn a_server_killed_mid_batch_finishes_it_after_restart_changing_each_card_
     }
     let mut ops = operations_client(&channel, ADMIN_KEY);
     let op = ops
-        .batch_suspend(pb::BatchRequest {
+        .batch_suspend(pb::BatchSuspendRequest {
             iccids,
             request_id: "crash-1".into(),
         })
@@ -129,7 +129,7 @@ async fn a_server_killed_mid_batch_finishes_it_after_restart_changing_each_card_
     let mut ops = operations_client(&channel, ADMIN_KEY);
     // The client retrying its request after the crash gets the same operation.
     let again = ops
-        .batch_suspend(pb::BatchRequest {
+        .batch_suspend(pb::BatchSuspendRequest {
             iccids: vec![],
             request_id: "crash-1".into(),
         })
@@ -276,7 +276,7 @@ async fn killed_with_changes_in_flight(downtime: bool) {
     sim.set_faults(faults(false)).await.unwrap();
     let mut ops = operations_client(&channel, ADMIN_KEY);
     let op = ops
-        .batch_suspend(pb::BatchRequest {
+        .batch_suspend(pb::BatchSuspendRequest {
             iccids: iccids.clone(),
             request_id: "drill".into(),
         })
@@ -335,7 +335,7 @@ async fn killed_with_changes_in_flight(downtime: bool) {
     }
     // The client retrying its request after the crash gets the same operation.
     let again = ops
-        .batch_suspend(pb::BatchRequest {
+        .batch_suspend(pb::BatchSuspendRequest {
             iccids: iccids.clone(),
             request_id: "drill".into(),
         })

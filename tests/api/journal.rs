@@ -314,7 +314,7 @@ async fn a_batch_through_lost_answers_and_an_outage_changes_each_card_once() {
     let (mut app, ops) = spawn_with_ops(Backend::Sqlite, 5).await.unwrap();
     let iccids = unicom_cards_losing_answers(&mut app, 40).await;
     let op = operations_client(&app.channel, ADMIN_KEY)
-        .batch_suspend(pb::BatchRequest {
+        .batch_suspend(pb::BatchSuspendRequest {
             iccids: iccids.clone(),
             request_id: "lost-batch".into(),
         })

@@ -59,7 +59,7 @@ async fn a_batch_suspends_each_card_once_and_reports_each_refusal() {
     let mut app = spawn_app(Backend::Sqlite).await.unwrap();
     let iccids = seed(&mut app, 2000, 10).await;
     let mut ops = operations_client(&app.channel, ADMIN_KEY);
-    let req = pb::BatchRequest {
+    let req = pb::BatchSuspendRequest {
         iccids: iccids.clone(),
         request_id: "bulk-1".into(),
     };
@@ -191,7 +191,7 @@ async fn cancelling_stops_what_is_not_done() {
         .unwrap();
     let mut ops = operations_client(&app.channel, ADMIN_KEY);
     let op = ops
-        .batch_suspend(pb::BatchRequest {
+        .batch_suspend(pb::BatchSuspendRequest {
             iccids,
             ..Default::default()
         })
@@ -231,7 +231,7 @@ async fn a_batch_through_a_storm_of_carrier_failures_changes_each_card_exactly_o
         .unwrap();
     let mut ops = operations_client(&app.channel, ADMIN_KEY);
     let op = ops
-        .batch_suspend(pb::BatchRequest {
+        .batch_suspend(pb::BatchSuspendRequest {
             iccids: iccids.clone(),
             ..Default::default()
         })
@@ -303,7 +303,7 @@ async fn a_small_batch_is_not_queued_behind_another_customers_big_batch() {
         .unwrap();
     let mut ops = operations_client(&app.channel, ADMIN_KEY);
     let big_op = ops
-        .batch_suspend(pb::BatchRequest {
+        .batch_suspend(pb::BatchSuspendRequest {
             iccids: big,
             request_id: String::new(),
         })
@@ -328,7 +328,7 @@ async fn a_small_batch_is_not_queued_behind_another_customers_big_batch() {
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
     let small_op = operations_client(&app.channel, &key)
-        .batch_suspend(pb::BatchRequest {
+        .batch_suspend(pb::BatchSuspendRequest {
             iccids: vec![telecom_iccid(1)],
             request_id: String::new(),
         })
@@ -373,7 +373,7 @@ async fn a_batch_naming_cards_the_caller_cannot_see_is_refused_at_submission() {
         .key_secret;
     let mut ops = operations_client(&app.channel, &key);
     let err = ops
-        .batch_suspend(pb::BatchRequest {
+        .batch_suspend(pb::BatchSuspendRequest {
             iccids: theirs.clone(),
             request_id: String::new(),
         })

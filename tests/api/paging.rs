@@ -112,7 +112,7 @@ async fn every_listing_pages_exactly_the_set_created_concurrently() {
         let mut ops = ops.clone();
         let iccid = iccid.clone();
         async move {
-            ops.batch_suspend(pb::BatchRequest {
+            ops.batch_suspend(pb::BatchSuspendRequest {
                 iccids: vec![iccid],
                 request_id: String::new(),
             })

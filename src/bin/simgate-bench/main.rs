@@ -12,7 +12,8 @@ mod usage_sync;
 mod watch;
 mod write;
 
-/// The read and watch benchmarks' ceilings (proto/bench), reusing the library's message types.
+/// The read and watch benchmarks' ceilings (`proto/` in this directory), reusing the library's
+/// message types.
 mod echo_pb {
     #![allow(clippy::all, missing_docs)]
     tonic::include_proto!("simgate.bench.v1");
