@@ -1,7 +1,9 @@
 //! Protection around a carrier account: a request-rate limit and a concurrency limit (what the
 //! carrier's contract allows), and a circuit breaker, so that when a carrier is down calls fail
 //! fast with a clear message instead of piling up, while reads of stored cards go on. It is also
-//! where every carrier call is counted and timed for the metrics.
+//! where every carrier call is counted and timed for the metrics, and gets its span (carrier,
+//! platform, method, card), so that a trace shows each call and the time spent waiting for the
+//! account's limits.
 
 use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
@@ -13,6 +15,8 @@ use async_trait::async_trait;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
+use tracing::field::Empty;
+use tracing::Instrument;
 
 use super::{Carrier, CarrierCard, CarrierError, OnboardCard};
 use crate::clock::Clock;
@@ -58,6 +62,9 @@ pub struct Guarded {
     /// Wall time for the breaker's window (injectable, so tests move time instead of waiting).
     clock: Arc<dyn Clock>,
     metrics: Option<crate::metrics::Metrics>,
+    /// The platform the calls reach (`onelink`, `jasper`, `cmp`, or `sim` in process), for the
+    /// spans: the same carrier can be reached through a real platform or a simulator.
+    platform: &'static str,
 }
 
 /// The metrics label of a call's result.
@@ -81,6 +88,7 @@ impl Guarded {
             breaker: Mutex::new(Breaker::default()),
             clock: Arc::new(crate::clock::SystemClock),
             metrics: None,
+            platform: "unknown",
             inner,
             limits,
         }
@@ -89,6 +97,12 @@ impl Guarded {
     /// Runs the breaker's window on `clock`.
     pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Guarded {
         self.clock = clock;
+        self
+    }
+
+    /// Names the platform in the carrier-call spans.
+    pub fn with_platform(mut self, platform: &'static str) -> Guarded {
+        self.platform = platform;
         self
     }
 
@@ -107,13 +121,41 @@ impl Guarded {
         ))
     }
 
-    /// Runs one call through the breaker, the concurrency limit and the rate limit.
-    async fn call<T, F>(&self, operation: &str, f: F) -> Result<T, CarrierError>
+    /// Runs one call through the breaker, the concurrency limit and the rate limit, inside its
+    /// span. `iccid`: the card of a one-card call; `cards`: how many a batch call names.
+    async fn call<T, F>(
+        &self,
+        operation: &str,
+        iccid: Option<&Iccid>,
+        cards: Option<usize>,
+        f: F,
+    ) -> Result<T, CarrierError>
     where
         F: std::future::Future<Output = Result<T, CarrierError>>,
     {
+        let span = tracing::info_span!(
+            "carrier.call",
+            otel.name = %format_args!("carrier.{operation}"),
+            otel.kind = "client",
+            otel.status_code = Empty,
+            otel.status_description = Empty,
+            carrier = self.inner.id().as_str(),
+            platform = self.platform,
+            method = operation,
+            // The carrier account the call is made on. Accounts are not configurable yet (one per
+            // carrier); the field is there so that traces and queries keep one shape when they are.
+            account_id = Empty,
+            iccid = iccid.map(|i| i.as_str()),
+            cards = cards,
+            outcome = Empty,
+        );
         let started = Instant::now();
-        let result = self.guarded(f).await;
+        let result = self.guarded(f).instrument(span.clone()).await;
+        span.record("outcome", outcome_label(&result));
+        if let Err(e) = &result {
+            span.record("otel.status_code", "error");
+            span.record("otel.status_description", tracing::field::display(e));
+        }
         if let Some(m) = &self.metrics {
             m.carrier_call(
                 self.inner.id().as_str(),
@@ -179,15 +221,23 @@ impl Carrier for Guarded {
     }
 
     async fn onboard(&self, cards: &[OnboardCard]) -> Result<(), CarrierError> {
-        self.call("onboard", self.inner.onboard(cards)).await
+        self.call(
+            "onboard",
+            None,
+            Some(cards.len()),
+            self.inner.onboard(cards),
+        )
+        .await
     }
 
     async fn card(&self, iccid: &Iccid) -> Result<CarrierCard, CarrierError> {
-        self.call("card", self.inner.card(iccid)).await
+        self.call("card", Some(iccid), None, self.inner.card(iccid))
+            .await
     }
 
     async fn cards(&self, iccids: &[Iccid]) -> Result<Vec<CarrierCard>, CarrierError> {
-        self.call("cards", self.inner.cards(iccids)).await
+        self.call("cards", None, Some(iccids.len()), self.inner.cards(iccids))
+            .await
     }
 
     fn batch_limit(&self) -> usize {
@@ -195,15 +245,18 @@ impl Carrier for Guarded {
     }
 
     async fn stop(&self, iccid: &Iccid) -> Result<(), CarrierError> {
-        self.call("stop", self.inner.stop(iccid)).await
+        self.call("stop", Some(iccid), None, self.inner.stop(iccid))
+            .await
     }
 
     async fn restore(&self, iccid: &Iccid) -> Result<(), CarrierError> {
-        self.call("restore", self.inner.restore(iccid)).await
+        self.call("restore", Some(iccid), None, self.inner.restore(iccid))
+            .await
     }
 
     async fn cancel(&self, iccid: &Iccid) -> Result<(), CarrierError> {
-        self.call("cancel", self.inner.cancel(iccid)).await
+        self.call("cancel", Some(iccid), None, self.inner.cancel(iccid))
+            .await
     }
 }
 
