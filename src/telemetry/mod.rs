@@ -11,15 +11,18 @@
 
 pub mod rpc;
 
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use opentelemetry::trace::TraceContextExt;
 use opentelemetry::trace::{SpanId, TraceId, TracerProvider as _};
 use opentelemetry_otlp::{WithExportConfig, WithTonicConfig};
 use opentelemetry_sdk::trace::{BatchSpanProcessor, Sampler, SdkTracerProvider, SpanProcessor};
-use tracing::{Metadata, Subscriber};
+use tracing::dispatcher::WeakDispatch;
+use tracing::{Dispatch, Metadata, Subscriber};
 use tracing_subscriber::filter::{filter_fn, FilterExt, Targets};
 use tracing_subscriber::fmt::format::{FormatEvent, FormatFields, Json, JsonFields, Writer};
+use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::fmt::{FmtContext, FormattedFields};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::registry::LookupSpan;
@@ -42,7 +45,12 @@ const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
 #[must_use = "call shutdown() when the server stops, or the last spans are lost"]
 pub struct Telemetry {
     provider: Option<SdkTracerProvider>,
+    /// Where the JSON log format finds the subscriber it runs in (see [`WithTraceIds`]).
+    log_dispatch: Option<Arc<OnceLock<WeakDispatch>>>,
 }
+
+/// The subscriber as [`Telemetry::init`] and [`Telemetry::set_default`] install it.
+type Built = (Box<dyn Subscriber + Send + Sync + 'static>, Telemetry);
 
 impl Telemetry {
     /// Builds the subscriber and makes it the process-wide default (bridging the `log` crate
@@ -51,11 +59,44 @@ impl Telemetry {
     /// client's connection lives on it).
     pub fn init(log: &LogConfig, traces: Option<&TelemetryConfig>) -> Result<Telemetry, String> {
         use tracing_subscriber::util::SubscriberInitExt;
-        let (subscriber, telemetry) = subscriber(log, traces)?;
+        let (subscriber, telemetry) = Telemetry::build(log, traces)?;
         subscriber
             .try_init()
             .map_err(|e| format!("cannot install the log subscriber: {e}"))?;
+        telemetry.bind_current();
         Ok(telemetry)
+    }
+
+    /// The same subscriber as the default of this thread only, until the guard is dropped
+    /// (for a test that must not touch the process-wide one).
+    pub fn set_default(
+        log: &LogConfig,
+        traces: Option<&TelemetryConfig>,
+    ) -> Result<(tracing::subscriber::DefaultGuard, Telemetry), String> {
+        let (subscriber, telemetry) = Telemetry::build(log, traces)?;
+        let guard = tracing::subscriber::set_default(subscriber);
+        telemetry.bind_current();
+        Ok((guard, telemetry))
+    }
+
+    fn build(log: &LogConfig, traces: Option<&TelemetryConfig>) -> Result<Built, String> {
+        let provider = match traces.filter(|t| t.enabled()) {
+            Some(t) => Some(provider(t)?),
+            None => None,
+        };
+        layers(log, provider, std::io::stdout)
+    }
+
+    /// Tells the JSON formatter the dispatcher it was just installed as. It cannot ask while it
+    /// formats: `tracing::dispatcher::get_default` inside an event answers "none" (that is how
+    /// tracing stops loops).
+    fn bind_current(&self) {
+        if let Some(slot) = &self.log_dispatch {
+            tracing::dispatcher::get_default(|d| {
+                // Weak: the subscriber owns the formatter; a strong reference would be a cycle.
+                let _ = slot.set(d.downgrade());
+            });
+        }
     }
 
     /// Whether spans are being exported.
@@ -82,23 +123,15 @@ impl Telemetry {
     }
 }
 
-/// The subscriber [`Telemetry::init`] installs, for a caller that scopes it instead (a test's
-/// `tracing::subscriber::set_default`).
-pub fn subscriber(
+/// The log layer writing to `writer`, and the OpenTelemetry layer when there is a provider.
+fn layers<W>(
     log: &LogConfig,
-    traces: Option<&TelemetryConfig>,
-) -> Result<
-    (
-        impl Subscriber + for<'a> LookupSpan<'a> + Send + Sync + 'static,
-        Telemetry,
-    ),
-    String,
-> {
-    let provider = match traces.filter(|t| t.enabled()) {
-        Some(t) => Some(provider(t)?),
-        None => None,
-    };
-    let exporting = provider.is_some();
+    provider: Option<SdkTracerProvider>,
+    writer: W,
+) -> Result<Built, String>
+where
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
     let otel = provider.as_ref().map(|p| {
         tracing_opentelemetry::layer()
             .with_tracer(p.tracer("simgate"))
@@ -114,10 +147,18 @@ pub fn subscriber(
                     .and(filter_fn(|m| !is_observe_span(m))),
             )
     });
+    let log_dispatch =
+        (provider.is_some() && log.format == LogFormat::Json).then(|| Arc::new(OnceLock::new()));
     let subscriber = Registry::default()
-        .with(fmt_layer(log, exporting)?)
+        .with(fmt_layer(log, log_dispatch.clone(), writer)?)
         .with(otel);
-    Ok((subscriber, Telemetry { provider }))
+    Ok((
+        Box::new(subscriber),
+        Telemetry {
+            provider,
+            log_dispatch,
+        },
+    ))
 }
 
 /// The RPC span of [`crate::api::observe`] (request id, method), which the log lines have always
@@ -127,11 +168,16 @@ fn is_observe_span(m: &Metadata<'_>) -> bool {
     m.is_span() && m.name() == "rpc" && m.target() == "simgate::api::observe"
 }
 
-/// Logs to stdout in the configured format; RUST_LOG, when set, overrides the filter.
-fn fmt_layer(
+/// Logs in the configured format; RUST_LOG, when set, overrides the filter. `dispatch`: where
+/// the JSON format finds the trace ids, when traces are on.
+fn fmt_layer<W>(
     log: &LogConfig,
-    exporting: bool,
-) -> Result<Box<dyn Layer<Registry> + Send + Sync>, String> {
+    dispatch: Option<Arc<OnceLock<WeakDispatch>>>,
+    writer: W,
+) -> Result<Box<dyn Layer<Registry> + Send + Sync>, String>
+where
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
     let filter = match tracing_subscriber::EnvFilter::try_from_default_env() {
         Ok(f) => f,
         Err(_) => tracing_subscriber::EnvFilter::try_new(&log.filter)
@@ -139,26 +185,18 @@ fn fmt_layer(
     };
     let filter = filter.and(filter_fn(|m| !rpc::is_rpc_span(m)));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
-    let layer = tracing_subscriber::fmt::layer().with_ansi(ansi);
+    let layer = tracing_subscriber::fmt::layer()
+        .with_writer(writer)
+        .with_ansi(ansi);
     Ok(match log.format {
         LogFormat::Pretty => layer.pretty().with_filter(filter).boxed(),
         LogFormat::Compact => layer.compact().with_filter(filter).boxed(),
-        LogFormat::Json => {
-            let json = tracing_subscriber::fmt::format()
-                .json()
-                .flatten_event(true)
-                .with_current_span(true)
-                .with_span_list(false);
-            layer
-                .with_ansi(false)
-                .event_format(WithTraceIds {
-                    inner: json,
-                    enabled: exporting,
-                })
-                .fmt_fields(JsonFields::new())
-                .with_filter(filter)
-                .boxed()
-        }
+        LogFormat::Json => layer
+            .with_ansi(false)
+            .event_format(WithTraceIds::new(dispatch))
+            .fmt_fields(JsonFields::new())
+            .with_filter(filter)
+            .boxed(),
     })
 }
 
@@ -239,8 +277,22 @@ impl<P: SpanProcessor> SpanProcessor for DropIdle<P> {
 /// trace and back.
 struct WithTraceIds {
     inner: tracing_subscriber::fmt::format::Format<Json>,
-    /// False without an exporter: there are no ids to find, and no reason to look.
-    enabled: bool,
+    /// The subscriber this formats for, to look the spans up in: its own view hides the RPC
+    /// span, which its filter leaves out. None without traces: no ids to find.
+    dispatch: Option<Arc<OnceLock<WeakDispatch>>>,
+}
+
+impl WithTraceIds {
+    fn new(dispatch: Option<Arc<OnceLock<WeakDispatch>>>) -> WithTraceIds {
+        WithTraceIds {
+            inner: tracing_subscriber::fmt::format()
+                .json()
+                .flatten_event(true)
+                .with_current_span(true)
+                .with_span_list(false),
+            dispatch,
+        }
+    }
 }
 
 impl<S, N> FormatEvent<S, N> for WithTraceIds
@@ -256,7 +308,11 @@ where
         mut writer: Writer<'_>,
         event: &tracing::Event<'_>,
     ) -> std::fmt::Result {
-        let ids = if self.enabled { current_ids() } else { None };
+        let ids = self
+            .dispatch
+            .as_ref()
+            .and_then(|slot| slot.get()?.upgrade())
+            .and_then(|dispatch| current_ids(&dispatch));
         let Some((trace_id, span_id)) = ids else {
             return self.inner.format_event(ctx, writer, event);
         };
@@ -276,16 +332,14 @@ where
 
 /// The trace and span id of the innermost entered span that has an OpenTelemetry span. It
 /// reads the registry directly: the log layer's own view hides the RPC span, which it filters.
-fn current_ids() -> Option<(TraceId, SpanId)> {
-    tracing::dispatcher::get_default(|dispatch| {
-        let registry = dispatch.downcast_ref::<Registry>()?;
-        let current = dispatch.current_span();
-        let span = registry.span(current.id()?)?;
-        span.scope().find_map(|s| {
-            let cx = tracing_opentelemetry::get_otel_context(&s.id(), dispatch)?;
-            let sc = cx.span().span_context().clone();
-            sc.is_valid().then(|| (sc.trace_id(), sc.span_id()))
-        })
+fn current_ids(dispatch: &Dispatch) -> Option<(TraceId, SpanId)> {
+    let registry = dispatch.downcast_ref::<Registry>()?;
+    let current = registry.current_span();
+    let span = registry.span(current.id()?)?;
+    span.scope().find_map(|s| {
+        let cx = tracing_opentelemetry::get_otel_context(&s.id(), dispatch)?;
+        let sc = cx.span().span_context().clone();
+        sc.is_valid().then(|| (sc.trace_id(), sc.span_id()))
     })
 }
 
@@ -293,67 +347,85 @@ fn current_ids() -> Option<(TraceId, SpanId)> {
 mod tests {
     use super::*;
 
-    /// Log lines of the JSON format with an exporter whose collector is not there: nothing
-    /// is sent in the test, but the spans and their ids exist.
-    #[tokio::test]
-    async fn json_log_lines_carry_the_trace_and_span_id_of_the_current_span() {
-        #[derive(Clone, Default)]
-        struct Buf(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-        impl std::io::Write for Buf {
-            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-                self.0.lock().unwrap().extend_from_slice(b);
-                Ok(b.len())
-            }
-            fn flush(&mut self) -> std::io::Result<()> {
-                Ok(())
-            }
+    #[derive(Clone, Default)]
+    struct Buf(Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Buf {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
         }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// The subscriber as `simgate serve` builds it with `log.format = "json"`, with a tracer
+    /// provider that has nowhere to send its spans (the ids exist all the same).
+    #[test]
+    fn json_log_lines_carry_the_trace_and_span_id_of_the_current_traced_span() {
+        use tracing_opentelemetry::OpenTelemetrySpanExt;
         let buf = Buf::default();
         let out = buf.clone();
-        let traces = TelemetryConfig {
-            otlp_endpoint: "http://127.0.0.1:9".into(),
-            ..TelemetryConfig::default()
+        let log = LogConfig {
+            format: LogFormat::Json,
+            filter: "info".into(),
         };
-        let provider = provider(&traces).unwrap();
-        let fmt = tracing_subscriber::fmt::layer()
-            .with_writer(move || out.clone())
-            .event_format(WithTraceIds {
-                inner: tracing_subscriber::fmt::format()
-                    .json()
-                    .flatten_event(true)
-                    .with_current_span(true)
-                    .with_span_list(false),
-                enabled: true,
-            })
-            .fmt_fields(JsonFields::new())
-            .boxed();
-        let subscriber = Registry::default()
-            .with(fmt)
-            .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
-        let (want_trace, want_span) = tracing::subscriber::with_default(subscriber, || {
-            use tracing_opentelemetry::OpenTelemetrySpanExt;
+        let provider = SdkTracerProvider::builder().build();
+        let (subscriber, telemetry) =
+            layers(&log, Some(provider.clone()), move || out.clone()).unwrap();
+        let want = {
+            let _default = tracing::subscriber::set_default(subscriber);
+            telemetry.bind_current();
             tracing::info!("outside any span");
-            let span = tracing::info_span!("work", iccid = "8986031630200230821");
-            let _entered = span.enter();
-            tracing::info!("inside");
-            let sc = span.context().span().span_context().clone();
-            (sc.trace_id(), sc.span_id())
-        });
+            // The call as the two layers open it: the traced RPC span, left out of the logs,
+            // around the observe layer's log span, left out of the trace.
+            let call = tracing::info_span!(target: "simgate::telemetry::rpc", rpc::RPC_SPAN);
+            // Entered inside each other, as the layers' futures are polled.
+            let _in_call = call.enter();
+            let log_span =
+                tracing::info_span!(target: "simgate::api::observe", "rpc", request_id = "r-1");
+            let _in_log_span = log_span.enter();
+            tracing::info!("in the call");
+            let carrier = tracing::info_span!("carrier.call", iccid = "8986031630200230821");
+            carrier.in_scope(|| tracing::info!("in the carrier call"));
+            [call.context(), carrier.context()].map(|cx| {
+                let sc = cx.span().span_context().clone();
+                (sc.trace_id().to_string(), sc.span_id().to_string())
+            })
+        };
         let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
         let lines: Vec<serde_json::Value> = text
             .lines()
             .map(|l| serde_json::from_str(l).unwrap())
             .collect();
-        assert_eq!(lines.len(), 2, "{text}");
+        assert_eq!(lines.len(), 3, "{text}");
         assert!(lines[0].get("trace_id").is_none(), "{text}");
-        assert_eq!(lines[1]["trace_id"], want_trace.to_string(), "{text}");
-        assert_eq!(lines[1]["span_id"], want_span.to_string(), "{text}");
-        assert_eq!(lines[1]["message"], "inside");
-        assert_eq!(lines[1]["span"]["iccid"], "8986031630200230821");
-        Telemetry {
-            provider: Some(provider),
-        }
-        .shutdown()
-        .await;
+        // The log line shows the observe span, as it always did, and the traced call's ids.
+        assert_eq!(lines[1]["span"]["request_id"], "r-1", "{text}");
+        assert_eq!(lines[1]["trace_id"], want[0].0.as_str(), "{text}");
+        assert_eq!(lines[1]["span_id"], want[0].1.as_str(), "{text}");
+        assert_eq!(lines[2]["trace_id"], want[0].0.as_str(), "{text}");
+        assert_eq!(lines[2]["span_id"], want[1].1.as_str(), "{text}");
+        assert_eq!(lines[2]["span"]["iccid"], "8986031630200230821");
+        let _ = provider.shutdown();
+    }
+
+    #[test]
+    fn without_traces_json_log_lines_are_as_before() {
+        let buf = Buf::default();
+        let out = buf.clone();
+        let log = LogConfig {
+            format: LogFormat::Json,
+            filter: "info".into(),
+        };
+        let (subscriber, _telemetry) = layers(&log, None, move || out.clone()).unwrap();
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::info_span!("work", n = 1).in_scope(|| tracing::info!("inside"));
+        });
+        let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+        let line: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
+        assert!(line.get("trace_id").is_none(), "{text}");
+        assert_eq!(line["span"]["n"], 1, "{text}");
     }
 }

@@ -114,8 +114,10 @@ async fn a_call_with_a_traceparent_continues_the_callers_trace_through_the_carri
             // Only the caller's trace is of interest: a root span (an engine pass) is dropped,
             // a call whose traceparent says sampled is kept (parent-based).
             .env("SIMGATE_TELEMETRY__SAMPLING_RATIO", "0")
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
+            // JSON logs with simgate's debug lines, among them the end of each call.
+            .env("SIMGATE_LOG__FORMAT", "json")
+            .env("RUST_LOG", "warn,simgate=debug")
+            .stdout(std::fs::File::create(dir.path().join("stdout.log")).unwrap())
             .stderr(Stdio::null())
             .spawn()
             .expect("start simgate"),
@@ -224,4 +226,17 @@ async fn a_call_with_a_traceparent_continues_the_callers_trace_through_the_carri
         "only the sampled trace is exported: {names:?}"
     );
     assert!(!names.iter().any(|n| n == "rpc"), "{names:?}");
+
+    // The call's log lines carry its trace and span id.
+    let log = std::fs::read_to_string(dir.path().join("stdout.log")).unwrap();
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let finished = lines
+        .iter()
+        .find(|l| l["span"]["request_id"] == "trace-test-1" && l["message"] == "call finished")
+        .unwrap_or_else(|| panic!("no log line of the call in:\n{log}"));
+    assert_eq!(finished["trace_id"], TRACE_ID, "{finished}");
+    assert_eq!(finished["span_id"], hex(&rpc.span_id), "{finished}");
 }
