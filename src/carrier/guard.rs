@@ -121,34 +121,17 @@ impl Guarded {
         ))
     }
 
-    /// Runs one call through the breaker, the concurrency limit and the rate limit, inside its
-    /// span. `iccid`: the card of a one-card call; `cards`: how many a batch call names.
+    /// Runs one call through the breaker, the concurrency limit and the rate limit, inside
+    /// `span` (see [`call_span`]).
     async fn call<T, F>(
         &self,
         operation: &str,
-        iccid: Option<&Iccid>,
-        cards: Option<usize>,
+        span: tracing::Span,
         f: F,
     ) -> Result<T, CarrierError>
     where
         F: std::future::Future<Output = Result<T, CarrierError>>,
     {
-        let span = tracing::info_span!(
-            "carrier.call",
-            otel.name = %format_args!("carrier.{operation}"),
-            otel.kind = "client",
-            otel.status_code = Empty,
-            otel.status_description = Empty,
-            carrier = self.inner.id().as_str(),
-            platform = self.platform,
-            method = operation,
-            // The carrier account the call is made on. Accounts are not configurable yet (one per
-            // carrier); the field is there so that traces and queries keep one shape when they are.
-            account_id = Empty,
-            iccid = iccid.map(|i| i.as_str()),
-            cards = cards,
-            outcome = Empty,
-        );
         let started = Instant::now();
         let result = self.guarded(f).instrument(span.clone()).await;
         span.record("outcome", outcome_label(&result));
@@ -210,6 +193,36 @@ impl Guarded {
     }
 }
 
+/// The span of one carrier call, `carrier.<method>`: a macro, because a span's name must be a
+/// constant, and a name per method is what a trace viewer lists. `iccid`: the card of a
+/// one-card call; `cards`: how many cards a batch call names.
+macro_rules! call_span {
+    ($guard:expr, $method:literal, iccid = $iccid:expr) => {
+        call_span!($guard, $method, Some($iccid.as_str()), None::<usize>)
+    };
+    ($guard:expr, $method:literal, cards = $cards:expr) => {
+        call_span!($guard, $method, None::<&str>, Some($cards))
+    };
+    ($guard:expr, $method:literal, $iccid:expr, $cards:expr) => {
+        tracing::info_span!(
+            concat!("carrier.", $method),
+            otel.kind = "client",
+            otel.status_code = Empty,
+            otel.status_description = Empty,
+            carrier = $guard.inner.id().as_str(),
+            platform = $guard.platform,
+            method = $method,
+            // The carrier account the call is made on. Accounts are not configurable yet (one
+            // per carrier); the field is there so that traces and queries keep one shape when
+            // they are.
+            account_id = Empty,
+            iccid = $iccid,
+            cards = $cards,
+            outcome = Empty,
+        )
+    };
+}
+
 #[async_trait]
 impl Carrier for Guarded {
     fn id(&self) -> CarrierId {
@@ -221,23 +234,18 @@ impl Carrier for Guarded {
     }
 
     async fn onboard(&self, cards: &[OnboardCard]) -> Result<(), CarrierError> {
-        self.call(
-            "onboard",
-            None,
-            Some(cards.len()),
-            self.inner.onboard(cards),
-        )
-        .await
+        let span = call_span!(self, "onboard", cards = cards.len());
+        self.call("onboard", span, self.inner.onboard(cards)).await
     }
 
     async fn card(&self, iccid: &Iccid) -> Result<CarrierCard, CarrierError> {
-        self.call("card", Some(iccid), None, self.inner.card(iccid))
-            .await
+        let span = call_span!(self, "card", iccid = iccid);
+        self.call("card", span, self.inner.card(iccid)).await
     }
 
     async fn cards(&self, iccids: &[Iccid]) -> Result<Vec<CarrierCard>, CarrierError> {
-        self.call("cards", None, Some(iccids.len()), self.inner.cards(iccids))
-            .await
+        let span = call_span!(self, "cards", cards = iccids.len());
+        self.call("cards", span, self.inner.cards(iccids)).await
     }
 
     fn batch_limit(&self) -> usize {
@@ -245,18 +253,18 @@ impl Carrier for Guarded {
     }
 
     async fn stop(&self, iccid: &Iccid) -> Result<(), CarrierError> {
-        self.call("stop", Some(iccid), None, self.inner.stop(iccid))
-            .await
+        let span = call_span!(self, "stop", iccid = iccid);
+        self.call("stop", span, self.inner.stop(iccid)).await
     }
 
     async fn restore(&self, iccid: &Iccid) -> Result<(), CarrierError> {
-        self.call("restore", Some(iccid), None, self.inner.restore(iccid))
-            .await
+        let span = call_span!(self, "restore", iccid = iccid);
+        self.call("restore", span, self.inner.restore(iccid)).await
     }
 
     async fn cancel(&self, iccid: &Iccid) -> Result<(), CarrierError> {
-        self.call("cancel", Some(iccid), None, self.inner.cancel(iccid))
-            .await
+        let span = call_span!(self, "cancel", iccid = iccid);
+        self.call("cancel", span, self.inner.cancel(iccid)).await
     }
 }
 
