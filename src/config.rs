@@ -115,6 +115,9 @@ pub struct Config {
     /// Log format and filter.
     #[serde(default)]
     pub log: LogConfig,
+    /// OpenTelemetry traces over OTLP/gRPC (off unless `otlp_endpoint` is set).
+    #[serde(default)]
+    pub telemetry: TelemetryConfig,
     /// What SIGTERM does.
     #[serde(default)]
     pub shutdown: ShutdownConfig,
@@ -171,6 +174,79 @@ impl Default for LogConfig {
             format: LogFormat::default(),
             filter: DEFAULT_LOG_FILTER.to_string(),
         }
+    }
+}
+
+pub const DEFAULT_SERVICE_NAME: &str = "simgate";
+
+/// `[telemetry]`: where `simgate serve` sends its traces. A span per RPC (continuing the
+/// caller's W3C `traceparent`), per carrier call and per background pass.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetryConfig {
+    /// An OTLP/gRPC collector such as `http://127.0.0.1:4317` (`https://` checks the
+    /// collector's certificate against the public web roots). Empty, the default: no traces
+    /// are made or sent, and the only cost is none.
+    pub otlp_endpoint: String,
+    /// The `service.name` the traces carry (default "simgate"): one name per deployment, so
+    /// that replicas show up as one service.
+    pub service_name: String,
+    /// The share of new traces kept, 0.0 to 1.0 (default 1.0). A call that arrives with a
+    /// sampled `traceparent` is kept whatever this says, and one marked not sampled is not
+    /// (parent-based), so a trace is never cut in half between services.
+    pub sampling_ratio: f64,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        TelemetryConfig {
+            otlp_endpoint: String::new(),
+            service_name: DEFAULT_SERVICE_NAME.to_string(),
+            sampling_ratio: 1.0,
+        }
+    }
+}
+
+impl TelemetryConfig {
+    /// Whether traces are made and exported at all.
+    pub fn enabled(&self) -> bool {
+        !self.otlp_endpoint.trim().is_empty()
+    }
+
+    /// This section with the endpoint's password replaced: a collector URL may carry one
+    /// (`https://user:token@collector:4317`).
+    fn redacted(&self) -> TelemetryConfig {
+        let mut t = self.clone();
+        if t.enabled() {
+            t.otlp_endpoint = redact_url(&t.otlp_endpoint);
+        }
+        t
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        // `contains` is false for NaN, so a NaN from `nan` in the file is refused too.
+        if !(0.0..=1.0).contains(&self.sampling_ratio) {
+            return Err(format!(
+                "telemetry.sampling_ratio must be between 0.0 and 1.0, not {}",
+                self.sampling_ratio
+            ));
+        }
+        if !self.enabled() {
+            return Ok(());
+        }
+        if self.service_name.trim().is_empty() {
+            return Err("telemetry.service_name must not be empty when traces are sent".into());
+        }
+        let shown = redact_url(&self.otlp_endpoint);
+        let url = url::Url::parse(self.otlp_endpoint.trim())
+            .map_err(|e| format!("telemetry.otlp_endpoint {shown}: {e}"))?;
+        if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+            return Err(format!(
+                "telemetry.otlp_endpoint {shown}: expected http://HOST:PORT or https://HOST:PORT \
+                 (OTLP over gRPC, usually port 4317)"
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -255,6 +331,7 @@ impl std::fmt::Debug for Config {
             .field("carriers", &self.carriers)
             .field("metrics", &self.metrics)
             .field("log", &self.log)
+            .field("telemetry", &self.telemetry.redacted())
             .field("shutdown", &self.shutdown)
             .field("webhooks", &self.webhooks)
             .field("journal", &self.journal)
@@ -387,6 +464,7 @@ impl Config {
             return Err("usage_sync_interval_ms must be at least 1".into());
         }
         self.webhooks.validate()?;
+        self.telemetry.validate()?;
         self.auth.validate()?;
         self.events.validate()?;
         if self.journal.lease_ms < 100 || self.journal.settle_interval_ms == 0 {
@@ -478,6 +556,7 @@ impl Config {
         if cfg.bootstrap_key.is_some() {
             cfg.bootstrap_key = Some(REDACTED.to_string());
         }
+        cfg.telemetry = cfg.telemetry.redacted();
         toml::to_string(&cfg).map_err(|e| format!("cannot render the configuration: {e}"))
     }
 
@@ -653,6 +732,67 @@ mod tests {
             assert_eq!(cfg.shutdown.grace_ms, 2500);
             Ok(())
         });
+    }
+
+    #[test]
+    // figment::Jail's closure must return figment's own (large) error type.
+    #[allow(clippy::result_large_err)]
+    fn telemetry_is_off_by_default_and_set_from_the_file_or_the_environment() {
+        let d = Config::from_toml("").unwrap().telemetry;
+        assert!(!d.enabled());
+        assert_eq!(
+            (d.service_name.as_str(), d.sampling_ratio),
+            ("simgate", 1.0)
+        );
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "simgate.toml",
+                "[telemetry]\notlp_endpoint = \"http://collector:4317\"\nservice_name = \"sg-eu\"\n",
+            )?;
+            jail.set_env("SIMGATE_TELEMETRY__SAMPLING_RATIO", "0.25");
+            let cfg = Config::load(Some(Path::new("simgate.toml"))).map_err(|e| e.to_string())?;
+            assert!(cfg.telemetry.enabled());
+            assert_eq!(cfg.telemetry.service_name, "sg-eu");
+            assert_eq!(cfg.telemetry.sampling_ratio, 0.25);
+            jail.set_env("SIMGATE_TELEMETRY__SAMPLING_RATIO", "1.5");
+            let err = Config::load(None).expect_err("a ratio above 1 accepted");
+            assert!(err.contains("telemetry.sampling_ratio"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn bad_telemetry_settings_name_the_field_and_the_endpoint_password_is_never_shown() {
+        for (toml, field) in [
+            ("sampling_ratio = -0.1", "telemetry.sampling_ratio"),
+            ("sampling_ratio = nan", "telemetry.sampling_ratio"),
+            (
+                "otlp_endpoint = \"collector:4317\"",
+                "telemetry.otlp_endpoint",
+            ),
+            (
+                "otlp_endpoint = \"ftp://collector\"",
+                "telemetry.otlp_endpoint",
+            ),
+            (
+                "otlp_endpoint = \"http://c:4317\"\nservice_name = \"\"",
+                "telemetry.service_name",
+            ),
+            ("samplng_ratio = 0.5", "samplng_ratio"),
+        ] {
+            let err = Config::from_toml(&format!("[telemetry]\n{toml}\n")).unwrap_err();
+            assert!(err.contains(field), "{toml}: {err}");
+        }
+        let cfg = Config::from_toml(
+            "[telemetry]\notlp_endpoint = \"https://u:hunter2@collector:4317\"\n",
+        )
+        .unwrap();
+        assert!(!format!("{cfg:?}").contains("hunter2"));
+        let text = cfg.to_redacted_toml().unwrap();
+        assert!(
+            !text.contains("hunter2") && text.contains("collector:4317"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -11,6 +11,7 @@
 //! - [`api`]: the tonic services; they convert between protobuf and domain and map errors.
 //! - [`cli`]: the `simgate card` / `simgate import` client for people.
 //! - [`server`]: assembly (`Server::builder()`), used by `main` and by the tests.
+//! - [`telemetry`]: the log subscriber, and OpenTelemetry traces over OTLP when configured.
 
 pub mod api;
 pub mod auth;
@@ -24,6 +25,7 @@ pub mod server;
 pub mod service;
 pub mod simulate;
 pub mod store;
+pub mod telemetry;
 
 /// Generated protobuf and gRPC code for `simgate.v1`.
 pub mod pb {

@@ -6,8 +6,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
-use simgate::config::{Config, LogConfig, LogFormat, DEFAULT_LISTEN};
+use simgate::config::{Config, DEFAULT_LISTEN};
 use simgate::store::{Store, StoreOptions};
+use simgate::telemetry::Telemetry;
 use simgate::Server;
 use tracing::{error, info};
 
@@ -148,25 +149,6 @@ fn read_secret(path: &std::path::Path) -> Result<String, String> {
     std::fs::read_to_string(path)
         .map(|s| s.trim_end_matches(['\r', '\n']).to_string())
         .map_err(|e| format!("cannot read {}: {e}", path.display()))
-}
-
-/// Logs to stdout in the configured format; RUST_LOG, when set, overrides the filter.
-fn init_logging(log: &LogConfig) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&log.filter));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()));
-    match log.format {
-        LogFormat::Pretty => builder.pretty().init(),
-        LogFormat::Compact => builder.compact().init(),
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .with_span_list(false)
-            .init(),
-    }
 }
 
 async fn shutdown_signal() {
@@ -358,12 +340,31 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    init_logging(&cfg.log);
-    match run(command, cfg).await {
-        Ok(()) => ExitCode::SUCCESS,
+    // Only the server exports traces; the other commands make no calls worth tracing.
+    let traces = matches!(command, Command::Serve { .. }).then(|| cfg.telemetry.clone());
+    let telemetry = match Telemetry::init(&cfg.log, traces.as_ref()) {
+        Ok(t) => t,
         Err(e) => {
-            error!("{e}");
-            ExitCode::FAILURE
+            eprintln!("simgate: {e}");
+            return ExitCode::FAILURE;
         }
+    };
+    if telemetry.exporting() {
+        info!(
+            endpoint = %simgate::config::redact_url(&cfg.telemetry.otlp_endpoint),
+            service_name = %cfg.telemetry.service_name,
+            sampling_ratio = cfg.telemetry.sampling_ratio,
+            "exporting traces over OTLP"
+        );
+    }
+    let result = run(command, cfg).await;
+    if let Err(e) = &result {
+        error!("{e}");
+    }
+    // After the server stopped: the spans of its last calls are sent before the process ends.
+    telemetry.shutdown().await;
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(_) => ExitCode::FAILURE,
     }
 }

@@ -256,6 +256,11 @@ impl ServerBuilder {
         let mut wire_servers = Vec::new();
         let simulation = self.config.simulation != Some(false);
         for (id, policy) in policies {
+            // Which platform the calls go to, for the carrier-call spans.
+            let platform = match (simulation, self.config.simulator_transport) {
+                (true, SimulatorTransport::InProcess) => "sim",
+                _ => crate::simulate::platform_of(id),
+            };
             let carrier: Arc<dyn crate::carrier::Carrier> = if simulation {
                 let sim = Arc::new(SimCarrier::new(
                     policy.clone(),
@@ -294,6 +299,7 @@ impl ServerBuilder {
                 .unwrap_or_default();
             carriers = carriers.with(Arc::new(
                 Guarded::new(carrier, limits)
+                    .with_platform(platform)
                     .with_clock(ops_clock.clone())
                     .with_metrics(metrics.clone()),
             ));
@@ -375,6 +381,7 @@ impl ServerBuilder {
             metrics_listener: None,
             _wire_servers: wire_servers,
             shutdown: self.config.shutdown,
+            traced: self.config.telemetry.enabled(),
         })
     }
 }
@@ -514,6 +521,8 @@ pub struct App {
     /// The loopback wire simulators of `simulator_transport = "http"`, stopped with the app.
     _wire_servers: Vec<WireServer>,
     shutdown: ShutdownConfig,
+    /// Whether each call gets its trace span (`[telemetry]` is on; `main` installed the exporter).
+    traced: bool,
 }
 
 impl App {
@@ -628,11 +637,18 @@ impl App {
         let stopping = CancellationToken::new();
         let stop_accepting = CancellationToken::new();
         let cut = CancellationToken::new();
-        let mut builder = tonic::transport::Server::builder().layer(ObserveLayer::new(
-            self.metrics.clone(),
-            stopping.clone(),
-            cut.clone(),
-        ));
+        // The trace span outermost, so that the observe layer's log span and everything the call
+        // does are inside it.
+        let mut builder = tonic::transport::Server::builder()
+            .layer(crate::telemetry::rpc::RpcSpanLayer::new(
+                self.traced,
+                self.metrics.clone(),
+            ))
+            .layer(ObserveLayer::new(
+                self.metrics.clone(),
+                stopping.clone(),
+                cut.clone(),
+            ));
         if let Some(tls) = &self.tls {
             builder = builder.tls_config(tls_config(tls)?)?;
         }

@@ -1,7 +1,9 @@
 //! Protection around a carrier account: a request-rate limit and a concurrency limit (what the
 //! carrier's contract allows), and a circuit breaker, so that when a carrier is down calls fail
 //! fast with a clear message instead of piling up, while reads of stored cards go on. It is also
-//! where every carrier call is counted and timed for the metrics.
+//! where every carrier call is counted and timed for the metrics, and gets its span (carrier,
+//! platform, method, card), so that a trace shows each call and the time spent waiting for the
+//! account's limits.
 
 use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
@@ -13,6 +15,8 @@ use async_trait::async_trait;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
+use tracing::field::Empty;
+use tracing::Instrument;
 
 use super::{Carrier, CarrierCard, CarrierError, OnboardCard};
 use crate::clock::Clock;
@@ -58,6 +62,9 @@ pub struct Guarded {
     /// Wall time for the breaker's window (injectable, so tests move time instead of waiting).
     clock: Arc<dyn Clock>,
     metrics: Option<crate::metrics::Metrics>,
+    /// The platform the calls reach (`onelink`, `jasper`, `cmp`, or `sim` in process), for the
+    /// spans: the same carrier can be reached through a real platform or a simulator.
+    platform: &'static str,
 }
 
 /// The metrics label of a call's result.
@@ -81,6 +88,7 @@ impl Guarded {
             breaker: Mutex::new(Breaker::default()),
             clock: Arc::new(crate::clock::SystemClock),
             metrics: None,
+            platform: "unknown",
             inner,
             limits,
         }
@@ -89,6 +97,12 @@ impl Guarded {
     /// Runs the breaker's window on `clock`.
     pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Guarded {
         self.clock = clock;
+        self
+    }
+
+    /// Names the platform in the carrier-call spans.
+    pub fn with_platform(mut self, platform: &'static str) -> Guarded {
+        self.platform = platform;
         self
     }
 
@@ -107,13 +121,24 @@ impl Guarded {
         ))
     }
 
-    /// Runs one call through the breaker, the concurrency limit and the rate limit.
-    async fn call<T, F>(&self, operation: &str, f: F) -> Result<T, CarrierError>
+    /// Runs one call through the breaker, the concurrency limit and the rate limit, inside
+    /// `span` (see [`call_span`]).
+    async fn call<T, F>(
+        &self,
+        operation: &str,
+        span: tracing::Span,
+        f: F,
+    ) -> Result<T, CarrierError>
     where
         F: std::future::Future<Output = Result<T, CarrierError>>,
     {
         let started = Instant::now();
-        let result = self.guarded(f).await;
+        let result = self.guarded(f).instrument(span.clone()).await;
+        span.record("outcome", outcome_label(&result));
+        if let Err(e) = &result {
+            span.record("otel.status_code", "error");
+            span.record("otel.status_description", tracing::field::display(e));
+        }
         if let Some(m) = &self.metrics {
             m.carrier_call(
                 self.inner.id().as_str(),
@@ -168,6 +193,36 @@ impl Guarded {
     }
 }
 
+/// The span of one carrier call, `carrier.<method>`: a macro, because a span's name must be a
+/// constant, and a name per method is what a trace viewer lists. `iccid`: the card of a
+/// one-card call; `cards`: how many cards a batch call names.
+macro_rules! call_span {
+    ($guard:expr, $method:literal, iccid = $iccid:expr) => {
+        call_span!($guard, $method, Some($iccid.as_str()), None::<usize>)
+    };
+    ($guard:expr, $method:literal, cards = $cards:expr) => {
+        call_span!($guard, $method, None::<&str>, Some($cards))
+    };
+    ($guard:expr, $method:literal, $iccid:expr, $cards:expr) => {
+        tracing::info_span!(
+            concat!("carrier.", $method),
+            otel.kind = "client",
+            otel.status_code = Empty,
+            otel.status_description = Empty,
+            carrier = $guard.inner.id().as_str(),
+            platform = $guard.platform,
+            method = $method,
+            // The carrier account the call is made on. Accounts are not configurable yet (one
+            // per carrier); the field is there so that traces and queries keep one shape when
+            // they are.
+            account_id = Empty,
+            iccid = $iccid,
+            cards = $cards,
+            outcome = Empty,
+        )
+    };
+}
+
 #[async_trait]
 impl Carrier for Guarded {
     fn id(&self) -> CarrierId {
@@ -179,15 +234,18 @@ impl Carrier for Guarded {
     }
 
     async fn onboard(&self, cards: &[OnboardCard]) -> Result<(), CarrierError> {
-        self.call("onboard", self.inner.onboard(cards)).await
+        let span = call_span!(self, "onboard", cards = cards.len());
+        self.call("onboard", span, self.inner.onboard(cards)).await
     }
 
     async fn card(&self, iccid: &Iccid) -> Result<CarrierCard, CarrierError> {
-        self.call("card", self.inner.card(iccid)).await
+        let span = call_span!(self, "card", iccid = iccid);
+        self.call("card", span, self.inner.card(iccid)).await
     }
 
     async fn cards(&self, iccids: &[Iccid]) -> Result<Vec<CarrierCard>, CarrierError> {
-        self.call("cards", self.inner.cards(iccids)).await
+        let span = call_span!(self, "cards", cards = iccids.len());
+        self.call("cards", span, self.inner.cards(iccids)).await
     }
 
     fn batch_limit(&self) -> usize {
@@ -195,15 +253,18 @@ impl Carrier for Guarded {
     }
 
     async fn stop(&self, iccid: &Iccid) -> Result<(), CarrierError> {
-        self.call("stop", self.inner.stop(iccid)).await
+        let span = call_span!(self, "stop", iccid = iccid);
+        self.call("stop", span, self.inner.stop(iccid)).await
     }
 
     async fn restore(&self, iccid: &Iccid) -> Result<(), CarrierError> {
-        self.call("restore", self.inner.restore(iccid)).await
+        let span = call_span!(self, "restore", iccid = iccid);
+        self.call("restore", span, self.inner.restore(iccid)).await
     }
 
     async fn cancel(&self, iccid: &Iccid) -> Result<(), CarrierError> {
-        self.call("cancel", self.inner.cancel(iccid)).await
+        let span = call_span!(self, "cancel", iccid = iccid);
+        self.call("cancel", span, self.inner.cancel(iccid)).await
     }
 }
 

@@ -231,6 +231,7 @@ impl BatchService {
     }
 
     /// Works through every due card once; returns how many it tried.
+    #[tracing::instrument(name = "batch.pass", skip_all, fields(idle = tracing::field::Empty))]
     pub async fn run_once(&self) -> Result<usize> {
         let _one = self.running.lock().await;
         let mut tried = 0;
@@ -267,6 +268,9 @@ impl BatchService {
             }
         }
         self.finish_done_batches().await?;
+        if tried == 0 {
+            tracing::Span::current().record(crate::telemetry::IDLE_FIELD, true);
+        }
         Ok(tried)
     }
 

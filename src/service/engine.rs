@@ -87,9 +87,13 @@ impl Engine {
 
     /// Applies everything due at `now` once: claims due cards batch by batch until none is left
     /// that this pass has not tried.
+    #[tracing::instrument(name = "engine.pass", skip_all, fields(idle = tracing::field::Empty))]
     pub async fn run_pass(&self, now: DateTime<Utc>) -> super::Result<PassStats> {
         let _one_at_a_time = self.running.lock().await;
         let result = self.pass(now).await;
+        if matches!(&result, Ok(s) if *s == PassStats::default()) {
+            tracing::Span::current().record(crate::telemetry::IDLE_FIELD, true);
+        }
         // Cards this pass could not finish go back for the next pass or another engine.
         if let Err(e) = self.service.store.release_leases(&self.owner).await {
             warn!(error = %e, "could not release engine leases; they expire by themselves");

@@ -555,6 +555,7 @@ impl CardService {
     /// Reads every live card's usage from its carrier, in batches as large as the carrier
     /// allows, and writes what changed (usage, daily history, alerts, stops) batch by batch.
     /// Pools are settled afterwards, so an exhausted pool stops its members in the same pass.
+    #[tracing::instrument(name = "usage_sync.pass", skip_all)]
     pub async fn sync_all_usage(&self) -> Result<SyncStats> {
         let mut stats = SyncStats::default();
         for id in CarrierId::ALL {

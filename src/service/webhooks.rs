@@ -407,6 +407,7 @@ impl WebhookService {
 
     /// Queues new events for every webhook and starts sending what is due, each attempt on its
     /// own task; it does not wait for them. Returns the attempts started.
+    #[tracing::instrument(name = "webhooks.pass", skip_all, fields(idle = tracing::field::Empty))]
     pub async fn run_once(&self) -> Result<usize> {
         let now_ms = self.clock.now().timestamp_millis();
         let hooks = self.store.webhooks(None).await?;
@@ -452,6 +453,9 @@ impl WebhookService {
                 }
             });
             started += 1;
+        }
+        if started == 0 {
+            tracing::Span::current().record(crate::telemetry::IDLE_FIELD, true);
         }
         Ok(started)
     }

@@ -24,6 +24,7 @@ mod platform;
 mod pools;
 mod simulate;
 mod store_suite;
+mod telemetry;
 mod tls;
 mod webhooks;
 mod wire_cmp;

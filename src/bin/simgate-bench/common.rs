@@ -5,6 +5,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -383,4 +384,69 @@ where
 /// run, and PostgreSQL refuses to start without a key that seals webhook secrets.
 pub fn server_builder() -> Res<simgate::server::ServerBuilder> {
     Ok(simgate::Server::builder().data_key(simgate::store::sealing::DataKey::generate()?))
+}
+
+/// Kills the child on every way out, so that a failed run leaves no server behind.
+pub struct ChildServer(pub Child);
+
+impl Drop for ChildServer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `simgate serve` (the binary next to this one) on a free port, with `env` on top of
+/// the benchmark's settings, and waits until it accepts connections.
+pub async fn start_server(db: &Db, env: &[(&str, String)]) -> Res<(ChildServer, SocketAddr)> {
+    let exe = std::env::current_exe()?
+        .parent()
+        .ok_or("bench binary has no directory")?
+        .join("simgate");
+    if !exe.exists() {
+        return Err(format!(
+            "{} not found: build both binaries (cargo build --release --bins)",
+            exe.display()
+        )
+        .into());
+    }
+    // A port the kernel just handed out and released; free again unless someone races for it.
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+    let log = db.dir().join("server.log");
+    let child = Command::new(&exe)
+        .arg("serve")
+        .current_dir(db.dir())
+        .env("SIMGATE_DATABASE_URL", db.url_for_child())
+        .env("SIMGATE_LISTEN", addr.to_string())
+        .env("SIMGATE_BOOTSTRAP_KEY", BENCH_KEY)
+        .env(
+            "SIMGATE_DATA_KEY",
+            simgate::store::sealing::DataKey::generate()?.to_base64(),
+        )
+        // The metrics port is fixed by default; a second server on the machine would hold it.
+        .env("SIMGATE_METRICS__ENABLED", "false")
+        .env("RUST_LOG", "warn")
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log)?)
+        .spawn()?;
+    let mut child = ChildServer(child);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(status) = child.0.try_wait()? {
+            let out = std::fs::read_to_string(&log).unwrap_or_default();
+            return Err(format!(
+                "simgate serve exited at start ({status}) on {addr}; if it names a port, another \
+                 listener (such as a metrics port) is taken:\n{out}"
+            )
+            .into());
+        }
+        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            return Ok((child, addr));
+        }
+        if Instant::now() > deadline {
+            return Err(format!("simgate serve did not listen on {addr} within 60 s").into());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

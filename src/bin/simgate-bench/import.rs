@@ -3,7 +3,6 @@
 //! INSERT of the same rows (every column, 1,000 rows a statement, one transaction per 10,000)
 //! into a fresh database of the same backend.
 
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
@@ -12,7 +11,7 @@ use simgate::domain::{Card, CarrierId, CarrierPolicy};
 use simgate::pb;
 use sqlx::AnyPool;
 
-use crate::common::{card_input, cards_client, new_card, Db, Res, BENCH_KEY};
+use crate::common::{card_input, cards_client, new_card, start_server, Db, Res};
 
 pub struct Args {
     pub cards: u64,
@@ -21,16 +20,6 @@ pub struct Args {
 }
 
 const GIB: u64 = 1 << 30;
-
-/// Kills the child on every way out, so that a failed run leaves no server behind.
-struct ChildServer(Child);
-
-impl Drop for ChildServer {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// `VmHWM` (peak resident set) of a process, in bytes.
 fn peak_rss(pid: u32) -> Res<u64> {
@@ -41,60 +30,6 @@ fn peak_rss(pid: u32) -> Res<u64> {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
         .ok_or("no VmHWM in /proc/<pid>/status")?;
     Ok(kb * 1024)
-}
-
-/// Starts `simgate serve` (the binary next to this one) on a free port and waits until it
-/// accepts connections.
-async fn start_server(db: &Db) -> Res<(ChildServer, std::net::SocketAddr)> {
-    let exe = std::env::current_exe()?
-        .parent()
-        .ok_or("bench binary has no directory")?
-        .join("simgate");
-    if !exe.exists() {
-        return Err(format!(
-            "{} not found: build both binaries (cargo build --release --bins)",
-            exe.display()
-        )
-        .into());
-    }
-    // A port the kernel just handed out and released; free again unless someone races for it.
-    let addr = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
-    let log = db.dir().join("server.log");
-    let child = Command::new(&exe)
-        .arg("serve")
-        .current_dir(db.dir())
-        .env("SIMGATE_DATABASE_URL", db.url_for_child())
-        .env("SIMGATE_LISTEN", addr.to_string())
-        .env("SIMGATE_BOOTSTRAP_KEY", BENCH_KEY)
-        .env(
-            "SIMGATE_DATA_KEY",
-            simgate::store::sealing::DataKey::generate()?.to_base64(),
-        )
-        // The metrics port is fixed by default; a second server on the machine would hold it.
-        .env("SIMGATE_METRICS__ENABLED", "false")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log)?)
-        .spawn()?;
-    let mut child = ChildServer(child);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Some(status) = child.0.try_wait()? {
-            let out = std::fs::read_to_string(&log).unwrap_or_default();
-            return Err(format!(
-                "simgate serve exited at start ({status}) on {addr}; if it names a port, another \
-                 listener (such as a metrics port) is taken:\n{out}"
-            )
-            .into());
-        }
-        if tokio::net::TcpStream::connect(addr).await.is_ok() {
-            return Ok((child, addr));
-        }
-        if Instant::now() > deadline {
-            return Err(format!("simgate serve did not listen on {addr} within 60 s").into());
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// The store's column order and types; the ceiling writes every column the import writes.
@@ -179,7 +114,7 @@ pub async fn run(a: Args) -> Res<()> {
     let calls = a.cards.div_ceil(a.per_call);
     let served_db = Db::fresh(a.database_url.as_deref())?;
     served_db.migrate().await?;
-    let (child, addr) = start_server(&served_db).await?;
+    let (child, addr) = start_server(&served_db, &[]).await?;
     let pid = child.0.id();
     let idle_rss = peak_rss(pid)?;
     let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))?

@@ -8,6 +8,7 @@ mod import;
 mod read;
 mod rollover;
 mod scale;
+mod telemetry;
 mod usage_sync;
 mod watch;
 mod write;
@@ -112,6 +113,20 @@ enum Command {
         #[arg(long)]
         database_url: Option<String>,
     },
+    /// GetCard and SuspendCard + ResumeCard on a `simgate serve` child without traces against
+    /// one exporting every span over OTLP to a collector in this process.
+    Telemetry {
+        #[arg(long, default_value_t = 1000)]
+        cards: u64,
+        /// Calls in flight (each round-trip task owns cards/concurrency cards).
+        #[arg(long, default_value_t = 32)]
+        concurrency: usize,
+        /// Seconds per round, workload and side.
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+        #[arg(long, default_value_t = 3)]
+        rounds: u32,
+    },
     /// WatchEvents fan-out to N streams against a bare tonic streaming fan-out (the ceiling).
     Watch {
         #[arg(long, default_value_t = 1000)]
@@ -213,6 +228,20 @@ async fn main() -> Result<(), common::BoxError> {
             usage_sync::run(usage_sync::Args {
                 cards,
                 database_url,
+            })
+            .await
+        }
+        Command::Telemetry {
+            cards,
+            concurrency,
+            seconds,
+            rounds,
+        } => {
+            telemetry::run(telemetry::Args {
+                cards,
+                concurrency,
+                seconds,
+                rounds,
             })
             .await
         }
