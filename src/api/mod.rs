@@ -6,6 +6,7 @@ pub mod auth;
 pub mod cards;
 pub mod convert;
 pub mod error;
+pub(crate) mod idempotency;
 pub mod monitoring;
 pub mod observe;
 pub mod operations;

@@ -11,6 +11,7 @@ use tonic_types::StatusExt;
 use super::auth::{forbidden, Authenticator};
 use super::convert::{self, carrier_from_pb, carrier_to_pb, status_to_pb, timestamp};
 use super::error::{invalid_argument, invalid_field};
+use super::idempotency::{idempotent, RequestKey};
 use crate::auth::Permission;
 use crate::domain::alerts::AlertRules;
 use crate::domain::pool::MAX_TOPUP_BYTES;
@@ -27,6 +28,8 @@ use crate::store::{DeliveryState, EventFilter, EventRow, PoolFilter, Webhook};
 const CURSOR: &str = "ev";
 const MAX_KINDS: usize = 20;
 const MAX_HISTORY_DAYS: u32 = 400;
+
+idempotent!(pb::TopUpPoolRequest);
 
 pub struct MonitoringApi {
     service: CardService,
@@ -658,7 +661,6 @@ impl pb::monitoring_service_server::MonitoringService for MonitoringApi {
             .caller(&request, "TopUpPool", Permission::Operate)
             .await?;
         let mut req = request.into_inner();
-        let request_id = std::mem::take(&mut req.request_id);
         let id = pool_id("pool_id", &req.pool_id)?;
         let customer = pool_customer(&req.customer_id)?;
         if req.bytes == 0 || req.bytes > MAX_TOPUP_BYTES {
@@ -667,25 +669,17 @@ impl pb::monitoring_service_server::MonitoringService for MonitoringApi {
                 format!("must be 1..={MAX_TOPUP_BYTES}"),
             ));
         }
-        let fingerprint = super::cards::fingerprint(&request_id, &req)?;
-        if let Some(first) = self
-            .service
-            .replay(&caller, &request_id, &fingerprint)
-            .await?
-        {
-            return pb::Pool::decode(first.as_slice())
-                .map(Response::new)
-                .map_err(|_| Status::internal("a stored answer could not be read"));
+        // The fields are checked before the repeat check, so that a refusal never depends on
+        // what was stored under the request id.
+        let key = RequestKey::take(&mut req)?;
+        if let Some(first) = key.replay(&self.service, &caller).await? {
+            return Ok(Response::new(first));
         }
         let respond = |v: &PoolView| pool_to_pb(v).encode_to_vec();
-        let idem = (!request_id.is_empty()).then_some((
-            request_id.as_str(),
-            fingerprint.as_str(),
-            &respond as &(dyn Fn(&PoolView) -> Vec<u8> + Send + Sync),
-        ));
+        let idem = key.idem(&respond);
         let view = self
             .service
-            .top_up_pool(&id, customer.as_deref(), req.bytes, &caller, idem)
+            .top_up_pool(&id, customer.as_deref(), req.bytes, &caller, idem.as_ref())
             .await?;
         Ok(Response::new(pool_to_pb(&view)))
     }

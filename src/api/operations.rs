@@ -3,7 +3,6 @@
 use std::pin::Pin;
 use std::time::Duration;
 
-use prost::Message;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
@@ -13,12 +12,15 @@ use super::convert::{
     timestamp, MAX_RECHARGE_FEN,
 };
 use super::error::{invalid_argument, invalid_field};
+use super::idempotency::{idempotent, OperationId, RequestKey, StoredAnswer};
 use crate::auth::Permission;
 use crate::domain::Fen;
 use crate::pb;
 use crate::service::batch::{BatchService, Kind, MAX_BATCH};
 use crate::service::{Caller, CardService};
 use crate::store::{Batch, BatchCounts};
+
+idempotent!(pb::BatchRequest, pb::BatchRechargeRequest);
 
 pub struct OperationApi {
     batches: BatchService,
@@ -35,23 +37,16 @@ impl OperationApi {
         }
     }
 
+    /// Starts a bulk operation; a repeat reports the operation the first request started.
     async fn start(
         &self,
         caller: Caller,
         kind: Kind,
         iccids: Vec<String>,
         amount: Fen,
-        request_id: String,
-        fingerprint_of: impl Message,
+        key: RequestKey,
     ) -> Result<Response<pb::Operation>, Status> {
-        super::cards::check_request_id(&request_id)?;
-        use sha2::{Digest, Sha256};
-        let fp: String = Sha256::digest(fingerprint_of.encode_to_vec())
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
-        if let Some(bytes) = self.cards.replay(&caller, &request_id, &fp).await? {
-            let id = String::from_utf8_lossy(&bytes).to_string();
+        if let Some(OperationId(id)) = key.replay(&self.cards, &caller).await? {
             let (b, c) = self.batches.get(&caller, &id).await?;
             return Ok(Response::new(operation(&b, c)));
         }
@@ -66,11 +61,10 @@ impl OperationApi {
         if !violations.is_empty() {
             return Err(invalid_argument(violations));
         }
-        let respond = |b: &Batch| b.id.as_bytes().to_vec();
-        let idem = (!request_id.is_empty()).then_some((request_id.as_str(), fp.as_str()));
+        let respond = |b: &Batch| OperationId(b.id.clone()).to_stored();
         let b = self
             .batches
-            .create(&caller, kind, clean, amount, idem, &respond)
+            .create(&caller, kind, clean, amount, key.idem(&respond).as_ref())
             .await?;
         let counts = BatchCounts {
             pending: b.total as u64,
@@ -126,9 +120,8 @@ impl pb::operation_service_server::OperationService for OperationApi {
             .caller(&request, "BatchSuspend", Permission::Operate)
             .await?;
         let mut req = request.into_inner();
-        let rid = std::mem::take(&mut req.request_id);
-        let iccids = req.iccids.clone();
-        self.start(caller, Kind::Suspend, iccids, Fen::ZERO, rid, req)
+        let key = RequestKey::take(&mut req)?;
+        self.start(caller, Kind::Suspend, req.iccids, Fen::ZERO, key)
             .await
     }
 
@@ -141,9 +134,8 @@ impl pb::operation_service_server::OperationService for OperationApi {
             .caller(&request, "BatchResume", Permission::Operate)
             .await?;
         let mut req = request.into_inner();
-        let rid = std::mem::take(&mut req.request_id);
-        let iccids = req.iccids.clone();
-        self.start(caller, Kind::Resume, iccids, Fen::ZERO, rid, req)
+        let key = RequestKey::take(&mut req)?;
+        self.start(caller, Kind::Resume, req.iccids, Fen::ZERO, key)
             .await
     }
 
@@ -162,10 +154,9 @@ impl pb::operation_service_server::OperationService for OperationApi {
                 format!("must be 1..={MAX_RECHARGE_FEN} fen"),
             ));
         }
-        let rid = std::mem::take(&mut req.request_id);
-        let iccids = req.iccids.clone();
+        let key = RequestKey::take(&mut req)?;
         let amount = Fen(req.amount_fen);
-        self.start(caller, Kind::Recharge, iccids, amount, rid, req)
+        self.start(caller, Kind::Recharge, req.iccids, amount, key)
             .await
     }
 
