@@ -3,10 +3,9 @@
 use tonic::{Request, Response, Status};
 
 use super::auth::Authenticator;
-use super::convert::{
-    customer_id_field, from_timestamp, page_size, position_token, read_position_token, timestamp,
-};
+use super::convert::{customer_id_field, from_timestamp, page_size, timestamp};
 use super::error::{invalid_argument, invalid_field};
+use super::paging::Page;
 use crate::auth::{ApiKey, Permission, Role};
 use crate::clock::Clock;
 use crate::pb;
@@ -176,8 +175,19 @@ impl pb::access_service_server::AccessService for AccessApi {
             .caller(&request, "ListAuditEntries", Permission::ReadAudit)
             .await?;
         let req = request.into_inner();
-        let page_size = page_size(req.page_size, 100)?;
-        let before = read_position_token("page_token", "audit", &req.page_token)?.unwrap_or(0);
+        let size = page_size(req.page_size, 100)?;
+        let unpaged = pb::ListAuditEntriesRequest {
+            page_size: 0,
+            page_token: String::new(),
+            ..req.clone()
+        };
+        let page = Page::<i64>::read(
+            "page_token",
+            &req.page_token,
+            size,
+            "ListAuditEntries",
+            &unpaged,
+        )?;
         let text = |v: String| (!v.is_empty()).then_some(v);
         let filter = AuditFilter {
             key_id: text(req.key_id),
@@ -185,16 +195,12 @@ impl pb::access_service_server::AccessService for AccessApi {
             customer_id: text(req.customer_id),
             method: text(req.method),
         };
+        let before = page.after.unwrap_or(0);
         let mut entries = self
             .access
-            .audit(&caller, filter, before, page_size + 1)
+            .audit(&caller, filter, before, page.limit())
             .await?;
-        let more = entries.len() > page_size as usize;
-        entries.truncate(page_size as usize);
-        let next_page_token = match (more, entries.last()) {
-            (true, Some(last)) => position_token("audit", last.id),
-            _ => String::new(),
-        };
+        let next_page_token = page.next(&mut entries, |last| last.id);
         Ok(Response::new(pb::ListAuditEntriesResponse {
             entries: entries
                 .into_iter()

@@ -2,15 +2,13 @@
 
 use std::collections::HashMap;
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
-use serde::{Deserialize, Serialize};
 use tonic::{Request, Response, Status};
 
 use super::auth::{forbidden, Authenticator};
 use super::convert::{self, card_to_pb, MAX_RECHARGE_FEN, MAX_RENEW_MONTHS};
 use super::error::{invalid_argument, invalid_field};
 use super::idempotency::{self, idempotent, Begun, Idempotent, StoredAnswer};
+use super::paging::Page;
 use crate::auth::Permission;
 use crate::domain::diagnosis::Lang;
 use crate::domain::ids::CarrierCheck;
@@ -119,67 +117,8 @@ fn iccid(raw: &str) -> Result<Iccid, Status> {
     convert::iccid_field("iccid", raw).map_err(|v| invalid_argument(vec![v]))
 }
 
-/// What a page token carries: where the last page ended, and the filter it was issued for, so
-/// that a token replayed with another filter is refused instead of silently skipping cards.
-#[derive(Serialize, Deserialize, PartialEq, Eq)]
-struct PageToken {
-    after: String,
-    filter: String,
-}
-
-fn filter_key(f: &CardFilter) -> String {
-    let mut key = format!(
-        "{}|{}|{}|{}",
-        f.carrier.map(|c| c.as_str()).unwrap_or(""),
-        match f.customer_id.as_deref() {
-            Some("") => "(unassigned)",
-            Some(c) => c,
-            None => "",
-        },
-        f.status.map(|s| s.as_str()).unwrap_or(""),
-        f.stop_reason.map(|r| r.as_str()).unwrap_or("")
-    );
-    // Appended only when set, so tokens issued before the pool filter existed stay valid.
-    if let Some(p) = &f.pool_id {
-        key.push_str(&format!("|pool:{p}"));
-    }
-    key
-}
-
-fn decode_token(raw: &str, filter: &CardFilter) -> Result<Option<String>, Status> {
-    if raw.is_empty() {
-        return Ok(None);
-    }
-    let bad = || invalid_field("page_token", "is not a token this server issued");
-    let bytes = URL_SAFE_NO_PAD.decode(raw).map_err(|_| bad())?;
-    let token: PageToken = serde_json::from_slice(&bytes).map_err(|_| bad())?;
-    if token.filter != filter_key(filter) {
-        return Err(invalid_field(
-            "page_token",
-            "was issued for a different filter; start again without a token",
-        ));
-    }
-    Ok(Some(token.after))
-}
-
-fn encode_token(after: &str, filter: &CardFilter) -> String {
-    let token = PageToken {
-        after: after.to_string(),
-        filter: filter_key(filter),
-    };
-    URL_SAFE_NO_PAD.encode(serde_json::to_vec(&token).unwrap_or_default())
-}
-
 fn page_size(requested: i32) -> Result<u32, Status> {
     convert::page_size(requested, DEFAULT_PAGE_SIZE)
-}
-
-/// The "filter" an event page token is bound to: the card whose history it pages.
-fn events_filter(iccid: &Iccid) -> CardFilter {
-    CardFilter {
-        customer_id: Some(format!("events:{iccid}")),
-        ..CardFilter::default()
-    }
 }
 
 fn list_filter(req: &pb::ListCardsRequest) -> Result<CardFilter, Status> {
@@ -383,20 +322,20 @@ impl pb::card_service_server::CardService for CardApi {
             .caller(&request, "ListCards", Permission::Read)
             .await?;
         let req = request.into_inner();
-        let page_size = page_size(req.page_size)?;
+        let size = page_size(req.page_size)?;
         let filter = list_filter(&req)?;
-        let after = decode_token(&req.page_token, &filter)?;
-        // One extra row tells whether another page exists, so the last page has no token.
+        let unpaged = pb::ListCardsRequest {
+            page_size: 0,
+            page_token: String::new(),
+            ..req.clone()
+        };
+        let page =
+            Page::<String>::read("page_token", &req.page_token, size, "ListCards", &unpaged)?;
         let mut cards = self
             .service
-            .list(&filter, after.as_deref(), page_size + 1, &caller)
+            .list(&filter, page.after.as_deref(), page.limit(), &caller)
             .await?;
-        let more = cards.len() > page_size as usize;
-        cards.truncate(page_size as usize);
-        let next_page_token = match (more, cards.last()) {
-            (true, Some(last)) => encode_token(last.iccid.as_str(), &filter),
-            _ => String::new(),
-        };
+        let next_page_token = page.next(&mut cards, |last| last.iccid.to_string());
         Ok(Response::new(pb::ListCardsResponse {
             cards: cards.iter().map(|c| self.card(c)).collect(),
             next_page_token,
@@ -498,25 +437,25 @@ impl pb::card_service_server::CardService for CardApi {
             .await?;
         let req = request.into_inner();
         let iccid = iccid(&req.iccid)?;
-        let page_size = page_size(req.page_size)?;
-        let after = if req.page_token.is_empty() {
-            0
-        } else {
-            decode_token(&req.page_token, &events_filter(&iccid))?
-                .and_then(|a| a.parse::<i64>().ok())
-                .ok_or_else(|| invalid_field("page_token", "is not a token this server issued"))?
+        let size = page_size(req.page_size)?;
+        // A token pages the history of the card it was issued for.
+        let unpaged = pb::ListCardEventsRequest {
+            iccid: iccid.to_string(),
+            ..Default::default()
         };
+        let page = Page::<i64>::read(
+            "page_token",
+            &req.page_token,
+            size,
+            "ListCardEvents",
+            &unpaged,
+        )?;
         // NOT_FOUND for an unknown (or another customer's) card, not an empty history.
         let mut events = self
             .service
-            .events(&iccid, after, page_size + 1, &caller)
+            .events(&iccid, page.after.unwrap_or(0), page.limit(), &caller)
             .await?;
-        let more = events.len() > page_size as usize;
-        events.truncate(page_size as usize);
-        let next_page_token = match (more, events.last()) {
-            (true, Some(last)) => encode_token(&last.id.to_string(), &events_filter(&iccid)),
-            _ => String::new(),
-        };
+        let next_page_token = page.next(&mut events, |last| last.id);
         Ok(Response::new(pb::ListCardEventsResponse {
             events: events.iter().map(convert::event_to_pb).collect(),
             next_page_token,

@@ -10,4 +10,5 @@ pub(crate) mod idempotency;
 pub mod monitoring;
 pub mod observe;
 pub mod operations;
+pub(crate) mod paging;
 pub mod simulator;

@@ -12,6 +12,7 @@ use super::auth::{forbidden, Authenticator};
 use super::convert::{self, carrier_from_pb, carrier_to_pb, status_to_pb, timestamp};
 use super::error::{invalid_argument, invalid_field};
 use super::idempotency::{idempotent, RequestKey};
+use super::paging::{event_cursor, read_event_cursor, Page};
 use crate::auth::Permission;
 use crate::domain::alerts::AlertRules;
 use crate::domain::pool::MAX_TOPUP_BYTES;
@@ -24,8 +25,6 @@ use crate::service::webhooks::{NewWebhook, WebhookService};
 use crate::service::{Caller, CardService, FieldViolation};
 use crate::store::{DeliveryState, EventFilter, EventRow, PoolFilter, Webhook};
 
-/// Scope of event cursors and event page tokens (they are the same thing).
-const CURSOR: &str = "ev";
 const MAX_KINDS: usize = 20;
 const MAX_HISTORY_DAYS: u32 = 400;
 
@@ -100,7 +99,7 @@ fn over_cap(over: OverCap) -> Status {
 
 /// The end of a stream whose client stopped reading: where to resume.
 fn fell_behind(cursor: i64) -> Status {
-    let token = convert::position_token(CURSOR, cursor);
+    let token = event_cursor(cursor);
     let mut d = tonic_types::ErrorDetails::new();
     d.set_error_info(
         "WATCH_CONSUMER_TOO_SLOW",
@@ -307,7 +306,7 @@ fn pool_to_pb(v: &PoolView) -> pb::Pool {
 
 pub fn event_to_pb(e: &EventRow) -> pb::Event {
     pb::Event {
-        cursor: convert::position_token(CURSOR, e.id),
+        cursor: event_cursor(e.id),
         kind: e.kind.clone(),
         cause: e.cause.clone(),
         at: Some(timestamp(e.at)),
@@ -576,38 +575,42 @@ impl pb::monitoring_service_server::MonitoringService for MonitoringApi {
                     .ok_or_else(|| invalid_field("carrier", "is not a carrier"))?,
             );
         }
-        // "pool:<pool id>:<customer>": pools page in (id, customer) order, since two customers
-        // may have a pool of the same id. Neither part can contain ':'.
-        let (after_id, after_customer) = if req.page_token.is_empty() {
-            (String::new(), String::new())
-        } else {
-            use base64::Engine;
-            base64::engine::general_purpose::URL_SAFE_NO_PAD
-                .decode(&req.page_token)
-                .ok()
-                .and_then(|b| String::from_utf8(b).ok())
-                .and_then(|s| {
-                    let rest = s.strip_prefix("pool:")?;
-                    let (id, customer) = rest.split_once(':')?;
-                    (valid_pool_id(id) && convert::customer_id_field("", customer).is_ok())
-                        .then(|| (id.to_string(), customer.to_string()))
-                })
-                .ok_or_else(|| invalid_field("page_token", "is not a token this server issued"))?
+        // Pools page in (pool id, customer) order, since two customers may have a pool of the
+        // same id.
+        let unpaged = pb::ListPoolsRequest {
+            page_size: 0,
+            page_token: String::new(),
+            ..req.clone()
+        };
+        let page = Page::<(String, String)>::read(
+            "page_token",
+            &req.page_token,
+            size,
+            "ListPools",
+            &unpaged,
+        )?;
+        let (after_id, after_customer) = match &page.after {
+            None => (String::new(), String::new()),
+            // The position goes to the store as it is: only what a pool can be is taken.
+            Some((id, customer))
+                if valid_pool_id(id) && convert::customer_id_field("", customer).is_ok() =>
+            {
+                (id.clone(), customer.clone())
+            }
+            Some(_) => {
+                return Err(invalid_field(
+                    "page_token",
+                    "is not a token this server issued",
+                ))
+            }
         };
         let mut pools = self
             .service
-            .list_pools(&filter, (&after_id, &after_customer), size + 1, &caller)
+            .list_pools(&filter, (&after_id, &after_customer), page.limit(), &caller)
             .await?;
-        let more = pools.len() > size as usize;
-        pools.truncate(size as usize);
-        let next_page_token = match (more, pools.last()) {
-            (true, Some(last)) => {
-                use base64::Engine;
-                base64::engine::general_purpose::URL_SAFE_NO_PAD
-                    .encode(format!("pool:{}:{}", last.pool.id, last.pool.customer_id))
-            }
-            _ => String::new(),
-        };
+        let next_page_token = page.next(&mut pools, |last| {
+            (last.pool.id.clone(), last.pool.customer_id.clone())
+        });
         Ok(Response::new(pb::ListPoolsResponse {
             pools: pools.iter().map(pool_to_pb).collect(),
             next_page_token,
@@ -777,7 +780,9 @@ impl pb::monitoring_service_server::MonitoringService for MonitoringApi {
         let req = request.into_inner();
         let size = convert::page_size(req.page_size, 100)?;
         let filter = event_filter(req.filter)?;
-        let after = convert::read_position_token("page_token", CURSOR, &req.page_token)?
+        // The token is an event cursor, not a filtered page token: ListEvents and WatchEvents
+        // take each other's cursors whatever their filters (see `paging`).
+        let after = read_event_cursor("page_token", &req.page_token)?
             .unwrap_or(0)
             .max(0);
         let Some(filter) = scoped(filter, caller.principal.customer_id.as_ref()) else {
@@ -792,7 +797,7 @@ impl pb::monitoring_service_server::MonitoringService for MonitoringApi {
         let more = events.len() > size as usize;
         events.truncate(size as usize);
         let next_page_token = match (more, events.last()) {
-            (true, Some(last)) => convert::position_token(CURSOR, last.id),
+            (true, Some(last)) => event_cursor(last.id),
             _ => String::new(),
         };
         Ok(Response::new(pb::ListEventsResponse {
@@ -886,7 +891,7 @@ impl pb::monitoring_service_server::MonitoringService for MonitoringApi {
                 .iter()
                 .map(|d| pb::WebhookDelivery {
                     webhook_id: d.webhook_id.clone(),
-                    event_cursor: convert::position_token(CURSOR, d.event_id),
+                    event_cursor: event_cursor(d.event_id),
                     state: delivery_state_to_pb(d.state) as i32,
                     attempts: d.attempts,
                     next_attempt_at: (d.state == DeliveryState::Pending)
@@ -943,7 +948,7 @@ impl pb::monitoring_service_server::MonitoringService for MonitoringApi {
         let connection = request.remote_addr();
         let req = request.into_inner();
         let filter = event_filter(req.filter)?;
-        let after = convert::read_position_token("after_cursor", CURSOR, &req.after_cursor)?;
+        let after = read_event_cursor("after_cursor", &req.after_cursor)?;
         if let Some(c) = &filter.customer_id {
             own_customer(&caller, c)?;
         }

@@ -7,12 +7,10 @@ use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
 use super::auth::Authenticator;
-use super::convert::{
-    page_size, position_token, read_position_token, read_time_and_id_token, time_and_id_token,
-    timestamp, MAX_RECHARGE_FEN,
-};
+use super::convert::{page_size, timestamp, MAX_RECHARGE_FEN};
 use super::error::{invalid_argument, invalid_field};
 use super::idempotency::{idempotent, OperationId, RequestKey, StoredAnswer};
+use super::paging::Page;
 use crate::auth::Permission;
 use crate::domain::Fen;
 use crate::pb;
@@ -183,18 +181,25 @@ impl pb::operation_service_server::OperationService for OperationApi {
                 ))
             }
         };
-        let after =
-            read_position_token("results_page_token", &id, &req.results_page_token)?.unwrap_or(-1);
+        // A token pages the results of the operation and status it was issued for.
+        let unpaged = pb::GetOperationRequest {
+            id: id.clone(),
+            results_status: req.results_status.clone(),
+            ..Default::default()
+        };
+        let page = Page::<i64>::read(
+            "results_page_token",
+            &req.results_page_token,
+            req.results_page_size as u32,
+            "GetOperation",
+            &unpaged,
+        )?;
         let (b, c) = self.batches.get(&caller, &id).await?;
         let mut op = operation(&b, c);
-        if req.results_page_size > 0 {
-            let size = req.results_page_size as u32;
-            let mut items = self.batches.items(&id, status, after, size + 1).await?;
-            let more = items.len() > size as usize;
-            items.truncate(size as usize);
-            if let (true, Some(last)) = (more, items.last()) {
-                op.next_results_page_token = position_token(&id, last.seq);
-            }
+        if page.size > 0 {
+            let after = page.after.unwrap_or(-1);
+            let mut items = self.batches.items(&id, status, after, page.limit()).await?;
+            op.next_results_page_token = page.next(&mut items, |last| last.seq);
             op.results = items
                 .into_iter()
                 .map(|i| pb::ItemResult {
@@ -219,21 +224,19 @@ impl pb::operation_service_server::OperationService for OperationApi {
             .await?;
         let req = request.into_inner();
         let size = page_size(req.page_size, 50)?;
-        let before = read_time_and_id_token("page_token", "ops", &req.page_token)?;
-        let mut list = self
-            .batches
-            .list(
-                &caller,
-                before.as_ref().map(|(ms, id)| (*ms, id.as_str())),
-                size + 1,
-            )
-            .await?;
-        let more = list.len() > size as usize;
-        list.truncate(size as usize);
-        let next_page_token = match (more, list.last()) {
-            (true, Some((b, _))) => time_and_id_token("ops", b.created_ms, &b.id),
-            _ => String::new(),
-        };
+        // Operations page by creation time, which is not unique: the position holds the id too,
+        // so that operations sharing a millisecond are never split or skipped at a page edge.
+        let unpaged = pb::ListOperationsRequest::default();
+        let page = Page::<(i64, String)>::read(
+            "page_token",
+            &req.page_token,
+            size,
+            "ListOperations",
+            &unpaged,
+        )?;
+        let before = page.after.as_ref().map(|(ms, id)| (*ms, id.as_str()));
+        let mut list = self.batches.list(&caller, before, page.limit()).await?;
+        let next_page_token = page.next(&mut list, |(b, _)| (b.created_ms, b.id.clone()));
         Ok(Response::new(pb::ListOperationsResponse {
             operations: list.iter().map(|(b, c)| operation(b, *c)).collect(),
             next_page_token,
