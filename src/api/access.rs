@@ -6,7 +6,8 @@ use super::auth::Authenticator;
 use super::convert::{customer_id_field, from_timestamp, page_size, timestamp};
 use super::error::{invalid_argument, invalid_field};
 use super::paging::Page;
-use crate::auth::{ApiKey, Permission, Role};
+use super::rpc::Rpc;
+use crate::auth::{ApiKey, Role};
 use crate::clock::Clock;
 use crate::pb;
 use crate::service::access::AccessService;
@@ -70,10 +71,7 @@ impl pb::access_service_server::AccessService for AccessApi {
         &self,
         request: Request<pb::CreateApiKeyRequest>,
     ) -> Result<Response<pb::CreateApiKeyResponse>, Status> {
-        let caller = self
-            .auth
-            .caller(&request, "CreateApiKey", Permission::ManageKeys)
-            .await?;
+        let caller = self.auth.caller(&request, Rpc::CreateApiKey).await?;
         let req = request.into_inner();
         let mut violations = Vec::new();
         let role = match pb::Role::try_from(req.role) {
@@ -131,10 +129,7 @@ impl pb::access_service_server::AccessService for AccessApi {
         &self,
         request: Request<pb::ListApiKeysRequest>,
     ) -> Result<Response<pb::ListApiKeysResponse>, Status> {
-        let caller = self
-            .auth
-            .caller(&request, "ListApiKeys", Permission::ManageKeys)
-            .await?;
+        let caller = self.auth.caller(&request, Rpc::ListApiKeys).await?;
         let customer = optional_customer("customer_id", &request.get_ref().customer_id)
             .map_err(|v| invalid_argument(vec![v]))?;
         let keys = self.access.list_keys(&caller, customer.as_deref()).await?;
@@ -147,10 +142,7 @@ impl pb::access_service_server::AccessService for AccessApi {
         &self,
         request: Request<pb::RevokeApiKeyRequest>,
     ) -> Result<Response<pb::ApiKey>, Status> {
-        let caller = self
-            .auth
-            .caller(&request, "RevokeApiKey", Permission::ManageKeys)
-            .await?;
+        let caller = self.auth.caller(&request, Rpc::RevokeApiKey).await?;
         let key_id = request.into_inner().key_id;
         if key_id.len() != 16 || !key_id.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(invalid_field(
@@ -170,10 +162,7 @@ impl pb::access_service_server::AccessService for AccessApi {
         &self,
         request: Request<pb::ListAuditEntriesRequest>,
     ) -> Result<Response<pb::ListAuditEntriesResponse>, Status> {
-        let caller = self
-            .auth
-            .caller(&request, "ListAuditEntries", Permission::ReadAudit)
-            .await?;
+        let caller = self.auth.caller(&request, Rpc::ListAuditEntries).await?;
         let req = request.into_inner();
         let size = page_size(req.page_size, 100)?;
         let unpaged = pb::ListAuditEntriesRequest {

@@ -9,7 +9,7 @@ use super::convert::{self, card_to_pb, MAX_RECHARGE_FEN, MAX_RENEW_MONTHS};
 use super::error::{invalid_argument, invalid_field};
 use super::idempotency::{self, idempotent, Begun, Idempotent, StoredAnswer};
 use super::paging::Page;
-use crate::auth::Permission;
+use super::rpc::Rpc;
 use crate::domain::diagnosis::Lang;
 use crate::domain::ids::CarrierCheck;
 use crate::domain::{Card, Fen, Iccid};
@@ -66,21 +66,20 @@ impl CardApi {
     async fn begin<R: Idempotent, A: StoredAnswer>(
         &self,
         request: Request<R>,
-        method: &'static str,
-        perm: Permission,
+        rpc: Rpc,
     ) -> Result<Begun<R, A>, Status> {
-        idempotency::begin(&self.auth, &self.service, request, method, perm).await
+        idempotency::begin(&self.auth, &self.service, request, rpc).await
     }
 
     /// Suspend, resume and verify: authenticate, replay a repeated request, validate, change.
     async fn change_state<R: Idempotent>(
         &self,
         request: Request<R>,
-        method: &'static str,
+        rpc: Rpc,
         change: StateChange,
         iccid_of: fn(&R) -> &str,
     ) -> Result<Response<pb::Card>, Status> {
-        let f = match self.begin(request, method, Permission::Operate).await? {
+        let f = match self.begin(request, rpc).await? {
             Begun::Repeat(first) => return Ok(Response::new(first)),
             Begun::Fresh(f) => f,
         };
@@ -189,10 +188,7 @@ impl pb::card_service_server::CardService for CardApi {
         &self,
         request: Request<pb::ImportCardsRequest>,
     ) -> Result<Response<pb::ImportCardsResponse>, Status> {
-        let f = match self
-            .begin(request, "ImportCards", Permission::Import)
-            .await?
-        {
+        let f = match self.begin(request, Rpc::ImportCards).await? {
             Begun::Repeat(first) => return Ok(Response::new(first)),
             Begun::Fresh(f) => f,
         };
@@ -264,10 +260,7 @@ impl pb::card_service_server::CardService for CardApi {
         &self,
         request: Request<pb::AssignCardsRequest>,
     ) -> Result<Response<pb::AssignCardsResponse>, Status> {
-        let f = match self
-            .begin(request, "AssignCards", Permission::Import)
-            .await?
-        {
+        let f = match self.begin(request, Rpc::AssignCards).await? {
             Begun::Repeat(first) => return Ok(Response::new(first)),
             Begun::Fresh(f) => f,
         };
@@ -304,10 +297,7 @@ impl pb::card_service_server::CardService for CardApi {
         &self,
         request: Request<pb::GetCardRequest>,
     ) -> Result<Response<pb::Card>, Status> {
-        let caller = self
-            .auth
-            .caller(&request, "GetCard", Permission::Read)
-            .await?;
+        let caller = self.auth.caller(&request, Rpc::GetCard).await?;
         let iccid = iccid(&request.get_ref().iccid)?;
         let card = self.service.get(&iccid, &caller).await?;
         Ok(Response::new(self.card(&card)))
@@ -317,10 +307,7 @@ impl pb::card_service_server::CardService for CardApi {
         &self,
         request: Request<pb::ListCardsRequest>,
     ) -> Result<Response<pb::ListCardsResponse>, Status> {
-        let caller = self
-            .auth
-            .caller(&request, "ListCards", Permission::Read)
-            .await?;
+        let caller = self.auth.caller(&request, Rpc::ListCards).await?;
         let req = request.into_inner();
         let size = page_size(req.page_size)?;
         let filter = list_filter(&req)?;
@@ -346,15 +333,17 @@ impl pb::card_service_server::CardService for CardApi {
         &self,
         request: Request<pb::SuspendCardRequest>,
     ) -> Result<Response<pb::Card>, Status> {
-        self.change_state(request, "SuspendCard", StateChange::Suspend, |r| &r.iccid)
-            .await
+        self.change_state(request, Rpc::SuspendCard, StateChange::Suspend, |r| {
+            &r.iccid
+        })
+        .await
     }
 
     async fn resume_card(
         &self,
         request: Request<pb::ResumeCardRequest>,
     ) -> Result<Response<pb::Card>, Status> {
-        self.change_state(request, "ResumeCard", StateChange::Resume, |r| &r.iccid)
+        self.change_state(request, Rpc::ResumeCard, StateChange::Resume, |r| &r.iccid)
             .await
     }
 
@@ -362,7 +351,7 @@ impl pb::card_service_server::CardService for CardApi {
         &self,
         request: Request<pb::RechargeRequest>,
     ) -> Result<Response<pb::RechargeResponse>, Status> {
-        let f = match self.begin(request, "Recharge", Permission::Operate).await? {
+        let f = match self.begin(request, Rpc::Recharge).await? {
             Begun::Repeat(first) => return Ok(Response::new(first)),
             Begun::Fresh(f) => f,
         };
@@ -391,10 +380,7 @@ impl pb::card_service_server::CardService for CardApi {
         &self,
         request: Request<pb::RenewPlanRequest>,
     ) -> Result<Response<pb::Card>, Status> {
-        let f = match self
-            .begin(request, "RenewPlan", Permission::Operate)
-            .await?
-        {
+        let f = match self.begin(request, Rpc::RenewPlan).await? {
             Begun::Repeat(first) => return Ok(Response::new(first)),
             Begun::Fresh(f) => f,
         };
@@ -420,7 +406,7 @@ impl pb::card_service_server::CardService for CardApi {
     ) -> Result<Response<pb::Card>, Status> {
         self.change_state(
             request,
-            "VerifyRealName",
+            Rpc::VerifyRealName,
             StateChange::VerifyRealName,
             |r| &r.iccid,
         )
@@ -431,10 +417,7 @@ impl pb::card_service_server::CardService for CardApi {
         &self,
         request: Request<pb::ListCardEventsRequest>,
     ) -> Result<Response<pb::ListCardEventsResponse>, Status> {
-        let caller = self
-            .auth
-            .caller(&request, "ListCardEvents", Permission::Read)
-            .await?;
+        let caller = self.auth.caller(&request, Rpc::ListCardEvents).await?;
         let req = request.into_inner();
         let iccid = iccid(&req.iccid)?;
         let size = page_size(req.page_size)?;
@@ -466,10 +449,7 @@ impl pb::card_service_server::CardService for CardApi {
         &self,
         request: Request<pb::DiagnoseCardRequest>,
     ) -> Result<Response<pb::Diagnosis>, Status> {
-        let caller = self
-            .auth
-            .caller(&request, "DiagnoseCard", Permission::Read)
-            .await?;
+        let caller = self.auth.caller(&request, Rpc::DiagnoseCard).await?;
         let accept = request
             .metadata()
             .get("accept-language")
@@ -486,10 +466,7 @@ impl pb::card_service_server::CardService for CardApi {
         &self,
         request: Request<pb::GetUsageRequest>,
     ) -> Result<Response<pb::Usage>, Status> {
-        let caller = self
-            .auth
-            .caller(&request, "GetUsage", Permission::Read)
-            .await?;
+        let caller = self.auth.caller(&request, Rpc::GetUsage).await?;
         let iccid = iccid(&request.get_ref().iccid)?;
         let u = self.service.usage(&iccid, &caller).await?;
         let permille = u.used_bytes.saturating_mul(1000) / u.quota_bytes.max(1);

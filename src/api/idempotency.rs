@@ -4,7 +4,7 @@
 //! and answered the same way everywhere. A new one reads:
 //!
 //! ```ignore
-//! let f = match self.begin(request, "RenewPlan", Permission::Operate).await? {
+//! let f = match self.begin(request, Rpc::RenewPlan).await? {
 //!     Begun::Repeat(first) => return Ok(Response::new(first)),
 //!     Begun::Fresh(f) => f,
 //! };
@@ -25,7 +25,7 @@ use tonic::{Request, Status};
 
 use super::auth::Authenticator;
 use super::error::invalid_field;
-use crate::auth::Permission;
+use super::rpc::Rpc;
 use crate::service::{Caller, CardService, Idem};
 
 /// Longest request id: it is stored and compared byte for byte.
@@ -159,16 +159,15 @@ pub(crate) struct Fresh<R> {
     pub key: RequestKey,
 }
 
-/// Authenticates `request` for `method`, takes its request id out, and answers a repeat with its
+/// Authenticates `request` for `rpc`, takes its request id out, and answers a repeat with its
 /// first answer.
 pub(crate) async fn begin<R: Idempotent, A: StoredAnswer>(
     auth: &Authenticator,
     service: &CardService,
     request: Request<R>,
-    method: &'static str,
-    perm: Permission,
+    rpc: Rpc,
 ) -> Result<Begun<R, A>, Status> {
-    let caller = auth.caller(&request, method, perm).await?;
+    let caller = auth.caller(&request, rpc).await?;
     let mut req = request.into_inner();
     let key = RequestKey::take(&mut req)?;
     Ok(match key.replay(service, &caller).await? {

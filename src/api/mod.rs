@@ -11,4 +11,5 @@ pub mod monitoring;
 pub mod observe;
 pub mod operations;
 pub(crate) mod paging;
+pub mod rpc;
 pub mod simulator;

@@ -13,7 +13,7 @@ use super::convert::{self, carrier_from_pb, carrier_to_pb, status_to_pb, timesta
 use super::error::{invalid_argument, invalid_field};
 use super::idempotency::{idempotent, RequestKey};
 use super::paging::{event_cursor, read_event_cursor, Page};
-use crate::auth::Permission;
+use super::rpc::Rpc;
 use crate::domain::alerts::AlertRules;
 use crate::domain::pool::MAX_TOPUP_BYTES;
 use crate::domain::Iccid;
@@ -485,10 +485,7 @@ impl pb::monitoring_service_server::MonitoringService for MonitoringApi {
         &self,
         request: Request<pb::CreatePoolRequest>,
     ) -> Result<Response<pb::Pool>, Status> {
-        let caller = self
-            .auth
-            .caller(&request, "CreatePool", Permission::Operate)
-            .await?;
+        let caller = self.auth.caller(&request, Rpc::CreatePool).await?;
         let req = request.into_inner();
         let mut violations = Vec::new();
         if !valid_pool_id(&req.pool_id) {
@@ -539,10 +536,7 @@ impl pb::monitoring_service_server::MonitoringService for MonitoringApi {
         &self,
         request: Request<pb::GetPoolRequest>,
     ) -> Result<Response<pb::Pool>, Status> {
-        let caller = self
-            .auth
-            .caller(&request, "GetPool", Permission::Read)
-            .await?;
+        let caller = self.auth.caller(&request, Rpc::GetPool).await?;
         let id = pool_id("pool_id", &request.get_ref().pool_id)?;
         let customer = pool_customer(&request.get_ref().customer_id)?;
         let view = self
@@ -556,10 +550,7 @@ impl pb::monitoring_service_server::MonitoringService for MonitoringApi {
         &self,
         request: Request<pb::ListPoolsRequest>,
     ) -> Result<Response<pb::ListPoolsResponse>, Status> {
-        let caller = self
-            .auth
-            .caller(&request, "ListPools", Permission::Read)
-            .await?;
+        let caller = self.auth.caller(&request, Rpc::ListPools).await?;
         let req = request.into_inner();
         let size = convert::page_size(req.page_size, 100)?;
         let mut filter = PoolFilter::default();
@@ -621,10 +612,7 @@ impl pb::monitoring_service_server::MonitoringService for MonitoringApi {
         &self,
         request: Request<pb::AddCardsToPoolRequest>,
     ) -> Result<Response<pb::Pool>, Status> {
-        let caller = self
-            .auth
-            .caller(&request, "AddCardsToPool", Permission::Operate)
-            .await?;
+        let caller = self.auth.caller(&request, Rpc::AddCardsToPool).await?;
         let req = request.into_inner();
         let id = pool_id("pool_id", &req.pool_id)?;
         let customer = pool_customer(&req.customer_id)?;
@@ -640,10 +628,7 @@ impl pb::monitoring_service_server::MonitoringService for MonitoringApi {
         &self,
         request: Request<pb::RemoveCardsFromPoolRequest>,
     ) -> Result<Response<pb::Pool>, Status> {
-        let caller = self
-            .auth
-            .caller(&request, "RemoveCardsFromPool", Permission::Operate)
-            .await?;
+        let caller = self.auth.caller(&request, Rpc::RemoveCardsFromPool).await?;
         let req = request.into_inner();
         let id = pool_id("pool_id", &req.pool_id)?;
         let customer = pool_customer(&req.customer_id)?;
@@ -659,10 +644,7 @@ impl pb::monitoring_service_server::MonitoringService for MonitoringApi {
         &self,
         request: Request<pb::TopUpPoolRequest>,
     ) -> Result<Response<pb::Pool>, Status> {
-        let caller = self
-            .auth
-            .caller(&request, "TopUpPool", Permission::Operate)
-            .await?;
+        let caller = self.auth.caller(&request, Rpc::TopUpPool).await?;
         let mut req = request.into_inner();
         let id = pool_id("pool_id", &req.pool_id)?;
         let customer = pool_customer(&req.customer_id)?;
@@ -691,10 +673,7 @@ impl pb::monitoring_service_server::MonitoringService for MonitoringApi {
         &self,
         request: Request<pb::GetAlertRulesRequest>,
     ) -> Result<Response<pb::AlertRules>, Status> {
-        let caller = self
-            .auth
-            .caller(&request, "GetAlertRules", Permission::Read)
-            .await?;
+        let caller = self.auth.caller(&request, Rpc::GetAlertRules).await?;
         let customer = convert::customer_id_field("customer_id", &request.get_ref().customer_id)
             .map_err(|v| invalid_argument(vec![v]))?;
         own_customer(&caller, &customer)?;
@@ -706,10 +685,7 @@ impl pb::monitoring_service_server::MonitoringService for MonitoringApi {
         &self,
         request: Request<pb::SetAlertRulesRequest>,
     ) -> Result<Response<pb::AlertRules>, Status> {
-        let caller = self
-            .auth
-            .caller(&request, "SetAlertRules", Permission::Operate)
-            .await?;
+        let caller = self.auth.caller(&request, Rpc::SetAlertRules).await?;
         let r = request
             .into_inner()
             .rules
@@ -737,10 +713,7 @@ impl pb::monitoring_service_server::MonitoringService for MonitoringApi {
         &self,
         request: Request<pb::GetUsageHistoryRequest>,
     ) -> Result<Response<pb::UsageHistory>, Status> {
-        let caller = self
-            .auth
-            .caller(&request, "GetUsageHistory", Permission::Read)
-            .await?;
+        let caller = self.auth.caller(&request, Rpc::GetUsageHistory).await?;
         let req = request.into_inner();
         let iccid =
             convert::iccid_field("iccid", &req.iccid).map_err(|v| invalid_argument(vec![v]))?;
@@ -773,10 +746,7 @@ impl pb::monitoring_service_server::MonitoringService for MonitoringApi {
         &self,
         request: Request<pb::ListEventsRequest>,
     ) -> Result<Response<pb::ListEventsResponse>, Status> {
-        let caller = self
-            .auth
-            .caller(&request, "ListEvents", Permission::Read)
-            .await?;
+        let caller = self.auth.caller(&request, Rpc::ListEvents).await?;
         let req = request.into_inner();
         let size = convert::page_size(req.page_size, 100)?;
         let filter = event_filter(req.filter)?;
@@ -810,10 +780,7 @@ impl pb::monitoring_service_server::MonitoringService for MonitoringApi {
         &self,
         request: Request<pb::CreateWebhookRequest>,
     ) -> Result<Response<pb::CreateWebhookResponse>, Status> {
-        let caller = self
-            .auth
-            .caller(&request, "CreateWebhook", Permission::Operate)
-            .await?;
+        let caller = self.auth.caller(&request, Rpc::CreateWebhook).await?;
         let req = request.into_inner();
         let customer = req.customer_id.clone();
         let created = self.create_webhook_as(&caller, req).await;
@@ -828,10 +795,7 @@ impl pb::monitoring_service_server::MonitoringService for MonitoringApi {
         &self,
         request: Request<pb::ListWebhooksRequest>,
     ) -> Result<Response<pb::ListWebhooksResponse>, Status> {
-        let caller = self
-            .auth
-            .caller(&request, "ListWebhooks", Permission::Read)
-            .await?;
+        let caller = self.auth.caller(&request, Rpc::ListWebhooks).await?;
         let hooks = self.webhooks.list(&caller).await?;
         Ok(Response::new(pb::ListWebhooksResponse {
             webhooks: hooks.iter().map(webhook_to_pb).collect(),
@@ -842,10 +806,7 @@ impl pb::monitoring_service_server::MonitoringService for MonitoringApi {
         &self,
         request: Request<pb::DeleteWebhookRequest>,
     ) -> Result<Response<pb::DeleteWebhookResponse>, Status> {
-        let caller = self
-            .auth
-            .caller(&request, "DeleteWebhook", Permission::Operate)
-            .await?;
+        let caller = self.auth.caller(&request, Rpc::DeleteWebhook).await?;
         let raw = request.get_ref().webhook_id.clone();
         let deleted = match webhook_id(&raw) {
             Ok(id) => self
@@ -873,7 +834,7 @@ impl pb::monitoring_service_server::MonitoringService for MonitoringApi {
     ) -> Result<Response<pb::ListWebhookDeliveriesResponse>, Status> {
         let caller = self
             .auth
-            .caller(&request, "ListWebhookDeliveries", Permission::Read)
+            .caller(&request, Rpc::ListWebhookDeliveries)
             .await?;
         let req = request.into_inner();
         let id = webhook_id(&req.webhook_id)?;
@@ -910,7 +871,7 @@ impl pb::monitoring_service_server::MonitoringService for MonitoringApi {
     ) -> Result<Response<pb::RetryWebhookDeliveriesResponse>, Status> {
         let caller = self
             .auth
-            .caller(&request, "RetryWebhookDeliveries", Permission::Operate)
+            .caller(&request, Rpc::RetryWebhookDeliveries)
             .await?;
         let raw = request.get_ref().webhook_id.clone();
         let requeued = match webhook_id(&raw) {
@@ -941,10 +902,7 @@ impl pb::monitoring_service_server::MonitoringService for MonitoringApi {
         &self,
         request: Request<pb::WatchEventsRequest>,
     ) -> Result<Response<Self::WatchEventsStream>, Status> {
-        let caller = self
-            .auth
-            .caller(&request, "WatchEvents", Permission::Read)
-            .await?;
+        let caller = self.auth.caller(&request, Rpc::WatchEvents).await?;
         let connection = request.remote_addr();
         let req = request.into_inner();
         let filter = event_filter(req.filter)?;

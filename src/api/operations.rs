@@ -11,7 +11,7 @@ use super::convert::{page_size, timestamp, MAX_RECHARGE_FEN};
 use super::error::{invalid_argument, invalid_field};
 use super::idempotency::{idempotent, OperationId, RequestKey, StoredAnswer};
 use super::paging::Page;
-use crate::auth::Permission;
+use super::rpc::Rpc;
 use crate::domain::Fen;
 use crate::pb;
 use crate::service::batch::{BatchService, Kind, MAX_BATCH};
@@ -113,10 +113,7 @@ impl pb::operation_service_server::OperationService for OperationApi {
         &self,
         request: Request<pb::BatchRequest>,
     ) -> Result<Response<pb::Operation>, Status> {
-        let caller = self
-            .auth
-            .caller(&request, "BatchSuspend", Permission::Operate)
-            .await?;
+        let caller = self.auth.caller(&request, Rpc::BatchSuspend).await?;
         let mut req = request.into_inner();
         let key = RequestKey::take(&mut req)?;
         self.start(caller, Kind::Suspend, req.iccids, Fen::ZERO, key)
@@ -127,10 +124,7 @@ impl pb::operation_service_server::OperationService for OperationApi {
         &self,
         request: Request<pb::BatchRequest>,
     ) -> Result<Response<pb::Operation>, Status> {
-        let caller = self
-            .auth
-            .caller(&request, "BatchResume", Permission::Operate)
-            .await?;
+        let caller = self.auth.caller(&request, Rpc::BatchResume).await?;
         let mut req = request.into_inner();
         let key = RequestKey::take(&mut req)?;
         self.start(caller, Kind::Resume, req.iccids, Fen::ZERO, key)
@@ -141,10 +135,7 @@ impl pb::operation_service_server::OperationService for OperationApi {
         &self,
         request: Request<pb::BatchRechargeRequest>,
     ) -> Result<Response<pb::Operation>, Status> {
-        let caller = self
-            .auth
-            .caller(&request, "BatchRecharge", Permission::Operate)
-            .await?;
+        let caller = self.auth.caller(&request, Rpc::BatchRecharge).await?;
         let mut req = request.into_inner();
         if !(1..=MAX_RECHARGE_FEN).contains(&req.amount_fen) {
             return Err(invalid_field(
@@ -162,10 +153,7 @@ impl pb::operation_service_server::OperationService for OperationApi {
         &self,
         request: Request<pb::GetOperationRequest>,
     ) -> Result<Response<pb::Operation>, Status> {
-        let caller = self
-            .auth
-            .caller(&request, "GetOperation", Permission::Read)
-            .await?;
+        let caller = self.auth.caller(&request, Rpc::GetOperation).await?;
         let req = request.into_inner();
         let id = operation_id(&req.id)?;
         if !(0..=10_000).contains(&req.results_page_size) {
@@ -218,10 +206,7 @@ impl pb::operation_service_server::OperationService for OperationApi {
         &self,
         request: Request<pb::ListOperationsRequest>,
     ) -> Result<Response<pb::ListOperationsResponse>, Status> {
-        let caller = self
-            .auth
-            .caller(&request, "ListOperations", Permission::Read)
-            .await?;
+        let caller = self.auth.caller(&request, Rpc::ListOperations).await?;
         let req = request.into_inner();
         let size = page_size(req.page_size, 50)?;
         // Operations page by creation time, which is not unique: the position holds the id too,
@@ -247,10 +232,7 @@ impl pb::operation_service_server::OperationService for OperationApi {
         &self,
         request: Request<pb::CancelOperationRequest>,
     ) -> Result<Response<pb::Operation>, Status> {
-        let caller = self
-            .auth
-            .caller(&request, "CancelOperation", Permission::Operate)
-            .await?;
+        let caller = self.auth.caller(&request, Rpc::CancelOperation).await?;
         let id = operation_id(&request.get_ref().id)?;
         let (b, c) = self.batches.cancel(&caller, &id).await?;
         Ok(Response::new(operation(&b, c)))
@@ -262,10 +244,7 @@ impl pb::operation_service_server::OperationService for OperationApi {
         &self,
         request: Request<pb::WatchOperationRequest>,
     ) -> Result<Response<Self::WatchOperationStream>, Status> {
-        let caller = self
-            .auth
-            .caller(&request, "WatchOperation", Permission::Read)
-            .await?;
+        let caller = self.auth.caller(&request, Rpc::WatchOperation).await?;
         let id = operation_id(&request.get_ref().id)?;
         // Fails now, not inside the stream, for an unknown or foreign operation.
         self.batches.get(&caller, &id).await?;
