@@ -49,7 +49,7 @@ impl Role {
     }
 }
 
-/// What an RPC needs.
+/// What an RPC needs; `api::rpc` says which RPC needs which.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Permission {
     Read,

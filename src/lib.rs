@@ -38,11 +38,11 @@ pub mod pb {
 
     /// The gRPC services simgate serves, as health checks name them.
     pub const SERVICE_NAMES: [&str; 5] = [
-        "simgate.v1.CardService",
-        "simgate.v1.SimulatorService",
-        "simgate.v1.AccessService",
-        "simgate.v1.OperationService",
-        "simgate.v1.MonitoringService",
+        card_service_server::SERVICE_NAME,
+        simulator_service_server::SERVICE_NAME,
+        access_service_server::SERVICE_NAME,
+        operation_service_server::SERVICE_NAME,
+        monitoring_service_server::SERVICE_NAME,
     ];
 }
 

@@ -3,11 +3,11 @@
 use tonic::{Request, Response, Status};
 
 use super::auth::Authenticator;
-use super::convert::{
-    customer_id_field, from_timestamp, page_size, position_token, read_position_token, timestamp,
-};
+use super::convert::{customer_id_field, from_timestamp, page_size, timestamp};
 use super::error::{invalid_argument, invalid_field};
-use crate::auth::{ApiKey, Permission, Role};
+use super::paging::Page;
+use super::rpc::Rpc;
+use crate::auth::{ApiKey, Role};
 use crate::clock::Clock;
 use crate::pb;
 use crate::service::access::AccessService;
@@ -71,10 +71,7 @@ impl pb::access_service_server::AccessService for AccessApi {
         &self,
         request: Request<pb::CreateApiKeyRequest>,
     ) -> Result<Response<pb::CreateApiKeyResponse>, Status> {
-        let caller = self
-            .auth
-            .caller(&request, "CreateApiKey", Permission::ManageKeys)
-            .await?;
+        let caller = self.auth.caller(&request, Rpc::CreateApiKey).await?;
         let req = request.into_inner();
         let mut violations = Vec::new();
         let role = match pb::Role::try_from(req.role) {
@@ -132,10 +129,7 @@ impl pb::access_service_server::AccessService for AccessApi {
         &self,
         request: Request<pb::ListApiKeysRequest>,
     ) -> Result<Response<pb::ListApiKeysResponse>, Status> {
-        let caller = self
-            .auth
-            .caller(&request, "ListApiKeys", Permission::ManageKeys)
-            .await?;
+        let caller = self.auth.caller(&request, Rpc::ListApiKeys).await?;
         let customer = optional_customer("customer_id", &request.get_ref().customer_id)
             .map_err(|v| invalid_argument(vec![v]))?;
         let keys = self.access.list_keys(&caller, customer.as_deref()).await?;
@@ -148,10 +142,7 @@ impl pb::access_service_server::AccessService for AccessApi {
         &self,
         request: Request<pb::RevokeApiKeyRequest>,
     ) -> Result<Response<pb::ApiKey>, Status> {
-        let caller = self
-            .auth
-            .caller(&request, "RevokeApiKey", Permission::ManageKeys)
-            .await?;
+        let caller = self.auth.caller(&request, Rpc::RevokeApiKey).await?;
         let key_id = request.into_inner().key_id;
         if key_id.len() != 16 || !key_id.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(invalid_field(
@@ -171,13 +162,21 @@ impl pb::access_service_server::AccessService for AccessApi {
         &self,
         request: Request<pb::ListAuditEntriesRequest>,
     ) -> Result<Response<pb::ListAuditEntriesResponse>, Status> {
-        let caller = self
-            .auth
-            .caller(&request, "ListAuditEntries", Permission::ReadAudit)
-            .await?;
+        let caller = self.auth.caller(&request, Rpc::ListAuditEntries).await?;
         let req = request.into_inner();
-        let page_size = page_size(req.page_size, 100)?;
-        let before = read_position_token("page_token", "audit", &req.page_token)?.unwrap_or(0);
+        let size = page_size(req.page_size, 100)?;
+        let unpaged = pb::ListAuditEntriesRequest {
+            page_size: 0,
+            page_token: String::new(),
+            ..req.clone()
+        };
+        let page = Page::<i64>::read(
+            "page_token",
+            &req.page_token,
+            size,
+            "ListAuditEntries",
+            &unpaged,
+        )?;
         let text = |v: String| (!v.is_empty()).then_some(v);
         let filter = AuditFilter {
             key_id: text(req.key_id),
@@ -185,16 +184,12 @@ impl pb::access_service_server::AccessService for AccessApi {
             customer_id: text(req.customer_id),
             method: text(req.method),
         };
+        let before = page.after.unwrap_or(0);
         let mut entries = self
             .access
-            .audit(&caller, filter, before, page_size + 1)
+            .audit(&caller, filter, before, page.limit())
             .await?;
-        let more = entries.len() > page_size as usize;
-        entries.truncate(page_size as usize);
-        let next_page_token = match (more, entries.last()) {
-            (true, Some(last)) => position_token("audit", last.id),
-            _ => String::new(),
-        };
+        let next_page_token = page.next(&mut entries, |last| last.id);
         Ok(Response::new(pb::ListAuditEntriesResponse {
             entries: entries
                 .into_iter()

@@ -23,7 +23,8 @@ use tonic_types::{ErrorDetails, StatusExt};
 use tracing::warn;
 
 use super::error::ERROR_DOMAIN;
-use crate::auth::{self, Permission};
+use super::rpc::Rpc;
+use crate::auth;
 use crate::clock::Clock;
 use crate::metrics::Metrics;
 use crate::service::access::{check, AccessError, Forbidden};
@@ -378,13 +379,9 @@ impl Authenticator {
         unauthenticated()
     }
 
-    /// Authenticates the request and checks `perm` for `method`.
-    pub async fn caller<T>(
-        &self,
-        req: &Request<T>,
-        method: &'static str,
-        perm: Permission,
-    ) -> Result<Caller, Status> {
+    /// Authenticates the request and checks the permission `rpc` needs (see [`Rpc`]).
+    pub async fn caller<T>(&self, req: &Request<T>, rpc: Rpc) -> Result<Caller, Status> {
+        let (method, perm) = (rpc.name(), rpc.permission());
         let peer = req
             .remote_addr()
             .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| a.ip());

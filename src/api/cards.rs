@@ -2,82 +2,40 @@
 
 use std::collections::HashMap;
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
-use serde::{Deserialize, Serialize};
 use tonic::{Request, Response, Status};
 
 use super::auth::{forbidden, Authenticator};
 use super::convert::{self, card_to_pb, MAX_RECHARGE_FEN, MAX_RENEW_MONTHS};
 use super::error::{invalid_argument, invalid_field};
-use crate::auth::Permission;
+use super::idempotency::{self, idempotent, Begun, Idempotent, StoredAnswer};
+use super::paging::Page;
+use super::rpc::Rpc;
 use crate::domain::diagnosis::Lang;
 use crate::domain::ids::CarrierCheck;
 use crate::domain::{Card, Fen, Iccid};
 use crate::pb;
 use crate::service::access::Forbidden;
-use crate::service::{Caller, CardService, FieldViolation, Idem, ImportIdem, ImportWarning};
+use crate::service::{CardService, FieldViolation, ImportWarning};
 use crate::store::CardFilter;
 use prost::Message;
-use sha2::{Digest, Sha256};
 
 pub const MAX_IMPORT: usize = 10_000;
 pub const DEFAULT_PAGE_SIZE: u32 = 100;
+
+idempotent!(
+    pb::ImportCardsRequest,
+    pb::AssignCardsRequest,
+    pb::SuspendCardRequest,
+    pb::ResumeCardRequest,
+    pb::VerifyRealNameRequest,
+    pb::RechargeRequest,
+    pb::RenewPlanRequest,
+);
 
 pub struct CardApi {
     service: CardService,
     check: CarrierCheck,
     auth: Authenticator,
-}
-
-/// The single-card changes that take only an ICCID.
-#[derive(Clone, Copy)]
-enum StateChange {
-    Suspend,
-    Resume,
-    VerifyRealName,
-}
-
-/// A request that names one card and may carry a request id.
-trait CardRequest: Message + Sized {
-    fn take_request_id(&mut self) -> String;
-    fn iccid(&self) -> &str;
-}
-
-macro_rules! card_request {
-    ($($t:ty),*) => {$(
-        impl CardRequest for $t {
-            fn take_request_id(&mut self) -> String {
-                std::mem::take(&mut self.request_id)
-            }
-            fn iccid(&self) -> &str {
-                &self.iccid
-            }
-        }
-    )*};
-}
-
-card_request!(
-    pb::SuspendCardRequest,
-    pb::ResumeCardRequest,
-    pb::VerifyRealNameRequest,
-    pb::RechargeRequest,
-    pb::RenewPlanRequest
-);
-
-/// A single-card change after authentication and the repeat check.
-enum Begun<R, M> {
-    /// The same request came before: its first answer.
-    Repeat(M),
-    Fresh(Fresh<R>),
-}
-
-/// A change to carry out, with what its answer is stored under.
-struct Fresh<R> {
-    caller: Caller,
-    req: R,
-    request_id: String,
-    fingerprint: String,
 }
 
 /// An ICCID and one bounded number, both checked, every problem named.
@@ -95,77 +53,50 @@ fn iccid_and(raw: &str, field: &str, ok: bool, problem: String) -> Result<Iccid,
     }
 }
 
+/// The single-card changes that take only an ICCID.
+#[derive(Clone, Copy)]
+enum StateChange {
+    Suspend,
+    Resume,
+    VerifyRealName,
+}
+
 impl CardApi {
     /// Authenticates a card change and answers a repeated request with its first answer.
-    async fn begin<R: CardRequest, M: Message + Default>(
+    async fn begin<R: Idempotent, A: StoredAnswer>(
         &self,
         request: Request<R>,
-        method: &'static str,
-    ) -> Result<Begun<R, M>, Status> {
-        let caller = self
-            .auth
-            .caller(&request, method, Permission::Operate)
-            .await?;
-        let mut req = request.into_inner();
-        let request_id = req.take_request_id();
-        let fingerprint = fingerprint(&request_id, &req)?;
-        Ok(
-            match self.repeat(&caller, &request_id, &fingerprint).await? {
-                Some(first) => Begun::Repeat(first),
-                None => Begun::Fresh(Fresh {
-                    caller,
-                    req,
-                    request_id,
-                    fingerprint,
-                }),
-            },
-        )
+        rpc: Rpc,
+    ) -> Result<Begun<R, A>, Status> {
+        idempotency::begin(&self.auth, &self.service, request, rpc).await
     }
 
     /// Suspend, resume and verify: authenticate, replay a repeated request, validate, change.
-    async fn change_state<R: CardRequest>(
+    async fn change_state<R: Idempotent>(
         &self,
         request: Request<R>,
-        method: &'static str,
+        rpc: Rpc,
         change: StateChange,
+        iccid_of: fn(&R) -> &str,
     ) -> Result<Response<pb::Card>, Status> {
-        let Fresh {
-            caller,
-            req,
-            request_id,
-            fingerprint: fp,
-        } = match self.begin(request, method).await? {
+        let f = match self.begin(request, rpc).await? {
             Begun::Repeat(first) => return Ok(Response::new(first)),
-            Begun::Fresh(fresh) => fresh,
+            Begun::Fresh(f) => f,
         };
-        let iccid = iccid(req.iccid())?;
-        let respond = |_: &Card, after: &Card| self.card(after).encode_to_vec();
-        let idem = idem(request_id, fp, &respond);
+        let iccid = iccid(iccid_of(&f.req))?;
+        let respond = |(_, after): &(Card, Card)| self.card(after).encode_to_vec();
+        let idem = f.key.idem(&respond);
+        let (service, caller) = (&self.service, &f.caller);
         let card = match change {
-            StateChange::Suspend => self.service.suspend(&iccid, &caller, idem.as_ref()).await?,
-            StateChange::Resume => self.service.resume(&iccid, &caller, idem.as_ref()).await?,
+            StateChange::Suspend => service.suspend(&iccid, caller, idem.as_ref()).await?,
+            StateChange::Resume => service.resume(&iccid, caller, idem.as_ref()).await?,
             StateChange::VerifyRealName => {
-                self.service
-                    .verify_real_name(&iccid, &caller, idem.as_ref())
+                service
+                    .verify_real_name(&iccid, caller, idem.as_ref())
                     .await?
             }
         };
         Ok(Response::new(self.card(&card)))
-    }
-
-    /// The first answer to this request id, if the caller sent the same request before.
-    async fn repeat<M: Message + Default>(
-        &self,
-        caller: &Caller,
-        request_id: &str,
-        fingerprint: &str,
-    ) -> Result<Option<M>, Status> {
-        match self.service.replay(caller, request_id, fingerprint).await? {
-            None => Ok(None),
-            Some(bytes) => M::decode(bytes.as_slice())
-                .map(Some)
-                .map_err(|_| Status::internal("a stored answer could not be read")),
-        }
     }
 
     pub fn new(service: CardService, check: CarrierCheck, auth: Authenticator) -> CardApi {
@@ -181,103 +112,12 @@ impl CardApi {
     }
 }
 
-/// Validates a request id and fingerprints the request (whose request id was taken out).
-/// An idempotency key: up to 128 visible ASCII characters. Spaces are refused too (they are
-/// printable, so the message says what is meant): a key is compared byte for byte, and a
-/// trailing space a client's form adds would silently make it another key.
-pub(crate) fn check_request_id(request_id: &str) -> Result<(), Status> {
-    if request_id.len() > 128 || !request_id.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err(invalid_field(
-            "request_id",
-            "must be at most 128 visible ASCII characters: letters, digits and punctuation, no spaces or control characters",
-        ));
-    }
-    Ok(())
-}
-
-pub(crate) fn fingerprint<M: Message>(request_id: &str, req: &M) -> Result<String, Status> {
-    check_request_id(request_id)?;
-    let digest = Sha256::digest(req.encode_to_vec());
-    Ok(digest.iter().map(|b| format!("{b:02x}")).collect())
-}
-
-fn idem<'a>(
-    request_id: String,
-    fingerprint: String,
-    respond: &'a (dyn Fn(&Card, &Card) -> Vec<u8> + Send + Sync),
-) -> Option<Idem<'a>> {
-    (!request_id.is_empty()).then_some(Idem {
-        request_id,
-        fingerprint,
-        respond,
-    })
-}
-
 fn iccid(raw: &str) -> Result<Iccid, Status> {
     convert::iccid_field("iccid", raw).map_err(|v| invalid_argument(vec![v]))
 }
 
-/// What a page token carries: where the last page ended, and the filter it was issued for, so
-/// that a token replayed with another filter is refused instead of silently skipping cards.
-#[derive(Serialize, Deserialize, PartialEq, Eq)]
-struct PageToken {
-    after: String,
-    filter: String,
-}
-
-fn filter_key(f: &CardFilter) -> String {
-    let mut key = format!(
-        "{}|{}|{}|{}",
-        f.carrier.map(|c| c.as_str()).unwrap_or(""),
-        match f.customer_id.as_deref() {
-            Some("") => "(unassigned)",
-            Some(c) => c,
-            None => "",
-        },
-        f.status.map(|s| s.as_str()).unwrap_or(""),
-        f.stop_reason.map(|r| r.as_str()).unwrap_or("")
-    );
-    // Appended only when set, so tokens issued before the pool filter existed stay valid.
-    if let Some(p) = &f.pool_id {
-        key.push_str(&format!("|pool:{p}"));
-    }
-    key
-}
-
-fn decode_token(raw: &str, filter: &CardFilter) -> Result<Option<String>, Status> {
-    if raw.is_empty() {
-        return Ok(None);
-    }
-    let bad = || invalid_field("page_token", "is not a token this server issued");
-    let bytes = URL_SAFE_NO_PAD.decode(raw).map_err(|_| bad())?;
-    let token: PageToken = serde_json::from_slice(&bytes).map_err(|_| bad())?;
-    if token.filter != filter_key(filter) {
-        return Err(invalid_field(
-            "page_token",
-            "was issued for a different filter; start again without a token",
-        ));
-    }
-    Ok(Some(token.after))
-}
-
-fn encode_token(after: &str, filter: &CardFilter) -> String {
-    let token = PageToken {
-        after: after.to_string(),
-        filter: filter_key(filter),
-    };
-    URL_SAFE_NO_PAD.encode(serde_json::to_vec(&token).unwrap_or_default())
-}
-
 fn page_size(requested: i32) -> Result<u32, Status> {
     convert::page_size(requested, DEFAULT_PAGE_SIZE)
-}
-
-/// The "filter" an event page token is bound to: the card whose history it pages.
-fn events_filter(iccid: &Iccid) -> CardFilter {
-    CardFilter {
-        customer_id: Some(format!("events:{iccid}")),
-        ..CardFilter::default()
-    }
 }
 
 fn list_filter(req: &pb::ListCardsRequest) -> Result<CardFilter, Status> {
@@ -348,16 +188,11 @@ impl pb::card_service_server::CardService for CardApi {
         &self,
         request: Request<pb::ImportCardsRequest>,
     ) -> Result<Response<pb::ImportCardsResponse>, Status> {
-        let caller = self
-            .auth
-            .caller(&request, "ImportCards", Permission::Import)
-            .await?;
-        let mut req = request.into_inner();
-        let request_id = std::mem::take(&mut req.request_id);
-        let fp = fingerprint(&request_id, &req)?;
-        if let Some(first) = self.repeat(&caller, &request_id, &fp).await? {
-            return Ok(Response::new(first));
-        }
+        let f = match self.begin(request, Rpc::ImportCards).await? {
+            Begun::Repeat(first) => return Ok(Response::new(first)),
+            Begun::Fresh(f) => f,
+        };
+        let (caller, req, key) = (f.caller, f.req, f.key);
         if req.cards.is_empty() {
             return Err(invalid_field("cards", "at least one card is required"));
         }
@@ -402,8 +237,8 @@ impl pb::card_service_server::CardService for CardApi {
         if !violations.is_empty() {
             return Err(invalid_argument(violations));
         }
-        let answer = |imported: usize, warnings: &[ImportWarning]| pb::ImportCardsResponse {
-            imported: imported as u32,
+        let answer = |(imported, warnings): &(usize, Vec<ImportWarning>)| pb::ImportCardsResponse {
+            imported: *imported as u32,
             warnings: warnings
                 .iter()
                 .map(|w| pb::ImportWarning {
@@ -413,30 +248,23 @@ impl pb::card_service_server::CardService for CardApi {
                 })
                 .collect(),
         };
-        let respond = |n: usize, w: &[ImportWarning]| answer(n, w).encode_to_vec();
-        let idem = (!request_id.is_empty()).then_some(ImportIdem {
-            request_id,
-            fingerprint: fp,
-            respond: &respond,
-        });
-        let (imported, warnings) = self.service.import(rows, &caller, idem.as_ref()).await?;
-        Ok(Response::new(answer(imported, &warnings)))
+        let respond = |outcome: &(usize, Vec<ImportWarning>)| answer(outcome).encode_to_vec();
+        let outcome = self
+            .service
+            .import(rows, &caller, key.idem(&respond).as_ref())
+            .await?;
+        Ok(Response::new(answer(&outcome)))
     }
 
     async fn assign_cards(
         &self,
         request: Request<pb::AssignCardsRequest>,
     ) -> Result<Response<pb::AssignCardsResponse>, Status> {
-        let caller = self
-            .auth
-            .caller(&request, "AssignCards", Permission::Import)
-            .await?;
-        let mut req = request.into_inner();
-        let request_id = std::mem::take(&mut req.request_id);
-        let fp = fingerprint(&request_id, &req)?;
-        if let Some(first) = self.repeat(&caller, &request_id, &fp).await? {
-            return Ok(Response::new(first));
-        }
+        let f = match self.begin(request, Rpc::AssignCards).await? {
+            Begun::Repeat(first) => return Ok(Response::new(first)),
+            Begun::Fresh(f) => f,
+        };
+        let (caller, req, key) = (f.caller, f.req, f.key);
         let mut violations = Vec::new();
         let customer = convert::customer_id_field("customer_id", &req.customer_id)
             .map_err(|v| violations.push(v))
@@ -455,29 +283,21 @@ impl pb::card_service_server::CardService for CardApi {
         let Some(customer) = customer.filter(|_| violations.is_empty()) else {
             return Err(invalid_argument(violations));
         };
-        let respond = |n: usize| pb::AssignCardsResponse { changed: n as u32 }.encode_to_vec();
-        let idem = (!request_id.is_empty()).then_some((
-            request_id.as_str(),
-            fp.as_str(),
-            &respond as &(dyn Fn(usize) -> Vec<u8> + Send + Sync),
-        ));
+        let answer = |n: &usize| pb::AssignCardsResponse { changed: *n as u32 };
+        let respond = |n: &usize| answer(n).encode_to_vec();
+        let idem = key.idem(&respond);
         let changed = self
             .service
-            .assign(&iccids, &customer, req.spare, &caller, idem)
+            .assign(&iccids, &customer, req.spare, &caller, idem.as_ref())
             .await?;
-        Ok(Response::new(pb::AssignCardsResponse {
-            changed: changed as u32,
-        }))
+        Ok(Response::new(answer(&changed)))
     }
 
     async fn get_card(
         &self,
         request: Request<pb::GetCardRequest>,
     ) -> Result<Response<pb::Card>, Status> {
-        let caller = self
-            .auth
-            .caller(&request, "GetCard", Permission::Read)
-            .await?;
+        let caller = self.auth.caller(&request, Rpc::GetCard).await?;
         let iccid = iccid(&request.get_ref().iccid)?;
         let card = self.service.get(&iccid, &caller).await?;
         Ok(Response::new(self.card(&card)))
@@ -487,25 +307,22 @@ impl pb::card_service_server::CardService for CardApi {
         &self,
         request: Request<pb::ListCardsRequest>,
     ) -> Result<Response<pb::ListCardsResponse>, Status> {
-        let caller = self
-            .auth
-            .caller(&request, "ListCards", Permission::Read)
-            .await?;
+        let caller = self.auth.caller(&request, Rpc::ListCards).await?;
         let req = request.into_inner();
-        let page_size = page_size(req.page_size)?;
+        let size = page_size(req.page_size)?;
         let filter = list_filter(&req)?;
-        let after = decode_token(&req.page_token, &filter)?;
-        // One extra row tells whether another page exists, so the last page has no token.
+        let unpaged = pb::ListCardsRequest {
+            page_size: 0,
+            page_token: String::new(),
+            ..req.clone()
+        };
+        let page =
+            Page::<String>::read("page_token", &req.page_token, size, "ListCards", &unpaged)?;
         let mut cards = self
             .service
-            .list(&filter, after.as_deref(), page_size + 1, &caller)
+            .list(&filter, page.after.as_deref(), page.limit(), &caller)
             .await?;
-        let more = cards.len() > page_size as usize;
-        cards.truncate(page_size as usize);
-        let next_page_token = match (more, cards.last()) {
-            (true, Some(last)) => encode_token(last.iccid.as_str(), &filter),
-            _ => String::new(),
-        };
+        let next_page_token = page.next(&mut cards, |last| last.iccid.to_string());
         Ok(Response::new(pb::ListCardsResponse {
             cards: cards.iter().map(|c| self.card(c)).collect(),
             next_page_token,
@@ -516,15 +333,17 @@ impl pb::card_service_server::CardService for CardApi {
         &self,
         request: Request<pb::SuspendCardRequest>,
     ) -> Result<Response<pb::Card>, Status> {
-        self.change_state(request, "SuspendCard", StateChange::Suspend)
-            .await
+        self.change_state(request, Rpc::SuspendCard, StateChange::Suspend, |r| {
+            &r.iccid
+        })
+        .await
     }
 
     async fn resume_card(
         &self,
         request: Request<pb::ResumeCardRequest>,
     ) -> Result<Response<pb::Card>, Status> {
-        self.change_state(request, "ResumeCard", StateChange::Resume)
+        self.change_state(request, Rpc::ResumeCard, StateChange::Resume, |r| &r.iccid)
             .await
     }
 
@@ -532,67 +351,51 @@ impl pb::card_service_server::CardService for CardApi {
         &self,
         request: Request<pb::RechargeRequest>,
     ) -> Result<Response<pb::RechargeResponse>, Status> {
-        let Fresh {
-            caller,
-            req,
-            request_id,
-            fingerprint: fp,
-        } = match self.begin(request, "Recharge").await? {
+        let f = match self.begin(request, Rpc::Recharge).await? {
             Begun::Repeat(first) => return Ok(Response::new(first)),
-            Begun::Fresh(fresh) => fresh,
+            Begun::Fresh(f) => f,
         };
+        let req = &f.req;
         let iccid = iccid_and(
             &req.iccid,
             "amount_fen",
             (1..=MAX_RECHARGE_FEN).contains(&req.amount_fen),
             format!("must be 1..={MAX_RECHARGE_FEN} fen, got {}", req.amount_fen),
         )?;
-        let answer = |before: &Card, after: &Card| pb::RechargeResponse {
+        let answer = |(before, after): &(Card, Card)| pb::RechargeResponse {
             balance_before_fen: before.balance.0,
             balance_after_fen: after.balance.0,
             card: Some(self.card(after)),
         };
-        let respond = |before: &Card, after: &Card| answer(before, after).encode_to_vec();
-        let (before, after) = self
+        let respond = |change: &(Card, Card)| answer(change).encode_to_vec();
+        let idem = f.key.idem(&respond);
+        let change = self
             .service
-            .recharge(
-                &iccid,
-                Fen(req.amount_fen),
-                &caller,
-                idem(request_id, fp, &respond).as_ref(),
-            )
+            .recharge(&iccid, Fen(req.amount_fen), &f.caller, idem.as_ref())
             .await?;
-        Ok(Response::new(answer(&before, &after)))
+        Ok(Response::new(answer(&change)))
     }
 
     async fn renew_plan(
         &self,
         request: Request<pb::RenewPlanRequest>,
     ) -> Result<Response<pb::Card>, Status> {
-        let Fresh {
-            caller,
-            req,
-            request_id,
-            fingerprint: fp,
-        } = match self.begin(request, "RenewPlan").await? {
+        let f = match self.begin(request, Rpc::RenewPlan).await? {
             Begun::Repeat(first) => return Ok(Response::new(first)),
-            Begun::Fresh(fresh) => fresh,
+            Begun::Fresh(f) => f,
         };
+        let req = &f.req;
         let iccid = iccid_and(
             &req.iccid,
             "months",
             (1..=MAX_RENEW_MONTHS).contains(&req.months),
             format!("must be 1..={MAX_RENEW_MONTHS}, got {}", req.months),
         )?;
-        let respond = |_: &Card, after: &Card| self.card(after).encode_to_vec();
+        let respond = |(_, after): &(Card, Card)| self.card(after).encode_to_vec();
+        let idem = f.key.idem(&respond);
         let card = self
             .service
-            .renew(
-                &iccid,
-                req.months,
-                &caller,
-                idem(request_id, fp, &respond).as_ref(),
-            )
+            .renew(&iccid, req.months, &f.caller, idem.as_ref())
             .await?;
         Ok(Response::new(self.card(&card)))
     }
@@ -601,39 +404,41 @@ impl pb::card_service_server::CardService for CardApi {
         &self,
         request: Request<pb::VerifyRealNameRequest>,
     ) -> Result<Response<pb::Card>, Status> {
-        self.change_state(request, "VerifyRealName", StateChange::VerifyRealName)
-            .await
+        self.change_state(
+            request,
+            Rpc::VerifyRealName,
+            StateChange::VerifyRealName,
+            |r| &r.iccid,
+        )
+        .await
     }
 
     async fn list_card_events(
         &self,
         request: Request<pb::ListCardEventsRequest>,
     ) -> Result<Response<pb::ListCardEventsResponse>, Status> {
-        let caller = self
-            .auth
-            .caller(&request, "ListCardEvents", Permission::Read)
-            .await?;
+        let caller = self.auth.caller(&request, Rpc::ListCardEvents).await?;
         let req = request.into_inner();
         let iccid = iccid(&req.iccid)?;
-        let page_size = page_size(req.page_size)?;
-        let after = if req.page_token.is_empty() {
-            0
-        } else {
-            decode_token(&req.page_token, &events_filter(&iccid))?
-                .and_then(|a| a.parse::<i64>().ok())
-                .ok_or_else(|| invalid_field("page_token", "is not a token this server issued"))?
+        let size = page_size(req.page_size)?;
+        // A token pages the history of the card it was issued for.
+        let unpaged = pb::ListCardEventsRequest {
+            iccid: iccid.to_string(),
+            ..Default::default()
         };
+        let page = Page::<i64>::read(
+            "page_token",
+            &req.page_token,
+            size,
+            "ListCardEvents",
+            &unpaged,
+        )?;
         // NOT_FOUND for an unknown (or another customer's) card, not an empty history.
         let mut events = self
             .service
-            .events(&iccid, after, page_size + 1, &caller)
+            .events(&iccid, page.after.unwrap_or(0), page.limit(), &caller)
             .await?;
-        let more = events.len() > page_size as usize;
-        events.truncate(page_size as usize);
-        let next_page_token = match (more, events.last()) {
-            (true, Some(last)) => encode_token(&last.id.to_string(), &events_filter(&iccid)),
-            _ => String::new(),
-        };
+        let next_page_token = page.next(&mut events, |last| last.id);
         Ok(Response::new(pb::ListCardEventsResponse {
             events: events.iter().map(convert::event_to_pb).collect(),
             next_page_token,
@@ -644,10 +449,7 @@ impl pb::card_service_server::CardService for CardApi {
         &self,
         request: Request<pb::DiagnoseCardRequest>,
     ) -> Result<Response<pb::Diagnosis>, Status> {
-        let caller = self
-            .auth
-            .caller(&request, "DiagnoseCard", Permission::Read)
-            .await?;
+        let caller = self.auth.caller(&request, Rpc::DiagnoseCard).await?;
         let accept = request
             .metadata()
             .get("accept-language")
@@ -664,10 +466,7 @@ impl pb::card_service_server::CardService for CardApi {
         &self,
         request: Request<pb::GetUsageRequest>,
     ) -> Result<Response<pb::Usage>, Status> {
-        let caller = self
-            .auth
-            .caller(&request, "GetUsage", Permission::Read)
-            .await?;
+        let caller = self.auth.caller(&request, Rpc::GetUsage).await?;
         let iccid = iccid(&request.get_ref().iccid)?;
         let u = self.service.usage(&iccid, &caller).await?;
         let permille = u.used_bytes.saturating_mul(1000) / u.quota_bytes.max(1);

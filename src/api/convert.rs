@@ -39,68 +39,6 @@ pub fn page_size(requested: i32, default: u32) -> Result<u32, tonic::Status> {
     }
 }
 
-/// A page token holding a position (an id, a time) within `scope`, opaque to the caller.
-pub fn position_token(scope: &str, position: i64) -> String {
-    position_token_text(scope, &position.to_string())
-}
-
-/// Reads a token made by [`position_token`] for the same scope; None when `raw` is empty.
-pub fn read_position_token(
-    field: &str,
-    scope: &str,
-    raw: &str,
-) -> Result<Option<i64>, tonic::Status> {
-    use base64::Engine;
-    if raw.is_empty() {
-        return Ok(None);
-    }
-    base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(raw)
-        .ok()
-        .and_then(|b| String::from_utf8(b).ok())
-        .and_then(|s| {
-            s.strip_prefix(scope)
-                .and_then(|r| r.strip_prefix(':'))
-                .and_then(|n| n.parse::<i64>().ok())
-        })
-        .map(Some)
-        .ok_or_else(|| super::error::invalid_field(field, "is not a token this server issued"))
-}
-
-/// A page token for listings ordered by a time that is not unique: the time and the row's
-/// unique id, so that rows sharing a millisecond are never split or skipped at a page edge.
-pub fn time_and_id_token(scope: &str, ms: i64, id: &str) -> String {
-    position_token_text(scope, &format!("{ms}:{id}"))
-}
-
-/// Reads a token made by [`time_and_id_token`]; None when `raw` is empty.
-pub fn read_time_and_id_token(
-    field: &str,
-    scope: &str,
-    raw: &str,
-) -> Result<Option<(i64, String)>, tonic::Status> {
-    use base64::Engine;
-    if raw.is_empty() {
-        return Ok(None);
-    }
-    base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(raw)
-        .ok()
-        .and_then(|b| String::from_utf8(b).ok())
-        .and_then(|s| {
-            let rest = s.strip_prefix(scope)?.strip_prefix(':')?;
-            let (ms, id) = rest.split_once(':')?;
-            Some((ms.parse::<i64>().ok()?, id.to_string()))
-        })
-        .map(Some)
-        .ok_or_else(|| super::error::invalid_field(field, "is not a token this server issued"))
-}
-
-fn position_token_text(scope: &str, position: &str) -> String {
-    use base64::Engine;
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("{scope}:{position}"))
-}
-
 pub fn timestamp(t: DateTime<Utc>) -> Timestamp {
     Timestamp {
         seconds: t.timestamp(),

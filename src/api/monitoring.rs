@@ -11,7 +11,9 @@ use tonic_types::StatusExt;
 use super::auth::{forbidden, Authenticator};
 use super::convert::{self, carrier_from_pb, carrier_to_pb, status_to_pb, timestamp};
 use super::error::{invalid_argument, invalid_field};
-use crate::auth::Permission;
+use super::idempotency::{idempotent, RequestKey};
+use super::paging::{event_cursor, read_event_cursor, Page};
+use super::rpc::Rpc;
 use crate::domain::alerts::AlertRules;
 use crate::domain::pool::MAX_TOPUP_BYTES;
 use crate::domain::Iccid;
@@ -23,10 +25,10 @@ use crate::service::webhooks::{NewWebhook, WebhookService};
 use crate::service::{Caller, CardService, FieldViolation};
 use crate::store::{DeliveryState, EventFilter, EventRow, PoolFilter, Webhook};
 
-/// Scope of event cursors and event page tokens (they are the same thing).
-const CURSOR: &str = "ev";
 const MAX_KINDS: usize = 20;
 const MAX_HISTORY_DAYS: u32 = 400;
+
+idempotent!(pb::TopUpPoolRequest);
 
 pub struct MonitoringApi {
     service: CardService,
@@ -97,7 +99,7 @@ fn over_cap(over: OverCap) -> Status {
 
 /// The end of a stream whose client stopped reading: where to resume.
 fn fell_behind(cursor: i64) -> Status {
-    let token = convert::position_token(CURSOR, cursor);
+    let token = event_cursor(cursor);
     let mut d = tonic_types::ErrorDetails::new();
     d.set_error_info(
         "WATCH_CONSUMER_TOO_SLOW",
@@ -304,7 +306,7 @@ fn pool_to_pb(v: &PoolView) -> pb::Pool {
 
 pub fn event_to_pb(e: &EventRow) -> pb::Event {
     pb::Event {
-        cursor: convert::position_token(CURSOR, e.id),
+        cursor: event_cursor(e.id),
         kind: e.kind.clone(),
         cause: e.cause.clone(),
         at: Some(timestamp(e.at)),
@@ -483,10 +485,7 @@ impl pb::monitoring_service_server::MonitoringService for MonitoringApi {
         &self,
         request: Request<pb::CreatePoolRequest>,
     ) -> Result<Response<pb::Pool>, Status> {
-        let caller = self
-            .auth
-            .caller(&request, "CreatePool", Permission::Operate)
-            .await?;
+        let caller = self.auth.caller(&request, Rpc::CreatePool).await?;
         let req = request.into_inner();
         let mut violations = Vec::new();
         if !valid_pool_id(&req.pool_id) {
@@ -537,10 +536,7 @@ impl pb::monitoring_service_server::MonitoringService for MonitoringApi {
         &self,
         request: Request<pb::GetPoolRequest>,
     ) -> Result<Response<pb::Pool>, Status> {
-        let caller = self
-            .auth
-            .caller(&request, "GetPool", Permission::Read)
-            .await?;
+        let caller = self.auth.caller(&request, Rpc::GetPool).await?;
         let id = pool_id("pool_id", &request.get_ref().pool_id)?;
         let customer = pool_customer(&request.get_ref().customer_id)?;
         let view = self
@@ -554,10 +550,7 @@ impl pb::monitoring_service_server::MonitoringService for MonitoringApi {
         &self,
         request: Request<pb::ListPoolsRequest>,
     ) -> Result<Response<pb::ListPoolsResponse>, Status> {
-        let caller = self
-            .auth
-            .caller(&request, "ListPools", Permission::Read)
-            .await?;
+        let caller = self.auth.caller(&request, Rpc::ListPools).await?;
         let req = request.into_inner();
         let size = convert::page_size(req.page_size, 100)?;
         let mut filter = PoolFilter::default();
@@ -573,38 +566,42 @@ impl pb::monitoring_service_server::MonitoringService for MonitoringApi {
                     .ok_or_else(|| invalid_field("carrier", "is not a carrier"))?,
             );
         }
-        // "pool:<pool id>:<customer>": pools page in (id, customer) order, since two customers
-        // may have a pool of the same id. Neither part can contain ':'.
-        let (after_id, after_customer) = if req.page_token.is_empty() {
-            (String::new(), String::new())
-        } else {
-            use base64::Engine;
-            base64::engine::general_purpose::URL_SAFE_NO_PAD
-                .decode(&req.page_token)
-                .ok()
-                .and_then(|b| String::from_utf8(b).ok())
-                .and_then(|s| {
-                    let rest = s.strip_prefix("pool:")?;
-                    let (id, customer) = rest.split_once(':')?;
-                    (valid_pool_id(id) && convert::customer_id_field("", customer).is_ok())
-                        .then(|| (id.to_string(), customer.to_string()))
-                })
-                .ok_or_else(|| invalid_field("page_token", "is not a token this server issued"))?
+        // Pools page in (pool id, customer) order, since two customers may have a pool of the
+        // same id.
+        let unpaged = pb::ListPoolsRequest {
+            page_size: 0,
+            page_token: String::new(),
+            ..req.clone()
+        };
+        let page = Page::<(String, String)>::read(
+            "page_token",
+            &req.page_token,
+            size,
+            "ListPools",
+            &unpaged,
+        )?;
+        let (after_id, after_customer) = match &page.after {
+            None => (String::new(), String::new()),
+            // The position goes to the store as it is: only what a pool can be is taken.
+            Some((id, customer))
+                if valid_pool_id(id) && convert::customer_id_field("", customer).is_ok() =>
+            {
+                (id.clone(), customer.clone())
+            }
+            Some(_) => {
+                return Err(invalid_field(
+                    "page_token",
+                    "is not a token this server issued",
+                ))
+            }
         };
         let mut pools = self
             .service
-            .list_pools(&filter, (&after_id, &after_customer), size + 1, &caller)
+            .list_pools(&filter, (&after_id, &after_customer), page.limit(), &caller)
             .await?;
-        let more = pools.len() > size as usize;
-        pools.truncate(size as usize);
-        let next_page_token = match (more, pools.last()) {
-            (true, Some(last)) => {
-                use base64::Engine;
-                base64::engine::general_purpose::URL_SAFE_NO_PAD
-                    .encode(format!("pool:{}:{}", last.pool.id, last.pool.customer_id))
-            }
-            _ => String::new(),
-        };
+        let next_page_token = page.next(&mut pools, |last| {
+            (last.pool.id.clone(), last.pool.customer_id.clone())
+        });
         Ok(Response::new(pb::ListPoolsResponse {
             pools: pools.iter().map(pool_to_pb).collect(),
             next_page_token,
@@ -615,10 +612,7 @@ impl pb::monitoring_service_server::MonitoringService for MonitoringApi {
         &self,
         request: Request<pb::AddCardsToPoolRequest>,
     ) -> Result<Response<pb::Pool>, Status> {
-        let caller = self
-            .auth
-            .caller(&request, "AddCardsToPool", Permission::Operate)
-            .await?;
+        let caller = self.auth.caller(&request, Rpc::AddCardsToPool).await?;
         let req = request.into_inner();
         let id = pool_id("pool_id", &req.pool_id)?;
         let customer = pool_customer(&req.customer_id)?;
@@ -634,10 +628,7 @@ impl pb::monitoring_service_server::MonitoringService for MonitoringApi {
         &self,
         request: Request<pb::RemoveCardsFromPoolRequest>,
     ) -> Result<Response<pb::Pool>, Status> {
-        let caller = self
-            .auth
-            .caller(&request, "RemoveCardsFromPool", Permission::Operate)
-            .await?;
+        let caller = self.auth.caller(&request, Rpc::RemoveCardsFromPool).await?;
         let req = request.into_inner();
         let id = pool_id("pool_id", &req.pool_id)?;
         let customer = pool_customer(&req.customer_id)?;
@@ -653,12 +644,8 @@ impl pb::monitoring_service_server::MonitoringService for MonitoringApi {
         &self,
         request: Request<pb::TopUpPoolRequest>,
     ) -> Result<Response<pb::Pool>, Status> {
-        let caller = self
-            .auth
-            .caller(&request, "TopUpPool", Permission::Operate)
-            .await?;
+        let caller = self.auth.caller(&request, Rpc::TopUpPool).await?;
         let mut req = request.into_inner();
-        let request_id = std::mem::take(&mut req.request_id);
         let id = pool_id("pool_id", &req.pool_id)?;
         let customer = pool_customer(&req.customer_id)?;
         if req.bytes == 0 || req.bytes > MAX_TOPUP_BYTES {
@@ -667,25 +654,17 @@ impl pb::monitoring_service_server::MonitoringService for MonitoringApi {
                 format!("must be 1..={MAX_TOPUP_BYTES}"),
             ));
         }
-        let fingerprint = super::cards::fingerprint(&request_id, &req)?;
-        if let Some(first) = self
-            .service
-            .replay(&caller, &request_id, &fingerprint)
-            .await?
-        {
-            return pb::Pool::decode(first.as_slice())
-                .map(Response::new)
-                .map_err(|_| Status::internal("a stored answer could not be read"));
+        // The fields are checked before the repeat check, so that a refusal never depends on
+        // what was stored under the request id.
+        let key = RequestKey::take(&mut req)?;
+        if let Some(first) = key.replay(&self.service, &caller).await? {
+            return Ok(Response::new(first));
         }
         let respond = |v: &PoolView| pool_to_pb(v).encode_to_vec();
-        let idem = (!request_id.is_empty()).then_some((
-            request_id.as_str(),
-            fingerprint.as_str(),
-            &respond as &(dyn Fn(&PoolView) -> Vec<u8> + Send + Sync),
-        ));
+        let idem = key.idem(&respond);
         let view = self
             .service
-            .top_up_pool(&id, customer.as_deref(), req.bytes, &caller, idem)
+            .top_up_pool(&id, customer.as_deref(), req.bytes, &caller, idem.as_ref())
             .await?;
         Ok(Response::new(pool_to_pb(&view)))
     }
@@ -694,10 +673,7 @@ impl pb::monitoring_service_server::MonitoringService for MonitoringApi {
         &self,
         request: Request<pb::GetAlertRulesRequest>,
     ) -> Result<Response<pb::AlertRules>, Status> {
-        let caller = self
-            .auth
-            .caller(&request, "GetAlertRules", Permission::Read)
-            .await?;
+        let caller = self.auth.caller(&request, Rpc::GetAlertRules).await?;
         let customer = convert::customer_id_field("customer_id", &request.get_ref().customer_id)
             .map_err(|v| invalid_argument(vec![v]))?;
         own_customer(&caller, &customer)?;
@@ -709,10 +685,7 @@ impl pb::monitoring_service_server::MonitoringService for MonitoringApi {
         &self,
         request: Request<pb::SetAlertRulesRequest>,
     ) -> Result<Response<pb::AlertRules>, Status> {
-        let caller = self
-            .auth
-            .caller(&request, "SetAlertRules", Permission::Operate)
-            .await?;
+        let caller = self.auth.caller(&request, Rpc::SetAlertRules).await?;
         let r = request
             .into_inner()
             .rules
@@ -740,10 +713,7 @@ impl pb::monitoring_service_server::MonitoringService for MonitoringApi {
         &self,
         request: Request<pb::GetUsageHistoryRequest>,
     ) -> Result<Response<pb::UsageHistory>, Status> {
-        let caller = self
-            .auth
-            .caller(&request, "GetUsageHistory", Permission::Read)
-            .await?;
+        let caller = self.auth.caller(&request, Rpc::GetUsageHistory).await?;
         let req = request.into_inner();
         let iccid =
             convert::iccid_field("iccid", &req.iccid).map_err(|v| invalid_argument(vec![v]))?;
@@ -776,14 +746,13 @@ impl pb::monitoring_service_server::MonitoringService for MonitoringApi {
         &self,
         request: Request<pb::ListEventsRequest>,
     ) -> Result<Response<pb::ListEventsResponse>, Status> {
-        let caller = self
-            .auth
-            .caller(&request, "ListEvents", Permission::Read)
-            .await?;
+        let caller = self.auth.caller(&request, Rpc::ListEvents).await?;
         let req = request.into_inner();
         let size = convert::page_size(req.page_size, 100)?;
         let filter = event_filter(req.filter)?;
-        let after = convert::read_position_token("page_token", CURSOR, &req.page_token)?
+        // The token is an event cursor, not a filtered page token: ListEvents and WatchEvents
+        // take each other's cursors whatever their filters (see `paging`).
+        let after = read_event_cursor("page_token", &req.page_token)?
             .unwrap_or(0)
             .max(0);
         let Some(filter) = scoped(filter, caller.principal.customer_id.as_ref()) else {
@@ -798,7 +767,7 @@ impl pb::monitoring_service_server::MonitoringService for MonitoringApi {
         let more = events.len() > size as usize;
         events.truncate(size as usize);
         let next_page_token = match (more, events.last()) {
-            (true, Some(last)) => convert::position_token(CURSOR, last.id),
+            (true, Some(last)) => event_cursor(last.id),
             _ => String::new(),
         };
         Ok(Response::new(pb::ListEventsResponse {
@@ -811,10 +780,7 @@ impl pb::monitoring_service_server::MonitoringService for MonitoringApi {
         &self,
         request: Request<pb::CreateWebhookRequest>,
     ) -> Result<Response<pb::CreateWebhookResponse>, Status> {
-        let caller = self
-            .auth
-            .caller(&request, "CreateWebhook", Permission::Operate)
-            .await?;
+        let caller = self.auth.caller(&request, Rpc::CreateWebhook).await?;
         let req = request.into_inner();
         let customer = req.customer_id.clone();
         let created = self.create_webhook_as(&caller, req).await;
@@ -829,10 +795,7 @@ impl pb::monitoring_service_server::MonitoringService for MonitoringApi {
         &self,
         request: Request<pb::ListWebhooksRequest>,
     ) -> Result<Response<pb::ListWebhooksResponse>, Status> {
-        let caller = self
-            .auth
-            .caller(&request, "ListWebhooks", Permission::Read)
-            .await?;
+        let caller = self.auth.caller(&request, Rpc::ListWebhooks).await?;
         let hooks = self.webhooks.list(&caller).await?;
         Ok(Response::new(pb::ListWebhooksResponse {
             webhooks: hooks.iter().map(webhook_to_pb).collect(),
@@ -843,10 +806,7 @@ impl pb::monitoring_service_server::MonitoringService for MonitoringApi {
         &self,
         request: Request<pb::DeleteWebhookRequest>,
     ) -> Result<Response<pb::DeleteWebhookResponse>, Status> {
-        let caller = self
-            .auth
-            .caller(&request, "DeleteWebhook", Permission::Operate)
-            .await?;
+        let caller = self.auth.caller(&request, Rpc::DeleteWebhook).await?;
         let raw = request.get_ref().webhook_id.clone();
         let deleted = match webhook_id(&raw) {
             Ok(id) => self
@@ -874,7 +834,7 @@ impl pb::monitoring_service_server::MonitoringService for MonitoringApi {
     ) -> Result<Response<pb::ListWebhookDeliveriesResponse>, Status> {
         let caller = self
             .auth
-            .caller(&request, "ListWebhookDeliveries", Permission::Read)
+            .caller(&request, Rpc::ListWebhookDeliveries)
             .await?;
         let req = request.into_inner();
         let id = webhook_id(&req.webhook_id)?;
@@ -892,7 +852,7 @@ impl pb::monitoring_service_server::MonitoringService for MonitoringApi {
                 .iter()
                 .map(|d| pb::WebhookDelivery {
                     webhook_id: d.webhook_id.clone(),
-                    event_cursor: convert::position_token(CURSOR, d.event_id),
+                    event_cursor: event_cursor(d.event_id),
                     state: delivery_state_to_pb(d.state) as i32,
                     attempts: d.attempts,
                     next_attempt_at: (d.state == DeliveryState::Pending)
@@ -911,7 +871,7 @@ impl pb::monitoring_service_server::MonitoringService for MonitoringApi {
     ) -> Result<Response<pb::RetryWebhookDeliveriesResponse>, Status> {
         let caller = self
             .auth
-            .caller(&request, "RetryWebhookDeliveries", Permission::Operate)
+            .caller(&request, Rpc::RetryWebhookDeliveries)
             .await?;
         let raw = request.get_ref().webhook_id.clone();
         let requeued = match webhook_id(&raw) {
@@ -942,14 +902,11 @@ impl pb::monitoring_service_server::MonitoringService for MonitoringApi {
         &self,
         request: Request<pb::WatchEventsRequest>,
     ) -> Result<Response<Self::WatchEventsStream>, Status> {
-        let caller = self
-            .auth
-            .caller(&request, "WatchEvents", Permission::Read)
-            .await?;
+        let caller = self.auth.caller(&request, Rpc::WatchEvents).await?;
         let connection = request.remote_addr();
         let req = request.into_inner();
         let filter = event_filter(req.filter)?;
-        let after = convert::read_position_token("after_cursor", CURSOR, &req.after_cursor)?;
+        let after = read_event_cursor("after_cursor", &req.after_cursor)?;
         if let Some(c) = &filter.customer_id {
             own_customer(&caller, c)?;
         }

@@ -3,22 +3,22 @@
 use std::pin::Pin;
 use std::time::Duration;
 
-use prost::Message;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
 use super::auth::Authenticator;
-use super::convert::{
-    page_size, position_token, read_position_token, read_time_and_id_token, time_and_id_token,
-    timestamp, MAX_RECHARGE_FEN,
-};
+use super::convert::{page_size, timestamp, MAX_RECHARGE_FEN};
 use super::error::{invalid_argument, invalid_field};
-use crate::auth::Permission;
+use super::idempotency::{idempotent, OperationId, RequestKey, StoredAnswer};
+use super::paging::Page;
+use super::rpc::Rpc;
 use crate::domain::Fen;
 use crate::pb;
 use crate::service::batch::{BatchService, Kind, MAX_BATCH};
 use crate::service::{Caller, CardService};
 use crate::store::{Batch, BatchCounts};
+
+idempotent!(pb::BatchRequest, pb::BatchRechargeRequest);
 
 pub struct OperationApi {
     batches: BatchService,
@@ -35,23 +35,16 @@ impl OperationApi {
         }
     }
 
+    /// Starts a bulk operation; a repeat reports the operation the first request started.
     async fn start(
         &self,
         caller: Caller,
         kind: Kind,
         iccids: Vec<String>,
         amount: Fen,
-        request_id: String,
-        fingerprint_of: impl Message,
+        key: RequestKey,
     ) -> Result<Response<pb::Operation>, Status> {
-        super::cards::check_request_id(&request_id)?;
-        use sha2::{Digest, Sha256};
-        let fp: String = Sha256::digest(fingerprint_of.encode_to_vec())
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
-        if let Some(bytes) = self.cards.replay(&caller, &request_id, &fp).await? {
-            let id = String::from_utf8_lossy(&bytes).to_string();
+        if let Some(OperationId(id)) = key.replay(&self.cards, &caller).await? {
             let (b, c) = self.batches.get(&caller, &id).await?;
             return Ok(Response::new(operation(&b, c)));
         }
@@ -66,11 +59,10 @@ impl OperationApi {
         if !violations.is_empty() {
             return Err(invalid_argument(violations));
         }
-        let respond = |b: &Batch| b.id.as_bytes().to_vec();
-        let idem = (!request_id.is_empty()).then_some((request_id.as_str(), fp.as_str()));
+        let respond = |b: &Batch| OperationId(b.id.clone()).to_stored();
         let b = self
             .batches
-            .create(&caller, kind, clean, amount, idem, &respond)
+            .create(&caller, kind, clean, amount, key.idem(&respond).as_ref())
             .await?;
         let counts = BatchCounts {
             pending: b.total as u64,
@@ -121,14 +113,10 @@ impl pb::operation_service_server::OperationService for OperationApi {
         &self,
         request: Request<pb::BatchSuspendRequest>,
     ) -> Result<Response<pb::Operation>, Status> {
-        let caller = self
-            .auth
-            .caller(&request, "BatchSuspend", Permission::Operate)
-            .await?;
+        let caller = self.auth.caller(&request, Rpc::BatchSuspend).await?;
         let mut req = request.into_inner();
-        let rid = std::mem::take(&mut req.request_id);
-        let iccids = req.iccids.clone();
-        self.start(caller, Kind::Suspend, iccids, Fen::ZERO, rid, req)
+        let key = RequestKey::take(&mut req)?;
+        self.start(caller, Kind::Suspend, req.iccids, Fen::ZERO, key)
             .await
     }
 
@@ -136,14 +124,10 @@ impl pb::operation_service_server::OperationService for OperationApi {
         &self,
         request: Request<pb::BatchResumeRequest>,
     ) -> Result<Response<pb::Operation>, Status> {
-        let caller = self
-            .auth
-            .caller(&request, "BatchResume", Permission::Operate)
-            .await?;
+        let caller = self.auth.caller(&request, Rpc::BatchResume).await?;
         let mut req = request.into_inner();
-        let rid = std::mem::take(&mut req.request_id);
-        let iccids = req.iccids.clone();
-        self.start(caller, Kind::Resume, iccids, Fen::ZERO, rid, req)
+        let key = RequestKey::take(&mut req)?;
+        self.start(caller, Kind::Resume, req.iccids, Fen::ZERO, key)
             .await
     }
 
@@ -151,10 +135,7 @@ impl pb::operation_service_server::OperationService for OperationApi {
         &self,
         request: Request<pb::BatchRechargeRequest>,
     ) -> Result<Response<pb::Operation>, Status> {
-        let caller = self
-            .auth
-            .caller(&request, "BatchRecharge", Permission::Operate)
-            .await?;
+        let caller = self.auth.caller(&request, Rpc::BatchRecharge).await?;
         let mut req = request.into_inner();
         if !(1..=MAX_RECHARGE_FEN).contains(&req.amount_fen) {
             return Err(invalid_field(
@@ -162,10 +143,9 @@ impl pb::operation_service_server::OperationService for OperationApi {
                 format!("must be 1..={MAX_RECHARGE_FEN} fen"),
             ));
         }
-        let rid = std::mem::take(&mut req.request_id);
-        let iccids = req.iccids.clone();
+        let key = RequestKey::take(&mut req)?;
         let amount = Fen(req.amount_fen);
-        self.start(caller, Kind::Recharge, iccids, amount, rid, req)
+        self.start(caller, Kind::Recharge, req.iccids, amount, key)
             .await
     }
 
@@ -173,10 +153,7 @@ impl pb::operation_service_server::OperationService for OperationApi {
         &self,
         request: Request<pb::GetOperationRequest>,
     ) -> Result<Response<pb::Operation>, Status> {
-        let caller = self
-            .auth
-            .caller(&request, "GetOperation", Permission::Read)
-            .await?;
+        let caller = self.auth.caller(&request, Rpc::GetOperation).await?;
         let req = request.into_inner();
         let id = operation_id(&req.id)?;
         if !(0..=10_000).contains(&req.results_page_size) {
@@ -192,18 +169,25 @@ impl pb::operation_service_server::OperationService for OperationApi {
                 ))
             }
         };
-        let after =
-            read_position_token("results_page_token", &id, &req.results_page_token)?.unwrap_or(-1);
+        // A token pages the results of the operation and status it was issued for.
+        let unpaged = pb::GetOperationRequest {
+            id: id.clone(),
+            results_status: req.results_status.clone(),
+            ..Default::default()
+        };
+        let page = Page::<i64>::read(
+            "results_page_token",
+            &req.results_page_token,
+            req.results_page_size as u32,
+            "GetOperation",
+            &unpaged,
+        )?;
         let (b, c) = self.batches.get(&caller, &id).await?;
         let mut op = operation(&b, c);
-        if req.results_page_size > 0 {
-            let size = req.results_page_size as u32;
-            let mut items = self.batches.items(&id, status, after, size + 1).await?;
-            let more = items.len() > size as usize;
-            items.truncate(size as usize);
-            if let (true, Some(last)) = (more, items.last()) {
-                op.next_results_page_token = position_token(&id, last.seq);
-            }
+        if page.size > 0 {
+            let after = page.after.unwrap_or(-1);
+            let mut items = self.batches.items(&id, status, after, page.limit()).await?;
+            op.next_results_page_token = page.next(&mut items, |last| last.seq);
             op.results = items
                 .into_iter()
                 .map(|i| pb::ItemResult {
@@ -222,27 +206,22 @@ impl pb::operation_service_server::OperationService for OperationApi {
         &self,
         request: Request<pb::ListOperationsRequest>,
     ) -> Result<Response<pb::ListOperationsResponse>, Status> {
-        let caller = self
-            .auth
-            .caller(&request, "ListOperations", Permission::Read)
-            .await?;
+        let caller = self.auth.caller(&request, Rpc::ListOperations).await?;
         let req = request.into_inner();
         let size = page_size(req.page_size, 50)?;
-        let before = read_time_and_id_token("page_token", "ops", &req.page_token)?;
-        let mut list = self
-            .batches
-            .list(
-                &caller,
-                before.as_ref().map(|(ms, id)| (*ms, id.as_str())),
-                size + 1,
-            )
-            .await?;
-        let more = list.len() > size as usize;
-        list.truncate(size as usize);
-        let next_page_token = match (more, list.last()) {
-            (true, Some((b, _))) => time_and_id_token("ops", b.created_ms, &b.id),
-            _ => String::new(),
-        };
+        // Operations page by creation time, which is not unique: the position holds the id too,
+        // so that operations sharing a millisecond are never split or skipped at a page edge.
+        let unpaged = pb::ListOperationsRequest::default();
+        let page = Page::<(i64, String)>::read(
+            "page_token",
+            &req.page_token,
+            size,
+            "ListOperations",
+            &unpaged,
+        )?;
+        let before = page.after.as_ref().map(|(ms, id)| (*ms, id.as_str()));
+        let mut list = self.batches.list(&caller, before, page.limit()).await?;
+        let next_page_token = page.next(&mut list, |(b, _)| (b.created_ms, b.id.clone()));
         Ok(Response::new(pb::ListOperationsResponse {
             operations: list.iter().map(|(b, c)| operation(b, *c)).collect(),
             next_page_token,
@@ -253,10 +232,7 @@ impl pb::operation_service_server::OperationService for OperationApi {
         &self,
         request: Request<pb::CancelOperationRequest>,
     ) -> Result<Response<pb::Operation>, Status> {
-        let caller = self
-            .auth
-            .caller(&request, "CancelOperation", Permission::Operate)
-            .await?;
+        let caller = self.auth.caller(&request, Rpc::CancelOperation).await?;
         let id = operation_id(&request.get_ref().id)?;
         let (b, c) = self.batches.cancel(&caller, &id).await?;
         Ok(Response::new(operation(&b, c)))
@@ -268,10 +244,7 @@ impl pb::operation_service_server::OperationService for OperationApi {
         &self,
         request: Request<pb::WatchOperationRequest>,
     ) -> Result<Response<Self::WatchOperationStream>, Status> {
-        let caller = self
-            .auth
-            .caller(&request, "WatchOperation", Permission::Read)
-            .await?;
+        let caller = self.auth.caller(&request, Rpc::WatchOperation).await?;
         let id = operation_id(&request.get_ref().id)?;
         // Fails now, not inside the stream, for an unknown or foreign operation.
         self.batches.get(&caller, &id).await?;

@@ -12,7 +12,7 @@ use super::convert::{
     card_to_pb, carrier_from_pb, carrier_to_pb, from_timestamp, iccid_field, timestamp,
 };
 use super::error::{invalid_argument, invalid_field, ERROR_DOMAIN};
-use crate::auth::Permission;
+use super::rpc::Rpc;
 use crate::carrier::sim::{Fault, SimCarrier, SimFaults, Simulators};
 use crate::carrier::{CarrierCard, CarrierError, ServiceState};
 use crate::clock::{Clock, ClockError};
@@ -129,9 +129,7 @@ impl pb::simulator_service_server::SimulatorService for SimulatorApi {
         &self,
         request: Request<pb::GetClockRequest>,
     ) -> Result<Response<pb::ClockResponse>, Status> {
-        self.auth
-            .caller(&request, "GetClock", Permission::Simulate)
-            .await?;
+        self.auth.caller(&request, Rpc::GetClock).await?;
         Ok(Response::new(pb::ClockResponse {
             now: Some(timestamp(self.clock.now())),
             cards_changed: 0,
@@ -143,9 +141,7 @@ impl pb::simulator_service_server::SimulatorService for SimulatorApi {
         &self,
         request: Request<pb::AdvanceClockRequest>,
     ) -> Result<Response<pb::ClockResponse>, Status> {
-        self.auth
-            .caller(&request, "AdvanceClock", Permission::Simulate)
-            .await?;
+        self.auth.caller(&request, Rpc::AdvanceClock).await?;
         let by = request
             .into_inner()
             .by
@@ -170,9 +166,7 @@ impl pb::simulator_service_server::SimulatorService for SimulatorApi {
         &self,
         request: Request<pb::SetClockRequest>,
     ) -> Result<Response<pb::ClockResponse>, Status> {
-        self.auth
-            .caller(&request, "SetClock", Permission::Simulate)
-            .await?;
+        self.auth.caller(&request, Rpc::SetClock).await?;
         let now = self.clock.now();
         let to = request
             .into_inner()
@@ -194,9 +188,7 @@ impl pb::simulator_service_server::SimulatorService for SimulatorApi {
         &self,
         request: Request<pb::GetCarrierCardRequest>,
     ) -> Result<Response<pb::CarrierCard>, Status> {
-        self.auth
-            .caller(&request, "GetCarrierCard", Permission::Simulate)
-            .await?;
+        self.auth.caller(&request, Rpc::GetCarrierCard).await?;
         let req = request.into_inner();
         let (sim, iccid) = self.target(req.carrier, Some(&req.iccid))?;
         let iccid = iccid.ok_or_else(|| invalid_field("iccid", "is required"))?;
@@ -211,9 +203,7 @@ impl pb::simulator_service_server::SimulatorService for SimulatorApi {
         &self,
         request: Request<pb::RecordUsageRequest>,
     ) -> Result<Response<pb::RecordUsageResponse>, Status> {
-        self.auth
-            .caller(&request, "RecordUsage", Permission::Simulate)
-            .await?;
+        self.auth.caller(&request, Rpc::RecordUsage).await?;
         let req = request.into_inner();
         let (sim, iccid) = self.target(req.carrier, Some(&req.iccid))?;
         let iccid = iccid.ok_or_else(|| invalid_field("iccid", "is required"))?;
@@ -244,9 +234,7 @@ impl pb::simulator_service_server::SimulatorService for SimulatorApi {
         &self,
         request: Request<pb::SetFaultsRequest>,
     ) -> Result<Response<pb::SetFaultsResponse>, Status> {
-        self.auth
-            .caller(&request, "SetFaults", Permission::Simulate)
-            .await?;
+        self.auth.caller(&request, Rpc::SetFaults).await?;
         let req = request.into_inner();
         let (sim, _) = self.target(req.carrier, None)?;
         let faults = SimFaults {
@@ -270,9 +258,7 @@ impl pb::simulator_service_server::SimulatorService for SimulatorApi {
         &self,
         request: Request<pb::SetCarrierCardStateRequest>,
     ) -> Result<Response<pb::CarrierCard>, Status> {
-        self.auth
-            .caller(&request, "SetCarrierCardState", Permission::Simulate)
-            .await?;
+        self.auth.caller(&request, Rpc::SetCarrierCardState).await?;
         let req = request.into_inner();
         let (sim, iccid) = self.target(req.carrier, Some(&req.iccid))?;
         let iccid = iccid.ok_or_else(|| invalid_field("iccid", "is required"))?;
@@ -299,9 +285,7 @@ impl pb::simulator_service_server::SimulatorService for SimulatorApi {
         &self,
         request: Request<pb::InjectFaultRequest>,
     ) -> Result<Response<pb::InjectFaultResponse>, Status> {
-        self.auth
-            .caller(&request, "InjectFault", Permission::Simulate)
-            .await?;
+        self.auth.caller(&request, Rpc::InjectFault).await?;
         let req = request.into_inner();
         let (sim, _) = self.target(req.carrier, None)?;
         let fault = match pb::FaultKind::try_from(req.kind) {

@@ -100,8 +100,7 @@ impl BatchService {
         kind: Kind,
         iccids: Vec<String>,
         amount: Fen,
-        request_id: Option<(&str, &str)>,
-        respond: &(dyn Fn(&Batch) -> Vec<u8> + Send + Sync),
+        idem: Option<&Idem<'_, Batch>>,
     ) -> Result<Batch> {
         // Refused whole, before anything is stored: a batch naming cards the caller cannot see
         // would otherwise be accepted and fail card by card, an audit row each.
@@ -136,8 +135,7 @@ impl BatchService {
             total: iccids.len() as i64,
             created_ms: now.timestamp_millis(),
         };
-        let answer: Option<IdempotencyRecord> =
-            request_id.map(|(id, fp)| self.cards.answer(caller, id, fp, respond(&batch), now));
+        let answer: Option<IdempotencyRecord> = idem.map(|i| i.record(caller, &batch, now));
         match self
             .store
             .insert_batch(&batch, &iccids, answer.as_ref())
@@ -305,7 +303,7 @@ impl BatchService {
         {
             Ok(Some(_)) => Ok(()),
             Ok(None) => {
-                let respond = |_: &Card, after: &Card| after.version.to_le_bytes().to_vec();
+                let respond = |(_, after): &(Card, Card)| after.version.to_le_bytes().to_vec();
                 let idem = Idem {
                     request_id: caller.request_id.clone(),
                     fingerprint: fingerprint.into(),

@@ -7,6 +7,7 @@ pub mod access;
 pub mod batch;
 pub mod engine;
 pub mod events;
+mod idempotency;
 pub mod journal;
 mod locks;
 pub mod monitor;
@@ -29,7 +30,8 @@ use crate::domain::rules::{self, NewCard};
 use crate::domain::{
     Card, CarrierAction, CarrierId, CarrierPolicy, Fen, Iccid, RuleViolation, Transition,
 };
-use crate::store::{AuditRecord, CardFilter, IdempotencyRecord, Store, StoreError};
+use crate::store::{AuditRecord, CardFilter, Store, StoreError};
+pub use idempotency::Idem;
 pub use journal::{DriftRepair, JournalConfig};
 use journal::{Holder, Origin};
 
@@ -174,28 +176,6 @@ impl Caller {
     }
 }
 
-/// A request the caller may repeat: its id, a fingerprint of its content, and how to encode its
-/// answer from the card before and after, so the answer is stored with the change it reports.
-pub struct Idem<'a> {
-    pub request_id: String,
-    pub fingerprint: String,
-    pub respond: &'a (dyn Fn(&Card, &Card) -> Vec<u8> + Send + Sync),
-}
-
-/// The same for AssignCards: its request id, fingerprint, and the answer for a count of cards.
-pub type AssignIdem<'a> = (
-    &'a str,
-    &'a str,
-    &'a (dyn Fn(usize) -> Vec<u8> + Send + Sync),
-);
-
-/// The same for ImportCards, whose answer is a count and warnings.
-pub struct ImportIdem<'a> {
-    pub request_id: String,
-    pub fingerprint: String,
-    pub respond: &'a (dyn Fn(usize, &[ImportWarning]) -> Vec<u8> + Send + Sync),
-}
-
 /// The audit log's name for how a call ended.
 pub(crate) fn result_name(e: &ServiceError) -> String {
     match e {
@@ -311,7 +291,7 @@ impl CardService {
         &self,
         rows: Vec<NewCard>,
         caller: &Caller,
-        idem: Option<&ImportIdem<'_>>,
+        idem: Option<&Idem<'_, (usize, Vec<ImportWarning>)>>,
     ) -> Result<(usize, Vec<ImportWarning>)> {
         let now = self.now();
         let result = self.import_rows(rows, caller, idem, now).await;
@@ -325,7 +305,7 @@ impl CardService {
         &self,
         rows: Vec<NewCard>,
         caller: &Caller,
-        idem: Option<&ImportIdem<'_>>,
+        idem: Option<&Idem<'_, (usize, Vec<ImportWarning>)>>,
         now: DateTime<Utc>,
     ) -> Result<(usize, Vec<ImportWarning>)> {
         let mut cards = Vec::with_capacity(rows.len());
@@ -376,15 +356,8 @@ impl CardService {
                 })
             })
             .collect();
-        let answer = idem.map(|i| {
-            self.answer(
-                caller,
-                &i.request_id,
-                &i.fingerprint,
-                (i.respond)(cards.len(), &warnings),
-                now,
-            )
-        });
+        let outcome = (cards.len(), warnings);
+        let answer = idem.map(|i| i.record(caller, &outcome, now));
         match self
             .store
             .insert_cards(&cards, Some(&audit), answer.as_ref())
@@ -398,52 +371,7 @@ impl CardService {
             Err(e) => return Err(duplicate_row(&cards, e)),
         }
         info!(count = cards.len(), "cards imported");
-        Ok((cards.len(), warnings))
-    }
-
-    /// The stored answer to `request_id` if the caller made this request before; refuses an id
-    /// already used for a different request.
-    pub async fn replay(
-        &self,
-        caller: &Caller,
-        request_id: &str,
-        fingerprint: &str,
-    ) -> Result<Option<Vec<u8>>> {
-        if request_id.is_empty() {
-            return Ok(None);
-        }
-        match self
-            .store
-            .get_idempotency(&caller.principal.key_id, request_id)
-            .await?
-        {
-            None => Ok(None),
-            Some(r) if r.method == caller.method && r.fingerprint == fingerprint => {
-                Ok(Some(r.response))
-            }
-            Some(_) => Err(ServiceError::InvalidArgument(vec![FieldViolation::new(
-                "request_id",
-                "was already used for a different request",
-            )])),
-        }
-    }
-
-    fn answer(
-        &self,
-        caller: &Caller,
-        request_id: &str,
-        fingerprint: &str,
-        response: Vec<u8>,
-        now: DateTime<Utc>,
-    ) -> IdempotencyRecord {
-        IdempotencyRecord {
-            key_id: caller.principal.key_id.clone(),
-            request_id: request_id.to_string(),
-            method: caller.method.to_string(),
-            fingerprint: fingerprint.to_string(),
-            response,
-            created_ms: now.timestamp_millis(),
-        }
+        Ok(outcome)
     }
 
     /// AssignCards: every card to `customer` (or its spare mark set), all or nothing, in one
@@ -455,7 +383,7 @@ impl CardService {
         customer: &str,
         spare: bool,
         caller: &Caller,
-        idem: Option<AssignIdem<'_>>,
+        idem: Option<&Idem<'_, usize>>,
     ) -> Result<usize> {
         let now = self.now();
         let result = self
@@ -481,7 +409,7 @@ impl CardService {
         customer: &str,
         spare: bool,
         caller: &Caller,
-        idem: Option<AssignIdem<'_>>,
+        idem: Option<&Idem<'_, usize>>,
         now: DateTime<Utc>,
     ) -> Result<usize> {
         let mut changes = Vec::new();
@@ -519,8 +447,7 @@ impl CardService {
                 if spare { " as spares" } else { "" }
             ),
         );
-        let answer =
-            idem.map(|(id, fp, respond)| self.answer(caller, id, fp, respond(changes.len()), now));
+        let answer = idem.map(|i| i.record(caller, &changes.len(), now));
         self.store
             .assign_cards(&changes, &audit, answer.as_ref())
             .await?;
@@ -577,7 +504,7 @@ impl CardService {
         &self,
         iccid: &Iccid,
         caller: &Caller,
-        idem: Option<&Idem<'_>>,
+        idem: Option<&Idem<'_, (Card, Card)>>,
     ) -> Result<Card> {
         self.mutate(iccid, caller, idem, |card, _, now| {
             rules::suspend(card, now)
@@ -590,7 +517,7 @@ impl CardService {
         &self,
         iccid: &Iccid,
         caller: &Caller,
-        idem: Option<&Idem<'_>>,
+        idem: Option<&Idem<'_, (Card, Card)>>,
     ) -> Result<Card> {
         self.mutate(iccid, caller, idem, |card, _, now| rules::resume(card, now))
             .await
@@ -603,7 +530,7 @@ impl CardService {
         iccid: &Iccid,
         amount: Fen,
         caller: &Caller,
-        idem: Option<&Idem<'_>>,
+        idem: Option<&Idem<'_, (Card, Card)>>,
     ) -> Result<(Card, Card)> {
         self.mutate(iccid, caller, idem, |card, policy, now| {
             rules::recharge(card, policy, amount, now)
@@ -616,7 +543,7 @@ impl CardService {
         iccid: &Iccid,
         months: u32,
         caller: &Caller,
-        idem: Option<&Idem<'_>>,
+        idem: Option<&Idem<'_, (Card, Card)>>,
     ) -> Result<Card> {
         self.mutate(iccid, caller, idem, |card, policy, now| {
             rules::renew(card, policy, months, now)
@@ -629,7 +556,7 @@ impl CardService {
         &self,
         iccid: &Iccid,
         caller: &Caller,
-        idem: Option<&Idem<'_>>,
+        idem: Option<&Idem<'_, (Card, Card)>>,
     ) -> Result<Card> {
         self.mutate(iccid, caller, idem, |card, _, now| {
             rules::verify_real_name(card, now)
@@ -799,7 +726,7 @@ impl CardService {
         &self,
         iccid: &Iccid,
         caller: &Caller,
-        idem: Option<&Idem<'_>>,
+        idem: Option<&Idem<'_, (Card, Card)>>,
         rule: F,
     ) -> Result<(Card, Card)>
     where
@@ -839,7 +766,7 @@ impl CardService {
         &self,
         before: &Card,
         caller: &Caller,
-        idem: Option<&Idem<'_>>,
+        idem: Option<&Idem<'_, (Card, Card)>>,
         now: DateTime<Utc>,
         rule: F,
     ) -> Result<Card>
@@ -867,13 +794,7 @@ impl CardService {
                 warn!(error = %e, "could not write the audit record of a call that changed nothing");
             }
             if let Some(i) = idem {
-                let answer = self.answer(
-                    caller,
-                    &i.request_id,
-                    &i.fingerprint,
-                    (i.respond)(before, before),
-                    now,
-                );
+                let answer = i.record(caller, &(before.clone(), before.clone()), now);
                 match self.store.put_idempotency(&answer).await {
                     Ok(()) | Err(StoreError::Duplicate { .. }) => {}
                     Err(e) => return Err(e.into()),
@@ -885,13 +806,7 @@ impl CardService {
             // The answer describes the card as this write stores it (the store bumps the version).
             let mut after = t.card.clone();
             after.version = before.version + 1;
-            self.answer(
-                caller,
-                &i.request_id,
-                &i.fingerprint,
-                (i.respond)(before, &after),
-                now,
-            )
+            i.record(caller, &(before.clone(), after), now)
         });
         let origin = Origin {
             source: format!("{}:{}", caller.method, caller.request_id),

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use tracing::{debug, warn};
 
-use super::{Caller, CardService, FieldViolation, Result, ServiceError};
+use super::{Caller, CardService, FieldViolation, Idem, Result, ServiceError};
 use crate::carrier::CarrierCard;
 use crate::domain::alerts::{self, AlertRules};
 use crate::domain::lifecycle;
@@ -50,14 +50,6 @@ impl RulesCache {
         map.insert(customer.to_string(), (Instant::now(), rules));
     }
 }
-
-/// A top-up the caller may repeat: its request id, fingerprint, and how to encode the answer
-/// stored with it.
-pub type PoolIdem<'a> = (
-    &'a str,
-    &'a str,
-    &'a (dyn Fn(&PoolView) -> Vec<u8> + Send + Sync),
-);
 
 /// A pool to create, validated.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -400,7 +392,7 @@ impl CardService {
         customer: Option<&str>,
         bytes: u64,
         caller: &Caller,
-        idem: Option<PoolIdem<'_>>,
+        idem: Option<&Idem<'_, PoolView>>,
     ) -> Result<PoolView> {
         let owner = self.resolve_pool(id, customer, caller).await?.customer_id;
         for _ in 0..5 {
@@ -434,9 +426,7 @@ impl CardService {
                 used_bytes: used,
                 members,
             };
-            let answer = idem.map(|(request_id, fingerprint, respond)| {
-                self.answer(caller, request_id, fingerprint, respond(&view), now)
-            });
+            let answer = idem.map(|i| i.record(caller, &view, now));
             match self
                 .store
                 .update_pool(&stored, &events, Some(&audit), answer.as_ref())

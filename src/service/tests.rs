@@ -206,8 +206,8 @@ async fn open_stop(
 
 fn idem_for<'a>(
     request_id: &str,
-    respond: &'a (dyn Fn(&Card, &Card) -> Vec<u8> + Send + Sync),
-) -> Idem<'a> {
+    respond: &'a (dyn Fn(&(Card, Card)) -> Vec<u8> + Send + Sync),
+) -> Idem<'a, (Card, Card)> {
     Idem {
         request_id: request_id.into(),
         fingerprint: "fp".into(),
@@ -241,7 +241,7 @@ async fn an_unknown_outcome_is_pending_never_failed_and_settles_forward_from_the
     m.expect_restore().never();
     let f = fixture(m).await;
     let before = imported(&f, new_card(CarrierId::Unicom)).await;
-    let respond = |_: &Card, after: &Card| after.version.to_le_bytes().to_vec();
+    let respond = |(_, after): &(Card, Card)| after.version.to_le_bytes().to_vec();
     let caller = Caller {
         request_id: "r-1".into(),
         ..sys()
@@ -708,7 +708,6 @@ async fn a_batch_item_redone_after_a_crash_counts_both_attempts() {
     let card = imported(&f, new_card(CarrierId::Mobile)).await;
     let batches = batch::BatchService::new(f.service.clone(), f.store.clone())
         .with_clock(Arc::new(f.ops.clone()));
-    let respond = |_: &crate::store::Batch| Vec::new();
     let b = batches
         .create(
             &sys(),
@@ -716,7 +715,6 @@ async fn a_batch_item_redone_after_a_crash_counts_both_attempts() {
             vec![card.iccid.to_string()],
             Fen(0),
             None,
-            &respond,
         )
         .await
         .unwrap();
@@ -744,11 +742,10 @@ async fn a_batch_naming_unknown_cards_is_refused_whole_and_stores_nothing() {
     let f = fixture(mock(CarrierId::Mobile)).await;
     let card = imported(&f, new_card(CarrierId::Mobile)).await;
     let batches = batch::BatchService::new(f.service.clone(), f.store.clone());
-    let respond = |_: &crate::store::Batch| Vec::new();
     let mut iccids = vec![card.iccid.to_string()];
     iccids.extend((0..8).map(|i| format!("8986000000000000000{i}")));
     let err = batches
-        .create(&sys(), batch::Kind::Suspend, iccids, Fen(0), None, &respond)
+        .create(&sys(), batch::Kind::Suspend, iccids, Fen(0), None)
         .await
         .unwrap_err();
     match err {

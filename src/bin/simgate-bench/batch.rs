@@ -69,7 +69,6 @@ pub async fn run(cards: u64, rate: u32, database_url: Option<String>) -> Res<()>
         "backend: {:?}, cards: {cards}, carrier limit: {rate} calls/s",
         app.store().backend()
     );
-    let respond = |b: &simgate::store::Batch| b.id.as_bytes().to_vec();
     let t = Instant::now();
     let batch = app
         .batches()
@@ -79,7 +78,6 @@ pub async fn run(cards: u64, rate: u32, database_url: Option<String>) -> Res<()>
             iccids,
             Fen::ZERO,
             None,
-            &respond,
         )
         .await?;
     loop {
