@@ -18,7 +18,11 @@ use crate::service::batch::{BatchService, Kind, MAX_BATCH};
 use crate::service::{Caller, CardService};
 use crate::store::{Batch, BatchCounts};
 
-idempotent!(pb::BatchRequest, pb::BatchRechargeRequest);
+idempotent!(
+    pb::BatchSuspendRequest,
+    pb::BatchResumeRequest,
+    pb::BatchRechargeRequest
+);
 
 pub struct OperationApi {
     batches: BatchService,

@@ -264,7 +264,8 @@ async fn arrears_caused_by_the_test_gift_are_explained_and_cleared() {
     let mut row = card_input(UNICOM_ICCID, pb::Carrier::ChinaUnicom);
     row.stage = pb::LifecycleStage::Test as i32;
     import(&mut app, vec![row]).await;
-    app.use_data(pb::Carrier::ChinaUnicom, UNICOM_ICCID, 100 << 20).await;
+    app.use_data(pb::Carrier::ChinaUnicom, UNICOM_ICCID, 100 << 20)
+        .await;
     let d = diagnose(&mut app, UNICOM_ICCID, "en").await;
     let codes: Vec<_> = d.findings.iter().map(|f| f.code.as_str()).collect();
     assert_eq!(codes[..2], ["ARREARS", "TEST_GIFT_USED_UP"]);
@@ -297,7 +298,8 @@ async fn an_online_card_without_traffic_points_at_network_or_device() {
             pb::RemedyAction::CheckCoverage as i32
         ]
     );
-    app.use_data(pb::Carrier::ChinaMobile, MOBILE_ICCID, 1 << 20).await;
+    app.use_data(pb::Carrier::ChinaMobile, MOBILE_ICCID, 1 << 20)
+        .await;
     let d = diagnose(&mut app, MOBILE_ICCID, "en").await;
     assert_eq!(d.verdict, pb::Verdict::OnlineOk as i32);
 }

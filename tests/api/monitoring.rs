@@ -195,14 +195,16 @@ both_backends!(
 
         // 25 MiB between them: 83% of the pool, nobody stops.
         for (iccid, mib) in iccids.iter().zip([10, 10, 5]) {
-            app.use_data(pb::Carrier::ChinaMobile, iccid, mib * MIB).await;
+            app.use_data(pb::Carrier::ChinaMobile, iccid, mib * MIB)
+                .await;
         }
         let p = pool(&app, "fleet").await;
         assert_eq!((p.used_bytes, p.exhausted), (25 * MIB, false));
         expect_members(&mut app, &iccids, false, "at 83%").await;
 
         // The third card's traffic empties the pool: all three stop.
-        app.use_data(pb::Carrier::ChinaMobile, &iccids[2], 5 * MIB).await;
+        app.use_data(pb::Carrier::ChinaMobile, &iccids[2], 5 * MIB)
+            .await;
         let p = pool(&app, "fleet").await;
         assert!(p.exhausted, "{p:?}");
         assert_eq!(p.used_permille, 1000);
@@ -227,7 +229,8 @@ both_backends!(
         expect_members(&mut app, &iccids, false, "topped up").await;
 
         // Used up again, then the next cycle (1 December for China Mobile) resets the pool.
-        app.use_data(pb::Carrier::ChinaMobile, &iccids[0], 10 * MIB).await;
+        app.use_data(pb::Carrier::ChinaMobile, &iccids[0], 10 * MIB)
+            .await;
         expect_members(&mut app, &iccids, true, "exhausted again").await;
         to_next_cycle(&mut app).await;
         let p = pool(&app, "fleet").await;
@@ -289,15 +292,18 @@ both_backends!(
         row.balance_fen = 100_000;
         import(&mut app, vec![row]).await;
         let quota: u64 = 1 << 30;
-        app.use_data(pb::Carrier::ChinaMobile, &iccid, quota * 81 / 100).await;
+        app.use_data(pb::Carrier::ChinaMobile, &iccid, quota * 81 / 100)
+            .await;
         assert_eq!(
             usage_alerts(&app, &iccid).await,
             [800],
             "crossing 80% fires once"
         );
-        app.use_data(pb::Carrier::ChinaMobile, &iccid, quota * 4 / 100).await;
+        app.use_data(pb::Carrier::ChinaMobile, &iccid, quota * 4 / 100)
+            .await;
         assert_eq!(usage_alerts(&app, &iccid).await, [800], "85% fires nothing");
-        app.use_data(pb::Carrier::ChinaMobile, &iccid, quota * 6 / 100).await;
+        app.use_data(pb::Carrier::ChinaMobile, &iccid, quota * 6 / 100)
+            .await;
         assert_eq!(
             usage_alerts(&app, &iccid).await,
             [800, 900],
@@ -308,7 +314,8 @@ both_backends!(
         assert_eq!(usage_alerts(&app, &iccid).await, [800, 900]);
 
         to_next_cycle(&mut app).await;
-        app.use_data(pb::Carrier::ChinaMobile, &iccid, quota * 82 / 100).await;
+        app.use_data(pb::Carrier::ChinaMobile, &iccid, quota * 82 / 100)
+            .await;
         assert_eq!(
             usage_alerts(&app, &iccid).await,
             [800, 900, 800],

@@ -181,7 +181,8 @@ both_backends!(
         );
 
         // acme's card empties acme's pool: acme's member stops, globex's pool and card do not.
-        app.use_data(pb::Carrier::ChinaMobile, &acme_card, 11 * MIB).await;
+        app.use_data(pb::Carrier::ChinaMobile, &acme_card, 11 * MIB)
+            .await;
         let ours = get_pool(&mut acme, "fleet-a", "").await.unwrap();
         assert!(ours.exhausted && ours.used_bytes == 11 * MIB, "{ours:?}");
         let theirs = get_pool(&mut globex, "fleet-a", "").await.unwrap();
@@ -399,8 +400,10 @@ both_backends!(
             .await
             .expect("pool");
         add(&mut m, "fleet-a", "acme", &iccids).await;
-        app.use_data(pb::Carrier::ChinaMobile, &iccids[0], 6 * MIB).await;
-        app.use_data(pb::Carrier::ChinaMobile, &iccids[1], 6 * MIB).await;
+        app.use_data(pb::Carrier::ChinaMobile, &iccids[0], 6 * MIB)
+            .await;
+        app.use_data(pb::Carrier::ChinaMobile, &iccids[1], 6 * MIB)
+            .await;
         let card = get(&mut app, &iccids[0]).await;
         assert!(reasons_of(&card).contains(&pb::StopReason::PoolExhausted));
 
