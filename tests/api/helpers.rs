@@ -258,12 +258,25 @@ where
     panic!("timed out waiting for {what}");
 }
 
-/// A loopback port nobody listens on (for a server a test starts as a child process).
+/// A loopback port nobody listens on, for a server a test starts as a child process. It is taken
+/// below Linux's ephemeral range (32768 and up), so that no listener another test binds to port 0
+/// can be given the same port between this check and the child's bind (a port released here and
+/// handed to another test's receiver made a server's connect land on the wrong process); and a
+/// process-wide counter, from an offset per process, never hands the same port out twice.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free loopback port")
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let offset = (std::process::id() % 1_000) * 12;
+    for _ in 0..SPAN {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = (LOW + (offset + n) % SPAN) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port in {LOW}..{}", LOW + SPAN);
 }
 
 /// Set to `1` for the long drills at full size: the 100,000-card crash, the 10,000-card storm,
