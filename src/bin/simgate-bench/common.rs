@@ -380,6 +380,58 @@ where
     Ok(load)
 }
 
+/// The card that `task`'s `n`-th round trip changes: tasks never share a card.
+pub fn card_of(task: usize, n: u64, concurrency: usize, cards: u64) -> u64 {
+    let per_task = cards / concurrency as u64;
+    task as u64 + concurrency as u64 * (n % per_task)
+}
+
+/// GetCard on random cards of `cards`, `concurrency` calls in flight, for `duration`.
+pub async fn get_cards(
+    client: pb::card_service_client::CardServiceClient<Authed>,
+    cards: u64,
+    concurrency: usize,
+    duration: Duration,
+) -> Res<Load> {
+    drive(concurrency, duration, move |_, _| {
+        let mut cl = client.clone();
+        let iccid = iccid(fastrand::u64(0..cards));
+        async move {
+            cl.get_card(pb::GetCardRequest { iccid }).await?;
+            Ok(())
+        }
+    })
+    .await
+}
+
+/// SuspendCard then ResumeCard of one card per round trip, each task on cards of its own
+/// (`card_of`), `concurrency` round trips in flight, for `duration`.
+pub async fn suspend_resume(
+    client: pb::card_service_client::CardServiceClient<Authed>,
+    cards: u64,
+    concurrency: usize,
+    duration: Duration,
+) -> Res<Load> {
+    drive(concurrency, duration, move |task, n| {
+        let mut cl = client.clone();
+        let iccid = iccid(card_of(task, n, concurrency, cards));
+        async move {
+            cl.suspend_card(pb::SuspendCardRequest {
+                iccid: iccid.clone(),
+                request_id: String::new(),
+            })
+            .await?;
+            cl.resume_card(pb::ResumeCardRequest {
+                iccid,
+                request_id: String::new(),
+            })
+            .await?;
+            Ok(())
+        }
+    })
+    .await
+}
+
 /// A server builder with a throwaway data key: a benchmark's database lives only as long as the
 /// run, and PostgreSQL refuses to start without a key that seals webhook secrets.
 pub fn server_builder() -> Res<simgate::server::ServerBuilder> {

@@ -14,7 +14,7 @@ use simgate::store::Store;
 use tonic::{Request, Response, Status};
 
 use crate::common::{
-    cards_client, drive, iccid, start_time, Bearer, Db, Load, Res, Served, BENCH_KEY,
+    cards_client, drive, get_cards, iccid, start_time, Bearer, Db, Load, Res, Served, BENCH_KEY,
     IDLE_ENGINE_MS, UNLIMITED_RATE,
 };
 use crate::echo_pb::echo_client::EchoClient;
@@ -67,15 +67,12 @@ pub async fn get_card_load(
     concurrency: usize,
     duration: Duration,
 ) -> Res<Load> {
-    let client = cards_client(&served.channel().await?)?;
-    drive(concurrency, duration, move |_, _| {
-        let mut c = client.clone();
-        let iccid = iccid(fastrand::u64(0..cards));
-        async move {
-            c.get_card(pb::GetCardRequest { iccid }).await?;
-            Ok(())
-        }
-    })
+    get_cards(
+        cards_client(&served.channel().await?)?,
+        cards,
+        concurrency,
+        duration,
+    )
     .await
 }
 

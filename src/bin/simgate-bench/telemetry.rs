@@ -19,7 +19,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 use simgate::pb;
 
 use crate::common::{
-    card_input, cards_client, drive, iccid, start_server, ChildServer, Db, Load, Res,
+    card_input, cards_client, get_cards, start_server, suspend_resume, ChildServer, Db, Load, Res,
     IDLE_ENGINE_MS, UNLIMITED_RATE,
 };
 
@@ -50,12 +50,6 @@ impl TraceService for Sink {
         self.0.fetch_add(spans as u64, Ordering::Relaxed);
         Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
     }
-}
-
-/// The card that `task`'s `n`-th round trip changes: tasks never share a card.
-fn card_of(task: usize, n: u64, concurrency: usize, cards: u64) -> u64 {
-    let per_task = cards / concurrency as u64;
-    task as u64 + concurrency as u64 * (n % per_task)
 }
 
 /// One of the two servers, with its cards imported.
@@ -104,38 +98,11 @@ async fn side(name: &'static str, cards: u64, env: Vec<(&str, String)>) -> Res<S
 
 impl Side {
     async fn get_cards(&self, cards: u64, c: usize, d: Duration) -> Res<Load> {
-        let client = cards_client(&self.channel)?;
-        drive(c, d, move |_, _| {
-            let mut cl = client.clone();
-            let iccid = iccid(fastrand::u64(0..cards));
-            async move {
-                cl.get_card(pb::GetCardRequest { iccid }).await?;
-                Ok(())
-            }
-        })
-        .await
+        get_cards(cards_client(&self.channel)?, cards, c, d).await
     }
 
     async fn round_trips(&self, cards: u64, c: usize, d: Duration) -> Res<Load> {
-        let client = cards_client(&self.channel)?;
-        drive(c, d, move |task, n| {
-            let mut cl = client.clone();
-            let iccid = iccid(card_of(task, n, c, cards));
-            async move {
-                cl.suspend_card(pb::SuspendCardRequest {
-                    iccid: iccid.clone(),
-                    request_id: String::new(),
-                })
-                .await?;
-                cl.resume_card(pb::ResumeCardRequest {
-                    iccid,
-                    request_id: String::new(),
-                })
-                .await?;
-                Ok(())
-            }
-        })
-        .await
+        suspend_resume(cards_client(&self.channel)?, cards, c, d).await
     }
 
     /// SIGTERM, and the wait for the exit: the server sends its last spans before it ends.

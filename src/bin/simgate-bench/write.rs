@@ -8,12 +8,11 @@ use std::time::Duration;
 
 use simgate::clock::{Clock, ManualClock};
 use simgate::domain::{CardStatus, StopReason, StopReasons};
-use simgate::pb;
 use simgate::service::Caller;
 
 use crate::common::{
-    cards_client, drive, iccid, new_card, start_time, Db, Load, Res, Served, BENCH_KEY,
-    IDLE_ENGINE_MS, UNLIMITED_RATE,
+    card_of, cards_client, drive, iccid, new_card, start_time, suspend_resume, Db, Load, Res,
+    Served, BENCH_KEY, IDLE_ENGINE_MS, UNLIMITED_RATE,
 };
 
 pub struct Args {
@@ -22,12 +21,6 @@ pub struct Args {
     pub seconds: u64,
     pub rounds: u32,
     pub database_url: Option<String>,
-}
-
-/// The card that `task`'s `n`-th round trip changes: tasks never share a card.
-fn card_of(task: usize, n: u64, concurrency: usize, cards: u64) -> u64 {
-    let per_task = cards / concurrency as u64;
-    task as u64 + concurrency as u64 * (n % per_task)
 }
 
 pub async fn run(a: Args) -> Res<()> {
@@ -69,26 +62,8 @@ pub async fn run(a: Args) -> Res<()> {
     );
 
     let (c, cards) = (a.concurrency, a.cards);
-    let simgate_load = |d: Duration| {
-        let client = client.clone();
-        drive(c, d, move |task, n| {
-            let mut cl = client.clone();
-            let iccid = iccid(card_of(task, n, c, cards));
-            async move {
-                cl.suspend_card(pb::SuspendCardRequest {
-                    iccid: iccid.clone(),
-                    request_id: String::new(),
-                })
-                .await?;
-                cl.resume_card(pb::ResumeCardRequest {
-                    iccid,
-                    request_id: String::new(),
-                })
-                .await?;
-                Ok(())
-            }
-        })
-    };
+    let simgate_load = |d: Duration| suspend_resume(client.clone(), cards, c, d);
+
     let manual = i64::from(StopReasons::mask(StopReason::Manual));
     let now_ms = clock.now().timestamp_millis();
     let raw_load = |d: Duration| {
