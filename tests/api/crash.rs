@@ -2,7 +2,6 @@
 //! finishes, every card is changed exactly once, and the report is complete. The server runs as
 //! a child process of the test, as it would in production.
 
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use simgate::pb;
@@ -17,53 +16,12 @@ fn cards() -> u64 {
     drill_size(4_000, 100_000)
 }
 
-/// The server child, killed when dropped: a failing assertion must not leave a server running
-/// (and eating the CPU of every later test).
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start(db_url: &str, port: u16) -> Server {
-    Server(spawn(db_url, port, &[]))
-}
-
-fn spawn(db_url: &str, port: u16, env: &[(&str, &str)]) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_simgate"))
-        .args([
-            "serve",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--database-url",
-            db_url,
-        ])
-        .env("SIMGATE_BOOTSTRAP_KEY", ADMIN_KEY)
-        .env("SIMGATE_METRICS__ENABLED", "false")
-        .env("RUST_LOG", "warn")
-        .envs(env.iter().copied())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start simgate")
-}
-
-async fn connect(port: u16) -> tonic::transport::Channel {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Ok(ch) = tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{port}"))
-            .unwrap()
-            .connect()
-            .await
-        {
-            return ch;
-        }
-        assert!(Instant::now() < deadline, "server did not come up");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+/// `simgate serve` on `db_url`, with `env`.
+async fn serve(db_url: &str, env: &[(&str, &str)]) -> (ServeProcess, tonic::transport::Channel) {
+    let mut cmd = ServeProcess::command();
+    cmd.args(["--database-url", db_url])
+        .envs(env.iter().copied());
+    ServeProcess::up(cmd).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -73,9 +31,7 @@ async fn a_server_killed_mid_batch_finishes_it_after_restart_changing_each_card_
     let chunk_n = cards_n.min(10_000);
     let dir = tempfile::tempdir().unwrap();
     let db_url = format!("sqlite://{}", dir.path().join("simgate.db").display());
-    let port = free_port();
-    let mut child = start(&db_url, port);
-    let channel = connect(port).await;
+    let (mut child, channel) = serve(&db_url, &[]).await;
     let mut cards = cards_client(&channel, ADMIN_KEY);
     let mut iccids = Vec::with_capacity(cards_n as usize);
     for chunk in 0..(cards_n / chunk_n) {
@@ -121,11 +77,9 @@ async fn a_server_killed_mid_batch_finishes_it_after_restart_changing_each_card_
         assert!(Instant::now() < deadline, "no progress");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    child.0.kill().unwrap(); // SIGKILL
-    child.0.wait().unwrap();
+    child.kill();
 
-    let mut child = start(&db_url, port);
-    let channel = connect(port).await;
+    let (mut child, channel) = serve(&db_url, &[]).await;
     let mut ops = operations_client(&channel, ADMIN_KEY);
     // The client retrying its request after the crash gets the same operation.
     let again = ops
@@ -176,8 +130,7 @@ async fn a_server_killed_mid_batch_finishes_it_after_restart_changing_each_card_
         .into_inner();
     assert_eq!(report.results.len() as u64, cards_n / 10);
     assert!(!report.next_results_page_token.is_empty());
-    child.0.kill().unwrap();
-    child.0.wait().unwrap();
+    child.kill();
 
     let store = Store::connect(&db_url, StoreOptions::default())
         .await
@@ -248,10 +201,8 @@ async fn killed_with_changes_in_flight(downtime: bool) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("simgate.db");
     let db_url = format!("sqlite://{}", path.display());
-    let port = free_port();
     let env = [("SIMGATE_JOURNAL__LEASE_MS", DRILL_LEASE_MS)];
-    let mut child = Server(spawn(&db_url, port, &env));
-    let channel = connect(port).await;
+    let (mut child, channel) = serve(&db_url, &env).await;
     let mut cards = cards_client(&channel, ADMIN_KEY);
     let iccids: Vec<String> = (0..DRILL_CARDS).map(telecom_iccid).collect();
     cards
@@ -298,8 +249,7 @@ async fn killed_with_changes_in_flight(downtime: bool) {
         assert!(Instant::now() < deadline, "no change went unanswered");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    child.0.kill().unwrap(); // SIGKILL
-    child.0.wait().unwrap();
+    child.kill();
     let open_at_kill = store.count_open_intents().await.unwrap();
     assert!(open_at_kill > 0);
     let before = operation_counts(&store, &op.id).await;
@@ -319,8 +269,7 @@ async fn killed_with_changes_in_flight(downtime: bool) {
         pool.close().await;
     }
 
-    let _child = Server(spawn(&db_url, port, &env));
-    let channel = connect(port).await;
+    let (_child, channel) = serve(&db_url, &env).await;
     let mut ops = operations_client(&channel, ADMIN_KEY);
     if downtime {
         sim_client(&channel, ADMIN_KEY)
@@ -464,14 +413,11 @@ async fn two_server_processes_on_one_postgres_change_each_card_once_per_request(
         return;
     };
     let db = OwnDatabase::create(&pg.url).await;
-    let ports = [free_port(), free_port()];
     // PostgreSQL replicas must share a data key (webhook secrets are sealed with it).
     let key = [("SIMGATE_DATA_KEY", TEST_DATA_KEY)];
-    let _a = Server(spawn(&db.url, ports[0], &key));
-    // The second waits for the first's migrations, as a rolling start would.
-    let ch_a = connect(ports[0]).await;
-    let _b = Server(spawn(&db.url, ports[1], &key));
-    let ch_b = connect(ports[1]).await;
+    let (_a, ch_a) = serve(&db.url, &key).await;
+    // The second starts once the first has run the migrations, as a rolling start would.
+    let (_b, ch_b) = serve(&db.url, &key).await;
     let iccids: Vec<String> = (0..200).map(mobile_iccid).collect();
     cards_client(&ch_a, ADMIN_KEY)
         .import_cards(pb::ImportCardsRequest {

@@ -258,25 +258,113 @@ where
     panic!("timed out waiting for {what}");
 }
 
-/// A loopback port nobody listens on, for a server a test starts as a child process. It is taken
-/// below Linux's ephemeral range (32768 and up), so that no listener another test binds to port 0
-/// can be given the same port between this check and the child's bind (a port released here and
-/// handed to another test's receiver made a server's connect land on the wrong process); and a
-/// process-wide counter, from an offset per process, never hands the same port out twice.
-pub fn free_port() -> u16 {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    const LOW: u32 = 20_000;
-    const SPAN: u32 = 12_000;
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    let offset = (std::process::id() % 1_000) * 12;
-    for _ in 0..SPAN {
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let port = (LOW + (offset + n) % SPAN) as u16;
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
+/// A `simgate serve` child process, killed when dropped: a failing assertion must not leave a
+/// server running (and eating the CPU of every later test). It listens on a port of the
+/// kernel's choosing (`--listen 127.0.0.1:0`) and prints the one it bound, so no other process
+/// can take the port between a check and the bind, and a test cannot reach another test's
+/// server by mistake. Its stdout and stderr go to files: a server that exits at start says why.
+pub struct ServeProcess {
+    child: std::process::Child,
+    out: tempfile::NamedTempFile,
+    log: tempfile::NamedTempFile,
+}
+
+impl ServeProcess {
+    /// `simgate serve --listen 127.0.0.1:0` with the test's bootstrap key, metrics off and
+    /// warnings only; the caller adds its database, config and environment.
+    pub fn command() -> std::process::Command {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_simgate"));
+        cmd.args(["serve", "--listen", "127.0.0.1:0"])
+            .env("SIMGATE_BOOTSTRAP_KEY", ADMIN_KEY)
+            .env("SIMGATE_METRICS__ENABLED", "false")
+            .env("RUST_LOG", "warn");
+        cmd
+    }
+
+    /// Starts `cmd` (from [`ServeProcess::command`]) and connects once it serves.
+    pub async fn up(mut cmd: std::process::Command) -> (ServeProcess, Channel) {
+        let out = tempfile::NamedTempFile::new().expect("server output file");
+        let log = tempfile::NamedTempFile::new().expect("server log file");
+        let child = cmd
+            .stdout(out.reopen().expect("server output file"))
+            .stderr(log.reopen().expect("server log file"))
+            .spawn()
+            .expect("start simgate serve");
+        let mut server = ServeProcess { child, out, log };
+        match server.connect().await {
+            Ok(channel) => (server, channel),
+            Err(why) => panic!("simgate serve did not come up: {why}"),
         }
     }
-    panic!("no free loopback port in {LOW}..{}", LOW + SPAN);
+
+    /// `Err` carries the log if the server exited first, or if it was not serving after a
+    /// generous guard against a hang (a debug build's first start on a loaded machine runs
+    /// every migration).
+    async fn connect(&mut self) -> Result<Channel, String> {
+        const GUARD: std::time::Duration = std::time::Duration::from_secs(180);
+        let deadline = std::time::Instant::now() + GUARD;
+        loop {
+            let out = self.stdout();
+            let addr = out
+                .lines()
+                .find_map(|l| l.strip_prefix("simgate listening on "));
+            if let Some(addr) = addr {
+                let endpoint = Channel::from_shared(format!("http://{addr}")).unwrap();
+                if let Ok(ch) = endpoint.connect().await {
+                    return Ok(ch);
+                }
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Err(format!("exited with {status}: {}", self.stderr()));
+            }
+            if std::time::Instant::now() > deadline {
+                return Err(format!("not serving after {GUARD:?}: {}", self.stderr()));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
+    /// What the server printed so far.
+    pub fn stdout(&self) -> String {
+        std::fs::read_to_string(self.out.path()).unwrap_or_default()
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(self.log.path()).unwrap_or_default()
+    }
+
+    /// SIGTERM, the way an orchestrator stops it, and its exit status once it has stopped.
+    pub async fn terminate(&mut self) -> std::process::ExitStatus {
+        let sent = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "server did not stop on SIGTERM"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
+    /// `kill -9`, and waits for the process to be gone.
+    pub fn kill(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for ServeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// Set to `1` for the long drills at full size: the 100,000-card crash, the 10,000-card storm,

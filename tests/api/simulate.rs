@@ -7,7 +7,6 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use simgate::pb;
-use tonic::transport::Channel;
 
 use crate::helpers::*;
 
@@ -84,39 +83,13 @@ async fn serve_runs_against_the_three_wire_simulators_over_http() {
         assert_eq!(resp.status(), 200, "{carrier}: {:?}", resp.text().await);
     }
 
-    let port = free_port();
-    let _serve = Killed(
-        Command::new(env!("CARGO_BIN_EXE_simgate"))
-            .args([
-                "serve",
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--config",
-            ])
-            .arg(&sim_toml)
-            .arg("--database-url")
-            .arg(format!("sqlite://{}/simgate.db", dir.path().display()))
-            .env("SIMGATE_BOOTSTRAP_KEY", ADMIN_KEY)
-            .env("SIMGATE_METRICS__ENABLED", "false")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start simgate serve"),
-    );
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let channel = loop {
-        match Channel::from_shared(format!("http://127.0.0.1:{port}"))
-            .unwrap()
-            .connect()
-            .await
-        {
-            Ok(c) => break c,
-            Err(e) => {
-                assert!(Instant::now() < deadline, "serve never answered: {e}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-    };
+    let mut serve = ServeProcess::command();
+    serve
+        .arg("--config")
+        .arg(&sim_toml)
+        .arg("--database-url")
+        .arg(format!("sqlite://{}/simgate.db", dir.path().display()));
+    let (_serve, channel) = ServeProcess::up(serve).await;
     let mut cards = cards_client(&channel, ADMIN_KEY);
     cards
         .import_cards(pb::ImportCardsRequest {

@@ -2,9 +2,7 @@
 //! tracer and the subscriber are process-wide) exports over OTLP/gRPC to a collector that the
 //! test runs, and a call that arrives with a W3C `traceparent` continues the caller's trace.
 
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
     TraceService, TraceServiceServer,
@@ -63,15 +61,6 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 /// The server child, killed when dropped: a failing assertion must not leave it running.
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const CALLER_SPAN_ID: &str = "00f067aa0ba902b7";
 
@@ -87,48 +76,25 @@ async fn a_call_with_a_traceparent_continues_the_callers_trace_through_the_carri
     );
 
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
     // The carrier transport of the run (.ci/run also runs the suite over the wire simulators).
     let transport = std::env::var(TRANSPORT_ENV).unwrap_or_else(|_| "in_process".into());
-    let mut server = Server(
-        Command::new(env!("CARGO_BIN_EXE_simgate"))
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-            .arg("--database-url")
-            .arg(format!(
-                "sqlite://{}",
-                dir.path().join("simgate.db").display()
-            ))
-            .env("SIMGATE_BOOTSTRAP_KEY", ADMIN_KEY)
-            .env("SIMGATE_METRICS__ENABLED", "false")
-            .env("SIMGATE_SIMULATOR_TRANSPORT", &transport)
-            .env("SIMGATE_TELEMETRY__OTLP_ENDPOINT", format!("http://{otlp}"))
-            .env("SIMGATE_TELEMETRY__SERVICE_NAME", "simgate-test")
-            // Only the caller's trace is of interest: a root span (an engine pass) is dropped,
-            // a call whose traceparent says sampled is kept (parent-based).
-            .env("SIMGATE_TELEMETRY__SAMPLING_RATIO", "0")
-            // JSON logs with simgate's debug lines, among them the end of each call.
-            .env("SIMGATE_LOG__FORMAT", "json")
-            .env("RUST_LOG", "warn,simgate=debug")
-            .stdout(std::fs::File::create(dir.path().join("stdout.log")).unwrap())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start simgate"),
-    );
-
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let channel = loop {
-        let endpoint =
-            tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{port}")).unwrap();
-        if let Ok(ch) = endpoint.connect().await {
-            break ch;
-        }
-        assert!(
-            server.0.try_wait().unwrap().is_none(),
-            "simgate serve exited"
-        );
-        assert!(Instant::now() < deadline, "server did not come up");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let mut serve = ServeProcess::command();
+    serve
+        .arg("--database-url")
+        .arg(format!(
+            "sqlite://{}",
+            dir.path().join("simgate.db").display()
+        ))
+        .env("SIMGATE_SIMULATOR_TRANSPORT", &transport)
+        .env("SIMGATE_TELEMETRY__OTLP_ENDPOINT", format!("http://{otlp}"))
+        .env("SIMGATE_TELEMETRY__SERVICE_NAME", "simgate-test")
+        // Only the caller's trace is of interest: a root span (an engine pass) is dropped,
+        // a call whose traceparent says sampled is kept (parent-based).
+        .env("SIMGATE_TELEMETRY__SAMPLING_RATIO", "0")
+        // JSON logs with simgate's debug lines, among them the end of each call.
+        .env("SIMGATE_LOG__FORMAT", "json")
+        .env("RUST_LOG", "warn,simgate=debug");
+    let (mut server, channel) = ServeProcess::up(serve).await;
     let mut cards = cards_client(&channel, ADMIN_KEY);
     cards
         .import_cards(pb::ImportCardsRequest {
@@ -154,19 +120,7 @@ async fn a_call_with_a_traceparent_continues_the_callers_trace_through_the_carri
 
     // SIGTERM: the server stops in order and sends its last spans before it exits, so there
     // is nothing to wait for but the exit.
-    let stopped = Command::new("kill")
-        .args(["-TERM", &server.0.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(stopped.success());
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(status) = server.0.try_wait().unwrap() {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "server did not stop on SIGTERM");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let status = server.terminate().await;
     assert!(status.success(), "{status}");
 
     let spans = collector.0.lock().unwrap().clone();
@@ -220,7 +174,7 @@ async fn a_call_with_a_traceparent_continues_the_callers_trace_through_the_carri
     assert!(!names.iter().any(|n| n == "rpc"), "{names:?}");
 
     // The call's log lines carry its trace and span id.
-    let log = std::fs::read_to_string(dir.path().join("stdout.log")).unwrap();
+    let log = server.stdout();
     let lines: Vec<serde_json::Value> = log
         .lines()
         .filter_map(|l| serde_json::from_str(l).ok())
