@@ -2,16 +2,37 @@
 //! and China Telecom for resellers and their enterprise customers.
 //!
 //! # Layout
-//! - [`domain`]: pure rules (why cards stop and how they come back), identifiers, money, policies.
-//! - [`carrier`]: the [`carrier::Carrier`] trait that maps operations onto a carrier's platform,
-//!   and the simulated carriers that follow the same rules.
-//! - [`store`]: persistence with sqlx on SQLite (embedded default) or PostgreSQL.
-//! - [`service`]: the use cases, one function per operation: load, apply a rule, tell the
-//!   carrier, persist.
-//! - [`api`]: the tonic services; they convert between protobuf and domain and map errors.
+//! Each folder's `mod.rs` says what it owns. Dependencies point down this list: `api` calls
+//! `service`, which calls `domain`, `carrier` and `store`; `domain` calls nothing.
+//! - [`api`]: the tonic services. Per service `cards`, `operations`, `access`, `simulator` and
+//!   `monitoring/` (`pools`, `alerts`, `events`, `webhooks`); the request kit every handler uses:
+//!   `auth` (the caller of a request), `rpc` (the permission table, keyed by method),
+//!   `idempotency` (one request fingerprint and replay path), `paging` (page tokens bound to
+//!   their filter), `error` (statuses with details), `convert` (protobuf ⇄ domain) and
+//!   `observe` (per-call logs and metrics).
+//! - [`service`]: the use cases. `cards` (one method per card operation), `change` (the one path
+//!   every change takes), `journal` (intents before carrier calls, settled after a lost answer or
+//!   a crash), `batch` (bulk operations), `engine` (the lifecycle and usage passes), `monitor`
+//!   (pools and alert rules), `events` (the outbox and WatchEvents fan-out), `webhooks`,
+//!   `access` (API keys and the audit log), `error`, `caller`, `idempotency`, `locks`.
+//! - [`domain`]: pure rules (why cards stop and how they come back): `card`, `rules` (the
+//!   operations), `lifecycle` (time), `policy` and `carrier` (each carrier's rules), `pool`,
+//!   `alerts`, `event` (event types and every kind's name), `diagnosis/` (`findings`, `texts`),
+//!   `ids`, `money`, `reasons`.
+//! - [`carrier`]: the [`carrier::Carrier`] trait, `guard` (breakers, budgets and retries around
+//!   every call), `sim` (the in-process simulated carriers) and `http/` (the adapters of OneLink,
+//!   Control Center (`jasper`) and CMP over their wire protocols).
+//! - [`simulate`]: the wire simulators, HTTP servers of each platform's protocol over the same
+//!   simulated carriers (`onelink`, `jasper`, `cmp`).
+//! - [`store`]: sqlx on SQLite (embedded default) or PostgreSQL: `cards`, `journal`, `batches`,
+//!   `events`, `pools`, `webhooks`, `access`, `idempotency`, `sim` (the simulators' state),
+//!   `sealing` (secrets at rest) and the per-backend `migrations/`.
 //! - [`cli`]: the `simgate card` / `simgate import` client for people.
 //! - [`server`]: assembly (`Server::builder()`), used by `main` and by the tests.
-//! - [`telemetry`]: the log subscriber, and OpenTelemetry traces over OTLP when configured.
+//! - [`config`]: defaults, TOML, `SIMGATE_*` variables and flags. [`auth`]: keys and roles.
+//!   [`clock`]: card time and wall time, injectable. [`metrics`]: Prometheus.
+//!   [`telemetry`]: the log subscriber, and OpenTelemetry traces over OTLP when configured.
+//! - `bin/simgate-bench`: the benchmarks (README, Performance).
 
 pub mod api;
 pub mod auth;

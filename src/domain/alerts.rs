@@ -11,7 +11,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::rules::{CardEvent, Cause};
+use super::event::{CardEvent, Cause};
 use super::{Card, LifecycleStage, StopReason};
 
 /// Which alerts a customer wants. Thresholds are per mille of a quota and days before a date.
@@ -98,15 +98,7 @@ pub struct AlertDetail {
 }
 
 /// The event kinds alerts are written as.
-pub mod kind {
-    pub const CARD_USAGE: &str = "alert.card_usage";
-    pub const POOL_USAGE: &str = "alert.pool_usage";
-    pub const VALIDITY_ENDING: &str = "alert.validity_ending";
-    pub const BALANCE_LOW: &str = "alert.balance_below_next_fee";
-    pub const RETENTION_CANCEL: &str = "alert.retention_cancel_soon";
-    pub const CARD_STOPPED: &str = "alert.card_stopped";
-    pub const CARD_RESTORED: &str = "alert.card_restored";
-}
+pub use super::event::alert as kind;
 
 /// Per mille of `quota` that `used` is, saturating (a zero quota is always 1000).
 pub fn permille(used: u64, quota: u64) -> u64 {

@@ -4,8 +4,10 @@
 
 use chrono::{DateTime, Duration, Utc};
 
+use super::event;
+use super::event::{CardEvent, Cause};
 use super::policy::add_months;
-use super::rules::{carrier_action, CardEvent, Cause, RuleViolation, Transition};
+use super::rules::{carrier_action, RuleViolation, Transition};
 use super::{Card, CarrierPolicy, Fen, LifecycleStage, StopReason};
 
 /// A scheduled transition. The order is the order of application when several fall due at the
@@ -127,7 +129,7 @@ fn apply(
             events.push(CardEvent::of(
                 card,
                 at,
-                "card.restored_after_renewal",
+                event::card::RESTORED_AFTER_RENEWAL,
                 schedule,
                 Fen::ZERO,
             ));
@@ -136,12 +138,12 @@ fn apply(
             let kind = match card.stage {
                 LifecycleStage::Test => {
                     card.stage = LifecycleStage::Silent;
-                    "card.silent_period_started"
+                    event::card::SILENT_PERIOD_STARTED
                 }
                 LifecycleStage::Silent | LifecycleStage::Billing => {
                     // The rollover at this same instant charges the first month.
                     card.stage = LifecycleStage::Billing;
-                    "card.billing_started"
+                    event::card::BILLING_STARTED
                 }
             };
             card.stage_since = at;
@@ -152,14 +154,20 @@ fn apply(
             let ends = policy.retention_ends_at(card.plan.validity_end);
             card.retention_ends_at = Some(ends);
             card.expiry_restore_at = None;
-            events.push(CardEvent::of(card, at, "card.expired", schedule, Fen::ZERO));
+            events.push(CardEvent::of(
+                card,
+                at,
+                event::card::EXPIRED,
+                schedule,
+                Fen::ZERO,
+            ));
             if ends > at {
                 let fee = policy.retention_fee;
                 charge(
                     card,
                     fee,
                     at,
-                    "card.retention_fee_charged",
+                    event::card::RETENTION_FEE_CHARGED,
                     schedule,
                     events,
                 );
@@ -174,7 +182,7 @@ fn apply(
             events.push(CardEvent::of(
                 card,
                 at,
-                "card.cycle_started",
+                event::card::CYCLE_STARTED,
                 schedule,
                 Fen::ZERO,
             ));
@@ -182,7 +190,14 @@ fn apply(
                 && !card.stop_reasons.contains(StopReason::Expired)
             {
                 let fee = card.plan.monthly_fee;
-                charge(card, fee, at, "card.monthly_fee_charged", schedule, events);
+                charge(
+                    card,
+                    fee,
+                    at,
+                    event::card::MONTHLY_FEE_CHARGED,
+                    schedule,
+                    events,
+                );
             }
         }
         Due::RetentionFee => {
@@ -191,7 +206,7 @@ fn apply(
                 card,
                 fee,
                 at,
-                "card.retention_fee_charged",
+                event::card::RETENTION_FEE_CHARGED,
                 schedule,
                 events,
             );
@@ -203,7 +218,7 @@ fn apply(
             events.push(CardEvent::of(
                 card,
                 at,
-                "card.cancelled",
+                event::card::CANCELLED,
                 schedule,
                 Fen::ZERO,
             ));
@@ -274,9 +289,9 @@ pub fn accrue_usage(
     let starts_billing = match c.stage {
         LifecycleStage::Test => {
             c.test_used_bytes = c.test_used_bytes.saturating_add(delta);
-            (c.test_used_bytes >= policy.test_gift_bytes).then_some("card.test_gift_used_up")
+            (c.test_used_bytes >= policy.test_gift_bytes).then_some(event::card::TEST_GIFT_USED_UP)
         }
-        LifecycleStage::Silent => (delta > 0).then_some("card.billing_started"),
+        LifecycleStage::Silent => (delta > 0).then_some(event::card::BILLING_STARTED),
         LifecycleStage::Billing => None,
     };
     if let Some(kind) = starts_billing {
@@ -289,7 +304,7 @@ pub fn accrue_usage(
                 &mut c,
                 fee,
                 now,
-                "card.monthly_fee_charged",
+                event::card::MONTHLY_FEE_CHARGED,
                 usage,
                 &mut events,
             );
@@ -300,12 +315,18 @@ pub fn accrue_usage(
     if c.pool.is_none() && c.stage == LifecycleStage::Billing && cycle_total >= quota {
         if c.plan.auto_suspend_over_quota && !c.stop_reasons.contains(StopReason::OverQuota) {
             c.stop_reasons.insert(StopReason::OverQuota);
-            events.push(CardEvent::of(&c, now, "card.over_quota", usage, Fen::ZERO));
+            events.push(CardEvent::of(
+                &c,
+                now,
+                event::card::OVER_QUOTA,
+                usage,
+                Fen::ZERO,
+            ));
         } else if !c.plan.auto_suspend_over_quota && card.cycle_usage_bytes < quota {
             events.push(CardEvent::of(
                 &c,
                 now,
-                "card.overage_started",
+                event::card::OVERAGE_STARTED,
                 usage,
                 Fen::ZERO,
             ));
@@ -368,7 +389,7 @@ mod tests {
         let t = advance(&card, &policy(CarrierId::Mobile), sh(2026, 12, 1));
         assert_eq!(
             kinds(&t),
-            vec!["card.cycle_started", "card.monthly_fee_charged"]
+            vec![event::card::CYCLE_STARTED, event::card::MONTHLY_FEE_CHARGED]
         );
         assert_eq!(t.card.cycle_usage_bytes, 0);
         assert!(t.card.is_online());
@@ -421,7 +442,7 @@ mod tests {
         let fees: Vec<_> = t
             .events
             .iter()
-            .filter(|e| e.kind == "card.retention_fee_charged")
+            .filter(|e| e.kind == event::card::RETENTION_FEE_CHARGED)
             .map(|e| (e.at, e.amount))
             .collect();
         assert_eq!(
@@ -434,7 +455,7 @@ mod tests {
         );
         assert_eq!(t.card.status(), CardStatus::Cancelled);
         assert_eq!(t.action, Some(CarrierAction::Cancel));
-        assert_eq!(t.events.last().unwrap().kind, "card.cancelled");
+        assert_eq!(t.events.last().unwrap().kind, event::card::CANCELLED);
         assert_eq!(t.events.last().unwrap().at, end);
         assert_eq!(
             t.card.balance,
@@ -478,7 +499,7 @@ mod tests {
                     later
                         .events
                         .iter()
-                        .find(|e| e.kind == "card.restored_after_renewal")
+                        .find(|e| e.kind == event::card::RESTORED_AFTER_RENEWAL)
                         .unwrap()
                         .at
                 }
@@ -493,7 +514,7 @@ mod tests {
             let retention_fees_after_renewal = later
                 .events
                 .iter()
-                .filter(|e| e.kind == "card.retention_fee_charged")
+                .filter(|e| e.kind == event::card::RETENTION_FEE_CHARGED)
                 .count();
             assert_eq!(retention_fees_after_renewal, 0, "{carrier}");
         }
@@ -527,7 +548,10 @@ mod tests {
         let t = accrue_usage(&t.card, &p, p.test_gift_bytes, now());
         assert_eq!(
             kinds(&t),
-            vec!["card.test_gift_used_up", "card.monthly_fee_charged"]
+            vec![
+                event::card::TEST_GIFT_USED_UP,
+                event::card::MONTHLY_FEE_CHARGED
+            ]
         );
         assert_eq!(t.card.stage, LifecycleStage::Billing);
         assert_eq!(t.card.balance, Fen(-1200));
@@ -546,7 +570,7 @@ mod tests {
         let started = t
             .events
             .iter()
-            .find(|e| e.kind == "card.billing_started")
+            .find(|e| e.kind == event::card::BILLING_STARTED)
             .unwrap();
         // 180 days after 2026-11-25 is 2027-05-24: billing from 2027-06-01.
         assert_eq!(started.at, sh(2027, 6, 1));
@@ -564,7 +588,7 @@ mod tests {
         let started = t
             .events
             .iter()
-            .find(|e| e.kind == "card.billing_started")
+            .find(|e| e.kind == event::card::BILLING_STARTED)
             .unwrap();
         assert!(started.at >= now() + chrono::Duration::days(360));
         assert!(started.at < now() + chrono::Duration::days(392));
@@ -602,14 +626,14 @@ mod tests {
         let t = accrue_usage(&card, &p, quota - 1, now());
         assert!(t.card.is_online() && t.events.is_empty());
         let t = accrue_usage(&t.card, &p, quota + 10, now());
-        assert_eq!(kinds(&t), vec!["card.over_quota"]);
+        assert_eq!(kinds(&t), vec![event::card::OVER_QUOTA]);
         assert_eq!(t.action, Some(CarrierAction::Stop));
 
         let mut n = new_card(CarrierId::Mobile);
         n.plan.auto_suspend_over_quota = false;
         let card = open(n);
         let t = accrue_usage(&card, &p, quota + 10, now());
-        assert_eq!(kinds(&t), vec!["card.overage_started"]);
+        assert_eq!(kinds(&t), vec![event::card::OVERAGE_STARTED]);
         assert!(t.card.is_online());
         let t = accrue_usage(&t.card, &p, quota + 20, now());
         assert!(
@@ -642,7 +666,7 @@ mod tests {
         let fees: Vec<_> = t
             .events
             .iter()
-            .filter(|e| e.kind == "card.monthly_fee_charged")
+            .filter(|e| e.kind == event::card::MONTHLY_FEE_CHARGED)
             .map(|e| e.at)
             .collect();
         assert_eq!(
@@ -679,7 +703,7 @@ mod tests {
         );
         let kinds: Vec<_> = t.events.iter().map(|e| e.kind).collect();
         assert!(
-            kinds.contains(&"card.expired") && kinds.contains(&"card.renewed"),
+            kinds.contains(&event::card::EXPIRED) && kinds.contains(&event::card::RENEWED),
             "{kinds:?}"
         );
     }

@@ -6,6 +6,7 @@ pub mod alerts;
 pub mod card;
 pub mod carrier;
 pub mod diagnosis;
+pub mod event;
 pub mod ids;
 pub mod lifecycle;
 pub mod money;
@@ -16,8 +17,9 @@ pub mod rules;
 
 pub use card::{Card, CardStatus, Drift, LifecycleStage, PendingChange, Plan, RealNameStatus};
 pub use carrier::CarrierId;
+pub use event::{CardEvent, Cause, PoolEvent};
 pub use ids::{Iccid, Imsi, Msisdn};
 pub use money::Fen;
 pub use policy::{ArrearsRecovery, CarrierPolicy, RenewalRestore};
 pub use reasons::{StopReason, StopReasons};
-pub use rules::{CardEvent, CarrierAction, Cause, RuleViolation, Transition};
+pub use rules::{CarrierAction, RuleViolation, Transition};

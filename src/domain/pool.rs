@@ -10,8 +10,10 @@
 
 use chrono::{DateTime, Utc};
 
-use super::alerts::{self, AlertDetail, AlertRules};
-use super::rules::{carrier_action, CardEvent, Cause, RuleViolation, Transition};
+use super::alerts::{self, AlertRules};
+use super::event;
+use super::event::{CardEvent, Cause, PoolEvent};
+use super::rules::{carrier_action, RuleViolation, Transition};
 use super::{Card, CarrierId, Fen, LifecycleStage, StopReason};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,17 +53,6 @@ impl Pool {
     }
 }
 
-/// One entry of a pool's history, with the pool's usage at that moment.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PoolEvent {
-    pub kind: &'static str,
-    pub cause: Cause,
-    pub at: DateTime<Utc>,
-    pub used_bytes: u64,
-    pub capacity_bytes: u64,
-    pub alert: Option<AlertDetail>,
-}
-
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PoolUpdate {
     pub pool: Pool,
@@ -98,15 +89,15 @@ pub fn settle(
         p.cycle_start = cycle_start;
         p.topup_bytes = 0;
         cause = Cause::Schedule;
-        events.push(event(&p, "pool.cycle_started", cause, None));
+        events.push(event(&p, event::pool::CYCLE_STARTED, cause, None));
     }
     let exhausted = used >= p.capacity();
     if exhausted != p.exhausted {
         p.exhausted = exhausted;
         let kind = if exhausted {
-            "pool.exhausted"
+            event::pool::EXHAUSTED
         } else {
-            "pool.restored"
+            event::pool::RESTORED
         };
         events.push(event(&p, kind, cause, None));
     }
@@ -133,7 +124,7 @@ pub fn top_up(pool: &Pool, bytes: u64, used: u64, now: DateTime<Utc>) -> (Pool, 
     p.topup_bytes = p.topup_bytes.saturating_add(bytes);
     p.updated_at = now;
     let e = PoolEvent {
-        kind: "pool.topped_up",
+        kind: event::pool::TOPPED_UP,
         cause: Cause::Request,
         at: now,
         used_bytes: used,
@@ -165,10 +156,10 @@ pub fn follow(card: &Card, pool: Option<&Pool>, now: DateTime<Utc>, cause: Cause
     let mut c = card.clone();
     let kind = if stop {
         c.stop_reasons.insert(StopReason::PoolExhausted);
-        "card.pool_exhausted"
+        event::card::POOL_EXHAUSTED
     } else {
         c.stop_reasons.remove(StopReason::PoolExhausted);
-        "card.pool_restored"
+        event::card::POOL_RESTORED
     };
     c.updated_at = now;
     let events = vec![CardEvent::of(&c, now, kind, cause, Fen::ZERO)];
@@ -202,7 +193,7 @@ pub fn join(card: &Card, pool: &Pool, now: DateTime<Utc>) -> Result<Transition, 
     let mut events = vec![CardEvent::of(
         &c,
         now,
-        "card.pool_joined",
+        event::card::POOL_JOINED,
         Cause::Request,
         Fen::ZERO,
     )];
@@ -236,7 +227,7 @@ pub fn leave(card: &Card, pool: &Pool, now: DateTime<Utc>) -> Result<Transition,
     let events = vec![CardEvent::of(
         &c,
         now,
-        "card.pool_left",
+        event::card::POOL_LEFT,
         Cause::Request,
         Fen::ZERO,
     )];
@@ -285,7 +276,10 @@ mod tests {
         let rules = AlertRules::default();
         let u = settle(&pool(), now(), 3000, &rules, now(), Cause::Usage);
         assert!(u.pool.exhausted && u.pool.stops_members());
-        assert_eq!(kinds(&u), vec!["pool.exhausted", alerts::kind::POOL_USAGE]);
+        assert_eq!(
+            kinds(&u),
+            vec![event::pool::EXHAUSTED, alerts::kind::POOL_USAGE]
+        );
         let joined = join(&card(), &pool(), now()).unwrap().card;
         let t = follow(&joined, Some(&u.pool), now(), Cause::Usage);
         assert!(t.card.stop_reasons.contains(StopReason::PoolExhausted));
@@ -307,7 +301,7 @@ mod tests {
         assert_eq!(e.capacity_bytes, 4000);
         let u = settle(&topped, now(), 3000, &rules, now(), Cause::Request);
         assert!(!u.pool.exhausted);
-        assert_eq!(kinds(&u), vec!["pool.restored"]);
+        assert_eq!(kinds(&u), vec![event::pool::RESTORED]);
         let mut member = join(&card(), &pool(), now()).unwrap().card;
         member.stop_reasons.insert(StopReason::PoolExhausted);
         let t = follow(&member, Some(&u.pool), now(), Cause::Request);
@@ -326,7 +320,10 @@ mod tests {
         assert_eq!(u.pool.topup_bytes, 0);
         assert_eq!(u.pool.cycle_start, next);
         assert!(!u.pool.exhausted);
-        assert_eq!(kinds(&u), vec!["pool.cycle_started", "pool.restored"]);
+        assert_eq!(
+            kinds(&u),
+            vec![event::pool::CYCLE_STARTED, event::pool::RESTORED]
+        );
     }
 
     #[test]

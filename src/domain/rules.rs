@@ -5,11 +5,13 @@
 
 use chrono::{DateTime, Utc};
 
+use super::event;
 use super::policy::add_months;
 use super::{
-    ArrearsRecovery, Card, CardStatus, CarrierId, CarrierPolicy, Fen, Iccid, Imsi, LifecycleStage,
-    Msisdn, Plan, RealNameStatus, StopReason, StopReasons,
+    ArrearsRecovery, Card, CarrierId, CarrierPolicy, Fen, Iccid, Imsi, LifecycleStage, Msisdn,
+    Plan, RealNameStatus, StopReason, StopReasons,
 };
+use super::{CardEvent, Cause};
 
 /// What the carrier must do so that its state matches the card's new state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,65 +50,6 @@ impl CarrierAction {
             CarrierAction::Stop => "stop (停机)",
             CarrierAction::Restore => "restore (复机)",
             CarrierAction::Cancel => "cancellation (销户)",
-        }
-    }
-}
-
-/// What set a change in motion.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Cause {
-    /// A caller's request (an RPC).
-    Request,
-    /// Time: a cycle ended, a plan expired, a retention window ran out.
-    Schedule,
-    /// Data usage reported by the carrier.
-    Usage,
-}
-
-impl Cause {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Cause::Request => "request",
-            Cause::Schedule => "schedule",
-            Cause::Usage => "usage",
-        }
-    }
-}
-
-/// One entry of a card's history: what happened, when, why, the money it moved, and the card's
-/// state right after.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CardEvent {
-    pub at: DateTime<Utc>,
-    /// Stable name, e.g. `card.suspended`, `card.monthly_fee_charged`.
-    pub kind: &'static str,
-    pub cause: Cause,
-    /// Change of the balance this event made (negative for a charge).
-    pub amount: Fen,
-    pub status: CardStatus,
-    pub stop_reasons: StopReasons,
-    pub balance: Fen,
-    /// Set on alerts: which rule fired, at which threshold, on what value.
-    pub alert: Option<crate::domain::alerts::AlertDetail>,
-}
-
-impl CardEvent {
-    pub fn of(
-        card: &Card,
-        at: DateTime<Utc>,
-        kind: &'static str,
-        cause: Cause,
-        amount: Fen,
-    ) -> CardEvent {
-        CardEvent {
-            at,
-            kind,
-            cause,
-            amount,
-            status: card.status(),
-            stop_reasons: card.stop_reasons,
-            balance: card.balance,
-            alert: None,
         }
     }
 }
@@ -386,7 +329,13 @@ pub fn suspend(card: &Card, now: DateTime<Utc>) -> Result<Transition, RuleViolat
     }
     let mut next = card.clone();
     next.stop_reasons.insert(StopReason::Manual);
-    Ok(transition(card, next, now, "card.suspended", Fen::ZERO))
+    Ok(transition(
+        card,
+        next,
+        now,
+        event::card::SUSPENDED,
+        Fen::ZERO,
+    ))
 }
 
 /// Manual restore: clears MANUAL, and ARREARS once it is paid on a carrier whose arrears
@@ -404,7 +353,7 @@ pub fn resume(card: &Card, now: DateTime<Utc>) -> Result<Transition, RuleViolati
             return Err(RuleViolation::NotResumable(blocking));
         }
     }
-    Ok(transition(card, next, now, "card.resumed", Fen::ZERO))
+    Ok(transition(card, next, now, event::card::RESUMED, Fen::ZERO))
 }
 
 /// Adds money. A recharge that brings a card in arrears back to a non-negative balance clears
@@ -430,7 +379,7 @@ pub fn recharge(
             ArrearsRecovery::Manual => next.arrears_paid_awaiting_resume = true,
         }
     }
-    Ok(transition(card, next, now, "card.recharged", amount))
+    Ok(transition(card, next, now, event::card::RECHARGED, amount))
 }
 
 /// Extends validity by whole months from the current end, or from now if the plan has ended. An
@@ -467,7 +416,7 @@ pub fn renew(
     if !validity_in_bounds(next.plan.validity_end) {
         return Err(RuleViolation::ValidityLimit(next.plan.validity_end));
     }
-    Ok(transition(card, next, now, "card.renewed", Fen::ZERO))
+    Ok(transition(card, next, now, event::card::RENEWED, Fen::ZERO))
 }
 
 /// Gives a card of the reseller's unassigned inventory to `customer`, or sets whether a
@@ -489,7 +438,13 @@ pub fn assign(
     let mut next = card.clone();
     next.customer_id = customer.to_string();
     next.spare = spare;
-    Ok(transition(card, next, now, "card.assigned", Fen::ZERO))
+    Ok(transition(
+        card,
+        next,
+        now,
+        event::card::ASSIGNED,
+        Fen::ZERO,
+    ))
 }
 
 /// Completing real-name verification clears REAL_NAME.
@@ -502,7 +457,7 @@ pub fn verify_real_name(card: &Card, now: DateTime<Utc>) -> Result<Transition, R
         card,
         next,
         now,
-        "card.real_name_verified",
+        event::card::REAL_NAME_VERIFIED,
         Fen::ZERO,
     ))
 }
@@ -977,7 +932,7 @@ mod inventory_tests {
         let card = inventory_card();
         let t = assign(&card, "acme", true, now()).unwrap();
         assert_eq!((t.card.customer_id.as_str(), t.card.spare), ("acme", true));
-        assert_eq!(t.events[0].kind, "card.assigned");
+        assert_eq!(t.events[0].kind, event::card::ASSIGNED);
         assert!(t.action.is_none(), "the carrier is not told");
         // Again: nothing changes.
         let again = assign(&t.card, "acme", true, now()).unwrap();

@@ -24,6 +24,7 @@ use tracing::{info, warn};
 
 use super::{CardService, Result, ServiceError};
 use crate::carrier::{Carrier, CarrierError, ServiceState};
+use crate::domain::event;
 use crate::domain::{Card, CardEvent, CarrierAction, Cause, Fen, Iccid, Transition};
 use crate::store::{AuditRecord, IdempotencyRecord, IntentPlan, NewIntent, StoreError};
 
@@ -543,7 +544,13 @@ impl CardService {
         let now = self.now();
         if carrier_state.as_str() == expected {
             if card.drift.is_some() {
-                let e = CardEvent::of(card, now, "card.drift_resolved", Cause::Usage, Fen::ZERO);
+                let e = CardEvent::of(
+                    card,
+                    now,
+                    event::card::DRIFT_RESOLVED,
+                    Cause::Usage,
+                    Fen::ZERO,
+                );
                 self.store.clear_drift(card, &e).await?;
             }
             return Ok(());
@@ -555,7 +562,13 @@ impl CardService {
         {
             return Ok(());
         }
-        let e = CardEvent::of(card, now, "card.drift_detected", Cause::Usage, Fen::ZERO);
+        let e = CardEvent::of(
+            card,
+            now,
+            event::card::DRIFT_DETECTED,
+            Cause::Usage,
+            Fen::ZERO,
+        );
         let recorded = self
             .store
             .record_drift(card, carrier_state.as_str(), &e, now.timestamp_millis())
@@ -589,7 +602,7 @@ impl CardService {
             events: vec![CardEvent::of(
                 &next,
                 now,
-                "card.drift_repaired",
+                event::card::DRIFT_REPAIRED,
                 Cause::Usage,
                 Fen::ZERO,
             )],

@@ -16,9 +16,12 @@ use tracing::{debug, warn};
 use super::{Caller, CardService, FieldViolation, Idem, Result, ServiceError};
 use crate::carrier::CarrierCard;
 use crate::domain::alerts::{self, AlertRules};
+use crate::domain::event;
 use crate::domain::lifecycle;
 use crate::domain::pool::{self, Pool};
-use crate::domain::{Card, CarrierId, Cause, Iccid, StopReason, StopReasons, Transition};
+use crate::domain::{
+    Card, CarrierId, Cause, Iccid, RuleViolation, StopReason, StopReasons, Transition,
+};
 use crate::store::{DailyUsage, IdempotencyRecord, PoolFilter, StoreError};
 
 /// How long a customer's alert rules read from the store are used before being read again.
@@ -273,8 +276,8 @@ impl CardService {
             updated_at: now,
             version: 1,
         };
-        let created = pool::PoolEvent {
-            kind: "pool.created",
+        let created = crate::domain::PoolEvent {
+            kind: event::pool::CREATED,
             cause: Cause::Request,
             at: now,
             used_bytes: 0,
@@ -341,25 +344,11 @@ impl CardService {
         iccids: &[Iccid],
         caller: &Caller,
     ) -> Result<PoolView> {
-        let pool = self.resolve_pool(id, customer, caller).await?;
-        let owner = pool.customer_id.as_str();
-        let now = self.now();
-        for iccid in iccids {
-            let card = self.get(iccid, caller).await?;
-            pool::join(&card, &pool, now)?;
-        }
-        for iccid in iccids {
-            // The pool as it is now: a settle may have changed it since the check.
-            let current = self.load_pool(owner, id).await?;
-            self.mutate(iccid, caller, None, |card, _, now| {
-                pool::join(card, &current, now)
-            })
-            .await?;
-        }
-        self.settle_pool(owner, id, Cause::Request).await?;
-        self.view(self.load_pool(owner, id).await?).await
+        self.move_cards(id, customer, iccids, caller, pool::join)
+            .await
     }
 
+    /// Takes cards out of a pool, each checked first (a card not in it refuses the call).
     pub async fn remove_from_pool(
         &self,
         id: &str,
@@ -367,16 +356,32 @@ impl CardService {
         iccids: &[Iccid],
         caller: &Caller,
     ) -> Result<PoolView> {
+        self.move_cards(id, customer, iccids, caller, pool::leave)
+            .await
+    }
+
+    /// Applies `rule` (join or leave) to every card: all are checked against the pool before
+    /// any moves, then each moves through the change path, then the pool is settled once.
+    async fn move_cards(
+        &self,
+        id: &str,
+        customer: Option<&str>,
+        iccids: &[Iccid],
+        caller: &Caller,
+        rule: fn(&Card, &Pool, DateTime<Utc>) -> Result<Transition, RuleViolation>,
+    ) -> Result<PoolView> {
         let pool = self.resolve_pool(id, customer, caller).await?;
         let owner = pool.customer_id.as_str();
         let now = self.now();
         for iccid in iccids {
             let card = self.get(iccid, caller).await?;
-            pool::leave(&card, &pool, now)?;
+            rule(&card, &pool, now)?;
         }
         for iccid in iccids {
+            // The pool as it is now: a settle may have changed it since the check.
+            let current = self.load_pool(owner, id).await?;
             self.mutate(iccid, caller, None, |card, _, now| {
-                pool::leave(card, &pool, now)
+                rule(card, &current, now)
             })
             .await?;
         }

@@ -7,11 +7,15 @@ use chrono::Duration;
 
 use super::journal::CARRIER_ATTEMPTS;
 use super::*;
-use crate::carrier::{CarrierCard, MockCarrier};
+use crate::carrier::{CarrierCard, CarrierError, MockCarrier, ServiceState};
 use crate::clock::ManualClock;
+use crate::domain::event;
 use crate::domain::rules::tests::{new_card, now};
+use crate::domain::rules::{self, NewCard};
 use crate::domain::CarrierAction;
+use crate::domain::{Card, Fen, Iccid, RuleViolation, Transition};
 use crate::domain::{RealNameStatus, StopReason};
+use crate::store::StoreError;
 use crate::store::StoreOptions;
 
 fn sys() -> Caller {
@@ -329,7 +333,10 @@ async fn an_unknown_outcome_is_pending_never_failed_and_settles_forward_from_the
         .unwrap()
         .expect("answer stored when settled");
     assert_eq!(answer, after.version.to_le_bytes().to_vec());
-    assert_eq!(f.store.count_events("card.suspended").await.unwrap(), 1);
+    assert_eq!(
+        f.store.count_events(event::card::SUSPENDED).await.unwrap(),
+        1
+    );
 }
 
 #[tokio::test]

@@ -11,6 +11,7 @@ use super::pools::add_daily_usage;
 use super::{
     db_to_u64, millis_to_time, parse_text, placeholders, u64_to_db, Backend, Store, StoreError,
 };
+use crate::domain::event;
 use crate::domain::{
     Card, CardEvent, CardStatus, CarrierAction, CarrierId, Cause, Drift, Fen, Iccid, Imsi,
     LifecycleStage, Msisdn, PendingChange, Plan, RealNameStatus, StopReason, StopReasons,
@@ -341,7 +342,13 @@ impl Store {
         let imported: Vec<NewEvent> = cards
             .iter()
             .map(|c| {
-                let e = CardEvent::of(c, c.created_at, "card.imported", Cause::Request, Fen::ZERO);
+                let e = CardEvent::of(
+                    c,
+                    c.created_at,
+                    event::card::IMPORTED,
+                    Cause::Request,
+                    Fen::ZERO,
+                );
                 NewEvent::of_card(c, &e)
             })
             .collect();

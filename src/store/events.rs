@@ -14,7 +14,8 @@ use sqlx::Row;
 
 use super::{millis_to_time, placeholders, Backend, Store, StoreError};
 use crate::domain::alerts::AlertDetail;
-use crate::domain::pool::{Pool, PoolEvent};
+use crate::domain::pool::Pool;
+use crate::domain::PoolEvent;
 use crate::domain::{Card, CardEvent, CardStatus, CarrierId, Fen, StopReasons};
 
 /// The advisory lock key that orders event writers on PostgreSQL ("simgate" in ASCII, truncated).

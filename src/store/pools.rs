@@ -9,7 +9,8 @@ use super::events::{insert_events, NewEvent};
 use super::idempotency::IdempotencyRecord;
 use super::{db_to_u64, millis_to_time, parse_text, u64_to_db, Store, StoreError};
 use crate::domain::alerts::AlertRules;
-use crate::domain::pool::{Pool, PoolEvent};
+use crate::domain::pool::Pool;
+use crate::domain::PoolEvent;
 use crate::domain::{CarrierId, Iccid};
 
 const POOL_COLUMNS: &str = "id, name, carrier, customer_id, quota_bytes, auto_suspend, \

@@ -3,16 +3,6 @@ use simgate::pb;
 use crate::both_backends;
 use crate::helpers::*;
 
-async fn suspend(app: &mut TestApp, iccid: &str) -> Result<pb::Card, tonic::Status> {
-    app.cards
-        .suspend_card(pb::SuspendCardRequest {
-            iccid: iccid.into(),
-            ..Default::default()
-        })
-        .await
-        .map(|r| r.into_inner())
-}
-
 async fn resume(app: &mut TestApp, iccid: &str) -> Result<pb::Card, tonic::Status> {
     app.cards
         .resume_card(pb::ResumeCardRequest {
@@ -31,7 +21,7 @@ both_backends!(
             vec![card_input(MOBILE_ICCID, pb::Carrier::ChinaMobile)],
         )
         .await;
-        let card = suspend(&mut app, MOBILE_ICCID).await.unwrap();
+        let card = app.suspend(MOBILE_ICCID).await.unwrap();
         assert_eq!(status_of(&card), pb::CardStatus::Suspended);
         assert_eq!(reasons_of(&card), vec![pb::StopReason::Manual]);
         assert_eq!(card.version, 1);
@@ -40,7 +30,7 @@ both_backends!(
             pb::CarrierServiceState::Stopped
         );
         // Suspending again is a no-op, not a second carrier change.
-        let again = suspend(&mut app, MOBILE_ICCID).await.unwrap();
+        let again = app.suspend(MOBILE_ICCID).await.unwrap();
         assert_eq!(again.version, 1);
 
         let card = resume(&mut app, MOBILE_ICCID).await.unwrap();
@@ -81,7 +71,7 @@ both_backends!(
         let mut row = card_input(TELECOM_ICCID, pb::Carrier::ChinaTelecom);
         row.real_name = pb::RealNameStatus::Unverified as i32;
         import(&mut app, vec![row]).await;
-        let card = suspend(&mut app, TELECOM_ICCID).await.unwrap();
+        let card = app.suspend(TELECOM_ICCID).await.unwrap();
         assert_eq!(
             reasons_of(&card),
             vec![pb::StopReason::RealName, pb::StopReason::Manual]
@@ -300,7 +290,7 @@ async fn a_restarted_server_and_its_simulators_still_agree() {
         vec![card_input(MOBILE_ICCID, pb::Carrier::ChinaMobile)],
     )
     .await;
-    suspend(&mut app, MOBILE_ICCID).await.unwrap();
+    app.suspend(MOBILE_ICCID).await.unwrap();
     let clock = app.clock.clone();
     let db = app.stop().await;
     let mut app = spawn_on(db, clock).await;

@@ -5,7 +5,6 @@
 use std::time::{Duration, Instant};
 
 use simgate::pb;
-use simgate::pb::operation_service_client::OperationServiceClient;
 use simgate::store::{CardFilter, Store, StoreOptions};
 
 use crate::helpers::*;
@@ -182,16 +181,6 @@ const DRILL_CARDS: u64 = 2_000;
 /// new owner (the one wall-clock wait a crash needs).
 const DRILL_LEASE_MS: &str = "1500";
 
-async fn operation(ops: &mut OperationServiceClient<Authed>, id: &str) -> pb::Operation {
-    ops.get_operation(pb::GetOperationRequest {
-        id: id.into(),
-        ..Default::default()
-    })
-    .await
-    .unwrap()
-    .into_inner()
-}
-
 /// kill -9 mid-batch while changes the carrier applied have no answer yet, then a restart (at
 /// once, or after downtime longer than the old reconciler's 60 s threshold, simulated by
 /// moving every stored journal and retry time 75 s into the past and the simulated clock two
@@ -235,7 +224,7 @@ async fn killed_with_changes_in_flight(downtime: bool) {
         .unwrap()
         .into_inner();
     let deadline = Instant::now() + Duration::from_secs(300);
-    while operation(&mut ops, &op.id).await.done < DRILL_CARDS / 5 {
+    while operation(&channel, &op.id).await.done < DRILL_CARDS / 5 {
         assert!(Instant::now() < deadline, "no progress");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -294,7 +283,7 @@ async fn killed_with_changes_in_flight(downtime: bool) {
     assert_eq!(again.id, op.id);
     let deadline = Instant::now() + Duration::from_secs(600);
     let done = loop {
-        let p = operation(&mut ops, &op.id).await;
+        let p = operation(&channel, &op.id).await;
         if p.state != pb::OperationState::Running as i32 {
             break p;
         }

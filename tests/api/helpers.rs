@@ -213,6 +213,22 @@ impl TestApp {
             .into_inner()
     }
 
+    /// SuspendCard without a request id: the card, or the refusal.
+    pub async fn suspend(&mut self, iccid: &str) -> Result<pb::Card, tonic::Status> {
+        self.cards
+            .suspend_card(pb::SuspendCardRequest {
+                iccid: iccid.into(),
+                ..Default::default()
+            })
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    /// GetOperation of `id` with its counts and no results.
+    pub async fn operation(&self, id: &str) -> pb::Operation {
+        operation(&self.channel, id).await
+    }
+
     /// Stops the server and waits for it, so that a restart can reuse the database.
     pub async fn stop(mut self) -> Arc<TestDb> {
         if let Some(h) = self.begin_stop() {
@@ -371,7 +387,7 @@ impl Drop for ServeProcess {
 /// and the whole end-to-end suite a second time over HTTP (`.ci/run`'s `long` stage sets it).
 /// Without it the same tests run at a size that still proves their point, so that the README's
 /// `cargo test` finishes in minutes.
-pub const LONG_DRILLS_ENV: &str = "SIMGATE_LONG_DRILLS";
+pub const LONG_DRILLS_ENV: &str = "SIMGATE_TEST_LONG_DRILLS";
 
 pub fn long_drills() -> bool {
     std::env::var(LONG_DRILLS_ENV).is_ok_and(|v| v == "1")
@@ -743,4 +759,16 @@ pub async fn assert_carrier_matches_history(
         changed += history;
     }
     changed
+}
+
+/// GetOperation of `id` (counts, no results) as the admin, on any server's channel.
+pub async fn operation(channel: &Channel, id: &str) -> pb::Operation {
+    operations_client(channel, ADMIN_KEY)
+        .get_operation(pb::GetOperationRequest {
+            id: id.into(),
+            ..Default::default()
+        })
+        .await
+        .expect("GetOperation")
+        .into_inner()
 }

@@ -296,17 +296,6 @@ async fn lost_answers_then_an_outage_leave_changes_pending_and_settle_forward_po
     lost_answers_then_an_outage(Backend::Postgres).await;
 }
 
-async fn operation(app: &TestApp, id: &str) -> pb::Operation {
-    operations_client(&app.channel, ADMIN_KEY)
-        .get_operation(pb::GetOperationRequest {
-            id: id.into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-}
-
 /// The same on a batch: its cards whose answers were lost wait for the journal instead of
 /// failing, the rest are retried once the carrier is back, and each card changes once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -341,7 +330,7 @@ async fn a_batch_through_lost_answers_and_an_outage_changes_each_card_once() {
     }
     let open = app.store.count_open_intents().await.unwrap();
     assert!(open > 0, "some changes were sent and went unanswered");
-    let p = operation(&app, &op.id).await;
+    let p = app.operation(&op.id).await;
     assert_eq!(
         (p.failed, p.done),
         (0, 0),
@@ -360,7 +349,7 @@ async fn a_batch_through_lost_answers_and_an_outage_changes_each_card_once() {
     let done = loop {
         ops.advance(chrono::Duration::seconds(31)).unwrap();
         app.service.settle_open_intents_now().await.unwrap();
-        let p = operation(&app, &op.id).await;
+        let p = app.operation(&op.id).await;
         if p.state != pb::OperationState::Running as i32 {
             break p;
         }

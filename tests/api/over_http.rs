@@ -6,8 +6,8 @@
 //!
 //! The default suite reruns one pass per platform: each carrier's fifteen-month card life, the
 //! card operations under each carrier's recovery rules, the diagnoses with their remedies, and
-//! the journal's lost answers and outages. The long drills (`SIMGATE_LONG_DRILLS=1`) rerun the
-//! whole suite.
+//! the journal's lost answers and outages. The long drills (`SIMGATE_TEST_LONG_DRILLS=1`)
+//! rerun the whole suite.
 
 use std::process::Command;
 

@@ -385,3 +385,30 @@ async fn migrations_can_run_twice(store: Store) {
     let _ = store.count_cards().await.unwrap();
     drop(store);
 }
+
+/// The batch worker's read of a batch's next due items walks the pending-items index in order
+/// and stops at its limit: SQLite's plan has no sort. (It once sorted every pending item of the
+/// batch on each pass, which made a batch quadratic in its size.)
+#[tokio::test]
+async fn the_batch_worker_reads_due_items_in_order_without_sorting_the_batch() {
+    let db = TestDb::new(Backend::Sqlite).unwrap();
+    // Connecting runs the migrations: the plan is of the real schema.
+    let _store = db.store().await;
+    let pool = sqlx::SqlitePool::connect(&db.url).await.unwrap();
+    let plan: Vec<String> = sqlx::query(&format!(
+        "EXPLAIN QUERY PLAN {}",
+        simgate::store::DUE_ITEMS_OF_BATCH
+    ))
+    .bind("batch")
+    .bind(0i64)
+    .bind(512i64)
+    .fetch_all(&pool)
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| sqlx::Row::get::<String, _>(r, "detail"))
+    .collect();
+    let plan = plan.join("\n");
+    assert!(plan.contains("batch_items_pending"), "{plan}");
+    assert!(!plan.contains("TEMP B-TREE"), "{plan}");
+}

@@ -175,16 +175,6 @@ async fn audit(app: &TestApp, method: &str) -> Vec<pb::AuditEntry> {
     .entries
 }
 
-async fn suspend(app: &mut TestApp, iccid: &str) {
-    app.cards
-        .suspend_card(pb::SuspendCardRequest {
-            iccid: iccid.into(),
-            ..Default::default()
-        })
-        .await
-        .expect("suspend");
-}
-
 async fn internal_targets_are_refused_at_creation(backend: Backend) {
     // Defaults: https only, no allow-list.
     let Some(app) = app_with(backend, WebhookConfig::default(), None).await else {
@@ -251,7 +241,7 @@ async fn a_name_resolving_to_loopback_is_refused_at_connect_time(backend: Backen
     else {
         return;
     };
-    suspend(&mut app, MOBILE_ICCID).await;
+    app.suspend(MOBILE_ICCID).await.expect("suspend");
     eventually("the refused attempt to be recorded", 30, || async {
         deliveries(&app, &id).await.iter().any(|d| d.attempts >= 1)
     })
@@ -281,7 +271,7 @@ async fn a_name_resolving_to_loopback_is_refused_at_connect_time(backend: Backen
     else {
         return;
     };
-    suspend(&mut app, MOBILE_ICCID).await;
+    app.suspend(MOBILE_ICCID).await.expect("suspend");
     eventually("the delivery", 30, || async {
         !inbox.lock().unwrap().is_empty()
     })
@@ -373,7 +363,7 @@ async fn a_black_hole_customer_does_not_delay_another(backend: Backend) {
         .webhook_id;
 
     // Two events for every black-hole webhook: one in flight each (the cap), one waiting.
-    suspend(&mut app, &hole_card).await;
+    app.suspend(&hole_card).await.expect("suspend");
     app.cards
         .resume_card(pb::ResumeCardRequest {
             iccid: hole_card.clone(),
@@ -389,7 +379,7 @@ async fn a_black_hole_customer_does_not_delay_another(backend: Backend) {
     .await;
 
     // Now the healthy customer's event goes out while all of those still hang.
-    suspend(&mut app, &healthy_card).await;
+    app.suspend(&healthy_card).await.expect("suspend");
     eventually("the healthy delivery", 30, || async {
         !inbox.lock().unwrap().is_empty()
     })

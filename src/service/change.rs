@@ -1,0 +1,113 @@
+//! The one path every requested change takes: serialise on the card, bring it up to now,
+//! apply the pure rule, make the carrier agree through the journal, then persist the card, its
+//! events, the audit record and the idempotent answer together.
+
+use chrono::{DateTime, Utc};
+use tracing::warn;
+
+use super::journal::Origin;
+use crate::domain::lifecycle;
+use crate::domain::{Card, CarrierPolicy, Iccid, RuleViolation, Transition};
+use crate::store::StoreError;
+
+use super::*;
+
+impl CardService {
+    /// The one path every requested change takes: serialise on the card, bring it up to now,
+    /// apply the pure rule, make the carrier agree, then persist. A carrier failure leaves the
+    /// store untouched.
+    pub(super) async fn mutate<F>(
+        &self,
+        iccid: &Iccid,
+        caller: &Caller,
+        idem: Option<&Idem<'_, (Card, Card)>>,
+        rule: F,
+    ) -> Result<(Card, Card)>
+    where
+        F: FnOnce(&Card, &CarrierPolicy, DateTime<Utc>) -> Result<Transition, RuleViolation>,
+    {
+        let _guard = self.locks.lock(iccid.as_str()).await;
+        let now = self.now();
+        let before = match self.get(iccid, caller).await {
+            Ok(card) => card,
+            Err(e) => {
+                self.audit_failure(
+                    caller,
+                    Some(iccid),
+                    caller.principal.customer_id.as_deref(),
+                    &e,
+                )
+                .await;
+                return Err(e);
+            }
+        };
+        let result = if before.pending.is_some() {
+            let request_id = idem.map(|i| i.request_id.as_str());
+            Err(self
+                .pending_error(&before, &caller.principal.key_id, request_id)
+                .await)
+        } else {
+            self.apply(&before, caller, idem, now, rule).await
+        };
+        if let Err(e) = &result {
+            self.audit_failure(caller, Some(iccid), Some(&before.customer_id), e)
+                .await;
+        }
+        result.map(|after| (before, after))
+    }
+
+    pub(super) async fn apply<F>(
+        &self,
+        before: &Card,
+        caller: &Caller,
+        idem: Option<&Idem<'_, (Card, Card)>>,
+        now: DateTime<Utc>,
+        rule: F,
+    ) -> Result<Card>
+    where
+        F: FnOnce(&Card, &CarrierPolicy, DateTime<Utc>) -> Result<Transition, RuleViolation>,
+    {
+        let carrier = self.carrier(before.carrier)?;
+        let policy = carrier.policy();
+        let mut t = lifecycle::at_now(before, policy, now, |c| rule(c, policy, now))?;
+        self.with_alerts(before, &mut t, now).await?;
+        let kinds: Vec<&str> = t.events.iter().map(|e| e.kind).collect();
+        let audit = caller.audit(
+            self.wall_now(),
+            Some(&before.iccid),
+            Some(&before.customer_id),
+            "OK",
+            if t.changed {
+                kinds.join(",")
+            } else {
+                "no change".into()
+            },
+        );
+        if !t.changed {
+            if let Err(e) = self.store.record_audit(&audit).await {
+                warn!(error = %e, "could not write the audit record of a call that changed nothing");
+            }
+            if let Some(i) = idem {
+                let answer = i.record(caller, &(before.clone(), before.clone()), now);
+                match self.store.put_idempotency(&answer).await {
+                    Ok(()) | Err(StoreError::Duplicate { .. }) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            return Ok(before.clone());
+        }
+        let answer = idem.map(|i| {
+            // The answer describes the card as this write stores it (the store bumps the version).
+            let mut after = t.card.clone();
+            after.version = before.version + 1;
+            i.record(caller, &(before.clone(), after), now)
+        });
+        let origin = Origin {
+            source: format!("{}:{}", caller.method, caller.request_id),
+            key_id: caller.principal.key_id.clone(),
+            request_id: idem.map(|i| i.request_id.clone()).unwrap_or_default(),
+        };
+        self.commit(carrier.as_ref(), t, Some(&audit), answer.as_ref(), &origin)
+            .await
+    }
+}
