@@ -253,24 +253,20 @@ impl CardService {
         &self,
         iccid: &Iccid,
         caller: &Caller,
-        idem: Option<&Idem<'_, (Card, Card)>>,
+        idem: CardIdem<'_, '_>,
     ) -> Result<Card> {
-        self.mutate(iccid, caller, idem, |card, _, now| {
-            rules::suspend(card, now)
-        })
-        .await
-        .map(|(_, after)| after)
+        self.change(iccid, caller, idem, |c, _, now| rules::suspend(c, now))
+            .await
     }
 
     pub async fn resume(
         &self,
         iccid: &Iccid,
         caller: &Caller,
-        idem: Option<&Idem<'_, (Card, Card)>>,
+        idem: CardIdem<'_, '_>,
     ) -> Result<Card> {
-        self.mutate(iccid, caller, idem, |card, _, now| rules::resume(card, now))
+        self.change(iccid, caller, idem, |c, _, now| rules::resume(c, now))
             .await
-            .map(|(_, after)| after)
     }
 
     /// Returns the card before and after, so the caller sees the balance move.
@@ -279,10 +275,10 @@ impl CardService {
         iccid: &Iccid,
         amount: Fen,
         caller: &Caller,
-        idem: Option<&Idem<'_, (Card, Card)>>,
+        idem: CardIdem<'_, '_>,
     ) -> Result<(Card, Card)> {
-        self.mutate(iccid, caller, idem, |card, policy, now| {
-            rules::recharge(card, policy, amount, now)
+        self.mutate(iccid, caller, idem, |c, policy, now| {
+            rules::recharge(c, policy, amount, now)
         })
         .await
     }
@@ -292,26 +288,24 @@ impl CardService {
         iccid: &Iccid,
         months: u32,
         caller: &Caller,
-        idem: Option<&Idem<'_, (Card, Card)>>,
+        idem: CardIdem<'_, '_>,
     ) -> Result<Card> {
-        self.mutate(iccid, caller, idem, |card, policy, now| {
-            rules::renew(card, policy, months, now)
+        self.change(iccid, caller, idem, |c, policy, now| {
+            rules::renew(c, policy, months, now)
         })
         .await
-        .map(|(_, after)| after)
     }
 
     pub async fn verify_real_name(
         &self,
         iccid: &Iccid,
         caller: &Caller,
-        idem: Option<&Idem<'_, (Card, Card)>>,
+        idem: CardIdem<'_, '_>,
     ) -> Result<Card> {
-        self.mutate(iccid, caller, idem, |card, _, now| {
-            rules::verify_real_name(card, now)
+        self.change(iccid, caller, idem, |c, _, now| {
+            rules::verify_real_name(c, now)
         })
         .await
-        .map(|(_, after)| after)
     }
 
     /// Records a refused call; the audit must not fail the answer, so a failure is only logged.

@@ -13,6 +13,22 @@ use crate::store::StoreError;
 use super::*;
 
 impl CardService {
+    /// A change whose answer is the card after it.
+    pub(super) async fn change<F>(
+        &self,
+        iccid: &Iccid,
+        caller: &Caller,
+        idem: CardIdem<'_, '_>,
+        rule: F,
+    ) -> Result<Card>
+    where
+        F: FnOnce(&Card, &CarrierPolicy, DateTime<Utc>) -> Result<Transition, RuleViolation>,
+    {
+        self.mutate(iccid, caller, idem, rule)
+            .await
+            .map(|(_, after)| after)
+    }
+
     /// The one path every requested change takes: serialise on the card, bring it up to now,
     /// apply the pure rule, make the carrier agree, then persist. A carrier failure leaves the
     /// store untouched.
@@ -20,7 +36,7 @@ impl CardService {
         &self,
         iccid: &Iccid,
         caller: &Caller,
-        idem: Option<&Idem<'_, (Card, Card)>>,
+        idem: CardIdem<'_, '_>,
         rule: F,
     ) -> Result<(Card, Card)>
     where
@@ -60,7 +76,7 @@ impl CardService {
         &self,
         before: &Card,
         caller: &Caller,
-        idem: Option<&Idem<'_, (Card, Card)>>,
+        idem: CardIdem<'_, '_>,
         now: DateTime<Utc>,
         rule: F,
     ) -> Result<Card>

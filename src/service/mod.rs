@@ -27,13 +27,16 @@ use chrono::{DateTime, Utc};
 
 use crate::carrier::{Carrier, Carriers};
 use crate::clock::Clock;
-use crate::domain::{CarrierId, CarrierPolicy};
+use crate::domain::{Card, CarrierId, CarrierPolicy};
 use crate::store::Store;
 pub use caller::Caller;
 pub use cards::{ImportWarning, UsageReport};
 pub(crate) use error::result_name;
 pub use error::{FieldViolation, Result, ServiceError};
 pub use idempotency::Idem;
+
+/// The idempotency of a card change, whose stored answer is the card before and after.
+pub type CardIdem<'a, 'b> = Option<&'a Idem<'b, (Card, Card)>>;
 use journal::Holder;
 pub use journal::{DriftRepair, JournalConfig};
 

@@ -15,7 +15,7 @@ mod sim;
 mod webhooks;
 
 pub use access::{AuditEntry, AuditFilter, AuditRecord};
-pub use batches::{Batch, BatchCounts, BatchItem, DUE_ITEMS_OF_BATCH};
+pub use batches::{Batch, BatchCounts, BatchItem, BATCH_COUNTS, DUE_ITEMS_OF_BATCH};
 pub use cards::CardFilter;
 pub use events::{EventDetail, EventFilter, EventRow};
 pub use idempotency::IdempotencyRecord;

@@ -195,56 +195,41 @@ impl MonitoringApi {
         &self,
         request: Request<pb::AddCardsToPoolRequest>,
     ) -> Result<Response<pb::Pool>, Status> {
-        let caller = self.auth.caller(&request, Rpc::AddCardsToPool).await?;
-        let req = request.into_inner();
-        self.membership(
-            &caller,
-            &req.pool_id,
-            &req.customer_id,
-            &req.iccids,
-            Join::Add,
-        )
-        .await
+        self.membership(request, Rpc::AddCardsToPool, Join::Add)
+            .await
     }
 
     pub(super) async fn remove_cards_from_pool(
         &self,
         request: Request<pb::RemoveCardsFromPoolRequest>,
     ) -> Result<Response<pb::Pool>, Status> {
-        let caller = self.auth.caller(&request, Rpc::RemoveCardsFromPool).await?;
-        let req = request.into_inner();
-        self.membership(
-            &caller,
-            &req.pool_id,
-            &req.customer_id,
-            &req.iccids,
-            Join::Remove,
-        )
-        .await
+        self.membership(request, Rpc::RemoveCardsFromPool, Join::Remove)
+            .await
     }
 
     /// AddCardsToPool and RemoveCardsFromPool: the same fields, validated alike; the opposite
     /// change.
-    async fn membership(
+    async fn membership<R: PoolCards>(
         &self,
-        caller: &Caller,
-        pool_id_raw: &str,
-        customer_raw: &str,
-        iccids: &[String],
+        request: Request<R>,
+        rpc: Rpc,
         join: Join,
     ) -> Result<Response<pb::Pool>, Status> {
-        let id = pool_id("pool_id", pool_id_raw)?;
-        let customer = pool_customer(customer_raw)?;
-        let iccids = iccid_list(iccids)?;
+        let caller = self.auth.caller(&request, rpc).await?;
+        let (raw_id, raw_customer, raw_iccids) = request.into_inner().parts();
+        let id = pool_id("pool_id", &raw_id)?;
+        let customer = pool_customer(&raw_customer)?;
+        let iccids = iccid_list(&raw_iccids)?;
+        let customer = customer.as_deref();
         let view = match join {
             Join::Add => {
                 self.service
-                    .add_to_pool(&id, customer.as_deref(), &iccids, caller)
+                    .add_to_pool(&id, customer, &iccids, &caller)
                     .await?
             }
             Join::Remove => {
                 self.service
-                    .remove_from_pool(&id, customer.as_deref(), &iccids, caller)
+                    .remove_from_pool(&id, customer, &iccids, &caller)
                     .await?
             }
         };
@@ -285,4 +270,21 @@ impl MonitoringApi {
 enum Join {
     Add,
     Remove,
+}
+
+/// The requests that name a pool and cards: (pool_id, customer_id, iccids).
+trait PoolCards {
+    fn parts(self) -> (String, String, Vec<String>);
+}
+
+impl PoolCards for pb::AddCardsToPoolRequest {
+    fn parts(self) -> (String, String, Vec<String>) {
+        (self.pool_id, self.customer_id, self.iccids)
+    }
+}
+
+impl PoolCards for pb::RemoveCardsFromPoolRequest {
+    fn parts(self) -> (String, String, Vec<String>) {
+        (self.pool_id, self.customer_id, self.iccids)
+    }
 }
