@@ -1,6 +1,8 @@
 //! Where "now" comes from. Nothing in simgate reads the system time directly, so tests and
 //! integration harnesses can run card life on a clock they control.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Duration, Utc};
@@ -30,7 +32,18 @@ pub trait Clock: Send + Sync + 'static {
         let _ = to;
         Err(ClockError::NotControllable)
     }
+
+    /// A wait of `d` in this clock's time, for code that backs off (a carrier call's retries).
+    /// A real clock waits. A [`ManualClock`] moves itself on by `d` and returns at once: under
+    /// test, time moves instead of the test sleeping, and whatever else reads the clock (leases,
+    /// breaker windows) sees the wait as having happened.
+    fn pause(&self, d: std::time::Duration) -> Pause {
+        Box::pin(tokio::time::sleep(d))
+    }
 }
+
+/// What [`Clock::pause`] returns.
+pub type Pause = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 #[derive(Debug, Default, Clone, Copy)]
 pub struct SystemClock;
@@ -77,6 +90,14 @@ impl Clock for ManualClock {
         *g = to;
         Ok(to)
     }
+
+    fn pause(&self, d: std::time::Duration) -> Pause {
+        // A wait too long for chrono (centuries) is as good as the longest it can add.
+        let by = Duration::from_std(d).unwrap_or(Duration::MAX);
+        let mut g = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        *g = g.checked_add_signed(by).unwrap_or(DateTime::<Utc>::MAX_UTC);
+        Box::pin(std::future::ready(()))
+    }
 }
 
 /// Real time plus an offset that simulation can grow: the zero-configuration server runs on it,
@@ -109,6 +130,18 @@ impl Clock for OffsetClock {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A back-off on a manual clock moves the clock and does not wait: a test's retries cost no
+    /// wall time, and what reads the clock sees the wait.
+    #[tokio::test]
+    async fn a_pause_on_a_manual_clock_moves_it_and_returns_at_once() {
+        let start = DateTime::from_timestamp(0, 0).unwrap();
+        let c = ManualClock::new(start);
+        let wall = std::time::Instant::now();
+        c.pause(std::time::Duration::from_secs(3600)).await;
+        assert!(wall.elapsed() < std::time::Duration::from_secs(60));
+        assert_eq!(c.now(), start + Duration::hours(1));
+    }
 
     #[test]
     fn manual_clock_clones_share_time_and_never_go_back() {

@@ -190,11 +190,12 @@ async fn serve(
         .map_err(|e| format!("listen {addr}: {e}"))?;
     // The bound address, which differs from `addr` for port 0: printed (not only logged, whose
     // level may hide it) so that a supervisor or a test harness that asked for any free port
-    // learns which one it got, with no window for another process to take it.
+    // learns which one it got, with no window for another process to take it. On stderr:
+    // stdout carries the logs, which must stay all JSON under `log.format = "json"`.
     let addr = listener
         .local_addr()
         .map_err(|e| format!("listen {addr}: {e}"))?;
-    println!("simgate listening on {addr}");
+    eprintln!("simgate listening on {addr}");
     let metrics_listener = if metrics.enabled {
         Some(
             tokio::net::TcpListener::bind(metrics.listen)

@@ -24,6 +24,7 @@ use tracing::{info, warn};
 
 use super::{CardService, Result, ServiceError};
 use crate::carrier::{Carrier, CarrierError, ServiceState};
+use crate::clock::Clock;
 use crate::domain::event;
 use crate::domain::{Card, CardEvent, CarrierAction, Cause, Fen, Iccid, Transition};
 use crate::store::{AuditRecord, IdempotencyRecord, IntentPlan, NewIntent, StoreError};
@@ -168,7 +169,15 @@ fn jittered(base: std::time::Duration) -> std::time::Duration {
 /// applied), a refusal is final at once, and an answer that never came is checked by reading
 /// the card: the change counts if the carrier shows it, is resent if the carrier shows it did
 /// not happen, and is left unknown if the carrier cannot be read.
-async fn send(carrier: &dyn Carrier, iccid: &Iccid, action: CarrierAction) -> Sent {
+///
+/// Back-offs are paused on `clock` (the operations clock): real waits in production, moved time
+/// under a test's manual clock.
+async fn send(
+    clock: &dyn Clock,
+    carrier: &dyn Carrier,
+    iccid: &Iccid,
+    action: CarrierAction,
+) -> Sent {
     let mut backoff = std::time::Duration::from_millis(50);
     let mut last: Option<CarrierError> = None;
     let fail = |error| ServiceError::Carrier {
@@ -183,7 +192,7 @@ async fn send(carrier: &dyn Carrier, iccid: &Iccid, action: CarrierAction) -> Se
                 }) => (*d).min(MAX_BACKOFF),
                 _ => jittered(backoff).min(MAX_BACKOFF),
             };
-            tokio::time::sleep(wait).await;
+            clock.pause(wait).await;
             backoff *= 2;
         }
         let sent = match action {
@@ -218,6 +227,7 @@ async fn send(carrier: &dyn Carrier, iccid: &Iccid, action: CarrierAction) -> Se
 /// A settling read: a transient failure or rate limit is retried at once a few times (a read
 /// changes nothing), so one flaky answer does not leave the card blocked for a backoff period.
 async fn read_with_retries(
+    clock: &dyn Clock,
     carrier: &dyn Carrier,
     iccid: &Iccid,
 ) -> Result<crate::carrier::CarrierCard, CarrierError> {
@@ -228,7 +238,7 @@ async fn read_with_retries(
             Err(CarrierError::Transient(_) | CarrierError::RateLimited { .. })
                 if attempt < CARRIER_ATTEMPTS =>
             {
-                tokio::time::sleep(jittered(backoff)).await;
+                clock.pause(jittered(backoff)).await;
                 backoff *= 2;
                 attempt += 1;
             }
@@ -324,7 +334,7 @@ impl CardService {
             action,
             since,
         };
-        match send(carrier, iccid, action).await {
+        match send(self.ops_clock.as_ref(), carrier, iccid, action).await {
             Sent::Applied => {
                 match self
                     .store
@@ -496,7 +506,7 @@ impl CardService {
         let carrier = self.carrier(carrier_id)?.clone();
         let _guard = self.locks.lock(iccid.as_str()).await;
         let owner = &self.holder.owner;
-        match read_with_retries(carrier.as_ref(), &iccid).await {
+        match read_with_retries(self.ops_clock.as_ref(), carrier.as_ref(), &iccid).await {
             Ok(c) if c.state == wanted_state(action) => {
                 let after = self
                     .store

@@ -276,7 +276,7 @@ where
 
 /// A `simgate serve` child process, killed when dropped: a failing assertion must not leave a
 /// server running (and eating the CPU of every later test). It listens on a port of the
-/// kernel's choosing (`--listen 127.0.0.1:0`) and prints the one it bound, so no other process
+/// kernel's choosing (`--listen 127.0.0.1:0`) and prints the one it bound (on stderr), so no other process
 /// can take the port between a check and the bind, and a test cannot reach another test's
 /// server by mistake. Its stdout and stderr go to files: a server that exits at start says why.
 pub struct ServeProcess {
@@ -320,8 +320,8 @@ impl ServeProcess {
         const GUARD: std::time::Duration = std::time::Duration::from_secs(180);
         let deadline = std::time::Instant::now() + GUARD;
         loop {
-            let out = self.stdout();
-            let addr = out
+            let err = self.stderr();
+            let addr = err
                 .lines()
                 .find_map(|l| l.strip_prefix("simgate listening on "));
             if let Some(addr) = addr {
