@@ -100,6 +100,13 @@ fn pool_bit() -> u32 {
     r.bits()
 }
 
+/// Which way [`CardService::move_cards`] moves cards: AddCardsToPool or RemoveCardsFromPool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PoolMove {
+    Join,
+    Leave,
+}
+
 impl CardService {
     /// The customer's alert rules: stored ones, or the defaults.
     pub async fn alert_rules_of(&self, customer: &str) -> Result<AlertRules> {
@@ -335,41 +342,23 @@ impl CardService {
         Ok(out)
     }
 
-    /// Moves cards into a pool. Every card is checked first (exists, visible, same carrier and
-    /// customer, not cancelled, not in another pool), so a refused call moves none.
-    pub async fn add_to_pool(
+    /// Moves cards into a pool or out of it. Every card is checked against the pool first
+    /// (joining: exists, visible, same carrier and customer, not cancelled, not in another pool;
+    /// leaving: in this pool), so a refused call moves none; then each moves through the change
+    /// path, and the pool is settled once.
+    pub async fn move_cards(
         &self,
         id: &str,
         customer: Option<&str>,
         iccids: &[Iccid],
         caller: &Caller,
+        direction: PoolMove,
     ) -> Result<PoolView> {
-        self.move_cards(id, customer, iccids, caller, pool::join)
-            .await
-    }
-
-    /// Takes cards out of a pool, each checked first (a card not in it refuses the call).
-    pub async fn remove_from_pool(
-        &self,
-        id: &str,
-        customer: Option<&str>,
-        iccids: &[Iccid],
-        caller: &Caller,
-    ) -> Result<PoolView> {
-        self.move_cards(id, customer, iccids, caller, pool::leave)
-            .await
-    }
-
-    /// Applies `rule` (join or leave) to every card: all are checked against the pool before
-    /// any moves, then each moves through the change path, then the pool is settled once.
-    async fn move_cards(
-        &self,
-        id: &str,
-        customer: Option<&str>,
-        iccids: &[Iccid],
-        caller: &Caller,
-        rule: fn(&Card, &Pool, DateTime<Utc>) -> Result<Transition, RuleViolation>,
-    ) -> Result<PoolView> {
+        let rule: fn(&Card, &Pool, DateTime<Utc>) -> Result<Transition, RuleViolation> =
+            match direction {
+                PoolMove::Join => pool::join,
+                PoolMove::Leave => pool::leave,
+            };
         let pool = self.resolve_pool(id, customer, caller).await?;
         let owner = pool.customer_id.as_str();
         let now = self.now();

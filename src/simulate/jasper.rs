@@ -169,15 +169,22 @@ impl Wire {
     }
 }
 
-/// The card behind a read request: credentials checked, the ICCID parsed, the simulated
-/// carrier's faults applied. Either the card or the platform's answer to send instead.
-async fn read_card(
+/// A read request's answer: credentials checked, the ICCID parsed, the simulated carrier's
+/// faults applied, then `body` of the card as a 200, or the platform's refusal instead.
+async fn answer_card<B: serde::Serialize>(
     w: &Wire,
     headers: &HeaderMap,
     iccid: &str,
-) -> Result<crate::carrier::CarrierCard, Response> {
-    let iccid = w.admit(headers, iccid).map_err(|r| *r)?;
-    w.sim.card(&iccid).await.map_err(|e| w.failure(e))
+    body: impl FnOnce(&crate::carrier::CarrierCard) -> B,
+) -> Response {
+    let iccid = match w.admit(headers, iccid) {
+        Ok(i) => i,
+        Err(r) => return *r,
+    };
+    match w.sim.card(&iccid).await {
+        Ok(c) => json(StatusCode::OK, &body(&c)),
+        Err(e) => w.failure(e),
+    }
 }
 
 async fn get_device(
@@ -185,20 +192,15 @@ async fn get_device(
     Path(iccid): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    match read_card(&w, &headers, &iccid).await {
-        Ok(c) => json(
-            StatusCode::OK,
-            &DeviceBody {
-                iccid: c.iccid.as_str().to_string(),
-                status: status_for(c.state).to_string(),
-                rate_plan: Some(w.opts.rate_plan.clone()),
-                date_activated: None,
-                imsi: None,
-                msisdn: None,
-            },
-        ),
-        Err(r) => r,
-    }
+    answer_card(&w, &headers, &iccid, |c| DeviceBody {
+        iccid: c.iccid.as_str().to_string(),
+        status: status_for(c.state).to_string(),
+        rate_plan: Some(w.opts.rate_plan.clone()),
+        date_activated: None,
+        imsi: None,
+        msisdn: None,
+    })
+    .await
 }
 
 /// The simulated carrier records when a card last carried data: a session that started and
@@ -208,23 +210,18 @@ async fn session_info(
     Path(iccid): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    match read_card(&w, &headers, &iccid).await {
-        Ok(c) => {
-            let at = c.last_session_at.map(|t| {
-                t.format(crate::carrier::http::jasper::DATE_FORMAT)
-                    .to_string()
-            });
-            json(
-                StatusCode::OK,
-                &crate::carrier::http::jasper::SessionInfoBody {
-                    iccid: c.iccid.as_str().to_string(),
-                    date_session_started: at.clone(),
-                    date_session_ended: at,
-                },
-            )
+    answer_card(&w, &headers, &iccid, |c| {
+        let at = c.last_session_at.map(|t| {
+            t.format(crate::carrier::http::jasper::DATE_FORMAT)
+                .to_string()
+        });
+        crate::carrier::http::jasper::SessionInfoBody {
+            iccid: c.iccid.as_str().to_string(),
+            date_session_started: at.clone(),
+            date_session_ended: at,
         }
-        Err(r) => r,
-    }
+    })
+    .await
 }
 
 async fn ctd_usages(
@@ -232,17 +229,12 @@ async fn ctd_usages(
     Path(iccid): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    match read_card(&w, &headers, &iccid).await {
-        Ok(c) => json(
-            StatusCode::OK,
-            &CtdUsageBody {
-                iccid: c.iccid.as_str().to_string(),
-                ctd_data_usage: c.cycle_usage_bytes,
-                overage_limit_reached: false,
-            },
-        ),
-        Err(r) => r,
-    }
+    answer_card(&w, &headers, &iccid, |c| CtdUsageBody {
+        iccid: c.iccid.as_str().to_string(),
+        ctd_data_usage: c.cycle_usage_bytes,
+        overage_limit_reached: false,
+    })
+    .await
 }
 
 async fn edit_device(

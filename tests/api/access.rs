@@ -1322,16 +1322,8 @@ async fn failed_authentications_are_limited_per_peer_audited_within_the_limit_an
         .await
         .expect("a known key is answered from memory");
     let refused: Vec<_> = app
-        .access
-        .list_audit_entries(pb::ListAuditEntriesRequest {
-            method: "GetCard".into(),
-            page_size: 100,
-            ..Default::default()
-        })
+        .audit("GetCard")
         .await
-        .unwrap()
-        .into_inner()
-        .entries
         .into_iter()
         .filter(|e| e.result == "UNAUTHENTICATED")
         .collect();
@@ -1520,16 +1512,7 @@ async fn advancing_the_card_clock_by_years_expires_no_key_and_audit_times_are_wa
         in_wall(&created),
         "key created_at is wall time: {created:?}"
     );
-    let entries = app
-        .access
-        .list_audit_entries(pb::ListAuditEntriesRequest {
-            page_size: 100,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .entries;
+    let entries = app.audit("").await;
     for method in ["CreateApiKey", "Recharge"] {
         let e = entries
             .iter()

@@ -224,6 +224,20 @@ impl TestApp {
             .map(|r| r.into_inner())
     }
 
+    /// The newest 100 audit entries, of `method` (`""`: of every method), as the admin sees them.
+    pub async fn audit(&self, method: &str) -> Vec<pb::AuditEntry> {
+        access_client(&self.channel, ADMIN_KEY)
+            .list_audit_entries(pb::ListAuditEntriesRequest {
+                method: method.into(),
+                page_size: 100,
+                ..Default::default()
+            })
+            .await
+            .expect("ListAuditEntries")
+            .into_inner()
+            .entries
+    }
+
     /// GetOperation of `id` with its counts and no results.
     pub async fn operation(&self, id: &str) -> pb::Operation {
         operation(&self.channel, id).await

@@ -388,19 +388,9 @@ async fn a_batch_naming_cards_the_caller_cannot_see_is_refused_at_submission() {
         .unwrap()
         .into_inner();
     assert!(listed.operations.is_empty(), "nothing was stored");
-    let audit = app
-        .access
-        .list_audit_entries(pb::ListAuditEntriesRequest {
-            method: "BatchSuspend".into(),
-            page_size: 100,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let audit = app.audit("BatchSuspend").await;
     assert_eq!(
         audit
-            .entries
             .iter()
             .map(|e| (e.iccid.as_str(), e.result.as_str()))
             .collect::<Vec<_>>(),

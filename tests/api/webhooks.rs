@@ -162,19 +162,6 @@ async fn deliveries(app: &TestApp, id: &str) -> Vec<pb::WebhookDelivery> {
         .deliveries
 }
 
-async fn audit(app: &TestApp, method: &str) -> Vec<pb::AuditEntry> {
-    let mut a = access_client(&app.channel, ADMIN_KEY);
-    a.list_audit_entries(pb::ListAuditEntriesRequest {
-        method: method.into(),
-        page_size: 100,
-        ..Default::default()
-    })
-    .await
-    .expect("audit")
-    .into_inner()
-    .entries
-}
-
 async fn internal_targets_are_refused_at_creation(backend: Backend) {
     // Defaults: https only, no allow-list.
     let Some(app) = app_with(backend, WebhookConfig::default(), None).await else {
@@ -460,17 +447,17 @@ crate::both_backends!(
             r.sort();
             r
         };
-        let created = audit(&app, "CreateWebhook").await;
+        let created = app.audit("CreateWebhook").await;
         assert_eq!(results(created.clone()), ["INVALID_ARGUMENT", "OK"]);
         assert!(created.iter().all(|e| e.customer_id == "acme"));
         assert!(created
             .iter()
             .any(|e| e.result == "OK" && e.detail.contains(&id)));
         assert_eq!(
-            results(audit(&app, "RetryWebhookDeliveries").await),
+            results(app.audit("RetryWebhookDeliveries").await),
             ["INVALID_ARGUMENT", "OK"]
         );
-        let deleted = audit(&app, "DeleteWebhook").await;
+        let deleted = app.audit("DeleteWebhook").await;
         assert_eq!(results(deleted.clone()), ["NOT_FOUND", "OK"]);
         assert!(deleted
             .iter()

@@ -1,6 +1,7 @@
 //! Pools: create, read, list, the cards in a pool and top-ups.
 
 use super::*;
+use crate::service::monitor::PoolMove;
 
 idempotent!(pb::TopUpPoolRequest);
 
@@ -195,7 +196,7 @@ impl MonitoringApi {
         &self,
         request: Request<pb::AddCardsToPoolRequest>,
     ) -> Result<Response<pb::Pool>, Status> {
-        self.membership(request, Rpc::AddCardsToPool, Join::Add)
+        self.membership(request, Rpc::AddCardsToPool, PoolMove::Join)
             .await
     }
 
@@ -203,7 +204,7 @@ impl MonitoringApi {
         &self,
         request: Request<pb::RemoveCardsFromPoolRequest>,
     ) -> Result<Response<pb::Pool>, Status> {
-        self.membership(request, Rpc::RemoveCardsFromPool, Join::Remove)
+        self.membership(request, Rpc::RemoveCardsFromPool, PoolMove::Leave)
             .await
     }
 
@@ -213,26 +214,17 @@ impl MonitoringApi {
         &self,
         request: Request<R>,
         rpc: Rpc,
-        join: Join,
+        direction: PoolMove,
     ) -> Result<Response<pb::Pool>, Status> {
         let caller = self.auth.caller(&request, rpc).await?;
         let (raw_id, raw_customer, raw_iccids) = request.into_inner().parts();
         let id = pool_id("pool_id", &raw_id)?;
         let customer = pool_customer(&raw_customer)?;
         let iccids = iccid_list(&raw_iccids)?;
-        let customer = customer.as_deref();
-        let view = match join {
-            Join::Add => {
-                self.service
-                    .add_to_pool(&id, customer, &iccids, &caller)
-                    .await?
-            }
-            Join::Remove => {
-                self.service
-                    .remove_from_pool(&id, customer, &iccids, &caller)
-                    .await?
-            }
-        };
+        let view = self
+            .service
+            .move_cards(&id, customer.as_deref(), &iccids, &caller, direction)
+            .await?;
         Ok(Response::new(pool_to_pb(&view)))
     }
 
@@ -264,12 +256,6 @@ impl MonitoringApi {
             .await?;
         Ok(Response::new(pool_to_pb(&view)))
     }
-}
-
-#[derive(Clone, Copy)]
-enum Join {
-    Add,
-    Remove,
 }
 
 /// The requests that name a pool and cards: (pool_id, customer_id, iccids).

@@ -257,13 +257,35 @@ impl Served {
         Ok(Served { addr, stop, task })
     }
 
-    /// A server started by the caller, which stops when `stop` fires.
-    pub fn new(
-        addr: SocketAddr,
-        stop: tokio::sync::oneshot::Sender<()>,
-        task: tokio::task::JoinHandle<Res<()>>,
-    ) -> Served {
-        Served { addr, stop, task }
+    /// One gRPC service (a bench's baseline) with tonic's default server settings, as
+    /// `App::serve` serves simgate, and simgate's limit on request size.
+    pub async fn grpc<S>(svc: S) -> Res<Served>
+    where
+        S: tower::Service<http::Request<tonic::body::Body>, Error = std::convert::Infallible>
+            + tonic::server::NamedService
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Response: axum::response::IntoResponse,
+        S::Future: Send + 'static,
+    {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            tonic::transport::Server::builder()
+                .add_service(svc)
+                .serve_with_incoming_shutdown(
+                    tokio_stream::wrappers::TcpListenerStream::new(listener),
+                    async {
+                        let _ = stopped.await;
+                    },
+                )
+                .await
+                .map_err(Into::into)
+        });
+        Ok(Served { addr, stop, task })
     }
 
     pub async fn channel(&self) -> Res<Channel> {
@@ -436,6 +458,17 @@ pub async fn suspend_resume(
 /// run, and PostgreSQL refuses to start without a key that seals webhook secrets.
 pub fn server_builder() -> Res<simgate::server::ServerBuilder> {
     Ok(simgate::Server::builder().data_key(simgate::store::sealing::DataKey::generate()?))
+}
+
+/// A bench server's builder on `db`, with card time on `clock`.
+pub fn server_on(
+    db: &Db,
+    clock: simgate::clock::ManualClock,
+) -> Res<simgate::server::ServerBuilder> {
+    Ok(server_builder()?
+        .database_url(db.url.clone())
+        .store_options(db.options.clone())
+        .clock(Arc::new(clock)))
 }
 
 /// Kills the child on every way out, so that a failed run leaves no server behind.

@@ -4,7 +4,6 @@
 //! client, the same metadata and the same concurrency; the measurements alternate in rounds so
 //! that load from elsewhere on the machine falls on both alike.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use simgate::clock::ManualClock;
@@ -38,26 +37,13 @@ impl Echo for Prebuilt {
     }
 }
 
-/// Serves the echo with tonic's default server settings, as `App::serve` serves simgate.
+/// Serves the baseline with tonic's default server settings, as `App::serve` serves simgate.
 async fn serve_echo(card: pb::Card) -> Res<Served> {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let svc = EchoServer::new(Prebuilt(card))
-        .max_decoding_message_size(simgate::server::SMALL_MESSAGE_BYTES);
-    let task = tokio::spawn(async move {
-        tonic::transport::Server::builder()
-            .add_service(svc)
-            .serve_with_incoming_shutdown(
-                tokio_stream::wrappers::TcpListenerStream::new(listener),
-                async {
-                    let _ = stopped.await;
-                },
-            )
-            .await
-            .map_err(Into::into)
-    });
-    Ok(Served::new(addr, stop, task))
+    Served::grpc(
+        EchoServer::new(Prebuilt(card))
+            .max_decoding_message_size(simgate::server::SMALL_MESSAGE_BYTES),
+    )
+    .await
 }
 
 /// GetCard on random cards of `cards`, `concurrency` calls in flight, for `duration`.
@@ -132,10 +118,7 @@ async fn breakdown(store: &Store, cards: u64, concurrency: usize, each: Duration
 pub async fn run(a: Args) -> Res<()> {
     let db = Db::fresh(a.database_url.as_deref())?;
     let start = start_time()?;
-    let app = crate::common::server_builder()?
-        .database_url(db.url.clone())
-        .store_options(db.options.clone())
-        .clock(Arc::new(ManualClock::new(start)))
+    let app = crate::common::server_on(&db, ManualClock::new(start))?
         .bootstrap_key(BENCH_KEY)
         .rate_limit_per_key(UNLIMITED_RATE)
         .engine_interval_ms(IDLE_ENGINE_MS)

@@ -3,7 +3,6 @@
 //! random cards, then the engine rolls every card over, as `rollover` times it. Ratios are to
 //! the smallest size: latency for GetCard, time per card for the rollover.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use simgate::clock::ManualClock;
@@ -29,10 +28,7 @@ async fn measure(a: &Args, cards: u64) -> Res<(Row, &'static str)> {
     let db = Db::fresh(a.database_url.as_deref())?;
     let start = start_time()?;
     let clock = ManualClock::new(start);
-    let app = crate::common::server_builder()?
-        .database_url(db.url.clone())
-        .store_options(db.options.clone())
-        .clock(Arc::new(clock.clone()))
+    let app = crate::common::server_on(&db, clock.clone())?
         .bootstrap_key(BENCH_KEY)
         .rate_limit_per_key(UNLIMITED_RATE)
         .engine_interval_ms(IDLE_ENGINE_MS)

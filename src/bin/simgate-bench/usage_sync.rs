@@ -5,7 +5,6 @@
 //! ceiling: one set-based UPDATE copying the carrier's usage into every card, with no rules, no
 //! alerts and no history.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use simgate::carrier::sim::SimCarrier;
@@ -139,10 +138,7 @@ pub async fn run(a: Args) -> Res<()> {
     let db = Db::fresh(a.database_url.as_deref())?;
     let start = start_time()?;
     let clock = ManualClock::new(start);
-    let app = crate::common::server_builder()?
-        .database_url(db.url.clone())
-        .store_options(db.options.clone())
-        .clock(Arc::new(clock.clone()))
+    let app = crate::common::server_on(&db, clock.clone())?
         .build()
         .await?;
     let store = app.store().clone();

@@ -77,26 +77,13 @@ impl Fanout for Broadcast {
     }
 }
 
-/// Serves the fan-out with tonic's default server settings, as `App::serve` serves simgate.
+/// Serves the baseline with tonic's default server settings, as `App::serve` serves simgate.
 async fn serve_fanout(tx: broadcast::Sender<Arc<pb::Event>>) -> Res<Served> {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let svc = FanoutServer::new(Broadcast(tx))
-        .max_decoding_message_size(simgate::server::SMALL_MESSAGE_BYTES);
-    let task = tokio::spawn(async move {
-        tonic::transport::Server::builder()
-            .add_service(svc)
-            .serve_with_incoming_shutdown(
-                tokio_stream::wrappers::TcpListenerStream::new(listener),
-                async {
-                    let _ = stopped.await;
-                },
-            )
-            .await
-            .map_err(Into::into)
-    });
-    Ok(Served::new(addr, stop, task))
+    Served::grpc(
+        FanoutServer::new(Broadcast(tx))
+            .max_decoding_message_size(simgate::server::SMALL_MESSAGE_BYTES),
+    )
+    .await
 }
 
 /// Where events come from and where they are watched.
@@ -429,10 +416,7 @@ fn print(r: &Round, name: &str) {
 pub async fn run(a: Args) -> Res<()> {
     let db = Db::fresh(a.database_url.as_deref())?;
     let start = start_time()?;
-    let app = crate::common::server_builder()?
-        .database_url(db.url.clone())
-        .store_options(db.options.clone())
-        .clock(Arc::new(ManualClock::new(start)))
+    let app = crate::common::server_on(&db, ManualClock::new(start))?
         .bootstrap_key(BENCH_KEY)
         .rate_limit_per_key(UNLIMITED_RATE)
         .engine_interval_ms(IDLE_ENGINE_MS)

@@ -3,7 +3,6 @@
 //! `cards` table, in the same database, with the same pool settings and concurrency. Each task
 //! owns its own cards, so neither side waits on a card another task holds.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use simgate::clock::{Clock, ManualClock};
@@ -30,10 +29,7 @@ pub async fn run(a: Args) -> Res<()> {
     let db = Db::fresh(a.database_url.as_deref())?;
     let start = start_time()?;
     let clock = ManualClock::new(start);
-    let app = crate::common::server_builder()?
-        .database_url(db.url.clone())
-        .store_options(db.options.clone())
-        .clock(Arc::new(clock.clone()))
+    let app = crate::common::server_on(&db, clock.clone())?
         .bootstrap_key(BENCH_KEY)
         .rate_limit_per_key(UNLIMITED_RATE)
         .engine_interval_ms(IDLE_ENGINE_MS)

@@ -56,6 +56,14 @@ pub(super) struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
+    /// The remedy "nothing to do: wait until `at`", with its words in both languages.
+    pub(super) fn wait_until(&self, at: DateTime<Utc>, zh: String, en: String) -> Step {
+        Step {
+            takes_effect_at: Some(at),
+            ..step(Action::Wait, tr(self.lang, zh, en))
+        }
+    }
+
     pub(super) fn carrier(&self) -> &'static str {
         carrier_name(self.lang, self.card.carrier)
     }
@@ -357,17 +365,11 @@ impl Ctx<'_> {
                 ev("restores_at", self.cycle_end.timestamp(), "unix_seconds"),
             ],
             steps: vec![
-                Step {
-                    takes_effect_at: Some(self.cycle_end),
-                    ..step(
-                        Action::Wait,
-                        tr(
-                            lang,
-                            format!("无需操作：{}（下个计费周期开始）自动复机。", when(self.cycle_end)),
-                            format!("Nothing to do: the card restores automatically at {} (next billing cycle).", when(self.cycle_end)),
-                        ),
-                    )
-                },
+                self.wait_until(
+                    self.cycle_end,
+                    format!("无需操作：{}（下个计费周期开始）自动复机。", when(self.cycle_end)),
+                    format!("Nothing to do: the card restores automatically at {} (next billing cycle).", when(self.cycle_end)),
+                ),
                 Step {
                     optional: true,
                     ..step(Action::DataTopUp, tr(lang, top_up_zh.to_string(), top_up_en.to_string()))
@@ -440,17 +442,11 @@ impl Ctx<'_> {
             message,
             evidence,
             steps: vec![
-                Step {
-                    takes_effect_at: Some(self.cycle_end),
-                    ..step(
-                        Action::Wait,
-                        tr(
-                            lang,
-                            format!("无需操作：{}（下个计费周期开始，充值失效、用量清零）自动复机。", when(self.cycle_end)),
-                            format!("Nothing to do: the card restores automatically at {} (the pool's next billing cycle).", when(self.cycle_end)),
-                        ),
-                    )
-                },
+                self.wait_until(
+                    self.cycle_end,
+                    format!("无需操作：{}（下个计费周期开始，充值失效、用量清零）自动复机。", when(self.cycle_end)),
+                    format!("Nothing to do: the card restores automatically at {} (the pool's next billing cycle).", when(self.cycle_end)),
+                ),
                 Step {
                     optional: true,
                     pool_id: Some(pool_id),
