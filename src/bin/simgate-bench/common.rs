@@ -334,6 +334,20 @@ pub fn histogram() -> Res<Histogram<u64>> {
     Ok(Histogram::new_with_bounds(1, 60_000_000, 3)?)
 }
 
+/// A comparison's results table, one row per load: rate in `unit`, p50 and p99 latency.
+pub fn print_loads(unit: &str, rows: &[(&str, &Load)]) {
+    println!("| | {unit} | p50 ms | p99 ms |");
+    println!("|---|---|---|---|");
+    for (name, l) in rows {
+        println!(
+            "| {name} | {:.0} | {:.2} | {:.2} |",
+            l.rate(),
+            l.ms(0.5),
+            l.ms(0.99)
+        );
+    }
+}
+
 /// What a closed-loop run measured.
 pub struct Load {
     pub calls: u64,

@@ -13,8 +13,8 @@ use simgate::store::Store;
 use tonic::{Request, Response, Status};
 
 use crate::common::{
-    cards_client, drive, get_cards, iccid, start_time, Bearer, Db, Load, Res, Served, BENCH_KEY,
-    IDLE_ENGINE_MS, UNLIMITED_RATE,
+    cards_client, drive, get_cards, iccid, print_loads, start_time, Bearer, Db, Load, Res, Served,
+    BENCH_KEY, IDLE_ENGINE_MS, UNLIMITED_RATE,
 };
 use crate::echo_pb::echo_client::EchoClient;
 use crate::echo_pb::echo_server::{Echo, EchoServer};
@@ -160,16 +160,7 @@ pub async fn run(a: Args) -> Res<()> {
         e.add(&el)?;
         g.add(&gl)?;
     }
-    println!("| | calls/s | p50 ms | p99 ms |");
-    println!("|---|---|---|---|");
-    for (name, l) in [("echo (ceiling)", &e), ("GetCard", &g)] {
-        println!(
-            "| {name} | {:.0} | {:.2} | {:.2} |",
-            l.rate(),
-            l.ms(0.5),
-            l.ms(0.99)
-        );
-    }
+    print_loads("calls/s", &[("echo (ceiling)", &e), ("GetCard", &g)]);
     let ratio = g.rate() / e.rate();
     println!(
         "GetCard / echo throughput: {ratio:.2} (target >= 0.6: {}); GetCard p99 {:.2} ms (target < 5 ms: {})",

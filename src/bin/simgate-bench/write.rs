@@ -10,8 +10,8 @@ use simgate::domain::{CardStatus, StopReason, StopReasons};
 use simgate::service::Caller;
 
 use crate::common::{
-    card_of, cards_client, drive, iccid, new_card, start_time, suspend_resume, Db, Load, Res,
-    Served, BENCH_KEY, IDLE_ENGINE_MS, UNLIMITED_RATE,
+    card_of, cards_client, drive, iccid, new_card, print_loads, start_time, suspend_resume, Db,
+    Load, Res, Served, BENCH_KEY, IDLE_ENGINE_MS, UNLIMITED_RATE,
 };
 
 pub struct Args {
@@ -107,19 +107,13 @@ pub async fn run(a: Args) -> Res<()> {
         s.add(&sl)?;
         r.add(&rl)?;
     }
-    println!("| | round trips/s | p50 ms | p99 ms |");
-    println!("|---|---|---|---|");
-    for (name, l) in [
-        ("raw sqlx UPDATE x2 (ceiling)", &r),
-        ("SuspendCard + ResumeCard", &s),
-    ] {
-        println!(
-            "| {name} | {:.0} | {:.2} | {:.2} |",
-            l.rate(),
-            l.ms(0.5),
-            l.ms(0.99)
-        );
-    }
+    print_loads(
+        "round trips/s",
+        &[
+            ("raw sqlx UPDATE x2 (ceiling)", &r),
+            ("SuspendCard + ResumeCard", &s),
+        ],
+    );
     println!("simgate / ceiling: {:.2}", s.rate() / r.rate());
     raw.close().await;
     simgate.stop().await?;
