@@ -11,6 +11,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use super::event::alert as kind;
 use super::event::{CardEvent, Cause};
 use super::{Card, LifecycleStage, StopReason};
 
@@ -96,9 +97,6 @@ pub struct AlertDetail {
     /// permille, days or fen.
     pub unit: String,
 }
-
-/// The event kinds alerts are written as.
-pub use super::event::alert as kind;
 
 /// Per mille of `quota` that `used` is, saturating (a zero quota is always 1000).
 pub fn permille(used: u64, quota: u64) -> u64 {

@@ -104,7 +104,7 @@ pub fn settle(
     let capacity = p.capacity();
     if let Some(d) = alerts::evaluate_pool(&mut p.alert_keys, p.cycle_start, used, capacity, rules)
     {
-        events.push(event(&p, alerts::kind::POOL_USAGE, cause, Some(d)));
+        events.push(event(&p, event::alert::POOL_USAGE, cause, Some(d)));
     }
     let changed = p != *pool;
     if changed {
@@ -278,7 +278,7 @@ mod tests {
         assert!(u.pool.exhausted && u.pool.stops_members());
         assert_eq!(
             kinds(&u),
-            vec![event::pool::EXHAUSTED, alerts::kind::POOL_USAGE]
+            vec![event::pool::EXHAUSTED, event::alert::POOL_USAGE]
         );
         let joined = join(&card(), &pool(), now()).unwrap().card;
         let t = follow(&joined, Some(&u.pool), now(), Cause::Usage);

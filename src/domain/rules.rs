@@ -8,10 +8,9 @@ use chrono::{DateTime, Utc};
 use super::event;
 use super::policy::add_months;
 use super::{
-    ArrearsRecovery, Card, CarrierId, CarrierPolicy, Fen, Iccid, Imsi, LifecycleStage, Msisdn,
-    Plan, RealNameStatus, StopReason, StopReasons,
+    ArrearsRecovery, Card, CardEvent, CarrierId, CarrierPolicy, Cause, Fen, Iccid, Imsi,
+    LifecycleStage, Msisdn, Plan, RealNameStatus, StopReason, StopReasons,
 };
-use super::{CardEvent, Cause};
 
 /// What the carrier must do so that its state matches the card's new state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -13,7 +13,9 @@ use crate::domain::rules::{self, NewCard};
 use crate::domain::{Card, CarrierId, Fen, Iccid, RuleViolation};
 use crate::store::{CardFilter, StoreError};
 
-use super::*;
+use super::{
+    result_name, Caller, CardIdem, CardService, FieldViolation, Idem, Result, ServiceError,
+};
 
 /// A non-fatal finding about one imported row.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,7 +52,7 @@ impl CardService {
         result
     }
 
-    pub(super) async fn import_rows(
+    async fn import_rows(
         &self,
         rows: Vec<NewCard>,
         caller: &Caller,
@@ -152,7 +154,7 @@ impl CardService {
         result
     }
 
-    pub(super) async fn assign_once(
+    async fn assign_once(
         &self,
         iccids: &[Iccid],
         customer: &str,

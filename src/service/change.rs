@@ -10,7 +10,7 @@ use crate::domain::lifecycle;
 use crate::domain::{Card, CarrierPolicy, Iccid, RuleViolation, Transition};
 use crate::store::StoreError;
 
-use super::*;
+use super::{Caller, CardIdem, CardService, Result};
 
 impl CardService {
     /// A change whose answer is the card after it.
@@ -72,7 +72,7 @@ impl CardService {
         result.map(|after| (before, after))
     }
 
-    pub(super) async fn apply<F>(
+    async fn apply<F>(
         &self,
         before: &Card,
         caller: &Caller,

@@ -2,13 +2,11 @@
 //! log line of a call, and an orderly shutdown (health first, streams ended, in-flight calls
 //! finished or cut at the deadline).
 
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
 use simgate::config::ShutdownConfig;
 use simgate::pb;
-use tonic::transport::Channel;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
@@ -274,31 +272,12 @@ async fn calls_still_running_at_the_end_of_the_grace_time_are_cut_with_unavailab
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_log_line_of_a_call_carries_its_request_id() {
     let dir = tempfile::tempdir().unwrap();
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
-    let child = Command::new(env!("CARGO_BIN_EXE_simgate"))
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+    let mut serve = ServeProcess::command();
+    serve
         .current_dir(dir.path())
-        .env("SIMGATE_BOOTSTRAP_KEY", ADMIN_KEY)
-        .env("SIMGATE_METRICS__ENABLED", "false")
         .env("SIMGATE_LOG__FORMAT", "json")
-        .env("RUST_LOG", "info,simgate=debug,sqlx=warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start simgate");
-    let channel = loop {
-        match Channel::from_shared(format!("http://127.0.0.1:{port}"))
-            .unwrap()
-            .connect()
-            .await
-        {
-            Ok(c) => break c,
-            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-        }
-    };
+        .env("RUST_LOG", "info,simgate=debug,sqlx=warn");
+    let (mut server, channel) = ServeProcess::up(serve).await;
     let mut cards = cards_client(&channel, ADMIN_KEY);
     cards
         .import_cards(with_request_id(
@@ -321,17 +300,10 @@ async fn every_log_line_of_a_call_carries_its_request_id() {
         .await
         .unwrap();
     // SIGTERM: the server stops in order and its output ends.
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let out = tokio::task::spawn_blocking(move || child.wait_with_output())
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(out.status.success(), "exit: {:?}", out.status);
-    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+    let status = server.terminate().await;
+    assert!(status.success(), "exit: {status:?}");
+    let lines: Vec<serde_json::Value> = server
+        .stdout()
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
         .collect();

@@ -1,10 +1,18 @@
 //! Alert rules and the usage history.
 
-use super::*;
+use tonic::{Request, Response, Status};
 
-pub(super) const MAX_HISTORY_DAYS: u32 = 400;
+use crate::api::convert::{self, timestamp};
+use crate::api::error::{invalid_argument, invalid_field};
+use crate::api::rpc::Rpc;
+use crate::domain::alerts::AlertRules;
+use crate::pb;
 
-pub(super) fn rules_to_pb(customer: &str, r: &AlertRules, customised: bool) -> pb::AlertRules {
+use super::{own_customer, MonitoringApi};
+
+const MAX_HISTORY_DAYS: u32 = 400;
+
+fn rules_to_pb(customer: &str, r: &AlertRules, customised: bool) -> pb::AlertRules {
     pb::AlertRules {
         customer_id: customer.to_string(),
         card_usage_permille: r.card_usage_permille.clone(),

@@ -1,10 +1,25 @@
 //! The event listing and the `WatchEvents` stream, with their filter and caps.
 
-use super::*;
+use tokio_stream::{wrappers::ReceiverStream, StreamExt};
+use tonic::{Request, Response, Status};
 
-pub(super) const MAX_KINDS: usize = 20;
+use crate::api::auth::forbidden;
+use crate::api::convert::{self, carrier_from_pb, carrier_to_pb, status_to_pb, timestamp};
+use crate::api::error::invalid_argument;
+use crate::api::paging::{event_cursor, read_event_cursor};
+use crate::api::rpc::Rpc;
+use crate::pb;
+use crate::service::access::Forbidden;
+use crate::service::events::{OverCap, WatchEnd};
+use crate::service::monitor::valid_pool_id;
+use crate::service::FieldViolation;
+use crate::store::{EventFilter, EventRow};
 
-pub(super) fn over_cap(over: OverCap) -> Status {
+use super::{own_customer, EventStream, MonitoringApi};
+
+const MAX_KINDS: usize = 20;
+
+fn over_cap(over: OverCap) -> Status {
     let (limit, max, whose) = match over {
         OverCap::Key(n) => ("events.max_streams_per_key", n, "this API key"),
         OverCap::Connection(n) => ("events.max_streams_per_connection", n, "this connection"),
@@ -26,7 +41,7 @@ pub(super) fn over_cap(over: OverCap) -> Status {
 }
 
 /// The end of a stream whose client stopped reading: where to resume.
-pub(super) fn fell_behind(cursor: i64) -> Status {
+fn fell_behind(cursor: i64) -> Status {
     let token = event_cursor(cursor);
     let mut d = tonic_types::ErrorDetails::new();
     d.set_error_info(
@@ -44,7 +59,7 @@ pub(super) fn fell_behind(cursor: i64) -> Status {
     )
 }
 
-pub(super) fn event_to_pb(e: &EventRow) -> pb::Event {
+fn event_to_pb(e: &EventRow) -> pb::Event {
     pb::Event {
         cursor: event_cursor(e.id),
         kind: e.kind.clone(),
@@ -145,7 +160,7 @@ pub(super) fn event_filter(f: Option<pb::EventFilter>) -> Result<EventFilter, St
 }
 
 /// A customer key sees its own customer's events only, whatever it asks for. None: nothing.
-pub(super) fn scoped(mut filter: EventFilter, own: Option<&String>) -> Option<EventFilter> {
+fn scoped(mut filter: EventFilter, own: Option<&String>) -> Option<EventFilter> {
     if let Some(own) = own {
         if filter.customer_id.as_ref().is_some_and(|c| c != own) {
             return None;

@@ -10,29 +10,17 @@ mod webhooks;
 
 use std::pin::Pin;
 
-use prost::Message;
-use tokio_stream::{wrappers::ReceiverStream, Stream, StreamExt};
-use tonic::{Code, Request, Response, Status};
-use tonic_types::StatusExt;
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status};
 
 use super::auth::{forbidden, Authenticator};
-use super::convert::{self, carrier_from_pb, carrier_to_pb, status_to_pb, timestamp};
-use super::error::{invalid_argument, invalid_field};
-use super::idempotency::{idempotent, RequestKey};
-use super::paging::{event_cursor, read_event_cursor, Page};
-use super::rpc::Rpc;
-use crate::domain::alerts::AlertRules;
-use crate::domain::pool::MAX_TOPUP_BYTES;
-use crate::domain::Iccid;
+use super::error::invalid_field;
 use crate::pb;
 use crate::service::access::Forbidden;
-use crate::service::events::{EventHub, EventsConfig, OverCap, StreamSlots, WatchEnd};
-use crate::service::monitor::{valid_pool_id, NewPool, PoolView, MAX_POOL_CARDS};
-use crate::service::webhooks::{NewWebhook, WebhookService};
-use crate::service::{Caller, CardService, FieldViolation};
-use crate::store::{DeliveryState, EventFilter, EventRow, PoolFilter, Webhook};
-
-use events::*;
+use crate::service::events::{EventHub, EventsConfig, StreamSlots};
+use crate::service::monitor::valid_pool_id;
+use crate::service::webhooks::WebhookService;
+use crate::service::{Caller, CardService};
 
 pub struct MonitoringApi {
     service: CardService,

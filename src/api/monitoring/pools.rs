@@ -1,11 +1,25 @@
 //! Pools: create, read, list, the cards in a pool and top-ups.
 
-use super::*;
-use crate::service::monitor::PoolMove;
+use prost::Message;
+use tonic::{Request, Response, Status};
+
+use crate::api::convert::{self, carrier_from_pb, carrier_to_pb, timestamp};
+use crate::api::error::{invalid_argument, invalid_field};
+use crate::api::idempotency::{idempotent, RequestKey};
+use crate::api::paging::Page;
+use crate::api::rpc::Rpc;
+use crate::domain::pool::MAX_TOPUP_BYTES;
+use crate::domain::Iccid;
+use crate::pb;
+use crate::service::monitor::{valid_pool_id, NewPool, PoolMove, PoolView, MAX_POOL_CARDS};
+use crate::service::FieldViolation;
+use crate::store::PoolFilter;
+
+use super::{own_customer, pool_id, MonitoringApi};
 
 idempotent!(pb::TopUpPoolRequest);
 
-pub(super) fn pool_to_pb(v: &PoolView) -> pb::Pool {
+fn pool_to_pb(v: &PoolView) -> pb::Pool {
     let p = &v.pool;
     pb::Pool {
         pool_id: p.id.clone(),
@@ -28,7 +42,7 @@ pub(super) fn pool_to_pb(v: &PoolView) -> pb::Pool {
 }
 
 /// The optional customer a pool request names (pool ids are per customer).
-pub(super) fn pool_customer(raw: &str) -> Result<Option<String>, Status> {
+fn pool_customer(raw: &str) -> Result<Option<String>, Status> {
     if raw.is_empty() {
         return Ok(None);
     }
@@ -37,7 +51,7 @@ pub(super) fn pool_customer(raw: &str) -> Result<Option<String>, Status> {
         .map_err(|v| invalid_argument(vec![v]))
 }
 
-pub(super) fn iccid_list(raw: &[String]) -> Result<Vec<Iccid>, Status> {
+fn iccid_list(raw: &[String]) -> Result<Vec<Iccid>, Status> {
     if raw.is_empty() || raw.len() > MAX_POOL_CARDS {
         return Err(invalid_field(
             "iccids",

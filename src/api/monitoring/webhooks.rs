@@ -1,10 +1,23 @@
 //! Webhooks: registration, listing, removal and their deliveries; refused calls audited.
 
-use super::*;
+use tonic::{Code, Request, Response, Status};
+use tonic_types::StatusExt;
+
+use crate::api::convert::{self, timestamp};
+use crate::api::error::{invalid_argument, invalid_field};
+use crate::api::paging::event_cursor;
+use crate::api::rpc::Rpc;
+use crate::pb;
+use crate::service::webhooks::NewWebhook;
+use crate::service::Caller;
+use crate::store::{DeliveryState, Webhook};
+
+use super::events::event_filter;
+use super::{own_customer, MonitoringApi};
 
 /// The audit log's name for a refusal: the gRPC code, with the reason of a precondition or
 /// quota refusal (`FAILED_PRECONDITION:REASON`, as card operations write it).
-pub(super) fn refusal_name(status: &Status) -> String {
+fn refusal_name(status: &Status) -> String {
     let code = match status.code() {
         Code::InvalidArgument => "INVALID_ARGUMENT",
         Code::NotFound => "NOT_FOUND",
@@ -31,7 +44,7 @@ pub(super) fn refusal_name(status: &Status) -> String {
 }
 
 impl MonitoringApi {
-    pub(super) async fn audit_refusal(
+    async fn audit_refusal(
         &self,
         caller: &Caller,
         customer: Option<&str>,
@@ -50,7 +63,7 @@ impl MonitoringApi {
             .await;
     }
 
-    pub(super) async fn create_webhook_as(
+    async fn create_webhook_as(
         &self,
         caller: &Caller,
         req: pb::CreateWebhookRequest,
@@ -111,7 +124,7 @@ impl MonitoringApi {
     }
 }
 
-pub(super) fn webhook_to_pb(w: &Webhook) -> pb::Webhook {
+fn webhook_to_pb(w: &Webhook) -> pb::Webhook {
     pb::Webhook {
         webhook_id: w.id.clone(),
         customer_id: w.customer_id.clone(),
@@ -121,7 +134,7 @@ pub(super) fn webhook_to_pb(w: &Webhook) -> pb::Webhook {
     }
 }
 
-pub(super) fn delivery_state_to_pb(s: DeliveryState) -> pb::DeliveryState {
+fn delivery_state_to_pb(s: DeliveryState) -> pb::DeliveryState {
     match s {
         DeliveryState::Pending => pb::DeliveryState::Pending,
         DeliveryState::Delivered => pb::DeliveryState::Delivered,
@@ -129,11 +142,11 @@ pub(super) fn delivery_state_to_pb(s: DeliveryState) -> pb::DeliveryState {
     }
 }
 
-pub(super) fn millis(ms: i64) -> Option<prost_types::Timestamp> {
+fn millis(ms: i64) -> Option<prost_types::Timestamp> {
     chrono::DateTime::from_timestamp_millis(ms).map(timestamp)
 }
 
-pub(super) fn webhook_id(raw: &str) -> Result<String, Status> {
+fn webhook_id(raw: &str) -> Result<String, Status> {
     let ok = raw.len() <= 64
         && raw.starts_with("wh_")
         && raw.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
@@ -145,7 +158,7 @@ pub(super) fn webhook_id(raw: &str) -> Result<String, Status> {
 }
 
 /// Kinds as the event filter takes them, checked the same way.
-pub(super) fn kinds_field(kinds: Vec<String>) -> Result<Vec<String>, Status> {
+fn kinds_field(kinds: Vec<String>) -> Result<Vec<String>, Status> {
     let f = event_filter(Some(pb::EventFilter {
         kinds,
         ..Default::default()

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use simgate::carrier::sim::SimCarrier;
 use simgate::carrier::{Carrier, OnboardCard, ServiceState};
 use simgate::clock::{Clock, ManualClock};
-use simgate::domain::alerts;
+use simgate::domain::event::alert;
 use simgate::domain::{CarrierId, Iccid};
 use simgate::store::Store;
 use sqlx::{AnyPool, Row};
@@ -111,7 +111,7 @@ async fn spot_check(
             .card_events(&id)
             .await?
             .iter()
-            .any(|e| e.kind == alerts::kind::CARD_USAGE);
+            .any(|e| e.kind == alert::CARD_USAGE);
         let should_alert = permille(n) >= ALERT_PERMILLE;
         if carrier.cycle_usage_bytes != usage(n)
             || card.cycle_usage_bytes != usage(n)
@@ -209,11 +209,11 @@ pub async fn run(a: Args) -> Res<()> {
     }
     check_all_agree(&raw, cards, "the sync").await?;
     spot_check(&store, &sim, cards, 200, cycle).await?;
-    let alerts = store.count_events(alerts::kind::CARD_USAGE).await?;
+    let alerts = store.count_events(alert::CARD_USAGE).await?;
     let written = store.last_event_id().await? - events_before;
     println!(
         "alert events written ({}): {alerts} (expected {expected_alerts}); events written in all: {written}",
-        alerts::kind::CARD_USAGE
+        alert::CARD_USAGE
     );
     if alerts != expected_alerts || written != expected_alerts {
         return Err(format!(

@@ -57,7 +57,7 @@ pub(super) struct Ctx<'a> {
 
 impl Ctx<'_> {
     /// The remedy "nothing to do: wait until `at`", with its words in both languages.
-    pub(super) fn wait_until(&self, at: DateTime<Utc>, zh: String, en: String) -> Step {
+    fn wait_until(&self, at: DateTime<Utc>, zh: String, en: String) -> Step {
         Step {
             takes_effect_at: Some(at),
             ..step(Action::Wait, tr(self.lang, zh, en))
@@ -69,7 +69,7 @@ impl Ctx<'_> {
     }
 
     /// The monthly fee the next cycle start will charge, if it charges one.
-    pub(super) fn next_fee(&self) -> Fen {
+    fn next_fee(&self) -> Fen {
         let billing = self.card.stage == LifecycleStage::Billing;
         if billing {
             self.card.plan.monthly_fee
@@ -342,7 +342,7 @@ impl Ctx<'_> {
         })
     }
 
-    pub(super) fn waits_for_cycle(
+    fn waits_for_cycle(
         &self,
         code: &'static str,
         zh: String,
@@ -381,7 +381,7 @@ impl Ctx<'_> {
     /// The card's pool is used up: the pool's usage and capacity (not the card's own, which do
     /// not apply to a pooled card), the wait for the next cycle, and the TopUpPool that brings
     /// every member back now, with the pool and the least data it must add.
-    pub(super) fn pool_exhausted(&self) -> Finding {
+    fn pool_exhausted(&self) -> Finding {
         let lang = self.lang;
         let pool_id = self
             .pool

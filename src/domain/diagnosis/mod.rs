@@ -13,8 +13,9 @@ use super::{Card, CardStatus, CarrierPolicy, Fen, StopReason};
 mod findings;
 mod texts;
 
-use findings::*;
-use texts::*;
+use findings::{ev, step, Ctx};
+use texts::{carrier_name, mb, money, summary, tr, when};
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Lang {
     Zh,
@@ -328,6 +329,7 @@ fn merge_resumes(findings: &mut [Finding], ctx: &Ctx<'_>) {
 
 #[cfg(test)]
 mod tests {
+    use super::findings::{days_until, renewal_takes_effect};
     use super::*;
     use crate::domain::lifecycle::accrue_usage;
     use crate::domain::money::MAX_RECHARGE;

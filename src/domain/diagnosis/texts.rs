@@ -45,7 +45,7 @@ pub(super) fn carrier_name(lang: Lang, c: CarrierId) -> &'static str {
 }
 
 /// A finding's short name for a sentence a customer reads.
-pub(super) fn label(lang: Lang, code: &str) -> &'static str {
+fn label(lang: Lang, code: &str) -> &'static str {
     match (code, lang) {
         ("EXPIRED_IN_RETENTION", Lang::Zh) => "套餐到期（停机保号）",
         ("EXPIRED_IN_RETENTION", Lang::En) => "expired plan",
