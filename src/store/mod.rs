@@ -9,6 +9,8 @@ mod cards;
 mod events;
 mod idempotency;
 mod journal;
+#[cfg(test)]
+mod migrations_pinned;
 mod pools;
 pub mod sealing;
 mod sim;
