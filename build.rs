@@ -12,6 +12,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/simgate/v1/access.proto",
         "proto/simgate/v1/operations.proto",
         "proto/simgate/v1/monitoring.proto",
+        "proto/simgate/v1/accounts.proto",
     ];
     let fds = protox::compile(protos, ["proto"])?;
     let out_dir = std::path::PathBuf::from(std::env::var("OUT_DIR")?);

@@ -58,6 +58,8 @@ pub enum Permission {
     ManageKeys,
     ReadAudit,
     Simulate,
+    /// The reseller's carrier accounts: their platforms, health and budgets.
+    ReadAccounts,
 }
 
 /// An authenticated caller.

@@ -12,7 +12,8 @@ use figment::providers::{Env, Format, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 
-use crate::domain::{ArrearsRecovery, CarrierId, CarrierPolicy, Fen, RenewalRestore};
+use crate::carrier::account::{AccountConfig, AccountEntry, Legacy};
+use crate::domain::{AccountId, ArrearsRecovery, CarrierId, CarrierPolicy, Fen, RenewalRestore};
 
 pub const DEFAULT_LISTEN: SocketAddr =
     SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 50051);
@@ -20,6 +21,11 @@ pub const DEFAULT_METRICS_LISTEN: SocketAddr =
     SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 9464);
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://simgate.db";
 pub const DEFAULT_LOG_FILTER: &str = "info,sqlx=warn";
+/// How often the lifecycle engine looks for due transitions by default.
+pub const DEFAULT_ENGINE_INTERVAL_MS: u64 = 1000;
+/// How often every live card's usage is read from its carrier by default (5 minutes: carriers
+/// update usage counters a few times an hour at best, and their APIs are rate limited).
+pub const DEFAULT_USAGE_SYNC_INTERVAL_MS: u64 = 300_000;
 const REDACTED: &str = "<redacted>";
 
 /// `SIMGATE_*` variables that are not configuration keys: where the file is, secrets read from
@@ -47,18 +53,24 @@ pub struct Config {
     #[serde(default)]
     pub allow_foreign_identifiers: bool,
     /// Run simulated carriers and a controllable clock, with the SimulatorService (default:
-    /// true). With false, every carrier needs its `[carrier_api.<carrier>]`.
+    /// true): every account is simulated, each with its own cards and faults. With false, every
+    /// account is a real platform with its endpoint and credentials.
     #[serde(default)]
     pub simulation: Option<bool>,
-    /// With simulation: reach the simulated carriers by function call (`in_process`, default)
-    /// or through the real HTTP adapters and wire simulators on loopback (`http`).
+    /// With simulation: reach the accounts on `platform = "simulated"` by function call
+    /// (`in_process`, default) or through their carrier's real HTTP adapter and wire simulator
+    /// on loopback (`http`).
     #[serde(default)]
-    pub simulator_transport: crate::simulate::SimulatorTransport,
-    /// The real carrier platforms, keyed mobile/unicom/telecom, when simulation is off:
-    /// `platform = "onelink"` (mobile), `"jasper"` (unicom) or `"cmp"` (telecom), the base URL
-    /// and the account's credentials.
+    pub simulator_transport: crate::carrier::platform::SimulatorTransport,
+    /// The carrier accounts: `id`, `carrier`, `platform` (`onelink`, `jasper`, `cmp`,
+    /// `simulated`), the platform's `base_url` and credentials (each also as `<key>_file` or
+    /// `<key>_env`), and limits. Without any: one simulated account per carrier, named after it.
     #[serde(default)]
-    pub carrier_api: BTreeMap<CarrierId, crate::carrier::http::ApiConfig>,
+    pub accounts: Vec<AccountEntry>,
+    /// The older one-account-per-carrier form, keyed mobile/unicom/telecom: the platform of the
+    /// account named after the carrier, with simulation = false. Refused next to `[[accounts]]`.
+    #[serde(default)]
+    pub carrier_api: BTreeMap<CarrierId, crate::carrier::platform::ApiConfig>,
     /// How often the lifecycle engine looks for due transitions, in milliseconds (default 1000).
     #[serde(default)]
     pub engine_interval_ms: Option<u64>,
@@ -100,12 +112,15 @@ pub struct Config {
     /// WatchEvents: open streams per key and per connection, and each stream's buffer.
     #[serde(default)]
     pub events: crate::service::events::EventsConfig,
-    /// Per-carrier account limits and circuit breaker, keyed mobile/unicom/telecom.
+    /// The older form of the default accounts' limits and circuit breaker, keyed
+    /// mobile/unicom/telecom (also `SIMGATE_CARRIER_LIMITS__UNICOM__MAX_CONCURRENCY`). Refused
+    /// next to `[[accounts]]`, whose entries carry their own limits.
     #[serde(default)]
     pub carrier_limits: BTreeMap<CarrierId, crate::carrier::guard::CarrierLimits>,
-    /// Standing faults of the simulated carriers, keyed mobile/unicom/telecom.
+    /// Standing faults of the simulated accounts, keyed by account id (the default accounts
+    /// are mobile, unicom and telecom).
     #[serde(default)]
-    pub simulator: BTreeMap<CarrierId, crate::carrier::sim::SimFaults>,
+    pub simulator: BTreeMap<AccountId, crate::carrier::sim::SimFaults>,
     /// Per-carrier overrides of the retention and recovery rules, keyed mobile/unicom/telecom.
     #[serde(default)]
     pub carriers: BTreeMap<CarrierId, PolicyOverride>,
@@ -311,6 +326,7 @@ impl std::fmt::Debug for Config {
             .field("allow_foreign_identifiers", &self.allow_foreign_identifiers)
             .field("simulation", &self.simulation)
             .field("simulator_transport", &self.simulator_transport)
+            .field("accounts", &self.accounts)
             .field("carrier_api", &self.carrier_api)
             .field("engine_interval_ms", &self.engine_interval_ms)
             .field("usage_sync_interval_ms", &self.usage_sync_interval_ms)
@@ -485,32 +501,11 @@ impl Config {
                 self.metrics.listen
             ));
         }
-        for (id, api) in &self.carrier_api {
-            let expected = crate::simulate::platform_of(*id);
-            if api.platform() != expected {
-                return Err(format!(
-                    "carrier_api.{id}.platform: {id} speaks \"{expected}\", not \"{}\"",
-                    api.platform()
-                ));
+        let accounts = self.accounts()?;
+        for id in self.simulator.keys() {
+            if !accounts.iter().any(|a| &a.id == id) {
+                return Err(format!("simulator.{id}: no account {id} is configured"));
             }
-        }
-        if self.simulation == Some(false) {
-            let missing: Vec<_> = CarrierId::ALL
-                .into_iter()
-                .filter(|id| !self.carrier_api.contains_key(id))
-                .map(|id| format!("carrier_api.{id}"))
-                .collect();
-            if !missing.is_empty() {
-                return Err(format!(
-                    "simulation = false needs every carrier's platform: {} missing",
-                    missing.join(", ")
-                ));
-            }
-        } else if let Some(id) = self.carrier_api.keys().next() {
-            return Err(format!(
-                "carrier_api.{id} is used only with simulation = false (the simulated carriers \
-                 are reached over HTTP with simulator_transport = \"http\")"
-            ));
         }
         if self.shutdown.grace_ms == 0 {
             return Err("shutdown.grace_ms must be at least 1".into());
@@ -527,17 +522,23 @@ impl Config {
             .get_or_insert_with(|| DEFAULT_DATABASE_URL.to_string());
         cfg.simulation.get_or_insert(true);
         cfg.engine_interval_ms
-            .get_or_insert(crate::server::DEFAULT_ENGINE_INTERVAL_MS);
+            .get_or_insert(DEFAULT_ENGINE_INTERVAL_MS);
         cfg.usage_sync_interval_ms
-            .get_or_insert(crate::server::DEFAULT_USAGE_SYNC_INTERVAL_MS);
+            .get_or_insert(DEFAULT_USAGE_SYNC_INTERVAL_MS);
         cfg.rate_limit_per_key
             .get_or_insert(crate::api::auth::DEFAULT_RATE_PER_KEY);
         cfg.key_cache_ms
             .get_or_insert(crate::api::auth::DEFAULT_KEY_CACHE_MS);
-        for id in CarrierId::ALL {
-            cfg.carrier_limits.entry(id).or_default();
-            cfg.simulator.entry(id).or_default();
+        // The accounts as they run, in the one form that says it all.
+        let accounts = self.accounts()?;
+        if cfg.simulation == Some(true) {
+            for a in &accounts {
+                cfg.simulator.entry(a.id.clone()).or_default();
+            }
         }
+        cfg.accounts = accounts.iter().map(AccountConfig::to_entry).collect();
+        cfg.carrier_api.clear();
+        cfg.carrier_limits.clear();
         cfg.carriers = policies
             .iter()
             .map(|(id, p)| (*id, PolicyOverride::from_policy(p)))
@@ -558,6 +559,30 @@ impl Config {
         }
         cfg.telemetry = cfg.telemetry.redacted();
         toml::to_string(&cfg).map_err(|e| format!("cannot render the configuration: {e}"))
+    }
+
+    /// The accounts the server runs (see `carrier::account`), validated.
+    pub fn accounts(&self) -> Result<Vec<AccountConfig>, String> {
+        crate::carrier::account::accounts(
+            &self.accounts,
+            Legacy {
+                carrier_api: &self.carrier_api,
+                carrier_limits: &self.carrier_limits,
+            },
+            self.simulation != Some(false),
+        )
+    }
+
+    /// The accounts `simgate simulate` serves: read as simulated, whatever `simulation` says.
+    pub fn simulated_accounts(&self) -> Result<Vec<AccountConfig>, String> {
+        crate::carrier::account::accounts(
+            &self.accounts,
+            Legacy {
+                carrier_api: &BTreeMap::new(),
+                carrier_limits: &self.carrier_limits,
+            },
+            true,
+        )
     }
 
     /// The effective policy of every carrier, validated.
@@ -817,10 +842,7 @@ mod tests {
         assert!(text.contains("db.internal/simgate"), "{text}");
         // What is printed is itself a valid configuration that means the same thing.
         let again = Config::from_toml(&text).unwrap();
-        assert_eq!(
-            again.engine_interval_ms,
-            Some(crate::server::DEFAULT_ENGINE_INTERVAL_MS)
-        );
+        assert_eq!(again.engine_interval_ms, Some(DEFAULT_ENGINE_INTERVAL_MS));
         assert_eq!(again.listen, Some(DEFAULT_LISTEN));
         assert_eq!(
             again.policies().unwrap()[&CarrierId::Telecom].retention_months,
@@ -828,7 +850,14 @@ mod tests {
         );
         assert_eq!(again.policies().unwrap(), cfg.policies().unwrap());
         assert_eq!(again.metrics, MetricsConfig::default());
-        assert_eq!(again.carrier_limits.len(), 3);
+        // The default accounts, each with its limits written out.
+        let accounts = again.accounts().unwrap();
+        assert_eq!(accounts.len(), 3);
+        assert_eq!(accounts[1].id.as_str(), "unicom");
+        assert_eq!(
+            accounts[1].limits,
+            crate::carrier::guard::CarrierLimits::default()
+        );
     }
 
     #[test]

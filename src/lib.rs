@@ -58,12 +58,13 @@ pub mod pb {
         include_bytes!(concat!(env!("OUT_DIR"), "/simgate_descriptor.bin"));
 
     /// The gRPC services simgate serves, as health checks name them.
-    pub const SERVICE_NAMES: [&str; 5] = [
+    pub const SERVICE_NAMES: [&str; 6] = [
         card_service_server::SERVICE_NAME,
         simulator_service_server::SERVICE_NAME,
         access_service_server::SERVICE_NAME,
         operation_service_server::SERVICE_NAME,
         monitoring_service_server::SERVICE_NAME,
+        carrier_account_service_server::SERVICE_NAME,
     ];
 }
 

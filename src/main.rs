@@ -125,13 +125,14 @@ enum Command {
     },
     /// Run wire-level carrier simulators: HTTP servers that speak China Mobile OneLink, China
     /// Unicom Control Center (Jasper) or China Telecom CMP, with the simulated carriers' rules,
-    /// faults ([simulator.<carrier>] in the configuration) and clock. Prints each URL and the
-    /// [carrier_api] section that reaches it.
+    /// faults ([simulator.<account>] in the configuration) and clock: one per configured
+    /// account (by default one per carrier). Prints each URL and the [[accounts]] entries that
+    /// reach them.
     Simulate {
-        /// mobile, unicom or telecom.
+        /// Only this carrier's accounts: mobile, unicom or telecom.
         #[arg(long, required_unless_present = "all", conflicts_with = "all")]
         carrier: Option<simgate::domain::CarrierId>,
-        /// All three, on consecutive ports from --listen.
+        /// Every account, on consecutive ports from --listen.
         #[arg(long)]
         all: bool,
         #[arg(long, default_value = "127.0.0.1:18080")]
@@ -290,16 +291,20 @@ async fn run(command: Command, cfg: Config) -> Result<(), String> {
             config_out,
             ..
         } => {
-            let carriers = match carrier {
-                Some(c) => vec![c],
-                None => simgate::domain::CarrierId::ALL.to_vec(),
-            };
+            let accounts: Vec<_> = cfg
+                .simulated_accounts()?
+                .into_iter()
+                .filter(|a| carrier.is_none_or(|c| a.carrier == c))
+                .collect();
+            if accounts.is_empty() {
+                return Err("no configured account of that carrier".into());
+            }
             let database_url = cfg
                 .database_url
                 .clone()
                 .unwrap_or_else(|| "sqlite://simgate-sim.db".to_string());
             simgate::simulate::Standalone {
-                carriers,
+                accounts,
                 listen,
                 database_url,
                 config: cfg,

@@ -18,7 +18,9 @@ use crate::api::monitoring::MonitoringApi;
 use crate::api::observe::ObserveLayer;
 use crate::api::operations::OperationApi;
 use crate::api::simulator::SimulatorApi;
+use crate::carrier::budget::Budget;
 use crate::carrier::guard::Guarded;
+use crate::carrier::platform::{AccountCtx, Platform, SimulatorTransport};
 use crate::carrier::sim::{SimCarrier, Simulators};
 use crate::carrier::Carriers;
 use crate::clock::{Clock, OffsetClock};
@@ -33,7 +35,7 @@ use crate::service::engine::Engine;
 use crate::service::events::EventHub;
 use crate::service::webhooks::WebhookService;
 use crate::service::CardService;
-use crate::simulate::{OverTheWire, SimulatorTransport, WireServer};
+use crate::simulate::{OverTheWire, WireServer};
 use crate::store::{Store, StoreOptions};
 
 /// Largest request simgate accepts: an import of 10,000 cards fits with room to spare.
@@ -56,10 +58,7 @@ fn tls_config(
     }
     Ok(tls)
 }
-pub const DEFAULT_ENGINE_INTERVAL_MS: u64 = 1000;
-/// How often every live card's usage is read from its carrier by default (5 minutes: carriers
-/// update usage counters a few times an hour at best, and their APIs are rate limited).
-pub const DEFAULT_USAGE_SYNC_INTERVAL_MS: u64 = 300_000;
+pub use crate::config::{DEFAULT_ENGINE_INTERVAL_MS, DEFAULT_USAGE_SYNC_INTERVAL_MS};
 /// How long cut calls get to send their UNAVAILABLE answer before the server stops waiting.
 const CUT_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
@@ -157,7 +156,13 @@ impl ServerBuilder {
         self
     }
 
-    /// Account limits and circuit breaker of one carrier.
+    /// The carrier accounts (`[[accounts]]` entries), instead of one default per carrier.
+    pub fn accounts(mut self, entries: Vec<crate::carrier::account::AccountEntry>) -> Self {
+        self.config.accounts = entries;
+        self
+    }
+
+    /// Limits and circuit breaker of a carrier's default account.
     pub fn carrier_limits(
         mut self,
         id: CarrierId,
@@ -255,54 +260,73 @@ impl ServerBuilder {
         let mut sims = Simulators::default();
         let mut wire_servers = Vec::new();
         let simulation = self.config.simulation != Some(false);
-        for (id, policy) in policies {
-            // Which platform the calls go to, for the carrier-call spans.
-            let platform = match (simulation, self.config.simulator_transport) {
-                (true, SimulatorTransport::InProcess) => "sim",
-                _ => crate::simulate::platform_of(id),
+        for account in self.config.accounts().map_err(StartError::Config)? {
+            let at = |e: String| StartError::Config(format!("account {}: {e}", account.id));
+            let policy = policies
+                .get(&account.carrier)
+                .cloned()
+                .ok_or_else(|| at(format!("no policy for {}", account.carrier)))?;
+            let budget = Arc::new(Budget::new(
+                account.limits.requests_per_second,
+                account.limits.method_requests_per_second,
+            ));
+            let ctx = AccountCtx {
+                account: account.id.clone(),
+                carrier: account.carrier,
+                policy: policy.clone(),
+                budget: budget.clone(),
             };
-            let carrier: Arc<dyn crate::carrier::Carrier> = if simulation {
-                let sim = Arc::new(SimCarrier::new(
-                    policy.clone(),
+            let (carrier, platform): (Arc<dyn crate::carrier::Carrier>, Platform) = if simulation {
+                let sim = Arc::new(SimCarrier::for_account(
+                    account.id.clone(),
+                    policy,
                     store.clone(),
                     clock.clone(),
                 ));
-                if let Some(f) = self.config.simulator.get(&id) {
+                if let Some(f) = self.config.simulator.get(&account.id) {
                     sim.set_faults(*f);
                 }
-                sims.by_id.insert(id, sim.clone());
-                match self.config.simulator_transport {
-                    SimulatorTransport::InProcess => sim,
-                    SimulatorTransport::Http => {
-                        let (server, api) = WireServer::start(sim.clone())
+                sims.by_id.insert(account.id.clone(), sim.clone());
+                let wire = match (account.platform, self.config.simulator_transport) {
+                    (Platform::Simulated, SimulatorTransport::InProcess) => None,
+                    (Platform::Simulated, SimulatorTransport::Http) => {
+                        Platform::wire_of(account.carrier)
+                    }
+                    (p, _) => Some(p),
+                };
+                match wire {
+                    None => (sim, Platform::Simulated),
+                    Some(p) => {
+                        let (server, api) = WireServer::start(sim.clone(), p)
                             .await
                             .map_err(StartError::Config)?;
                         wire_servers.push(server);
-                        let adapter = crate::simulate::adapter(&api, policy)
-                            .map_err(|e| StartError::Config(format!("carrier_api.{id}: {e}")))?;
-                        Arc::new(OverTheWire::new(sim, adapter))
+                        let adapter = api.adapter(ctx).map_err(at)?;
+                        (Arc::new(OverTheWire::new(sim, adapter)), p)
                     }
                 }
             } else {
-                let api =
-                    self.config.carrier_api.get(&id).ok_or_else(|| {
-                        StartError::Config(format!("carrier_api.{id} is missing"))
-                    })?;
-                crate::simulate::adapter(api, policy)
-                    .map_err(|e| StartError::Config(format!("carrier_api.{id}: {e}")))?
+                let api = account
+                    .api
+                    .as_ref()
+                    .ok_or_else(|| at("no base_url or credentials".into()))?;
+                (api.adapter(ctx).map_err(at)?, account.platform)
             };
-            let limits = self
-                .config
-                .carrier_limits
-                .get(&id)
-                .copied()
-                .unwrap_or_default();
-            carriers = carriers.with(Arc::new(
-                Guarded::new(carrier, limits)
-                    .with_platform(platform)
-                    .with_clock(ops_clock.clone())
-                    .with_metrics(metrics.clone()),
-            ));
+            // Which platform the calls go to, for the carrier-call spans.
+            let span_platform = match platform {
+                Platform::Simulated => "sim",
+                p => p.as_str(),
+            };
+            carriers = carriers.with_guarded(
+                Arc::new(
+                    Guarded::new(carrier, account.limits)
+                        .with_budget(budget)
+                        .with_platform(span_platform)
+                        .with_clock(ops_clock.clone())
+                        .with_metrics(metrics.clone()),
+                ),
+                platform,
+            );
         }
         let check = if self.config.allow_foreign_identifiers {
             CarrierCheck::Allow
@@ -572,15 +596,7 @@ impl App {
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), StartError> {
         let (health, health_service) = tonic_health::server::health_reporter();
-        let services = [
-            "",
-            crate::pb::SERVICE_NAMES[0],
-            crate::pb::SERVICE_NAMES[1],
-            crate::pb::SERVICE_NAMES[2],
-            crate::pb::SERVICE_NAMES[3],
-            crate::pb::SERVICE_NAMES[4],
-        ];
-        for name in services {
+        for name in std::iter::once("").chain(crate::pb::SERVICE_NAMES) {
             health
                 .set_service_status(name, tonic_health::ServingStatus::Serving)
                 .await;
@@ -620,6 +636,15 @@ impl App {
                 self.auth.clone(),
             ))
             .max_decoding_message_size(MAX_MESSAGE_BYTES);
+
+        let accounts = pb::carrier_account_service_server::CarrierAccountServiceServer::new(
+            crate::api::accounts::AccountApi::new(
+                self.service.carriers().clone(),
+                self.store.clone(),
+                self.auth.clone(),
+            ),
+        )
+        .max_decoding_message_size(SMALL_MESSAGE_BYTES);
 
         let hub = EventHub::new(self.store.clone()).await?;
         let monitoring = pb::monitoring_service_server::MonitoringServiceServer::new(
@@ -696,7 +721,7 @@ impl App {
             let health = health.clone();
             async move {
                 shutdown.await;
-                for name in services {
+                for name in std::iter::once("").chain(crate::pb::SERVICE_NAMES) {
                     health
                         .set_service_status(name, tonic_health::ServingStatus::NotServing)
                         .await;
@@ -721,6 +746,7 @@ impl App {
             .add_service(access)
             .add_service(operations)
             .add_service(monitoring)
+            .add_service(accounts)
             .serve_with_incoming_shutdown(no_delay(listener), signal);
         tokio::pin!(server);
         let deadline = async {

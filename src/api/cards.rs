@@ -170,11 +170,23 @@ fn list_filter(req: &pb::ListCardsRequest) -> Result<CardFilter, Status> {
         violations.push(FieldViolation::new("pool_id", "is not a pool id"));
         None
     };
+    let account_id = if req.account_id.is_empty() {
+        None
+    } else {
+        match crate::domain::AccountId::parse(&req.account_id) {
+            Ok(a) => Some(a),
+            Err(e) => {
+                violations.push(FieldViolation::new("account_id", e));
+                None
+            }
+        }
+    };
     if !violations.is_empty() {
         return Err(invalid_argument(violations));
     }
     Ok(CardFilter {
         carrier,
+        account_id,
         customer_id,
         status,
         stop_reason,

@@ -8,8 +8,8 @@ use crate::domain::diagnosis::{Action, Diagnosis, Severity, Step, Verdict};
 use crate::domain::ids::CarrierCheck;
 use crate::domain::rules::NewCard;
 use crate::domain::{
-    ArrearsRecovery, Card, CardStatus, CarrierId, CarrierPolicy, Fen, Iccid, Imsi, LifecycleStage,
-    Msisdn, Plan, RealNameStatus, RenewalRestore, StopReason,
+    AccountId, ArrearsRecovery, Card, CardStatus, CarrierId, CarrierPolicy, Fen, Iccid, Imsi,
+    LifecycleStage, Msisdn, Plan, RealNameStatus, RenewalRestore, StopReason,
 };
 use crate::pb;
 use crate::service::FieldViolation;
@@ -141,6 +141,7 @@ pub fn policy_to_pb(p: &CarrierPolicy) -> pb::CarrierPolicy {
 pub fn card_to_pb(c: &Card, policy: Option<&CarrierPolicy>) -> pb::Card {
     pb::Card {
         iccid: c.iccid.to_string(),
+        account_id: c.account.to_string(),
         msisdn: c
             .msisdn
             .as_ref()
@@ -335,6 +336,17 @@ pub fn new_card(
     if input.cycle_usage_bytes > i64::MAX as u64 {
         out.push(FieldViolation::new(f("cycle_usage_bytes"), "is too large"));
     }
+    let account = if input.account_id.is_empty() {
+        None
+    } else {
+        match AccountId::parse(&input.account_id) {
+            Ok(a) => Some(a),
+            Err(e) => {
+                out.push(FieldViolation::new(f("account_id"), e));
+                None
+            }
+        }
+    };
     if out.len() > before {
         return None;
     }
@@ -343,6 +355,7 @@ pub fn new_card(
         msisdn,
         imsi,
         carrier: carrier?,
+        account,
         customer_id: customer_id?,
         plan: plan?,
         real_name,

@@ -169,6 +169,14 @@ fn status_of(e: ServiceError) -> Status {
                     HashMap::from([("carrier".into(), c.to_string())]),
                 ),
             ),
+            ServiceError::AccountNotConfigured(a) => Status::with_error_details(
+                Code::FailedPrecondition,
+                message,
+                info(
+                    "ACCOUNT_NOT_CONFIGURED",
+                    HashMap::from([("account_id".into(), a.to_string())]),
+                ),
+            ),
             ServiceError::Carrier { carrier, error } => {
                 let mut meta = HashMap::from([("carrier".to_string(), carrier.to_string())]);
                 match error {

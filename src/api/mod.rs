@@ -2,6 +2,7 @@
 //! service layer, and convert results back. No SQL and no carrier calls here.
 
 pub mod access;
+pub mod accounts;
 pub mod auth;
 pub mod cards;
 pub mod convert;

@@ -101,6 +101,10 @@ rpcs! {
         ListWebhookDeliveries => Read,
         RetryWebhookDeliveries => Operate,
     }
+    carrier_account_service_server {
+        ListCarrierAccounts => ReadAccounts,
+        GetCarrierAccount => ReadAccounts,
+    }
 }
 
 #[cfg(test)]

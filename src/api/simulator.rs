@@ -16,7 +16,7 @@ use super::rpc::Rpc;
 use crate::carrier::sim::{Fault, SimCarrier, SimFaults, Simulators};
 use crate::carrier::{CarrierCard, CarrierError, ServiceState};
 use crate::clock::{Clock, ClockError};
-use crate::domain::{CarrierId, Iccid};
+use crate::domain::{AccountId, CarrierId, Iccid};
 use crate::pb;
 use crate::service::engine::Engine;
 use crate::service::{CardService, FieldViolation, ServiceError};
@@ -73,15 +73,28 @@ impl SimulatorApi {
         })
     }
 
+    /// The simulated account a request names: by `account_id`, or by `carrier` when it has
+    /// exactly one; both, when given, must agree.
     fn target(
         &self,
         carrier: i32,
+        account_id: &str,
         iccid: Option<&str>,
     ) -> Result<(&SimCarrier, Option<Iccid>), Status> {
         let mut violations = Vec::new();
         let id = carrier_from_pb(carrier);
-        if id.is_none() {
-            violations.push(FieldViolation::new("carrier", "is required"));
+        let account = if account_id.is_empty() {
+            None
+        } else {
+            AccountId::parse(account_id)
+                .map_err(|e| violations.push(FieldViolation::new("account_id", e)))
+                .ok()
+        };
+        if id.is_none() && account_id.is_empty() {
+            violations.push(FieldViolation::new(
+                "carrier",
+                "is required (or name the account_id)",
+            ));
         }
         let iccid = iccid.and_then(|raw| {
             iccid_field("iccid", raw)
@@ -91,17 +104,54 @@ impl SimulatorApi {
         if !violations.is_empty() {
             return Err(invalid_argument(violations));
         }
-        let id: CarrierId = id.ok_or_else(|| invalid_field("carrier", "is required"))?;
-        let sim = self.sims.get(id).ok_or_else(|| {
-            Status::failed_precondition(format!("{id} is not simulated on this server"))
-        })?;
+        let sim = match (account, id) {
+            (Some(a), id) => {
+                let sim = self.sims.get(&a).ok_or_else(|| {
+                    Status::not_found(format!("account {a} is not simulated on this server"))
+                })?;
+                if id.is_some_and(|c| c != crate::carrier::Carrier::id(sim.as_ref())) {
+                    return Err(invalid_field(
+                        "carrier",
+                        format!("account {a} is not an account of this carrier"),
+                    ));
+                }
+                sim
+            }
+            (None, Some(c)) => {
+                let all: Vec<&Arc<SimCarrier>> = self.sims.of(c).collect();
+                match all.as_slice() {
+                    [one] => *one,
+                    [] => {
+                        return Err(Status::failed_precondition(format!(
+                            "{c} is not simulated on this server"
+                        )))
+                    }
+                    several => {
+                        let ids: Vec<String> = several
+                            .iter()
+                            .map(|s| crate::carrier::Carrier::account(s.as_ref()).to_string())
+                            .collect();
+                        return Err(invalid_field(
+                            "account_id",
+                            format!(
+                                "{} has several simulated accounts ({}): name one",
+                                c.display_name(),
+                                ids.join(", ")
+                            ),
+                        ));
+                    }
+                }
+            }
+            (None, None) => return Err(invalid_field("carrier", "is required")),
+        };
         Ok((sim.as_ref(), iccid))
     }
 }
 
-fn carrier_card_to_pb(carrier: CarrierId, c: CarrierCard) -> pb::CarrierCard {
+fn carrier_card_to_pb(sim: &SimCarrier, c: CarrierCard) -> pb::CarrierCard {
     pb::CarrierCard {
-        carrier: carrier_to_pb(carrier) as i32,
+        carrier: carrier_to_pb(crate::carrier::Carrier::id(sim)) as i32,
+        account_id: crate::carrier::Carrier::account(sim).to_string(),
         iccid: c.iccid.to_string(),
         state: match c.state {
             ServiceState::Active => pb::CarrierServiceState::Active,
@@ -190,13 +240,13 @@ impl pb::simulator_service_server::SimulatorService for SimulatorApi {
     ) -> Result<Response<pb::CarrierCard>, Status> {
         self.auth.caller(&request, Rpc::GetCarrierCard).await?;
         let req = request.into_inner();
-        let (sim, iccid) = self.target(req.carrier, Some(&req.iccid))?;
+        let (sim, iccid) = self.target(req.carrier, &req.account_id, Some(&req.iccid))?;
         let iccid = iccid.ok_or_else(|| invalid_field("iccid", "is required"))?;
         let id = crate::carrier::Carrier::id(sim);
         let card = crate::carrier::Carrier::card(sim, &iccid)
             .await
             .map_err(|e| carrier_status(id, e))?;
-        Ok(Response::new(carrier_card_to_pb(id, card)))
+        Ok(Response::new(carrier_card_to_pb(sim, card)))
     }
 
     async fn record_usage(
@@ -205,7 +255,7 @@ impl pb::simulator_service_server::SimulatorService for SimulatorApi {
     ) -> Result<Response<pb::RecordUsageResponse>, Status> {
         self.auth.caller(&request, Rpc::RecordUsage).await?;
         let req = request.into_inner();
-        let (sim, iccid) = self.target(req.carrier, Some(&req.iccid))?;
+        let (sim, iccid) = self.target(req.carrier, &req.account_id, Some(&req.iccid))?;
         let iccid = iccid.ok_or_else(|| invalid_field("iccid", "is required"))?;
         if req.bytes == 0 || req.bytes > i64::MAX as u64 / 2 {
             return Err(invalid_field(
@@ -225,7 +275,7 @@ impl pb::simulator_service_server::SimulatorService for SimulatorApi {
             Err(e) => return Err(e.into()),
         };
         Ok(Response::new(pb::RecordUsageResponse {
-            carrier_card: Some(carrier_card_to_pb(id, at_carrier)),
+            carrier_card: Some(carrier_card_to_pb(sim, at_carrier)),
             card,
         }))
     }
@@ -236,7 +286,7 @@ impl pb::simulator_service_server::SimulatorService for SimulatorApi {
     ) -> Result<Response<pb::SetFaultsResponse>, Status> {
         self.auth.caller(&request, Rpc::SetFaults).await?;
         let req = request.into_inner();
-        let (sim, _) = self.target(req.carrier, None)?;
+        let (sim, _) = self.target(req.carrier, &req.account_id, None)?;
         let faults = SimFaults {
             error_rate: req.error_rate,
             latency_ms: u64::from(req.latency_ms),
@@ -260,7 +310,7 @@ impl pb::simulator_service_server::SimulatorService for SimulatorApi {
     ) -> Result<Response<pb::CarrierCard>, Status> {
         self.auth.caller(&request, Rpc::SetCarrierCardState).await?;
         let req = request.into_inner();
-        let (sim, iccid) = self.target(req.carrier, Some(&req.iccid))?;
+        let (sim, iccid) = self.target(req.carrier, &req.account_id, Some(&req.iccid))?;
         let iccid = iccid.ok_or_else(|| invalid_field("iccid", "is required"))?;
         let state = match pb::CarrierServiceState::try_from(req.state) {
             Ok(pb::CarrierServiceState::Active) => crate::carrier::ServiceState::Active,
@@ -278,7 +328,7 @@ impl pb::simulator_service_server::SimulatorService for SimulatorApi {
             .set_state_behind_simgate(&iccid, state)
             .await
             .map_err(|e| carrier_status(id, e))?;
-        Ok(Response::new(carrier_card_to_pb(id, card)))
+        Ok(Response::new(carrier_card_to_pb(sim, card)))
     }
 
     async fn inject_fault(
@@ -287,7 +337,7 @@ impl pb::simulator_service_server::SimulatorService for SimulatorApi {
     ) -> Result<Response<pb::InjectFaultResponse>, Status> {
         self.auth.caller(&request, Rpc::InjectFault).await?;
         let req = request.into_inner();
-        let (sim, _) = self.target(req.carrier, None)?;
+        let (sim, _) = self.target(req.carrier, &req.account_id, None)?;
         let fault = match pb::FaultKind::try_from(req.kind) {
             Ok(pb::FaultKind::Reject) => Fault::Reject,
             Ok(pb::FaultKind::Unavailable) => Fault::Unavailable,

@@ -1,33 +1,35 @@
-//! Protection around a carrier account: a request-rate limit and a concurrency limit (what the
-//! carrier's contract allows), and a circuit breaker, so that when a carrier is down calls fail
+//! Protection around a carrier account: its fair-use budget (rates, in `budget`), a concurrency
+//! limit (what the carrier's contract allows), and a circuit breaker, so that when a carrier is down calls fail
 //! fast with a clear message instead of piling up, while reads of stored cards go on. It is also
 //! where every carrier call is counted and timed for the metrics, and gets its span (carrier,
 //! platform, method, card), so that a trace shows each call and the time spent waiting for the
 //! account's limits.
 
-use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 
 use async_trait::async_trait;
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 use tracing::field::Empty;
 use tracing::Instrument;
 
+use super::budget::Budget;
 use super::{Carrier, CarrierCard, CarrierError, OnboardCard};
 use crate::clock::Clock;
-use crate::domain::{CarrierId, CarrierPolicy, Iccid};
+use crate::domain::{AccountId, CarrierId, CarrierPolicy, Iccid};
 
-/// Per-carrier account limits, from configuration (`[carrier_limits.mobile]`).
+/// One account's limits and circuit breaker, from its `[[accounts]]` entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CarrierLimits {
-    /// Calls per second; 0 means no limit.
+    /// Calls per second to the platform, all methods together; 0 means no limit.
     pub requests_per_second: u32,
+    /// Calls per second per platform method (per upstream path or method name); 0 means no
+    /// limit. IoTLink runs OneLink accounts at 1.
+    pub method_requests_per_second: u32,
     /// Calls in flight at once.
     pub max_concurrency: u32,
     /// Consecutive failures (unavailable or no answer) that open the circuit.
@@ -40,6 +42,7 @@ impl Default for CarrierLimits {
     fn default() -> Self {
         CarrierLimits {
             requests_per_second: 0,
+            method_requests_per_second: 0,
             max_concurrency: 32,
             breaker_failures: 5,
             breaker_open_ms: 30_000,
@@ -51,14 +54,29 @@ impl Default for CarrierLimits {
 struct Breaker {
     failures: u32,
     open_until: Option<DateTime<Utc>>,
+    /// The newest failed call's error and when it came back (wall time).
+    last_error: Option<(DateTime<Utc>, String)>,
+}
+
+/// What `GetCarrierAccount` shows of an account's guard.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Health {
+    /// Until when calls are refused without being sent; None: the circuit is closed.
+    pub open_until: Option<DateTime<Utc>>,
+    /// Failures in a row (unavailable or no answer) since the last call that worked.
+    pub consecutive_failures: u32,
+    pub last_error: Option<(DateTime<Utc>, String)>,
+    pub in_flight: u32,
 }
 
 pub struct Guarded {
     inner: Arc<dyn Carrier>,
     limits: CarrierLimits,
-    rate: Option<DefaultDirectRateLimiter>,
+    budget: Arc<Budget>,
     permits: Semaphore,
     breaker: Mutex<Breaker>,
+    /// The inner carrier's account, kept for the spans.
+    account: AccountId,
     /// Wall time for the breaker's window (injectable, so tests move time instead of waiting).
     clock: Arc<dyn Clock>,
     metrics: Option<crate::metrics::Metrics>,
@@ -82,15 +100,47 @@ pub fn outcome_label<T>(result: &Result<T, CarrierError>) -> &'static str {
 impl Guarded {
     pub fn new(inner: Arc<dyn Carrier>, limits: CarrierLimits) -> Guarded {
         Guarded {
-            rate: NonZeroU32::new(limits.requests_per_second)
-                .map(|r| RateLimiter::direct(Quota::per_second(r))),
+            budget: Arc::new(Budget::new(
+                limits.requests_per_second,
+                limits.method_requests_per_second,
+            )),
             permits: Semaphore::new(limits.max_concurrency.max(1) as usize),
             breaker: Mutex::new(Breaker::default()),
             clock: Arc::new(crate::clock::SystemClock),
             metrics: None,
             platform: "unknown",
+            account: inner.account(),
             inner,
             limits,
+        }
+    }
+
+    /// Shares `budget` with the adapter: an adapter that spends it per upstream request
+    /// ([`Carrier::spends_budget`]) and this guard must count against the same one.
+    pub fn with_budget(mut self, budget: Arc<Budget>) -> Guarded {
+        self.budget = budget;
+        self
+    }
+
+    pub fn budget(&self) -> &Arc<Budget> {
+        &self.budget
+    }
+
+    pub fn limits(&self) -> CarrierLimits {
+        self.limits
+    }
+
+    /// The breaker's state, the newest error and the calls in flight.
+    pub fn health(&self) -> Health {
+        let b = self.breaker.lock().unwrap_or_else(|e| e.into_inner());
+        let now = self.clock.now();
+        let max = self.limits.max_concurrency.max(1) as usize;
+        Health {
+            open_until: b.open_until.filter(|u| *u > now),
+            consecutive_failures: b.failures,
+            last_error: b.last_error.clone(),
+            in_flight: u32::try_from(max.saturating_sub(self.permits.available_permits()))
+                .unwrap_or(u32::MAX),
         }
     }
 
@@ -125,7 +175,7 @@ impl Guarded {
     /// `span` (see [`call_span`]).
     async fn call<T, F>(
         &self,
-        operation: &str,
+        operation: &'static str,
         span: tracing::Span,
         f: F,
     ) -> Result<T, CarrierError>
@@ -133,7 +183,7 @@ impl Guarded {
         F: std::future::Future<Output = Result<T, CarrierError>>,
     {
         let started = Instant::now();
-        let result = self.guarded(f).instrument(span.clone()).await;
+        let result = self.guarded(operation, f).instrument(span.clone()).await;
         span.record("outcome", outcome_label(&result));
         if let Err(e) = &result {
             span.record("otel.status_code", "error");
@@ -150,7 +200,7 @@ impl Guarded {
         result
     }
 
-    async fn guarded<T, F>(&self, f: F) -> Result<T, CarrierError>
+    async fn guarded<T, F>(&self, operation: &'static str, f: F) -> Result<T, CarrierError>
     where
         F: std::future::Future<Output = Result<T, CarrierError>>,
     {
@@ -167,11 +217,14 @@ impl Guarded {
             .acquire()
             .await
             .map_err(|_| CarrierError::Transient("carrier guard closed".into()))?;
-        if let Some(rate) = &self.rate {
-            rate.until_ready().await;
+        if !self.inner.spends_budget() {
+            self.budget.spend(operation).await;
         }
         let result = f.await;
         let mut b = self.breaker.lock().unwrap_or_else(|e| e.into_inner());
+        if let Err(e) = &result {
+            b.last_error = Some((self.clock.now(), e.to_string()));
+        }
         match &result {
             Err(CarrierError::Transient(_)) | Err(CarrierError::OutcomeUnknown(_)) => {
                 b.failures += 1;
@@ -212,10 +265,8 @@ macro_rules! call_span {
             carrier = $guard.inner.id().as_str(),
             platform = $guard.platform,
             method = $method,
-            // The carrier account the call is made on. Accounts are not configurable yet (one
-            // per carrier); the field is there so that traces and queries keep one shape when
-            // they are.
-            account_id = Empty,
+            // The carrier account the call is made on.
+            account_id = $guard.account.as_str(),
             iccid = $iccid,
             cards = $cards,
             outcome = Empty,
@@ -227,6 +278,15 @@ macro_rules! call_span {
 impl Carrier for Guarded {
     fn id(&self) -> CarrierId {
         self.inner.id()
+    }
+
+    fn account(&self) -> AccountId {
+        self.account.clone()
+    }
+
+    /// The guard spends the budget for an inner carrier that does not.
+    fn spends_budget(&self) -> bool {
+        true
     }
 
     fn policy(&self) -> &CarrierPolicy {
@@ -276,6 +336,9 @@ mod tests {
     fn mock() -> MockCarrier {
         let mut m = MockCarrier::new();
         m.expect_id().return_const(CarrierId::Telecom);
+        m.expect_account()
+            .return_const(AccountId::default_for(CarrierId::Telecom));
+        m.expect_spends_budget().return_const(false);
         m
     }
 

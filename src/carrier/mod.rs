@@ -1,9 +1,15 @@
 //! The carrier adapter layer: the [`Carrier`] trait every carrier platform is reached through,
-//! the error kinds callers must treat differently, and the registry that picks a card's carrier.
-//! Adapters translate; the business rules stay in `domain`.
+//! the error kinds callers must treat differently, and [`Carriers`], the configured accounts
+//! that pick a card's adapter. Adapters translate; the business rules stay in `domain`.
+//! `account` reads the `[[accounts]]` configuration, `platform` is the registry of platforms,
+//! `budget` and `guard` protect each account, `http/<platform>/` holds each platform, and
+//! `sim` is the in-process simulated carrier.
 
+pub mod account;
+pub mod budget;
 pub mod guard;
 pub mod http;
+pub mod platform;
 pub mod sim;
 
 use std::collections::BTreeMap;
@@ -12,7 +18,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::domain::{CarrierId, CarrierPolicy, Iccid};
+use crate::domain::{AccountId, CarrierId, CarrierPolicy, Iccid};
 
 /// What went wrong at a carrier, split by what the caller must do about it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -89,7 +95,19 @@ pub struct OnboardCard {
 #[cfg_attr(any(test, feature = "testsuite"), mockall::automock)]
 #[async_trait]
 pub trait Carrier: Send + Sync + 'static {
+    /// The carrier of the account (from its configuration, not hard-coded by the platform).
     fn id(&self) -> CarrierId;
+
+    /// The account the calls go out through.
+    fn account(&self) -> AccountId {
+        AccountId::default_for(self.id())
+    }
+
+    /// Whether the adapter spends its account's budget itself, once per upstream request; if
+    /// not, the guard spends it once per call.
+    fn spends_budget(&self) -> bool {
+        false
+    }
 
     /// The retention and recovery rules this carrier applies (configuration over rules.md).
     fn policy(&self) -> &CarrierPolicy;
@@ -132,10 +150,31 @@ pub trait Carrier: Send + Sync + 'static {
     async fn cancel(&self, iccid: &Iccid) -> Result<(), CarrierError>;
 }
 
-/// The carrier adapter for each carrier, chosen at start.
+/// One configured account: its adapter (behind its guard) and what is shown of it.
+#[derive(Clone)]
+pub struct Account {
+    pub id: AccountId,
+    pub carrier: CarrierId,
+    pub platform: platform::Platform,
+    pub adapter: Arc<dyn Carrier>,
+    /// The guard in front of `adapter`, for its health and budget; None for an adapter
+    /// registered bare (unit tests).
+    pub guard: Option<Arc<guard::Guarded>>,
+}
+
+/// Why a card's account could not be chosen from its carrier alone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccountChoice {
+    /// The carrier has no account in this deployment.
+    None,
+    /// The carrier has several: the caller must name one.
+    Several(Vec<AccountId>),
+}
+
+/// The configured carrier accounts, chosen at start.
 #[derive(Clone, Default)]
 pub struct Carriers {
-    by_id: BTreeMap<CarrierId, Arc<dyn Carrier>>,
+    by_id: BTreeMap<AccountId, Account>,
 }
 
 impl Carriers {
@@ -143,13 +182,76 @@ impl Carriers {
         Carriers::default()
     }
 
+    /// Registers `carrier` as its own account, unguarded.
     pub fn with(mut self, carrier: Arc<dyn Carrier>) -> Carriers {
-        self.by_id.insert(carrier.id(), carrier);
+        let id = carrier.account();
+        self.by_id.insert(
+            id.clone(),
+            Account {
+                id,
+                carrier: carrier.id(),
+                platform: platform::Platform::Simulated,
+                adapter: carrier,
+                guard: None,
+            },
+        );
         self
     }
 
-    pub fn get(&self, id: CarrierId) -> Option<&Arc<dyn Carrier>> {
-        self.by_id.get(&id)
+    /// Registers a guarded account on `platform`.
+    pub fn with_guarded(
+        mut self,
+        guarded: Arc<guard::Guarded>,
+        platform: platform::Platform,
+    ) -> Carriers {
+        let id = guarded.account();
+        self.by_id.insert(
+            id.clone(),
+            Account {
+                id,
+                carrier: guarded.id(),
+                platform,
+                adapter: guarded.clone(),
+                guard: Some(guarded),
+            },
+        );
+        self
+    }
+
+    /// The adapter of an account.
+    pub fn get(&self, id: &AccountId) -> Option<&Arc<dyn Carrier>> {
+        self.by_id.get(id).map(|a| &a.adapter)
+    }
+
+    pub fn account(&self, id: &AccountId) -> Option<&Account> {
+        self.by_id.get(id)
+    }
+
+    /// Every account, by id.
+    pub fn accounts(&self) -> impl Iterator<Item = &Account> {
+        self.by_id.values()
+    }
+
+    /// The accounts of one carrier.
+    pub fn of(&self, carrier: CarrierId) -> impl Iterator<Item = &Account> {
+        self.by_id.values().filter(move |a| a.carrier == carrier)
+    }
+
+    /// The carrier's only account, when it has exactly one.
+    pub fn sole_account(&self, carrier: CarrierId) -> Result<&AccountId, AccountChoice> {
+        let mut of = self.of(carrier);
+        match (of.next(), of.next()) {
+            (Some(a), None) => Ok(&a.id),
+            (None, _) => Err(AccountChoice::None),
+            (Some(a), Some(b)) => Err(AccountChoice::Several(
+                [a, b].into_iter().chain(of).map(|a| a.id.clone()).collect(),
+            )),
+        }
+    }
+
+    /// The rules of a carrier, from any of its accounts (they share the carrier's policy).
+    pub fn policy(&self, carrier: CarrierId) -> Option<&CarrierPolicy> {
+        self.of(carrier).next().map(|a| a.adapter.policy())
     }
 }
 

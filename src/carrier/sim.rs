@@ -2,14 +2,14 @@
 //! of every card in the database (so a restarted server and its simulators still agree), refuse
 //! what a real platform refuses, and can be told to fail on purpose.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 
 use super::{Carrier, CarrierCard, CarrierError, OnboardCard, ServiceState};
 use crate::clock::Clock;
-use crate::domain::{CarrierId, CarrierPolicy, Iccid};
+use crate::domain::{AccountId, CarrierId, CarrierPolicy, Iccid};
 use crate::store::Store;
 
 /// Largest cycle usage a simulated card can record (2^62 bytes).
@@ -70,6 +70,8 @@ pub enum Fault {
 
 pub struct SimCarrier {
     id: CarrierId,
+    /// The simulated account: each has its own cards, state and faults.
+    account: AccountId,
     policy: CarrierPolicy,
     store: Store,
     /// The simulated platform's own clock: its usage counters restart with each billing cycle.
@@ -85,8 +87,19 @@ pub struct SimCarrier {
 }
 
 impl SimCarrier {
+    /// The carrier's default account.
     pub fn new(policy: CarrierPolicy, store: Store, clock: Arc<dyn Clock>) -> SimCarrier {
+        SimCarrier::for_account(AccountId::default_for(policy.carrier), policy, store, clock)
+    }
+
+    pub fn for_account(
+        account: AccountId,
+        policy: CarrierPolicy,
+        store: Store,
+        clock: Arc<dyn Clock>,
+    ) -> SimCarrier {
         SimCarrier {
+            account,
             id: policy.carrier,
             policy,
             store,
@@ -138,7 +151,12 @@ impl SimCarrier {
             bytes
         };
         self.store
-            .sim_add_traffic(self.id, bytes, self.cycle_ms(), now.timestamp_millis())
+            .sim_add_traffic(
+                self.account.as_str(),
+                bytes,
+                self.cycle_ms(),
+                now.timestamp_millis(),
+            )
             .await
             .map_err(|e| CarrierError::Transient(e.to_string()))?;
         Ok(())
@@ -197,7 +215,7 @@ impl SimCarrier {
     /// The simulator's own record of a card, without any simulated failure.
     async fn read(&self, iccid: &Iccid) -> Result<CarrierCard, CarrierError> {
         self.store
-            .sim_card(self.id, iccid, self.cycle_ms())
+            .sim_card(self.account.as_str(), iccid, self.cycle_ms())
             .await
             .map_err(|e| CarrierError::Transient(e.to_string()))?
             .ok_or_else(|| not_found(self.id, iccid))
@@ -224,7 +242,7 @@ impl SimCarrier {
     ) -> Result<CarrierCard, CarrierError> {
         self.read(iccid).await?;
         self.store
-            .sim_set_state(self.id, iccid, to)
+            .sim_set_state(self.account.as_str(), iccid, to)
             .await
             .map_err(|e| CarrierError::Transient(e.to_string()))?;
         self.read(iccid).await
@@ -253,7 +271,7 @@ impl SimCarrier {
         let found = self
             .store
             .sim_add_usage(
-                self.id,
+                self.account.as_str(),
                 iccid,
                 bytes,
                 self.cycle_ms(),
@@ -300,7 +318,7 @@ impl SimCarrier {
         }
         if current.state != to {
             self.store
-                .sim_set_state(self.id, iccid, to)
+                .sim_set_state(self.account.as_str(), iccid, to)
                 .await
                 .map_err(|e| CarrierError::Transient(e.to_string()))?;
         }
@@ -337,6 +355,10 @@ impl Carrier for SimCarrier {
         self.id
     }
 
+    fn account(&self) -> AccountId {
+        self.account.clone()
+    }
+
     fn policy(&self) -> &CarrierPolicy {
         &self.policy
     }
@@ -349,7 +371,7 @@ impl Carrier for SimCarrier {
             )));
         }
         self.store
-            .sim_onboard(self.id, cards, self.cycle_ms())
+            .sim_onboard(self.account.as_str(), cards, self.cycle_ms())
             .await
             .map_err(|e| CarrierError::Transient(e.to_string()))
     }
@@ -364,7 +386,7 @@ impl Carrier for SimCarrier {
         self.weather().await?;
         self.accrue_traffic().await?;
         self.store
-            .sim_cards(self.id, iccids, self.cycle_ms())
+            .sim_cards(self.account.as_str(), iccids, self.cycle_ms())
             .await
             .map_err(|e| CarrierError::Transient(e.to_string()))
     }
@@ -386,14 +408,19 @@ impl Carrier for SimCarrier {
     }
 }
 
-/// The three simulated carriers of one server, reachable by id for the simulator API.
+/// The simulated accounts of one server, by account id, for the simulator API.
 #[derive(Clone, Default)]
 pub struct Simulators {
-    pub by_id: HashMap<CarrierId, Arc<SimCarrier>>,
+    pub by_id: BTreeMap<AccountId, Arc<SimCarrier>>,
 }
 
 impl Simulators {
-    pub fn get(&self, id: CarrierId) -> Option<&Arc<SimCarrier>> {
-        self.by_id.get(&id)
+    pub fn get(&self, id: &AccountId) -> Option<&Arc<SimCarrier>> {
+        self.by_id.get(id)
+    }
+
+    /// Every simulated account of a carrier.
+    pub fn of(&self, carrier: CarrierId) -> impl Iterator<Item = &Arc<SimCarrier>> {
+        self.by_id.values().filter(move |s| s.id == carrier)
     }
 }

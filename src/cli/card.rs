@@ -93,6 +93,9 @@ pub struct ListArgs {
     /// Only the members of this pool (of --customer: pool ids are per customer).
     #[arg(long, value_name = "POOL_ID")]
     pub pool: Option<String>,
+    /// Only the cards on this carrier account.
+    #[arg(long, value_name = "ACCOUNT_ID")]
+    pub account: Option<String>,
     /// Cards per page: 1 to 1000.
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(i32).range(1..=1000))]
     pub page_size: i32,
@@ -278,6 +281,7 @@ async fn list(cards: &mut Cards, args: ListArgs, out: &Printer) -> Result<(), Fa
         stop_reason: args.stop_reason.map_or(0, |r| r.to_pb() as i32),
         unassigned: false,
         pool_id: args.pool.unwrap_or_default(),
+        account_id: args.account.unwrap_or_default(),
     };
     if !args.all {
         let page = cards.list_cards(req).await?.into_inner();

@@ -43,6 +43,8 @@ CSV columns (a header row names them, in any order; an empty cell means the defa
   stage                    test | silent | billing. Default billing
   balance_fen              Opening balance in fen; negative means arrears. Default 0
   cycle_usage_bytes        Usage already consumed this cycle, bytes. Default 0
+  account_id               The carrier account the card is on. Required when the card's
+                           carrier has several accounts (see `simgate account list`)
 
 Each call is all or nothing and carries an idempotency key made from its cards, so running the
 same command again after a failure imports nothing twice: calls that succeeded before are
@@ -76,6 +78,7 @@ const KNOWN: &[&str] = &[
     "stage",
     "balance_fen",
     "cycle_usage_bytes",
+    "account_id",
 ];
 const REQUIRED: &[&str] = &[
     "iccid",
@@ -110,6 +113,8 @@ struct Row {
     stage: String,
     balance_fen: Option<i64>,
     cycle_usage_bytes: Option<u64>,
+    #[serde(default)]
+    account_id: String,
 }
 
 /// The cards of a file, each with the CSV line it starts on.
@@ -277,6 +282,7 @@ fn to_input(row: Row) -> Result<pb::CardInput, Bad> {
         stage: stage as i32,
         balance_fen: row.balance_fen.unwrap_or(0),
         cycle_usage_bytes: row.cycle_usage_bytes.unwrap_or(0),
+        account_id: row.account_id,
     })
 }
 

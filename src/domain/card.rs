@@ -3,7 +3,9 @@
 
 use chrono::{DateTime, Utc};
 
-use super::{CarrierAction, CarrierId, Fen, Iccid, Imsi, Msisdn, StopReason, StopReasons};
+use super::{
+    AccountId, CarrierAction, CarrierId, Fen, Iccid, Imsi, Msisdn, StopReason, StopReasons,
+};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Plan {
@@ -108,6 +110,8 @@ pub struct Card {
     pub msisdn: Option<Msisdn>,
     pub imsi: Option<Imsi>,
     pub carrier: CarrierId,
+    /// The carrier account the card is on: every carrier call for it goes through this account.
+    pub account: AccountId,
     /// The reseller's enterprise customer that owns the card; every query can be scoped by it.
     /// Empty: unassigned inventory, seen only by the reseller until AssignCards gives it to a
     /// customer.

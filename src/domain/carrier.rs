@@ -4,53 +4,106 @@
 use std::fmt;
 use std::str::FromStr;
 
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
-)]
-#[serde(rename_all = "snake_case")]
-pub enum CarrierId {
-    Mobile,
-    Unicom,
-    Telecom,
+/// Declares the carriers once: the enum, [`CarrierId::ALL`] and every per-carrier table below
+/// come from this one list, so a carrier added here cannot be missing from any of them (and
+/// every `match` on the enum elsewhere stops compiling until it handles the new one).
+macro_rules! carriers {
+    ($(
+        $variant:ident {
+            name: $name:literal,
+            display: $display:literal,
+            iccid_issuers: [$($issuer:literal),*],
+            imsi_mncs: [$($mnc:literal),*] $(,)?
+        }
+    ),* $(,)?) => {
+        #[derive(
+            Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize,
+            serde::Deserialize,
+        )]
+        #[serde(rename_all = "snake_case")]
+        pub enum CarrierId {
+            $($variant),*
+        }
+
+        impl CarrierId {
+            pub const ALL: [CarrierId; [$(CarrierId::$variant),*].len()] =
+                [$(CarrierId::$variant),*];
+
+            /// Stable name used in the database, configuration and logs.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(CarrierId::$variant => $name),*
+                }
+            }
+
+            pub fn display_name(self) -> &'static str {
+                match self {
+                    $(CarrierId::$variant => $display),*
+                }
+            }
+
+            /// The ICCID issuer codes (characters 5-6) this carrier issues.
+            pub fn iccid_issuers(self) -> &'static [&'static str] {
+                match self {
+                    $(CarrierId::$variant => &[$($issuer),*]),*
+                }
+            }
+
+            /// The IMSI mobile network codes (after MCC 460) this carrier holds.
+            pub fn imsi_mncs(self) -> &'static [&'static str] {
+                match self {
+                    $(CarrierId::$variant => &[$($mnc),*]),*
+                }
+            }
+        }
+    };
+}
+
+carriers! {
+    Mobile {
+        name: "mobile",
+        display: "China Mobile",
+        iccid_issuers: ["00", "02", "04", "07", "08"],
+        imsi_mncs: ["00", "02", "04", "07", "08"],
+    },
+    Unicom {
+        name: "unicom",
+        display: "China Unicom",
+        iccid_issuers: ["01", "06", "09"],
+        imsi_mncs: ["01", "06", "09"],
+    },
+    Telecom {
+        name: "telecom",
+        display: "China Telecom",
+        iccid_issuers: ["03", "11"],
+        imsi_mncs: ["03", "05", "11"],
+    },
 }
 
 impl CarrierId {
-    pub const ALL: [CarrierId; 3] = [CarrierId::Mobile, CarrierId::Unicom, CarrierId::Telecom];
-
-    /// Stable name used in the database, configuration and logs.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CarrierId::Mobile => "mobile",
-            CarrierId::Unicom => "unicom",
-            CarrierId::Telecom => "telecom",
-        }
-    }
-
-    pub fn display_name(self) -> &'static str {
-        match self {
-            CarrierId::Mobile => "China Mobile",
-            CarrierId::Unicom => "China Unicom",
-            CarrierId::Telecom => "China Telecom",
-        }
-    }
-
     /// Which carrier issued an ICCID, from its characters 5-6.
     pub fn from_iccid_issuer(code: &str) -> Option<CarrierId> {
-        match code {
-            "00" | "02" | "04" | "07" | "08" => Some(CarrierId::Mobile),
-            "01" | "06" | "09" => Some(CarrierId::Unicom),
-            "03" | "11" => Some(CarrierId::Telecom),
-            _ => None,
-        }
+        CarrierId::ALL
+            .iter()
+            .copied()
+            .find(|c| c.iccid_issuers().contains(&code))
     }
 
     /// Which carrier an IMSI's mobile network code (after MCC 460) belongs to.
     pub fn from_imsi_mnc(mnc: &str) -> Option<CarrierId> {
-        match mnc {
-            "00" | "02" | "04" | "07" | "08" => Some(CarrierId::Mobile),
-            "01" | "06" | "09" => Some(CarrierId::Unicom),
-            "03" | "05" | "11" => Some(CarrierId::Telecom),
-            _ => None,
+        CarrierId::ALL
+            .iter()
+            .copied()
+            .find(|c| c.imsi_mncs().contains(&mnc))
+    }
+
+    /// The carrier names, for error messages: "mobile, unicom or telecom".
+    pub fn names() -> String {
+        let names: Vec<&str> = CarrierId::ALL.iter().map(|c| c.as_str()).collect();
+        match names.split_last() {
+            Some((last, [])) => (*last).to_string(),
+            Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+            None => String::new(),
         }
     }
 }
@@ -65,14 +118,11 @@ impl FromStr for CarrierId {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "mobile" => Ok(CarrierId::Mobile),
-            "unicom" => Ok(CarrierId::Unicom),
-            "telecom" => Ok(CarrierId::Telecom),
-            other => Err(format!(
-                "unknown carrier '{other}' (expected mobile, unicom or telecom)"
-            )),
-        }
+        CarrierId::ALL
+            .iter()
+            .copied()
+            .find(|c| c.as_str() == s)
+            .ok_or_else(|| format!("unknown carrier '{s}' (expected {})", CarrierId::names()))
     }
 }
 
@@ -86,6 +136,7 @@ mod tests {
             assert_eq!(c.as_str().parse::<CarrierId>(), Ok(c));
         }
         assert!("cmcc".parse::<CarrierId>().is_err());
+        assert_eq!(CarrierId::names(), "mobile, unicom or telecom");
     }
 
     #[test]

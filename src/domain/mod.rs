@@ -2,6 +2,7 @@
 //! the rules of `shared/domain/rules.md`. Nothing here does IO or knows about tonic, sqlx or
 //! tokio; the service layer and the simulated carriers both call this one copy of the rules.
 
+pub mod account;
 pub mod alerts;
 pub mod card;
 pub mod carrier;
@@ -15,6 +16,7 @@ pub mod pool;
 pub mod reasons;
 pub mod rules;
 
+pub use account::AccountId;
 pub use card::{Card, CardStatus, Drift, LifecycleStage, PendingChange, Plan, RealNameStatus};
 pub use carrier::CarrierId;
 pub use event::{CardEvent, Cause, PoolEvent};

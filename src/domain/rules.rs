@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use super::event;
 use super::policy::add_months;
 use super::{
-    ArrearsRecovery, Card, CardEvent, CarrierId, CarrierPolicy, Cause, Fen, Iccid, Imsi,
+    AccountId, ArrearsRecovery, Card, CardEvent, CarrierId, CarrierPolicy, Cause, Fen, Iccid, Imsi,
     LifecycleStage, Msisdn, Plan, RealNameStatus, StopReason, StopReasons,
 };
 
@@ -195,6 +195,9 @@ pub struct NewCard {
     pub msisdn: Option<Msisdn>,
     pub imsi: Option<Imsi>,
     pub carrier: CarrierId,
+    /// The carrier account; None: the carrier's default account (the service chooses and
+    /// checks it before the card is opened).
+    pub account: Option<AccountId>,
     pub customer_id: String,
     pub plan: Plan,
     pub real_name: RealNameStatus,
@@ -253,6 +256,9 @@ pub fn open_card(input: NewCard, policy: &CarrierPolicy, now: DateTime<Utc>) -> 
         msisdn: input.msisdn,
         imsi: input.imsi,
         carrier: input.carrier,
+        account: input
+            .account
+            .unwrap_or_else(|| AccountId::default_for(input.carrier)),
         customer_id: input.customer_id,
         plan: input.plan,
         cancelled,
@@ -487,6 +493,7 @@ pub(crate) mod tests {
             msisdn: None,
             imsi: None,
             carrier,
+            account: None,
             customer_id: "acme".into(),
             plan: Plan {
                 monthly_quota_bytes: 1 << 30,

@@ -6,11 +6,11 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use tracing::{info, warn};
 
-use crate::carrier::{OnboardCard, ServiceState};
+use crate::carrier::{AccountChoice, OnboardCard, ServiceState};
 use crate::domain::diagnosis::{self, Diagnosis};
 use crate::domain::lifecycle;
 use crate::domain::rules::{self, NewCard};
-use crate::domain::{Card, CarrierId, Fen, Iccid, RuleViolation};
+use crate::domain::{AccountId, Card, Fen, Iccid, RuleViolation};
 use crate::store::{CardFilter, StoreError};
 
 use super::{
@@ -59,6 +59,7 @@ impl CardService {
         idem: Option<&Idem<'_, (usize, Vec<ImportWarning>)>>,
         now: DateTime<Utc>,
     ) -> Result<(usize, Vec<ImportWarning>)> {
+        let rows = self.choose_accounts(rows)?;
         let mut cards = Vec::with_capacity(rows.len());
         for row in rows {
             let policy = self.policy(row.carrier)?;
@@ -68,9 +69,9 @@ impl CardService {
         if let Err(e) = self.store.ensure_new(&cards).await {
             return Err(duplicate_row(&cards, e));
         }
-        let mut by_carrier: BTreeMap<CarrierId, Vec<OnboardCard>> = BTreeMap::new();
+        let mut by_account: BTreeMap<&AccountId, Vec<OnboardCard>> = BTreeMap::new();
         for c in &cards {
-            by_carrier.entry(c.carrier).or_default().push(OnboardCard {
+            by_account.entry(&c.account).or_default().push(OnboardCard {
                 iccid: c.iccid.clone(),
                 state: service_state(c),
                 cycle_usage_bytes: c.cycle_usage_bytes,
@@ -78,12 +79,13 @@ impl CardService {
         }
         // Carriers first: onboarding is idempotent, so a store failure after it leaves nothing
         // that a retried import would trip over.
-        for (id, onboard) in &by_carrier {
-            self.carrier(*id)?
+        for (id, onboard) in &by_account {
+            let carrier = self.carrier(id)?;
+            carrier
                 .onboard(onboard)
                 .await
                 .map_err(|error| ServiceError::Carrier {
-                    carrier: *id,
+                    carrier: carrier.id(),
                     error,
                 })?;
         }
@@ -123,6 +125,58 @@ impl CardService {
         }
         info!(count = cards.len(), "cards imported");
         Ok(outcome)
+    }
+
+    /// Each row's carrier account: the one it names, which must be configured and of the
+    /// row's carrier, or the carrier's only account. Every row is checked before anything is
+    /// stored or sent, and every wrong row is named.
+    fn choose_accounts(&self, mut rows: Vec<NewCard>) -> Result<Vec<NewCard>> {
+        let mut violations = Vec::new();
+        for (i, row) in rows.iter_mut().enumerate() {
+            let field = format!("cards[{i}].account_id");
+            match &row.account {
+                Some(a) => match self.carriers.account(a) {
+                    None => violations.push(FieldViolation::new(
+                        field,
+                        format!("no carrier account {a} is configured"),
+                    )),
+                    Some(acc) if acc.carrier != row.carrier => {
+                        violations.push(FieldViolation::new(
+                            field,
+                            format!(
+                                "account {a} is a {} account, not {}",
+                                acc.carrier.display_name(),
+                                row.carrier.display_name()
+                            ),
+                        ))
+                    }
+                    Some(_) => {}
+                },
+                None => match self.carriers.sole_account(row.carrier) {
+                    Ok(a) => row.account = Some(a.clone()),
+                    // The deployment does not use this carrier at all.
+                    Err(AccountChoice::None) => {
+                        return Err(ServiceError::CarrierNotConfigured(row.carrier))
+                    }
+                    Err(AccountChoice::Several(ids)) => violations.push(FieldViolation::new(
+                        field,
+                        format!(
+                            "{} has several accounts ({}): name the card's account",
+                            row.carrier.display_name(),
+                            ids.iter()
+                                .map(|a| a.as_str())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                    )),
+                },
+            }
+        }
+        if violations.is_empty() {
+            Ok(rows)
+        } else {
+            Err(ServiceError::InvalidArgument(violations))
+        }
     }
 
     /// AssignCards: every card to `customer` (or its spare mark set), all or nothing, in one
@@ -339,7 +393,7 @@ impl CardService {
         caller: &Caller,
     ) -> Result<(Diagnosis, DateTime<Utc>)> {
         let card = self.get(iccid, caller).await?;
-        let carrier = self.carrier(card.carrier)?;
+        let carrier = self.carrier(&card.account)?;
         let now = self.now();
         let settled = lifecycle::advance(&card, carrier.policy(), now);
         let at_carrier = match carrier.card(iccid).await {
@@ -419,7 +473,7 @@ impl CardService {
     /// Reads the cycle's usage from the carrier, the source of truth for traffic.
     pub async fn usage(&self, iccid: &Iccid, caller: &Caller) -> Result<UsageReport> {
         let card = self.get(iccid, caller).await?;
-        let carrier = self.carrier(card.carrier)?;
+        let carrier = self.carrier(&card.account)?;
         let at_carrier = carrier
             .card(iccid)
             .await
@@ -443,7 +497,7 @@ impl CardService {
     /// down within a cycle.
     pub async fn sync_usage(&self, iccid: &Iccid) -> Result<Card> {
         let before = self.load(iccid).await?;
-        let carrier = self.carrier(before.carrier)?.clone();
+        let carrier = self.carrier(&before.account)?.clone();
         let at_carrier = carrier
             .card(iccid)
             .await

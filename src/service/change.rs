@@ -83,7 +83,7 @@ impl CardService {
     where
         F: FnOnce(&Card, &CarrierPolicy, DateTime<Utc>) -> Result<Transition, RuleViolation>,
     {
-        let carrier = self.carrier(before.carrier)?;
+        let carrier = self.carrier(&before.account)?;
         let policy = carrier.policy();
         let mut t = lifecycle::at_now(before, policy, now, |c| rule(c, policy, now))?;
         self.with_alerts(before, &mut t, now).await?;

@@ -133,7 +133,7 @@ impl Engine {
         let mut stats = PassStats::default();
         let mut quiet = Vec::new();
         for card in cards {
-            let carrier = self.service.carrier(card.carrier)?.clone();
+            let carrier = self.service.carrier(&card.account)?.clone();
             let mut t = lifecycle::advance(&card, carrier.policy(), now);
             self.service.with_alerts(&card, &mut t, now).await?;
             if !t.changed {

@@ -4,7 +4,7 @@
 use crate::carrier::CarrierError;
 use chrono::{DateTime, Utc};
 
-use crate::domain::{CarrierAction, CarrierId, RuleViolation};
+use crate::domain::{AccountId, CarrierAction, CarrierId, RuleViolation};
 use crate::store::StoreError;
 
 /// A request field that is wrong, named as the caller sent it (`cards[3].iccid`).
@@ -52,6 +52,10 @@ pub enum ServiceError {
     },
     #[error("no adapter is configured for {0}")]
     CarrierNotConfigured(CarrierId),
+    /// A card's account is not in this deployment's configuration (removed since the card was
+    /// imported): nothing can be sent for it.
+    #[error("carrier account {0} is not configured")]
+    AccountNotConfigured(AccountId),
     #[error("the card changed while the operation ran; retry")]
     Conflict,
     /// The change was sent and its outcome is not known yet: the card shows it as pending, and
@@ -97,6 +101,9 @@ pub(crate) fn result_name(e: &ServiceError) -> String {
         ServiceError::Carrier { error, .. } => format!("CARRIER:{error}"),
         ServiceError::CarrierNotConfigured(_) => {
             "FAILED_PRECONDITION:CARRIER_NOT_CONFIGURED".into()
+        }
+        ServiceError::AccountNotConfigured(_) => {
+            "FAILED_PRECONDITION:ACCOUNT_NOT_CONFIGURED".into()
         }
         ServiceError::Conflict => "ABORTED".into(),
         ServiceError::OutcomePending { .. } => "UNAVAILABLE:CARRIER_OUTCOME_PENDING".into(),

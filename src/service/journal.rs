@@ -295,6 +295,7 @@ impl CardService {
             .open_intent(
                 &NewIntent {
                     carrier: carrier.id(),
+                    account: &t.card.account,
                     action,
                     source: &origin.source,
                     key_id: &origin.key_id,
@@ -503,7 +504,17 @@ impl CardService {
                 op.id
             ))));
         };
-        let carrier = self.carrier(carrier_id)?.clone();
+        let account = if op.account_id.is_empty() {
+            crate::domain::AccountId::default_for(carrier_id)
+        } else {
+            crate::domain::AccountId::parse(&op.account_id).map_err(|_| {
+                ServiceError::Store(StoreError::Corrupt(format!(
+                    "carrier op {} names account {:?}",
+                    op.id, op.account_id
+                )))
+            })?
+        };
+        let carrier = self.carrier(&account)?.clone();
         let _guard = self.locks.lock(iccid.as_str()).await;
         let owner = &self.holder.owner;
         match read_with_retries(self.ops_clock.as_ref(), carrier.as_ref(), &iccid).await {
@@ -599,7 +610,7 @@ impl CardService {
         if card.pending.is_some() || card.cancelled {
             return Ok(());
         }
-        let carrier = self.carrier(card.carrier)?.clone();
+        let carrier = self.carrier(&card.account)?.clone();
         let action = if card.is_online() {
             CarrierAction::Restore
         } else {

@@ -27,7 +27,7 @@ use chrono::{DateTime, Utc};
 
 use crate::carrier::{Carrier, Carriers};
 use crate::clock::Clock;
-use crate::domain::{Card, CarrierId, CarrierPolicy};
+use crate::domain::{AccountId, Card, CarrierId, CarrierPolicy};
 use crate::store::Store;
 pub use caller::Caller;
 pub use cards::{ImportWarning, UsageReport};
@@ -122,13 +122,20 @@ impl CardService {
         self
     }
 
-    fn carrier(&self, id: CarrierId) -> Result<&Arc<dyn Carrier>> {
+    /// The adapter of a card's account.
+    fn carrier(&self, account: &AccountId) -> Result<&Arc<dyn Carrier>> {
         self.carriers
-            .get(id)
-            .ok_or(ServiceError::CarrierNotConfigured(id))
+            .get(account)
+            .ok_or_else(|| ServiceError::AccountNotConfigured(account.clone()))
+    }
+
+    pub fn carriers(&self) -> &Carriers {
+        &self.carriers
     }
 
     pub fn policy(&self, id: CarrierId) -> Result<&CarrierPolicy> {
-        Ok(self.carrier(id)?.policy())
+        self.carriers
+            .policy(id)
+            .ok_or(ServiceError::CarrierNotConfigured(id))
     }
 }

@@ -20,7 +20,7 @@ use crate::domain::event;
 use crate::domain::lifecycle;
 use crate::domain::pool::{self, Pool};
 use crate::domain::{
-    Card, CarrierId, Cause, Iccid, RuleViolation, StopReason, StopReasons, Transition,
+    AccountId, Card, CarrierId, Cause, Iccid, RuleViolation, StopReason, StopReasons, Transition,
 };
 use crate::store::{DailyUsage, IdempotencyRecord, PoolFilter, StoreError};
 
@@ -542,7 +542,8 @@ impl CardService {
     #[tracing::instrument(name = "usage_sync.pass", skip_all)]
     pub async fn sync_all_usage(&self) -> Result<SyncStats> {
         let mut stats = SyncStats::default();
-        for id in CarrierId::ALL {
+        let accounts: Vec<AccountId> = self.carriers.accounts().map(|a| a.id.clone()).collect();
+        for id in &accounts {
             let Ok(carrier) = self.carrier(id).cloned() else {
                 continue;
             };
@@ -566,7 +567,7 @@ impl CardService {
                         }
                         Err(e) => {
                             stats.carrier_failures += 1;
-                            debug!(carrier = %id, error = %e, "usage read failed; synced next pass");
+                            debug!(account = %id, error = %e, "usage read failed; synced next pass");
                         }
                     }
                 }
@@ -691,7 +692,7 @@ impl CardService {
                 .collect::<Vec<_>>()
                 .join(","),
         );
-        let carrier = self.carrier(before.carrier)?.clone();
+        let carrier = self.carrier(&before.account)?.clone();
         let origin = super::journal::Origin {
             source: format!("UsageSync:{}", caller.request_id),
             key_id: String::new(),

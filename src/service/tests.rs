@@ -53,6 +53,9 @@ async fn fixture(carrier: MockCarrier) -> Fixture {
 fn bare_mock(id: CarrierId) -> MockCarrier {
     let mut m = MockCarrier::new();
     m.expect_id().return_const(id);
+    m.expect_account()
+        .return_const(crate::domain::AccountId::default_for(id));
+    m.expect_spends_budget().return_const(false);
     m.expect_policy()
         .return_const(CarrierPolicy::default_for(id));
     m
@@ -189,6 +192,7 @@ async fn open_stop(
         .open_intent(
             &crate::store::NewIntent {
                 carrier,
+                account: &crate::domain::AccountId::default_for(carrier),
                 action: CarrierAction::Stop,
                 source: "SuspendCard:elsewhere",
                 key_id: "k",
@@ -586,6 +590,62 @@ async fn a_card_of_an_unconfigured_carrier_is_refused() {
         err,
         ServiceError::CarrierNotConfigured(CarrierId::Telecom)
     ));
+}
+
+/// A mock of one carrier account.
+fn account_mock(id: CarrierId, account: &str) -> MockCarrier {
+    let mut m = MockCarrier::new();
+    m.expect_id().return_const(id);
+    m.expect_account()
+        .return_const(crate::domain::AccountId::parse(account).unwrap());
+    m.expect_spends_budget().return_const(false);
+    m.expect_policy()
+        .return_const(CarrierPolicy::default_for(id));
+    m
+}
+
+#[tokio::test]
+async fn import_needs_the_account_when_a_carrier_has_several_and_checks_the_one_named() {
+    let mut gd = account_mock(CarrierId::Mobile, "gd");
+    // Only the named account hears of its card.
+    gd.expect_onboard().times(1).returning(|_| Ok(()));
+    let mut js = account_mock(CarrierId::Mobile, "js");
+    js.expect_onboard().never();
+    let cc = account_mock(CarrierId::Unicom, "cc");
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("t.db").display());
+    let store = Store::connect(&url, StoreOptions::default()).await.unwrap();
+    let clock = Arc::new(ManualClock::new(now()));
+    let carriers = Carriers::new()
+        .with(Arc::new(gd))
+        .with(Arc::new(js))
+        .with(Arc::new(cc));
+    let service = CardService::new(store.clone(), carriers, clock);
+    let field_of = |e: ServiceError| match e {
+        ServiceError::InvalidArgument(v) => v[0].field.clone(),
+        other => panic!("not a field error: {other:?}"),
+    };
+    // Two China Mobile accounts: which one must be said.
+    let err = service
+        .import(vec![new_card(CarrierId::Mobile)], &sys(), None)
+        .await
+        .unwrap_err();
+    assert_eq!(field_of(err), "cards[0].account_id");
+    // An account of another carrier, and one that does not exist, are refused the same way.
+    for account in ["cc", "nope"] {
+        let mut row = new_card(CarrierId::Mobile);
+        row.account = Some(crate::domain::AccountId::parse(account).unwrap());
+        let err = service.import(vec![row], &sys(), None).await.unwrap_err();
+        assert_eq!(field_of(err), "cards[0].account_id", "{account}");
+    }
+    assert_eq!(store.count_cards().await.unwrap(), 0);
+    // Named: stored on that account.
+    let mut row = new_card(CarrierId::Mobile);
+    row.account = Some(crate::domain::AccountId::parse("gd").unwrap());
+    let iccid = row.iccid.clone();
+    service.import(vec![row], &sys(), None).await.unwrap();
+    let card = store.get_card(&iccid).await.unwrap().unwrap();
+    assert_eq!(card.account.as_str(), "gd");
 }
 
 #[tokio::test]

@@ -1,13 +1,9 @@
-//! Wire-level carrier simulators: HTTP servers that speak each carrier platform's protocol
-//! (paths, auth, envelopes, codes) in front of the same [`SimCarrier`] state and rules as the
-//! in-process simulators, with the same fault injection and simulated clock. This module owns
-//! choosing the protocol per carrier, serving one on a listener, and [`OverTheWire`]: a
-//! simulated carrier reached through its real adapter, which is how `simulator_transport =
-//! "http"` runs the whole service over the carriers' wire protocols.
-
-pub mod cmp;
-pub mod jasper;
-pub mod onelink;
+//! Wire-level carrier simulators served for simulated accounts: [`WireServer`] (one
+//! platform's wire simulator, from the registry in `carrier::platform`, on a loopback port),
+//! [`OverTheWire`] (a simulated account reached through its real adapter, which is how an
+//! account on a wire platform runs in simulation, and how `simulator_transport = "http"` runs
+//! every account), and `simgate simulate` ([`Standalone`]), which serves one wire simulator per
+//! configured account with harness controls next to it.
 
 use std::sync::Arc;
 
@@ -16,106 +12,25 @@ use serde::{Deserialize, Serialize};
 
 use std::time::Duration;
 
-use crate::carrier::http::{ApiConfig, HttpTimeouts};
+use crate::carrier::account::AccountConfig;
+use crate::carrier::http::HttpTimeouts;
+pub use crate::carrier::platform::SimulatorTransport;
+use crate::carrier::platform::{with_secrets_shown, ApiConfig, Platform};
 use crate::carrier::sim::SimCarrier;
 use crate::carrier::{Carrier, CarrierCard, CarrierError, OnboardCard};
-use crate::domain::{CarrierId, CarrierPolicy, Iccid};
-
-/// How a simulating server reaches its simulated carriers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SimulatorTransport {
-    /// Function calls: the fastest, for most tests.
-    #[default]
-    InProcess,
-    /// The real HTTP adapters against wire simulators on loopback ports.
-    Http,
-}
-
-/// The platform each carrier speaks.
-pub fn platform_of(id: CarrierId) -> &'static str {
-    match id {
-        CarrierId::Mobile => "onelink",
-        CarrierId::Unicom => "jasper",
-        CarrierId::Telecom => "cmp",
-    }
-}
+use crate::domain::{AccountId, CarrierId, CarrierPolicy, Iccid};
 
 /// Credentials for a wire simulator nobody configured: random, so that a simulator reachable
 /// from elsewhere is not open to anyone who guesses a default.
 pub fn generated_api_config(
-    id: CarrierId,
+    platform: Platform,
     base: &str,
     timeouts: HttpTimeouts,
 ) -> Result<ApiConfig, String> {
     let secret = uuid::Uuid::new_v4().simple().to_string();
-    let timeouts = serde_json::to_value(timeouts).map_err(|e| e.to_string())?;
-    let value = match id {
-        CarrierId::Mobile => serde_json::json!({
-            "platform": "onelink",
-            "base_url": format!("{base}/v5/ec"),
-            "appid": "simgate-sim",
-            "password": secret,
-            "timeouts": timeouts,
-        }),
-        CarrierId::Unicom => serde_json::json!({
-            "platform": "jasper",
-            "base_url": format!("{base}/rws/api/v1"),
-            "username": "simgate-sim",
-            "api_key": secret,
-            "timeouts": timeouts,
-        }),
-        CarrierId::Telecom => serde_json::json!({
-            "platform": "cmp",
-            "base_url": format!("{base}/m2m_ec"),
-            "user_id": "simgate-sim",
-            "password": &secret[..8],
-            // CMP's key is nine characters: three DES keys of three.
-            "key": &secret[8..17],
-            "timeouts": timeouts,
-        }),
-    };
-    serde_json::from_value(value).map_err(|e| format!("wire simulator config: {e}"))
-}
-
-/// The wire simulator of `sim`'s carrier, checking the credentials in `cfg`. A change that the
-/// fault injection says "times out after apply" is answered only after `unanswered`, which must
-/// be longer than the client's timeout.
-pub fn router(sim: Arc<SimCarrier>, cfg: &ApiConfig, unanswered: Duration) -> axum::Router {
-    match cfg {
-        ApiConfig::Onelink(c) => onelink::router(
-            sim,
-            c,
-            onelink::WireOptions {
-                unanswered_delay: unanswered,
-                ..Default::default()
-            },
-        ),
-        ApiConfig::Jasper(c) => jasper::router(
-            sim,
-            c,
-            jasper::WireOptions {
-                timeout_after_apply_delay: unanswered,
-                ..Default::default()
-            },
-        ),
-        ApiConfig::Cmp(c) => cmp::router(
-            sim,
-            c,
-            cmp::WireOptions {
-                timeout_after_apply_delay: unanswered,
-            },
-        ),
-    }
-}
-
-/// The real adapter for `cfg`.
-pub fn adapter(cfg: &ApiConfig, policy: CarrierPolicy) -> Result<Arc<dyn Carrier>, String> {
-    Ok(match cfg {
-        ApiConfig::Onelink(c) => Arc::new(crate::carrier::http::onelink::OneLink::new(c, policy)?),
-        ApiConfig::Jasper(c) => Arc::new(crate::carrier::http::jasper::Jasper::new(c, policy)?),
-        ApiConfig::Cmp(c) => Arc::new(crate::carrier::http::cmp::Cmp::new(c, policy)?),
-    })
+    platform
+        .generated(base, &secret, timeouts)
+        .ok_or_else(|| format!("platform {platform} has no wire simulator"))
 }
 
 /// Loopback answers in microseconds: short limits keep a simulated lost answer from holding a
@@ -139,9 +54,12 @@ impl Drop for WireServer {
 }
 
 impl WireServer {
-    /// Serves `sim` over its carrier's protocol on 127.0.0.1 and returns the adapter
+    /// Serves `sim` over `platform`'s protocol on 127.0.0.1 and returns the adapter
     /// configuration that reaches it.
-    pub async fn start(sim: Arc<SimCarrier>) -> Result<(WireServer, ApiConfig), String> {
+    pub async fn start(
+        sim: Arc<SimCarrier>,
+        platform: Platform,
+    ) -> Result<(WireServer, ApiConfig), String> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .map_err(|e| format!("wire simulator: {e}"))?;
@@ -149,8 +67,8 @@ impl WireServer {
             .local_addr()
             .map_err(|e| format!("wire simulator: {e}"))?;
         let base = format!("http://{addr}");
-        let cfg = generated_api_config(sim.id(), &base, LOOPBACK_TIMEOUTS)?;
-        let app = router(sim, &cfg, LOOPBACK_UNANSWERED);
+        let cfg = generated_api_config(platform, &base, LOOPBACK_TIMEOUTS)?;
+        let app = cfg.simulator(sim, LOOPBACK_UNANSWERED);
         let task = tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, app).await {
                 tracing::warn!(error = %e, "wire simulator stopped");
@@ -184,6 +102,14 @@ impl OverTheWire {
 impl Carrier for OverTheWire {
     fn id(&self) -> CarrierId {
         self.adapter.id()
+    }
+
+    fn account(&self) -> AccountId {
+        self.adapter.account()
+    }
+
+    fn spends_budget(&self) -> bool {
+        self.adapter.spends_budget()
     }
 
     fn policy(&self) -> &CarrierPolicy {
@@ -224,11 +150,13 @@ impl Carrier for OverTheWire {
     }
 }
 
-/// What `simgate simulate` serves: which carriers, where, on which database, with which rules
+/// What `simgate simulate` serves: which accounts, where, on which database, with which rules
 /// and standing faults.
 pub struct Standalone {
-    pub carriers: Vec<CarrierId>,
-    /// The first carrier's address; the next ones take the following ports.
+    /// The accounts to simulate, each over its platform's wire (a `simulated` account over
+    /// its carrier's wire platform).
+    pub accounts: Vec<AccountConfig>,
+    /// The first account's address; the next ones take the following ports.
     pub listen: std::net::SocketAddr,
     pub database_url: String,
     pub config: crate::config::Config,
@@ -240,7 +168,7 @@ pub struct Standalone {
 #[derive(Serialize)]
 struct ServeConfig {
     simulation: bool,
-    carrier_api: std::collections::BTreeMap<CarrierId, serde_json::Value>,
+    accounts: Vec<serde_json::Value>,
 }
 
 #[derive(Deserialize)]
@@ -368,22 +296,32 @@ impl Standalone {
         let mut tasks = Vec::new();
         let mut serve_config = ServeConfig {
             simulation: false,
-            carrier_api: Default::default(),
+            accounts: Vec::new(),
         };
-        for (n, id) in self.carriers.iter().enumerate() {
+        for (n, account) in self.accounts.iter().enumerate() {
             let policy = policies
-                .get(id)
+                .get(&account.carrier)
                 .cloned()
-                .ok_or_else(|| format!("no policy for {id}"))?;
-            let sim = Arc::new(SimCarrier::new(policy, store.clone(), clock.clone()));
-            if let Some(f) = self.config.simulator.get(id) {
+                .ok_or_else(|| format!("no policy for {}", account.carrier))?;
+            let platform = match account.platform {
+                Platform::Simulated => Platform::wire_of(account.carrier)
+                    .ok_or_else(|| format!("{} has no wire platform", account.carrier))?,
+                p => p,
+            };
+            let sim = Arc::new(SimCarrier::for_account(
+                account.id.clone(),
+                policy,
+                store.clone(),
+                clock.clone(),
+            ));
+            if let Some(f) = self.config.simulator.get(&account.id) {
                 sim.set_faults(*f);
             }
             let port = self
                 .listen
                 .port()
                 .checked_add(u16::try_from(n).unwrap_or(u16::MAX))
-                .ok_or("--listen: no port left for every carrier")?;
+                .ok_or("--listen: no port left for every account")?;
             let addr = std::net::SocketAddr::new(
                 self.listen.ip(),
                 if self.listen.port() == 0 { 0 } else { port },
@@ -393,16 +331,22 @@ impl Standalone {
                 .map_err(|e| format!("listen {addr}: {e}"))?;
             let bound = listener.local_addr().map_err(|e| e.to_string())?;
             let base = format!("http://{bound}");
-            let api = generated_api_config(*id, &base, HttpTimeouts::default())?;
+            let api = generated_api_config(platform, &base, HttpTimeouts::default())?;
             println!(
-                "{} ({}) at {base}; harness controls at {base}/_simgate/",
-                id.display_name(),
-                platform_of(*id),
+                "account {} ({}, {platform}) at {base}; harness controls at {base}/_simgate/",
+                account.id,
+                account.carrier.display_name(),
             );
-            serve_config.carrier_api.insert(*id, api_for_print(&api));
+            let mut entry = with_secrets_shown(&api);
+            if let Some(o) = entry.as_object_mut() {
+                o.insert("id".into(), account.id.to_string().into());
+                o.insert("carrier".into(), account.carrier.to_string().into());
+            }
+            serve_config.accounts.push(entry);
             let unanswered = Duration::from_millis(HttpTimeouts::default().request_ms + 5_000);
-            let app =
-                router(sim.clone(), &api, unanswered).merge(control_router(sim, clock.clone()));
+            let app = api
+                .simulator(sim.clone(), unanswered)
+                .merge(control_router(sim, clock.clone()));
             let done = stop.clone();
             tasks.push(tokio::spawn(async move {
                 axum::serve(listener, app)
@@ -426,28 +370,5 @@ impl Standalone {
         }
         store.close().await;
         Ok(())
-    }
-}
-
-/// The configuration with its secrets shown: a simulator's generated credentials are what the
-/// person starting it needs to copy, and they are worthless anywhere else.
-fn api_for_print(api: &ApiConfig) -> serde_json::Value {
-    let mut v = serde_json::to_value(api).unwrap_or_default();
-    if let Some(o) = v.as_object_mut() {
-        for (field, secret) in exposed_secrets(api) {
-            o.insert(field.to_string(), serde_json::Value::String(secret));
-        }
-    }
-    v
-}
-
-fn exposed_secrets(api: &ApiConfig) -> Vec<(&'static str, String)> {
-    match api {
-        ApiConfig::Onelink(c) => vec![("password", c.password.expose().to_string())],
-        ApiConfig::Jasper(c) => vec![("api_key", c.api_key.expose().to_string())],
-        ApiConfig::Cmp(c) => vec![
-            ("password", c.password.expose().to_string()),
-            ("key", c.key.expose().to_string()),
-        ],
     }
 }

@@ -13,8 +13,8 @@ use super::{
 };
 use crate::domain::event;
 use crate::domain::{
-    Card, CardEvent, CardStatus, CarrierAction, CarrierId, Cause, Drift, Fen, Iccid, Imsi,
-    LifecycleStage, Msisdn, PendingChange, Plan, RealNameStatus, StopReason, StopReasons,
+    AccountId, Card, CardEvent, CardStatus, CarrierAction, CarrierId, Cause, Drift, Fen, Iccid,
+    Imsi, LifecycleStage, Msisdn, PendingChange, Plan, RealNameStatus, StopReason, StopReasons,
 };
 
 /// The columns every card write sets, in `bind_card` order.
@@ -24,12 +24,12 @@ macro_rules! written_columns {
         validity_end_ms, auto_suspend, cancelled, status, stop_reasons, stage, real_name, balance_fen, \
         cycle_usage_bytes, cycle_start_ms, stage_since_ms, test_used_bytes, retention_fee_next_ms, \
         retention_ends_ms, expiry_restore_ms, arrears_paid, warnings, created_ms, updated_ms, version, \
-        next_due_ms, pool_id, alert_keys, spare"
+        next_due_ms, pool_id, alert_keys, spare, account_id"
     };
 }
 const COLUMNS: &str = written_columns!();
 
-const NUM_COLUMNS: usize = 31;
+const NUM_COLUMNS: usize = 32;
 
 /// What a read returns: the written columns and the journal's and the sync's own (an open
 /// intent, drift), which only they write.
@@ -38,10 +38,10 @@ const SELECT_COLUMNS: &str = concat!(
     ", pending_op_id, pending_action, pending_since_ms, drift_carrier_state, drift_since_ms"
 );
 
-/// Rows per multi-row INSERT: 31 parameters each stays under SQLite's 32,766-parameter limit.
+/// Rows per multi-row INSERT: 32 parameters each stays under SQLite's 32,766-parameter limit.
 const INSERT_CHUNK: usize = 1000;
 
-/// Cards per batched UPDATE statement (32 parameters each).
+/// Cards per batched UPDATE statement (33 parameters each).
 const UPDATE_CHUNK: usize = 500;
 
 /// SQL types of `COLUMNS`, in order, for the casts PostgreSQL needs in a VALUES list.
@@ -49,13 +49,14 @@ const COLUMN_TYPES: [&str; NUM_COLUMNS] = [
     "text", "text", "text", "text", "text", "bigint", "bigint", "bigint", "bigint", "bigint",
     "text", "bigint", "text", "text", "bigint", "bigint", "bigint", "bigint", "bigint", "bigint",
     "bigint", "bigint", "bigint", "text", "bigint", "bigint", "bigint", "bigint", "text", "text",
-    "bigint",
+    "bigint", "text",
 ];
 
 /// Narrows a card listing. Every field is optional; all given ones must match.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CardFilter {
     pub carrier: Option<CarrierId>,
+    pub account_id: Option<AccountId>,
     pub customer_id: Option<String>,
     pub status: Option<CardStatus>,
     pub stop_reason: Option<StopReason>,
@@ -98,6 +99,9 @@ pub(super) struct CardRow {
     /// Absent from plans written before spares existed.
     #[serde(default)]
     spare: i64,
+    /// Empty in plans written before accounts existed: the carrier's default account.
+    #[serde(default)]
+    account_id: String,
     #[serde(default)]
     pending_op_id: Option<i64>,
     #[serde(default)]
@@ -144,6 +148,7 @@ impl CardRow {
             pool_id: c.pool.clone(),
             alert_keys: c.alert_keys.join(","),
             spare: i64::from(c.spare),
+            account_id: c.account.to_string(),
             pending_op_id: None,
             pending_action: None,
             pending_since_ms: None,
@@ -175,10 +180,17 @@ impl TryFrom<CardRow> for Card {
             .ok()
             .and_then(StopReasons::from_bits)
             .ok_or_else(|| corrupt("stop_reasons"))?;
+        let carrier: CarrierId = parse_text("carrier", &r.carrier)?;
+        let account = if r.account_id.is_empty() {
+            AccountId::default_for(carrier)
+        } else {
+            AccountId::parse(&r.account_id).map_err(|_| corrupt("account_id"))?
+        };
         let mut card = Card {
             msisdn: r.msisdn.map(Msisdn::from_trusted),
             imsi: r.imsi.map(Imsi::from_trusted),
-            carrier: parse_text("carrier", &r.carrier)?,
+            carrier,
+            account,
             plan: Plan {
                 monthly_quota_bytes: db_to_u64(r.quota_bytes)?,
                 monthly_fee: Fen(r.monthly_fee_fen),
@@ -259,7 +271,8 @@ fn bind_card<'q>(q: AnyQuery<'q>, c: &Card) -> Result<AnyQuery<'q>, StoreError> 
         .bind(c.next_due_at.map(|t| t.timestamp_millis()))
         .bind(c.pool.clone())
         .bind(c.alert_keys.join(","))
-        .bind(i64::from(c.spare)))
+        .bind(i64::from(c.spare))
+        .bind(c.account.to_string()))
 }
 
 fn is_unique_violation(e: &sqlx::Error) -> bool {
@@ -415,20 +428,20 @@ impl Store {
         row.map(Card::try_from).transpose()
     }
 
-    /// Up to `limit` cards of `carrier` that are not cancelled, after ICCID `after`: the usage
+    /// Up to `limit` cards of `account` that are not cancelled, after ICCID `after`: the usage
     /// sync's walk over the live cards.
     pub async fn live_cards_page(
         &self,
-        carrier: CarrierId,
+        account: &AccountId,
         after: &str,
         limit: u32,
     ) -> Result<Vec<Card>, StoreError> {
         let sql = format!(
-            "SELECT {SELECT_COLUMNS} FROM cards WHERE carrier = $1 AND iccid > $2 AND cancelled = 0 \
-             ORDER BY carrier, iccid LIMIT $3"
+            "SELECT {SELECT_COLUMNS} FROM cards WHERE account_id = $1 AND iccid > $2 \
+             AND cancelled = 0 ORDER BY account_id, iccid LIMIT $3"
         );
         let rows: Vec<CardRow> = sqlx::query_as(&sql)
-            .bind(carrier.as_str())
+            .bind(account.to_string())
             .bind(after.to_string())
             .bind(i64::from(limit))
             .fetch_all(&self.pool)
@@ -453,6 +466,9 @@ impl Store {
         };
         if filter.carrier.is_some() {
             conds.push(format!("carrier = {}", next()));
+        }
+        if filter.account_id.is_some() {
+            conds.push(format!("account_id = {}", next()));
         }
         if filter.customer_id.is_some() {
             conds.push(format!("customer_id = {}", next()));
@@ -481,6 +497,9 @@ impl Store {
         let mut q = sqlx::query_as::<_, CardRow>(&sql);
         if let Some(c) = filter.carrier {
             q = q.bind(c.as_str());
+        }
+        if let Some(a) = &filter.account_id {
+            q = q.bind(a.to_string());
         }
         if let Some(c) = &filter.customer_id {
             q = q.bind(c.clone());
@@ -873,7 +892,7 @@ impl Store {
         Ok(sqlx::query(
             "UPDATE cards SET cycle_usage_bytes = s.cycle_usage_bytes, version = version + 1, \
              updated_ms = $2 FROM sim_cards AS s \
-             WHERE s.carrier = cards.carrier AND s.iccid = cards.iccid \
+             WHERE s.carrier = cards.account_id AND s.iccid = cards.iccid \
              AND s.usage_cycle_ms = $1 AND cards.cancelled = 0",
         )
         .bind(usage_cycle_ms)
@@ -892,6 +911,18 @@ impl Store {
                 .await?
                 .try_get("n")?,
         )
+    }
+
+    /// Cards per account (cancelled ones included: they are still the account's).
+    pub async fn cards_by_account(
+        &self,
+    ) -> Result<std::collections::BTreeMap<String, i64>, StoreError> {
+        let rows = sqlx::query("SELECT account_id, COUNT(*) AS n FROM cards GROUP BY account_id")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("account_id")?, r.try_get("n")?)))
+            .collect()
     }
 
     pub async fn count_cards(&self) -> Result<i64, StoreError> {

@@ -24,7 +24,9 @@ use super::events::{insert_events, NewEvent};
 use super::idempotency::IdempotencyRecord;
 use super::pools::add_daily_usage;
 use super::{Store, StoreError};
-use crate::domain::{Card, CardEvent, CarrierAction, CarrierId, Iccid};
+use std::collections::BTreeMap;
+
+use crate::domain::{AccountId, Card, CardEvent, CarrierAction, CarrierId, Iccid};
 
 /// One journal row.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,6 +34,9 @@ pub struct CarrierOp {
     pub id: i64,
     pub iccid: String,
     pub carrier: String,
+    /// The account the change goes out through (empty in rows of older builds: the
+    /// carrier's default account).
+    pub account_id: String,
     pub action: String,
     /// OPEN, APPLIED or ABANDONED (rows of older builds may say FAILED or RECONCILED).
     pub status: String,
@@ -68,6 +73,7 @@ pub struct IntentPlan<'a> {
 /// Who sends an intent, and for whom.
 pub struct NewIntent<'a> {
     pub carrier: CarrierId,
+    pub account: &'a AccountId,
     pub action: CarrierAction,
     /// `method:request_id`, `engine:<owner>`, ...: for people reading the journal.
     pub source: &'a str,
@@ -146,7 +152,8 @@ impl StoredPlan {
     }
 }
 
-const OP_COLUMNS: &str = "id, iccid, carrier, action, status, attempts, last_error, source, \
+const OP_COLUMNS: &str =
+    "id, iccid, carrier, account_id, action, status, attempts, last_error, source, \
     key_id, request_id, lease_owner, created_ms";
 
 fn op_from_row(r: &sqlx::any::AnyRow) -> Result<CarrierOp, StoreError> {
@@ -154,6 +161,7 @@ fn op_from_row(r: &sqlx::any::AnyRow) -> Result<CarrierOp, StoreError> {
         id: r.try_get("id")?,
         iccid: r.try_get("iccid")?,
         carrier: r.try_get("carrier")?,
+        account_id: r.try_get("account_id")?,
         action: r.try_get("action")?,
         status: r.try_get("status")?,
         attempts: r.try_get("attempts")?,
@@ -215,8 +223,9 @@ impl Store {
         let inserted = sqlx::query(
             "INSERT INTO carrier_ops (iccid, carrier, action, status, attempts, last_error, source, \
              created_ms, updated_ms, plan, base_version, key_id, request_id, lease_owner, \
-             lease_until_ms, next_attempt_ms) \
-             VALUES ($1, $2, $3, 'OPEN', 0, '', $4, $5, $5, $6, $7, $8, $9, $10, $11, 0) RETURNING id",
+             lease_until_ms, next_attempt_ms, account_id) \
+             VALUES ($1, $2, $3, 'OPEN', 0, '', $4, $5, $5, $6, $7, $8, $9, $10, $11, 0, $12) \
+             RETURNING id",
         )
         .bind(iccid.clone())
         .bind(intent.carrier.as_str())
@@ -229,6 +238,7 @@ impl Store {
         .bind(intent.request_id.to_string())
         .bind(intent.owner.to_string())
         .bind(intent.lease_until_ms)
+        .bind(intent.account.to_string())
         .fetch_one(&mut *tx)
         .await;
         let id: i64 = match inserted {
@@ -455,6 +465,19 @@ impl Store {
         .fetch_optional(&self.pool)
         .await?;
         row.as_ref().map(op_from_row).transpose()
+    }
+
+    /// Open intents per account.
+    pub async fn open_intents_by_account(&self) -> Result<BTreeMap<String, i64>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT account_id, COUNT(*) AS n FROM carrier_ops WHERE status = 'OPEN' \
+             GROUP BY account_id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("account_id")?, r.try_get("n")?)))
+            .collect()
     }
 
     /// How many intents are open, across all cards.

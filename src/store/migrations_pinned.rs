@@ -56,6 +56,14 @@ const PINNED: &[(&str, &str)] = &[
         "sqlite/0006_batch_counts_by_index.sql",
         "770fdb1816bbf471fb9bfee9292ba544719f355ea7802c22052af420e215dc9c",
     ),
+    (
+        "postgres/0007_carrier_accounts.sql",
+        "4961d694305de85d2c9bba2935ad98a4d20682ff71b00fa7617f5c0768881845",
+    ),
+    (
+        "sqlite/0007_carrier_accounts.sql",
+        "4961d694305de85d2c9bba2935ad98a4d20682ff71b00fa7617f5c0768881845",
+    ),
 ];
 
 fn migrations_dir() -> std::path::PathBuf {

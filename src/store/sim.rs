@@ -1,18 +1,20 @@
 //! The simulated carriers' own table, `sim_cards`: what each simulated platform believes about
-//! a card. Kept apart from `cards` so that simgate and its simulators can disagree, as simgate and
-//! a real carrier can.
+//! a card. Its `carrier` column holds the simulated account's id: the default accounts are
+//! named after their carriers, so simulated cards from before accounts stay where they were.
+//! Kept apart from `cards` so that simgate and its simulators can disagree, as simgate and a
+//! real carrier can.
 
 use sqlx::Row;
 
 use super::{db_to_u64, placeholders, u64_to_db, Store, StoreError};
 use crate::carrier::{CarrierCard, OnboardCard, ServiceState};
-use crate::domain::{CarrierId, Iccid};
+use crate::domain::Iccid;
 
 impl Store {
     /// Creates the cards the simulator does not know yet; known ones are left as they are.
     pub async fn sim_onboard(
         &self,
-        carrier: CarrierId,
+        account: &str,
         cards: &[OnboardCard],
         cycle_ms: i64,
     ) -> Result<(), StoreError> {
@@ -29,7 +31,7 @@ impl Store {
             let mut q = sqlx::query(&sql);
             for c in chunk {
                 q = q
-                    .bind(carrier.as_str())
+                    .bind(account)
                     .bind(c.iccid.as_str().to_string())
                     .bind(c.state.as_str())
                     .bind(u64_to_db(c.cycle_usage_bytes)?)
@@ -44,12 +46,12 @@ impl Store {
     /// The simulator's card; usage recorded in an earlier cycle than `cycle_ms` counts as zero.
     pub async fn sim_card(
         &self,
-        carrier: CarrierId,
+        account: &str,
         iccid: &Iccid,
         cycle_ms: i64,
     ) -> Result<Option<CarrierCard>, StoreError> {
         Ok(self
-            .sim_cards(carrier, std::slice::from_ref(iccid), cycle_ms)
+            .sim_cards(account, std::slice::from_ref(iccid), cycle_ms)
             .await?
             .into_iter()
             .next())
@@ -58,7 +60,7 @@ impl Store {
     /// Many simulated cards at once (unknown ICCIDs are left out), usage counted as in `sim_card`.
     pub async fn sim_cards(
         &self,
-        carrier: CarrierId,
+        account: &str,
         iccids: &[Iccid],
         cycle_ms: i64,
     ) -> Result<Vec<CarrierCard>, StoreError> {
@@ -73,7 +75,7 @@ impl Store {
                     .collect::<Vec<_>>()
                     .join(", ")
             );
-            let mut q = sqlx::query(&sql).bind(cycle_ms).bind(carrier.as_str());
+            let mut q = sqlx::query(&sql).bind(cycle_ms).bind(account);
             for i in chunk {
                 q = q.bind(i.as_str().to_string());
             }
@@ -98,7 +100,7 @@ impl Store {
 
     pub async fn sim_set_state(
         &self,
-        carrier: CarrierId,
+        account: &str,
         iccid: &Iccid,
         state: ServiceState,
     ) -> Result<(), StoreError> {
@@ -107,17 +109,17 @@ impl Store {
              WHERE carrier = $2 AND iccid = $3 AND state <> $1",
         )
         .bind(state.as_str())
-        .bind(carrier.as_str())
+        .bind(account)
         .bind(iccid.as_str().to_string())
         .execute(&self.pool)
         .await?;
         Ok(())
     }
 
-    /// Adds `bytes` to every active card of `carrier` (a traffic profile). Returns how many.
+    /// Adds `bytes` to every active card of the simulated account (a traffic profile). Returns how many.
     pub async fn sim_add_traffic(
         &self,
-        carrier: CarrierId,
+        account: &str,
         bytes: u64,
         cycle_ms: i64,
         session_at_ms: i64,
@@ -130,7 +132,7 @@ impl Store {
         )
         .bind(cycle_ms)
         .bind(u64_to_db(bytes)?)
-        .bind(carrier.as_str())
+        .bind(account)
         .bind(session_at_ms)
         .execute(&self.pool)
         .await?
@@ -140,7 +142,7 @@ impl Store {
     /// Returns false when the simulator does not know the card.
     pub async fn sim_add_usage(
         &self,
-        carrier: CarrierId,
+        account: &str,
         iccid: &Iccid,
         bytes: u64,
         cycle_ms: i64,
@@ -154,7 +156,7 @@ impl Store {
         )
         .bind(cycle_ms)
         .bind(u64_to_db(bytes)?)
-        .bind(carrier.as_str())
+        .bind(account)
         .bind(iccid.as_str().to_string())
         .bind(session_at_ms)
         .execute(&self.pool)

@@ -263,6 +263,7 @@ async fn call(
         }
         "simgate.v1.SimulatorService/GetCarrierCard" => code(
             s.get_carrier_card(pb::GetCarrierCardRequest {
+                account_id: String::new(),
                 carrier: pb::Carrier::ChinaUnicom as i32,
                 iccid,
             })
@@ -270,6 +271,7 @@ async fn call(
         ),
         "simgate.v1.SimulatorService/RecordUsage" => code(
             s.record_usage(pb::RecordUsageRequest {
+                account_id: String::new(),
                 carrier: pb::Carrier::ChinaUnicom as i32,
                 iccid,
                 bytes: 1,
@@ -278,6 +280,7 @@ async fn call(
         ),
         "simgate.v1.SimulatorService/InjectFault" => code(
             s.inject_fault(pb::InjectFaultRequest {
+                account_id: String::new(),
                 carrier: pb::Carrier::ChinaUnicom as i32,
                 kind: pb::FaultKind::Reject as i32,
                 count: 0,
@@ -293,6 +296,7 @@ async fn call(
         ),
         "simgate.v1.SimulatorService/SetCarrierCardState" => code(
             s.set_carrier_card_state(pb::SetCarrierCardStateRequest {
+                account_id: String::new(),
                 carrier: pb::Carrier::ChinaUnicom as i32,
                 iccid,
                 // The state it has: the row checks who may call, and changes nothing.
@@ -1117,6 +1121,7 @@ async fn hostile_metadata_and_messages_get_clean_statuses_and_change_nothing() {
             2 => app
                 .cards
                 .list_cards(pb::ListCardsRequest {
+                    account_id: String::new(),
                     page_size: rnd() as i32,
                     page_token: strings(rnd()),
                     carrier: rnd() as i32,

@@ -42,6 +42,7 @@ both_backends!(
         let at_carrier = app
             .sim
             .get_carrier_card(pb::GetCarrierCardRequest {
+                account_id: String::new(),
                 carrier: pb::Carrier::ChinaMobile as i32,
                 iccid: MOBILE_ICCID.into(),
             })
@@ -227,6 +228,7 @@ both_backends!(
         .await;
         app.sim
             .record_usage(pb::RecordUsageRequest {
+                account_id: String::new(),
                 carrier: pb::Carrier::ChinaUnicom as i32,
                 iccid: UNICOM_ICCID.into(),
                 bytes: 3 << 28,

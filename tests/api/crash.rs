@@ -159,7 +159,7 @@ async fn a_server_killed_mid_batch_finishes_it_after_restart_changing_each_card_
     for n in [0, cards_n / 2, cards_n - 1] {
         let c = store
             .sim_card(
-                simgate::domain::CarrierId::Telecom,
+                "telecom",
                 &simgate::domain::Iccid::parse_any(&telecom_iccid(n)).unwrap(),
                 0,
             )
@@ -303,11 +303,7 @@ async fn killed_with_changes_in_flight(downtime: bool) {
     );
     for iccid in &iccids {
         let iccid = simgate::domain::Iccid::parse_any(iccid).unwrap();
-        let at_carrier = store
-            .sim_card(simgate::domain::CarrierId::Telecom, &iccid, 0)
-            .await
-            .unwrap()
-            .unwrap();
+        let at_carrier = store.sim_card("telecom", &iccid, 0).await.unwrap().unwrap();
         assert_eq!(
             (at_carrier.state, at_carrier.changes),
             (simgate::carrier::ServiceState::Stopped, 1),

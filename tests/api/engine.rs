@@ -37,6 +37,7 @@ async fn app_with_ops(db: &TestDb, clock: &ManualClock, ops: &ManualClock) -> Ap
 async fn seed(app: &App) {
     let rows: Vec<NewCard> = (0..CARDS)
         .map(|n| NewCard {
+            account: None,
             iccid: Iccid::parse_any(&mobile_iccid(n)).unwrap(),
             msisdn: None,
             imsi: None,

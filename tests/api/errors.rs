@@ -123,6 +123,7 @@ both_backends!(
         .await;
         app.sim
             .inject_fault(pb::InjectFaultRequest {
+                account_id: String::new(),
                 carrier: pb::Carrier::ChinaUnicom as i32,
                 kind: pb::FaultKind::Reject as i32,
                 count: 1,
@@ -152,6 +153,7 @@ both_backends!(
         import(&mut app, vec![row]).await;
         app.sim
             .inject_fault(pb::InjectFaultRequest {
+                account_id: String::new(),
                 carrier: pb::Carrier::ChinaMobile as i32,
                 kind: pb::FaultKind::Unavailable as i32,
                 // More failures than a request's retries: it gives up.
@@ -186,6 +188,7 @@ both_backends!(
         .await;
         app.sim
             .inject_fault(pb::InjectFaultRequest {
+                account_id: String::new(),
                 carrier: pb::Carrier::ChinaMobile as i32,
                 kind: pb::FaultKind::Unavailable as i32,
                 count: 2,
@@ -322,6 +325,7 @@ async fn simulator_calls_validate_their_arguments() {
     let err = app
         .sim
         .get_carrier_card(pb::GetCarrierCardRequest {
+            account_id: String::new(),
             carrier: 0,
             iccid: UNICOM_ICCID.into(),
         })
@@ -331,6 +335,7 @@ async fn simulator_calls_validate_their_arguments() {
     let err = app
         .sim
         .get_carrier_card(pb::GetCarrierCardRequest {
+            account_id: String::new(),
             carrier: pb::Carrier::ChinaUnicom as i32,
             iccid: UNICOM_ICCID.into(),
         })
@@ -340,6 +345,7 @@ async fn simulator_calls_validate_their_arguments() {
     let err = app
         .sim
         .inject_fault(pb::InjectFaultRequest {
+            account_id: String::new(),
             carrier: pb::Carrier::ChinaUnicom as i32,
             kind: 0,
             count: 1,

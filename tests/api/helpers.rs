@@ -189,6 +189,7 @@ impl TestApp {
     pub async fn use_data(&mut self, carrier: pb::Carrier, iccid: &str, bytes: u64) -> pb::Card {
         self.sim
             .record_usage(pb::RecordUsageRequest {
+                account_id: String::new(),
                 carrier: carrier as i32,
                 iccid: iccid.into(),
                 bytes,
@@ -550,6 +551,7 @@ pub const TELECOM_ICCID: &str = "8986031630200230821";
 /// A valid import row: plan valid for 200 days, 1 GiB a month, 12 yuan, auto-suspend on.
 pub fn card_input(iccid: &str, carrier: pb::Carrier) -> pb::CardInput {
     pb::CardInput {
+        account_id: String::new(),
         iccid: iccid.to_string(),
         msisdn: String::new(),
         imsi: String::new(),
@@ -625,6 +627,7 @@ pub async fn carrier_state(
     let c = app
         .sim
         .get_carrier_card(pb::GetCarrierCardRequest {
+            account_id: String::new(),
             carrier: carrier as i32,
             iccid: iccid.into(),
         })
@@ -747,7 +750,7 @@ pub async fn assert_carrier_matches_history(
     for iccid in iccids {
         let iccid = simgate::domain::Iccid::parse_any(iccid).expect("iccid");
         let at_carrier = store
-            .sim_card(carrier, &iccid, 0)
+            .sim_card(carrier.as_str(), &iccid, 0)
             .await
             .expect("read")
             .expect("known to the carrier");

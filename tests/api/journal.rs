@@ -67,6 +67,7 @@ async fn set_at_carrier(
 ) {
     app.sim
         .set_carrier_card_state(pb::SetCarrierCardStateRequest {
+            account_id: String::new(),
             carrier: carrier as i32,
             iccid: iccid.into(),
             state: state as i32,
@@ -82,6 +83,7 @@ async fn set_faults(app: &mut TestApp, req: pb::SetFaultsRequest) {
 async fn carrier_card(app: &mut TestApp, carrier: pb::Carrier, iccid: &str) -> pb::CarrierCard {
     app.sim
         .get_carrier_card(pb::GetCarrierCardRequest {
+            account_id: String::new(),
             carrier: carrier as i32,
             iccid: iccid.into(),
         })
@@ -602,6 +604,7 @@ async fn set_carrier_card_state_refuses_a_missing_state_and_changes_nothing() {
     let err = app
         .sim
         .set_carrier_card_state(pb::SetCarrierCardStateRequest {
+            account_id: String::new(),
             carrier: pb::Carrier::ChinaTelecom as i32,
             iccid: TELECOM_ICCID.into(),
             state: pb::CarrierServiceState::Unspecified as i32,

@@ -377,7 +377,7 @@ both_backends!(
             let iccid = simgate::domain::Iccid::parse_any(iccid).unwrap();
             app.store
                 .sim_add_usage(
-                    simgate::domain::CarrierId::Mobile,
+                    "mobile",
                     &iccid,
                     (n as u64 + 1) * MIB,
                     cycle_ms,
@@ -400,7 +400,7 @@ both_backends!(
         let first = simgate::domain::Iccid::parse_any(&iccids[0]).unwrap();
         app.store
             .sim_add_usage(
-                simgate::domain::CarrierId::Mobile,
+                "mobile",
                 &first,
                 3 * MIB,
                 cycle_ms,

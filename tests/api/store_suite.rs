@@ -21,6 +21,7 @@ fn card(iccid: &str, carrier: CarrierId) -> Card {
     let now = start_time();
     open_card(
         NewCard {
+            account: None,
             iccid: Iccid::parse_any(iccid).unwrap(),
             msisdn: Some(Msisdn::parse("1064900000042").unwrap()),
             imsi: None,
@@ -85,16 +86,16 @@ async fn simulated_usage_restarts_with_each_cycle(store: Store) {
         cycle_usage_bytes: 7,
     };
     store
-        .sim_onboard(CarrierId::Mobile, &[onboard], CYCLE)
+        .sim_onboard("mobile", &[onboard], CYCLE)
         .await
         .unwrap();
     store
-        .sim_add_usage(CarrierId::Mobile, &iccid, 3, CYCLE, 0)
+        .sim_add_usage("mobile", &iccid, 3, CYCLE, 0)
         .await
         .unwrap();
     assert_eq!(
         store
-            .sim_card(CarrierId::Mobile, &iccid, CYCLE)
+            .sim_card("mobile", &iccid, CYCLE)
             .await
             .unwrap()
             .unwrap()
@@ -104,7 +105,7 @@ async fn simulated_usage_restarts_with_each_cycle(store: Store) {
     // A new cycle: the old count is gone, new usage starts from zero.
     assert_eq!(
         store
-            .sim_card(CarrierId::Mobile, &iccid, CYCLE + 1)
+            .sim_card("mobile", &iccid, CYCLE + 1)
             .await
             .unwrap()
             .unwrap()
@@ -112,12 +113,12 @@ async fn simulated_usage_restarts_with_each_cycle(store: Store) {
         0
     );
     store
-        .sim_add_usage(CarrierId::Mobile, &iccid, 4, CYCLE + 1, 0)
+        .sim_add_usage("mobile", &iccid, 4, CYCLE + 1, 0)
         .await
         .unwrap();
     assert_eq!(
         store
-            .sim_card(CarrierId::Mobile, &iccid, CYCLE + 1)
+            .sim_card("mobile", &iccid, CYCLE + 1)
             .await
             .unwrap()
             .unwrap()
@@ -347,34 +348,34 @@ async fn simulator_state_is_kept_apart(store: Store) {
         cycle_usage_bytes: 0,
     };
     store
-        .sim_onboard(CarrierId::Mobile, std::slice::from_ref(&onboard), CYCLE)
+        .sim_onboard("mobile", std::slice::from_ref(&onboard), CYCLE)
         .await
         .unwrap();
     store
-        .sim_set_state(CarrierId::Mobile, &iccid, ServiceState::Stopped)
+        .sim_set_state("mobile", &iccid, ServiceState::Stopped)
         .await
         .unwrap();
     // Onboarding again (a retried import) must not reset what the carrier holds.
     store
-        .sim_onboard(CarrierId::Mobile, &[onboard], CYCLE)
+        .sim_onboard("mobile", &[onboard], CYCLE)
         .await
         .unwrap();
     let c = store
-        .sim_card(CarrierId::Mobile, &iccid, CYCLE)
+        .sim_card("mobile", &iccid, CYCLE)
         .await
         .unwrap()
         .unwrap();
     assert_eq!((c.state, c.changes), (ServiceState::Stopped, 1));
     assert!(store
-        .sim_add_usage(CarrierId::Mobile, &iccid, 10, CYCLE, 0)
+        .sim_add_usage("mobile", &iccid, 10, CYCLE, 0)
         .await
         .unwrap());
     assert!(!store
-        .sim_add_usage(CarrierId::Unicom, &iccid, 10, CYCLE, 0)
+        .sim_add_usage("unicom", &iccid, 10, CYCLE, 0)
         .await
         .unwrap());
     assert!(store
-        .sim_card(CarrierId::Unicom, &iccid, CYCLE)
+        .sim_card("unicom", &iccid, CYCLE)
         .await
         .unwrap()
         .is_none());

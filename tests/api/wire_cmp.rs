@@ -3,13 +3,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use simgate::carrier::http::cmp::{Cmp, CmpConfig, RealName, NOT_DISMANTLED};
+use simgate::carrier::http::cmp::simulator::{router, WireOptions};
+use simgate::carrier::http::cmp::wire::{RealName, NOT_DISMANTLED};
+use simgate::carrier::http::cmp::{Cmp, CmpConfig};
 use simgate::carrier::http::{HttpTimeouts, Secret};
 use simgate::carrier::sim::{SimCarrier, SimFaults};
 use simgate::carrier::{Carrier, CarrierError, OnboardCard, ServiceState};
 use simgate::clock::ManualClock;
 use simgate::domain::{CarrierId, CarrierPolicy, Iccid};
-use simgate::simulate::cmp::{router, WireOptions};
 
 use crate::helpers::{start_time, Backend, TestDb};
 
@@ -94,7 +95,7 @@ impl Rig {
     }
 
     fn adapter_with(&self, password: &str, key: &str, request_ms: u64) -> Cmp {
-        Cmp::new(&config(&self.base_url, password, key, request_ms), policy()).expect("adapter")
+        Cmp::new(&config(&self.base_url, password, key, request_ms), ctx()).expect("adapter")
     }
 }
 
@@ -346,7 +347,7 @@ async fn wire_cmp_malformed_answers() {
     tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
     });
-    let a = Cmp::new(&config(&base, PASSWORD, KEY, 5_000), policy()).expect("adapter");
+    let a = Cmp::new(&config(&base, PASSWORD, KEY, 5_000), ctx()).expect("adapter");
     let e = a.card(&iccid(1)).await.expect_err("garbage read");
     assert!(
         matches!(e, CarrierError::Transient(ref m) if m.contains("malformed")),
@@ -367,16 +368,24 @@ async fn wire_cmp_malformed_answers() {
 #[tokio::test]
 async fn wire_cmp_config_is_checked() {
     let bad_key = config("http://127.0.0.1:1/m2m_ec", PASSWORD, "short", 1_000);
-    assert!(Cmp::new(&bad_key, policy()).is_err());
+    assert!(Cmp::new(&bad_key, ctx()).is_err());
     let bad_url = config("ftp://x/m2m_ec", PASSWORD, KEY, 1_000);
-    assert!(Cmp::new(&bad_url, policy()).is_err());
+    assert!(Cmp::new(&bad_url, ctx()).is_err());
     // Nothing listens: a read is Transient, and the error shows no credentials.
     let a = Cmp::new(
         &config("http://127.0.0.1:1/m2m_ec", PASSWORD, KEY, 1_000),
-        policy(),
+        ctx(),
     )
     .expect("adapter");
     let e = a.stop(&iccid(1)).await.expect_err("refused");
     assert!(matches!(e, CarrierError::Transient(_)), "{e:?}");
     assert!(!format!("{e}").contains("passWord"), "{e}");
+}
+
+/// The adapter's account: the carrier's default, with the test's policy.
+fn ctx() -> simgate::carrier::platform::AccountCtx {
+    simgate::carrier::platform::AccountCtx {
+        policy: policy(),
+        ..simgate::carrier::platform::AccountCtx::default_for(CarrierId::Telecom)
+    }
 }

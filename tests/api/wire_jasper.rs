@@ -4,13 +4,13 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use simgate::carrier::http::jasper::simulator::{router, WireOptions};
 use simgate::carrier::http::jasper::{Jasper, JasperConfig};
 use simgate::carrier::http::{HttpTimeouts, Secret};
 use simgate::carrier::sim::{SimCarrier, SimFaults};
 use simgate::carrier::{Carrier, CarrierError, OnboardCard, ServiceState};
 use simgate::clock::{Clock, ManualClock};
 use simgate::domain::{CarrierId, CarrierPolicy, Iccid};
-use simgate::simulate::jasper::{router, WireOptions};
 
 use crate::helpers::{start_time, unicom_iccid, Backend, TestDb};
 
@@ -80,7 +80,7 @@ async fn harness(cards: &[(u64, ServiceState, u64)]) -> Harness {
         ..WireOptions::default()
     };
     let base_url = serve(router(sim.clone(), &wire_cfg, opts)).await;
-    let jasper = Jasper::new(&config(&base_url, USER, KEY), policy()).expect("adapter");
+    let jasper = Jasper::new(&config(&base_url, USER, KEY), ctx()).expect("adapter");
     Harness {
         sim,
         jasper,
@@ -246,7 +246,7 @@ async fn unknown_card_is_the_platforms_invalid_iccid() {
 async fn wrong_credentials_are_refused_with_the_platforms_code() {
     let h = harness(&[(1, ServiceState::Active, 0)]).await;
     for (user, key) in [(USER, "wrong-key"), ("someone-else", KEY)] {
-        let bad = Jasper::new(&config(&h.base_url, user, key), policy()).expect("adapter");
+        let bad = Jasper::new(&config(&h.base_url, user, key), ctx()).expect("adapter");
         for r in [
             bad.card(&iccid(1)).await.map(|_| ()),
             bad.stop(&iccid(1)).await,
@@ -353,7 +353,7 @@ async fn malformed_answers_are_transient_for_reads_and_unknown_for_changes() {
         "{\"status\": \"ACTIVATED\"}",
     ] {
         let base = garbage_platform(body).await;
-        let j = Jasper::new(&config(&base, USER, KEY), policy()).expect("adapter");
+        let j = Jasper::new(&config(&base, USER, KEY), ctx()).expect("adapter");
         let read = j.card(&iccid(1)).await;
         match read {
             Err(CarrierError::Transient(m)) => assert!(m.contains("malformed"), "{m}"),
@@ -378,7 +378,7 @@ async fn an_unknown_device_status_is_malformed_not_guessed() {
         ),
     ))
     .await;
-    let j = Jasper::new(&config(&base, USER, KEY), policy()).expect("adapter");
+    let j = Jasper::new(&config(&base, USER, KEY), ctx()).expect("adapter");
     match j.cancel(&iccid(1)).await {
         Err(CarrierError::Transient(m)) => assert!(m.contains("SUSPENDED_FOREVER"), "{m}"),
         other => panic!("expected malformed, got {other:?}"),
@@ -396,7 +396,7 @@ async fn an_unreachable_platform_is_transient_even_for_changes() {
     };
     let j = Jasper::new(
         &config(&format!("http://{addr}/rws/api/v1"), USER, KEY),
-        policy(),
+        ctx(),
     )
     .expect("adapter");
     let r = j.stop(&iccid(1)).await;
@@ -442,4 +442,12 @@ async fn the_simulator_speaks_control_centers_envelopes() {
     assert_eq!(v["status"], "ACTIVATED");
     assert_eq!(v["iccid"], iccid(1).as_str());
     assert!(v.get("ratePlan").is_some() && v.get("dateActivated").is_some());
+}
+
+/// The adapter's account: the carrier's default, with the test's policy.
+fn ctx() -> simgate::carrier::platform::AccountCtx {
+    simgate::carrier::platform::AccountCtx {
+        policy: policy(),
+        ..simgate::carrier::platform::AccountCtx::default_for(CarrierId::Unicom)
+    }
 }

@@ -6,13 +6,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::routing::post;
+use simgate::carrier::http::onelink::simulator::{router, WireOptions, WireStats, SIM_AUTH_FAILED};
 use simgate::carrier::http::onelink::{OneLink, OneLinkConfig};
 use simgate::carrier::http::{HttpTimeouts, Secret};
 use simgate::carrier::sim::{SimCarrier, SimFaults};
 use simgate::carrier::{Carrier, CarrierError, OnboardCard, ServiceState};
 use simgate::clock::ManualClock;
 use simgate::domain::{CarrierId, CarrierPolicy, Iccid, StopReason};
-use simgate::simulate::onelink::{router, WireOptions, WireStats, SIM_AUTH_FAILED};
 
 use crate::helpers::{mobile_iccid, start_time, Backend, TestDb};
 
@@ -86,7 +86,7 @@ async fn rig_with(opts: WireOptions, request_ms: u64) -> Rig {
     // The simulator checks credentials against its own copy of the configuration.
     let server_cfg = config("127.0.0.1:1".parse().expect("addr"), PASSWORD, request_ms);
     let addr = serve(router(sim.clone(), &server_cfg, opts)).await;
-    let adapter = OneLink::new(&config(addr, PASSWORD, request_ms), policy).expect("adapter");
+    let adapter = OneLink::new(&config(addr, PASSWORD, request_ms), ctx(policy)).expect("adapter");
     Rig {
         adapter,
         sim,
@@ -271,7 +271,8 @@ async fn stop_reasons_real_name_and_pool_usage_map_to_simgate_terms() {
 async fn wrong_credentials_are_refused_with_the_platforms_code() {
     let r = rig().await;
     let policy = CarrierPolicy::default_for(CarrierId::Mobile);
-    let wrong = OneLink::new(&config(r.addr, "wrong-password", 2_000), policy).expect("adapter");
+    let wrong =
+        OneLink::new(&config(r.addr, "wrong-password", 2_000), ctx(policy)).expect("adapter");
     let err = wrong.card(&iccid(1)).await.expect_err("refused");
     assert!(
         matches!(&err, CarrierError::Rejected { code, .. } if code == SIM_AUTH_FAILED),
@@ -423,7 +424,7 @@ async fn malformed_answers_are_transient_for_reads_and_unknown_for_changes() {
     let addr = serve(garbage).await;
     let a = OneLink::new(
         &config(addr, PASSWORD, 2_000),
-        CarrierPolicy::default_for(CarrierId::Mobile),
+        ctx(CarrierPolicy::default_for(CarrierId::Mobile)),
     )
     .expect("adapter");
     assert!(matches!(
@@ -446,7 +447,7 @@ async fn malformed_answers_are_transient_for_reads_and_unknown_for_changes() {
     let addr = serve(no_token).await;
     let a = OneLink::new(
         &config(addr, PASSWORD, 2_000),
-        CarrierPolicy::default_for(CarrierId::Mobile),
+        ctx(CarrierPolicy::default_for(CarrierId::Mobile)),
     )
     .expect("adapter");
     assert!(matches!(
@@ -505,10 +506,18 @@ async fn an_unreachable_platform_is_transient_even_for_changes() {
     drop(listener);
     let a = OneLink::new(
         &config(addr, PASSWORD, 1_000),
-        CarrierPolicy::default_for(CarrierId::Mobile),
+        ctx(CarrierPolicy::default_for(CarrierId::Mobile)),
     )
     .expect("adapter");
     let err = a.stop(&iccid(1)).await.expect_err("nobody listens");
     assert!(matches!(err, CarrierError::Transient(_)), "{err:?}");
     assert!(!err.to_string().contains(PASSWORD));
+}
+
+/// The adapter's account: the carrier's default, with `policy`.
+fn ctx(policy: CarrierPolicy) -> simgate::carrier::platform::AccountCtx {
+    simgate::carrier::platform::AccountCtx {
+        policy,
+        ..simgate::carrier::platform::AccountCtx::default_for(CarrierId::Mobile)
+    }
 }

@@ -47,6 +47,7 @@ pub async fn run(cards: u64, rate: u32, database_url: Option<String>) -> Res<()>
                     msisdn: None,
                     imsi: None,
                     carrier: CarrierId::Mobile,
+                    account: None,
                     customer_id: "bench".into(),
                     plan: Plan {
                         monthly_quota_bytes: 1 << 30,

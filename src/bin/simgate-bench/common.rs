@@ -70,6 +70,7 @@ pub fn new_card(n: u64, customer: &str, now: DateTime<Utc>) -> NewCard {
         msisdn: Some(Msisdn::from_trusted(msisdn(n))),
         imsi: None,
         carrier: CarrierId::Mobile,
+        account: None,
         customer_id: customer.to_string(),
         plan: Plan {
             monthly_quota_bytes: QUOTA,
@@ -93,6 +94,7 @@ pub fn card_input(n: u64, customer: &str, now: DateTime<Utc>) -> pb::CardInput {
         msisdn: msisdn(n),
         imsi: String::new(),
         carrier: pb::Carrier::ChinaMobile as i32,
+        account_id: String::new(),
         customer_id: customer.to_string(),
         plan: Some(pb::Plan {
             monthly_quota_bytes: QUOTA,

@@ -144,7 +144,7 @@ pub async fn run(a: Args) -> Res<()> {
     let store = app.store().clone();
     let sim = app
         .simulators()
-        .get(CarrierId::Mobile)
+        .get(&simgate::domain::AccountId::default_for(CarrierId::Mobile))
         .ok_or("no simulated China Mobile")?
         .clone();
     let raw = db.raw_pool().await?;

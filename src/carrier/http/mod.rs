@@ -1,7 +1,7 @@
 //! Real carrier platforms over HTTP: the client settings every adapter shares (rustls,
 //! timeouts, connection reuse), credentials that never reach a log, and the one mapping of
-//! transport failures into [`CarrierError`] kinds. The adapters themselves, one module per
-//! platform, keep their own envelopes, codes and mapping tables.
+//! transport failures into [`CarrierError`] kinds. Each platform is a folder here (adapter,
+//! wire terms, auth, wire simulator), registered in `carrier::platform`.
 
 pub mod cmp;
 pub mod jasper;
@@ -12,26 +12,6 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::CarrierError;
-
-/// `[carrier_api.<carrier>]`: which platform a carrier's adapter speaks, and its account.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(tag = "platform", rename_all = "snake_case")]
-pub enum ApiConfig {
-    Onelink(onelink::OneLinkConfig),
-    Jasper(jasper::JasperConfig),
-    Cmp(cmp::CmpConfig),
-}
-
-impl ApiConfig {
-    /// The `platform` tag.
-    pub fn platform(&self) -> &'static str {
-        match self {
-            ApiConfig::Onelink(_) => "onelink",
-            ApiConfig::Jasper(_) => "jasper",
-            ApiConfig::Cmp(_) => "cmp",
-        }
-    }
-}
 
 /// A credential from configuration or the environment. Its Debug and Serialize forms are
 /// redacted, so neither a log line nor `simgate config print` can show it.

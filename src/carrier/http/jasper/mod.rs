@@ -1,6 +1,6 @@
-//! China Unicom Control Center (Cisco Jasper REST): the adapter, its wire types and every
-//! mapping table between the platform's terms and simgate's (device statuses both ways, error
-//! codes), which the wire simulator in `crate::simulate::jasper` shares.
+//! China Unicom Control Center (Cisco Jasper REST), one folder: the adapter (here), its wire
+//! types and every mapping table between the platform's terms and simgate's (`wire`: device
+//! statuses both ways, error codes), and its wire simulator (`simulator`), which shares them.
 //!
 //! Upstream calls, all relative to `base_url` (e.g. `https://api.10646.cn/rws/api/v1`), all with
 //! HTTP Basic `username:apiKey`:
@@ -15,15 +15,21 @@
 //!
 //! Errors come as `{"errorMessage": "...", "errorCode": "..."}` with a 4xx/5xx status.
 
+pub mod simulator;
+pub mod wire;
+
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::{client, malformed, retry_after, send_error, status_error, HttpTimeouts, Secret};
-use crate::carrier::{Carrier, CarrierCard, CarrierError, OnboardCard, ServiceState};
-use crate::domain::{CarrierId, CarrierPolicy, Iccid};
+use chrono::{DateTime, Utc};
 
-/// `[carrier_api.unicom]` with `platform = "jasper"`.
+use super::{client, malformed, retry_after, send_error, HttpTimeouts, Secret};
+use crate::carrier::budget::Budget;
+use crate::carrier::platform::{AccountCtx, WirePlatform};
+use crate::carrier::{Carrier, CarrierCard, CarrierError, OnboardCard, ServiceState};
+use crate::domain::{AccountId, CarrierId, CarrierPolicy, Iccid};
+
+/// An `[[accounts]]` entry with `platform = "jasper"`: endpoint and credentials.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct JasperConfig {
@@ -35,230 +41,61 @@ pub struct JasperConfig {
     pub timeouts: HttpTimeouts,
 }
 
-// ---------------------------------------------------------------------------------------------
-// Mapping tables. Sources: Cisco Control Center REST docs as quoted by public client code
-// (OSGP/open-smart-grid-platform `JasperError`, liuxianbing/zebra) and carrier-apis.md.
+use wire::*;
 
-/// Every device status Control Center documents, with the service it means for simgate.
-/// TEST_READY and ACTIVATION_READY cards pass data (test traffic, or the first session activates
-/// them), INVENTORY cards do not. REPLACED and PURGED cards are gone for good like RETIRED ones.
-pub const STATUSES: &[(&str, ServiceState)] = &[
-    ("TEST_READY", ServiceState::Active),
-    ("ACTIVATION_READY", ServiceState::Active),
-    ("ACTIVATED", ServiceState::Active),
-    ("INVENTORY", ServiceState::Stopped),
-    ("DEACTIVATED", ServiceState::Stopped),
-    ("RETIRED", ServiceState::Cancelled),
-    ("REPLACED", ServiceState::Cancelled),
-    ("PURGED", ServiceState::Cancelled),
-];
+/// Control Center in the platform registry.
+pub struct Platform;
 
-/// The platform status that means `state`, both for the status the adapter sets and the one the
-/// wire simulator reports.
-pub fn status_for(state: ServiceState) -> &'static str {
-    match state {
-        ServiceState::Active => "ACTIVATED",
-        ServiceState::Stopped => "DEACTIVATED",
-        ServiceState::Cancelled => "RETIRED",
+impl WirePlatform for Platform {
+    const NAME: &'static str = "jasper";
+    const CARRIER: CarrierId = CarrierId::Unicom;
+    /// Control Center's fair use is one call at a time per account.
+    const MAX_CONCURRENCY: u32 = 1;
+    type Config = JasperConfig;
+
+    fn adapter(cfg: &JasperConfig, ctx: AccountCtx) -> Result<std::sync::Arc<dyn Carrier>, String> {
+        Ok(std::sync::Arc::new(Jasper::new(cfg, ctx)?))
+    }
+
+    fn simulator(
+        sim: std::sync::Arc<crate::carrier::sim::SimCarrier>,
+        cfg: &JasperConfig,
+        unanswered: std::time::Duration,
+    ) -> axum::Router {
+        simulator::router(
+            sim,
+            cfg,
+            simulator::WireOptions {
+                timeout_after_apply_delay: unanswered,
+                ..Default::default()
+            },
+        )
+    }
+
+    fn generated(base: &str, secret: &str, timeouts: HttpTimeouts) -> JasperConfig {
+        JasperConfig {
+            base_url: format!("{base}/rws/api/v1"),
+            username: "simgate-sim".into(),
+            api_key: Secret::new(secret),
+            timeouts,
+        }
+    }
+
+    fn secrets(cfg: &JasperConfig) -> Vec<(&'static str, String)> {
+        vec![("api_key", cfg.api_key.expose().to_string())]
     }
 }
 
-/// What a platform status means for service; None for a status Control Center does not document.
-pub fn state_of(status: &str) -> Option<ServiceState> {
-    STATUSES
-        .iter()
-        .find(|(s, _)| *s == status)
-        .map(|(_, state)| *state)
-}
-
-/// Invalid credentials, or a caller IP outside the account's allowed range (HTTP 401).
-pub const CODE_INVALID_CREDENTIALS: &str = "10000001";
-/// The request body is not well-formed JSON (HTTP 400).
-pub const CODE_JSON_NOT_WELL_FORMED: &str = "10000023";
-/// The request carried unrecognized parameters (HTTP 400).
-pub const CODE_INVALID_REQUEST: &str = "10000028";
-/// The API user's role may not call this function (HTTP 400).
-pub const CODE_NO_ACCESS: &str = "10000030";
-/// Resource not found - invalid ICCID (HTTP 404).
-pub const CODE_INVALID_ICCID: &str = "20000001";
-/// Unknown server error (HTTP 500).
-pub const CODE_SERVER_ERROR: &str = "30000001";
-/// Fair-use overrun: more than one call at a time, or too many calls per second for the account.
-pub const CODE_RATE_LIMIT: &str = "40000029";
-
-/// How simgate treats an error code of the platform. Codes not listed here are refusals.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CodeKind {
-    /// A refusal for good: `Rejected` with the platform's code and message.
-    Refused,
-    /// The fair-use limit: `RateLimited`.
-    RateLimit,
-    /// The platform failed while processing: nothing known about a change.
-    ServerFault,
-}
-
-pub const ERROR_CODES: &[(&str, CodeKind)] = &[
-    (CODE_INVALID_CREDENTIALS, CodeKind::Refused),
-    (CODE_JSON_NOT_WELL_FORMED, CodeKind::Refused),
-    (CODE_INVALID_REQUEST, CodeKind::Refused),
-    (CODE_NO_ACCESS, CodeKind::Refused),
-    (CODE_INVALID_ICCID, CodeKind::Refused),
-    (CODE_SERVER_ERROR, CodeKind::ServerFault),
-    (CODE_RATE_LIMIT, CodeKind::RateLimit),
-];
-
-pub fn code_kind(code: &str) -> CodeKind {
-    ERROR_CODES
-        .iter()
-        .find(|(c, _)| *c == code)
-        .map(|(_, k)| *k)
-        .unwrap_or(CodeKind::Refused)
-}
-
-/// Code simgate reports when `cancel` finds the card still in service: the platform releases
-/// numbers itself, so there is nothing to send, only a state to confirm.
-pub const CODE_NOT_RETIRED: &str = "NOT_RETIRED";
-
-/// A failed answer, from its HTTP status and (when the platform sent one) its error envelope.
-/// `changes`: the request changes the card, so a server fault may hide an applied change.
-pub fn error_of(
-    status: reqwest::StatusCode,
-    body: Option<&ErrorBody>,
-    retry: Option<std::time::Duration>,
-    changes: bool,
-) -> CarrierError {
-    let code = body.and_then(|b| b.error_code.as_deref());
-    if status.as_u16() == 429 || code.map(code_kind) == Some(CodeKind::RateLimit) {
-        return CarrierError::RateLimited { retry_after: retry };
-    }
-    // Gateways answer 502-504 before the platform has processed anything.
-    if (502..=504).contains(&status.as_u16()) {
-        return status_error(status, retry);
-    }
-    let server_fault =
-        status.is_server_error() || code.map(code_kind) == Some(CodeKind::ServerFault);
-    let message = body
-        .and_then(|b| b.error_message.clone())
-        .unwrap_or_default();
-    if server_fault {
-        let what = format!(
-            "platform error HTTP {status} [{}] {message}",
-            code.unwrap_or("-")
-        );
-        return if changes {
-            CarrierError::OutcomeUnknown(what)
-        } else {
-            CarrierError::Transient(what)
-        };
-    }
-    match code {
-        Some(code) => CarrierError::Rejected {
-            code: code.to_string(),
-            message,
-        },
-        None => status_error(status, retry),
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Wire types (field names as Control Center spells them).
-
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ErrorBody {
-    #[serde(default)]
-    pub error_message: Option<String>,
-    #[serde(default)]
-    pub error_code: Option<String>,
-}
-
-/// `GET devices/{iccid}` (the fields simgate reads; the platform sends more).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct DeviceBody {
-    pub iccid: String,
-    pub status: String,
-    #[serde(default)]
-    pub rate_plan: Option<String>,
-    #[serde(default)]
-    pub date_activated: Option<String>,
-    #[serde(default)]
-    pub imsi: Option<String>,
-    #[serde(default)]
-    pub msisdn: Option<String>,
-}
-
-/// `GET devices/{iccid}/ctdUsages` (the fields simgate reads).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct CtdUsageBody {
-    pub iccid: String,
-    pub ctd_data_usage: u64,
-    #[serde(default)]
-    pub overage_limit_reached: bool,
-}
-
-/// `GET devices/{iccid}/sessionInfo`: the current or last data session. Field names follow
-/// Cisco's Control Center REST documentation as remembered; not confirmed in public client code.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct SessionInfoBody {
-    pub iccid: String,
-    #[serde(default)]
-    pub date_session_started: Option<String>,
-    /// Empty while the session is open.
-    #[serde(default)]
-    pub date_session_ended: Option<String>,
-}
-
-/// `PUT devices/{iccid}`: the request (only the status is ever changed) and the answer.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
-pub struct EditBody {
-    pub status: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
-pub struct EditAnswer {
-    pub iccid: String,
-}
-
-/// Control Center's timestamp format, e.g. `2016-06-27 07:00:00.000+0000`.
-pub const DATE_FORMAT: &str = "%Y-%m-%d %H:%M:%S%.3f%z";
-
-fn parse_date(s: &str) -> Option<DateTime<Utc>> {
-    DateTime::parse_from_str(s, DATE_FORMAT)
-        .or_else(|_| DateTime::parse_from_rfc3339(s))
-        .ok()
-        .map(|d| d.with_timezone(&Utc))
-}
-
-// ---------------------------------------------------------------------------------------------
-// Results of the extra calls, in simgate terms.
-
-/// A card's identity and plan at the platform.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DeviceDetails {
-    pub iccid: Iccid,
-    pub state: ServiceState,
-    /// The platform's own status name (more detail than `state`, e.g. INVENTORY).
-    pub status: String,
-    pub rate_plan: Option<String>,
-    pub date_activated: Option<DateTime<Utc>>,
-    pub imsi: Option<String>,
-    pub msisdn: Option<String>,
-}
-
-/// Cycle-to-date usage.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CtdUsage {
-    pub data_bytes: u64,
-    /// The rate plan's overage limit is reached: the platform may have cut data.
-    pub overage_limit_reached: bool,
-}
-
-// ---------------------------------------------------------------------------------------------
+/// The names the budget counts calls under, one per upstream call.
+const GET_DEVICE: &str = "GET devices/{iccid}";
+const GET_SESSION: &str = "GET devices/{iccid}/sessionInfo";
+const GET_USAGE: &str = "GET devices/{iccid}/ctdUsages";
+const PUT_DEVICE: &str = "PUT devices/{iccid}";
 
 pub struct Jasper {
+    account: AccountId,
+    carrier: CarrierId,
+    budget: std::sync::Arc<Budget>,
     http: reqwest::Client,
     base_url: String,
     username: String,
@@ -267,16 +104,25 @@ pub struct Jasper {
 }
 
 impl Jasper {
-    pub fn new(cfg: &JasperConfig, policy: CarrierPolicy) -> Result<Jasper, String> {
-        let base = url::Url::parse(&cfg.base_url)
-            .map_err(|e| format!("carrier_api.unicom.base_url is not a URL: {e}"))?;
+    pub fn new(cfg: &JasperConfig, ctx: AccountCtx) -> Result<Jasper, String> {
+        let base =
+            url::Url::parse(&cfg.base_url).map_err(|e| format!("base_url is not a URL: {e}"))?;
         if !matches!(base.scheme(), "http" | "https") {
-            return Err("carrier_api.unicom.base_url must be http or https".into());
+            return Err("base_url must be http or https".into());
         }
         if cfg.username.is_empty() || cfg.api_key.expose().is_empty() {
-            return Err("carrier_api.unicom needs a username and an api_key".into());
+            return Err("a username and an api_key are required".into());
         }
+        let AccountCtx {
+            account,
+            carrier,
+            policy,
+            budget,
+        } = ctx;
         Ok(Jasper {
+            account,
+            carrier,
+            budget,
             http: client(&cfg.timeouts)?,
             base_url: cfg.base_url.trim_end_matches('/').to_string(),
             username: cfg.username.clone(),
@@ -294,8 +140,10 @@ impl Jasper {
     async fn exchange(
         &self,
         req: reqwest::RequestBuilder,
+        method: &'static str,
         changes: bool,
     ) -> Result<Vec<u8>, CarrierError> {
+        self.budget.spend(method).await;
         let resp = req
             .basic_auth(&self.username, Some(self.api_key.expose()))
             .header(reqwest::header::ACCEPT, "application/json")
@@ -316,16 +164,16 @@ impl Jasper {
         &self,
         iccid: &Iccid,
         tail: &str,
-        what: &str,
+        what: &'static str,
     ) -> Result<T, CarrierError> {
         let body = self
-            .exchange(self.http.get(self.url(iccid, tail)), false)
+            .exchange(self.http.get(self.url(iccid, tail)), what, false)
             .await?;
         serde_json::from_slice(&body).map_err(|e| malformed(&format!("{what}: {e}"), false))
     }
 
     async fn device(&self, iccid: &Iccid) -> Result<(DeviceBody, ServiceState), CarrierError> {
-        let d: DeviceBody = self.get(iccid, "", "device").await?;
+        let d: DeviceBody = self.get(iccid, "", GET_DEVICE).await?;
         if !d.iccid.eq_ignore_ascii_case(iccid.as_str()) {
             return Err(malformed("device answer for another ICCID", false));
         }
@@ -357,7 +205,7 @@ impl Jasper {
     /// `GET devices/{iccid}/sessionInfo`: when the card last carried data. An open session
     /// means now; none means the platform knows of no session.
     pub async fn last_session(&self, iccid: &Iccid) -> Result<Option<DateTime<Utc>>, CarrierError> {
-        let s: SessionInfoBody = self.get(iccid, "/sessionInfo", "sessionInfo").await?;
+        let s: SessionInfoBody = self.get(iccid, "/sessionInfo", GET_SESSION).await?;
         let date =
             |v: &Option<String>, name: &str| -> Result<Option<DateTime<Utc>>, CarrierError> {
                 match v.as_deref().filter(|s| !s.is_empty()) {
@@ -379,7 +227,7 @@ impl Jasper {
     /// `GET devices/{iccid}/ctdUsages`: data used this billing cycle and whether the rate plan's
     /// overage limit is reached.
     pub async fn ctd_usage(&self, iccid: &Iccid) -> Result<CtdUsage, CarrierError> {
-        let u: CtdUsageBody = self.get(iccid, "/ctdUsages", "ctdUsages").await?;
+        let u: CtdUsageBody = self.get(iccid, "/ctdUsages", GET_USAGE).await?;
         if !u.iccid.eq_ignore_ascii_case(iccid.as_str()) {
             return Err(malformed("usage answer for another ICCID", false));
         }
@@ -393,7 +241,7 @@ impl Jasper {
         let req = self.http.put(self.url(iccid, "")).json(&EditBody {
             status: status_for(to).to_string(),
         });
-        let body = self.exchange(req, true).await?;
+        let body = self.exchange(req, PUT_DEVICE, true).await?;
         let answer: EditAnswer = serde_json::from_slice(&body)
             .map_err(|e| malformed(&format!("edit answer: {e}"), true))?;
         if !answer.iccid.eq_ignore_ascii_case(iccid.as_str()) {
@@ -406,7 +254,15 @@ impl Jasper {
 #[async_trait]
 impl Carrier for Jasper {
     fn id(&self) -> CarrierId {
-        CarrierId::Unicom
+        self.carrier
+    }
+
+    fn account(&self) -> AccountId {
+        self.account.clone()
+    }
+
+    fn spends_budget(&self) -> bool {
+        true
     }
 
     fn policy(&self) -> &CarrierPolicy {
@@ -594,7 +450,7 @@ mod tests {
             api_key: Secret::new("k3y-value"),
             timeouts: HttpTimeouts::default(),
         };
-        let policy = CarrierPolicy::default_for(CarrierId::Unicom);
+        let policy = AccountCtx::default_for(CarrierId::Unicom);
         assert!(Jasper::new(&cfg, policy.clone()).is_err());
         let ok = JasperConfig {
             base_url: "https://api.10646.cn/rws/api/v1/".into(),

@@ -1,7 +1,6 @@
-//! China Mobile OneLink (EC API v5): the adapter behind [`Carrier`] for China Mobile cards.
-//!
-//! Owns the OneLink token (fetched, cached and refreshed), the transaction ids, the envelope and
-//! every mapping between OneLink's codes and simgate's terms (see [`codes`]).
+//! China Mobile OneLink (EC API v5), one folder: the adapter behind [`Carrier`] (here), its
+//! wire terms (`wire`: envelope, codes, formats), its token and transaction ids (`auth`) and
+//! its wire simulator (`simulator`).
 //!
 //! Upstream calls, all `POST <base_url><path>` with a JSON body carrying `transid` and `token`:
 //! - `/get/token` (appid, password, transid): `result[0].token`, `result[0].ttl` in seconds;
@@ -21,8 +20,12 @@
 //! in `/query/group-data-usage` (`useAmount`, KB), and what `realNameStatus` values other than
 //! "1" mean (all "not registered").
 
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant};
+pub mod auth;
+pub mod simulator;
+pub mod wire;
+
+use std::sync::atomic::AtomicU32;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::{StreamExt, TryStreamExt};
@@ -30,11 +33,12 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 use super::{client, malformed, retry_after, send_error, status_error, HttpTimeouts, Secret};
+use crate::carrier::budget::Budget;
+use crate::carrier::platform::{AccountCtx, WirePlatform};
 use crate::carrier::{Carrier, CarrierCard, CarrierError, OnboardCard, ServiceState};
-use crate::domain::reasons::StopReason;
-use crate::domain::{CarrierId, CarrierPolicy, Iccid};
+use crate::domain::{AccountId, CarrierId, CarrierPolicy, Iccid};
 
-/// `[carrier_api.mobile]` with `platform = "onelink"`.
+/// An `[[accounts]]` entry with `platform = "onelink"`: endpoint and credentials.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct OneLinkConfig {
@@ -46,171 +50,12 @@ pub struct OneLinkConfig {
     pub timeouts: HttpTimeouts,
 }
 
-/// Every OneLink code simgate interprets, in one place.
-pub mod codes {
-    use crate::carrier::ServiceState;
-    use crate::domain::reasons::StopReason;
-
-    /// Envelope `status` of a successful call; every other value is an error.
-    pub const OK: &str = "0";
-    /// Token missing or expired: fetch a new token and retry once.
-    pub const TOKEN_INVALID: &str = "12021";
-    /// The card is not on the platform (IoTCard/IoTOS: "移动平台无此卡").
-    pub const CARD_UNKNOWN: &str = "11011";
-    /// Ours, not OneLink's: `cancel()` found the card not (yet) released by the platform.
-    pub const NOT_CANCELLED: &str = "NOT_CANCELLED";
-    /// `realNameStatus` of a registered card.
-    pub const REAL_NAME_DONE: &str = "1";
-
-    /// `operType` of `/change/sim-status`.
-    pub const OPER_STOP: &str = "0";
-    pub const OPER_RESTART: &str = "1";
-
-    /// `cardStatus` → whether the card has service.
-    /// 1 待激活 (silent period: data flows and activates the card) and 6 可测试 give service;
-    /// 7 库存 gives none; 8 预销户 is on its way out, which is what simgate calls cancelled.
-    pub const CARD_STATUS: [(&str, ServiceState, &str); 6] = [
-        ("1", ServiceState::Active, "awaiting activation (待激活)"),
-        ("2", ServiceState::Active, "active (已激活)"),
-        ("4", ServiceState::Stopped, "stopped (停机)"),
-        ("6", ServiceState::Active, "testable (可测试)"),
-        ("7", ServiceState::Stopped, "inventory (库存)"),
-        (
-            "8",
-            ServiceState::Cancelled,
-            "pending cancellation (预销户)",
-        ),
-    ];
-
-    pub fn service_state(card_status: &str) -> Option<ServiceState> {
-        CARD_STATUS
-            .iter()
-            .find(|(c, _, _)| *c == card_status)
-            .map(|(_, s, _)| *s)
-    }
-
-    /// The `cardStatus` a card in `state` shows (the simulator's direction).
-    pub fn card_status(state: ServiceState) -> &'static str {
-        match state {
-            ServiceState::Active => "2",
-            ServiceState::Stopped => "4",
-            ServiceState::Cancelled => "8",
-        }
-    }
-
-    /// What a position of `stopReason` (1-based) means to simgate.
-    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-    pub enum Position {
-        /// A simgate stop reason.
-        Reason(StopReason),
-        /// A documented OneLink reason simgate has no counterpart for.
-        PlatformOnly(&'static str),
-        /// A position public client code does not document.
-        Undocumented,
-    }
-
-    pub const STOP_REASON_LEN: usize = 12;
-
-    pub fn position(pos: usize) -> Position {
-        match pos {
-            1 => Position::Reason(StopReason::Expired), // narrowband product expired
-            2 => Position::Reason(StopReason::DeviceMismatch), // 机卡分离
-            4 => Position::PlatformOnly("M2M management stop (管理停机)"),
-            5 => Position::Reason(StopReason::Arrears), // 信控双向停机
-            9 => Position::Reason(StopReason::Manual),  // 主动停机, asked for by the customer
-            10 => Position::PlatformOnly("region restriction (区域限制)"),
-            11 => Position::PlatformOnly("forced stop (强制停机)"),
-            _ => Position::Undocumented,
-        }
-    }
-
-    /// The `stopReason` flag for a set of simgate reasons (the simulator's direction).
-    pub fn stop_reason_flag(reasons: &[StopReason]) -> String {
-        (1..=STOP_REASON_LEN)
-            .map(|p| match position(p) {
-                Position::Reason(r) if reasons.contains(&r) => '2',
-                _ => '0',
-            })
-            .collect()
-    }
-}
-
-/// A stop reason the platform reports that simgate has no counterpart for.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PlatformStopReason {
-    /// 1-based position in OneLink's `stopReason` flag.
-    pub position: usize,
-    pub description: String,
-}
-
-/// `/query/sim-stop-reason` in simgate terms.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OneLinkStopReasons {
-    /// The flag as the platform sent it.
-    pub raw: String,
-    pub reasons: Vec<StopReason>,
-    pub platform_only: Vec<PlatformStopReason>,
-}
-
-/// Parses a `stopReason` flag: "2" at a position = that reason applies, "0" = it does not.
-pub fn parse_stop_reason(raw: &str) -> Result<OneLinkStopReasons, String> {
-    if raw.chars().count() != codes::STOP_REASON_LEN {
-        return Err(format!(
-            "stopReason must have {} positions, got {}",
-            codes::STOP_REASON_LEN,
-            raw.chars().count()
-        ));
-    }
-    let mut out = OneLinkStopReasons {
-        raw: raw.to_string(),
-        reasons: Vec::new(),
-        platform_only: Vec::new(),
-    };
-    for (i, c) in raw.chars().enumerate() {
-        let pos = i + 1;
-        match c {
-            '0' => {}
-            '2' => match codes::position(pos) {
-                codes::Position::Reason(r) => out.reasons.push(r),
-                codes::Position::PlatformOnly(d) => out.platform_only.push(PlatformStopReason {
-                    position: pos,
-                    description: d.to_string(),
-                }),
-                codes::Position::Undocumented => out.platform_only.push(PlatformStopReason {
-                    position: pos,
-                    description: format!("undocumented stop reason at position {pos}"),
-                }),
-            },
-            other => return Err(format!("stopReason has '{other}' at position {pos}")),
-        }
-    }
-    Ok(out)
-}
-
-/// KB as OneLink reports them (a number or a decimal string) → bytes.
-pub fn kb_to_bytes(v: &Value) -> Option<u64> {
-    let kb = match v {
-        Value::Number(n) => n.as_f64()?,
-        Value::String(s) => s.trim().parse::<f64>().ok()?,
-        _ => return None,
-    };
-    (kb.is_finite() && kb >= 0.0).then(|| (kb * 1024.0).round() as u64)
-}
-
-/// A field the platform sends as a string or a number, as text.
-fn text(v: &Value) -> Option<String> {
-    match v {
-        Value::String(s) => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        _ => None,
-    }
-}
-
-struct Token {
-    value: String,
-    /// When to fetch a new one: somewhat before the platform says it expires.
-    refresh_at: Instant,
-}
+use auth::Token;
+pub use wire::{
+    beijing_time, codes, kb_to_bytes, parse_stop_reason, BasicInfo, OneLinkStopReasons,
+    PlatformStopReason, BEIJING_FORMAT,
+};
+use wire::{text, Envelope};
 
 /// Why one exchange failed, before the token retry decides.
 enum Failure {
@@ -218,7 +63,55 @@ enum Failure {
     Carrier(CarrierError),
 }
 
+/// OneLink in the platform registry.
+pub struct Platform;
+
+impl WirePlatform for Platform {
+    const NAME: &'static str = "onelink";
+    const CARRIER: CarrierId = CarrierId::Mobile;
+    const MAX_CONCURRENCY: u32 = 32;
+    type Config = OneLinkConfig;
+
+    fn adapter(
+        cfg: &OneLinkConfig,
+        ctx: AccountCtx,
+    ) -> Result<std::sync::Arc<dyn Carrier>, String> {
+        Ok(std::sync::Arc::new(OneLink::new(cfg, ctx)?))
+    }
+
+    fn simulator(
+        sim: std::sync::Arc<crate::carrier::sim::SimCarrier>,
+        cfg: &OneLinkConfig,
+        unanswered: Duration,
+    ) -> axum::Router {
+        simulator::router(
+            sim,
+            cfg,
+            simulator::WireOptions {
+                unanswered_delay: unanswered,
+                ..Default::default()
+            },
+        )
+    }
+
+    fn generated(base: &str, secret: &str, timeouts: HttpTimeouts) -> OneLinkConfig {
+        OneLinkConfig {
+            base_url: format!("{base}/v5/ec"),
+            appid: "simgate-sim".into(),
+            password: Secret::new(secret),
+            timeouts,
+        }
+    }
+
+    fn secrets(cfg: &OneLinkConfig) -> Vec<(&'static str, String)> {
+        vec![("password", cfg.password.expose().to_string())]
+    }
+}
+
 pub struct OneLink {
+    account: AccountId,
+    carrier: CarrierId,
+    budget: std::sync::Arc<Budget>,
     base_url: String,
     appid: String,
     password: Secret,
@@ -230,13 +123,21 @@ pub struct OneLink {
 }
 
 impl OneLink {
-    pub fn new(cfg: &OneLinkConfig, policy: CarrierPolicy) -> Result<OneLink, String> {
+    pub fn new(cfg: &OneLinkConfig, ctx: AccountCtx) -> Result<OneLink, String> {
         if cfg.appid.is_empty() {
-            return Err("carrier_api.mobile.appid is required".into());
+            return Err("appid is required".into());
         }
-        url::Url::parse(&cfg.base_url)
-            .map_err(|e| format!("carrier_api.mobile.base_url is not a URL: {e}"))?;
+        url::Url::parse(&cfg.base_url).map_err(|e| format!("base_url is not a URL: {e}"))?;
+        let AccountCtx {
+            account,
+            carrier,
+            policy,
+            budget,
+        } = ctx;
         Ok(OneLink {
+            account,
+            carrier,
+            budget,
             base_url: cfg.base_url.trim_end_matches('/').to_string(),
             appid: cfg.appid.clone(),
             password: cfg.password.clone(),
@@ -247,69 +148,14 @@ impl OneLink {
         })
     }
 
-    /// appid + yyyyMMddHHmmss (Beijing time) + an 8-digit sequence.
-    fn transid(&self) -> String {
-        let now = chrono::Utc::now().with_timezone(&chrono_tz::Asia::Shanghai);
-        let seq = self.seq.fetch_add(1, Ordering::Relaxed) % 100_000_000;
-        format!("{}{}{seq:08}", self.appid, now.format("%Y%m%d%H%M%S"))
-    }
-
-    /// A token valid for a while; `stale` is one the platform just refused.
-    async fn token(&self, stale: Option<&str>) -> Result<String, CarrierError> {
-        let mut slot = self.token.lock().await;
-        if let Some(t) = slot.as_ref() {
-            let refused = stale == Some(t.value.as_str());
-            if !refused && Instant::now() < t.refresh_at {
-                return Ok(t.value.clone());
-            }
-        }
-        let mut body = Map::new();
-        body.insert("appid".into(), json!(self.appid));
-        body.insert("password".into(), json!(self.password.expose()));
-        body.insert("transid".into(), json!(self.transid()));
-        let result = match self.exchange("/get/token", &body, false).await {
-            Ok(r) => r,
-            // Without a token there is nothing to retry with: a refusal here is final.
-            Err(Failure::TokenInvalid) => {
-                return Err(CarrierError::Rejected {
-                    code: codes::TOKEN_INVALID.into(),
-                    message: "the platform refused to issue a token".into(),
-                })
-            }
-            Err(Failure::Carrier(e)) => return Err(e),
-        };
-        let first = result
-            .first()
-            .ok_or_else(|| malformed("/get/token answered without a result", false))?;
-        let value = first
-            .get("token")
-            .and_then(Value::as_str)
-            .filter(|t| !t.is_empty())
-            .ok_or_else(|| malformed("/get/token answered without a token", false))?
-            .to_string();
-        let ttl = first
-            .get("ttl")
-            .and_then(text)
-            .and_then(|s| s.parse::<u64>().ok())
-            .ok_or_else(|| malformed("/get/token answered without a ttl", false))?;
-        let ttl = Duration::from_secs(ttl);
-        // Refresh a little early so that a call in flight never carries a token that lapses
-        // on its way; a fifth of a short TTL, at most a minute of a long one.
-        let margin = (ttl / 5).min(Duration::from_secs(60));
-        *slot = Some(Token {
-            value: value.clone(),
-            refresh_at: Instant::now() + ttl - margin,
-        });
-        Ok(value)
-    }
-
     /// One POST and its envelope; `result` on status "0".
     async fn exchange(
         &self,
-        path: &str,
+        path: &'static str,
         body: &Map<String, Value>,
         changes: bool,
     ) -> Result<Vec<Value>, Failure> {
+        self.budget.spend(path).await;
         let url = format!("{}{path}", self.base_url);
         let resp = self
             .http
@@ -346,7 +192,7 @@ impl OneLink {
     /// A call with the token, retried once with a new token if the platform refuses it.
     async fn call(
         &self,
-        path: &str,
+        path: &'static str,
         mut params: Map<String, Value>,
         changes: bool,
     ) -> Result<Vec<Value>, CarrierError> {
@@ -371,7 +217,7 @@ impl OneLink {
     /// The first record of a card query.
     async fn query_card(
         &self,
-        path: &str,
+        path: &'static str,
         iccid: &Iccid,
     ) -> Result<Map<String, Value>, CarrierError> {
         let mut p = Map::new();
@@ -383,7 +229,12 @@ impl OneLink {
         }
     }
 
-    async fn field(&self, path: &str, iccid: &Iccid, name: &str) -> Result<Value, CarrierError> {
+    async fn field(
+        &self,
+        path: &'static str,
+        iccid: &Iccid,
+        name: &str,
+    ) -> Result<Value, CarrierError> {
         self.query_card(path, iccid)
             .await?
             .remove(name)
@@ -500,17 +351,18 @@ impl OneLink {
     }
 }
 
-#[derive(Deserialize)]
-struct Envelope {
-    status: Value,
-    message: Option<String>,
-    result: Option<Vec<Value>>,
-}
-
 #[async_trait]
 impl Carrier for OneLink {
     fn id(&self) -> CarrierId {
-        CarrierId::Mobile
+        self.carrier
+    }
+
+    fn account(&self) -> AccountId {
+        self.account.clone()
+    }
+
+    fn spends_budget(&self) -> bool {
+        true
     }
 
     fn policy(&self) -> &CarrierPolicy {
@@ -572,33 +424,11 @@ impl Carrier for OneLink {
     }
 }
 
-/// What `/query/sim-basic-info` says of a card. Empty fields are None.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BasicInfo {
-    pub imsi: Option<String>,
-    pub msisdn: Option<String>,
-    /// When the card was first activated (激活日期).
-    pub active_date: Option<chrono::DateTime<chrono::Utc>>,
-    /// When the card was opened (开户日期).
-    pub open_date: Option<chrono::DateTime<chrono::Utc>>,
-}
-
-/// `yyyy-MM-dd HH:mm:ss` in Beijing time, as OneLink writes its dates.
-pub fn beijing_time(s: &str) -> Option<chrono::DateTime<chrono::Utc>> {
-    use chrono::TimeZone;
-    let naive = chrono::NaiveDateTime::parse_from_str(s.trim(), BEIJING_FORMAT).ok()?;
-    chrono_tz::Asia::Shanghai
-        .from_local_datetime(&naive)
-        .single()
-        .map(|t| t.with_timezone(&chrono::Utc))
-}
-
-pub const BEIJING_FORMAT: &str = "%Y-%m-%d %H:%M:%S";
-
 #[cfg(test)]
 mod tests {
     use super::codes::*;
     use super::*;
+    use crate::domain::reasons::StopReason;
 
     #[test]
     fn every_card_status_maps_and_round_trips_from_simgate_states() {
@@ -711,7 +541,7 @@ mod tests {
             password: Secret::new("pw"),
             timeouts: HttpTimeouts::default(),
         };
-        let a = OneLink::new(&cfg, CarrierPolicy::default_for(CarrierId::Mobile)).unwrap();
+        let a = OneLink::new(&cfg, AccountCtx::default_for(CarrierId::Mobile)).unwrap();
         let t1 = a.transid();
         let t2 = a.transid();
         assert_eq!(t1.len(), cfg.appid.len() + 14 + 8);
@@ -729,7 +559,7 @@ mod tests {
             password: Secret::new("pw"),
             timeouts: HttpTimeouts::default(),
         };
-        let p = CarrierPolicy::default_for(CarrierId::Mobile);
+        let p = AccountCtx::default_for(CarrierId::Mobile);
         assert!(OneLink::new(&cfg, p.clone()).is_err());
         cfg.base_url = "http://x/v5/ec".into();
         cfg.appid.clear();

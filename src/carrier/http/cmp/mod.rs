@@ -1,4 +1,5 @@
-//! China Telecom CMP (m2m_ec): the adapter, its signing scheme and its mapping tables.
+//! China Telecom CMP (m2m_ec), one folder: the adapter (here), its wire terms (`wire`: paths,
+//! tables, envelopes), its signing scheme (`crypt`) and its wire simulator (`simulator`).
 //!
 //! Upstream calls (all `GET`, account in the query string):
 //! - `{base_url}/query.do?method=queryCardMainStatus` (JSON): the card's main status, for
@@ -16,17 +17,22 @@
 //! Telecom's JS-style triple-key DES (the cipher itself comes from the `des` crate).
 //!
 //! What public client code confirms and what it does not is written next to each table and
-//! envelope below; the wire simulator (`crate::simulate::cmp`) speaks exactly these choices.
+//! envelope in `wire`; the wire simulator (`simulator`) speaks exactly these choices.
+
+pub mod crypt;
+pub mod simulator;
+pub mod wire;
 
 use async_trait::async_trait;
-use chrono::{DateTime, NaiveDateTime, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::{client, malformed, retry_after, send_error, status_error, HttpTimeouts, Secret};
+use crate::carrier::budget::Budget;
+use crate::carrier::platform::{AccountCtx, WirePlatform};
 use crate::carrier::{Carrier, CarrierCard, CarrierError, OnboardCard, ServiceState};
-use crate::domain::{CarrierId, CarrierPolicy, Iccid};
+use crate::domain::{AccountId, CarrierId, CarrierPolicy, Iccid};
 
-/// `[carrier_api.telecom]` with `platform = "cmp"`.
+/// An `[[accounts]]` entry with `platform = "cmp"`: endpoint and credentials.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct CmpConfig {
@@ -40,407 +46,59 @@ pub struct CmpConfig {
     pub timeouts: HttpTimeouts,
 }
 
-pub const QUERY_PATH: &str = "/query.do";
-pub const CHANGE_PATH: &str = "/app/serviceAccept.do";
+pub use crypt::request_sign;
+use wire::*;
 
-pub const M_STATUS: &str = "queryCardMainStatus";
-pub const M_TRAFFIC: &str = "queryTraffic";
-pub const M_DISABLE: &str = "disabledNumber";
-pub const M_ONLINE: &str = "getOnlineStatus";
-pub const M_REAL_NAME: &str = "realNameQueryIot";
+/// CMP in the platform registry.
+pub struct Platform;
 
-/// `orderTypeId` of `disabledNumber`: 19 stops with number retention (停机保号), 20 restores.
-pub const ORDER_STOP: &str = "19";
-pub const ORDER_RESTORE: &str = "20";
+impl WirePlatform for Platform {
+    const NAME: &'static str = "cmp";
+    const CARRIER: CarrierId = CarrierId::Telecom;
+    const MAX_CONCURRENCY: u32 = 32;
+    type Config = CmpConfig;
 
-// ---------------------------------------------------------------------------------------------
-// Mapping tables: the only place platform codes are interpreted.
-// ---------------------------------------------------------------------------------------------
-
-/// `productMainStatusCd` → simgate's service state.
-pub fn main_status(code: &str) -> Option<ServiceState> {
-    Some(match code {
-        // 可激活: not yet used; the card attaches and starts service on first use, nobody stopped it.
-        "1" => ServiceState::Active,
-        // 测试激活: test period, the card has service.
-        "2" => ServiceState::Active,
-        // 测试去激活: the test period ended without activation: no service until activated.
-        "3" => ServiceState::Stopped,
-        // 在用: in use.
-        "4" => ServiceState::Active,
-        // 停机: stopped, whether 停机保号 or deactivated.
-        "5" => ServiceState::Stopped,
-        // 运营商管理状态: pre-opened, arrears stop or emergency stop by the carrier. The card has
-        // no service and simgate cannot restore it, but it is not cancelled: Stopped.
-        "6" => ServiceState::Stopped,
-        // 拆机: dismantled, the number is released.
-        "7" => ServiceState::Cancelled,
-        _ => return None,
-    })
-}
-
-/// simgate's service state → `productMainStatusCd`, for the simulator.
-pub fn main_status_code(state: ServiceState) -> &'static str {
-    match state {
-        ServiceState::Active => "4",
-        ServiceState::Stopped => "5",
-        ServiceState::Cancelled => "7",
+    fn adapter(cfg: &CmpConfig, ctx: AccountCtx) -> Result<std::sync::Arc<dyn Carrier>, String> {
+        Ok(std::sync::Arc::new(Cmp::new(cfg, ctx)?))
     }
-}
 
-/// The main status code of a dismantled card.
-pub const DISMANTLED: &str = "7";
-
-/// The platform's documented error codes and what they mean.
-pub const ERROR_CODES: &[(&str, &str)] = &[
-    ("-1", "bad user or password"),
-    ("-2", "missing parameter"),
-    ("-3", "bad sign"),
-    ("-4", "bad iccid"),
-    ("-5", "already ordered"),
-    ("-7", "a request is already in progress for this number"),
-    (RATE_LIMITED, "too many requests"),
-];
-
-/// Too many requests.
-pub const RATE_LIMITED: &str = "101004";
-/// Already ordered: answered to a stop of a stopped card (and a restore of an active one).
-pub const ALREADY_ORDERED: &str = "-5";
-/// Code simgate uses when `cancel()` finds the card not dismantled at the platform.
-pub const NOT_DISMANTLED: &str = "NOT_DISMANTLED";
-
-/// A platform result code (not "0") → the trait's error kind. The platform's own code and
-/// message are kept; a missing message is filled from [`ERROR_CODES`]. `-7` (a change in
-/// progress) is a refusal of this request: nothing was applied, the caller decides.
-pub fn platform_error(code: &str, message: &str) -> CarrierError {
-    if code == RATE_LIMITED {
-        // The platform sends no retry time with 101004.
-        return CarrierError::RateLimited { retry_after: None };
+    fn simulator(
+        sim: std::sync::Arc<crate::carrier::sim::SimCarrier>,
+        cfg: &CmpConfig,
+        unanswered: std::time::Duration,
+    ) -> axum::Router {
+        simulator::router(
+            sim,
+            cfg,
+            simulator::WireOptions {
+                timeout_after_apply_delay: unanswered,
+            },
+        )
     }
-    let message = if message.trim().is_empty() {
-        ERROR_CODES
-            .iter()
-            .find(|(c, _)| *c == code)
-            .map(|(_, m)| (*m).to_string())
-            .unwrap_or_else(|| "refused by the platform".to_string())
-    } else {
-        message.to_string()
-    };
-    CarrierError::Rejected {
-        code: code.to_string(),
-        message,
-    }
-}
 
-// ---------------------------------------------------------------------------------------------
-// Envelopes. Field names follow public client code (nkypy/carrier-api `china_telecom`, and
-// Java/C#/Go clients found by search):
-// - queryCardMainStatus: JSON resultCode/resultMsg/productInfo[].productMainStatusCd — confirmed.
-// - queryTraffic: XML <root><web:NEW_DATA_TICKET_QRsp><IRESULT/><TOTAL_BYTES_CNT>1.23MB</..> —
-//   confirmed, the unit is MB with two decimals.
-// - disabledNumber: XML <SvcCont><Response><RspType/><RspCode/><RspDesc/></Response> — the
-//   platform's change answer as public clients parse it for other changes; not confirmed for
-//   disabledNumber itself.
-// - realNameQueryIot: resultCode (0 = real-name registered) and prodMainStatusName/certNumber,
-//   answered as XML by some accounts and JSON by others — both accepted.
-// - getOnlineStatus: NOT confirmed by any public code found; JSON resultCode/resultMsg plus
-//   `onlineStatus` ("1" online) and `startTime` (session start, yyyy-MM-dd HH:mm:ss, Beijing).
-// - Refusals (bad auth, bad iccid, 101004...): JSON {"resultCode": code, "resultMsg": msg},
-//   the queryCardMainStatus envelope; `RESULT`/`SMSG` (getTelephone's envelope) is accepted too.
-//   That XML methods refuse in JSON is an assumption.
-// ---------------------------------------------------------------------------------------------
-
-#[derive(Debug, Default, Deserialize, Serialize)]
-pub struct JsonResult {
-    #[serde(rename = "resultCode", alias = "RESULT", default)]
-    pub result_code: Option<String>,
-    #[serde(rename = "resultMsg", alias = "SMSG", default)]
-    pub result_msg: Option<String>,
-}
-
-#[derive(Debug, Deserialize, Serialize)]
-pub struct ProductInfo {
-    #[serde(rename = "productMainStatusCd")]
-    pub status_code: String,
-    #[serde(rename = "productMainStatusName", default)]
-    pub status_name: String,
-}
-
-#[derive(Debug, Deserialize, Serialize)]
-pub struct StatusReply {
-    #[serde(rename = "resultCode")]
-    pub result_code: String,
-    #[serde(rename = "resultMsg", default)]
-    pub result_msg: String,
-    #[serde(rename = "GROUP_TRANSACTIONID", default)]
-    pub transaction_id: String,
-    #[serde(default)]
-    pub number: String,
-    #[serde(rename = "servCreateDate", default)]
-    pub serv_create_date: String,
-    #[serde(rename = "productInfo", default)]
-    pub product_info: Vec<ProductInfo>,
-}
-
-#[derive(Debug, Deserialize, Serialize)]
-#[serde(rename = "root")]
-pub struct TrafficRoot {
-    // quick-xml matches the qualified name; accept the prefix-less form as well.
-    #[serde(rename = "web:NEW_DATA_TICKET_QRsp", alias = "NEW_DATA_TICKET_QRsp")]
-    pub rsp: TrafficRsp,
-}
-
-#[derive(Debug, Deserialize, Serialize)]
-pub struct TrafficRsp {
-    #[serde(rename = "IRESULT")]
-    pub iresult: String,
-    #[serde(rename = "TOTAL_BYTES_CNT", default)]
-    pub total_bytes_cnt: String,
-    #[serde(rename = "GROUP_TRANSACTIONID", default)]
-    pub transaction_id: String,
-    #[serde(default)]
-    pub number: String,
-}
-
-#[derive(Debug, Deserialize, Serialize)]
-#[serde(rename = "SvcCont")]
-pub struct ChangeReply {
-    #[serde(rename = "Response")]
-    pub response: ChangeResponse,
-    #[serde(rename = "GROUP_TRANSACTIONID", default)]
-    pub transaction_id: String,
-}
-
-#[derive(Debug, Deserialize, Serialize)]
-pub struct ChangeResponse {
-    #[serde(rename = "RspType")]
-    pub rsp_type: String,
-    #[serde(rename = "RspCode")]
-    pub rsp_code: String,
-    #[serde(rename = "RspDesc", default)]
-    pub rsp_desc: String,
-}
-
-/// Success of a change: `RspType` 0 with `RspCode` 0000.
-pub const CHANGE_OK: &str = "0000";
-
-#[derive(Debug, Deserialize, Serialize)]
-#[serde(rename = "SvcCont")]
-pub struct RealNameReply {
-    #[serde(rename = "resultCode")]
-    pub result_code: String,
-    #[serde(rename = "resultMsg", default)]
-    pub result_msg: String,
-    #[serde(rename = "prodMainStatusName", default)]
-    pub prod_main_status_name: String,
-    #[serde(rename = "certNumber", default)]
-    pub cert_number: String,
-}
-
-#[derive(Debug, Deserialize, Serialize)]
-pub struct OnlineReply {
-    #[serde(rename = "resultCode")]
-    pub result_code: String,
-    #[serde(rename = "resultMsg", default)]
-    pub result_msg: String,
-    #[serde(default)]
-    pub number: String,
-    #[serde(rename = "onlineStatus", default)]
-    pub online_status: String,
-    #[serde(rename = "startTime", default)]
-    pub start_time: String,
-}
-
-/// Time format of the platform's timestamps, in Beijing time.
-pub const TIME_FORMAT: &str = "%Y-%m-%d %H:%M:%S";
-
-/// A platform timestamp (Beijing time) in UTC.
-pub fn parse_time(s: &str) -> Option<DateTime<Utc>> {
-    let naive = NaiveDateTime::parse_from_str(s.trim(), TIME_FORMAT).ok()?;
-    chrono_tz::Asia::Shanghai
-        .from_local_datetime(&naive)
-        .single()
-        .map(|t| t.with_timezone(&Utc))
-}
-
-const MIB: u64 = 1024 * 1024;
-
-/// `TOTAL_BYTES_CNT` ("12.34MB") in bytes. The platform rounds to 1/100 MB, so the result is
-/// exact only to about 10 KB.
-pub fn parse_mb(s: &str) -> Option<u64> {
-    let num = s.trim().strip_suffix("MB")?.trim();
-    let (int, frac) = num.split_once('.').unwrap_or((num, ""));
-    if int.is_empty()
-        || frac.len() > 2
-        || !(int.bytes().chain(frac.bytes())).all(|b| b.is_ascii_digit())
-    {
-        return None;
-    }
-    let int: u64 = int.parse().ok()?;
-    let hundredths: u64 = format!("{frac:0<2}").parse().ok()?;
-    let whole = int.checked_mul(MIB)?;
-    whole.checked_add((hundredths * MIB + 50) / 100)
-}
-
-/// Bytes as the platform writes them ("12.34MB"), for the simulator.
-pub fn format_mb(bytes: u64) -> String {
-    let hundredths = (bytes as u128 * 100 + (MIB as u128) / 2) / MIB as u128;
-    format!("{}.{:02}MB", hundredths / 100, hundredths % 100)
-}
-
-/// Real-name status of a card, as `realNameQueryIot` says.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RealName {
-    Registered,
-    /// Not (yet) registered, with the platform's code and message.
-    NotRegistered {
-        code: String,
-        message: String,
-    },
-}
-
-/// Online state, as `getOnlineStatus` says.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OnlineStatus {
-    pub online: bool,
-    /// Start of the current or last data session, when the platform gives one.
-    pub last_session_at: Option<DateTime<Utc>>,
-}
-
-// ---------------------------------------------------------------------------------------------
-// Telecom's JS-style DES (the `strEnc(data, k1, k2, k3)` of the platform's demo code).
-// ---------------------------------------------------------------------------------------------
-
-pub mod crypt {
-    //! Telecom's `strEnc`/`strDec`: the text is cut into blocks of four UTF-16 code units (16
-    //! bits each, big-endian, zero padded), each block is DES-encrypted with key 1, then key 2,
-    //! then key 3 (three encryptions, not EDE), and written as 16 upper-case hex digits. Each key
-    //! is three characters of the 9-character secret, laid out the same way (zero padded), and
-    //! goes through des.js's own key schedule (see `js_key`).
-
-    use des::cipher::generic_array::GenericArray;
-    use des::cipher::{BlockDecrypt, BlockEncrypt, KeyInit};
-    use des::Des;
-
-    fn block_of(units: &[u16]) -> [u8; 8] {
-        let mut b = [0u8; 8];
-        for (i, u) in units.iter().take(4).enumerate() {
-            b[2 * i..2 * i + 2].copy_from_slice(&u.to_be_bytes());
+    /// CMP's key is nine characters (three DES keys of three): the secret's first eight are
+    /// the password, the next nine the key.
+    fn generated(base: &str, secret: &str, timeouts: HttpTimeouts) -> CmpConfig {
+        let chars: Vec<char> = secret
+            .chars()
+            .chain(std::iter::repeat('0'))
+            .take(17)
+            .collect();
+        CmpConfig {
+            base_url: format!("{base}/m2m_ec"),
+            user_id: "simgate-sim".into(),
+            password: Secret::new(chars[..8].iter().collect::<String>()),
+            key: Secret::new(chars[8..17].iter().collect::<String>()),
+            timeouts,
         }
-        b
     }
 
-    /// Standard DES PC-1 (1-based bit positions of the key).
-    const PC1: [usize; 56] = [
-        57, 49, 41, 33, 25, 17, 9, 1, 58, 50, 42, 34, 26, 18, 10, 2, 59, 51, 43, 35, 27, 19, 11, 3,
-        60, 52, 44, 36, 63, 55, 47, 39, 31, 23, 15, 7, 62, 54, 46, 38, 30, 22, 14, 6, 61, 53, 45,
-        37, 29, 21, 13, 5, 28, 20, 12, 4,
-    ];
-
-    fn bit(b: &[u8; 8], i: usize) -> bool {
-        b[i / 8] & (0x80 >> (i % 8)) != 0
+    fn secrets(cfg: &CmpConfig) -> Vec<(&'static str, String)> {
+        vec![
+            ("password", cfg.password.expose().to_string()),
+            ("key", cfg.key.expose().to_string()),
+        ]
     }
-
-    /// Telecom's des.js is standard DES except for its key schedule: its PC-1 reads the key as
-    /// `key[8 * (7 - j) + i]` for the i-th row, j-th column, which differs from the standard
-    /// table in the D half. Permuting the key's bits so that the standard PC-1 picks the same
-    /// bits makes the `des` crate compute exactly des.js (the public vectors prove it).
-    fn js_key(raw: [u8; 8]) -> [u8; 8] {
-        let mut out = [0u8; 8];
-        for (p, std_pos) in PC1.iter().enumerate() {
-            let (i, j) = (p / 8, p % 8);
-            if bit(&raw, 8 * (7 - j) + i) {
-                let dst = std_pos - 1;
-                out[dst / 8] |= 0x80 >> (dst % 8);
-            }
-        }
-        out
-    }
-
-    fn ciphers(secret: &str) -> Result<[Des; 3], String> {
-        let units: Vec<u16> = secret.encode_utf16().collect();
-        if units.len() != 9 {
-            return Err(format!(
-                "the CMP key must be 9 characters, got {}",
-                units.len()
-            ));
-        }
-        let make = |i: usize| {
-            Des::new_from_slice(&js_key(block_of(&units[3 * i..3 * i + 3])))
-                .map_err(|_| "invalid DES key".to_string())
-        };
-        Ok([make(0)?, make(1)?, make(2)?])
-    }
-
-    /// `strEnc(data, key[0..3], key[3..6], key[6..9])`. An empty text gives an empty string.
-    pub fn encrypt(data: &str, secret: &str) -> Result<String, String> {
-        let keys = ciphers(secret)?;
-        let units: Vec<u16> = data.encode_utf16().collect();
-        let mut out = String::with_capacity(units.len().div_ceil(4) * 16);
-        for chunk in units.chunks(4) {
-            let mut block = GenericArray::from(block_of(chunk));
-            for k in &keys {
-                k.encrypt_block(&mut block);
-            }
-            for byte in block {
-                out.push_str(&format!("{byte:02X}"));
-            }
-        }
-        Ok(out)
-    }
-
-    /// `strDec`: the inverse of [`encrypt`]; trailing zero padding is dropped.
-    pub fn decrypt(hex: &str, secret: &str) -> Result<String, String> {
-        let keys = ciphers(secret)?;
-        if !hex.len().is_multiple_of(16) || !hex.is_ascii() {
-            return Err("not a DES hex string".into());
-        }
-        let mut units = Vec::with_capacity(hex.len() / 4);
-        for i in (0..hex.len()).step_by(16) {
-            let mut b = [0u8; 8];
-            for (j, byte) in b.iter_mut().enumerate() {
-                let at = i + 2 * j;
-                *byte = u8::from_str_radix(&hex[at..at + 2], 16)
-                    .map_err(|_| "not a DES hex string".to_string())?;
-            }
-            let mut block = GenericArray::from(b);
-            for k in keys.iter().rev() {
-                k.decrypt_block(&mut block);
-            }
-            for pair in block.chunks(2) {
-                units.push(u16::from_be_bytes([pair[0], pair[1]]));
-            }
-        }
-        while units.last() == Some(&0) {
-            units.pop();
-        }
-        Ok(String::from_utf16_lossy(&units))
-    }
-
-    /// `sign`: [`encrypt`] over the values sorted in natural (Java `String`, UTF-16) order and
-    /// joined with commas.
-    pub fn sign(values: &[&str], secret: &str) -> Result<String, String> {
-        let mut v = values.to_vec();
-        v.sort_by(|a, b| a.encode_utf16().cmp(b.encode_utf16()));
-        encrypt(&v.join(","), secret)
-    }
-}
-
-/// The `sign` of a request: every parameter value except `passWord` and `sign`, plus the plain
-/// password. (The C++ client's `strEncSign6` for disabledNumber signs access number, user,
-/// password, method, acctCd and orderTypeId: the same rule.)
-pub fn request_sign(
-    params: &[(&str, String)],
-    password: &str,
-    secret: &str,
-) -> Result<String, String> {
-    let mut values: Vec<&str> = params
-        .iter()
-        .filter(|(k, _)| *k != "passWord" && *k != "sign")
-        .map(|(_, v)| v.as_str())
-        .collect();
-    values.push(password);
-    crypt::sign(&values, secret)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -448,6 +106,9 @@ pub fn request_sign(
 // ---------------------------------------------------------------------------------------------
 
 pub struct Cmp {
+    account: AccountId,
+    carrier: CarrierId,
+    budget: std::sync::Arc<Budget>,
     http: reqwest::Client,
     base_url: String,
     user_id: String,
@@ -466,18 +127,23 @@ impl std::fmt::Debug for Cmp {
 }
 
 impl Cmp {
-    pub fn new(cfg: &CmpConfig, policy: CarrierPolicy) -> Result<Cmp, String> {
-        let base = url::Url::parse(&cfg.base_url)
-            .map_err(|e| format!("carrier_api.telecom.base_url: {e}"))?;
+    pub fn new(cfg: &CmpConfig, ctx: AccountCtx) -> Result<Cmp, String> {
+        let base = url::Url::parse(&cfg.base_url).map_err(|e| format!("base_url: {e}"))?;
         if !matches!(base.scheme(), "http" | "https") || base.query().is_some() {
-            return Err(
-                "carrier_api.telecom.base_url must be an http(s) URL without a query".into(),
-            );
+            return Err("base_url must be an http(s) URL without a query".into());
         }
         // Fails now rather than on the first call when the key has the wrong length.
-        crypt::encrypt("", cfg.key.expose())
-            .map_err(|e| format!("carrier_api.telecom.key: {e}"))?;
+        crypt::encrypt("", cfg.key.expose()).map_err(|e| format!("key: {e}"))?;
+        let AccountCtx {
+            account,
+            carrier,
+            policy,
+            budget,
+        } = ctx;
         Ok(Cmp {
+            account,
+            carrier,
+            budget,
             http: client(&cfg.timeouts)?,
             base_url: cfg.base_url.trim_end_matches('/').to_string(),
             user_id: cfg.user_id.clone(),
@@ -492,11 +158,12 @@ impl Cmp {
     async fn call(
         &self,
         path: &str,
-        method: &str,
+        method: &'static str,
         iccid: &Iccid,
         extras: &[(&'static str, &str)],
         changes: bool,
     ) -> Result<String, CarrierError> {
+        self.budget.spend(method).await;
         let mut params: Vec<(&str, String)> = vec![
             ("method", method.to_string()),
             ("user_id", self.user_id.clone()),
@@ -636,40 +303,18 @@ impl Cmp {
     }
 }
 
-/// A refusal in the JSON error envelope, if the body is one.
-fn refusal(body: &str) -> Option<CarrierError> {
-    if !body.trim_start().starts_with('{') {
-        return None;
-    }
-    let r: JsonResult = serde_json::from_str(body).ok()?;
-    let code = r.result_code?;
-    (code != "0").then(|| platform_error(&code, r.result_msg.as_deref().unwrap_or("")))
-}
-
-fn parse_json<T: serde::de::DeserializeOwned>(
-    body: &str,
-    method: &str,
-    changes: bool,
-) -> Result<T, CarrierError> {
-    serde_json::from_str(body)
-        .map_err(|e| refusal(body).unwrap_or_else(|| malformed(&format!("{method}: {e}"), changes)))
-}
-
-fn parse_xml<T: serde::de::DeserializeOwned>(
-    body: &str,
-    method: &str,
-    changes: bool,
-) -> Result<T, CarrierError> {
-    if let Some(e) = refusal(body) {
-        return Err(e);
-    }
-    quick_xml::de::from_str(body).map_err(|e| malformed(&format!("{method}: {e}"), changes))
-}
-
 #[async_trait]
 impl Carrier for Cmp {
     fn id(&self) -> CarrierId {
-        CarrierId::Telecom
+        self.carrier
+    }
+
+    fn account(&self) -> AccountId {
+        self.account.clone()
+    }
+
+    fn spends_budget(&self) -> bool {
+        true
     }
 
     fn policy(&self) -> &CarrierPolicy {
