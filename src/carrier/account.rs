@@ -72,6 +72,19 @@ impl std::fmt::Debug for AccountEntry {
     }
 }
 
+/// `[[accounts]]` entries from a TOML text (for the server builder and tools).
+pub fn entries_from_toml(text: &str) -> Result<Vec<AccountEntry>, String> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct File {
+        #[serde(default)]
+        accounts: Vec<AccountEntry>,
+    }
+    toml::from_str::<File>(text)
+        .map(|f| f.accounts)
+        .map_err(|e| format!("accounts: {e}"))
+}
+
 /// The older one-account-per-carrier sections, still read when there is no `[[accounts]]`.
 pub struct Legacy<'a> {
     pub carrier_api: &'a BTreeMap<CarrierId, ApiConfig>,

@@ -383,6 +383,18 @@ async fn call(
             })
             .await,
         ),
+        "simgate.v1.CarrierAccountService/ListCarrierAccounts" => code(
+            accounts_client(&app.channel, key)
+                .list_carrier_accounts(pb::ListCarrierAccountsRequest::default())
+                .await,
+        ),
+        "simgate.v1.CarrierAccountService/GetCarrierAccount" => code(
+            accounts_client(&app.channel, key)
+                .get_carrier_account(pb::GetCarrierAccountRequest {
+                    account_id: "unicom".into(),
+                })
+                .await,
+        ),
         "simgate.v1.MonitoringService/CreatePool" => code(
             m.create_pool(pb::CreatePoolRequest {
                 pool_id: format!("p{n}"),
@@ -545,6 +557,8 @@ fn expected(rpc: &str, who: Who, own: bool) -> Code {
     let hidden = if own { Code::Ok } else { Code::NotFound };
     match service {
         "simgate.v1.SimulatorService" => Code::PermissionDenied,
+        // The reseller's carrier accounts are the reseller's business only.
+        "simgate.v1.CarrierAccountService" => Code::PermissionDenied,
         "simgate.v1.OperationService" => match method {
             "ListOperations" => Code::Ok,
             "GetOperation" | "WatchOperation" => hidden,
@@ -667,6 +681,8 @@ const MATRIX: &[&str] = &[
     "simgate.v1.AccessService/ListApiKeys",
     "simgate.v1.AccessService/RevokeApiKey",
     "simgate.v1.AccessService/ListAuditEntries",
+    "simgate.v1.CarrierAccountService/ListCarrierAccounts",
+    "simgate.v1.CarrierAccountService/GetCarrierAccount",
 ];
 
 #[tokio::test]

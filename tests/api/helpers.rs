@@ -154,6 +154,16 @@ pub fn operations_client(channel: &Channel, key: &str) -> OperationServiceClient
         .max_encoding_message_size(32 << 20)
 }
 
+pub fn accounts_client(
+    channel: &Channel,
+    key: &str,
+) -> simgate::pb::carrier_account_service_client::CarrierAccountServiceClient<Authed> {
+    simgate::pb::carrier_account_service_client::CarrierAccountServiceClient::with_interceptor(
+        channel.clone(),
+        Bearer::new(key),
+    )
+}
+
 pub fn monitoring_client(
     channel: &Channel,
     key: &str,

@@ -3,6 +3,7 @@
 mod helpers;
 
 mod access;
+mod accounts;
 mod cards_import;
 mod cards_list;
 mod cards_ops;
