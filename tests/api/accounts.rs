@@ -395,3 +395,54 @@ async fn one_account_down_leaves_the_other_accounts_working() {
         "nothing changed on gd's card"
     );
 }
+
+/// A database of the release before accounts (migrations up to 0006) with a China Unicom card
+/// and an open journal intent for it; the upgrade puts the card, and the intent, on the
+/// carrier's default account, and the card is served from it.
+async fn cards_move_onto_their_carriers_default_account(backend: Backend) {
+    let Some(db) = TestDb::new(backend) else {
+        return;
+    };
+    let iccid = unicom_iccid(77);
+    let card = format!(
+        "INSERT INTO cards (iccid, msisdn, imsi, carrier, customer_id, quota_bytes, \
+         monthly_fee_fen, validity_end_ms, auto_suspend, cancelled, status, stop_reasons, stage, \
+         real_name, balance_fen, cycle_usage_bytes, cycle_start_ms, stage_since_ms, \
+         test_used_bytes, arrears_paid, warnings, created_ms, updated_ms, version) VALUES \
+         ('{iccid}', NULL, NULL, 'unicom', 'acme', 1073741824, 1200, 1800000000000, 1, 0, \
+         'ACTIVE', 0, 'BILLING', 'VERIFIED', 5000, 0, 1764518400000, 1764518400000, 0, 0, '[]', \
+         1764518400000, 1764518400000, 1)"
+    );
+    let op = format!(
+        "INSERT INTO carrier_ops (iccid, carrier, action, status, attempts, last_error, source, \
+         created_ms, updated_ms) VALUES ('{iccid}', 'unicom', 'STOP', 'ABANDONED', 1, '', \
+         'SuspendCard:old', 1764518400000, 1764518400000)"
+    );
+    db_at_migration(&db, backend, "0007", &[&card, &op]).await;
+    let store = db.store().await;
+    let parsed = simgate::domain::Iccid::parse_any(&iccid).unwrap();
+    let moved = store
+        .get_card(&parsed)
+        .await
+        .unwrap()
+        .expect("the card survived");
+    assert_eq!(moved.account.as_str(), "unicom");
+    assert_eq!(moved.version, 1);
+    let ops = store.card_ops(&parsed).await.unwrap();
+    assert_eq!(ops.len(), 1);
+    assert_eq!(ops[0].account_id, "unicom");
+    assert_eq!(
+        store.cards_by_account().await.unwrap().get("unicom"),
+        Some(&1)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migration_0007_puts_every_card_on_its_default_account_sqlite() {
+    cards_move_onto_their_carriers_default_account(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migration_0007_puts_every_card_on_its_default_account_postgres() {
+    cards_move_onto_their_carriers_default_account(Backend::Postgres).await;
+}

@@ -799,3 +799,74 @@ pub async fn operation(channel: &Channel, id: &str) -> pb::Operation {
         .expect("GetOperation")
         .into_inner()
 }
+
+/// Brings `db` to the migrations released before `before` (e.g. "0004": up to 0003), exactly
+/// as shipped, and runs `sql` there: a database of an older release, which the next
+/// `Store::connect` upgrades in place.
+pub async fn db_at_migration(db: &TestDb, backend: Backend, before: &str, sql: &[&str]) {
+    use sqlx::Executor;
+    let dir_name = match backend {
+        Backend::Sqlite => "sqlite",
+        Backend::Postgres => "postgres",
+    };
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("src/store/migrations")
+        .join(dir_name);
+    let old = tempfile::tempdir().expect("temp dir");
+    for entry in std::fs::read_dir(&src).expect("migrations") {
+        let path = entry.expect("entry").path();
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        if name.as_str() < before {
+            std::fs::copy(&path, old.path().join(&name)).expect("copy migration");
+        }
+    }
+    let migrator = sqlx::migrate::Migrator::new(old.path())
+        .await
+        .expect("old migrations");
+    match backend {
+        Backend::Sqlite => {
+            let opts: sqlx::sqlite::SqliteConnectOptions = db.url.parse().expect("sqlite url");
+            let pool = sqlx::sqlite::SqlitePoolOptions::new()
+                .max_connections(1)
+                .connect_with(opts.create_if_missing(true))
+                .await
+                .expect("sqlite");
+            migrator.run(&pool).await.expect("old migrations run");
+            for q in sql {
+                pool.execute(*q).await.expect("old data");
+            }
+            pool.close().await;
+        }
+        Backend::Postgres => {
+            let schema = db.options.pg_schema.clone().expect("schema");
+            let admin = sqlx::postgres::PgPoolOptions::new()
+                .max_connections(1)
+                .connect(&db.url)
+                .await
+                .expect("postgres");
+            admin
+                .execute(format!("CREATE SCHEMA IF NOT EXISTS {schema}").as_str())
+                .await
+                .expect("schema");
+            admin.close().await;
+            let pool = sqlx::postgres::PgPoolOptions::new()
+                .max_connections(1)
+                .after_connect(move |conn, _| {
+                    let schema = schema.clone();
+                    Box::pin(async move {
+                        conn.execute(format!("SET search_path TO {schema}").as_str())
+                            .await
+                            .map(|_| ())
+                    })
+                })
+                .connect(&db.url)
+                .await
+                .expect("postgres");
+            migrator.run(&pool).await.expect("old migrations run");
+            for q in sql {
+                pool.execute(*q).await.expect("old data");
+            }
+            pool.close().await;
+        }
+    }
+}

@@ -473,75 +473,14 @@ both_backends!(
 /// by (customer, id), on SQLite by rebuilding the table): the pool is still there, whole, and
 /// another customer may now take its id.
 async fn pools_survive_the_per_customer_key(backend: Backend) {
-    use sqlx::Executor;
     let Some(db) = TestDb::new(backend) else {
         return;
     };
-    // The first three migrations exactly as shipped, so the full run later accepts them.
-    let dir_name = match backend {
-        Backend::Sqlite => "sqlite",
-        Backend::Postgres => "postgres",
-    };
-    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("src/store/migrations")
-        .join(dir_name);
-    let old = tempfile::tempdir().expect("temp dir");
-    for entry in std::fs::read_dir(&src).expect("migrations") {
-        let path = entry.expect("entry").path();
-        let name = path.file_name().unwrap().to_string_lossy().to_string();
-        if name.as_str() < "0004" {
-            std::fs::copy(&path, old.path().join(&name)).expect("copy migration");
-        }
-    }
-    let migrator = sqlx::migrate::Migrator::new(old.path())
-        .await
-        .expect("old migrations");
     let insert = "INSERT INTO pools (id, name, carrier, customer_id, quota_bytes, auto_suspend, \
         cycle_start_ms, topup_bytes, exhausted, alert_keys, created_ms, updated_ms, version) \
         VALUES ('fleet-a', 'acme fleet', 'mobile', 'acme', 3000, 1, 1764518400000, 500, 1, \
         'pool_usage:800@1764518400000', 1764000000000, 1764100000000, 7)";
-    match backend {
-        Backend::Sqlite => {
-            let opts: sqlx::sqlite::SqliteConnectOptions = db.url.parse().expect("sqlite url");
-            let pool = sqlx::sqlite::SqlitePoolOptions::new()
-                .max_connections(1)
-                .connect_with(opts.create_if_missing(true))
-                .await
-                .expect("sqlite");
-            migrator.run(&pool).await.expect("migrate to 0003");
-            pool.execute(insert).await.expect("insert pool");
-            pool.close().await;
-        }
-        Backend::Postgres => {
-            let schema = db.options.pg_schema.clone().expect("schema");
-            let admin = sqlx::postgres::PgPoolOptions::new()
-                .max_connections(1)
-                .connect(&db.url)
-                .await
-                .expect("postgres");
-            admin
-                .execute(format!("CREATE SCHEMA IF NOT EXISTS {schema}").as_str())
-                .await
-                .expect("schema");
-            admin.close().await;
-            let pool = sqlx::postgres::PgPoolOptions::new()
-                .max_connections(1)
-                .after_connect(move |conn, _| {
-                    let schema = schema.clone();
-                    Box::pin(async move {
-                        conn.execute(format!("SET search_path TO {schema}").as_str())
-                            .await
-                            .map(|_| ())
-                    })
-                })
-                .connect(&db.url)
-                .await
-                .expect("postgres");
-            migrator.run(&pool).await.expect("migrate to 0003");
-            pool.execute(insert).await.expect("insert pool");
-            pool.close().await;
-        }
-    }
+    db_at_migration(&db, backend, "0004", &[insert]).await;
 
     let store = db.store().await;
     let kept = store
