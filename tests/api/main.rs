@@ -9,6 +9,7 @@ mod cards_list;
 mod cards_ops;
 mod chaos;
 mod cli;
+mod contract;
 mod crash;
 mod diagnosis;
 mod engine;

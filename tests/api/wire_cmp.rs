@@ -7,7 +7,7 @@ use simgate::carrier::http::cmp::simulator::{router, WireOptions};
 use simgate::carrier::http::cmp::wire::{RealName, NOT_DISMANTLED};
 use simgate::carrier::http::cmp::{Cmp, CmpConfig};
 use simgate::carrier::http::{HttpTimeouts, Secret};
-use simgate::carrier::sim::{SimCarrier, SimFaults};
+use simgate::carrier::sim::SimCarrier;
 use simgate::carrier::{Carrier, CarrierError, OnboardCard, ServiceState};
 use simgate::clock::ManualClock;
 use simgate::domain::{CarrierId, CarrierPolicy, Iccid};
@@ -115,34 +115,6 @@ async fn wire_cmp_card_reads_status_and_usage() {
     let c = a.card(&iccid(2)).await.expect("card 2");
     assert_eq!(c.state, ServiceState::Stopped);
     assert_eq!(c.cycle_usage_bytes, 0);
-}
-
-#[tokio::test]
-async fn wire_cmp_stop_and_restore_apply_and_are_idempotent() {
-    let r = rig().await;
-    let a = r.adapter();
-    a.stop(&iccid(1)).await.expect("stop");
-    assert_eq!(
-        r.sim.card(&iccid(1)).await.expect("sim").state,
-        ServiceState::Stopped
-    );
-    // Already stopped: the platform answers -5, the adapter confirms the state and succeeds.
-    a.stop(&iccid(1)).await.expect("stop again");
-    let after_stops = r.sim.card(&iccid(1)).await.expect("sim");
-    assert_eq!(after_stops.state, ServiceState::Stopped);
-    a.restore(&iccid(1)).await.expect("restore");
-    a.restore(&iccid(1)).await.expect("restore again");
-    let after = r.sim.card(&iccid(1)).await.expect("sim");
-    assert_eq!(after.state, ServiceState::Active);
-    assert_eq!(
-        after.changes,
-        after_stops.changes + 1,
-        "the second restore changed nothing"
-    );
-    assert_eq!(
-        a.card(&iccid(1)).await.expect("card").state,
-        ServiceState::Active
-    );
 }
 
 #[tokio::test]
@@ -270,63 +242,6 @@ async fn wire_cmp_bad_password_and_bad_key_are_refused_with_their_codes() {
     for secret in [PASSWORD, KEY, "wrongkey!"] {
         assert!(!format!("{e:?} {e}").contains(secret));
     }
-}
-
-#[tokio::test]
-async fn wire_cmp_rate_limit_and_outage() {
-    let r = rig().await;
-    let a = r.adapter();
-    r.sim.set_faults(SimFaults {
-        rate_limit_rate: 1.0,
-        ..SimFaults::default()
-    });
-    let e = a.stop(&iccid(1)).await.expect_err("rate limited");
-    assert!(matches!(e, CarrierError::RateLimited { .. }), "{e:?}");
-    assert_eq!(
-        r.sim.card(&iccid(1)).await.expect("sim").state,
-        ServiceState::Active
-    );
-    r.sim.set_faults(SimFaults {
-        down: true,
-        ..SimFaults::default()
-    });
-    let e = a.card(&iccid(1)).await.expect_err("down");
-    assert!(matches!(e, CarrierError::Transient(_)), "{e:?}");
-    let e = a.stop(&iccid(1)).await.expect_err("down");
-    assert!(
-        matches!(e, CarrierError::Transient(_)),
-        "503 means nothing applied: {e:?}"
-    );
-}
-
-#[tokio::test]
-async fn wire_cmp_slow_answers_time_out() {
-    let r = rig().await;
-    let a = r.adapter_with(PASSWORD, KEY, 300);
-    r.sim.set_faults(SimFaults {
-        latency_ms: 1_000,
-        ..SimFaults::default()
-    });
-    let e = a.card(&iccid(1)).await.expect_err("slow read");
-    assert!(matches!(e, CarrierError::Transient(_)), "{e:?}");
-    let e = a.stop(&iccid(1)).await.expect_err("slow change");
-    assert!(matches!(e, CarrierError::OutcomeUnknown(_)), "{e:?}");
-}
-
-#[tokio::test]
-async fn wire_cmp_timeout_after_apply_is_outcome_unknown_and_applied() {
-    let r = rig().await;
-    let a = r.adapter_with(PASSWORD, KEY, 500);
-    r.sim.set_faults(SimFaults {
-        timeout_after_apply_rate: 1.0,
-        ..SimFaults::default()
-    });
-    let e = a.stop(&iccid(1)).await.expect_err("no answer in time");
-    assert!(matches!(e, CarrierError::OutcomeUnknown(_)), "{e:?}");
-    assert_eq!(
-        r.sim.card(&iccid(1)).await.expect("sim").state,
-        ServiceState::Stopped
-    );
 }
 
 #[tokio::test]

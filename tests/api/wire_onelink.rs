@@ -138,27 +138,6 @@ async fn card_reads_state_and_this_cycles_usage_in_bytes() {
 }
 
 #[tokio::test]
-async fn stop_and_restore_apply_at_the_platform_and_are_idempotent() {
-    let r = rig().await;
-    r.adapter.stop(&iccid(1)).await.expect("stop");
-    let at_sim = r.sim.card(&iccid(1)).await.expect("sim card");
-    assert_eq!(at_sim.state, ServiceState::Stopped);
-    assert_eq!(at_sim.changes, 1);
-    r.adapter.stop(&iccid(1)).await.expect("stop again");
-    assert_eq!(r.sim.card(&iccid(1)).await.expect("sim").changes, 1);
-    assert_eq!(
-        r.adapter.card(&iccid(1)).await.expect("card").state,
-        ServiceState::Stopped
-    );
-
-    r.adapter.restore(&iccid(1)).await.expect("restore");
-    r.adapter.restore(&iccid(1)).await.expect("restore again");
-    let at_sim = r.sim.card(&iccid(1)).await.expect("sim card");
-    assert_eq!(at_sim.state, ServiceState::Active);
-    assert_eq!(at_sim.changes, 2);
-}
-
-#[tokio::test]
 async fn cancel_confirms_a_released_card_and_refuses_one_still_in_service() {
     let r = rig().await;
     assert_eq!(
@@ -384,23 +363,6 @@ async fn basic_info_answers_for_known_cards_and_refuses_unknown_ones() {
 }
 
 #[tokio::test]
-async fn a_platform_that_is_down_is_transient() {
-    let r = rig().await;
-    r.sim.set_faults(SimFaults {
-        down: true,
-        ..SimFaults::default()
-    });
-    assert!(matches!(
-        r.adapter.card(&iccid(1)).await,
-        Err(CarrierError::Transient(_))
-    ));
-    assert!(matches!(
-        r.adapter.stop(&iccid(1)).await,
-        Err(CarrierError::Transient(_))
-    ));
-}
-
-#[tokio::test]
 async fn malformed_answers_are_transient_for_reads_and_unknown_for_changes() {
     let garbage = axum::Router::new()
         .route(
@@ -454,64 +416,6 @@ async fn malformed_answers_are_transient_for_reads_and_unknown_for_changes() {
         a.card(&iccid(1)).await,
         Err(CarrierError::Transient(m)) if m.contains("malformed")
     ));
-}
-
-#[tokio::test]
-async fn slow_answers_past_the_timeout_are_transient_for_reads_and_unknown_for_changes() {
-    let r = rig_with(WireOptions::default(), 400).await;
-    r.adapter.card(&iccid(1)).await.expect("warm token");
-    r.sim.set_faults(SimFaults {
-        latency_ms: 1_000,
-        ..SimFaults::default()
-    });
-    assert!(matches!(
-        r.adapter.card(&iccid(1)).await,
-        Err(CarrierError::Transient(_))
-    ));
-    assert!(matches!(
-        r.adapter.stop(&iccid(1)).await,
-        Err(CarrierError::OutcomeUnknown(_))
-    ));
-}
-
-#[tokio::test]
-async fn a_change_applied_but_unanswered_is_outcome_unknown() {
-    let opts = WireOptions {
-        unanswered_delay: Duration::from_secs(2),
-        ..WireOptions::default()
-    };
-    let r = rig_with(opts, 500).await;
-    r.adapter.card(&iccid(1)).await.expect("warm token");
-    r.sim.set_faults(SimFaults {
-        timeout_after_apply_rate: 1.0,
-        ..SimFaults::default()
-    });
-    let res = r.adapter.stop(&iccid(1)).await;
-    assert!(
-        matches!(res, Err(CarrierError::OutcomeUnknown(_))),
-        "{res:?}"
-    );
-    r.sim.set_faults(SimFaults::default());
-    // It was applied: reading the card tells.
-    assert_eq!(
-        r.adapter.card(&iccid(1)).await.expect("card").state,
-        ServiceState::Stopped
-    );
-}
-
-#[tokio::test]
-async fn an_unreachable_platform_is_transient_even_for_changes() {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    drop(listener);
-    let a = OneLink::new(
-        &config(addr, PASSWORD, 1_000),
-        ctx(CarrierPolicy::default_for(CarrierId::Mobile)),
-    )
-    .expect("adapter");
-    let err = a.stop(&iccid(1)).await.expect_err("nobody listens");
-    assert!(matches!(err, CarrierError::Transient(_)), "{err:?}");
-    assert!(!err.to_string().contains(PASSWORD));
 }
 
 /// The adapter's account: the carrier's default, with `policy`.
