@@ -289,6 +289,16 @@ impl Carrier for Guarded {
         true
     }
 
+    fn addresses_by_msisdn(&self) -> bool {
+        self.inner.addresses_by_msisdn()
+    }
+
+    async fn msisdn_of(&self, iccid: &Iccid) -> Result<Option<String>, CarrierError> {
+        let span = call_span!(self, "msisdn_of", iccid = iccid);
+        self.call("msisdn_of", span, self.inner.msisdn_of(iccid))
+            .await
+    }
+
     fn policy(&self) -> &CarrierPolicy {
         self.inner.policy()
     }

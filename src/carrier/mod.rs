@@ -109,6 +109,19 @@ pub trait Carrier: Send + Sync + 'static {
         false
     }
 
+    /// Whether the platform names cards by their access number (MSISDN) instead of the ICCID.
+    /// Such an account's cards need their MSISDN: given at import, or looked up once with
+    /// [`Carrier::msisdn_of`] and stored. None of the platforms here needs it yet (CMP can be
+    /// set to address by access number in the wire issue; the 5G CMP addresses by it).
+    fn addresses_by_msisdn(&self) -> bool {
+        false
+    }
+
+    /// The access number the platform holds for an ICCID (None: it has none).
+    async fn msisdn_of(&self, _iccid: &Iccid) -> Result<Option<String>, CarrierError> {
+        Ok(None)
+    }
+
     /// The retention and recovery rules this carrier applies (configuration over rules.md).
     fn policy(&self) -> &CarrierPolicy;
 

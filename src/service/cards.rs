@@ -10,7 +10,7 @@ use crate::carrier::{AccountChoice, OnboardCard, ServiceState};
 use crate::domain::diagnosis::{self, Diagnosis};
 use crate::domain::lifecycle;
 use crate::domain::rules::{self, NewCard};
-use crate::domain::{AccountId, Card, Fen, Iccid, RuleViolation};
+use crate::domain::{AccountId, Card, Fen, Iccid, Msisdn, RuleViolation};
 use crate::store::{CardFilter, StoreError};
 
 use super::{
@@ -65,6 +65,7 @@ impl CardService {
             let policy = self.policy(row.carrier)?;
             cards.push(rules::open_card(row, policy, now));
         }
+        self.look_up_msisdns(&mut cards).await?;
         // Refuse duplicates before any carrier hears of the import.
         if let Err(e) = self.store.ensure_new(&cards).await {
             return Err(duplicate_row(&cards, e));
@@ -177,6 +178,46 @@ impl CardService {
         } else {
             Err(ServiceError::InvalidArgument(violations))
         }
+    }
+
+    /// The access number of every card without one whose account names cards by it, asked
+    /// from the platform once, before anything is stored (so it is stored with the card).
+    async fn look_up_msisdns(&self, cards: &mut [Card]) -> Result<()> {
+        for (i, c) in cards.iter_mut().enumerate() {
+            if c.msisdn.is_some() {
+                continue;
+            }
+            let carrier = self.carrier(&c.account)?;
+            if !carrier.addresses_by_msisdn() {
+                continue;
+            }
+            let found =
+                carrier
+                    .msisdn_of(&c.iccid)
+                    .await
+                    .map_err(|error| ServiceError::Carrier {
+                        carrier: carrier.id(),
+                        error,
+                    })?;
+            let field = format!("cards[{i}].msisdn");
+            let raw = found.ok_or_else(|| {
+                ServiceError::InvalidArgument(vec![FieldViolation::new(
+                    field.clone(),
+                    format!(
+                        "account {} names cards by access number and has none for {}: give the msisdn",
+                        c.account, c.iccid
+                    ),
+                )])
+            })?;
+            let msisdn = Msisdn::parse(&raw).map_err(|e| {
+                ServiceError::InvalidArgument(vec![FieldViolation::new(
+                    field,
+                    format!("the platform's access number {raw:?} {e}"),
+                )])
+            })?;
+            c.msisdn = Some(msisdn);
+        }
+        Ok(())
     }
 
     /// AssignCards: every card to `customer` (or its spare mark set), all or nothing, in one

@@ -56,6 +56,7 @@ fn bare_mock(id: CarrierId) -> MockCarrier {
     m.expect_account()
         .return_const(crate::domain::AccountId::default_for(id));
     m.expect_spends_budget().return_const(false);
+    m.expect_addresses_by_msisdn().return_const(false);
     m.expect_policy()
         .return_const(CarrierPolicy::default_for(id));
     m
@@ -599,9 +600,41 @@ fn account_mock(id: CarrierId, account: &str) -> MockCarrier {
     m.expect_account()
         .return_const(crate::domain::AccountId::parse(account).unwrap());
     m.expect_spends_budget().return_const(false);
+    m.expect_addresses_by_msisdn().return_const(false);
     m.expect_policy()
         .return_const(CarrierPolicy::default_for(id));
     m
+}
+
+#[tokio::test]
+async fn an_account_that_names_cards_by_access_number_gets_each_msisdn_once_at_import() {
+    let mut m = MockCarrier::new();
+    m.expect_id().return_const(CarrierId::Telecom);
+    m.expect_account()
+        .return_const(crate::domain::AccountId::default_for(CarrierId::Telecom));
+    m.expect_spends_budget().return_const(false);
+    m.expect_addresses_by_msisdn().return_const(true);
+    m.expect_policy()
+        .return_const(CarrierPolicy::default_for(CarrierId::Telecom));
+    m.expect_onboard().returning(|_| Ok(()));
+    // Asked once, for the card imported without one; the other card's is taken as given.
+    m.expect_msisdn_of()
+        .times(1)
+        .returning(|_| Ok(Some("14914000000".into())));
+    let f = fixture(m).await;
+    let looked_up = imported(&f, new_card(CarrierId::Telecom)).await;
+    assert_eq!(
+        looked_up.msisdn.map(|m| m.as_str().to_string()),
+        Some("14914000000".into())
+    );
+    let mut given = new_card(CarrierId::Telecom);
+    given.iccid = Iccid::parse_any("89860316302002308210").unwrap();
+    given.msisdn = Some(crate::domain::Msisdn::parse("14914000001").unwrap());
+    let kept = imported(&f, given).await;
+    assert_eq!(
+        kept.msisdn.map(|m| m.as_str().to_string()),
+        Some("14914000001".into())
+    );
 }
 
 #[tokio::test]

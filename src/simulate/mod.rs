@@ -112,6 +112,14 @@ impl Carrier for OverTheWire {
         self.adapter.spends_budget()
     }
 
+    fn addresses_by_msisdn(&self) -> bool {
+        self.adapter.addresses_by_msisdn()
+    }
+
+    async fn msisdn_of(&self, iccid: &Iccid) -> Result<Option<String>, CarrierError> {
+        self.adapter.msisdn_of(iccid).await
+    }
+
     fn policy(&self) -> &CarrierPolicy {
         self.adapter.policy()
     }
