@@ -38,6 +38,13 @@ enum TopCommand {
         #[command(flatten)]
         args: simgate::cli::ImportArgs,
     },
+    /// The running server's carrier accounts: platform, health, budget use (reseller admin).
+    Account {
+        #[command(flatten)]
+        client: simgate::cli::ClientArgs,
+        #[command(subcommand)]
+        command: simgate::cli::AccountCommand,
+    },
 }
 
 /// Where the configuration comes from: the file, then `SIMGATE_*` variables, then these flags.
@@ -332,6 +339,9 @@ async fn main() -> ExitCode {
         }
         TopCommand::Import { client, args } => {
             return simgate::cli::run(client, simgate::cli::Action::Import(args)).await
+        }
+        TopCommand::Account { client, command } => {
+            return simgate::cli::run(client, simgate::cli::Action::Account(command)).await
         }
     };
     let config = match &command {

@@ -1,10 +1,11 @@
-//! The `simgate card ...` and `simgate import ...` client for people: connection and key
+//! The `simgate card ...`, `simgate import ...` and `simgate account ...` client for people: connection and key
 //! options, the command enums that `main` embeds, and [`run`], which carries a command out
 //! against a running server and turns every failure into plain words and an exit code.
 //!
 //! Exit codes: 0 success; 1 the server refused, the connection failed or the input file is
 //! wrong; 2 the command line cannot be carried out as given (clap's own usage errors are 2 too).
 
+mod account;
 mod card;
 mod import;
 mod output;
@@ -20,7 +21,9 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 
 use crate::pb::card_service_client::CardServiceClient;
+use crate::pb::carrier_account_service_client::CarrierAccountServiceClient as AccountsClient;
 
+pub use account::AccountCommand;
 pub use card::{CardCommand, ListArgs};
 pub use import::ImportArgs;
 pub use values::{CarrierArg, LangArg, ReasonArg, StatusArg};
@@ -70,6 +73,7 @@ pub enum Output {
 pub enum Action {
     Card(CardCommand),
     Import(ImportArgs),
+    Account(AccountCommand),
 }
 
 /// Carries out one client command and says how it went; errors are already printed.
@@ -87,11 +91,28 @@ pub async fn run(client: ClientArgs, action: Action) -> ExitCode {
 async fn execute(client: &ClientArgs, action: Action) -> Result<(), Failure> {
     let key = resolve_key(client)?;
     let channel = connect(client).await?;
-    let cards = CardServiceClient::with_interceptor(channel, Bearer(key));
     let out = output::Printer::new(client.output)?;
+    let bearer = Bearer(key);
     match action {
-        Action::Card(cmd) => card::run(cards, cmd, &out).await,
-        Action::Import(args) => import::run(cards, args, &out).await,
+        Action::Card(cmd) => {
+            card::run(
+                CardServiceClient::with_interceptor(channel, bearer),
+                cmd,
+                &out,
+            )
+            .await
+        }
+        Action::Import(args) => {
+            import::run(
+                CardServiceClient::with_interceptor(channel, bearer),
+                args,
+                &out,
+            )
+            .await
+        }
+        Action::Account(cmd) => {
+            account::run(AccountsClient::with_interceptor(channel, bearer), cmd, &out).await
+        }
     }
 }
 
@@ -239,3 +260,4 @@ impl tonic::service::Interceptor for Bearer {
 }
 
 pub(crate) type Cards = CardServiceClient<InterceptedService<Channel, Bearer>>;
+pub(crate) type Accounts = AccountsClient<InterceptedService<Channel, Bearer>>;

@@ -466,3 +466,27 @@ async fn import_names_the_line_of_a_broken_row_and_imports_nothing() {
     // The first call (lines 2-3) went through; the refused one (lines 4-5) did not.
     assert_eq!(f.all_iccids().await.len(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn account_list_and_get_show_each_accounts_platform_and_cards() {
+    let mut f = fixture().await;
+    with_card(&mut f).await;
+    let list = f.simgate(&["account", "list"]).await;
+    list.ok();
+    for account in ["mobile", "unicom", "telecom"] {
+        assert!(list.stdout.contains(account), "{}", list.stdout);
+    }
+    assert!(list.stdout.contains("simulated"), "{}", list.stdout);
+    let json = f
+        .simgate(&["account", "get", "unicom", "--output", "json"])
+        .await;
+    json.ok();
+    let v: serde_json::Value = serde_json::from_str(&json.stdout).expect("JSON");
+    assert_eq!(v["accountId"], "unicom");
+    assert_eq!(v["platform"], "simulated");
+    // proto3 JSON writes 64-bit counts as strings.
+    assert_eq!(v["cards"], "1");
+    let missing = f.simgate(&["account", "get", "hb"]).await;
+    assert_eq!(missing.code, Some(1), "{}", missing.stderr);
+    assert!(missing.stderr.contains("hb"), "{}", missing.stderr);
+}
