@@ -4,8 +4,8 @@
 //! # Layout
 //! Each folder's `mod.rs` says what it owns. Dependencies point down this list: `api` calls
 //! `service`, which calls `domain`, `carrier` and `store`; `domain` calls nothing.
-//! - [`api`]: the tonic services. Per service `cards`, `operations`, `access`, `simulator` and
-//!   `monitoring/` (`pools`, `alerts`, `events`, `webhooks`); the request kit every handler uses:
+//! - [`api`]: the tonic services. Per service `cards`, `operations`, `access`, `accounts`,
+//!   `simulator` and `monitoring/` (`pools`, `alerts`, `events`, `webhooks`); the request kit every handler uses:
 //!   `auth` (the caller of a request), `rpc` (the permission table, keyed by method),
 //!   `idempotency` (one request fingerprint and replay path), `paging` (page tokens bound to
 //!   their filter), `error` (statuses with details), `convert` (protobuf ⇄ domain) and
@@ -19,15 +19,17 @@
 //!   operations), `lifecycle` (time), `policy` and `carrier` (each carrier's rules), `pool`,
 //!   `alerts`, `event` (event types and every kind's name), `diagnosis/` (`findings`, `texts`),
 //!   `ids`, `money`, `reasons`.
-//! - [`carrier`]: the [`carrier::Carrier`] trait, `guard` (breakers, budgets and retries around
-//!   every call), `sim` (the in-process simulated carriers) and `http/` (the adapters of OneLink,
-//!   Control Center (`jasper`) and CMP over their wire protocols).
-//! - [`simulate`]: the wire simulators, HTTP servers of each platform's protocol over the same
-//!   simulated carriers (`onelink`, `jasper`, `cmp`).
+//! - [`carrier`]: the [`carrier::Carrier`] trait and the configured accounts ([`carrier::Carriers`]):
+//!   `account` (`[[accounts]]`), `platform` (the registry of platforms), `budget` (rates per
+//!   account and method), `guard` (concurrency, breaker, spans and metrics around every call),
+//!   `sim` (the in-process simulated carrier) and `http/<platform>/`, one folder per platform
+//!   (OneLink, Control Center (`jasper`), CMP): adapter, `wire` terms, auth and `simulator`.
+//! - [`simulate`]: wire simulators served for simulated accounts, the adapter-over-the-wire
+//!   carrier, and `simgate simulate`.
 //! - [`store`]: sqlx on SQLite (embedded default) or PostgreSQL: `cards`, `journal`, `batches`,
 //!   `events`, `pools`, `webhooks`, `access`, `idempotency`, `sim` (the simulators' state),
 //!   `sealing` (secrets at rest) and the per-backend `migrations/`.
-//! - [`cli`]: the `simgate card` / `simgate import` client for people.
+//! - [`cli`]: the `simgate card` / `simgate import` / `simgate account` client for people.
 //! - [`server`]: assembly (`Server::builder()`), used by `main` and by the tests.
 //! - [`config`]: defaults, TOML, `SIMGATE_*` variables and flags. [`auth`]: keys and roles.
 //!   [`clock`]: card time and wall time, injectable. [`metrics`]: Prometheus.

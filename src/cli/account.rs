@@ -17,7 +17,7 @@ pub enum AccountCommand {
     },
     /// One account in detail, with its calls in the last minute per platform method.
     Get {
-        /// The account id, as configured in [[accounts]].
+        /// The account id, as configured in `[[accounts]]`.
         account_id: String,
     },
 }
