@@ -69,7 +69,7 @@ pub struct Config {
     pub accounts: Vec<AccountEntry>,
     /// The older one-account-per-carrier form, keyed mobile/unicom/telecom: the platform of the
     /// account named after the carrier, with simulation = false. Refused next to `[[accounts]]`.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub carrier_api: BTreeMap<CarrierId, crate::carrier::platform::ApiConfig>,
     /// How often the lifecycle engine looks for due transitions, in milliseconds (default 1000).
     #[serde(default)]
@@ -115,7 +115,7 @@ pub struct Config {
     /// The older form of the default accounts' limits and circuit breaker, keyed
     /// mobile/unicom/telecom (also `SIMGATE_CARRIER_LIMITS__UNICOM__MAX_CONCURRENCY`). Refused
     /// next to `[[accounts]]`, whose entries carry their own limits.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub carrier_limits: BTreeMap<CarrierId, crate::carrier::guard::CarrierLimits>,
     /// Standing faults of the simulated accounts, keyed by account id (the default accounts
     /// are mobile, unicom and telecom).

@@ -130,9 +130,9 @@ impl Metrics {
                 IntCounterVec::new(
                     Opts::new(
                         "simgate_carrier_calls_total",
-                        "Calls to a carrier platform, by carrier, operation and outcome",
+                        "Calls to a carrier platform, by account, carrier, operation and outcome",
                     ),
-                    &["carrier", "operation", "outcome"],
+                    &["account", "carrier", "operation", "outcome"],
                 ),
             )?,
             carrier_seconds: register(
@@ -143,7 +143,7 @@ impl Metrics {
                         "Time of a carrier call including waiting for the carrier's limits",
                     )
                     .buckets(BUCKETS.to_vec()),
-                    &["carrier", "operation"],
+                    &["account", "carrier", "operation"],
                 ),
             )?,
             cards: register(
@@ -258,14 +258,22 @@ impl Metrics {
         self.inner.rpc_in_flight.get()
     }
 
-    pub fn carrier_call(&self, carrier: &str, operation: &str, outcome: &str, elapsed: Duration) {
+    /// One carrier call of `account` (an account is configured, so the label's values are few).
+    pub fn carrier_call(
+        &self,
+        account: &str,
+        carrier: &str,
+        operation: &str,
+        outcome: &str,
+        elapsed: Duration,
+    ) {
         self.inner
             .carrier_calls
-            .with_label_values(&[carrier, operation, outcome])
+            .with_label_values(&[account, carrier, operation, outcome])
             .inc();
         self.inner
             .carrier_seconds
-            .with_label_values(&[carrier, operation])
+            .with_label_values(&[account, carrier, operation])
             .observe(elapsed.as_secs_f64());
     }
 

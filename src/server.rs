@@ -277,15 +277,13 @@ impl ServerBuilder {
                 budget: budget.clone(),
             };
             let (carrier, platform): (Arc<dyn crate::carrier::Carrier>, Platform) = if simulation {
-                let sim = Arc::new(SimCarrier::for_account(
+                let sim = SimCarrier::configured(
                     account.id.clone(),
                     policy,
                     store.clone(),
                     clock.clone(),
-                ));
-                if let Some(f) = self.config.simulator.get(&account.id) {
-                    sim.set_faults(*f);
-                }
+                    &self.config.simulator,
+                );
                 sims.by_id.insert(account.id.clone(), sim.clone());
                 let wire = match (account.platform, self.config.simulator_transport) {
                     (Platform::Simulated, SimulatorTransport::InProcess) => None,

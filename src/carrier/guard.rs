@@ -191,6 +191,7 @@ impl Guarded {
         }
         if let Some(m) = &self.metrics {
             m.carrier_call(
+                self.account.as_str(),
                 self.inner.id().as_str(),
                 operation,
                 outcome_label(&result),

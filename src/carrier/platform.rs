@@ -37,6 +37,30 @@ impl AccountCtx {
     }
 }
 
+/// The [`Carrier`] methods every HTTP adapter answers from its `ctx: AccountCtx` field: the
+/// carrier and account from configuration, their rules, and that it spends the account's
+/// budget itself, per upstream request.
+macro_rules! account_methods {
+    () => {
+        fn id(&self) -> $crate::domain::CarrierId {
+            self.ctx.carrier
+        }
+
+        fn account(&self) -> $crate::domain::AccountId {
+            self.ctx.account.clone()
+        }
+
+        fn spends_budget(&self) -> bool {
+            true
+        }
+
+        fn policy(&self) -> &$crate::domain::CarrierPolicy {
+            &self.ctx.policy
+        }
+    };
+}
+pub(crate) use account_methods;
+
 /// One carrier platform spoken over HTTP: its settings, adapter and wire simulator.
 pub trait WirePlatform {
     /// The `platform = "…"` name.

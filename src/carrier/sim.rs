@@ -92,6 +92,21 @@ impl SimCarrier {
         SimCarrier::for_account(AccountId::default_for(policy.carrier), policy, store, clock)
     }
 
+    /// A simulated account with its standing faults from configuration (`[simulator.<id>]`).
+    pub fn configured(
+        account: AccountId,
+        policy: CarrierPolicy,
+        store: Store,
+        clock: Arc<dyn Clock>,
+        faults: &BTreeMap<AccountId, SimFaults>,
+    ) -> Arc<SimCarrier> {
+        let sim = SimCarrier::for_account(account, policy, store, clock);
+        if let Some(f) = faults.get(&sim.account) {
+            sim.set_faults(*f);
+        }
+        Arc::new(sim)
+    }
+
     pub fn for_account(
         account: AccountId,
         policy: CarrierPolicy,

@@ -316,15 +316,13 @@ impl Standalone {
                     .ok_or_else(|| format!("{} has no wire platform", account.carrier))?,
                 p => p,
             };
-            let sim = Arc::new(SimCarrier::for_account(
+            let sim = SimCarrier::configured(
                 account.id.clone(),
                 policy,
                 store.clone(),
                 clock.clone(),
-            ));
-            if let Some(f) = self.config.simulator.get(&account.id) {
-                sim.set_faults(*f);
-            }
+                &self.config.simulator,
+            );
             let port = self
                 .listen
                 .port()

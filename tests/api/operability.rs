@@ -132,7 +132,7 @@ async fn metrics_count_calls_by_method_and_code_carrier_calls_and_cards_by_statu
     assert_eq!(
         sample(
             &text,
-            r#"simgate_carrier_calls_total{carrier="mobile",operation="stop",outcome="ok"}"#
+            r#"simgate_carrier_calls_total{account="mobile",carrier="mobile",operation="stop",outcome="ok"}"#
         ),
         Some(1.0),
         "{text}"

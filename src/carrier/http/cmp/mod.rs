@@ -27,10 +27,9 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use super::{client, malformed, retry_after, send_error, status_error, HttpTimeouts, Secret};
-use crate::carrier::budget::Budget;
 use crate::carrier::platform::{AccountCtx, WirePlatform};
 use crate::carrier::{Carrier, CarrierCard, CarrierError, OnboardCard, ServiceState};
-use crate::domain::{AccountId, CarrierId, CarrierPolicy, Iccid};
+use crate::domain::{CarrierId, Iccid};
 
 /// An `[[accounts]]` entry with `platform = "cmp"`: endpoint and credentials.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -106,15 +105,13 @@ impl WirePlatform for Platform {
 // ---------------------------------------------------------------------------------------------
 
 pub struct Cmp {
-    account: AccountId,
-    carrier: CarrierId,
-    budget: std::sync::Arc<Budget>,
+    /// Whose account it is: carrier, rules and budget.
+    ctx: AccountCtx,
     http: reqwest::Client,
     base_url: String,
     user_id: String,
     password: Secret,
     key: Secret,
-    policy: CarrierPolicy,
 }
 
 impl std::fmt::Debug for Cmp {
@@ -134,22 +131,13 @@ impl Cmp {
         }
         // Fails now rather than on the first call when the key has the wrong length.
         crypt::encrypt("", cfg.key.expose()).map_err(|e| format!("key: {e}"))?;
-        let AccountCtx {
-            account,
-            carrier,
-            policy,
-            budget,
-        } = ctx;
         Ok(Cmp {
-            account,
-            carrier,
-            budget,
+            ctx,
             http: client(&cfg.timeouts)?,
             base_url: cfg.base_url.trim_end_matches('/').to_string(),
             user_id: cfg.user_id.clone(),
             password: cfg.password.clone(),
             key: cfg.key.clone(),
-            policy,
         })
     }
 
@@ -163,7 +151,7 @@ impl Cmp {
         extras: &[(&'static str, &str)],
         changes: bool,
     ) -> Result<String, CarrierError> {
-        self.budget.spend(method).await;
+        self.ctx.budget.spend(method).await;
         let mut params: Vec<(&str, String)> = vec![
             ("method", method.to_string()),
             ("user_id", self.user_id.clone()),
@@ -305,21 +293,7 @@ impl Cmp {
 
 #[async_trait]
 impl Carrier for Cmp {
-    fn id(&self) -> CarrierId {
-        self.carrier
-    }
-
-    fn account(&self) -> AccountId {
-        self.account.clone()
-    }
-
-    fn spends_budget(&self) -> bool {
-        true
-    }
-
-    fn policy(&self) -> &CarrierPolicy {
-        &self.policy
-    }
+    crate::carrier::platform::account_methods!();
 
     /// The platform already knows its cards: check that each one exists there.
     async fn onboard(&self, cards: &[OnboardCard]) -> Result<(), CarrierError> {

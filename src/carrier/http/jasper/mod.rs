@@ -24,10 +24,9 @@ use serde::{Deserialize, Serialize};
 use chrono::{DateTime, Utc};
 
 use super::{client, malformed, retry_after, send_error, HttpTimeouts, Secret};
-use crate::carrier::budget::Budget;
 use crate::carrier::platform::{AccountCtx, WirePlatform};
 use crate::carrier::{Carrier, CarrierCard, CarrierError, OnboardCard, ServiceState};
-use crate::domain::{AccountId, CarrierId, CarrierPolicy, Iccid};
+use crate::domain::{CarrierId, Iccid};
 
 /// An `[[accounts]]` entry with `platform = "jasper"`: endpoint and credentials.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -93,14 +92,12 @@ const GET_USAGE: &str = "GET devices/{iccid}/ctdUsages";
 const PUT_DEVICE: &str = "PUT devices/{iccid}";
 
 pub struct Jasper {
-    account: AccountId,
-    carrier: CarrierId,
-    budget: std::sync::Arc<Budget>,
+    /// Whose account it is: carrier, rules and budget.
+    ctx: AccountCtx,
     http: reqwest::Client,
     base_url: String,
     username: String,
     api_key: Secret,
-    policy: CarrierPolicy,
 }
 
 impl Jasper {
@@ -113,21 +110,12 @@ impl Jasper {
         if cfg.username.is_empty() || cfg.api_key.expose().is_empty() {
             return Err("a username and an api_key are required".into());
         }
-        let AccountCtx {
-            account,
-            carrier,
-            policy,
-            budget,
-        } = ctx;
         Ok(Jasper {
-            account,
-            carrier,
-            budget,
+            ctx,
             http: client(&cfg.timeouts)?,
             base_url: cfg.base_url.trim_end_matches('/').to_string(),
             username: cfg.username.clone(),
             api_key: cfg.api_key.clone(),
-            policy,
         })
     }
 
@@ -143,7 +131,7 @@ impl Jasper {
         method: &'static str,
         changes: bool,
     ) -> Result<Vec<u8>, CarrierError> {
-        self.budget.spend(method).await;
+        self.ctx.budget.spend(method).await;
         let resp = req
             .basic_auth(&self.username, Some(self.api_key.expose()))
             .header(reqwest::header::ACCEPT, "application/json")
@@ -253,21 +241,7 @@ impl Jasper {
 
 #[async_trait]
 impl Carrier for Jasper {
-    fn id(&self) -> CarrierId {
-        self.carrier
-    }
-
-    fn account(&self) -> AccountId {
-        self.account.clone()
-    }
-
-    fn spends_budget(&self) -> bool {
-        true
-    }
-
-    fn policy(&self) -> &CarrierPolicy {
-        &self.policy
-    }
+    crate::carrier::platform::account_methods!();
 
     /// The platform already knows its cards: confirm each exists, so an import of an ICCID the
     /// account does not hold fails with the platform's own code (20000001).

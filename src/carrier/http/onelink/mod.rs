@@ -33,10 +33,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 use super::{client, malformed, retry_after, send_error, status_error, HttpTimeouts, Secret};
-use crate::carrier::budget::Budget;
 use crate::carrier::platform::{AccountCtx, WirePlatform};
 use crate::carrier::{Carrier, CarrierCard, CarrierError, OnboardCard, ServiceState};
-use crate::domain::{AccountId, CarrierId, CarrierPolicy, Iccid};
+use crate::domain::{CarrierId, Iccid};
 
 /// An `[[accounts]]` entry with `platform = "onelink"`: endpoint and credentials.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -109,13 +108,11 @@ impl WirePlatform for Platform {
 }
 
 pub struct OneLink {
-    account: AccountId,
-    carrier: CarrierId,
-    budget: std::sync::Arc<Budget>,
+    /// Whose account it is: carrier, rules and budget.
+    ctx: AccountCtx,
     base_url: String,
     appid: String,
     password: Secret,
-    policy: CarrierPolicy,
     http: reqwest::Client,
     /// An async lock so that concurrent calls after expiry share one `/get/token`.
     token: tokio::sync::Mutex<Option<Token>>,
@@ -128,20 +125,11 @@ impl OneLink {
             return Err("appid is required".into());
         }
         url::Url::parse(&cfg.base_url).map_err(|e| format!("base_url is not a URL: {e}"))?;
-        let AccountCtx {
-            account,
-            carrier,
-            policy,
-            budget,
-        } = ctx;
         Ok(OneLink {
-            account,
-            carrier,
-            budget,
+            ctx,
             base_url: cfg.base_url.trim_end_matches('/').to_string(),
             appid: cfg.appid.clone(),
             password: cfg.password.clone(),
-            policy,
             http: client(&cfg.timeouts)?,
             token: tokio::sync::Mutex::new(None),
             seq: AtomicU32::new(0),
@@ -155,7 +143,7 @@ impl OneLink {
         body: &Map<String, Value>,
         changes: bool,
     ) -> Result<Vec<Value>, Failure> {
-        self.budget.spend(path).await;
+        self.ctx.budget.spend(path).await;
         let url = format!("{}{path}", self.base_url);
         let resp = self
             .http
@@ -353,21 +341,7 @@ impl OneLink {
 
 #[async_trait]
 impl Carrier for OneLink {
-    fn id(&self) -> CarrierId {
-        self.carrier
-    }
-
-    fn account(&self) -> AccountId {
-        self.account.clone()
-    }
-
-    fn spends_budget(&self) -> bool {
-        true
-    }
-
-    fn policy(&self) -> &CarrierPolicy {
-        &self.policy
-    }
+    crate::carrier::platform::account_methods!();
 
     /// The platform knows its cards: each must exist there.
     async fn onboard(&self, cards: &[OnboardCard]) -> Result<(), CarrierError> {
