@@ -202,10 +202,14 @@ impl AccessService {
             expires_at: None,
             revoked_at: None,
         };
-        self.store
-            .insert_key(&new, &key, None)
-            .await
-            .map_err(|e| e.to_string())?;
+        if let Err(e) = self.store.insert_key(&new, &key, None).await {
+            // Another replica starting at the same time inserted the same key first: it
+            // exists, which is all a given bootstrap key asks for.
+            if given.is_some() && matches!(self.store.get_key(&new.key_id).await, Ok(Some(_))) {
+                return Ok(None);
+            }
+            return Err(e.to_string());
+        }
         Ok(Some(new.token))
     }
 }

@@ -1051,6 +1051,25 @@ async fn the_first_start_creates_a_bootstrap_key_only_its_owner_can_read() {
     );
 }
 
+/// Servers starting together with the same bootstrap key: whichever inserts it second finds it
+/// there and starts too (it died at start with a duplicate key before).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn servers_starting_together_with_one_bootstrap_key_all_come_up_postgres() {
+    // PostgreSQL: SQLite's one writer never lets the two checks and inserts interleave.
+    let Some(db) = TestDb::new(Backend::Postgres) else {
+        return;
+    };
+    let store = db.store().await;
+    let access = simgate::service::access::AccessService::new(store.clone());
+    let now = start_time();
+    let results =
+        futures::future::join_all((0..8).map(|_| access.bootstrap(Some(ADMIN_KEY), now))).await;
+    for r in &results {
+        assert!(r.is_ok(), "{r:?}");
+    }
+    assert_eq!(store.count_keys().await.unwrap(), 1);
+}
+
 #[tokio::test]
 async fn hostile_metadata_and_messages_get_clean_statuses_and_change_nothing() {
     let mut app = spawn_app(Backend::Sqlite).await.unwrap();

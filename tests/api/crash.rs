@@ -400,9 +400,9 @@ async fn two_server_processes_on_one_postgres_change_each_card_once_per_request(
     let db = OwnDatabase::create(&pg.url).await;
     // PostgreSQL replicas must share a data key (webhook secrets are sealed with it).
     let key = [("SIMGATE_DATA_KEY", TEST_DATA_KEY)];
-    let (_a, ch_a) = serve(&db.url, &key).await;
+    let (mut a, ch_a) = serve(&db.url, &key).await;
     // The second starts once the first has run the migrations, as a rolling start would.
-    let (_b, ch_b) = serve(&db.url, &key).await;
+    let (mut b, ch_b) = serve(&db.url, &key).await;
     let iccids: Vec<String> = (0..200).map(mobile_iccid).collect();
     cards_client(&ch_a, ADMIN_KEY)
         .import_cards(pb::ImportCardsRequest {
@@ -413,17 +413,26 @@ async fn two_server_processes_on_one_postgres_change_each_card_once_per_request(
             ..Default::default()
         })
         .await
-        .unwrap();
+        .unwrap_or_else(|e| {
+            panic!(
+                "import through server a: {e:?}\nserver a: {}\nserver b: {}",
+                a.report(),
+                b.report()
+            )
+        });
     let faults = |rate| pb::SetFaultsRequest {
         carrier: pb::Carrier::ChinaMobile as i32,
         timeout_after_apply_rate: rate,
         ..Default::default()
     };
     for ch in [&ch_a, &ch_b] {
-        sim_client(ch, ADMIN_KEY)
-            .set_faults(faults(0.2))
-            .await
-            .unwrap();
+        if let Err(e) = sim_client(ch, ADMIN_KEY).set_faults(faults(0.2)).await {
+            panic!(
+                "SetFaults: {e:?}\nserver a: {}\nserver b: {}",
+                a.report(),
+                b.report()
+            );
+        }
     }
     let store = Store::connect(&db.url, StoreOptions::default())
         .await

@@ -350,9 +350,20 @@ impl ServeProcess {
                 .lines()
                 .find_map(|l| l.strip_prefix("simgate listening on "));
             if let Some(addr) = addr {
+                // The socket is bound (and accepts connections) before migrations and the
+                // bootstrap key are done: up means health answers SERVING.
                 let endpoint = Channel::from_shared(format!("http://{addr}")).unwrap();
                 if let Ok(ch) = endpoint.connect().await {
-                    return Ok(ch);
+                    let serving = tonic_health::pb::health_client::HealthClient::new(ch.clone())
+                        .check(tonic_health::pb::HealthCheckRequest::default())
+                        .await
+                        .is_ok_and(|r| {
+                            r.into_inner().status()
+                                == tonic_health::pb::health_check_response::ServingStatus::Serving
+                        });
+                    if serving {
+                        return Ok(ch);
+                    }
                 }
             }
             if let Ok(Some(status)) = self.child.try_wait() {
@@ -372,6 +383,20 @@ impl ServeProcess {
 
     pub fn stderr(&self) -> String {
         std::fs::read_to_string(self.log.path()).unwrap_or_default()
+    }
+
+    /// Whether it still runs, and everything it printed: for a failing test's message.
+    pub fn report(&mut self) -> String {
+        let status = match self.child.try_wait() {
+            Ok(Some(s)) => format!("exited with {s}"),
+            Ok(None) => "still running".to_string(),
+            Err(e) => format!("unknown ({e})"),
+        };
+        format!(
+            "{status}\nstdout:\n{}\nstderr:\n{}",
+            self.stdout(),
+            self.stderr()
+        )
     }
 
     /// SIGTERM, the way an orchestrator stops it, and its exit status once it has stopped.
