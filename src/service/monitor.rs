@@ -542,11 +542,12 @@ impl CardService {
     #[tracing::instrument(name = "usage_sync.pass", skip_all)]
     pub async fn sync_all_usage(&self) -> Result<SyncStats> {
         let mut stats = SyncStats::default();
-        let accounts: Vec<AccountId> = self.carriers.accounts().map(|a| a.id.clone()).collect();
-        for id in &accounts {
-            let Ok(carrier) = self.carrier(id).cloned() else {
-                continue;
-            };
+        let accounts: Vec<(AccountId, std::sync::Arc<dyn crate::carrier::Carrier>)> = self
+            .carriers
+            .accounts()
+            .map(|a| (a.id.clone(), a.adapter.clone()))
+            .collect();
+        for (id, carrier) in &accounts {
             let batch = carrier.batch_limit().clamp(1, 1000);
             // Read from the store in large pages; ask the carrier in its batch size.
             let page_size = u32::try_from(batch.max(500)).unwrap_or(500);
