@@ -67,6 +67,11 @@ pub struct Config {
     /// `<key>_env`), and limits. Without any: one simulated account per carrier, named after it.
     #[serde(default)]
     pub accounts: Vec<AccountEntry>,
+    /// On PostgreSQL, replace the account settings the replicas recorded with this
+    /// configuration's, instead of refusing to start when they differ (default false: stop
+    /// every replica, change the settings, start one with this set).
+    #[serde(default)]
+    pub replace_account_settings: bool,
     /// The older one-account-per-carrier form, keyed mobile/unicom/telecom: the platform of the
     /// account named after the carrier, with simulation = false. Refused next to `[[accounts]]`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -327,6 +332,7 @@ impl std::fmt::Debug for Config {
             .field("simulation", &self.simulation)
             .field("simulator_transport", &self.simulator_transport)
             .field("accounts", &self.accounts)
+            .field("replace_account_settings", &self.replace_account_settings)
             .field("carrier_api", &self.carrier_api)
             .field("engine_interval_ms", &self.engine_interval_ms)
             .field("usage_sync_interval_ms", &self.usage_sync_interval_ms)

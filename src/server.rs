@@ -59,6 +59,51 @@ fn tls_config(
     Ok(tls)
 }
 pub use crate::config::{DEFAULT_ENGINE_INTERVAL_MS, DEFAULT_USAGE_SYNC_INTERVAL_MS};
+/// Refuses to start when an account's settings differ from those the replicas already running
+/// recorded (a replica with other limits would break the shared budget), naming the account
+/// and each setting; records them when none are, or when told to replace them.
+async fn check_account_settings(
+    store: &Store,
+    accounts: &[crate::carrier::account::AccountConfig],
+    replace: bool,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<(), StartError> {
+    for a in accounts {
+        let mine = a.shared_settings();
+        let text = serde_json::to_string(&mine).map_err(|e| StartError::Config(e.to_string()))?;
+        let recorded = store
+            .record_account_settings(a.id.as_str(), &text, now.timestamp_millis(), replace)
+            .await?;
+        let theirs: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(&recorded).unwrap_or_default();
+        let differ: Vec<String> = mine
+            .iter()
+            .filter(|(k, v)| theirs.get(*k) != Some(*v))
+            .map(|(k, v)| {
+                format!(
+                    "{k} is {v} here but {} in the database",
+                    theirs.get(k).map_or("unset".to_string(), |t| t.to_string())
+                )
+            })
+            .chain(
+                theirs
+                    .keys()
+                    .filter(|k| !mine.contains_key(*k))
+                    .map(|k| format!("{k} is set in the database but not here")),
+            )
+            .collect();
+        if !differ.is_empty() {
+            return Err(StartError::Config(format!(
+                "account {}: {}; every replica must run the same account settings (to change \
+                 them, stop every replica and start one with replace_account_settings = true)",
+                a.id,
+                differ.join("; ")
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// How long cut calls get to send their UNAVAILABLE answer before the server stops waiting.
 const CUT_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
@@ -162,6 +207,12 @@ impl ServerBuilder {
         self
     }
 
+    /// Replace the account settings the replicas recorded (PostgreSQL) with this server's.
+    pub fn replace_account_settings(mut self, replace: bool) -> Self {
+        self.config.replace_account_settings = replace;
+        self
+    }
+
     /// Limits and circuit breaker of a carrier's default account.
     pub fn carrier_limits(
         mut self,
@@ -260,16 +311,39 @@ impl ServerBuilder {
         let mut sims = Simulators::default();
         let mut wire_servers = Vec::new();
         let simulation = self.config.simulation != Some(false);
-        for account in self.config.accounts().map_err(StartError::Config)? {
+        // Replicas on one PostgreSQL share each account's limits; this process's name as the
+        // holder of its calls in flight.
+        let shared = store.backend() == crate::store::Backend::Postgres;
+        let process = uuid::Uuid::new_v4().simple().to_string();
+        let accounts = self.config.accounts().map_err(StartError::Config)?;
+        if shared {
+            check_account_settings(
+                &store,
+                &accounts,
+                self.config.replace_account_settings,
+                ops_clock.now(),
+            )
+            .await?;
+        }
+        for account in accounts {
             let at = |e: String| StartError::Config(format!("account {}: {e}", account.id));
             let policy = policies
                 .get(&account.carrier)
                 .cloned()
                 .ok_or_else(|| at(format!("no policy for {}", account.carrier)))?;
-            let budget = Arc::new(Budget::new(
-                account.limits.requests_per_second,
-                account.limits.method_requests_per_second,
-            ));
+            let budget = Arc::new(if shared {
+                Budget::shared(
+                    account.limits.requests_per_second,
+                    account.limits.method_requests_per_second,
+                    store.clone(),
+                    account.id.as_str(),
+                )
+            } else {
+                Budget::new(
+                    account.limits.requests_per_second,
+                    account.limits.method_requests_per_second,
+                )
+            });
             let ctx = AccountCtx {
                 account: account.id.clone(),
                 carrier: account.carrier,
@@ -315,16 +389,21 @@ impl ServerBuilder {
                 Platform::Simulated => "sim",
                 p => p.as_str(),
             };
-            carriers = carriers.with_guarded(
-                Arc::new(
-                    Guarded::new(carrier, account.limits)
-                        .with_budget(budget)
-                        .with_platform(span_platform)
-                        .with_clock(ops_clock.clone())
-                        .with_metrics(metrics.clone()),
-                ),
-                platform,
-            );
+            let mut guarded = Guarded::new(carrier, account.limits)
+                .with_budget(budget)
+                .with_platform(span_platform)
+                .with_clock(ops_clock.clone())
+                .with_metrics(metrics.clone());
+            if shared {
+                store
+                    .ensure_slots(account.id.as_str(), account.limits.max_concurrency)
+                    .await?;
+                guarded = guarded.with_shared_slots(crate::carrier::guard::SharedSlots {
+                    store: store.clone(),
+                    holder: process.clone(),
+                });
+            }
+            carriers = carriers.with_guarded(Arc::new(guarded), platform);
         }
         let check = if self.config.allow_foreign_identifiers {
             CarrierCheck::Allow

@@ -38,6 +38,18 @@ pub struct AccountConfig {
 }
 
 impl AccountConfig {
+    /// What every replica must agree on: carrier, platform, endpoint, timeouts and limits
+    /// (not the credentials, which a replica may read from its own secret store).
+    pub fn shared_settings(&self) -> Map<String, Value> {
+        let mut m = self.to_entry().0;
+        if let Some(api) = &self.api {
+            for (field, _) in api.secrets() {
+                m.remove(field);
+            }
+        }
+        m
+    }
+
     /// The entry as `simgate config print` shows it: every limit written out, secrets redacted.
     pub fn to_entry(&self) -> AccountEntry {
         let mut m = Map::new();

@@ -5,8 +5,13 @@
 //!
 //! A budget is spent where a call leaves for the carrier: by each HTTP adapter once per upstream
 //! request (a OneLink `card()` is four requests, each named by its path), and by the guard once
-//! per trait call for an in-process simulated account. Limits are per process; across replicas
-//! they are issue 18's.
+//! per trait call for an in-process simulated account.
+//!
+//! On SQLite (one process) the rates are governor limiters in this process. On PostgreSQL they
+//! are shared by every replica ([`Budget::shared`]): each call takes its turn from a schedule
+//! row in the database (`store::budgets`), paced [`SHARED_MARGIN`] below the limit, so that the
+//! calls a carrier receives from all replicas together, with their network jitter, stay within
+//! it in every second. The last-minute counts are this process's.
 
 use std::collections::{BTreeMap, HashMap};
 use std::num::NonZeroU32;
@@ -14,6 +19,20 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
+
+use crate::store::Store;
+
+/// Shared budgets pace calls this far below the limit: calls granted one interval apart can
+/// reach the carrier closer together (network and scheduling jitter), and the carrier counts
+/// what it receives.
+pub const SHARED_MARGIN: f64 = 0.05;
+
+/// A budget kept in the database for every replica.
+struct Shared {
+    store: Store,
+    /// The schedule keys: `<account>` for the account's rate, `<account>|<method>` per method.
+    account: String,
+}
 
 /// Seconds in the window the call counts cover.
 const WINDOW_SECS: u64 = 60;
@@ -32,6 +51,7 @@ pub struct Budget {
     method: Option<DefaultKeyedRateLimiter<&'static str>>,
     start: Instant,
     window: Mutex<Window>,
+    shared: Option<Shared>,
 }
 
 impl std::fmt::Debug for Budget {
@@ -64,7 +84,30 @@ impl Budget {
                 .map(|r| RateLimiter::keyed(Quota::per_second(r))),
             start: Instant::now(),
             window: Mutex::new(Window::default()),
+            shared: None,
         }
+    }
+
+    /// The same limits, shared with every replica through `store` (PostgreSQL) under the
+    /// account's id.
+    pub fn shared(
+        requests_per_second: u32,
+        method_requests_per_second: u32,
+        store: Store,
+        account: &str,
+    ) -> Budget {
+        Budget {
+            shared: Some(Shared {
+                store,
+                account: account.to_string(),
+            }),
+            ..Budget::new(requests_per_second, method_requests_per_second)
+        }
+    }
+
+    /// Whether the limits are kept in the database for every replica.
+    pub fn is_shared(&self) -> bool {
+        self.shared.is_some()
     }
 
     pub fn requests_per_second(&self) -> u32 {
@@ -77,11 +120,24 @@ impl Budget {
 
     /// Waits until the account and `method` may make one more call, then counts it.
     pub async fn spend(&self, method: &'static str) {
-        if let Some(m) = &self.method {
-            m.until_key_ready(&method).await;
-        }
-        if let Some(a) = &self.account {
-            a.until_ready().await;
+        match &self.shared {
+            Some(shared) => {
+                if self.method_requests_per_second > 0 {
+                    let key = format!("{}|{method}", shared.account);
+                    take_turn(&shared.store, &key, self.method_requests_per_second).await;
+                }
+                if self.requests_per_second > 0 {
+                    take_turn(&shared.store, &shared.account, self.requests_per_second).await;
+                }
+            }
+            None => {
+                if let Some(m) = &self.method {
+                    m.until_key_ready(&method).await;
+                }
+                if let Some(a) = &self.account {
+                    a.until_ready().await;
+                }
+            }
         }
         self.count(method);
     }
@@ -113,6 +169,31 @@ impl Budget {
             })
             .filter(|(_, n)| *n > 0)
             .collect()
+    }
+}
+
+/// The interval between calls of a shared budget of `per_second`, with the margin.
+pub fn shared_interval(per_second: u32) -> std::time::Duration {
+    std::time::Duration::from_secs_f64(1.0 / (f64::from(per_second.max(1)) * (1.0 - SHARED_MARGIN)))
+}
+
+/// Waits for a turn on the shared schedule `key`. A database that cannot be reached does not
+/// let calls through unpaced: the turn is asked again after a short pause.
+async fn take_turn(store: &Store, key: &str, per_second: u32) {
+    let interval = shared_interval(per_second);
+    loop {
+        match store.take_budget(key, interval).await {
+            Ok(wait) => {
+                if !wait.is_zero() {
+                    tokio::time::sleep(wait).await;
+                }
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(key, error = %e, "shared carrier budget unreadable; waiting");
+                tokio::time::sleep(interval.max(std::time::Duration::from_millis(200))).await;
+            }
+        }
     }
 }
 

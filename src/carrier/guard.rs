@@ -69,8 +69,24 @@ pub struct Health {
     pub in_flight: u32,
 }
 
+/// An account's calls in flight counted across replicas (PostgreSQL): a call holds one of the
+/// account's `max_concurrency` slot rows while it runs, renewing the hold; a replica that dies
+/// leaves its slots to expire after [`SLOT_HOLD`].
+pub struct SharedSlots {
+    pub store: crate::store::Store,
+    /// This process, as the holder of its slots.
+    pub holder: String,
+}
+
+/// How long a slot stays held without renewal: how soon a dead replica's calls stop counting.
+pub const SLOT_HOLD: std::time::Duration = std::time::Duration::from_secs(6);
+const SLOT_RENEW: std::time::Duration = std::time::Duration::from_secs(2);
+/// How often a call waiting for a slot asks again.
+const SLOT_POLL: std::time::Duration = std::time::Duration::from_millis(20);
+
 pub struct Guarded {
     inner: Arc<dyn Carrier>,
+    slots: Option<SharedSlots>,
     limits: CarrierLimits,
     budget: Arc<Budget>,
     permits: Semaphore,
@@ -108,6 +124,7 @@ impl Guarded {
             breaker: Mutex::new(Breaker::default()),
             clock: Arc::new(crate::clock::SystemClock),
             metrics: None,
+            slots: None,
             platform: "unknown",
             account: inner.account(),
             inner,
@@ -119,6 +136,12 @@ impl Guarded {
     /// ([`Carrier::spends_budget`]) and this guard must count against the same one.
     pub fn with_budget(mut self, budget: Arc<Budget>) -> Guarded {
         self.budget = budget;
+        self
+    }
+
+    /// Counts this account's calls in flight across replicas, in `slots.store`.
+    pub fn with_shared_slots(mut self, slots: SharedSlots) -> Guarded {
+        self.slots = Some(slots);
         self
     }
 
@@ -218,10 +241,44 @@ impl Guarded {
             .acquire()
             .await
             .map_err(|_| CarrierError::Transient("carrier guard closed".into()))?;
+        let slot = match &self.slots {
+            Some(shared) => Some(self.take_slot(shared).await),
+            None => None,
+        };
         if !self.inner.spends_budget() {
             self.budget.spend(operation).await;
         }
-        let result = f.await;
+        let result = match (&self.slots, slot) {
+            (Some(shared), Some(slot)) => {
+                let account = self.account.as_str();
+                let renew = async {
+                    loop {
+                        tokio::time::sleep(SLOT_RENEW).await;
+                        if let Err(e) = shared
+                            .store
+                            .renew_slot(account, slot, &shared.holder, SLOT_HOLD)
+                            .await
+                        {
+                            tracing::warn!(account, error = %e, "carrier slot not renewed");
+                        }
+                    }
+                };
+                let result = tokio::select! {
+                    biased;
+                    r = f => r,
+                    () = renew => unreachable!("the renewal loop never ends"),
+                };
+                if let Err(e) = shared
+                    .store
+                    .release_slot(account, slot, &shared.holder)
+                    .await
+                {
+                    tracing::warn!(account, error = %e, "carrier slot not released; it expires");
+                }
+                result
+            }
+            _ => f.await,
+        };
         let mut b = self.breaker.lock().unwrap_or_else(|e| e.into_inner());
         if let Err(e) = &result {
             b.last_error = Some((self.clock.now(), e.to_string()));
@@ -244,6 +301,27 @@ impl Guarded {
             }
         }
         result
+    }
+}
+
+impl Guarded {
+    /// Waits for one of the account's slots across replicas. A database that cannot be read
+    /// holds the call back rather than letting it exceed the account's concurrency.
+    async fn take_slot(&self, shared: &SharedSlots) -> i64 {
+        loop {
+            match shared
+                .store
+                .take_slot(self.account.as_str(), &shared.holder, SLOT_HOLD)
+                .await
+            {
+                Ok(Some(slot)) => return slot,
+                Ok(None) => tokio::time::sleep(SLOT_POLL).await,
+                Err(e) => {
+                    tracing::warn!(account = %self.account, error = %e, "carrier slots unreadable; waiting");
+                    tokio::time::sleep(SLOT_POLL * 10).await;
+                }
+            }
+        }
     }
 }
 

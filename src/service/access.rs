@@ -202,6 +202,15 @@ impl AccessService {
             expires_at: None,
             revoked_at: None,
         };
+        if given.is_none() {
+            // The generated key is made once, whichever replica gets there first.
+            let made = self
+                .store
+                .insert_first_key(&new, &key)
+                .await
+                .map_err(|e| e.to_string())?;
+            return Ok(made.then_some(new.token));
+        }
         if let Err(e) = self.store.insert_key(&new, &key, None).await {
             // Another replica starting at the same time inserted the same key first: it
             // exists, which is all a given bootstrap key asks for.

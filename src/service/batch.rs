@@ -244,23 +244,54 @@ impl BatchService {
             if items.is_empty() {
                 break;
             }
-            self.store.start_items(&items).await?;
             tried += items.len();
+            // Items are claimed a few at a time just before their tries, for as long as a
+            // journal lease: the replicas sharing a database take every item once, one that dies
+            // leaves its items due again a lease later, and a pass slowed by a carrier's limit
+            // does not hold items it will not reach within the lease. The next few are claimed
+            // while the ones before them are still being tried.
+            let now_ms = now.timestamp_millis();
+            let until_ms = now_ms
+                + i64::try_from(self.cards.journal_config().lease_ms).unwrap_or(i64::MAX / 2);
             let batches: std::collections::HashMap<String, Batch> =
                 running.into_iter().map(|b| (b.id.clone(), b)).collect();
             let batches = Arc::new(batches);
-            let results: Vec<Result<()>> = futures::stream::iter(items.into_iter().map(|item| {
-                let batches = batches.clone();
-                async move {
-                    match batches.get(&item.batch_id) {
-                        Some(b) => self.process(b, &item, now).await,
-                        None => Ok(()),
+            let chunks: Vec<Vec<BatchItem>> = items
+                .chunks(CONCURRENCY)
+                .map(<[BatchItem]>::to_vec)
+                .collect();
+            let store = self.store.clone();
+            let claimed = futures::stream::iter(chunks)
+                .then(move |chunk| {
+                    let store = store.clone();
+                    async move {
+                        let claimed = store.claim_items(&chunk, now_ms, until_ms).await;
+                        let out: Vec<Result<BatchItem>> = match claimed {
+                            Ok(set) => chunk
+                                .into_iter()
+                                .filter(|i| set.contains(&(i.batch_id.clone(), i.seq)))
+                                .map(Ok)
+                                .collect(),
+                            Err(e) => vec![Err(e.into())],
+                        };
+                        futures::stream::iter(out)
                     }
-                }
-            }))
-            .buffer_unordered(CONCURRENCY)
-            .collect()
-            .await;
+                })
+                .flatten();
+            let results: Vec<Result<()>> = claimed
+                .map(|item| {
+                    let batches = batches.clone();
+                    async move {
+                        let item = item?;
+                        match batches.get(&item.batch_id) {
+                            Some(b) => self.process(b, &item, now).await,
+                            None => Ok(()),
+                        }
+                    }
+                })
+                .buffer_unordered(CONCURRENCY)
+                .collect()
+                .await;
             for r in results {
                 r?;
             }

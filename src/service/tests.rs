@@ -825,7 +825,15 @@ async fn a_batch_item_redone_after_a_crash_counts_both_attempts() {
         .await
         .unwrap();
     assert_eq!(items.len(), 1);
-    f.store.start_items(&items).await.unwrap();
+    // Its claim lasts a journal lease; the clock moves past it.
+    let now_ms = f.ops.now().timestamp_millis();
+    let claim = || f.store.claim_items(&items, now_ms, now_ms + 15_000);
+    assert_eq!(claim().await.unwrap().len(), 1);
+    assert!(
+        claim().await.unwrap().is_empty(),
+        "a claimed item is not claimed twice"
+    );
+    f.ops.advance(chrono::Duration::seconds(16)).unwrap();
     // The next worker redoes it.
     assert_eq!(batches.run_once().await.unwrap(), 1);
     let items = f.store.batch_items(&b.id, None, -1, 10).await.unwrap();

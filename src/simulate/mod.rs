@@ -206,7 +206,48 @@ fn control_error(e: impl std::fmt::Display) -> (axum::http::StatusCode, String) 
 /// Harness controls under `/_simgate/`, outside every carrier's own paths: create cards at the
 /// carrier, record device traffic, set standing faults, move the simulated clock. They are the
 /// wire-level counterparts of the SimulatorService and not part of any carrier's protocol.
-fn control_router(sim: Arc<SimCarrier>, clock: Arc<dyn crate::clock::Clock>) -> axum::Router {
+/// Each platform request the simulator received (Unix milliseconds, HTTP method and path,
+/// oldest first; the harness's own `/_simgate/` requests left out): what a test reads to check
+/// that the calls of every replica together kept an account's rate limit. The newest
+/// [`CALL_LOG_KEPT`] are kept, so a long-running simulator does not grow without end.
+#[derive(Clone, Default)]
+struct CallLog(Arc<std::sync::Mutex<std::collections::VecDeque<Call>>>);
+
+#[derive(Clone, serde::Serialize)]
+struct Call {
+    at_ms: i64,
+    method: String,
+    path: String,
+}
+
+const CALL_LOG_KEPT: usize = 100_000;
+
+/// Records each platform request in the log before it is answered.
+async fn log_call(
+    axum::extract::State(log): axum::extract::State<CallLog>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    if !req.uri().path().starts_with("/_simgate/") {
+        let call = Call {
+            at_ms: chrono::Utc::now().timestamp_millis(),
+            method: req.method().to_string(),
+            path: req.uri().path().to_string(),
+        };
+        let mut calls = log.0.lock().unwrap_or_else(|p| p.into_inner());
+        if calls.len() == CALL_LOG_KEPT {
+            calls.pop_front();
+        }
+        calls.push_back(call);
+    }
+    next.run(req).await
+}
+
+fn control_router(
+    sim: Arc<SimCarrier>,
+    clock: Arc<dyn crate::clock::Clock>,
+    calls: CallLog,
+) -> axum::Router {
     use axum::extract::State;
     use axum::routing::{get, post, put};
     use axum::Json;
@@ -277,7 +318,24 @@ fn control_router(sim: Arc<SimCarrier>, clock: Arc<dyn crate::clock::Clock>) -> 
         Ok(Json(serde_json::json!({ "now": now.to_rfc3339() })))
     }
 
+    let received = {
+        let calls = calls.clone();
+        move || {
+            let calls = calls.clone();
+            async move {
+                let kept: Vec<Call> = calls
+                    .0
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .iter()
+                    .cloned()
+                    .collect();
+                Json(serde_json::json!({ "calls": kept }))
+            }
+        }
+    };
     axum::Router::new()
+        .route("/_simgate/calls", get(received))
         .route("/_simgate/cards", post(cards))
         .route("/_simgate/cards/{iccid}", get(card))
         .route("/_simgate/usage", post(usage))
@@ -350,9 +408,11 @@ impl Standalone {
             }
             serve_config.accounts.push(entry);
             let unanswered = Duration::from_millis(HttpTimeouts::default().request_ms + 5_000);
+            let calls = CallLog::default();
             let app = api
                 .simulator(sim.clone(), unanswered)
-                .merge(control_router(sim, clock.clone()));
+                .merge(control_router(sim, clock.clone(), calls.clone()))
+                .layer(axum::middleware::from_fn_with_state(calls, log_call));
             let done = stop.clone();
             tasks.push(tokio::spawn(async move {
                 axum::serve(listener, app)

@@ -83,6 +83,29 @@ fn key_from_row(r: &sqlx::any::AnyRow) -> Result<(ApiKey, String), StoreError> {
 const KEY_COLUMNS: &str =
     "key_id, secret_hash, role, customer_id, name, created_ms, created_by, expires_ms, revoked_ms";
 
+/// The row of a new key, in `tx`.
+async fn insert_key_row(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    new: &NewKey,
+    key: &ApiKey,
+) -> Result<(), StoreError> {
+    sqlx::query(&format!(
+        "INSERT INTO api_keys ({KEY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+    ))
+    .bind(new.key_id.clone())
+    .bind(new.secret_hash.clone())
+    .bind(key.role.as_str())
+    .bind(key.customer_id.clone())
+    .bind(key.name.clone())
+    .bind(key.created_at.timestamp_millis())
+    .bind(key.created_by.clone())
+    .bind(key.expires_at.map(|t| t.timestamp_millis()))
+    .bind(key.revoked_at.map(|t| t.timestamp_millis()))
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
 impl Store {
     /// Stores a key (its hash only), with the audit record of its creation.
     pub async fn insert_key(
@@ -92,25 +115,37 @@ impl Store {
         audit: Option<&AuditRecord>,
     ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query(&format!(
-            "INSERT INTO api_keys ({KEY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
-        ))
-        .bind(new.key_id.clone())
-        .bind(new.secret_hash.clone())
-        .bind(key.role.as_str())
-        .bind(key.customer_id.clone())
-        .bind(key.name.clone())
-        .bind(key.created_at.timestamp_millis())
-        .bind(key.created_by.clone())
-        .bind(key.expires_at.map(|t| t.timestamp_millis()))
-        .bind(key.revoked_at.map(|t| t.timestamp_millis()))
-        .execute(&mut *tx)
-        .await?;
+        insert_key_row(&mut tx, new, key).await?;
         if let Some(a) = audit {
             insert_audit(&mut tx, a).await?;
         }
         tx.commit().await?;
         Ok(())
+    }
+
+    /// Inserts `key` only if there is no key at all (the first start's generated bootstrap
+    /// key). On PostgreSQL replicas starting together take turns under an advisory lock, so
+    /// exactly one of them makes the key. Returns whether this call made it.
+    pub async fn insert_first_key(&self, new: &NewKey, key: &ApiKey) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        if self.backend == super::Backend::Postgres {
+            sqlx::query(
+                "SELECT pg_advisory_xact_lock(hashtext('simgate.bootstrap'))::text AS locked",
+            )
+            .fetch_one(&mut *tx)
+            .await?;
+        }
+        let n: i64 = sqlx::query("SELECT COUNT(*) AS n FROM api_keys")
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get("n")?;
+        if n > 0 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        insert_key_row(&mut tx, new, key).await?;
+        tx.commit().await?;
+        Ok(true)
     }
 
     /// A key and its secret's hash.

@@ -279,32 +279,40 @@ impl Store {
         Ok((out, batches))
     }
 
-    /// Counts a try of each item before it is made, so that a try cut short by a crash still
-    /// shows in `attempts` when the item is redone.
-    pub async fn start_items(&self, items: &[BatchItem]) -> Result<(), StoreError> {
-        let mut by_batch: std::collections::BTreeMap<&str, Vec<i64>> = Default::default();
-        for i in items {
-            by_batch.entry(&i.batch_id).or_default().push(i.seq);
-        }
-        for (batch, seqs) in by_batch {
-            for chunk in seqs.chunks(500) {
-                // Only numbered placeholders: SQLite does not mix `$1` with `?` as PostgreSQL would.
-                let sql = format!(
-                    "UPDATE batch_items SET attempts = attempts + 1 \
-                     WHERE status = 'PENDING' AND batch_id = {}",
-                    placeholders(self.backend, 0, 1)
-                ) + &format!(
-                    " AND seq IN ({})",
-                    placeholders(self.backend, 1, chunk.len())
-                );
-                let mut q = sqlx::query(&sql).bind(batch.to_string());
-                for seq in chunk {
-                    q = q.bind(*seq);
-                }
-                q.execute(&self.pool).await?;
+    /// Claims the items of `items` that are still due for a try until `until_ms`, counting the
+    /// try before it is made (so that a try cut short by a crash still shows in `attempts` when
+    /// the item is redone), in one statement. Returns the `(batch_id, seq)` of those claimed:
+    /// one left out is not due any more (another replica claimed it first, or it is done). A
+    /// claim that runs out (the replica died) makes the item due again.
+    pub async fn claim_items(
+        &self,
+        items: &[BatchItem],
+        now_ms: i64,
+        until_ms: i64,
+    ) -> Result<std::collections::HashSet<(String, i64)>, StoreError> {
+        let mut claimed = std::collections::HashSet::new();
+        for chunk in items.chunks(400) {
+            let pairs = (0..chunk.len())
+                .map(|k| format!("({})", placeholders(self.backend, 2 + 2 * k, 2)))
+                .collect::<Vec<_>>()
+                .join(", ");
+            // Only numbered placeholders: SQLite does not mix `$1` with `?` as PostgreSQL would.
+            let sql = format!(
+                "UPDATE batch_items SET attempts = attempts + 1, next_attempt_ms = {} \
+                 WHERE status = 'PENDING' AND next_attempt_ms <= {} \
+                 AND (batch_id, seq) IN ({pairs}) RETURNING batch_id, seq",
+                placeholders(self.backend, 0, 1),
+                placeholders(self.backend, 1, 1),
+            );
+            let mut q = sqlx::query(&sql).bind(until_ms).bind(now_ms);
+            for item in chunk {
+                q = q.bind(item.batch_id.clone()).bind(item.seq);
+            }
+            for row in q.fetch_all(&self.pool).await? {
+                claimed.insert((row.try_get("batch_id")?, row.try_get("seq")?));
             }
         }
-        Ok(())
+        Ok(claimed)
     }
 
     /// Of `iccids`, those that are not cards of `customer_id` (of any customer when None), in

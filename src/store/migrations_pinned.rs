@@ -64,6 +64,14 @@ const PINNED: &[(&str, &str)] = &[
         "sqlite/0007_carrier_accounts.sql",
         "4961d694305de85d2c9bba2935ad98a4d20682ff71b00fa7617f5c0768881845",
     ),
+    (
+        "postgres/0008_shared_account_limits.sql",
+        "17efff5e8c8bbe4d6a8863fc0b013c60f7f9b0f443b479ca34827a2fdcc7d53a",
+    ),
+    (
+        "sqlite/0008_shared_account_limits.sql",
+        "17efff5e8c8bbe4d6a8863fc0b013c60f7f9b0f443b479ca34827a2fdcc7d53a",
+    ),
 ];
 
 fn migrations_dir() -> std::path::PathBuf {

@@ -5,6 +5,7 @@
 
 mod access;
 mod batches;
+mod budgets;
 mod cards;
 mod events;
 mod idempotency;

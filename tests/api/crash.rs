@@ -341,54 +341,6 @@ async fn killed_with_unanswered_changes_then_down_past_the_old_threshold_changes
     killed_with_changes_in_flight(true).await;
 }
 
-/// A PostgreSQL database of its own for one test (the server processes cannot be pointed at a
-/// schema), dropped afterwards even if the test fails.
-struct OwnDatabase {
-    admin_url: String,
-    name: String,
-    url: String,
-}
-
-impl OwnDatabase {
-    async fn create(base_url: &str) -> OwnDatabase {
-        let name = format!("simgate_t_{}", uuid::Uuid::new_v4().simple());
-        let admin = sqlx::PgPool::connect(base_url).await.unwrap();
-        sqlx::query(&format!("CREATE DATABASE {name}"))
-            .execute(&admin)
-            .await
-            .unwrap();
-        admin.close().await;
-        let mut url = url::Url::parse(base_url).unwrap();
-        url.set_path(&format!("/{name}"));
-        OwnDatabase {
-            admin_url: base_url.to_string(),
-            name,
-            url: url.to_string(),
-        }
-    }
-}
-
-impl Drop for OwnDatabase {
-    fn drop(&mut self) {
-        let (admin_url, name) = (self.admin_url.clone(), self.name.clone());
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async {
-                if let Ok(admin) = sqlx::PgPool::connect(&admin_url).await {
-                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                        .execute(&admin)
-                        .await;
-                    admin.close().await;
-                }
-            });
-        })
-        .join();
-    }
-}
-
 /// Two `simgate serve` processes on one PostgreSQL suspend and resume the same 200 cards at
 /// random while a fifth of the carrier's answers are lost. No card ever has two open intents,
 /// and for every card the carrier's change count equals simgate's history.

@@ -895,3 +895,88 @@ pub async fn db_at_migration(db: &TestDb, backend: Backend, before: &str, sql: &
         }
     }
 }
+
+/// A PostgreSQL database of its own for one test (the server processes cannot be pointed at a
+/// schema), dropped afterwards even if the test fails.
+pub struct OwnDatabase {
+    admin_url: String,
+    name: String,
+    pub url: String,
+}
+
+impl OwnDatabase {
+    pub async fn create(base_url: &str) -> OwnDatabase {
+        let name = format!("simgate_t_{}", uuid::Uuid::new_v4().simple());
+        let admin = sqlx::PgPool::connect(base_url).await.unwrap();
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&admin)
+            .await
+            .unwrap();
+        admin.close().await;
+        let mut url = url::Url::parse(base_url).unwrap();
+        url.set_path(&format!("/{name}"));
+        OwnDatabase {
+            admin_url: base_url.to_string(),
+            name,
+            url: url.to_string(),
+        }
+    }
+}
+
+impl Drop for OwnDatabase {
+    fn drop(&mut self) {
+        let (admin_url, name) = (self.admin_url.clone(), self.name.clone());
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                if let Ok(admin) = sqlx::PgPool::connect(&admin_url).await {
+                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                        .execute(&admin)
+                        .await;
+                    admin.close().await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// A child process killed (and reaped) when dropped.
+pub struct Killed(pub std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// GET a simulator control (`/_simgate/...`) and read its JSON answer.
+pub async fn sim_get(url: &str) -> serde_json::Value {
+    let resp = reqwest::get(url)
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    assert!(resp.status().is_success(), "GET {url}: {}", resp.status());
+    resp.json()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"))
+}
+
+/// POST JSON to a simulator control (`/_simgate/...`); it must answer 2xx.
+pub async fn sim_post(url: &str, body: &serde_json::Value) {
+    let resp = reqwest::Client::new()
+        .post(url)
+        .json(body)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("POST {url}: {e}"));
+    let status = resp.status();
+    assert!(
+        status.is_success(),
+        "POST {url}: {status} {:?}",
+        resp.text().await
+    );
+}

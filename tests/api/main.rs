@@ -24,6 +24,7 @@ mod over_http;
 mod paging;
 mod platform;
 mod pools;
+mod replicas;
 mod simulate;
 mod store_suite;
 mod telemetry;

@@ -4,21 +4,12 @@
 //! to end, the way a reseller's integration harness would run them.
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use simgate::pb;
 
 use crate::helpers::*;
-
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 async fn wait_for(path: &Path) {
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -87,15 +78,12 @@ async fn serve_runs_against_one_wire_simulator_per_account_over_http() {
         ("ct", TELECOM_ICCID),
     ];
     // The cards exist at their accounts before anyone imports them, as real cards do.
-    let http = reqwest::Client::new();
     for (carrier, iccid) in cards_at {
-        let resp = http
-            .post(format!("{}/cards", controls(&config, carrier)))
-            .json(&serde_json::json!([{ "iccid": iccid }]))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), 200, "{carrier}: {:?}", resp.text().await);
+        sim_post(
+            &format!("{}/cards", controls(&config, carrier)),
+            &serde_json::json!([{ "iccid": iccid }]),
+        )
+        .await;
     }
 
     let mut serve = ServeProcess::command();
@@ -164,25 +152,16 @@ async fn serve_runs_against_one_wire_simulator_per_account_over_http() {
             .unwrap_or_else(|e| panic!("suspend {carrier}: {e:?}"))
             .into_inner();
         assert_eq!(card.status(), pb::CardStatus::Suspended);
-        let at_carrier: serde_json::Value = http
-            .get(format!("{}/cards/{iccid}", controls(&config, carrier)))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let at_carrier = sim_get(&format!("{}/cards/{iccid}", controls(&config, carrier))).await;
         assert_eq!(at_carrier["state"], "STOPPED", "{carrier}: {at_carrier}");
         assert_eq!(at_carrier["changes"], 1, "{carrier}: {at_carrier}");
 
         // Traffic recorded at the carrier is what simgate reads back over the wire.
-        http.post(format!("{}/usage", controls(&config, carrier)))
-            .json(&serde_json::json!({ "iccid": iccid, "bytes": 3 << 20 }))
-            .send()
-            .await
-            .unwrap()
-            .error_for_status()
-            .unwrap();
+        sim_post(
+            &format!("{}/usage", controls(&config, carrier)),
+            &serde_json::json!({ "iccid": iccid, "bytes": 3 << 20 }),
+        )
+        .await;
         let usage = cards
             .get_usage(pb::GetUsageRequest {
                 iccid: iccid.into(),

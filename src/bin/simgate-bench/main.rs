@@ -6,6 +6,7 @@ mod batch;
 mod common;
 mod import;
 mod read;
+mod replicas;
 mod rollover;
 mod scale;
 mod telemetry;
@@ -127,6 +128,18 @@ enum Command {
         #[arg(long, default_value_t = 3)]
         rounds: u32,
     },
+    /// One account's rate limit shared by replicas through PostgreSQL: calls/s against it.
+    Replicas {
+        /// A PostgreSQL URL (the limits are shared only there).
+        #[arg(long)]
+        database_url: String,
+        #[arg(long, default_value_t = 3)]
+        replicas: usize,
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+        #[arg(long, default_value_t = 400)]
+        calls: usize,
+    },
     /// WatchEvents fan-out to N streams against a bare tonic streaming fan-out (the ceiling).
     Watch {
         #[arg(long, default_value_t = 1000)]
@@ -158,6 +171,20 @@ async fn main() -> Result<(), common::BoxError> {
             database_url,
             batch,
         } => rollover::run(cards, database_url, batch).await,
+        Command::Replicas {
+            database_url,
+            replicas,
+            limit,
+            calls,
+        } => {
+            replicas::run(replicas::Args {
+                database_url,
+                replicas,
+                limit,
+                calls,
+            })
+            .await
+        }
         Command::Batch {
             cards,
             rate,
