@@ -70,6 +70,8 @@ impl ServiceState {
     }
 }
 
+pub use crate::domain::LastSession;
+
 /// A card as the carrier sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CarrierCard {
@@ -78,8 +80,8 @@ pub struct CarrierCard {
     pub cycle_usage_bytes: u64,
     /// Start of the billing cycle `cycle_usage_bytes` belongs to, when the carrier says.
     pub usage_cycle_start: Option<chrono::DateTime<chrono::Utc>>,
-    /// The last data session the carrier saw, if any.
-    pub last_session_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// The last data session the carrier saw.
+    pub last_session: LastSession,
     /// How many stop/restore changes the carrier applied (lets tests prove nothing was doubled).
     pub changes: u64,
 }

@@ -214,3 +214,32 @@ impl Card {
         self.cycle_usage_bytes >= self.plan.monthly_quota_bytes
     }
 }
+
+/// What a carrier says about a card's data sessions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LastSession {
+    /// Not known: the carrier was not asked, or its answer could not be read (a reply shape
+    /// or time format that is not known: it answered, but nothing can be concluded from it).
+    /// Never read as "none".
+    #[default]
+    Unknown,
+    /// The carrier has no data session on record.
+    Never,
+    /// The last (or current) data session started at this time.
+    At(chrono::DateTime<chrono::Utc>),
+}
+
+impl LastSession {
+    /// `Never` for None: for carriers whose answer always says whether there was a session.
+    pub fn from_seen(at: Option<chrono::DateTime<chrono::Utc>>) -> LastSession {
+        at.map_or(LastSession::Never, LastSession::At)
+    }
+
+    /// The session's time, when one is known.
+    pub fn at(self) -> Option<chrono::DateTime<chrono::Utc>> {
+        match self {
+            LastSession::At(t) => Some(t),
+            _ => None,
+        }
+    }
+}

@@ -17,7 +17,9 @@ pub mod reasons;
 pub mod rules;
 
 pub use account::AccountId;
-pub use card::{Card, CardStatus, Drift, LifecycleStage, PendingChange, Plan, RealNameStatus};
+pub use card::{
+    Card, CardStatus, Drift, LastSession, LifecycleStage, PendingChange, Plan, RealNameStatus,
+};
 pub use carrier::CarrierId;
 pub use event::{CardEvent, Cause, PoolEvent};
 pub use ids::{Iccid, Imsi, Msisdn};

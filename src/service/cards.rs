@@ -468,7 +468,7 @@ impl CardService {
             Some(at_carrier) => diagnosis::CarrierFacts {
                 // Usage the carrier counted in an earlier cycle is not this cycle's.
                 cycle_usage_bytes: at_carrier.cycle_usage_bytes,
-                last_session_at: at_carrier.last_session_at,
+                last_session: at_carrier.last_session,
                 // Compared with the card only when time has not moved its carrier state since
                 // it was stored (a due stop the engine has yet to send is not drift).
                 service_state: (card.expected_carrier_state()

@@ -110,13 +110,13 @@ async fn card_reads_status_and_cycle_usage() {
     // The platform does not say which cycle it counted.
     assert_eq!(c.usage_cycle_start, None);
     // The traffic onboarded with the card is no session; recorded traffic is, to the millisecond.
-    assert_eq!(c.last_session_at, None);
+    assert_eq!(c.last_session, simgate::carrier::LastSession::Never);
     h.sim.record_usage(&iccid(1), 1).await.expect("traffic");
-    let at_sim = h.sim.card(&iccid(1)).await.expect("sim").last_session_at;
+    let at_sim = h.sim.card(&iccid(1)).await.expect("sim").last_session.at();
     assert!(at_sim.is_some());
     let c = h.jasper.card(&iccid(1)).await.expect("card 1 again");
     assert_eq!(
-        c.last_session_at.map(|t| t.timestamp_millis()),
+        c.last_session.at().map(|t| t.timestamp_millis()),
         at_sim.map(|t| t.timestamp_millis())
     );
     assert_eq!(

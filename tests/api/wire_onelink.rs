@@ -116,7 +116,7 @@ async fn card_reads_state_and_this_cycles_usage_in_bytes() {
     assert_eq!(a.cycle_usage_bytes, 5_000);
     assert_eq!(a.changes, 0);
     assert_eq!(a.usage_cycle_start, None);
-    assert_eq!(a.last_session_at, None);
+    assert_eq!(a.last_session, simgate::carrier::LastSession::Never);
 
     let b = r.adapter.card(&iccid(2)).await.expect("card 2");
     assert_eq!(b.state, ServiceState::Stopped);
@@ -129,10 +129,10 @@ async fn card_reads_state_and_this_cycles_usage_in_bytes() {
     let a = r.adapter.card(&iccid(1)).await.expect("card 1 again");
     assert_eq!(a.cycle_usage_bytes, 1_005_001);
     // The traffic is the newest session, to the second (the platform writes no milliseconds).
-    let at_sim = r.sim.card(&iccid(1)).await.expect("sim").last_session_at;
+    let at_sim = r.sim.card(&iccid(1)).await.expect("sim").last_session.at();
     let at_sim = at_sim.expect("the sim saw a session");
     assert_eq!(
-        a.last_session_at.map(|t| t.timestamp()),
+        a.last_session.at().map(|t| t.timestamp()),
         Some(at_sim.timestamp())
     );
 }

@@ -609,9 +609,12 @@ impl Ctx<'_> {
     }
 
     pub(super) fn no_recent_session(&self) -> Option<Finding> {
-        let silent_since = match self.facts.last_session_at {
-            Some(at) if self.now - at < SESSION_SILENCE => return None,
-            other => other,
+        let silent_since = match self.facts.last_session {
+            LastSession::At(at) if self.now - at < SESSION_SILENCE => return None,
+            // The carrier answered in a form that says nothing either way: no finding rather
+            // than "never connects" for every card.
+            LastSession::Unknown => return None,
+            other => other.at(),
         };
         let lang = self.lang;
         let hours = silent_since.map(|at| (self.now - at).num_hours());

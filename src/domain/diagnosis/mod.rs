@@ -8,7 +8,7 @@
 use chrono::{DateTime, Duration, Utc};
 
 use super::event;
-use super::{Card, CardStatus, CarrierPolicy, Fen, StopReason};
+use super::{Card, CardStatus, CarrierPolicy, Fen, LastSession, StopReason};
 
 mod findings;
 mod texts;
@@ -153,8 +153,9 @@ pub struct Diagnosis {
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct CarrierFacts {
     pub cycle_usage_bytes: u64,
-    /// The last data session the carrier saw; None: none known.
-    pub last_session_at: Option<DateTime<Utc>>,
+    /// The last data session the carrier saw (`Unknown` when its answer could not be read;
+    /// `Never` also when the carrier was not asked).
+    pub last_session: LastSession,
     /// The carrier's service state (`ACTIVE`, `STOPPED`, `CANCELLED`), when it was read.
     pub service_state: Option<&'static str>,
 }
@@ -351,7 +352,7 @@ mod tests {
     fn online() -> CarrierFacts {
         CarrierFacts {
             cycle_usage_bytes: 0,
-            last_session_at: Some(now() - Duration::hours(1)),
+            last_session: LastSession::At(now() - Duration::hours(1)),
             service_state: None,
         }
     }
@@ -687,7 +688,7 @@ mod tests {
         let card = card_with(CarrierId::Mobile, |_| {});
         let quiet = CarrierFacts {
             cycle_usage_bytes: 0,
-            last_session_at: Some(now() - Duration::hours(30)),
+            last_session: LastSession::At(now() - Duration::hours(30)),
             service_state: None,
         };
         let d = run(&card, &quiet, &[], Lang::En);
@@ -710,9 +711,31 @@ mod tests {
         );
 
         let telecom = card_with(CarrierId::Telecom, |_| {});
-        let d = run(&telecom, &CarrierFacts::default(), &[], Lang::En);
+        let never = CarrierFacts {
+            last_session: LastSession::Never,
+            ..Default::default()
+        };
+        let d = run(&telecom, &never, &[], Lang::En);
         assert_eq!(d.verdict, Verdict::LikelyNetworkOrDevice);
         assert!(!d.findings[0].steps[1].text.contains("bound"));
+    }
+
+    /// A carrier answer whose session record could not be read (a reply shape or time format no
+    /// source gives) is no evidence that the card never connects.
+    #[test]
+    fn an_unreadable_session_record_draws_no_conclusion() {
+        let telecom = card_with(CarrierId::Telecom, |_| {});
+        let unknown = CarrierFacts {
+            last_session: LastSession::Unknown,
+            ..Default::default()
+        };
+        let d = run(&telecom, &unknown, &[], Lang::En);
+        assert!(!codes(&d).contains(&"NO_RECENT_SESSION"), "{:?}", codes(&d));
+        let never = CarrierFacts {
+            last_session: LastSession::Never,
+            ..Default::default()
+        };
+        assert!(codes(&run(&telecom, &never, &[], Lang::En)).contains(&"NO_RECENT_SESSION"));
     }
 
     #[test]
@@ -721,7 +744,7 @@ mod tests {
         let card = card_with(CarrierId::Mobile, |_| {});
         let facts = CarrierFacts {
             cycle_usage_bytes: card.plan.monthly_quota_bytes / 10 * 9,
-            last_session_at: Some(now()),
+            last_session: LastSession::At(now()),
             service_state: None,
         };
         let d = run(&card, &facts, &[], Lang::En);
@@ -736,7 +759,7 @@ mod tests {
         // Half used at the same point lasts past the cycle end: no warning.
         let facts = CarrierFacts {
             cycle_usage_bytes: card.plan.monthly_quota_bytes / 2,
-            last_session_at: Some(now()),
+            last_session: LastSession::At(now()),
             service_state: None,
         };
         assert!(run(&card, &facts, &[], Lang::En).findings.is_empty());
@@ -750,7 +773,7 @@ mod tests {
         });
         let facts = CarrierFacts {
             cycle_usage_bytes: card.plan.monthly_quota_bytes + (1 << 20),
-            last_session_at: Some(now()),
+            last_session: LastSession::At(now()),
             service_state: None,
         };
         let d = run(&card, &facts, &[], Lang::En);

@@ -114,17 +114,18 @@ pub fn sign(values: &[&str], secret: &str) -> Result<String, String> {
     encrypt(&v.join(","), secret)
 }
 
-/// The `sign` of a request: every parameter value except `passWord` and `sign`, plus the plain
-/// password. (The C++ client's `strEncSign6` for disabledNumber signs access number, user,
-/// password, method, acctCd and orderTypeId: the same rule.)
+/// The `sign` of a `method` request: the values of the parameters that method signs
+/// ([`super::wire::is_signed`], dossier §0.5) plus the plain password.
 pub fn request_sign(
+    method: &str,
     params: &[(&str, String)],
     password: &str,
     secret: &str,
+    sign_need_dtl: bool,
 ) -> Result<String, String> {
     let mut values: Vec<&str> = params
         .iter()
-        .filter(|(k, _)| *k != "passWord" && *k != "sign")
+        .filter(|(k, _)| super::wire::is_signed(method, k, sign_need_dtl))
         .map(|(_, v)| v.as_str())
         .collect();
     values.push(password);

@@ -1,23 +1,32 @@
 //! China Telecom CMP (m2m_ec), one folder: the adapter (here), its wire terms (`wire`: paths,
-//! tables, envelopes), its signing scheme (`crypt`) and its wire simulator (`simulator`).
+//! sign sets, tables, envelopes), its signing scheme (`crypt`) and its wire simulator
+//! (`simulator`). Evidence: `shared/domain/carrier-wire/cmp.md` (the dossier, cited by section
+//! and source key); golden fixtures from it in `tests/fixtures/carrier-wire/cmp/`.
 //!
-//! Upstream calls (all `GET`, account in the query string):
-//! - `{base_url}/query.do?method=queryCardMainStatus` (JSON): the card's main status, for
-//!   `card()`, `cancel()` (is it dismantled?), `onboard()` (does it exist?) and to confirm an
-//!   idempotent stop/restore answered `-5`.
-//! - `{base_url}/query.do?method=queryTraffic&needDtl=0` (XML): this month's data usage, for `card()`.
-//! - `{base_url}/app/serviceAccept.do?method=disabledNumber&orderTypeId=19|20&acctCd=` (XML):
-//!   stop with number retention (停机保号) and restore, for `stop()` / `restore()`.
-//! - `{base_url}/query.do?method=getOnlineStatus` (JSON): the last session, for `card()` and
-//!   [`Cmp::online_status`].
-//! - `{base_url}/query.do?method=realNameQueryIot` (XML or JSON): [`Cmp::real_name`].
+//! Upstream calls (all `GET {base_url}/query.do?method=…`, account in the query string):
+//! - `queryCardMainStatus` (JSON, §2): the card's main status, for `card()`, `cancel()` (is it
+//!   dismantled?), `onboard()` (does it exist?) and to confirm a change answered `-5`/`1999`.
+//! - `queryTraffic&needDtl=0` (XML, §1): this month's data usage, for `card()`.
+//! - `disabledNumber&orderTypeId=19|20&acctCd=` (§5): stop with number retention (停机保号)
+//!   and restore. On `query.do`, as all five clients that implement it send it (the older
+//!   notes' `app/serviceAccept.do` was wrong); `acctCd` present, empty and signed.
+//! - `getOnlineStatus` (JSON, §3): the last session, for `card()` and [`Cmp::online_status`].
+//! - `realNameQueryIot` (XML, §4): [`Cmp::real_name`].
 //!
 //! Auth: `user_id`, `passWord` = [`crypt::encrypt`] of the password, and `sign` =
-//! [`crypt::sign`] over every other parameter value plus the plain password. The module owns
-//! Telecom's JS-style triple-key DES (the cipher itself comes from the `des` crate).
+//! [`crypt::request_sign`] over the parameters each method signs (`wire::is_signed`) plus the
+//! plain password. The module owns Telecom's JS-style triple-key DES (the cipher itself comes
+//! from the `des` crate).
 //!
-//! What public client code confirms and what it does not is written next to each table and
-//! envelope in `wire`; the wire simulator (`simulator`) speaks exactly these choices.
+//! Disputed facts, as per-account settings: `sign_need_dtl` (does `queryTraffic` sign
+//! `needDtl`? not in five of six sources: default false). Still unknown (dossier §11): a
+//! verbatim `disabledNumber` reply and what its 流水号 text form means (read as "outcome
+//! unknown" until the card's state confirms it); the values of getOnlineStatus' `result` and
+//! `acctStatusType` (online is never guessed) and its time formats (a session time only from
+//! a known format, otherwise "unknown", never "none"); error `-6`; the numeric rate limit.
+//! Cards are still named by `iccid` here; the most common identifier, `access_number`, needs
+//! each card's access number at every call and comes with the card-number plumbing (open).
+//! Unpublished codes fail safe: a read is unavailable, a change's outcome unknown.
 
 pub mod crypt;
 pub mod simulator;
@@ -28,7 +37,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{client, malformed, retry_after, send_error, status_error, HttpTimeouts, Secret};
 use crate::carrier::platform::{AccountCtx, WirePlatform};
-use crate::carrier::{Carrier, CarrierCard, CarrierError, OnboardCard, ServiceState};
+use crate::carrier::{Carrier, CarrierCard, CarrierError, LastSession, OnboardCard, ServiceState};
 use crate::domain::{CarrierId, Iccid};
 
 /// An `[[accounts]]` entry with `platform = "cmp"`: endpoint and credentials.
@@ -43,6 +52,10 @@ pub struct CmpConfig {
     pub key: Secret,
     #[serde(default)]
     pub timeouts: HttpTimeouts,
+    /// Whether `queryTraffic` signs its `needDtl` parameter (DISPUTED, dossier §0.5: not in
+    /// [YZ-CMP-Q], [MEH], [ESIM7], [SMARTCARD] and one more; signed by [XUYU]). Default false.
+    #[serde(default)]
+    pub sign_need_dtl: bool,
 }
 
 pub use crypt::request_sign;
@@ -89,6 +102,7 @@ impl WirePlatform for Platform {
             password: Secret::new(chars[..8].iter().collect::<String>()),
             key: Secret::new(chars[8..17].iter().collect::<String>()),
             timeouts,
+            sign_need_dtl: false,
         }
     }
 
@@ -112,6 +126,7 @@ pub struct Cmp {
     user_id: String,
     password: Secret,
     key: Secret,
+    sign_need_dtl: bool,
 }
 
 impl std::fmt::Debug for Cmp {
@@ -138,6 +153,7 @@ impl Cmp {
             user_id: cfg.user_id.clone(),
             password: cfg.password.clone(),
             key: cfg.key.clone(),
+            sign_need_dtl: cfg.sign_need_dtl,
         })
     }
 
@@ -162,7 +178,8 @@ impl Cmp {
         params.extend(extras.iter().map(|(k, v)| (*k, v.to_string())));
         let secret = self.key.expose();
         let password = self.password.expose();
-        let sign = request_sign(&params, password, secret).map_err(CarrierError::Transient)?;
+        let sign = request_sign(method, &params, password, secret, self.sign_need_dtl)
+            .map_err(CarrierError::Transient)?;
         let pass = crypt::encrypt(password, secret).map_err(CarrierError::Transient)?;
         params.push(("passWord", pass));
         params.push(("sign", sign));
@@ -175,7 +192,15 @@ impl Cmp {
             .map_err(|e| send_error(e, changes))?;
         let status = resp.status();
         if !status.is_success() {
-            return Err(status_error(status, retry_after(resp.headers())));
+            // No published HTTP-level errors: a change answered so may have been applied.
+            let e = status_error(status, retry_after(resp.headers()));
+            return Err(match e {
+                CarrierError::Rejected { .. } if changes => CarrierError::OutcomeUnknown(format!(
+                    "{method} answered HTTP {}",
+                    status.as_u16()
+                )),
+                other => other,
+            });
         }
         resp.text().await.map_err(|e| send_error(e, changes))
     }
@@ -184,7 +209,7 @@ impl Cmp {
         let body = self.call(QUERY_PATH, M_STATUS, iccid, &[], false).await?;
         let reply: StatusReply = parse_json(&body, M_STATUS, false)?;
         if reply.result_code != "0" {
-            return Err(platform_error(&reply.result_code, &reply.result_msg));
+            return Err(platform_error(&reply.result_code, &reply.result_msg, false));
         }
         Ok(reply)
     }
@@ -214,7 +239,7 @@ impl Cmp {
             .await?;
         let root: TrafficRoot = parse_xml(&body, M_TRAFFIC, false)?;
         if root.rsp.iresult != "0" {
-            return Err(platform_error(&root.rsp.iresult, ""));
+            return Err(platform_error(&root.rsp.iresult, "", false));
         }
         parse_mb(&root.rsp.total_bytes_cnt)
             .ok_or_else(|| malformed("queryTraffic TOTAL_BYTES_CNT is not N.NNMB", false))
@@ -228,66 +253,80 @@ impl Cmp {
     ) -> Result<(), CarrierError> {
         let body = self
             .call(
-                CHANGE_PATH,
+                QUERY_PATH,
                 M_DISABLE,
                 iccid,
                 &[("orderTypeId", order), ("acctCd", "")],
                 true,
             )
             .await?;
-        let (code, message) = match parse_xml::<ChangeReply>(&body, M_DISABLE, true) {
-            Ok(r) if r.response.rsp_type == "0" && r.response.rsp_code == CHANGE_OK => {
-                return Ok(())
+        let (code, message) = match change_answer(&body) {
+            ChangeAnswer::Accepted { .. } => return Ok(()),
+            ChangeAnswer::Refused { code, message } => (code, message),
+            ChangeAnswer::Unrecognised(text) => {
+                // Only the card's state says whether it took effect.
+                return match self.state(iccid).await {
+                    Ok((_, now)) if now == to => Ok(()),
+                    _ => Err(CarrierError::OutcomeUnknown(format!(
+                        "{M_DISABLE} answered in a form no source explains: {text}"
+                    ))),
+                };
             }
-            Ok(r) => (r.response.rsp_code, r.response.rsp_desc),
-            Err(e) => return Err(e),
         };
-        if code == ALREADY_ORDERED {
-            // -5 also answers an order that is pending for another reason: only the card's
+        if code == ALREADY_ORDERED || code == STOP_RECORD_EXISTS {
+            // Both also answer an order that is pending for another reason: only the card's
             // state tells whether the change is already in effect.
             let (_, now) = self.state(iccid).await?;
             if now == to {
                 return Ok(());
             }
         }
-        Err(platform_error(&code, &message))
+        Err(platform_error(&code, &message, true))
     }
 
-    /// `getOnlineStatus`: whether the card has a data session now, and when it started.
+    /// `getOnlineStatus`: the card's current or last data session, as far as the reply says.
     pub async fn online_status(&self, iccid: &Iccid) -> Result<OnlineStatus, CarrierError> {
         let body = self.call(QUERY_PATH, M_ONLINE, iccid, &[], false).await?;
         let reply: OnlineReply = parse_json(&body, M_ONLINE, false)?;
         if reply.result_code != "0" {
-            return Err(platform_error(&reply.result_code, &reply.result_msg));
+            return Err(platform_error(&reply.result_code, &reply.result_msg, false));
         }
+        // Without the description object nothing is known: never "offline".
+        let Some(d) = reply.description else {
+            return Ok(OnlineStatus {
+                online: None,
+                last_session: LastSession::Unknown,
+                framed_ip_address: None,
+                apn: None,
+            });
+        };
+        let given = |s: &str| (!s.trim().is_empty()).then(|| s.trim().to_string());
         Ok(OnlineStatus {
-            online: reply.online_status == "1",
-            last_session_at: parse_time(&reply.start_time),
+            online: None,
+            last_session: d.last_session(),
+            framed_ip_address: given(&d.framed_ip_address),
+            apn: given(&d.apn),
         })
     }
 
-    /// `realNameQueryIot`: whether the card's real-name registration (实名) is done.
+    /// `realNameQueryIot`: whether the card's real-name registration (实名) is done. `0`: a
+    /// record was found ([MEH]); `-5` on this method: none (未能查询到实名制信息, [MEH]).
     pub async fn real_name(&self, iccid: &Iccid) -> Result<RealName, CarrierError> {
         let body = self
             .call(QUERY_PATH, M_REAL_NAME, iccid, &[], false)
             .await?;
-        let reply: RealNameReply = if body.trim_start().starts_with('{') {
-            parse_json(&body, M_REAL_NAME, false)?
-        } else {
-            parse_xml(&body, M_REAL_NAME, false)?
+        let Some(reply) = RealNameReply::parse(&body) else {
+            return Err(refusal(&body, false)
+                .unwrap_or_else(|| malformed(&format!("{M_REAL_NAME}: unreadable reply"), false)));
         };
-        if reply.result_code == "0" {
-            return Ok(RealName::Registered);
+        match reply.result_code.as_str() {
+            "0" => Ok(RealName::Registered),
+            ALREADY_ORDERED => Ok(RealName::NotRegistered {
+                code: reply.result_code,
+                message: reply.result_msg,
+            }),
+            code => Err(platform_error(code, &reply.result_msg, false)),
         }
-        // Documented codes are failures of the call; any other code is the platform's way of
-        // saying "not registered" (public clients treat every non-zero code so).
-        if ERROR_CODES.iter().any(|(c, _)| *c == reply.result_code) {
-            return Err(platform_error(&reply.result_code, &reply.result_msg));
-        }
-        Ok(RealName::NotRegistered {
-            code: reply.result_code,
-            message: reply.result_msg,
-        })
     }
 }
 
@@ -314,14 +353,14 @@ impl Carrier for Cmp {
         let cycle_usage_bytes = self.usage(iccid).await?;
         // A third call, because the diagnosis must tell "stopped" from "never connects", and
         // only getOnlineStatus knows sessions.
-        let last_session_at = self.online_status(iccid).await?.last_session_at;
+        let last_session = self.online_status(iccid).await?.last_session;
         Ok(CarrierCard {
             iccid: iccid.clone(),
             state,
             cycle_usage_bytes,
             // queryTraffic says "this month" without dates; the platform does not tell.
             usage_cycle_start: None,
-            last_session_at,
+            last_session,
             changes: 0,
         })
     }
@@ -383,19 +422,49 @@ mod tests {
     }
 
     #[test]
-    fn sign_sorts_values_and_covers_the_plain_password() {
+    fn each_method_signs_its_own_parameters_and_the_plain_password() {
         let params = vec![
             ("method", "queryTraffic".to_string()),
             ("user_id", "test".to_string()),
             ("iccid", "8986031540025047173".to_string()),
+            ("needDtl", "0".to_string()),
             ("passWord", "IGNORED".to_string()),
         ];
-        let s = request_sign(&params, "pw", KEY).unwrap();
+        let s = request_sign(M_TRAFFIC, &params, "pw", KEY, false).unwrap();
+        // needDtl is sent, not signed (dossier §0.5, five of six sources).
         assert_eq!(
             s,
             crypt::sign(&["pw", "queryTraffic", "test", "8986031540025047173"], KEY).unwrap()
         );
-        assert_ne!(s, request_sign(&params, "pw2", KEY).unwrap());
+        assert_eq!(
+            request_sign(M_TRAFFIC, &params, "pw", KEY, true).unwrap(),
+            crypt::sign(
+                &["pw", "queryTraffic", "test", "8986031540025047173", "0"],
+                KEY
+            )
+            .unwrap(),
+            "sign_need_dtl signs it"
+        );
+        assert_ne!(
+            s,
+            request_sign(M_TRAFFIC, &params, "pw2", KEY, false).unwrap()
+        );
+        // disabledNumber signs acctCd (empty) and orderTypeId.
+        let change = vec![
+            ("method", "disabledNumber".to_string()),
+            ("user_id", "test".to_string()),
+            ("access_number", "14914000000".to_string()),
+            ("acctCd", String::new()),
+            ("orderTypeId", "19".to_string()),
+        ];
+        assert_eq!(
+            request_sign(M_DISABLE, &change, "test", KEY, false).unwrap(),
+            crypt::sign(
+                &["14914000000", "test", "test", "disabledNumber", "", "19"],
+                KEY
+            )
+            .unwrap()
+        );
     }
 
     #[test]
@@ -425,32 +494,41 @@ mod tests {
     }
 
     #[test]
-    fn every_error_code_maps() {
+    fn every_error_code_maps_and_unpublished_ones_fail_safe() {
         for (code, meaning) in ERROR_CODES {
-            let e = platform_error(code, "");
-            if *code == RATE_LIMITED {
-                assert_eq!(e, CarrierError::RateLimited { retry_after: None });
-            } else {
-                assert_eq!(
-                    e,
-                    CarrierError::Rejected {
-                        code: code.to_string(),
-                        message: meaning.to_string()
-                    }
-                );
+            for changes in [false, true] {
+                let e = platform_error(code, "", changes);
+                if *code == RATE_LIMITED {
+                    assert_eq!(e, CarrierError::RateLimited { retry_after: None });
+                } else {
+                    assert_eq!(
+                        e,
+                        CarrierError::Rejected {
+                            code: code.to_string(),
+                            message: meaning.to_string()
+                        }
+                    );
+                }
             }
         }
         assert_eq!(
-            platform_error("-4", "无此号码"),
+            platform_error("-4", "无此号码", false),
             CarrierError::Rejected {
                 code: "-4".into(),
                 message: "无此号码".into()
             }
         );
-        assert!(matches!(
-            platform_error("-99", ""),
-            CarrierError::Rejected { ref code, .. } if code == "-99"
-        ));
+        // Unpublished (-6, -99, RspCode > 9000): a read is unavailable, a change unknown.
+        for code in ["-6", "-99", "9001"] {
+            assert!(matches!(
+                platform_error(code, "", false),
+                CarrierError::Transient(_)
+            ));
+            assert!(matches!(
+                platform_error(code, "", true),
+                CarrierError::OutcomeUnknown(_)
+            ));
+        }
     }
 
     #[test]
@@ -479,17 +557,12 @@ mod tests {
         assert_eq!(t.rsp.iresult, "0");
         assert_eq!(parse_mb(&t.rsp.total_bytes_cnt), Some(MIB + MIB / 2));
 
-        let json = r#"{"resultCode":"0","resultMsg":"处理成功！","GROUP_TRANSACTIONID":"1","number":"1410","servCreateDate":"20190101","productInfo":[{"productMainStatusCd":"4","productMainStatusName":"在用"}]}"#;
-        let s: StatusReply = parse_json(json, M_STATUS, false).unwrap();
-        assert_eq!(s.product_info[0].status_code, "4");
-
-        let change = "<SvcCont><Response><RspType>0</RspType><RspCode>0000</RspCode><RspDesc>成功</RspDesc></Response><GROUP_TRANSACTIONID>1</GROUP_TRANSACTIONID></SvcCont>";
-        let c: ChangeReply = parse_xml(change, M_DISABLE, true).unwrap();
-        assert_eq!(c.response.rsp_code, CHANGE_OK);
-
         // A refusal in JSON where XML was expected is the refusal, not a malformed body.
-        let r =
-            parse_xml::<ChangeReply>(r#"{"resultCode":"-3","resultMsg":"sign"}"#, M_DISABLE, true);
+        let r = parse_xml::<TrafficRoot>(
+            r#"{"resultCode":"-3","resultMsg":"sign"}"#,
+            M_TRAFFIC,
+            false,
+        );
         assert_eq!(
             r.unwrap_err(),
             CarrierError::Rejected {
@@ -497,15 +570,14 @@ mod tests {
                 message: "sign".into()
             }
         );
+        // ... and so is one in text, `<code>：<message>`.
+        let r = parse_xml::<TrafficRoot>("-4：iccid号码错误或不存在", M_TRAFFIC, false);
+        assert!(matches!(r, Err(CarrierError::Rejected { ref code, .. }) if code == "-4"));
         let r = parse_json::<StatusReply>(r#"{"RESULT":"101004","SMSG":"busy"}"#, M_STATUS, false);
         assert_eq!(
             r.unwrap_err(),
             CarrierError::RateLimited { retry_after: None }
         );
-        assert!(matches!(
-            parse_xml::<ChangeReply>("<html>oops", M_DISABLE, true),
-            Err(CarrierError::OutcomeUnknown(_))
-        ));
         assert!(matches!(
             parse_json::<StatusReply>("garbage", M_STATUS, false),
             Err(CarrierError::Transient(_))
@@ -513,9 +585,54 @@ mod tests {
     }
 
     #[test]
+    fn a_change_reply_is_read_in_every_published_form() {
+        let accepted = |body: &str| matches!(change_answer(body), ChangeAnswer::Accepted { .. });
+        assert!(accepted("<businessServiceResponse><RspType>0</RspType><result>0</result><resultMsg>处理成功！</resultMsg><GROUP_TRANSACTIONID>1</GROUP_TRANSACTIONID></businessServiceResponse>"));
+        assert!(accepted("<x><businessServiceResponse><RspType>0</RspType><result>0</result></businessServiceResponse></x>"));
+        assert!(accepted(
+            r#"{"RspType":"0","result":"0","resultMsg":"处理成功！"}"#
+        ));
+        assert!(accepted(
+            r#"{"result":"0","resultMsg":"ok","GROUP_TRANSACTIONID":"1"}"#
+        ));
+        assert_eq!(
+            change_answer(r#"{"RspType":"1","result":"1999","resultMsg":"x"}"#),
+            ChangeAnswer::Refused {
+                code: "1999".into(),
+                message: "x".into()
+            }
+        );
+        assert_eq!(
+            change_answer("-5：已经订购该产品，请不要重复订购。"),
+            ChangeAnswer::Refused {
+                code: "-5".into(),
+                message: "已经订购该产品，请不要重复订购。".into()
+            }
+        );
+        // The old guess (IMEIReRecord's shape) says RspType 0 but no result: accepted too, as
+        // the field set reads it; a 流水号 text and garbage are unrecognised, never success.
+        for body in [
+            "业务受理成功，流水号：1000000190",
+            "<html>oops",
+            "",
+            r#"{"RspType":"1"}"#,
+        ] {
+            assert!(
+                matches!(change_answer(body), ChangeAnswer::Unrecognised(_)),
+                "{body}"
+            );
+        }
+    }
+
+    #[test]
     fn platform_times_are_beijing_time() {
         let t = parse_time("2026-11-25 10:00:00").unwrap();
         assert_eq!(t.to_rfc3339(), "2026-11-25T02:00:00+00:00");
         assert_eq!(parse_time(""), None);
+        assert_eq!(
+            parse_time("20261125100000").map(|t| t.to_rfc3339()),
+            Some("2026-11-25T02:00:00+00:00".into())
+        );
+        assert_eq!(parse_time("<time>"), None);
     }
 }

@@ -1,7 +1,20 @@
-//! The China Telecom CMP (m2m_ec) wire simulator: `GET {prefix}/query.do` and
-//! `GET {prefix}/app/serviceAccept.do` with the platform's auth (`passWord` and `sign` in
-//! Telecom's DES), envelopes and codes, exactly as `crate::carrier::http::cmp` speaks them, in
-//! front of a [`SimCarrier`] whose rules and fault injection decide every answer.
+//! The China Telecom CMP (m2m_ec) wire simulator: `GET {prefix}/query.do` with the platform's
+//! auth (`passWord` and `sign` in Telecom's DES, each method's own sign set), envelopes and
+//! codes, as the dossier (`shared/domain/carrier-wire/cmp.md`) gives them and
+//! `crate::carrier::http::cmp` speaks them, in front of a [`SimCarrier`] whose rules and fault
+//! injection decide every answer.
+//!
+//! It refuses what the platform is documented to refuse: a wrong sign set (`-3`: e.g. a signed
+//! `needDtl`, or `disabledNumber` without its empty `acctCd` in the sign), a missing required
+//! parameter (`-2`: `acctCd`, `orderTypeId`, `needDtl`), an unknown card (`-4`). Invented,
+//! because no source gives the platform's answer: HTTP 404 for any method on
+//! `app/serviceAccept.do`; `-2` for a non-empty `acctCd` or an `orderTypeId` other than 19/20;
+//! `RspType 1` + `result -5` for a restore of an active card (`1999`, [COOL]'s answer, for a stop
+//! of a stopped one); `-4` for a change of a dismantled card and `-7` for an injected refusal
+//! (simgate's own codes never reach the wire); the root element `root` of realNameQueryIot
+//! (its name is not published); the description of getOnlineStatus is left out for a card with
+//! no session, and `result`/`acctStatusType` carry no values (theirs are not published).
+//! Cards are named by `iccid` (the adapter's setting today); an `access_number` is not known.
 //!
 //! The prefix is the path of the configured `base_url` (e.g. `/m2m_ec`), so one configuration
 //! serves both the adapter and this simulator.
@@ -17,10 +30,10 @@ use axum::routing::get;
 use axum::Router;
 
 use crate::carrier::http::cmp::{
-    crypt, format_mb, main_status_code, request_sign, ChangeReply, ChangeResponse, CmpConfig,
-    JsonResult, OnlineReply, ProductInfo, RealNameReply, StatusReply, ALREADY_ORDERED, CHANGE_OK,
-    CHANGE_PATH, M_DISABLE, M_ONLINE, M_REAL_NAME, M_STATUS, M_TRAFFIC, ORDER_RESTORE, ORDER_STOP,
-    QUERY_PATH, RATE_LIMITED, TIME_FORMAT,
+    crypt, format_mb, is_published, main_status_code, request_sign, CmpConfig, JsonResult,
+    ProductInfo, StatusReply, ALREADY_ORDERED, M_DISABLE, M_ONLINE, M_REAL_NAME, M_STATUS,
+    M_TRAFFIC, ORDER_RESTORE, ORDER_STOP, QUERY_PATH, RATE_LIMITED, SERVICE_ACCEPT_PATH,
+    STOP_RECORD_EXISTS, TIME_FORMAT,
 };
 use crate::carrier::sim::SimCarrier;
 use crate::carrier::{Carrier, CarrierError, ServiceState};
@@ -48,6 +61,7 @@ struct Wire {
     user_id: String,
     password: String,
     key: String,
+    sign_need_dtl: bool,
     opts: WireOptions,
 }
 
@@ -61,22 +75,27 @@ pub fn router(sim: Arc<SimCarrier>, cfg: &CmpConfig, opts: WireOptions) -> Route
         user_id: cfg.user_id.clone(),
         password: cfg.password.expose().to_string(),
         key: cfg.key.expose().to_string(),
+        sign_need_dtl: cfg.sign_need_dtl,
         opts,
     });
     Router::new()
         .route(&format!("{prefix}{QUERY_PATH}"), get(query))
-        .route(&format!("{prefix}{CHANGE_PATH}"), get(change))
+        .route(
+            &format!("{prefix}{SERVICE_ACCEPT_PATH}"),
+            get(|| async {
+                (
+                    StatusCode::NOT_FOUND,
+                    "the simulator serves no method on app/serviceAccept.do",
+                )
+            }),
+        )
         .with_state(wire)
 }
 
 type Params = Query<HashMap<String, String>>;
 
 async fn query(State(w): State<Arc<Wire>>, Query(p): Params) -> Response {
-    handle(&w, p, false).await
-}
-
-async fn change(State(w): State<Arc<Wire>>, Query(p): Params) -> Response {
-    handle(&w, p, true).await
+    handle(&w, p).await
 }
 
 fn json(body: String) -> Response {
@@ -100,18 +119,17 @@ fn refuse(code: &str, message: &str) -> Response {
     json(serde_json::to_string(&body).unwrap_or_default())
 }
 
-fn to_xml<T: serde::Serialize>(v: &T) -> Response {
-    match quick_xml::se::to_string(v) {
-        Ok(s) => xml(s),
-        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
-    }
-}
-
-/// A `SimCarrier` error on the wire.
+/// A `SimCarrier` error on the wire, in the platform's codes only.
 fn carrier_error(e: CarrierError) -> Response {
     match e {
-        CarrierError::Rejected { code, message } => refuse(&code, &message),
-        CarrierError::RateLimited { .. } => refuse(RATE_LIMITED, "too many requests"),
+        CarrierError::Rejected { code, message } if is_published(&code) => refuse(&code, &message),
+        // A dismantled card's number is gone (invented: no published code for it).
+        CarrierError::Rejected { code, message } if code == "CARD_CANCELLED" => {
+            refuse("-4", &message)
+        }
+        // Any other refusal of the simulated carrier (an injected one): a published refusal.
+        CarrierError::Rejected { message, .. } => refuse("-7", &message),
+        CarrierError::RateLimited { .. } => refuse(RATE_LIMITED, "请求过于频繁，请稍后再试"),
         CarrierError::Transient(m) | CarrierError::CircuitOpen(m) => {
             (StatusCode::SERVICE_UNAVAILABLE, m).into_response()
         }
@@ -122,43 +140,68 @@ fn carrier_error(e: CarrierError) -> Response {
 
 /// The platform checks the sign with the password it decrypts from `passWord`: a wrong key
 /// garbles both, so the sign fails (-3); a right key with a wrong password signs consistently
-/// and fails the account check (-1).
-fn authenticate(w: &Wire, p: &HashMap<String, String>) -> Result<(), (&'static str, &'static str)> {
+/// and fails the account check (-1). The sign must cover exactly the method's sign set.
+fn authenticate(
+    w: &Wire,
+    method: &str,
+    p: &HashMap<String, String>,
+) -> Result<(), (&'static str, &'static str)> {
     let (Some(pass), Some(sign)) = (p.get("passWord"), p.get("sign")) else {
-        return Err(("-2", "missing passWord or sign"));
+        return Err(("-2", "必传参数缺失: passWord, sign"));
     };
     let Some(user) = p.get("user_id") else {
-        return Err(("-2", "missing user_id"));
+        return Err(("-2", "必传参数缺失: user_id"));
     };
     let plain = crypt::decrypt(pass, &w.key).unwrap_or_default();
     let params: Vec<(&str, String)> = p.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
-    let expected = request_sign(&params, &plain, &w.key).unwrap_or_default();
+    let expected =
+        request_sign(method, &params, &plain, &w.key, w.sign_need_dtl).unwrap_or_default();
     if expected.is_empty() || !expected.eq_ignore_ascii_case(sign) {
-        return Err(("-3", "sign check failed"));
+        return Err(("-3", "sign参数值错误"));
     }
     if *user != w.user_id || plain != w.password {
-        return Err(("-1", "bad user_id or password"));
+        return Err(("-1", "用户名或者密码错误，无权限"));
     }
     Ok(())
 }
 
-async fn handle(w: &Wire, p: HashMap<String, String>, change_path: bool) -> Response {
-    let Some(method) = p.get("method").cloned() else {
-        return refuse("-2", "missing method");
+/// The parameters a method requires besides the account's (dossier §1, §5).
+fn missing(method: &str, p: &HashMap<String, String>) -> Option<&'static str> {
+    let need: &[&'static str] = match method {
+        M_TRAFFIC => &["needDtl"],
+        M_DISABLE => &["orderTypeId", "acctCd"],
+        _ => &[],
     };
-    if let Err((code, message)) = authenticate(w, &p) {
+    need.iter().copied().find(|k| !p.contains_key(*k))
+}
+
+async fn handle(w: &Wire, p: HashMap<String, String>) -> Response {
+    let Some(method) = p.get("method").cloned() else {
+        return refuse("-2", "必传参数缺失: method");
+    };
+    if let Err((code, message)) = authenticate(w, &method, &p) {
         return refuse(code, message);
     }
-    let Some(raw) = p.get("iccid").or_else(|| p.get("access_number")) else {
-        return refuse("-2", "missing iccid or access_number");
+    if let Some(param) = missing(&method, &p) {
+        return refuse("-2", &format!("必传参数缺失: {param}"));
+    }
+    let Some(raw) = p.get("iccid") else {
+        // Cards are named by ICCID here; an access number is a card this simulator lacks.
+        return match p.get("access_number") {
+            Some(_) => refuse("-4", "iccid号码错误或不存在"),
+            None => refuse("-2", "必传参数缺失: iccid"),
+        };
     };
     let Ok(iccid) = Iccid::parse_any(raw) else {
-        return refuse("-4", "no such card");
+        return refuse("-4", "iccid号码错误或不存在");
     };
     match method.as_str() {
-        // Public clients send disabledNumber to either path; both accept it.
-        M_DISABLE => disabled_number(w, &iccid, p.get("orderTypeId").map(String::as_str)).await,
-        _ if change_path => refuse("-2", "unknown method for serviceAccept.do"),
+        M_DISABLE => {
+            if p.get("acctCd").is_some_and(|a| !a.is_empty()) {
+                return refuse("-2", "acctCd 固定字段，保持为空");
+            }
+            disabled_number(w, &iccid, p.get("orderTypeId").map(String::as_str)).await
+        }
         M_STATUS => match w.sim.card(&iccid).await {
             Ok(c) => {
                 let code = main_status_code(c.state);
@@ -178,9 +221,12 @@ async fn handle(w: &Wire, p: HashMap<String, String>, change_path: bool) -> Resp
             Err(e) => carrier_error(e),
         },
         M_TRAFFIC => match w.sim.card(&iccid).await {
+            // The verbatim sample's elements (dossier §1).
             Ok(c) => xml(format!(
                 "<root><web:NEW_DATA_TICKET_QRsp xmlns:web=\"http://www.example.org/webservice\">\
-                 <IRESULT>0</IRESULT><TOTAL_BYTES_CNT>{}</TOTAL_BYTES_CNT>\
+                 <CHARGE_CNT_CH>0元</CHARGE_CNT_CH><DURATION_CNT_CH></DURATION_CNT_CH>\
+                 <IRESULT>0</IRESULT><TOTALCOUNT></TOTALCOUNT><TOTALPAGE></TOTALPAGE>\
+                 <TOTAL_BYTES_CNT>{}</TOTAL_BYTES_CNT>\
                  <GROUP_TRANSACTIONID>{}</GROUP_TRANSACTIONID><number>{}</number>\
                  </web:NEW_DATA_TICKET_QRsp></root>",
                 format_mb(c.cycle_usage_bytes),
@@ -191,34 +237,39 @@ async fn handle(w: &Wire, p: HashMap<String, String>, change_path: bool) -> Resp
         },
         M_ONLINE => match w.sim.card(&iccid).await {
             Ok(c) => {
-                // The simulated card is online while it has service and has had a session.
-                let online = c.state == ServiceState::Active && c.last_session_at.is_some();
-                let reply = OnlineReply {
-                    result_code: "0".into(),
-                    result_msg: "处理成功！".into(),
-                    number: iccid.to_string(),
-                    online_status: if online { "1" } else { "0" }.into(),
-                    start_time: c
-                        .last_session_at
-                        .map(|t| {
-                            t.with_timezone(&chrono_tz::Asia::Shanghai)
-                                .format(TIME_FORMAT)
-                                .to_string()
-                        })
-                        .unwrap_or_default(),
-                };
-                json(serde_json::to_string(&reply).unwrap_or_default())
+                let mut reply = serde_json::json!({
+                    "resultCode": "0",
+                    "resultMsg": "处理成功！",
+                    "groupTransactionId": transaction_id(),
+                });
+                if let Some(at) = c.last_session.at() {
+                    let at = at
+                        .with_timezone(&chrono_tz::Asia::Shanghai)
+                        .format(TIME_FORMAT)
+                        .to_string();
+                    reply["description"] = serde_json::json!({
+                        "result": "", "msisdn": "", "netModel": "", "imsi": "",
+                        "acctStatusType": "", "eventTimestamp": at, "framedIpAddress": "10.0.0.1",
+                        "provname": "", "duration": "", "startTime": at, "stopTime": "",
+                        "framedIpv6Prefix": "", "framedInterfaceId": "", "apn": "ctnet",
+                        "rattype": "", "imei": "",
+                    });
+                }
+                json(reply.to_string())
             }
             Err(e) => carrier_error(e),
         },
+        // The simulated carrier keeps no real-name data: every card it knows is registered.
         M_REAL_NAME => match w.sim.card(&iccid).await {
-            // The simulated carrier keeps no real-name data: every card it knows is registered.
-            Ok(c) => to_xml(&RealNameReply {
-                result_code: "0".into(),
-                result_msg: "处理成功！".into(),
-                prod_main_status_name: status_name(main_status_code(c.state)).into(),
-                cert_number: String::new(),
-            }),
+            Ok(c) => xml(format!(
+                "<root><resultCode>0</resultCode><resultMsg>处理成功！</resultMsg>\
+                 <GROUP_TRANSACTIONID>{}</GROUP_TRANSACTIONID><RESULT><activeTime></activeTime>\
+                 <prodStatusName></prodStatusName><prodMainStatusName>{}</prodMainStatusName>\
+                 <certNumber>null</certNumber><number>{}</number></RESULT></root>",
+                transaction_id(),
+                status_name(main_status_code(c.state)),
+                iccid
+            )),
             Err(e) => carrier_error(e),
         },
         _ => refuse("-2", "unknown method"),
@@ -231,9 +282,16 @@ async fn disabled_number(w: &Wire, iccid: &Iccid, order: Option<&str>) -> Respon
         Some(ORDER_RESTORE) => ServiceState::Active,
         _ => return refuse("-2", "orderTypeId must be 19 or 20"),
     };
-    // An order for the state the card is already in is "already ordered".
+    // An order for the state the card is already in is refused; the adapter reads the card.
     match w.sim.card(iccid).await {
-        Ok(c) if c.state == target => return change_reply(ALREADY_ORDERED, "已订购"),
+        Ok(c) if c.state == target => {
+            return match target {
+                ServiceState::Stopped => {
+                    change_reply("1", STOP_RECORD_EXISTS, "已存在停机类型为120000的停机记录")
+                }
+                _ => change_reply("1", ALREADY_ORDERED, "已经订购该产品，请不要重复订购"),
+            }
+        }
         Ok(_) => {}
         Err(e) => return carrier_error(e),
     }
@@ -242,25 +300,24 @@ async fn disabled_number(w: &Wire, iccid: &Iccid, order: Option<&str>) -> Respon
         _ => w.sim.restore(iccid).await,
     };
     match result {
-        Ok(()) => change_reply(CHANGE_OK, "成功"),
+        Ok(()) => change_reply("0", "0", "处理成功！"),
         Err(CarrierError::OutcomeUnknown(_)) => {
             // Applied, but the client must see no answer in time.
             tokio::time::sleep(w.opts.timeout_after_apply_delay).await;
-            change_reply(CHANGE_OK, "成功")
+            change_reply("0", "0", "处理成功！")
         }
         Err(e) => carrier_error(e),
     }
 }
 
-fn change_reply(code: &str, desc: &str) -> Response {
-    to_xml(&ChangeReply {
-        response: ChangeResponse {
-            rsp_type: if code == CHANGE_OK { "0" } else { "1" }.into(),
-            rsp_code: code.into(),
-            rsp_desc: desc.into(),
-        },
-        transaction_id: transaction_id(),
-    })
+/// The `disabledNumber` reply: the dossier's reconstructed `businessServiceResponse` (§5).
+fn change_reply(rsp_type: &str, result: &str, message: &str) -> Response {
+    xml(format!(
+        "<businessServiceResponse><RspType>{rsp_type}</RspType><result>{result}</result>\
+         <resultMsg>{message}</resultMsg><GROUP_TRANSACTIONID>{}</GROUP_TRANSACTIONID>\
+         </businessServiceResponse>",
+        transaction_id()
+    ))
 }
 
 fn status_name(code: &str) -> &'static str {

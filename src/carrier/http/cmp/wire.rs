@@ -1,20 +1,46 @@
-//! CMP's wire terms: paths and method names, the status and error-code tables, the JSON and
-//! XML envelopes, and the MB and time formats, shared by the adapter and the wire simulator.
+//! CMP's wire terms: paths and method names, which parameters each method signs, the status
+//! and error-code tables, the JSON, XML and text envelopes, and the MB and time formats, shared
+//! by the adapter and the wire simulator.
+//!
+//! Evidence: `shared/domain/carrier-wire/cmp.md` (the dossier; its source keys are quoted as
+//! `[KEY]`). Golden fixtures from it are in `tests/fixtures/carrier-wire/cmp/`; `wire_fixtures`
+//! in the API tests runs the adapter's parsers and this module's sign sets against them.
+
+use std::collections::BTreeMap;
 
 use chrono::{DateTime, NaiveDateTime, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::carrier::http::malformed;
-use crate::carrier::{CarrierError, ServiceState};
+use crate::carrier::{CarrierError, LastSession, ServiceState};
 
+/// Every call simgate makes, queries and changes alike: all five clients that implement
+/// `disabledNumber` send it here ([YZ-CMP-C], [COOL], [CPP], [ESIM7], [MEH]; dossier §5).
 pub const QUERY_PATH: &str = "/query.do";
-pub const CHANGE_PATH: &str = "/app/serviceAccept.do";
+/// The platform's path for some other changes (`speedLimitAction`, [YZ-CMP-C]). No source sends
+/// `disabledNumber` there; the wire simulator refuses every method on it.
+pub const SERVICE_ACCEPT_PATH: &str = "/app/serviceAccept.do";
 
 pub const M_STATUS: &str = "queryCardMainStatus";
 pub const M_TRAFFIC: &str = "queryTraffic";
 pub const M_DISABLE: &str = "disabledNumber";
 pub const M_ONLINE: &str = "getOnlineStatus";
 pub const M_REAL_NAME: &str = "realNameQueryIot";
+
+/// Whether the value of `param` enters the `sign` of a `method` request (dossier §0.5). The sign
+/// always covers `user_id`, `method`, the card's identifier and the plain password (added by
+/// [`crate::carrier::http::cmp::request_sign`]); `disabledNumber` also signs `acctCd` (present
+/// and empty) and `orderTypeId` ([YZ-CMP-C], [COOL], [MEH], [ESIM7], [CPP]). `needDtl` of
+/// `queryTraffic` is sent but not signed in five of six sources ([YZ-CMP-Q], [MEH], [ESIM7],
+/// [SMARTCARD], stored Java 3230738650); [XUYU] signs it: `sign_need_dtl` (per account).
+pub fn is_signed(method: &str, param: &str, sign_need_dtl: bool) -> bool {
+    match param {
+        "user_id" | "method" | "access_number" | "iccid" => true,
+        "acctCd" | "orderTypeId" => method == M_DISABLE,
+        "needDtl" => method == M_TRAFFIC && sign_need_dtl,
+        _ => false,
+    }
+}
 
 /// `orderTypeId` of `disabledNumber`: 19 stops with number retention (停机保号), 20 restores.
 pub const ORDER_STOP: &str = "19";
@@ -58,38 +84,67 @@ pub fn main_status_code(state: ServiceState) -> &'static str {
 /// The main status code of a dismantled card.
 pub const DISMANTLED: &str = "7";
 
-/// The platform's documented error codes and what they mean.
+/// The platform's published error codes and what they mean (dossier §9; [NKY] models.rs, [COOL]).
+/// `-2` and `-3` have a second published reading: a getLocationByPhone reply type (stored file
+/// 982867444) lists `-2` as a bad sign and `-3` as a bad user or password. Either way nothing was
+/// done and the request must change, so both are refusals. Codes not listed here are
+/// unrecognised: a read answered so is unavailable, a change answered so has an unknown outcome.
 pub const ERROR_CODES: &[(&str, &str)] = &[
-    ("-1", "bad user or password"),
-    ("-2", "missing parameter"),
-    ("-3", "bad sign"),
-    ("-4", "bad iccid"),
-    ("-5", "already ordered"),
-    ("-7", "a request is already in progress for this number"),
-    (RATE_LIMITED, "too many requests"),
+    ("-1", "用户名或者密码错误，无权限 (bad user_id or password)"),
+    (
+        "-2",
+        "必传参数缺失 (a required parameter is missing; read as a bad sign by one published reply type)",
+    ),
+    (
+        "-3",
+        "sign参数值错误 (bad sign; read as a bad user or password by one published reply type)",
+    ),
+    ("-4", "iccid号码错误或不存在 (no such card)"),
+    (
+        "-5",
+        "已经订购该产品，请不要重复订购 (already ordered; realNameQueryIot: no real-name record)",
+    ),
+    ("-7", "该号码已有业务正在处理，请稍后下发 (a change is already in progress for this number)"),
+    ("1999", "已存在停机类型为120000的停机记录 (a stop record exists)"),
+    (RATE_LIMITED, "请求过于频繁，请稍后再试 (too many requests)"),
 ];
 
 /// Too many requests.
 pub const RATE_LIMITED: &str = "101004";
-/// Already ordered: answered to a stop of a stopped card (and a restore of an active one).
+/// Already ordered: a stop of a stopped card or a restore of an active one ([NKY]); the
+/// adapter confirms by reading the card.
 pub const ALREADY_ORDERED: &str = "-5";
+/// `RspType 1` + `result 1999`: a stop record already exists ([COOL] 23665006106 treats it as
+/// already stopped; the adapter confirms by reading the card).
+pub const STOP_RECORD_EXISTS: &str = "1999";
 /// Code simgate uses when `cancel()` finds the card not dismantled at the platform.
 pub const NOT_DISMANTLED: &str = "NOT_DISMANTLED";
 
-/// A platform result code (not "0") → the trait's error kind. The platform's own code and
-/// message are kept; a missing message is filled from [`ERROR_CODES`]. `-7` (a change in
-/// progress) is a refusal of this request: nothing was applied, the caller decides.
-pub fn platform_error(code: &str, message: &str) -> CarrierError {
+/// Whether `code` is one of [`ERROR_CODES`].
+pub fn is_published(code: &str) -> bool {
+    ERROR_CODES.iter().any(|(c, _)| *c == code)
+}
+
+/// A platform result code (not "0") → the trait's error kind. A published code is a refusal
+/// (nothing was done) with the platform's code and message; 101004 is rate limiting; any other
+/// code fails safe: a read is unavailable, a change has an unknown outcome (the journal settles
+/// it by reading the card). `-7` (a change in progress) refuses this request: the caller decides.
+pub fn platform_error(code: &str, message: &str, changes: bool) -> CarrierError {
     if code == RATE_LIMITED {
         // The platform sends no retry time with 101004.
         return CarrierError::RateLimited { retry_after: None };
     }
+    let published = ERROR_CODES.iter().find(|(c, _)| *c == code);
+    let Some((_, meaning)) = published else {
+        let what = format!("unrecognised platform code {code:?}: {message}");
+        return if changes {
+            CarrierError::OutcomeUnknown(what)
+        } else {
+            CarrierError::Transient(what)
+        };
+    };
     let message = if message.trim().is_empty() {
-        ERROR_CODES
-            .iter()
-            .find(|(c, _)| *c == code)
-            .map(|(_, m)| (*m).to_string())
-            .unwrap_or_else(|| "refused by the platform".to_string())
+        (*meaning).to_string()
     } else {
         message.to_string()
     };
@@ -100,23 +155,23 @@ pub fn platform_error(code: &str, message: &str) -> CarrierError {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Envelopes. Field names follow public client code (nkypy/carrier-api `china_telecom`, and
-// Java/C#/Go clients found by search):
-// - queryCardMainStatus: JSON resultCode/resultMsg/productInfo[].productMainStatusCd — confirmed.
-// - queryTraffic: XML <root><web:NEW_DATA_TICKET_QRsp><IRESULT/><TOTAL_BYTES_CNT>1.23MB</..> —
-//   confirmed, the unit is MB with two decimals.
-// - disabledNumber: XML <SvcCont><Response><RspType/><RspCode/><RspDesc/></Response> — the
-//   platform's change answer as public clients parse it for other changes; not confirmed for
-//   disabledNumber itself.
-// - realNameQueryIot: resultCode (0 = real-name registered) and prodMainStatusName/certNumber,
-//   answered as XML by some accounts and JSON by others — both accepted.
-// - getOnlineStatus: NOT confirmed by any public code found; JSON resultCode/resultMsg plus
-//   `onlineStatus` ("1" online) and `startTime` (session start, yyyy-MM-dd HH:mm:ss, Beijing).
-// - Refusals (bad auth, bad iccid, 101004...): JSON {"resultCode": code, "resultMsg": msg},
-//   the queryCardMainStatus envelope; `RESULT`/`SMSG` (getTelephone's envelope) is accepted too.
-//   That XML methods refuse in JSON is an assumption.
+// Envelopes, per method (dossier §1-§5, §9):
+// - queryCardMainStatus: JSON resultCode/resultMsg/productInfo[].productMainStatusCd (§2,
+//   skeleton with [MEH]'s sample values; [NKY] decodes the same).
+// - queryTraffic: XML <root><web:NEW_DATA_TICKET_QRsp><IRESULT/><TOTAL_BYTES_CNT>1.23MB</..>
+//   (§1, verbatim sample CMXML 3429917198).
+// - disabledNumber: DISPUTED (§5): the field set RspType/result/resultMsg/GROUP_TRANSACTIONID
+//   ([MEH], [COOL]) in XML (root `businessServiceResponse`, [COOL] 23358068165, possibly one
+//   level down) or JSON, top-level `result` alone ([COOL] 23606245317), or plain text
+//   containing 流水号 ([YZ-CMP-C]; no captured body). All are read by [`change_answer`].
+// - getOnlineStatus: JSON resultCode/resultMsg/groupTransactionId and a `description{…}` object
+//   (§3, skeleton from [ESIM7]). The values of `result`/`acctStatusType` and every time format
+//   are unknown: online is never guessed, a session time only from a format listed here.
+// - realNameQueryIot: XML resultCode/resultMsg/GROUP_TRANSACTIONID/RESULT{…} (§4, [MEH]); the
+//   root element's name is unknown (any root is read); JSON accepted as well.
+// - Refusals: JSON {"resultCode", "resultMsg"} (§9; `RESULT`/`SMSG` too), or plain text
+//   `<code>：<message>` ([NKY] splits replies so; inferred, no captured sample).
 // ---------------------------------------------------------------------------------------------
-
 #[derive(Debug, Default, Deserialize, Serialize)]
 pub struct JsonResult {
     #[serde(rename = "resultCode", alias = "RESULT", default)]
@@ -169,61 +224,269 @@ pub struct TrafficRsp {
     pub number: String,
 }
 
-#[derive(Debug, Deserialize, Serialize)]
-#[serde(rename = "SvcCont")]
-pub struct ChangeReply {
-    #[serde(rename = "Response")]
-    pub response: ChangeResponse,
-    #[serde(rename = "GROUP_TRANSACTIONID", default)]
-    pub transaction_id: String,
+/// Every leaf element's (or scalar member's) text by name, whatever the root and the depth:
+/// the first occurrence of a name wins. XML element names are taken without their prefix.
+/// None when the body is neither XML nor a JSON object.
+pub fn leaf_fields(body: &str) -> Option<BTreeMap<String, String>> {
+    let t = body.trim_start();
+    if t.starts_with('{') {
+        let v: serde_json::Value = serde_json::from_str(t).ok()?;
+        let mut out = BTreeMap::new();
+        json_leaves(&v, &mut out);
+        Some(out)
+    } else if t.starts_with('<') {
+        xml_leaves(t)
+    } else {
+        None
+    }
 }
 
-#[derive(Debug, Deserialize, Serialize)]
-pub struct ChangeResponse {
-    #[serde(rename = "RspType")]
-    pub rsp_type: String,
-    #[serde(rename = "RspCode")]
-    pub rsp_code: String,
-    #[serde(rename = "RspDesc", default)]
-    pub rsp_desc: String,
+fn json_leaves(v: &serde_json::Value, out: &mut BTreeMap<String, String>) {
+    if let serde_json::Value::Object(map) = v {
+        for (k, v) in map {
+            let text = match v {
+                serde_json::Value::String(s) => Some(s.clone()),
+                serde_json::Value::Number(n) => Some(n.to_string()),
+                serde_json::Value::Bool(b) => Some(b.to_string()),
+                serde_json::Value::Null => Some(String::new()),
+                serde_json::Value::Object(_) => {
+                    json_leaves(v, out);
+                    None
+                }
+                serde_json::Value::Array(_) => None,
+            };
+            if let Some(text) = text {
+                out.entry(k.clone()).or_insert(text);
+            }
+        }
+    }
 }
 
-/// Success of a change: `RspType` 0 with `RspCode` 0000.
-pub const CHANGE_OK: &str = "0000";
+fn xml_leaves(body: &str) -> Option<BTreeMap<String, String>> {
+    use quick_xml::events::Event;
+    let mut reader = quick_xml::Reader::from_str(body);
+    // (name, had a child element, text so far)
+    let mut open: Vec<(String, bool, String)> = Vec::new();
+    let mut out = BTreeMap::new();
+    let mut any = false;
+    loop {
+        match reader.read_event().ok()? {
+            Event::Start(e) => {
+                if let Some(parent) = open.last_mut() {
+                    parent.1 = true;
+                }
+                let name = String::from_utf8_lossy(e.local_name().as_ref()).into_owned();
+                open.push((name, false, String::new()));
+                any = true;
+            }
+            Event::Empty(e) => {
+                if let Some(parent) = open.last_mut() {
+                    parent.1 = true;
+                }
+                let name = String::from_utf8_lossy(e.local_name().as_ref()).into_owned();
+                out.entry(name).or_insert_with(String::new);
+                any = true;
+            }
+            Event::Text(t) => {
+                if let Some(cur) = open.last_mut() {
+                    cur.2.push_str(&t.decode().ok()?);
+                }
+            }
+            Event::CData(t) => {
+                if let Some(cur) = open.last_mut() {
+                    cur.2.push_str(&String::from_utf8_lossy(&t));
+                }
+            }
+            Event::GeneralRef(r) => {
+                let name = r.decode().ok()?;
+                let ch = match r.resolve_char_ref().ok()? {
+                    Some(c) => c.to_string(),
+                    None => match name.as_ref() {
+                        "amp" => "&".into(),
+                        "lt" => "<".into(),
+                        "gt" => ">".into(),
+                        "quot" => "\"".into(),
+                        "apos" => "'".into(),
+                        other => format!("&{other};"),
+                    },
+                };
+                if let Some(cur) = open.last_mut() {
+                    cur.2.push_str(&ch);
+                }
+            }
+            Event::End(_) => {
+                let (name, had_child, text) = open.pop()?;
+                if !had_child {
+                    out.entry(name).or_insert_with(|| text.trim().to_string());
+                }
+            }
+            Event::Eof => break,
+            _ => {}
+        }
+    }
+    (any && open.is_empty()).then_some(out)
+}
 
-#[derive(Debug, Deserialize, Serialize)]
-#[serde(rename = "SvcCont")]
+/// A refusal in plain text, `<code>：<message>` (full-width or ASCII colon), for a published
+/// code only.
+pub fn text_refusal(body: &str) -> Option<(String, String)> {
+    let t = body.trim();
+    let (code, message) = t.split_once('：').or_else(|| t.split_once(':'))?;
+    let code = code.trim();
+    is_published(code).then(|| (code.to_string(), message.trim().to_string()))
+}
+
+/// What a `disabledNumber` reply says, in any of its published forms.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChangeAnswer {
+    /// Accepted (`RspType` 0 with `result` 0 or absent, or `result` 0 alone), with the
+    /// platform's transaction id when it gives one.
+    Accepted { transaction_id: Option<String> },
+    /// Refused with a code (a published one is a refusal; -5 and 1999 are confirmed by a read).
+    Refused { code: String, message: String },
+    /// Anything else, e.g. the 流水号 text form (whose meaning no source gives): the outcome
+    /// is unknown until the card's state is read.
+    Unrecognised(String),
+}
+
+/// Reads a `disabledNumber` reply (dossier §5): XML or JSON field sets at any depth, a text
+/// refusal, or anything else as unrecognised.
+pub fn change_answer(body: &str) -> ChangeAnswer {
+    if let Some(f) = leaf_fields(body) {
+        let rsp_type = f.get("RspType").map(|s| s.trim());
+        let result = f
+            .get("result")
+            .or_else(|| f.get("resultCode"))
+            .or_else(|| f.get("RESULT"))
+            .map(|s| s.trim());
+        let message = f
+            .get("resultMsg")
+            .or_else(|| f.get("SMSG"))
+            .or_else(|| f.get("RspDesc"))
+            .cloned()
+            .unwrap_or_default();
+        let transaction_id = f
+            .get("GROUP_TRANSACTIONID")
+            .or_else(|| f.get("groupTransactionId"))
+            .filter(|t| !t.trim().is_empty())
+            .cloned();
+        return match (rsp_type, result) {
+            (Some("0"), None | Some("0")) | (None, Some("0")) => {
+                ChangeAnswer::Accepted { transaction_id }
+            }
+            (_, Some(code)) if code != "0" && !code.is_empty() => ChangeAnswer::Refused {
+                code: code.to_string(),
+                message,
+            },
+            _ => ChangeAnswer::Unrecognised(short(body)),
+        };
+    }
+    match text_refusal(body) {
+        Some((code, message)) => ChangeAnswer::Refused { code, message },
+        None => ChangeAnswer::Unrecognised(short(body)),
+    }
+}
+
+/// A reply's first characters, for an error message.
+fn short(body: &str) -> String {
+    body.trim().chars().take(120).collect()
+}
+
+/// `realNameQueryIot` (dossier §4): `resultCode` and the `RESULT{…}` fields, from XML (any
+/// root) or JSON.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RealNameReply {
-    #[serde(rename = "resultCode")]
     pub result_code: String,
-    #[serde(rename = "resultMsg", default)]
     pub result_msg: String,
-    #[serde(rename = "prodMainStatusName", default)]
-    pub prod_main_status_name: String,
-    #[serde(rename = "certNumber", default)]
-    pub cert_number: String,
+    pub prod_main_status_name: Option<String>,
+    /// `certNumber`; the platform writes "null" for none.
+    pub cert_number: Option<String>,
 }
 
+impl RealNameReply {
+    pub fn parse(body: &str) -> Option<RealNameReply> {
+        let f = leaf_fields(body)?;
+        let present = |k: &str| {
+            f.get(k)
+                .map(|v| v.trim().to_string())
+                .filter(|v| !v.is_empty() && v != "null")
+        };
+        Some(RealNameReply {
+            result_code: f.get("resultCode")?.trim().to_string(),
+            result_msg: f.get("resultMsg").cloned().unwrap_or_default(),
+            prod_main_status_name: present("prodMainStatusName"),
+            cert_number: present("certNumber"),
+        })
+    }
+}
+
+/// `getOnlineStatus` (dossier §3): JSON with a `description{…}` object ([ESIM7]).
 #[derive(Debug, Deserialize, Serialize)]
 pub struct OnlineReply {
     #[serde(rename = "resultCode")]
     pub result_code: String,
     #[serde(rename = "resultMsg", default)]
     pub result_msg: String,
+    #[serde(rename = "groupTransactionId", default)]
+    pub transaction_id: String,
     #[serde(default)]
-    pub number: String,
-    #[serde(rename = "onlineStatus", default)]
-    pub online_status: String,
-    #[serde(rename = "startTime", default)]
-    pub start_time: String,
+    pub description: Option<OnlineDescription>,
 }
 
-/// Time format of the platform's timestamps, in Beijing time.
-pub const TIME_FORMAT: &str = "%Y-%m-%d %H:%M:%S";
+/// The fields of `description` ([ESIM7] `DescriptionWorkState`). They follow RADIUS accounting
+/// attribute names (an observation, not documented); the values of `result`, `acctStatusType`
+/// and `rattype`, and the time formats, are not published.
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(default)]
+pub struct OnlineDescription {
+    pub result: String,
+    pub msisdn: String,
+    #[serde(rename = "netModel")]
+    pub net_model: String,
+    pub imsi: String,
+    #[serde(rename = "acctStatusType")]
+    pub acct_status_type: String,
+    #[serde(rename = "eventTimestamp")]
+    pub event_timestamp: String,
+    #[serde(rename = "framedIpAddress")]
+    pub framed_ip_address: String,
+    pub provname: String,
+    pub duration: String,
+    #[serde(rename = "startTime")]
+    pub start_time: String,
+    #[serde(rename = "stopTime")]
+    pub stop_time: String,
+    #[serde(rename = "framedIpv6Prefix")]
+    pub framed_ipv6_prefix: String,
+    #[serde(rename = "framedInterfaceId")]
+    pub framed_interface_id: String,
+    pub apn: String,
+    pub rattype: String,
+    pub imei: String,
+}
 
-/// A platform timestamp (Beijing time) in UTC.
+impl OnlineDescription {
+    /// The session's start: `startTime`, else `eventTimestamp` ([THL] maps it to the session
+    /// start), in a format [`parse_time`] knows. Unknown otherwise, never "none".
+    pub fn last_session(&self) -> LastSession {
+        parse_time(&self.start_time)
+            .or_else(|| parse_time(&self.event_timestamp))
+            .map_or(LastSession::Unknown, LastSession::At)
+    }
+}
+
+/// Time format the simulator writes, in Beijing time. No source gives the platform's formats
+/// for session times; [`parse_time`] reads this one and the compact `yyyyMMddHHmmss` that
+/// `servCreateDate`-style fields suggest (an inference), nothing else.
+pub const TIME_FORMAT: &str = "%Y-%m-%d %H:%M:%S";
+const TIME_FORMATS: &[&str] = &[TIME_FORMAT, "%Y%m%d%H%M%S"];
+
+/// A platform timestamp (Beijing time) in UTC; None when it is not in a known format.
 pub fn parse_time(s: &str) -> Option<DateTime<Utc>> {
-    let naive = NaiveDateTime::parse_from_str(s.trim(), TIME_FORMAT).ok()?;
+    let s = s.trim();
+    let naive = TIME_FORMATS
+        .iter()
+        .find_map(|f| NaiveDateTime::parse_from_str(s, f).ok())?;
     chrono_tz::Asia::Shanghai
         .from_local_datetime(&naive)
         .single()
@@ -269,19 +532,27 @@ pub enum RealName {
 /// Online state, as `getOnlineStatus` says.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OnlineStatus {
-    pub online: bool,
-    /// Start of the current or last data session, when the platform gives one.
-    pub last_session_at: Option<DateTime<Utc>>,
+    /// Whether the card has a session now. Always None today: the values that would say so
+    /// (`result`, `acctStatusType`) are not published, and guessing would be worse than not
+    /// knowing.
+    pub online: Option<bool>,
+    /// The current or last data session, when the reply's time can be read.
+    pub last_session: LastSession,
+    /// The session's address and APN, as given.
+    pub framed_ip_address: Option<String>,
+    pub apn: Option<String>,
 }
 
-/// A refusal in the JSON error envelope, if the body is one.
-pub(super) fn refusal(body: &str) -> Option<CarrierError> {
-    if !body.trim_start().starts_with('{') {
-        return None;
+/// A refusal in the JSON error envelope or as `<code>：<message>` text, if the body is one.
+pub(super) fn refusal(body: &str, changes: bool) -> Option<CarrierError> {
+    let t = body.trim_start();
+    if t.starts_with('{') {
+        let r: JsonResult = serde_json::from_str(t).ok()?;
+        let code = r.result_code?;
+        return (code != "0")
+            .then(|| platform_error(&code, r.result_msg.as_deref().unwrap_or(""), changes));
     }
-    let r: JsonResult = serde_json::from_str(body).ok()?;
-    let code = r.result_code?;
-    (code != "0").then(|| platform_error(&code, r.result_msg.as_deref().unwrap_or("")))
+    text_refusal(t).map(|(code, message)| platform_error(&code, &message, changes))
 }
 
 pub(super) fn parse_json<T: serde::de::DeserializeOwned>(
@@ -289,8 +560,9 @@ pub(super) fn parse_json<T: serde::de::DeserializeOwned>(
     method: &str,
     changes: bool,
 ) -> Result<T, CarrierError> {
-    serde_json::from_str(body)
-        .map_err(|e| refusal(body).unwrap_or_else(|| malformed(&format!("{method}: {e}"), changes)))
+    serde_json::from_str(body).map_err(|e| {
+        refusal(body, changes).unwrap_or_else(|| malformed(&format!("{method}: {e}"), changes))
+    })
 }
 
 pub(super) fn parse_xml<T: serde::de::DeserializeOwned>(
@@ -298,7 +570,7 @@ pub(super) fn parse_xml<T: serde::de::DeserializeOwned>(
     method: &str,
     changes: bool,
 ) -> Result<T, CarrierError> {
-    if let Some(e) = refusal(body) {
+    if let Some(e) = refusal(body, changes) {
         return Err(e);
     }
     quick_xml::de::from_str(body).map_err(|e| malformed(&format!("{method}: {e}"), changes))

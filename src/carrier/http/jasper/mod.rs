@@ -25,7 +25,7 @@ use chrono::{DateTime, Utc};
 
 use super::{client, malformed, retry_after, send_error, HttpTimeouts, Secret};
 use crate::carrier::platform::{AccountCtx, WirePlatform};
-use crate::carrier::{Carrier, CarrierCard, CarrierError, OnboardCard, ServiceState};
+use crate::carrier::{Carrier, CarrierCard, CarrierError, LastSession, OnboardCard, ServiceState};
 use crate::domain::{CarrierId, Iccid};
 
 /// An `[[accounts]]` entry with `platform = "jasper"`: endpoint and credentials.
@@ -266,7 +266,7 @@ impl Carrier for Jasper {
             usage_cycle_start: None,
             // A third call under a one-call-at-a-time fair-use rule, but the diagnosis must
             // tell "stopped" from "never connects".
-            last_session_at: self.last_session(iccid).await?,
+            last_session: LastSession::from_seen(self.last_session(iccid).await?),
             // The platform does not count status changes.
             changes: 0,
         })

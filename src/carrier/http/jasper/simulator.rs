@@ -211,7 +211,7 @@ async fn session_info(
     headers: HeaderMap,
 ) -> Response {
     answer_card(&w, &headers, &iccid, |c| {
-        let at = c.last_session_at.map(|t| {
+        let at = c.last_session.at().map(|t| {
             t.format(crate::carrier::http::jasper::DATE_FORMAT)
                 .to_string()
         });

@@ -34,7 +34,7 @@ use serde_json::{json, Map, Value};
 
 use super::{client, malformed, retry_after, send_error, status_error, HttpTimeouts, Secret};
 use crate::carrier::platform::{AccountCtx, WirePlatform};
-use crate::carrier::{Carrier, CarrierCard, CarrierError, OnboardCard, ServiceState};
+use crate::carrier::{Carrier, CarrierCard, CarrierError, LastSession, OnboardCard, ServiceState};
 use crate::domain::{CarrierId, Iccid};
 
 /// An `[[accounts]]` entry with `platform = "onelink"`: endpoint and credentials.
@@ -361,14 +361,14 @@ impl Carrier for OneLink {
             .await?;
         let cycle_usage_bytes =
             kb_to_bytes(&amount).ok_or_else(|| malformed("dataAmount is not KB", false))?;
-        let last_session_at = self.last_session(iccid).await?;
+        let last_session = LastSession::from_seen(self.last_session(iccid).await?);
         Ok(CarrierCard {
             iccid: iccid.clone(),
             state,
             cycle_usage_bytes,
             // The platform's "this month" is implied by the call, not stated in the answer.
             usage_cycle_start: None,
-            last_session_at,
+            last_session,
             changes: 0,
         })
     }

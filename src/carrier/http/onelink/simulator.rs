@@ -307,7 +307,8 @@ async fn sim_session(State(w): State<Arc<Wire>>, body: Bytes) -> Response {
     match w.card_or_fail(&body).await {
         Ok(c) => {
             let sessions: Vec<Value> = c
-                .last_session_at
+                .last_session
+                .at()
                 .map(|at| {
                     json!({
                         "createDate": at
