@@ -425,3 +425,69 @@ fn ctx(policy: CarrierPolicy) -> simgate::carrier::platform::AccountCtx {
         ..simgate::carrier::platform::AccountCtx::default_for(CarrierId::Mobile)
     }
 }
+
+/// A OneLink platform answering `/query/sim-status` with the dossier's §2.1 fixture, its
+/// `cardStatus` set to `status` (dossier §8).
+async fn platform_with_card_status(status: &'static str) -> OneLink {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/carrier-wire/onelink/query-sim-status.s2-1.reply.json");
+    let fixture = std::fs::read_to_string(&path).expect("the §2.1 fixture");
+    assert!(fixture.contains(r#""cardStatus":"2""#), "{fixture}");
+    let body = fixture.replace(
+        r#""cardStatus":"2""#,
+        &format!(r#""cardStatus":"{status}""#),
+    );
+    let app = axum::Router::new()
+        .route(
+            "/v5/ec/get/token",
+            post(|| async {
+                r#"{"status":"0","message":"正确","result":[{"token":"t","ttl":3600}]}"#
+            }),
+        )
+        .route(
+            "/v5/ec/query/sim-status",
+            post(move || {
+                let body = body.clone();
+                async move { body }
+            }),
+        );
+    let addr = serve(app).await;
+    OneLink::new(
+        &config(addr, PASSWORD, 2_000),
+        ctx(CarrierPolicy::default_for(CarrierId::Mobile)),
+    )
+    .expect("adapter")
+}
+
+#[tokio::test]
+async fn wire_onelink_fixture_card_status_confirms_a_release_only_when_released() {
+    // 9 已销户 and PB 04 销号 confirm it; 8 预销户 and PB 03 预销号 do not (no service yet).
+    for released in ["9", "04"] {
+        platform_with_card_status(released)
+            .await
+            .cancel(&iccid(1))
+            .await
+            .unwrap_or_else(|e| panic!("cardStatus {released}: {e:?}"));
+    }
+    for pending in ["8", "03"] {
+        let a = platform_with_card_status(pending).await;
+        let e = a.cancel(&iccid(1)).await.expect_err("not released yet");
+        assert!(
+            matches!(e, CarrierError::Rejected { ref code, .. } if code == "NOT_CANCELLED"),
+            "{pending}: {e:?}"
+        );
+    }
+    // The fixture as the dossier gives it: cardStatus 2 已激活.
+    let a = platform_with_card_status("2").await;
+    assert!(a.cancel(&iccid(1)).await.is_err());
+    // PB 99 号码不存在: the platform has no such card.
+    let e = platform_with_card_status("99")
+        .await
+        .cancel(&iccid(1))
+        .await
+        .expect_err("no such number");
+    assert!(
+        matches!(e, CarrierError::Rejected { ref code, .. } if code == "11011"),
+        "{e:?}"
+    );
+}

@@ -260,6 +260,12 @@ impl OneLink {
     async fn status(&self, iccid: &Iccid) -> Result<(String, ServiceState), CarrierError> {
         let v = self.field("/query/sim-status", iccid, "cardStatus").await?;
         let code = text(&v).ok_or_else(|| malformed("cardStatus is not a code", false))?;
+        if code == codes::PB_NO_SUCH_NUMBER {
+            return Err(CarrierError::Rejected {
+                code: codes::CARD_UNKNOWN.into(),
+                message: format!("{iccid}: cardStatus 99 (号码不存在, no such number)"),
+            });
+        }
         let state = codes::service_state(&code)
             .ok_or_else(|| malformed(&format!("unknown cardStatus {code}"), false))?;
         Ok((code, state))
@@ -385,8 +391,9 @@ impl Carrier for OneLink {
 
     /// OneLink releases numbers itself; this confirms it has.
     async fn cancel(&self, iccid: &Iccid) -> Result<(), CarrierError> {
-        let (code, state) = self.status(iccid).await?;
-        if state == ServiceState::Cancelled {
+        let (code, _) = self.status(iccid).await?;
+        // Only the released codes confirm it, not any code that maps to Cancelled.
+        if codes::RELEASED.contains(&code.as_str()) {
             return Ok(());
         }
         Err(CarrierError::Rejected {
@@ -406,19 +413,29 @@ mod tests {
 
     #[test]
     fn every_card_status_maps_and_round_trips_from_simgate_states() {
+        // Dossier onelink.md §8: OneLink-CT and OneLink-PB codes.
         let expect = [
             ("1", ServiceState::Active),
             ("2", ServiceState::Active),
             ("4", ServiceState::Stopped),
             ("6", ServiceState::Active),
             ("7", ServiceState::Stopped),
-            ("8", ServiceState::Cancelled),
+            ("8", ServiceState::Stopped),
+            ("9", ServiceState::Cancelled),
+            ("00", ServiceState::Active),
+            ("01", ServiceState::Stopped),
+            ("02", ServiceState::Stopped),
+            ("03", ServiceState::Stopped),
+            ("04", ServiceState::Cancelled),
+            ("06", ServiceState::Stopped),
+            ("07", ServiceState::Active),
         ];
         assert_eq!(CARD_STATUS.len(), expect.len());
         for (code, state) in expect {
             assert_eq!(service_state(code), Some(state), "cardStatus {code}");
         }
-        for code in ["0", "3", "5", "9", "", "02"] {
+        // Unused (3, 5), not a service state (PB 05 过户, 99 号码不存在), or not the same code.
+        for code in ["0", "3", "5", "05", "99", "", "004", " 4"] {
             assert_eq!(service_state(code), None, "cardStatus {code}");
         }
         for s in [
@@ -428,6 +445,11 @@ mod tests {
         ] {
             assert_eq!(service_state(card_status(s)), Some(s));
         }
+        // Only 已销户 and 销号 confirm a release; 预销户 and 预销号 do not.
+        for code in RELEASED {
+            assert_eq!(service_state(code), Some(ServiceState::Cancelled));
+        }
+        assert!(!RELEASED.contains(&"8") && !RELEASED.contains(&"03"));
     }
 
     #[test]

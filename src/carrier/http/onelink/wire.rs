@@ -26,21 +26,46 @@ pub mod codes {
     pub const OPER_STOP: &str = "0";
     pub const OPER_RESTART: &str = "1";
 
-    /// `cardStatus` → whether the card has service.
-    /// 1 待激活 (silent period: data flows and activates the card) and 6 可测试 give service;
-    /// 7 库存 gives none; 8 预销户 is on its way out, which is what simgate calls cancelled.
-    pub const CARD_STATUS: [(&str, ServiceState, &str); 6] = [
+    /// `cardStatus` → whether the card has service (dossier onelink.md §8). OneLink-CT codes
+    /// are one digit ([PHP] CMIOT_API25S04, [MEH] response.ts L3-14, [SIMCTL], [IOTOS],
+    /// [YZ-STATUS]); OneLink-PB codes are two digits in the same field ([PHP], [YZ-STATUS], the
+    /// heclouds doc), so codes are matched as strings, exactly. 1 待激活 (silent period: data
+    /// flows and activates the card) and 6 可测试 give service; 7 库存 none; 8 预销户 is on its
+    /// way out but not released (no service: Stopped); 9 已销户 and PB 04 销号 are released.
+    /// Inferred, from the names only: PB 01 单向停机 and 06 休眠 give no data service, 07 待激活
+    /// is like CT 1. PB 05 过户 (transferred) and 99 号码不存在 are not mapped: 99 is an unknown
+    /// card ([`PB_NO_SUCH_NUMBER`]), 05 a state simgate cannot act on (read: unavailable).
+    pub const CARD_STATUS: [(&str, ServiceState, &str); 14] = [
         ("1", ServiceState::Active, "awaiting activation (待激活)"),
         ("2", ServiceState::Active, "active (已激活)"),
         ("4", ServiceState::Stopped, "stopped (停机)"),
         ("6", ServiceState::Active, "testable (可测试)"),
         ("7", ServiceState::Stopped, "inventory (库存)"),
+        ("8", ServiceState::Stopped, "pending cancellation (预销户)"),
+        ("9", ServiceState::Cancelled, "cancelled (已销户)"),
+        ("00", ServiceState::Active, "normal (正常, PB)"),
+        ("01", ServiceState::Stopped, "one-way stop (单向停机, PB)"),
+        ("02", ServiceState::Stopped, "stopped (停机, PB)"),
         (
-            "8",
-            ServiceState::Cancelled,
-            "pending cancellation (预销户)",
+            "03",
+            ServiceState::Stopped,
+            "pending cancellation (预销号, PB)",
+        ),
+        ("04", ServiceState::Cancelled, "cancelled (销号, PB)"),
+        ("06", ServiceState::Stopped, "dormant (休眠, PB)"),
+        (
+            "07",
+            ServiceState::Active,
+            "awaiting activation (待激活, PB)",
         ),
     ];
+
+    /// The `cardStatus` codes that confirm a release (`cancel()`): 9 已销户 and PB 04 销号.
+    /// 8 预销户 and PB 03 预销号 are not yet.
+    pub const RELEASED: [&str; 2] = ["9", "04"];
+
+    /// PB `cardStatus` 99 号码不存在: the platform has no such number.
+    pub const PB_NO_SUCH_NUMBER: &str = "99";
 
     pub fn service_state(card_status: &str) -> Option<ServiceState> {
         CARD_STATUS
@@ -49,12 +74,12 @@ pub mod codes {
             .map(|(_, s, _)| *s)
     }
 
-    /// The `cardStatus` a card in `state` shows (the simulator's direction).
+    /// The `cardStatus` a card in `state` shows (the simulator's direction: OneLink-CT).
     pub fn card_status(state: ServiceState) -> &'static str {
         match state {
             ServiceState::Active => "2",
             ServiceState::Stopped => "4",
-            ServiceState::Cancelled => "8",
+            ServiceState::Cancelled => "9",
         }
     }
 
