@@ -178,9 +178,10 @@ async fn cancel_confirms_a_retired_card_and_refuses_one_in_service() {
     }
     assert_eq!(sim_state(&h, 2).await, ServiceState::Stopped);
 
-    // A retired card cannot be brought back.
+    // A retired card cannot be brought back: refused with a published code (10000005, SIM 卡
+    // 状态无效), never the simulator's own.
     match h.jasper.restore(&iccid(1)).await {
-        Err(CarrierError::Rejected { code, .. }) => assert_eq!(code, "CARD_CANCELLED"),
+        Err(CarrierError::Rejected { code, .. }) => assert_eq!(code, "10000005"),
         other => panic!("expected a refusal, got {other:?}"),
     }
 }

@@ -141,10 +141,14 @@ impl Jasper {
         let status = resp.status();
         let retry = retry_after(resp.headers());
         let body = resp.bytes().await.map_err(|e| send_error(e, changes))?;
-        if status.is_success() {
-            return Ok(body.to_vec());
-        }
         let envelope = serde_json::from_slice::<ErrorBody>(&body).ok();
+        if status.is_success() {
+            // A 2xx answer may still carry an error code (40000029 whatever the status).
+            match envelope.as_ref().filter(|e| e.error_code.is_some()) {
+                Some(e) => return Err(error_of(status, Some(e), retry, changes)),
+                None => return Ok(body.to_vec()),
+            }
+        }
         Err(error_of(status, envelope.as_ref(), retry, changes))
     }
 
@@ -350,9 +354,10 @@ mod tests {
             (CODE_INVALID_REQUEST, StatusCode::BAD_REQUEST),
             (CODE_NO_ACCESS, StatusCode::BAD_REQUEST),
             (CODE_INVALID_ICCID, StatusCode::NOT_FOUND),
+            ("10000005", StatusCode::BAD_REQUEST),
         ];
         for (code, status) in cases {
-            assert_eq!(code_kind(code), CodeKind::Refused);
+            assert_eq!(code_kind(code), Some(CodeKind::Refused));
             for changes in [false, true] {
                 assert_eq!(
                     error_of(status, Some(&body(code)), None, changes),
@@ -363,15 +368,27 @@ mod tests {
                 );
             }
         }
-        assert_eq!(code_kind(CODE_RATE_LIMIT), CodeKind::RateLimit);
-        // The fair-use code means a rate limit whatever HTTP status carries it.
-        for status in [StatusCode::TOO_MANY_REQUESTS, StatusCode::BAD_REQUEST] {
+        assert_eq!(code_kind(CODE_RATE_LIMIT), Some(CodeKind::RateLimit));
+        // The fair-use code means a rate limit whatever HTTP status carries it, 2xx included,
+        // with the one-second wait public clients use when no Retry-After is given.
+        for status in [
+            StatusCode::TOO_MANY_REQUESTS,
+            StatusCode::BAD_REQUEST,
+            StatusCode::OK,
+        ] {
             assert_eq!(
                 error_of(status, Some(&body(CODE_RATE_LIMIT)), None, true),
-                CarrierError::RateLimited { retry_after: None }
+                CarrierError::RateLimited {
+                    retry_after: Some(RATE_LIMIT_WAIT)
+                }
             );
         }
-        assert_eq!(code_kind(CODE_SERVER_ERROR), CodeKind::ServerFault);
+        // ... and a numeric errorCode is read as the same code.
+        let numeric: ErrorBody =
+            serde_json::from_str(r#"{"message":"slow down","errorCode":40000029}"#).unwrap();
+        assert_eq!(numeric.error_code.as_deref(), Some(CODE_RATE_LIMIT));
+        assert_eq!(numeric.error_message.as_deref(), Some("slow down"));
+        assert_eq!(code_kind(CODE_SERVER_ERROR), Some(CodeKind::ServerFault));
         let e = StatusCode::INTERNAL_SERVER_ERROR;
         assert!(matches!(
             error_of(e, Some(&body(CODE_SERVER_ERROR)), None, false),
@@ -381,12 +398,27 @@ mod tests {
             error_of(e, Some(&body(CODE_SERVER_ERROR)), None, true),
             CarrierError::OutcomeUnknown(_)
         ));
-        assert_eq!(ERROR_CODES.len(), 7);
-        // A code the table does not know is the platform's refusal, passed on as it came.
-        assert_eq!(code_kind("99999999"), CodeKind::Refused);
+        // The dossier's whole table (§7).
+        assert_eq!(ERROR_CODES.len(), 38);
+        // A code the table does not know fails safe: a read is unavailable, a change unknown.
+        assert_eq!(code_kind("99999999"), None);
+        assert!(matches!(
+            error_of(
+                StatusCode::BAD_REQUEST,
+                Some(&body("99999999")),
+                None,
+                false
+            ),
+            CarrierError::Transient(_)
+        ));
         assert!(matches!(
             error_of(StatusCode::BAD_REQUEST, Some(&body("99999999")), None, true),
-            CarrierError::Rejected { ref code, .. } if code == "99999999"
+            CarrierError::OutcomeUnknown(_)
+        ));
+        // So does a published refusal on a 2xx answer.
+        assert!(matches!(
+            error_of(StatusCode::OK, Some(&body("10000005")), None, true),
+            CarrierError::OutcomeUnknown(_)
         ));
     }
 

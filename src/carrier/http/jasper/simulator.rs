@@ -150,9 +150,10 @@ impl Wire {
         match e {
             CarrierError::Rejected { code, .. } if code == "NOT_FOUND" => invalid_iccid(),
             // The simulator's own refusals (a cancelled card, an injected fault) have no
-            // documented Control Center code: its code is passed as it is.
-            CarrierError::Rejected { code, message } => {
-                error(StatusCode::BAD_REQUEST, &code, message)
+            // documented Control Center code; 10000005 (SIM 卡状态无效, an invalid SIM status
+            // change) is the published code closest to both (a choice: HTTP status not given).
+            CarrierError::Rejected { message, .. } => {
+                error(StatusCode::BAD_REQUEST, "10000005", message)
             }
             // The HTTP status of a fair-use overrun is not documented publicly; 429 is assumed.
             CarrierError::RateLimited { .. } => error(
@@ -258,7 +259,7 @@ async fn edit_device(
         }
     };
     // Only the statuses simgate's states map to can be set here; which code Control Center
-    // gives other status changes is not public, so the simulator's own code is used.
+    // gives other status changes is not public: 10000005 (SIM 卡状态无效) is the closest.
     let result = match state_of(&edit.status).filter(|s| status_for(*s) == edit.status) {
         Some(ServiceState::Active) => w.sim.restore(&iccid).await,
         Some(ServiceState::Stopped) => w.sim.stop(&iccid).await,
@@ -266,7 +267,7 @@ async fn edit_device(
         None => {
             return error(
                 StatusCode::BAD_REQUEST,
-                "SIM_UNSUPPORTED_STATUS",
+                "10000005",
                 format!("the simulator cannot set status {:?}", edit.status),
             )
         }

@@ -61,7 +61,8 @@ pub const CODE_SERVER_ERROR: &str = "30000001";
 /// Fair-use overrun: more than one call at a time, or too many calls per second for the account.
 pub const CODE_RATE_LIMIT: &str = "40000029";
 
-/// How simgate treats an error code of the platform. Codes not listed here are refusals.
+/// How simgate treats an error code of the platform. Codes not listed here are unrecognised:
+/// a read answered so is unavailable, a change answered so has an unknown outcome.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CodeKind {
     /// A refusal for good: `Rejected` with the platform's code and message.
@@ -72,30 +73,68 @@ pub enum CodeKind {
     ServerFault,
 }
 
+/// Every code of the dossier's table (jasper.md §7: [OSGP] JasperError.java, [NKY] models.rs).
 pub const ERROR_CODES: &[(&str, CodeKind)] = &[
     (CODE_INVALID_CREDENTIALS, CodeKind::Refused),
+    ("10000002", CodeKind::Refused),
+    ("10000003", CodeKind::Refused),
+    ("10000004", CodeKind::Refused),
+    ("10000005", CodeKind::Refused),
+    ("10000006", CodeKind::Refused),
+    ("10000007", CodeKind::Refused),
+    ("10000008", CodeKind::Refused),
+    ("10000009", CodeKind::Refused),
+    ("10000010", CodeKind::Refused),
+    ("10000011", CodeKind::Refused),
+    ("10000012", CodeKind::Refused),
+    ("10000013", CodeKind::Refused),
+    ("10000014", CodeKind::Refused),
+    ("10000015", CodeKind::Refused),
+    ("10000016", CodeKind::Refused),
+    ("10000017", CodeKind::Refused),
+    ("10000018", CodeKind::Refused),
+    ("10000019", CodeKind::Refused),
+    ("10000020", CodeKind::Refused),
+    ("10000021", CodeKind::Refused),
+    ("10000022", CodeKind::Refused),
     (CODE_JSON_NOT_WELL_FORMED, CodeKind::Refused),
+    ("10000024", CodeKind::Refused),
+    ("10000025", CodeKind::Refused),
+    ("10000026", CodeKind::Refused),
+    ("10000027", CodeKind::Refused),
     (CODE_INVALID_REQUEST, CodeKind::Refused),
+    ("10000029", CodeKind::Refused),
     (CODE_NO_ACCESS, CodeKind::Refused),
+    ("10000031", CodeKind::Refused),
+    ("10000032", CodeKind::Refused),
+    ("10000049", CodeKind::Refused),
     (CODE_INVALID_ICCID, CodeKind::Refused),
+    ("20000002", CodeKind::Refused),
     (CODE_SERVER_ERROR, CodeKind::ServerFault),
+    ("30000002", CodeKind::ServerFault),
     (CODE_RATE_LIMIT, CodeKind::RateLimit),
 ];
 
-pub fn code_kind(code: &str) -> CodeKind {
+/// What simgate does with `code`; None for a code the dossier does not list.
+pub fn code_kind(code: &str) -> Option<CodeKind> {
     ERROR_CODES
         .iter()
         .find(|(c, _)| *c == code)
         .map(|(_, k)| *k)
-        .unwrap_or(CodeKind::Refused)
 }
+
+/// How long to wait after a 40000029 that names no time: the two public clients that retry
+/// wait one second ([SSU] autoplan.go L219-227, [MEH] jasper-client/index.ts L126-134).
+pub const RATE_LIMIT_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Code simgate reports when `cancel` finds the card still in service: the platform releases
 /// numbers itself, so there is nothing to send, only a state to confirm.
 pub const CODE_NOT_RETIRED: &str = "NOT_RETIRED";
 
 /// A failed answer, from its HTTP status and (when the platform sent one) its error envelope.
-/// `changes`: the request changes the card, so a server fault may hide an applied change.
+/// `changes`: the request changes the card, so a server fault may hide an applied change. Also
+/// called for a 2xx answer that carries an `errorCode` (40000029 is rate limiting whatever the
+/// HTTP status, dossier §7).
 pub fn error_of(
     status: reqwest::StatusCode,
     body: Option<&ErrorBody>,
@@ -103,48 +142,69 @@ pub fn error_of(
     changes: bool,
 ) -> CarrierError {
     let code = body.and_then(|b| b.error_code.as_deref());
-    if status.as_u16() == 429 || code.map(code_kind) == Some(CodeKind::RateLimit) {
-        return CarrierError::RateLimited { retry_after: retry };
+    let kind = code.and_then(code_kind);
+    if status.as_u16() == 429 || kind == Some(CodeKind::RateLimit) {
+        return CarrierError::RateLimited {
+            retry_after: Some(retry.unwrap_or(RATE_LIMIT_WAIT)),
+        };
     }
     // Gateways answer 502-504 before the platform has processed anything.
     if (502..=504).contains(&status.as_u16()) {
         return status_error(status, retry);
     }
-    let server_fault =
-        status.is_server_error() || code.map(code_kind) == Some(CodeKind::ServerFault);
     let message = body
         .and_then(|b| b.error_message.clone())
         .unwrap_or_default();
-    if server_fault {
-        let what = format!(
-            "platform error HTTP {status} [{}] {message}",
-            code.unwrap_or("-")
-        );
-        return if changes {
+    let unknown = |what: String| {
+        if changes {
             CarrierError::OutcomeUnknown(what)
         } else {
             CarrierError::Transient(what)
-        };
+        }
+    };
+    if status.is_server_error() || kind == Some(CodeKind::ServerFault) {
+        return unknown(format!(
+            "platform error HTTP {status} [{}] {message}",
+            code.unwrap_or("-")
+        ));
     }
-    match code {
-        Some(code) => CarrierError::Rejected {
+    match (code, kind) {
+        (Some(code), Some(CodeKind::Refused)) if !status.is_success() => CarrierError::Rejected {
             code: code.to_string(),
             message,
         },
-        None => status_error(status, retry),
+        // A code outside the table, or any code on a 2xx answer: nothing can be concluded.
+        (Some(code), _) => unknown(format!(
+            "unrecognised platform answer HTTP {status} [{code}] {message}"
+        )),
+        (None, _) if changes && !matches!(status.as_u16(), 401 | 403) => unknown(format!(
+            "platform answered HTTP {status} without an error code"
+        )),
+        (None, _) => status_error(status, retry),
     }
 }
 
 // ---------------------------------------------------------------------------------------------
 // Wire types (field names as Control Center spells them).
 
+/// The error body `{"errorMessage", "errorCode"}` (dossier §7, verbatim examples; `errorCode`
+/// is a string there, a number is read too, and [CCTS] accepts `message` for `errorMessage`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ErrorBody {
-    #[serde(default)]
+    #[serde(default, alias = "message")]
     pub error_message: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "code_text")]
     pub error_code: Option<String>,
+}
+
+/// An error code given as a string or a number.
+fn code_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    Ok(match Option::<serde_json::Value>::deserialize(d)? {
+        Some(serde_json::Value::String(s)) => Some(s),
+        Some(serde_json::Value::Number(n)) => Some(n.to_string()),
+        _ => None,
+    })
 }
 
 /// `GET devices/{iccid}` (the fields simgate reads; the platform sends more).
