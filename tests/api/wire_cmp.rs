@@ -479,14 +479,30 @@ fn request_params(text: &str) -> Vec<(String, bool)> {
         .collect()
 }
 
-#[tokio::test]
-async fn wire_cmp_requests_carry_the_dossier_parameters_and_sign_sets() {
+/// A rig after the adapter made every call it implements once (card: status, traffic, online;
+/// real name; a stop), with what the simulator received and answered.
+async fn every_call_exchanged() -> (Rig, Vec<(String, String)>) {
     let r = rig().await;
     let a = r.adapter();
     a.card(&iccid(1)).await.expect("card");
     a.real_name(&iccid(1)).await.expect("real name");
     a.stop(&iccid(1)).await.expect("stop");
     let sent = r.exchanges.lock().unwrap().clone();
+    (r, sent)
+}
+
+/// The first exchange whose request is a `method` call.
+fn exchange_of<'a>(sent: &'a [(String, String)], method: &str) -> &'a (String, String) {
+    sent.iter()
+        .find(|(q, _)| {
+            q.contains(&format!("method={method}&")) || q.ends_with(&format!("method={method}"))
+        })
+        .unwrap_or_else(|| panic!("no {method} call"))
+}
+
+#[tokio::test]
+async fn wire_cmp_requests_carry_the_dossier_parameters_and_sign_sets() {
+    let (_rig, sent) = every_call_exchanged().await;
     for (method, file) in [
         ("queryCardMainStatus", "queryCardMainStatus.s2.request.txt"),
         ("queryTraffic", "queryTraffic.s1.request.txt"),
@@ -496,12 +512,7 @@ async fn wire_cmp_requests_carry_the_dossier_parameters_and_sign_sets() {
     ] {
         let expected = request_params(&fixture(file));
         assert!(!expected.is_empty(), "{file} has a parameter table");
-        let (query, _) = sent
-            .iter()
-            .find(|(q, _)| {
-                q.contains(&format!("method={method}&")) || q.ends_with(&format!("method={method}"))
-            })
-            .unwrap_or_else(|| panic!("no {method} request"));
+        let (query, _) = exchange_of(&sent, method);
         let got: Vec<(String, String)> = url::form_urlencoded::parse(query.as_bytes())
             .map(|(k, v)| (k.into_owned(), v.into_owned()))
             .collect();
@@ -580,18 +591,7 @@ fn leaf_names(body: &str) -> std::collections::BTreeSet<String> {
 
 #[tokio::test]
 async fn wire_cmp_simulator_answers_in_the_dossier_shapes() {
-    let r = rig().await;
-    let a = r.adapter();
-    a.card(&iccid(1)).await.expect("card");
-    a.real_name(&iccid(1)).await.expect("real name");
-    a.stop(&iccid(1)).await.expect("stop");
-    let sent = r.exchanges.lock().unwrap().clone();
-    let answer = |method: &str| {
-        sent.iter()
-            .find(|(q, _)| q.contains(&format!("method={method}")))
-            .map(|(_, b)| b.clone())
-            .unwrap_or_else(|| panic!("no {method} answer"))
-    };
+    let (r, sent) = every_call_exchanged().await;
     for (method, file, xml) in [
         (
             "queryCardMainStatus",
@@ -607,7 +607,7 @@ async fn wire_cmp_simulator_answers_in_the_dossier_shapes() {
         ),
         ("disabledNumber", "disabledNumber.s5.reply.xml", true),
     ] {
-        let ours = answer(method);
+        let ours = exchange_of(&sent, method).1.clone();
         assert_eq!(ours.trim_start().starts_with('<'), xml, "{method}: {ours}");
         let theirs = leaf_names(&fixture(file));
         let ours = leaf_names(&ours);
