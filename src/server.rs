@@ -349,6 +349,7 @@ impl ServerBuilder {
                 carrier: account.carrier,
                 policy: policy.clone(),
                 budget: budget.clone(),
+                numbers: crate::carrier::platform::NumberBook(Arc::new(store.clone())),
             };
             let (carrier, platform): (Arc<dyn crate::carrier::Carrier>, Platform) = if simulation {
                 let sim = SimCarrier::configured(

@@ -92,6 +92,9 @@ pub struct OnboardCard {
     pub iccid: Iccid,
     pub state: ServiceState,
     pub cycle_usage_bytes: u64,
+    /// The access number given at import, if any. A platform that names cards by it checks it
+    /// against its own record of the card; a simulator keeps it as the card's number.
+    pub msisdn: Option<String>,
 }
 
 #[cfg_attr(any(test, feature = "testsuite"), mockall::automock)]

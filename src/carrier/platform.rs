@@ -13,16 +13,17 @@ use super::budget::Budget;
 use super::http::{cmp, jasper, onelink, HttpTimeouts};
 use super::sim::SimCarrier;
 use super::Carrier;
-use crate::domain::{AccountId, CarrierId, CarrierPolicy};
+use crate::domain::{AccountId, CarrierId, CarrierPolicy, Iccid};
 
-/// What an adapter is given besides its platform settings: whose account it is and the rules
-/// and budget that go with it.
+/// What an adapter is given besides its platform settings: whose account it is, the rules
+/// and budget that go with it, and where it finds the access numbers of its cards.
 #[derive(Debug, Clone)]
 pub struct AccountCtx {
     pub account: AccountId,
     pub carrier: CarrierId,
     pub policy: CarrierPolicy,
     pub budget: Arc<Budget>,
+    pub numbers: NumberBook,
 }
 
 impl AccountCtx {
@@ -33,7 +34,41 @@ impl AccountCtx {
             carrier,
             policy: CarrierPolicy::default_for(carrier),
             budget: Arc::new(Budget::default()),
+            numbers: NumberBook::none(),
         }
+    }
+}
+
+/// simgate's own record of its cards' access numbers, for an adapter whose platform names
+/// cards by number (CMP by default): the number stored with the card at import. Kept apart
+/// from the adapter so that a platform adapter never reads the store itself.
+#[async_trait::async_trait]
+pub trait CardNumbers: Send + Sync {
+    /// The access number stored for `iccid` on `account` (None: the card has none stored).
+    async fn msisdn(&self, account: &AccountId, iccid: &Iccid) -> Result<Option<String>, String>;
+}
+
+/// The [`CardNumbers`] an adapter is given.
+#[derive(Clone)]
+pub struct NumberBook(pub Arc<dyn CardNumbers>);
+
+impl NumberBook {
+    /// No numbers stored anywhere (tests, tools): the adapter asks its platform.
+    pub fn none() -> NumberBook {
+        struct Nothing;
+        #[async_trait::async_trait]
+        impl CardNumbers for Nothing {
+            async fn msisdn(&self, _: &AccountId, _: &Iccid) -> Result<Option<String>, String> {
+                Ok(None)
+            }
+        }
+        NumberBook(Arc::new(Nothing))
+    }
+}
+
+impl std::fmt::Debug for NumberBook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("NumberBook")
     }
 }
 

@@ -236,6 +236,24 @@ impl SimCarrier {
             .ok_or_else(|| not_found(self.id, iccid))
     }
 
+    /// The access number this simulated platform holds for a card (its wire simulators name
+    /// cards by it where the platform does). Not counted as a carrier call: the wire simulator
+    /// answers `getTelephonePlus` with it, and the adapter's call is what is counted.
+    pub async fn number_of(&self, iccid: &Iccid) -> Result<Option<String>, CarrierError> {
+        self.store
+            .sim_msisdn(self.account.as_str(), iccid)
+            .await
+            .map_err(|e| CarrierError::Transient(e.to_string()))
+    }
+
+    /// The card an access number names at this simulated platform.
+    pub async fn card_by_number(&self, msisdn: &str) -> Result<Option<Iccid>, CarrierError> {
+        self.store
+            .sim_iccid_by_msisdn(self.account.as_str(), msisdn)
+            .await
+            .map_err(|e| CarrierError::Transient(e.to_string()))
+    }
+
     /// Start of the carrier's current billing cycle, which its usage counters belong to.
     fn cycle_ms(&self) -> i64 {
         self.policy

@@ -1,7 +1,7 @@
 //! The card use cases: import and assignment, reads, the requested changes (each a pure rule
 //! handed to the change path), diagnosis, history and usage.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Utc};
 use tracing::{info, warn};
@@ -65,7 +65,6 @@ impl CardService {
             let policy = self.policy(row.carrier)?;
             cards.push(rules::open_card(row, policy, now));
         }
-        self.look_up_msisdns(&mut cards).await?;
         // Refuse duplicates before any carrier hears of the import.
         if let Err(e) = self.store.ensure_new(&cards).await {
             return Err(duplicate_row(&cards, e));
@@ -76,6 +75,7 @@ impl CardService {
                 iccid: c.iccid.clone(),
                 state: service_state(c),
                 cycle_usage_bytes: c.cycle_usage_bytes,
+                msisdn: c.msisdn.as_ref().map(|m| m.as_str().to_string()),
             });
         }
         // Carriers first: onboarding is idempotent, so a store failure after it leaves nothing
@@ -89,6 +89,13 @@ impl CardService {
                     carrier: carrier.id(),
                     error,
                 })?;
+        }
+        // After onboarding: a platform that names cards by number checks or learns each
+        // card's there (a simulator creates it first), so the look-up below costs no call.
+        if self.look_up_msisdns(&mut cards).await? {
+            if let Err(e) = self.store.ensure_new(&cards).await {
+                return Err(duplicate_row(&cards, e));
+            }
         }
         let customers: std::collections::BTreeSet<&str> =
             cards.iter().map(|c| c.customer_id.as_str()).collect();
@@ -182,7 +189,9 @@ impl CardService {
 
     /// The access number of every card without one whose account names cards by it, asked
     /// from the platform once, before anything is stored (so it is stored with the card).
-    async fn look_up_msisdns(&self, cards: &mut [Card]) -> Result<()> {
+    /// Returns whether any was found (the import checks the new numbers for duplicates).
+    async fn look_up_msisdns(&self, cards: &mut [Card]) -> Result<bool> {
+        let mut found_any = false;
         for (i, c) in cards.iter_mut().enumerate() {
             if c.msisdn.is_some() {
                 continue;
@@ -216,8 +225,21 @@ impl CardService {
                 )])
             })?;
             c.msisdn = Some(msisdn);
+            found_any = true;
         }
-        Ok(())
+        // Two cards the platform gives one number would be one card to it.
+        let mut seen: HashMap<&str, usize> = HashMap::new();
+        for (i, c) in cards.iter().enumerate() {
+            if let Some(m) = &c.msisdn {
+                if let Some(first) = seen.insert(m.as_str(), i) {
+                    return Err(ServiceError::InvalidArgument(vec![FieldViolation::new(
+                        format!("cards[{i}].msisdn"),
+                        format!("{} is also the access number of cards[{first}]", m.as_str()),
+                    )]));
+                }
+            }
+        }
+        Ok(found_any)
     }
 
     /// AssignCards: every card to `customer` (or its spare mark set), all or nothing, in one

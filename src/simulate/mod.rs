@@ -186,6 +186,10 @@ struct ControlCard {
     stopped: bool,
     #[serde(default)]
     cycle_usage_bytes: u64,
+    /// The card's access number; without it the simulator gives one (`1064` and the ICCID's
+    /// last nine digits).
+    #[serde(default)]
+    msisdn: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -267,6 +271,13 @@ fn control_router(
                     crate::carrier::ServiceState::Active
                 },
                 cycle_usage_bytes: c.cycle_usage_bytes,
+                msisdn: c
+                    .msisdn
+                    .as_deref()
+                    .map(crate::domain::Msisdn::parse)
+                    .transpose()
+                    .map_err(|e| control_error(format!("msisdn: {}", e.0)))?
+                    .map(|m| m.as_str().to_string()),
             });
         }
         sim.onboard(&onboard).await.map_err(control_error)?;

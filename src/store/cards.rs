@@ -995,3 +995,22 @@ pub(super) fn daily_row(card: &Card, bytes: u64) -> Result<(String, i64, i64), S
         u64_to_db(bytes)?,
     ))
 }
+
+/// The store is where adapters find the access numbers of cards (given or looked up at import).
+#[async_trait::async_trait]
+impl crate::carrier::platform::CardNumbers for Store {
+    async fn msisdn(&self, account: &AccountId, iccid: &Iccid) -> Result<Option<String>, String> {
+        let row = sqlx::query("SELECT msisdn FROM cards WHERE account_id = $1 AND iccid = $2")
+            .bind(account.as_str())
+            .bind(iccid.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| format!("the card's access number: {e}"))?;
+        match row {
+            Some(r) => r
+                .try_get::<Option<String>, _>("msisdn")
+                .map_err(|e| format!("the card's access number: {e}")),
+            None => Ok(None),
+        }
+    }
+}

@@ -72,6 +72,14 @@ const PINNED: &[(&str, &str)] = &[
         "sqlite/0008_shared_account_limits.sql",
         "17efff5e8c8bbe4d6a8863fc0b013c60f7f9b0f443b479ca34827a2fdcc7d53a",
     ),
+    (
+        "postgres/0009_sim_card_numbers.sql",
+        "a78e8c7464468fa75534a5d9b735bc6855b32b7cfe2da02b3e27f40be47bc016",
+    ),
+    (
+        "sqlite/0009_sim_card_numbers.sql",
+        "a78e8c7464468fa75534a5d9b735bc6855b32b7cfe2da02b3e27f40be47bc016",
+    ),
 ];
 
 fn migrations_dir() -> std::path::PathBuf {

@@ -21,11 +21,13 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         for chunk in cards.chunks(2000) {
             let rows = (0..chunk.len())
-                .map(|i| format!("({}, 0)", placeholders(self.backend, i * 5, 5)))
+                .map(|i| format!("({}, 0)", placeholders(self.backend, i * 6, 6)))
                 .collect::<Vec<_>>()
                 .join(", ");
+            // A number already held by another card of the account fails the whole import
+            // (the unique index), loudly: the simulated platform cannot name two cards by it.
             let sql = format!(
-                "INSERT INTO sim_cards (carrier, iccid, state, cycle_usage_bytes, usage_cycle_ms, changes) VALUES {rows} \
+                "INSERT INTO sim_cards (carrier, iccid, state, cycle_usage_bytes, usage_cycle_ms, msisdn, changes) VALUES {rows} \
                  ON CONFLICT (carrier, iccid) DO NOTHING"
             );
             let mut q = sqlx::query(&sql);
@@ -35,7 +37,12 @@ impl Store {
                     .bind(c.iccid.as_str().to_string())
                     .bind(c.state.as_str())
                     .bind(u64_to_db(c.cycle_usage_bytes)?)
-                    .bind(cycle_ms);
+                    .bind(cycle_ms)
+                    .bind(
+                        c.msisdn
+                            .clone()
+                            .unwrap_or_else(|| simulated_access_number(&c.iccid)),
+                    );
             }
             q.execute(&mut *tx).await?;
         }
@@ -97,6 +104,40 @@ impl Store {
             }
         }
         Ok(out)
+    }
+
+    /// The access number the simulated account holds for a card (None: no such card, or one
+    /// onboarded before numbers were kept).
+    pub async fn sim_msisdn(
+        &self,
+        account: &str,
+        iccid: &Iccid,
+    ) -> Result<Option<String>, StoreError> {
+        let row = sqlx::query("SELECT msisdn FROM sim_cards WHERE carrier = $1 AND iccid = $2")
+            .bind(account)
+            .bind(iccid.as_str().to_string())
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(match row {
+            Some(r) => r.try_get::<Option<String>, _>("msisdn")?,
+            None => None,
+        })
+    }
+
+    /// The card of the simulated account that an access number names.
+    pub async fn sim_iccid_by_msisdn(
+        &self,
+        account: &str,
+        msisdn: &str,
+    ) -> Result<Option<Iccid>, StoreError> {
+        let row = sqlx::query("SELECT iccid FROM sim_cards WHERE carrier = $1 AND msisdn = $2")
+            .bind(account)
+            .bind(msisdn)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| r.try_get::<String, _>("iccid").map(Iccid::from_trusted))
+            .transpose()
+            .map_err(Into::into)
     }
 
     pub async fn sim_set_state(
@@ -163,5 +204,32 @@ impl Store {
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() == 1)
+    }
+}
+
+/// The number a simulated platform gives a card imported without one: `1064` (the IoT range of
+/// identifiers.md) and the ICCID's last nine digits, so a fleet of consecutive ICCIDs gets
+/// distinct numbers and a re-import the same ones.
+pub fn simulated_access_number(iccid: &Iccid) -> String {
+    let digits: Vec<char> = iccid
+        .as_str()
+        .chars()
+        .filter(char::is_ascii_digit)
+        .collect();
+    let tail: String = digits[digits.len().saturating_sub(9)..].iter().collect();
+    format!("1064{tail:0>9}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn simulated_numbers_are_thirteen_digits_and_distinct_for_consecutive_iccids() {
+        let a = simulated_access_number(&Iccid::from_trusted("89860311112222333344".into()));
+        let b = simulated_access_number(&Iccid::from_trusted("89860311112222333345".into()));
+        assert_eq!(a, "1064222333344");
+        assert_ne!(a, b);
+        assert!(crate::domain::Msisdn::parse(&a).is_ok());
     }
 }

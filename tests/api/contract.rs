@@ -72,20 +72,21 @@ impl Subject {
             db.store().await,
             Arc::new(ManualClock::new(start_time())),
         ));
-        sim.onboard(&[
+        let cards = [
             OnboardCard {
                 iccid: iccid(carrier, 1),
                 state: ServiceState::Active,
                 cycle_usage_bytes: 0,
+                msisdn: None,
             },
             OnboardCard {
                 iccid: iccid(carrier, 2),
                 state: ServiceState::Stopped,
                 cycle_usage_bytes: 0,
+                msisdn: None,
             },
-        ])
-        .await
-        .expect("onboard at the simulator");
+        ];
+        sim.onboard(&cards).await.expect("onboard at the simulator");
         sim.record_usage(&iccid(carrier, 1), 3 * MIB)
             .await
             .expect("usage");
@@ -105,6 +106,12 @@ impl Subject {
                     (api.adapter(ctx).expect("adapter"), Some(api))
                 }
             };
+        // As an import does: the adapter checks the cards at its platform (and learns their
+        // access numbers where the platform names cards by them).
+        adapter
+            .onboard(&cards)
+            .await
+            .expect("onboard through the adapter");
         Subject {
             platform,
             carrier: adapter,
@@ -184,6 +191,7 @@ async fn an_unknown_card_is_rejected_for_reads_and_changes(s: Subject) {
         iccid,
         state: ServiceState::Active,
         cycle_usage_bytes: 0,
+        msisdn: None,
     };
     if s.api.is_some() {
         assert!(is_rejected(

@@ -84,6 +84,7 @@ async fn simulated_usage_restarts_with_each_cycle(store: Store) {
         iccid: iccid.clone(),
         state: ServiceState::Active,
         cycle_usage_bytes: 7,
+        msisdn: None,
     };
     store
         .sim_onboard("mobile", &[onboard], CYCLE)
@@ -346,6 +347,7 @@ async fn simulator_state_is_kept_apart(store: Store) {
         iccid: iccid.clone(),
         state: ServiceState::Active,
         cycle_usage_bytes: 0,
+        msisdn: None,
     };
     store
         .sim_onboard("mobile", std::slice::from_ref(&onboard), CYCLE)

@@ -62,6 +62,7 @@ fn config(base_url: &str, password: &str, key: &str, request_ms: u64) -> CmpConf
             request_ms,
         },
         sign_need_dtl: false,
+        card_identifier: Default::default(),
     }
 }
 
@@ -81,11 +82,13 @@ async fn rig() -> Rig {
             iccid: iccid(1),
             state: ServiceState::Active,
             cycle_usage_bytes: 0,
+            msisdn: None,
         },
         OnboardCard {
             iccid: iccid(2),
             state: ServiceState::Stopped,
             cycle_usage_bytes: 0,
+            msisdn: None,
         },
     ])
     .await
@@ -178,6 +181,7 @@ async fn wire_cmp_onboard_checks_cards_exist() {
         iccid: iccid(1),
         state: ServiceState::Active,
         cycle_usage_bytes: 0,
+        msisdn: None,
     };
     a.onboard(std::slice::from_ref(&known))
         .await
@@ -291,7 +295,8 @@ async fn wire_cmp_malformed_answers() {
     tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
     });
-    let a = Cmp::new(&config(&base, PASSWORD, KEY, 5_000), ctx()).expect("adapter");
+    // The card's number is stored, so the change below is really sent.
+    let a = Cmp::new(&config(&base, PASSWORD, KEY, 5_000), ctx_with_numbers()).expect("adapter");
     let e = a.card(&iccid(1)).await.expect_err("garbage read");
     assert!(
         matches!(e, CarrierError::Transient(ref m) if m.contains("malformed")),
@@ -373,7 +378,32 @@ async fn platform_answering(bodies: &[(&'static str, String)]) -> Cmp {
     tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
     });
-    Cmp::new(&config(&base, PASSWORD, KEY, 5_000), ctx()).expect("adapter")
+    Cmp::new(&config(&base, PASSWORD, KEY, 5_000), ctx_with_numbers()).expect("adapter")
+}
+
+/// simgate's record of card numbers as the store keeps them after an import: every card has
+/// the dossier's example access number.
+struct Numbers;
+
+#[async_trait::async_trait]
+impl simgate::carrier::platform::CardNumbers for Numbers {
+    async fn msisdn(
+        &self,
+        _: &simgate::domain::AccountId,
+        _: &Iccid,
+    ) -> Result<Option<String>, String> {
+        Ok(Some(DOSSIER_NUMBER.to_string()))
+    }
+}
+
+/// The access number of the dossier's examples (§1, §5).
+const DOSSIER_NUMBER: &str = "14914000000";
+
+fn ctx_with_numbers() -> simgate::carrier::platform::AccountCtx {
+    simgate::carrier::platform::AccountCtx {
+        numbers: simgate::carrier::platform::NumberBook(Arc::new(Numbers)),
+        ..ctx()
+    }
 }
 
 #[tokio::test]
@@ -516,9 +546,9 @@ async fn wire_cmp_requests_carry_the_dossier_parameters_and_sign_sets() {
         let got: Vec<(String, String)> = url::form_urlencoded::parse(query.as_bytes())
             .map(|(k, v)| (k.into_owned(), v.into_owned()))
             .collect();
-        // The card's identifier: the fixtures name it access_number (most common); this
-        // adapter still sends the ICCID as `iccid` (open: card-number plumbing).
-        let name_of = |k: &str| if k == "iccid" { "access_number" } else { k }.to_string();
+        // The card is named by access number (the default `card_identifier`), as in every
+        // fixture: `iccid` is not one of their parameters.
+        let name_of = |k: &str| k.to_string();
         for (k, _) in &got {
             assert!(
                 expected.iter().any(|(e, _)| *e == name_of(k)),
@@ -669,5 +699,224 @@ async fn wire_cmp_simulator_refuses_a_wrong_sign_set_and_a_missing_acct_cd() {
         r.sim.card(&iccid(1)).await.expect("sim").state,
         ServiceState::Active,
         "nothing changed"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// How calls name a card (dossier §0.4): by access number (default) or by ICCID.
+// ---------------------------------------------------------------------------------------------
+
+/// The parameters of the `method` requests the simulator received.
+fn params_of(
+    sent: &[(String, String)],
+    method: &str,
+) -> Vec<std::collections::HashMap<String, String>> {
+    sent.iter()
+        .map(|(q, _)| {
+            url::form_urlencoded::parse(q.as_bytes())
+                .into_owned()
+                .collect::<std::collections::HashMap<String, String>>()
+        })
+        .filter(|p| p.get("method").map(String::as_str) == Some(method))
+        .collect()
+}
+
+#[tokio::test]
+async fn wire_cmp_cards_are_named_by_access_number_learnt_once() {
+    let r = rig().await;
+    let a = r.adapter();
+    let number = r
+        .sim
+        .number_of(&iccid(1))
+        .await
+        .expect("sim")
+        .expect("the simulated card has a number");
+    assert_eq!(
+        a.msisdn_of(&iccid(1)).await.expect("getTelephonePlus"),
+        Some(number.clone())
+    );
+    assert!(a.addresses_by_msisdn());
+    a.card(&iccid(1)).await.expect("card");
+    a.stop(&iccid(1)).await.expect("stop");
+    a.card(&iccid(1)).await.expect("card again");
+    let sent = r.exchanges.lock().unwrap().clone();
+    let lookups = params_of(&sent, "getTelephonePlus");
+    assert_eq!(lookups.len(), 1, "the number is asked once: {lookups:?}");
+    assert_eq!(
+        lookups[0].get("iccid").map(String::as_str),
+        Some(iccid(1).as_str())
+    );
+    for method in [
+        "queryCardMainStatus",
+        "queryTraffic",
+        "getOnlineStatus",
+        "disabledNumber",
+    ] {
+        let calls = params_of(&sent, method);
+        assert!(!calls.is_empty(), "{method} was called");
+        for p in calls {
+            assert_eq!(p.get("access_number"), Some(&number), "{method}: {p:?}");
+            assert!(
+                !p.contains_key("iccid"),
+                "{method} names the card once: {p:?}"
+            );
+        }
+    }
+    assert_eq!(
+        r.sim.card(&iccid(1)).await.expect("sim").state,
+        ServiceState::Stopped
+    );
+}
+
+#[tokio::test]
+async fn wire_cmp_a_stored_number_costs_no_lookup_and_a_card_without_one_is_refused_before_sending()
+{
+    let r = rig().await;
+    // simgate's record says the card is 14914000000, which the simulator does not hold: the
+    // platform answers -4 for it, and no getTelephonePlus is made.
+    let a = Cmp::new(
+        &config(&r.base_url, PASSWORD, KEY, 5_000),
+        ctx_with_numbers(),
+    )
+    .expect("adapter");
+    let e = a
+        .card(&iccid(1))
+        .await
+        .expect_err("a number the platform lacks");
+    assert!(rejected("-4")(&e), "{e:?}");
+    let sent = r.exchanges.lock().unwrap().clone();
+    assert!(params_of(&sent, "getTelephonePlus").is_empty());
+    assert_eq!(
+        params_of(&sent, "queryCardMainStatus")[0]
+            .get("access_number")
+            .map(String::as_str),
+        Some(DOSSIER_NUMBER)
+    );
+    // A card the platform does not know has no number: a stop of it is refused (nothing sent),
+    // not an unknown outcome.
+    let a = r.adapter();
+    let e = a.stop(&iccid(99)).await.expect_err("unknown card");
+    assert!(matches!(e, CarrierError::Rejected { .. }), "{e:?}");
+    let sent = r.exchanges.lock().unwrap().clone();
+    assert!(
+        params_of(&sent, "disabledNumber").is_empty(),
+        "no change was sent"
+    );
+}
+
+#[tokio::test]
+async fn wire_cmp_onboard_checks_the_given_number_against_the_platform() {
+    let r = rig().await;
+    let a = r.adapter();
+    let number = r
+        .sim
+        .number_of(&iccid(1))
+        .await
+        .expect("sim")
+        .expect("number");
+    let given = |msisdn: &str| OnboardCard {
+        iccid: iccid(1),
+        state: ServiceState::Active,
+        cycle_usage_bytes: 0,
+        msisdn: Some(msisdn.to_string()),
+    };
+    a.onboard(&[given(&number)])
+        .await
+        .expect("the platform's number");
+    let e = a
+        .onboard(&[given("14900000000")])
+        .await
+        .expect_err("another card's number");
+    assert!(rejected("MSISDN_MISMATCH")(&e), "{e:?}");
+    // Learnt at onboarding: the card's calls need no lookup.
+    let fresh = r.adapter();
+    fresh.onboard(&[given(&number)]).await.expect("onboard");
+    let before = params_of(&r.exchanges.lock().unwrap(), "getTelephonePlus").len();
+    fresh.card(&iccid(1)).await.expect("card");
+    assert_eq!(
+        params_of(&r.exchanges.lock().unwrap(), "getTelephonePlus").len(),
+        before
+    );
+}
+
+#[tokio::test]
+async fn wire_cmp_iccid_setting_names_cards_by_iccid_except_the_real_name_query() {
+    let r = rig().await;
+    let cfg = CmpConfig {
+        card_identifier: simgate::carrier::http::cmp::wire::CardIdentifier::Iccid,
+        ..config(&r.base_url, PASSWORD, KEY, 5_000)
+    };
+    let a = Cmp::new(&cfg, ctx()).expect("adapter");
+    assert!(!a.addresses_by_msisdn());
+    a.card(&iccid(1)).await.expect("card");
+    a.stop(&iccid(1)).await.expect("stop");
+    a.real_name(&iccid(1)).await.expect("real name");
+    let sent = r.exchanges.lock().unwrap().clone();
+    for method in [
+        "queryCardMainStatus",
+        "queryTraffic",
+        "getOnlineStatus",
+        "disabledNumber",
+    ] {
+        for p in params_of(&sent, method) {
+            assert_eq!(
+                p.get("iccid").map(String::as_str),
+                Some(iccid(1).as_str()),
+                "{method}"
+            );
+            assert!(!p.contains_key("access_number"), "{method}: {p:?}");
+        }
+    }
+    // No source queries real-name status by ICCID: it still goes by access number.
+    let number = r.sim.number_of(&iccid(1)).await.expect("sim");
+    assert_eq!(
+        params_of(&sent, "realNameQueryIot")[0].get("access_number"),
+        number.as_ref()
+    );
+    assert_eq!(params_of(&sent, "getTelephonePlus").len(), 1);
+}
+
+#[tokio::test]
+async fn wire_cmp_simulator_refuses_an_access_number_it_does_not_hold_and_a_real_name_query_by_iccid(
+) {
+    let r = rig().await;
+    let a = Cmp::new(
+        &config(&r.base_url, PASSWORD, KEY, 5_000),
+        ctx_with_numbers(),
+    )
+    .expect("adapter");
+    assert!(rejected("-4")(
+        &a.stop(&iccid(1)).await.expect_err("unknown number")
+    ));
+    // A hand-built realNameQueryIot naming the card by ICCID: -2 (access_number is required).
+    let params = vec![
+        ("method", "realNameQueryIot".to_string()),
+        ("user_id", USER.to_string()),
+        ("iccid", iccid(1).as_str().to_string()),
+    ];
+    let sign = simgate::carrier::http::cmp::request_sign(
+        "realNameQueryIot",
+        &params,
+        PASSWORD,
+        KEY,
+        false,
+    )
+    .expect("sign");
+    let pass = simgate::carrier::http::cmp::crypt::encrypt(PASSWORD, KEY).expect("des");
+    let mut q = params;
+    q.push(("passWord", pass));
+    q.push(("sign", sign));
+    let body = reqwest::Client::new()
+        .get(format!("{}/query.do", r.base_url))
+        .query(&q)
+        .send()
+        .await
+        .expect("send")
+        .text()
+        .await
+        .expect("body");
+    assert!(
+        body.contains("\"-2\"") && body.contains("access_number"),
+        "{body}"
     );
 }

@@ -69,6 +69,7 @@ async fn harness(cards: &[(u64, ServiceState, u64)]) -> Harness {
             iccid: iccid(*n),
             state: *state,
             cycle_usage_bytes: *usage,
+            msisdn: None,
         })
         .collect();
     sim.onboard(&onboard).await.expect("onboard into the sim");
@@ -193,6 +194,7 @@ async fn onboard_checks_that_the_platform_knows_every_card() {
         iccid: iccid(n),
         state: ServiceState::Active,
         cycle_usage_bytes: 0,
+        msisdn: None,
     };
     h.jasper
         .onboard(&[card(1), card(2)])

@@ -68,16 +68,19 @@ async fn rig_with(opts: WireOptions, request_ms: u64) -> Rig {
             iccid: iccid(1),
             state: ServiceState::Active,
             cycle_usage_bytes: 5_000,
+            msisdn: None,
         },
         OnboardCard {
             iccid: iccid(2),
             state: ServiceState::Stopped,
             cycle_usage_bytes: 0,
+            msisdn: None,
         },
         OnboardCard {
             iccid: iccid(3),
             state: ServiceState::Active,
             cycle_usage_bytes: 2_048,
+            msisdn: None,
         },
     ])
     .await
@@ -177,6 +180,7 @@ async fn onboard_checks_every_card_exists_at_the_platform() {
             iccid: iccid(n),
             state: ServiceState::Active,
             cycle_usage_bytes: 0,
+            msisdn: None,
         })
         .collect();
     r.adapter.onboard(&known).await.expect("known cards");
@@ -191,6 +195,7 @@ async fn onboard_checks_every_card_exists_at_the_platform() {
         iccid: iccid(99),
         state: ServiceState::Active,
         cycle_usage_bytes: 0,
+        msisdn: None,
     });
     assert_eq!(
         rejected_code(r.adapter.onboard(&with_unknown).await),

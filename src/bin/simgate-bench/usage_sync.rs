@@ -52,6 +52,7 @@ async fn onboard(sim: &SimCarrier, cards: u64) -> Res<Duration> {
                 iccid: Iccid::from_trusted(iccid(i)),
                 state: ServiceState::Active,
                 cycle_usage_bytes: 0,
+                msisdn: None,
             })
             .collect();
         n += chunk.len() as u64;

@@ -56,6 +56,10 @@ pub struct CmpConfig {
     /// [YZ-CMP-Q], [MEH], [ESIM7], [SMARTCARD] and one more; signed by [XUYU]). Default false.
     #[serde(default)]
     pub sign_need_dtl: bool,
+    /// How calls name a card (DISPUTED, dossier §0.4): `access_number` (default, six sources)
+    /// or `iccid` ([NKY]). See [`CardIdentifier`].
+    #[serde(default)]
+    pub card_identifier: CardIdentifier,
 }
 
 pub use crypt::request_sign;
@@ -103,6 +107,7 @@ impl WirePlatform for Platform {
             key: Secret::new(chars[8..17].iter().collect::<String>()),
             timeouts,
             sign_need_dtl: false,
+            card_identifier: CardIdentifier::default(),
         }
     }
 
@@ -127,6 +132,11 @@ pub struct Cmp {
     password: Secret,
     key: Secret,
     sign_need_dtl: bool,
+    identifier: CardIdentifier,
+    /// Access numbers already found (from the store or `getTelephonePlus`), so each card's is
+    /// looked up once per process. A number names its card until a card swap (a later issue
+    /// invalidates it there).
+    numbers: std::sync::Mutex<std::collections::HashMap<Iccid, String>>,
 }
 
 impl std::fmt::Debug for Cmp {
@@ -154,11 +164,85 @@ impl Cmp {
             password: cfg.password.clone(),
             key: cfg.key.clone(),
             sign_need_dtl: cfg.sign_need_dtl,
+            identifier: cfg.card_identifier,
+            numbers: Default::default(),
         })
     }
 
-    /// Sends one signed call and returns the body of a 2xx answer. The URL (with the password
-    /// and sign) is never put in an error or a log line.
+    fn known_number(&self, iccid: &Iccid) -> Option<String> {
+        self.numbers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(iccid)
+            .cloned()
+    }
+
+    fn keep_number(&self, iccid: &Iccid, number: &str) {
+        self.numbers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(iccid.clone(), number.to_string());
+    }
+
+    /// The access number a call names `iccid` by: kept, else simgate's record of the card,
+    /// else the platform's (`getTelephonePlus`, one call). A card with none is refused before
+    /// anything is sent, so a change is never in doubt for want of a number.
+    async fn access_number(&self, iccid: &Iccid) -> Result<String, CarrierError> {
+        if let Some(n) = self.known_number(iccid) {
+            return Ok(n);
+        }
+        let stored = self
+            .ctx
+            .numbers
+            .0
+            .msisdn(&self.ctx.account, iccid)
+            .await
+            .map_err(CarrierError::Transient)?;
+        let number = match stored {
+            Some(n) => n,
+            None => self
+                .telephone(iccid)
+                .await?
+                .ok_or_else(|| no_number(iccid))?,
+        };
+        self.keep_number(iccid, &number);
+        Ok(number)
+    }
+
+    /// `getTelephonePlus`: the access number the platform holds for an ICCID (None: none).
+    async fn telephone(&self, iccid: &Iccid) -> Result<Option<String>, CarrierError> {
+        let name = ("iccid", iccid.as_str().to_string());
+        let body = self.send(QUERY_PATH, M_TELEPHONE, name, &[], false).await?;
+        let reply: TelephoneReply = parse_json(&body, M_TELEPHONE, false)?;
+        if reply.result_code != "0" {
+            return Err(platform_error(&reply.result_code, &reply.result_msg, false));
+        }
+        let info = reply.info.unwrap_or_default();
+        // A reply about another card must not name this one ([ESIM7] sends 19 of 20 digits,
+        // so a prefix counts as the same card).
+        let theirs = info.iccid.trim().to_ascii_uppercase();
+        if !theirs.is_empty() && !iccid.as_str().starts_with(&theirs) {
+            return Err(malformed(
+                &format!("{M_TELEPHONE} answered for ICCID {theirs}, not {iccid}"),
+                false,
+            ));
+        }
+        let number = info.access_number.trim().to_string();
+        if number.is_empty() {
+            return Ok(None);
+        }
+        crate::domain::Msisdn::parse(&number).map_err(|e| {
+            malformed(
+                &format!("{M_TELEPHONE} access_number {number:?}: {}", e.0),
+                false,
+            )
+        })?;
+        Ok(Some(number))
+    }
+
+    /// Sends one signed call about `iccid`, named as the account names cards, and returns the
+    /// body of a 2xx answer. The URL (with the password and sign) is never put in an error or
+    /// a log line.
     async fn call(
         &self,
         path: &str,
@@ -167,13 +251,27 @@ impl Cmp {
         extras: &[(&'static str, &str)],
         changes: bool,
     ) -> Result<String, CarrierError> {
+        let name = match self.identifier.param(method) {
+            "access_number" => ("access_number", self.access_number(iccid).await?),
+            _ => ("iccid", iccid.as_str().to_string()),
+        };
+        self.send(path, method, name, extras, changes).await
+    }
+
+    /// [`Cmp::call`] with the card's parameter given.
+    async fn send(
+        &self,
+        path: &str,
+        method: &'static str,
+        name: (&'static str, String),
+        extras: &[(&'static str, &str)],
+        changes: bool,
+    ) -> Result<String, CarrierError> {
         self.ctx.budget.spend(method).await;
         let mut params: Vec<(&str, String)> = vec![
             ("method", method.to_string()),
             ("user_id", self.user_id.clone()),
-            // The platform takes an ICCID (19-20 characters) as `iccid`, anything shorter as
-            // `access_number`; simgate only knows ICCIDs.
-            ("iccid", iccid.as_str().to_string()),
+            name,
         ];
         params.extend(extras.iter().map(|(k, v)| (*k, v.to_string())));
         let secret = self.key.expose();
@@ -334,8 +432,48 @@ impl Cmp {
 impl Carrier for Cmp {
     crate::carrier::platform::account_methods!();
 
-    /// The platform already knows its cards: check that each one exists there.
+    fn addresses_by_msisdn(&self) -> bool {
+        self.identifier == CardIdentifier::AccessNumber
+    }
+
+    async fn msisdn_of(&self, iccid: &Iccid) -> Result<Option<String>, CarrierError> {
+        if let Some(n) = self.known_number(iccid) {
+            return Ok(Some(n));
+        }
+        let found = self.telephone(iccid).await?;
+        if let Some(n) = &found {
+            self.keep_number(iccid, n);
+        }
+        Ok(found)
+    }
+
+    /// The platform already knows its cards: check that each one exists there. Named by
+    /// access number, each card's is asked by ICCID (which proves the card exists) and must be
+    /// the one given at import: a wrong number would send this card's changes to another card.
     async fn onboard(&self, cards: &[OnboardCard]) -> Result<(), CarrierError> {
+        if self.identifier == CardIdentifier::AccessNumber {
+            for c in cards {
+                let theirs = self.telephone(&c.iccid).await.map_err(|e| match e {
+                    CarrierError::Rejected { code, message } => CarrierError::Rejected {
+                        code,
+                        message: format!("{}: {message}", c.iccid),
+                    },
+                    other => other,
+                })?;
+                let theirs = theirs.ok_or_else(|| no_number(&c.iccid))?;
+                if let Some(given) = c.msisdn.as_deref().filter(|g| *g != theirs) {
+                    return Err(CarrierError::Rejected {
+                        code: MSISDN_MISMATCH.into(),
+                        message: format!(
+                            "{}: msisdn {given} was given, but China Telecom names the card {theirs}",
+                            c.iccid
+                        ),
+                    });
+                }
+                self.keep_number(&c.iccid, &theirs);
+            }
+            return Ok(());
+        }
         for c in cards {
             self.status(&c.iccid).await.map_err(|e| match e {
                 CarrierError::Rejected { code, message } => CarrierError::Rejected {
@@ -387,6 +525,20 @@ impl Carrier for Cmp {
                 ),
             })
         }
+    }
+}
+
+/// simgate's code for an import whose access number is not the platform's.
+pub const MSISDN_MISMATCH: &str = "MSISDN_MISMATCH";
+/// simgate's code for a card the platform holds no access number for.
+pub const NO_ACCESS_NUMBER: &str = "NO_ACCESS_NUMBER";
+
+fn no_number(iccid: &Iccid) -> CarrierError {
+    CarrierError::Rejected {
+        code: NO_ACCESS_NUMBER.into(),
+        message: format!(
+            "{iccid}: China Telecom gives no access number for it, and the account names cards by access number (card_identifier)"
+        ),
     }
 }
 

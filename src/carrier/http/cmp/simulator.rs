@@ -14,7 +14,10 @@
 //! (simgate's own codes never reach the wire); the root element `root` of realNameQueryIot
 //! (its name is not published); the description of getOnlineStatus is left out for a card with
 //! no session, and `result`/`acctStatusType` carry no values (theirs are not published).
-//! Cards are named by `iccid` (the adapter's setting today); an `access_number` is not known.
+//! Cards are named by `access_number` (each simulated card has one: given at import, or
+//! `1064` and its ICCID's last nine digits) or by `iccid` (not for `realNameQueryIot`), and
+//! `getTelephonePlus` gives a card's number; the simulator answers both, whatever the
+//! account's `card_identifier`, as [NKY] says the platform does.
 //!
 //! The prefix is the path of the configured `base_url` (e.g. `/m2m_ec`), so one configuration
 //! serves both the adapter and this simulator.
@@ -32,8 +35,8 @@ use axum::Router;
 use crate::carrier::http::cmp::{
     crypt, format_mb, is_published, main_status_code, request_sign, CmpConfig, JsonResult,
     ProductInfo, StatusReply, ALREADY_ORDERED, M_DISABLE, M_ONLINE, M_REAL_NAME, M_STATUS,
-    M_TRAFFIC, ORDER_RESTORE, ORDER_STOP, QUERY_PATH, RATE_LIMITED, SERVICE_ACCEPT_PATH,
-    STOP_RECORD_EXISTS, TIME_FORMAT,
+    M_TELEPHONE, M_TRAFFIC, ORDER_RESTORE, ORDER_STOP, QUERY_PATH, RATE_LIMITED,
+    SERVICE_ACCEPT_PATH, STOP_RECORD_EXISTS, TIME_FORMAT,
 };
 use crate::carrier::sim::SimCarrier;
 use crate::carrier::{Carrier, CarrierError, ServiceState};
@@ -185,17 +188,13 @@ async fn handle(w: &Wire, p: HashMap<String, String>) -> Response {
     if let Some(param) = missing(&method, &p) {
         return refuse("-2", &format!("必传参数缺失: {param}"));
     }
-    let Some(raw) = p.get("iccid") else {
-        // Cards are named by ICCID here; an access number is a card this simulator lacks.
-        return match p.get("access_number") {
-            Some(_) => refuse("-4", "iccid号码错误或不存在"),
-            None => refuse("-2", "必传参数缺失: iccid"),
-        };
+    let (iccid, number) = match card_named(w, &method, &p).await {
+        Ok(named) => named,
+        Err(refusal) => return refusal,
     };
-    let Ok(iccid) = Iccid::parse_any(raw) else {
-        return refuse("-4", "iccid号码错误或不存在");
-    };
+    let number = number.unwrap_or_else(|| iccid.to_string());
     match method.as_str() {
+        M_TELEPHONE => telephone(w, &iccid).await,
         M_DISABLE => {
             if p.get("acctCd").is_some_and(|a| !a.is_empty()) {
                 return refuse("-2", "acctCd 固定字段，保持为空");
@@ -209,7 +208,7 @@ async fn handle(w: &Wire, p: HashMap<String, String>) -> Response {
                     result_code: "0".into(),
                     result_msg: "处理成功！".into(),
                     transaction_id: transaction_id(),
-                    number: iccid.to_string(),
+                    number: number.clone(),
                     serv_create_date: String::new(),
                     product_info: vec![ProductInfo {
                         status_code: code.into(),
@@ -231,7 +230,7 @@ async fn handle(w: &Wire, p: HashMap<String, String>) -> Response {
                  </web:NEW_DATA_TICKET_QRsp></root>",
                 format_mb(c.cycle_usage_bytes),
                 transaction_id(),
-                iccid
+                number
             )),
             Err(e) => carrier_error(e),
         },
@@ -248,7 +247,7 @@ async fn handle(w: &Wire, p: HashMap<String, String>) -> Response {
                         .format(TIME_FORMAT)
                         .to_string();
                     reply["description"] = serde_json::json!({
-                        "result": "", "msisdn": "", "netModel": "", "imsi": "",
+                        "result": "", "msisdn": number, "netModel": "", "imsi": "",
                         "acctStatusType": "", "eventTimestamp": at, "framedIpAddress": "10.0.0.1",
                         "provname": "", "duration": "", "startTime": at, "stopTime": "",
                         "framedIpv6Prefix": "", "framedInterfaceId": "", "apn": "ctnet",
@@ -268,11 +267,66 @@ async fn handle(w: &Wire, p: HashMap<String, String>) -> Response {
                  <certNumber>null</certNumber><number>{}</number></RESULT></root>",
                 transaction_id(),
                 status_name(main_status_code(c.state)),
-                iccid
+                number
             )),
             Err(e) => carrier_error(e),
         },
         _ => refuse("-2", "unknown method"),
+    }
+}
+
+/// The card a request names, and its access number when the simulated platform holds one.
+/// An `access_number` is always understood (every source sends it); an `iccid` too ([NKY]),
+/// except by `realNameQueryIot`, which no source calls with one; `getTelephonePlus` takes
+/// only an `iccid` (dossier §7.2).
+async fn card_named(
+    w: &Wire,
+    method: &str,
+    p: &HashMap<String, String>,
+) -> Result<(Iccid, Option<String>), Response> {
+    let unknown = || refuse("-4", "iccid号码错误或不存在");
+    let by_number = method != M_TELEPHONE;
+    let by_iccid = method != M_REAL_NAME;
+    if let Some(number) = p.get("access_number").filter(|_| by_number) {
+        let iccid = w
+            .sim
+            .card_by_number(number)
+            .await
+            .map_err(carrier_error)?
+            .ok_or_else(unknown)?;
+        return Ok((iccid, Some(number.clone())));
+    }
+    let Some(raw) = p.get("iccid").filter(|_| by_iccid) else {
+        let param = if by_number { "access_number" } else { "iccid" };
+        return Err(refuse("-2", &format!("必传参数缺失: {param}")));
+    };
+    let iccid = Iccid::parse_any(raw).map_err(|_| unknown())?;
+    let number = w.sim.number_of(&iccid).await.map_err(carrier_error)?;
+    Ok((iccid, number))
+}
+
+/// `getTelephonePlus` (dossier §7.2): the [ESIM7] shape. The IMSIs are left empty (the
+/// simulated carrier keeps none).
+async fn telephone(w: &Wire, iccid: &Iccid) -> Response {
+    if let Err(e) = w.sim.card(iccid).await {
+        return carrier_error(e);
+    }
+    match w.sim.number_of(iccid).await {
+        Ok(number) => json(
+            serde_json::json!({
+                "GROUP_TRANSACTIONID": transaction_id(),
+                "resultCode": "0",
+                "resultMsg": "处理成功！",
+                "info": {
+                    "access_number": number.unwrap_or_default(),
+                    "ICCID": iccid.as_str(),
+                    "3G_IMSI": "",
+                    "4G_IMSI": "",
+                },
+            })
+            .to_string(),
+        ),
+        Err(e) => carrier_error(e),
     }
 }
 

@@ -26,6 +26,34 @@ pub const M_TRAFFIC: &str = "queryTraffic";
 pub const M_DISABLE: &str = "disabledNumber";
 pub const M_ONLINE: &str = "getOnlineStatus";
 pub const M_REAL_NAME: &str = "realNameQueryIot";
+/// The access number (and IMSIs) of an ICCID (dossier §7.2): how simgate learns the number a
+/// card is named by, once per card at import.
+pub const M_TELEPHONE: &str = "getTelephonePlus";
+
+/// How a call names its card (dossier §0.4, DISPUTED), per account. `access_number` (the 149 or
+/// 10649 number) in [YZ-CMP-Q], [YZ-CMP-C], [MEH], [COOL], [CPP] and [ESIM7]'s disabledNumber:
+/// the default. `iccid` in [NKY] (any identifier of 19-20 characters) and in [ESIM7] for some
+/// queries; no source sends `disabledNumber` or `realNameQueryIot` by ICCID, so with `iccid`
+/// the real-name query still goes by access number, and `getTelephonePlus` always goes by ICCID.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CardIdentifier {
+    #[default]
+    AccessNumber,
+    Iccid,
+}
+
+impl CardIdentifier {
+    /// The parameter that names the card in a `method` call.
+    pub fn param(self, method: &str) -> &'static str {
+        match (self, method) {
+            (_, M_TELEPHONE) => "iccid",
+            (_, M_REAL_NAME) => "access_number",
+            (CardIdentifier::Iccid, _) => "iccid",
+            (CardIdentifier::AccessNumber, _) => "access_number",
+        }
+    }
+}
 
 /// Whether the value of `param` enters the `sign` of a `method` request (dossier §0.5). The sign
 /// always covers `user_id`, `method`, the card's identifier and the plain password (added by
@@ -418,6 +446,34 @@ impl RealNameReply {
             cert_number: present("certNumber"),
         })
     }
+}
+
+/// `getTelephonePlus` (dossier §7.2): JSON `{GROUP_TRANSACTIONID, resultCode, resultMsg,
+/// info{access_number, ICCID, 3G_IMSI, 4G_IMSI}}` ([ESIM7] `Root`/`Info`; [SMARTCARD] reads
+/// the IMSIs). Chosen over `getTelephone`, whose reply is disputed (plain `{RESULT, SMSG}` in
+/// [NKY], DES-encrypted in [YZ-CMP-Q]).
+#[derive(Debug, Deserialize, Serialize)]
+pub struct TelephoneReply {
+    #[serde(rename = "resultCode")]
+    pub result_code: String,
+    #[serde(rename = "resultMsg", default)]
+    pub result_msg: String,
+    #[serde(rename = "GROUP_TRANSACTIONID", default)]
+    pub transaction_id: String,
+    #[serde(default)]
+    pub info: Option<TelephoneInfo>,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+pub struct TelephoneInfo {
+    #[serde(default)]
+    pub access_number: String,
+    #[serde(rename = "ICCID", default)]
+    pub iccid: String,
+    #[serde(rename = "3G_IMSI", default)]
+    pub imsi_3g: String,
+    #[serde(rename = "4G_IMSI", default)]
+    pub imsi_4g: String,
 }
 
 /// `getOnlineStatus` (dossier §3): JSON with a `description{…}` object ([ESIM7]).
