@@ -15,6 +15,7 @@ mod migrations_pinned;
 mod pools;
 pub mod sealing;
 mod sim;
+pub use sim::simulated_access_number;
 mod webhooks;
 
 pub use access::{AuditEntry, AuditFilter, AuditRecord};

@@ -920,3 +920,43 @@ async fn wire_cmp_simulator_refuses_an_access_number_it_does_not_hold_and_a_real
         "{body}"
     );
 }
+
+/// The whole import over the wire: a Telecom card imported without a number gets the one
+/// China Telecom holds (learnt while onboarding, stored with the card, shown by GetCard); a
+/// suspension then reaches the card by its number.
+#[tokio::test]
+async fn wire_cmp_import_over_the_wire_stores_the_platforms_access_number() {
+    use crate::helpers::{card_input, get, serve_built, telecom_iccid, test_server};
+    use simgate::pb;
+    let db = Arc::new(TestDb::new(Backend::Sqlite).expect("sqlite test db"));
+    let clock = ManualClock::new(start_time());
+    let app = test_server(&db, &clock)
+        .simulator_transport(simgate::simulate::SimulatorTransport::Http)
+        .build()
+        .await
+        .expect("build server");
+    let mut app = serve_built(app, db, clock).await;
+    let one = telecom_iccid(1);
+    crate::helpers::import(&mut app, vec![card_input(&one, pb::Carrier::ChinaTelecom)]).await;
+    let card = get(&mut app, &one).await;
+    let expected = simgate::store::simulated_access_number(&Iccid::parse_any(&one).expect("iccid"));
+    assert_eq!(card.msisdn, expected, "the platform's number, stored");
+
+    // A number given at import is the card's at the simulated platform too (a real platform
+    // refuses one it does not hold: wire_cmp_onboard_checks_the_given_number_against_the_platform).
+    let two = telecom_iccid(2);
+    let given = pb::CardInput {
+        msisdn: "14900000002".into(),
+        ..card_input(&two, pb::Carrier::ChinaTelecom)
+    };
+    crate::helpers::import(&mut app, vec![given]).await;
+    assert_eq!(get(&mut app, &two).await.msisdn, "14900000002");
+
+    app.suspend(&one).await.expect("suspend by access number");
+    let at_carrier = crate::helpers::carrier_state(&mut app, pb::Carrier::ChinaTelecom, &one).await;
+    assert_eq!(
+        at_carrier,
+        pb::CarrierServiceState::Stopped,
+        "stopped at the platform"
+    );
+}

@@ -12,6 +12,16 @@
 //!   notes' `app/serviceAccept.do` was wrong); `acctCd` present, empty and signed.
 //! - `getOnlineStatus` (JSON, §3): the last session, for `card()` and [`Cmp::online_status`].
 //! - `realNameQueryIot` (XML, §4): [`Cmp::real_name`].
+//! - `getTelephonePlus` (JSON, §7.2): a card's access number, by ICCID, for `onboard()` and
+//!   `msisdn_of()`.
+//!
+//! Naming the card (§0.4, DISPUTED): by `access_number` (setting `card_identifier`, default,
+//! six sources) or by `iccid` ([NKY]). By access number, each card's number comes from
+//! simgate's record of the card (`AccountCtx::numbers`: the number given or learnt at import),
+//! else from `getTelephonePlus` (one call), and is kept for the process. `onboard()` asks the
+//! platform for every card's number (that proves the card exists) and refuses an import whose
+//! given number is another (`MSISDN_MISMATCH`): a wrong number would stop someone else's card.
+//! `realNameQueryIot` goes by access number in both settings (no source sends an ICCID).
 //!
 //! Auth: `user_id`, `passWord` = [`crypt::encrypt`] of the password, and `sign` =
 //! [`crypt::request_sign`] over the parameters each method signs (`wire::is_signed`) plus the
@@ -24,9 +34,8 @@
 //! unknown" until the card's state confirms it); the values of getOnlineStatus' `result` and
 //! `acctStatusType` (online is never guessed) and its time formats (a session time only from
 //! a known format, otherwise "unknown", never "none"); error `-6`; the numeric rate limit.
-//! Cards are still named by `iccid` here; the most common identifier, `access_number`, needs
-//! each card's access number at every call and comes with the card-number plumbing (open).
-//! Unpublished codes fail safe: a read is unavailable, a change's outcome unknown.
+//! Whether `getTelephonePlus` wants 19 or 20 ICCID digits ([ESIM7] cuts 20 to 19); whether
+//! `disabledNumber` accepts an `iccid` at all (no source). Unpublished codes fail safe: a read is unavailable, a change's outcome unknown.
 
 pub mod crypt;
 pub mod simulator;
