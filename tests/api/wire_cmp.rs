@@ -539,6 +539,10 @@ async fn wire_cmp_requests_carry_the_dossier_parameters_and_sign_sets() {
         ("getOnlineStatus", "getOnlineStatus.s3.request.txt"),
         ("realNameQueryIot", "realNameQueryIot.s4.request.txt"),
         ("disabledNumber", "disabledNumber.s5.request.txt"),
+        (
+            "getTelephonePlus",
+            "derived/getTelephonePlus.s7-2.request.derived.txt",
+        ),
     ] {
         let expected = request_params(&fixture(file));
         assert!(!expected.is_empty(), "{file} has a parameter table");
@@ -636,6 +640,11 @@ async fn wire_cmp_simulator_answers_in_the_dossier_shapes() {
             true,
         ),
         ("disabledNumber", "disabledNumber.s5.reply.xml", true),
+        (
+            "getTelephonePlus",
+            "derived/getTelephonePlus.s7-2.reply.derived.json",
+            false,
+        ),
     ] {
         let ours = exchange_of(&sent, method).1.clone();
         assert_eq!(ours.trim_start().starts_with('<'), xml, "{method}: {ours}");
@@ -959,4 +968,62 @@ async fn wire_cmp_import_over_the_wire_stores_the_platforms_access_number() {
         pb::CarrierServiceState::Stopped,
         "stopped at the platform"
     );
+}
+
+#[tokio::test]
+async fn wire_cmp_get_telephone_plus_fixture_gives_the_cards_number_and_only_that_cards() {
+    let reply = fixture("derived/getTelephonePlus.s7-2.reply.derived.json");
+    let a = platform_answering(&[("getTelephonePlus", reply.clone())]).await;
+    let card = Iccid::parse_any("8986031540025047173").expect("the fixture's ICCID");
+    assert_eq!(
+        a.msisdn_of(&card).await.expect("number"),
+        Some(DOSSIER_NUMBER.to_string())
+    );
+    // Its 20-digit form ([ESIM7] sends 19 of 20 digits): the same card.
+    let longer = Iccid::parse_any("89860315400250471731").expect("20 digits");
+    assert!(a.msisdn_of(&longer).await.is_ok());
+    // A reply about another card is not this card's number.
+    let e = a
+        .msisdn_of(&iccid(1))
+        .await
+        .expect_err("another card's reply");
+    assert!(matches!(e, CarrierError::Transient(_)), "{e:?}");
+    // A number that is not one (the placeholder of an IMSI in its place) is unavailable.
+    let garbled = reply.replace("14914000000", "<number>");
+    let a = platform_answering(&[("getTelephonePlus", garbled)]).await;
+    assert!(matches!(
+        a.msisdn_of(&card).await,
+        Err(CarrierError::Transient(_))
+    ));
+}
+
+/// Every fixture file is named by a test in this file (so one added to the folder without a
+/// test fails here).
+#[test]
+fn wire_cmp_every_fixture_is_read_by_a_test() {
+    let dir =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/carrier-wire/cmp");
+    let this = include_str!("wire_cmp.rs");
+    let mut files = Vec::new();
+    for sub in ["", "derived"] {
+        for entry in std::fs::read_dir(dir.join(sub)).expect("fixture folder") {
+            let entry = entry.expect("entry");
+            if entry.file_type().expect("type").is_file() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if name != "INDEX.md" {
+                    files.push(if sub.is_empty() {
+                        name
+                    } else {
+                        format!("{sub}/{name}")
+                    });
+                }
+            }
+        }
+    }
+    assert!(files.len() >= 10, "{files:?}");
+    let unread: Vec<&String> = files
+        .iter()
+        .filter(|f| !this.contains(&format!("\"{f}\"")))
+        .collect();
+    assert!(unread.is_empty(), "fixtures no test reads: {unread:?}");
 }
