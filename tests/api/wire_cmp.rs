@@ -122,6 +122,15 @@ async fn rig() -> Rig {
 }
 
 impl Rig {
+    /// The access number the simulated platform holds for card `n`.
+    async fn number(&self, n: u32) -> String {
+        self.sim
+            .number_of(&iccid(n))
+            .await
+            .expect("sim")
+            .expect("every simulated card has a number")
+    }
+
     fn adapter(&self) -> Cmp {
         self.adapter_with(PASSWORD, KEY, 5_000)
     }
@@ -734,12 +743,7 @@ fn params_of(
 async fn wire_cmp_cards_are_named_by_access_number_learnt_once() {
     let r = rig().await;
     let a = r.adapter();
-    let number = r
-        .sim
-        .number_of(&iccid(1))
-        .await
-        .expect("sim")
-        .expect("the simulated card has a number");
+    let number = r.number(1).await;
     assert_eq!(
         a.msisdn_of(&iccid(1)).await.expect("getTelephonePlus"),
         Some(number.clone())
@@ -817,12 +821,7 @@ async fn wire_cmp_a_stored_number_costs_no_lookup_and_a_card_without_one_is_refu
 async fn wire_cmp_onboard_checks_the_given_number_against_the_platform() {
     let r = rig().await;
     let a = r.adapter();
-    let number = r
-        .sim
-        .number_of(&iccid(1))
-        .await
-        .expect("sim")
-        .expect("number");
+    let number = r.number(1).await;
     let given = |msisdn: &str| OnboardCard {
         iccid: iccid(1),
         state: ServiceState::Active,
