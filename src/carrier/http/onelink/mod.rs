@@ -618,6 +618,152 @@ mod tests {
     }
 
     #[test]
+    fn dates_are_read_in_both_dossier_formats_as_beijing_time() {
+        let noon_utc = chrono::DateTime::parse_from_rfc3339("2024-01-01T04:00:00Z")
+            .unwrap()
+            .with_timezone(&chrono::Utc);
+        for s in [
+            "2024-01-01 12:00:00",
+            " 20240101120000 ",
+            "2024-01-01 12:00:00\n",
+        ] {
+            assert_eq!(beijing_time(s), Some(noon_utc), "{s:?}");
+        }
+        for s in ["<time>", "2024-01-01", "2024/01/01 12:00:00", "1704081600"] {
+            assert_eq!(beijing_time(s), None, "{s:?}");
+        }
+        assert_eq!(WireDate::of(Some(&json!(" "))), WireDate::Absent);
+        assert_eq!(WireDate::of(None), WireDate::Absent);
+        assert_eq!(
+            WireDate::of(Some(&json!("soon"))),
+            WireDate::Unreadable("soon".into())
+        );
+    }
+
+    fn record(v: Value) -> Map<String, Value> {
+        v.as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn sessions_fail_safe_to_unknown_never_to_none() {
+        use crate::carrier::LastSession;
+        let at = |d: &str| json!({ "createDate": d });
+        assert_eq!(
+            parse_last_session(&record(json!({ "simSessionList": [] }))),
+            LastSession::Never
+        );
+        for unknown in [
+            json!({}),
+            json!({ "simSessionList": "none" }),
+            json!({ "simSessionList": [at("2024-01-01 12:00:00"), at("yesterday")] }),
+            json!({ "simSessionList": [at(" ")] }),
+        ] {
+            assert_eq!(
+                parse_last_session(&record(unknown.clone())),
+                LastSession::Unknown,
+                "{unknown}"
+            );
+        }
+        // A blank entry is skipped; the newest readable one wins.
+        let r = record(json!({ "simSessionList": [
+            at(""), at("2024-01-01 12:00:00"), at("20240102120000")
+        ] }));
+        assert_eq!(
+            parse_last_session(&r).at(),
+            beijing_time("2024-01-02 12:00:00")
+        );
+    }
+
+    #[test]
+    fn usage_real_name_and_basic_info_tolerate_what_the_dossier_lists() {
+        assert_eq!(
+            parse_data_usage(&record(json!({ "dataAmount": " " }))).unwrap(),
+            0
+        );
+        assert_eq!(
+            parse_data_usage(&record(
+                json!({ "dataAmountList": [{ "dataAmount": "2" }] })
+            ))
+            .unwrap(),
+            2048
+        );
+        // A flat dataAmount wins over the list; neither is unavailable.
+        assert_eq!(
+            parse_data_usage(&record(
+                json!({ "dataAmount": "1", "dataAmountList": [{ "dataAmount": "2" }] })
+            ))
+            .unwrap(),
+            1024
+        );
+        assert!(matches!(
+            parse_data_usage(&record(json!({}))),
+            Err(CarrierError::Transient(_))
+        ));
+        assert!(parse_real_name(&record(json!({ "realNameStatus": 1 }))).unwrap());
+        assert!(!parse_real_name(&record(json!({ "realNameStatus": "0" }))).unwrap());
+        assert!(!parse_real_name(&record(json!({ "realNameStatus": "2" }))).unwrap());
+        for blank in [json!({ "realNameStatus": " " }), json!({})] {
+            assert!(matches!(
+                parse_real_name(&record(blank)),
+                Err(CarrierError::Transient(_))
+            ));
+        }
+        let info = parse_basic_info(&record(json!({ "activateDate": "2024-01-01 12:00:00" })));
+        assert_eq!(info.active_date.at(), beijing_time("2024-01-01 12:00:00"));
+    }
+
+    #[test]
+    fn http_statuses_fail_safe_for_reads_and_changes() {
+        use reqwest::StatusCode as S;
+        let kind =
+            |s: u16, changes: bool| match http_status_error(S::from_u16(s).unwrap(), None, changes)
+            {
+                CarrierError::RateLimited { .. } => "rate",
+                CarrierError::Transient(_) => "transient",
+                CarrierError::OutcomeUnknown(_) => "unknown",
+                e => panic!("{s}: {e:?}"),
+            };
+        for s in [400, 401, 404, 500, 502, 503, 504] {
+            assert_eq!(kind(s, false), "transient", "read {s}");
+        }
+        for (s, k) in [
+            (400, "unknown"),
+            (500, "unknown"),
+            (502, "transient"),
+            (503, "transient"),
+            (504, "unknown"),
+        ] {
+            assert_eq!(kind(s, true), k, "change {s}");
+        }
+        assert_eq!((kind(429, false), kind(429, true)), ("rate", "rate"));
+    }
+
+    #[test]
+    fn methods_default_to_get_and_read_from_configuration() {
+        let cfg: OneLinkConfig = serde_json::from_value(json!({
+            "base_url": "http://h/v5/ec", "appid": "a", "password": "p"
+        }))
+        .unwrap();
+        assert_eq!(
+            (cfg.token_method, cfg.request_method),
+            (HttpMethod::Get, HttpMethod::Get)
+        );
+        let cfg: OneLinkConfig = serde_json::from_value(json!({
+            "base_url": "http://h/v5/ec", "appid": "a", "password": "p",
+            "token_method": "post", "request_method": "post"
+        }))
+        .unwrap();
+        assert_eq!(
+            (cfg.token_method, cfg.request_method),
+            (HttpMethod::Post, HttpMethod::Post)
+        );
+        assert!(serde_json::from_value::<OneLinkConfig>(json!({
+            "base_url": "http://h/v5/ec", "appid": "a", "password": "p", "request_method": "form"
+        }))
+        .is_err());
+    }
+
+    #[test]
     fn codes_the_adapter_acts_on() {
         assert_eq!(OK, "0");
         assert_eq!(TOKEN_INVALID, "12021");
