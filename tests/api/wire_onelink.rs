@@ -1068,9 +1068,12 @@ fn shape(body: &str) -> std::collections::BTreeSet<(String, &'static str)> {
     out
 }
 
+/// Each request's path and the answer's body, in order.
+type Answers = Arc<std::sync::Mutex<Vec<(String, String)>>>;
+
 /// Records each request's path and the answer's body.
 async fn record_answers(
-    axum::extract::State(log): axum::extract::State<Arc<std::sync::Mutex<Vec<(String, String)>>>>,
+    axum::extract::State(log): axum::extract::State<Answers>,
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
@@ -1087,7 +1090,7 @@ async fn record_answers(
 /// The simulator's answers to every call the adapter makes, once.
 async fn simulator_answers(opts: WireOptions, method: HttpMethod) -> Vec<(String, String)> {
     let r = rig_with(opts.clone(), 2_000).await;
-    let log: Arc<std::sync::Mutex<Vec<(String, String)>>> = Arc::default();
+    let log: Answers = Arc::default();
     let server_cfg = config("127.0.0.1:1".parse().expect("addr"), PASSWORD, 2_000);
     let app = router(r.sim.clone(), &server_cfg, opts).layer(axum::middleware::from_fn_with_state(
         log.clone(),
