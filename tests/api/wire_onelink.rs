@@ -858,6 +858,14 @@ async fn wire_onelink_change_replies_are_proof_only_when_they_echo_the_card() {
         rejected_code(a.restore(&dossier_card()).await),
         "CARD_CANCELLED"
     );
+    // An accepted order on that card is not turned into a refusal: still not applied.
+    let mut ordered = cancelled.clone();
+    ordered.last_mut().expect("the change").1 = fixture("change-sim-status.s3.reply-ordernum.json");
+    let (a, _) = platform_answering(&ordered, HttpMethod::Get).await;
+    assert!(matches!(
+        a.restore(&dossier_card()).await,
+        Err(CarrierError::OutcomeUnknown(m)) if m.contains("not yet applied")
+    ));
 }
 
 #[tokio::test]

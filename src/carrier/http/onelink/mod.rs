@@ -369,37 +369,45 @@ impl OneLink {
         let mut p = Map::new();
         p.insert("iccid".into(), json!(iccid.as_str()));
         p.insert("operType".into(), json!(oper));
-        let why = match self.call("/change/sim-status", p, true).await? {
+        let (why, refused) = match self.call("/change/sim-status", p, true).await? {
             Answer::Records(result) => match parse_change_reply(&result, iccid.as_str()) {
                 ChangeReply::Applied => return Ok(()),
-                ChangeReply::NotProof { order_num } => format!(
-                    "order {} accepted, not yet applied",
-                    order_num.as_deref().unwrap_or("(without orderNum)")
+                ChangeReply::NotProof { order_num } => (
+                    format!(
+                        "order {} accepted, not yet applied",
+                        order_num.as_deref().unwrap_or("(without orderNum)")
+                    ),
+                    false,
                 ),
             },
             Answer::Refused { code, message } if code == codes::CARD_UNKNOWN => {
                 return Err(CarrierError::Rejected { code, message })
             }
             Answer::Refused { code, message } => {
-                format!("status {code}, message {message}")
+                (format!("status {code}, message {message}"), true)
             }
         };
-        self.confirm(iccid, to, why).await
+        self.confirm(iccid, to, why, refused).await
     }
 
     /// Reads the card after a change answered without proof. The platform may refuse a change
-    /// to the state the card is already in: that is success for simgate.
+    /// to the state the card is already in: that is success for simgate. `refused`: the
+    /// platform said no (then a released card makes it a certain refusal); otherwise it
+    /// accepted something, and only the target state settles it.
     async fn confirm(
         &self,
         iccid: &Iccid,
         to: ServiceState,
         why: String,
+        refused: bool,
     ) -> Result<(), CarrierError> {
         match self.status(iccid).await {
             Ok((_, state)) if state == to => Ok(()),
             // Certain whatever the platform's code was: a released card never comes back.
             Ok((code, _))
-                if codes::RELEASED.contains(&code.as_str()) && to != ServiceState::Cancelled =>
+                if refused
+                    && codes::RELEASED.contains(&code.as_str())
+                    && to != ServiceState::Cancelled =>
             {
                 Err(CarrierError::Rejected {
                     code: codes::CARD_CANCELLED.into(),
