@@ -18,6 +18,8 @@
 //!   published); simgate's own `CARD_CANCELLED` is never passed through;
 //! - the `/query/group-data-usage` reply `{groupId, useAmount}` (its fields are not found);
 //! - sim-session's `status`/`ip`/`rat` values (fields from the skeleton, values fake);
+//! - `realNameStatus` "0" for an unregistered card (only "1" is published; any other value
+//!   reads as "not registered"), and the `orderNum` format `SIM` + 12 digits;
 //! - the transid is only required non-empty; the strict appid + 22 digits check is opt-in
 //!   ([`WireOptions::strict_transid`]) since clients build it in many ways (§0.3).
 //!
