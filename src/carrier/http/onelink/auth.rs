@@ -4,11 +4,10 @@
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Map, Value};
+use serde_json::{json, Map};
 
-use super::wire::{codes, text};
+use super::wire::{codes, parse_token};
 use super::{Failure, OneLink};
-use crate::carrier::http::malformed;
 use crate::carrier::CarrierError;
 
 pub(super) struct Token {
@@ -38,32 +37,31 @@ impl OneLink {
         body.insert("appid".into(), json!(self.appid));
         body.insert("password".into(), json!(self.password.expose()));
         body.insert("transid".into(), json!(self.transid()));
-        let result = match self.exchange("/get/token", &body, false).await {
+        let result = match self
+            .exchange("/get/token", &body, self.token_method, false)
+            .await
+        {
             Ok(r) => r,
-            // Without a token there is nothing to retry with: a refusal here is final.
+            // Wrong appid or password: a configuration error, final (12022 is reseller
+            // evidence, [COTONDA]; the message is the platform's, never the password).
+            Err(Failure::Refused { code, message }) if code == codes::CREDENTIALS_REFUSED => {
+                return Err(CarrierError::Rejected { code, message })
+            }
+            // No other refusal of the token call is published: unavailable, retried later.
+            Err(Failure::Refused { code, message }) => {
+                return Err(CarrierError::Transient(format!(
+                    "/get/token unavailable: status {code}, message {message}"
+                )))
+            }
             Err(Failure::TokenInvalid) => {
-                return Err(CarrierError::Rejected {
-                    code: codes::TOKEN_INVALID.into(),
-                    message: "the platform refused to issue a token".into(),
-                })
+                return Err(CarrierError::Transient(format!(
+                    "/get/token unavailable: status {}",
+                    codes::TOKEN_INVALID
+                )))
             }
             Err(Failure::Carrier(e)) => return Err(e),
         };
-        let first = result
-            .first()
-            .ok_or_else(|| malformed("/get/token answered without a result", false))?;
-        let value = first
-            .get("token")
-            .and_then(Value::as_str)
-            .filter(|t| !t.is_empty())
-            .ok_or_else(|| malformed("/get/token answered without a token", false))?
-            .to_string();
-        let ttl = first
-            .get("ttl")
-            .and_then(text)
-            .and_then(|s| s.parse::<u64>().ok())
-            .ok_or_else(|| malformed("/get/token answered without a ttl", false))?;
-        let ttl = Duration::from_secs(ttl);
+        let (value, ttl) = parse_token(&result)?;
         // Refresh a little early so that a call in flight never carries a token that lapses
         // on its way; a fifth of a short TTL, at most a minute of a long one.
         let margin = (ttl / 5).min(Duration::from_secs(60));

@@ -1,24 +1,63 @@
 //! China Mobile OneLink (EC API v5), one folder: the adapter behind [`Carrier`] (here), its
-//! wire terms (`wire`: envelope, codes, formats), its token and transaction ids (`auth`) and
-//! its wire simulator (`simulator`).
+//! wire terms (`wire`: envelope, codes, formats, and one parse function per reply), its token
+//! and transaction ids (`auth`) and its wire simulator (`simulator`). Evidence:
+//! `shared/domain/carrier-wire/onelink.md` (the dossier, cited by section and source key);
+//! golden fixtures from it in `tests/fixtures/carrier-wire/onelink/` (see its INDEX.md).
 //!
-//! Upstream calls, all `POST <base_url><path>` with a JSON body carrying `transid` and `token`:
-//! - `/get/token` (appid, password, transid): `result[0].token`, `result[0].ttl` in seconds;
-//! - `/query/sim-status` (iccid): `cardStatus` — `card()`, `cancel()`, `onboard()`, and the
-//!   idempotency check after a refused change;
-//! - `/query/sim-data-usage` (iccid): `dataAmount`, KB used this month — `card()`;
-//! - `/query/sim-basic-info` (iccid): `imsi`, `msisdn`, `activeDate`, `openDate` —
-//!   [`OneLink::basic_info`]; the `msisdn` field name and the date format are not confirmed;
-//! - `/query/sim-session` (iccid): `simSessionList[].createDate`, the newest session — `card()`;
-//! - `/change/sim-status` (iccid, operType 0 = stop, 1 = restart) — `stop()`, `restore()`;
-//! - `/query/sim-stop-reason` (iccid): `stopReason`, a 12-position flag — [`OneLink::stop_reasons`];
-//! - `/query/sim-real-name-status` (iccid): `realNameStatus` — [`OneLink::real_name_registered`];
-//! - `/query/group-data-usage` (groupId): a pool's usage this month — [`OneLink::group_data_usage`].
+//! Transport (§0.2, DISPUTED, two per-account settings): `/get/token` is sent as
+//! [`OneLinkConfig::token_method`] (default GET with a query string: every source but
+//! [SIMCTL], which POSTs JSON); every other call as [`OneLinkConfig::request_method`] (default
+//! GET, the most common, 4 clients: [MEH], [SMOC], [ESIM7], [WX]; POST JSON in 3: [IOTOS],
+//! [PHP], [SIMCTL]; note that the only doc text copied by a client, [PHP]'s, says "get/token
+//! GET, others POST"). In GET mode every parameter is a string in the query string, so a URL
+//! may carry the password or the token: no URL is ever logged or put in an error.
+//! Every call but the token carries `transid` (appid + yyyyMMddHHmmss + 8 digits, §0.3) and
+//! `token`; the card is named by `iccid` (one of msisdn/iccid/imsi, §0.3).
 //!
-//! Not confirmed by public client code (chosen here, kept in [`codes`] so a correction is one
-//! edit): the platform's rate-limit answer (treated as HTTP 429), the field of the pool's usage
-//! in `/query/group-data-usage` (`useAmount`, KB), and what `realNameStatus` values other than
-//! "1" mean (all "not registered").
+//! Calls, and what is still unknown about each:
+//! - `/get/token` (§1; appid, password, transid): `result[0].token`, `result[0].ttl` (seconds).
+//!   `12022` (wrong credentials) is Rejected, reseller evidence only ([COTONDA]); any other
+//!   refusal is unavailable. Unknown: the real token lifetime (2 h per [COTONDA], clients cache
+//!   30-55 min: `ttl` is honoured, and `12021` answered by one new token and one resend, §0.5)
+//!   and China Mobile's own code for bad credentials.
+//! - `/query/sim-status` (§2.1, §8): `cardStatus`, CT and PB codes ([`codes::CARD_STATUS`]) —
+//!   `card()`, `cancel()` (only 9 已销户 / PB 04 销号 confirm), `onboard()` (PB 99 = no such
+//!   card), and the re-read after a change. Unknown: whether `cardStatus` is ever a JSON number
+//!   (then read as its text, CT table); what PB 01/05/06 do to service (names only); the
+//!   format of `lastChangeDate` (not read).
+//! - `/query/sim-data-usage` (§2.3): `dataAmount`, KB this month; blank = 0 ([SMOC]); the
+//!   [YZ-PARSE] shape `dataAmountList[0].dataAmount` when `dataAmount` is absent — `card()`.
+//!   Unknown: nothing beyond the PB/CT timing the doc text states (PB: up to yesterday 24:00).
+//! - `/query/sim-session` (§2.6): the newest `simSessionList[].createDate` — `card()`. Field
+//!   names confirmed ([IOTOS], [ESIM7]); unknown: the `createDate` format (both dossier
+//!   formats are read, otherwise the last session is `Unknown`, never "never") and whether an
+//!   offline (`00`) entry carries the last session's time.
+//! - `/query/sim-basic-info` (§2.2): `imsi`, `msisdn` ([PHP]), `activeDate`
+//!   (`yyyy-MM-dd HH:mm:ss`, [WX]; [MEH]'s `activateDate` read when it is absent), `openDate`
+//!   — [`OneLink::basic_info`]. Unknown: the `openDate` format (an unreadable date is that
+//!   field unavailable, not the call) and the time zone (Beijing, an inference).
+//! - `/change/sim-status` (§3; operType 0 stop, 1 restart, as strings) — `stop()`,
+//!   `restore()`. The reply is DISPUTED: `result[0].iccid` echoed ([PHP], [SIMCTL], [MEH]) is
+//!   proof; `orderNum` ([GOSDK]) or anything else is not, and the card is read again: in the
+//!   target state → done, else `OutcomeUnknown` ("order … accepted, not yet applied"). A
+//!   refusal: `11011` is final; any other code is confirmed by the re-read (target → done;
+//!   cancelled → `CARD_CANCELLED`; else `OutcomeUnknown`), since no refusal code of this call
+//!   is published. Unknown: the repeat-window code (30 min [PHP] vs 3 min [THL]), `13012`,
+//!   whether `orderNum` replies are asynchronous (`/query/order-info` is not polled).
+//! - `/query/sim-stop-reason` (§2.7): `stopReason`, 12 positions of 0/2 —
+//!   [`OneLink::stop_reasons`]. Unknown: positions 3, 6, 7, 8, 12; `platformType` not read.
+//! - `/query/sim-real-name-status` (§2.8): `realNameStatus` "1" = registered, blank or missing
+//!   = unavailable, any other value = not registered (the clients' convention, [SIMCTL] L109,
+//!   [WX]) — [`OneLink::real_name_registered`]. Unknown: the values other than "1".
+//! - `/query/group-data-usage` (§6; groupId): a pool's usage this month —
+//!   [`OneLink::group_data_usage`]. Unknown: the whole reply; `useAmount` in KB is a guess.
+//!
+//! Failing safe where the dossier is silent: an envelope code not listed is, for a read,
+//! unavailable (Transient, "unavailable: status X, message Y"), for a change settled by
+//! reading the card (above). HTTP errors (no HTTP-level facts are published): for a read, 429
+//! is RateLimited and every other non-2xx Transient; for a change, 429 RateLimited, 502/503
+//! Transient (a gateway answered before the platform), every other (500, 504, 4xx)
+//! OutcomeUnknown. The rate-limit code of v5 and its figure are unknown (v2 used `71`).
 
 pub mod auth;
 pub mod simulator;
@@ -32,10 +71,21 @@ use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
-use super::{client, malformed, retry_after, send_error, status_error, HttpTimeouts, Secret};
+use super::{client, malformed, retry_after, send_error, HttpTimeouts, Secret};
 use crate::carrier::platform::{AccountCtx, WirePlatform};
-use crate::carrier::{Carrier, CarrierCard, CarrierError, LastSession, OnboardCard, ServiceState};
+use crate::carrier::{Carrier, CarrierCard, CarrierError, OnboardCard, ServiceState};
 use crate::domain::{CarrierId, Iccid};
+
+/// How a OneLink call is sent (dossier §0.2, DISPUTED).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HttpMethod {
+    /// Every parameter a string in the query string.
+    #[default]
+    Get,
+    /// The parameters as a JSON object in the body.
+    Post,
+}
 
 /// An `[[accounts]]` entry with `platform = "onelink"`: endpoint and credentials.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -47,19 +97,44 @@ pub struct OneLinkConfig {
     pub password: Secret,
     #[serde(default)]
     pub timeouts: HttpTimeouts,
+    /// How `/get/token` is sent: `"get"` (default; every source except one: [IOTOS] EcV5Api
+    /// L66-84, [PHP] `getToken()`, [MEH], [WX], [SMOC], [ESIM7] and three more) or `"post"`
+    /// (JSON, [SIMCTL] mobile.go L31-65). Dossier §0.2.
+    #[serde(default)]
+    pub token_method: HttpMethod,
+    /// How every other call is sent: `"get"` (default, the most common: [MEH] index.ts L186,
+    /// [SMOC], [ESIM7], [WX]) or `"post"` with a JSON body ([IOTOS] EcV5Api L113-117, [PHP]
+    /// `fetchApi()`, [SIMCTL]). The only doc text a client copies ([PHP]) says POST; the
+    /// default follows the issue's "most common" rule (4:3). Dossier §0.2.
+    #[serde(default)]
+    pub request_method: HttpMethod,
 }
 
 use auth::Token;
 pub use wire::{
-    beijing_time, codes, kb_to_bytes, parse_stop_reason, BasicInfo, OneLinkStopReasons,
-    PlatformStopReason, BEIJING_FORMAT,
+    beijing_time, codes, kb_to_bytes, parse_basic_info, parse_card_status, parse_change_reply,
+    parse_data_usage, parse_envelope, parse_group_usage, parse_last_session, parse_real_name,
+    parse_stop_reason, parse_stop_reasons, parse_token, BasicInfo, ChangeReply, Envelope,
+    OneLinkStopReasons, PlatformStopReason, WireDate, BEIJING_FORMAT,
 };
-use wire::{text, Envelope};
+use wire::{first_record, text};
 
 /// Why one exchange failed, before the token retry decides.
 enum Failure {
     TokenInvalid,
+    /// The platform answered with an envelope code other than 0 and 12021.
+    Refused {
+        code: String,
+        message: String,
+    },
     Carrier(CarrierError),
+}
+
+/// A call's answer after the token retry: its records, or the platform's refusal of it (what
+/// that means depends on the call: see [`OneLink::read`] and [`OneLink::change`]).
+enum Answer {
+    Records(Vec<Value>),
+    Refused { code: String, message: String },
 }
 
 /// OneLink in the platform registry.
@@ -99,6 +174,8 @@ impl WirePlatform for Platform {
             appid: "simgate-sim".into(),
             password: Secret::new(secret),
             timeouts,
+            token_method: HttpMethod::default(),
+            request_method: HttpMethod::default(),
         }
     }
 
@@ -113,10 +190,33 @@ pub struct OneLink {
     base_url: String,
     appid: String,
     password: Secret,
+    token_method: HttpMethod,
+    request_method: HttpMethod,
     http: reqwest::Client,
     /// An async lock so that concurrent calls after expiry share one `/get/token`.
     token: tokio::sync::Mutex<Option<Token>>,
     seq: AtomicU32,
+}
+
+/// An HTTP status without a usable envelope. No HTTP-level facts are published for OneLink,
+/// so this fails safe: a read is unavailable (429 excepted); a change is unknown unless a
+/// gateway said it never reached the platform (502, 503). The shared `status_error` would
+/// call a 500 or a 4xx a refusal, which for a change may hide an applied one.
+fn http_status_error(
+    status: reqwest::StatusCode,
+    retry_after: Option<Duration>,
+    changes: bool,
+) -> CarrierError {
+    match status.as_u16() {
+        429 => CarrierError::RateLimited { retry_after },
+        502 | 503 if changes => {
+            CarrierError::Transient(format!("platform unavailable: HTTP {status}"))
+        }
+        _ if changes => CarrierError::OutcomeUnknown(format!(
+            "HTTP {status} to a change: it may have been applied"
+        )),
+        _ => CarrierError::Transient(format!("platform unavailable: HTTP {status}")),
+    }
 }
 
 impl OneLink {
@@ -130,25 +230,36 @@ impl OneLink {
             base_url: cfg.base_url.trim_end_matches('/').to_string(),
             appid: cfg.appid.clone(),
             password: cfg.password.clone(),
+            token_method: cfg.token_method,
+            request_method: cfg.request_method,
             http: client(&cfg.timeouts)?,
             token: tokio::sync::Mutex::new(None),
             seq: AtomicU32::new(0),
         })
     }
 
-    /// One POST and its envelope; `result` on status "0".
+    /// One request and its envelope; `result` on status "0".
     async fn exchange(
         &self,
         path: &'static str,
-        body: &Map<String, Value>,
+        params: &Map<String, Value>,
+        method: HttpMethod,
         changes: bool,
     ) -> Result<Vec<Value>, Failure> {
         self.ctx.budget.spend(path).await;
         let url = format!("{}{path}", self.base_url);
-        let resp = self
-            .http
-            .post(url)
-            .json(body)
+        let request = match method {
+            HttpMethod::Get => {
+                let query: Vec<(&str, String)> = params
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), text(v).unwrap_or_default()))
+                    .collect();
+                self.http.get(url).query(&query)
+            }
+            HttpMethod::Post => self.http.post(url).json(params),
+        };
+        // `send_error` drops the URL: in GET mode it carries the password or the token.
+        let resp = request
             .send()
             .await
             .map_err(|e| Failure::Carrier(send_error(e, changes)))?;
@@ -159,40 +270,43 @@ impl OneLink {
             .await
             .map_err(|e| Failure::Carrier(send_error(e, changes)))?;
         if !status.is_success() {
-            return Err(Failure::Carrier(status_error(status, wait)));
+            return Err(Failure::Carrier(http_status_error(status, wait, changes)));
         }
-        let env: Envelope = serde_json::from_slice(&bytes).map_err(|_| {
-            Failure::Carrier(malformed(&format!("{path}: not an envelope"), changes))
-        })?;
-        let code = text(&env.status).ok_or_else(|| {
-            Failure::Carrier(malformed(&format!("{path}: status is not a code"), changes))
-        })?;
-        match code.as_str() {
-            codes::OK => Ok(env.result.unwrap_or_default()),
+        let env = parse_envelope(&bytes)
+            .map_err(|e| Failure::Carrier(malformed(&format!("{path}: {e}"), changes)))?;
+        match env.status.as_str() {
+            codes::OK => Ok(env.result),
             codes::TOKEN_INVALID => Err(Failure::TokenInvalid),
-            _ => Err(Failure::Carrier(CarrierError::Rejected {
-                code,
-                message: env.message.unwrap_or_default(),
-            })),
+            _ => Err(Failure::Refused {
+                code: env.status,
+                message: env.message,
+            }),
         }
     }
 
-    /// A call with the token, retried once with a new token if the platform refuses it.
+    /// A call with the token, retried once with a new token if the platform refuses it. Err
+    /// is final (transport, token); the platform's refusal of the call itself is an Answer.
     async fn call(
         &self,
         path: &'static str,
         mut params: Map<String, Value>,
         changes: bool,
-    ) -> Result<Vec<Value>, CarrierError> {
+    ) -> Result<Answer, CarrierError> {
         let mut stale: Option<String> = None;
         for _ in 0..2 {
             let token = self.token(stale.as_deref()).await?;
             params.insert("transid".into(), json!(self.transid()));
             params.insert("token".into(), json!(token));
-            match self.exchange(path, &params, changes).await {
-                Ok(r) => return Ok(r),
+            match self
+                .exchange(path, &params, self.request_method, changes)
+                .await
+            {
+                Ok(r) => return Ok(Answer::Records(r)),
                 // A refused token is checked before anything is applied: safe to resend.
                 Err(Failure::TokenInvalid) => stale = Some(token),
+                Err(Failure::Refused { code, message }) => {
+                    return Ok(Answer::Refused { code, message })
+                }
                 Err(Failure::Carrier(e)) => return Err(e),
             }
         }
@@ -200,6 +314,24 @@ impl OneLink {
             code: codes::TOKEN_INVALID.into(),
             message: "the platform refused a freshly issued token".into(),
         })
+    }
+
+    /// A read: `11011` (no such card) is a refusal; every other code is not published for
+    /// reads, so the answer is unavailable.
+    async fn read(
+        &self,
+        path: &'static str,
+        params: Map<String, Value>,
+    ) -> Result<Vec<Value>, CarrierError> {
+        match self.call(path, params, false).await? {
+            Answer::Records(r) => Ok(r),
+            Answer::Refused { code, message } if code == codes::CARD_UNKNOWN => {
+                Err(CarrierError::Rejected { code, message })
+            }
+            Answer::Refused { code, message } => Err(CarrierError::Transient(format!(
+                "{path} unavailable: status {code}, message {message}"
+            ))),
+        }
     }
 
     /// The first record of a card query.
@@ -210,67 +342,24 @@ impl OneLink {
     ) -> Result<Map<String, Value>, CarrierError> {
         let mut p = Map::new();
         p.insert("iccid".into(), json!(iccid.as_str()));
-        let result = self.call(path, p, false).await?;
-        match result.into_iter().next() {
-            Some(Value::Object(m)) => Ok(m),
-            _ => Err(malformed(&format!("{path}: no record"), false)),
-        }
-    }
-
-    async fn field(
-        &self,
-        path: &'static str,
-        iccid: &Iccid,
-        name: &str,
-    ) -> Result<Value, CarrierError> {
-        self.query_card(path, iccid)
-            .await?
-            .remove(name)
-            .ok_or_else(|| malformed(&format!("{path}: no {name}"), false))
-    }
-
-    /// `/query/sim-session`: when the card's newest data session started. The diagnosis needs
-    /// it to tell "stopped" from "never connects". Not confirmed in public client code: the
-    /// record's `simSessionList` of sessions with `createDate` (`yyyy-MM-dd HH:mm:ss`, Beijing
-    /// time) is what this adapter reads; an empty or absent list means no session is known.
-    async fn last_session(
-        &self,
-        iccid: &Iccid,
-    ) -> Result<Option<chrono::DateTime<chrono::Utc>>, CarrierError> {
-        let record = self.query_card("/query/sim-session", iccid).await?;
-        let Some(list) = record.get("simSessionList") else {
-            return Ok(None);
-        };
-        let list = list
-            .as_array()
-            .ok_or_else(|| malformed("simSessionList is not a list", false))?;
-        let mut newest = None;
-        for session in list {
-            let Some(created) = session.get("createDate").and_then(Value::as_str) else {
-                continue;
-            };
-            let at = beijing_time(created)
-                .ok_or_else(|| malformed("createDate is not yyyy-MM-dd HH:mm:ss", false))?;
-            newest = newest.max(Some(at));
-        }
-        Ok(newest)
+        first_record(path, &self.read(path, p).await?)
     }
 
     /// `cardStatus` and what it means.
     async fn status(&self, iccid: &Iccid) -> Result<(String, ServiceState), CarrierError> {
-        let v = self.field("/query/sim-status", iccid, "cardStatus").await?;
-        let code = text(&v).ok_or_else(|| malformed("cardStatus is not a code", false))?;
-        if code == codes::PB_NO_SUCH_NUMBER {
-            return Err(CarrierError::Rejected {
-                code: codes::CARD_UNKNOWN.into(),
-                message: format!("{iccid}: cardStatus 99 (号码不存在, no such number)"),
-            });
-        }
-        let state = codes::service_state(&code)
-            .ok_or_else(|| malformed(&format!("unknown cardStatus {code}"), false))?;
-        Ok((code, state))
+        parse_card_status(&self.query_card("/query/sim-status", iccid).await?).map_err(
+            |e| match e {
+                CarrierError::Rejected { code, message } => CarrierError::Rejected {
+                    code,
+                    message: format!("{iccid}: {message}"),
+                },
+                e => e,
+            },
+        )
     }
 
+    /// `/change/sim-status`, settled as the module doc says: only an echo of the card is proof;
+    /// everything else but `11011` is settled by reading the card again.
     async fn change(
         &self,
         iccid: &Iccid,
@@ -280,68 +369,86 @@ impl OneLink {
         let mut p = Map::new();
         p.insert("iccid".into(), json!(iccid.as_str()));
         p.insert("operType".into(), json!(oper));
-        match self.call("/change/sim-status", p, true).await {
-            Ok(_) => Ok(()),
-            // The platform may refuse a change to the state the card is already in; that is
-            // success for simgate. Unknown cards need no second look.
-            Err(CarrierError::Rejected { code, message }) if code != codes::CARD_UNKNOWN => {
-                match self.status(iccid).await {
-                    Ok((_, state)) if state == to => Ok(()),
-                    _ => Err(CarrierError::Rejected { code, message }),
-                }
+        let (why, refused) = match self.call("/change/sim-status", p, true).await? {
+            Answer::Records(result) => match parse_change_reply(&result, iccid.as_str()) {
+                ChangeReply::Applied => return Ok(()),
+                ChangeReply::NotProof { order_num } => (
+                    format!(
+                        "order {} accepted, not yet applied",
+                        order_num.as_deref().unwrap_or("(without orderNum)")
+                    ),
+                    false,
+                ),
+            },
+            Answer::Refused { code, message } if code == codes::CARD_UNKNOWN => {
+                return Err(CarrierError::Rejected { code, message })
             }
-            Err(e) => Err(e),
+            Answer::Refused { code, message } => {
+                (format!("status {code}, message {message}"), true)
+            }
+        };
+        self.confirm(iccid, to, why, refused).await
+    }
+
+    /// Reads the card after a change answered without proof. The platform may refuse a change
+    /// to the state the card is already in: that is success for simgate. `refused`: the
+    /// platform said no (then a released card makes it a certain refusal); otherwise it
+    /// accepted something, and only the target state settles it.
+    async fn confirm(
+        &self,
+        iccid: &Iccid,
+        to: ServiceState,
+        why: String,
+        refused: bool,
+    ) -> Result<(), CarrierError> {
+        match self.status(iccid).await {
+            Ok((_, state)) if state == to => Ok(()),
+            // Certain whatever the platform's code was: a released card never comes back.
+            Ok((code, _))
+                if refused
+                    && codes::RELEASED.contains(&code.as_str())
+                    && to != ServiceState::Cancelled =>
+            {
+                Err(CarrierError::Rejected {
+                    code: codes::CARD_CANCELLED.into(),
+                    message: format!("{iccid} is cancelled at OneLink (cardStatus {code}); {why}"),
+                })
+            }
+            Ok((code, _)) => Err(CarrierError::OutcomeUnknown(format!(
+                "{why}; {iccid} reads cardStatus {code}"
+            ))),
+            Err(e) => Err(CarrierError::OutcomeUnknown(format!(
+                "{why}; {iccid} could not be read again: {e}"
+            ))),
         }
     }
 
     /// `/query/sim-stop-reason` mapped to simgate's stop reasons.
     pub async fn stop_reasons(&self, iccid: &Iccid) -> Result<OneLinkStopReasons, CarrierError> {
-        let v = self
-            .field("/query/sim-stop-reason", iccid, "stopReason")
-            .await?;
-        let raw = text(&v).ok_or_else(|| malformed("stopReason is not text", false))?;
-        parse_stop_reason(&raw).map_err(|e| malformed(&e, false))
+        parse_stop_reasons(&self.query_card("/query/sim-stop-reason", iccid).await?)
     }
 
     /// `/query/sim-real-name-status`: whether the card's real-name registration is done.
     pub async fn real_name_registered(&self, iccid: &Iccid) -> Result<bool, CarrierError> {
-        let v = self
-            .field("/query/sim-real-name-status", iccid, "realNameStatus")
-            .await?;
-        let s = text(&v).ok_or_else(|| malformed("realNameStatus is not a code", false))?;
-        Ok(s == codes::REAL_NAME_DONE)
+        parse_real_name(
+            &self
+                .query_card("/query/sim-real-name-status", iccid)
+                .await?,
+        )
     }
 
     /// `/query/sim-basic-info`: the card's IMSI, MSISDN and dates as the platform records them.
     pub async fn basic_info(&self, iccid: &Iccid) -> Result<BasicInfo, CarrierError> {
-        let r = self.query_card("/query/sim-basic-info", iccid).await?;
-        let text_of = |name: &str| r.get(name).and_then(text).filter(|s| !s.is_empty());
-        let date_of = |name: &str| -> Result<Option<chrono::DateTime<chrono::Utc>>, CarrierError> {
-            text_of(name)
-                .map(|d| {
-                    beijing_time(&d)
-                        .ok_or_else(|| malformed(&format!("{name} is not a date"), false))
-                })
-                .transpose()
-        };
-        Ok(BasicInfo {
-            imsi: text_of("imsi"),
-            msisdn: text_of("msisdn"),
-            active_date: date_of("activeDate")?,
-            open_date: date_of("openDate")?,
-        })
+        Ok(parse_basic_info(
+            &self.query_card("/query/sim-basic-info", iccid).await?,
+        ))
     }
 
     /// `/query/group-data-usage`: bytes a pool (流量池, `groupId`) used this month.
     pub async fn group_data_usage(&self, group_id: &str) -> Result<u64, CarrierError> {
         let mut p = Map::new();
         p.insert("groupId".into(), json!(group_id));
-        let result = self.call("/query/group-data-usage", p, false).await?;
-        result
-            .first()
-            .and_then(|r| r.get("useAmount"))
-            .and_then(kb_to_bytes)
-            .ok_or_else(|| malformed("/query/group-data-usage: no useAmount", false))
+        parse_group_usage(&self.read("/query/group-data-usage", p).await?)
     }
 }
 
@@ -362,12 +469,10 @@ impl Carrier for OneLink {
 
     async fn card(&self, iccid: &Iccid) -> Result<CarrierCard, CarrierError> {
         let (_, state) = self.status(iccid).await?;
-        let amount = self
-            .field("/query/sim-data-usage", iccid, "dataAmount")
-            .await?;
         let cycle_usage_bytes =
-            kb_to_bytes(&amount).ok_or_else(|| malformed("dataAmount is not KB", false))?;
-        let last_session = LastSession::from_seen(self.last_session(iccid).await?);
+            parse_data_usage(&self.query_card("/query/sim-data-usage", iccid).await?)?;
+        // An unreadable session answer is `Unknown`, not a failed read: state and usage hold.
+        let last_session = parse_last_session(&self.query_card("/query/sim-session", iccid).await?);
         Ok(CarrierCard {
             iccid: iccid.clone(),
             state,
@@ -521,6 +626,152 @@ mod tests {
     }
 
     #[test]
+    fn dates_are_read_in_both_dossier_formats_as_beijing_time() {
+        let noon_utc = chrono::DateTime::parse_from_rfc3339("2024-01-01T04:00:00Z")
+            .unwrap()
+            .with_timezone(&chrono::Utc);
+        for s in [
+            "2024-01-01 12:00:00",
+            " 20240101120000 ",
+            "2024-01-01 12:00:00\n",
+        ] {
+            assert_eq!(beijing_time(s), Some(noon_utc), "{s:?}");
+        }
+        for s in ["<time>", "2024-01-01", "2024/01/01 12:00:00", "1704081600"] {
+            assert_eq!(beijing_time(s), None, "{s:?}");
+        }
+        assert_eq!(WireDate::of(Some(&json!(" "))), WireDate::Absent);
+        assert_eq!(WireDate::of(None), WireDate::Absent);
+        assert_eq!(
+            WireDate::of(Some(&json!("soon"))),
+            WireDate::Unreadable("soon".into())
+        );
+    }
+
+    fn record(v: Value) -> Map<String, Value> {
+        v.as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn sessions_fail_safe_to_unknown_never_to_none() {
+        use crate::carrier::LastSession;
+        let at = |d: &str| json!({ "createDate": d });
+        assert_eq!(
+            parse_last_session(&record(json!({ "simSessionList": [] }))),
+            LastSession::Never
+        );
+        for unknown in [
+            json!({}),
+            json!({ "simSessionList": "none" }),
+            json!({ "simSessionList": [at("2024-01-01 12:00:00"), at("yesterday")] }),
+            json!({ "simSessionList": [at(" ")] }),
+        ] {
+            assert_eq!(
+                parse_last_session(&record(unknown.clone())),
+                LastSession::Unknown,
+                "{unknown}"
+            );
+        }
+        // A blank entry is skipped; the newest readable one wins.
+        let r = record(json!({ "simSessionList": [
+            at(""), at("2024-01-01 12:00:00"), at("20240102120000")
+        ] }));
+        assert_eq!(
+            parse_last_session(&r).at(),
+            beijing_time("2024-01-02 12:00:00")
+        );
+    }
+
+    #[test]
+    fn usage_real_name_and_basic_info_tolerate_what_the_dossier_lists() {
+        assert_eq!(
+            parse_data_usage(&record(json!({ "dataAmount": " " }))).unwrap(),
+            0
+        );
+        assert_eq!(
+            parse_data_usage(&record(
+                json!({ "dataAmountList": [{ "dataAmount": "2" }] })
+            ))
+            .unwrap(),
+            2048
+        );
+        // A flat dataAmount wins over the list; neither is unavailable.
+        assert_eq!(
+            parse_data_usage(&record(
+                json!({ "dataAmount": "1", "dataAmountList": [{ "dataAmount": "2" }] })
+            ))
+            .unwrap(),
+            1024
+        );
+        assert!(matches!(
+            parse_data_usage(&record(json!({}))),
+            Err(CarrierError::Transient(_))
+        ));
+        assert!(parse_real_name(&record(json!({ "realNameStatus": 1 }))).unwrap());
+        assert!(!parse_real_name(&record(json!({ "realNameStatus": "0" }))).unwrap());
+        assert!(!parse_real_name(&record(json!({ "realNameStatus": "2" }))).unwrap());
+        for blank in [json!({ "realNameStatus": " " }), json!({})] {
+            assert!(matches!(
+                parse_real_name(&record(blank)),
+                Err(CarrierError::Transient(_))
+            ));
+        }
+        let info = parse_basic_info(&record(json!({ "activateDate": "2024-01-01 12:00:00" })));
+        assert_eq!(info.active_date.at(), beijing_time("2024-01-01 12:00:00"));
+    }
+
+    #[test]
+    fn http_statuses_fail_safe_for_reads_and_changes() {
+        use reqwest::StatusCode as S;
+        let kind =
+            |s: u16, changes: bool| match http_status_error(S::from_u16(s).unwrap(), None, changes)
+            {
+                CarrierError::RateLimited { .. } => "rate",
+                CarrierError::Transient(_) => "transient",
+                CarrierError::OutcomeUnknown(_) => "unknown",
+                e => panic!("{s}: {e:?}"),
+            };
+        for s in [400, 401, 404, 500, 502, 503, 504] {
+            assert_eq!(kind(s, false), "transient", "read {s}");
+        }
+        for (s, k) in [
+            (400, "unknown"),
+            (500, "unknown"),
+            (502, "transient"),
+            (503, "transient"),
+            (504, "unknown"),
+        ] {
+            assert_eq!(kind(s, true), k, "change {s}");
+        }
+        assert_eq!((kind(429, false), kind(429, true)), ("rate", "rate"));
+    }
+
+    #[test]
+    fn methods_default_to_get_and_read_from_configuration() {
+        let cfg: OneLinkConfig = serde_json::from_value(json!({
+            "base_url": "http://h/v5/ec", "appid": "a", "password": "p"
+        }))
+        .unwrap();
+        assert_eq!(
+            (cfg.token_method, cfg.request_method),
+            (HttpMethod::Get, HttpMethod::Get)
+        );
+        let cfg: OneLinkConfig = serde_json::from_value(json!({
+            "base_url": "http://h/v5/ec", "appid": "a", "password": "p",
+            "token_method": "post", "request_method": "post"
+        }))
+        .unwrap();
+        assert_eq!(
+            (cfg.token_method, cfg.request_method),
+            (HttpMethod::Post, HttpMethod::Post)
+        );
+        assert!(serde_json::from_value::<OneLinkConfig>(json!({
+            "base_url": "http://h/v5/ec", "appid": "a", "password": "p", "request_method": "form"
+        }))
+        .is_err());
+    }
+
+    #[test]
     fn codes_the_adapter_acts_on() {
         assert_eq!(OK, "0");
         assert_eq!(TOKEN_INVALID, "12021");
@@ -536,6 +787,8 @@ mod tests {
             appid: "C5010000000001".into(),
             password: Secret::new("pw"),
             timeouts: HttpTimeouts::default(),
+            token_method: HttpMethod::Get,
+            request_method: HttpMethod::Get,
         };
         let a = OneLink::new(&cfg, AccountCtx::default_for(CarrierId::Mobile)).unwrap();
         let t1 = a.transid();
@@ -554,6 +807,8 @@ mod tests {
             appid: "a".into(),
             password: Secret::new("pw"),
             timeouts: HttpTimeouts::default(),
+            token_method: HttpMethod::Get,
+            request_method: HttpMethod::Get,
         };
         let p = AccountCtx::default_for(CarrierId::Mobile);
         assert!(OneLink::new(&cfg, p.clone()).is_err());

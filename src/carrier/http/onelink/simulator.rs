@@ -2,9 +2,26 @@
 //! codes the [`OneLink`] adapter speaks, in front of a [`SimCarrier`] whose rules and fault
 //! injection decide every answer.
 //!
-//! Where OneLink's own answer is not public the simulator says so in its codes: an unknown
-//! card is `11011` (public client code), but bad credentials are `SIM_AUTH_FAILED`, a bad
-//! request is `SIM_BAD_REQUEST`, and the rate limit is HTTP 429 with `Retry-After`.
+//! It answers GET (parameters in the query string) and POST (a JSON body) on every path, as
+//! the real platform is used both ways (dossier §0.2), in the reply shapes of the dossier's
+//! skeletons (a test compares them with `tests/fixtures/carrier-wire/onelink/`). Published:
+//! the envelope (§0.4), `0`, `12021` with its verbatim message, `11011` for an unknown card,
+//! the cardStatus codes (CT: 2, 4, 9), the change reply `{iccid}` (or `{orderNum, msisdn}`
+//! with [`WireOptions::change_reply_order_num`]).
+//!
+//! Invented, because nothing is published (each marked where it is used):
+//! - bad credentials answer `12022`: a reseller's code ([COTONDA]), not China Mobile's;
+//! - the rate limit is HTTP 429 with `Retry-After` (the v5 answer is not found; v2 used `71`);
+//! - `SIM_BAD_REQUEST` (a parameter missing or unusable) and `SIM_WRONG_STATE` (operType 0 on
+//!   a card that is not active, 1 on one that is not stopped, or a restart of a cancelled
+//!   card: the operType text says 已激活转已停机 / 已停机转已激活, no refusal code is
+//!   published); simgate's own `CARD_CANCELLED` is never passed through;
+//! - the `/query/group-data-usage` reply `{groupId, useAmount}` (its fields are not found);
+//! - sim-session's `status`/`ip`/`rat` values (fields from the skeleton, values fake);
+//! - `realNameStatus` "0" for an unregistered card (only "1" is published; any other value
+//!   reads as "not registered"), and the `orderNum` format `SIM` + 12 digits;
+//! - the transid is only required non-empty; the strict appid + 22 digits check is opt-in
+//!   ([`WireOptions::strict_transid`]) since clients build it in many ways (§0.3).
 //!
 //! [`OneLink`]: crate::carrier::http::onelink::OneLink
 
@@ -13,11 +30,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::{header, StatusCode};
+use axum::extract::{FromRequest, Request, State};
+use axum::http::{header, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{get, MethodRouter};
 use serde_json::{json, Map, Value};
 
 use crate::carrier::http::onelink::{codes, OneLinkConfig};
@@ -26,8 +42,11 @@ use crate::carrier::{Carrier, CarrierError, ServiceState};
 use crate::domain::{Iccid, StopReason};
 
 /// Not OneLink's codes (theirs are not public): the simulator's own, recognisable as such.
-pub const SIM_AUTH_FAILED: &str = "SIM_AUTH_FAILED";
 pub const SIM_BAD_REQUEST: &str = "SIM_BAD_REQUEST";
+/// Invented: a change the card's state does not allow (no published code).
+pub const SIM_WRONG_STATE: &str = "SIM_WRONG_STATE";
+/// The verbatim 12021 message ([IOTOS] EcV5Api.java L96, dossier §0.4).
+pub const TOKEN_INVALID_MESSAGE: &str = "TOKEN不存在或已过期，请重新获取";
 
 /// How the simulated platform behaves beyond what `SimCarrier` decides.
 #[derive(Debug, Clone)]
@@ -44,6 +63,12 @@ pub struct WireOptions {
     pub groups: HashMap<String, Vec<Iccid>>,
     /// Cards whose real-name registration is not done; all others are registered.
     pub unregistered: HashSet<Iccid>,
+    /// Check the transid strictly (appid + yyyyMMddHHmmss + 8 digits). Off by default: the
+    /// platform's check is not known and clients differ (dossier §0.3).
+    pub strict_transid: bool,
+    /// Answer a change with `{orderNum, msisdn}` ([GOSDK]) instead of `{iccid}` (the most
+    /// common form). The change is applied at once either way.
+    pub change_reply_order_num: bool,
     /// Counters tests read.
     pub stats: Arc<WireStats>,
 }
@@ -58,6 +83,8 @@ impl Default for WireOptions {
             unanswered_delay: Duration::from_secs(60),
             groups: HashMap::new(),
             unregistered: HashSet::new(),
+            strict_transid: false,
+            change_reply_order_num: false,
             stats: Arc::new(WireStats::default()),
         }
     }
@@ -111,19 +138,27 @@ pub fn router(sim: Arc<SimCarrier>, cfg: &OneLinkConfig, opts: WireOptions) -> a
         seq: AtomicU64::new(0),
     });
     let p = |path: &str| format!("{prefix}{path}");
+    // Both methods on every path (dossier §0.2: clients use either).
+    fn both<H, T>(h: H) -> MethodRouter<Arc<Wire>>
+    where
+        H: axum::handler::Handler<T, Arc<Wire>> + Clone,
+        T: 'static,
+    {
+        get(h.clone()).post(h)
+    }
     axum::Router::new()
-        .route(&p("/get/token"), post(get_token))
-        .route(&p("/query/sim-status"), post(sim_status))
-        .route(&p("/query/sim-data-usage"), post(sim_data_usage))
-        .route(&p("/query/sim-session"), post(sim_session))
-        .route(&p("/query/sim-basic-info"), post(sim_basic_info))
-        .route(&p("/change/sim-status"), post(change_sim_status))
-        .route(&p("/query/sim-stop-reason"), post(sim_stop_reason))
+        .route(&p("/get/token"), both(get_token))
+        .route(&p("/query/sim-status"), both(sim_status))
+        .route(&p("/query/sim-data-usage"), both(sim_data_usage))
+        .route(&p("/query/sim-session"), both(sim_session))
+        .route(&p("/query/sim-basic-info"), both(sim_basic_info))
+        .route(&p("/change/sim-status"), both(change_sim_status))
+        .route(&p("/query/sim-stop-reason"), both(sim_stop_reason))
         .route(
             &p("/query/sim-real-name-status"),
-            post(sim_real_name_status),
+            both(sim_real_name_status),
         )
-        .route(&p("/query/group-data-usage"), post(group_data_usage))
+        .route(&p("/query/group-data-usage"), both(group_data_usage))
         .with_state(wire)
 }
 
@@ -154,10 +189,29 @@ fn refusal(code: &str, message: &str) -> Refusal {
     Box::new(refuse(code, message))
 }
 
-fn params(body: &Bytes) -> Result<Params, Refusal> {
-    match serde_json::from_slice::<Value>(body) {
-        Ok(Value::Object(m)) => Ok(m),
-        _ => Err(refusal(SIM_BAD_REQUEST, "body must be a JSON object")),
+/// A request's parameters: the query string of a GET (every value a string), the JSON
+/// object of a POST; or the refusal of a request that has neither.
+struct Input(Result<Params, Refusal>);
+
+impl<S: Send + Sync> FromRequest<S> for Input {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request(req: Request, _: &S) -> Result<Self, Self::Rejection> {
+        if req.method() == Method::GET {
+            let query = req.uri().query().unwrap_or("");
+            let p = url::form_urlencoded::parse(query.as_bytes())
+                .map(|(k, v)| (k.into_owned(), Value::String(v.into_owned())))
+                .collect();
+            return Ok(Input(Ok(p)));
+        }
+        let body = axum::body::to_bytes(req.into_body(), 1 << 20).await;
+        Ok(Input(match body {
+            Ok(b) => match serde_json::from_slice::<Value>(&b) {
+                Ok(Value::Object(m)) => Ok(m),
+                _ => Err(refusal(SIM_BAD_REQUEST, "body must be a JSON object")),
+            },
+            Err(_) => Err(refusal(SIM_BAD_REQUEST, "body unreadable")),
+        }))
     }
 }
 
@@ -169,9 +223,13 @@ fn param<'a>(p: &'a Params, name: &str) -> Result<&'a str, Refusal> {
 }
 
 impl Wire {
-    /// appid + 14 digits of time + 8 digits of sequence.
+    /// A transid is required; its format only with `strict_transid` (appid + 14 digits of
+    /// time + 8 digits of sequence).
     fn check_transid(&self, p: &Params) -> Result<(), Refusal> {
         let t = param(p, "transid")?;
+        if !self.opts.strict_transid {
+            return Ok(());
+        }
         let rest = t.strip_prefix(self.appid.as_str()).unwrap_or("");
         if rest.len() != 22 || !rest.bytes().all(|b| b.is_ascii_digit()) {
             return Err(refusal(
@@ -182,8 +240,8 @@ impl Wire {
         Ok(())
     }
 
-    fn authenticate(&self, body: &Bytes) -> Result<Params, Refusal> {
-        let p = params(body)?;
+    fn authenticate(&self, input: Input) -> Result<Params, Refusal> {
+        let p = input.0?;
         self.check_transid(&p)?;
         let token = p.get("token").and_then(Value::as_str).unwrap_or("");
         let valid = self
@@ -194,7 +252,7 @@ impl Wire {
             .is_some_and(|until| Instant::now() < *until);
         if !valid {
             self.opts.stats.token_refused.fetch_add(1, Ordering::SeqCst);
-            return Err(refusal(codes::TOKEN_INVALID, "token不存在或已过期"));
+            return Err(refusal(codes::TOKEN_INVALID, TOKEN_INVALID_MESSAGE));
         }
         self.opts.stats.calls.fetch_add(1, Ordering::SeqCst);
         Ok(p)
@@ -213,10 +271,11 @@ impl Wire {
     async fn fail(&self, e: CarrierError) -> Response {
         match e {
             CarrierError::Rejected { code, message } => {
-                let code = if code == "NOT_FOUND" {
-                    codes::CARD_UNKNOWN.to_string()
-                } else {
-                    code
+                // simgate's own codes are not OneLink's: no pass-through.
+                let code = match code.as_str() {
+                    "NOT_FOUND" => codes::CARD_UNKNOWN.to_string(),
+                    codes::CARD_CANCELLED => SIM_WRONG_STATE.to_string(),
+                    _ => code,
                 };
                 refuse(&code, &message)
             }
@@ -239,18 +298,23 @@ impl Wire {
         }
     }
 
-    async fn card_or_fail(&self, body: &Bytes) -> Result<crate::carrier::CarrierCard, Refusal> {
-        let p = self.authenticate(body)?;
+    /// The card a query names, with the identifier as it was sent.
+    async fn card_or_fail(
+        &self,
+        input: Input,
+    ) -> Result<(crate::carrier::CarrierCard, String), Refusal> {
+        let p = self.authenticate(input)?;
         let iccid = self.iccid(&p)?;
+        let sent = param(&p, "iccid")?.to_string();
         match self.sim.card(&iccid).await {
-            Ok(c) => Ok(c),
+            Ok(c) => Ok((c, sent)),
             Err(e) => Err(Box::new(self.fail(e).await)),
         }
     }
 }
 
-async fn get_token(State(w): State<Arc<Wire>>, body: Bytes) -> Response {
-    let p = match params(&body) {
+async fn get_token(State(w): State<Arc<Wire>>, input: Input) -> Response {
+    let p = match input.0 {
         Ok(p) => p,
         Err(r) => return *r,
     };
@@ -265,7 +329,11 @@ async fn get_token(State(w): State<Arc<Wire>>, body: Bytes) -> Response {
     let good = bool::from(appid.as_bytes().ct_eq(w.appid.as_bytes()))
         & bool::from(password.as_bytes().ct_eq(w.password.as_bytes()));
     if !good {
-        return refuse(SIM_AUTH_FAILED, "appid或密码错误 (wrong appid or password)");
+        // 12022 is a reseller's code ([COTONDA]); China Mobile's own is not published.
+        return refuse(
+            codes::CREDENTIALS_REFUSED,
+            "appid或密码错误 (wrong appid or password)",
+        );
     }
     let n = w.seq.fetch_add(1, Ordering::SeqCst);
     let mut b = [0u8; 16];
@@ -280,12 +348,13 @@ async fn get_token(State(w): State<Arc<Wire>>, body: Bytes) -> Response {
         .insert(token.clone(), Instant::now() + w.opts.token_ttl);
     w.opts.stats.token_issued.fetch_add(1, Ordering::SeqCst);
     let ttl = w.opts.reported_ttl.unwrap_or(w.opts.token_ttl).as_secs();
-    ok(json!({ "token": token, "ttl": ttl.to_string() }))
+    // A JSON integer, as [SIMCTL] decodes it.
+    ok(json!({ "token": token, "ttl": ttl }))
 }
 
-async fn sim_status(State(w): State<Arc<Wire>>, body: Bytes) -> Response {
-    match w.card_or_fail(&body).await {
-        Ok(c) => ok(json!({
+async fn sim_status(State(w): State<Arc<Wire>>, input: Input) -> Response {
+    match w.card_or_fail(input).await {
+        Ok((c, _)) => ok(json!({
             "cardStatus": codes::card_status(c.state),
             "lastChangeDate": "",
         })),
@@ -295,26 +364,45 @@ async fn sim_status(State(w): State<Arc<Wire>>, body: Bytes) -> Response {
 
 /// The simulated carrier keeps no IMSI, MSISDN or dates: they are answered empty, as the
 /// platform does for fields it has no value for.
-async fn sim_basic_info(State(w): State<Arc<Wire>>, body: Bytes) -> Response {
-    match w.card_or_fail(&body).await {
-        Ok(_) => ok(json!({ "imsi": "", "msisdn": "", "activeDate": "", "openDate": "" })),
+async fn sim_basic_info(State(w): State<Arc<Wire>>, input: Input) -> Response {
+    match w.card_or_fail(input).await {
+        Ok((_, sent)) => ok(json!({
+            "msisdn": "",
+            "imsi": "",
+            "iccid": sent,
+            "activeDate": "",
+            "openDate": "",
+        })),
         Err(r) => *r,
     }
 }
 
-/// The simulator knows when the card last carried data, and reports it as its newest session.
-async fn sim_session(State(w): State<Arc<Wire>>, body: Bytes) -> Response {
-    match w.card_or_fail(&body).await {
-        Ok(c) => {
+/// The simulator knows when the card last carried data, and reports it as its newest session,
+/// with every field of the dossier's skeleton (§2.6). The values other than `createDate` are
+/// invented: APN `CMIOT`, a fake IP, 4G (`rat` 6), online (`01`) while the card is active.
+async fn sim_session(State(w): State<Arc<Wire>>, input: Input) -> Response {
+    match w.card_or_fail(input).await {
+        Ok((c, _)) => {
+            let online = if c.state == ServiceState::Active {
+                "01"
+            } else {
+                "00"
+            };
             let sessions: Vec<Value> = c
                 .last_session
                 .at()
                 .map(|at| {
                     json!({
+                        "apnId": "CMIOT",
+                        "status": online,
+                        "ip": "10.0.0.1",
+                        "ipv6Prefix": "",
+                        "ipv6": "",
                         "createDate": at
                             .with_timezone(&chrono_tz::Asia::Shanghai)
                             .format(crate::carrier::http::onelink::BEIJING_FORMAT)
                             .to_string(),
+                        "rat": "6",
                     })
                 })
                 .into_iter()
@@ -325,10 +413,14 @@ async fn sim_session(State(w): State<Arc<Wire>>, body: Bytes) -> Response {
     }
 }
 
-async fn sim_data_usage(State(w): State<Arc<Wire>>, body: Bytes) -> Response {
-    match w.card_or_fail(&body).await {
+async fn sim_data_usage(State(w): State<Arc<Wire>>, input: Input) -> Response {
+    match w.card_or_fail(input).await {
         // KB, as a decimal string: exact for any usage below 2^53 bytes.
-        Ok(c) => ok(json!({ "dataAmount": kb(c.cycle_usage_bytes) })),
+        // One APN carries it all (the [GOSDK] breakdown, §2.3).
+        Ok((c, _)) => ok(json!({
+            "dataAmount": kb(c.cycle_usage_bytes),
+            "apnUseAmountList": [{ "apnName": "CMIOT", "apnUseAmount": kb(c.cycle_usage_bytes) }],
+        })),
         Err(r) => *r,
     }
 }
@@ -337,13 +429,17 @@ fn kb(bytes: u64) -> String {
     format!("{}", bytes as f64 / 1024.0)
 }
 
-async fn change_sim_status(State(w): State<Arc<Wire>>, body: Bytes) -> Response {
-    let p = match w.authenticate(&body) {
+async fn change_sim_status(State(w): State<Arc<Wire>>, input: Input) -> Response {
+    let p = match w.authenticate(input) {
         Ok(p) => p,
         Err(r) => return *r,
     };
     let iccid = match w.iccid(&p) {
         Ok(i) => i,
+        Err(r) => return *r,
+    };
+    let sent = match param(&p, "iccid") {
+        Ok(s) => s.to_string(),
         Err(r) => return *r,
     };
     let oper = match p.get("operType") {
@@ -353,44 +449,75 @@ async fn change_sim_status(State(w): State<Arc<Wire>>, body: Bytes) -> Response 
             .unwrap_or_else(|| v.to_string()),
         None => return refuse(SIM_BAD_REQUEST, "operType is required"),
     };
-    let result = match oper.as_str() {
-        codes::OPER_STOP => w.sim.stop(&iccid).await,
-        codes::OPER_RESTART => w.sim.restore(&iccid).await,
+    let from = match oper.as_str() {
+        codes::OPER_STOP => ServiceState::Active,
+        codes::OPER_RESTART => ServiceState::Stopped,
         _ => return refuse(SIM_BAD_REQUEST, "operType not supported by the simulator"),
     };
+    // operType 0 is 已激活转已停机, 1 已停机转已激活 (§3): any other starting state is refused
+    // (the code is invented). Read without simulated faults, which the change itself meets.
+    match w.sim.inspect(&iccid).await {
+        Ok(c) if c.state == from => {}
+        Ok(c) => {
+            return refuse(
+                SIM_WRONG_STATE,
+                &format!(
+                    "operType {oper} needs a card in state {from:?}, not {:?}",
+                    c.state
+                ),
+            )
+        }
+        Err(e) => return w.fail(e).await,
+    }
+    let result = if from == ServiceState::Active {
+        w.sim.stop(&iccid).await
+    } else {
+        w.sim.restore(&iccid).await
+    };
     match result {
-        Ok(()) => ok(json!({})),
+        Ok(()) if w.opts.change_reply_order_num => {
+            let n = w.seq.fetch_add(1, Ordering::SeqCst);
+            // The simulated carrier keeps no MSISDN: answered empty, as in basic-info.
+            ok(json!({ "orderNum": format!("SIM{n:012}"), "msisdn": "" }))
+        }
+        // The identifier as it was sent ([PHP], [SIMCTL], [MEH]).
+        Ok(()) => ok(json!({ "iccid": sent })),
         Err(e) => w.fail(e).await,
     }
 }
 
-async fn sim_stop_reason(State(w): State<Arc<Wire>>, body: Bytes) -> Response {
-    match w.card_or_fail(&body).await {
+async fn sim_stop_reason(State(w): State<Arc<Wire>>, input: Input) -> Response {
+    match w.card_or_fail(input).await {
         // The simulated platform's only stops are the ones asked for through the API (主动停机).
-        Ok(c) => {
+        Ok((c, _)) => {
             let reasons: &[StopReason] = if c.state == ServiceState::Stopped {
                 &[StopReason::Manual]
             } else {
                 &[]
             };
-            ok(json!({ "stopReason": codes::stop_reason_flag(reasons) }))
+            ok(json!({
+                "platformType": "OneLink-CT",
+                "stopReason": codes::stop_reason_flag(reasons),
+            }))
         }
         Err(r) => *r,
     }
 }
 
-async fn sim_real_name_status(State(w): State<Arc<Wire>>, body: Bytes) -> Response {
-    match w.card_or_fail(&body).await {
-        Ok(c) => {
+async fn sim_real_name_status(State(w): State<Arc<Wire>>, input: Input) -> Response {
+    match w.card_or_fail(input).await {
+        Ok((c, _)) => {
             let done = !w.opts.unregistered.contains(&c.iccid);
-            ok(json!({ "realNameStatus": if done { codes::REAL_NAME_DONE } else { "0" } }))
+            // "0" is not a published value: any value but "1" is "not registered" (§2.8).
+            let status = if done { codes::REAL_NAME_DONE } else { "0" };
+            ok(json!({ "realNameStatus": status, "reason": "" }))
         }
         Err(r) => *r,
     }
 }
 
-async fn group_data_usage(State(w): State<Arc<Wire>>, body: Bytes) -> Response {
-    let p = match w.authenticate(&body) {
+async fn group_data_usage(State(w): State<Arc<Wire>>, input: Input) -> Response {
+    let p = match w.authenticate(input) {
         Ok(p) => p,
         Err(r) => return *r,
     };
@@ -399,6 +526,7 @@ async fn group_data_usage(State(w): State<Arc<Wire>>, body: Bytes) -> Response {
         Err(r) => return *r,
     };
     let Some(members) = w.opts.groups.get(group) else {
+        // [COTONDA]'s 12034 (群组ID不属于本企业) is not adopted: the simulator's own code.
         return refuse(SIM_BAD_REQUEST, "groupId unknown to the simulator");
     };
     let mut total: u64 = 0;
@@ -408,5 +536,6 @@ async fn group_data_usage(State(w): State<Arc<Wire>>, body: Bytes) -> Response {
             Err(e) => return w.fail(e).await,
         }
     }
+    // Invented shape: the reply fields of this call are not found (§6).
     ok(json!({ "groupId": group, "useAmount": kb(total) }))
 }

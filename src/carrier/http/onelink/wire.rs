@@ -1,9 +1,13 @@
 //! OneLink's wire terms: every code simgate interprets ([`codes`]), the envelope, the KB and
 //! date formats, and the `stopReason` flag, shared by the adapter and the wire simulator.
 
-use serde::Deserialize;
-use serde_json::Value;
+use std::time::Duration;
 
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use crate::carrier::http::malformed;
+use crate::carrier::{CarrierError, LastSession, ServiceState};
 use crate::domain::reasons::StopReason;
 
 /// Every OneLink code simgate interprets, in one place.
@@ -17,6 +21,14 @@ pub mod codes {
     pub const TOKEN_INVALID: &str = "12021";
     /// The card is not on the platform (IoTCard/IoTOS: "移动平台无此卡").
     pub const CARD_UNKNOWN: &str = "11011";
+    /// Wrong appid or password on `/get/token`: a configuration error, final. Reseller
+    /// evidence only ([COTONDA], SIMBOSS's OneLink-like table; no China Mobile or client source):
+    /// the only [COTONDA] code adopted. Every other refusal of `/get/token` is unavailable.
+    pub const CREDENTIALS_REFUSED: &str = "12022";
+    /// simgate's own code for a change to a card the platform has cancelled (the domain's
+    /// `RuleViolation::CardCancelled`): given when the card reads 9 已销户 / PB 04 销号 after a
+    /// refused change, whatever code the platform sent (none is published for this case).
+    pub const CARD_CANCELLED: &str = "CARD_CANCELLED";
     /// Ours, not OneLink's: `cancel()` found the card not (yet) released by the platform.
     pub const NOT_CANCELLED: &str = "NOT_CANCELLED";
     /// `realNameStatus` of a registered card.
@@ -191,11 +203,207 @@ pub(super) fn text(v: &Value) -> Option<String> {
     }
 }
 
+/// A field as text, trimmed; None when it is absent, not text, or blank (the platform sends
+/// `" "` for "no value", [SMOC] 25105153156).
+fn filled(record: &Map<String, Value>, name: &str) -> Option<String> {
+    record
+        .get(name)
+        .and_then(text)
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+}
+
 #[derive(Deserialize)]
-pub(super) struct Envelope {
-    pub status: Value,
-    pub message: Option<String>,
-    pub result: Option<Vec<Value>>,
+struct RawEnvelope {
+    status: Value,
+    message: Option<String>,
+    result: Option<Vec<Value>>,
+}
+
+/// The envelope every call answers with (dossier §0.4): `status` (a string; a number is read
+/// as its text), `message`, `result` (absent = empty).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Envelope {
+    pub status: String,
+    pub message: String,
+    pub result: Vec<Value>,
+}
+
+/// Parses a body as the envelope. Err when it is not one (the caller decides what that means).
+pub fn parse_envelope(body: &[u8]) -> Result<Envelope, String> {
+    let env: RawEnvelope =
+        serde_json::from_slice(body).map_err(|_| "not an envelope".to_string())?;
+    let status = text(&env.status).ok_or_else(|| "status is not a code".to_string())?;
+    Ok(Envelope {
+        status: status.trim().to_string(),
+        message: env.message.unwrap_or_default(),
+        result: env.result.unwrap_or_default(),
+    })
+}
+
+/// The first record of a `result`, or a read failure (Transient) naming the call.
+pub fn first_record(path: &str, result: &[Value]) -> Result<Map<String, Value>, CarrierError> {
+    match result.first() {
+        Some(Value::Object(m)) => Ok(m.clone()),
+        _ => Err(malformed(&format!("{path}: no record"), false)),
+    }
+}
+
+/// `/get/token` (§1): `result[0].token` (a non-empty string) and `result[0].ttl` in seconds
+/// (a JSON integer in [SIMCTL]; a string of digits is accepted too).
+pub fn parse_token(result: &[Value]) -> Result<(String, Duration), CarrierError> {
+    let first = first_record("/get/token", result)?;
+    let token = first
+        .get("token")
+        .and_then(Value::as_str)
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| malformed("/get/token answered without a token", false))?
+        .to_string();
+    let ttl = first
+        .get("ttl")
+        .and_then(text)
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .ok_or_else(|| malformed("/get/token answered without a ttl", false))?;
+    Ok((token, Duration::from_secs(ttl)))
+}
+
+/// `/query/sim-status` (§2.1, §8): the raw `cardStatus` and what it means. PB 99 号码不存在 is
+/// the platform's "no such card" (Rejected 11011, so `onboard()` refuses it); a code outside
+/// the table is unavailable (Transient). `lastChangeDate` is not read (format not found).
+pub fn parse_card_status(
+    record: &Map<String, Value>,
+) -> Result<(String, ServiceState), CarrierError> {
+    let code = record
+        .get("cardStatus")
+        .and_then(text)
+        .ok_or_else(|| malformed("/query/sim-status: no cardStatus", false))?;
+    if code == codes::PB_NO_SUCH_NUMBER {
+        return Err(CarrierError::Rejected {
+            code: codes::CARD_UNKNOWN.into(),
+            message: "cardStatus 99 (号码不存在, no such number)".into(),
+        });
+    }
+    let state = codes::service_state(&code)
+        .ok_or_else(|| malformed(&format!("unknown cardStatus {code}"), false))?;
+    Ok((code, state))
+}
+
+/// `/query/sim-data-usage` (§2.3): this month's usage in bytes. `dataAmount` is KB; blank or
+/// whitespace-only means no usage (0, [SMOC] 25105153156). When `dataAmount` is absent, the
+/// [YZ-PARSE] shape `dataAmountList[0].dataAmount` is read: the two shapes cannot be mistaken
+/// for each other, so no setting chooses between them. Anything else is unavailable.
+pub fn parse_data_usage(record: &Map<String, Value>) -> Result<u64, CarrierError> {
+    let amount = match record.get("dataAmount") {
+        Some(v) => v.clone(),
+        None => record
+            .get("dataAmountList")
+            .and_then(Value::as_array)
+            .and_then(|l| l.first())
+            .and_then(|r| r.get("dataAmount"))
+            .cloned()
+            .ok_or_else(|| malformed("/query/sim-data-usage: no dataAmount", false))?,
+    };
+    if matches!(&amount, Value::String(s) if s.trim().is_empty()) {
+        return Ok(0);
+    }
+    kb_to_bytes(&amount).ok_or_else(|| malformed("dataAmount is not KB", false))
+}
+
+/// `/query/sim-basic-info` (§2.2). Never fails on a field: a date that cannot be read is
+/// [`WireDate::Unreadable`] for that field only. `activeDate` is the most common name (5
+/// sources); [MEH]'s `activateDate` is read when `activeDate` is absent (they cannot clash).
+pub fn parse_basic_info(record: &Map<String, Value>) -> BasicInfo {
+    let active = if record.contains_key("activeDate") {
+        "activeDate"
+    } else {
+        "activateDate"
+    };
+    BasicInfo {
+        imsi: filled(record, "imsi"),
+        msisdn: filled(record, "msisdn"),
+        active_date: WireDate::of(record.get(active)),
+        open_date: WireDate::of(record.get("openDate")),
+    }
+}
+
+/// `/query/sim-session` (§2.6): the newest `simSessionList[].createDate`. Fails safe, never
+/// guesses: an empty list is [`LastSession::Never`]; an absent or non-list `simSessionList`,
+/// or any entry whose non-blank `createDate` cannot be read (its format is not found), is
+/// [`LastSession::Unknown`], so the card's state and usage are still read. Entries with a
+/// blank `createDate` are skipped; when only such entries exist the answer is Unknown too
+/// (a session existed, its time is not known).
+pub fn parse_last_session(record: &Map<String, Value>) -> LastSession {
+    let Some(list) = record.get("simSessionList").and_then(Value::as_array) else {
+        return LastSession::Unknown;
+    };
+    let mut newest = None;
+    let mut skipped = false;
+    for session in list {
+        match WireDate::of(session.get("createDate")) {
+            WireDate::At(at) => newest = newest.max(Some(at)),
+            WireDate::Absent => skipped = true,
+            WireDate::Unreadable(_) => return LastSession::Unknown,
+        }
+    }
+    match newest {
+        Some(at) => LastSession::At(at),
+        None if skipped => LastSession::Unknown,
+        None => LastSession::Never,
+    }
+}
+
+/// What a `/change/sim-status` answered with status 0 (§3, DISPUTED reply).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChangeReply {
+    /// `result[0].<identifier>` is the card sent ([PHP], [SIMCTL], [MEH]): applied.
+    Applied,
+    /// `orderNum` ([GOSDK]: an order to poll), or no record, or a record naming another
+    /// card: not proof of anything; the card must be read again.
+    NotProof { order_num: Option<String> },
+}
+
+pub fn parse_change_reply(result: &[Value], iccid: &str) -> ChangeReply {
+    let record = result.first().and_then(Value::as_object);
+    let echoed = record
+        .and_then(|r| r.get("iccid"))
+        .and_then(text)
+        .is_some_and(|s| s.trim().eq_ignore_ascii_case(iccid));
+    if echoed {
+        return ChangeReply::Applied;
+    }
+    ChangeReply::NotProof {
+        order_num: record.and_then(|r| filled(r, "orderNum")),
+    }
+}
+
+/// `/query/sim-stop-reason` (§2.7): the `stopReason` flag. `platformType` and
+/// `shutdownReasonDesc` are not read.
+pub fn parse_stop_reasons(record: &Map<String, Value>) -> Result<OneLinkStopReasons, CarrierError> {
+    let raw = record
+        .get("stopReason")
+        .and_then(text)
+        .ok_or_else(|| malformed("/query/sim-stop-reason: no stopReason", false))?;
+    parse_stop_reason(raw.trim()).map_err(|e| malformed(&e, false))
+}
+
+/// `/query/sim-real-name-status` (§2.8): "1" is registered; a blank or missing value is
+/// unavailable; any other value is "not registered", as the clients read it ([SIMCTL] L109,
+/// [WX]) — the full value list is not found.
+pub fn parse_real_name(record: &Map<String, Value>) -> Result<bool, CarrierError> {
+    let s = filled(record, "realNameStatus")
+        .ok_or_else(|| malformed("/query/sim-real-name-status: no realNameStatus", false))?;
+    Ok(s == codes::REAL_NAME_DONE)
+}
+
+/// `/query/group-data-usage` (§6): the reply fields are not found; `useAmount` (KB) is a
+/// guess, and an answer without it is unavailable.
+pub fn parse_group_usage(result: &[Value]) -> Result<u64, CarrierError> {
+    result
+        .first()
+        .and_then(|r| r.get("useAmount"))
+        .and_then(kb_to_bytes)
+        .ok_or_else(|| malformed("/query/group-data-usage: no useAmount", false))
 }
 
 /// What `/query/sim-basic-info` says of a card. Empty fields are None.
@@ -203,20 +411,57 @@ pub(super) struct Envelope {
 pub struct BasicInfo {
     pub imsi: Option<String>,
     pub msisdn: Option<String>,
-    /// When the card was first activated (激活日期).
-    pub active_date: Option<chrono::DateTime<chrono::Utc>>,
-    /// When the card was opened (开户日期).
-    pub open_date: Option<chrono::DateTime<chrono::Utc>>,
+    /// When the card was first activated (激活日期（首次）).
+    pub active_date: WireDate,
+    /// When the card was opened (开卡时间).
+    pub open_date: WireDate,
 }
 
-/// `yyyy-MM-dd HH:mm:ss` in Beijing time, as OneLink writes its dates.
+/// A date field as the platform sent it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WireDate {
+    /// Absent, not text, or blank.
+    Absent,
+    At(chrono::DateTime<chrono::Utc>),
+    /// Present but in no known format: unavailable, the raw text kept for the operator.
+    Unreadable(String),
+}
+
+impl WireDate {
+    pub fn of(v: Option<&Value>) -> WireDate {
+        match v.and_then(text) {
+            Some(s) if !s.trim().is_empty() => match beijing_time(&s) {
+                Some(at) => WireDate::At(at),
+                None => WireDate::Unreadable(s),
+            },
+            _ => WireDate::Absent,
+        }
+    }
+
+    pub fn at(&self) -> Option<chrono::DateTime<chrono::Utc>> {
+        match self {
+            WireDate::At(t) => Some(*t),
+            _ => None,
+        }
+    }
+}
+
+/// The date formats the dossier lists: `yyyy-MM-dd HH:mm:ss` ([WX] for `activeDate`) and
+/// `yyyyMMddHHmmss` ([SMOC] for order-info dates, [PHP] for the transid). Read after trimming,
+/// in Beijing time: the dossier states no time zone, Asia/Shanghai is an inference (China
+/// Mobile's platform; no source shows an offset or a UTC value).
 pub fn beijing_time(s: &str) -> Option<chrono::DateTime<chrono::Utc>> {
     use chrono::TimeZone;
-    let naive = chrono::NaiveDateTime::parse_from_str(s.trim(), BEIJING_FORMAT).ok()?;
+    let s = s.trim();
+    let naive = [BEIJING_FORMAT, COMPACT_FORMAT]
+        .iter()
+        .find_map(|f| chrono::NaiveDateTime::parse_from_str(s, f).ok())?;
     chrono_tz::Asia::Shanghai
         .from_local_datetime(&naive)
         .single()
         .map(|t| t.with_timezone(&chrono::Utc))
 }
 
+/// The format the simulator writes its dates in.
 pub const BEIJING_FORMAT: &str = "%Y-%m-%d %H:%M:%S";
+pub const COMPACT_FORMAT: &str = "%Y%m%d%H%M%S";
