@@ -174,6 +174,7 @@ fn at_carrier(state: ServiceState) -> impl Fn(&Iccid) -> Result<CarrierCard, Car
             state,
             cycle_usage_bytes: 0,
             changes: 0,
+            unknown: None,
             last_session: crate::carrier::LastSession::Never,
             usage_cycle_start: None,
         })
@@ -480,6 +481,7 @@ async fn an_unknown_outcome_counts_only_if_the_carrier_shows_the_change() {
                 state,
                 cycle_usage_bytes: 0,
                 changes: 0,
+                unknown: None,
                 last_session: crate::carrier::LastSession::Never,
                 usage_cycle_start: None,
             })

@@ -72,6 +72,14 @@ const PINNED: &[(&str, &str)] = &[
         "sqlite/0008_shared_account_limits.sql",
         "17efff5e8c8bbe4d6a8863fc0b013c60f7f9b0f443b479ca34827a2fdcc7d53a",
     ),
+    (
+        "postgres/0010_carrier_unknown.sql",
+        "ae600347e5f2a240c9c4d570ce69712563df859e128be78830dbd097d85312fa",
+    ),
+    (
+        "sqlite/0010_carrier_unknown.sql",
+        "ae600347e5f2a240c9c4d570ce69712563df859e128be78830dbd097d85312fa",
+    ),
 ];
 
 fn migrations_dir() -> std::path::PathBuf {

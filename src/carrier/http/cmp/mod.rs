@@ -362,6 +362,7 @@ impl Carrier for Cmp {
             usage_cycle_start: None,
             last_session,
             changes: 0,
+            unknown: None,
         })
     }
 
