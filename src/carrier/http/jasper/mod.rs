@@ -1,19 +1,48 @@
 //! China Unicom Control Center (Cisco Jasper REST), one folder: the adapter (here), its wire
 //! types and every mapping table between the platform's terms and simgate's (`wire`: device
-//! statuses both ways, error codes), and its wire simulator (`simulator`), which shares them.
+//! statuses both ways, error codes, the readings), and its wire simulator (`simulator`), which
+//! shares them. Evidence: the dossier `shared/domain/carrier-wire/jasper.md` (§ below; source
+//! keys in its README); golden fixtures in `tests/fixtures/carrier-wire/jasper/`.
 //!
-//! Upstream calls, all relative to `base_url` (e.g. `https://api.10646.cn/rws/api/v1`), all with
-//! HTTP Basic `username:apiKey`:
-//! - `GET devices/{iccid}/sessionInfo`: dateSessionStarted / dateSessionEnded, the last
-//!   session, for [`Carrier::card`] (field names not confirmed in public client code);
-//! - `GET devices/{iccid}`: status, ratePlan, dateActivated, imsi, msisdn ([`Carrier::card`],
-//!   [`Carrier::cancel`], [`Carrier::onboard`], [`Jasper::device_details`]).
-//! - `GET devices/{iccid}/ctdUsages`: cycle-to-date `ctdDataUsage` (bytes) and
-//!   `overageLimitReached` ([`Carrier::card`], [`Jasper::ctd_usage`]).
-//! - `PUT devices/{iccid}` with `{"status": "DEACTIVATED" | "ACTIVATED"}` ([`Carrier::stop`],
-//!   [`Carrier::restore`]).
+//! Transport (§0): relative to `base_url` (`https://api.10646.cn/rws/api/v1` [NKY][SSU][MEH];
+//! Cisco's `https://restapi1.jasper.com/rws/api/v1` [CCTS] is the same setting), HTTP Basic
+//! `username:apiKey`, `Accept: application/json`; fair use is one call at a time per account
+//! (§8, `MAX_CONCURRENCY` 1).
 //!
-//! Errors come as `{"errorMessage": "...", "errorCode": "..."}` with a 4xx/5xx status.
+//! Upstream calls, and what each [`Carrier`] method costs:
+//! - `GET devices/{iccid}/ctdUsages` (§3): `status`, `ctdDataUsage` (bytes), `ctdSessionCount`,
+//!   `overageLimitReached`. The **only** call behind [`Carrier::card`] (so behind the usage
+//!   sync, `usage()`, `sync_usage()` and journal settling), and [`Jasper::ctd_usage`]. A status
+//!   outside the eight of §6, a null status or a null usage makes the card "unknown at
+//!   carrier" (`CarrierCard::unknown`), never an error. Still unknown: which cycle it counts
+//!   (no cycle field: `usage_cycle_start` stays None), whether `ctdDataUsage` is ever null in
+//!   practice, whether the platform sends statuses outside the eight.
+//! - `GET devices/{iccid}/sessionInfo` (§4, names confirmed by [CISCO-GSD], [OSGP], [CCTS]):
+//!   [`Carrier::last_session`], called only by the diagnosis. Started and not ended is a
+//!   session now; an unparseable date is `LastSession::Unknown`, never `Never`. Still unknown:
+//!   the date format (§0.4, §10); no verbatim body; `ipv6Address` [CISCO-GSD] vs `ipV6Address`
+//!   [OSGP] (DISPUTED, not read; both accepted).
+//! - `GET devices/{iccid}` (§1): [`Carrier::onboard`] (a 200 about the card proves it exists,
+//!   whatever its status), [`Carrier::cancel`] (RETIRED, PURGED, REPLACED confirm; an unknown
+//!   or null status is unavailable, never confirmed), [`Jasper::device_details`]. Still unknown:
+//!   the date format (an unreadable `dateActivated` is None, text kept); whether a malformed
+//!   ICCID gives 10000021 or 20000001; no verbatim success body.
+//! - `PUT devices/{iccid}` `{"status": "DEACTIVATED" | "ACTIVATED"}` (§2, no `effectiveDate`:
+//!   now): [`Carrier::stop`], [`Carrier::restore`]; reply `{"iccid"}` [MEH]. Still unknown: the
+//!   reply when the status already is the target; whether the change is applied synchronously;
+//!   the HTTP status of 10000005/10000011; no verbatim body. Not from the dossier, flagged:
+//!   `restore()` of a TEST_READY or ACTIVATION_READY card sends ACTIVATED and starts billing,
+//!   and `cancel()` takes RETIRED as released although [MEH] says a user may move a RETIRED
+//!   card back.
+//!
+//! Errors (§7): `{"errorMessage" (or "message"), "errorCode" (string or number)}` on any
+//! status, 2xx included. The whole code table is in `wire::ERROR_CODES`: 40000029 is the rate
+//! limit whatever the HTTP status (1 s wait without `Retry-After`); 20000001 and 10000021 mean
+//! "no such card" (a sync leaves the card out); 10000001, 10000024, 10000028 and 10000030
+//! refuse the account (a sync fails, [`Carrier::card_not_known`]); unlisted codes, and codes on
+//! a 2xx, fail safe (a read unavailable, a change of unknown outcome). Still unknown: the HTTP
+//! status of most codes (of 40000029 too: 429 likely, not stated); the numeric calls-per-second
+//! limit (§8, §10).
 
 pub mod simulator;
 pub mod wire;
