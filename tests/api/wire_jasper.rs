@@ -993,3 +993,41 @@ async fn wire_jasper_simulator_answers_in_the_dossier_shapes() {
         (401, fixture("any-call.s7.reply-10000001.json"))
     );
 }
+
+#[tokio::test]
+async fn wire_jasper_get_card_shows_unknown_at_carrier_until_cleared() {
+    use crate::helpers::{card_input, get, import, spawn_app};
+    for backend in [Backend::Sqlite, Backend::Postgres] {
+        let Some(mut app) = spawn_app(backend).await else {
+            continue;
+        };
+        let id = unicom_iccid(77);
+        import(
+            &mut app,
+            vec![card_input(&id, simgate::pb::Carrier::ChinaUnicom)],
+        )
+        .await;
+        assert_eq!(get(&mut app, &id).await.carrier_unknown, "");
+        let iccid = Iccid::parse_any(&id).expect("iccid");
+        let why = "ctdUsages status \"SUSPENDED\" is not one of Control Center's eight statuses";
+        assert!(app
+            .store
+            .set_carrier_unknown(&iccid, Some(why))
+            .await
+            .expect("mark"));
+        // Written once: the same mark again changes nothing.
+        assert!(!app
+            .store
+            .set_carrier_unknown(&iccid, Some(why))
+            .await
+            .expect("mark again"));
+        assert_eq!(get(&mut app, &id).await.carrier_unknown, why);
+        assert!(app
+            .store
+            .set_carrier_unknown(&iccid, None)
+            .await
+            .expect("clear"));
+        assert_eq!(get(&mut app, &id).await.carrier_unknown, "");
+        app.stop().await;
+    }
+}
