@@ -95,6 +95,11 @@ impl WirePlatform for Platform {
             cfg,
             simulator::WireOptions {
                 timeout_after_apply_delay: unanswered,
+                // The simulator behind a deployment's (and the over-HTTP test run's) account
+                // follows the account's configured concurrency, which the legacy
+                // `carrier_limits` may set above the platform's 1; the fair-use refusal itself
+                // is tested against the simulator directly (wire_jasper).
+                one_call_at_a_time: false,
                 ..Default::default()
             },
         )

@@ -18,7 +18,9 @@
 //!   request contained one or more unrecognized parameters", [OSGP] 400); a PUT with none of
 //!   the fields: `10000011` (一个或多个必填字段缺失);
 //! - a second call while one of the account's calls is being answered: `40000029` (fair use is
-//!   one call at a time per account, §8 [FAIR]); [`WireOptions::one_call_at_a_time`].
+//!   one call at a time per account, §8 [FAIR]); [`WireOptions::one_call_at_a_time`], on by
+//!   default, off behind a deployment's simulator (it follows the account's configured
+//!   concurrency, which a legacy `carrier_limits` entry may raise above 1).
 //!
 //! Invented (no source; configurable or marked so):
 //! - the HTTP status of `40000029`: [`WireOptions::rate_limit_status`], default 429 (the likely
