@@ -885,7 +885,7 @@ fn unreadable_at_carrier(
             state,
             cycle_usage_bytes: bytes,
             changes: 0,
-            unknown: Some("ctdUsages status \"SUSPENDED\" is not one of the eight".into()),
+            unknown: Some("ctdUsages: status \"SUSPENDED\" is not one of the eight".into()),
             last_session: crate::carrier::LastSession::Unknown,
             usage_cycle_start: None,
         })

@@ -1009,7 +1009,7 @@ async fn wire_jasper_get_card_shows_unknown_at_carrier_until_cleared() {
         .await;
         assert_eq!(get(&mut app, &id).await.carrier_unknown, "");
         let iccid = Iccid::parse_any(&id).expect("iccid");
-        let why = "ctdUsages status \"SUSPENDED\" is not one of Control Center's eight statuses";
+        let why = "ctdUsages: status \"SUSPENDED\" is not one of Control Center's eight statuses";
         assert!(app
             .store
             .set_carrier_unknown(&iccid, Some(why))

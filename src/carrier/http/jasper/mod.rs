@@ -506,6 +506,83 @@ mod tests {
     }
 
     #[test]
+    fn a_ctd_usages_answer_is_the_reading_or_unknown_at_carrier() {
+        let iccid = Iccid::parse_any("89860600000000000001").unwrap();
+        let body = |status: Option<&str>, usage: Option<u64>| CtdUsageBody {
+            iccid: iccid.as_str().into(),
+            status: status.map(str::to_string),
+            ctd_data_usage: usage,
+            ..CtdUsageBody::default()
+        };
+        for (status, state) in STATUSES {
+            let c = reading_of(&iccid, &body(Some(status), Some(9)));
+            assert_eq!(
+                (c.known_state(), c.cycle_usage_bytes, c.unknown),
+                (Some(*state), 9, None),
+                "{status}"
+            );
+        }
+        // Zero is a reading; null is not.
+        assert_eq!(
+            reading_of(&iccid, &body(Some("ACTIVATED"), Some(0))).unknown,
+            None
+        );
+        let c = reading_of(&iccid, &body(Some("ACTIVATED"), None));
+        assert_eq!(
+            c.unknown.as_deref(),
+            Some("ctdUsages: ctdDataUsage is null")
+        );
+        assert_eq!(c.known_state(), None);
+        let c = reading_of(&iccid, &body(Some("activated"), Some(1)));
+        assert!(c
+            .unknown
+            .as_deref()
+            .is_some_and(|w| w.contains("\"activated\"")));
+        let c = reading_of(&iccid, &body(None, None));
+        assert_eq!(
+            c.unknown.as_deref(),
+            Some("ctdUsages: status is null; ctdDataUsage is null")
+        );
+        assert_eq!(c.last_session, LastSession::Unknown);
+    }
+
+    #[test]
+    fn session_info_is_now_the_end_never_or_unknown() {
+        let now = Utc::now();
+        let s = |started: Option<&str>, ended: Option<&str>| SessionInfoBody {
+            iccid: "89860600000000000001".into(),
+            date_session_started: started.map(str::to_string),
+            date_session_ended: ended.map(str::to_string),
+            ..SessionInfoBody::default()
+        };
+        let at = "2016-06-27 07:00:00.000+0000";
+        let t = parse_date(at).unwrap();
+        assert_eq!(
+            last_session_of(&s(Some(at), None), now),
+            LastSession::At(now)
+        );
+        assert_eq!(
+            last_session_of(&s(Some("<date>"), Some("")), now),
+            LastSession::At(now)
+        );
+        assert_eq!(
+            last_session_of(&s(Some(at), Some(at)), now),
+            LastSession::At(t)
+        );
+        assert_eq!(
+            last_session_of(&s(Some(at), Some("<date>")), now),
+            LastSession::Unknown
+        );
+        assert_eq!(last_session_of(&s(None, None), now), LastSession::Never);
+        // The disputed IPv6 spelling is read either way.
+        let v: SessionInfoBody = serde_json::from_str(
+            r#"{"iccid":"1","dateSessionStarted":null,"dateSessionEnded":null,"ipAddress":null,"ipV6Address":"::1"}"#,
+        )
+        .unwrap();
+        assert_eq!(v.ipv6_address.as_deref(), Some("::1"));
+    }
+
+    #[test]
     fn control_center_dates_parse() {
         let d = parse_date("2016-06-27 07:00:00.000+0000");
         assert_eq!(

@@ -417,14 +417,14 @@ pub fn reading_of(iccid: &Iccid, u: &CtdUsageBody) -> crate::carrier::CarrierCar
     let state = u.status.as_deref().and_then(state_of);
     let mut unknown = Vec::new();
     match (&u.status, state) {
-        (None, _) => unknown.push("ctdUsages status is null".to_string()),
+        (None, _) => unknown.push("status is null".to_string()),
         (Some(s), None) => unknown.push(format!(
-            "ctdUsages status {s:?} is not one of Control Center's eight statuses"
+            "status {s:?} is not one of Control Center's eight statuses"
         )),
         (Some(_), Some(_)) => {}
     }
     if u.ctd_data_usage.is_none() {
-        unknown.push("ctdUsages ctdDataUsage is null".to_string());
+        unknown.push("ctdDataUsage is null".to_string());
     }
     crate::carrier::CarrierCard {
         iccid: iccid.clone(),
@@ -439,7 +439,7 @@ pub fn reading_of(iccid: &Iccid, u: &CtdUsageBody) -> crate::carrier::CarrierCar
         last_session: crate::carrier::LastSession::Unknown,
         // The platform does not count status changes.
         changes: 0,
-        unknown: (!unknown.is_empty()).then(|| unknown.join("; ")),
+        unknown: (!unknown.is_empty()).then(|| format!("ctdUsages: {}", unknown.join("; "))),
     }
 }
 
