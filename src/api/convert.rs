@@ -194,6 +194,7 @@ pub fn card_to_pb(c: &Card, policy: Option<&CarrierPolicy>) -> pb::Card {
             since: Some(timestamp(d.since)),
         }),
         pool_id: c.pool.clone().unwrap_or_default(),
+        carrier_unknown: c.carrier_unknown.clone().unwrap_or_default(),
     }
 }
 

@@ -17,7 +17,7 @@ use tracing::field::Empty;
 use tracing::Instrument;
 
 use super::budget::Budget;
-use super::{Carrier, CarrierCard, CarrierError, OnboardCard};
+use super::{Carrier, CarrierCard, CarrierError, LastSession, OnboardCard};
 use crate::clock::Clock;
 use crate::domain::{AccountId, CarrierId, CarrierPolicy, Iccid};
 
@@ -390,6 +390,20 @@ impl Carrier for Guarded {
     async fn card(&self, iccid: &Iccid) -> Result<CarrierCard, CarrierError> {
         let span = call_span!(self, "card", iccid = iccid);
         self.call("card", span, self.inner.card(iccid)).await
+    }
+
+    async fn last_session(&self, iccid: &Iccid) -> Result<LastSession, CarrierError> {
+        let span = call_span!(self, "last_session", iccid = iccid);
+        self.call("last_session", span, self.inner.last_session(iccid))
+            .await
+    }
+
+    fn card_not_known(&self, error: &CarrierError) -> bool {
+        self.inner.card_not_known(error)
+    }
+
+    fn reads_session_apart(&self) -> bool {
+        self.inner.reads_session_apart()
     }
 
     async fn cards(&self, iccids: &[Iccid]) -> Result<Vec<CarrierCard>, CarrierError> {

@@ -84,6 +84,19 @@ pub struct CarrierCard {
     pub last_session: LastSession,
     /// How many stop/restore changes the carrier applied (lets tests prove nothing was doubled).
     pub changes: u64,
+    /// The carrier answered, but simgate could not read this card's state or usage from the
+    /// answer (a status outside the platform's documented table, a null status or usage): why.
+    /// `state` and `cycle_usage_bytes` are then not meaningful, and every consumer must leave
+    /// them unapplied: the sync records the mark on the card, the journal never settles from
+    /// it, a cancellation is never confirmed by it, the diagnosis shows it. None: read.
+    pub unknown: Option<String>,
+}
+
+impl CarrierCard {
+    /// The reading's state, if the carrier's answer could be read.
+    pub fn known_state(&self) -> Option<ServiceState> {
+        self.unknown.is_none().then_some(self.state)
+    }
 }
 
 /// A card being imported, with the service state simgate derived for it.
@@ -135,17 +148,44 @@ pub trait Carrier: Send + Sync + 'static {
     /// after this call may be retried.
     async fn onboard(&self, cards: &[OnboardCard]) -> Result<(), CarrierError>;
 
+    /// The card's state and usage, in as few upstream calls as the platform allows. Its
+    /// `last_session` may be `Unknown` where the session needs a call of its own: ask
+    /// [`Carrier::last_session`] then.
     async fn card(&self, iccid: &Iccid) -> Result<CarrierCard, CarrierError>;
 
-    /// Many cards in one call, for the usage sync. Cards the carrier does not know are left out.
-    /// Platforms with a batch query override this (up to `batch_limit` cards a call); the default
-    /// asks card by card.
+    /// The card's last data session, for the diagnosis. Platforms whose `card` answer already
+    /// carries it keep this default and [`Carrier::reads_session_apart`] false, so the
+    /// diagnosis never calls it for them (it would only repeat `card`'s calls); a platform with
+    /// a separate session call (Control Center's `sessionInfo`) overrides both.
+    async fn last_session(&self, iccid: &Iccid) -> Result<LastSession, CarrierError> {
+        self.card(iccid).await.map(|c| c.last_session)
+    }
+
+    /// Whether `card` leaves the last session `Unknown` because [`Carrier::last_session`]
+    /// reads it with a call of its own. False: `card`'s `Unknown` is the answer (the carrier
+    /// said nothing readable), and asking again would change nothing.
+    fn reads_session_apart(&self) -> bool {
+        false
+    }
+
+    /// Whether `error`, answered by `card`, means the carrier does not know this card (so
+    /// `cards` leaves it out), rather than a refusal every card of the account would get
+    /// (credentials, caller IP, API version, role), which must fail the whole read. The default
+    /// takes every refusal for an unknown card; a platform whose codes tell the two apart
+    /// overrides it.
+    fn card_not_known(&self, error: &CarrierError) -> bool {
+        matches!(error, CarrierError::Rejected { .. })
+    }
+
+    /// Many cards in one call, for the usage sync. Cards the carrier does not know are left out;
+    /// any other failure fails the call. Platforms with a batch query override this (up to
+    /// `batch_limit` cards a call); the default asks card by card.
     async fn cards(&self, iccids: &[Iccid]) -> Result<Vec<CarrierCard>, CarrierError> {
         let mut out = Vec::with_capacity(iccids.len());
         for iccid in iccids {
             match self.card(iccid).await {
                 Ok(c) => out.push(c),
-                Err(CarrierError::Rejected { .. }) => {}
+                Err(e) if self.card_not_known(&e) => {}
                 Err(e) => return Err(e),
             }
         }

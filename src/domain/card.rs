@@ -160,6 +160,11 @@ pub struct Card {
     /// The carrier's state differs from what the card says while no change of simgate's is
     /// open: found by the usage sync, cleared when they agree again.
     pub drift: Option<Drift>,
+    /// The carrier answered the last sync's read, but simgate could not read this card's state
+    /// or usage from it (e.g. a status outside the platform's table, a null usage): why. Set
+    /// and cleared only by the usage sync; cleared when a later read succeeds. While it is set
+    /// the stored state and usage are the last ones read, not the carrier's now.
+    pub carrier_unknown: Option<String>,
 }
 
 /// A change sent to the carrier whose outcome is unknown until the journal settles it.

@@ -283,6 +283,7 @@ pub fn open_card(input: NewCard, policy: &CarrierPolicy, now: DateTime<Utc>) -> 
         alert_keys: Vec::new(),
         pending: None,
         drift: None,
+        carrier_unknown: None,
         spare: false,
     };
     card.next_due_at = crate::domain::lifecycle::next_due(&card, policy).map(|(t, _)| t);

@@ -4,9 +4,9 @@
 use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Utc};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
-use crate::carrier::{AccountChoice, OnboardCard, ServiceState};
+use crate::carrier::{AccountChoice, CarrierError, LastSession, OnboardCard, ServiceState};
 use crate::domain::diagnosis::{self, Diagnosis};
 use crate::domain::lifecycle;
 use crate::domain::rules::{self, NewCard};
@@ -486,16 +486,37 @@ impl CardService {
             at: e.at,
             amount: e.amount,
         }));
+        // A platform whose card read leaves the session out (Control Center: sessionInfo is a
+        // call of its own) is asked for it here, the only place that needs it. A failed session
+        // read leaves it unknown rather than failing the whole diagnosis.
+        let last_session = match &at_carrier {
+            Some(c) if c.last_session == LastSession::Unknown && carrier.reads_session_apart() => {
+                carrier.last_session(iccid).await.unwrap_or_else(|e| {
+                    debug!(%iccid, error = %e, "last session not read; diagnosed as unknown");
+                    LastSession::Unknown
+                })
+            }
+            Some(c) => c.last_session,
+            None => LastSession::Unknown,
+        };
         let facts = match &at_carrier {
+            // The carrier answered in a form simgate cannot read: no state, the stored usage.
+            Some(at_carrier) if at_carrier.unknown.is_some() => diagnosis::CarrierFacts {
+                cycle_usage_bytes: settled.card.cycle_usage_bytes,
+                last_session,
+                service_state: None,
+                carrier_unknown: at_carrier.unknown.clone(),
+            },
             Some(at_carrier) => diagnosis::CarrierFacts {
                 // Usage the carrier counted in an earlier cycle is not this cycle's.
                 cycle_usage_bytes: at_carrier.cycle_usage_bytes,
-                last_session: at_carrier.last_session,
+                last_session,
                 // Compared with the card only when time has not moved its carrier state since
                 // it was stored (a due stop the engine has yet to send is not drift).
                 service_state: (card.expected_carrier_state()
                     == settled.card.expected_carrier_state())
                 .then_some(at_carrier.state.as_str()),
+                carrier_unknown: None,
             },
             None => diagnosis::CarrierFacts {
                 cycle_usage_bytes: settled.card.cycle_usage_bytes,
@@ -544,6 +565,13 @@ impl CardService {
                 carrier: card.carrier,
                 error,
             })?;
+        // An answer whose usage cannot be read is no usage: unavailable, never 0.
+        if let Some(why) = &at_carrier.unknown {
+            return Err(ServiceError::Carrier {
+                carrier: card.carrier,
+                error: CarrierError::Transient(format!("unknown at carrier: {why}")),
+            });
+        }
         let (cycle_start, cycle_end) = carrier.policy().cycle_bounds(self.now());
         Ok(UsageReport {
             iccid: card.iccid,
@@ -568,7 +596,11 @@ impl CardService {
                 carrier: carrier.id(),
                 error,
             })?;
-        self.check_drift(&before, at_carrier.state).await?;
+        self.note_carrier_unknown(&before, &at_carrier).await?;
+        if at_carrier.unknown.is_none() {
+            self.check_drift(&before, at_carrier.state).await?;
+        }
+        // An unreadable answer applies no usage (usage_transition leaves it out).
         let card = self.apply_reading(iccid, &at_carrier).await?;
         match &card.pool {
             Some(pool) => {

@@ -203,6 +203,13 @@ async fn send(
         match sent {
             Ok(()) => return Sent::Applied,
             Err(CarrierError::OutcomeUnknown(msg)) => match carrier.card(iccid).await {
+                // The carrier answered but its state cannot be read: as good as no answer.
+                Ok(c) if c.unknown.is_some() => {
+                    return Sent::Unknown(fail(CarrierError::OutcomeUnknown(format!(
+                        "{msg}; the card's state could not be read back: unknown at carrier: {}",
+                        c.unknown.unwrap_or_default()
+                    ))))
+                }
                 Ok(c) if c.state == wanted_state(action) => return Sent::Applied,
                 // The carrier shows it did not happen: sending again is safe.
                 Ok(_) => last = Some(CarrierError::OutcomeUnknown(msg)),
@@ -518,6 +525,18 @@ impl CardService {
         let _guard = self.locks.lock(iccid.as_str()).await;
         let owner = &self.holder.owner;
         match read_with_retries(self.ops_clock.as_ref(), carrier.as_ref(), &iccid).await {
+            // A state that cannot be read settles nothing either way: read again later.
+            Ok(c) if c.unknown.is_some() => {
+                let wait = (500i64 << op.attempts.clamp(0, 5)).min(MAX_SETTLE_BACKOFF_MS);
+                let why = c.unknown.unwrap_or_default();
+                self.release(
+                    op.id,
+                    &format!("settling read: unknown at carrier: {why}"),
+                    wait,
+                )
+                .await;
+                Ok(false)
+            }
             Ok(c) if c.state == wanted_state(action) => {
                 let after = self
                     .store

@@ -11,7 +11,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use super::{Caller, CardService, FieldViolation, Idem, Result, ServiceError};
 use crate::carrier::CarrierCard;
@@ -598,7 +598,11 @@ impl CardService {
                 continue;
             }
             if let Some(r) = readings.get(&card.iccid) {
-                self.check_drift(&card, r.state).await?;
+                self.note_carrier_unknown(&card, r).await?;
+                // An unreadable answer shows no state: nothing to compare.
+                if r.unknown.is_none() {
+                    self.check_drift(&card, r.state).await?;
+                }
             }
             let t = self
                 .usage_transition(&card, readings.get(&card.iccid), now)
@@ -645,6 +649,9 @@ impl CardService {
         now: DateTime<Utc>,
     ) -> Result<Transition> {
         let policy = self.policy(card.carrier)?;
+        // A reading whose state or usage could not be read ("unknown at carrier") is no
+        // reading: time still moves the card, the usage does not.
+        let reading = reading.filter(|r| r.unknown.is_none());
         let mut t = lifecycle::at_now(card, policy, now, |c| {
             Ok(match reading {
                 // Usage counted for another cycle than the card's (read just before a
@@ -666,6 +673,35 @@ impl CardService {
             self.with_alerts(card, &mut t, now).await?;
         }
         Ok(t)
+    }
+
+    /// Records on the card that the carrier's answer about it could not be read ("unknown at
+    /// carrier", shown on GetCard and in the diagnosis), or clears the mark once a read
+    /// succeeds. Written only when it changes.
+    pub(crate) async fn note_carrier_unknown(
+        &self,
+        card: &Card,
+        reading: &CarrierCard,
+    ) -> Result<()> {
+        match (&reading.unknown, &card.carrier_unknown) {
+            (Some(why), Some(had)) if why == had => {}
+            (Some(why), _) => {
+                if self
+                    .store
+                    .set_carrier_unknown(&card.iccid, Some(why))
+                    .await?
+                {
+                    warn!(iccid = %card.iccid, why = why.as_str(), "carrier answered in a form simgate cannot read: neither state nor usage applied (unknown at carrier)");
+                }
+            }
+            (None, Some(_)) => {
+                if self.store.set_carrier_unknown(&card.iccid, None).await? {
+                    info!(iccid = %card.iccid, "carrier answer readable again: unknown-at-carrier mark cleared");
+                }
+            }
+            (None, None) => {}
+        }
+        Ok(())
     }
 
     /// One card's reading under its lock, from a fresh read, through the journaled path.

@@ -174,6 +174,7 @@ fn at_carrier(state: ServiceState) -> impl Fn(&Iccid) -> Result<CarrierCard, Car
             state,
             cycle_usage_bytes: 0,
             changes: 0,
+            unknown: None,
             last_session: crate::carrier::LastSession::Never,
             usage_cycle_start: None,
         })
@@ -480,6 +481,7 @@ async fn an_unknown_outcome_counts_only_if_the_carrier_shows_the_change() {
                 state,
                 cycle_usage_bytes: 0,
                 changes: 0,
+                unknown: None,
                 last_session: crate::carrier::LastSession::Never,
                 usage_cycle_start: None,
             })
@@ -870,4 +872,146 @@ async fn a_batch_naming_unknown_cards_is_refused_whole_and_stores_nothing() {
         .await
         .unwrap()
         .is_empty());
+}
+
+/// A reading the carrier answered but simgate could not read ("unknown at carrier").
+fn unreadable_at_carrier(
+    state: ServiceState,
+    bytes: u64,
+) -> impl Fn(&Iccid) -> Result<CarrierCard, CarrierError> {
+    move |iccid: &Iccid| {
+        Ok(CarrierCard {
+            iccid: iccid.clone(),
+            state,
+            cycle_usage_bytes: bytes,
+            changes: 0,
+            unknown: Some("ctdUsages: status \"SUSPENDED\" is not one of the eight".into()),
+            last_session: crate::carrier::LastSession::Unknown,
+            usage_cycle_start: None,
+        })
+    }
+}
+
+#[tokio::test]
+async fn a_card_unknown_at_carrier_is_marked_applies_nothing_and_is_cleared_by_a_read() {
+    let mut m = mock(CarrierId::Unicom);
+    m.expect_batch_limit().return_const(1usize);
+    // The diagnosis does not ask again for a session the adapter reads with card().
+    m.expect_reads_session_apart().return_const(false);
+    m.expect_last_session().never();
+    let mut seq = mockall::Sequence::new();
+    let odd = unreadable_at_carrier(ServiceState::Stopped, 999_999_999_999);
+    m.expect_cards()
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(move |ids| ids.iter().map(&odd).collect());
+    // The diagnosis and the usage report read the same.
+    m.expect_card()
+        .times(2)
+        .in_sequence(&mut seq)
+        .returning(unreadable_at_carrier(
+            ServiceState::Stopped,
+            999_999_999_999,
+        ));
+    m.expect_cards()
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(|ids| {
+            ids.iter()
+                .map(|i| {
+                    at_carrier(ServiceState::Active)(i).map(|c| CarrierCard {
+                        cycle_usage_bytes: 5,
+                        ..c
+                    })
+                })
+                .collect()
+        });
+    m.expect_stop().never();
+    m.expect_restore().never();
+    let f = fixture(m).await;
+    let before = imported(&f, new_card(CarrierId::Unicom)).await;
+
+    f.service.sync_all_usage().await.unwrap();
+    let marked = f.store.get_card(&before.iccid).await.unwrap().unwrap();
+    let why = marked
+        .carrier_unknown
+        .clone()
+        .expect("marked unknown at carrier");
+    assert!(why.contains("SUSPENDED"), "{why}");
+    // Neither the state (no drift, no stop) nor the usage of that answer was applied.
+    assert_eq!(marked.drift, None);
+    assert_eq!(marked.cycle_usage_bytes, before.cycle_usage_bytes);
+    assert_eq!(marked.stop_reasons, before.stop_reasons);
+
+    let (d, _) = f
+        .service
+        .diagnose(&before.iccid, crate::domain::diagnosis::Lang::En, &sys())
+        .await
+        .unwrap();
+    let codes: Vec<&str> = d.findings.iter().map(|f| f.code).collect();
+    assert!(codes.contains(&"CARRIER_STATE_UNKNOWN"), "{codes:?}");
+    assert!(!codes.contains(&"CARRIER_STATE_DIFFERS"), "{codes:?}");
+    let unknown = d
+        .findings
+        .iter()
+        .find(|f| f.code == "CARRIER_STATE_UNKNOWN")
+        .unwrap();
+    assert!(unknown.message.contains("SUSPENDED"), "{}", unknown.message);
+    assert!(unknown
+        .steps
+        .iter()
+        .any(|s| s.action == crate::domain::diagnosis::Action::ContactCarrier));
+
+    // The usage report has no usage to give: unavailable, not 0 or the unread number.
+    match f.service.usage(&before.iccid, &sys()).await {
+        Err(ServiceError::Carrier {
+            error: CarrierError::Transient(m),
+            ..
+        }) => assert!(m.contains("unknown at carrier"), "{m}"),
+        other => panic!("expected unavailable, got {other:?}"),
+    }
+
+    // A later read that can be read clears the mark and applies.
+    f.service.sync_all_usage().await.unwrap();
+    let cleared = f.store.get_card(&before.iccid).await.unwrap().unwrap();
+    assert_eq!(cleared.carrier_unknown, None);
+    assert_eq!(cleared.cycle_usage_bytes, 5);
+}
+
+#[tokio::test]
+async fn a_settling_read_unknown_at_carrier_settles_nothing() {
+    let mut m = mock(CarrierId::Unicom);
+    let mut reads = mockall::Sequence::new();
+    m.expect_stop()
+        .times(1)
+        .returning(|_| Err(CarrierError::OutcomeUnknown("timeout after send".into())));
+    // The read right after the send, and the settler's first pass: an answer simgate cannot
+    // read, which must neither confirm the stop nor call it "not applied".
+    m.expect_card()
+        .times(2)
+        .in_sequence(&mut reads)
+        .returning(unreadable_at_carrier(ServiceState::Stopped, 0));
+    m.expect_card()
+        .times(1)
+        .in_sequence(&mut reads)
+        .returning(at_carrier(ServiceState::Stopped));
+    m.expect_restore().never();
+    let f = fixture(m).await;
+    let before = imported(&f, new_card(CarrierId::Unicom)).await;
+    let err = f
+        .service
+        .suspend(&before.iccid, &sys(), None)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, ServiceError::OutcomePending { .. }),
+        "never a resend or a guess: {err}"
+    );
+    assert_eq!(f.service.settle_open_intents().await.unwrap(), 0);
+    let ops = f.store.card_ops(&before.iccid).await.unwrap();
+    assert_eq!(ops[0].status, "OPEN");
+    f.ops.advance(Duration::seconds(2)).unwrap();
+    assert_eq!(f.service.settle_open_intents().await.unwrap(), 1);
+    let after = f.store.get_card(&before.iccid).await.unwrap().unwrap();
+    assert!(after.stop_reasons.contains(StopReason::Manual));
 }

@@ -17,7 +17,7 @@ use crate::carrier::http::HttpTimeouts;
 pub use crate::carrier::platform::SimulatorTransport;
 use crate::carrier::platform::{with_secrets_shown, ApiConfig, Platform};
 use crate::carrier::sim::SimCarrier;
-use crate::carrier::{Carrier, CarrierCard, CarrierError, OnboardCard};
+use crate::carrier::{Carrier, CarrierCard, CarrierError, LastSession, OnboardCard};
 use crate::domain::{AccountId, CarrierId, CarrierPolicy, Iccid};
 
 /// Credentials for a wire simulator nobody configured: random, so that a simulator reachable
@@ -131,6 +131,18 @@ impl Carrier for OverTheWire {
 
     async fn card(&self, iccid: &Iccid) -> Result<CarrierCard, CarrierError> {
         self.adapter.card(iccid).await
+    }
+
+    async fn last_session(&self, iccid: &Iccid) -> Result<LastSession, CarrierError> {
+        self.adapter.last_session(iccid).await
+    }
+
+    fn card_not_known(&self, error: &CarrierError) -> bool {
+        self.adapter.card_not_known(error)
+    }
+
+    fn reads_session_apart(&self) -> bool {
+        self.adapter.reads_session_apart()
     }
 
     async fn cards(&self, iccids: &[Iccid]) -> Result<Vec<CarrierCard>, CarrierError> {

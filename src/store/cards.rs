@@ -35,7 +35,8 @@ const NUM_COLUMNS: usize = 32;
 /// intent, drift), which only they write.
 const SELECT_COLUMNS: &str = concat!(
     written_columns!(),
-    ", pending_op_id, pending_action, pending_since_ms, drift_carrier_state, drift_since_ms"
+    ", pending_op_id, pending_action, pending_since_ms, drift_carrier_state, drift_since_ms, \
+     carrier_unknown"
 );
 
 /// Rows per multi-row INSERT: 32 parameters each stays under SQLite's 32,766-parameter limit.
@@ -112,6 +113,8 @@ pub(super) struct CardRow {
     drift_carrier_state: Option<String>,
     #[serde(default)]
     drift_since_ms: Option<i64>,
+    #[serde(default)]
+    carrier_unknown: Option<String>,
 }
 
 impl CardRow {
@@ -154,6 +157,7 @@ impl CardRow {
             pending_since_ms: None,
             drift_carrier_state: None,
             drift_since_ms: None,
+            carrier_unknown: None,
         })
     }
 }
@@ -226,6 +230,7 @@ impl TryFrom<CardRow> for Card {
             iccid: Iccid::from_trusted(r.iccid),
             pending,
             drift: None,
+            carrier_unknown: r.carrier_unknown,
             spare: r.spare != 0,
         };
         card.drift = drift.map(|(carrier_state, since)| Drift {
@@ -622,6 +627,31 @@ impl Store {
         };
         self.drift_write(set, NewEvent::of_card(card, event).with_detail(detail))
             .await
+    }
+
+    /// Records (`Some`) or clears (`None`) that the carrier's answer about the card could not be
+    /// read ("unknown at carrier"). Only the sync writes it, and it is not part of the card's
+    /// version: a reading is a fact about the carrier, not a change of the card. Returns
+    /// whether it changed anything.
+    pub async fn set_carrier_unknown(
+        &self,
+        iccid: &Iccid,
+        why: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        let q = match why {
+            Some(why) => sqlx::query(
+                "UPDATE cards SET carrier_unknown = $1 \
+                 WHERE iccid = $2 AND (carrier_unknown IS NULL OR carrier_unknown <> $1)",
+            )
+            .bind(why.to_string())
+            .bind(iccid.as_str().to_string()),
+            None => sqlx::query(
+                "UPDATE cards SET carrier_unknown = NULL \
+                 WHERE iccid = $1 AND carrier_unknown IS NOT NULL",
+            )
+            .bind(iccid.as_str().to_string()),
+        };
+        Ok(q.execute(&self.pool).await?.rows_affected() == 1)
     }
 
     /// Clears a drift the carrier no longer shows, with a `card.drift_resolved` event.

@@ -80,6 +80,14 @@ const PINNED: &[(&str, &str)] = &[
         "sqlite/0009_sim_card_numbers.sql",
         "a78e8c7464468fa75534a5d9b735bc6855b32b7cfe2da02b3e27f40be47bc016",
     ),
+    (
+        "postgres/0010_carrier_unknown.sql",
+        "ae600347e5f2a240c9c4d570ce69712563df859e128be78830dbd097d85312fa",
+    ),
+    (
+        "sqlite/0010_carrier_unknown.sql",
+        "ae600347e5f2a240c9c4d570ce69712563df859e128be78830dbd097d85312fa",
+    ),
 ];
 
 fn migrations_dir() -> std::path::PathBuf {

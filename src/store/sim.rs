@@ -95,6 +95,7 @@ impl Store {
                     cycle_usage_bytes: db_to_u64(r.try_get("cycle_usage_bytes")?)?,
                     usage_cycle_start: Some(super::millis_to_time(cycle_ms)?),
                     changes: db_to_u64(r.try_get("changes")?)?,
+                    unknown: None,
                     last_session: crate::carrier::LastSession::from_seen(
                         r.try_get::<Option<i64>, _>("last_session_ms")?
                             .map(super::millis_to_time)

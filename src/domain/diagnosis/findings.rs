@@ -608,6 +608,35 @@ impl Ctx<'_> {
         })
     }
 
+    /// The carrier answered but simgate could not read the card's state or usage from it (now,
+    /// or at the last sync): what simgate shows may be stale, and no state is guessed.
+    pub(super) fn carrier_state_unknown(&self) -> Option<Finding> {
+        let why = self
+            .facts
+            .carrier_unknown
+            .as_deref()
+            .or(self.card.carrier_unknown.as_deref())?;
+        let lang = self.lang;
+        Some(Finding {
+            code: "CARRIER_STATE_UNKNOWN",
+            severity: Severity::Warning,
+            message: tr(
+                lang,
+                format!("{}对该卡的应答无法识别（{why}）：simgate 没有据此更改卡的状态或用量，显示的是最近一次能读到的值。", self.carrier()),
+                format!("{} answered about this card in a form simgate cannot read ({why}): simgate applied neither a state nor a usage from it, and shows the last values it could read.", self.carrier()),
+            ),
+            evidence: vec![],
+            steps: vec![step(
+                Action::ContactCarrier,
+                tr(
+                    lang,
+                    "请在运营商平台上查看该卡的状态和本月用量；如状态不在平台文档之列，请代理商向运营商确认其含义。".to_string(),
+                    "Check the card's status and this cycle's usage on the carrier's own platform; if the status is not one the platform documents, ask your reseller to confirm with the carrier what it means.".to_string(),
+                ),
+            )],
+        })
+    }
+
     pub(super) fn no_recent_session(&self) -> Option<Finding> {
         let silent_since = match self.facts.last_session {
             LastSession::At(at) if self.now - at < SESSION_SILENCE => return None,

@@ -158,6 +158,9 @@ pub struct CarrierFacts {
     pub last_session: LastSession,
     /// The carrier's service state (`ACTIVE`, `STOPPED`, `CANCELLED`), when it was read.
     pub service_state: Option<&'static str>,
+    /// The carrier answered, but the card's state or usage could not be read from the answer
+    /// ("unknown at carrier"): why. `service_state` is then None and the usage is the stored one.
+    pub carrier_unknown: Option<String>,
 }
 
 /// The pool a pooled card draws from, as it is now: its usage is the sum of its members'.
@@ -285,6 +288,7 @@ pub fn diagnose(
     } else {
         Verdict::OnlineOk
     };
+    findings.extend(ctx.carrier_state_unknown());
     findings.extend(ctx.warnings());
     let summary = match verdict {
         Verdict::ChangePending | Verdict::CarrierStateDiffers => findings[0].message.clone(),
@@ -354,6 +358,7 @@ mod tests {
             cycle_usage_bytes: 0,
             last_session: LastSession::At(now() - Duration::hours(1)),
             service_state: None,
+            carrier_unknown: None,
         }
     }
 
@@ -690,6 +695,7 @@ mod tests {
             cycle_usage_bytes: 0,
             last_session: LastSession::At(now() - Duration::hours(30)),
             service_state: None,
+            carrier_unknown: None,
         };
         let d = run(&card, &quiet, &[], Lang::En);
         assert_eq!(d.verdict, Verdict::LikelyNetworkOrDevice);
@@ -746,6 +752,7 @@ mod tests {
             cycle_usage_bytes: card.plan.monthly_quota_bytes / 10 * 9,
             last_session: LastSession::At(now()),
             service_state: None,
+            carrier_unknown: None,
         };
         let d = run(&card, &facts, &[], Lang::En);
         assert_eq!(d.verdict, Verdict::OnlineOk);
@@ -761,6 +768,7 @@ mod tests {
             cycle_usage_bytes: card.plan.monthly_quota_bytes / 2,
             last_session: LastSession::At(now()),
             service_state: None,
+            carrier_unknown: None,
         };
         assert!(run(&card, &facts, &[], Lang::En).findings.is_empty());
         assert!(f.message.contains("stop until the next cycle"));
@@ -775,6 +783,7 @@ mod tests {
             cycle_usage_bytes: card.plan.monthly_quota_bytes + (1 << 20),
             last_session: LastSession::At(now()),
             service_state: None,
+            carrier_unknown: None,
         };
         let d = run(&card, &facts, &[], Lang::En);
         assert_eq!(codes(&d), vec!["OVERAGE"]);

@@ -509,6 +509,7 @@ impl Carrier for Cmp {
             usage_cycle_start: None,
             last_session,
             changes: 0,
+            unknown: None,
         })
     }
 

@@ -1,19 +1,48 @@
 //! China Unicom Control Center (Cisco Jasper REST), one folder: the adapter (here), its wire
 //! types and every mapping table between the platform's terms and simgate's (`wire`: device
-//! statuses both ways, error codes), and its wire simulator (`simulator`), which shares them.
+//! statuses both ways, error codes, the readings), and its wire simulator (`simulator`), which
+//! shares them. Evidence: the dossier `shared/domain/carrier-wire/jasper.md` (§ below; source
+//! keys in its README); golden fixtures in `tests/fixtures/carrier-wire/jasper/`.
 //!
-//! Upstream calls, all relative to `base_url` (e.g. `https://api.10646.cn/rws/api/v1`), all with
-//! HTTP Basic `username:apiKey`:
-//! - `GET devices/{iccid}/sessionInfo`: dateSessionStarted / dateSessionEnded, the last
-//!   session, for [`Carrier::card`] (field names not confirmed in public client code);
-//! - `GET devices/{iccid}`: status, ratePlan, dateActivated, imsi, msisdn ([`Carrier::card`],
-//!   [`Carrier::cancel`], [`Carrier::onboard`], [`Jasper::device_details`]).
-//! - `GET devices/{iccid}/ctdUsages`: cycle-to-date `ctdDataUsage` (bytes) and
-//!   `overageLimitReached` ([`Carrier::card`], [`Jasper::ctd_usage`]).
-//! - `PUT devices/{iccid}` with `{"status": "DEACTIVATED" | "ACTIVATED"}` ([`Carrier::stop`],
-//!   [`Carrier::restore`]).
+//! Transport (§0): relative to `base_url` (`https://api.10646.cn/rws/api/v1` [NKY][SSU][MEH];
+//! Cisco's `https://restapi1.jasper.com/rws/api/v1` [CCTS] is the same setting), HTTP Basic
+//! `username:apiKey`, `Accept: application/json`; fair use is one call at a time per account
+//! (§8, `MAX_CONCURRENCY` 1).
 //!
-//! Errors come as `{"errorMessage": "...", "errorCode": "..."}` with a 4xx/5xx status.
+//! Upstream calls, and what each [`Carrier`] method costs:
+//! - `GET devices/{iccid}/ctdUsages` (§3): `status`, `ctdDataUsage` (bytes), `ctdSessionCount`,
+//!   `overageLimitReached`. The **only** call behind [`Carrier::card`] (so behind the usage
+//!   sync, `usage()`, `sync_usage()` and journal settling), and [`Jasper::ctd_usage`]. A status
+//!   outside the eight of §6, a null status or a null usage makes the card "unknown at
+//!   carrier" (`CarrierCard::unknown`), never an error. Still unknown: which cycle it counts
+//!   (no cycle field: `usage_cycle_start` stays None), whether `ctdDataUsage` is ever null in
+//!   practice, whether the platform sends statuses outside the eight.
+//! - `GET devices/{iccid}/sessionInfo` (§4, names confirmed by [CISCO-GSD], [OSGP], [CCTS]):
+//!   [`Carrier::last_session`], called only by the diagnosis. Started and not ended is a
+//!   session now; an unparseable date is `LastSession::Unknown`, never `Never`. Still unknown:
+//!   the date format (§0.4, §10); no verbatim body; `ipv6Address` [CISCO-GSD] vs `ipV6Address`
+//!   [OSGP] (DISPUTED, not read; both accepted).
+//! - `GET devices/{iccid}` (§1): [`Carrier::onboard`] (a 200 about the card proves it exists,
+//!   whatever its status), [`Carrier::cancel`] (RETIRED, PURGED, REPLACED confirm; an unknown
+//!   or null status is unavailable, never confirmed), [`Jasper::device_details`]. Still unknown:
+//!   the date format (an unreadable `dateActivated` is None, text kept); whether a malformed
+//!   ICCID gives 10000021 or 20000001; no verbatim success body.
+//! - `PUT devices/{iccid}` `{"status": "DEACTIVATED" | "ACTIVATED"}` (§2, no `effectiveDate`:
+//!   now): [`Carrier::stop`], [`Carrier::restore`]; reply `{"iccid"}` [MEH]. Still unknown: the
+//!   reply when the status already is the target; whether the change is applied synchronously;
+//!   the HTTP status of 10000005/10000011; no verbatim body. Not from the dossier, flagged:
+//!   `restore()` of a TEST_READY or ACTIVATION_READY card sends ACTIVATED and starts billing,
+//!   and `cancel()` takes RETIRED as released although [MEH] says a user may move a RETIRED
+//!   card back.
+//!
+//! Errors (§7): `{"errorMessage" (or "message"), "errorCode" (string or number)}` on any
+//! status, 2xx included. The whole code table is in `wire::ERROR_CODES`: 40000029 is the rate
+//! limit whatever the HTTP status (1 s wait without `Retry-After`); 20000001 and 10000021 mean
+//! "no such card" (a sync leaves the card out); 10000001, 10000024, 10000028 and 10000030
+//! refuse the account (a sync fails, [`Carrier::card_not_known`]); unlisted codes, and codes on
+//! a 2xx, fail safe (a read unavailable, a change of unknown outcome). Still unknown: the HTTP
+//! status of most codes (of 40000029 too: 429 likely, not stated); the numeric calls-per-second
+//! limit (§8, §10).
 
 pub mod simulator;
 pub mod wire;
@@ -21,7 +50,7 @@ pub mod wire;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 
 use super::{client, malformed, retry_after, send_error, HttpTimeouts, Secret};
 use crate::carrier::platform::{AccountCtx, WirePlatform};
@@ -66,6 +95,11 @@ impl WirePlatform for Platform {
             cfg,
             simulator::WireOptions {
                 timeout_after_apply_delay: unanswered,
+                // The simulator behind a deployment's (and the over-HTTP test run's) account
+                // follows the account's configured concurrency, which the legacy
+                // `carrier_limits` may set above the platform's 1; the fair-use refusal itself
+                // is tested against the simulator directly (wire_jasper).
+                one_call_at_a_time: false,
                 ..Default::default()
             },
         )
@@ -164,68 +198,51 @@ impl Jasper {
         serde_json::from_slice(&body).map_err(|e| malformed(&format!("{what}: {e}"), false))
     }
 
-    async fn device(&self, iccid: &Iccid) -> Result<(DeviceBody, ServiceState), CarrierError> {
+    /// `GET devices/{iccid}`, checked to be about `iccid`. The status is not interpreted here:
+    /// a 200 about the card proves it exists whatever its status (onboard), and `cancel`
+    /// decides itself what an unreadable status means.
+    async fn device(&self, iccid: &Iccid) -> Result<DeviceBody, CarrierError> {
         let d: DeviceBody = self.get(iccid, "", GET_DEVICE).await?;
         if !d.iccid.eq_ignore_ascii_case(iccid.as_str()) {
             return Err(malformed("device answer for another ICCID", false));
         }
-        let state = state_of(&d.status)
-            .ok_or_else(|| malformed(&format!("unknown device status {:?}", d.status), false))?;
-        Ok((d, state))
+        Ok(d)
     }
 
-    /// `GET devices/{iccid}`: msisdn, imsi, dateActivated and ratePlan.
+    /// `GET devices/{iccid}`: status, msisdn, imsi, dateActivated and ratePlan. A status or a
+    /// date simgate cannot read is None (the text is kept), not a failed read.
     pub async fn device_details(&self, iccid: &Iccid) -> Result<DeviceDetails, CarrierError> {
-        let (d, state) = self.device(iccid).await?;
-        let date_activated = match d.date_activated.as_deref().filter(|s| !s.is_empty()) {
-            None => None,
-            Some(s) => Some(
-                parse_date(s).ok_or_else(|| malformed(&format!("dateActivated {s:?}"), false))?,
-            ),
-        };
+        let d = self.device(iccid).await?;
+        let date_activated_text = d.date_activated.clone().filter(|s| !s.is_empty());
         Ok(DeviceDetails {
             iccid: iccid.clone(),
-            state,
+            state: d.status.as_deref().and_then(state_of),
             status: d.status,
             rate_plan: d.rate_plan,
-            date_activated,
+            date_activated: date_activated_text.as_deref().and_then(parse_date),
+            date_activated_text,
             imsi: d.imsi,
             msisdn: d.msisdn,
         })
     }
 
-    /// `GET devices/{iccid}/sessionInfo`: when the card last carried data. An open session
-    /// means now; none means the platform knows of no session.
-    pub async fn last_session(&self, iccid: &Iccid) -> Result<Option<DateTime<Utc>>, CarrierError> {
-        let s: SessionInfoBody = self.get(iccid, "/sessionInfo", GET_SESSION).await?;
-        let date =
-            |v: &Option<String>, name: &str| -> Result<Option<DateTime<Utc>>, CarrierError> {
-                match v.as_deref().filter(|s| !s.is_empty()) {
-                    None => Ok(None),
-                    Some(s) => parse_date(s)
-                        .map(Some)
-                        .ok_or_else(|| malformed(&format!("{name} {s:?}"), false)),
-                }
-            };
-        let started = date(&s.date_session_started, "dateSessionStarted")?;
-        let ended = date(&s.date_session_ended, "dateSessionEnded")?;
-        Ok(match (started, ended) {
-            (_, Some(ended)) => Some(ended),
-            (Some(_), None) => Some(Utc::now()),
-            (None, None) => None,
-        })
-    }
-
-    /// `GET devices/{iccid}/ctdUsages`: data used this billing cycle and whether the rate plan's
-    /// overage limit is reached.
-    pub async fn ctd_usage(&self, iccid: &Iccid) -> Result<CtdUsage, CarrierError> {
+    /// `GET devices/{iccid}/ctdUsages`, checked to be about `iccid`.
+    async fn ctd_usage_body(&self, iccid: &Iccid) -> Result<CtdUsageBody, CarrierError> {
         let u: CtdUsageBody = self.get(iccid, "/ctdUsages", GET_USAGE).await?;
         if !u.iccid.eq_ignore_ascii_case(iccid.as_str()) {
             return Err(malformed("usage answer for another ICCID", false));
         }
+        Ok(u)
+    }
+
+    /// `GET devices/{iccid}/ctdUsages`: data used this billing cycle, data sessions, and
+    /// whether the rate plan's overage limit is reached.
+    pub async fn ctd_usage(&self, iccid: &Iccid) -> Result<CtdUsage, CarrierError> {
+        let u = self.ctd_usage_body(iccid).await?;
         Ok(CtdUsage {
             data_bytes: u.ctd_data_usage,
-            overage_limit_reached: u.overage_limit_reached,
+            overage_limit_reached: u.overage_limit_reached.unwrap_or(false),
+            session_count: u.ctd_session_count,
         })
     }
 
@@ -248,7 +265,8 @@ impl Carrier for Jasper {
     crate::carrier::platform::account_methods!();
 
     /// The platform already knows its cards: confirm each exists, so an import of an ICCID the
-    /// account does not hold fails with the platform's own code (20000001).
+    /// account does not hold fails with the platform's own code (20000001). A 200 about the
+    /// card is the proof, whatever its status (one outside the table included).
     async fn onboard(&self, cards: &[OnboardCard]) -> Result<(), CarrierError> {
         for c in cards {
             self.device(&c.iccid).await?;
@@ -256,24 +274,35 @@ impl Carrier for Jasper {
         Ok(())
     }
 
+    /// One call, `ctdUsages`: it carries the status and the cycle's usage (§3). A status or a
+    /// usage that cannot be read makes the card "unknown at carrier" (`unknown`), not an error:
+    /// one odd card must not fail, or trip the breaker of, the account's whole sync. The last
+    /// session is `Unknown` here (fair use is one call at a time: the sync does not need it);
+    /// [`Carrier::last_session`] asks `sessionInfo`.
     async fn card(&self, iccid: &Iccid) -> Result<CarrierCard, CarrierError> {
-        let (_, state) = self.device(iccid).await?;
-        let usage = self.ctd_usage(iccid).await?;
-        Ok(CarrierCard {
-            iccid: iccid.clone(),
-            state,
-            cycle_usage_bytes: usage.data_bytes,
-            // Cycle-to-date follows the account's billing cycle (Unicom: 27th to 26th), but the
-            // answer does not say which cycle it counted. Deriving it from this machine's clock
-            // would be a guess that disagrees with the platform around the 27th (and with a
-            // simulated clock always), and a wrong cycle makes simgate drop the usage.
-            usage_cycle_start: None,
-            // A third call under a one-call-at-a-time fair-use rule, but the diagnosis must
-            // tell "stopped" from "never connects".
-            last_session: LastSession::from_seen(self.last_session(iccid).await?),
-            // The platform does not count status changes.
-            changes: 0,
-        })
+        let u = self.ctd_usage_body(iccid).await?;
+        Ok(reading_of(iccid, &u))
+    }
+
+    fn reads_session_apart(&self) -> bool {
+        true
+    }
+
+    /// `GET devices/{iccid}/sessionInfo`, for the diagnosis only (§4).
+    async fn last_session(&self, iccid: &Iccid) -> Result<LastSession, CarrierError> {
+        let s: SessionInfoBody = self.get(iccid, "/sessionInfo", GET_SESSION).await?;
+        if !s.iccid.eq_ignore_ascii_case(iccid.as_str()) {
+            return Err(malformed("session answer for another ICCID", false));
+        }
+        Ok(last_session_of(&s, Utc::now()))
+    }
+
+    /// Only the platform's "no such card" codes (20000001, 10000021) leave a card out of a
+    /// sync; a refusal of the account (10000001 credentials or IP, 10000024 apiVersion,
+    /// 10000028 unrecognised parameters, 10000030 role), or any other refusal, fails it.
+    fn card_not_known(&self, error: &CarrierError) -> bool {
+        matches!(error, CarrierError::Rejected { code, .. }
+            if code_kind(code) == Some(CodeKind::CardUnknown))
     }
 
     async fn stop(&self, iccid: &Iccid) -> Result<(), CarrierError> {
@@ -284,18 +313,26 @@ impl Carrier for Jasper {
         self.set_status(iccid, ServiceState::Active).await
     }
 
+    /// Confirms the platform released the number (RETIRED, PURGED, REPLACED). A null status
+    /// or one outside the table is "unavailable" (`Transient`): never a confirmation.
     async fn cancel(&self, iccid: &Iccid) -> Result<(), CarrierError> {
-        let (d, state) = self.device(iccid).await?;
-        if state == ServiceState::Cancelled {
-            Ok(())
-        } else {
-            Err(CarrierError::Rejected {
+        let d = self.device(iccid).await?;
+        match d.status.as_deref().map(|s| (s, state_of(s))) {
+            Some((_, Some(ServiceState::Cancelled))) => Ok(()),
+            Some((status, Some(_))) => Err(CarrierError::Rejected {
                 code: CODE_NOT_RETIRED.into(),
                 message: format!(
-                    "{iccid} is {} at China Unicom Control Center, not retired: the platform has not released the number yet",
-                    d.status
+                    "{iccid} is {status} at China Unicom Control Center, not retired: the platform has not released the number yet"
                 ),
-            })
+            }),
+            Some((status, None)) => Err(malformed(
+                &format!("unknown device status {status:?}: cannot confirm the cancellation"),
+                false,
+            )),
+            None => Err(malformed(
+                "device status is null: cannot confirm the cancellation",
+                false,
+            )),
         }
     }
 }
@@ -349,15 +386,45 @@ mod tests {
     #[test]
     fn every_error_code_maps_to_its_kind() {
         let cases = [
-            (CODE_INVALID_CREDENTIALS, StatusCode::UNAUTHORIZED),
-            (CODE_JSON_NOT_WELL_FORMED, StatusCode::BAD_REQUEST),
-            (CODE_INVALID_REQUEST, StatusCode::BAD_REQUEST),
-            (CODE_NO_ACCESS, StatusCode::BAD_REQUEST),
-            (CODE_INVALID_ICCID, StatusCode::NOT_FOUND),
-            ("10000005", StatusCode::BAD_REQUEST),
+            (
+                CODE_INVALID_CREDENTIALS,
+                StatusCode::UNAUTHORIZED,
+                CodeKind::AccountRefused,
+            ),
+            (
+                CODE_JSON_NOT_WELL_FORMED,
+                StatusCode::BAD_REQUEST,
+                CodeKind::Refused,
+            ),
+            (
+                CODE_INVALID_REQUEST,
+                StatusCode::BAD_REQUEST,
+                CodeKind::AccountRefused,
+            ),
+            (
+                CODE_INVALID_API_VERSION,
+                StatusCode::BAD_REQUEST,
+                CodeKind::AccountRefused,
+            ),
+            (
+                CODE_NO_ACCESS,
+                StatusCode::BAD_REQUEST,
+                CodeKind::AccountRefused,
+            ),
+            (
+                CODE_INVALID_ICCID,
+                StatusCode::NOT_FOUND,
+                CodeKind::CardUnknown,
+            ),
+            (
+                CODE_ICCID_INVALID,
+                StatusCode::BAD_REQUEST,
+                CodeKind::CardUnknown,
+            ),
+            ("10000005", StatusCode::BAD_REQUEST, CodeKind::Refused),
         ];
-        for (code, status) in cases {
-            assert_eq!(code_kind(code), Some(CodeKind::Refused));
+        for (code, status, kind) in cases {
+            assert_eq!(code_kind(code), Some(kind), "{code}");
             for changes in [false, true] {
                 assert_eq!(
                     error_of(status, Some(&body(code)), None, changes),
@@ -436,6 +503,83 @@ mod tests {
             error_of(StatusCode::FORBIDDEN, None, None, false),
             CarrierError::Rejected { ref code, .. } if code == "HTTP_403"
         ));
+    }
+
+    #[test]
+    fn a_ctd_usages_answer_is_the_reading_or_unknown_at_carrier() {
+        let iccid = Iccid::parse_any("89860600000000000001").unwrap();
+        let body = |status: Option<&str>, usage: Option<u64>| CtdUsageBody {
+            iccid: iccid.as_str().into(),
+            status: status.map(str::to_string),
+            ctd_data_usage: usage,
+            ..CtdUsageBody::default()
+        };
+        for (status, state) in STATUSES {
+            let c = reading_of(&iccid, &body(Some(status), Some(9)));
+            assert_eq!(
+                (c.known_state(), c.cycle_usage_bytes, c.unknown),
+                (Some(*state), 9, None),
+                "{status}"
+            );
+        }
+        // Zero is a reading; null is not.
+        assert_eq!(
+            reading_of(&iccid, &body(Some("ACTIVATED"), Some(0))).unknown,
+            None
+        );
+        let c = reading_of(&iccid, &body(Some("ACTIVATED"), None));
+        assert_eq!(
+            c.unknown.as_deref(),
+            Some("ctdUsages: ctdDataUsage is null")
+        );
+        assert_eq!(c.known_state(), None);
+        let c = reading_of(&iccid, &body(Some("activated"), Some(1)));
+        assert!(c
+            .unknown
+            .as_deref()
+            .is_some_and(|w| w.contains("\"activated\"")));
+        let c = reading_of(&iccid, &body(None, None));
+        assert_eq!(
+            c.unknown.as_deref(),
+            Some("ctdUsages: status is null; ctdDataUsage is null")
+        );
+        assert_eq!(c.last_session, LastSession::Unknown);
+    }
+
+    #[test]
+    fn session_info_is_now_the_end_never_or_unknown() {
+        let now = Utc::now();
+        let s = |started: Option<&str>, ended: Option<&str>| SessionInfoBody {
+            iccid: "89860600000000000001".into(),
+            date_session_started: started.map(str::to_string),
+            date_session_ended: ended.map(str::to_string),
+            ..SessionInfoBody::default()
+        };
+        let at = "2016-06-27 07:00:00.000+0000";
+        let t = parse_date(at).unwrap();
+        assert_eq!(
+            last_session_of(&s(Some(at), None), now),
+            LastSession::At(now)
+        );
+        assert_eq!(
+            last_session_of(&s(Some("<date>"), Some("")), now),
+            LastSession::At(now)
+        );
+        assert_eq!(
+            last_session_of(&s(Some(at), Some(at)), now),
+            LastSession::At(t)
+        );
+        assert_eq!(
+            last_session_of(&s(Some(at), Some("<date>")), now),
+            LastSession::Unknown
+        );
+        assert_eq!(last_session_of(&s(None, None), now), LastSession::Never);
+        // The disputed IPv6 spelling is read either way.
+        let v: SessionInfoBody = serde_json::from_str(
+            r#"{"iccid":"1","dateSessionStarted":null,"dateSessionEnded":null,"ipAddress":null,"ipV6Address":"::1"}"#,
+        )
+        .unwrap();
+        assert_eq!(v.ipv6_address.as_deref(), Some("::1"));
     }
 
     #[test]

@@ -2,19 +2,53 @@
 //! auth, JSON bodies and error codes of the adapter in [`crate::carrier::http::jasper`], in front
 //! of a [`SimCarrier`] whose rules and fault injection decide every answer.
 //!
-//! Served paths (relative to the path of `base_url`, e.g. `/rws/api/v1`):
-//! `GET devices/{iccid}`, `GET devices/{iccid}/ctdUsages`, `PUT devices/{iccid}` with
-//! `{"status": "ACTIVATED" | "DEACTIVATED" | "RETIRED"}`.
+//! Served paths (relative to the path of `base_url`, e.g. `/rws/api/v1`), each answering with
+//! the field set of the dossier's example body (jasper.md; the fixture test
+//! `wire_jasper_simulator_answers_in_the_dossier_shapes` holds it to them):
+//! `GET devices/{iccid}` (§1), `GET devices/{iccid}/ctdUsages` (§3, with `status`),
+//! `GET devices/{iccid}/sessionInfo` (§4), `PUT devices/{iccid}` with
+//! `{"status": "ACTIVATED" | "DEACTIVATED" | "RETIRED"}` (§2).
 //!
-//! What the simulated card does not hold is answered plainly: `imsi`, `msisdn` and
-//! `dateActivated` are null, `ratePlan` is [`WireOptions::rate_plan`], `overageLimitReached`
-//! is false (the simulator knows no plan limits).
+//! What it refuses, with the platform's published codes (§7):
+//! - wrong or missing Basic credentials: 401 `10000001`;
+//! - an ICCID it does not hold or cannot parse: 404 `20000001` ("Resource not found - Invalid
+//!   ICCID", verbatim [OSGP]);
+//! - a PUT body that is not JSON: 400 `10000023`; a field `PUT devices/{iccid}` does not
+//!   document ([`EDIT_FIELDS`]), or any query parameter on these calls: 400 `10000028` ("the
+//!   request contained one or more unrecognized parameters", [OSGP] 400); a PUT with none of
+//!   the fields: `10000011` (一个或多个必填字段缺失);
+//! - a second call while one of the account's calls is being answered: `40000029` (fair use is
+//!   one call at a time per account, §8 [FAIR]); [`WireOptions::one_call_at_a_time`], on by
+//!   default, off behind a deployment's simulator (it follows the account's configured
+//!   concurrency, which a legacy `carrier_limits` entry may raise above 1).
+//!
+//! Invented (no source; configurable or marked so):
+//! - the HTTP status of `40000029`: [`WireOptions::rate_limit_status`], default 429 (the likely
+//!   pairing, §7, not stated by any source);
+//! - the HTTP status 400 of `10000005`, `10000011` (not published);
+//! - `10000005` (SIM 卡状态无效) for every change the simulated carrier refuses (a cancelled
+//!   card, an injected refusal) and for a status it cannot set (TEST_READY, INVENTORY, ...):
+//!   the published code closest to both, the platform's own answer is not known;
+//! - a PUT with a documented field other than `status` (ratePlan, effectiveDate, ...):
+//!   refused with `10000005` too (the simulator changes statuses only);
+//! - a change held past the client's timeout is not counted as "in flight" while it is held
+//!   (whether the platform counts an abandoned call against fair use is not known);
+//! - the message texts, except the two verbatim ones (§7);
+//! - the date format ([`crate::carrier::http::jasper::wire::DATE_FORMAT`], §0.4 not found);
+//! - `sessionInfo`: a session that started and ended at the card's last traffic, `ipAddress`
+//!   `10.0.0.1` after one, null before; never an open session;
+//! - what the simulated card does not hold is null (`imsi`, `msisdn`, dates, custom fields),
+//!   `ratePlan` is [`WireOptions::rate_plan`], `overageLimitReached` false, SMS and voice 0;
+//! - [`WireOptions::unreadable`]: a test hook serving a status outside the table, a null
+//!   status or a null `ctdDataUsage` for chosen cards.
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -23,8 +57,10 @@ use base64::Engine;
 use subtle::ConstantTimeEq;
 
 use crate::carrier::http::jasper::{
-    state_of, status_for, CtdUsageBody, DeviceBody, EditAnswer, EditBody, ErrorBody, JasperConfig,
-    CODE_INVALID_CREDENTIALS, CODE_INVALID_ICCID, CODE_JSON_NOT_WELL_FORMED, CODE_RATE_LIMIT,
+    state_of, status_for, CtdUsageBody, DeviceBody, EditAnswer, ErrorBody, JasperConfig,
+    SessionInfoBody, CODE_INVALID_CREDENTIALS, CODE_INVALID_ICCID, CODE_INVALID_REQUEST,
+    CODE_INVALID_SIM_STATUS, CODE_JSON_NOT_WELL_FORMED, CODE_RATE_LIMIT,
+    CODE_REQUIRED_FIELD_MISSING, DATE_FORMAT, EDIT_FIELDS,
 };
 use crate::carrier::sim::SimCarrier;
 use crate::carrier::{Carrier, CarrierError, ServiceState};
@@ -39,6 +75,24 @@ pub struct WireOptions {
     pub timeout_after_apply_delay: Duration,
     /// The `ratePlan` every simulated device reports.
     pub rate_plan: String,
+    /// Answer a call that arrives while another of the account's is being answered with
+    /// `40000029` (fair use, §8). On by default: the adapter must never need it off.
+    pub one_call_at_a_time: bool,
+    /// The HTTP status `40000029` comes with (not published; 429 assumed).
+    pub rate_limit_status: StatusCode,
+    /// Cards whose `ctdUsages` (and `GET devices`) answers simgate cannot read, by ICCID: a
+    /// test hook for "unknown at carrier". Shared, so a test can change it while serving.
+    pub unreadable: Arc<Mutex<BTreeMap<String, Unreadable>>>,
+}
+
+/// How a card's answers are made unreadable (see [`WireOptions::unreadable`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Unreadable {
+    /// The status sent instead of the card's: `Some(None)` is a null status, `Some(Some(s))`
+    /// any text (one outside the table); None keeps the card's.
+    pub status: Option<Option<String>>,
+    /// Send `ctdDataUsage: null`.
+    pub null_usage: bool,
 }
 
 impl Default for WireOptions {
@@ -47,6 +101,9 @@ impl Default for WireOptions {
             // The adapter's default request timeout is 10 s.
             timeout_after_apply_delay: Duration::from_secs(30),
             rate_plan: "SIMGATE_SIM_PLAN".into(),
+            one_call_at_a_time: true,
+            rate_limit_status: StatusCode::TOO_MANY_REQUESTS,
+            unreadable: Arc::default(),
         }
     }
 }
@@ -56,6 +113,19 @@ struct Wire {
     username: String,
     api_key: String,
     opts: WireOptions,
+    /// A call of the account is being answered.
+    busy: AtomicBool,
+}
+
+/// The account's one call in flight; freed when dropped.
+struct Slot<'a>(Option<&'a AtomicBool>);
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        if let Some(b) = self.0 {
+            b.store(false, Ordering::Release);
+        }
+    }
 }
 
 /// The router, with its routes under the path of `cfg.base_url` (e.g. `/rws/api/v1`; at the
@@ -77,6 +147,7 @@ pub fn router(sim: Arc<SimCarrier>, cfg: &JasperConfig, opts: WireOptions) -> Ro
         username: cfg.username.clone(),
         api_key: cfg.api_key.expose().to_string(),
         opts,
+        busy: AtomicBool::new(false),
     });
     Router::new()
         .route(
@@ -111,15 +182,65 @@ fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response
     )
 }
 
+fn invalid_request(what: impl std::fmt::Display) -> Response {
+    error(
+        StatusCode::BAD_REQUEST,
+        CODE_INVALID_REQUEST,
+        format!(
+            "Invalid request: the request contained one or more unrecognized parameters ({what})."
+        ),
+    )
+}
+
 fn invalid_iccid() -> Response {
     error(
         StatusCode::NOT_FOUND,
         CODE_INVALID_ICCID,
-        "Resource not found - Invalid ICCID.",
+        "Resource not found - Invalid ICCID",
     )
 }
 
 impl Wire {
+    /// The account's call slot, or the fair-use refusal when another call holds it.
+    fn slot(&self) -> Result<Slot<'_>, Box<Response>> {
+        if !self.opts.one_call_at_a_time {
+            return Ok(Slot(None));
+        }
+        match self
+            .busy
+            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+        {
+            Ok(_) => Ok(Slot(Some(&self.busy))),
+            Err(_) => Err(Box::new(self.rate_limited(
+                "one call at a time per account: another call is being answered",
+            ))),
+        }
+    }
+
+    fn rate_limited(&self, why: &str) -> Response {
+        error(
+            self.opts.rate_limit_status,
+            CODE_RATE_LIMIT,
+            format!("Rate limit exceeded: {why}."),
+        )
+    }
+
+    /// What the test hook makes of this card's answers.
+    fn unreadable(&self, iccid: &Iccid) -> Unreadable {
+        self.unreadable_lock()
+            .get(iccid.as_str())
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    fn unreadable_lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Unreadable>> {
+        // A test that panicked while holding it leaves a map that is still whole.
+        self.opts
+            .unreadable
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Checks Basic `username:apiKey` (in constant time), then the ICCID of the path. The
     /// refusal is boxed: a whole response is large to carry in a Result.
     fn admit(&self, headers: &HeaderMap, raw_iccid: &str) -> Result<Iccid, Box<Response>> {
@@ -138,7 +259,7 @@ impl Wire {
             return Err(Box::new(error(
                 StatusCode::UNAUTHORIZED,
                 CODE_INVALID_CREDENTIALS,
-                "Invalid credentials.",
+                "Invalid credentials",
             )));
         }
         Iccid::parse_any(raw_iccid).map_err(|_| Box::new(invalid_iccid()))
@@ -153,14 +274,9 @@ impl Wire {
             // documented Control Center code; 10000005 (SIM 卡状态无效, an invalid SIM status
             // change) is the published code closest to both (a choice: HTTP status not given).
             CarrierError::Rejected { message, .. } => {
-                error(StatusCode::BAD_REQUEST, "10000005", message)
+                error(StatusCode::BAD_REQUEST, CODE_INVALID_SIM_STATUS, message)
             }
-            // The HTTP status of a fair-use overrun is not documented publicly; 429 is assumed.
-            CarrierError::RateLimited { .. } => error(
-                StatusCode::TOO_MANY_REQUESTS,
-                CODE_RATE_LIMIT,
-                "Rate limit exceeded.",
-            ),
+            CarrierError::RateLimited { .. } => self.rate_limited("injected"),
             CarrierError::Transient(_)
             | CarrierError::CircuitOpen(_)
             | CarrierError::OutcomeUnknown(_) => {
@@ -170,56 +286,79 @@ impl Wire {
     }
 }
 
-/// A read request's answer: credentials checked, the ICCID parsed, the simulated carrier's
-/// faults applied, then `body` of the card as a 200, or the platform's refusal instead.
+/// A read request's answer: one call at a time, no query parameters, credentials checked, the
+/// ICCID parsed, the simulated carrier's faults applied, then `body` of the card as a 200, or
+/// the platform's refusal instead.
 async fn answer_card<B: serde::Serialize>(
     w: &Wire,
     headers: &HeaderMap,
+    query: Option<String>,
     iccid: &str,
-    body: impl FnOnce(&crate::carrier::CarrierCard) -> B,
+    body: impl FnOnce(&crate::carrier::CarrierCard, Unreadable) -> B,
 ) -> Response {
+    let _slot = match w.slot() {
+        Ok(s) => s,
+        Err(r) => return *r,
+    };
     let iccid = match w.admit(headers, iccid) {
         Ok(i) => i,
         Err(r) => return *r,
     };
+    // None of the calls served takes a parameter in the query.
+    if let Some(q) = query.filter(|q| !q.is_empty()) {
+        return invalid_request(format!("query {q:?}"));
+    }
     match w.sim.card(&iccid).await {
-        Ok(c) => json(StatusCode::OK, &body(&c)),
+        Ok(c) => json(StatusCode::OK, &body(&c, w.unreadable(&iccid))),
         Err(e) => w.failure(e),
+    }
+}
+
+/// The status a card's answers carry: its own, or the test hook's.
+fn status_text(c: &crate::carrier::CarrierCard, u: &Unreadable) -> Option<String> {
+    match &u.status {
+        Some(s) => s.clone(),
+        None => Some(status_for(c.state).to_string()),
     }
 }
 
 async fn get_device(
     State(w): State<Arc<Wire>>,
     Path(iccid): Path<String>,
+    RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Response {
-    answer_card(&w, &headers, &iccid, |c| DeviceBody {
+    answer_card(&w, &headers, query, &iccid, |c, u| DeviceBody {
         iccid: c.iccid.as_str().to_string(),
-        status: status_for(c.state).to_string(),
+        imei: Some(String::new()),
+        status: status_text(c, &u),
         rate_plan: Some(w.opts.rate_plan.clone()),
-        date_activated: None,
-        imsi: None,
-        msisdn: None,
+        communication_plan: Some(w.opts.rate_plan.clone()),
+        global_sim_type: Some(String::new()),
+        ..DeviceBody::default()
     })
     .await
 }
 
 /// The simulated carrier records when a card last carried data: a session that started and
-/// ended then.
+/// ended then (invented: it never shows an open session).
 async fn session_info(
     State(w): State<Arc<Wire>>,
     Path(iccid): Path<String>,
+    RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Response {
-    answer_card(&w, &headers, &iccid, |c| {
-        let at = c.last_session.at().map(|t| {
-            t.format(crate::carrier::http::jasper::DATE_FORMAT)
-                .to_string()
-        });
-        crate::carrier::http::jasper::SessionInfoBody {
+    answer_card(&w, &headers, query, &iccid, |c, _| {
+        let at = c
+            .last_session
+            .at()
+            .map(|t| t.format(DATE_FORMAT).to_string());
+        SessionInfoBody {
             iccid: c.iccid.as_str().to_string(),
+            ip_address: at.as_ref().map(|_| "10.0.0.1".to_string()),
             date_session_started: at.clone(),
             date_session_ended: at,
+            ipv6_address: None,
         }
     })
     .await
@@ -228,47 +367,103 @@ async fn session_info(
 async fn ctd_usages(
     State(w): State<Arc<Wire>>,
     Path(iccid): Path<String>,
+    RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Response {
-    answer_card(&w, &headers, &iccid, |c| CtdUsageBody {
+    answer_card(&w, &headers, query, &iccid, |c, u| CtdUsageBody {
         iccid: c.iccid.as_str().to_string(),
-        ctd_data_usage: c.cycle_usage_bytes,
-        overage_limit_reached: false,
+        imei: Some(String::new()),
+        status: status_text(c, &u),
+        rate_plan: Some(w.opts.rate_plan.clone()),
+        communication_plan: Some(w.opts.rate_plan.clone()),
+        ctd_data_usage: (!u.null_usage).then_some(c.cycle_usage_bytes),
+        ctd_sms_usage: Some(0),
+        ctd_voice_usage: Some(0),
+        // The simulated carrier counts no sessions per cycle: one if the card ever had one.
+        ctd_session_count: Some(u64::from(c.last_session.at().is_some())),
+        overage_limit_reached: Some(false),
+        overage_limit_override: Some("DEFAULT".into()),
+        ..CtdUsageBody::default()
     })
     .await
+}
+
+/// The status a PUT body asks for: the field set checked against §2 first.
+fn edit_status(body: &[u8]) -> Result<String, Box<Response>> {
+    let fields: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(body)
+        .map_err(|_| {
+            Box::new(error(
+                StatusCode::BAD_REQUEST,
+                CODE_JSON_NOT_WELL_FORMED,
+                "The JSON in the request is not well formed. Please ensure that commas, colons, braces etc. are formatted properly.",
+            ))
+        })?;
+    let unknown: Vec<&str> = fields
+        .keys()
+        .map(String::as_str)
+        .filter(|k| !EDIT_FIELDS.contains(k))
+        .collect();
+    if !unknown.is_empty() {
+        return Err(Box::new(invalid_request(unknown.join(", "))));
+    }
+    if fields.is_empty() {
+        return Err(Box::new(error(
+            StatusCode::BAD_REQUEST,
+            CODE_REQUIRED_FIELD_MISSING,
+            "One or more required fields are missing.",
+        )));
+    }
+    let others: Vec<&str> = fields
+        .keys()
+        .map(String::as_str)
+        .filter(|k| *k != "status")
+        .collect();
+    match fields.get("status") {
+        Some(serde_json::Value::String(s)) if others.is_empty() => Ok(s.clone()),
+        _ => Err(Box::new(error(
+            StatusCode::BAD_REQUEST,
+            CODE_INVALID_SIM_STATUS,
+            format!(
+                "the simulator changes the status only (a string), not {:?}",
+                fields.keys().collect::<Vec<_>>()
+            ),
+        ))),
+    }
 }
 
 async fn edit_device(
     State(w): State<Arc<Wire>>,
     Path(iccid): Path<String>,
+    RawQuery(query): RawQuery,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let slot = match w.slot() {
+        Ok(s) => s,
+        Err(r) => return *r,
+    };
     let iccid = match w.admit(&headers, &iccid) {
         Ok(i) => i,
         Err(r) => return *r,
     };
-    let edit: EditBody = match serde_json::from_slice(&body) {
-        Ok(e) => e,
-        Err(_) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                CODE_JSON_NOT_WELL_FORMED,
-                "The JSON in the request is not well formed.",
-            )
-        }
+    if let Some(q) = query.filter(|q| !q.is_empty()) {
+        return invalid_request(format!("query {q:?}"));
+    }
+    let status = match edit_status(&body) {
+        Ok(s) => s,
+        Err(r) => return *r,
     };
     // Only the statuses simgate's states map to can be set here; which code Control Center
     // gives other status changes is not public: 10000005 (SIM 卡状态无效) is the closest.
-    let result = match state_of(&edit.status).filter(|s| status_for(*s) == edit.status) {
+    let result = match state_of(&status).filter(|s| status_for(*s) == status) {
         Some(ServiceState::Active) => w.sim.restore(&iccid).await,
         Some(ServiceState::Stopped) => w.sim.stop(&iccid).await,
         Some(ServiceState::Cancelled) => w.sim.cancel(&iccid).await,
         None => {
             return error(
                 StatusCode::BAD_REQUEST,
-                "10000005",
-                format!("the simulator cannot set status {:?}", edit.status),
+                CODE_INVALID_SIM_STATUS,
+                format!("the simulator cannot set status {status:?}"),
             )
         }
     };
@@ -282,8 +477,10 @@ async fn edit_device(
     };
     match result {
         Ok(()) => ok(),
-        // The change was applied: answer only after the client has given up.
+        // The change was applied: answer only after the client has given up. The client has
+        // moved on by then; the held answer does not count as its call in flight (invented).
         Err(CarrierError::OutcomeUnknown(_)) => {
+            drop(slot);
             tokio::time::sleep(w.opts.timeout_after_apply_delay).await;
             ok()
         }

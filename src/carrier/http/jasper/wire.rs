@@ -11,8 +11,9 @@ use crate::carrier::{CarrierError, ServiceState};
 use crate::domain::Iccid;
 
 // ---------------------------------------------------------------------------------------------
-// Mapping tables. Sources: Cisco Control Center REST docs as quoted by public client code
-// (OSGP/open-smart-grid-platform `JasperError`, liuxianbing/zebra) and carrier-apis.md.
+// Mapping tables. Sources: the dossier /work/shared/domain/carrier-wire/jasper.md (§6 statuses:
+// [MEH] common.ts, the Chinese Control Center help text, and [NKY] models.rs; §7 codes: [OSGP]
+// JasperError.java and [NKY] models.rs).
 
 /// Every device status Control Center documents, with the service it means for simgate.
 /// TEST_READY and ACTIVATION_READY cards pass data (test traffic, or the first session activates
@@ -38,7 +39,8 @@ pub fn status_for(state: ServiceState) -> &'static str {
     }
 }
 
-/// What a platform status means for service; None for a status Control Center does not document.
+/// What a platform status means for service; None for a status Control Center does not document
+/// (the comparison is exact: the platform spells them in capitals, §6).
 pub fn state_of(status: &str) -> Option<ServiceState> {
     STATUSES
         .iter()
@@ -48,6 +50,14 @@ pub fn state_of(status: &str) -> Option<ServiceState> {
 
 /// Invalid credentials, or a caller IP outside the account's allowed range (HTTP 401).
 pub const CODE_INVALID_CREDENTIALS: &str = "10000001";
+/// 一个或多个必填字段缺失: one or more required fields are missing (HTTP status not published).
+pub const CODE_REQUIRED_FIELD_MISSING: &str = "10000011";
+/// SIM 卡状态无效: an invalid SIM status (HTTP status not published).
+pub const CODE_INVALID_SIM_STATUS: &str = "10000005";
+/// ICCID 无效: an invalid ICCID (HTTP status not published; [NKY] only).
+pub const CODE_ICCID_INVALID: &str = "10000021";
+/// Invalid apiVersion (HTTP 400): a `base_url` with the wrong `v{n}`.
+pub const CODE_INVALID_API_VERSION: &str = "10000024";
 /// The request body is not well-formed JSON (HTTP 400).
 pub const CODE_JSON_NOT_WELL_FORMED: &str = "10000023";
 /// The request carried unrecognized parameters (HTTP 400).
@@ -67,6 +77,12 @@ pub const CODE_RATE_LIMIT: &str = "40000029";
 pub enum CodeKind {
     /// A refusal for good: `Rejected` with the platform's code and message.
     Refused,
+    /// The platform does not know the card (`Rejected`): the usage sync leaves the card out.
+    CardUnknown,
+    /// A refusal every card of the account would get (credentials or caller IP, API version,
+    /// a request shape the platform does not accept, the API user's role): `Rejected`, and a
+    /// usage sync that meets it fails for the account instead of dropping the card.
+    AccountRefused,
     /// The fair-use limit: `RateLimited`.
     RateLimit,
     /// The platform failed while processing: nothing known about a change.
@@ -75,7 +91,7 @@ pub enum CodeKind {
 
 /// Every code of the dossier's table (jasper.md §7: [OSGP] JasperError.java, [NKY] models.rs).
 pub const ERROR_CODES: &[(&str, CodeKind)] = &[
-    (CODE_INVALID_CREDENTIALS, CodeKind::Refused),
+    (CODE_INVALID_CREDENTIALS, CodeKind::AccountRefused),
     ("10000002", CodeKind::Refused),
     ("10000003", CodeKind::Refused),
     ("10000004", CodeKind::Refused),
@@ -95,20 +111,20 @@ pub const ERROR_CODES: &[(&str, CodeKind)] = &[
     ("10000018", CodeKind::Refused),
     ("10000019", CodeKind::Refused),
     ("10000020", CodeKind::Refused),
-    ("10000021", CodeKind::Refused),
+    (CODE_ICCID_INVALID, CodeKind::CardUnknown),
     ("10000022", CodeKind::Refused),
     (CODE_JSON_NOT_WELL_FORMED, CodeKind::Refused),
-    ("10000024", CodeKind::Refused),
+    (CODE_INVALID_API_VERSION, CodeKind::AccountRefused),
     ("10000025", CodeKind::Refused),
     ("10000026", CodeKind::Refused),
     ("10000027", CodeKind::Refused),
-    (CODE_INVALID_REQUEST, CodeKind::Refused),
+    (CODE_INVALID_REQUEST, CodeKind::AccountRefused),
     ("10000029", CodeKind::Refused),
-    (CODE_NO_ACCESS, CodeKind::Refused),
+    (CODE_NO_ACCESS, CodeKind::AccountRefused),
     ("10000031", CodeKind::Refused),
     ("10000032", CodeKind::Refused),
     ("10000049", CodeKind::Refused),
-    (CODE_INVALID_ICCID, CodeKind::Refused),
+    (CODE_INVALID_ICCID, CodeKind::CardUnknown),
     ("20000002", CodeKind::Refused),
     (CODE_SERVER_ERROR, CodeKind::ServerFault),
     ("30000002", CodeKind::ServerFault),
@@ -169,7 +185,10 @@ pub fn error_of(
         ));
     }
     match (code, kind) {
-        (Some(code), Some(CodeKind::Refused)) if !status.is_success() => CarrierError::Rejected {
+        (
+            Some(code),
+            Some(CodeKind::Refused | CodeKind::CardUnknown | CodeKind::AccountRefused),
+        ) if !status.is_success() => CarrierError::Rejected {
             code: code.to_string(),
             message,
         },
@@ -207,60 +226,151 @@ fn code_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D
     })
 }
 
-/// `GET devices/{iccid}` (the fields simgate reads; the platform sends more).
+/// `GET devices/{iccid}` (§1: the field set of [CISCO-GDD] and [MEH] response.ts L3-23; the
+/// simulator sends all of them, the adapter reads `iccid`, `status`, `ratePlan`,
+/// `dateActivated`, `imsi`, `msisdn`). Every field may be null: a null `status` is a status
+/// simgate cannot read, not a malformed answer.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DeviceBody {
     pub iccid: String,
-    pub status: String,
-    #[serde(default)]
-    pub rate_plan: Option<String>,
-    #[serde(default)]
-    pub date_activated: Option<String>,
     #[serde(default)]
     pub imsi: Option<String>,
     #[serde(default)]
     pub msisdn: Option<String>,
+    #[serde(default)]
+    pub imei: Option<String>,
+    #[serde(default)]
+    pub status: Option<String>,
+    #[serde(default)]
+    pub rate_plan: Option<String>,
+    #[serde(default)]
+    pub communication_plan: Option<String>,
+    #[serde(default)]
+    pub customer: Option<String>,
+    #[serde(default)]
+    pub end_consumer_id: Option<String>,
+    /// Format not published (§0.4, §10): kept as text, parsed where it can be.
+    #[serde(default)]
+    pub date_activated: Option<String>,
+    #[serde(default)]
+    pub date_updated: Option<String>,
+    #[serde(default)]
+    pub date_shipped: Option<String>,
+    #[serde(default)]
+    pub account_id: Option<String>,
+    #[serde(default, rename = "fixedIPAddress")]
+    pub fixed_ip_address: Option<String>,
+    #[serde(default)]
+    pub sim_notes: Option<String>,
+    #[serde(default, rename = "deviceID")]
+    pub device_id: Option<String>,
+    #[serde(default, rename = "modemID")]
+    pub modem_id: Option<String>,
+    #[serde(default)]
+    pub global_sim_type: Option<String>,
 }
 
-/// `GET devices/{iccid}/ctdUsages` (the fields simgate reads).
+/// `GET devices/{iccid}/ctdUsages` (§3: [CISCO-GDU], [SSU] unicommodel.go L26-40, [MEH]
+/// response.ts L29-43). It carries the status too, so it alone answers [`Carrier::card`]
+/// ([SSU] getdata.go L16-30 reads it so). `ctdDataUsage` is bytes since the cycle start.
+///
+/// [`Carrier::card`]: crate::carrier::Carrier::card
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CtdUsageBody {
     pub iccid: String,
-    pub ctd_data_usage: u64,
     #[serde(default)]
-    pub overage_limit_reached: bool,
+    pub imsi: Option<String>,
+    #[serde(default)]
+    pub msisdn: Option<String>,
+    #[serde(default)]
+    pub imei: Option<String>,
+    #[serde(default)]
+    pub status: Option<String>,
+    #[serde(default)]
+    pub rate_plan: Option<String>,
+    #[serde(default)]
+    pub communication_plan: Option<String>,
+    /// [CCTS] types it optional: a null is "usage unknown", never 0.
+    #[serde(default)]
+    pub ctd_data_usage: Option<u64>,
+    #[serde(default, rename = "ctdSMSUsage")]
+    pub ctd_sms_usage: Option<u64>,
+    /// Seconds.
+    #[serde(default)]
+    pub ctd_voice_usage: Option<u64>,
+    #[serde(default)]
+    pub ctd_session_count: Option<u64>,
+    #[serde(default)]
+    pub overage_limit_reached: Option<bool>,
+    /// `DEFAULT`, `TEMPORARY_OVERRIDE` or `PERMANENT_OVERRIDE`.
+    #[serde(default)]
+    pub overage_limit_override: Option<String>,
 }
 
-/// `GET devices/{iccid}/sessionInfo`: the current or last data session. Field names follow
-/// Cisco's Control Center REST documentation as remembered; not confirmed in public client code.
+/// `GET devices/{iccid}/sessionInfo` (§4, field names confirmed by [CISCO-GSD], [OSGP]
+/// GetSessionInfoResponse.java id 5986997010 and [CCTS]): the current or most recent data
+/// session. Both dates are null when the card never had a session; `dateSessionEnded` is null
+/// while it is in one.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SessionInfoBody {
     pub iccid: String,
     #[serde(default)]
     pub date_session_started: Option<String>,
-    /// Empty while the session is open.
     #[serde(default)]
     pub date_session_ended: Option<String>,
+    /// Always sent, null when the card never had a session ([CISCO-GSD]).
+    #[serde(default)]
+    pub ip_address: Option<String>,
+    /// Sent only when the device has one. DISPUTED spelling: `ipv6Address` [CISCO-GSD] (most
+    /// common, sent) vs `ipV6Address` [OSGP] (read too); simgate reads nothing from it.
+    #[serde(
+        default,
+        alias = "ipV6Address",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub ipv6_address: Option<String>,
 }
 
-/// `PUT devices/{iccid}`: the request (only the status is ever changed) and the answer.
+/// `PUT devices/{iccid}` (§2): the request (only the status is ever changed; no
+/// `effectiveDate`, so the change is asked for now) and the answer (`{"iccid"}`, [MEH]
+/// response.ts L25-27).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 pub struct EditBody {
     pub status: String,
 }
+
+/// Every field `PUT devices/{iccid}` documents (§2, [CISCO-EDD] and [MEH] request-params.ts
+/// L3-11; the Cisco list goes on with custom fields, which simgate never sends): the simulator
+/// refuses any other field with 10000028.
+pub const EDIT_FIELDS: &[&str] = &[
+    "effectiveDate",
+    "status",
+    "ratePlan",
+    "communicationPlan",
+    "customer",
+    "deviceID",
+    "modemID",
+    "overageLimitOverride",
+    "ipv4Address",
+    "apn",
+    "pdpId",
+    "ipv6Address",
+];
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 pub struct EditAnswer {
     pub iccid: String,
 }
 
-/// Control Center's timestamp format, e.g. `2016-06-27 07:00:00.000+0000`.
+/// The timestamp format simgate assumes, e.g. `2016-06-27 07:00:00.000+0000`. Not published
+/// (the Cisco "Date Formats" page was not found, §0.4, §10): a guess, so a date in any other
+/// form is read as "unknown", never as an error of the whole answer. The simulator writes it.
 pub const DATE_FORMAT: &str = "%Y-%m-%d %H:%M:%S%.3f%z";
 
-pub(super) fn parse_date(s: &str) -> Option<DateTime<Utc>> {
+pub fn parse_date(s: &str) -> Option<DateTime<Utc>> {
     DateTime::parse_from_str(s, DATE_FORMAT)
         .or_else(|_| DateTime::parse_from_rfc3339(s))
         .ok()
@@ -274,19 +384,75 @@ pub(super) fn parse_date(s: &str) -> Option<DateTime<Utc>> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeviceDetails {
     pub iccid: Iccid,
-    pub state: ServiceState,
+    /// None: the status is null or not one of the eight (§6).
+    pub state: Option<ServiceState>,
     /// The platform's own status name (more detail than `state`, e.g. INVENTORY).
-    pub status: String,
+    pub status: Option<String>,
     pub rate_plan: Option<String>,
+    /// None also when the date is in a form simgate cannot read: see `date_activated_text`.
     pub date_activated: Option<DateTime<Utc>>,
+    /// `dateActivated` as the platform wrote it.
+    pub date_activated_text: Option<String>,
     pub imsi: Option<String>,
     pub msisdn: Option<String>,
 }
 
 /// Cycle-to-date usage.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CtdUsage {
-    pub data_bytes: u64,
-    /// The rate plan's overage limit is reached: the platform may have cut data.
+    /// None: the platform sent no usage (null).
+    pub data_bytes: Option<u64>,
+    /// The rate plan's overage limit is reached: the platform may have cut data (false when
+    /// the platform does not say).
     pub overage_limit_reached: bool,
+    /// Data sessions this cycle.
+    pub session_count: Option<u64>,
+}
+
+/// A `ctdUsages` answer as the card reading simgate applies: the state from `status`, the usage
+/// from `ctdDataUsage`, or "unknown at carrier" with the reason when either cannot be read (a
+/// status outside the table, a null status, a null usage). `last_session` is not in the
+/// answer: `Unknown` (the diagnosis asks `sessionInfo` for it).
+pub fn reading_of(iccid: &Iccid, u: &CtdUsageBody) -> crate::carrier::CarrierCard {
+    let state = u.status.as_deref().and_then(state_of);
+    let mut unknown = Vec::new();
+    match (&u.status, state) {
+        (None, _) => unknown.push("status is null".to_string()),
+        (Some(s), None) => unknown.push(format!(
+            "status {s:?} is not one of Control Center's eight statuses"
+        )),
+        (Some(_), Some(_)) => {}
+    }
+    if u.ctd_data_usage.is_none() {
+        unknown.push("ctdDataUsage is null".to_string());
+    }
+    crate::carrier::CarrierCard {
+        iccid: iccid.clone(),
+        // Not meaningful when `unknown` is set (every consumer checks it first).
+        state: state.unwrap_or(ServiceState::Active),
+        cycle_usage_bytes: u.ctd_data_usage.unwrap_or(0),
+        // Cycle-to-date follows the account's billing cycle (Unicom: 27th to 26th), but the
+        // answer does not say which cycle it counted. Deriving it from this machine's clock
+        // would be a guess that disagrees with the platform around the 27th (and with a
+        // simulated clock always), and a wrong cycle makes simgate drop the usage.
+        usage_cycle_start: None,
+        last_session: crate::carrier::LastSession::Unknown,
+        // The platform does not count status changes.
+        changes: 0,
+        unknown: (!unknown.is_empty()).then(|| format!("ctdUsages: {}", unknown.join("; "))),
+    }
+}
+
+/// A `sessionInfo` answer as simgate's last session (§4): started and not ended is a session
+/// open now (`now`), whatever the date text says; an end that can be read is the last session;
+/// no dates at all is "never"; anything else (a date in a form simgate cannot read) is
+/// `Unknown`, never `Never`, which the diagnosis would read as "no session on record".
+pub fn last_session_of(s: &SessionInfoBody, now: DateTime<Utc>) -> crate::carrier::LastSession {
+    use crate::carrier::LastSession;
+    let text = |v: &Option<String>| v.clone().filter(|t| !t.trim().is_empty());
+    match (text(&s.date_session_started), text(&s.date_session_ended)) {
+        (Some(_), None) => LastSession::At(now),
+        (_, Some(ended)) => parse_date(&ended).map_or(LastSession::Unknown, LastSession::At),
+        (None, None) => LastSession::Never,
+    }
 }

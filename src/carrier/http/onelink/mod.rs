@@ -481,6 +481,7 @@ impl Carrier for OneLink {
             usage_cycle_start: None,
             last_session,
             changes: 0,
+            unknown: None,
         })
     }
 
