@@ -1026,3 +1026,45 @@ fn wire_cmp_every_fixture_is_read_by_a_test() {
         .collect();
     assert!(unread.is_empty(), "fixtures no test reads: {unread:?}");
 }
+
+/// The usage sync's read of many cards: a card the platform lacks (`-4`) is left out, but a
+/// refusal of the account (`-1`, wrong password) fails the read instead of dropping every card.
+#[tokio::test]
+async fn wire_cmp_a_sync_leaves_out_unknown_cards_and_fails_on_an_account_refusal() {
+    let r = rig().await;
+    let a = Cmp::new(
+        &config(&r.base_url, PASSWORD, KEY, 5_000),
+        ctx_with_numbers_of(&r).await,
+    )
+    .expect("adapter");
+    let read = a.cards(&[iccid(1), iccid(99)]).await.expect("a sync read");
+    assert_eq!(
+        read.iter().map(|c| c.iccid.clone()).collect::<Vec<_>>(),
+        vec![iccid(1)]
+    );
+    let wrong = r.adapter_with("wrong-pw", KEY, 5_000);
+    let e = wrong
+        .cards(&[iccid(1), iccid(2)])
+        .await
+        .expect_err("the account is refused");
+    assert!(rejected("-1")(&e), "{e:?}");
+}
+
+/// The store's record for the rig's cards: card 1's number, none for the others.
+async fn ctx_with_numbers_of(r: &Rig) -> simgate::carrier::platform::AccountCtx {
+    struct One(Iccid, String);
+    #[async_trait::async_trait]
+    impl simgate::carrier::platform::CardNumbers for One {
+        async fn msisdn(
+            &self,
+            _: &simgate::domain::AccountId,
+            iccid: &Iccid,
+        ) -> Result<Option<String>, String> {
+            Ok((*iccid == self.0).then(|| self.1.clone()))
+        }
+    }
+    simgate::carrier::platform::AccountCtx {
+        numbers: simgate::carrier::platform::NumberBook(Arc::new(One(iccid(1), r.number(1).await))),
+        ..ctx()
+    }
+}

@@ -275,6 +275,15 @@ async fn wrong_credentials_are_refused_with_the_platforms_code() {
         matches!(&err, CarrierError::Rejected { code, .. } if code == "12022"),
         "{err:?}"
     );
+    // A sync's read of many cards fails on it instead of leaving every card out.
+    let e = wrong
+        .cards(&[iccid(1), iccid(2)])
+        .await
+        .expect_err("the account is refused");
+    assert!(
+        matches!(&e, CarrierError::Rejected { code, .. } if code == "12022"),
+        "{e:?}"
+    );
     // Neither credential leaks into the error.
     assert!(!err.to_string().contains("wrong-password"));
     assert!(matches!(
@@ -286,6 +295,13 @@ async fn wrong_credentials_are_refused_with_the_platforms_code() {
         r.sim.card(&iccid(1)).await.expect("sim").state,
         ServiceState::Active
     );
+    // While a card the platform lacks (11011) is only left out.
+    let read = r
+        .adapter
+        .cards(&[iccid(1), iccid(99)])
+        .await
+        .expect("a sync read");
+    assert_eq!(read.len(), 1);
 }
 
 #[tokio::test]

@@ -441,6 +441,14 @@ impl Cmp {
 impl Carrier for Cmp {
     crate::carrier::platform::account_methods!();
 
+    /// `-4` (iccid号码错误或不存在) names a card the platform lacks, and so does a card it gives
+    /// no access number; `-1` (credentials), `-2`, `-3` (sign) and the rest concern the account
+    /// or the request and fail the sync.
+    fn card_not_known(&self, error: &CarrierError) -> bool {
+        matches!(error, CarrierError::Rejected { code, .. }
+            if code == UNKNOWN_CARD || code == NO_ACCESS_NUMBER)
+    }
+
     fn addresses_by_msisdn(&self) -> bool {
         self.identifier == CardIdentifier::AccessNumber
     }

@@ -139,6 +139,8 @@ pub const ERROR_CODES: &[(&str, &str)] = &[
 
 /// Too many requests.
 pub const RATE_LIMITED: &str = "101004";
+/// No such card (iccid号码错误或不存在, [NKY]): the only code that says the platform lacks a card.
+pub const UNKNOWN_CARD: &str = "-4";
 /// Already ordered: a stop of a stopped card or a restore of an active one ([NKY]); the
 /// adapter confirms by reading the card.
 pub const ALREADY_ORDERED: &str = "-5";

@@ -456,6 +456,12 @@ impl OneLink {
 impl Carrier for OneLink {
     crate::carrier::platform::account_methods!();
 
+    /// Only `11011` (and cardStatus 99, read as it) names a card the platform lacks; any other
+    /// refusal (credentials `12022`, an unknown code) concerns the account and fails the sync.
+    fn card_not_known(&self, error: &CarrierError) -> bool {
+        matches!(error, CarrierError::Rejected { code, .. } if code == codes::CARD_UNKNOWN)
+    }
+
     /// The platform knows its cards: each must exist there.
     async fn onboard(&self, cards: &[OnboardCard]) -> Result<(), CarrierError> {
         let iccids: Vec<Iccid> = cards.iter().map(|c| c.iccid.clone()).collect();
