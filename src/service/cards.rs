@@ -227,6 +227,10 @@ impl CardService {
             c.msisdn = Some(msisdn);
             found_any = true;
         }
+        if !found_any {
+            // The given numbers were checked for duplicates with the request.
+            return Ok(false);
+        }
         // Two cards the platform gives one number would be one card to it.
         let mut seen: HashMap<&str, usize> = HashMap::new();
         for (i, c) in cards.iter().enumerate() {
@@ -239,7 +243,7 @@ impl CardService {
                 }
             }
         }
-        Ok(found_any)
+        Ok(true)
     }
 
     /// AssignCards: every card to `customer` (or its spare mark set), all or nothing, in one
@@ -596,10 +600,7 @@ impl CardService {
                 carrier: carrier.id(),
                 error,
             })?;
-        self.note_carrier_unknown(&before, &at_carrier).await?;
-        if at_carrier.unknown.is_none() {
-            self.check_drift(&before, at_carrier.state).await?;
-        }
+        self.check_reading(&before, &at_carrier).await?;
         // An unreadable answer applies no usage (usage_transition leaves it out).
         let card = self.apply_reading(iccid, &at_carrier).await?;
         match &card.pool {

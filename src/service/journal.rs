@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
 use super::{CardService, Result, ServiceError};
-use crate::carrier::{Carrier, CarrierError, ServiceState};
+use crate::carrier::{Carrier, CarrierCard, CarrierError, ServiceState};
 use crate::clock::Clock;
 use crate::domain::event;
 use crate::domain::{Card, CardEvent, CarrierAction, Cause, Fen, Iccid, Transition};
@@ -204,10 +204,11 @@ async fn send(
             Ok(()) => return Sent::Applied,
             Err(CarrierError::OutcomeUnknown(msg)) => match carrier.card(iccid).await {
                 // The carrier answered but its state cannot be read: as good as no answer.
-                Ok(c) if c.unknown.is_some() => {
+                Ok(CarrierCard {
+                    unknown: Some(why), ..
+                }) => {
                     return Sent::Unknown(fail(CarrierError::OutcomeUnknown(format!(
-                        "{msg}; the card's state could not be read back: unknown at carrier: {}",
-                        c.unknown.unwrap_or_default()
+                        "{msg}; the card's state could not be read back: unknown at carrier: {why}"
                     ))))
                 }
                 Ok(c) if c.state == wanted_state(action) => return Sent::Applied,
@@ -526,9 +527,10 @@ impl CardService {
         let owner = &self.holder.owner;
         match read_with_retries(self.ops_clock.as_ref(), carrier.as_ref(), &iccid).await {
             // A state that cannot be read settles nothing either way: read again later.
-            Ok(c) if c.unknown.is_some() => {
+            Ok(CarrierCard {
+                unknown: Some(why), ..
+            }) => {
                 let wait = (500i64 << op.attempts.clamp(0, 5)).min(MAX_SETTLE_BACKOFF_MS);
-                let why = c.unknown.unwrap_or_default();
                 self.release(
                     op.id,
                     &format!("settling read: unknown at carrier: {why}"),

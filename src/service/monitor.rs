@@ -598,11 +598,7 @@ impl CardService {
                 continue;
             }
             if let Some(r) = readings.get(&card.iccid) {
-                self.note_carrier_unknown(&card, r).await?;
-                // An unreadable answer shows no state: nothing to compare.
-                if r.unknown.is_none() {
-                    self.check_drift(&card, r.state).await?;
-                }
+                self.check_reading(&card, r).await?;
             }
             let t = self
                 .usage_transition(&card, readings.get(&card.iccid), now)
@@ -675,14 +671,12 @@ impl CardService {
         Ok(t)
     }
 
-    /// Records on the card that the carrier's answer about it could not be read ("unknown at
-    /// carrier", shown on GetCard and in the diagnosis), or clears the mark once a read
-    /// succeeds. Written only when it changes.
-    pub(crate) async fn note_carrier_unknown(
-        &self,
-        card: &Card,
-        reading: &CarrierCard,
-    ) -> Result<()> {
+    /// What a reading says about the card besides its usage: records on the card that the
+    /// carrier's answer about it could not be read ("unknown at carrier", shown on GetCard and
+    /// in the diagnosis), or clears the mark once a read succeeds (written only when it
+    /// changes); and, for a readable answer, whether the carrier's state drifted from the
+    /// card's (an unreadable one shows no state to compare).
+    pub(crate) async fn check_reading(&self, card: &Card, reading: &CarrierCard) -> Result<()> {
         match (&reading.unknown, &card.carrier_unknown) {
             (Some(why), Some(had)) if why == had => {}
             (Some(why), _) => {
@@ -700,6 +694,9 @@ impl CardService {
                 }
             }
             (None, None) => {}
+        }
+        if reading.unknown.is_none() {
+            self.check_drift(card, reading.state).await?;
         }
         Ok(())
     }

@@ -470,13 +470,10 @@ impl Carrier for Cmp {
     async fn onboard(&self, cards: &[OnboardCard]) -> Result<(), CarrierError> {
         if self.identifier == CardIdentifier::AccessNumber {
             for c in cards {
-                let theirs = self.telephone(&c.iccid).await.map_err(|e| match e {
-                    CarrierError::Rejected { code, message } => CarrierError::Rejected {
-                        code,
-                        message: format!("{}: {message}", c.iccid),
-                    },
-                    other => other,
-                })?;
+                let theirs = self
+                    .telephone(&c.iccid)
+                    .await
+                    .map_err(|e| naming(&c.iccid, e))?;
                 let theirs = theirs.ok_or_else(|| no_number(&c.iccid))?;
                 if let Some(given) = c.msisdn.as_deref().filter(|g| *g != theirs) {
                     return Err(CarrierError::Rejected {
@@ -492,13 +489,9 @@ impl Carrier for Cmp {
             return Ok(());
         }
         for c in cards {
-            self.status(&c.iccid).await.map_err(|e| match e {
-                CarrierError::Rejected { code, message } => CarrierError::Rejected {
-                    code,
-                    message: format!("{}: {message}", c.iccid),
-                },
-                other => other,
-            })?;
+            self.status(&c.iccid)
+                .await
+                .map_err(|e| naming(&c.iccid, e))?;
         }
         Ok(())
     }
@@ -550,6 +543,17 @@ impl Carrier for Cmp {
 pub const MSISDN_MISMATCH: &str = "MSISDN_MISMATCH";
 /// simgate's code for a card the platform holds no access number for.
 pub const NO_ACCESS_NUMBER: &str = "NO_ACCESS_NUMBER";
+
+/// A refusal of an import's card, with the card named (an import has many).
+fn naming(iccid: &Iccid, e: CarrierError) -> CarrierError {
+    match e {
+        CarrierError::Rejected { code, message } => CarrierError::Rejected {
+            code,
+            message: format!("{iccid}: {message}"),
+        },
+        other => other,
+    }
+}
 
 fn no_number(iccid: &Iccid) -> CarrierError {
     CarrierError::Rejected {
