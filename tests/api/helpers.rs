@@ -980,3 +980,32 @@ pub async fn sim_post(url: &str, body: &serde_json::Value) {
         resp.text().await
     );
 }
+
+/// What a wire simulator received and answered: for each request, the part of its URI a test
+/// reads (its path or its query string) and the body of the answer, in order.
+pub type Exchanges = Arc<std::sync::Mutex<Vec<(String, String)>>>;
+
+/// `app` with every exchange recorded into `log`, each request named by `name` of its URI.
+pub fn recording(
+    app: axum::Router,
+    log: Exchanges,
+    name: fn(&axum::http::Uri) -> String,
+) -> axum::Router {
+    app.layer(axum::middleware::from_fn(
+        move |req: axum::extract::Request, next: axum::middleware::Next| {
+            let log = log.clone();
+            async move {
+                let key = name(req.uri());
+                let resp = next.run(req).await;
+                let (parts, body) = resp.into_parts();
+                let bytes = axum::body::to_bytes(body, 1 << 20)
+                    .await
+                    .expect("the simulator's answer");
+                log.lock()
+                    .expect("exchanges")
+                    .push((key, String::from_utf8_lossy(&bytes).into_owned()));
+                axum::response::Response::from_parts(parts, axum::body::Body::from(bytes))
+            }
+        },
+    ))
+}

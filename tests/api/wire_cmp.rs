@@ -12,7 +12,7 @@ use simgate::carrier::{Carrier, CarrierError, LastSession, OnboardCard, ServiceS
 use simgate::clock::ManualClock;
 use simgate::domain::{CarrierId, CarrierPolicy, Iccid};
 
-use crate::helpers::{start_time, Backend, TestDb};
+use crate::helpers::{recording, start_time, Backend, Exchanges, TestDb};
 
 const KEY: &str = "k3yS3cr3t";
 const USER: &str = "simgate";
@@ -25,26 +25,6 @@ struct Rig {
     /// Every request the simulator received (its query string) and the body it answered.
     exchanges: Exchanges,
     _db: TestDb,
-}
-
-type Exchanges = Arc<std::sync::Mutex<Vec<(String, String)>>>;
-
-/// Records each request's query string and the answer's body.
-async fn record(
-    axum::extract::State(log): axum::extract::State<Exchanges>,
-    req: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> axum::response::Response {
-    let query = req.uri().query().unwrap_or("").to_string();
-    let resp = next.run(req).await;
-    let (parts, body) = resp.into_parts();
-    let bytes = axum::body::to_bytes(body, 1 << 20)
-        .await
-        .expect("the simulator's answer");
-    log.lock()
-        .unwrap()
-        .push((query, String::from_utf8_lossy(&bytes).into_owned()));
-    axum::response::Response::from_parts(parts, axum::body::Body::from(bytes))
 }
 
 fn iccid(n: u32) -> Iccid {
@@ -99,17 +79,17 @@ async fn rig() -> Rig {
         .expect("bind");
     let base_url = format!("http://{}/m2m_ec", listener.local_addr().expect("addr"));
     let exchanges = Exchanges::default();
-    let app = router(
-        sim.clone(),
-        &config(&base_url, PASSWORD, KEY, 10_000),
-        WireOptions {
-            timeout_after_apply_delay: Duration::from_millis(1_500),
-        },
-    )
-    .layer(axum::middleware::from_fn_with_state(
+    let app = recording(
+        router(
+            sim.clone(),
+            &config(&base_url, PASSWORD, KEY, 10_000),
+            WireOptions {
+                timeout_after_apply_delay: Duration::from_millis(1_500),
+            },
+        ),
         exchanges.clone(),
-        record,
-    ));
+        |uri| uri.query().unwrap_or("").to_string(),
+    );
     tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
     });

@@ -1097,34 +1097,16 @@ fn shape(body: &str) -> std::collections::BTreeSet<(String, &'static str)> {
     out
 }
 
-/// Each request's path and the answer's body, in order.
-type Answers = Arc<std::sync::Mutex<Vec<(String, String)>>>;
-
-/// Records each request's path and the answer's body.
-async fn record_answers(
-    axum::extract::State(log): axum::extract::State<Answers>,
-    req: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> axum::response::Response {
-    let path = req.uri().path().to_string();
-    let resp = next.run(req).await;
-    let (parts, body) = resp.into_parts();
-    let bytes = axum::body::to_bytes(body, 1 << 20).await.expect("answer");
-    log.lock()
-        .unwrap()
-        .push((path, String::from_utf8_lossy(&bytes).into_owned()));
-    axum::response::Response::from_parts(parts, axum::body::Body::from(bytes))
-}
-
 /// The simulator's answers to every call the adapter makes, once.
 async fn simulator_answers(opts: WireOptions, method: HttpMethod) -> Vec<(String, String)> {
     let r = rig_with(opts.clone(), 2_000).await;
-    let log: Answers = Arc::default();
+    let log = crate::helpers::Exchanges::default();
     let server_cfg = config("127.0.0.1:1".parse().expect("addr"), PASSWORD, 2_000);
-    let app = router(r.sim.clone(), &server_cfg, opts).layer(axum::middleware::from_fn_with_state(
+    let app = crate::helpers::recording(
+        router(r.sim.clone(), &server_cfg, opts),
         log.clone(),
-        record_answers,
-    ));
+        |uri| uri.path().to_string(),
+    );
     let addr = serve(app).await;
     let a = OneLink::new(
         &config_sending(addr, method),
