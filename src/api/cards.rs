@@ -457,6 +457,24 @@ impl pb::card_service_server::CardService for CardApi {
         }))
     }
 
+    async fn rebind_card(
+        &self,
+        _request: Request<pb::RebindCardRequest>,
+    ) -> Result<Response<pb::Card>, Status> {
+        Err(Status::unimplemented(
+            "RebindCard lands with the orders issue",
+        ))
+    }
+
+    async fn list_carrier_orders(
+        &self,
+        _request: Request<pb::ListCarrierOrdersRequest>,
+    ) -> Result<Response<pb::ListCarrierOrdersResponse>, Status> {
+        Err(Status::unimplemented(
+            "ListCarrierOrders lands with the orders issue",
+        ))
+    }
+
     async fn diagnose_card(
         &self,
         request: Request<pb::DiagnoseCardRequest>,

@@ -138,6 +138,17 @@ pub fn policy_to_pb(p: &CarrierPolicy) -> pb::CarrierPolicy {
     }
 }
 
+pub fn order_state_to_pb(s: crate::domain::OrderState) -> pb::CarrierOrderState {
+    use crate::domain::OrderState;
+    match s {
+        OrderState::Scheduled => pb::CarrierOrderState::Scheduled,
+        OrderState::Submitted => pb::CarrierOrderState::Submitted,
+        OrderState::Unknown => pb::CarrierOrderState::Unknown,
+        OrderState::Applied => pb::CarrierOrderState::Applied,
+        OrderState::Refused => pb::CarrierOrderState::Refused,
+    }
+}
+
 pub fn card_to_pb(c: &Card, policy: Option<&CarrierPolicy>) -> pb::Card {
     pb::Card {
         iccid: c.iccid.to_string(),
@@ -184,9 +195,13 @@ pub fn card_to_pb(c: &Card, policy: Option<&CarrierPolicy>) -> pb::Card {
                 crate::domain::CarrierAction::Stop => pb::CarrierAction::Stop,
                 crate::domain::CarrierAction::Restore => pb::CarrierAction::Restore,
                 crate::domain::CarrierAction::Cancel => pb::CarrierAction::Cancel,
+                crate::domain::CarrierAction::Rebind => pb::CarrierAction::Rebind,
             } as i32,
             since: Some(timestamp(p.since)),
             order_id: p.order_id.clone().unwrap_or_default(),
+            order: p.order,
+            state: order_state_to_pb(p.state()) as i32,
+            not_before: p.not_before.map(timestamp),
         }),
         drift: c.drift.as_ref().map(|d| pb::CarrierDrift {
             carrier_state: d.carrier_state.clone(),

@@ -209,6 +209,17 @@ fn status_of(e: ServiceError) -> Status {
                         message,
                         info("CARRIER_OUTCOME_UNKNOWN", meta),
                     ),
+                    CarrierError::Deferred {
+                        code,
+                        message: m,
+                        retry_after,
+                    } => {
+                        meta.insert("carrier_code".into(), code);
+                        meta.insert("carrier_message".into(), m);
+                        let mut d = info("CARRIER_DEFERRED", meta);
+                        d.set_retry_info(retry_after);
+                        Status::with_error_details(Code::Unavailable, message, d)
+                    }
                 }
             }
             ServiceError::OutcomePending {

@@ -17,7 +17,10 @@ use tracing::field::Empty;
 use tracing::Instrument;
 
 use super::budget::Budget;
-use super::{Carrier, CarrierCard, CarrierError, LastSession, OnboardCard};
+use super::{
+    Binding, Carrier, CarrierCard, CarrierError, LastSession, OnboardCard, OrderProgress, Rebind,
+    Receipt,
+};
 use crate::clock::Clock;
 use crate::domain::{AccountId, CarrierId, CarrierPolicy, Iccid};
 
@@ -110,6 +113,7 @@ pub fn outcome_label<T>(result: &Result<T, CarrierError>) -> &'static str {
         Err(CarrierError::Rejected { .. }) => "rejected",
         Err(CarrierError::CircuitOpen(_)) => "circuit_open",
         Err(CarrierError::OutcomeUnknown(_)) => "outcome_unknown",
+        Err(CarrierError::Deferred { .. }) => "deferred",
     }
 }
 
@@ -415,19 +419,53 @@ impl Carrier for Guarded {
         self.inner.batch_limit()
     }
 
-    async fn stop(&self, iccid: &Iccid) -> Result<(), CarrierError> {
+    async fn stop(&self, iccid: &Iccid) -> Result<Receipt, CarrierError> {
         let span = call_span!(self, "stop", iccid = iccid);
         self.call("stop", span, self.inner.stop(iccid)).await
     }
 
-    async fn restore(&self, iccid: &Iccid) -> Result<(), CarrierError> {
+    async fn restore(&self, iccid: &Iccid) -> Result<Receipt, CarrierError> {
         let span = call_span!(self, "restore", iccid = iccid);
         self.call("restore", span, self.inner.restore(iccid)).await
     }
 
-    async fn cancel(&self, iccid: &Iccid) -> Result<(), CarrierError> {
+    async fn cancel(&self, iccid: &Iccid) -> Result<Receipt, CarrierError> {
         let span = call_span!(self, "cancel", iccid = iccid);
         self.call("cancel", span, self.inner.cancel(iccid)).await
+    }
+
+    async fn rebind(&self, iccid: &Iccid, rebind: &Rebind) -> Result<Receipt, CarrierError> {
+        let span = call_span!(self, "rebind", iccid = iccid);
+        self.call("rebind", span, self.inner.rebind(iccid, rebind))
+            .await
+    }
+
+    fn rebind_modes(&self) -> Vec<&'static str> {
+        self.inner.rebind_modes()
+    }
+
+    fn queries_orders(&self) -> bool {
+        self.inner.queries_orders()
+    }
+
+    async fn order(&self, iccid: &Iccid, order_id: &str) -> Result<OrderProgress, CarrierError> {
+        let span = call_span!(self, "order", iccid = iccid);
+        self.call("order", span, self.inner.order(iccid, order_id))
+            .await
+    }
+
+    async fn stop_reasons(
+        &self,
+        iccid: &Iccid,
+    ) -> Result<Option<crate::domain::StopReasons>, CarrierError> {
+        let span = call_span!(self, "stop_reasons", iccid = iccid);
+        self.call("stop_reasons", span, self.inner.stop_reasons(iccid))
+            .await
+    }
+
+    async fn binding(&self, iccid: &Iccid) -> Result<Option<Binding>, CarrierError> {
+        let span = call_span!(self, "binding", iccid = iccid);
+        self.call("binding", span, self.inner.binding(iccid)).await
     }
 }
 
@@ -480,7 +518,7 @@ mod tests {
         m.expect_restore()
             .times(2)
             .in_sequence(&mut seq)
-            .returning(|_| Ok(()));
+            .returning(|_| Ok(crate::carrier::Receipt::applied()));
         let clock = crate::clock::ManualClock::new(chrono::Utc::now());
         let g = Guarded::new(
             Arc::new(m),

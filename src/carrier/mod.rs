@@ -40,6 +40,109 @@ pub enum CarrierError {
     /// the caller must read the card's state before deciding, never blindly resend.
     #[error("carrier outcome unknown: {0}")]
     OutcomeUnknown(String),
+    /// The platform did not take the change now, for a reason that may pass: a repeat window
+    /// (同一卡号N分钟内不能重复办理), or a refusal of a change the adapter cannot classify. As
+    /// far as simgate can tell nothing was applied, but it is never final: the journal reads
+    /// the card, and if the change is not there, sends it again later (`retry_after` when the
+    /// platform or the account's repeat window says, else after a backoff).
+    #[error("carrier deferred the change: [{code}] {message}")]
+    Deferred {
+        code: String,
+        message: String,
+        retry_after: Option<Duration>,
+    },
+}
+
+/// How a platform took a change it accepted.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Receipt {
+    /// The platform's id for the change (OneLink `orderNum`, CMP `GROUP_TRANSACTIONID`), when
+    /// its answer carries one.
+    pub order_id: Option<String>,
+    /// The platform took the change as an order it has not completed yet: the journal settles
+    /// it later, with [`Carrier::order`] where the platform has an order query, else by reading
+    /// the card. False: the answer is proof the change is applied.
+    pub in_progress: bool,
+}
+
+impl Receipt {
+    /// Applied, with no order id.
+    pub fn applied() -> Receipt {
+        Receipt::default()
+    }
+
+    /// Applied, and the platform named the change `id`.
+    pub fn applied_as(id: impl Into<String>) -> Receipt {
+        Receipt {
+            order_id: Some(id.into()),
+            in_progress: false,
+        }
+    }
+
+    /// Accepted as order `id`, still to complete.
+    pub fn in_progress(id: Option<String>) -> Receipt {
+        Receipt {
+            order_id: id,
+            in_progress: true,
+        }
+    }
+}
+
+/// Where a platform's order stands, from its order query.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OrderProgress {
+    /// Not finished; the platform's own status word (OneLink `acknowledged`, `inProgress`, ...).
+    Open(String),
+    /// Completed: the change is applied.
+    Completed,
+    /// Ended without applying it (OneLink `failed`, `aborted`, `cancelled`): the status word.
+    Failed(String),
+}
+
+/// A change of a card's machine-card binding (机卡绑定), sent by `RebindCard`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case", tag = "mode", content = "imei")]
+pub enum Rebind {
+    /// Remove the binding: the card works in any device.
+    Unbind,
+    /// Bind to the device the card is in now (OneLink 首话单自动绑定, CMP ordinary rebind).
+    CurrentDevice,
+    /// Bind to this IMEI (OneLink bindingStyle 1 with its TAC, CMP `bind_type=2`).
+    Imei(String),
+}
+
+impl Rebind {
+    /// The stored and shown name of the mode.
+    pub fn mode(&self) -> &'static str {
+        match self {
+            Rebind::Unbind => "UNBIND",
+            Rebind::CurrentDevice => "CURRENT_DEVICE",
+            Rebind::Imei(_) => "IMEI",
+        }
+    }
+}
+
+/// A card's machine-card binding as the platform reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Binding {
+    /// Whether the card is bound to a device.
+    pub bound: bool,
+    /// The IMEI of the device the card is in (or bound to), when the platform says.
+    pub imei: Option<String>,
+    /// The platform found the card separated from its bound device (OneLink 已分离), and
+    /// since when if it says.
+    pub separated: bool,
+    pub separated_since: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// What a change sends: the journal's [`CarrierAction`](crate::domain::CarrierAction) with its
+/// parameters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    Stop,
+    Restore,
+    Cancel,
+    Rebind(Rebind),
 }
 
 /// Whether the carrier gives the card service.
@@ -198,14 +301,75 @@ pub trait Carrier: Send + Sync + 'static {
     }
 
     /// 停机. Stopping a stopped card succeeds and changes nothing.
-    async fn stop(&self, iccid: &Iccid) -> Result<(), CarrierError>;
+    async fn stop(&self, iccid: &Iccid) -> Result<Receipt, CarrierError>;
 
     /// 复机. Restoring an active card succeeds and changes nothing.
-    async fn restore(&self, iccid: &Iccid) -> Result<(), CarrierError>;
+    async fn restore(&self, iccid: &Iccid) -> Result<Receipt, CarrierError>;
 
     /// 销户 at the end of the retention window. Carriers release the number by themselves; a
     /// real adapter confirms it happened, the simulator applies it. Idempotent.
-    async fn cancel(&self, iccid: &Iccid) -> Result<(), CarrierError>;
+    async fn cancel(&self, iccid: &Iccid) -> Result<Receipt, CarrierError>;
+
+    /// Changes the card's machine-card binding. Platforms without binding calls refuse it
+    /// (see [`Carrier::rebind_modes`], which the service checks first).
+    async fn rebind(&self, _iccid: &Iccid, rebind: &Rebind) -> Result<Receipt, CarrierError> {
+        Err(CarrierError::Rejected {
+            code: "REBIND_NOT_SUPPORTED".into(),
+            message: format!(
+                "this platform has no binding call for mode {}",
+                rebind.mode()
+            ),
+        })
+    }
+
+    /// The [`Rebind`] modes the platform has calls for (names as [`Rebind::mode`]); empty: the
+    /// platform has no binding calls.
+    fn rebind_modes(&self) -> Vec<&'static str> {
+        Vec::new()
+    }
+
+    /// Whether the platform can say where an order stands ([`Carrier::order`]).
+    fn queries_orders(&self) -> bool {
+        false
+    }
+
+    /// Where the platform's order `order_id` (for card `iccid`) stands.
+    async fn order(&self, _iccid: &Iccid, order_id: &str) -> Result<OrderProgress, CarrierError> {
+        Err(CarrierError::Rejected {
+            code: "ORDER_QUERY_NOT_SUPPORTED".into(),
+            message: format!("this platform has no order query (order {order_id})"),
+        })
+    }
+
+    /// Why the platform stopped the card, in simgate's terms, where the platform says (OneLink
+    /// `/query/sim-stop-reason`); None: the platform cannot say. Read by the usage sync for a
+    /// card the carrier shows stopped, and by the diagnosis.
+    async fn stop_reasons(
+        &self,
+        _iccid: &Iccid,
+    ) -> Result<Option<crate::domain::StopReasons>, CarrierError> {
+        Ok(None)
+    }
+
+    /// The card's machine-card binding, where the platform has a binding query; None: it has
+    /// none.
+    async fn binding(&self, _iccid: &Iccid) -> Result<Option<Binding>, CarrierError> {
+        Ok(None)
+    }
+}
+
+/// Sends `change` through `carrier`: the one entry the journal uses.
+pub async fn send_change(
+    carrier: &dyn Carrier,
+    iccid: &Iccid,
+    change: &Change,
+) -> Result<Receipt, CarrierError> {
+    match change {
+        Change::Stop => carrier.stop(iccid).await,
+        Change::Restore => carrier.restore(iccid).await,
+        Change::Cancel => carrier.cancel(iccid).await,
+        Change::Rebind(r) => carrier.rebind(iccid, r).await,
+    }
 }
 
 /// One configured account: its adapter (behind its guard) and what is shown of it.

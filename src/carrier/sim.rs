@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 
-use super::{Carrier, CarrierCard, CarrierError, OnboardCard, ServiceState};
+use super::{Carrier, CarrierCard, CarrierError, OnboardCard, Receipt, ServiceState};
 use crate::clock::Clock;
 use crate::domain::{AccountId, CarrierId, CarrierPolicy, Iccid};
 use crate::store::Store;
@@ -428,16 +428,22 @@ impl Carrier for SimCarrier {
         SIM_BATCH
     }
 
-    async fn stop(&self, iccid: &Iccid) -> Result<(), CarrierError> {
-        self.change(iccid, ServiceState::Stopped).await
+    async fn stop(&self, iccid: &Iccid) -> Result<Receipt, CarrierError> {
+        self.change(iccid, ServiceState::Stopped)
+            .await
+            .map(|()| Receipt::applied())
     }
 
-    async fn restore(&self, iccid: &Iccid) -> Result<(), CarrierError> {
-        self.change(iccid, ServiceState::Active).await
+    async fn restore(&self, iccid: &Iccid) -> Result<Receipt, CarrierError> {
+        self.change(iccid, ServiceState::Active)
+            .await
+            .map(|()| Receipt::applied())
     }
 
-    async fn cancel(&self, iccid: &Iccid) -> Result<(), CarrierError> {
-        self.change(iccid, ServiceState::Cancelled).await
+    async fn cancel(&self, iccid: &Iccid) -> Result<Receipt, CarrierError> {
+        self.change(iccid, ServiceState::Cancelled)
+            .await
+            .map(|()| Receipt::applied())
     }
 }
 

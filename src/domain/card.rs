@@ -167,13 +167,72 @@ pub struct Card {
     pub carrier_unknown: Option<String>,
 }
 
-/// A change sent to the carrier whose outcome is unknown until the journal settles it.
+/// A carrier change the journal has open for the card: scheduled, or sent and not settled yet.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PendingChange {
     pub action: CarrierAction,
+    /// When simgate accepted it.
     pub since: DateTime<Utc>,
     /// The carrier's order id, when its platform answered with one.
     pub order_id: Option<String>,
+    /// simgate's id of the order (the journal's).
+    pub order: i64,
+    /// The earliest time it may be sent (the end of a repeat window), on the card clock.
+    pub not_before: Option<DateTime<Utc>>,
+    /// Whether it has been sent.
+    pub sent: bool,
+}
+
+/// Where a carrier order stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OrderState {
+    /// Accepted, not sent yet: it waits for its `not_before`.
+    Scheduled,
+    /// Sent; the carrier took it as an order it has not completed.
+    Submitted,
+    /// Sent; whether the carrier applied it is not known yet.
+    Unknown,
+    Applied,
+    /// Refused, or it did not happen: nothing changed.
+    Refused,
+}
+
+impl OrderState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OrderState::Scheduled => "SCHEDULED",
+            OrderState::Submitted => "SUBMITTED",
+            OrderState::Unknown => "UNKNOWN",
+            OrderState::Applied => "APPLIED",
+            OrderState::Refused => "REFUSED",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<OrderState> {
+        [
+            OrderState::Scheduled,
+            OrderState::Submitted,
+            OrderState::Unknown,
+            OrderState::Applied,
+            OrderState::Refused,
+        ]
+        .into_iter()
+        .find(|x| x.as_str() == s)
+    }
+}
+
+impl PendingChange {
+    /// Where the open order stands: not sent yet, sent as a carrier order, or sent with no
+    /// answer that settles it.
+    pub fn state(&self) -> OrderState {
+        if !self.sent {
+            OrderState::Scheduled
+        } else if self.order_id.is_some() {
+            OrderState::Submitted
+        } else {
+            OrderState::Unknown
+        }
+    }
 }
 
 /// What the carrier showed that the card does not say.

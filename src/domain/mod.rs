@@ -18,7 +18,8 @@ pub mod rules;
 
 pub use account::AccountId;
 pub use card::{
-    Card, CardStatus, Drift, LastSession, LifecycleStage, PendingChange, Plan, RealNameStatus,
+    Card, CardStatus, Drift, LastSession, LifecycleStage, OrderState, PendingChange, Plan,
+    RealNameStatus,
 };
 pub use carrier::CarrierId;
 pub use event::{CardEvent, Cause, PoolEvent};

@@ -21,6 +21,8 @@ pub enum CarrierAction {
     Restore,
     /// 销户: the retention window ran out; the number is released.
     Cancel,
+    /// 机卡重绑: the card's machine-card binding changes (RebindCard); its service state does not.
+    Rebind,
 }
 
 impl CarrierAction {
@@ -30,6 +32,7 @@ impl CarrierAction {
             CarrierAction::Stop => "STOP",
             CarrierAction::Restore => "RESTORE",
             CarrierAction::Cancel => "CANCEL",
+            CarrierAction::Rebind => "REBIND",
         }
     }
 
@@ -38,6 +41,7 @@ impl CarrierAction {
             CarrierAction::Stop,
             CarrierAction::Restore,
             CarrierAction::Cancel,
+            CarrierAction::Rebind,
         ]
         .into_iter()
         .find(|a| a.as_str() == s)
@@ -49,6 +53,7 @@ impl CarrierAction {
             CarrierAction::Stop => "stop (停机)",
             CarrierAction::Restore => "restore (复机)",
             CarrierAction::Cancel => "cancellation (销户)",
+            CarrierAction::Rebind => "rebinding (机卡重绑)",
         }
     }
 }

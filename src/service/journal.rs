@@ -152,6 +152,7 @@ fn wanted_state(action: CarrierAction) -> ServiceState {
         CarrierAction::Stop => ServiceState::Stopped,
         CarrierAction::Restore => ServiceState::Active,
         CarrierAction::Cancel => ServiceState::Cancelled,
+        CarrierAction::Rebind => ServiceState::Active,
     }
 }
 
@@ -199,9 +200,14 @@ async fn send(
             CarrierAction::Stop => carrier.stop(iccid).await,
             CarrierAction::Restore => carrier.restore(iccid).await,
             CarrierAction::Cancel => carrier.cancel(iccid).await,
+            CarrierAction::Rebind => {
+                carrier
+                    .rebind(iccid, &crate::carrier::Rebind::CurrentDevice)
+                    .await
+            }
         };
         match sent {
-            Ok(()) => return Sent::Applied,
+            Ok(_) => return Sent::Applied,
             Err(CarrierError::OutcomeUnknown(msg)) => match carrier.card(iccid).await {
                 // The carrier answered but its state cannot be read: as good as no answer.
                 Ok(CarrierCard {

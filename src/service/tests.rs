@@ -151,7 +151,7 @@ async fn a_passing_carrier_failure_is_retried_and_journaled_as_applied() {
     m.expect_stop()
         .times(1)
         .in_sequence(&mut seq)
-        .returning(|_| Ok(()));
+        .returning(|_| Ok(crate::carrier::Receipt::applied()));
     let f = fixture(m).await;
     let before = imported(&f, new_card(CarrierId::Mobile)).await;
     let card = f
@@ -366,7 +366,7 @@ async fn a_pending_change_the_carrier_shows_not_applied_is_abandoned_and_can_be_
     m.expect_stop()
         .times(1)
         .in_sequence(&mut seq)
-        .returning(|_| Ok(()));
+        .returning(|_| Ok(crate::carrier::Receipt::applied()));
     let f = fixture(m).await;
     let before = imported(&f, new_card(CarrierId::Mobile)).await;
     let err = f
@@ -738,15 +738,15 @@ impl Carrier for Hanging {
     async fn card(&self, iccid: &Iccid) -> Result<CarrierCard, CarrierError> {
         at_carrier(ServiceState::Stopped)(iccid)
     }
-    async fn stop(&self, _: &Iccid) -> Result<(), CarrierError> {
+    async fn stop(&self, _: &Iccid) -> Result<crate::carrier::Receipt, CarrierError> {
         self.1.notify_one();
         std::future::pending().await
     }
-    async fn restore(&self, _: &Iccid) -> Result<(), CarrierError> {
+    async fn restore(&self, _: &Iccid) -> Result<crate::carrier::Receipt, CarrierError> {
         self.1.notify_one();
         std::future::pending().await
     }
-    async fn cancel(&self, _: &Iccid) -> Result<(), CarrierError> {
+    async fn cancel(&self, _: &Iccid) -> Result<crate::carrier::Receipt, CarrierError> {
         self.1.notify_one();
         std::future::pending().await
     }
@@ -805,7 +805,9 @@ async fn a_dropped_call_gives_up_its_hold_and_its_intent_is_settled_after_the_le
 #[tokio::test]
 async fn a_batch_item_redone_after_a_crash_counts_both_attempts() {
     let mut m = mock(CarrierId::Mobile);
-    m.expect_stop().times(1).returning(|_| Ok(()));
+    m.expect_stop()
+        .times(1)
+        .returning(|_| Ok(crate::carrier::Receipt::applied()));
     let f = fixture(m).await;
     let card = imported(&f, new_card(CarrierId::Mobile)).await;
     let batches = batch::BatchService::new(f.service.clone(), f.store.clone())

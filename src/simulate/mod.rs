@@ -17,7 +17,10 @@ use crate::carrier::http::HttpTimeouts;
 pub use crate::carrier::platform::SimulatorTransport;
 use crate::carrier::platform::{with_secrets_shown, ApiConfig, Platform};
 use crate::carrier::sim::SimCarrier;
-use crate::carrier::{Carrier, CarrierCard, CarrierError, LastSession, OnboardCard};
+use crate::carrier::{
+    Binding, Carrier, CarrierCard, CarrierError, LastSession, OnboardCard, OrderProgress, Rebind,
+    Receipt,
+};
 use crate::domain::{AccountId, CarrierId, CarrierPolicy, Iccid};
 
 /// Credentials for a wire simulator nobody configured: random, so that a simulator reachable
@@ -153,20 +156,47 @@ impl Carrier for OverTheWire {
         self.adapter.batch_limit()
     }
 
-    async fn stop(&self, iccid: &Iccid) -> Result<(), CarrierError> {
+    async fn stop(&self, iccid: &Iccid) -> Result<Receipt, CarrierError> {
         self.adapter.stop(iccid).await
     }
 
-    async fn restore(&self, iccid: &Iccid) -> Result<(), CarrierError> {
+    async fn restore(&self, iccid: &Iccid) -> Result<Receipt, CarrierError> {
         self.adapter.restore(iccid).await
     }
 
     /// A real carrier releases the number by itself when retention ends, and the adapter only
     /// confirms it; the simulated carrier releases it here, then the adapter confirms it over
     /// the wire.
-    async fn cancel(&self, iccid: &Iccid) -> Result<(), CarrierError> {
+    async fn cancel(&self, iccid: &Iccid) -> Result<Receipt, CarrierError> {
         self.sim.cancel(iccid).await?;
         self.adapter.cancel(iccid).await
+    }
+
+    async fn rebind(&self, iccid: &Iccid, rebind: &Rebind) -> Result<Receipt, CarrierError> {
+        self.adapter.rebind(iccid, rebind).await
+    }
+
+    fn rebind_modes(&self) -> Vec<&'static str> {
+        self.adapter.rebind_modes()
+    }
+
+    fn queries_orders(&self) -> bool {
+        self.adapter.queries_orders()
+    }
+
+    async fn order(&self, iccid: &Iccid, order_id: &str) -> Result<OrderProgress, CarrierError> {
+        self.adapter.order(iccid, order_id).await
+    }
+
+    async fn stop_reasons(
+        &self,
+        iccid: &Iccid,
+    ) -> Result<Option<crate::domain::StopReasons>, CarrierError> {
+        self.adapter.stop_reasons(iccid).await
+    }
+
+    async fn binding(&self, iccid: &Iccid) -> Result<Option<Binding>, CarrierError> {
+        self.adapter.binding(iccid).await
     }
 }
 

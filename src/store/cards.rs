@@ -36,7 +36,7 @@ const NUM_COLUMNS: usize = 32;
 const SELECT_COLUMNS: &str = concat!(
     written_columns!(),
     ", pending_op_id, pending_action, pending_since_ms, drift_carrier_state, drift_since_ms, \
-     carrier_unknown"
+     carrier_unknown, pending_order_id, pending_not_before_ms, pending_sent_ms"
 );
 
 /// Rows per multi-row INSERT: 32 parameters each stays under SQLite's 32,766-parameter limit.
@@ -115,6 +115,12 @@ pub(super) struct CardRow {
     drift_since_ms: Option<i64>,
     #[serde(default)]
     carrier_unknown: Option<String>,
+    #[serde(default)]
+    pending_order_id: Option<String>,
+    #[serde(default)]
+    pending_not_before_ms: Option<i64>,
+    #[serde(default)]
+    pending_sent_ms: Option<i64>,
 }
 
 impl CardRow {
@@ -158,6 +164,9 @@ impl CardRow {
             drift_carrier_state: None,
             drift_since_ms: None,
             carrier_unknown: None,
+            pending_order_id: None,
+            pending_not_before_ms: None,
+            pending_sent_ms: None,
         })
     }
 }
@@ -168,10 +177,13 @@ impl TryFrom<CardRow> for Card {
     fn try_from(r: CardRow) -> Result<Card, StoreError> {
         let corrupt = |what: &str| StoreError::Corrupt(format!("{what} of card {}", r.iccid));
         let pending = match (r.pending_op_id, &r.pending_action, r.pending_since_ms) {
-            (Some(_), Some(action), Some(since)) => Some(PendingChange {
+            (Some(op), Some(action), Some(since)) => Some(PendingChange {
                 action: CarrierAction::parse(action).ok_or_else(|| corrupt("pending_action"))?,
                 since: millis_to_time(since)?,
-                order_id: None,
+                order_id: r.pending_order_id.clone().filter(|o| !o.is_empty()),
+                order: op,
+                not_before: r.pending_not_before_ms.map(millis_to_time).transpose()?,
+                sent: r.pending_sent_ms.is_some(),
             }),
             (None, _, _) => None,
             _ => return Err(corrupt("pending change")),

@@ -254,9 +254,9 @@ async fn unknown_card_is_the_platforms_invalid_iccid() {
     let h = harness(&[(1, ServiceState::Active, 0)]).await;
     for r in [
         h.jasper.card(&iccid(7)).await.map(|_| ()),
-        h.jasper.stop(&iccid(7)).await,
-        h.jasper.restore(&iccid(7)).await,
-        h.jasper.cancel(&iccid(7)).await,
+        h.jasper.stop(&iccid(7)).await.map(drop),
+        h.jasper.restore(&iccid(7)).await.map(drop),
+        h.jasper.cancel(&iccid(7)).await.map(drop),
         h.jasper.ctd_usage(&iccid(7)).await.map(|_| ()),
         h.jasper.device_details(&iccid(7)).await.map(|_| ()),
     ] {
@@ -277,7 +277,7 @@ async fn wrong_credentials_are_refused_with_the_platforms_code() {
         let bad = Jasper::new(&config(&h.base_url, user, key), ctx()).expect("adapter");
         for r in [
             bad.card(&iccid(1)).await.map(|_| ()),
-            bad.stop(&iccid(1)).await,
+            bad.stop(&iccid(1)).await.map(drop),
         ] {
             let e = r.expect_err("wrong credentials must fail");
             // Credentials never reach an error message.
@@ -840,8 +840,8 @@ async fn wire_jasper_fixture_replies_parse_to_the_dossier_values() {
         for r in [
             j.card(&id).await.map(|_| ()),
             j.last_session(&id).await.map(|_| ()),
-            j.stop(&id).await,
-            j.cancel(&id).await,
+            j.stop(&id).await.map(drop),
+            j.cancel(&id).await.map(drop),
         ] {
             match r {
                 Err(CarrierError::Rejected { code: c, message }) => {

@@ -543,6 +543,7 @@ impl Ctx<'_> {
             crate::domain::CarrierAction::Stop => ("停机", "stop"),
             crate::domain::CarrierAction::Restore => ("复机", "restore"),
             crate::domain::CarrierAction::Cancel => ("销户", "cancellation"),
+            crate::domain::CarrierAction::Rebind => ("机卡重绑", "rebinding"),
         };
         Some(Finding {
             code: "CARRIER_CHANGE_PENDING",

@@ -46,7 +46,9 @@ use serde::{Deserialize, Serialize};
 
 use super::{client, malformed, retry_after, send_error, status_error, HttpTimeouts, Secret};
 use crate::carrier::platform::{AccountCtx, WirePlatform};
-use crate::carrier::{Carrier, CarrierCard, CarrierError, LastSession, OnboardCard, ServiceState};
+use crate::carrier::{
+    Carrier, CarrierCard, CarrierError, LastSession, OnboardCard, Receipt, ServiceState,
+};
 use crate::domain::{CarrierId, Iccid};
 
 /// An `[[accounts]]` entry with `platform = "cmp"`: endpoint and credentials.
@@ -514,20 +516,23 @@ impl Carrier for Cmp {
         })
     }
 
-    async fn stop(&self, iccid: &Iccid) -> Result<(), CarrierError> {
-        self.change(iccid, ORDER_STOP, ServiceState::Stopped).await
+    async fn stop(&self, iccid: &Iccid) -> Result<Receipt, CarrierError> {
+        self.change(iccid, ORDER_STOP, ServiceState::Stopped)
+            .await
+            .map(|()| Receipt::applied())
     }
 
-    async fn restore(&self, iccid: &Iccid) -> Result<(), CarrierError> {
+    async fn restore(&self, iccid: &Iccid) -> Result<Receipt, CarrierError> {
         self.change(iccid, ORDER_RESTORE, ServiceState::Active)
             .await
+            .map(|()| Receipt::applied())
     }
 
     /// Telecom dismantles (拆机) by itself: confirm it happened.
-    async fn cancel(&self, iccid: &Iccid) -> Result<(), CarrierError> {
+    async fn cancel(&self, iccid: &Iccid) -> Result<Receipt, CarrierError> {
         let (code, _) = self.state(iccid).await?;
         if code == DISMANTLED {
-            Ok(())
+            Ok(Receipt::applied())
         } else {
             Err(CarrierError::Rejected {
                 code: NOT_DISMANTLED.into(),

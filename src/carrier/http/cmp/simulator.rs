@@ -122,6 +122,10 @@ fn refuse(code: &str, message: &str) -> Response {
     json(serde_json::to_string(&body).unwrap_or_default())
 }
 
+/// The code the simulator answers a change inside its repeat window with. CMP publishes no
+/// repeat window and no code for one: invented, and outside every published code.
+pub const INVENTED_REPEAT_WINDOW: &str = "-9001";
+
 /// A `SimCarrier` error on the wire, in the platform's codes only.
 fn carrier_error(e: CarrierError) -> Response {
     match e {
@@ -133,6 +137,8 @@ fn carrier_error(e: CarrierError) -> Response {
         // Any other refusal of the simulated carrier (an injected one): a published refusal.
         CarrierError::Rejected { message, .. } => refuse("-7", &message),
         CarrierError::RateLimited { .. } => refuse(RATE_LIMITED, "请求过于频繁，请稍后再试"),
+        // A repeat window of the simulated carrier: CMP publishes no such code (invented).
+        CarrierError::Deferred { message, .. } => refuse(INVENTED_REPEAT_WINDOW, &message),
         CarrierError::Transient(m) | CarrierError::CircuitOpen(m) => {
             (StatusCode::SERVICE_UNAVAILABLE, m).into_response()
         }
@@ -354,7 +360,7 @@ async fn disabled_number(w: &Wire, iccid: &Iccid, order: Option<&str>) -> Respon
         _ => w.sim.restore(iccid).await,
     };
     match result {
-        Ok(()) => change_reply("0", "0", "处理成功！"),
+        Ok(_) => change_reply("0", "0", "处理成功！"),
         Err(CarrierError::OutcomeUnknown(_)) => {
             // Applied, but the client must see no answer in time.
             tokio::time::sleep(w.opts.timeout_after_apply_delay).await;

@@ -54,7 +54,9 @@ use chrono::Utc;
 
 use super::{client, malformed, retry_after, send_error, HttpTimeouts, Secret};
 use crate::carrier::platform::{AccountCtx, WirePlatform};
-use crate::carrier::{Carrier, CarrierCard, CarrierError, LastSession, OnboardCard, ServiceState};
+use crate::carrier::{
+    Carrier, CarrierCard, CarrierError, LastSession, OnboardCard, Receipt, ServiceState,
+};
 use crate::domain::{CarrierId, Iccid};
 
 /// An `[[accounts]]` entry with `platform = "jasper"`: endpoint and credentials.
@@ -305,20 +307,24 @@ impl Carrier for Jasper {
             if code_kind(code) == Some(CodeKind::CardUnknown))
     }
 
-    async fn stop(&self, iccid: &Iccid) -> Result<(), CarrierError> {
-        self.set_status(iccid, ServiceState::Stopped).await
+    async fn stop(&self, iccid: &Iccid) -> Result<Receipt, CarrierError> {
+        self.set_status(iccid, ServiceState::Stopped)
+            .await
+            .map(|()| Receipt::applied())
     }
 
-    async fn restore(&self, iccid: &Iccid) -> Result<(), CarrierError> {
-        self.set_status(iccid, ServiceState::Active).await
+    async fn restore(&self, iccid: &Iccid) -> Result<Receipt, CarrierError> {
+        self.set_status(iccid, ServiceState::Active)
+            .await
+            .map(|()| Receipt::applied())
     }
 
     /// Confirms the platform released the number (RETIRED, PURGED, REPLACED). A null status
     /// or one outside the table is "unavailable" (`Transient`): never a confirmation.
-    async fn cancel(&self, iccid: &Iccid) -> Result<(), CarrierError> {
+    async fn cancel(&self, iccid: &Iccid) -> Result<Receipt, CarrierError> {
         let d = self.device(iccid).await?;
         match d.status.as_deref().map(|s| (s, state_of(s))) {
-            Some((_, Some(ServiceState::Cancelled))) => Ok(()),
+            Some((_, Some(ServiceState::Cancelled))) => Ok(Receipt::applied()),
             Some((status, Some(_))) => Err(CarrierError::Rejected {
                 code: CODE_NOT_RETIRED.into(),
                 message: format!(

@@ -66,6 +66,10 @@ use crate::carrier::sim::SimCarrier;
 use crate::carrier::{Carrier, CarrierError, ServiceState};
 use crate::domain::Iccid;
 
+/// The error code the simulator answers a change inside its repeat window with. Control Center
+/// publishes no repeat window and no code for one: invented, outside the published table.
+pub const INVENTED_REPEAT_WINDOW: &str = "90000001";
+
 /// How the simulator behaves beyond what the [`SimCarrier`]'s faults decide.
 #[derive(Debug, Clone)]
 pub struct WireOptions {
@@ -277,6 +281,10 @@ impl Wire {
                 error(StatusCode::BAD_REQUEST, CODE_INVALID_SIM_STATUS, message)
             }
             CarrierError::RateLimited { .. } => self.rate_limited("injected"),
+            // A repeat window of the simulated carrier: Control Center publishes none (invented).
+            CarrierError::Deferred { message, .. } => {
+                error(StatusCode::BAD_REQUEST, INVENTED_REPEAT_WINDOW, message)
+            }
             CarrierError::Transient(_)
             | CarrierError::CircuitOpen(_)
             | CarrierError::OutcomeUnknown(_) => {
@@ -476,7 +484,7 @@ async fn edit_device(
         )
     };
     match result {
-        Ok(()) => ok(),
+        Ok(_) => ok(),
         // The change was applied: answer only after the client has given up. The client has
         // moved on by then; the held answer does not count as its call in flight (invented).
         Err(CarrierError::OutcomeUnknown(_)) => {

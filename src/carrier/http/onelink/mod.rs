@@ -73,7 +73,7 @@ use serde_json::{json, Map, Value};
 
 use super::{client, malformed, retry_after, send_error, HttpTimeouts, Secret};
 use crate::carrier::platform::{AccountCtx, WirePlatform};
-use crate::carrier::{Carrier, CarrierCard, CarrierError, OnboardCard, ServiceState};
+use crate::carrier::{Carrier, CarrierCard, CarrierError, OnboardCard, Receipt, ServiceState};
 use crate::domain::{CarrierId, Iccid};
 
 /// How a OneLink call is sent (dossier §0.2, DISPUTED).
@@ -491,22 +491,24 @@ impl Carrier for OneLink {
         })
     }
 
-    async fn stop(&self, iccid: &Iccid) -> Result<(), CarrierError> {
+    async fn stop(&self, iccid: &Iccid) -> Result<Receipt, CarrierError> {
         self.change(iccid, codes::OPER_STOP, ServiceState::Stopped)
             .await
+            .map(|()| Receipt::applied())
     }
 
-    async fn restore(&self, iccid: &Iccid) -> Result<(), CarrierError> {
+    async fn restore(&self, iccid: &Iccid) -> Result<Receipt, CarrierError> {
         self.change(iccid, codes::OPER_RESTART, ServiceState::Active)
             .await
+            .map(|()| Receipt::applied())
     }
 
     /// OneLink releases numbers itself; this confirms it has.
-    async fn cancel(&self, iccid: &Iccid) -> Result<(), CarrierError> {
+    async fn cancel(&self, iccid: &Iccid) -> Result<Receipt, CarrierError> {
         let (code, _) = self.status(iccid).await?;
         // Only the released codes confirm it, not any code that maps to Cancelled.
         if codes::RELEASED.contains(&code.as_str()) {
-            return Ok(());
+            return Ok(Receipt::applied());
         }
         Err(CarrierError::Rejected {
             code: codes::NOT_CANCELLED.into(),

@@ -41,6 +41,11 @@ use crate::carrier::sim::SimCarrier;
 use crate::carrier::{Carrier, CarrierError, ServiceState};
 use crate::domain::{Iccid, StopReason};
 
+/// The status the simulator answers a change inside its repeat window with. OneLink documents
+/// the window (同一卡号30分钟内不能重复办理) but no code for it ([onelink.md] §3): invented, outside
+/// every published code.
+pub const INVENTED_REPEAT_WINDOW: &str = "19999";
+
 /// Not OneLink's codes (theirs are not public): the simulator's own, recognisable as such.
 pub const SIM_BAD_REQUEST: &str = "SIM_BAD_REQUEST";
 /// Invented: a change the card's state does not allow (no published code).
@@ -279,6 +284,8 @@ impl Wire {
                 };
                 refuse(&code, &message)
             }
+            // OneLink publishes the window but no code for it: invented.
+            CarrierError::Deferred { message, .. } => refuse(INVENTED_REPEAT_WINDOW, &message),
             CarrierError::RateLimited { retry_after } => {
                 let secs = retry_after.map(|d| d.as_secs_f64().ceil().max(1.0) as u64);
                 let mut r = (StatusCode::TOO_MANY_REQUESTS, "rate limit").into_response();
@@ -475,13 +482,13 @@ async fn change_sim_status(State(w): State<Arc<Wire>>, input: Input) -> Response
         w.sim.restore(&iccid).await
     };
     match result {
-        Ok(()) if w.opts.change_reply_order_num => {
+        Ok(_) if w.opts.change_reply_order_num => {
             let n = w.seq.fetch_add(1, Ordering::SeqCst);
             // The simulated carrier keeps no MSISDN: answered empty, as in basic-info.
             ok(json!({ "orderNum": format!("SIM{n:012}"), "msisdn": "" }))
         }
         // The identifier as it was sent ([PHP], [SIMCTL], [MEH]).
-        Ok(()) => ok(json!({ "iccid": sent })),
+        Ok(_) => ok(json!({ "iccid": sent })),
         Err(e) => w.fail(e).await,
     }
 }
