@@ -73,8 +73,11 @@ use serde_json::{json, Map, Value};
 
 use super::{client, malformed, retry_after, send_error, HttpTimeouts, Secret};
 use crate::carrier::platform::{AccountCtx, WirePlatform};
-use crate::carrier::{Carrier, CarrierCard, CarrierError, OnboardCard, Receipt, ServiceState};
-use crate::domain::{CarrierId, Iccid};
+use crate::carrier::{
+    Binding, Carrier, CarrierCard, CarrierError, OnboardCard, OrderProgress, Rebind, Receipt,
+    ServiceState,
+};
+use crate::domain::{CarrierId, Iccid, StopReasons};
 
 /// How a OneLink call is sent (dossier §0.2, DISPUTED).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
@@ -108,14 +111,41 @@ pub struct OneLinkConfig {
     /// default follows the "most common" rule (4:3). Dossier §0.2.
     #[serde(default)]
     pub request_method: HttpMethod,
+    /// The envelope `status` your platform answers a change inside its repeat window with
+    /// (同一卡号30分钟内不能重复办理, §3: 30 min [PHP] vs 3 min [THL], DISPUTED; the code is
+    /// **not found**, §3, §10). Default none: set it when you learn the code your platform
+    /// answers. A change refused with it is `Deferred` at once (the journal waits out the
+    /// account's window); without it such a refusal is an unrecognised code, read the card
+    /// and `Deferred` all the same.
+    #[serde(default)]
+    pub repeat_window_code: Option<String>,
+    /// `testType` of `/query/card-bind-status` (§7.1): `0` 话单侧检测 (default: the only one
+    /// that gives `sepTime`, the time of separation) or `1` 网络侧检测.
+    #[serde(default = "default_bind_test_type")]
+    pub bind_test_type: String,
+    /// How many leading digits of an IMEI `/operate/card-bind-by-bill` sends as `tac` when
+    /// binding to an IMEI (§7.2: "first 8–14 digits of the IMEI range"; 8 to 14, default 14).
+    /// A TAC binds a *range*: every IMEI starting with those digits (人工录入IMEI段, 一对多),
+    /// so 14 is the narrowest the platform takes (one IMEI's 14 digits before its check digit).
+    #[serde(default = "default_bind_tac_digits")]
+    pub bind_tac_digits: usize,
+}
+
+fn default_bind_test_type() -> String {
+    codes::TEST_TYPE_BILL.to_string()
+}
+
+fn default_bind_tac_digits() -> usize {
+    *codes::TAC_DIGITS.end()
 }
 
 use auth::Token;
 pub use wire::{
-    beijing_time, codes, kb_to_bytes, parse_basic_info, parse_card_status, parse_change_reply,
-    parse_data_usage, parse_envelope, parse_group_usage, parse_last_session, parse_real_name,
-    parse_stop_reason, parse_stop_reasons, parse_token, BasicInfo, ChangeReply, Envelope,
-    OneLinkStopReasons, PlatformStopReason, WireDate, BEIJING_FORMAT,
+    beijing_time, codes, kb_to_bytes, parse_basic_info, parse_bind_status, parse_card_status,
+    parse_change_reply, parse_data_usage, parse_envelope, parse_group_usage, parse_imei,
+    parse_last_session, parse_order_info, parse_real_name, parse_rebind_reply, parse_stop_reason,
+    parse_stop_reasons, parse_token, BasicInfo, BindStatus, ChangeReply, Envelope,
+    OneLinkStopReasons, OrderInfo, PlatformStopReason, WireDate, BEIJING_FORMAT, COMPACT_FORMAT,
 };
 use wire::{first_record, text};
 
@@ -176,6 +206,9 @@ impl WirePlatform for Platform {
             timeouts,
             token_method: HttpMethod::default(),
             request_method: HttpMethod::default(),
+            repeat_window_code: None,
+            bind_test_type: default_bind_test_type(),
+            bind_tac_digits: default_bind_tac_digits(),
         }
     }
 
@@ -196,6 +229,12 @@ pub struct OneLink {
     /// An async lock so that concurrent calls after expiry share one `/get/token`.
     token: tokio::sync::Mutex<Option<Token>>,
     seq: AtomicU32,
+    repeat_window_code: Option<String>,
+    bind_test_type: String,
+    bind_tac_digits: usize,
+    /// Access numbers already found (simgate's record of the card, else
+    /// `/query/sim-basic-info`), so each card's is looked up once per process.
+    numbers: std::sync::Mutex<std::collections::HashMap<Iccid, String>>,
 }
 
 /// An HTTP status without a usable envelope. No HTTP-level facts are published for OneLink,
@@ -225,6 +264,31 @@ impl OneLink {
             return Err("appid is required".into());
         }
         url::Url::parse(&cfg.base_url).map_err(|e| format!("base_url is not a URL: {e}"))?;
+        if ![codes::TEST_TYPE_BILL, codes::TEST_TYPE_NETWORK].contains(&cfg.bind_test_type.as_str())
+        {
+            return Err(format!(
+                "bind_test_type must be \"0\" (话单侧) or \"1\" (网络侧), got {:?}",
+                cfg.bind_test_type
+            ));
+        }
+        if !codes::TAC_DIGITS.contains(&cfg.bind_tac_digits) {
+            return Err(format!(
+                "bind_tac_digits must be 8 to 14, got {}",
+                cfg.bind_tac_digits
+            ));
+        }
+        let repeat_window_code = cfg
+            .repeat_window_code
+            .as_deref()
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+            .map(str::to_string);
+        if repeat_window_code
+            .as_deref()
+            .is_some_and(|c| [codes::OK, codes::TOKEN_INVALID, codes::CARD_UNKNOWN].contains(&c))
+        {
+            return Err("repeat_window_code must not be 0, 12021 or 11011".into());
+        }
         Ok(OneLink {
             ctx,
             base_url: cfg.base_url.trim_end_matches('/').to_string(),
@@ -235,6 +299,10 @@ impl OneLink {
             http: client(&cfg.timeouts)?,
             token: tokio::sync::Mutex::new(None),
             seq: AtomicU32::new(0),
+            repeat_window_code,
+            bind_test_type: cfg.bind_test_type.clone(),
+            bind_tac_digits: cfg.bind_tac_digits,
+            numbers: Default::default(),
         })
     }
 
@@ -358,62 +426,36 @@ impl OneLink {
         )
     }
 
-    /// `/change/sim-status`, settled as the module doc says: only an echo of the card is proof;
-    /// everything else but `11011` is settled by reading the card again.
+    /// `/change/sim-status`, settled as the module doc says: an echo of the card is proof, an
+    /// `orderNum` an order in progress; an answer with neither is settled by reading the card
+    /// again, a refusal by [`OneLink::refused_change`].
     async fn change(
         &self,
         iccid: &Iccid,
         oper: &str,
         to: ServiceState,
-    ) -> Result<(), CarrierError> {
+    ) -> Result<Receipt, CarrierError> {
         let mut p = Map::new();
         p.insert("iccid".into(), json!(iccid.as_str()));
         p.insert("operType".into(), json!(oper));
-        let (why, refused) = match self.call("/change/sim-status", p, true).await? {
+        match self.call("/change/sim-status", p, true).await? {
             Answer::Records(result) => match parse_change_reply(&result, iccid.as_str()) {
-                ChangeReply::Applied => return Ok(()),
-                ChangeReply::NotProof { order_num } => (
-                    format!(
-                        "order {} accepted, not yet applied",
-                        order_num.as_deref().unwrap_or("(without orderNum)")
-                    ),
-                    false,
-                ),
+                ChangeReply::Applied => Ok(Receipt::applied()),
+                ChangeReply::Order { order_num } => Ok(Receipt::in_progress(Some(order_num))),
+                ChangeReply::NotProof => self.confirm(iccid, to).await.map(|()| Receipt::applied()),
             },
-            Answer::Refused { code, message } if code == codes::CARD_UNKNOWN => {
-                return Err(CarrierError::Rejected { code, message })
-            }
             Answer::Refused { code, message } => {
-                (format!("status {code}, message {message}"), true)
+                self.refused_change(iccid, Some(to), code, message).await
             }
-        };
-        self.confirm(iccid, to, why, refused).await
+        }
     }
 
-    /// Reads the card after a change answered without proof. The platform may refuse a change
-    /// to the state the card is already in: that is success for simgate. `refused`: the
-    /// platform said no (then a released card makes it a certain refusal); otherwise it
-    /// accepted something, and only the target state settles it.
-    async fn confirm(
-        &self,
-        iccid: &Iccid,
-        to: ServiceState,
-        why: String,
-        refused: bool,
-    ) -> Result<(), CarrierError> {
+    /// Reads the card after a change accepted without proof (status 0, no echo of the card, no
+    /// `orderNum`): only the target state settles it; anything else is unknown.
+    async fn confirm(&self, iccid: &Iccid, to: ServiceState) -> Result<(), CarrierError> {
+        let why = "accepted without proof (no echo of the card, no orderNum)";
         match self.status(iccid).await {
             Ok((_, state)) if state == to => Ok(()),
-            // Certain whatever the platform's code was: a released card never comes back.
-            Ok((code, _))
-                if refused
-                    && codes::RELEASED.contains(&code.as_str())
-                    && to != ServiceState::Cancelled =>
-            {
-                Err(CarrierError::Rejected {
-                    code: codes::CARD_CANCELLED.into(),
-                    message: format!("{iccid} is cancelled at OneLink (cardStatus {code}); {why}"),
-                })
-            }
             Ok((code, _)) => Err(CarrierError::OutcomeUnknown(format!(
                 "{why}; {iccid} reads cardStatus {code}"
             ))),
@@ -423,8 +465,183 @@ impl OneLink {
         }
     }
 
-    /// `/query/sim-stop-reason` mapped to simgate's stop reasons.
-    pub async fn stop_reasons(&self, iccid: &Iccid) -> Result<OneLinkStopReasons, CarrierError> {
+    /// A change the platform refused. `11011` is final (no such card); the account's
+    /// `repeat_window_code` is `Deferred` at once. Any other code is not published for
+    /// changes: where the change sets a state (`to`), the card is read again — already in the
+    /// target state is success (the platform may refuse a change to the state the card is in),
+    /// released is the certain refusal `CARD_CANCELLED`; otherwise, and for a binding change,
+    /// `Deferred`: the platform said no, nothing is known to be applied, never final.
+    async fn refused_change(
+        &self,
+        iccid: &Iccid,
+        to: Option<ServiceState>,
+        code: String,
+        message: String,
+    ) -> Result<Receipt, CarrierError> {
+        if code == codes::CARD_UNKNOWN {
+            return Err(CarrierError::Rejected { code, message });
+        }
+        let deferred = |message: String| CarrierError::Deferred {
+            code: code.clone(),
+            message,
+            retry_after: None,
+        };
+        if self.repeat_window_code.as_deref() == Some(code.as_str()) {
+            return Err(deferred(format!(
+                "repeat window (同一卡号N分钟内不能重复办理): {message}"
+            )));
+        }
+        let Some(to) = to else {
+            return Err(deferred(format!("unrecognised refusal: {message}")));
+        };
+        match self.status(iccid).await {
+            Ok((_, state)) if state == to => Ok(Receipt::applied()),
+            // Certain whatever the platform's code was: a released card never comes back.
+            Ok((read, _)) if codes::RELEASED.contains(&read.as_str()) => {
+                Err(CarrierError::Rejected {
+                    code: codes::CARD_CANCELLED.into(),
+                    message: format!(
+                        "{iccid} is cancelled at OneLink (cardStatus {read}); status {code}, message {message}"
+                    ),
+                })
+            }
+            Ok((read, _)) => Err(deferred(format!(
+                "unrecognised refusal: {message}; {iccid} reads cardStatus {read}"
+            ))),
+            Err(e) => Err(deferred(format!(
+                "unrecognised refusal: {message}; {iccid} could not be read again: {e}"
+            ))),
+        }
+    }
+
+    /// The access number `/query/card-bind-status` names the card by: kept, else simgate's
+    /// record of the card (`AccountCtx::numbers`), else `/query/sim-basic-info`'s `msisdn`
+    /// (§2.2, [PHP] CMIOT_API23S00). None anywhere: refused before anything is sent.
+    async fn access_number(&self, iccid: &Iccid) -> Result<String, CarrierError> {
+        if let Some(n) = self.known_number(iccid) {
+            return Ok(n);
+        }
+        let stored = self
+            .ctx
+            .numbers
+            .0
+            .msisdn(&self.ctx.account, iccid)
+            .await
+            .map_err(CarrierError::Transient)?;
+        let number = match stored {
+            Some(n) => n,
+            None => self
+                .basic_info(iccid)
+                .await?
+                .msisdn
+                .ok_or_else(|| CarrierError::Rejected {
+                    code: codes::NO_MSISDN.into(),
+                    message: format!(
+                        "{iccid}: no access number stored and none in /query/sim-basic-info; /query/card-bind-status names cards by msisdn only"
+                    ),
+                })?,
+        };
+        self.keep_number(iccid, &number);
+        Ok(number)
+    }
+
+    fn known_number(&self, iccid: &Iccid) -> Option<String> {
+        self.numbers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(iccid)
+            .cloned()
+    }
+
+    fn keep_number(&self, iccid: &Iccid, number: &str) {
+        self.numbers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(iccid.clone(), number.to_string());
+    }
+
+    /// `/query/order-info` (§3.1) for `order_num`, as the platform answers it.
+    pub async fn order_info(&self, order_num: &str) -> Result<OrderInfo, CarrierError> {
+        let mut p = Map::new();
+        p.insert("orderNum".into(), json!(order_num));
+        let path = "/query/order-info";
+        let info = parse_order_info(&first_record(path, &self.read(path, p).await?)?)?;
+        // An answer about another order must not settle this one.
+        if let Some(theirs) = info.order_num.as_deref().filter(|n| *n != order_num) {
+            return Err(malformed(
+                &format!("{path} answered for order {theirs}, not {order_num}"),
+                false,
+            ));
+        }
+        Ok(info)
+    }
+
+    /// `/query/card-bind-status` (§7.1) for the card, by its access number, with the
+    /// account's `testType`.
+    pub async fn bind_status(&self, iccid: &Iccid) -> Result<BindStatus, CarrierError> {
+        let msisdn = self.access_number(iccid).await?;
+        let mut p = Map::new();
+        p.insert("msisdn".into(), json!(msisdn));
+        p.insert("testType".into(), json!(self.bind_test_type));
+        let path = "/query/card-bind-status";
+        parse_bind_status(&first_record(path, &self.read(path, p).await?)?)
+    }
+
+    /// `/query/sim-imei` (§2.9): the IMEI the platform reports for the card (None: none).
+    pub async fn imei(&self, iccid: &Iccid) -> Result<Option<String>, CarrierError> {
+        Ok(parse_imei(
+            &self.query_card("/query/sim-imei", iccid).await?,
+        ))
+    }
+
+    /// The parameters of `/operate/card-bind-by-bill` (§7.2) for `rebind`, or the refusal of
+    /// an IMEI that cannot give a TAC of `bind_tac_digits` digits (nothing is sent).
+    fn rebind_params(
+        &self,
+        iccid: &Iccid,
+        rebind: &Rebind,
+    ) -> Result<Map<String, Value>, CarrierError> {
+        let mut p = Map::new();
+        p.insert("iccid".into(), json!(iccid.as_str()));
+        match rebind {
+            Rebind::Unbind => {
+                p.insert("operType".into(), json!(codes::BIND_OPER_UNBIND));
+            }
+            Rebind::CurrentDevice => {
+                p.insert("operType".into(), json!(codes::BIND_OPER_BIND));
+                p.insert(
+                    "bindingStyle".into(),
+                    json!(codes::BINDING_STYLE_FIRST_BILL),
+                );
+            }
+            Rebind::Imei(imei) => {
+                let imei = imei.trim();
+                if imei.len() < self.bind_tac_digits || !imei.bytes().all(|b| b.is_ascii_digit()) {
+                    return Err(CarrierError::Rejected {
+                        code: codes::IMEI_INVALID.into(),
+                        message: format!(
+                            "IMEI {imei:?} must be digits, at least {} of them (the TAC sent)",
+                            self.bind_tac_digits
+                        ),
+                    });
+                }
+                p.insert("operType".into(), json!(codes::BIND_OPER_BIND));
+                p.insert(
+                    "bindingStyle".into(),
+                    json!(codes::BINDING_STYLE_IMEI_RANGE),
+                );
+                p.insert("tac".into(), json!(&imei[..self.bind_tac_digits]));
+            }
+        }
+        Ok(p)
+    }
+
+    /// `/query/sim-stop-reason` as the platform flags it: simgate's reasons and the platform's
+    /// own (the trait's [`Carrier::stop_reasons`] keeps simgate's).
+    pub async fn stop_reason_flags(
+        &self,
+        iccid: &Iccid,
+    ) -> Result<OneLinkStopReasons, CarrierError> {
         parse_stop_reasons(&self.query_card("/query/sim-stop-reason", iccid).await?)
     }
 
@@ -494,13 +711,96 @@ impl Carrier for OneLink {
     async fn stop(&self, iccid: &Iccid) -> Result<Receipt, CarrierError> {
         self.change(iccid, codes::OPER_STOP, ServiceState::Stopped)
             .await
-            .map(|()| Receipt::applied())
     }
 
     async fn restore(&self, iccid: &Iccid) -> Result<Receipt, CarrierError> {
         self.change(iccid, codes::OPER_RESTART, ServiceState::Active)
             .await
-            .map(|()| Receipt::applied())
+    }
+
+    /// `/query/sim-basic-info`'s `msisdn` (§2.2).
+    async fn msisdn_of(&self, iccid: &Iccid) -> Result<Option<String>, CarrierError> {
+        Ok(self.basic_info(iccid).await?.msisdn)
+    }
+
+    /// `/operate/card-bind-by-bill` (§7.2, by ICCID, "one identifier"): unbind is operType 2;
+    /// the current device operType 1 with bindingStyle 0 (首话单自动绑定); an IMEI operType 1
+    /// with bindingStyle 1 and `tac` = its first `bind_tac_digits` digits, which binds every
+    /// IMEI starting with them (an IMEI *range*). The reply body is not found: status 0 is
+    /// applied, or in progress when a record carries an `orderNum`. Refusals as for a change
+    /// (`11011` final, the window code and every other code `Deferred`; no re-read: the binding
+    /// query cannot confirm a mode).
+    async fn rebind(&self, iccid: &Iccid, rebind: &Rebind) -> Result<Receipt, CarrierError> {
+        let p = self.rebind_params(iccid, rebind)?;
+        match self.call("/operate/card-bind-by-bill", p, true).await? {
+            Answer::Records(result) => Ok(match parse_rebind_reply(&result) {
+                Some(order_num) => Receipt::in_progress(Some(order_num)),
+                None => Receipt::applied(),
+            }),
+            Answer::Refused { code, message } => {
+                self.refused_change(iccid, None, code, message).await
+            }
+        }
+    }
+
+    fn rebind_modes(&self) -> Vec<&'static str> {
+        [
+            Rebind::Unbind,
+            Rebind::CurrentDevice,
+            Rebind::Imei(String::new()),
+        ]
+        .iter()
+        .map(Rebind::mode)
+        .collect()
+    }
+
+    fn queries_orders(&self) -> bool {
+        true
+    }
+
+    /// `/query/order-info` (§3.1; orderNum only, orders kept 60 days [SMOC]): `completed` is
+    /// Completed; `failed`, `aborted`, `cancelled` Failed; every other listed word Open; an
+    /// unlisted word Open too, with a warning — never a guessed outcome. An order the platform
+    /// no longer keeps is refused with an unpublished code: unavailable, like any read.
+    async fn order(&self, iccid: &Iccid, order_id: &str) -> Result<OrderProgress, CarrierError> {
+        let info = self.order_info(order_id).await?;
+        if info.unlisted {
+            tracing::warn!(
+                iccid = %iccid,
+                order = order_id,
+                status = info.status.as_str(),
+                "OneLink order-info status not in the dossier's list; read as still open"
+            );
+        }
+        Ok(info.progress)
+    }
+
+    /// `/query/sim-stop-reason` (§2.7): simgate's reasons among the flags (position 2 机卡分离
+    /// is `DeviceMismatch`); the platform-only and undocumented positions are left out.
+    async fn stop_reasons(&self, iccid: &Iccid) -> Result<Option<StopReasons>, CarrierError> {
+        let flags = self.stop_reason_flags(iccid).await?;
+        Ok(Some(flags.reasons.into_iter().collect()))
+    }
+
+    /// `/query/card-bind-status` (§7.1, by msisdn, `bind_test_type`) and `/query/sim-imei`
+    /// (§2.9). `separated` and `separated_since` come from the first (`sepTime` only with
+    /// testType 0), `imei` from the second. `bound` is an inference: a separated card was bound
+    /// (separation presupposes a binding), and [PHP] names `/query/sim-imei` 单卡绑定IMEI (the
+    /// bound IMEI), so an IMEI reported means bound; whether 未分离 with no IMEI means
+    /// "unbound" is not found.
+    async fn binding(&self, iccid: &Iccid) -> Result<Option<Binding>, CarrierError> {
+        let status = self.bind_status(iccid).await?;
+        let imei = self.imei(iccid).await?;
+        let (separated, separated_since) = match status {
+            BindStatus::Separated { since } => (true, since.at()),
+            BindStatus::NotSeparated => (false, None),
+        };
+        Ok(Some(Binding {
+            bound: separated || imei.is_some(),
+            imei,
+            separated,
+            separated_since,
+        }))
     }
 
     /// OneLink releases numbers itself; this confirms it has.
@@ -798,6 +1098,9 @@ mod tests {
             timeouts: HttpTimeouts::default(),
             token_method: HttpMethod::Get,
             request_method: HttpMethod::Get,
+            repeat_window_code: None,
+            bind_test_type: "0".into(),
+            bind_tac_digits: 14,
         };
         let a = OneLink::new(&cfg, AccountCtx::default_for(CarrierId::Mobile)).unwrap();
         let t1 = a.transid();
@@ -818,6 +1121,9 @@ mod tests {
             timeouts: HttpTimeouts::default(),
             token_method: HttpMethod::Get,
             request_method: HttpMethod::Get,
+            repeat_window_code: None,
+            bind_test_type: "0".into(),
+            bind_tac_digits: 14,
         };
         let p = AccountCtx::default_for(CarrierId::Mobile);
         assert!(OneLink::new(&cfg, p.clone()).is_err());

@@ -38,7 +38,7 @@ use serde_json::{json, Map, Value};
 
 use crate::carrier::http::onelink::{codes, OneLinkConfig};
 use crate::carrier::sim::SimCarrier;
-use crate::carrier::{Carrier, CarrierError, ServiceState};
+use crate::carrier::{Carrier, CarrierError, OrderProgress, Rebind, ServiceState};
 use crate::domain::{Iccid, StopReason};
 
 /// The status the simulator answers a change inside its repeat window with. OneLink documents
@@ -50,6 +50,12 @@ pub const INVENTED_REPEAT_WINDOW: &str = "19999";
 pub const SIM_BAD_REQUEST: &str = "SIM_BAD_REQUEST";
 /// Invented: a change the card's state does not allow (no published code).
 pub const SIM_WRONG_STATE: &str = "SIM_WRONG_STATE";
+/// Invented: `/query/order-info` for an `orderNum` the simulator never answered (the
+/// platform's code for an unknown or expired order, kept 60 days, is not found).
+pub const SIM_UNKNOWN_ORDER: &str = "SIM_UNKNOWN_ORDER";
+/// Invented: the `errorCode` of `/query/card-bind-status` result 2 when the simulated carrier
+/// keeps no binding (no errorCode value is published).
+pub const SIM_NO_BINDING: &str = "SIM_NO_BINDING";
 /// The verbatim 12021 message ([IOTOS] EcV5Api.java L96, dossier §0.4).
 pub const TOKEN_INVALID_MESSAGE: &str = "TOKEN不存在或已过期，请重新获取";
 
@@ -72,8 +78,13 @@ pub struct WireOptions {
     /// platform's check is not known and clients differ (dossier §0.3).
     pub strict_transid: bool,
     /// Answer a change with `{orderNum, msisdn}` ([GOSDK]) instead of `{iccid}` (the most
-    /// common form). The change is applied at once either way.
+    /// common form) even when the simulated carrier applied it at once; `/query/order-info`
+    /// then answers such an order `completed`. (A change the simulated carrier takes as an
+    /// order in progress is answered `{orderNum, msisdn}` whatever this says.)
     pub change_reply_order_num: bool,
+    /// The status a change inside the simulated carrier's repeat window is refused with
+    /// (its `Deferred`). Default [`INVENTED_REPEAT_WINDOW`]: invented, OneLink's is not found.
+    pub repeat_window_code: String,
     /// Counters tests read.
     pub stats: Arc<WireStats>,
 }
@@ -90,6 +101,7 @@ impl Default for WireOptions {
             unregistered: HashSet::new(),
             strict_transid: false,
             change_reply_order_num: false,
+            repeat_window_code: INVENTED_REPEAT_WINDOW.to_string(),
             stats: Arc::new(WireStats::default()),
         }
     }
@@ -127,6 +139,18 @@ struct Wire {
     opts: WireOptions,
     tokens: Mutex<HashMap<String, Instant>>,
     seq: AtomicU64,
+    /// Every `orderNum` answered, for `/query/order-info` (which names only the order).
+    orders: Mutex<HashMap<String, SimOrder>>,
+}
+
+/// An order the simulator answered a change with.
+#[derive(Debug, Clone)]
+struct SimOrder {
+    iccid: Iccid,
+    /// The simulated carrier's own order id; None: the simulator's invention for a change
+    /// applied at once (`change_reply_order_num`), always `completed`.
+    carrier_id: Option<String>,
+    created: chrono::DateTime<chrono::Utc>,
 }
 
 pub fn router(sim: Arc<SimCarrier>, cfg: &OneLinkConfig, opts: WireOptions) -> axum::Router {
@@ -141,6 +165,7 @@ pub fn router(sim: Arc<SimCarrier>, cfg: &OneLinkConfig, opts: WireOptions) -> a
         opts,
         tokens: Mutex::new(HashMap::new()),
         seq: AtomicU64::new(0),
+        orders: Mutex::new(HashMap::new()),
     });
     let p = |path: &str| format!("{prefix}{path}");
     // Both methods on every path (dossier §0.2: clients use either).
@@ -164,6 +189,10 @@ pub fn router(sim: Arc<SimCarrier>, cfg: &OneLinkConfig, opts: WireOptions) -> a
             both(sim_real_name_status),
         )
         .route(&p("/query/group-data-usage"), both(group_data_usage))
+        .route(&p("/query/order-info"), both(order_info))
+        .route(&p("/query/card-bind-status"), both(card_bind_status))
+        .route(&p("/query/sim-imei"), both(sim_imei))
+        .route(&p("/operate/card-bind-by-bill"), both(card_bind_by_bill))
         .with_state(wire)
 }
 
@@ -284,8 +313,10 @@ impl Wire {
                 };
                 refuse(&code, &message)
             }
-            // OneLink publishes the window but no code for it: invented.
-            CarrierError::Deferred { message, .. } => refuse(INVENTED_REPEAT_WINDOW, &message),
+            // OneLink publishes the window but no code for it: invented, configurable.
+            CarrierError::Deferred { message, .. } => {
+                refuse(&self.opts.repeat_window_code, &message)
+            }
             CarrierError::RateLimited { retry_after } => {
                 let secs = retry_after.map(|d| d.as_secs_f64().ceil().max(1.0) as u64);
                 let mut r = (StatusCode::TOO_MANY_REQUESTS, "rate limit").into_response();
@@ -369,17 +400,24 @@ async fn sim_status(State(w): State<Arc<Wire>>, input: Input) -> Response {
     }
 }
 
-/// The simulated carrier keeps no IMSI, MSISDN or dates: they are answered empty, as the
-/// platform does for fields it has no value for.
+/// The card's access number as the simulated carrier holds it (empty when it has none); it
+/// keeps no IMSI or dates: they are answered empty, as the platform does for fields it has no
+/// value for.
 async fn sim_basic_info(State(w): State<Arc<Wire>>, input: Input) -> Response {
     match w.card_or_fail(input).await {
-        Ok((_, sent)) => ok(json!({
-            "msisdn": "",
-            "imsi": "",
-            "iccid": sent,
-            "activeDate": "",
-            "openDate": "",
-        })),
+        Ok((c, sent)) => {
+            let msisdn = match w.sim.number_of(&c.iccid).await {
+                Ok(n) => n.unwrap_or_default(),
+                Err(e) => return w.fail(e).await,
+            };
+            ok(json!({
+                "msisdn": msisdn,
+                "imsi": "",
+                "iccid": sent,
+                "activeDate": "",
+                "openDate": "",
+            }))
+        }
         Err(r) => *r,
     }
 }
@@ -482,10 +520,15 @@ async fn change_sim_status(State(w): State<Arc<Wire>>, input: Input) -> Response
         w.sim.restore(&iccid).await
     };
     match result {
-        Ok(_) if w.opts.change_reply_order_num => {
-            let n = w.seq.fetch_add(1, Ordering::SeqCst);
-            // The simulated carrier keeps no MSISDN: answered empty, as in basic-info.
-            ok(json!({ "orderNum": format!("SIM{n:012}"), "msisdn": "" }))
+        Ok(receipt) if receipt.in_progress || w.opts.change_reply_order_num => {
+            let carrier_id = receipt.in_progress.then_some(receipt.order_id).flatten();
+            let order_num = w.order(&iccid, carrier_id);
+            // The card's number as the simulated carrier holds it (empty when it has none).
+            let msisdn = match w.sim.number_of(&iccid).await {
+                Ok(n) => n.unwrap_or_default(),
+                Err(e) => return w.fail(e).await,
+            };
+            ok(json!({ "orderNum": order_num, "msisdn": msisdn }))
         }
         // The identifier as it was sent ([PHP], [SIMCTL], [MEH]).
         Ok(_) => ok(json!({ "iccid": sent })),
@@ -493,18 +536,209 @@ async fn change_sim_status(State(w): State<Arc<Wire>>, input: Input) -> Response
     }
 }
 
+impl Wire {
+    /// Records an order and returns its `orderNum`: the simulated carrier's id when it gave
+    /// one, else `SIM` + 12 digits (invented format).
+    fn order(&self, iccid: &Iccid, carrier_id: Option<String>) -> String {
+        let order_num = carrier_id.clone().unwrap_or_else(|| {
+            let n = self.seq.fetch_add(1, Ordering::SeqCst);
+            format!("SIM{n:012}")
+        });
+        self.orders
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(
+                order_num.clone(),
+                SimOrder {
+                    iccid: iccid.clone(),
+                    carrier_id,
+                    created: chrono::Utc::now(),
+                },
+            );
+        order_num
+    }
+}
+
+/// A time as the simulator writes order dates: yyyyMMddHHmmss, Beijing time ([SMOC]
+/// 25165314112 gives the format; the time zone is an inference).
+fn compact(at: chrono::DateTime<chrono::Utc>) -> String {
+    at.with_timezone(&chrono_tz::Asia::Shanghai)
+        .format(crate::carrier::http::onelink::COMPACT_FORMAT)
+        .to_string()
+}
+
+/// `/query/order-info` (§3.1): `orderNum` only. The simulated carrier's orders are answered
+/// from `SimCarrier::order`; an order the simulator invented (`change_reply_order_num`) is
+/// `completed`. An `orderNum` never answered is refused with the simulator's own code (none
+/// is published).
+async fn order_info(State(w): State<Arc<Wire>>, input: Input) -> Response {
+    let p = match w.authenticate(input) {
+        Ok(p) => p,
+        Err(r) => return *r,
+    };
+    let order_num = match param(&p, "orderNum") {
+        Ok(n) => n.to_string(),
+        Err(r) => return *r,
+    };
+    let found = w
+        .orders
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(&order_num)
+        .cloned();
+    let Some(order) = found else {
+        return refuse(SIM_UNKNOWN_ORDER, "orderNum unknown to the simulator");
+    };
+    let status = match &order.carrier_id {
+        None => "completed".to_string(),
+        Some(id) => match w.sim.order(&order.iccid, id).await {
+            Ok(OrderProgress::Completed) => "completed".to_string(),
+            // Words the dossier lists pass through; others become the closest listed one.
+            Ok(OrderProgress::Open(word)) => listed_or(word, codes::OrderKind::Open, "inProgress"),
+            Ok(OrderProgress::Failed(word)) => listed_or(word, codes::OrderKind::Failed, "failed"),
+            Err(e) => return w.fail(e).await,
+        },
+    };
+    ok(json!({
+        "orderNum": order_num,
+        "status": status,
+        "statusDate": compact(chrono::Utc::now()),
+        "createDate": compact(order.created),
+    }))
+}
+
+/// `word` when the dossier lists it with `kind`, else `fallback`.
+fn listed_or(word: String, kind: codes::OrderKind, fallback: &str) -> String {
+    if codes::order_kind(&word) == Some(kind) {
+        word
+    } else {
+        fallback.to_string()
+    }
+}
+
+/// `/query/card-bind-status` (§7.1): `msisdn` (the card's number at the simulated carrier)
+/// and `testType` 0/1 → `result` 0 已分离 / 1 未分离 from `SimCarrier::binding`, `sepTime`
+/// for testType 0 only, written `yyyy-MM-dd HH:mm:ss` (invented: its format is not found). A
+/// simulated carrier without binding answers `result` 2 查询失败 with the simulator's own
+/// `errorCode`.
+async fn card_bind_status(State(w): State<Arc<Wire>>, input: Input) -> Response {
+    let p = match w.authenticate(input) {
+        Ok(p) => p,
+        Err(r) => return *r,
+    };
+    let (msisdn, test_type) = match (param(&p, "msisdn"), param(&p, "testType")) {
+        (Ok(m), Ok(t)) => (m.to_string(), t.to_string()),
+        (Err(r), _) | (_, Err(r)) => return *r,
+    };
+    if ![codes::TEST_TYPE_BILL, codes::TEST_TYPE_NETWORK].contains(&test_type.as_str()) {
+        return refuse(SIM_BAD_REQUEST, "testType must be 0 or 1");
+    }
+    let iccid = match w.sim.card_by_number(&msisdn).await {
+        Ok(Some(i)) => i,
+        Ok(None) => return refuse(codes::CARD_UNKNOWN, "号码不存在 (no card has this msisdn)"),
+        Err(e) => return w.fail(e).await,
+    };
+    let binding = match w.sim.binding(&iccid).await {
+        Ok(Some(b)) => b,
+        Ok(None) => {
+            return ok(json!({
+                "result": codes::BIND_QUERY_FAILED,
+                "errorCode": SIM_NO_BINDING,
+                "errorDes": "the simulated carrier keeps no binding",
+                "sepTime": "",
+            }))
+        }
+        Err(e) => return w.fail(e).await,
+    };
+    let (result, sep_time) = if binding.separated {
+        let at = binding
+            .separated_since
+            .filter(|_| test_type == codes::TEST_TYPE_BILL)
+            .map(|at| {
+                at.with_timezone(&chrono_tz::Asia::Shanghai)
+                    .format(crate::carrier::http::onelink::BEIJING_FORMAT)
+                    .to_string()
+            });
+        (codes::BIND_SEPARATED, at.unwrap_or_default())
+    } else {
+        (codes::BIND_NOT_SEPARATED, String::new())
+    };
+    ok(json!({ "result": result, "errorCode": "", "errorDes": "", "sepTime": sep_time }))
+}
+
+/// `/query/sim-imei` (§2.9): the IMEI `SimCarrier::binding` reports, empty when it reports
+/// none or keeps no binding.
+async fn sim_imei(State(w): State<Arc<Wire>>, input: Input) -> Response {
+    match w.card_or_fail(input).await {
+        Ok((c, _)) => match w.sim.binding(&c.iccid).await {
+            Ok(b) => ok(json!({ "imei": b.and_then(|b| b.imei).unwrap_or_default() })),
+            Err(e) => w.fail(e).await,
+        },
+        Err(r) => *r,
+    }
+}
+
+/// `/operate/card-bind-by-bill` (§7.2) → `SimCarrier::rebind`: operType 2 unbinds; 1 with
+/// bindingStyle 0 binds the current device; 1 with bindingStyle 1 binds `tac` (8-14 digits),
+/// handed to the simulated carrier as `Rebind::Imei(tac)` (the wire carries only the TAC).
+/// The reply body is not found: `{"status":"0","message":"正确","result":[]}` (the §0.4
+/// verbatim success shape), or `result:[{orderNum}]` (invented, the change call's [GOSDK]
+/// field) when the simulated carrier takes it as an order in progress.
+async fn card_bind_by_bill(State(w): State<Arc<Wire>>, input: Input) -> Response {
+    let p = match w.authenticate(input) {
+        Ok(p) => p,
+        Err(r) => return *r,
+    };
+    let iccid = match w.iccid(&p) {
+        Ok(i) => i,
+        Err(r) => return *r,
+    };
+    let field = |name: &str| p.get(name).and_then(super::wire::text);
+    let rebind = match (
+        field("operType").as_deref(),
+        field("bindingStyle").as_deref(),
+        field("tac"),
+    ) {
+        (Some(codes::BIND_OPER_UNBIND), _, _) => Rebind::Unbind,
+        (Some(codes::BIND_OPER_BIND), Some(codes::BINDING_STYLE_FIRST_BILL), _) => {
+            Rebind::CurrentDevice
+        }
+        (Some(codes::BIND_OPER_BIND), Some(codes::BINDING_STYLE_IMEI_RANGE), Some(tac))
+            if codes::TAC_DIGITS.contains(&tac.len()) && tac.bytes().all(|b| b.is_ascii_digit()) =>
+        {
+            Rebind::Imei(tac)
+        }
+        _ => {
+            return refuse(
+                SIM_BAD_REQUEST,
+                "operType 2, or operType 1 with bindingStyle 0, or bindingStyle 1 with a tac of 8-14 digits",
+            )
+        }
+    };
+    match w.sim.rebind(&iccid, &rebind).await {
+        Ok(receipt) if receipt.in_progress => {
+            let order_num = w.order(&iccid, receipt.order_id);
+            ok(json!({ "orderNum": order_num }))
+        }
+        Ok(_) => envelope(codes::OK, "正确", Vec::new()),
+        Err(e) => w.fail(e).await,
+    }
+}
+
+/// The reasons `SimCarrier::stop_reasons` gives; a simulated carrier that gives none stops
+/// cards only when asked through the API (主动停机: `Manual` while stopped).
 async fn sim_stop_reason(State(w): State<Arc<Wire>>, input: Input) -> Response {
     match w.card_or_fail(input).await {
-        // The simulated platform's only stops are the ones asked for through the API (主动停机).
         Ok((c, _)) => {
-            let reasons: &[StopReason] = if c.state == ServiceState::Stopped {
-                &[StopReason::Manual]
-            } else {
-                &[]
+            let reasons: Vec<StopReason> = match w.sim.stop_reasons(&c.iccid).await {
+                Ok(Some(r)) => r.iter().collect(),
+                Ok(None) if c.state == ServiceState::Stopped => vec![StopReason::Manual],
+                Ok(None) => Vec::new(),
+                Err(e) => return w.fail(e).await,
             };
             ok(json!({
                 "platformType": "OneLink-CT",
-                "stopReason": codes::stop_reason_flag(reasons),
+                "stopReason": codes::stop_reason_flag(&reasons),
             }))
         }
         Err(r) => *r,

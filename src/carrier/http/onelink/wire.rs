@@ -7,7 +7,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use crate::carrier::http::malformed;
-use crate::carrier::{CarrierError, LastSession, ServiceState};
+use crate::carrier::{CarrierError, LastSession, OrderProgress, ServiceState};
 use crate::domain::reasons::StopReason;
 
 /// Every OneLink code simgate interprets, in one place.
@@ -37,6 +37,63 @@ pub mod codes {
     /// `operType` of `/change/sim-status`.
     pub const OPER_STOP: &str = "0";
     pub const OPER_RESTART: &str = "1";
+
+    /// `/query/order-info` `status` (§3.1, [SMOC] 25165314112) → where the order stands. Every
+    /// listed word; a word not listed is open (and warned about), never a guessed outcome.
+    pub const ORDER_STATUS: [(&str, OrderKind, &str); 11] = [
+        ("acknowledged", OrderKind::Open, "初始"),
+        ("ready", OrderKind::Open, "准备"),
+        ("future", OrderKind::Open, "等待"),
+        ("inProgress", OrderKind::Open, "处理中"),
+        ("amending", OrderKind::Open, "修改中"),
+        ("suspended", OrderKind::Open, "暂停"),
+        ("failed", OrderKind::Failed, "异常"),
+        ("aborted", OrderKind::Failed, "终止"),
+        ("cancelling", OrderKind::Open, "取消中"),
+        ("cancelled", OrderKind::Failed, "已取消"),
+        ("completed", OrderKind::Completed, "完成"),
+    ];
+
+    /// What an order status word means (see [`ORDER_STATUS`]).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum OrderKind {
+        Open,
+        Completed,
+        Failed,
+    }
+
+    /// The kind of a listed status word (exact, case-sensitive as listed); None: not listed.
+    pub fn order_kind(status: &str) -> Option<OrderKind> {
+        ORDER_STATUS
+            .iter()
+            .find(|(w, _, _)| *w == status)
+            .map(|(_, k, _)| *k)
+    }
+
+    /// `/query/card-bind-status` `testType` (§7.1): 0 话单侧检测 (by the bills; the only one
+    /// that reports `sepTime`), 1 网络侧检测 (by the network).
+    pub const TEST_TYPE_BILL: &str = "0";
+    pub const TEST_TYPE_NETWORK: &str = "1";
+    /// `/query/card-bind-status` `result` (§7.1): 0 已分离, 1 未分离, 2 查询失败.
+    pub const BIND_SEPARATED: &str = "0";
+    pub const BIND_NOT_SEPARATED: &str = "1";
+    pub const BIND_QUERY_FAILED: &str = "2";
+
+    /// `/operate/card-bind-by-bill` (§7.2, [PHP] CMIOT_API23A05): `operType` 1 机卡绑定,
+    /// 2 机卡解绑; `bindingStyle` 0 首话单自动绑定（一对一）, 1 人工录入IMEI段（一对多）, with
+    /// `tac` the first 8-14 digits of the IMEI range.
+    pub const BIND_OPER_BIND: &str = "1";
+    pub const BIND_OPER_UNBIND: &str = "2";
+    pub const BINDING_STYLE_FIRST_BILL: &str = "0";
+    pub const BINDING_STYLE_IMEI_RANGE: &str = "1";
+    /// How many leading IMEI digits `tac` may carry (§7.2: "first 8–14 digits").
+    pub const TAC_DIGITS: std::ops::RangeInclusive<usize> = 8..=14;
+
+    /// simgate's own code: a card whose access number neither simgate nor the platform has
+    /// (`/query/card-bind-status` takes an msisdn only).
+    pub const NO_MSISDN: &str = "NO_MSISDN";
+    /// simgate's own code: an IMEI too short or not digits, refused before anything is sent.
+    pub const IMEI_INVALID: &str = "IMEI_INVALID";
 
     /// `cardStatus` → whether the card has service (dossier onelink.md §8). OneLink-CT codes
     /// are one digit ([PHP] CMIOT_API25S04, [MEH] response.ts L3-14, [SIMCTL], [IOTOS],
@@ -358,23 +415,112 @@ pub fn parse_last_session(record: &Map<String, Value>) -> LastSession {
 pub enum ChangeReply {
     /// `result[0].<identifier>` is the card sent ([PHP], [SIMCTL], [MEH]): applied.
     Applied,
-    /// `orderNum` ([GOSDK]: an order to poll), or no record, or a record naming another
-    /// card: not proof of anything; the card must be read again.
-    NotProof { order_num: Option<String> },
+    /// `result[0].orderNum` ([GOSDK]): an order the platform took, to be settled with
+    /// `/query/order-info` (§3.1). Wins over an echo of the card when a reply has both (an
+    /// order still open is the safer reading).
+    Order { order_num: String },
+    /// No record, or a record naming another card and no order: not proof of anything; the
+    /// card must be read again.
+    NotProof,
 }
 
 pub fn parse_change_reply(result: &[Value], iccid: &str) -> ChangeReply {
     let record = result.first().and_then(Value::as_object);
+    if let Some(order_num) = record.and_then(|r| filled(r, "orderNum")) {
+        return ChangeReply::Order { order_num };
+    }
     let echoed = record
         .and_then(|r| r.get("iccid"))
         .and_then(text)
         .is_some_and(|s| s.trim().eq_ignore_ascii_case(iccid));
     if echoed {
-        return ChangeReply::Applied;
+        ChangeReply::Applied
+    } else {
+        ChangeReply::NotProof
     }
-    ChangeReply::NotProof {
-        order_num: record.and_then(|r| filled(r, "orderNum")),
+}
+
+/// `/operate/card-bind-by-bill` answered status 0 (§7.2; its reply body is **not found**):
+/// `Some(orderNum)` when a record carries one (read as the change call's [GOSDK] form),
+/// else None: status 0 (正确) is the only evidence, and it is taken as applied.
+pub fn parse_rebind_reply(result: &[Value]) -> Option<String> {
+    result
+        .first()
+        .and_then(Value::as_object)
+        .and_then(|r| filled(r, "orderNum"))
+}
+
+/// `/query/order-info` (§3.1) in simgate terms.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderInfo {
+    /// `orderNum` as answered (None: absent or blank).
+    pub order_num: Option<String>,
+    /// The `status` word as answered (trimmed).
+    pub status: String,
+    pub progress: OrderProgress,
+    /// The word is not in the dossier's list: read as open, never as an outcome.
+    pub unlisted: bool,
+    /// `statusDate` / `createDate`, yyyyMMddHHmmss per [SMOC]; tolerated absent or unreadable.
+    pub status_date: WireDate,
+    pub create_date: WireDate,
+}
+
+/// `/query/order-info` (§3.1): `status` → [`OrderProgress`] by [`codes::ORDER_STATUS`]; a
+/// missing or blank `status` is unavailable (Transient). Dates never fail the answer.
+pub fn parse_order_info(record: &Map<String, Value>) -> Result<OrderInfo, CarrierError> {
+    let status =
+        filled(record, "status").ok_or_else(|| malformed("/query/order-info: no status", false))?;
+    let kind = codes::order_kind(&status);
+    let progress = match kind {
+        Some(codes::OrderKind::Completed) => OrderProgress::Completed,
+        Some(codes::OrderKind::Failed) => OrderProgress::Failed(status.clone()),
+        Some(codes::OrderKind::Open) | None => OrderProgress::Open(status.clone()),
+    };
+    Ok(OrderInfo {
+        order_num: filled(record, "orderNum"),
+        unlisted: kind.is_none(),
+        status,
+        progress,
+        status_date: WireDate::of(record.get("statusDate")),
+        create_date: WireDate::of(record.get("createDate")),
+    })
+}
+
+/// `/query/card-bind-status` (§7.1) in simgate terms.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BindStatus {
+    /// `result` 0 已分离, with `sepTime` (话单侧 only; format not found: both dossier formats
+    /// are read, anything else is `Unreadable` and the time unknown).
+    Separated { since: WireDate },
+    /// `result` 1 未分离.
+    NotSeparated,
+}
+
+/// `/query/card-bind-status` (§7.1): `result` 0 / 1; 2 查询失败 is unavailable (Transient)
+/// with the platform's `errorCode` and `errorDes`; any other value, or none, is unavailable.
+pub fn parse_bind_status(record: &Map<String, Value>) -> Result<BindStatus, CarrierError> {
+    let result = filled(record, "result")
+        .ok_or_else(|| malformed("/query/card-bind-status: no result", false))?;
+    match result.as_str() {
+        codes::BIND_SEPARATED => Ok(BindStatus::Separated {
+            since: WireDate::of(record.get("sepTime")),
+        }),
+        codes::BIND_NOT_SEPARATED => Ok(BindStatus::NotSeparated),
+        codes::BIND_QUERY_FAILED => Err(CarrierError::Transient(format!(
+            "/query/card-bind-status: 查询失败 (result 2), errorCode {}, errorDes {}",
+            filled(record, "errorCode").unwrap_or_default(),
+            filled(record, "errorDes").unwrap_or_default()
+        ))),
+        other => Err(malformed(
+            &format!("/query/card-bind-status: unknown result {other}"),
+            false,
+        )),
     }
+}
+
+/// `/query/sim-imei` (§2.9): `result[0].imei`; blank or absent is None (no IMEI known).
+pub fn parse_imei(record: &Map<String, Value>) -> Option<String> {
+    filled(record, "imei")
 }
 
 /// `/query/sim-stop-reason` (§2.7): the `stopReason` flag. `platformType` and
