@@ -14,6 +14,10 @@
 //! Every call but the token carries `transid` (appid + yyyyMMddHHmmss + 8 digits, §0.3) and
 //! `token`; the card is named by `iccid` (one of msisdn/iccid/imsi, §0.3).
 //!
+//! Per-account settings for disputed or unknown facts (each documented on its field):
+//! `token_method`, `request_method` (§0.2); `repeat_window_code` (§3, §10: no code published;
+//! default none); `bind_test_type` (§7.1, default `0`); `bind_tac_digits` (§7.2, default 14).
+//!
 //! Calls, and what is still unknown about each:
 //! - `/get/token` (§1; appid, password, transid): `result[0].token`, `result[0].ttl` (seconds).
 //!   `12022` (wrong credentials) is Rejected, reseller evidence only ([COTONDA]); any other
@@ -34,18 +38,53 @@
 //!   offline (`00`) entry carries the last session's time.
 //! - `/query/sim-basic-info` (§2.2): `imsi`, `msisdn` ([PHP]), `activeDate`
 //!   (`yyyy-MM-dd HH:mm:ss`, [WX]; [MEH]'s `activateDate` read when it is absent), `openDate`
-//!   — [`OneLink::basic_info`]. Unknown: the `openDate` format (an unreadable date is that
+//!   — [`OneLink::basic_info`], `msisdn_of()`, the msisdn for `binding()`. Unknown: the `openDate` format (an unreadable date is that
 //!   field unavailable, not the call) and the time zone (Beijing, an inference).
 //! - `/change/sim-status` (§3; operType 0 stop, 1 restart, as strings) — `stop()`,
 //!   `restore()`. The reply is DISPUTED: `result[0].iccid` echoed ([PHP], [SIMCTL], [MEH]) is
-//!   proof; `orderNum` ([GOSDK]) or anything else is not, and the card is read again: in the
-//!   target state → done, else `OutcomeUnknown` ("order … accepted, not yet applied"). A
-//!   refusal: `11011` is final; any other code is confirmed by the re-read (target → done;
-//!   cancelled → `CARD_CANCELLED`; else `OutcomeUnknown`), since no refusal code of this call
-//!   is published. Unknown: the repeat-window code (30 min [PHP] vs 3 min [THL]), `13012`,
-//!   whether `orderNum` replies are asynchronous (`/query/order-info` is not polled).
+//!   proof → `Receipt::applied()`; `result[0].orderNum` ([GOSDK]) is an order the platform
+//!   took → `Receipt::in_progress(orderNum)`, settled by the journal with `order()`; a reply
+//!   with neither (no record, another card) is not proof and the card is read again (target
+//!   state → applied, else `OutcomeUnknown`). A refusal: `11011` is final; the account's
+//!   [`OneLinkConfig::repeat_window_code`] is `Deferred` (retry_after None: the journal waits
+//!   out the account's window); any other code is not published for this call, so the card is
+//!   read again: target state → applied (a refused change to the state the card is in),
+//!   released → `CARD_CANCELLED`, else `Deferred` ("read the state, retry later", never final).
+//!   Unknown: the repeat-window code and the window itself (30 min [PHP] vs 3 min [THL]),
+//!   `13012` ([GOSDK] checks it; meaning not found), whether an identifier-only reply can also
+//!   be asynchronous.
+//! - `/query/order-info` (§3.1, CMIOT_API23M27; `orderNum` only: [IOTOS] InquireEcV5.java
+//!   `orderInfo`, [SMOC] 25110956416) — `order()`: `status` completed → Completed; failed,
+//!   aborted, cancelled → Failed(word); acknowledged, ready, future, inProgress, amending,
+//!   suspended, cancelling → Open(word) ([SMOC] 25165314112); an unlisted word → Open(word)
+//!   and a warning, never a guessed outcome. `statusDate`/`createDate` (yyyyMMddHHmmss,
+//!   [SMOC]) are tolerated absent or unreadable; an answer naming another `orderNum` is
+//!   unavailable. Orders are kept 60 days ([SMOC] 25110956416): an older order's refusal code
+//!   is not found (read as unavailable, like every unpublished code of a read), so the journal
+//!   must settle well within that.
+//! - `/query/card-bind-status` (§7.1, CMIOT_API23A04; `msisdn` only, `testType`) and
+//!   `/query/sim-imei` (§2.9, CMIOT_API23S04; `result[0].imei`) — `binding()`. The card's
+//!   msisdn is simgate's record (`AccountCtx::numbers`), else `/query/sim-basic-info`'s
+//!   `msisdn` (§2.2), kept for the process; none → `NO_MSISDN` (ours), nothing sent.
+//!   `testType` is [`OneLinkConfig::bind_test_type`] (default `0` 话单侧, the only one with
+//!   `sepTime`). `result` 0 已分离 → separated, `sepTime` → separated_since (format not
+//!   found: both dossier formats read, otherwise None); 1 未分离; 2 查询失败 → Transient with
+//!   `errorCode`/`errorDes`; anything else unavailable. DISPUTED meaning of sim-imei: 单卡绑定
+//!   IMEI实时查询 ([PHP]: the bound IMEI) vs 单卡实时使用终端IMEI查询 ([IOTOS]: the device in use);
+//!   `bound` is inferred (separated, or an IMEI reported under [PHP]'s reading). Unknown:
+//!   whether 未分离 with no IMEI means unbound, the errorCode values, the sepTime format.
+//! - `/operate/card-bind-by-bill` (§7.2, CMIOT_API23A05, [PHP]; by `iccid`, "one identifier")
+//!   — `rebind()`: Unbind → operType 2; CurrentDevice → operType 1, bindingStyle 0
+//!   (首话单自动绑定); Imei → operType 1, bindingStyle 1, `tac` = the first
+//!   [`OneLinkConfig::bind_tac_digits`] digits (8-14, default 14). A TAC binds every IMEI that
+//!   starts with it (人工录入IMEI段, 一对多): 14 digits is one IMEI's body, fewer a wider range.
+//!   The reply body is **not found**: status 0 → applied, or in progress when a record carries
+//!   an `orderNum`; refusals as for `/change/sim-status` but with no re-read (`Deferred`).
+//!   Repeat window 30 min ([PHP]).
 //! - `/query/sim-stop-reason` (§2.7): `stopReason`, 12 positions of 0/2 —
-//!   [`OneLink::stop_reasons`]. Unknown: positions 3, 6, 7, 8, 12; `platformType` not read.
+//!   [`OneLink::stop_reason_flags`], and the trait's `stop_reasons()` with simgate's reasons
+//!   only (position 1 Expired, 2 机卡分离 DeviceMismatch, 5 Arrears, 9 Manual). Unknown:
+//!   positions 3, 6, 7, 8, 12; `platformType` not read.
 //! - `/query/sim-real-name-status` (§2.8): `realNameStatus` "1" = registered, blank or missing
 //!   = unavailable, any other value = not registered (the clients' convention, [SIMCTL] L109,
 //!   [WX]) — [`OneLink::real_name_registered`]. Unknown: the values other than "1".
@@ -53,8 +92,8 @@
 //!   [`OneLink::group_data_usage`]. Unknown: the whole reply; `useAmount` in KB is a guess.
 //!
 //! Failing safe where the dossier is silent: an envelope code not listed is, for a read,
-//! unavailable (Transient, "unavailable: status X, message Y"), for a change settled by
-//! reading the card (above). HTTP errors (no HTTP-level facts are published): for a read, 429
+//! unavailable (Transient, "unavailable: status X, message Y"), for a change `Deferred` after
+//! reading the card (above), never final. HTTP errors (no HTTP-level facts are published): for a read, 429
 //! is RateLimited and every other non-2xx Transient; for a change, 429 RateLimited, 502/503
 //! Transient (a gateway answered before the platform), every other (500, 504, 4xx)
 //! OutcomeUnknown. The rate-limit code of v5 and its figure are unknown (v2 used `71`).

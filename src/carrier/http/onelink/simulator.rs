@@ -7,7 +7,15 @@
 //! skeletons (a test compares them with `tests/fixtures/carrier-wire/onelink/`). Published:
 //! the envelope (§0.4), `0`, `12021` with its verbatim message, `11011` for an unknown card,
 //! the cardStatus codes (CT: 2, 4, 9), the change reply `{iccid}` (or `{orderNum, msisdn}`
-//! with [`WireOptions::change_reply_order_num`]).
+//! when the [`SimCarrier`]'s receipt is in progress, or with
+//! [`WireOptions::change_reply_order_num`]), order-info's status words and
+//! `yyyyMMddHHmmss` dates (§3.1), card-bind-status' `result`/`errorCode`/`errorDes`/`sepTime`
+//! fields (§7.1), sim-imei's `imei` (§2.9), card-bind-by-bill's parameters (§7.2).
+//! Every answer comes from the [`SimCarrier`]: `order()`, `binding()`, `rebind()`,
+//! `stop_reasons()` (a carrier that gives no reasons: `Manual` while stopped), its number
+//! (`number_of`, for basic-info's and the change reply's `msisdn`, and to find the card
+//! card-bind-status names by msisdn); its `Deferred` (repeat window) is refused with
+//! [`WireOptions::repeat_window_code`].
 //!
 //! Invented, because nothing is published (each marked where it is used):
 //! - bad credentials answer `12022`: a reseller's code ([COTONDA]), not China Mobile's;
@@ -20,6 +28,13 @@
 //! - sim-session's `status`/`ip`/`rat` values (fields from the skeleton, values fake);
 //! - `realNameStatus` "0" for an unregistered card (only "1" is published; any other value
 //!   reads as "not registered"), and the `orderNum` format `SIM` + 12 digits;
+//! - the repeat-window code [`INVENTED_REPEAT_WINDOW`] (the default of
+//!   [`WireOptions::repeat_window_code`]); [`SIM_UNKNOWN_ORDER`] for an orderNum never
+//!   answered; [`SIM_NO_BINDING`] as result 2's errorCode when the simulated carrier keeps no
+//!   binding; `sepTime` written `yyyy-MM-dd HH:mm:ss` (format not found); the
+//!   card-bind-by-bill reply (not found): the §0.4 verbatim `{"status":"0","message":"正确",
+//!   "result":[]}`, or `result:[{orderNum}]` for an order in progress; a TAC handed to the
+//!   simulated carrier as `Rebind::Imei(tac)` (the wire carries no full IMEI);
 //! - the transid is only required non-empty; the strict appid + 22 digits check is opt-in
 //!   ([`WireOptions::strict_transid`]) since clients build it in many ways (§0.3).
 //!
