@@ -10,7 +10,7 @@ use simgate::carrier::http::onelink::simulator::{router, WireOptions, WireStats}
 use simgate::carrier::http::onelink::{HttpMethod, OneLink, OneLinkConfig, WireDate};
 use simgate::carrier::http::{HttpTimeouts, Secret};
 use simgate::carrier::sim::{SimCarrier, SimFaults};
-use simgate::carrier::{Carrier, CarrierError, OnboardCard, ServiceState};
+use simgate::carrier::{Carrier, CarrierError, OnboardCard, Receipt, ServiceState};
 use simgate::clock::ManualClock;
 use simgate::domain::{CarrierId, CarrierPolicy, Iccid, StopReason};
 
@@ -41,6 +41,9 @@ fn config(addr: SocketAddr, password: &str, request_ms: u64) -> OneLinkConfig {
         },
         token_method: HttpMethod::default(),
         request_method: HttpMethod::default(),
+        repeat_window_code: None,
+        bind_test_type: "0".into(),
+        bind_tac_digits: 14,
     }
 }
 
@@ -65,7 +68,11 @@ struct Rig {
     _db: TestDb,
 }
 
-/// Card 1: active with 5000 bytes used; card 2: stopped; card 3: active with 2048 bytes.
+/// Card 1's access number at the simulated carrier.
+const RIG_MSISDN: &str = "1440000000001";
+
+/// Card 1: active with 5000 bytes used, number [`RIG_MSISDN`]; card 2: stopped; card 3:
+/// active with 2048 bytes.
 async fn rig_with(opts: WireOptions, request_ms: u64) -> Rig {
     let db = TestDb::new(Backend::Sqlite).expect("sqlite test db");
     let policy = CarrierPolicy::default_for(CarrierId::Mobile);
@@ -79,7 +86,7 @@ async fn rig_with(opts: WireOptions, request_ms: u64) -> Rig {
             iccid: iccid(1),
             state: ServiceState::Active,
             cycle_usage_bytes: 5_000,
-            msisdn: None,
+            msisdn: Some(RIG_MSISDN.into()),
         },
         OnboardCard {
             iccid: iccid(2),
@@ -238,11 +245,19 @@ async fn stop_reasons_real_name_and_pool_usage_map_to_simgate_terms() {
     };
     let r = rig_with(opts, 2_000).await;
 
-    let stopped = r.adapter.stop_reasons(&iccid(2)).await.expect("reasons");
+    let stopped = r
+        .adapter
+        .stop_reason_flags(&iccid(2))
+        .await
+        .expect("reasons");
     assert_eq!(stopped.raw, "000000002000");
     assert_eq!(stopped.reasons, vec![StopReason::Manual]);
     assert!(stopped.platform_only.is_empty());
-    let active = r.adapter.stop_reasons(&iccid(1)).await.expect("reasons");
+    let active = r
+        .adapter
+        .stop_reason_flags(&iccid(1))
+        .await
+        .expect("reasons");
     assert!(active.reasons.is_empty());
 
     assert!(r.adapter.real_name_registered(&iccid(1)).await.expect("rn"));
@@ -534,15 +549,16 @@ async fn wire_onelink_fixture_card_status_confirms_a_release_only_when_released(
 
 use simgate::carrier::http::onelink::simulator::TOKEN_INVALID_MESSAGE;
 use simgate::carrier::http::onelink::{
-    parse_basic_info, parse_card_status, parse_change_reply, parse_data_usage, parse_envelope,
-    parse_last_session, parse_real_name, parse_stop_reasons, parse_token, ChangeReply,
+    parse_basic_info, parse_bind_status, parse_card_status, parse_change_reply, parse_data_usage,
+    parse_envelope, parse_imei, parse_last_session, parse_order_info, parse_real_name,
+    parse_stop_reasons, parse_token, BindStatus, ChangeReply,
 };
-use simgate::carrier::LastSession;
+use simgate::carrier::{LastSession, OrderProgress};
 
 const FIXTURE_DIR: &str = "tests/fixtures/carrier-wire/onelink";
 
 /// Every reply fixture, each checked by `check_reply`.
-const REPLY_FIXTURES: [&str; 11] = [
+const REPLY_FIXTURES: [&str; 17] = [
     "any-call.s0-4.reply-12021.json",
     "any-call.s0-4.reply-ok-empty.json",
     "get-token.s1.reply.json",
@@ -554,6 +570,22 @@ const REPLY_FIXTURES: [&str; 11] = [
     "query-sim-real-name-status.s2-8.reply.json",
     "change-sim-status.s3.reply-identifier.json",
     "change-sim-status.s3.reply-ordernum.json",
+    "query-order-info.s3-1.reply.json",
+    "query-sim-imei.s2-9.reply.json",
+    "query-card-bind-status.s7-1.reply.json",
+    "derived/query-sim-stop-reason.s2-7.reply-position-2.json",
+    "derived/query-card-bind-status.s7-1.reply-separated.json",
+    "derived/query-card-bind-status.s7-1.reply-query-failed.json",
+];
+
+/// The derived request fixtures of `order()`, `binding()` and `rebind()` (issue 20), each
+/// compared with what the adapter sends.
+const ORDER_BINDING_REQUEST_FIXTURES: [&str; 5] = [
+    "derived/query-order-info.s3-1.request.txt",
+    "derived/query-card-bind-status.s7-1.request.txt",
+    "derived/operate-card-bind-by-bill.s7-2.request-unbind.txt",
+    "derived/operate-card-bind-by-bill.s7-2.request-current-device.txt",
+    "derived/operate-card-bind-by-bill.s7-2.request-imei.txt",
 ];
 
 /// Every request fixture, each compared with what the adapter sends.
@@ -595,7 +627,7 @@ fn check_reply(file: &str, body: &str) {
             // As a change's answer it proves nothing: the card must be read again.
             assert_eq!(
                 parse_change_reply(&env.result, "89860400000000000001"),
-                ChangeReply::NotProof { order_num: None }
+                ChangeReply::NotProof
             );
         }
         "get-token.s1.reply.json" => {
@@ -663,18 +695,112 @@ fn check_reply(file: &str, body: &str) {
                 ChangeReply::Applied
             );
             // An echo of another card is no proof for this one.
-            assert!(matches!(
+            assert_eq!(
                 parse_change_reply(&env.result, "89860400000000000002"),
-                ChangeReply::NotProof { .. }
-            ));
+                ChangeReply::NotProof
+            );
         }
         "change-sim-status.s3.reply-ordernum.json" => {
             let env = parse_envelope(body.as_bytes()).expect("envelope");
             assert_eq!(
                 parse_change_reply(&env.result, "89860400000000000001"),
-                ChangeReply::NotProof {
-                    order_num: Some("<orderNum>".into())
+                ChangeReply::Order {
+                    order_num: "<orderNum>".into()
                 }
+            );
+        }
+        "query-order-info.s3-1.reply.json" => {
+            let info = parse_order_info(&record_of(body)).expect("order-info");
+            assert_eq!(info.order_num.as_deref(), Some("<orderNum>"));
+            assert_eq!(
+                (info.progress, info.unlisted),
+                (OrderProgress::Completed, false)
+            );
+            let at = |s: &str| {
+                chrono::DateTime::parse_from_rfc3339(s)
+                    .expect("time")
+                    .with_timezone(&chrono::Utc)
+            };
+            assert_eq!(info.status_date, WireDate::At(at("2024-01-01T04:05:00Z")));
+            assert_eq!(info.create_date, WireDate::At(at("2024-01-01T04:00:00Z")));
+            // Every listed word (§3.1), and one that is not.
+            for (word, want) in [
+                ("failed", OrderProgress::Failed("failed".into())),
+                ("aborted", OrderProgress::Failed("aborted".into())),
+                ("cancelled", OrderProgress::Failed("cancelled".into())),
+                ("acknowledged", OrderProgress::Open("acknowledged".into())),
+                ("ready", OrderProgress::Open("ready".into())),
+                ("future", OrderProgress::Open("future".into())),
+                ("inProgress", OrderProgress::Open("inProgress".into())),
+                ("amending", OrderProgress::Open("amending".into())),
+                ("suspended", OrderProgress::Open("suspended".into())),
+                ("cancelling", OrderProgress::Open("cancelling".into())),
+                ("completed", OrderProgress::Completed),
+            ] {
+                let b = body.replace(r#""status":"completed""#, &format!(r#""status":"{word}""#));
+                let info = parse_order_info(&record_of(&b)).expect(word);
+                assert_eq!((info.progress, info.unlisted), (want, false), "{word}");
+            }
+            let b = body.replace(r#""status":"completed""#, r#""status":"done""#);
+            let info = parse_order_info(&record_of(&b)).expect("unlisted");
+            assert_eq!(
+                (info.progress, info.unlisted),
+                (OrderProgress::Open("done".into()), true)
+            );
+            // Missing dates are tolerated; a missing status is not.
+            let b = body.replace(
+                r#","statusDate":"20240101120500","createDate":"20240101120000""#,
+                "",
+            );
+            let info = parse_order_info(&record_of(&b)).expect("no dates");
+            assert_eq!(info.status_date, WireDate::Absent);
+            let b = body.replace(r#""status":"completed","#, "");
+            assert!(matches!(
+                parse_order_info(&record_of(&b)),
+                Err(CarrierError::Transient(_))
+            ));
+        }
+        "query-sim-imei.s2-9.reply.json" => {
+            assert_eq!(
+                parse_imei(&record_of(body)).as_deref(),
+                Some("860000000000001")
+            );
+            let blank = body.replace("860000000000001", " ");
+            assert_eq!(parse_imei(&record_of(&blank)), None);
+        }
+        "query-card-bind-status.s7-1.reply.json" => {
+            assert_eq!(
+                parse_bind_status(&record_of(body)).expect("bind status"),
+                BindStatus::NotSeparated
+            );
+        }
+        "derived/query-sim-stop-reason.s2-7.reply-position-2.json" => {
+            let r = parse_stop_reasons(&record_of(body)).expect("stopReason");
+            assert_eq!(r.reasons, vec![StopReason::DeviceMismatch]);
+            assert!(r.platform_only.is_empty());
+        }
+        "derived/query-card-bind-status.s7-1.reply-separated.json" => {
+            assert_eq!(
+                parse_bind_status(&record_of(body)).expect("bind status"),
+                BindStatus::Separated {
+                    since: WireDate::Unreadable("<time>".into())
+                }
+            );
+            for dated in ["2024-01-01 12:00:00", "20240101120000"] {
+                let b = body.replace("<time>", dated);
+                assert_eq!(
+                    parse_bind_status(&record_of(&b)).expect("bind status"),
+                    BindStatus::Separated {
+                        since: WireDate::At(beijing_noon)
+                    }
+                );
+            }
+        }
+        "derived/query-card-bind-status.s7-1.reply-query-failed.json" => {
+            let e = parse_bind_status(&record_of(body)).expect_err("查询失败");
+            assert!(
+                matches!(&e, CarrierError::Transient(m) if m.contains("<code>") && m.contains("<text>")),
+                "{e:?}"
             );
         }
         other => panic!("{other} has no expected values"),
@@ -684,21 +810,38 @@ fn check_reply(file: &str, body: &str) {
 #[test]
 fn wire_onelink_fixture_replies_parse_to_the_dossier_values() {
     // A fixture added to the folder but not to the tables fails here.
+    // Files in the folder and in `derived/`, named relative to the folder.
+    fn files(dir: &std::path::Path, prefix: &str, out: &mut std::collections::BTreeSet<String>) {
+        for e in std::fs::read_dir(dir).expect("the fixture folder") {
+            let e = e.expect("entry");
+            let name = format!("{prefix}{}", e.file_name().to_string_lossy());
+            if e.file_type().expect("type").is_dir() {
+                files(&e.path(), &format!("{name}/"), out);
+            } else {
+                out.insert(name);
+            }
+        }
+    }
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(FIXTURE_DIR);
-    let on_disk: std::collections::BTreeSet<String> = std::fs::read_dir(&dir)
-        .expect("the fixture folder")
-        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
-        .collect();
+    let mut on_disk = std::collections::BTreeSet::new();
+    files(&dir, "", &mut on_disk);
     let listed: std::collections::BTreeSet<String> = REPLY_FIXTURES
         .iter()
         .chain(REQUEST_FIXTURES.iter())
+        .chain(ORDER_BINDING_REQUEST_FIXTURES.iter())
         .chain(["INDEX.md"].iter())
         .map(|s| s.to_string())
         .collect();
     assert_eq!(on_disk, listed, "every fixture is in a table of this test");
     for file in REPLY_FIXTURES {
         check_reply(file, &fixture(file));
-        // And INDEX.md documents it.
+    }
+    // And INDEX.md documents every one, derived ones in its derived table.
+    for file in REPLY_FIXTURES
+        .iter()
+        .chain(REQUEST_FIXTURES.iter())
+        .chain(ORDER_BINDING_REQUEST_FIXTURES.iter())
+    {
         assert!(fixture("INDEX.md").contains(&format!("`{file}`")), "{file}");
     }
 }
@@ -803,7 +946,7 @@ async fn wire_onelink_fixture_replies_read_through_the_adapter() {
     assert_eq!(info.msisdn.as_deref(), Some("1440000000001"));
     assert!(matches!(info.open_date, WireDate::Unreadable(_)));
     assert_eq!(
-        a.stop_reasons(&dossier_card())
+        a.stop_reason_flags(&dossier_card())
             .await
             .expect("reasons")
             .reasons,
@@ -827,18 +970,26 @@ async fn wire_onelink_change_replies_are_proof_only_when_they_echo_the_card() {
     .await;
     a.stop(&dossier_card()).await.expect("echo = applied");
 
-    // orderNum: the card (cardStatus 2, Active) is read again. A restore is thereby done; a
-    // stop is not yet: outcome unknown, naming the order.
-    let (a, _) = platform_answering(
+    // orderNum: an order in progress, for the journal to settle with order(); the card is
+    // not read again.
+    let (a, received) = platform_answering(
         &with_change(fixture("change-sim-status.s3.reply-ordernum.json")),
         HttpMethod::Get,
     )
     .await;
-    a.restore(&dossier_card()).await.expect("already active");
-    let e = a.stop(&dossier_card()).await.expect_err("not proof");
+    for receipt in [
+        a.restore(&dossier_card()).await.expect("an order"),
+        a.stop(&dossier_card()).await.expect("an order"),
+    ] {
+        assert_eq!(receipt, Receipt::in_progress(Some("<orderNum>".into())));
+    }
     assert!(
-        matches!(&e, CarrierError::OutcomeUnknown(m) if m.contains("order <orderNum> accepted, not yet applied")),
-        "{e:?}"
+        !received
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|r| r.1 == "/v5/ec/query/sim-status"),
+        "no re-read after an orderNum"
     );
     // An empty record proves nothing either.
     let (a, _) = platform_answering(
@@ -867,9 +1018,10 @@ async fn wire_onelink_change_replies_are_proof_only_when_they_echo_the_card() {
     a.restore(&dossier_card())
         .await
         .expect("target state: done");
+    // Not in the target state: Deferred (the platform said no; read later, never final).
     assert!(matches!(
         a.stop(&dossier_card()).await,
-        Err(CarrierError::OutcomeUnknown(m)) if m.contains("13012")
+        Err(CarrierError::Deferred { code, retry_after: None, .. }) if code == "13012"
     ));
     let mut cancelled = with_change(refusal("12098"));
     cancelled[0].1 = fixture("query-sim-status.s2-1.reply.json")
@@ -879,14 +1031,14 @@ async fn wire_onelink_change_replies_are_proof_only_when_they_echo_the_card() {
         rejected_code(a.restore(&dossier_card()).await),
         "CARD_CANCELLED"
     );
-    // An accepted order on that card is not turned into a refusal: still not applied.
+    // An accepted order on that card is not turned into a refusal: an order in progress.
     let mut ordered = cancelled.clone();
     ordered.last_mut().expect("the change").1 = fixture("change-sim-status.s3.reply-ordernum.json");
     let (a, _) = platform_answering(&ordered, HttpMethod::Get).await;
-    assert!(matches!(
-        a.restore(&dossier_card()).await,
-        Err(CarrierError::OutcomeUnknown(m)) if m.contains("not yet applied")
-    ));
+    assert_eq!(
+        a.restore(&dossier_card()).await.expect("an order"),
+        Receipt::in_progress(Some("<orderNum>".into()))
+    );
 }
 
 #[tokio::test]
