@@ -855,6 +855,19 @@ async fn platform_answering(
     bodies: &[(&'static str, String)],
     method: HttpMethod,
 ) -> (OneLink, Received) {
+    platform_answering_as(bodies, |addr| config_sending(addr, method), ctx_default()).await
+}
+
+fn ctx_default() -> simgate::carrier::platform::AccountCtx {
+    ctx(CarrierPolicy::default_for(CarrierId::Mobile))
+}
+
+/// `platform_answering` with the adapter's settings from `cfg` and its account `ctx`.
+async fn platform_answering_as(
+    bodies: &[(&'static str, String)],
+    cfg: impl FnOnce(SocketAddr) -> OneLinkConfig,
+    account: simgate::carrier::platform::AccountCtx,
+) -> (OneLink, Received) {
     let mut map: HashMap<String, String> = HashMap::from([(
         "/v5/ec/get/token".to_string(),
         fixture("get-token.s1.reply.json").replace("<ttl>", "3600"),
@@ -887,11 +900,7 @@ async fn platform_answering(
         }
     }));
     let addr = serve(app).await;
-    let a = OneLink::new(
-        &config_sending(addr, method),
-        ctx(CarrierPolicy::default_for(CarrierId::Mobile)),
-    )
-    .expect("adapter");
+    let a = OneLink::new(&cfg(addr), account).expect("adapter");
     (a, received)
 }
 
@@ -1271,7 +1280,13 @@ async fn simulator_answers(opts: WireOptions, method: HttpMethod) -> Vec<(String
     a.basic_info(&iccid(1)).await.expect("basic info");
     a.stop_reasons(&iccid(1)).await.expect("reasons");
     a.real_name_registered(&iccid(1)).await.expect("real name");
-    a.stop(&iccid(1)).await.expect("stop");
+    let receipt = a.stop(&iccid(1)).await.expect("stop");
+    if let Some(order) = receipt.order_id.as_deref() {
+        a.order(&iccid(1), order).await.expect("order");
+    }
+    // The binding calls (the simulated carrier may keep no binding: result 2, unavailable).
+    let _ = a.bind_status(&iccid(1)).await;
+    a.imei(&iccid(1)).await.expect("imei");
     // And a call with a token the platform never issued: 12021.
     let resp = reqwest::Client::new()
         .get(format!("http://{addr}/v5/ec/query/sim-status"))
@@ -1324,6 +1339,11 @@ async fn wire_onelink_simulator_answers_in_the_dossier_shapes() {
                 "/change/sim-status",
                 "change-sim-status.s3.reply-identifier.json",
             ),
+            (
+                "/query/card-bind-status",
+                "query-card-bind-status.s7-1.reply.json",
+            ),
+            ("/query/sim-imei", "query-sim-imei.s2-9.reply.json"),
         ] {
             // `<ttl>` stands for a JSON integer ([SIMCTL]).
             let theirs = shape(&fixture(file).replace("<ttl>", "3600"));
@@ -1360,6 +1380,15 @@ async fn wire_onelink_simulator_answers_in_the_dossier_shapes() {
     assert_eq!(
         shape(change),
         shape(&fixture("change-sim-status.s3.reply-ordernum.json"))
+    );
+    let order = &answers
+        .iter()
+        .find(|(p, _)| p.ends_with("/query/order-info"))
+        .expect("an order query")
+        .1;
+    assert_eq!(
+        shape(order),
+        shape(&fixture("query-order-info.s3-1.reply.json"))
     );
 }
 
@@ -1419,4 +1448,541 @@ async fn wire_onelink_simulator_refuses_a_change_the_state_does_not_allow() {
     assert_eq!(r.sim.card(&iccid(1)).await.expect("sim").changes, 0);
     r.adapter.stop(&iccid(1)).await.expect("stop");
     assert_eq!(r.sim.card(&iccid(1)).await.expect("sim").changes, 1);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Issue 20: orders, the repeat window, stop reasons and machine-card binding.
+// ---------------------------------------------------------------------------------------------
+
+use simgate::carrier::sim::Fault;
+use simgate::carrier::{Binding, Rebind};
+use simgate::domain::StopReasons;
+
+/// The fixtures of `card()` and the reads, with the order-info, card-bind-status and sim-imei
+/// fixtures, and `extra` over them (by path).
+fn order_binding_fixtures(extra: &[(&'static str, String)]) -> Vec<(&'static str, String)> {
+    let mut b = read_fixtures();
+    b.push((
+        "/query/order-info",
+        fixture("query-order-info.s3-1.reply.json"),
+    ));
+    b.push((
+        "/query/card-bind-status",
+        fixture("query-card-bind-status.s7-1.reply.json"),
+    ));
+    b.push(("/query/sim-imei", fixture("query-sim-imei.s2-9.reply.json")));
+    b.extend(extra.iter().cloned());
+    b
+}
+
+fn requests_to(received: &Received, path: &str) -> usize {
+    received
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|r| r.1 == format!("/v5/ec{path}"))
+        .count()
+}
+
+#[tokio::test]
+async fn wire_onelink_fixture_orders_and_binding_read_through_the_adapter() {
+    let (a, received) = platform_answering(&order_binding_fixtures(&[]), HttpMethod::Get).await;
+    assert!(a.queries_orders());
+    assert_eq!(
+        a.rebind_modes(),
+        vec!["UNBIND", "CURRENT_DEVICE", "IMEI"],
+        "all three modes"
+    );
+    // §3.1 completed.
+    assert_eq!(
+        a.order(&dossier_card(), "<orderNum>").await.expect("order"),
+        OrderProgress::Completed
+    );
+    // An answer about another order never settles this one.
+    assert!(matches!(
+        a.order(&dossier_card(), "OTHER").await,
+        Err(CarrierError::Transient(m)) if m.contains("OTHER")
+    ));
+    // §7.1 未分离 and §2.9's IMEI; the msisdn from §2.2's basic-info, asked once.
+    let want = Binding {
+        bound: true,
+        imei: Some("860000000000001".into()),
+        separated: false,
+        separated_since: None,
+    };
+    for _ in 0..2 {
+        assert_eq!(
+            a.binding(&dossier_card()).await.expect("binding"),
+            Some(want.clone())
+        );
+    }
+    assert_eq!(requests_to(&received, "/query/sim-basic-info"), 1);
+    assert_eq!(requests_to(&received, "/query/card-bind-status"), 2);
+    // §2.7 position 9 → Manual, through the trait.
+    assert_eq!(
+        Carrier::stop_reasons(&a, &dossier_card())
+            .await
+            .expect("reasons"),
+        Some(StopReasons::from_iter([StopReason::Manual]))
+    );
+
+    // Derived: position 2 机卡分离 → DeviceMismatch; 已分离 with a placeholder sepTime; an
+    // unlisted order status word.
+    let order = fixture("query-order-info.s3-1.reply.json")
+        .replace(r#""status":"completed""#, r#""status":"done""#);
+    let (a, _) = platform_answering(
+        &order_binding_fixtures(&[
+            (
+                "/query/sim-stop-reason",
+                fixture("derived/query-sim-stop-reason.s2-7.reply-position-2.json"),
+            ),
+            (
+                "/query/card-bind-status",
+                fixture("derived/query-card-bind-status.s7-1.reply-separated.json"),
+            ),
+            ("/query/order-info", order),
+        ]),
+        HttpMethod::Post,
+    )
+    .await;
+    assert_eq!(
+        Carrier::stop_reasons(&a, &dossier_card())
+            .await
+            .expect("reasons"),
+        Some(StopReasons::from_iter([StopReason::DeviceMismatch]))
+    );
+    let b = a
+        .binding(&dossier_card())
+        .await
+        .expect("binding")
+        .expect("a binding");
+    assert_eq!(
+        (b.bound, b.separated, b.separated_since),
+        (true, true, None)
+    );
+    assert_eq!(
+        a.order(&dossier_card(), "<orderNum>").await.expect("order"),
+        OrderProgress::Open("done".into()),
+        "an unlisted word is open, never a guessed outcome"
+    );
+    // With a readable sepTime, the time of separation; and with the IMEI blank.
+    let sep = fixture("derived/query-card-bind-status.s7-1.reply-separated.json")
+        .replace("<time>", "20240101120000");
+    let (a, _) = platform_answering(
+        &order_binding_fixtures(&[
+            ("/query/card-bind-status", sep),
+            (
+                "/query/sim-imei",
+                fixture("query-sim-imei.s2-9.reply.json").replace("860000000000001", ""),
+            ),
+        ]),
+        HttpMethod::Get,
+    )
+    .await;
+    let b = a
+        .binding(&dossier_card())
+        .await
+        .expect("binding")
+        .expect("a binding");
+    assert_eq!(
+        b,
+        Binding {
+            bound: true,
+            imei: None,
+            separated: true,
+            separated_since: beijing("2024-01-01 12:00:00"),
+        }
+    );
+    // 查询失败: unavailable, with the platform's errorCode and errorDes.
+    let (a, _) = platform_answering(
+        &order_binding_fixtures(&[(
+            "/query/card-bind-status",
+            fixture("derived/query-card-bind-status.s7-1.reply-query-failed.json"),
+        )]),
+        HttpMethod::Get,
+    )
+    .await;
+    assert!(matches!(
+        a.binding(&dossier_card()).await,
+        Err(CarrierError::Transient(m)) if m.contains("<code>") && m.contains("<text>")
+    ));
+    // No msisdn in basic-info and none stored: refused before card-bind-status is sent.
+    let (a, received) = platform_answering(
+        &order_binding_fixtures(&[(
+            "/query/sim-basic-info",
+            fixture("query-sim-basic-info.s2-2.reply.json").replace("1440000000001", ""),
+        )]),
+        HttpMethod::Get,
+    )
+    .await;
+    assert_eq!(rejected_code(a.binding(&dossier_card()).await), "NO_MSISDN");
+    assert_eq!(requests_to(&received, "/query/card-bind-status"), 0);
+}
+
+fn beijing(s: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+    simgate::carrier::http::onelink::beijing_time(s)
+}
+
+/// A request's parameters: the query string of a GET, the JSON body of a POST (values as
+/// text), without `transid` and `token` (their values vary).
+fn params_of(method: &str, query: &str, body: &str) -> std::collections::BTreeMap<String, String> {
+    let mut out: std::collections::BTreeMap<String, String> = if method == "GET" {
+        url::form_urlencoded::parse(query.as_bytes())
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect()
+    } else {
+        let v: serde_json::Value = serde_json::from_str(body).expect("a JSON body");
+        v.as_object()
+            .expect("an object")
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_str().expect("a string value").to_string()))
+            .collect()
+    };
+    out.remove("transid");
+    out.remove("token");
+    out
+}
+
+fn fixture_params(file: &str) -> (String, String, std::collections::BTreeMap<String, String>) {
+    let text = fixture(file);
+    let mut lines = text.lines();
+    let (method, url) = lines
+        .next()
+        .expect("a request line")
+        .split_once(' ')
+        .expect("METHOD URL");
+    let url = url::Url::parse(url).expect("a URL");
+    let params = params_of(
+        method,
+        url.query().unwrap_or(""),
+        lines.next().unwrap_or(""),
+    );
+    (method.to_string(), url.path().to_string(), params)
+}
+
+#[tokio::test]
+async fn wire_onelink_order_and_binding_requests_carry_the_dossier_parameters() {
+    let ok_empty = fixture("any-call.s0-4.reply-ok-empty.json");
+    for method in [HttpMethod::Get, HttpMethod::Post] {
+        let (a, received) = platform_answering(
+            &order_binding_fixtures(&[("/operate/card-bind-by-bill", ok_empty.clone())]),
+            method,
+        )
+        .await;
+        a.order(&dossier_card(), "<orderNum>").await.expect("order");
+        a.binding(&dossier_card()).await.expect("binding");
+        for r in [
+            Rebind::Unbind,
+            Rebind::CurrentDevice,
+            Rebind::Imei("860000000000001".into()),
+        ] {
+            assert_eq!(
+                a.rebind(&dossier_card(), &r).await.expect("rebind"),
+                Receipt::applied(),
+                "{r:?}: status 0 is applied"
+            );
+        }
+        let received = received.lock().unwrap().clone();
+        let wanted = if method == HttpMethod::Get {
+            "GET"
+        } else {
+            "POST"
+        };
+        let mut binds = received
+            .iter()
+            .filter(|r| r.1 == "/v5/ec/operate/card-bind-by-bill");
+        for file in ORDER_BINDING_REQUEST_FIXTURES {
+            let (_, path, want) = fixture_params(file);
+            let r = if path.ends_with("/operate/card-bind-by-bill") {
+                binds.next().expect("a rebind request")
+            } else {
+                received
+                    .iter()
+                    .find(|r| r.1 == path)
+                    .unwrap_or_else(|| panic!("{method:?}: no request to {path}"))
+            };
+            assert_eq!(r.0, wanted, "{file}");
+            // Names and values, every value a string (a POST's too).
+            assert_eq!(params_of(&r.0, &r.2, &r.3), want, "{method:?} {file}");
+            let (_, all_strings) = received_names(r);
+            assert!(all_strings, "{file}");
+        }
+        // sim-imei names the card like every card query.
+        let imei = received
+            .iter()
+            .find(|r| r.1 == "/v5/ec/query/sim-imei")
+            .expect("sim-imei");
+        assert_eq!(
+            params_of(&imei.0, &imei.2, &imei.3),
+            [("iccid".to_string(), "89860400000000000001".to_string())].into()
+        );
+    }
+}
+
+/// simgate's record of card numbers, for the adapter's account.
+struct Book(&'static str);
+
+#[async_trait::async_trait]
+impl simgate::carrier::platform::CardNumbers for Book {
+    async fn msisdn(
+        &self,
+        _: &simgate::domain::AccountId,
+        _: &Iccid,
+    ) -> Result<Option<String>, String> {
+        Ok(Some(self.0.to_string()))
+    }
+}
+
+#[tokio::test]
+async fn wire_onelink_binding_settings_and_the_stored_number() {
+    // The stored number names the card; basic-info is not asked. testType 1 and an 8-digit TAC.
+    let account = simgate::carrier::platform::AccountCtx {
+        numbers: simgate::carrier::platform::NumberBook(Arc::new(Book("1440000000009"))),
+        ..ctx_default()
+    };
+    let (a, received) = platform_answering_as(
+        &order_binding_fixtures(&[(
+            "/operate/card-bind-by-bill",
+            fixture("change-sim-status.s3.reply-ordernum.json"),
+        )]),
+        |addr| OneLinkConfig {
+            bind_test_type: "1".into(),
+            bind_tac_digits: 8,
+            ..config_sending(addr, HttpMethod::Get)
+        },
+        account,
+    )
+    .await;
+    a.binding(&dossier_card()).await.expect("binding");
+    // A reply with an orderNum (the change call's [GOSDK] form): in progress.
+    assert_eq!(
+        a.rebind(&dossier_card(), &Rebind::Imei("860000000000001".into()))
+            .await
+            .expect("rebind"),
+        Receipt::in_progress(Some("<orderNum>".into()))
+    );
+    // Too short for the TAC, or not digits: refused, nothing sent.
+    for bad in ["8600000", "86000000000000x"] {
+        assert_eq!(
+            rejected_code(a.rebind(&dossier_card(), &Rebind::Imei(bad.into())).await),
+            "IMEI_INVALID"
+        );
+    }
+    let received = received.lock().unwrap().clone();
+    assert!(!received
+        .iter()
+        .any(|r| r.1.ends_with("/query/sim-basic-info")));
+    let status = received
+        .iter()
+        .find(|r| r.1.ends_with("/query/card-bind-status"))
+        .expect("card-bind-status");
+    assert_eq!(
+        params_of(&status.0, &status.2, &status.3),
+        [
+            ("msisdn".to_string(), "1440000000009".to_string()),
+            ("testType".to_string(), "1".to_string())
+        ]
+        .into()
+    );
+    let binds: Vec<_> = received
+        .iter()
+        .filter(|r| r.1.ends_with("/operate/card-bind-by-bill"))
+        .collect();
+    assert_eq!(binds.len(), 1, "the refused IMEIs were never sent");
+    assert_eq!(
+        params_of(&binds[0].0, &binds[0].2, &binds[0].3)
+            .get("tac")
+            .map(String::as_str),
+        Some("86000000")
+    );
+
+    // Settings outside the dossier's values are refused at start.
+    for (test_type, digits) in [("2", 14), ("0", 7), ("0", 15)] {
+        let cfg = OneLinkConfig {
+            bind_test_type: test_type.into(),
+            bind_tac_digits: digits,
+            ..config("127.0.0.1:1".parse().expect("addr"), PASSWORD, 2_000)
+        };
+        assert!(
+            OneLink::new(&cfg, ctx_default()).is_err(),
+            "{test_type} {digits}"
+        );
+    }
+    // Defaults: testType 0, 14 digits, no window code.
+    let cfg: OneLinkConfig = serde_json::from_value(serde_json::json!({
+        "base_url": "http://h/v5/ec", "appid": "a", "password": "p"
+    }))
+    .expect("config");
+    assert_eq!(
+        (
+            cfg.bind_test_type.as_str(),
+            cfg.bind_tac_digits,
+            cfg.repeat_window_code
+        ),
+        ("0", 14, None)
+    );
+}
+
+#[tokio::test]
+async fn wire_onelink_refused_changes_are_deferred_unless_final() {
+    let refusal = |code: &str| format!(r#"{{"status":"{code}","message":"x","result":[]}}"#);
+    // The account's window code: Deferred at once, the card not read again; a change and a
+    // rebind alike.
+    let bodies = order_binding_fixtures(&[
+        ("/change/sim-status", refusal("19999")),
+        ("/operate/card-bind-by-bill", refusal("19999")),
+    ]);
+    let (a, received) = platform_answering_as(
+        &bodies,
+        |addr| OneLinkConfig {
+            repeat_window_code: Some("19999".into()),
+            ..config_sending(addr, HttpMethod::Get)
+        },
+        ctx_default(),
+    )
+    .await;
+    for r in [
+        a.restore(&dossier_card()).await,
+        a.rebind(&dossier_card(), &Rebind::Unbind).await,
+    ] {
+        assert!(
+            matches!(&r, Err(CarrierError::Deferred { code, message, retry_after: None })
+                if code == "19999" && message.contains("repeat window")),
+            "{r:?}"
+        );
+    }
+    assert_eq!(requests_to(&received, "/query/sim-status"), 0);
+
+    // Without the setting the same code is unrecognised: the card is read (cardStatus 2), a
+    // restore is thereby done and a stop Deferred; a rebind Deferred without a re-read.
+    let (a, received) = platform_answering(&bodies, HttpMethod::Get).await;
+    assert_eq!(
+        a.restore(&dossier_card()).await.expect("done"),
+        Receipt::applied()
+    );
+    assert!(matches!(
+        a.stop(&dossier_card()).await,
+        Err(CarrierError::Deferred { code, retry_after: None, .. }) if code == "19999"
+    ));
+    let reads = requests_to(&received, "/query/sim-status");
+    assert!(matches!(
+        a.rebind(&dossier_card(), &Rebind::CurrentDevice).await,
+        Err(CarrierError::Deferred { code, .. }) if code == "19999"
+    ));
+    assert_eq!(requests_to(&received, "/query/sim-status"), reads);
+
+    // 11011 stays final for both.
+    let (a, _) = platform_answering(
+        &order_binding_fixtures(&[
+            ("/change/sim-status", refusal("11011")),
+            ("/operate/card-bind-by-bill", refusal("11011")),
+        ]),
+        HttpMethod::Get,
+    )
+    .await;
+    assert_eq!(rejected_code(a.stop(&dossier_card()).await), "11011");
+    assert_eq!(
+        rejected_code(a.rebind(&dossier_card(), &Rebind::Unbind).await),
+        "11011"
+    );
+    // A window code that would shadow a code the adapter acts on is refused at start.
+    for code in ["0", "12021", "11011"] {
+        let cfg = OneLinkConfig {
+            repeat_window_code: Some(code.into()),
+            ..config("127.0.0.1:1".parse().expect("addr"), PASSWORD, 2_000)
+        };
+        assert!(OneLink::new(&cfg, ctx_default()).is_err(), "{code}");
+    }
+}
+
+#[tokio::test]
+async fn wire_onelink_simulator_order_replies_settle_with_order_info() {
+    let r = rig_with(
+        WireOptions {
+            change_reply_order_num: true,
+            ..WireOptions::default()
+        },
+        2_000,
+    )
+    .await;
+    let receipt = r.adapter.stop(&iccid(1)).await.expect("stop");
+    assert!(receipt.in_progress, "{receipt:?}");
+    let order = receipt.order_id.expect("an orderNum");
+    // The simulated carrier applied it at once: the order is completed.
+    assert_eq!(
+        r.adapter.order(&iccid(1), &order).await.expect("order"),
+        OrderProgress::Completed
+    );
+    assert_eq!(
+        r.sim.card(&iccid(1)).await.expect("sim").state,
+        ServiceState::Stopped
+    );
+    // An order the platform never gave: its (invented) refusal is unavailable, not an outcome.
+    assert!(matches!(
+        r.adapter.order(&iccid(1), "SIM999999999999").await,
+        Err(CarrierError::Transient(m)) if m.contains("SIM_UNKNOWN_ORDER")
+    ));
+    // Without the option the identifier reply is proof.
+    let r = rig().await;
+    assert_eq!(
+        r.adapter.stop(&iccid(1)).await.expect("stop"),
+        Receipt::applied()
+    );
+}
+
+#[tokio::test]
+async fn wire_onelink_simulator_unrecognised_refusal_is_deferred() {
+    let r = rig().await;
+    // The simulated carrier refuses with a code the adapter does not know (SIM_INJECTED): the
+    // card is read, not in the target state, Deferred; nothing applied.
+    r.sim.inject(Fault::Reject, 1);
+    let e = r.adapter.stop(&iccid(1)).await.expect_err("refused");
+    assert!(
+        matches!(&e, CarrierError::Deferred { code, retry_after: None, .. } if code == "SIM_INJECTED"),
+        "{e:?}"
+    );
+    assert_eq!(
+        r.sim.card(&iccid(1)).await.expect("sim").state,
+        ServiceState::Active
+    );
+    // And then it goes through.
+    r.adapter.stop(&iccid(1)).await.expect("stop");
+}
+
+#[tokio::test]
+async fn wire_onelink_simulator_binding_calls_follow_the_simulated_carrier() {
+    let r = rig().await;
+    // A card the platform lacks: its 11011 (from basic-info, asked for the number).
+    assert_eq!(rejected_code(r.adapter.binding(&iccid(77)).await), "11011");
+    // Card 1's number (RIG_MSISDN) finds it at the simulator; what the simulated carrier
+    // says of its binding decides the answer.
+    match r.sim.binding(&iccid(1)).await.expect("sim binding") {
+        None => assert!(matches!(
+            r.adapter.binding(&iccid(1)).await,
+            Err(CarrierError::Transient(m)) if m.contains("SIM_NO_BINDING")
+        )),
+        Some(b) => assert_eq!(
+            r.adapter.binding(&iccid(1)).await.expect("binding"),
+            Some(Binding {
+                bound: b.separated || b.imei.is_some(),
+                separated_since: b
+                    .separated_since
+                    .map(|t| { chrono::DateTime::from_timestamp(t.timestamp(), 0).expect("time") }),
+                ..b
+            })
+        ),
+    }
+    // The simulated carrier's stop reasons come through the flag.
+    assert_eq!(
+        Carrier::stop_reasons(&r.adapter, &iccid(2))
+            .await
+            .expect("reasons"),
+        Some(StopReasons::from_iter([StopReason::Manual]))
+    );
+    assert_eq!(
+        Carrier::stop_reasons(&r.adapter, &iccid(1))
+            .await
+            .expect("reasons"),
+        Some(StopReasons::NONE)
+    );
 }
