@@ -419,6 +419,60 @@ impl CardService {
         .await
     }
 
+    /// 机卡重绑: changes the card's machine-card binding at its carrier, as a journaled order.
+    /// Refused with REBIND_NOT_SUPPORTED before anything is written where the card's platform
+    /// has no binding call for the mode.
+    pub async fn rebind(
+        &self,
+        iccid: &Iccid,
+        caller: &Caller,
+        idem: CardIdem<'_, '_>,
+        rebind: crate::carrier::Rebind,
+    ) -> Result<Card> {
+        let card = self.get(iccid, caller).await?;
+        let account = self.carriers.account(&card.account);
+        let supported = account
+            .map(|a| a.adapter.rebind_modes())
+            .unwrap_or_default();
+        if !supported.contains(&rebind.mode()) {
+            let e = ServiceError::Rule(RuleViolation::RebindNotSupported {
+                platform: account
+                    .map(|a| a.platform.as_str().to_string())
+                    .unwrap_or_else(|| card.account.to_string()),
+                mode: rebind.mode(),
+                supported,
+            });
+            self.audit_failure(caller, Some(iccid), Some(&card.customer_id), &e)
+                .await;
+            return Err(e);
+        }
+        self.mutate_with(
+            iccid,
+            caller,
+            idem,
+            |c, _, now| rules::rebind(c, now),
+            Some(&rebind),
+        )
+        .await
+        .map(|(_, after)| after)
+    }
+
+    /// The carrier orders of the journal, newest first, with ids below `before` (0: from the
+    /// newest). A customer's principal sees its own cards' orders only.
+    pub async fn list_orders(
+        &self,
+        filter: &crate::store::OrderFilter,
+        before: i64,
+        limit: u32,
+        caller: &Caller,
+    ) -> Result<Vec<crate::store::CarrierOp>> {
+        let mut filter = filter.clone();
+        if let Some(own) = &caller.principal.customer_id {
+            filter.customer = Some(own.clone());
+        }
+        Ok(self.store.list_orders(&filter, before, limit).await?)
+    }
+
     pub async fn verify_real_name(
         &self,
         iccid: &Iccid,
