@@ -154,8 +154,9 @@ pub struct OneLinkConfig {
     /// (同一卡号30分钟内不能重复办理, §3: 30 min [PHP] vs 3 min [THL], DISPUTED; the code is
     /// **not found**, §3, §10). Default none: set it when you learn the code your platform
     /// answers. A change refused with it is `Deferred` at once (the journal waits out the
-    /// account's window); without it such a refusal is an unrecognised code, read the card
-    /// and `Deferred` all the same.
+    /// account's window, the account-level `repeat_window_s`, 30 min by default for OneLink);
+    /// without it such a refusal is an unrecognised code: the card is read and the change is
+    /// `Deferred` all the same (or done, if the card is already in the target state).
     #[serde(default)]
     pub repeat_window_code: Option<String>,
     /// `testType` of `/query/card-bind-status` (§7.1): `0` 话单侧检测 (default: the only one
