@@ -1121,6 +1121,89 @@ mod tests {
     }
 
     #[test]
+    fn every_order_status_word_is_classified() {
+        // Dossier §3.1 ([SMOC] 25165314112): eleven words, three outcomes.
+        assert_eq!(ORDER_STATUS.len(), 11);
+        let failed = ["failed", "aborted", "cancelled"];
+        for (word, kind, _) in ORDER_STATUS {
+            let want = match word {
+                "completed" => OrderKind::Completed,
+                w if failed.contains(&w) => OrderKind::Failed,
+                _ => OrderKind::Open,
+            };
+            assert_eq!((order_kind(word), kind), (Some(want), want), "{word}");
+        }
+        for unlisted in ["Completed", "COMPLETED", "done", "", "in_progress"] {
+            assert_eq!(order_kind(unlisted), None, "{unlisted:?}");
+        }
+    }
+
+    #[test]
+    fn an_order_number_wins_over_an_echo_and_a_rebind_reply_is_read_leniently() {
+        let both = [json!({ "iccid": "89860400000000000001", "orderNum": " 42 " })];
+        assert_eq!(
+            parse_change_reply(&both, "89860400000000000001"),
+            ChangeReply::Order {
+                order_num: "42".into()
+            }
+        );
+        let blank = [json!({ "iccid": "89860400000000000001", "orderNum": " " })];
+        assert_eq!(
+            parse_change_reply(&blank, "89860400000000000001"),
+            ChangeReply::Applied
+        );
+        assert_eq!(parse_rebind_reply(&[]), None);
+        assert_eq!(parse_rebind_reply(&[json!({ "msisdn": "1" })]), None);
+        assert_eq!(
+            parse_rebind_reply(&[json!({ "orderNum": 7 })]),
+            Some("7".into())
+        );
+    }
+
+    #[test]
+    fn rebind_modes_become_card_bind_by_bill_parameters() {
+        let cfg = OneLinkConfig {
+            base_url: "http://127.0.0.1:1/v5/ec".into(),
+            appid: "a".into(),
+            password: Secret::new("pw"),
+            timeouts: HttpTimeouts::default(),
+            token_method: HttpMethod::Get,
+            request_method: HttpMethod::Get,
+            repeat_window_code: Some(" ".into()),
+            bind_test_type: "0".into(),
+            bind_tac_digits: 10,
+        };
+        let a = OneLink::new(&cfg, AccountCtx::default_for(CarrierId::Mobile)).unwrap();
+        // A blank window code is no window code.
+        assert_eq!(a.repeat_window_code, None);
+        let card = Iccid::parse_any("89860400000000000001").unwrap();
+        let params = |r: &Rebind| Value::Object(a.rebind_params(&card, r).unwrap());
+        assert_eq!(
+            params(&Rebind::Unbind),
+            json!({ "iccid": card.as_str(), "operType": "2" })
+        );
+        assert_eq!(
+            params(&Rebind::CurrentDevice),
+            json!({ "iccid": card.as_str(), "operType": "1", "bindingStyle": "0" })
+        );
+        assert_eq!(
+            params(&Rebind::Imei(" 860000000000001 ".into())),
+            json!({ "iccid": card.as_str(), "operType": "1", "bindingStyle": "1", "tac": "8600000000" })
+        );
+        for bad in ["", "860000000", "86000000000000a", "８６００００００００"] {
+            assert!(
+                matches!(
+                    a.rebind_params(&card, &Rebind::Imei(bad.into())),
+                    Err(CarrierError::Rejected { code, .. }) if code == IMEI_INVALID
+                ),
+                "{bad:?}"
+            );
+        }
+        assert_eq!(a.rebind_modes(), vec!["UNBIND", "CURRENT_DEVICE", "IMEI"]);
+        assert!(a.queries_orders());
+    }
+
+    #[test]
     fn codes_the_adapter_acts_on() {
         assert_eq!(OK, "0");
         assert_eq!(TOKEN_INVALID, "12021");
