@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use axum::routing::any;
 use simgate::carrier::http::onelink::simulator::{router, WireOptions, WireStats};
-use simgate::carrier::http::onelink::{HttpMethod, OneLink, OneLinkConfig, WireDate};
+use simgate::carrier::http::onelink::{HttpMethod, ImeiReading, OneLink, OneLinkConfig, WireDate};
 use simgate::carrier::http::{HttpTimeouts, Secret};
 use simgate::carrier::sim::{SimCarrier, SimFaults};
 use simgate::carrier::{Carrier, CarrierError, OnboardCard, Receipt, ServiceState};
@@ -44,6 +44,7 @@ fn config(addr: SocketAddr, password: &str, request_ms: u64) -> OneLinkConfig {
         repeat_window_code: None,
         bind_test_type: "0".into(),
         bind_tac_digits: 14,
+        sim_imei_reports: ImeiReading::default(),
     }
 }
 
@@ -1503,9 +1504,10 @@ async fn wire_onelink_fixture_orders_and_binding_read_through_the_adapter() {
         a.order(&dossier_card(), "OTHER").await,
         Err(CarrierError::Transient(m)) if m.contains("OTHER")
     ));
-    // §7.1 未分离 and §2.9's IMEI; the msisdn from §2.2's basic-info, asked once.
+    // §7.1 未分离 and §2.9's IMEI (by default the device's: not known to be bound); the
+    // msisdn from §2.2's basic-info, asked once.
     let want = Binding {
-        bound: true,
+        bound: false,
         imei: Some("860000000000001".into()),
         separated: false,
         separated_since: None,
@@ -1518,6 +1520,23 @@ async fn wire_onelink_fixture_orders_and_binding_read_through_the_adapter() {
     }
     assert_eq!(requests_to(&received, "/query/sim-basic-info"), 1);
     assert_eq!(requests_to(&received, "/query/card-bind-status"), 2);
+    // [PHP]'s reading (单卡绑定IMEI): the IMEI is the bound one.
+    let (by_binding, _) = platform_answering_as(
+        &order_binding_fixtures(&[]),
+        |addr| OneLinkConfig {
+            sim_imei_reports: ImeiReading::Binding,
+            ..config_sending(addr, HttpMethod::Get)
+        },
+        ctx_default(),
+    )
+    .await;
+    assert_eq!(
+        by_binding.binding(&dossier_card()).await.expect("binding"),
+        Some(Binding {
+            bound: true,
+            ..want.clone()
+        })
+    );
     // §2.7 position 9 → Manual, through the trait.
     assert_eq!(
         Carrier::stop_reasons(&a, &dossier_card())
@@ -1964,7 +1983,8 @@ async fn wire_onelink_simulator_binding_calls_follow_the_simulated_carrier() {
         Some(b) => assert_eq!(
             r.adapter.binding(&iccid(1)).await.expect("binding"),
             Some(Binding {
-                bound: b.separated || b.imei.is_some(),
+                // Only a separation shows a binding (sim_imei_reports "device").
+                bound: b.separated,
                 separated_since: b
                     .separated_since
                     .map(|t| { chrono::DateTime::from_timestamp(t.timestamp(), 0).expect("time") }),

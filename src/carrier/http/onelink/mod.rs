@@ -16,7 +16,8 @@
 //!
 //! Per-account settings for disputed or unknown facts (each documented on its field):
 //! `token_method`, `request_method` (§0.2); `repeat_window_code` (§3, §10: no code published;
-//! default none); `bind_test_type` (§7.1, default `0`); `bind_tac_digits` (§7.2, default 14).
+//! default none); `bind_test_type` (§7.1, default `0`); `bind_tac_digits` (§7.2, default 14);
+//! `sim_imei_reports` (§2.9 vs [IOTOS], default `device`).
 //!
 //! Calls, and what is still unknown about each:
 //! - `/get/token` (§1; appid, password, transid): `result[0].token`, `result[0].ttl` (seconds).
@@ -70,9 +71,11 @@
 //!   `sepTime`). `result` 0 已分离 → separated, `sepTime` → separated_since (format not
 //!   found: both dossier formats read, otherwise None); 1 未分离; 2 查询失败 → Transient with
 //!   `errorCode`/`errorDes`; anything else unavailable. DISPUTED meaning of sim-imei: 单卡绑定
-//!   IMEI实时查询 ([PHP]: the bound IMEI) vs 单卡实时使用终端IMEI查询 ([IOTOS]: the device in use);
-//!   `bound` is inferred (separated, or an IMEI reported under [PHP]'s reading). Unknown:
-//!   whether 未分离 with no IMEI means unbound, the errorCode values, the sepTime format.
+//!   IMEI实时查询 ([PHP]: the bound IMEI) vs 单卡实时使用终端IMEI查询 ([IOTOS] InquireEcV5.java
+//!   `querySimImei`: the device in use) — [`OneLinkConfig::sim_imei_reports`], default
+//!   `device`; `bound` is inferred (separated, or an IMEI reported under [PHP]'s reading).
+//!   Unknown: whether 未分离 means bound-and-in-place or unbound (read: not known to be
+//!   bound), the errorCode values, the sepTime format.
 //! - `/operate/card-bind-by-bill` (§7.2, CMIOT_API23A05, [PHP]; by `iccid`, "one identifier")
 //!   — `rebind()`: Unbind → operType 2; CurrentDevice → operType 1, bindingStyle 0
 //!   (首话单自动绑定); Imei → operType 1, bindingStyle 1, `tac` = the first
@@ -169,6 +172,25 @@ pub struct OneLinkConfig {
     /// so 14 is the narrowest the platform takes (one IMEI's 14 digits before its check digit).
     #[serde(default = "default_bind_tac_digits")]
     pub bind_tac_digits: usize,
+    /// What `/query/sim-imei` (CMIOT_API23S04) reports, DISPUTED: `"device"` (default), the
+    /// IMEI of the device the card is in ([IOTOS] InquireEcV5.java `querySimImei`:
+    /// "单卡实时使用终端IMEI查询", the later doc numbering 5.1.6), or `"binding"`, the IMEI the
+    /// card is bound to ([PHP] CMIOT_API23S04: "单卡绑定IMEI实时查询"). One source each. It
+    /// decides `Binding::bound`: with `"binding"` an IMEI reported means bound; with
+    /// `"device"` only a separation (已分离) shows a binding.
+    #[serde(default)]
+    pub sim_imei_reports: ImeiReading,
+}
+
+/// What `/query/sim-imei` reports (see [`OneLinkConfig::sim_imei_reports`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ImeiReading {
+    /// The device the card is in ([IOTOS]).
+    #[default]
+    Device,
+    /// The IMEI the card is bound to ([PHP]).
+    Binding,
 }
 
 fn default_bind_test_type() -> String {
@@ -249,6 +271,7 @@ impl WirePlatform for Platform {
             repeat_window_code: None,
             bind_test_type: default_bind_test_type(),
             bind_tac_digits: default_bind_tac_digits(),
+            sim_imei_reports: ImeiReading::default(),
         }
     }
 
@@ -272,6 +295,7 @@ pub struct OneLink {
     repeat_window_code: Option<String>,
     bind_test_type: String,
     bind_tac_digits: usize,
+    sim_imei_reports: ImeiReading,
     /// Access numbers already found (simgate's record of the card, else
     /// `/query/sim-basic-info`), so each card's is looked up once per process.
     numbers: std::sync::Mutex<std::collections::HashMap<Iccid, String>>,
@@ -342,6 +366,7 @@ impl OneLink {
             repeat_window_code,
             bind_test_type: cfg.bind_test_type.clone(),
             bind_tac_digits: cfg.bind_tac_digits,
+            sim_imei_reports: cfg.sim_imei_reports,
             numbers: Default::default(),
         })
     }
@@ -825,9 +850,9 @@ impl Carrier for OneLink {
     /// `/query/card-bind-status` (§7.1, by msisdn, `bind_test_type`) and `/query/sim-imei`
     /// (§2.9). `separated` and `separated_since` come from the first (`sepTime` only with
     /// testType 0), `imei` from the second. `bound` is an inference: a separated card was bound
-    /// (separation presupposes a binding), and [PHP] names `/query/sim-imei` 单卡绑定IMEI (the
-    /// bound IMEI), so an IMEI reported means bound; whether 未分离 with no IMEI means
-    /// "unbound" is not found.
+    /// (separation presupposes a binding); with `sim_imei_reports = "binding"` ([PHP]) an IMEI
+    /// reported means bound too. Whether 未分离 means "bound, in its device" or "not bound" is
+    /// not found: it reads as not known to be bound (false).
     async fn binding(&self, iccid: &Iccid) -> Result<Option<Binding>, CarrierError> {
         let status = self.bind_status(iccid).await?;
         let imei = self.imei(iccid).await?;
@@ -835,8 +860,9 @@ impl Carrier for OneLink {
             BindStatus::Separated { since } => (true, since.at()),
             BindStatus::NotSeparated => (false, None),
         };
+        let bound_imei = self.sim_imei_reports == ImeiReading::Binding && imei.is_some();
         Ok(Some(Binding {
-            bound: separated || imei.is_some(),
+            bound: separated || bound_imei,
             imei,
             separated,
             separated_since,
@@ -1172,6 +1198,7 @@ mod tests {
             repeat_window_code: Some(" ".into()),
             bind_test_type: "0".into(),
             bind_tac_digits: 10,
+            sim_imei_reports: ImeiReading::Device,
         };
         let a = OneLink::new(&cfg, AccountCtx::default_for(CarrierId::Mobile)).unwrap();
         // A blank window code is no window code.
@@ -1224,6 +1251,7 @@ mod tests {
             repeat_window_code: None,
             bind_test_type: "0".into(),
             bind_tac_digits: 14,
+            sim_imei_reports: ImeiReading::Device,
         };
         let a = OneLink::new(&cfg, AccountCtx::default_for(CarrierId::Mobile)).unwrap();
         let t1 = a.transid();
@@ -1247,6 +1275,7 @@ mod tests {
             repeat_window_code: None,
             bind_test_type: "0".into(),
             bind_tac_digits: 14,
+            sim_imei_reports: ImeiReading::Device,
         };
         let p = AccountCtx::default_for(CarrierId::Mobile);
         assert!(OneLink::new(&cfg, p.clone()).is_err());

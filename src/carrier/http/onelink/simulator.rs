@@ -34,7 +34,9 @@
 //!   binding; `sepTime` written `yyyy-MM-dd HH:mm:ss` (format not found); the
 //!   card-bind-by-bill reply (not found): the §0.4 verbatim `{"status":"0","message":"正确",
 //!   "result":[]}`, or `result:[{orderNum}]` for an order in progress; a TAC handed to the
-//!   simulated carrier as `Rebind::Imei(tac)` (the wire carries no full IMEI);
+//!   simulated carrier as one IMEI (the device's when it starts with the TAC, else 14 digits
+//!   plus their Luhn digit; a shorter TAC the device does not match is refused: the simulated
+//!   carrier binds single IMEIs, not ranges);
 //! - the transid is only required non-empty; the strict appid + 22 digits check is opt-in
 //!   ([`WireOptions::strict_transid`]) since clients build it in many ways (§0.3).
 //!
@@ -574,6 +576,36 @@ impl Wire {
     }
 }
 
+impl Wire {
+    /// The one IMEI a `tac` stands for at the simulated carrier, which binds single IMEIs, not
+    /// ranges (a simplification, invented): the device's IMEI when it starts with the TAC, else
+    /// for 14 digits the IMEI they begin with its Luhn check digit added; else None.
+    async fn imei_for_tac(&self, iccid: &Iccid, tac: &str) -> Result<Option<String>, CarrierError> {
+        let device = self.sim.binding(iccid).await?.and_then(|b| b.imei);
+        if let Some(d) = device.filter(|d| d.starts_with(tac)) {
+            return Ok(Some(d));
+        }
+        Ok((tac.len() == 14).then(|| format!("{tac}{}", luhn_digit(tac))))
+    }
+}
+
+/// The Luhn check digit of an IMEI's first 14 digits.
+fn luhn_digit(body: &str) -> u32 {
+    let sum: u32 = body
+        .bytes()
+        .map(|b| u32::from(b - b'0'))
+        .enumerate()
+        .map(|(i, d)| {
+            if i % 2 == 1 {
+                (d * 2) / 10 + (d * 2) % 10
+            } else {
+                d
+            }
+        })
+        .sum();
+    (10 - sum % 10) % 10
+}
+
 /// A time as the simulator writes order dates: yyyyMMddHHmmss, Beijing time ([SMOC]
 /// 25165314112 gives the format; the time zone is an inference).
 fn compact(at: chrono::DateTime<chrono::Utc>) -> String {
@@ -695,7 +727,8 @@ async fn sim_imei(State(w): State<Arc<Wire>>, input: Input) -> Response {
 
 /// `/operate/card-bind-by-bill` (§7.2) → `SimCarrier::rebind`: operType 2 unbinds; 1 with
 /// bindingStyle 0 binds the current device; 1 with bindingStyle 1 binds `tac` (8-14 digits),
-/// handed to the simulated carrier as `Rebind::Imei(tac)` (the wire carries only the TAC).
+/// handed to the simulated carrier as one IMEI (`Wire::imei_for_tac`: the wire carries only
+/// the TAC, the simulated carrier binds single IMEIs).
 /// The reply body is not found: `{"status":"0","message":"正确","result":[]}` (the §0.4
 /// verbatim success shape), or `result:[{orderNum}]` (invented, the change call's [GOSDK]
 /// field) when the simulated carrier takes it as an order in progress.
@@ -721,7 +754,16 @@ async fn card_bind_by_bill(State(w): State<Arc<Wire>>, input: Input) -> Response
         (Some(codes::BIND_OPER_BIND), Some(codes::BINDING_STYLE_IMEI_RANGE), Some(tac))
             if codes::TAC_DIGITS.contains(&tac.len()) && tac.bytes().all(|b| b.is_ascii_digit()) =>
         {
-            Rebind::Imei(tac)
+            match w.imei_for_tac(&iccid, &tac).await {
+                Ok(Some(imei)) => Rebind::Imei(imei),
+                Ok(None) => {
+                    return refuse(
+                        SIM_BAD_REQUEST,
+                        "the simulated carrier binds one IMEI: a tac of 14 digits, or one its device's IMEI starts with",
+                    )
+                }
+                Err(e) => return w.fail(e).await,
+            }
         }
         _ => {
             return refuse(
@@ -794,4 +836,14 @@ async fn group_data_usage(State(w): State<Arc<Wire>>, input: Input) -> Response 
     }
     // Invented shape: the reply fields of this call are not found (§6).
     ok(json!({ "groupId": group, "useAmount": kb(total) }))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_luhn_digit_completes_an_imei() {
+        // 490154203237518: the usual worked example of the IMEI check digit.
+        assert_eq!(super::luhn_digit("49015420323751"), 8);
+        assert_eq!(super::luhn_digit("86000000000000"), 9);
+    }
 }
