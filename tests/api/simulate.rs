@@ -47,8 +47,10 @@ async fn serve_runs_against_one_wire_simulator_per_account_over_http() {
     let accounts = dir.path().join("accounts.toml");
     std::fs::write(
         &accounts,
-        "[[accounts]]\nid = \"gd\"\ncarrier = \"mobile\"\nplatform = \"onelink\"\n\
-         [[accounts]]\nid = \"js\"\ncarrier = \"mobile\"\nplatform = \"onelink\"\n\
+        // No repeat window: the test suspends and resumes each card in one breath (windows are
+        // tested in orders.rs).
+        "[[accounts]]\nid = \"gd\"\ncarrier = \"mobile\"\nplatform = \"onelink\"\nrepeat_window_s = 0\n\
+         [[accounts]]\nid = \"js\"\ncarrier = \"mobile\"\nplatform = \"onelink\"\nrepeat_window_s = 0\n\
          [[accounts]]\nid = \"cc\"\ncarrier = \"unicom\"\nplatform = \"jasper\"\n\
          [[accounts]]\nid = \"ct\"\ncarrier = \"telecom\"\nplatform = \"cmp\"\n",
     )
