@@ -67,6 +67,8 @@ rpcs! {
         InjectFault => Simulate,
         SetFaults => Simulate,
         SetCarrierCardState => Simulate,
+        BindCarrierCard => Simulate,
+        MoveCarrierCard => Simulate,
     }
     access_service_server {
         CreateApiKey => ManageKeys,

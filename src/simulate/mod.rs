@@ -433,6 +433,8 @@ impl Standalone {
                 store.clone(),
                 clock.clone(),
                 &self.config.simulator,
+                // the account's repeat window (wired by the integrator)
+                std::time::Duration::ZERO,
             );
             let port = self
                 .listen
