@@ -144,7 +144,10 @@ impl SimFaults {
         if self.latency_ms > 60_000 {
             return Err("latency_ms must be at most 60000".into());
         }
-        if self.repeat_window_s.is_some_and(|w| w > MAX_REPEAT_WINDOW_S) {
+        if self
+            .repeat_window_s
+            .is_some_and(|w| w > MAX_REPEAT_WINDOW_S)
+        {
             return Err(format!(
                 "repeat_window_s must be at most {MAX_REPEAT_WINDOW_S} (a day), got {}",
                 self.repeat_window_s.unwrap_or_default()
@@ -352,7 +355,12 @@ impl SimCarrier {
     async fn settle_locked(&self) -> Result<(), CarrierError> {
         let account = self.account.as_str();
         let now = self.now_ms();
-        let checked = match self.store.sim_checked_until(account).await.map_err(store_error)? {
+        let checked = match self
+            .store
+            .sim_checked_until(account)
+            .await
+            .map_err(store_error)?
+        {
             Some(c) => c,
             None => {
                 // A new account: nothing was bound before its first settling.
@@ -870,7 +878,11 @@ impl SimCarrier {
                 _ => String::new(),
             },
             created_ms: now,
-            completes_ms: if later { now.saturating_add(delay_ms) } else { now },
+            completes_ms: if later {
+                now.saturating_add(delay_ms)
+            } else {
+                now
+            },
             status: if later { ORDER_OPEN } else { ORDER_DONE }.into(),
         };
         self.store
@@ -1044,5 +1056,548 @@ impl Simulators {
     /// Every simulated account of a carrier.
     pub fn of(&self, carrier: CarrierId) -> impl Iterator<Item = &Arc<SimCarrier>> {
         self.by_id.values().filter(move |s| s.id == carrier)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::store::StoreOptions;
+    use chrono::TimeZone;
+    use std::time::Duration;
+
+    const IMEI_A: &str = "860000000000001";
+    const IMEI_B: &str = "860000000000002";
+
+    struct Fixture {
+        sim: SimCarrier,
+        store: Store,
+        clock: ManualClock,
+        iccid: Iccid,
+        _dir: tempfile::TempDir,
+    }
+
+    /// 2026-11-25 02:00 UTC (10:00 in Beijing): the next daily check is at 16:00 UTC.
+    fn start() -> chrono::DateTime<chrono::Utc> {
+        chrono::Utc.with_ymd_and_hms(2026, 11, 25, 2, 0, 0).unwrap()
+    }
+
+    async fn fixture(settings: SimFaults) -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("sim.db").display());
+        let store = Store::connect(&url, StoreOptions::default()).await.unwrap();
+        let clock = ManualClock::new(start());
+        let sim = new_sim(&store, &clock, settings);
+        let iccid = Iccid::from_trusted("89860400000000000001".into());
+        sim.onboard(&[OnboardCard {
+            iccid: iccid.clone(),
+            state: ServiceState::Active,
+            cycle_usage_bytes: 0,
+            msisdn: None,
+        }])
+        .await
+        .unwrap();
+        Fixture {
+            sim,
+            store,
+            clock,
+            iccid,
+            _dir: dir,
+        }
+    }
+
+    fn new_sim(store: &Store, clock: &ManualClock, settings: SimFaults) -> SimCarrier {
+        let sim = SimCarrier::new(
+            CarrierPolicy::default_for(CarrierId::Mobile),
+            store.clone(),
+            Arc::new(clock.clone()),
+        );
+        sim.set_faults(settings);
+        sim
+    }
+
+    impl Fixture {
+        fn advance(&self, by: chrono::Duration) {
+            self.clock.advance(by).unwrap();
+        }
+
+        /// Moves the clock to `h:m` UTC of the start day.
+        fn at_utc(&self, h: u32, m: u32) {
+            let to = chrono::Utc.with_ymd_and_hms(2026, 11, 25, h, m, 0).unwrap();
+            self.clock.set(to).unwrap();
+        }
+
+        async fn state(&self) -> ServiceState {
+            self.sim.inspect(&self.iccid).await.unwrap().state
+        }
+
+        async fn changes(&self) -> u64 {
+            self.sim.inspect(&self.iccid).await.unwrap().changes
+        }
+
+        async fn device_stopped(&self) -> bool {
+            self.sim
+                .binding_of(&self.iccid)
+                .await
+                .unwrap()
+                .device_stopped
+        }
+
+        async fn reasons(&self) -> Vec<StopReason> {
+            self.sim
+                .stop_reasons(&self.iccid)
+                .await
+                .unwrap()
+                .unwrap()
+                .iter()
+                .collect()
+        }
+
+        /// Bound to A, moved to B, stopped by the 16:00 UTC check.
+        async fn separated_and_stopped(&self) {
+            self.sim.bind(&self.iccid, IMEI_A).await.unwrap();
+            self.sim.move_to_device(&self.iccid, IMEI_B).await.unwrap();
+            self.at_utc(16, 0);
+            assert_eq!(self.state().await, ServiceState::Stopped);
+            assert!(self.device_stopped().await);
+        }
+    }
+
+    fn windowed(seconds: u64) -> SimFaults {
+        SimFaults {
+            repeat_window_s: Some(seconds),
+            ..SimFaults::default()
+        }
+    }
+
+    fn with_orders() -> SimFaults {
+        SimFaults {
+            orders: true,
+            order_delay_s: 60,
+            ..SimFaults::default()
+        }
+    }
+
+    #[test]
+    fn daily_checks_fall_at_midnight_in_beijing() {
+        let t = start().timestamp_millis();
+        let check = chrono::Utc
+            .with_ymd_and_hms(2026, 11, 25, 16, 0, 0)
+            .unwrap();
+        assert_eq!(first_check_after(t), check.timestamp_millis());
+        assert_eq!(
+            first_check_after(check.timestamp_millis()),
+            check.timestamp_millis() + DAY_MS
+        );
+        assert_eq!(
+            last_check_at_or_before(check.timestamp_millis()),
+            check.timestamp_millis()
+        );
+        assert_eq!(
+            last_check_at_or_before(check.timestamp_millis() - 1),
+            check.timestamp_millis() - DAY_MS
+        );
+    }
+
+    #[test]
+    fn settings_parse_with_defaults_and_refuse_bad_values_naming_the_key() {
+        let s: SimFaults = toml::from_str("orders = true").unwrap();
+        assert!(s.orders);
+        assert_eq!(s.order_delay_s, 60);
+        assert_eq!(s.repeat_window_s, None);
+        assert_eq!(s.rebind_lifts_stop, RebindLiftsStop::NextDailyCheck);
+        let s: SimFaults =
+            toml::from_str("rebind_lifts_stop = \"never\"\nrepeat_window_s = 0").unwrap();
+        assert_eq!(s.rebind_lifts_stop, RebindLiftsStop::Never);
+        assert_eq!(s.repeat_window_s, Some(0));
+        let bad = toml::from_str::<SimFaults>("rebind_lifts_stop = \"sometimes\"").unwrap_err();
+        assert!(bad.to_string().contains("next_daily_check"), "{bad}");
+        let e = windowed(MAX_REPEAT_WINDOW_S + 1).validate().unwrap_err();
+        assert!(e.starts_with("repeat_window_s "), "{e}");
+        let e = SimFaults {
+            order_delay_s: MAX_ORDER_DELAY_S + 1,
+            ..SimFaults::default()
+        }
+        .validate()
+        .unwrap_err();
+        assert!(e.starts_with("order_delay_s "), "{e}");
+        assert!(windowed(1800).validate().is_ok());
+    }
+
+    #[test]
+    fn set_faults_keeps_the_change_settings() {
+        let configured = SimFaults {
+            orders: true,
+            order_delay_s: 5,
+            repeat_window_s: Some(30),
+            rebind_lifts_stop: RebindLiftsStop::Never,
+            ..SimFaults::default()
+        };
+        let set = SimFaults {
+            error_rate: 0.5,
+            ..SimFaults::default()
+        }
+        .with_change_settings_of(configured);
+        assert_eq!(set.error_rate, 0.5);
+        assert_eq!(
+            (set.orders, set.order_delay_s, set.repeat_window_s),
+            (true, 5, Some(30))
+        );
+        assert_eq!(set.rebind_lifts_stop, RebindLiftsStop::Never);
+    }
+
+    #[tokio::test]
+    async fn a_change_inside_the_repeat_window_is_deferred_until_it_ends_on_the_sim_clock() {
+        let f = fixture(windowed(1800)).await;
+        let r = f.sim.stop(&f.iccid).await.unwrap();
+        assert_eq!(r, Receipt::applied_as("SIM0000000001"));
+        f.advance(chrono::Duration::minutes(10));
+        let e = f.sim.restore(&f.iccid).await.unwrap_err();
+        match e {
+            CarrierError::Deferred {
+                code,
+                message,
+                retry_after,
+            } => {
+                assert_eq!(code, "SIM_REPEAT_WINDOW");
+                assert!(message.contains("30分钟"), "{message}");
+                assert_eq!(retry_after, Some(Duration::from_secs(20 * 60)));
+            }
+            other => panic!("expected a deferral, got {other:?}"),
+        }
+        // Nothing applied, and the refusal opened no window of its own.
+        assert_eq!(f.state().await, ServiceState::Stopped);
+        assert_eq!(f.changes().await, 1);
+        let rebind = f.sim.rebind(&f.iccid, &Rebind::Unbind).await.unwrap_err();
+        assert!(
+            matches!(rebind, CarrierError::Deferred { .. }),
+            "{rebind:?}"
+        );
+        f.advance(chrono::Duration::minutes(20) - chrono::Duration::seconds(1));
+        assert!(matches!(
+            f.sim.restore(&f.iccid).await,
+            Err(CarrierError::Deferred { retry_after: Some(d), .. }) if d == Duration::from_secs(1)
+        ));
+        f.advance(chrono::Duration::seconds(1));
+        let r = f.sim.restore(&f.iccid).await.unwrap();
+        assert_eq!(r, Receipt::applied_as("SIM0000000002"));
+        assert_eq!(f.state().await, ServiceState::Active);
+        assert_eq!(f.changes().await, 2);
+        // A cancel (the carrier releasing the number) is exempt.
+        f.sim.cancel(&f.iccid).await.unwrap();
+        assert_eq!(f.state().await, ServiceState::Cancelled);
+    }
+
+    #[tokio::test]
+    async fn the_account_window_applies_unless_the_settings_set_one() {
+        let f = fixture(SimFaults::default()).await;
+        let account = SimCarrier::configured(
+            AccountId::default_for(CarrierId::Mobile),
+            CarrierPolicy::default_for(CarrierId::Mobile),
+            f.store.clone(),
+            Arc::new(f.clock.clone()),
+            &BTreeMap::new(),
+            Duration::from_secs(180),
+        );
+        account.stop(&f.iccid).await.unwrap();
+        assert!(matches!(
+            account.restore(&f.iccid).await,
+            Err(CarrierError::Deferred { retry_after: Some(d), .. }) if d == Duration::from_secs(180)
+        ));
+        account.set_faults(windowed(0));
+        account.restore(&f.iccid).await.unwrap();
+        assert_eq!(f.state().await, ServiceState::Active);
+    }
+
+    #[tokio::test]
+    async fn injected_faults_come_before_the_window() {
+        let f = fixture(windowed(1800)).await;
+        f.sim.inject(Fault::Reject, 1);
+        assert!(matches!(
+            f.sim.stop(&f.iccid).await,
+            Err(CarrierError::Rejected { code, .. }) if code == "SIM_INJECTED"
+        ));
+        // The refused call was no accepted change: the next one goes through.
+        f.sim.stop(&f.iccid).await.unwrap();
+        assert_eq!(f.state().await, ServiceState::Stopped);
+    }
+
+    #[tokio::test]
+    async fn an_order_completes_only_after_its_delay() {
+        let f = fixture(with_orders()).await;
+        let r = f.sim.stop(&f.iccid).await.unwrap();
+        let num = r.order_id.clone().unwrap();
+        assert_eq!(r, Receipt::in_progress(Some("SIM0000000001".into())));
+        assert!(f.sim.queries_orders());
+        assert_eq!(f.state().await, ServiceState::Active);
+        assert_eq!(
+            f.sim.order(&f.iccid, &num).await.unwrap(),
+            OrderProgress::Open("inProgress".into())
+        );
+        f.advance(chrono::Duration::seconds(59));
+        assert_eq!(f.state().await, ServiceState::Active);
+        assert_eq!(
+            f.sim.order(&f.iccid, &num).await.unwrap(),
+            OrderProgress::Open("inProgress".into())
+        );
+        f.advance(chrono::Duration::seconds(1));
+        // A batched read settles it too.
+        let read = f.sim.cards(std::slice::from_ref(&f.iccid)).await.unwrap();
+        assert_eq!(read[0].state, ServiceState::Stopped);
+        assert_eq!(read[0].changes, 1);
+        assert_eq!(
+            f.sim.order(&f.iccid, &num).await.unwrap(),
+            OrderProgress::Completed
+        );
+        // An unknown number, or one of another card, is refused.
+        assert!(matches!(
+            f.sim.order(&f.iccid, "SIM0000000099").await,
+            Err(CarrierError::Rejected { code, .. }) if code == "SIM_ORDER_UNKNOWN"
+        ));
+        let other = Iccid::from_trusted("89860400000000000002".into());
+        assert!(matches!(
+            f.sim.order(&other, &num).await,
+            Err(CarrierError::Rejected { .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn an_order_survives_a_restart_and_numbers_go_on() {
+        let Fixture {
+            sim,
+            store,
+            clock,
+            iccid,
+            _dir,
+        } = fixture(with_orders()).await;
+        let num = sim.stop(&iccid).await.unwrap().order_id.unwrap();
+        drop(sim);
+        let again = new_sim(&store, &clock, with_orders());
+        clock.advance(chrono::Duration::seconds(60)).unwrap();
+        assert_eq!(
+            again.order(&iccid, &num).await.unwrap(),
+            OrderProgress::Completed
+        );
+        assert_eq!(
+            again.inspect(&iccid).await.unwrap().state,
+            ServiceState::Stopped
+        );
+        let next = again.restore(&iccid).await.unwrap();
+        assert_eq!(next.order_id.as_deref(), Some("SIM0000000002"));
+    }
+
+    #[tokio::test]
+    async fn an_order_the_card_no_longer_allows_fails() {
+        let f = fixture(with_orders()).await;
+        let num = f.sim.stop(&f.iccid).await.unwrap().order_id.unwrap();
+        // The carrier releases the number before the order completes.
+        f.sim.cancel(&f.iccid).await.unwrap();
+        f.advance(chrono::Duration::seconds(60));
+        assert_eq!(
+            f.sim.order(&f.iccid, &num).await.unwrap(),
+            OrderProgress::Failed("failed".into())
+        );
+        assert_eq!(f.state().await, ServiceState::Cancelled);
+    }
+
+    #[tokio::test]
+    async fn a_change_whose_answer_is_lost_still_has_its_order() {
+        let f = fixture(windowed(60)).await;
+        f.sim.set_faults(SimFaults {
+            responses_lost: true,
+            ..windowed(60)
+        });
+        assert!(matches!(
+            f.sim.stop(&f.iccid).await,
+            Err(CarrierError::OutcomeUnknown(_))
+        ));
+        f.sim.set_faults(windowed(60));
+        assert_eq!(f.state().await, ServiceState::Stopped);
+        assert_eq!(
+            f.sim.order(&f.iccid, "SIM0000000001").await.unwrap(),
+            OrderProgress::Completed
+        );
+        // The lost change opened the card's window like any accepted one.
+        assert!(matches!(
+            f.sim.restore(&f.iccid).await,
+            Err(CarrierError::Deferred { .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn the_daily_check_stops_a_moved_bound_card_at_16_utc_and_not_before() {
+        let f = fixture(SimFaults::default()).await;
+        let c = f.sim.bind(&f.iccid, IMEI_A).await.unwrap();
+        assert_eq!(c.state, ServiceState::Active);
+        f.sim.move_to_device(&f.iccid, IMEI_B).await.unwrap();
+        let b = f.sim.binding(&f.iccid).await.unwrap().unwrap();
+        assert!(b.bound && b.separated);
+        assert_eq!(b.imei.as_deref(), Some(IMEI_B));
+        assert_eq!(b.separated_since, Some(start()));
+        f.at_utc(15, 59);
+        assert_eq!(f.state().await, ServiceState::Active);
+        assert!(!f.device_stopped().await);
+        assert!(f.reasons().await.is_empty());
+        f.at_utc(16, 0);
+        assert_eq!(f.state().await, ServiceState::Stopped);
+        assert!(f.device_stopped().await);
+        // The carrier's own stop, not one simgate sent.
+        assert_eq!(f.changes().await, 0);
+        assert_eq!(f.reasons().await, vec![StopReason::DeviceMismatch]);
+        let refused = f.sim.restore(&f.iccid).await.unwrap_err();
+        assert!(
+            matches!(&refused, CarrierError::Rejected { code, .. } if code == "SIM_DEVICE_MISMATCH"),
+            "{refused:?}"
+        );
+        assert_eq!(f.state().await, ServiceState::Stopped);
+    }
+
+    #[tokio::test]
+    async fn a_card_in_its_bound_device_or_unbound_is_left_alone() {
+        let f = fixture(SimFaults::default()).await;
+        f.sim.bind(&f.iccid, IMEI_A).await.unwrap();
+        f.advance(chrono::Duration::days(3));
+        assert_eq!(f.state().await, ServiceState::Active);
+        f.sim.rebind(&f.iccid, &Rebind::Unbind).await.unwrap();
+        f.sim.move_to_device(&f.iccid, IMEI_B).await.unwrap();
+        f.advance(chrono::Duration::days(3));
+        assert_eq!(f.state().await, ServiceState::Active);
+        assert!(!f.device_stopped().await);
+    }
+
+    #[tokio::test]
+    async fn a_check_long_after_the_move_still_stops_the_card_once() {
+        let f = fixture(SimFaults::default()).await;
+        f.sim.bind(&f.iccid, IMEI_A).await.unwrap();
+        f.sim.move_to_device(&f.iccid, IMEI_B).await.unwrap();
+        f.advance(chrono::Duration::days(400));
+        assert_eq!(f.state().await, ServiceState::Stopped);
+        assert!(f.device_stopped().await);
+        assert_eq!(f.changes().await, 0);
+    }
+
+    #[tokio::test]
+    async fn a_rebind_lifts_the_stop_at_the_next_daily_check() {
+        let f = fixture(SimFaults::default()).await;
+        f.separated_and_stopped().await;
+        assert_eq!(
+            f.sim.rebind_modes(),
+            vec!["UNBIND", "CURRENT_DEVICE", "IMEI"]
+        );
+        f.at_utc(17, 0);
+        let r = f
+            .sim
+            .rebind(&f.iccid, &Rebind::CurrentDevice)
+            .await
+            .unwrap();
+        assert!(r.order_id.is_some() && !r.in_progress);
+        let b = f.sim.binding_of(&f.iccid).await.unwrap();
+        assert_eq!(b.bound_imei.as_deref(), Some(IMEI_B));
+        // Still stopped until the carrier's next check.
+        f.advance(chrono::Duration::hours(22) + chrono::Duration::minutes(59));
+        assert_eq!(f.state().await, ServiceState::Stopped);
+        assert!(f.device_stopped().await);
+        f.advance(chrono::Duration::minutes(1));
+        assert_eq!(f.state().await, ServiceState::Active);
+        assert!(!f.device_stopped().await);
+        assert_eq!(f.changes().await, 0);
+        assert!(f.reasons().await.is_empty());
+    }
+
+    #[tokio::test]
+    async fn with_never_the_flag_clears_and_a_restore_is_needed() {
+        let f = fixture(SimFaults {
+            rebind_lifts_stop: RebindLiftsStop::Never,
+            ..SimFaults::default()
+        })
+        .await;
+        f.separated_and_stopped().await;
+        f.sim
+            .rebind(&f.iccid, &Rebind::Imei(IMEI_B.into()))
+            .await
+            .unwrap();
+        f.advance(chrono::Duration::days(1));
+        assert!(!f.device_stopped().await);
+        assert_eq!(f.state().await, ServiceState::Stopped);
+        assert_eq!(f.reasons().await, vec![StopReason::Manual]);
+        f.sim.restore(&f.iccid).await.unwrap();
+        assert_eq!(f.state().await, ServiceState::Active);
+        assert_eq!(f.changes().await, 1);
+    }
+
+    #[tokio::test]
+    async fn a_rebind_that_keeps_the_mismatch_lifts_nothing() {
+        let f = fixture(SimFaults::default()).await;
+        f.separated_and_stopped().await;
+        f.sim
+            .rebind(&f.iccid, &Rebind::Imei("860000000000009".into()))
+            .await
+            .unwrap();
+        f.advance(chrono::Duration::days(2));
+        assert_eq!(f.state().await, ServiceState::Stopped);
+        assert!(f.device_stopped().await);
+        // Moving back to the bound device is no rebind either: the carrier keeps its stop.
+        let g = fixture(SimFaults::default()).await;
+        g.separated_and_stopped().await;
+        g.sim.move_to_device(&g.iccid, IMEI_A).await.unwrap();
+        g.advance(chrono::Duration::days(2));
+        assert!(g.device_stopped().await);
+    }
+
+    #[tokio::test]
+    async fn a_card_stopped_by_simgate_stays_stopped_when_the_separation_lifts() {
+        let f = fixture(SimFaults::default()).await;
+        f.sim.stop(&f.iccid).await.unwrap();
+        f.separated_and_stopped().await;
+        assert_eq!(
+            f.reasons().await,
+            vec![StopReason::DeviceMismatch, StopReason::Manual]
+        );
+        f.sim.rebind(&f.iccid, &Rebind::Unbind).await.unwrap();
+        f.advance(chrono::Duration::days(1));
+        assert!(!f.device_stopped().await);
+        assert_eq!(f.state().await, ServiceState::Stopped);
+        assert_eq!(f.reasons().await, vec![StopReason::Manual]);
+    }
+
+    #[tokio::test]
+    async fn a_rebind_order_lifts_at_the_check_after_it_completes() {
+        let f = fixture(SimFaults {
+            orders: true,
+            order_delay_s: 3600,
+            ..SimFaults::default()
+        })
+        .await;
+        f.separated_and_stopped().await;
+        // Completes at 16:00 the next day, just as the check runs: applied first.
+        f.at_utc(16, 0);
+        f.advance(chrono::Duration::hours(23));
+        let r = f.sim.rebind(&f.iccid, &Rebind::Unbind).await.unwrap();
+        assert!(r.in_progress);
+        f.advance(chrono::Duration::hours(1));
+        assert_eq!(f.state().await, ServiceState::Active);
+    }
+
+    #[tokio::test]
+    async fn rebinds_are_checked() {
+        let f = fixture(SimFaults::default()).await;
+        assert!(matches!(
+            f.sim.rebind(&f.iccid, &Rebind::CurrentDevice).await,
+            Err(CarrierError::Rejected { code, .. }) if code == "SIM_NO_DEVICE"
+        ));
+        assert!(matches!(
+            f.sim.rebind(&f.iccid, &Rebind::Imei("123".into())).await,
+            Err(CarrierError::Rejected { code, .. }) if code == "SIM_BAD_IMEI"
+        ));
+        assert!(matches!(
+            f.sim.bind(&f.iccid, "86000000000000x").await,
+            Err(CarrierError::Rejected { .. })
+        ));
+        let unknown = Iccid::from_trusted("89860400000000000009".into());
+        assert!(matches!(
+            f.sim.move_to_device(&unknown, IMEI_A).await,
+            Err(CarrierError::Rejected { code, .. }) if code == "NOT_FOUND"
+        ));
     }
 }

@@ -310,7 +310,8 @@ impl Store {
     }
 
     /// The daily check at `at_ms`, over every card of the account, in the carrier's own name
-    /// (nothing here counts in `changes`). A card rebound since its separation stop and no
+    /// (nothing here counts in `changes`). A card rebound since its separation stop (or at its
+    /// very time, after it) and no
     /// longer separated has the stop lifted: with `lift_to_active`, a card the check itself
     /// stopped becomes ACTIVE again; otherwise only the flag clears and the card stays STOPPED,
     /// now as if stopped by a change (a restore brings it back). Then a bound card in another
@@ -332,7 +333,7 @@ impl Store {
             "UPDATE sim_cards SET state = {lift_state}, carrier_stopped = 0, \
                device_stopped_ms = NULL \
              WHERE carrier = $1 AND device_stopped_ms IS NOT NULL \
-               AND rebound_ms IS NOT NULL AND rebound_ms > device_stopped_ms \
+               AND rebound_ms IS NOT NULL AND rebound_ms >= device_stopped_ms \
                AND (bound_imei IS NULL OR device_imei IS NULL OR bound_imei = device_imei)"
         ))
         .bind(account)
@@ -381,10 +382,12 @@ impl Store {
 
     /// The next order sequence number of the account (1 for its first).
     pub async fn sim_next_order_seq(&self, account: &str) -> Result<i64, StoreError> {
-        let r = sqlx::query("SELECT COALESCE(MAX(seq), 0) + 1 AS next FROM sim_orders WHERE account = $1")
-            .bind(account)
-            .fetch_one(&self.pool)
-            .await?;
+        let r = sqlx::query(
+            "SELECT COALESCE(MAX(seq), 0) + 1 AS next FROM sim_orders WHERE account = $1",
+        )
+        .bind(account)
+        .fetch_one(&self.pool)
+        .await?;
         Ok(r.try_get::<i64, _>("next")?)
     }
 
