@@ -5,8 +5,14 @@
 
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use chrono::TimeZone;
+use simgate::carrier::sim::{SimCarrier, SimFaults};
+use simgate::carrier::{Carrier, CarrierError, OnboardCard, OrderProgress, Rebind, ServiceState};
+use simgate::clock::{Clock, ManualClock};
+use simgate::domain::{CarrierId, CarrierPolicy, Iccid, StopReason};
 use simgate::pb;
 
 use crate::both_backends;
@@ -372,4 +378,124 @@ async fn binding_controls_check_the_imei_and_the_card() {
         (card.bound_imei.as_str(), card.device_imei.as_str()),
         ("", "")
     );
+}
+
+/// A simulated carrier straight on a test database, on a clock of its own (02:00 UTC).
+fn sim_on(store: &simgate::store::Store, clock: &ManualClock, settings: SimFaults) -> SimCarrier {
+    let sim = SimCarrier::new(
+        CarrierPolicy::default_for(CarrierId::Mobile),
+        store.clone(),
+        Arc::new(clock.clone()),
+    );
+    sim.set_faults(settings);
+    sim
+}
+
+/// The repeat window, an order across a restart and the rebind route out of a separation stop,
+/// on one store: what the simulator keeps in the database, on each backend.
+async fn orders_windows_and_binding_are_kept_in_the_database(backend: Backend) {
+    let Some(db) = TestDb::new(backend) else {
+        return;
+    };
+    let store = db.store().await;
+    let clock = ManualClock::new(chrono::Utc.with_ymd_and_hms(2026, 11, 25, 2, 0, 0).unwrap());
+    let settings = SimFaults {
+        repeat_window_s: Some(1800),
+        orders: true,
+        order_delay_s: 60,
+        ..SimFaults::default()
+    };
+    let sim = sim_on(&store, &clock, settings);
+    let iccid = Iccid::parse_any(MOBILE_ICCID).unwrap();
+    sim.onboard(&[OnboardCard {
+        iccid: iccid.clone(),
+        state: ServiceState::Active,
+        cycle_usage_bytes: 0,
+        msisdn: None,
+    }])
+    .await
+    .unwrap();
+    let order = sim.stop(&iccid).await.unwrap();
+    assert!(order.in_progress, "{order:?}");
+    let num = order.order_id.unwrap();
+    assert!(matches!(
+        sim.restore(&iccid).await,
+        Err(CarrierError::Deferred { code, retry_after: Some(d), .. })
+            if code == "SIM_REPEAT_WINDOW" && d == Duration::from_secs(1800)
+    ));
+    // A new simulator on the same database: the order and its window are still there.
+    drop(sim);
+    let sim = sim_on(&store, &clock, settings);
+    assert_eq!(
+        sim.order(&iccid, &num).await.unwrap(),
+        OrderProgress::Open("inProgress".into())
+    );
+    clock.advance(chrono::Duration::seconds(60)).unwrap();
+    assert_eq!(
+        sim.inspect(&iccid).await.unwrap().state,
+        ServiceState::Stopped
+    );
+    assert_eq!(
+        sim.order(&iccid, &num).await.unwrap(),
+        OrderProgress::Completed
+    );
+    assert!(matches!(
+        sim.restore(&iccid).await,
+        Err(CarrierError::Deferred { .. })
+    ));
+    clock.advance(chrono::Duration::minutes(29)).unwrap();
+    let restore = sim.restore(&iccid).await.unwrap();
+    assert_ne!(restore.order_id.as_deref(), Some(num.as_str()));
+    clock.advance(chrono::Duration::seconds(60)).unwrap();
+    assert_eq!(
+        sim.inspect(&iccid).await.unwrap().state,
+        ServiceState::Active
+    );
+
+    // Bound to A, moved to B: stopped at 16:00 UTC, restore refused, a rebind lifts it a day on.
+    sim.bind(&iccid, IMEI_A).await.unwrap();
+    sim.move_to_device(&iccid, IMEI_B).await.unwrap();
+    clock
+        .set(
+            chrono::Utc
+                .with_ymd_and_hms(2026, 11, 25, 16, 0, 0)
+                .unwrap(),
+        )
+        .unwrap();
+    let stopped = sim.inspect(&iccid).await.unwrap();
+    assert_eq!((stopped.state, stopped.changes), (ServiceState::Stopped, 2));
+    assert_eq!(
+        sim.stop_reasons(&iccid)
+            .await
+            .unwrap()
+            .unwrap()
+            .iter()
+            .collect::<Vec<_>>(),
+        vec![StopReason::DeviceMismatch]
+    );
+    assert!(matches!(
+        sim.restore(&iccid).await,
+        Err(CarrierError::Rejected { code, .. }) if code == "SIM_DEVICE_MISMATCH"
+    ));
+    sim.rebind(&iccid, &Rebind::CurrentDevice).await.unwrap();
+    clock.advance(chrono::Duration::minutes(2)).unwrap();
+    assert_eq!(
+        sim.binding_of(&iccid).await.unwrap().bound_imei.as_deref(),
+        Some(IMEI_B)
+    );
+    assert!(sim.binding_of(&iccid).await.unwrap().device_stopped);
+    clock.advance(chrono::Duration::days(1)).unwrap();
+    let lifted = sim.inspect(&iccid).await.unwrap();
+    assert_eq!((lifted.state, lifted.changes), (ServiceState::Active, 2));
+    assert!(!sim.binding_of(&iccid).await.unwrap().device_stopped);
+}
+
+#[tokio::test]
+async fn orders_windows_and_binding_are_kept_in_the_database_sqlite() {
+    orders_windows_and_binding_are_kept_in_the_database(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn orders_windows_and_binding_are_kept_in_the_database_postgres() {
+    orders_windows_and_binding_are_kept_in_the_database(Backend::Postgres).await;
 }
