@@ -859,17 +859,12 @@ impl SimCarrier {
         }
         // A cancel is the carrier's own release of the number: never left waiting.
         let later = f.orders && *change != Change::Cancel;
-        let seq = self
-            .store
-            .sim_next_order_seq(account)
-            .await
-            .map_err(store_error)?;
         let delay_ms = i64::try_from(f.order_delay_s)
             .unwrap_or(i64::MAX / 2_000)
             .saturating_mul(1000);
-        let order = SimOrder {
-            order_num: format!("SIM{seq:010}"),
-            seq,
+        let mut order = SimOrder {
+            order_num: String::new(),
+            seq: 0,
             iccid: iccid.clone(),
             action: action_of(change).into(),
             params: match change {
@@ -885,10 +880,22 @@ impl SimCarrier {
             },
             status: if later { ORDER_OPEN } else { ORDER_DONE }.into(),
         };
-        self.store
-            .sim_insert_order(account, &order)
-            .await
-            .map_err(store_error)?;
+        // Two servers simulating one account on one database (the replica tests) may take the
+        // same next number; the loser's insert fails on the unique index and takes the next.
+        let mut attempt = 0;
+        loop {
+            order.seq = self
+                .store
+                .sim_next_order_seq(account)
+                .await
+                .map_err(store_error)?;
+            order.order_num = format!("SIM{:010}", order.seq);
+            match self.store.sim_insert_order(account, &order).await {
+                Ok(()) => break,
+                Err(crate::store::StoreError::Db(_)) if attempt < 5 => attempt += 1,
+                Err(e) => return Err(store_error(e)),
+            }
+        }
         if later {
             return Ok(Receipt::in_progress(Some(order.order_num)));
         }

@@ -315,8 +315,8 @@ impl Store {
     /// longer separated has the stop lifted: with `lift_to_active`, a card the check itself
     /// stopped becomes ACTIVE again; otherwise only the flag clears and the card stays STOPPED,
     /// now as if stopped by a change (a restore brings it back). Then a bound card in another
-    /// device, not yet stopped for it, is stopped (it keeps a STOPPED or CANCELLED state it
-    /// already had). Returns how many were lifted and how many stopped.
+    /// device, not yet stopped for it, is stopped (a card already STOPPED stays so, now for this
+    /// reason too; a CANCELLED one is left alone). Returns how many were lifted and how many stopped.
     pub async fn sim_daily_check(
         &self,
         account: &str,
