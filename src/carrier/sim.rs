@@ -842,7 +842,9 @@ impl SimCarrier {
                 .map_err(store_error)?
             {
                 let window_ms = i64::try_from(window.as_millis()).unwrap_or(i64::MAX);
-                let remaining = last.saturating_add(window_ms) - now;
+                // At most the window: a clock restarted behind the last change (an offset
+                // clock after a restart) must not defer a card for longer.
+                let remaining = (last.saturating_add(window_ms) - now).min(window_ms);
                 if remaining > 0 {
                     return Err(CarrierError::Deferred {
                         code: "SIM_REPEAT_WINDOW".into(),
