@@ -1320,6 +1320,20 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_clock_behind_the_last_change_defers_for_the_window_at_most() {
+        let f = fixture(windowed(600)).await;
+        let ahead = ManualClock::new(start() + chrono::Duration::hours(1));
+        new_sim(&f.store, &ahead, windowed(600))
+            .stop(&f.iccid)
+            .await
+            .unwrap();
+        assert!(matches!(
+            f.sim.restore(&f.iccid).await,
+            Err(CarrierError::Deferred { retry_after: Some(d), .. }) if d == Duration::from_secs(600)
+        ));
+    }
+
+    #[tokio::test]
     async fn injected_faults_come_before_the_window() {
         let f = fixture(windowed(1800)).await;
         f.sim.inject(Fault::Reject, 1);
