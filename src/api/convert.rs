@@ -556,6 +556,7 @@ fn step_to_pb(s: &Step) -> pb::RemedyStep {
             Action::RenewPlan => pb::RemedyAction::RenewPlan,
             Action::Recharge => pb::RemedyAction::Recharge,
             Action::ResumeCard => pb::RemedyAction::ResumeCard,
+            Action::RebindCard => pb::RemedyAction::RebindCard,
             Action::VerifyRealName => pb::RemedyAction::VerifyRealName,
             Action::Wait => pb::RemedyAction::Wait,
             Action::DataTopUp => pb::RemedyAction::DataTopUp,

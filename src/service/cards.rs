@@ -557,13 +557,30 @@ impl CardService {
             Some(c) => c.last_session,
             None => LastSession::Unknown,
         };
-        let facts = match &at_carrier {
+        // For a card stopped for 机卡分离: the device it is in, where the platform reports it.
+        let device_imei = if settled
+            .card
+            .stop_reasons
+            .contains(crate::domain::StopReason::DeviceMismatch)
+        {
+            match carrier.binding(iccid).await {
+                Ok(b) => b.and_then(|b| b.imei),
+                Err(e) => {
+                    debug!(%iccid, error = %e, "binding not read; diagnosed without the device");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let mut facts = match &at_carrier {
             // The carrier answered in a form simgate cannot read: no state, the stored usage.
             Some(at_carrier) if at_carrier.unknown.is_some() => diagnosis::CarrierFacts {
                 cycle_usage_bytes: settled.card.cycle_usage_bytes,
                 last_session,
                 service_state: None,
                 carrier_unknown: at_carrier.unknown.clone(),
+                ..Default::default()
             },
             Some(at_carrier) => diagnosis::CarrierFacts {
                 // Usage the carrier counted in an earlier cycle is not this cycle's.
@@ -575,12 +592,15 @@ impl CardService {
                     == settled.card.expected_carrier_state())
                 .then_some(at_carrier.state.as_str()),
                 carrier_unknown: None,
+                ..Default::default()
             },
             None => diagnosis::CarrierFacts {
                 cycle_usage_bytes: settled.card.cycle_usage_bytes,
                 ..Default::default()
             },
         };
+        facts.rebind_modes = carrier.rebind_modes();
+        facts.device_imei = device_imei;
         // A pooled card goes by its pool (of its own customer): the pool's usage and capacity.
         let pool = match &settled.card.pool {
             Some(id) => self.pool_facts(&settled.card.customer_id, id).await?,
