@@ -64,6 +64,8 @@ fn iccid(n: u64) -> Iccid {
 struct Rig {
     adapter: OneLink,
     sim: Arc<SimCarrier>,
+    /// The simulated carrier's clock (orders complete and windows end on it).
+    clock: ManualClock,
     stats: Arc<WireStats>,
     addr: SocketAddr,
     _db: TestDb,
@@ -77,10 +79,11 @@ const RIG_MSISDN: &str = "1440000000001";
 async fn rig_with(opts: WireOptions, request_ms: u64) -> Rig {
     let db = TestDb::new(Backend::Sqlite).expect("sqlite test db");
     let policy = CarrierPolicy::default_for(CarrierId::Mobile);
+    let clock = ManualClock::new(start_time());
     let sim = Arc::new(SimCarrier::new(
         policy.clone(),
         db.store().await,
-        Arc::new(ManualClock::new(start_time())),
+        Arc::new(clock.clone()),
     ));
     sim.onboard(&[
         OnboardCard {
@@ -112,6 +115,7 @@ async fn rig_with(opts: WireOptions, request_ms: u64) -> Rig {
     Rig {
         adapter,
         sim,
+        clock,
         stats,
         addr,
         _db: db,
@@ -2004,5 +2008,258 @@ async fn wire_onelink_simulator_binding_calls_follow_the_simulated_carrier() {
             .await
             .expect("reasons"),
         Some(StopReasons::NONE)
+    );
+}
+
+// Backed by the simulated carrier's orders, repeat window and binding (issue 20).
+
+use simgate::clock::Clock;
+
+/// A second simulator in front of the rig's simulated carrier, recording its answers, and an
+/// adapter talking to it.
+async fn recorded(r: &Rig) -> (OneLink, crate::helpers::Exchanges) {
+    let log = crate::helpers::Exchanges::default();
+    let server_cfg = config("127.0.0.1:1".parse().expect("addr"), PASSWORD, 2_000);
+    let app = crate::helpers::recording(
+        router(r.sim.clone(), &server_cfg, WireOptions::default()),
+        log.clone(),
+        |uri| uri.path().to_string(),
+    );
+    let addr = serve(app).await;
+    let a = OneLink::new(&config_sending(addr, HttpMethod::Get), ctx_default()).expect("adapter");
+    (a, log)
+}
+
+/// Two IMEIs with valid check digits.
+const IMEI_A: &str = "490154203237518";
+const IMEI_B: &str = "860000000000009";
+
+#[tokio::test]
+async fn wire_onelink_simulator_orders_are_open_then_completed() {
+    let r = rig().await;
+    r.sim.set_faults(SimFaults {
+        orders: true,
+        order_delay_s: 60,
+        ..SimFaults::default()
+    });
+    let receipt = r.adapter.stop(&iccid(1)).await.expect("stop");
+    assert!(receipt.in_progress, "{receipt:?}");
+    let order = receipt
+        .order_id
+        .expect("the simulated carrier's order number");
+    match r.adapter.order(&iccid(1), &order).await.expect("order") {
+        OrderProgress::Open(word) => assert!(
+            simgate::carrier::http::onelink::codes::order_kind(&word).is_some(),
+            "a listed word: {word}"
+        ),
+        other => panic!("expected Open, got {other:?}"),
+    }
+    assert_eq!(
+        r.sim.inspect(&iccid(1)).await.expect("sim").state,
+        ServiceState::Active,
+        "not applied before the order completes"
+    );
+    r.clock
+        .advance(chrono::Duration::seconds(61))
+        .expect("clock");
+    assert_eq!(
+        r.adapter.order(&iccid(1), &order).await.expect("order"),
+        OrderProgress::Completed
+    );
+    assert_eq!(
+        r.sim.inspect(&iccid(1)).await.expect("sim").state,
+        ServiceState::Stopped
+    );
+    // The change reply had the order shape of the fixture, with the card's number.
+    let (a, log) = recorded(&r).await;
+    let receipt = a.restore(&iccid(1)).await.expect("restore");
+    a.order(&iccid(1), receipt.order_id.as_deref().expect("an order"))
+        .await
+        .expect("order");
+    let answers = log.lock().unwrap().clone();
+    let answer = |path: &str| {
+        answers
+            .iter()
+            .find(|(p, _)| p.ends_with(path))
+            .unwrap_or_else(|| panic!("no {path}"))
+            .1
+            .clone()
+    };
+    let change = answer("/change/sim-status");
+    assert_eq!(
+        shape(&change),
+        shape(&fixture("change-sim-status.s3.reply-ordernum.json"))
+    );
+    assert!(change.contains(RIG_MSISDN), "{change}");
+    assert_eq!(
+        shape(&answer("/query/order-info")),
+        shape(&fixture("query-order-info.s3-1.reply.json"))
+    );
+}
+
+#[tokio::test]
+async fn wire_onelink_simulator_window_code_is_deferred() {
+    for (sim_code, adapter_code) in [
+        (None, Some("19999")),
+        (Some("77777"), Some("77777")),
+        // The adapter not told the code: unrecognised, read, Deferred all the same.
+        (None, None),
+    ] {
+        let opts = WireOptions {
+            repeat_window_code: sim_code
+                .unwrap_or(simgate::carrier::http::onelink::simulator::INVENTED_REPEAT_WINDOW)
+                .to_string(),
+            ..WireOptions::default()
+        };
+        let r = rig_with(opts, 2_000).await;
+        r.sim.set_faults(SimFaults {
+            repeat_window_s: Some(1800),
+            ..SimFaults::default()
+        });
+        let a = OneLink::new(
+            &OneLinkConfig {
+                repeat_window_code: adapter_code.map(String::from),
+                ..config(r.addr, PASSWORD, 2_000)
+            },
+            ctx_default(),
+        )
+        .expect("adapter");
+        a.stop(&iccid(1)).await.expect("the first change");
+        let e = a.restore(&iccid(1)).await.expect_err("inside the window");
+        let want = sim_code.unwrap_or("19999");
+        assert!(
+            matches!(&e, CarrierError::Deferred { code, retry_after: None, .. } if code == want),
+            "{adapter_code:?}: {e:?}"
+        );
+        assert_eq!(
+            r.sim.inspect(&iccid(1)).await.expect("sim").state,
+            ServiceState::Stopped
+        );
+        // After the window the change goes through.
+        r.clock
+            .advance(chrono::Duration::seconds(1801))
+            .expect("clock");
+        a.restore(&iccid(1)).await.expect("after the window");
+    }
+}
+
+#[tokio::test]
+async fn wire_onelink_simulator_binding_round_trips() {
+    let r = rig().await;
+    // In IMEI_A's device, bound to it.
+    r.sim.bind(&iccid(1), IMEI_A).await.expect("bind");
+    let b = r
+        .adapter
+        .binding(&iccid(1))
+        .await
+        .expect("binding")
+        .expect("a binding");
+    // sim-imei is the device's IMEI (sim_imei_reports "device"); 未分离 shows no binding.
+    assert_eq!(
+        b,
+        Binding {
+            bound: false,
+            imei: Some(IMEI_A.into()),
+            separated: false,
+            separated_since: None,
+        }
+    );
+    // Moved to another device: 已分离, since the move (to the second: the wire has no more).
+    r.clock
+        .advance(chrono::Duration::seconds(5))
+        .expect("clock");
+    let moved_at = r.clock.now();
+    r.sim.move_to_device(&iccid(1), IMEI_B).await.expect("move");
+    let b = r
+        .adapter
+        .binding(&iccid(1))
+        .await
+        .expect("binding")
+        .expect("a binding");
+    let at_sim = r
+        .sim
+        .binding(&iccid(1))
+        .await
+        .expect("sim")
+        .expect("binding");
+    assert!(at_sim.separated && b.separated, "{b:?}");
+    assert_eq!(b.imei.as_deref(), Some(IMEI_B));
+    assert!(b.bound, "a separation shows a binding");
+    assert_eq!(
+        b.separated_since.map(|t| t.timestamp()),
+        Some(moved_at.timestamp())
+    );
+    // Bind it to the device it is in now (首话单自动绑定): no longer separated.
+    assert_eq!(
+        r.adapter
+            .rebind(&iccid(1), &Rebind::CurrentDevice)
+            .await
+            .expect("rebind"),
+        Receipt::applied()
+    );
+    let at_sim = r.sim.binding_of(&iccid(1)).await.expect("sim");
+    assert_eq!(at_sim.bound_imei.as_deref(), Some(IMEI_B));
+    assert!(
+        !r.adapter
+            .binding(&iccid(1))
+            .await
+            .expect("b")
+            .expect("b")
+            .separated
+    );
+    // Bind to IMEI_A by its TAC: the simulated carrier binds the IMEI those 14 digits begin.
+    r.clock
+        .advance(chrono::Duration::seconds(5))
+        .expect("clock");
+    r.adapter
+        .rebind(&iccid(1), &Rebind::Imei(IMEI_A.into()))
+        .await
+        .expect("rebind");
+    let at_sim = r.sim.binding_of(&iccid(1)).await.expect("sim");
+    assert_eq!(at_sim.bound_imei.as_deref(), Some(IMEI_A));
+    assert!(
+        r.adapter
+            .binding(&iccid(1))
+            .await
+            .expect("b")
+            .expect("b")
+            .separated
+    );
+    // Unbind.
+    r.adapter
+        .rebind(&iccid(1), &Rebind::Unbind)
+        .await
+        .expect("unbind");
+    assert_eq!(
+        r.sim.binding_of(&iccid(1)).await.expect("sim").bound_imei,
+        None
+    );
+    // The rebind reply (not found in the dossier) is the §0.4 verbatim success shape.
+    let (a, log) = recorded(&r).await;
+    a.rebind(&iccid(1), &Rebind::Unbind).await.expect("unbind");
+    let answers = log.lock().unwrap().clone();
+    let reply = &answers
+        .iter()
+        .find(|(p, _)| p.ends_with("/operate/card-bind-by-bill"))
+        .expect("a rebind")
+        .1;
+    let json = |b: &str| serde_json::from_str::<serde_json::Value>(b).expect("JSON");
+    assert_eq!(
+        json(reply),
+        json(&fixture("any-call.s0-4.reply-ok-empty.json"))
+    );
+    // With orders on, a rebind is an order too.
+    r.sim.set_faults(SimFaults {
+        orders: true,
+        ..SimFaults::default()
+    });
+    let receipt = r
+        .adapter
+        .rebind(&iccid(1), &Rebind::CurrentDevice)
+        .await
+        .expect("rebind");
+    assert!(
+        receipt.in_progress && receipt.order_id.is_some(),
+        "{receipt:?}"
     );
 }
