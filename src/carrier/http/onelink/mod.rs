@@ -160,7 +160,7 @@ pub struct OneLinkConfig {
     /// account's window, the account-level `repeat_window_s`, 30 min by default for OneLink);
     /// without it such a refusal is an unrecognised code: the card is read and the change is
     /// `Deferred` all the same (or done, if the card is already in the target state).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub repeat_window_code: Option<String>,
     /// `testType` of `/query/card-bind-status` (§7.1): `0` 话单侧检测 (default: the only one
     /// that gives `sepTime`, the time of separation) or `1` 网络侧检测.
@@ -1228,6 +1228,27 @@ mod tests {
         }
         assert_eq!(a.rebind_modes(), vec!["UNBIND", "CURRENT_DEVICE", "IMEI"]);
         assert!(a.queries_orders());
+    }
+
+    #[test]
+    fn generated_settings_survive_toml_with_and_without_a_window_code() {
+        // `simgate simulate` writes the generated settings as TOML, which has no null.
+        let mut cfg = <Platform as WirePlatform>::generated(
+            "http://127.0.0.1:1",
+            "s",
+            HttpTimeouts::default(),
+        );
+        for code in [None, Some("19999".to_string())] {
+            cfg.repeat_window_code = code.clone();
+            let text = toml::to_string(&cfg).unwrap();
+            let back: OneLinkConfig = toml::from_str(&text).unwrap();
+            assert_eq!(back.repeat_window_code, code, "{text}");
+            assert_eq!(
+                (back.bind_test_type.as_str(), back.bind_tac_digits),
+                ("0", 14)
+            );
+            assert_eq!(back.sim_imei_reports, ImeiReading::Device);
+        }
     }
 
     #[test]
