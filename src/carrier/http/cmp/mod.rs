@@ -846,6 +846,93 @@ mod tests {
     }
 
     #[test]
+    fn a_change_refused_with_the_window_or_an_unpublished_code_is_deferred() {
+        let deferred = |e: CarrierError, want: &str| {
+            matches!(e, CarrierError::Deferred { ref code, retry_after: None, .. } if code == want)
+        };
+        // The account's window code, whatever it is (a published one too).
+        assert!(deferred(change_refusal("-9001", "x", Some("-9001")), "-9001"));
+        assert!(deferred(change_refusal("-7", "x", Some(" -7 ")), "-7"));
+        // Unpublished codes: deferred, never final, with or without a window setting.
+        for code in ["-6", "-99", "9001", "<code>"] {
+            assert!(deferred(change_refusal(code, "", None), code), "{code}");
+            assert!(deferred(change_refusal(code, "", Some("-9001")), code));
+        }
+        // Published codes keep their mapping.
+        for (code, _) in ERROR_CODES {
+            assert_eq!(change_refusal(code, "m", None), platform_error(code, "m", true));
+        }
+        assert_eq!(
+            change_refusal(REBIND_REFUSED, "业务校验失败", Some("-9001")),
+            CarrierError::Rejected {
+                code: "-5".into(),
+                message: "业务校验失败".into()
+            }
+        );
+    }
+
+    #[test]
+    fn an_imei_rerecord_reply_is_read_in_its_published_shape() {
+        assert_eq!(
+            rebind_answer(r#"{"Response":{"RspType":"0","RspCode":"0000","RspDesc":"成功接收消息"},"GROUP_TRANSACTIONID":"1000000190202103293055805587"}"#),
+            ChangeAnswer::Accepted {
+                transaction_id: Some("1000000190202103293055805587".into())
+            }
+        );
+        assert_eq!(
+            rebind_answer(r#"{"Response":{"RspType":"1","RspCode":"-5","RspDesc":"业务校验失败"}}"#),
+            ChangeAnswer::Refused {
+                code: "-5".into(),
+                message: "业务校验失败".into()
+            }
+        );
+        // The common refusal envelope (credentials, sign) and a text refusal.
+        assert_eq!(
+            rebind_answer(r#"{"resultCode":"-3","resultMsg":"sign参数值错误"}"#),
+            ChangeAnswer::Refused {
+                code: "-3".into(),
+                message: "sign参数值错误".into()
+            }
+        );
+        assert!(matches!(
+            rebind_answer("-4：iccid号码错误或不存在"),
+            ChangeAnswer::Refused { ref code, .. } if code == "-4"
+        ));
+        // RspType 0 with a non-zero RspCode, RspType 1 without one, garbage: unexplained.
+        for body in [
+            r#"{"Response":{"RspType":"0","RspCode":"0001"}}"#,
+            r#"{"Response":{"RspType":"1"}}"#,
+            r#"{"Response":{"RspType":"2","RspCode":"0000"}}"#,
+            "<html>oops",
+            "",
+        ] {
+            assert!(
+                matches!(rebind_answer(body), ChangeAnswer::Unrecognised(_)),
+                "{body}"
+            );
+        }
+    }
+
+    #[test]
+    fn imei_rerecord_signs_action_not_bind_type_or_imei() {
+        for (param, signed) in [
+            ("method", true),
+            ("user_id", true),
+            ("access_number", true),
+            ("iccid", true),
+            ("action", true),
+            ("bind_type", false),
+            ("imei", false),
+        ] {
+            assert_eq!(is_signed(M_IMEI_RERECORD, param, false), signed, "{param}");
+        }
+        assert!(!is_signed(M_DISABLE, "action", false));
+        assert_eq!(ImeiReRecordForm::default(), ImeiReRecordForm::QueryAccessNumber);
+        assert_eq!(ImeiReRecordForm::QueryAccessNumber.path(), QUERY_PATH);
+        assert_eq!(ImeiReRecordForm::ServiceAcceptIccid.path(), SERVICE_ACCEPT_PATH);
+    }
+
+    #[test]
     fn traffic_units_parse_and_format() {
         assert_eq!(parse_mb("0.00MB"), Some(0));
         assert_eq!(parse_mb("1.00MB"), Some(MIB));
