@@ -46,6 +46,7 @@ fn config(base_url: &str, user: &str, key: &str) -> JasperConfig {
             connect_ms: 1_000,
             request_ms: REQUEST_MS,
         },
+        repeat_window_code: None,
     }
 }
 

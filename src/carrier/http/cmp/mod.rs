@@ -621,7 +621,8 @@ impl Carrier for Cmp {
     }
 
     async fn restore(&self, iccid: &Iccid) -> Result<Receipt, CarrierError> {
-        self.change(iccid, ORDER_RESTORE, ServiceState::Active).await
+        self.change(iccid, ORDER_RESTORE, ServiceState::Active)
+            .await
     }
 
     /// `IMEIReRecord` (dossier §6.1): `CurrentDevice` is the ordinary rebind, `Imei` the fixed
@@ -674,9 +675,9 @@ fn receipt(transaction_id: Option<String>) -> Receipt {
 fn mode_not_supported(rebind: &Rebind, form: ImeiReRecordForm) -> CarrierError {
     let why = match rebind {
         Rebind::Unbind => "no CMP call in the dossier removes a binding".to_string(),
-        _ => format!(
-            "IMEIReRecord in the form {form:?} (imei_rerecord_form) has no bind_type/imei"
-        ),
+        _ => {
+            format!("IMEIReRecord in the form {form:?} (imei_rerecord_form) has no bind_type/imei")
+        }
     };
     CarrierError::Rejected {
         code: REBIND_NOT_SUPPORTED.into(),
@@ -847,11 +848,12 @@ mod tests {
 
     #[test]
     fn a_change_refused_with_the_window_or_an_unpublished_code_is_deferred() {
-        let deferred = |e: CarrierError, want: &str| {
-            matches!(e, CarrierError::Deferred { ref code, retry_after: None, .. } if code == want)
-        };
+        let deferred = |e: CarrierError, want: &str| matches!(e, CarrierError::Deferred { ref code, retry_after: None, .. } if code == want);
         // The account's window code, whatever it is (a published one too).
-        assert!(deferred(change_refusal("-9001", "x", Some("-9001")), "-9001"));
+        assert!(deferred(
+            change_refusal("-9001", "x", Some("-9001")),
+            "-9001"
+        ));
         assert!(deferred(change_refusal("-7", "x", Some(" -7 ")), "-7"));
         // Unpublished codes: deferred, never final, with or without a window setting.
         for code in ["-6", "-99", "9001", "<code>"] {
@@ -860,7 +862,10 @@ mod tests {
         }
         // Published codes keep their mapping.
         for (code, _) in ERROR_CODES {
-            assert_eq!(change_refusal(code, "m", None), platform_error(code, "m", true));
+            assert_eq!(
+                change_refusal(code, "m", None),
+                platform_error(code, "m", true)
+            );
         }
         assert_eq!(
             change_refusal(REBIND_REFUSED, "业务校验失败", Some("-9001")),
@@ -874,13 +879,17 @@ mod tests {
     #[test]
     fn an_imei_rerecord_reply_is_read_in_its_published_shape() {
         assert_eq!(
-            rebind_answer(r#"{"Response":{"RspType":"0","RspCode":"0000","RspDesc":"成功接收消息"},"GROUP_TRANSACTIONID":"1000000190202103293055805587"}"#),
+            rebind_answer(
+                r#"{"Response":{"RspType":"0","RspCode":"0000","RspDesc":"成功接收消息"},"GROUP_TRANSACTIONID":"1000000190202103293055805587"}"#
+            ),
             ChangeAnswer::Accepted {
                 transaction_id: Some("1000000190202103293055805587".into())
             }
         );
         assert_eq!(
-            rebind_answer(r#"{"Response":{"RspType":"1","RspCode":"-5","RspDesc":"业务校验失败"}}"#),
+            rebind_answer(
+                r#"{"Response":{"RspType":"1","RspCode":"-5","RspDesc":"业务校验失败"}}"#
+            ),
             ChangeAnswer::Refused {
                 code: "-5".into(),
                 message: "业务校验失败".into()
@@ -927,9 +936,15 @@ mod tests {
             assert_eq!(is_signed(M_IMEI_RERECORD, param, false), signed, "{param}");
         }
         assert!(!is_signed(M_DISABLE, "action", false));
-        assert_eq!(ImeiReRecordForm::default(), ImeiReRecordForm::QueryAccessNumber);
+        assert_eq!(
+            ImeiReRecordForm::default(),
+            ImeiReRecordForm::QueryAccessNumber
+        );
         assert_eq!(ImeiReRecordForm::QueryAccessNumber.path(), QUERY_PATH);
-        assert_eq!(ImeiReRecordForm::ServiceAcceptIccid.path(), SERVICE_ACCEPT_PATH);
+        assert_eq!(
+            ImeiReRecordForm::ServiceAcceptIccid.path(),
+            SERVICE_ACCEPT_PATH
+        );
     }
 
     #[test]

@@ -49,11 +49,11 @@ use axum::routing::get;
 use axum::Router;
 
 use crate::carrier::http::cmp::{
-    crypt, format_mb, is_published, main_status_code, request_sign, CmpConfig,
-    ImeiReRecordForm, JsonResult, ProductInfo, StatusReply, ALREADY_ORDERED, BIND_TYPE_FIXED,
-    M_DISABLE, M_IMEI_RERECORD, M_ONLINE, M_REAL_NAME, M_STATUS, M_TELEPHONE, M_TRAFFIC,
-    ORDER_RESTORE, ORDER_STOP, QUERY_PATH, RATE_LIMITED, REBIND_ACTION, REBIND_REFUSED,
-    SERVICE_ACCEPT_PATH, STOP_RECORD_EXISTS, TIME_FORMAT,
+    crypt, format_mb, is_published, main_status_code, request_sign, CmpConfig, ImeiReRecordForm,
+    JsonResult, ProductInfo, StatusReply, ALREADY_ORDERED, BIND_TYPE_FIXED, M_DISABLE,
+    M_IMEI_RERECORD, M_ONLINE, M_REAL_NAME, M_STATUS, M_TELEPHONE, M_TRAFFIC, ORDER_RESTORE,
+    ORDER_STOP, QUERY_PATH, RATE_LIMITED, REBIND_ACTION, REBIND_REFUSED, SERVICE_ACCEPT_PATH,
+    STOP_RECORD_EXISTS, TIME_FORMAT,
 };
 use crate::carrier::sim::SimCarrier;
 use crate::carrier::{Carrier, CarrierError, Rebind, Receipt, ServiceState};
@@ -110,7 +110,10 @@ pub fn router(sim: Arc<SimCarrier>, cfg: &CmpConfig, opts: WireOptions) -> Route
     });
     Router::new()
         .route(&format!("{prefix}{QUERY_PATH}"), get(query))
-        .route(&format!("{prefix}{SERVICE_ACCEPT_PATH}"), get(service_accept))
+        .route(
+            &format!("{prefix}{SERVICE_ACCEPT_PATH}"),
+            get(service_accept),
+        )
         .with_state(wire)
 }
 
@@ -474,12 +477,9 @@ async fn rerecord(
             tokio::time::sleep(w.opts.timeout_after_apply_delay).await;
             rebind_reply("0", "0000", "成功接收消息", &transaction_id())
         }
-        Err(CarrierError::Deferred { message, .. }) => rebind_reply(
-            "1",
-            &w.opts.repeat_window_code,
-            &message,
-            &transaction_id(),
-        ),
+        Err(CarrierError::Deferred { message, .. }) => {
+            rebind_reply("1", &w.opts.repeat_window_code, &message, &transaction_id())
+        }
         // A refusal of the simulated carrier: a published code as is, a dismantled card -4,
         // anything else (no binding support, an injected refusal) the published 业务校验失败
         // (-5) with the carrier's reason (invented: the platform's reasons are not published).
@@ -542,7 +542,11 @@ fn transaction_id() -> String {
     let ms_of_day = u64::from(chrono::Timelike::num_seconds_from_midnight(&now)) * 1000
         + u64::from(chrono::Timelike::nanosecond(&now) / 1_000_000) % 1000;
     let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 100;
-    format!("1000000190{}{:010}", now.format("%Y%m%d"), ms_of_day * 100 + n)
+    format!(
+        "1000000190{}{:010}",
+        now.format("%Y%m%d"),
+        ms_of_day * 100 + n
+    )
 }
 
 /// The `GROUP_TRANSACTIONID` of an applied change: the simulated carrier's order id when it

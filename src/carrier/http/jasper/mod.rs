@@ -531,9 +531,7 @@ mod tests {
 
     #[test]
     fn a_change_refused_with_the_window_or_an_unlisted_code_is_deferred() {
-        let deferred = |e: CarrierError, want: &str| {
-            matches!(e, CarrierError::Deferred { ref code, retry_after: None, .. } if code == want)
-        };
+        let deferred = |e: CarrierError, want: &str| matches!(e, CarrierError::Deferred { ref code, retry_after: None, .. } if code == want);
         let bad = StatusCode::BAD_REQUEST;
         assert!(deferred(
             change_error_of(bad, Some(&body("90000001")), None, Some("90000001")),
@@ -550,7 +548,12 @@ mod tests {
             "9"
         ));
         assert!(matches!(
-            change_error_of(StatusCode::INTERNAL_SERVER_ERROR, Some(&body("9")), None, Some("9")),
+            change_error_of(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                Some(&body("9")),
+                None,
+                Some("9")
+            ),
             CarrierError::OutcomeUnknown(_)
         ));
         // An unlisted code on a 4xx: deferred, with or without the setting.
