@@ -198,15 +198,17 @@ fn carrier_error(e: CarrierError) -> Response {
 }
 
 impl Wire {
-    /// A `SimCarrier` error of a change: its repeat window (`Deferred`) refused with the
-    /// configured window code, the rest as [`carrier_error`].
     fn change_error(&self, e: CarrierError) -> Response {
-        match e {
-            CarrierError::Deferred { message, .. } => {
-                refuse(&self.opts.repeat_window_code, &message)
-            }
-            other => carrier_error(other),
-        }
+        change_error(&self.opts.repeat_window_code, e)
+    }
+}
+
+/// A `SimCarrier` error of a change: its repeat window (`Deferred`) refused with `window` (the
+/// configured window code) in the common refusal envelope, the rest as [`carrier_error`].
+fn change_error(window: &str, e: CarrierError) -> Response {
+    match e {
+        CarrierError::Deferred { message, .. } => refuse(window, &message),
+        other => carrier_error(other),
     }
 }
 
@@ -563,5 +565,82 @@ pub fn transaction_id_of(receipt: &Receipt) -> String {
             format!("1000000190{:018}", hash % 1_000_000_000_000_000_000)
         }
         None => transaction_id(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::carrier::http::cmp::{change_answer, change_refusal, rebind_answer, ChangeAnswer};
+
+    async fn body(r: Response) -> String {
+        let bytes = axum::body::to_bytes(r.into_body(), 1 << 16)
+            .await
+            .expect("body");
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+
+    fn is_28_digits(id: &str) -> bool {
+        id.len() == 28 && id.starts_with("1000000190") && id.bytes().all(|b| b.is_ascii_digit())
+    }
+
+    #[test]
+    fn transaction_ids_have_the_samples_28_digits_and_follow_the_order_id() {
+        let a = transaction_id();
+        let b = transaction_id();
+        assert!(is_28_digits(&a) && is_28_digits(&b), "{a} {b}");
+        assert_ne!(a, b);
+        assert!(is_28_digits(&transaction_id_of(&Receipt::applied())));
+        let sample = "1000000190202103293055805587";
+        assert_eq!(transaction_id_of(&Receipt::applied_as(sample)), sample);
+        let order = Receipt::in_progress(Some("sim-order-7".into()));
+        let id = transaction_id_of(&order);
+        assert!(is_28_digits(&id), "{id}");
+        assert_eq!(id, transaction_id_of(&order), "one order, one id");
+        assert_ne!(
+            id,
+            transaction_id_of(&Receipt::applied_as("sim-order-8")),
+            "another order, another id"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_deferred_change_is_refused_with_the_configured_window_code() {
+        let deferred = || CarrierError::Deferred {
+            code: "SIM_REPEAT_WINDOW".into(),
+            message: "同一卡号5分钟内不能重复办理".into(),
+            retry_after: None,
+        };
+        for window in [INVENTED_REPEAT_WINDOW, "-8"] {
+            let text = body(change_error(window, deferred())).await;
+            // The adapter reads it as a refusal with that code: Deferred either way.
+            assert_eq!(
+                change_answer(&text),
+                ChangeAnswer::Refused {
+                    code: window.into(),
+                    message: "同一卡号5分钟内不能重复办理".into()
+                },
+                "{text}"
+            );
+            assert!(matches!(
+                change_refusal(window, "", Some(window)),
+                CarrierError::Deferred { .. }
+            ));
+        }
+        let text = body(rebind_reply("1", "-8", "window", &transaction_id())).await;
+        assert_eq!(
+            rebind_answer(&text),
+            ChangeAnswer::Refused {
+                code: "-8".into(),
+                message: "window".into()
+            }
+        );
+        // Other errors of a change keep their published codes.
+        let text = body(change_error(
+            INVENTED_REPEAT_WINDOW,
+            CarrierError::RateLimited { retry_after: None },
+        ))
+        .await;
+        assert!(text.contains(RATE_LIMITED), "{text}");
     }
 }
