@@ -569,26 +569,34 @@ impl Config {
 
     /// The accounts the server runs (see `carrier::account`), validated.
     pub fn accounts(&self) -> Result<Vec<AccountConfig>, String> {
-        crate::carrier::account::accounts(
+        let mut accounts = crate::carrier::account::accounts(
             &self.accounts,
             Legacy {
                 carrier_api: &self.carrier_api,
                 carrier_limits: &self.carrier_limits,
             },
             self.simulation != Some(false),
-        )
+        )?;
+        for a in &mut accounts {
+            a.resolve_repeat_window(self.journal.repeat_window_s);
+        }
+        Ok(accounts)
     }
 
     /// The accounts `simgate simulate` serves: read as simulated, whatever `simulation` says.
     pub fn simulated_accounts(&self) -> Result<Vec<AccountConfig>, String> {
-        crate::carrier::account::accounts(
+        let mut accounts = crate::carrier::account::accounts(
             &self.accounts,
             Legacy {
                 carrier_api: &BTreeMap::new(),
                 carrier_limits: &self.carrier_limits,
             },
             true,
-        )
+        )?;
+        for a in &mut accounts {
+            a.resolve_repeat_window(self.journal.repeat_window_s);
+        }
+        Ok(accounts)
     }
 
     /// The effective policy of every carrier, validated.

@@ -207,6 +207,12 @@ impl ServerBuilder {
         self
     }
 
+    /// The repeat window of every account whose entry sets none (`[journal] repeat_window_s`).
+    pub fn repeat_window_s(mut self, seconds: Option<u64>) -> Self {
+        self.config.journal.repeat_window_s = seconds;
+        self
+    }
+
     /// Replace the account settings the replicas recorded (PostgreSQL) with this server's.
     pub fn replace_account_settings(mut self, replace: bool) -> Self {
         self.config.replace_account_settings = replace;
@@ -404,7 +410,9 @@ impl ServerBuilder {
                     holder: process.clone(),
                 });
             }
-            carriers = carriers.with_guarded(Arc::new(guarded), platform);
+            carriers = carriers
+                .with_guarded(Arc::new(guarded), platform)
+                .with_repeat_window(&account.id, account.repeat_window());
         }
         let check = if self.config.allow_foreign_identifiers {
             CarrierCheck::Allow

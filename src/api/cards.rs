@@ -10,6 +10,7 @@ use super::error::{invalid_argument, invalid_field};
 use super::idempotency::{self, idempotent, Begun, Idempotent, StoredAnswer};
 use super::paging::Page;
 use super::rpc::Rpc;
+use crate::carrier::Rebind;
 use crate::domain::diagnosis::Lang;
 use crate::domain::ids::CarrierCheck;
 use crate::domain::{Card, Fen, Iccid};
@@ -30,6 +31,7 @@ idempotent!(
     pb::VerifyRealNameRequest,
     pb::RechargeRequest,
     pb::RenewPlanRequest,
+    pb::RebindCardRequest,
 );
 
 pub struct CardApi {
@@ -459,20 +461,108 @@ impl pb::card_service_server::CardService for CardApi {
 
     async fn rebind_card(
         &self,
-        _request: Request<pb::RebindCardRequest>,
+        request: Request<pb::RebindCardRequest>,
     ) -> Result<Response<pb::Card>, Status> {
-        Err(Status::unimplemented(
-            "RebindCard lands with the orders issue",
-        ))
+        let f = match self.begin(request, Rpc::RebindCard).await? {
+            Begun::Repeat(first) => return Ok(Response::new(first)),
+            Begun::Fresh(f) => f,
+        };
+        let req = &f.req;
+        let mut violations = Vec::new();
+        let iccid = convert::iccid_field("iccid", &req.iccid)
+            .map_err(|v| violations.push(v))
+            .ok();
+        let target = match &req.target {
+            Some(pb::rebind_card_request::Target::Unbind(true)) => Some(Rebind::Unbind),
+            Some(pb::rebind_card_request::Target::CurrentDevice(true)) => {
+                Some(Rebind::CurrentDevice)
+            }
+            Some(pb::rebind_card_request::Target::Imei(imei)) => {
+                if imei.len() == 15 && imei.bytes().all(|b| b.is_ascii_digit()) {
+                    Some(Rebind::Imei(imei.clone()))
+                } else {
+                    violations.push(FieldViolation::new("imei", "must be 15 digits"));
+                    None
+                }
+            }
+            _ => {
+                violations.push(FieldViolation::new(
+                    "target",
+                    "is required: unbind = true, current_device = true, or imei",
+                ));
+                None
+            }
+        };
+        let (Some(iccid), Some(target)) = (iccid, target) else {
+            return Err(invalid_argument(violations));
+        };
+        let respond = |(_, after): &(Card, Card)| self.card(after).encode_to_vec();
+        let idem = f.key.idem(&respond);
+        let card = self
+            .service
+            .rebind(&iccid, &f.caller, idem.as_ref(), target)
+            .await?;
+        Ok(Response::new(self.card(&card)))
     }
 
     async fn list_carrier_orders(
         &self,
-        _request: Request<pb::ListCarrierOrdersRequest>,
+        request: Request<pb::ListCarrierOrdersRequest>,
     ) -> Result<Response<pb::ListCarrierOrdersResponse>, Status> {
-        Err(Status::unimplemented(
-            "ListCarrierOrders lands with the orders issue",
-        ))
+        let caller = self.auth.caller(&request, Rpc::ListCarrierOrders).await?;
+        let req = request.into_inner();
+        let mut violations = Vec::new();
+        let iccid = (!req.iccid.is_empty())
+            .then(|| convert::iccid_field("iccid", &req.iccid))
+            .transpose()
+            .map_err(|v| violations.push(v))
+            .ok()
+            .flatten();
+        let account = (!req.account_id.is_empty())
+            .then(|| crate::domain::AccountId::parse(&req.account_id))
+            .transpose()
+            .map_err(|m| violations.push(FieldViolation::new("account_id", m)))
+            .ok()
+            .flatten();
+        let state = match pb::CarrierOrderState::try_from(req.state) {
+            Ok(pb::CarrierOrderState::Unspecified) => None,
+            Ok(s) => Some(convert::order_state_from_pb(s)),
+            Err(_) => {
+                violations.push(FieldViolation::new("state", "is not a CarrierOrderState"));
+                None
+            }
+        };
+        if !violations.is_empty() {
+            return Err(invalid_argument(violations));
+        }
+        let size = page_size(req.page_size)?;
+        let unpaged = pb::ListCarrierOrdersRequest {
+            page_size: 0,
+            page_token: String::new(),
+            ..req.clone()
+        };
+        let page = Page::<i64>::read(
+            "page_token",
+            &req.page_token,
+            size,
+            "ListCarrierOrders",
+            &unpaged,
+        )?;
+        let filter = crate::store::OrderFilter {
+            iccid: iccid.map(|i| i.to_string()),
+            account: account.map(|a| a.to_string()),
+            state,
+            customer: None,
+        };
+        let mut orders = self
+            .service
+            .list_orders(&filter, page.after.unwrap_or(0), page.limit(), &caller)
+            .await?;
+        let next_page_token = page.next(&mut orders, |last| last.id);
+        Ok(Response::new(pb::ListCarrierOrdersResponse {
+            orders: orders.iter().map(convert::order_to_pb).collect(),
+            next_page_token,
+        }))
     }
 
     async fn diagnose_card(

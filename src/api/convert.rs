@@ -149,6 +149,73 @@ pub fn order_state_to_pb(s: crate::domain::OrderState) -> pb::CarrierOrderState 
     }
 }
 
+pub fn order_state_from_pb(s: pb::CarrierOrderState) -> crate::domain::OrderState {
+    use crate::domain::OrderState;
+    match s {
+        pb::CarrierOrderState::Scheduled => OrderState::Scheduled,
+        pb::CarrierOrderState::Submitted => OrderState::Submitted,
+        pb::CarrierOrderState::Unknown | pb::CarrierOrderState::Unspecified => OrderState::Unknown,
+        pb::CarrierOrderState::Applied => OrderState::Applied,
+        pb::CarrierOrderState::Refused => OrderState::Refused,
+    }
+}
+
+fn action_to_pb(a: crate::domain::CarrierAction) -> pb::CarrierAction {
+    match a {
+        crate::domain::CarrierAction::Stop => pb::CarrierAction::Stop,
+        crate::domain::CarrierAction::Restore => pb::CarrierAction::Restore,
+        crate::domain::CarrierAction::Cancel => pb::CarrierAction::Cancel,
+        crate::domain::CarrierAction::Rebind => pb::CarrierAction::Rebind,
+    }
+}
+
+/// A journal row as ListCarrierOrders shows it.
+pub fn order_to_pb(op: &crate::store::CarrierOp) -> pb::CarrierOrder {
+    let at = |ms: Option<i64>| {
+        ms.and_then(DateTime::<Utc>::from_timestamp_millis)
+            .map(timestamp)
+    };
+    let rebind = serde_json::from_str::<crate::carrier::Rebind>(&op.params).ok();
+    pb::CarrierOrder {
+        id: op.id,
+        iccid: op.iccid.clone(),
+        account_id: op.account_id.clone(),
+        carrier: op
+            .carrier
+            .parse::<CarrierId>()
+            .map(carrier_to_pb)
+            .unwrap_or(pb::Carrier::Unspecified) as i32,
+        action: op
+            .carrier_action()
+            .map(action_to_pb)
+            .unwrap_or(pb::CarrierAction::Unspecified) as i32,
+        rebind_mode: rebind
+            .as_ref()
+            .map(|r| r.mode().to_string())
+            .unwrap_or_default(),
+        rebind_imei: match &rebind {
+            Some(crate::carrier::Rebind::Imei(i)) => i.clone(),
+            _ => String::new(),
+        },
+        state: order_state_to_pb(op.state()) as i32,
+        carrier_order_id: op.order_id.clone(),
+        carrier_order_status: op.order_status.clone(),
+        created: at(Some(op.created_ms)),
+        not_before: at(op.not_before_ms),
+        sent: at(op.sent_ms),
+        settled: at(op.settled_ms),
+        settled_by: match op.settled_by.as_str() {
+            "ANSWER" => pb::OrderSettledBy::Answer,
+            "ORDER_QUERY" => pb::OrderSettledBy::OrderQuery,
+            "STATE_READ" => pb::OrderSettledBy::StateRead,
+            _ => pb::OrderSettledBy::Unspecified,
+        } as i32,
+        attempts: op.attempts,
+        last_error: op.last_error.clone(),
+        source: op.source.clone(),
+    }
+}
+
 pub fn card_to_pb(c: &Card, policy: Option<&CarrierPolicy>) -> pb::Card {
     pb::Card {
         iccid: c.iccid.to_string(),
@@ -191,12 +258,7 @@ pub fn card_to_pb(c: &Card, policy: Option<&CarrierPolicy>) -> pb::Card {
         updated_at: Some(timestamp(c.updated_at)),
         version: c.version,
         pending_change: c.pending.as_ref().map(|p| pb::PendingChange {
-            action: match p.action {
-                crate::domain::CarrierAction::Stop => pb::CarrierAction::Stop,
-                crate::domain::CarrierAction::Restore => pb::CarrierAction::Restore,
-                crate::domain::CarrierAction::Cancel => pb::CarrierAction::Cancel,
-                crate::domain::CarrierAction::Rebind => pb::CarrierAction::Rebind,
-            } as i32,
+            action: action_to_pb(p.action) as i32,
             since: Some(timestamp(p.since)),
             order_id: p.order_id.clone().unwrap_or_default(),
             order: p.order,
@@ -494,6 +556,7 @@ fn step_to_pb(s: &Step) -> pb::RemedyStep {
             Action::RenewPlan => pb::RemedyAction::RenewPlan,
             Action::Recharge => pb::RemedyAction::Recharge,
             Action::ResumeCard => pb::RemedyAction::ResumeCard,
+            Action::RebindCard => pb::RemedyAction::RebindCard,
             Action::VerifyRealName => pb::RemedyAction::VerifyRealName,
             Action::Wait => pb::RemedyAction::Wait,
             Action::DataTopUp => pb::RemedyAction::DataTopUp,

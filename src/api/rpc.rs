@@ -57,6 +57,8 @@ rpcs! {
         GetUsage => Read,
         ListCardEvents => Read,
         DiagnoseCard => Read,
+        RebindCard => Operate,
+        ListCarrierOrders => Read,
     }
     simulator_service_server {
         GetClock => Simulate,
@@ -67,6 +69,8 @@ rpcs! {
         InjectFault => Simulate,
         SetFaults => Simulate,
         SetCarrierCardState => Simulate,
+        BindCarrierCard => Simulate,
+        MoveCarrierCard => Simulate,
     }
     access_service_server {
         CreateApiKey => ManageKeys,

@@ -35,6 +35,45 @@ pub struct AccountConfig {
     /// every account in simulation mode (its wire simulator's are generated at start).
     pub api: Option<ApiConfig>,
     pub limits: CarrierLimits,
+    /// `repeat_window_s`: the shortest time between two changes to one card the platform
+    /// accepts. None: not set in the entry, see [`default_repeat_window_s`]; the server resolves
+    /// it before use.
+    pub repeat_window_s: Option<u64>,
+}
+
+/// The key of an account's repeat window.
+const REPEAT_WINDOW: &str = "repeat_window_s";
+/// The longest repeat window an entry may set (a day).
+const MAX_REPEAT_WINDOW_S: u64 = 86_400;
+
+/// The repeat window of an account whose entry sets none: 30 minutes for China Mobile's
+/// OneLink and the simulated China Mobile, none for the other platforms. OneLink's
+/// documentation says "同一卡号30分钟内不能通过此类接口重复办理业务" ([PHP] CMIOT_API23S03) and a
+/// later copy says 3 minutes ([THL] OperatorRequestConstants.java); which one the live platform
+/// applies is not confirmed (`carrier-wire/onelink.md` §3), so the longer one is the default:
+/// waiting too long delays a change, waiting too little gets it refused. No window is published
+/// for CMP or Control Center.
+pub fn default_repeat_window_s(platform: Platform, carrier: CarrierId) -> u64 {
+    match (platform, carrier) {
+        (Platform::Onelink, _) | (Platform::Simulated, CarrierId::Mobile) => 1800,
+        _ => 0,
+    }
+}
+
+impl AccountConfig {
+    /// The account's repeat window: its own, else `default` (`[journal] repeat_window_s`), else
+    /// the platform's ([`default_repeat_window_s`]).
+    pub fn resolve_repeat_window(&mut self, default: Option<u64>) {
+        if self.repeat_window_s.is_none() {
+            self.repeat_window_s = Some(
+                default.unwrap_or_else(|| default_repeat_window_s(self.platform, self.carrier)),
+            );
+        }
+    }
+
+    pub fn repeat_window(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.repeat_window_s.unwrap_or(0))
+    }
 }
 
 impl AccountConfig {
@@ -58,6 +97,9 @@ impl AccountConfig {
         m.insert(PLATFORM.into(), Value::String(self.platform.to_string()));
         if let Ok(Value::Object(limits)) = serde_json::to_value(self.limits) {
             m.extend(limits);
+        }
+        if let Some(w) = self.repeat_window_s {
+            m.insert(REPEAT_WINDOW.into(), Value::from(w));
         }
         if let Some(Ok(Value::Object(api))) = self.api.as_ref().map(serde_json::to_value) {
             m.extend(api.into_iter().filter(|(k, _)| k != PLATFORM));
@@ -160,6 +202,7 @@ fn legacy_accounts(legacy: Legacy<'_>, simulation: bool) -> Result<Vec<AccountCo
                     .get(&carrier)
                     .copied()
                     .unwrap_or_else(|| default_limits(Platform::Simulated)),
+                repeat_window_s: None,
             })
             .collect());
     }
@@ -187,6 +230,7 @@ fn legacy_accounts(legacy: Legacy<'_>, simulation: bool) -> Result<Vec<AccountCo
                     .get(carrier)
                     .copied()
                     .unwrap_or_else(|| default_limits(platform)),
+                repeat_window_s: None,
             })
         })
         .collect()
@@ -231,9 +275,22 @@ fn parse_entry(i: usize, e: &AccountEntry, simulation: bool) -> Result<AccountCo
 
     let mut limits = Map::new();
     let mut rest = Map::new();
+    let mut repeat_window_s = None;
     for (k, v) in e {
         match k.as_str() {
             ID | CARRIER | PLATFORM => {}
+            REPEAT_WINDOW => {
+                let w = v
+                    .as_u64()
+                    .filter(|w| *w <= MAX_REPEAT_WINDOW_S)
+                    .ok_or_else(|| {
+                        format!(
+                            "{}: must be a whole number of seconds from 0 to {MAX_REPEAT_WINDOW_S}",
+                            at(REPEAT_WINDOW)
+                        )
+                    })?;
+                repeat_window_s = Some(w);
+            }
             k if LIMIT_KEYS.contains(&k) => {
                 limits.insert(k.to_string(), v.clone());
             }
@@ -282,6 +339,7 @@ fn parse_entry(i: usize, e: &AccountEntry, simulation: bool) -> Result<AccountCo
         platform,
         api,
         limits,
+        repeat_window_s,
     })
 }
 

@@ -382,6 +382,9 @@ pub struct Account {
     /// The guard in front of `adapter`, for its health and budget; None for an adapter
     /// registered bare (unit tests).
     pub guard: Option<Arc<guard::Guarded>>,
+    /// The shortest time between two changes to one card that the platform accepts
+    /// (同一卡号N分钟内不能重复办理业务): simgate never sends a change inside it. Zero: none.
+    pub repeat_window: Duration,
 }
 
 /// Why a card's account could not be chosen from its carrier alone.
@@ -415,6 +418,7 @@ impl Carriers {
                 platform: platform::Platform::Simulated,
                 adapter: carrier,
                 guard: None,
+                repeat_window: Duration::ZERO,
             },
         );
         self
@@ -435,9 +439,26 @@ impl Carriers {
                 platform,
                 adapter: guarded.clone(),
                 guard: Some(guarded),
+                repeat_window: Duration::ZERO,
             },
         );
         self
+    }
+
+    /// Sets the repeat window of an account (see [`Account::repeat_window`]).
+    pub fn with_repeat_window(mut self, id: &AccountId, window: Duration) -> Carriers {
+        if let Some(a) = self.by_id.get_mut(id) {
+            a.repeat_window = window;
+        }
+        self
+    }
+
+    /// The repeat window of an account (zero for an account not configured).
+    pub fn repeat_window(&self, id: &AccountId) -> Duration {
+        self.by_id
+            .get(id)
+            .map(|a| a.repeat_window)
+            .unwrap_or(Duration::ZERO)
     }
 
     /// The adapter of an account.

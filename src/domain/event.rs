@@ -83,6 +83,10 @@ pub mod card {
     pub const BILLING_STARTED: &str = "card.billing_started";
     pub const CANCELLED: &str = "card.cancelled";
     pub const CYCLE_STARTED: &str = "card.cycle_started";
+    /// The carrier stopped the card: found in a device other than the one it is bound to.
+    pub const DEVICE_MISMATCH: &str = "card.device_mismatch";
+    /// The carrier's machine-card separation stop reason cleared.
+    pub const DEVICE_MISMATCH_CLEARED: &str = "card.device_mismatch_cleared";
     pub const DRIFT_DETECTED: &str = "card.drift_detected";
     pub const DRIFT_REPAIRED: &str = "card.drift_repaired";
     pub const DRIFT_RESOLVED: &str = "card.drift_resolved";
@@ -96,6 +100,8 @@ pub mod card {
     pub const POOL_LEFT: &str = "card.pool_left";
     pub const POOL_RESTORED: &str = "card.pool_restored";
     pub const REAL_NAME_VERIFIED: &str = "card.real_name_verified";
+    /// The carrier applied a RebindCard.
+    pub const REBOUND: &str = "card.rebound";
     pub const RECHARGED: &str = "card.recharged";
     pub const RENEWED: &str = "card.renewed";
     pub const RESTORED_AFTER_RENEWAL: &str = "card.restored_after_renewal";

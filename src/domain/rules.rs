@@ -139,6 +139,12 @@ pub enum RuleViolation {
     ValidityLimit(DateTime<Utc>),
     #[error("card {0} belongs to another customer; only unassigned inventory can be assigned")]
     AssignedToAnother(String),
+    #[error("the card's platform ({platform}) has no machine-card binding call for {mode}{}", if .supported.is_empty() { String::new() } else { format!("; it has: {}", .supported.join(", ")) })]
+    RebindNotSupported {
+        platform: String,
+        mode: &'static str,
+        supported: Vec<&'static str>,
+    },
 }
 
 /// The years a plan's validity end may fall in, at import and after any renewal.
@@ -189,6 +195,7 @@ impl RuleViolation {
             RuleViolation::ChangePending(_) => "CHANGE_PENDING",
             RuleViolation::ValidityLimit(_) => "VALIDITY_LIMIT",
             RuleViolation::AssignedToAnother(_) => "CARD_ASSIGNED_TO_ANOTHER_CUSTOMER",
+            RuleViolation::RebindNotSupported { .. } => "REBIND_NOT_SUPPORTED",
         }
     }
 }
@@ -322,6 +329,83 @@ fn ensure_not_cancelled(card: &Card) -> Result<(), RuleViolation> {
         Err(RuleViolation::CardCancelled)
     } else {
         Ok(())
+    }
+}
+
+/// 机卡重绑 (RebindCard): a carrier change of the card's binding; its service state and stop
+/// reasons stay as they are. A DEVICE_MISMATCH stop clears only when the carrier's own stop
+/// reason clears on a later read ([`device_mismatch_cleared`]): whether the carrier lifts its
+/// stop after a rebind is the carrier's to say, not simgate's to assume.
+pub fn rebind(card: &Card, now: DateTime<Utc>) -> Result<Transition, RuleViolation> {
+    ensure_not_cancelled(card)?;
+    let mut next = card.clone();
+    next.updated_at = now;
+    Ok(Transition {
+        events: vec![CardEvent::of(
+            &next,
+            now,
+            event::card::REBOUND,
+            Cause::Request,
+            Fen::ZERO,
+        )],
+        card: next,
+        action: Some(CarrierAction::Rebind),
+        changed: true,
+        usage_bytes: 0,
+    })
+}
+
+/// The carrier stopped the card for 机卡分离 (its stop reason says so, e.g. OneLink's position
+/// 2): the card gains DEVICE_MISMATCH. The carrier already stopped it, so nothing is sent.
+pub fn device_mismatch_found(card: &Card, now: DateTime<Utc>) -> Transition {
+    if card.cancelled || card.stop_reasons.contains(StopReason::DeviceMismatch) {
+        return Transition::none(card);
+    }
+    let mut next = card.clone();
+    next.stop_reasons.insert(StopReason::DeviceMismatch);
+    next.updated_at = now;
+    Transition {
+        events: vec![CardEvent::of(
+            &next,
+            now,
+            event::card::DEVICE_MISMATCH,
+            Cause::Usage,
+            Fen::ZERO,
+        )],
+        card: next,
+        action: None,
+        changed: true,
+        usage_bytes: 0,
+    }
+}
+
+/// The carrier's stop reason for 机卡分离 has cleared: DEVICE_MISMATCH goes. If the carrier
+/// still shows the card stopped and no other reason remains, simgate restores it; if the
+/// carrier already lifted its stop (`carrier_active`), nothing is sent.
+pub fn device_mismatch_cleared(
+    card: &Card,
+    carrier_active: bool,
+    now: DateTime<Utc>,
+) -> Transition {
+    if !card.stop_reasons.contains(StopReason::DeviceMismatch) {
+        return Transition::none(card);
+    }
+    let mut next = card.clone();
+    next.stop_reasons.remove(StopReason::DeviceMismatch);
+    next.updated_at = now;
+    let action = (!carrier_active && next.is_online()).then_some(CarrierAction::Restore);
+    Transition {
+        events: vec![CardEvent::of(
+            &next,
+            now,
+            event::card::DEVICE_MISMATCH_CLEARED,
+            Cause::Usage,
+            Fen::ZERO,
+        )],
+        card: next,
+        action,
+        changed: true,
+        usage_bytes: 0,
     }
 }
 
@@ -910,6 +994,54 @@ pub(crate) mod tests {
         assert_eq!(card.status(), CardStatus::Retained);
         let t = renew(&card, &policy(CarrierId::Telecom), 1, now()).unwrap();
         assert_eq!(t.card.status(), CardStatus::Active);
+    }
+
+    // §5: the carrier's daily check found the card in another device: DEVICE_MISMATCH, and
+    // nothing is sent (the carrier stopped it itself).
+    #[test]
+    fn rule_device_mismatch_found_by_the_carrier_stops_the_card_without_a_carrier_change() {
+        let card = open(new_card(CarrierId::Mobile));
+        let t = device_mismatch_found(&card, now());
+        assert!(t.card.stop_reasons.contains(StopReason::DeviceMismatch));
+        assert_eq!(t.card.status(), CardStatus::Suspended);
+        assert_eq!(t.action, None);
+        assert_eq!(t.events[0].kind, event::card::DEVICE_MISMATCH);
+        // Found again: nothing more.
+        assert!(!device_mismatch_found(&t.card, now()).changed);
+    }
+
+    // §5: only the binding route brings it back: a rebind is a carrier change that keeps the
+    // reason; the reason goes when the carrier's own stop reason goes.
+    #[test]
+    fn rule_device_mismatch_clears_only_when_the_carrier_clears_it_after_a_rebind() {
+        let card = with_reasons(CarrierId::Mobile, &[StopReason::DeviceMismatch]);
+        let t = rebind(&card, now()).unwrap();
+        assert_eq!(t.action, Some(CarrierAction::Rebind));
+        assert!(t.card.stop_reasons.contains(StopReason::DeviceMismatch));
+        assert_eq!(t.events[0].kind, event::card::REBOUND);
+        // The carrier lifted its stop by itself: nothing to send.
+        let lifted = device_mismatch_cleared(&t.card, true, now());
+        assert!(lifted.card.is_online());
+        assert_eq!(lifted.action, None);
+        // The reason cleared but the carrier still shows it stopped: simgate restores it.
+        let stopped = device_mismatch_cleared(&t.card, false, now());
+        assert_eq!(stopped.action, Some(CarrierAction::Restore));
+        // Another reason keeps it stopped, and nothing is sent.
+        let also = with_reasons(
+            CarrierId::Mobile,
+            &[StopReason::DeviceMismatch, StopReason::Manual],
+        );
+        let kept = device_mismatch_cleared(&also, false, now());
+        assert!(!kept.card.is_online());
+        assert_eq!(kept.action, None);
+        let cancelled = Card {
+            cancelled: true,
+            ..card
+        };
+        assert_eq!(
+            rebind(&cancelled, now()).unwrap_err().reason(),
+            "CARD_CANCELLED"
+        );
     }
 
     // §5: a card stopped for 机卡分离 cannot simply be restored.

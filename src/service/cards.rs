@@ -419,6 +419,60 @@ impl CardService {
         .await
     }
 
+    /// 机卡重绑: changes the card's machine-card binding at its carrier, as a journaled order.
+    /// Refused with REBIND_NOT_SUPPORTED before anything is written where the card's platform
+    /// has no binding call for the mode.
+    pub async fn rebind(
+        &self,
+        iccid: &Iccid,
+        caller: &Caller,
+        idem: CardIdem<'_, '_>,
+        rebind: crate::carrier::Rebind,
+    ) -> Result<Card> {
+        let card = self.get(iccid, caller).await?;
+        let account = self.carriers.account(&card.account);
+        let supported = account
+            .map(|a| a.adapter.rebind_modes())
+            .unwrap_or_default();
+        if !supported.contains(&rebind.mode()) {
+            let e = ServiceError::Rule(RuleViolation::RebindNotSupported {
+                platform: account
+                    .map(|a| a.platform.as_str().to_string())
+                    .unwrap_or_else(|| card.account.to_string()),
+                mode: rebind.mode(),
+                supported,
+            });
+            self.audit_failure(caller, Some(iccid), Some(&card.customer_id), &e)
+                .await;
+            return Err(e);
+        }
+        self.mutate_with(
+            iccid,
+            caller,
+            idem,
+            |c, _, now| rules::rebind(c, now),
+            Some(&rebind),
+        )
+        .await
+        .map(|(_, after)| after)
+    }
+
+    /// The carrier orders of the journal, newest first, with ids below `before` (0: from the
+    /// newest). A customer's principal sees its own cards' orders only.
+    pub async fn list_orders(
+        &self,
+        filter: &crate::store::OrderFilter,
+        before: i64,
+        limit: u32,
+        caller: &Caller,
+    ) -> Result<Vec<crate::store::CarrierOp>> {
+        let mut filter = filter.clone();
+        if let Some(own) = &caller.principal.customer_id {
+            filter.customer = Some(own.clone());
+        }
+        Ok(self.store.list_orders(&filter, before, limit).await?)
+    }
+
     pub async fn verify_real_name(
         &self,
         iccid: &Iccid,
@@ -503,13 +557,30 @@ impl CardService {
             Some(c) => c.last_session,
             None => LastSession::Unknown,
         };
-        let facts = match &at_carrier {
+        // For a card stopped for 机卡分离: the device it is in, where the platform reports it.
+        let device_imei = if settled
+            .card
+            .stop_reasons
+            .contains(crate::domain::StopReason::DeviceMismatch)
+        {
+            match carrier.binding(iccid).await {
+                Ok(b) => b.and_then(|b| b.imei),
+                Err(e) => {
+                    debug!(%iccid, error = %e, "binding not read; diagnosed without the device");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let mut facts = match &at_carrier {
             // The carrier answered in a form simgate cannot read: no state, the stored usage.
             Some(at_carrier) if at_carrier.unknown.is_some() => diagnosis::CarrierFacts {
                 cycle_usage_bytes: settled.card.cycle_usage_bytes,
                 last_session,
                 service_state: None,
                 carrier_unknown: at_carrier.unknown.clone(),
+                ..Default::default()
             },
             Some(at_carrier) => diagnosis::CarrierFacts {
                 // Usage the carrier counted in an earlier cycle is not this cycle's.
@@ -521,12 +592,15 @@ impl CardService {
                     == settled.card.expected_carrier_state())
                 .then_some(at_carrier.state.as_str()),
                 carrier_unknown: None,
+                ..Default::default()
             },
             None => diagnosis::CarrierFacts {
                 cycle_usage_bytes: settled.card.cycle_usage_bytes,
                 ..Default::default()
             },
         };
+        facts.rebind_modes = carrier.rebind_modes();
+        facts.device_imei = device_imei;
         // A pooled card goes by its pool (of its own customer): the pool's usage and capacity.
         let pool = match &settled.card.pool {
             Some(id) => self.pool_facts(&settled.card.customer_id, id).await?,

@@ -6,6 +6,7 @@ use chrono::{DateTime, Utc};
 use tracing::warn;
 
 use super::journal::Origin;
+use crate::carrier::Rebind;
 use crate::domain::lifecycle;
 use crate::domain::{Card, CarrierPolicy, Iccid, RuleViolation, Transition};
 use crate::store::StoreError;
@@ -42,6 +43,21 @@ impl CardService {
     where
         F: FnOnce(&Card, &CarrierPolicy, DateTime<Utc>) -> Result<Transition, RuleViolation>,
     {
+        self.mutate_with(iccid, caller, idem, rule, None).await
+    }
+
+    /// [`CardService::mutate`] with a rebind's parameters (for `Rebind` actions).
+    pub(super) async fn mutate_with<F>(
+        &self,
+        iccid: &Iccid,
+        caller: &Caller,
+        idem: CardIdem<'_, '_>,
+        rule: F,
+        rebind: Option<&Rebind>,
+    ) -> Result<(Card, Card)>
+    where
+        F: FnOnce(&Card, &CarrierPolicy, DateTime<Utc>) -> Result<Transition, RuleViolation>,
+    {
         let _guard = self.locks.lock(iccid.as_str()).await;
         let now = self.now();
         let before = match self.get(iccid, caller).await {
@@ -59,11 +75,20 @@ impl CardService {
         };
         let result = if before.pending.is_some() {
             let request_id = idem.map(|i| i.request_id.as_str());
-            Err(self
-                .pending_error(&before, &caller.principal.key_id, request_id)
-                .await)
+            match self
+                .own_open_order(&before, &caller.principal.key_id, request_id)
+                .await
+            {
+                // A retry of the request whose change is scheduled or with the carrier as an
+                // order: it gets the answer it got, the card with its pending order.
+                Ok(true) => return Ok((before.clone(), before)),
+                Ok(false) => Err(self
+                    .pending_error(&before, &caller.principal.key_id, request_id)
+                    .await),
+                Err(e) => Err(e),
+            }
         } else {
-            self.apply(&before, caller, idem, now, rule).await
+            self.apply(&before, caller, idem, now, rule, rebind).await
         };
         if let Err(e) = &result {
             self.audit_failure(caller, Some(iccid), Some(&before.customer_id), e)
@@ -79,6 +104,7 @@ impl CardService {
         idem: CardIdem<'_, '_>,
         now: DateTime<Utc>,
         rule: F,
+        rebind: Option<&Rebind>,
     ) -> Result<Card>
     where
         F: FnOnce(&Card, &CarrierPolicy, DateTime<Utc>) -> Result<Transition, RuleViolation>,
@@ -123,7 +149,14 @@ impl CardService {
             key_id: caller.principal.key_id.clone(),
             request_id: idem.map(|i| i.request_id.clone()).unwrap_or_default(),
         };
-        self.commit(carrier.as_ref(), t, Some(&audit), answer.as_ref(), &origin)
-            .await
+        self.commit_change(
+            carrier.as_ref(),
+            t,
+            Some(&audit),
+            answer.as_ref(),
+            &origin,
+            rebind,
+        )
+        .await
     }
 }

@@ -23,11 +23,15 @@ use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
 use super::{CardService, Result, ServiceError};
-use crate::carrier::{Carrier, CarrierCard, CarrierError, ServiceState};
+use crate::carrier::{
+    Carrier, CarrierCard, CarrierError, Change, OrderProgress, Rebind, Receipt, ServiceState,
+};
 use crate::clock::Clock;
 use crate::domain::event;
 use crate::domain::{Card, CardEvent, CarrierAction, Cause, Fen, Iccid, Transition};
-use crate::store::{AuditRecord, IdempotencyRecord, IntentPlan, NewIntent, StoreError};
+use crate::store::{
+    AuditRecord, IdempotencyRecord, IntentPlan, NewIntent, Settle, SettledBy, StoreError,
+};
 
 /// How long a process holds an intent without renewing it (wall clock).
 pub const DEFAULT_LEASE_MS: u64 = 15_000;
@@ -64,6 +68,10 @@ pub struct JournalConfig {
     /// How often open intents are settled and leases renewed.
     pub settle_interval_ms: u64,
     pub drift_repair: DriftRepair,
+    /// The repeat window of every account whose entry sets none (seconds); unset: each
+    /// platform's published window (30 minutes for OneLink and simulated China Mobile, none
+    /// elsewhere; see `carrier::account::default_repeat_window_s`).
+    pub repeat_window_s: Option<u64>,
 }
 
 impl Default for JournalConfig {
@@ -72,6 +80,7 @@ impl Default for JournalConfig {
             lease_ms: DEFAULT_LEASE_MS,
             settle_interval_ms: DEFAULT_SETTLE_INTERVAL_MS,
             drift_repair: DriftRepair::Report,
+            repeat_window_s: None,
         }
     }
 }
@@ -140,19 +149,85 @@ pub(crate) struct Origin {
 
 /// How a carrier call ended, for the journal.
 enum Sent {
-    Applied,
+    /// Applied: the carrier's answer is proof (`by` Answer), or a read shows it (`by`
+    /// StateRead); with the carrier's order id when its answer carried one.
+    Applied {
+        order_id: Option<String>,
+        by: SettledBy,
+    },
+    /// Accepted as an order the platform has not completed yet.
+    Submitted { order_id: Option<String> },
+    /// The carrier did not take it now (a repeat window, a refusal simgate cannot classify) and
+    /// nothing shows it applied: send it again later.
+    Deferred {
+        error: ServiceError,
+        retry_after: Option<std::time::Duration>,
+    },
     /// Nothing can have been applied: safe to abandon the intent.
     NotApplied(ServiceError),
     /// It may have been applied: only a later read of the carrier can tell.
     Unknown(ServiceError),
 }
 
-fn wanted_state(action: CarrierAction) -> ServiceState {
-    match action {
-        CarrierAction::Stop => ServiceState::Stopped,
-        CarrierAction::Restore => ServiceState::Active,
-        CarrierAction::Cancel => ServiceState::Cancelled,
-        CarrierAction::Rebind => ServiceState::Active,
+/// How sending an open intent left it.
+enum Done {
+    /// Applied and stored.
+    Applied(Card),
+    /// Still open, for the settler: scheduled again (deferred) or submitted as an order.
+    Open,
+    /// Refused or not applied: abandoned, the card released unchanged.
+    NotApplied(ServiceError),
+    /// The outcome is unknown: open, settled later by reading the carrier.
+    Unknown,
+}
+
+/// The status word recorded for an order the carrier accepted, before its platform says more.
+const ACCEPTED: &str = "accepted";
+/// When a submitted order is first asked about (operations clock).
+const FIRST_ORDER_POLL_MS: i64 = 500;
+
+/// The carrier change of a journal action, with its stored parameters.
+fn change_of(action: CarrierAction, params: &str) -> Result<Change, String> {
+    Ok(match action {
+        CarrierAction::Stop => Change::Stop,
+        CarrierAction::Restore => Change::Restore,
+        CarrierAction::Cancel => Change::Cancel,
+        CarrierAction::Rebind => Change::Rebind(
+            serde_json::from_str::<Rebind>(params)
+                .map_err(|e| format!("rebind parameters: {e}"))?,
+        ),
+    })
+}
+
+/// Whether the carrier shows `change` applied: Some(true) yes, Some(false) no, None when its
+/// answer cannot tell (a state simgate cannot read; a binding the platform cannot report).
+async fn shows_applied(
+    carrier: &dyn Carrier,
+    iccid: &Iccid,
+    change: &Change,
+) -> Result<Result<bool, String>, CarrierError> {
+    match change {
+        Change::Rebind(r) => Ok(match carrier.binding(iccid).await? {
+            None => Err("the platform cannot report the binding".into()),
+            Some(b) => Ok(match r {
+                Rebind::Unbind => !b.bound,
+                Rebind::CurrentDevice => b.bound && !b.separated,
+                Rebind::Imei(imei) => b.bound && b.imei.as_deref() == Some(imei.as_str()),
+            }),
+        }),
+        _ => {
+            let wanted = match change {
+                Change::Stop => ServiceState::Stopped,
+                Change::Cancel => ServiceState::Cancelled,
+                _ => ServiceState::Active,
+            };
+            Ok(match carrier.card(iccid).await? {
+                CarrierCard {
+                    unknown: Some(why), ..
+                } => Err(format!("unknown at carrier: {why}")),
+                c => Ok(c.state == wanted),
+            })
+        }
     }
 }
 
@@ -160,6 +235,16 @@ fn wanted_state(action: CarrierAction) -> ServiceState {
 pub(crate) const CARRIER_ATTEMPTS: u32 = 4;
 /// Longest wait between attempts, whatever the carrier's rate-limit answer asks for.
 const MAX_BACKOFF: std::time::Duration = std::time::Duration::from_secs(2);
+/// How often a change is deferred by its carrier before simgate gives it up as refused: with
+/// the doubling waits below, about an hour of retrying. Not forever: a change the carrier keeps
+/// refusing would otherwise block the card for good.
+const MAX_DEFERRALS: i64 = 6;
+/// The first wait after a deferral that names no time, when the account has no repeat
+/// window either; doubled on each further deferral.
+const DEFAULT_DEFER: std::time::Duration = std::time::Duration::from_secs(60);
+/// How long an order the carrier accepted, but that simgate cannot query, may stay not
+/// applied before it is taken as not done (operations clock).
+const ORDER_PATIENCE_MS: i64 = 24 * 3_600_000;
 
 /// Up to half again of `base`, so that many callers backing off do not retry in step.
 fn jittered(base: std::time::Duration) -> std::time::Duration {
@@ -167,18 +252,14 @@ fn jittered(base: std::time::Duration) -> std::time::Duration {
 }
 
 /// Sends one change with retries: transient failures and rate limits back off (nothing was
-/// applied), a refusal is final at once, and an answer that never came is checked by reading
-/// the card: the change counts if the carrier shows it, is resent if the carrier shows it did
-/// not happen, and is left unknown if the carrier cannot be read.
+/// applied), a refusal is final at once, a deferral is checked by reading the card and sent
+/// again later, and an answer that never came is checked by reading the card: the change
+/// counts if the carrier shows it, is resent if the carrier shows it did not happen, and is
+/// left unknown if the carrier cannot be read.
 ///
 /// Back-offs are paused on `clock` (the operations clock): real waits in production, moved time
 /// under a test's manual clock.
-async fn send(
-    clock: &dyn Clock,
-    carrier: &dyn Carrier,
-    iccid: &Iccid,
-    action: CarrierAction,
-) -> Sent {
+async fn send(clock: &dyn Clock, carrier: &dyn Carrier, iccid: &Iccid, change: &Change) -> Sent {
     let mut backoff = std::time::Duration::from_millis(50);
     let mut last: Option<CarrierError> = None;
     let fail = |error| ServiceError::Carrier {
@@ -196,36 +277,57 @@ async fn send(
             clock.pause(wait).await;
             backoff *= 2;
         }
-        let sent = match action {
-            CarrierAction::Stop => carrier.stop(iccid).await,
-            CarrierAction::Restore => carrier.restore(iccid).await,
-            CarrierAction::Cancel => carrier.cancel(iccid).await,
-            CarrierAction::Rebind => {
-                carrier
-                    .rebind(iccid, &crate::carrier::Rebind::CurrentDevice)
-                    .await
+        match crate::carrier::send_change(carrier, iccid, change).await {
+            Ok(Receipt {
+                order_id,
+                in_progress: true,
+            }) => return Sent::Submitted { order_id },
+            Ok(Receipt { order_id, .. }) => {
+                return Sent::Applied {
+                    order_id,
+                    by: SettledBy::Answer,
+                }
             }
-        };
-        match sent {
-            Ok(_) => return Sent::Applied,
-            Err(CarrierError::OutcomeUnknown(msg)) => match carrier.card(iccid).await {
-                // The carrier answered but its state cannot be read: as good as no answer.
-                Ok(CarrierCard {
-                    unknown: Some(why), ..
-                }) => {
-                    return Sent::Unknown(fail(CarrierError::OutcomeUnknown(format!(
-                        "{msg}; the card's state could not be read back: unknown at carrier: {why}"
-                    ))))
+            Err(e @ CarrierError::Deferred { .. }) => {
+                let retry_after = match &e {
+                    CarrierError::Deferred { retry_after, .. } => *retry_after,
+                    _ => None,
+                };
+                // A deferral says nothing was taken; a read makes sure before sending again.
+                return match shows_applied(carrier, iccid, change).await {
+                    Ok(Ok(true)) => Sent::Applied {
+                        order_id: None,
+                        by: SettledBy::StateRead,
+                    },
+                    _ => Sent::Deferred {
+                        error: fail(e),
+                        retry_after,
+                    },
+                };
+            }
+            Err(CarrierError::OutcomeUnknown(msg)) => {
+                match shows_applied(carrier, iccid, change).await {
+                    // The carrier answered but its state cannot be read: as good as no answer.
+                    Ok(Err(why)) => {
+                        return Sent::Unknown(fail(CarrierError::OutcomeUnknown(format!(
+                            "{msg}; the card's state could not be read back: {why}"
+                        ))))
+                    }
+                    Ok(Ok(true)) => {
+                        return Sent::Applied {
+                            order_id: None,
+                            by: SettledBy::StateRead,
+                        }
+                    }
+                    // The carrier shows it did not happen: sending again is safe.
+                    Ok(Ok(false)) => last = Some(CarrierError::OutcomeUnknown(msg)),
+                    Err(read) => {
+                        return Sent::Unknown(fail(CarrierError::OutcomeUnknown(format!(
+                            "{msg}; the card could not be read back: {read}"
+                        ))))
+                    }
                 }
-                Ok(c) if c.state == wanted_state(action) => return Sent::Applied,
-                // The carrier shows it did not happen: sending again is safe.
-                Ok(_) => last = Some(CarrierError::OutcomeUnknown(msg)),
-                Err(read) => {
-                    return Sent::Unknown(fail(CarrierError::OutcomeUnknown(format!(
-                        "{msg}; the card could not be read back: {read}"
-                    ))))
-                }
-            },
+            }
             Err(e @ (CarrierError::Transient(_) | CarrierError::RateLimited { .. })) => {
                 last = Some(e)
             }
@@ -244,11 +346,12 @@ async fn read_with_retries(
     clock: &dyn Clock,
     carrier: &dyn Carrier,
     iccid: &Iccid,
-) -> Result<crate::carrier::CarrierCard, CarrierError> {
+    change: &Change,
+) -> Result<Result<bool, String>, CarrierError> {
     let mut backoff = std::time::Duration::from_millis(20);
     let mut attempt = 1;
     loop {
-        match carrier.card(iccid).await {
+        match shows_applied(carrier, iccid, change).await {
             Err(CarrierError::Transient(_) | CarrierError::RateLimited { .. })
                 if attempt < CARRIER_ATTEMPTS =>
             {
@@ -277,7 +380,9 @@ impl CardService {
     /// Makes the carrier agree with a transition and stores it: the one commit path of every
     /// card change. A change without a carrier action is a versioned write. One with an action
     /// is journaled (see the module doc). A carrier that refused leaves the store untouched; an
-    /// unknown outcome answers `OutcomePending` and leaves the card pending until settled.
+    /// unknown outcome answers `OutcomePending` and leaves the card pending until settled; a
+    /// change scheduled for the end of a repeat window, deferred by its carrier, or taken as an
+    /// order still to complete answers the card with its `pending` order.
     pub(crate) async fn commit(
         &self,
         carrier: &dyn Carrier,
@@ -285,6 +390,20 @@ impl CardService {
         audit: Option<&AuditRecord>,
         answer: Option<&IdempotencyRecord>,
         origin: &Origin,
+    ) -> Result<Card> {
+        self.commit_change(carrier, t, audit, answer, origin, None)
+            .await
+    }
+
+    /// [`CardService::commit`] with the parameters of a rebind (`Rebind` actions need them).
+    pub(crate) async fn commit_change(
+        &self,
+        carrier: &dyn Carrier,
+        t: Transition,
+        audit: Option<&AuditRecord>,
+        answer: Option<&IdempotencyRecord>,
+        origin: &Origin,
+        rebind: Option<&Rebind>,
     ) -> Result<Card> {
         let Some(action) = t.action else {
             let after = self
@@ -303,7 +422,19 @@ impl CardService {
             log_change(&after, &t.events);
             return Ok(after);
         };
+        let params = match (action, rebind) {
+            (CarrierAction::Rebind, Some(r)) => serde_json::to_string(r)
+                .map_err(|e| StoreError::Corrupt(format!("rebind parameters: {e}")))?,
+            (CarrierAction::Rebind, None) => {
+                return Err(ServiceError::Store(StoreError::Corrupt(
+                    "a rebind without its parameters".into(),
+                )))
+            }
+            _ => String::new(),
+        };
+        let change = change_of(action, &params).map_err(StoreError::Corrupt)?;
         let now_ms = self.ops_now_ms();
+        let not_before = self.window_end(&t.card, action).await?;
         let op = self
             .store
             .open_intent(
@@ -317,6 +448,8 @@ impl CardService {
                     owner: &self.holder.owner,
                     now_ms,
                     lease_until_ms: self.lease_from(now_ms),
+                    not_before_ms: not_before.map(|t| t.timestamp_millis()),
+                    params: &params,
                 },
                 &IntentPlan {
                     card: &t.card,
@@ -327,67 +460,182 @@ impl CardService {
                 },
             )
             .await?;
+        let iccid = &t.card.iccid;
+        if let Some(at) = not_before {
+            // Inside the card's repeat window: the carrier would refuse it now. The settler
+            // sends it once the window has passed.
+            info!(%iccid, op, action = action.as_str(), not_before = %at, "change scheduled for the end of the card's repeat window");
+            self.store.hand_over_intent(op, &self.holder.owner).await?;
+            return Ok(self.load(iccid).await?);
+        }
         // Renewed while this call runs; if the call is dropped (the client went away), the lease
         // runs out and a settler finishes the intent from the carrier's state.
         let _held = self.holder.hold(op);
         let since =
             DateTime::<Utc>::from_timestamp_millis(now_ms).unwrap_or_else(|| self.ops_clock.now());
-        self.send_intent(carrier, &t, op, action, since).await
+        match self.send_op(carrier, iccid, op, &change, 0).await? {
+            Done::Applied(after) => {
+                log_change(&after, &t.events);
+                Ok(after)
+            }
+            Done::Open => Ok(self.load(iccid).await?),
+            Done::NotApplied(e) => Err(e),
+            Done::Unknown => Err(ServiceError::OutcomePending {
+                carrier: carrier.id(),
+                action,
+                since,
+            }),
+        }
     }
 
-    async fn send_intent(
+    /// The end of the card's repeat window for `action`, if it has not passed yet (card clock):
+    /// the account's window from its last change the carrier may have taken.
+    async fn window_end(
+        &self,
+        card: &Card,
+        action: CarrierAction,
+    ) -> Result<Option<DateTime<Utc>>> {
+        if action == CarrierAction::Cancel {
+            return Ok(None);
+        }
+        let window = self.carriers.repeat_window(&card.account);
+        if window.is_zero() {
+            return Ok(None);
+        }
+        let Some(last) = self
+            .store
+            .last_change_sent_ms(&card.iccid, &card.account)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let end = DateTime::<Utc>::from_timestamp_millis(last)
+            .map(|t| t + chrono::Duration::from_std(window).unwrap_or(chrono::TimeDelta::MAX));
+        Ok(end.filter(|e| *e > self.now()))
+    }
+
+    /// Sends open intent `op` (held by this process) and records how it ended: applied or
+    /// abandoned (settled), submitted as an order or deferred (open, for the settler), or
+    /// unknown. `deferrals` is how often the carrier deferred it already.
+    async fn send_op(
         &self,
         carrier: &dyn Carrier,
-        t: &Transition,
+        iccid: &Iccid,
         op: i64,
-        action: CarrierAction,
-        since: DateTime<Utc>,
-    ) -> Result<Card> {
-        let iccid = &t.card.iccid;
-        let pending = || ServiceError::OutcomePending {
-            carrier: carrier.id(),
-            action,
-            since,
-        };
-        match send(self.ops_clock.as_ref(), carrier, iccid, action).await {
-            Sent::Applied => {
+        change: &Change,
+        deferrals: i64,
+    ) -> Result<Done> {
+        let owner = &self.holder.owner;
+        if !self
+            .store
+            .mark_intent_sent(op, owner, self.now().timestamp_millis())
+            .await?
+        {
+            // Our lease ran out and a settler took the intent over.
+            return Ok(Done::Unknown);
+        }
+        match send(self.ops_clock.as_ref(), carrier, iccid, change).await {
+            Sent::Applied { order_id, by } => {
+                let how = Settle {
+                    by,
+                    order_id: order_id.as_deref(),
+                    order_status: None,
+                };
                 match self
                     .store
-                    .settle_applied(op, &self.holder.owner, self.ops_now_ms())
+                    .settle_applied(op, owner, self.ops_now_ms(), &how)
                     .await
                 {
-                    Ok(Some(after)) => {
-                        log_change(&after, &t.events);
-                        Ok(after)
-                    }
+                    Ok(Some(after)) => Ok(Done::Applied(after)),
                     // Our lease ran out during the call and a settler took the intent over:
                     // it finishes it from the carrier's state.
-                    Ok(None) => Err(pending()),
+                    Ok(None) => Ok(Done::Unknown),
                     Err(e) => {
                         warn!(%iccid, op, error = %e, "carrier applied the change but the store did not take it; left for the settler");
                         self.release(op, &format!("applied; store write failed: {e}"), 0)
                             .await;
-                        Err(pending())
+                        Ok(Done::Unknown)
                     }
                 }
+            }
+            Sent::Submitted { order_id } => {
+                info!(%iccid, op, order = order_id.as_deref().unwrap_or("(none)"), "carrier took the change as an order; pending until it completes");
+                self.store
+                    .record_order(
+                        op,
+                        order_id.as_deref().unwrap_or(""),
+                        ACCEPTED,
+                        self.ops_now_ms(),
+                    )
+                    .await?;
+                self.release(op, "", FIRST_ORDER_POLL_MS).await;
+                Ok(Done::Open)
+            }
+            Sent::Deferred { error, retry_after } => {
+                if deferrals + 1 >= MAX_DEFERRALS {
+                    let reason = format!("deferred by the carrier {MAX_DEFERRALS} times: {error}");
+                    warn!(%iccid, op, error = %error, "carrier keeps deferring the change; given up as refused");
+                    self.store
+                        .settle_abandoned(
+                            op,
+                            owner,
+                            &reason,
+                            self.ops_now_ms(),
+                            &Settle::by(SettledBy::Answer),
+                        )
+                        .await?;
+                    return Ok(Done::NotApplied(error));
+                }
+                let window = self.carriers.repeat_window(&self.account_of(carrier));
+                let wait = retry_after.unwrap_or_else(|| {
+                    let base = if window.is_zero() {
+                        DEFAULT_DEFER
+                    } else {
+                        window
+                    };
+                    base * 2u32.saturating_pow(u32::try_from(deferrals).unwrap_or(0))
+                });
+                let at =
+                    self.now() + chrono::Duration::from_std(wait).unwrap_or(chrono::TimeDelta::MAX);
+                info!(%iccid, op, error = %error, retry_at = %at, "carrier deferred the change; sent again later");
+                self.store
+                    .reschedule_intent(
+                        op,
+                        owner,
+                        &error.to_string(),
+                        at.timestamp_millis(),
+                        self.ops_now_ms(),
+                    )
+                    .await?;
+                Ok(Done::Open)
             }
             Sent::NotApplied(e) => {
                 if let Err(err) = self
                     .store
-                    .settle_abandoned(op, &self.holder.owner, &e.to_string(), self.ops_now_ms())
+                    .settle_abandoned(
+                        op,
+                        owner,
+                        &e.to_string(),
+                        self.ops_now_ms(),
+                        &Settle::by(SettledBy::Answer),
+                    )
                     .await
                 {
                     warn!(%iccid, op, error = %err, "could not abandon a refused intent; left for the settler");
                     self.release(op, &e.to_string(), 0).await;
                 }
-                Err(e)
+                Ok(Done::NotApplied(e))
             }
             Sent::Unknown(e) => {
                 info!(%iccid, op, error = %e, "carrier outcome unknown; the change is pending until settled");
                 self.release(op, &e.to_string(), 0).await;
-                Err(pending())
+                Ok(Done::Unknown)
             }
         }
+    }
+
+    fn account_of(&self, carrier: &dyn Carrier) -> crate::domain::AccountId {
+        carrier.account()
     }
 
     /// Gives an intent back unsettled, for any settler from `after_ms` on.
@@ -401,6 +649,27 @@ impl CardService {
             // The lease runs out by itself (nobody renews what is not in flight).
             warn!(op, error = %e, "could not release a carrier intent");
         }
+    }
+
+    /// Whether the card's open order is this request's and is scheduled or with the carrier as
+    /// an order (not an unknown outcome): a retry is then answered with the card as it is.
+    pub(crate) async fn own_open_order(
+        &self,
+        card: &Card,
+        key_id: &str,
+        request_id: Option<&str>,
+    ) -> Result<bool> {
+        let (Some(p), Some(request_id)) = (&card.pending, request_id.filter(|r| !r.is_empty()))
+        else {
+            return Ok(false);
+        };
+        if p.state() == crate::domain::OrderState::Unknown {
+            return Ok(false);
+        }
+        Ok(matches!(
+            self.store.open_intent_of(&card.iccid).await?,
+            Some(op) if op.key_id == key_id && op.request_id == request_id
+        ))
     }
 
     /// The error a change to a card with an open intent gets: the same request sees its own
@@ -467,6 +736,7 @@ impl CardService {
                     if ignore_backoff { i64::MAX } else { now },
                     self.lease_until(),
                     SETTLE_BATCH,
+                    self.now().timestamp_millis(),
                 )
                 .await?;
             if claimed.is_empty() {
@@ -509,61 +779,148 @@ impl CardService {
 
     async fn settle_one(&self, op: &crate::store::CarrierOp) -> Result<bool> {
         let iccid = Iccid::from_trusted(op.iccid.clone());
+        let corrupt = |what: String| ServiceError::Store(StoreError::Corrupt(what));
         let (Some(action), Ok(carrier_id)) = (
             op.carrier_action(),
             op.carrier.parse::<crate::domain::CarrierId>(),
         ) else {
-            return Err(ServiceError::Store(StoreError::Corrupt(format!(
+            return Err(corrupt(format!(
                 "carrier op {} names no known carrier or action",
                 op.id
-            ))));
+            )));
         };
+        let change = change_of(action, &op.params)
+            .map_err(|e| corrupt(format!("carrier op {}: {e}", op.id)))?;
         let account = if op.account_id.is_empty() {
             crate::domain::AccountId::default_for(carrier_id)
         } else {
             crate::domain::AccountId::parse(&op.account_id).map_err(|_| {
-                ServiceError::Store(StoreError::Corrupt(format!(
+                corrupt(format!(
                     "carrier op {} names account {:?}",
                     op.id, op.account_id
-                )))
+                ))
             })?
         };
         let carrier = self.carrier(&account)?.clone();
         let _guard = self.locks.lock(iccid.as_str()).await;
         let owner = &self.holder.owner;
-        match read_with_retries(self.ops_clock.as_ref(), carrier.as_ref(), &iccid).await {
+        if op.sent_ms.is_none() {
+            // Scheduled for the end of a repeat window, or deferred by the carrier: its time
+            // has come (the claim checks it on the card clock).
+            let done = self
+                .send_op(carrier.as_ref(), &iccid, op.id, &change, op.attempts)
+                .await?;
+            return Ok(match done {
+                Done::Applied(card) => {
+                    info!(%iccid, op = op.id, action = action.as_str(), status = card.status().as_str(), "scheduled carrier change sent and applied");
+                    true
+                }
+                Done::NotApplied(e) => {
+                    info!(%iccid, op = op.id, action = action.as_str(), error = %e, "scheduled carrier change not applied");
+                    true
+                }
+                Done::Open | Done::Unknown => false,
+            });
+        }
+        let wait = (500i64 << op.attempts.clamp(0, 5)).min(MAX_SETTLE_BACKOFF_MS);
+        if !op.order_id.is_empty() && carrier.queries_orders() {
+            match carrier.order(&iccid, &op.order_id).await {
+                Ok(OrderProgress::Completed) => {
+                    let how = Settle {
+                        by: SettledBy::OrderQuery,
+                        order_id: None,
+                        order_status: Some("completed"),
+                    };
+                    let after = self
+                        .store
+                        .settle_applied(op.id, owner, self.ops_now_ms(), &how)
+                        .await?;
+                    if let Some(card) = &after {
+                        info!(%iccid, op = op.id, order = op.order_id.as_str(), status = card.status().as_str(), "carrier order completed: applied");
+                    }
+                    return Ok(after.is_some());
+                }
+                Ok(OrderProgress::Failed(word)) => {
+                    let how = Settle {
+                        by: SettledBy::OrderQuery,
+                        order_id: None,
+                        order_status: Some(&word),
+                    };
+                    let reason = format!(
+                        "the carrier's order {} ended {word}: the {} did not happen",
+                        op.order_id,
+                        action.verb()
+                    );
+                    let done = self
+                        .store
+                        .settle_abandoned(op.id, owner, &reason, self.ops_now_ms(), &how)
+                        .await?;
+                    if done {
+                        info!(%iccid, op = op.id, order = op.order_id.as_str(), word = word.as_str(), "carrier order failed: not applied");
+                    }
+                    return Ok(done);
+                }
+                Ok(OrderProgress::Open(word)) => {
+                    self.store
+                        .record_order(op.id, &op.order_id, &word, self.ops_now_ms())
+                        .await?;
+                    self.release(op.id, "", wait).await;
+                    return Ok(false);
+                }
+                // The platform no longer knows the order (OneLink keeps orders 60 days): the
+                // card's state tells instead.
+                Err(CarrierError::Rejected { .. }) => {}
+                Err(e) => {
+                    self.release(op.id, &format!("order query failed: {e}"), wait)
+                        .await;
+                    return Ok(false);
+                }
+            }
+        }
+        // Taken by the carrier as an order: not applied yet may mean not completed yet.
+        let accepted_as_order = !op.order_status.is_empty();
+        match read_with_retries(self.ops_clock.as_ref(), carrier.as_ref(), &iccid, &change).await {
             // A state that cannot be read settles nothing either way: read again later.
-            Ok(CarrierCard {
-                unknown: Some(why), ..
-            }) => {
-                let wait = (500i64 << op.attempts.clamp(0, 5)).min(MAX_SETTLE_BACKOFF_MS);
-                self.release(
-                    op.id,
-                    &format!("settling read: unknown at carrier: {why}"),
-                    wait,
-                )
-                .await;
+            Ok(Err(why)) => {
+                self.release(op.id, &format!("settling read: {why}"), wait)
+                    .await;
                 Ok(false)
             }
-            Ok(c) if c.state == wanted_state(action) => {
+            Ok(Ok(true)) => {
                 let after = self
                     .store
-                    .settle_applied(op.id, owner, self.ops_now_ms())
+                    .settle_applied(
+                        op.id,
+                        owner,
+                        self.ops_now_ms(),
+                        &Settle::by(SettledBy::StateRead),
+                    )
                     .await?;
                 if let Some(card) = &after {
                     info!(%iccid, op = op.id, action = action.as_str(), status = card.status().as_str(), "pending carrier change settled: applied");
                 }
                 Ok(after.is_some())
             }
-            Ok(c) => {
+            Ok(Ok(false))
+                if accepted_as_order && self.ops_now_ms() - op.created_ms < ORDER_PATIENCE_MS =>
+            {
+                self.release(op.id, "", wait).await;
+                Ok(false)
+            }
+            Ok(Ok(false)) => {
                 let reason = format!(
-                    "the carrier shows {} after the {}: it did not happen",
-                    c.state.as_str(),
+                    "the carrier does not show the {}: it did not happen",
                     action.verb()
                 );
                 let done = self
                     .store
-                    .settle_abandoned(op.id, owner, &reason, self.ops_now_ms())
+                    .settle_abandoned(
+                        op.id,
+                        owner,
+                        &reason,
+                        self.ops_now_ms(),
+                        &Settle::by(SettledBy::StateRead),
+                    )
                     .await?;
                 if done {
                     info!(%iccid, op = op.id, action = action.as_str(), "pending carrier change settled: not applied");
@@ -573,7 +930,6 @@ impl CardService {
             // A refused read (expired credentials, a card the platform no longer lists) says
             // nothing about whether the change landed: like no answer, it is tried again later.
             Err(e) => {
-                let wait = (500i64 << op.attempts.clamp(0, 5)).min(MAX_SETTLE_BACKOFF_MS);
                 self.release(op.id, &format!("settling read failed: {e}"), wait)
                     .await;
                 Ok(false)

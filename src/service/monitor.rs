@@ -14,11 +14,12 @@ use chrono::{DateTime, Utc};
 use tracing::{debug, info, warn};
 
 use super::{Caller, CardService, FieldViolation, Idem, Result, ServiceError};
-use crate::carrier::CarrierCard;
+use crate::carrier::{CarrierCard, ServiceState};
 use crate::domain::alerts::{self, AlertRules};
 use crate::domain::event;
 use crate::domain::lifecycle;
 use crate::domain::pool::{self, Pool};
+use crate::domain::rules;
 use crate::domain::{
     AccountId, Card, CarrierId, Cause, Iccid, RuleViolation, StopReason, StopReasons, Transition,
 };
@@ -598,7 +599,12 @@ impl CardService {
                 continue;
             }
             if let Some(r) = readings.get(&card.iccid) {
-                self.check_reading(&card, r).await?;
+                if self.check_reading(&card, r).await? {
+                    // The carrier's own stop reason changed the card: its usage is applied
+                    // from the next pass's reading.
+                    stats.updated += 1;
+                    continue;
+                }
             }
             let t = self
                 .usage_transition(&card, readings.get(&card.iccid), now)
@@ -674,9 +680,11 @@ impl CardService {
     /// What a reading says about the card besides its usage: records on the card that the
     /// carrier's answer about it could not be read ("unknown at carrier", shown on GetCard and
     /// in the diagnosis), or clears the mark once a read succeeds (written only when it
-    /// changes); and, for a readable answer, whether the carrier's state drifted from the
-    /// card's (an unreadable one shows no state to compare).
-    pub(crate) async fn check_reading(&self, card: &Card, reading: &CarrierCard) -> Result<()> {
+    /// changes); for a readable answer, what the carrier's own stop reason says (a
+    /// machine-card separation stop, or its end: see [`CardService::check_carrier_reasons`]),
+    /// and otherwise whether the carrier's state drifted from the card's (an unreadable one
+    /// shows no state to compare). True when the card was changed and must be read again.
+    pub(crate) async fn check_reading(&self, card: &Card, reading: &CarrierCard) -> Result<bool> {
         match (&reading.unknown, &card.carrier_unknown) {
             (Some(why), Some(had)) if why == had => {}
             (Some(why), _) => {
@@ -696,9 +704,107 @@ impl CardService {
             (None, None) => {}
         }
         if reading.unknown.is_none() {
+            if self.check_carrier_reasons(card, reading).await? {
+                return Ok(true);
+            }
             self.check_drift(card, reading.state).await?;
         }
-        Ok(())
+        Ok(false)
+    }
+
+    /// Machine-card separation (机卡分离), from the carrier's own stop reason. A card the
+    /// carrier shows stopped while simgate expects it active, or one simgate holds stopped for
+    /// DEVICE_MISMATCH, has its platform's stop reason read (where the platform can say): the
+    /// separation reason found stops the card with DEVICE_MISMATCH (nothing is sent: the
+    /// carrier stopped it); the reason gone (or the carrier showing the card active again)
+    /// clears it, and restores the card if the carrier still holds it stopped for nothing
+    /// else. True when the card was changed.
+    pub(crate) async fn check_carrier_reasons(
+        &self,
+        card: &Card,
+        reading: &CarrierCard,
+    ) -> Result<bool> {
+        let Some(state) = reading.known_state() else {
+            return Ok(false);
+        };
+        if card.pending.is_some() || card.cancelled {
+            return Ok(false);
+        }
+        let has = card.stop_reasons.contains(StopReason::DeviceMismatch);
+        let carrier = self.carrier(&card.account)?.clone();
+        let found = match state {
+            ServiceState::Stopped if has || card.expected_carrier_state() == "ACTIVE" => {
+                match carrier.stop_reasons(&card.iccid).await {
+                    Ok(Some(r)) => r.contains(StopReason::DeviceMismatch),
+                    Ok(None) => return Ok(false),
+                    Err(e) => {
+                        debug!(iccid = %card.iccid, error = %e, "carrier stop reason not read; tried next pass");
+                        return Ok(false);
+                    }
+                }
+            }
+            ServiceState::Active if has => false,
+            _ => return Ok(false),
+        };
+        if found == has {
+            return Ok(false);
+        }
+        let iccid = &card.iccid;
+        let _guard = self.locks.lock(iccid.as_str()).await;
+        let before = self.load(iccid).await?;
+        if before.version != card.version || before.pending.is_some() {
+            // Changed meanwhile: the next pass reads it again.
+            return Ok(true);
+        }
+        let now = self.now();
+        let policy = self.policy(before.carrier)?;
+        let mut t = lifecycle::at_now(&before, policy, now, |c| {
+            Ok(if found {
+                rules::device_mismatch_found(c, now)
+            } else {
+                rules::device_mismatch_cleared(c, state == ServiceState::Active, now)
+            })
+        })?;
+        if !t.changed {
+            return Ok(false);
+        }
+        self.with_alerts(&before, &mut t, now).await?;
+        if found {
+            warn!(%iccid, "the carrier stopped the card for machine-card separation (机卡分离): DEVICE_MISMATCH");
+        } else {
+            info!(%iccid, "the carrier's machine-card separation stop reason cleared");
+        }
+        let caller = Caller::system("CarrierStopReason");
+        let audit = caller.audit(
+            self.wall_now(),
+            Some(iccid),
+            Some(&before.customer_id),
+            "OK",
+            t.events
+                .iter()
+                .map(|e| e.kind)
+                .collect::<Vec<_>>()
+                .join(","),
+        );
+        let origin = super::journal::Origin {
+            source: format!("CarrierStopReason:{}", caller.request_id),
+            key_id: String::new(),
+            request_id: String::new(),
+        };
+        match self
+            .commit(
+                carrier.as_ref(),
+                t,
+                Some(&audit),
+                None::<&IdempotencyRecord>,
+                &origin,
+            )
+            .await
+        {
+            Ok(_) | Err(ServiceError::OutcomePending { .. }) => {}
+            Err(e) => warn!(%iccid, error = %e, "carrier stop reason not applied; tried next pass"),
+        }
+        Ok(true)
     }
 
     /// One card's reading under its lock, from a fresh read, through the journaled path.

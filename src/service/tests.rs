@@ -59,7 +59,17 @@ fn bare_mock(id: CarrierId) -> MockCarrier {
     m.expect_addresses_by_msisdn().return_const(false);
     m.expect_policy()
         .return_const(CarrierPolicy::default_for(id));
+    platform_defaults(&mut m);
     m
+}
+
+/// What a platform without order queries, stop reasons or binding calls answers (the trait's
+/// defaults), for the calls a mock's test does not set itself.
+fn platform_defaults(m: &mut MockCarrier) {
+    m.expect_queries_orders().return_const(false);
+    m.expect_rebind_modes().returning(Vec::new);
+    m.expect_stop_reasons().returning(|_| Ok(None));
+    m.expect_binding().returning(|_| Ok(None));
 }
 
 fn mock(id: CarrierId) -> MockCarrier {
@@ -181,8 +191,23 @@ fn at_carrier(state: ServiceState) -> impl Fn(&Iccid) -> Result<CarrierCard, Car
     }
 }
 
-/// Opens a stop intent for `planned` as process `owner` would, holding it until `lease_until_ms`.
+/// Opens a stop intent for `planned` as process `owner` would, holding it until `lease_until_ms`,
+/// and marks it sent, as that process does right before its carrier call.
 async fn open_stop(
+    f: &Fixture,
+    carrier: CarrierId,
+    planned: &Transition,
+    owner: &str,
+    now_ms: i64,
+    lease_until_ms: i64,
+) -> Result<i64, StoreError> {
+    let op = open_unsent_stop(f, carrier, planned, owner, now_ms, lease_until_ms).await?;
+    assert!(f.store.mark_intent_sent(op, owner, now_ms).await?);
+    Ok(op)
+}
+
+/// Opens a stop intent as a process would that dies before it calls the carrier.
+async fn open_unsent_stop(
     f: &Fixture,
     carrier: CarrierId,
     planned: &Transition,
@@ -202,6 +227,8 @@ async fn open_stop(
                 owner,
                 now_ms,
                 lease_until_ms,
+                not_before_ms: None,
+                params: "",
             },
             &crate::store::IntentPlan {
                 card: &planned.card,
@@ -605,6 +632,7 @@ fn account_mock(id: CarrierId, account: &str) -> MockCarrier {
     m.expect_addresses_by_msisdn().return_const(false);
     m.expect_policy()
         .return_const(CarrierPolicy::default_for(id));
+    platform_defaults(&mut m);
     m
 }
 
@@ -618,6 +646,7 @@ async fn an_account_that_names_cards_by_access_number_gets_each_msisdn_once_at_i
     m.expect_addresses_by_msisdn().return_const(true);
     m.expect_policy()
         .return_const(CarrierPolicy::default_for(CarrierId::Telecom));
+    platform_defaults(&mut m);
     m.expect_onboard().returning(|_| Ok(()));
     // Asked once, for the card imported without one; the other card's is taken as given.
     m.expect_msisdn_of()
@@ -708,13 +737,13 @@ async fn a_renewed_lease_keeps_an_intent_from_other_settlers() {
     );
     let claimed = f
         .store
-        .claim_open_intents("other", 50_000, 50_000, 80_000, 10)
+        .claim_open_intents("other", 50_000, 50_000, 80_000, 10, i64::MAX)
         .await
         .unwrap();
     assert!(claimed.is_empty(), "still held: {claimed:?}");
     let claimed = f
         .store
-        .claim_open_intents("other", 100_001, 100_001, 200_000, 10)
+        .claim_open_intents("other", 100_001, 100_001, 200_000, 10, i64::MAX)
         .await
         .unwrap();
     assert_eq!(claimed.iter().map(|o| o.id).collect::<Vec<_>>(), [op]);
@@ -1016,4 +1045,45 @@ async fn a_settling_read_unknown_at_carrier_settles_nothing() {
     assert_eq!(f.service.settle_open_intents().await.unwrap(), 1);
     let after = f.store.get_card(&before.iccid).await.unwrap().unwrap();
     assert!(after.stop_reasons.contains(StopReason::Manual));
+}
+
+#[tokio::test]
+async fn an_intent_whose_process_died_before_sending_it_is_sent_by_the_settler() {
+    let mut m = mock(CarrierId::Telecom);
+    // Never sent by the dead process, so nothing to read back: the settler sends it once.
+    m.expect_card().never();
+    m.expect_stop().times(1).returning(|_| {
+        Ok(crate::carrier::Receipt::applied_as(
+            "1000000190202004162026784683",
+        ))
+    });
+    let f = fixture(m).await;
+    let before = imported(&f, new_card(CarrierId::Telecom)).await;
+    let planned = rules::suspend(&before, now()).unwrap();
+    let start = f.ops.now().timestamp_millis();
+    let op = open_unsent_stop(
+        &f,
+        CarrierId::Telecom,
+        &planned,
+        "died-before-sending",
+        start,
+        start + 15_000,
+    )
+    .await
+    .unwrap();
+    let pending = f.store.get_card(&before.iccid).await.unwrap().unwrap();
+    assert_eq!(
+        pending.pending.as_ref().map(|p| p.state()),
+        Some(crate::domain::OrderState::Scheduled)
+    );
+    f.ops.advance(Duration::seconds(16)).unwrap();
+    assert_eq!(f.service.settle_open_intents().await.unwrap(), 1);
+    let row = f.store.carrier_op(op).await.unwrap().unwrap();
+    assert_eq!(row.status, "APPLIED");
+    assert_eq!(row.settled_by, "ANSWER");
+    assert_eq!(row.order_id, "1000000190202004162026784683");
+    assert!(row.sent_ms.is_some());
+    let after = f.store.get_card(&before.iccid).await.unwrap().unwrap();
+    assert!(after.stop_reasons.contains(StopReason::Manual));
+    assert_eq!(after.pending, None);
 }

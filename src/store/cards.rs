@@ -1011,6 +1011,7 @@ pub(super) async fn update_in(
         Guard::Settles(_) => format!(
             "UPDATE cards SET {sets}, lease_owner = NULL, lease_until_ms = NULL, \
              pending_op_id = NULL, pending_action = NULL, pending_since_ms = NULL, \
+             pending_order_id = NULL, pending_not_before_ms = NULL, pending_sent_ms = NULL, \
              drift_carrier_state = NULL, drift_since_ms = NULL \
              WHERE iccid = $1 AND version = ${version} AND pending_op_id = ${}",
             version + 1

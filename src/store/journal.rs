@@ -26,7 +26,7 @@ use super::pools::add_daily_usage;
 use super::{Store, StoreError};
 use std::collections::BTreeMap;
 
-use crate::domain::{AccountId, Card, CardEvent, CarrierAction, CarrierId, Iccid};
+use crate::domain::{AccountId, Card, CardEvent, CarrierAction, CarrierId, Iccid, OrderState};
 
 /// One journal row.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,12 +48,68 @@ pub struct CarrierOp {
     pub request_id: String,
     pub lease_owner: Option<String>,
     pub created_ms: i64,
+    /// The earliest time it may be sent (card clock); None: at once.
+    pub not_before_ms: Option<i64>,
+    /// When it was last sent (card clock); None: not sent yet.
+    pub sent_ms: Option<i64>,
+    /// The carrier's order id ('' when its answer carried none).
+    pub order_id: String,
+    /// The platform's last word on its order.
+    pub order_status: String,
+    /// ANSWER, ORDER_QUERY or STATE_READ once settled.
+    pub settled_by: String,
+    pub settled_ms: Option<i64>,
+    /// The change's parameters (a rebind's), JSON; '' for none.
+    pub params: String,
 }
 
 impl CarrierOp {
     pub fn carrier_action(&self) -> Option<CarrierAction> {
         CarrierAction::parse(&self.action)
     }
+
+    /// Where the order stands.
+    pub fn state(&self) -> OrderState {
+        match self.status.as_str() {
+            "OPEN" if self.sent_ms.is_none() => OrderState::Scheduled,
+            "OPEN" if !self.order_id.is_empty() => OrderState::Submitted,
+            "OPEN" => OrderState::Unknown,
+            // RECONCILED: rows of older builds, settled as applied.
+            "APPLIED" | "RECONCILED" => OrderState::Applied,
+            _ => OrderState::Refused,
+        }
+    }
+}
+
+/// How an order's outcome was learnt (`carrier_ops.settled_by`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SettledBy {
+    /// The carrier's answer to the change.
+    Answer,
+    /// The platform's order query.
+    OrderQuery,
+    /// A read of the card at the carrier.
+    StateRead,
+}
+
+impl SettledBy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SettledBy::Answer => "ANSWER",
+            SettledBy::OrderQuery => "ORDER_QUERY",
+            SettledBy::StateRead => "STATE_READ",
+        }
+    }
+}
+
+/// Which orders `list_orders` returns.
+#[derive(Debug, Clone, Default)]
+pub struct OrderFilter {
+    pub iccid: Option<String>,
+    pub account: Option<String>,
+    pub state: Option<OrderState>,
+    /// Only the cards of this customer.
+    pub customer: Option<String>,
 }
 
 pub fn action_name(a: CarrierAction) -> &'static str {
@@ -83,6 +139,10 @@ pub struct NewIntent<'a> {
     pub owner: &'a str,
     pub now_ms: i64,
     pub lease_until_ms: i64,
+    /// The earliest time it may be sent (card clock): the end of the card's repeat window.
+    pub not_before_ms: Option<i64>,
+    /// The change's parameters (JSON), '' for none.
+    pub params: &'a str,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -154,7 +214,8 @@ impl StoredPlan {
 
 const OP_COLUMNS: &str =
     "id, iccid, carrier, account_id, action, status, attempts, last_error, source, \
-    key_id, request_id, lease_owner, created_ms";
+    key_id, request_id, lease_owner, created_ms, not_before_ms, sent_ms, order_id, order_status, \
+    settled_by, settled_ms, params";
 
 fn op_from_row(r: &sqlx::any::AnyRow) -> Result<CarrierOp, StoreError> {
     Ok(CarrierOp {
@@ -171,6 +232,13 @@ fn op_from_row(r: &sqlx::any::AnyRow) -> Result<CarrierOp, StoreError> {
         request_id: r.try_get("request_id")?,
         lease_owner: r.try_get("lease_owner")?,
         created_ms: r.try_get("created_ms")?,
+        not_before_ms: r.try_get("not_before_ms")?,
+        sent_ms: r.try_get("sent_ms")?,
+        order_id: r.try_get("order_id")?,
+        order_status: r.try_get("order_status")?,
+        settled_by: r.try_get("settled_by")?,
+        settled_ms: r.try_get("settled_ms")?,
+        params: r.try_get("params")?,
     })
 }
 
@@ -183,6 +251,25 @@ fn short(error: &str) -> String {
     error.chars().take(500).collect()
 }
 
+/// How an intent is closed.
+pub struct Settle<'a> {
+    pub by: SettledBy,
+    /// The carrier's order id learnt with the outcome (kept if one is already recorded).
+    pub order_id: Option<&'a str>,
+    /// The platform's last word on its order.
+    pub order_status: Option<&'a str>,
+}
+
+impl Settle<'_> {
+    pub fn by(by: SettledBy) -> Settle<'static> {
+        Settle {
+            by,
+            order_id: None,
+            order_status: None,
+        }
+    }
+}
+
 /// Settles intent `op_id` as `status` if it is still open and held by `owner`, keeping
 /// `reason` as its last error when given. Returns its row (plan and ICCID), or None.
 async fn close_op(
@@ -192,10 +279,13 @@ async fn close_op(
     status: &str,
     reason: Option<&str>,
     at_ms: i64,
+    how: &Settle<'_>,
 ) -> Result<Option<sqlx::any::AnyRow>, StoreError> {
     Ok(sqlx::query(
         "UPDATE carrier_ops SET status = $1, lease_owner = NULL, lease_until_ms = NULL, \
-         settled_ms = $2, updated_ms = $2, last_error = COALESCE($3, last_error) \
+         settled_ms = $2, updated_ms = $2, last_error = COALESCE($3, last_error), \
+         settled_by = $6, order_id = CASE WHEN order_id = '' THEN COALESCE($7, '') ELSE order_id END, \
+         order_status = COALESCE($8, order_status) \
          WHERE id = $4 AND status = 'OPEN' AND lease_owner = $5 RETURNING plan, iccid",
     )
     .bind(status.to_string())
@@ -203,6 +293,9 @@ async fn close_op(
     .bind(reason.map(short))
     .bind(op_id)
     .bind(owner.to_string())
+    .bind(how.by.as_str())
+    .bind(how.order_id.map(str::to_string))
+    .bind(how.order_status.map(str::to_string))
     .fetch_optional(&mut **tx)
     .await?)
 }
@@ -223,8 +316,8 @@ impl Store {
         let inserted = sqlx::query(
             "INSERT INTO carrier_ops (iccid, carrier, action, status, attempts, last_error, source, \
              created_ms, updated_ms, plan, base_version, key_id, request_id, lease_owner, \
-             lease_until_ms, next_attempt_ms, account_id) \
-             VALUES ($1, $2, $3, 'OPEN', 0, '', $4, $5, $5, $6, $7, $8, $9, $10, $11, 0, $12) \
+             lease_until_ms, next_attempt_ms, account_id, not_before_ms, params) \
+             VALUES ($1, $2, $3, 'OPEN', 0, '', $4, $5, $5, $6, $7, $8, $9, $10, $11, 0, $12, $13, $14) \
              RETURNING id",
         )
         .bind(iccid.clone())
@@ -239,6 +332,8 @@ impl Store {
         .bind(intent.owner.to_string())
         .bind(intent.lease_until_ms)
         .bind(intent.account.to_string())
+        .bind(intent.not_before_ms)
+        .bind(intent.params.to_string())
         .fetch_one(&mut *tx)
         .await;
         let id: i64 = match inserted {
@@ -251,7 +346,8 @@ impl Store {
             Err(e) => return Err(e.into()),
         };
         let marked = sqlx::query(
-            "UPDATE cards SET pending_op_id = $1, pending_action = $2, pending_since_ms = $3 \
+            "UPDATE cards SET pending_op_id = $1, pending_action = $2, pending_since_ms = $3, \
+             pending_not_before_ms = $6, pending_order_id = NULL, pending_sent_ms = NULL \
              WHERE iccid = $4 AND version = $5 AND pending_op_id IS NULL",
         )
         .bind(id)
@@ -259,6 +355,7 @@ impl Store {
         .bind(intent.now_ms)
         .bind(iccid)
         .bind(plan.card.version)
+        .bind(intent.not_before_ms)
         .execute(&mut *tx)
         .await?;
         if marked.rows_affected() != 1 {
@@ -277,9 +374,10 @@ impl Store {
         op_id: i64,
         owner: &str,
         at_ms: i64,
+        how: &Settle<'_>,
     ) -> Result<Option<Card>, StoreError> {
         let mut tx = self.pool.begin().await?;
-        let Some(row) = close_op(&mut tx, op_id, owner, "APPLIED", None, at_ms).await? else {
+        let Some(row) = close_op(&mut tx, op_id, owner, "APPLIED", None, at_ms, how).await? else {
             tx.rollback().await?;
             return Ok(None);
         };
@@ -339,16 +437,19 @@ impl Store {
         owner: &str,
         reason: &str,
         at_ms: i64,
+        how: &Settle<'_>,
     ) -> Result<bool, StoreError> {
         let mut tx = self.pool.begin().await?;
-        let Some(row) = close_op(&mut tx, op_id, owner, "ABANDONED", Some(reason), at_ms).await?
+        let Some(row) =
+            close_op(&mut tx, op_id, owner, "ABANDONED", Some(reason), at_ms, how).await?
         else {
             tx.rollback().await?;
             return Ok(false);
         };
         let iccid: String = row.try_get("iccid")?;
         sqlx::query(
-            "UPDATE cards SET pending_op_id = NULL, pending_action = NULL, pending_since_ms = NULL \
+            "UPDATE cards SET pending_op_id = NULL, pending_action = NULL, pending_since_ms = NULL, \
+             pending_order_id = NULL, pending_not_before_ms = NULL, pending_sent_ms = NULL \
              WHERE iccid = $1 AND pending_op_id = $2",
         )
         .bind(iccid)
@@ -385,7 +486,9 @@ impl Store {
     }
 
     /// Claims up to `limit` open intents that nobody holds (released, or their owner's lease ran
-    /// out at `now_ms`) and are due by `due_by_ms`, for `owner` until `lease_until_ms`.
+    /// out at `now_ms`) and are due by `due_by_ms`, for `owner` until `lease_until_ms`. An
+    /// intent not sent yet is due only once its `not_before_ms` has come on the card clock
+    /// (`card_now_ms`): a repeat window is never cut short, whatever the backoff.
     pub async fn claim_open_intents(
         &self,
         owner: &str,
@@ -393,6 +496,7 @@ impl Store {
         due_by_ms: i64,
         lease_until_ms: i64,
         limit: u32,
+        card_now_ms: i64,
     ) -> Result<Vec<CarrierOp>, StoreError> {
         let lock = match self.backend {
             super::Backend::Postgres => "FOR UPDATE SKIP LOCKED",
@@ -402,6 +506,7 @@ impl Store {
             "UPDATE carrier_ops SET lease_owner = $1, lease_until_ms = $2 WHERE id IN ( \
                SELECT id FROM carrier_ops WHERE status = 'OPEN' AND next_attempt_ms <= $4 \
                AND (lease_owner IS NULL OR lease_until_ms IS NULL OR lease_until_ms < $3) \
+               AND (sent_ms IS NOT NULL OR not_before_ms IS NULL OR not_before_ms <= $6) \
                ORDER BY id LIMIT $5 {lock}) \
              RETURNING {OP_COLUMNS}"
         );
@@ -411,6 +516,7 @@ impl Store {
             .bind(now_ms)
             .bind(due_by_ms)
             .bind(i64::from(limit))
+            .bind(card_now_ms)
             .fetch_all(&self.pool)
             .await?;
         let mut ops: Vec<CarrierOp> = rows.iter().map(op_from_row).collect::<Result<_, _>>()?;
@@ -509,5 +615,184 @@ impl Store {
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(op_from_row).collect()
+    }
+
+    /// Marks an open intent held by `owner` as sent at `sent_ms` (card clock), on the intent
+    /// and on its card, just before its carrier call.
+    pub async fn mark_intent_sent(
+        &self,
+        op_id: i64,
+        owner: &str,
+        sent_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let done = sqlx::query(
+            "UPDATE carrier_ops SET sent_ms = $1 WHERE id = $2 AND status = 'OPEN' AND lease_owner = $3",
+        )
+        .bind(sent_ms)
+        .bind(op_id)
+        .bind(owner.to_string())
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() != 1 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        sqlx::query("UPDATE cards SET pending_sent_ms = $1 WHERE pending_op_id = $2")
+            .bind(sent_ms)
+            .bind(op_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Records the carrier's order id (and its status word) on an open intent and its card.
+    pub async fn record_order(
+        &self,
+        op_id: i64,
+        order_id: &str,
+        order_status: &str,
+        at_ms: i64,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "UPDATE carrier_ops SET order_id = $1, order_status = $2, updated_ms = $3 \
+             WHERE id = $4 AND status = 'OPEN'",
+        )
+        .bind(order_id.to_string())
+        .bind(order_status.to_string())
+        .bind(at_ms)
+        .bind(op_id)
+        .execute(&mut *tx)
+        .await?;
+        if !order_id.is_empty() {
+            sqlx::query("UPDATE cards SET pending_order_id = $1 WHERE pending_op_id = $2")
+                .bind(order_id.to_string())
+                .bind(op_id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Gives an open intent back as not sent (the carrier deferred it): due again from
+    /// `not_before_ms` on the card clock.
+    pub async fn reschedule_intent(
+        &self,
+        op_id: i64,
+        owner: &str,
+        error: &str,
+        not_before_ms: i64,
+        at_ms: i64,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let done = sqlx::query(
+            "UPDATE carrier_ops SET lease_owner = NULL, lease_until_ms = NULL, attempts = attempts + 1, \
+             last_error = $1, not_before_ms = $2, sent_ms = NULL, next_attempt_ms = 0, updated_ms = $3 \
+             WHERE id = $4 AND status = 'OPEN' AND lease_owner = $5",
+        )
+        .bind(short(error))
+        .bind(not_before_ms)
+        .bind(at_ms)
+        .bind(op_id)
+        .bind(owner.to_string())
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() == 1 {
+            sqlx::query(
+                "UPDATE cards SET pending_sent_ms = NULL, pending_not_before_ms = $1 \
+                 WHERE pending_op_id = $2",
+            )
+            .bind(not_before_ms)
+            .bind(op_id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// When the last change to `iccid` through `account` that the carrier may have taken was
+    /// sent (card clock): the start of its repeat window. Refused and never-sent changes do not
+    /// count; nor do cancellations, which only confirm what the carrier did by itself.
+    pub async fn last_change_sent_ms(
+        &self,
+        iccid: &Iccid,
+        account: &AccountId,
+    ) -> Result<Option<i64>, StoreError> {
+        let row = sqlx::query(
+            "SELECT MAX(sent_ms) AS sent FROM carrier_ops WHERE iccid = $1 AND account_id = $2 \
+             AND sent_ms IS NOT NULL AND status IN ('OPEN', 'APPLIED') AND action <> 'CANCEL'",
+        )
+        .bind(iccid.as_str().to_string())
+        .bind(account.to_string())
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(row.try_get::<Option<i64>, _>("sent")?)
+    }
+
+    /// Orders newest first, up to `limit`, with ids below `before` (0: from the newest).
+    pub async fn list_orders(
+        &self,
+        filter: &OrderFilter,
+        before: i64,
+        limit: u32,
+    ) -> Result<Vec<CarrierOp>, StoreError> {
+        let mut sql = format!("SELECT {OP_COLUMNS} FROM carrier_ops WHERE id < $1");
+        let mut binds: Vec<String> = Vec::new();
+        let mut next = 2;
+        let mut param = |sql: &mut String, clause: &str, value: String| {
+            sql.push_str(&clause.replace('?', &format!("${next}")));
+            binds.push(value);
+            next += 1;
+        };
+        if let Some(i) = &filter.iccid {
+            param(&mut sql, " AND iccid = ?", i.clone());
+        }
+        if let Some(a) = &filter.account {
+            param(&mut sql, " AND account_id = ?", a.clone());
+        }
+        if let Some(c) = &filter.customer {
+            param(
+                &mut sql,
+                " AND iccid IN (SELECT iccid FROM cards WHERE customer_id = ?)",
+                c.clone(),
+            );
+        }
+        sql.push_str(match filter.state {
+            None => "",
+            Some(OrderState::Scheduled) => " AND status = 'OPEN' AND sent_ms IS NULL",
+            Some(OrderState::Submitted) => {
+                " AND status = 'OPEN' AND sent_ms IS NOT NULL AND order_id <> ''"
+            }
+            Some(OrderState::Unknown) => {
+                " AND status = 'OPEN' AND sent_ms IS NOT NULL AND order_id = ''"
+            }
+            Some(OrderState::Applied) => " AND status IN ('APPLIED', 'RECONCILED')",
+            Some(OrderState::Refused) => " AND status NOT IN ('OPEN', 'APPLIED', 'RECONCILED')",
+        });
+        sql.push_str(&format!(" ORDER BY id DESC LIMIT ${next}"));
+        let mut q = sqlx::query(&sql).bind(if before <= 0 { i64::MAX } else { before });
+        for b in binds {
+            q = q.bind(b);
+        }
+        let rows = q.bind(i64::from(limit)).fetch_all(&self.pool).await?;
+        rows.iter().map(op_from_row).collect()
+    }
+
+    /// Lets go of an open intent without counting an attempt (it was scheduled, not sent): any
+    /// settler claims it once it is due.
+    pub async fn hand_over_intent(&self, op_id: i64, owner: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE carrier_ops SET lease_owner = NULL, lease_until_ms = NULL \
+             WHERE id = $1 AND status = 'OPEN' AND lease_owner = $2",
+        )
+        .bind(op_id)
+        .bind(owner.to_string())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 }

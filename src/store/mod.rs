@@ -23,7 +23,7 @@ pub use batches::{Batch, BatchCounts, BatchItem, BATCH_COUNTS, DUE_ITEMS_OF_BATC
 pub use cards::CardFilter;
 pub use events::{EventDetail, EventFilter, EventRow};
 pub use idempotency::IdempotencyRecord;
-pub use journal::{action_name, CarrierOp, IntentPlan, NewIntent};
+pub use journal::{action_name, CarrierOp, IntentPlan, NewIntent, OrderFilter, Settle, SettledBy};
 pub use pools::{DailyUsage, PoolFilter};
 pub use webhooks::{Delivery, DeliveryState, Webhook};
 

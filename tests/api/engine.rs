@@ -19,7 +19,7 @@ async fn app_on(db: &TestDb, clock: &ManualClock) -> App {
 }
 
 fn builder_on(db: &TestDb, clock: &ManualClock) -> simgate::server::ServerBuilder {
-    with_test_data_key(Server::builder(), db)
+    with_test_data_key(Server::builder().repeat_window_s(Some(0)), db)
         .database_url(db.url.clone())
         .store_options(db.options.clone())
         .clock(Arc::new(clock.clone()))

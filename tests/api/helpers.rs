@@ -469,6 +469,9 @@ pub fn test_server(db: &TestDb, clock: &ManualClock) -> simgate::server::ServerB
         .clock(Arc::new(clock.clone()))
         .bootstrap_key(ADMIN_KEY)
         .simulator_transport(transport)
+        // No repeat windows unless a test asks for them: most tests stop and restore a card in
+        // one breath (tests/api/orders.rs is about windows).
+        .repeat_window_s(Some(0))
         .webhooks(local_webhooks());
     with_test_data_key(builder, db)
 }

@@ -490,14 +490,7 @@ impl Ctx<'_> {
                     "Card/device separation (机卡分离): the card is bound to its device's IMEI and the carrier found it in another device. A plain restore does not bring it back.".to_string(),
                 ),
                 evidence: vec![],
-                steps: vec![step(
-                    Action::ContactCarrier,
-                    tr(
-                        lang,
-                        format!("把卡放回绑定的设备，并联系代理商请{}处理机卡绑定（解绑或重新绑定）。", self.carrier()),
-                        format!("Put the card back into its bound device and ask your reseller to have {} re-bind or unbind it.", self.carrier()),
-                    ),
-                )],
+                steps: self.device_mismatch_steps(),
             },
             StopReason::OverQuota => {
                 let quota = c.plan.monthly_quota_bytes;
@@ -535,6 +528,59 @@ impl Ctx<'_> {
         }
     }
 
+    /// What brings a card stopped for 机卡分离 back: the binding route, never a plain restore.
+    fn device_mismatch_steps(&self) -> Vec<Step> {
+        let lang = self.lang;
+        let modes = &self.facts.rebind_modes;
+        let device = self
+            .facts
+            .device_imei
+            .as_deref()
+            .map(|i| (format!("（IMEI {i}）"), format!(" (IMEI {i})")))
+            .unwrap_or_default();
+        let back = step(
+            Action::MoveToAnotherDevice,
+            tr(
+                lang,
+                "或者把卡放回它绑定的设备；运营商在下一次每日检测时发现卡已回到原设备。".to_string(),
+                "Or put the card back into the device it is bound to; the carrier sees it there at its next daily check.".to_string(),
+            ),
+        );
+        if modes.contains(&"CURRENT_DEVICE") || modes.contains(&"IMEI") {
+            let how = if modes.contains(&"CURRENT_DEVICE") {
+                (
+                    "current_device = true（绑定到卡现在所在的设备）或 imei",
+                    "current_device = true (bind it to the device it is in now) or imei",
+                )
+            } else {
+                ("imei（要绑定的设备）", "imei (the device to bind it to)")
+            };
+            vec![
+                step(
+                    Action::RebindCard,
+                    tr(
+                        lang,
+                        format!("调用 RebindCard，{}，把卡重新绑定到现在的设备{}。运营商的停机原因解除后（通常在下一次每日检测时），simgate 随之恢复该卡。", how.0, device.0),
+                        format!("Call RebindCard with {} to bind the card to its device{}. Once the carrier's stop reason clears (usually at its next daily check), simgate brings the card back.", how.1, device.1),
+                    ),
+                ),
+                Step {
+                    optional: true,
+                    ..back
+                },
+            ]
+        } else {
+            vec![step(
+                Action::ContactCarrier,
+                tr(
+                    lang,
+                    format!("把卡放回绑定的设备，或联系代理商请{}处理机卡绑定（解绑或重新绑定）：该卡所在平台没有 simgate 可调用的绑定接口。", self.carrier()),
+                    format!("Put the card back into its bound device, or ask your reseller to have {} re-bind or unbind it: the card's platform has no binding call simgate can make.", self.carrier()),
+                ),
+            )]
+        }
+    }
+
     /// A change sent to the carrier whose outcome simgate is still settling.
     pub(super) fn change_pending(&self) -> Option<Finding> {
         let p = self.card.pending.as_ref()?;
@@ -545,6 +591,50 @@ impl Ctx<'_> {
             crate::domain::CarrierAction::Cancel => ("销户", "cancellation"),
             crate::domain::CarrierAction::Rebind => ("机卡重绑", "rebinding"),
         };
+        if p.state() == crate::domain::OrderState::Scheduled {
+            let at = p.not_before.unwrap_or(p.since);
+            return Some(Finding {
+                code: "CARRIER_CHANGE_SCHEDULED",
+                severity: Severity::Warning,
+                message: tr(
+                    lang,
+                    format!("{zh}请求已受理，将于 {} 发送给{}：运营商不允许同一张卡在短时间内重复办理（重复办理窗口）。在此之前该卡的其他变更会被拒绝。", when(at), self.carrier()),
+                    format!("The {en} is accepted and will be sent to {} at {}: the carrier refuses a second change to one card within its repeat window. Until then, other changes to the card are refused.", self.carrier(), when(at)),
+                ),
+                evidence: vec![ev("not_before", at.timestamp(), "unix_seconds")],
+                steps: vec![Step {
+                    takes_effect_at: Some(at),
+                    ..step(
+                        Action::Wait,
+                        tr(
+                            lang,
+                            format!("等待到 {}；simgate 届时自动发送。", when(at)),
+                            format!("Wait until {}; simgate sends it then by itself.", when(at)),
+                        ),
+                    )
+                }],
+            });
+        }
+        if let (crate::domain::OrderState::Submitted, Some(order)) = (p.state(), &p.order_id) {
+            return Some(Finding {
+                code: "CARRIER_ORDER_IN_PROGRESS",
+                severity: Severity::Warning,
+                message: tr(
+                    lang,
+                    format!("{} 已向{}发送{zh}请求，运营商以工单 {order} 受理，尚未完成；simgate 跟踪该工单，完成后卡的状态随之更新。", when(p.since), self.carrier()),
+                    format!("A {en} was sent to {} at {}; the carrier took it as order {order}, not completed yet. simgate follows the order and updates the card once it completes.", self.carrier(), when(p.since)),
+                ),
+                evidence: vec![ev("pending_since", p.since.timestamp(), "unix_seconds")],
+                steps: vec![step(
+                    Action::Wait,
+                    tr(
+                        lang,
+                        "等待运营商完成工单。".to_string(),
+                        "Wait for the carrier to complete the order.".to_string(),
+                    ),
+                )],
+            });
+        }
         Some(Finding {
             code: "CARRIER_CHANGE_PENDING",
             severity: Severity::Warning,

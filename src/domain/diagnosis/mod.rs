@@ -88,6 +88,8 @@ pub enum Action {
     ReplaceCard,
     /// Top up the card's pool (`Step::pool_id`) by at least `Step::bytes`.
     TopUpPool,
+    /// Change the card's machine-card binding (RebindCard).
+    RebindCard,
 }
 
 impl Action {
@@ -99,6 +101,7 @@ impl Action {
             Action::ResumeCard => Some("ResumeCard"),
             Action::VerifyRealName => Some("VerifyRealName"),
             Action::TopUpPool => Some("TopUpPool"),
+            Action::RebindCard => Some("RebindCard"),
             _ => None,
         }
     }
@@ -161,6 +164,11 @@ pub struct CarrierFacts {
     /// The carrier answered, but the card's state or usage could not be read from the answer
     /// ("unknown at carrier"): why. `service_state` is then None and the usage is the stored one.
     pub carrier_unknown: Option<String>,
+    /// The RebindCard modes the card's platform has calls for (`UNBIND`, `CURRENT_DEVICE`,
+    /// `IMEI`); empty: it has none, and the binding is the carrier's to handle.
+    pub rebind_modes: Vec<&'static str>,
+    /// The IMEI of the device the card is in, when the platform reports it.
+    pub device_imei: Option<String>,
 }
 
 /// The pool a pooled card draws from, as it is now: its usage is the sum of its members'.
@@ -359,6 +367,7 @@ mod tests {
             last_session: LastSession::At(now() - Duration::hours(1)),
             service_state: None,
             carrier_unknown: None,
+            ..Default::default()
         }
     }
 
@@ -586,6 +595,62 @@ mod tests {
     }
 
     #[test]
+    fn finding_device_mismatch_names_rebind_card_where_the_platform_can_rebind() {
+        let mut card = card_with(CarrierId::Mobile, |_| {});
+        card.stop_reasons.insert(StopReason::DeviceMismatch);
+        let facts = CarrierFacts {
+            rebind_modes: vec!["UNBIND", "CURRENT_DEVICE", "IMEI"],
+            device_imei: Some("860000000000001".into()),
+            ..online()
+        };
+        let d = run(&card, &facts, &[], Lang::En);
+        assert_eq!(codes(&d), vec!["DEVICE_MISMATCH"]);
+        let steps = &d.findings[0].steps;
+        assert_eq!(steps[0].action, Action::RebindCard);
+        assert_eq!(steps[0].action.rpc(), Some("RebindCard"));
+        assert!(steps[0].text.contains("current_device"));
+        assert!(steps[0].text.contains("860000000000001"));
+        assert!(steps[1].optional);
+        // A platform that binds only to a given IMEI is told so.
+        let facts = CarrierFacts {
+            rebind_modes: vec!["IMEI"],
+            ..online()
+        };
+        let d = run(&card, &facts, &[], Lang::En);
+        assert!(!d.findings[0].steps[0].text.contains("current_device"));
+    }
+
+    #[test]
+    fn finding_a_change_scheduled_for_the_repeat_window_says_when_it_is_sent() {
+        let mut card = card_with(CarrierId::Mobile, |_| {});
+        card.stop_reasons.insert(StopReason::Manual);
+        let at = now() + Duration::minutes(30);
+        card.pending = Some(crate::domain::PendingChange {
+            action: crate::domain::CarrierAction::Restore,
+            since: now(),
+            order_id: None,
+            order: 7,
+            not_before: Some(at),
+            sent: false,
+        });
+        let d = run(&card, &online(), &[], Lang::En);
+        assert_eq!(d.findings[0].code, "CARRIER_CHANGE_SCHEDULED");
+        assert_eq!(d.findings[0].steps[0].takes_effect_at, Some(at));
+        // Sent and taken as an order: the order is named.
+        card.pending = Some(crate::domain::PendingChange {
+            action: crate::domain::CarrierAction::Restore,
+            since: now(),
+            order_id: Some("O123".into()),
+            order: 7,
+            not_before: None,
+            sent: true,
+        });
+        let d = run(&card, &online(), &[], Lang::En);
+        assert_eq!(d.findings[0].code, "CARRIER_ORDER_IN_PROGRESS");
+        assert!(d.findings[0].message.contains("O123"));
+    }
+
+    #[test]
     fn finding_pool_exhausted_waits_for_the_cycle() {
         let mut card = card_with(CarrierId::Unicom, |_| {});
         card.stop_reasons.insert(StopReason::PoolExhausted);
@@ -696,6 +761,7 @@ mod tests {
             last_session: LastSession::At(now() - Duration::hours(30)),
             service_state: None,
             carrier_unknown: None,
+            ..Default::default()
         };
         let d = run(&card, &quiet, &[], Lang::En);
         assert_eq!(d.verdict, Verdict::LikelyNetworkOrDevice);
@@ -753,6 +819,7 @@ mod tests {
             last_session: LastSession::At(now()),
             service_state: None,
             carrier_unknown: None,
+            ..Default::default()
         };
         let d = run(&card, &facts, &[], Lang::En);
         assert_eq!(d.verdict, Verdict::OnlineOk);
@@ -769,6 +836,7 @@ mod tests {
             last_session: LastSession::At(now()),
             service_state: None,
             carrier_unknown: None,
+            ..Default::default()
         };
         assert!(run(&card, &facts, &[], Lang::En).findings.is_empty());
         assert!(f.message.contains("stop until the next cycle"));
@@ -784,6 +852,7 @@ mod tests {
             last_session: LastSession::At(now()),
             service_state: None,
             carrier_unknown: None,
+            ..Default::default()
         };
         let d = run(&card, &facts, &[], Lang::En);
         assert_eq!(codes(&d), vec!["OVERAGE"]);
