@@ -1011,6 +1011,22 @@ mod tests {
         assert!(accepted(
             r#"{"result":"0","resultMsg":"ok","GROUP_TRANSACTIONID":"1"}"#
         ));
+        // The transaction id is kept (trimmed) for the receipt, in every form that has one.
+        let id = |body: &str| match change_answer(body) {
+            ChangeAnswer::Accepted { transaction_id } => transaction_id,
+            other => panic!("{body}: {other:?}"),
+        };
+        assert_eq!(
+            id("<businessServiceResponse><RspType>0</RspType><result>0</result><GROUP_TRANSACTIONID> 1000000190202004162026784683 </GROUP_TRANSACTIONID></businessServiceResponse>").as_deref(),
+            Some("1000000190202004162026784683")
+        );
+        assert_eq!(
+            id(r#"{"result":"0","GROUP_TRANSACTIONID":"7"}"#).as_deref(),
+            Some("7")
+        );
+        assert_eq!(id(r#"{"RspType":"0","GROUP_TRANSACTIONID":""}"#), None);
+        assert_eq!(receipt(Some("7".into())), Receipt::applied_as("7"));
+        assert_eq!(receipt(None), Receipt::applied());
         assert_eq!(
             change_answer(r#"{"RspType":"1","result":"1999","resultMsg":"x"}"#),
             ChangeAnswer::Refused {

@@ -275,7 +275,11 @@ pub fn change_refusal(code: &str, message: &str, window: Option<&str>) -> Carrie
 // - disabledNumber: DISPUTED (§5): the field set RspType/result/resultMsg/GROUP_TRANSACTIONID
 //   ([MEH], [COOL]) in XML (root `businessServiceResponse`, [COOL] 23358068165, possibly one
 //   level down) or JSON, top-level `result` alone ([COOL] 23606245317), or plain text
-//   containing 流水号 ([YZ-CMP-C]; no captured body). All are read by [`change_answer`].
+//   containing 流水号 ([YZ-CMP-C]; no captured body). All are read by [`change_answer`]; its
+//   `GROUP_TRANSACTIONID` names the change in the receipt.
+// - IMEIReRecord: JSON {"Response":{"RspType","RspCode","RspDesc"},"GROUP_TRANSACTIONID"} (§6.1,
+//   two verbatim samples of [YZ-CMP-C]; the same model in [ESIM7] `Rootjkcb`), read by
+//   [`rebind_answer`].
 // - getOnlineStatus: JSON resultCode/resultMsg/groupTransactionId and a `description{…}` object
 //   (§3, skeleton from [ESIM7]). The values of `result`/`acctStatusType` and every time format
 //   are unknown: online is never guessed, a session time only from a format listed here.
