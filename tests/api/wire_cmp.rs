@@ -1400,3 +1400,24 @@ async fn wire_cmp_a_change_through_the_simulator_is_named_by_its_transaction_id(
     assert_ne!(again.order_id, receipt.order_id);
     assert!(!a.queries_orders());
 }
+
+/// The IMEIReRecord form names the card, whatever `card_identifier` says: form A by access
+/// number even for an account that names its other calls by ICCID.
+#[tokio::test]
+async fn wire_cmp_imei_rerecord_form_a_names_the_card_by_access_number_in_the_iccid_setting() {
+    let r = rig_by_path(|_| {}).await;
+    let cfg = CmpConfig {
+        card_identifier: simgate::carrier::http::cmp::wire::CardIdentifier::Iccid,
+        ..config(&r.base_url, PASSWORD, KEY, 5_000)
+    };
+    let a = Cmp::new(&cfg, ctx()).expect("adapter");
+    let _ = a.rebind(&iccid(1), &Rebind::CurrentDevice).await;
+    let sent = rerecords(&r);
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    let number = r.number(1).await;
+    assert!(sent[0]
+        .1
+        .iter()
+        .any(|(k, v)| k == "access_number" && *v == number));
+    assert!(!sent[0].1.iter().any(|(k, _)| k == "iccid"));
+}
