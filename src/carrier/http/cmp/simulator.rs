@@ -33,7 +33,11 @@
 //! the samples, derived from the simulated carrier's order id when it gives one
 //! ([`transaction_id_of`]), else fresh (invented digits). A change inside the simulated
 //! carrier's repeat window (its `Deferred`) is refused with [`WireOptions::repeat_window_code`]
-//! ([`INVENTED_REPEAT_WINDOW`] by default: no code is published).
+//! ([`INVENTED_REPEAT_WINDOW`] by default: no code is published), without a retry time (the
+//! wire has no field for one). A change the simulated carrier takes as an order still in
+//! progress is answered as accepted all the same: CMP's replies have no "accepted, not done"
+//! form in the dossier, so orders should stay off behind a CMP account (the adapter reads an
+//! accepted reply as applied).
 //!
 //! The prefix is the path of the configured `base_url` (e.g. `/m2m_ec`), so one configuration
 //! serves both the adapter and this simulator.

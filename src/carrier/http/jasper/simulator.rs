@@ -43,7 +43,8 @@
 //!   [`WireOptions::repeat_window_code`], [`INVENTED_REPEAT_WINDOW`] by default (no code is
 //!   published);
 //! - no order ids (the dossier's PUT reply has none) and no binding call (none in the
-//!   dossier): the simulator serves neither;
+//!   dossier): the simulator serves neither; a change the simulated carrier takes as an order
+//!   still in progress is answered `{"iccid"}` like any other (the adapter reads it as done);
 //! - [`WireOptions::unreadable`]: a test hook serving a status outside the table, a null
 //!   status or a null `ctdDataUsage` for chosen cards.
 
