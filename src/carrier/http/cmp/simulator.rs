@@ -8,7 +8,8 @@
 //! `needDtl`, or `disabledNumber` without its empty `acctCd` in the sign), a missing required
 //! parameter (`-2`: `acctCd`, `orderTypeId`, `needDtl`, `action`), an unknown card (`-4`).
 //! Invented, because no source gives the platform's answer: HTTP 404 for any method but form
-//! B's `IMEIReRecord` on `app/serviceAccept.do`; `-2` for a non-empty `acctCd` or an `orderTypeId` other than 19/20;
+//! B's `IMEIReRecord` on `app/serviceAccept.do`; `-2` for a non-empty `acctCd` or an
+//! `orderTypeId` other than 19/20;
 //! `RspType 1` + `result -5` for a restore of an active card (`1999`, [COOL]'s answer, for a stop
 //! of a stopped one); `-4` for a change of a dismantled card and `-7` for an injected refusal
 //! (simgate's own codes never reach the wire); the root element `root` of realNameQueryIot
@@ -26,8 +27,8 @@
 //! by `iccid` (no `bind_type`); the other form is refused (`-2` on query.do, 404 on
 //! app/serviceAccept.do, invented). It is backed by the `SimCarrier`'s `rebind()` and answers
 //! in the shape of the two verbatim samples; a refusal of the simulated carrier is the
-//! published `-5` 业务校验失败 with its reason (invented; until the simulated carrier binds
-//! cards, every rebind is refused so).
+//! published `-5` 业务校验失败 with its reason (invented; a simulated carrier without binding
+//! support refuses every rebind so).
 //!
 //! Changes (`disabledNumber`, `IMEIReRecord`) answer a `GROUP_TRANSACTIONID` of 28 digits like
 //! the samples, derived from the simulated carrier's order id when it gives one
