@@ -122,8 +122,9 @@ pub struct Config {
     /// next to `[[accounts]]`, whose entries carry their own limits.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub carrier_limits: BTreeMap<CarrierId, crate::carrier::guard::CarrierLimits>,
-    /// Standing faults of the simulated accounts, keyed by account id (the default accounts
-    /// are mobile, unicom and telecom).
+    /// Standing settings of the simulated accounts, keyed by account id (the default accounts
+    /// are mobile, unicom and telecom): their faults, and how they take changes (repeat window,
+    /// orders, what a rebind lifts; see `carrier::sim::SimFaults`).
     #[serde(default)]
     pub simulator: BTreeMap<AccountId, crate::carrier::sim::SimFaults>,
     /// Per-carrier overrides of the retention and recovery rules, keyed mobile/unicom/telecom.
@@ -668,6 +669,35 @@ mod tests {
             p[&CarrierId::Unicom],
             CarrierPolicy::default_for(CarrierId::Unicom)
         );
+    }
+
+    #[test]
+    fn simulator_change_settings_parse_and_bad_ones_name_their_key() {
+        let cfg = Config::from_toml(
+            "[simulator.mobile]\nrepeat_window_s = 1800\norders = true\norder_delay_s = 5\n\
+             rebind_lifts_stop = \"never\"\n",
+        )
+        .unwrap();
+        let s = &cfg.simulator[&AccountId::default_for(CarrierId::Mobile)];
+        assert_eq!(
+            (s.repeat_window_s, s.orders, s.order_delay_s),
+            (Some(1800), true, 5)
+        );
+        assert_eq!(
+            s.rebind_lifts_stop,
+            crate::carrier::sim::RebindLiftsStop::Never
+        );
+        for (text, key) in [
+            (
+                "repeat_window_s = 86401",
+                "simulator.mobile: repeat_window_s",
+            ),
+            ("order_delay_s = 2592001", "simulator.mobile: order_delay_s"),
+            ("rebind_lifts_stop = \"sometimes\"", "rebind_lifts_stop"),
+        ] {
+            let e = Config::from_toml(&format!("[simulator.mobile]\n{text}\n")).unwrap_err();
+            assert!(e.contains(key), "{text}: {e}");
+        }
     }
 
     #[test]

@@ -364,6 +364,8 @@ impl ServerBuilder {
                     store.clone(),
                     clock.clone(),
                     &self.config.simulator,
+                    // the account's repeat window (wired by the integrator)
+                    std::time::Duration::ZERO,
                 );
                 sims.by_id.insert(account.id.clone(), sim.clone());
                 let wire = match (account.platform, self.config.simulator_transport) {

@@ -13,7 +13,7 @@ use super::convert::{
 };
 use super::error::{invalid_argument, invalid_field, ERROR_DOMAIN};
 use super::rpc::Rpc;
-use crate::carrier::sim::{Fault, SimCarrier, SimFaults, Simulators};
+use crate::carrier::sim::{is_imei, Fault, SimCarrier, SimFaults, Simulators};
 use crate::carrier::{CarrierCard, CarrierError, ServiceState};
 use crate::clock::{Clock, ClockError};
 use crate::domain::{AccountId, CarrierId, Iccid};
@@ -148,9 +148,15 @@ impl SimulatorApi {
     }
 }
 
-fn carrier_card_to_pb(sim: &SimCarrier, c: CarrierCard) -> pb::CarrierCard {
-    pb::CarrierCard {
-        carrier: carrier_to_pb(crate::carrier::Carrier::id(sim)) as i32,
+/// The card as the simulated carrier holds it, with its machine-card binding.
+async fn carrier_card_to_pb(sim: &SimCarrier, c: CarrierCard) -> Result<pb::CarrierCard, Status> {
+    let id = crate::carrier::Carrier::id(sim);
+    let binding = sim
+        .binding_of(&c.iccid)
+        .await
+        .map_err(|e| carrier_status(id, e))?;
+    Ok(pb::CarrierCard {
+        carrier: carrier_to_pb(id) as i32,
         account_id: crate::carrier::Carrier::account(sim).to_string(),
         iccid: c.iccid.to_string(),
         state: match c.state {
@@ -160,10 +166,18 @@ fn carrier_card_to_pb(sim: &SimCarrier, c: CarrierCard) -> pb::CarrierCard {
         } as i32,
         cycle_usage_bytes: c.cycle_usage_bytes,
         changes: c.changes,
-        // Filled in by the binding issue's simulator work.
-        bound_imei: String::new(),
-        device_imei: String::new(),
-        device_stopped: false,
+        bound_imei: binding.bound_imei.unwrap_or_default(),
+        device_imei: binding.device_imei.unwrap_or_default(),
+        device_stopped: binding.device_stopped,
+    })
+}
+
+/// The `imei` of a binding control: exactly 15 digits.
+fn imei_field(imei: &str) -> Result<&str, Status> {
+    if is_imei(imei) {
+        Ok(imei)
+    } else {
+        Err(invalid_field("imei", "must be exactly 15 digits"))
     }
 }
 
@@ -181,16 +195,36 @@ fn carrier_status(carrier: CarrierId, error: CarrierError) -> Status {
 impl pb::simulator_service_server::SimulatorService for SimulatorApi {
     async fn bind_carrier_card(
         &self,
-        _request: Request<pb::BindCarrierCardRequest>,
+        request: Request<pb::BindCarrierCardRequest>,
     ) -> Result<Response<pb::CarrierCard>, Status> {
-        Err(Status::unimplemented("binding lands with the orders issue"))
+        self.auth.caller(&request, Rpc::BindCarrierCard).await?;
+        let req = request.into_inner();
+        let (sim, iccid) = self.target(req.carrier, &req.account_id, Some(&req.iccid))?;
+        let iccid = iccid.ok_or_else(|| invalid_field("iccid", "is required"))?;
+        let imei = imei_field(&req.imei)?;
+        let id = crate::carrier::Carrier::id(sim);
+        let card = sim
+            .bind(&iccid, imei)
+            .await
+            .map_err(|e| carrier_status(id, e))?;
+        Ok(Response::new(carrier_card_to_pb(sim, card).await?))
     }
 
     async fn move_carrier_card(
         &self,
-        _request: Request<pb::MoveCarrierCardRequest>,
+        request: Request<pb::MoveCarrierCardRequest>,
     ) -> Result<Response<pb::CarrierCard>, Status> {
-        Err(Status::unimplemented("binding lands with the orders issue"))
+        self.auth.caller(&request, Rpc::MoveCarrierCard).await?;
+        let req = request.into_inner();
+        let (sim, iccid) = self.target(req.carrier, &req.account_id, Some(&req.iccid))?;
+        let iccid = iccid.ok_or_else(|| invalid_field("iccid", "is required"))?;
+        let imei = imei_field(&req.imei)?;
+        let id = crate::carrier::Carrier::id(sim);
+        let card = sim
+            .move_to_device(&iccid, imei)
+            .await
+            .map_err(|e| carrier_status(id, e))?;
+        Ok(Response::new(carrier_card_to_pb(sim, card).await?))
     }
 
     async fn get_clock(
@@ -264,7 +298,7 @@ impl pb::simulator_service_server::SimulatorService for SimulatorApi {
         let card = crate::carrier::Carrier::card(sim, &iccid)
             .await
             .map_err(|e| carrier_status(id, e))?;
-        Ok(Response::new(carrier_card_to_pb(sim, card)))
+        Ok(Response::new(carrier_card_to_pb(sim, card).await?))
     }
 
     async fn record_usage(
@@ -293,7 +327,7 @@ impl pb::simulator_service_server::SimulatorService for SimulatorApi {
             Err(e) => return Err(e.into()),
         };
         Ok(Response::new(pb::RecordUsageResponse {
-            carrier_card: Some(carrier_card_to_pb(sim, at_carrier)),
+            carrier_card: Some(carrier_card_to_pb(sim, at_carrier).await?),
             card,
         }))
     }
@@ -313,7 +347,10 @@ impl pb::simulator_service_server::SimulatorService for SimulatorApi {
             down: req.down,
             traffic_bytes_per_hour: req.traffic_bytes_per_hour,
             responses_lost: req.responses_lost,
-        };
+            ..SimFaults::default()
+        }
+        // SetFaults sets the misbehaviour; how the account takes changes stays as configured.
+        .with_change_settings_of(sim.settings());
         faults.validate().map_err(|e| {
             let field = e.split(' ').next().unwrap_or("faults").to_string();
             invalid_field(&field, e)
@@ -346,7 +383,7 @@ impl pb::simulator_service_server::SimulatorService for SimulatorApi {
             .set_state_behind_simgate(&iccid, state)
             .await
             .map_err(|e| carrier_status(id, e))?;
-        Ok(Response::new(carrier_card_to_pb(sim, card)))
+        Ok(Response::new(carrier_card_to_pb(sim, card).await?))
     }
 
     async fn inject_fault(

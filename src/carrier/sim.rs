@@ -1,15 +1,37 @@
 //! Simulated China Mobile, China Unicom and China Telecom platforms. They keep the carrier's side
 //! of every card in the database (so a restarted server and its simulators still agree), refuse
 //! what a real platform refuses, and can be told to fail on purpose.
+//!
+//! They also model what makes a carrier change more than a function call (issue 20), each
+//! setting of [`SimFaults`]:
+//! - the **repeat window** (同一卡号N分钟内不能重复办理业务, onelink.md §3): a stop, restore or
+//!   rebind of a card within the window of its last accepted change is deferred, nothing
+//!   applied. The platforms publish no error code for it; `SIM_REPEAT_WINDOW` is invented.
+//! - **orders** (onelink.md §3.1): every accepted change gets an order number (`SIM` and a
+//!   sequence per account, invented: OneLink's own format is not public). With `orders` on,
+//!   the change is only accepted, and applied when its order completes, `order_delay_s` later.
+//! - **machine-card binding** (机卡绑定, rules.md §5, onelink.md §7): a bound card found in
+//!   another device at the carrier's daily check, 00:00 Beijing time, is stopped by the
+//!   carrier (机卡分离); a restore cannot bring it back, only a rebind that ends the mismatch,
+//!   lifted at the next daily check (or, with `rebind_lifts_stop = "never"`, a restore after
+//!   it).
+//!
+//! Time is the simulator's own clock (the card clock, which AdvanceClock moves). Orders and
+//! daily checks fall due lazily: every read, order query and change first applies, in time
+//! order, whatever fell due since the last one, so a jump of the clock costs one step per order
+//! completed and one per span of daily checks, not one per simulated day.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 
-use super::{Carrier, CarrierCard, CarrierError, OnboardCard, Receipt, ServiceState};
+use super::{
+    Binding, Carrier, CarrierCard, CarrierError, Change, OnboardCard, OrderProgress, Rebind,
+    Receipt, ServiceState,
+};
 use crate::clock::Clock;
-use crate::domain::{AccountId, CarrierId, CarrierPolicy, Iccid};
+use crate::domain::{AccountId, CarrierId, CarrierPolicy, Iccid, StopReason, StopReasons};
 use crate::store::Store;
 
 /// Largest cycle usage a simulated card can record (2^62 bytes).
@@ -18,9 +40,45 @@ const USAGE_LIMIT: u64 = 1 << 62;
 /// Cards per batched read: the simulator answers like a platform with a generous batch query.
 const SIM_BATCH: usize = 1000;
 
-/// Standing misbehaviour of a simulated carrier (configuration `[simulator.mobile]`, or
-/// SimulatorService.SetFaults): what share of calls fail and how.
-#[derive(Debug, Clone, Copy, PartialEq, Default, serde::Deserialize, serde::Serialize)]
+/// A day of the card clock, and where the carrier's daily check falls in it: 00:00 Beijing time
+/// (UTC+8, no daylight saving) is 16:00 UTC.
+const DAY_MS: i64 = 86_400_000;
+const BEIJING_OFFSET_MS: i64 = 8 * 3_600_000;
+
+/// The longest repeat window and order delay a simulated account may be given: a day and 30
+/// days. The published windows are 3 and 30 minutes; OneLink keeps orders 60 days.
+const MAX_REPEAT_WINDOW_S: u64 = 86_400;
+const MAX_ORDER_DELAY_S: u64 = 30 * 86_400;
+
+/// The first daily check strictly after `ms`.
+fn first_check_after(ms: i64) -> i64 {
+    ((ms + BEIJING_OFFSET_MS).div_euclid(DAY_MS) + 1) * DAY_MS - BEIJING_OFFSET_MS
+}
+
+/// The last daily check at or before `ms`.
+fn last_check_at_or_before(ms: i64) -> i64 {
+    (ms + BEIJING_OFFSET_MS).div_euclid(DAY_MS) * DAY_MS - BEIJING_OFFSET_MS
+}
+
+/// What the carrier does at its next daily check for a card whose rebind ended its
+/// machine-card separation (`rebind_lifts_stop`). Resellers report that such a stop "cannot
+/// simply be restored" and is lifted by the carrier after the binding is handled, but not how
+/// or when: both settings are invented, so a test can run either way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RebindLiftsStop {
+    /// The carrier lifts its stop: a card it stopped is ACTIVE again.
+    #[default]
+    NextDailyCheck,
+    /// The separation clears but the card stays STOPPED until a restore.
+    Never,
+}
+
+/// The standing settings of a simulated account (configuration `[simulator.<account>]`):
+/// its misbehaviour (what share of calls fail and how, also set by SimulatorService.SetFaults)
+/// and how it takes changes (repeat window, orders, what a rebind lifts; SetFaults keeps
+/// these as they are).
+#[derive(Debug, Clone, Copy, PartialEq, serde::Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SimFaults {
     /// Share of calls answered "unavailable" without applying anything (0..=1).
@@ -38,9 +96,38 @@ pub struct SimFaults {
     /// Every change is applied and none of the platform's answers arrive: changes time out
     /// after landing, reads fail.
     pub responses_lost: bool,
+    /// The repeat window in seconds: a stop, restore or rebind of a card this soon after its
+    /// last accepted change is deferred. None: the account's own repeat window; 0: none.
+    pub repeat_window_s: Option<u64>,
+    /// False: a change is applied at once. True: it is taken as an order that completes
+    /// `order_delay_s` later, and only then applied.
+    pub orders: bool,
+    /// How long an order takes, in seconds of the card clock (default 60).
+    pub order_delay_s: u64,
+    /// What the next daily check does after a rebind ended a card's machine-card separation.
+    pub rebind_lifts_stop: RebindLiftsStop,
+}
+
+impl Default for SimFaults {
+    fn default() -> SimFaults {
+        SimFaults {
+            error_rate: 0.0,
+            latency_ms: 0,
+            rate_limit_rate: 0.0,
+            timeout_after_apply_rate: 0.0,
+            down: false,
+            traffic_bytes_per_hour: 0,
+            responses_lost: false,
+            repeat_window_s: None,
+            orders: false,
+            order_delay_s: 60,
+            rebind_lifts_stop: RebindLiftsStop::default(),
+        }
+    }
 }
 
 impl SimFaults {
+    /// Each error starts with the key it is about (SetFaults names the field by it).
     pub fn validate(&self) -> Result<(), String> {
         for (name, v) in [
             ("error_rate", self.error_rate),
@@ -57,9 +144,108 @@ impl SimFaults {
         if self.latency_ms > 60_000 {
             return Err("latency_ms must be at most 60000".into());
         }
+        if self
+            .repeat_window_s
+            .is_some_and(|w| w > MAX_REPEAT_WINDOW_S)
+        {
+            return Err(format!(
+                "repeat_window_s must be at most {MAX_REPEAT_WINDOW_S} (a day), got {}",
+                self.repeat_window_s.unwrap_or_default()
+            ));
+        }
+        if self.order_delay_s > MAX_ORDER_DELAY_S {
+            return Err(format!(
+                "order_delay_s must be at most {MAX_ORDER_DELAY_S} (30 days), got {}",
+                self.order_delay_s
+            ));
+        }
         Ok(())
     }
+
+    /// These faults with `settings`' repeat window, orders and rebind setting: what SetFaults
+    /// sets, leaving how the account takes changes as configured.
+    pub fn with_change_settings_of(self, settings: SimFaults) -> SimFaults {
+        SimFaults {
+            repeat_window_s: settings.repeat_window_s,
+            orders: settings.orders,
+            order_delay_s: settings.order_delay_s,
+            rebind_lifts_stop: settings.rebind_lifts_stop,
+            ..self
+        }
+    }
 }
+
+/// A simulated card's machine-card binding, as the harness shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SimBinding {
+    /// The IMEI the card is bound to; None: not bound.
+    pub bound_imei: Option<String>,
+    /// The device the card is in; None: none seen.
+    pub device_imei: Option<String>,
+    /// The carrier stopped the card for machine-card separation.
+    pub device_stopped: bool,
+}
+
+/// A simulated card's machine-card binding and how its stop came about (times on the card
+/// clock, Unix milliseconds), as `sim_cards` stores it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SimBindingRow {
+    pub state: ServiceState,
+    pub bound_imei: Option<String>,
+    pub device_imei: Option<String>,
+    pub device_since_ms: Option<i64>,
+    /// When a daily check stopped the card for machine-card separation; None: it did not.
+    pub device_stopped_ms: Option<i64>,
+    /// The STOPPED state is the daily check's, not a change's.
+    pub carrier_stopped: bool,
+    pub rebound_ms: Option<i64>,
+}
+
+impl SimBindingRow {
+    /// Bound, and in a device other than the bound one.
+    pub fn separated(&self) -> bool {
+        matches!((&self.bound_imei, &self.device_imei), (Some(b), Some(d)) if b != d)
+    }
+}
+
+/// One change a simulated account accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SimOrder {
+    pub order_num: String,
+    pub seq: i64,
+    pub iccid: Iccid,
+    /// STOP, RESTORE, CANCEL or REBIND.
+    pub action: String,
+    /// A rebind's mode and IMEI as JSON; empty for none.
+    pub params: String,
+    pub created_ms: i64,
+    pub completes_ms: i64,
+    /// `inProgress`, `completed` or `failed`.
+    pub status: String,
+}
+
+/// Whether `imei` is an IMEI: exactly 15 digits.
+pub fn is_imei(imei: &str) -> bool {
+    imei.len() == 15 && imei.bytes().all(|b| b.is_ascii_digit())
+}
+
+fn store_error(e: crate::store::StoreError) -> CarrierError {
+    CarrierError::Transient(e.to_string())
+}
+
+fn action_of(change: &Change) -> &'static str {
+    match change {
+        Change::Stop => "STOP",
+        Change::Restore => "RESTORE",
+        Change::Cancel => "CANCEL",
+        Change::Rebind(_) => "REBIND",
+    }
+}
+
+/// The order statuses kept, in OneLink's words (onelink.md §3.1).
+const ORDER_OPEN: &str = "inProgress";
+const ORDER_DONE: &str = "completed";
+const ORDER_FAILED: &str = "failed";
 
 /// How the next mutating calls of a simulated carrier fail.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,6 +270,12 @@ pub struct SimCarrier {
     traffic_until: Mutex<Option<chrono::DateTime<chrono::Utc>>>,
     /// xorshift state for the fault dice; seeded from the OS.
     dice: Mutex<u64>,
+    /// The account's own repeat window (its `[[accounts]]` entry), used when the settings do
+    /// not set `repeat_window_s`.
+    account_window: std::time::Duration,
+    /// Held while due orders and daily checks are applied and while a change or a harness
+    /// control writes, so that each is applied once and in time order within this process.
+    settling: tokio::sync::Mutex<()>,
 }
 
 impl SimCarrier {
@@ -92,15 +284,18 @@ impl SimCarrier {
         SimCarrier::for_account(AccountId::default_for(policy.carrier), policy, store, clock)
     }
 
-    /// A simulated account with its standing faults from configuration (`[simulator.<id>]`).
+    /// A simulated account with its standing settings from configuration (`[simulator.<id>]`)
+    /// and the account's own repeat window (used unless the settings set `repeat_window_s`).
     pub fn configured(
         account: AccountId,
         policy: CarrierPolicy,
         store: Store,
         clock: Arc<dyn Clock>,
         faults: &BTreeMap<AccountId, SimFaults>,
+        repeat_window: std::time::Duration,
     ) -> Arc<SimCarrier> {
-        let sim = SimCarrier::for_account(account, policy, store, clock);
+        let mut sim = SimCarrier::for_account(account, policy, store, clock);
+        sim.account_window = repeat_window;
         if let Some(f) = faults.get(&sim.account) {
             sim.set_faults(*f);
         }
@@ -128,7 +323,260 @@ impl SimCarrier {
                     .map(|_| u64::from_le_bytes(b) | 1)
                     .unwrap_or(0x9e37_79b9_7f4a_7c15)
             }),
+            account_window: std::time::Duration::ZERO,
+            settling: tokio::sync::Mutex::new(()),
         }
+    }
+
+    /// The standing settings now.
+    pub fn settings(&self) -> SimFaults {
+        self.faults()
+    }
+
+    /// The repeat window in force.
+    fn repeat_window(&self) -> std::time::Duration {
+        self.faults()
+            .repeat_window_s
+            .map(std::time::Duration::from_secs)
+            .unwrap_or(self.account_window)
+    }
+
+    fn now_ms(&self) -> i64 {
+        self.clock.now().timestamp_millis()
+    }
+
+    /// Applies, in time order, every order that completed and every daily check that fell due
+    /// since the last time. The caller holds `settling`.
+    ///
+    /// Between two order completions nothing a check looks at changes (every change and harness
+    /// control settles first), so of the daily checks in such a span only the first can do
+    /// anything: it runs, stamped with its own time, and the span's later ones are skipped. An
+    /// order completing at a check's very time is applied before that check.
+    async fn settle_locked(&self) -> Result<(), CarrierError> {
+        let account = self.account.as_str();
+        let now = self.now_ms();
+        let checked = match self
+            .store
+            .sim_checked_until(account)
+            .await
+            .map_err(store_error)?
+        {
+            Some(c) => c,
+            None => {
+                // A new account: nothing was bound before its first settling.
+                let c = last_check_at_or_before(now);
+                self.store
+                    .sim_set_checked(account, c)
+                    .await
+                    .map_err(store_error)?;
+                c
+            }
+        };
+        let due = self
+            .store
+            .sim_due_orders(account, now)
+            .await
+            .map_err(store_error)?;
+        let mut from = checked;
+        for order in due {
+            from = self.checks_until(from, order.completes_ms - 1).await?;
+            self.complete(&order).await?;
+        }
+        let last = self.checks_until(from, now).await?;
+        if last > checked {
+            self.store
+                .sim_set_checked(account, last)
+                .await
+                .map_err(store_error)?;
+        }
+        Ok(())
+    }
+
+    /// Runs the first daily check in `(from, to]`, if any; returns up to when checks are done.
+    async fn checks_until(&self, from: i64, to: i64) -> Result<i64, CarrierError> {
+        let first = first_check_after(from);
+        if first > to {
+            return Ok(from);
+        }
+        let lift = self.faults().rebind_lifts_stop == RebindLiftsStop::NextDailyCheck;
+        let (lifted, stopped) = self
+            .store
+            .sim_daily_check(self.account.as_str(), first, lift)
+            .await
+            .map_err(store_error)?;
+        if lifted + stopped > 0 {
+            tracing::debug!(account = %self.account, lifted, stopped, "simulated daily check");
+        }
+        Ok(last_check_at_or_before(to))
+    }
+
+    /// Settles, for a read or a harness control.
+    async fn settle(&self) -> Result<(), CarrierError> {
+        let _held = self.settling.lock().await;
+        self.settle_locked().await
+    }
+
+    /// Completes a due order: applies its change, or fails it when the card no longer allows
+    /// it (cancelled meanwhile, or separated before a restore).
+    async fn complete(&self, order: &SimOrder) -> Result<(), CarrierError> {
+        let change = match order.action.as_str() {
+            "STOP" => Change::Stop,
+            "RESTORE" => Change::Restore,
+            "CANCEL" => Change::Cancel,
+            "REBIND" => Change::Rebind(serde_json::from_str(&order.params).map_err(|e| {
+                CarrierError::Transient(format!("order {}: params: {e}", order.order_num))
+            })?),
+            other => {
+                return Err(CarrierError::Transient(format!(
+                    "order {}: unknown action {other:?}",
+                    order.order_num
+                )))
+            }
+        };
+        let row = self
+            .store
+            .sim_binding(self.account.as_str(), &order.iccid)
+            .await
+            .map_err(store_error)?;
+        let status = match row {
+            Some(row) if self.refusal(&order.iccid, &row, &change).is_none() => {
+                self.apply(&order.iccid, &row, &change, order.completes_ms)
+                    .await?;
+                ORDER_DONE
+            }
+            _ => ORDER_FAILED,
+        };
+        self.store
+            .sim_end_order(self.account.as_str(), &order.order_num, status)
+            .await
+            .map_err(store_error)?;
+        Ok(())
+    }
+
+    /// Why the card refuses `change` as it stands (the repeat window apart); None: it takes it.
+    fn refusal(&self, iccid: &Iccid, row: &SimBindingRow, change: &Change) -> Option<CarrierError> {
+        if row.state == ServiceState::Cancelled && *change != Change::Cancel {
+            return Some(CarrierError::Rejected {
+                code: "CARD_CANCELLED".into(),
+                message: format!("{iccid} is cancelled at {}", self.id.display_name()),
+            });
+        }
+        match change {
+            Change::Restore if row.device_stopped_ms.is_some() => {
+                // Invented code: the platform's refusal of this restore is not published.
+                Some(CarrierError::Rejected {
+                    code: "SIM_DEVICE_MISMATCH".into(),
+                    message: format!(
+                        "{iccid} was stopped for machine-card separation (机卡分离): only a \
+                         rebind ends it (simulated)"
+                    ),
+                })
+            }
+            Change::Rebind(Rebind::CurrentDevice) if row.device_imei.is_none() => {
+                Some(CarrierError::Rejected {
+                    code: "SIM_NO_DEVICE".into(),
+                    message: format!("{iccid} has been in no device to bind to (simulated)"),
+                })
+            }
+            Change::Rebind(Rebind::Imei(x)) if !is_imei(x) => Some(CarrierError::Rejected {
+                code: "SIM_BAD_IMEI".into(),
+                message: format!("{x:?} is not an IMEI of 15 digits (simulated)"),
+            }),
+            _ => None,
+        }
+    }
+
+    /// Applies an accepted change at `at_ms`.
+    async fn apply(
+        &self,
+        iccid: &Iccid,
+        row: &SimBindingRow,
+        change: &Change,
+        at_ms: i64,
+    ) -> Result<(), CarrierError> {
+        let account = self.account.as_str();
+        let to = match change {
+            Change::Stop => ServiceState::Stopped,
+            Change::Restore => ServiceState::Active,
+            Change::Cancel => ServiceState::Cancelled,
+            Change::Rebind(r) => {
+                let bound = match r {
+                    Rebind::Unbind => None,
+                    Rebind::CurrentDevice => row.device_imei.as_deref(),
+                    Rebind::Imei(x) => Some(x.as_str()),
+                };
+                return self
+                    .store
+                    .sim_rebind(account, iccid, bound, at_ms)
+                    .await
+                    .map_err(store_error);
+            }
+        };
+        self.store
+            .sim_set_state(account, iccid, to)
+            .await
+            .map_err(store_error)
+    }
+
+    /// The card's binding as the harness shows it (no simulated fault applies).
+    pub async fn binding_of(&self, iccid: &Iccid) -> Result<SimBinding, CarrierError> {
+        self.settle().await?;
+        let row = self.binding_row(iccid).await?;
+        Ok(SimBinding {
+            bound_imei: row.bound_imei,
+            device_imei: row.device_imei,
+            device_stopped: row.device_stopped_ms.is_some(),
+        })
+    }
+
+    async fn binding_row(&self, iccid: &Iccid) -> Result<SimBindingRow, CarrierError> {
+        self.store
+            .sim_binding(self.account.as_str(), iccid)
+            .await
+            .map_err(store_error)?
+            .ok_or_else(|| not_found(self.id, iccid))
+    }
+
+    /// Harness: binds the card to device `imei`, which it is then in (as the carrier's first
+    /// bill in a device binds it, 首话单自动绑定). Not a rebind: it sets the card up, it does not
+    /// lift a separation stop.
+    pub async fn bind(&self, iccid: &Iccid, imei: &str) -> Result<CarrierCard, CarrierError> {
+        self.put_in_device(iccid, imei, true).await
+    }
+
+    /// Harness: puts the card in device `imei`. A bound card in another device is stopped at
+    /// the next daily check.
+    pub async fn move_to_device(
+        &self,
+        iccid: &Iccid,
+        imei: &str,
+    ) -> Result<CarrierCard, CarrierError> {
+        self.put_in_device(iccid, imei, false).await
+    }
+
+    async fn put_in_device(
+        &self,
+        iccid: &Iccid,
+        imei: &str,
+        bind: bool,
+    ) -> Result<CarrierCard, CarrierError> {
+        if !is_imei(imei) {
+            return Err(CarrierError::Rejected {
+                code: "SIM_BAD_IMEI".into(),
+                message: format!("imei {imei:?} must be exactly 15 digits"),
+            });
+        }
+        let _held = self.settling.lock().await;
+        self.settle_locked().await?;
+        let found = self
+            .store
+            .sim_put_in_device(self.account.as_str(), iccid, imei, bind, self.now_ms())
+            .await
+            .map_err(store_error)?;
+        if !found {
+            return Err(not_found(self.id, iccid));
+        }
+        self.read_raw(iccid).await
     }
 
     pub fn set_faults(&self, f: SimFaults) {
@@ -227,8 +675,15 @@ impl SimCarrier {
         f.extend(std::iter::repeat_n(fault, count as usize));
     }
 
-    /// The simulator's own record of a card, without any simulated failure.
+    /// The simulator's own record of a card, without any simulated failure, after whatever
+    /// fell due.
     async fn read(&self, iccid: &Iccid) -> Result<CarrierCard, CarrierError> {
+        self.settle().await?;
+        self.read_raw(iccid).await
+    }
+
+    /// The record as stored; the caller settled.
+    async fn read_raw(&self, iccid: &Iccid) -> Result<CarrierCard, CarrierError> {
         self.store
             .sim_card(self.account.as_str(), iccid, self.cycle_ms())
             .await
@@ -273,12 +728,14 @@ impl SimCarrier {
         iccid: &Iccid,
         to: ServiceState,
     ) -> Result<CarrierCard, CarrierError> {
-        self.read(iccid).await?;
+        let _held = self.settling.lock().await;
+        self.settle_locked().await?;
+        self.read_raw(iccid).await?;
         self.store
             .sim_set_state(self.account.as_str(), iccid, to)
             .await
             .map_err(|e| CarrierError::Transient(e.to_string()))?;
-        self.read(iccid).await
+        self.read_raw(iccid).await
     }
 
     /// The simulator's own record of a card, for harnesses: no simulated fault applies.
@@ -318,7 +775,10 @@ impl SimCarrier {
         self.read(iccid).await
     }
 
-    async fn change(&self, iccid: &Iccid, to: ServiceState) -> Result<(), CarrierError> {
+    /// Takes a change as the platform would: injected and standing faults first, then the
+    /// card's refusals and its repeat window (a cancel, the carrier's own release of the
+    /// number, is exempt), then an order, applied now or when it completes.
+    async fn change(&self, iccid: &Iccid, change: &Change) -> Result<Receipt, CarrierError> {
         match self.take_fault() {
             Some(Fault::Reject) => {
                 return Err(CarrierError::Rejected {
@@ -342,19 +802,11 @@ impl SimCarrier {
                 retry_after: Some(std::time::Duration::from_millis(20)),
             });
         }
-        let current = self.read(iccid).await?;
-        if current.state == ServiceState::Cancelled && to != ServiceState::Cancelled {
-            return Err(CarrierError::Rejected {
-                code: "CARD_CANCELLED".into(),
-                message: format!("{iccid} is cancelled at {}", self.id.display_name()),
-            });
-        }
-        if current.state != to {
-            self.store
-                .sim_set_state(self.account.as_str(), iccid, to)
-                .await
-                .map_err(|e| CarrierError::Transient(e.to_string()))?;
-        }
+        let receipt = {
+            let _held = self.settling.lock().await;
+            self.settle_locked().await?;
+            self.take_order(iccid, change, &f).await?
+        };
         if f.responses_lost {
             return Err(CarrierError::OutcomeUnknown(
                 "simulated: the change was applied and its answer never arrived".into(),
@@ -365,7 +817,92 @@ impl SimCarrier {
                 "simulated timeout after the change was applied".into(),
             ));
         }
-        Ok(())
+        Ok(receipt)
+    }
+
+    /// The refusals, the window and the order of `change`; the caller holds `settling`.
+    async fn take_order(
+        &self,
+        iccid: &Iccid,
+        change: &Change,
+        f: &SimFaults,
+    ) -> Result<Receipt, CarrierError> {
+        let account = self.account.as_str();
+        let row = self.binding_row(iccid).await?;
+        if let Some(refused) = self.refusal(iccid, &row, change) {
+            return Err(refused);
+        }
+        let now = self.now_ms();
+        let window = self.repeat_window();
+        if *change != Change::Cancel && !window.is_zero() {
+            if let Some(last) = self
+                .store
+                .sim_last_change_ms(account, iccid)
+                .await
+                .map_err(store_error)?
+            {
+                let window_ms = i64::try_from(window.as_millis()).unwrap_or(i64::MAX);
+                // At most the window: a clock restarted behind the last change (an offset
+                // clock after a restart) must not defer a card for longer.
+                let remaining = (last.saturating_add(window_ms) - now).min(window_ms);
+                if remaining > 0 {
+                    return Err(CarrierError::Deferred {
+                        code: "SIM_REPEAT_WINDOW".into(),
+                        message: format!(
+                            "同一卡号{}分钟内不能重复办理业务 (simulated)",
+                            window.as_secs().div_ceil(60)
+                        ),
+                        retry_after: Some(std::time::Duration::from_millis(
+                            u64::try_from(remaining).unwrap_or(0),
+                        )),
+                    });
+                }
+            }
+        }
+        // A cancel is the carrier's own release of the number: never left waiting.
+        let later = f.orders && *change != Change::Cancel;
+        let delay_ms = i64::try_from(f.order_delay_s)
+            .unwrap_or(i64::MAX / 2_000)
+            .saturating_mul(1000);
+        let mut order = SimOrder {
+            order_num: String::new(),
+            seq: 0,
+            iccid: iccid.clone(),
+            action: action_of(change).into(),
+            params: match change {
+                Change::Rebind(r) => serde_json::to_string(r)
+                    .map_err(|e| CarrierError::Transient(format!("rebind params: {e}")))?,
+                _ => String::new(),
+            },
+            created_ms: now,
+            completes_ms: if later {
+                now.saturating_add(delay_ms)
+            } else {
+                now
+            },
+            status: if later { ORDER_OPEN } else { ORDER_DONE }.into(),
+        };
+        // Two servers simulating one account on one database (the replica tests) may take the
+        // same next number; the loser's insert fails on the unique index and takes the next.
+        let mut attempt = 0;
+        loop {
+            order.seq = self
+                .store
+                .sim_next_order_seq(account)
+                .await
+                .map_err(store_error)?;
+            order.order_num = format!("SIM{:010}", order.seq);
+            match self.store.sim_insert_order(account, &order).await {
+                Ok(()) => break,
+                Err(crate::store::StoreError::Db(_)) if attempt < 5 => attempt += 1,
+                Err(e) => return Err(store_error(e)),
+            }
+        }
+        if later {
+            return Ok(Receipt::in_progress(Some(order.order_num)));
+        }
+        self.apply(iccid, &row, change, now).await?;
+        Ok(Receipt::applied_as(order.order_num))
     }
 }
 
@@ -418,6 +955,7 @@ impl Carrier for SimCarrier {
     async fn cards(&self, iccids: &[Iccid]) -> Result<Vec<CarrierCard>, CarrierError> {
         self.weather().await?;
         self.accrue_traffic().await?;
+        self.settle().await?;
         self.store
             .sim_cards(self.account.as_str(), iccids, self.cycle_ms())
             .await
@@ -429,21 +967,87 @@ impl Carrier for SimCarrier {
     }
 
     async fn stop(&self, iccid: &Iccid) -> Result<Receipt, CarrierError> {
-        self.change(iccid, ServiceState::Stopped)
-            .await
-            .map(|()| Receipt::applied())
+        self.change(iccid, &Change::Stop).await
     }
 
     async fn restore(&self, iccid: &Iccid) -> Result<Receipt, CarrierError> {
-        self.change(iccid, ServiceState::Active)
-            .await
-            .map(|()| Receipt::applied())
+        self.change(iccid, &Change::Restore).await
     }
 
     async fn cancel(&self, iccid: &Iccid) -> Result<Receipt, CarrierError> {
-        self.change(iccid, ServiceState::Cancelled)
+        self.change(iccid, &Change::Cancel).await
+    }
+
+    async fn rebind(&self, iccid: &Iccid, rebind: &Rebind) -> Result<Receipt, CarrierError> {
+        self.change(iccid, &Change::Rebind(rebind.clone())).await
+    }
+
+    fn rebind_modes(&self) -> Vec<&'static str> {
+        [
+            Rebind::Unbind,
+            Rebind::CurrentDevice,
+            Rebind::Imei(String::new()),
+        ]
+        .iter()
+        .map(Rebind::mode)
+        .collect()
+    }
+
+    fn queries_orders(&self) -> bool {
+        true
+    }
+
+    async fn order(&self, iccid: &Iccid, order_id: &str) -> Result<OrderProgress, CarrierError> {
+        self.weather().await?;
+        self.settle().await?;
+        let order = self
+            .store
+            .sim_order(self.account.as_str(), order_id)
             .await
-            .map(|()| Receipt::applied())
+            .map_err(store_error)?
+            .filter(|o| &o.iccid == iccid)
+            .ok_or_else(|| CarrierError::Rejected {
+                // Invented: OneLink's code for an unknown order number is not published.
+                code: "SIM_ORDER_UNKNOWN".into(),
+                message: format!("no order {order_id} for {iccid} (simulated)"),
+            })?;
+        Ok(match order.status.as_str() {
+            ORDER_DONE => OrderProgress::Completed,
+            ORDER_OPEN => OrderProgress::Open(order.status),
+            _ => OrderProgress::Failed(order.status),
+        })
+    }
+
+    async fn stop_reasons(&self, iccid: &Iccid) -> Result<Option<StopReasons>, CarrierError> {
+        self.weather().await?;
+        self.settle().await?;
+        let row = self.binding_row(iccid).await?;
+        let mut reasons = StopReasons::NONE;
+        if row.state == ServiceState::Stopped {
+            if row.device_stopped_ms.is_some() {
+                reasons.insert(StopReason::DeviceMismatch);
+            }
+            if !row.carrier_stopped {
+                reasons.insert(StopReason::Manual);
+            }
+        }
+        Ok(Some(reasons))
+    }
+
+    async fn binding(&self, iccid: &Iccid) -> Result<Option<Binding>, CarrierError> {
+        self.weather().await?;
+        self.settle().await?;
+        let row = self.binding_row(iccid).await?;
+        let separated = row.separated();
+        Ok(Some(Binding {
+            bound: row.bound_imei.is_some(),
+            imei: row.device_imei.clone(),
+            separated,
+            separated_since: row
+                .device_since_ms
+                .filter(|_| separated)
+                .and_then(chrono::DateTime::from_timestamp_millis),
+        }))
     }
 }
 
@@ -461,5 +1065,562 @@ impl Simulators {
     /// Every simulated account of a carrier.
     pub fn of(&self, carrier: CarrierId) -> impl Iterator<Item = &Arc<SimCarrier>> {
         self.by_id.values().filter(move |s| s.id == carrier)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::store::StoreOptions;
+    use chrono::TimeZone;
+    use std::time::Duration;
+
+    const IMEI_A: &str = "860000000000001";
+    const IMEI_B: &str = "860000000000002";
+
+    struct Fixture {
+        sim: SimCarrier,
+        store: Store,
+        clock: ManualClock,
+        iccid: Iccid,
+        _dir: tempfile::TempDir,
+    }
+
+    /// 2026-11-25 02:00 UTC (10:00 in Beijing): the next daily check is at 16:00 UTC.
+    fn start() -> chrono::DateTime<chrono::Utc> {
+        chrono::Utc.with_ymd_and_hms(2026, 11, 25, 2, 0, 0).unwrap()
+    }
+
+    async fn fixture(settings: SimFaults) -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("sim.db").display());
+        let store = Store::connect(&url, StoreOptions::default()).await.unwrap();
+        let clock = ManualClock::new(start());
+        let sim = new_sim(&store, &clock, settings);
+        let iccid = Iccid::from_trusted("89860400000000000001".into());
+        sim.onboard(&[OnboardCard {
+            iccid: iccid.clone(),
+            state: ServiceState::Active,
+            cycle_usage_bytes: 0,
+            msisdn: None,
+        }])
+        .await
+        .unwrap();
+        Fixture {
+            sim,
+            store,
+            clock,
+            iccid,
+            _dir: dir,
+        }
+    }
+
+    fn new_sim(store: &Store, clock: &ManualClock, settings: SimFaults) -> SimCarrier {
+        let sim = SimCarrier::new(
+            CarrierPolicy::default_for(CarrierId::Mobile),
+            store.clone(),
+            Arc::new(clock.clone()),
+        );
+        sim.set_faults(settings);
+        sim
+    }
+
+    impl Fixture {
+        fn advance(&self, by: chrono::Duration) {
+            self.clock.advance(by).unwrap();
+        }
+
+        /// Moves the clock to `h:m` UTC of the start day.
+        fn at_utc(&self, h: u32, m: u32) {
+            let to = chrono::Utc.with_ymd_and_hms(2026, 11, 25, h, m, 0).unwrap();
+            self.clock.set(to).unwrap();
+        }
+
+        async fn state(&self) -> ServiceState {
+            self.sim.inspect(&self.iccid).await.unwrap().state
+        }
+
+        async fn changes(&self) -> u64 {
+            self.sim.inspect(&self.iccid).await.unwrap().changes
+        }
+
+        async fn device_stopped(&self) -> bool {
+            self.sim
+                .binding_of(&self.iccid)
+                .await
+                .unwrap()
+                .device_stopped
+        }
+
+        async fn reasons(&self) -> Vec<StopReason> {
+            self.sim
+                .stop_reasons(&self.iccid)
+                .await
+                .unwrap()
+                .unwrap()
+                .iter()
+                .collect()
+        }
+
+        /// Bound to A, moved to B, stopped by the 16:00 UTC check.
+        async fn separated_and_stopped(&self) {
+            self.sim.bind(&self.iccid, IMEI_A).await.unwrap();
+            self.sim.move_to_device(&self.iccid, IMEI_B).await.unwrap();
+            self.at_utc(16, 0);
+            assert_eq!(self.state().await, ServiceState::Stopped);
+            assert!(self.device_stopped().await);
+        }
+    }
+
+    fn windowed(seconds: u64) -> SimFaults {
+        SimFaults {
+            repeat_window_s: Some(seconds),
+            ..SimFaults::default()
+        }
+    }
+
+    fn with_orders() -> SimFaults {
+        SimFaults {
+            orders: true,
+            order_delay_s: 60,
+            ..SimFaults::default()
+        }
+    }
+
+    #[test]
+    fn daily_checks_fall_at_midnight_in_beijing() {
+        let t = start().timestamp_millis();
+        let check = chrono::Utc
+            .with_ymd_and_hms(2026, 11, 25, 16, 0, 0)
+            .unwrap();
+        assert_eq!(first_check_after(t), check.timestamp_millis());
+        assert_eq!(
+            first_check_after(check.timestamp_millis()),
+            check.timestamp_millis() + DAY_MS
+        );
+        assert_eq!(
+            last_check_at_or_before(check.timestamp_millis()),
+            check.timestamp_millis()
+        );
+        assert_eq!(
+            last_check_at_or_before(check.timestamp_millis() - 1),
+            check.timestamp_millis() - DAY_MS
+        );
+    }
+
+    #[test]
+    fn settings_parse_with_defaults_and_refuse_bad_values_naming_the_key() {
+        let s: SimFaults = toml::from_str("orders = true").unwrap();
+        assert!(s.orders);
+        assert_eq!(s.order_delay_s, 60);
+        assert_eq!(s.repeat_window_s, None);
+        assert_eq!(s.rebind_lifts_stop, RebindLiftsStop::NextDailyCheck);
+        let s: SimFaults =
+            toml::from_str("rebind_lifts_stop = \"never\"\nrepeat_window_s = 0").unwrap();
+        assert_eq!(s.rebind_lifts_stop, RebindLiftsStop::Never);
+        assert_eq!(s.repeat_window_s, Some(0));
+        let bad = toml::from_str::<SimFaults>("rebind_lifts_stop = \"sometimes\"").unwrap_err();
+        assert!(bad.to_string().contains("next_daily_check"), "{bad}");
+        let e = windowed(MAX_REPEAT_WINDOW_S + 1).validate().unwrap_err();
+        assert!(e.starts_with("repeat_window_s "), "{e}");
+        let e = SimFaults {
+            order_delay_s: MAX_ORDER_DELAY_S + 1,
+            ..SimFaults::default()
+        }
+        .validate()
+        .unwrap_err();
+        assert!(e.starts_with("order_delay_s "), "{e}");
+        assert!(windowed(1800).validate().is_ok());
+    }
+
+    #[test]
+    fn set_faults_keeps_the_change_settings() {
+        let configured = SimFaults {
+            orders: true,
+            order_delay_s: 5,
+            repeat_window_s: Some(30),
+            rebind_lifts_stop: RebindLiftsStop::Never,
+            ..SimFaults::default()
+        };
+        let set = SimFaults {
+            error_rate: 0.5,
+            ..SimFaults::default()
+        }
+        .with_change_settings_of(configured);
+        assert_eq!(set.error_rate, 0.5);
+        assert_eq!(
+            (set.orders, set.order_delay_s, set.repeat_window_s),
+            (true, 5, Some(30))
+        );
+        assert_eq!(set.rebind_lifts_stop, RebindLiftsStop::Never);
+    }
+
+    #[tokio::test]
+    async fn a_change_inside_the_repeat_window_is_deferred_until_it_ends_on_the_sim_clock() {
+        let f = fixture(windowed(1800)).await;
+        let r = f.sim.stop(&f.iccid).await.unwrap();
+        assert_eq!(r, Receipt::applied_as("SIM0000000001"));
+        f.advance(chrono::Duration::minutes(10));
+        let e = f.sim.restore(&f.iccid).await.unwrap_err();
+        match e {
+            CarrierError::Deferred {
+                code,
+                message,
+                retry_after,
+            } => {
+                assert_eq!(code, "SIM_REPEAT_WINDOW");
+                assert!(message.contains("30分钟"), "{message}");
+                assert_eq!(retry_after, Some(Duration::from_secs(20 * 60)));
+            }
+            other => panic!("expected a deferral, got {other:?}"),
+        }
+        // Nothing applied, and the refusal opened no window of its own.
+        assert_eq!(f.state().await, ServiceState::Stopped);
+        assert_eq!(f.changes().await, 1);
+        let rebind = f.sim.rebind(&f.iccid, &Rebind::Unbind).await.unwrap_err();
+        assert!(
+            matches!(rebind, CarrierError::Deferred { .. }),
+            "{rebind:?}"
+        );
+        f.advance(chrono::Duration::minutes(20) - chrono::Duration::seconds(1));
+        assert!(matches!(
+            f.sim.restore(&f.iccid).await,
+            Err(CarrierError::Deferred { retry_after: Some(d), .. }) if d == Duration::from_secs(1)
+        ));
+        f.advance(chrono::Duration::seconds(1));
+        let r = f.sim.restore(&f.iccid).await.unwrap();
+        assert_eq!(r, Receipt::applied_as("SIM0000000002"));
+        assert_eq!(f.state().await, ServiceState::Active);
+        assert_eq!(f.changes().await, 2);
+        // A cancel (the carrier releasing the number) is exempt.
+        f.sim.cancel(&f.iccid).await.unwrap();
+        assert_eq!(f.state().await, ServiceState::Cancelled);
+    }
+
+    #[tokio::test]
+    async fn the_account_window_applies_unless_the_settings_set_one() {
+        let f = fixture(SimFaults::default()).await;
+        let account = SimCarrier::configured(
+            AccountId::default_for(CarrierId::Mobile),
+            CarrierPolicy::default_for(CarrierId::Mobile),
+            f.store.clone(),
+            Arc::new(f.clock.clone()),
+            &BTreeMap::new(),
+            Duration::from_secs(180),
+        );
+        account.stop(&f.iccid).await.unwrap();
+        assert!(matches!(
+            account.restore(&f.iccid).await,
+            Err(CarrierError::Deferred { retry_after: Some(d), .. }) if d == Duration::from_secs(180)
+        ));
+        account.set_faults(windowed(0));
+        account.restore(&f.iccid).await.unwrap();
+        assert_eq!(f.state().await, ServiceState::Active);
+    }
+
+    #[tokio::test]
+    async fn a_clock_behind_the_last_change_defers_for_the_window_at_most() {
+        let f = fixture(windowed(600)).await;
+        let ahead = ManualClock::new(start() + chrono::Duration::hours(1));
+        new_sim(&f.store, &ahead, windowed(600))
+            .stop(&f.iccid)
+            .await
+            .unwrap();
+        assert!(matches!(
+            f.sim.restore(&f.iccid).await,
+            Err(CarrierError::Deferred { retry_after: Some(d), .. }) if d == Duration::from_secs(600)
+        ));
+    }
+
+    #[tokio::test]
+    async fn injected_faults_come_before_the_window() {
+        let f = fixture(windowed(1800)).await;
+        f.sim.inject(Fault::Reject, 1);
+        assert!(matches!(
+            f.sim.stop(&f.iccid).await,
+            Err(CarrierError::Rejected { code, .. }) if code == "SIM_INJECTED"
+        ));
+        // The refused call was no accepted change: the next one goes through.
+        f.sim.stop(&f.iccid).await.unwrap();
+        assert_eq!(f.state().await, ServiceState::Stopped);
+    }
+
+    #[tokio::test]
+    async fn an_order_completes_only_after_its_delay() {
+        let f = fixture(with_orders()).await;
+        let r = f.sim.stop(&f.iccid).await.unwrap();
+        let num = r.order_id.clone().unwrap();
+        assert_eq!(r, Receipt::in_progress(Some("SIM0000000001".into())));
+        assert!(f.sim.queries_orders());
+        assert_eq!(f.state().await, ServiceState::Active);
+        assert_eq!(
+            f.sim.order(&f.iccid, &num).await.unwrap(),
+            OrderProgress::Open("inProgress".into())
+        );
+        f.advance(chrono::Duration::seconds(59));
+        assert_eq!(f.state().await, ServiceState::Active);
+        assert_eq!(
+            f.sim.order(&f.iccid, &num).await.unwrap(),
+            OrderProgress::Open("inProgress".into())
+        );
+        f.advance(chrono::Duration::seconds(1));
+        // A batched read settles it too.
+        let read = f.sim.cards(std::slice::from_ref(&f.iccid)).await.unwrap();
+        assert_eq!(read[0].state, ServiceState::Stopped);
+        assert_eq!(read[0].changes, 1);
+        assert_eq!(
+            f.sim.order(&f.iccid, &num).await.unwrap(),
+            OrderProgress::Completed
+        );
+        // An unknown number, or one of another card, is refused.
+        assert!(matches!(
+            f.sim.order(&f.iccid, "SIM0000000099").await,
+            Err(CarrierError::Rejected { code, .. }) if code == "SIM_ORDER_UNKNOWN"
+        ));
+        let other = Iccid::from_trusted("89860400000000000002".into());
+        assert!(matches!(
+            f.sim.order(&other, &num).await,
+            Err(CarrierError::Rejected { .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn an_order_survives_a_restart_and_numbers_go_on() {
+        let Fixture {
+            sim,
+            store,
+            clock,
+            iccid,
+            _dir,
+        } = fixture(with_orders()).await;
+        let num = sim.stop(&iccid).await.unwrap().order_id.unwrap();
+        drop(sim);
+        let again = new_sim(&store, &clock, with_orders());
+        clock.advance(chrono::Duration::seconds(60)).unwrap();
+        assert_eq!(
+            again.order(&iccid, &num).await.unwrap(),
+            OrderProgress::Completed
+        );
+        assert_eq!(
+            again.inspect(&iccid).await.unwrap().state,
+            ServiceState::Stopped
+        );
+        let next = again.restore(&iccid).await.unwrap();
+        assert_eq!(next.order_id.as_deref(), Some("SIM0000000002"));
+    }
+
+    #[tokio::test]
+    async fn an_order_the_card_no_longer_allows_fails() {
+        let f = fixture(with_orders()).await;
+        let num = f.sim.stop(&f.iccid).await.unwrap().order_id.unwrap();
+        // The carrier releases the number before the order completes.
+        f.sim.cancel(&f.iccid).await.unwrap();
+        f.advance(chrono::Duration::seconds(60));
+        assert_eq!(
+            f.sim.order(&f.iccid, &num).await.unwrap(),
+            OrderProgress::Failed("failed".into())
+        );
+        assert_eq!(f.state().await, ServiceState::Cancelled);
+    }
+
+    #[tokio::test]
+    async fn a_change_whose_answer_is_lost_still_has_its_order() {
+        let f = fixture(windowed(60)).await;
+        f.sim.set_faults(SimFaults {
+            responses_lost: true,
+            ..windowed(60)
+        });
+        assert!(matches!(
+            f.sim.stop(&f.iccid).await,
+            Err(CarrierError::OutcomeUnknown(_))
+        ));
+        f.sim.set_faults(windowed(60));
+        assert_eq!(f.state().await, ServiceState::Stopped);
+        assert_eq!(
+            f.sim.order(&f.iccid, "SIM0000000001").await.unwrap(),
+            OrderProgress::Completed
+        );
+        // The lost change opened the card's window like any accepted one.
+        assert!(matches!(
+            f.sim.restore(&f.iccid).await,
+            Err(CarrierError::Deferred { .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn the_daily_check_stops_a_moved_bound_card_at_16_utc_and_not_before() {
+        let f = fixture(SimFaults::default()).await;
+        let c = f.sim.bind(&f.iccid, IMEI_A).await.unwrap();
+        assert_eq!(c.state, ServiceState::Active);
+        f.sim.move_to_device(&f.iccid, IMEI_B).await.unwrap();
+        let b = f.sim.binding(&f.iccid).await.unwrap().unwrap();
+        assert!(b.bound && b.separated);
+        assert_eq!(b.imei.as_deref(), Some(IMEI_B));
+        assert_eq!(b.separated_since, Some(start()));
+        f.at_utc(15, 59);
+        assert_eq!(f.state().await, ServiceState::Active);
+        assert!(!f.device_stopped().await);
+        assert!(f.reasons().await.is_empty());
+        f.at_utc(16, 0);
+        assert_eq!(f.state().await, ServiceState::Stopped);
+        assert!(f.device_stopped().await);
+        // The carrier's own stop, not one simgate sent.
+        assert_eq!(f.changes().await, 0);
+        assert_eq!(f.reasons().await, vec![StopReason::DeviceMismatch]);
+        let refused = f.sim.restore(&f.iccid).await.unwrap_err();
+        assert!(
+            matches!(&refused, CarrierError::Rejected { code, .. } if code == "SIM_DEVICE_MISMATCH"),
+            "{refused:?}"
+        );
+        assert_eq!(f.state().await, ServiceState::Stopped);
+    }
+
+    #[tokio::test]
+    async fn a_card_in_its_bound_device_or_unbound_is_left_alone() {
+        let f = fixture(SimFaults::default()).await;
+        f.sim.bind(&f.iccid, IMEI_A).await.unwrap();
+        f.advance(chrono::Duration::days(3));
+        assert_eq!(f.state().await, ServiceState::Active);
+        f.sim.rebind(&f.iccid, &Rebind::Unbind).await.unwrap();
+        f.sim.move_to_device(&f.iccid, IMEI_B).await.unwrap();
+        f.advance(chrono::Duration::days(3));
+        assert_eq!(f.state().await, ServiceState::Active);
+        assert!(!f.device_stopped().await);
+    }
+
+    #[tokio::test]
+    async fn a_check_long_after_the_move_still_stops_the_card_once() {
+        let f = fixture(SimFaults::default()).await;
+        f.sim.bind(&f.iccid, IMEI_A).await.unwrap();
+        f.sim.move_to_device(&f.iccid, IMEI_B).await.unwrap();
+        f.advance(chrono::Duration::days(400));
+        assert_eq!(f.state().await, ServiceState::Stopped);
+        assert!(f.device_stopped().await);
+        assert_eq!(f.changes().await, 0);
+    }
+
+    #[tokio::test]
+    async fn a_rebind_lifts_the_stop_at_the_next_daily_check() {
+        let f = fixture(SimFaults::default()).await;
+        f.separated_and_stopped().await;
+        assert_eq!(
+            f.sim.rebind_modes(),
+            vec!["UNBIND", "CURRENT_DEVICE", "IMEI"]
+        );
+        f.at_utc(17, 0);
+        let r = f
+            .sim
+            .rebind(&f.iccid, &Rebind::CurrentDevice)
+            .await
+            .unwrap();
+        assert!(r.order_id.is_some() && !r.in_progress);
+        let b = f.sim.binding_of(&f.iccid).await.unwrap();
+        assert_eq!(b.bound_imei.as_deref(), Some(IMEI_B));
+        // Still stopped until the carrier's next check.
+        f.advance(chrono::Duration::hours(22) + chrono::Duration::minutes(59));
+        assert_eq!(f.state().await, ServiceState::Stopped);
+        assert!(f.device_stopped().await);
+        f.advance(chrono::Duration::minutes(1));
+        assert_eq!(f.state().await, ServiceState::Active);
+        assert!(!f.device_stopped().await);
+        assert_eq!(f.changes().await, 0);
+        assert!(f.reasons().await.is_empty());
+    }
+
+    #[tokio::test]
+    async fn with_never_the_flag_clears_and_a_restore_is_needed() {
+        let f = fixture(SimFaults {
+            rebind_lifts_stop: RebindLiftsStop::Never,
+            ..SimFaults::default()
+        })
+        .await;
+        f.separated_and_stopped().await;
+        f.sim
+            .rebind(&f.iccid, &Rebind::Imei(IMEI_B.into()))
+            .await
+            .unwrap();
+        f.advance(chrono::Duration::days(1));
+        assert!(!f.device_stopped().await);
+        assert_eq!(f.state().await, ServiceState::Stopped);
+        assert_eq!(f.reasons().await, vec![StopReason::Manual]);
+        f.sim.restore(&f.iccid).await.unwrap();
+        assert_eq!(f.state().await, ServiceState::Active);
+        assert_eq!(f.changes().await, 1);
+    }
+
+    #[tokio::test]
+    async fn a_rebind_that_keeps_the_mismatch_lifts_nothing() {
+        let f = fixture(SimFaults::default()).await;
+        f.separated_and_stopped().await;
+        f.sim
+            .rebind(&f.iccid, &Rebind::Imei("860000000000009".into()))
+            .await
+            .unwrap();
+        f.advance(chrono::Duration::days(2));
+        assert_eq!(f.state().await, ServiceState::Stopped);
+        assert!(f.device_stopped().await);
+        // Moving back to the bound device is no rebind either: the carrier keeps its stop.
+        let g = fixture(SimFaults::default()).await;
+        g.separated_and_stopped().await;
+        g.sim.move_to_device(&g.iccid, IMEI_A).await.unwrap();
+        g.advance(chrono::Duration::days(2));
+        assert!(g.device_stopped().await);
+    }
+
+    #[tokio::test]
+    async fn a_card_stopped_by_simgate_stays_stopped_when_the_separation_lifts() {
+        let f = fixture(SimFaults::default()).await;
+        f.sim.stop(&f.iccid).await.unwrap();
+        f.separated_and_stopped().await;
+        assert_eq!(
+            f.reasons().await,
+            vec![StopReason::DeviceMismatch, StopReason::Manual]
+        );
+        f.sim.rebind(&f.iccid, &Rebind::Unbind).await.unwrap();
+        f.advance(chrono::Duration::days(1));
+        assert!(!f.device_stopped().await);
+        assert_eq!(f.state().await, ServiceState::Stopped);
+        assert_eq!(f.reasons().await, vec![StopReason::Manual]);
+    }
+
+    #[tokio::test]
+    async fn a_rebind_order_lifts_at_the_check_after_it_completes() {
+        let f = fixture(SimFaults {
+            orders: true,
+            order_delay_s: 3600,
+            ..SimFaults::default()
+        })
+        .await;
+        f.separated_and_stopped().await;
+        // Completes at 16:00 the next day, just as the check runs: applied first.
+        f.at_utc(16, 0);
+        f.advance(chrono::Duration::hours(23));
+        let r = f.sim.rebind(&f.iccid, &Rebind::Unbind).await.unwrap();
+        assert!(r.in_progress);
+        f.advance(chrono::Duration::hours(1));
+        assert_eq!(f.state().await, ServiceState::Active);
+    }
+
+    #[tokio::test]
+    async fn rebinds_are_checked() {
+        let f = fixture(SimFaults::default()).await;
+        assert!(matches!(
+            f.sim.rebind(&f.iccid, &Rebind::CurrentDevice).await,
+            Err(CarrierError::Rejected { code, .. }) if code == "SIM_NO_DEVICE"
+        ));
+        assert!(matches!(
+            f.sim.rebind(&f.iccid, &Rebind::Imei("123".into())).await,
+            Err(CarrierError::Rejected { code, .. }) if code == "SIM_BAD_IMEI"
+        ));
+        assert!(matches!(
+            f.sim.bind(&f.iccid, "86000000000000x").await,
+            Err(CarrierError::Rejected { .. })
+        ));
+        let unknown = Iccid::from_trusted("89860400000000000009".into());
+        assert!(matches!(
+            f.sim.move_to_device(&unknown, IMEI_A).await,
+            Err(CarrierError::Rejected { code, .. }) if code == "NOT_FOUND"
+        ));
     }
 }

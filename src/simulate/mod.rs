@@ -240,6 +240,13 @@ struct ControlUsage {
     bytes: u64,
 }
 
+/// `/_simgate/bind` and `/_simgate/move`: a card and a device's IMEI (15 digits).
+#[derive(Deserialize)]
+struct ControlDevice {
+    iccid: String,
+    imei: String,
+}
+
 #[derive(Deserialize)]
 struct ControlAdvance {
     seconds: i64,
@@ -249,9 +256,6 @@ fn control_error(e: impl std::fmt::Display) -> (axum::http::StatusCode, String) 
     (axum::http::StatusCode::BAD_REQUEST, e.to_string())
 }
 
-/// Harness controls under `/_simgate/`, outside every carrier's own paths: create cards at the
-/// carrier, record device traffic, set standing faults, move the simulated clock. They are the
-/// wire-level counterparts of the SimulatorService and not part of any carrier's protocol.
 /// Each platform request the simulator received (Unix milliseconds, HTTP method and path,
 /// oldest first; the harness's own `/_simgate/` requests left out): what a test reads to check
 /// that the calls of every replica together kept an account's rate limit. The newest
@@ -289,6 +293,14 @@ async fn log_call(
     next.run(req).await
 }
 
+/// Harness controls under `/_simgate/`, outside every carrier's own paths: create cards at the
+/// carrier (`POST /cards`, `GET /cards/{iccid}`), record device traffic (`POST /usage`), set
+/// the standing settings (`PUT /faults`: the whole `[simulator.<account>]` section as JSON,
+/// change settings included, keys left out taking their defaults), bind a card to a device and
+/// move it to another (`POST /bind`, `POST /move`, `{"iccid": ..., "imei": ...}`: the
+/// machine-card binding the carrier checks daily), move the simulated clock. They are the
+/// wire-level counterparts of the SimulatorService and not part of any carrier's protocol.
+///
 fn control_router(
     sim: Arc<SimCarrier>,
     clock: Arc<dyn crate::clock::Clock>,
@@ -352,12 +364,43 @@ fn control_router(
     ) -> Answer {
         let iccid = Iccid::parse_any(&iccid).map_err(control_error)?;
         let c = sim.inspect(&iccid).await.map_err(control_error)?;
+        card_answer(&sim, c).await
+    }
+
+    /// A card as the controls answer it: its state, usage, changes and binding.
+    async fn card_answer(sim: &SimCarrier, c: crate::carrier::CarrierCard) -> Answer {
+        let b = sim.binding_of(&c.iccid).await.map_err(control_error)?;
         Ok(Json(serde_json::json!({
             "iccid": c.iccid.as_str(),
             "state": c.state.as_str(),
             "cycle_usage_bytes": c.cycle_usage_bytes,
             "changes": c.changes,
+            "bound_imei": b.bound_imei,
+            "device_imei": b.device_imei,
+            "device_stopped": b.device_stopped,
         })))
+    }
+
+    fn device_of(d: &ControlDevice) -> Result<Iccid, (axum::http::StatusCode, String)> {
+        if !crate::carrier::sim::is_imei(&d.imei) {
+            return Err(control_error("imei: must be exactly 15 digits"));
+        }
+        Iccid::parse_any(&d.iccid).map_err(control_error)
+    }
+
+    async fn bind(State((sim, _)): State<Ctl>, Json(d): Json<ControlDevice>) -> Answer {
+        let iccid = device_of(&d)?;
+        let c = sim.bind(&iccid, &d.imei).await.map_err(control_error)?;
+        card_answer(&sim, c).await
+    }
+
+    async fn move_to(State((sim, _)): State<Ctl>, Json(d): Json<ControlDevice>) -> Answer {
+        let iccid = device_of(&d)?;
+        let c = sim
+            .move_to_device(&iccid, &d.imei)
+            .await
+            .map_err(control_error)?;
+        card_answer(&sim, c).await
     }
 
     async fn clock_now(State((_, clock)): State<Ctl>) -> Answer {
@@ -392,6 +435,8 @@ fn control_router(
         .route("/_simgate/cards", post(cards))
         .route("/_simgate/cards/{iccid}", get(card))
         .route("/_simgate/usage", post(usage))
+        .route("/_simgate/bind", post(bind))
+        .route("/_simgate/move", post(move_to))
         .route("/_simgate/faults", put(faults))
         .route("/_simgate/clock", get(clock_now))
         .route("/_simgate/clock/advance", post(advance))
@@ -433,6 +478,8 @@ impl Standalone {
                 store.clone(),
                 clock.clone(),
                 &self.config.simulator,
+                // the account's repeat window (wired by the integrator)
+                std::time::Duration::ZERO,
             );
             let port = self
                 .listen

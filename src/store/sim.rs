@@ -7,6 +7,7 @@
 use sqlx::Row;
 
 use super::{db_to_u64, placeholders, u64_to_db, Store, StoreError};
+use crate::carrier::sim::{SimBindingRow, SimOrder};
 use crate::carrier::{CarrierCard, OnboardCard, ServiceState};
 use crate::domain::Iccid;
 
@@ -141,6 +142,9 @@ impl Store {
             .map_err(Into::into)
     }
 
+    /// Sets a card's state by a change (simgate's, or an operator's at the carrier): counted in
+    /// `changes` when the state moves. The state is then the change's own, no longer the daily
+    /// check's (`carrier_stopped` clears), and any state but STOPPED ends a separation stop.
     pub async fn sim_set_state(
         &self,
         account: &str,
@@ -148,8 +152,11 @@ impl Store {
         state: ServiceState,
     ) -> Result<(), StoreError> {
         sqlx::query(
-            "UPDATE sim_cards SET state = $1, changes = changes + 1 \
-             WHERE carrier = $2 AND iccid = $3 AND state <> $1",
+            "UPDATE sim_cards SET state = $1, \
+               changes = changes + CASE WHEN state <> $1 THEN 1 ELSE 0 END, \
+               carrier_stopped = 0, \
+               device_stopped_ms = CASE WHEN $1 = 'STOPPED' THEN device_stopped_ms ELSE NULL END \
+             WHERE carrier = $2 AND iccid = $3",
         )
         .bind(state.as_str())
         .bind(account)
@@ -205,6 +212,268 @@ impl Store {
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() == 1)
+    }
+}
+
+const ORDER_COLUMNS: &str =
+    "order_num, seq, iccid, action, params, created_ms, completes_ms, status";
+
+fn order_of(r: &sqlx::any::AnyRow) -> Result<SimOrder, StoreError> {
+    Ok(SimOrder {
+        order_num: r.try_get("order_num")?,
+        seq: r.try_get("seq")?,
+        iccid: Iccid::from_trusted(r.try_get::<String, _>("iccid")?),
+        action: r.try_get("action")?,
+        params: r.try_get("params")?,
+        created_ms: r.try_get("created_ms")?,
+        completes_ms: r.try_get("completes_ms")?,
+        status: r.try_get("status")?,
+    })
+}
+
+/// Orders, repeat windows, binding and daily checks of the simulated carriers (migration 0012).
+impl Store {
+    /// A card's binding row; None: the simulated account does not know the card.
+    pub async fn sim_binding(
+        &self,
+        account: &str,
+        iccid: &Iccid,
+    ) -> Result<Option<SimBindingRow>, StoreError> {
+        let row = sqlx::query(
+            "SELECT state, bound_imei, device_imei, device_since_ms, device_stopped_ms, \
+             carrier_stopped, rebound_ms FROM sim_cards WHERE carrier = $1 AND iccid = $2",
+        )
+        .bind(account)
+        .bind(iccid.as_str().to_string())
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(r) = row else { return Ok(None) };
+        let state: String = r.try_get("state")?;
+        Ok(Some(SimBindingRow {
+            state: ServiceState::parse(&state)
+                .ok_or_else(|| StoreError::Corrupt(format!("sim state {state:?}")))?,
+            bound_imei: r.try_get("bound_imei")?,
+            device_imei: r.try_get("device_imei")?,
+            device_since_ms: r.try_get("device_since_ms")?,
+            device_stopped_ms: r.try_get("device_stopped_ms")?,
+            carrier_stopped: r.try_get::<i64, _>("carrier_stopped")? != 0,
+            rebound_ms: r.try_get("rebound_ms")?,
+        }))
+    }
+
+    /// Puts the card in device `imei` (`device_since_ms` moves only when the device changes);
+    /// with `bind`, binds it to that device too. False: no such card.
+    pub async fn sim_put_in_device(
+        &self,
+        account: &str,
+        iccid: &Iccid,
+        imei: &str,
+        bind: bool,
+        at_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let sql = format!(
+            "UPDATE sim_cards SET \
+               device_since_ms = CASE WHEN device_imei IS NULL OR device_imei <> $1 THEN $2 \
+                 ELSE device_since_ms END, \
+               device_imei = $1{} \
+             WHERE carrier = $3 AND iccid = $4",
+            if bind { ", bound_imei = $1" } else { "" }
+        );
+        let done = sqlx::query(&sql)
+            .bind(imei)
+            .bind(at_ms)
+            .bind(account)
+            .bind(iccid.as_str().to_string())
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// A rebind applied: the card is bound to `bound` (None: unbound) since `at_ms`.
+    pub async fn sim_rebind(
+        &self,
+        account: &str,
+        iccid: &Iccid,
+        bound: Option<&str>,
+        at_ms: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE sim_cards SET bound_imei = $1, rebound_ms = $2 WHERE carrier = $3 AND iccid = $4",
+        )
+        .bind(bound.map(str::to_string))
+        .bind(at_ms)
+        .bind(account)
+        .bind(iccid.as_str().to_string())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The daily check at `at_ms`, over every card of the account, in the carrier's own name
+    /// (nothing here counts in `changes`). A card rebound since its separation stop (or at its
+    /// very time, after it) and no
+    /// longer separated has the stop lifted: with `lift_to_active`, a card the check itself
+    /// stopped becomes ACTIVE again; otherwise only the flag clears and the card stays STOPPED,
+    /// now as if stopped by a change (a restore brings it back). Then a bound card in another
+    /// device, not yet stopped for it, is stopped (a card already STOPPED stays so, now for this
+    /// reason too; a CANCELLED one is left alone). Returns how many were lifted and how many stopped.
+    pub async fn sim_daily_check(
+        &self,
+        account: &str,
+        at_ms: i64,
+        lift_to_active: bool,
+    ) -> Result<(u64, u64), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let lift_state = if lift_to_active {
+            "CASE WHEN carrier_stopped = 1 AND state = 'STOPPED' THEN 'ACTIVE' ELSE state END"
+        } else {
+            "state"
+        };
+        let lifted = sqlx::query(&format!(
+            "UPDATE sim_cards SET state = {lift_state}, carrier_stopped = 0, \
+               device_stopped_ms = NULL \
+             WHERE carrier = $1 AND device_stopped_ms IS NOT NULL \
+               AND rebound_ms IS NOT NULL AND rebound_ms >= device_stopped_ms \
+               AND (bound_imei IS NULL OR device_imei IS NULL OR bound_imei = device_imei)"
+        ))
+        .bind(account)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        let stopped = sqlx::query(
+            "UPDATE sim_cards SET device_stopped_ms = $1, \
+               carrier_stopped = CASE WHEN state = 'ACTIVE' THEN 1 ELSE carrier_stopped END, \
+               state = CASE WHEN state = 'ACTIVE' THEN 'STOPPED' ELSE state END \
+             WHERE carrier = $2 AND device_stopped_ms IS NULL AND state <> 'CANCELLED' \
+               AND bound_imei IS NOT NULL AND device_imei IS NOT NULL \
+               AND bound_imei <> device_imei",
+        )
+        .bind(at_ms)
+        .bind(account)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        Ok((lifted, stopped))
+    }
+
+    /// Up to when the account's daily checks have run (the time of the last one); None: never.
+    pub async fn sim_checked_until(&self, account: &str) -> Result<Option<i64>, StoreError> {
+        let row = sqlx::query("SELECT checked_ms FROM sim_accounts WHERE account = $1")
+            .bind(account)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| r.try_get::<i64, _>("checked_ms"))
+            .transpose()
+            .map_err(Into::into)
+    }
+
+    pub async fn sim_set_checked(&self, account: &str, checked_ms: i64) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO sim_accounts (account, checked_ms) VALUES ($1, $2) \
+             ON CONFLICT (account) DO UPDATE SET checked_ms = excluded.checked_ms",
+        )
+        .bind(account)
+        .bind(checked_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The next order sequence number of the account (1 for its first).
+    pub async fn sim_next_order_seq(&self, account: &str) -> Result<i64, StoreError> {
+        let r = sqlx::query(
+            "SELECT COALESCE(MAX(seq), 0) + 1 AS next FROM sim_orders WHERE account = $1",
+        )
+        .bind(account)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(r.try_get::<i64, _>("next")?)
+    }
+
+    pub async fn sim_insert_order(&self, account: &str, o: &SimOrder) -> Result<(), StoreError> {
+        sqlx::query(&format!(
+            "INSERT INTO sim_orders (account, {ORDER_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+        ))
+        .bind(account)
+        .bind(o.order_num.clone())
+        .bind(o.seq)
+        .bind(o.iccid.as_str().to_string())
+        .bind(o.action.clone())
+        .bind(o.params.clone())
+        .bind(o.created_ms)
+        .bind(o.completes_ms)
+        .bind(o.status.clone())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn sim_order(
+        &self,
+        account: &str,
+        order_num: &str,
+    ) -> Result<Option<SimOrder>, StoreError> {
+        let row = sqlx::query(&format!(
+            "SELECT {ORDER_COLUMNS} FROM sim_orders WHERE account = $1 AND order_num = $2"
+        ))
+        .bind(account)
+        .bind(order_num)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(order_of).transpose()
+    }
+
+    /// Open orders due by `until_ms`, in the order they complete.
+    pub async fn sim_due_orders(
+        &self,
+        account: &str,
+        until_ms: i64,
+    ) -> Result<Vec<SimOrder>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {ORDER_COLUMNS} FROM sim_orders WHERE account = $1 AND status = 'inProgress' \
+             AND completes_ms <= $2 ORDER BY completes_ms, seq"
+        ))
+        .bind(account)
+        .bind(until_ms)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(order_of).collect()
+    }
+
+    /// Ends an open order with `status`. False: it was not open (already ended).
+    pub async fn sim_end_order(
+        &self,
+        account: &str,
+        order_num: &str,
+        status: &str,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE sim_orders SET status = $1 WHERE account = $2 AND order_num = $3 \
+             AND status = 'inProgress'",
+        )
+        .bind(status)
+        .bind(account)
+        .bind(order_num)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// When the card's latest accepted change was made (its repeat window starts then).
+    pub async fn sim_last_change_ms(
+        &self,
+        account: &str,
+        iccid: &Iccid,
+    ) -> Result<Option<i64>, StoreError> {
+        let r = sqlx::query(
+            "SELECT MAX(created_ms) AS last FROM sim_orders WHERE account = $1 AND iccid = $2",
+        )
+        .bind(account)
+        .bind(iccid.as_str().to_string())
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(r.try_get::<Option<i64>, _>("last")?)
     }
 }
 
