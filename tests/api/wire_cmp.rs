@@ -1421,3 +1421,104 @@ async fn wire_cmp_imei_rerecord_form_a_names_the_card_by_access_number_in_the_ic
         .any(|(k, v)| k == "access_number" && *v == number));
     assert!(!sent[0].1.iter().any(|(k, _)| k == "iccid"));
 }
+
+/// Through the wire simulator, backed by the simulated carrier's binding and repeat window: a
+/// rebind reaches the carrier in both forms and comes back named by a 28-digit transaction id;
+/// a change inside the carrier's window is refused with the simulator's window code, which
+/// the adapter defers (named a window when the account sets `repeat_window_code`).
+#[tokio::test]
+async fn wire_cmp_rebind_and_the_repeat_window_through_the_simulator() {
+    for form_b_on in [false, true] {
+        let r = rig_by_path(|c| {
+            if form_b_on {
+                form_b(c)
+            }
+        })
+        .await;
+        let mut cfg = config(&r.base_url, PASSWORD, KEY, 5_000);
+        if form_b_on {
+            form_b(&mut cfg);
+        }
+        let a = Cmp::new(&cfg, ctx()).expect("adapter");
+        r.sim
+            .move_to_device(&iccid(1), IMEI)
+            .await
+            .expect("in a device");
+        let receipt = a
+            .rebind(&iccid(1), &Rebind::CurrentDevice)
+            .await
+            .expect("rebound");
+        let id = receipt.order_id.clone().expect("a transaction id");
+        assert!(
+            id.len() == 28 && id.bytes().all(|b| b.is_ascii_digit()),
+            "{id}"
+        );
+        assert!(!receipt.in_progress);
+        assert_eq!(
+            r.sim
+                .binding_of(&iccid(1))
+                .await
+                .expect("binding")
+                .bound_imei
+                .as_deref(),
+            Some(IMEI),
+            "form B: {form_b_on}"
+        );
+    }
+    {
+        let imei_rig = rig().await;
+        let a = imei_rig.adapter();
+        a.rebind(&iccid(2), &Rebind::Imei("860000000000002".into()))
+            .await
+            .expect("bound to the IMEI");
+        assert_eq!(
+            imei_rig
+                .sim
+                .binding_of(&iccid(2))
+                .await
+                .expect("binding")
+                .bound_imei
+                .as_deref(),
+            Some("860000000000002")
+        );
+    }
+
+    let window = simgate::carrier::http::cmp::simulator::INVENTED_REPEAT_WINDOW;
+    for setting in [None, Some(window.to_string())] {
+        let r = rig().await;
+        r.sim.set_faults(simgate::carrier::sim::SimFaults {
+            repeat_window_s: Some(1800),
+            ..Default::default()
+        });
+        let a = Cmp::new(
+            &CmpConfig {
+                repeat_window_code: setting.clone(),
+                ..config(&r.base_url, PASSWORD, KEY, 5_000)
+            },
+            ctx(),
+        )
+        .expect("adapter");
+        a.stop(&iccid(1)).await.expect("stop");
+        let e = a.restore(&iccid(1)).await.expect_err("inside the window");
+        match &e {
+            CarrierError::Deferred {
+                code,
+                message,
+                retry_after: None,
+            } => {
+                assert_eq!(code, window);
+                assert_eq!(
+                    message.contains("repeat window"),
+                    setting.is_some(),
+                    "{message}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            r.sim.card(&iccid(1)).await.expect("sim").state,
+            ServiceState::Stopped,
+            "nothing applied"
+        );
+    }
+}

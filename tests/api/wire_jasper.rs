@@ -1147,3 +1147,56 @@ async fn wire_jasper_has_no_binding_call_and_refuses_every_mode_before_sending()
     assert_eq!(j.binding(&dossier_iccid()).await, Ok(None));
     assert!(seen.lock().expect("seen").is_empty(), "nothing was sent");
 }
+
+/// Through the wire simulator: a change inside the simulated carrier's repeat window is
+/// refused with the simulator's (invented) window code, configurable, and the adapter defers
+/// it, naming it a window when the account sets that code.
+#[tokio::test]
+async fn wire_jasper_the_simulated_repeat_window_is_deferred() {
+    for (code, setting) in [
+        (
+            simgate::carrier::http::jasper::simulator::INVENTED_REPEAT_WINDOW,
+            None,
+        ),
+        ("90000042", Some("90000042".to_string())),
+    ] {
+        let opts = WireOptions {
+            repeat_window_code: code.to_string(),
+            ..WireOptions::default()
+        };
+        let h = harness_with(&[(1, ServiceState::Active, 0)], opts).await;
+        h.sim.set_faults(SimFaults {
+            repeat_window_s: Some(1800),
+            ..SimFaults::default()
+        });
+        let j = Jasper::new(
+            &JasperConfig {
+                repeat_window_code: setting.clone(),
+                ..config(&h.base_url, USER, KEY)
+            },
+            ctx(),
+        )
+        .expect("adapter");
+        assert_eq!(j.stop(&iccid(1)).await.expect("stop"), Receipt::applied());
+        match j.restore(&iccid(1)).await {
+            Err(CarrierError::Deferred {
+                code: got,
+                message,
+                retry_after: None,
+            }) => {
+                assert_eq!(got, code);
+                assert_eq!(
+                    message.contains("repeat window"),
+                    setting.is_some(),
+                    "{message}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            sim_state(&h, 1).await,
+            ServiceState::Stopped,
+            "nothing applied"
+        );
+    }
+}
