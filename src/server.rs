@@ -207,6 +207,17 @@ impl ServerBuilder {
         self
     }
 
+    /// The standing settings of a simulated account (`[simulator.<id>]`): its faults and how it
+    /// takes changes (repeat window, orders, what a rebind lifts).
+    pub fn simulator(
+        mut self,
+        account: crate::domain::AccountId,
+        settings: crate::carrier::sim::SimFaults,
+    ) -> Self {
+        self.config.simulator.insert(account, settings);
+        self
+    }
+
     /// The repeat window of every account whose entry sets none (`[journal] repeat_window_s`).
     pub fn repeat_window_s(mut self, seconds: Option<u64>) -> Self {
         self.config.journal.repeat_window_s = seconds;
@@ -364,8 +375,8 @@ impl ServerBuilder {
                     store.clone(),
                     clock.clone(),
                     &self.config.simulator,
-                    // the account's repeat window (wired by the integrator)
-                    std::time::Duration::ZERO,
+                    // The simulated carrier's window is the account's unless [simulator.<id>] sets its own.
+                    account.repeat_window(),
                 );
                 sims.by_id.insert(account.id.clone(), sim.clone());
                 let wire = match (account.platform, self.config.simulator_transport) {

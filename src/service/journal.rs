@@ -172,7 +172,7 @@ enum Sent {
 /// How sending an open intent left it.
 enum Done {
     /// Applied and stored.
-    Applied(Card),
+    Applied(Box<Card>),
     /// Still open, for the settler: scheduled again (deferred) or submitted as an order.
     Open,
     /// Refused or not applied: abandoned, the card released unchanged.
@@ -466,7 +466,7 @@ impl CardService {
             // sends it once the window has passed.
             info!(%iccid, op, action = action.as_str(), not_before = %at, "change scheduled for the end of the card's repeat window");
             self.store.hand_over_intent(op, &self.holder.owner).await?;
-            return Ok(self.load(iccid).await?);
+            return self.load(iccid).await;
         }
         // Renewed while this call runs; if the call is dropped (the client went away), the lease
         // runs out and a settler finishes the intent from the carrier's state.
@@ -476,9 +476,9 @@ impl CardService {
         match self.send_op(carrier, iccid, op, &change, 0).await? {
             Done::Applied(after) => {
                 log_change(&after, &t.events);
-                Ok(after)
+                Ok(*after)
             }
-            Done::Open => Ok(self.load(iccid).await?),
+            Done::Open => self.load(iccid).await,
             Done::NotApplied(e) => Err(e),
             Done::Unknown => Err(ServiceError::OutcomePending {
                 carrier: carrier.id(),
@@ -509,8 +509,12 @@ impl CardService {
         else {
             return Ok(None);
         };
-        let end = DateTime::<Utc>::from_timestamp_millis(last)
-            .map(|t| t + chrono::Duration::from_std(window).unwrap_or(chrono::TimeDelta::MAX));
+        // A second past the window: a carrier that counts it from when the change reached it,
+        // not from when simgate sent it, must not see the next one early.
+        let end = DateTime::<Utc>::from_timestamp_millis(last).map(|t| {
+            t + chrono::Duration::from_std(window).unwrap_or(chrono::TimeDelta::MAX)
+                + chrono::Duration::seconds(1)
+        });
         Ok(end.filter(|e| *e > self.now()))
     }
 
@@ -546,7 +550,7 @@ impl CardService {
                     .settle_applied(op, owner, self.ops_now_ms(), &how)
                     .await
                 {
-                    Ok(Some(after)) => Ok(Done::Applied(after)),
+                    Ok(Some(after)) => Ok(Done::Applied(Box::new(after))),
                     // Our lease ran out during the call and a settler took the intent over:
                     // it finishes it from the carrier's state.
                     Ok(None) => Ok(Done::Unknown),

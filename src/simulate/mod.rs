@@ -478,8 +478,8 @@ impl Standalone {
                 store.clone(),
                 clock.clone(),
                 &self.config.simulator,
-                // the account's repeat window (wired by the integrator)
-                std::time::Duration::ZERO,
+                // The simulated carrier's window is the account's unless [simulator.<id>] sets its own.
+                account.repeat_window(),
             );
             let port = self
                 .listen

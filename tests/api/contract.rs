@@ -11,11 +11,11 @@ use std::time::Duration;
 use simgate::carrier::http::HttpTimeouts;
 use simgate::carrier::platform::{AccountCtx, ApiConfig, Platform};
 use simgate::carrier::sim::{SimCarrier, SimFaults};
-use simgate::carrier::{Carrier, CarrierError, OnboardCard, ServiceState};
+use simgate::carrier::{Carrier, CarrierError, OnboardCard, Rebind, Receipt, ServiceState};
 use simgate::clock::ManualClock;
 use simgate::domain::{CarrierId, Iccid};
 
-use crate::helpers::{start_time, Backend, TestDb};
+use crate::helpers::{recording, start_time, Backend, Exchanges, TestDb};
 
 /// Every call's limit: short, so that the slow and unanswered cases take a second, not ten.
 const REQUEST_MS: u64 = 800;
@@ -31,6 +31,9 @@ struct Subject {
     /// The wire simulator's settings; None in process.
     api: Option<ApiConfig>,
     base: String,
+    /// Every request the wire simulator received (path and query) and its answer; empty in
+    /// process.
+    exchanges: Exchanges,
     _db: TestDb,
 }
 
@@ -94,12 +97,17 @@ impl Subject {
             .await
             .expect("bind");
         let base = format!("http://{}", listener.local_addr().expect("addr"));
+        let exchanges = Exchanges::default();
         let (adapter, api): (Arc<dyn Carrier>, _) =
             match platform.generated(&base, SECRET, timeouts()) {
                 None => (sim.clone(), None),
                 Some(api) => {
                     // Answers to a change the faults hold back arrive after the client gave up.
-                    let app = api.simulator(sim.clone(), Duration::from_millis(REQUEST_MS + 1_000));
+                    let app = recording(
+                        api.simulator(sim.clone(), Duration::from_millis(REQUEST_MS + 1_000)),
+                        exchanges.clone(),
+                        |uri| format!("{}?{}", uri.path(), uri.query().unwrap_or("")),
+                    );
                     tokio::spawn(async move {
                         let _ = axum::serve(listener, app).await;
                     });
@@ -118,8 +126,14 @@ impl Subject {
             sim,
             api,
             base,
+            exchanges,
             _db: db,
         }
+    }
+
+    /// How many requests the wire simulator has received.
+    fn sent(&self) -> usize {
+        self.exchanges.lock().expect("exchanges").len()
     }
 
     fn card(&self, n: u64) -> Iccid {
@@ -266,6 +280,74 @@ async fn a_change_applied_but_unanswered_is_outcome_unknown(s: Subject) {
     assert_eq!(s.at_sim(1).await, ServiceState::Stopped, "it was applied");
 }
 
+/// A change's receipt agrees with the platform's order query: a change taken as an order still
+/// to complete (`in_progress`) can only come from a platform that can say where its orders
+/// stand, and a platform without an order query refuses `order()`.
+async fn a_changes_receipt_agrees_with_queries_orders(s: Subject) {
+    let queries = s.carrier.queries_orders();
+    let receipts: Vec<Receipt> = vec![
+        s.carrier.stop(&s.card(1)).await.expect("stop"),
+        s.carrier.restore(&s.card(1)).await.expect("restore"),
+    ];
+    for r in &receipts {
+        if r.in_progress {
+            assert!(
+                queries,
+                "{:?}: an order in progress from a platform with no order query: {r:?}",
+                s.platform
+            );
+        }
+        if let (true, Some(id)) = (queries && r.in_progress, &r.order_id) {
+            let progress = s.carrier.order(&s.card(1), id).await;
+            assert!(progress.is_ok(), "order {id}: {progress:?}");
+        }
+    }
+    if !queries {
+        let order = s.carrier.order(&s.card(1), "1").await;
+        assert!(is_rejected(&order), "{order:?}");
+    }
+}
+
+/// `rebind_modes()` tells the truth: a mode it leaves out is refused before anything is sent;
+/// a mode it lists is sent, and answered as the simulated carrier itself answers it (a card
+/// of its own, 3, gets the same mode directly).
+async fn rebind_modes_are_refused_and_accepted_consistently(s: Subject) {
+    let modes = s.carrier.rebind_modes();
+    let three = s.card(3);
+    s.sim
+        .onboard(&[OnboardCard {
+            iccid: three.clone(),
+            state: ServiceState::Active,
+            cycle_usage_bytes: 0,
+            msisdn: None,
+        }])
+        .await
+        .expect("card 3 at the simulator");
+    for mode in [
+        Rebind::Unbind,
+        Rebind::CurrentDevice,
+        Rebind::Imei("860000000000001".into()),
+    ] {
+        let before = s.sent();
+        let got = s.carrier.rebind(&s.card(1), &mode).await;
+        if !modes.contains(&mode.mode()) {
+            assert!(is_rejected(&got), "{}: {got:?}", mode.mode());
+            assert_eq!(s.sent(), before, "{}: refused before sending", mode.mode());
+            continue;
+        }
+        if s.api.is_some() {
+            assert!(s.sent() > before, "{}: a listed mode is sent", mode.mode());
+        }
+        let direct = s.sim.rebind(&three, &mode).await;
+        assert_eq!(
+            got.as_ref().err().map(std::mem::discriminant),
+            direct.as_ref().err().map(std::mem::discriminant),
+            "{}: the adapter {got:?}, the simulated carrier {direct:?}",
+            mode.mode()
+        );
+    }
+}
+
 // Wire only: what cannot happen to a function call.
 
 async fn latency_past_the_timeout_is_transient_for_reads_and_unknown_for_changes(s: Subject) {
@@ -362,6 +444,8 @@ macro_rules! contract {
             the_rate_limit_is_rate_limited_and_applies_nothing,
             an_outage_is_transient_and_applies_nothing,
             a_change_applied_but_unanswered_is_outcome_unknown,
+            a_changes_receipt_agrees_with_queries_orders,
+            rebind_modes_are_refused_and_accepted_consistently,
         );
     };
 }

@@ -20,6 +20,7 @@ mod lifecycle;
 mod monitoring;
 mod operability;
 mod operations;
+mod orders;
 mod over_http;
 mod paging;
 mod platform;

@@ -4,11 +4,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use simgate::carrier::http::cmp::simulator::{router, WireOptions};
+use simgate::carrier::http::cmp::wire::ImeiReRecordForm;
 use simgate::carrier::http::cmp::wire::{RealName, NOT_DISMANTLED};
 use simgate::carrier::http::cmp::{Cmp, CmpConfig};
 use simgate::carrier::http::{HttpTimeouts, Secret};
 use simgate::carrier::sim::SimCarrier;
-use simgate::carrier::{Carrier, CarrierError, LastSession, OnboardCard, ServiceState};
+use simgate::carrier::{
+    Carrier, CarrierError, LastSession, OnboardCard, Rebind, Receipt, ServiceState,
+};
 use simgate::clock::ManualClock;
 use simgate::domain::{CarrierId, CarrierPolicy, Iccid};
 
@@ -43,6 +46,8 @@ fn config(base_url: &str, password: &str, key: &str, request_ms: u64) -> CmpConf
         },
         sign_need_dtl: false,
         card_identifier: Default::default(),
+        imei_rerecord_form: Default::default(),
+        repeat_window_code: None,
     }
 }
 
@@ -53,6 +58,12 @@ fn policy() -> CarrierPolicy {
 /// Serves the wire simulator on a random loopback port, with two onboarded cards: 1 active
 /// (3 MiB used), 2 stopped.
 async fn rig() -> Rig {
+    rig_with(|_| {}, |uri| uri.query().unwrap_or("").to_string()).await
+}
+
+/// [`rig`] with the simulator's account settings changed by `edit`, and each exchange named by
+/// `name` of its URI.
+async fn rig_with(edit: impl FnOnce(&mut CmpConfig), name: fn(&axum::http::Uri) -> String) -> Rig {
     let db = TestDb::new(Backend::Sqlite).expect("sqlite test db");
     let store = db.store().await;
     let clock = Arc::new(ManualClock::new(start_time()));
@@ -79,16 +90,19 @@ async fn rig() -> Rig {
         .expect("bind");
     let base_url = format!("http://{}/m2m_ec", listener.local_addr().expect("addr"));
     let exchanges = Exchanges::default();
+    let mut cfg = config(&base_url, PASSWORD, KEY, 10_000);
+    edit(&mut cfg);
     let app = recording(
         router(
             sim.clone(),
-            &config(&base_url, PASSWORD, KEY, 10_000),
+            &cfg,
             WireOptions {
                 timeout_after_apply_delay: Duration::from_millis(1_500),
+                ..Default::default()
             },
         ),
         exchanges.clone(),
-        |uri| uri.query().unwrap_or("").to_string(),
+        name,
     );
     tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
@@ -341,25 +355,31 @@ fn fixture(name: &str) -> String {
 
 /// A platform that answers each method with a fixed body (a fixture).
 async fn platform_answering(bodies: &[(&'static str, String)]) -> Cmp {
+    platform_answering_to(bodies, |_| {}).await
+}
+
+/// [`platform_answering`] (on both paths) for an adapter whose settings `edit` changes.
+async fn platform_answering_to(
+    bodies: &[(&'static str, String)],
+    edit: impl FnOnce(&mut CmpConfig),
+) -> Cmp {
     let bodies: Arc<std::collections::HashMap<&'static str, String>> =
         Arc::new(bodies.iter().cloned().collect());
-    let app = axum::Router::new().route(
-        "/m2m_ec/query.do",
-        axum::routing::get(
-            move |axum::extract::Query(p): axum::extract::Query<
-                std::collections::HashMap<String, String>,
-            >| {
-                let bodies = bodies.clone();
-                async move {
-                    let method = p.get("method").cloned().unwrap_or_default();
-                    bodies
-                        .get(method.as_str())
-                        .cloned()
-                        .unwrap_or_else(|| format!("no fixture for {method}"))
-                }
-            },
-        ),
-    );
+    let answer = move |axum::extract::Query(p): axum::extract::Query<
+        std::collections::HashMap<String, String>,
+    >| {
+        let bodies = bodies.clone();
+        async move {
+            let method = p.get("method").cloned().unwrap_or_default();
+            bodies
+                .get(method.as_str())
+                .cloned()
+                .unwrap_or_else(|| format!("no fixture for {method}"))
+        }
+    };
+    let app = axum::Router::new()
+        .route("/m2m_ec/query.do", axum::routing::get(answer.clone()))
+        .route("/m2m_ec/app/serviceAccept.do", axum::routing::get(answer));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -367,7 +387,9 @@ async fn platform_answering(bodies: &[(&'static str, String)]) -> Cmp {
     tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
     });
-    Cmp::new(&config(&base, PASSWORD, KEY, 5_000), ctx_with_numbers()).expect("adapter")
+    let mut cfg = config(&base, PASSWORD, KEY, 5_000);
+    edit(&mut cfg);
+    Cmp::new(&cfg, ctx_with_numbers()).expect("adapter")
 }
 
 /// simgate's record of card numbers as the store keeps them after an import: every card has
@@ -429,9 +451,17 @@ async fn wire_cmp_fixture_replies_parse_to_the_dossier_values() {
         fixture("derived/disabledNumber.s5.reply-nested.derived.xml"),
     ] {
         let a = platform_answering(&change(accepted.clone())).await;
-        a.stop(&iccid(1))
+        // The reply is the proof, and its GROUP_TRANSACTIONID names the change.
+        let receipt = a
+            .stop(&iccid(1))
             .await
             .unwrap_or_else(|e| panic!("{accepted}: {e:?}"));
+        assert_eq!(
+            receipt,
+            Receipt::applied_as("1000000190202004162026784683"),
+            "{accepted}"
+        );
+        assert!(!a.queries_orders(), "CMP has no order query");
     }
     // 1999 (a stop record exists) and -5 in text are confirmed by reading the card: a restore
     // of the Active card is done, a stop is refused with the platform's code.
@@ -443,20 +473,27 @@ async fn wire_cmp_fixture_replies_parse_to_the_dossier_values() {
         (fixture("derived/any.s9.error-text.derived.txt"), "-5"),
     ] {
         let a = platform_answering(&change(body.clone())).await;
-        a.restore(&iccid(1))
-            .await
-            .unwrap_or_else(|e| panic!("{body}: {e:?}"));
+        // Confirmed by the read: applied, and the refusal named no change.
+        assert_eq!(
+            a.restore(&iccid(1))
+                .await
+                .unwrap_or_else(|e| panic!("{body}: {e:?}")),
+            Receipt::applied()
+        );
         let e = a.stop(&iccid(1)).await.expect_err("stop refused");
         assert!(rejected(code)(&e), "{body}: {e:?}");
     }
-    // A placeholder code (`<code>`) is no published code: the outcome is unknown, never
-    // success, never a refusal.
+    // A placeholder code (`<code>`) is no published code: a refusal simgate cannot classify,
+    // deferred (read the card, retry later), never success, never final.
     let a = platform_answering(&change(fixture(
         "derived/disabledNumber.s5.reply-top-level-result.derived.json",
     )))
     .await;
-    let e = a.stop(&iccid(1)).await.expect_err("unknown outcome");
-    assert!(matches!(e, CarrierError::OutcomeUnknown(_)), "{e:?}");
+    let e = a.stop(&iccid(1)).await.expect_err("deferred");
+    assert!(
+        matches!(e, CarrierError::Deferred { ref code, retry_after: None, .. } if code == "<code>"),
+        "{e:?}"
+    );
 
     // §9: a JSON refusal is the refusal, for a read.
     let a = platform_answering(&[(
@@ -506,6 +543,8 @@ async fn every_call_exchanged() -> (Rig, Vec<(String, String)>) {
     a.card(&iccid(1)).await.expect("card");
     a.real_name(&iccid(1)).await.expect("real name");
     a.stop(&iccid(1)).await.expect("stop");
+    // Sent whatever the simulated carrier answers (it may not bind cards).
+    let _ = a.rebind(&iccid(1), &Rebind::CurrentDevice).await;
     let sent = r.exchanges.lock().unwrap().clone();
     (r, sent)
 }
@@ -531,6 +570,10 @@ async fn wire_cmp_requests_carry_the_dossier_parameters_and_sign_sets() {
         (
             "getTelephonePlus",
             "derived/getTelephonePlus.s7-2.request.derived.txt",
+        ),
+        (
+            "IMEIReRecord",
+            "derived/IMEIReRecord.s6-1.request-query-access-number.derived.txt",
         ),
     ] {
         let expected = request_params(&fixture(file));
@@ -634,6 +677,7 @@ async fn wire_cmp_simulator_answers_in_the_dossier_shapes() {
             "derived/getTelephonePlus.s7-2.reply.derived.json",
             false,
         ),
+        ("IMEIReRecord", "IMEIReRecord.s6-1.reply-ok.json", false),
     ] {
         let ours = exchange_of(&sent, method).1.clone();
         assert_eq!(ours.trim_start().starts_with('<'), xml, "{method}: {ours}");
@@ -1046,5 +1090,435 @@ async fn ctx_with_numbers_of(r: &Rig) -> simgate::carrier::platform::AccountCtx 
     simgate::carrier::platform::AccountCtx {
         numbers: simgate::carrier::platform::NumberBook(Arc::new(One(iccid(1), r.number(1).await))),
         ..ctx()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Issue 20: receipts, IMEIReRecord (dossier §6.1) and refusals of changes.
+// ---------------------------------------------------------------------------------------------
+
+const IMEI: &str = "860000000000001";
+
+fn form_b(cfg: &mut CmpConfig) {
+    cfg.imei_rerecord_form = ImeiReRecordForm::ServiceAcceptIccid;
+}
+
+#[tokio::test]
+async fn wire_cmp_imei_rerecord_fixture_replies_parse_to_the_dossier_values() {
+    for edit in [|_: &mut CmpConfig| {}, form_b as fn(&mut CmpConfig)] {
+        // RspType 0: applied, named by its GROUP_TRANSACTIONID (no order query exists).
+        let ok = [("IMEIReRecord", fixture("IMEIReRecord.s6-1.reply-ok.json"))];
+        let a = platform_answering_to(&ok, edit).await;
+        assert_eq!(
+            a.rebind(&iccid(1), &Rebind::CurrentDevice)
+                .await
+                .expect("accepted"),
+            Receipt::applied_as("1000000190202103293055805587")
+        );
+        // RspType 1, RspCode -5: the per-card monthly limit, a refusal in the platform's words.
+        let limit = [(
+            "IMEIReRecord",
+            fixture("IMEIReRecord.s6-1.reply-monthly-limit.json"),
+        )];
+        let a = platform_answering_to(&limit, edit).await;
+        assert_eq!(
+            a.rebind(&iccid(1), &Rebind::CurrentDevice)
+                .await
+                .expect_err("limit"),
+            CarrierError::Rejected {
+                code: "-5".into(),
+                message: "业务校验失败（单卡本月调用次数已超过限定次数！）".into()
+            }
+        );
+    }
+    // Form A binds to an IMEI with the same reply.
+    let ok = [("IMEIReRecord", fixture("IMEIReRecord.s6-1.reply-ok.json"))];
+    let a = platform_answering(&ok).await;
+    assert_eq!(
+        a.rebind(&iccid(1), &Rebind::Imei(IMEI.into()))
+            .await
+            .expect("accepted"),
+        Receipt::applied_as("1000000190202103293055805587")
+    );
+}
+
+/// A rig whose exchanges are named by path and query (`/m2m_ec/query.do?method=…`).
+async fn rig_by_path(edit: impl FnOnce(&mut CmpConfig)) -> Rig {
+    rig_with(edit, |uri| {
+        format!("{}?{}", uri.path(), uri.query().unwrap_or(""))
+    })
+    .await
+}
+
+/// The IMEIReRecord requests of a rig named by path: (path, parameters in order).
+fn rerecords(r: &Rig) -> Vec<(String, Vec<(String, String)>)> {
+    r.exchanges
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|(name, _)| {
+            let (path, query) = name.split_once('?')?;
+            let params: Vec<(String, String)> = url::form_urlencoded::parse(query.as_bytes())
+                .into_owned()
+                .collect();
+            params
+                .iter()
+                .any(|(k, v)| k == "method" && v == "IMEIReRecord")
+                .then(|| (path.to_string(), params))
+        })
+        .collect()
+}
+
+/// Checks one captured IMEIReRecord request against its fixture's table: the path, every
+/// parameter a dossier one (the optional ones only when `with_optional`), the signed set as
+/// `is_signed` says and the DES sign over exactly it.
+fn check_rerecord(
+    (path, got): &(String, Vec<(String, String)>),
+    file: &str,
+    want_path: &str,
+    with_optional: bool,
+) {
+    assert_eq!(path, want_path, "{file}");
+    let text = fixture(file);
+    let expected = request_params(&text);
+    for (k, _) in got {
+        assert!(
+            expected.iter().any(|(e, _)| e == k),
+            "{file}: {k} is not a parameter of this form"
+        );
+    }
+    for (e, signed) in &expected {
+        let optional = text
+            .lines()
+            .any(|l| l.starts_with(&format!("{e}\t")) && l.contains("optional"));
+        let present = got.iter().any(|(k, _)| k == e);
+        if !optional || with_optional {
+            assert!(present, "{file}: {e} missing");
+        } else {
+            assert!(!present, "{file}: {e} sent");
+        }
+        if present {
+            assert_eq!(
+                simgate::carrier::http::cmp::wire::is_signed("IMEIReRecord", e, false),
+                *signed && !matches!(e.as_str(), "passWord" | "sign"),
+                "{file}: is {e} signed?"
+            );
+        }
+    }
+    let value = |k: &str| got.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+    assert_eq!(value("action"), Some("ADD"));
+    let mut values: Vec<&str> = expected
+        .iter()
+        .filter(|(e, signed)| *signed && !matches!(e.as_str(), "passWord" | "sign"))
+        .filter_map(|(e, _)| value(e))
+        .collect();
+    values.push(PASSWORD);
+    assert_eq!(
+        value("sign"),
+        Some(
+            simgate::carrier::http::cmp::crypt::sign(&values, KEY)
+                .expect("sign")
+                .as_str()
+        ),
+        "{file}: the sign over the dossier's set"
+    );
+    assert_eq!(
+        value("passWord").map(str::to_string),
+        Some(simgate::carrier::http::cmp::crypt::encrypt(PASSWORD, KEY).expect("des"))
+    );
+}
+
+#[tokio::test]
+async fn wire_cmp_imei_rerecord_requests_carry_each_forms_parameters() {
+    // Form A (the default): query.do, by access number; bind_type 2 + imei for an IMEI.
+    let r = rig_by_path(|_| {}).await;
+    let a = r.adapter();
+    assert_eq!(a.rebind_modes(), vec!["CURRENT_DEVICE", "IMEI"]);
+    let _ = a.rebind(&iccid(1), &Rebind::CurrentDevice).await;
+    let _ = a.rebind(&iccid(1), &Rebind::Imei(IMEI.into())).await;
+    let sent = rerecords(&r);
+    assert_eq!(sent.len(), 2, "{sent:?}");
+    let file = "derived/IMEIReRecord.s6-1.request-query-access-number.derived.txt";
+    check_rerecord(&sent[0], file, "/m2m_ec/query.do", false);
+    check_rerecord(&sent[1], file, "/m2m_ec/query.do", true);
+    let number = r.number(1).await;
+    let value = |i: usize, k: &str| {
+        sent[i]
+            .1
+            .iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.clone())
+    };
+    assert_eq!(value(0, "access_number"), Some(number));
+    assert_eq!(value(1, "bind_type").as_deref(), Some("2"));
+    assert_eq!(value(1, "imei").as_deref(), Some(IMEI));
+    // No call removes a binding: refused before anything is sent.
+    let e = a
+        .rebind(&iccid(1), &Rebind::Unbind)
+        .await
+        .expect_err("unbind");
+    assert!(rejected("REBIND_NOT_SUPPORTED")(&e), "{e:?}");
+    assert_eq!(rerecords(&r).len(), 2, "nothing sent for UNBIND");
+
+    // Form B: app/serviceAccept.do, by ICCID, ordinary rebind only.
+    let r = rig_by_path(form_b).await;
+    let mut cfg = config(&r.base_url, PASSWORD, KEY, 5_000);
+    form_b(&mut cfg);
+    let b = Cmp::new(&cfg, ctx()).expect("adapter");
+    assert_eq!(b.rebind_modes(), vec!["CURRENT_DEVICE"]);
+    let _ = b.rebind(&iccid(1), &Rebind::CurrentDevice).await;
+    for refused in [Rebind::Imei(IMEI.into()), Rebind::Unbind] {
+        let e = b.rebind(&iccid(1), &refused).await.expect_err("refused");
+        assert!(rejected("REBIND_NOT_SUPPORTED")(&e), "{e:?}");
+    }
+    let sent = rerecords(&r);
+    assert_eq!(sent.len(), 1, "only the ordinary rebind was sent: {sent:?}");
+    check_rerecord(
+        &sent[0],
+        "IMEIReRecord.s6-1.request-service-accept.txt",
+        "/m2m_ec/app/serviceAccept.do",
+        false,
+    );
+    assert!(sent[0]
+        .1
+        .iter()
+        .any(|(k, v)| k == "iccid" && v == iccid(1).as_str()));
+    // A form the platform does not serve is never a success: 404 on serviceAccept.do is an
+    // unknown outcome (the simulator of rig A serves form A only).
+    let r = rig_by_path(|_| {}).await;
+    let mut cfg = config(&r.base_url, PASSWORD, KEY, 5_000);
+    form_b(&mut cfg);
+    let b = Cmp::new(&cfg, ctx()).expect("adapter");
+    let e = b
+        .rebind(&iccid(1), &Rebind::CurrentDevice)
+        .await
+        .expect_err("not served");
+    assert!(matches!(e, CarrierError::OutcomeUnknown(_)), "{e:?}");
+}
+
+#[tokio::test]
+async fn wire_cmp_a_change_refused_with_the_window_code_or_an_unrecognised_code_is_deferred() {
+    // The simulator's invented window code, in the common refusal envelope (§9) for
+    // disabledNumber and in IMEIReRecord's own (§6.1).
+    let refusal =
+        |code: &str| format!(r#"{{"resultCode":"{code}","resultMsg":"同一卡号请稍后办理"}}"#);
+    let rsp = |code: &str| {
+        format!(
+            r#"{{"Response":{{"RspType":"1","RspCode":"{code}","RspDesc":"请稍后"}},"GROUP_TRANSACTIONID":"1000000190202103293103373268"}}"#
+        )
+    };
+    let window = simgate::carrier::http::cmp::simulator::INVENTED_REPEAT_WINDOW;
+    let bodies = |code: &str| {
+        vec![
+            ("disabledNumber", refusal(code)),
+            ("IMEIReRecord", rsp(code)),
+            ("queryCardMainStatus", refusal(code)),
+        ]
+    };
+    for setting in [Some(window.to_string()), None] {
+        let a = platform_answering_to(&bodies(window), |c| c.repeat_window_code = setting.clone())
+            .await;
+        for e in [
+            a.stop(&iccid(1)).await.expect_err("stop"),
+            a.restore(&iccid(1)).await.expect_err("restore"),
+            a.rebind(&iccid(1), &Rebind::CurrentDevice)
+                .await
+                .expect_err("rebind"),
+        ] {
+            match &e {
+                CarrierError::Deferred {
+                    code,
+                    message,
+                    retry_after: None,
+                } => {
+                    assert_eq!(code, window);
+                    // The setting names it a window; without, it is an unrecognised refusal.
+                    assert_eq!(
+                        message.contains("repeat window"),
+                        setting.is_some(),
+                        "{message}"
+                    );
+                }
+                other => panic!("{setting:?}: {other:?}"),
+            }
+        }
+        // Reads are unchanged: an unpublished code is "unavailable".
+        let read = a.card(&iccid(1)).await.expect_err("read");
+        assert!(matches!(read, CarrierError::Transient(_)), "{read:?}");
+    }
+    // A published code the account names its window is deferred too; unset, it keeps its
+    // refusal.
+    for (setting, deferred) in [(Some("-7".to_string()), true), (None, false)] {
+        let a =
+            platform_answering_to(&bodies("-7"), |c| c.repeat_window_code = setting.clone()).await;
+        let e = a.stop(&iccid(1)).await.expect_err("-7");
+        assert_eq!(
+            matches!(e, CarrierError::Deferred { .. }),
+            deferred,
+            "{e:?}"
+        );
+        assert_eq!(rejected("-7")(&e), !deferred, "{e:?}");
+    }
+    // Codes the adapter knows keep their mapping for IMEIReRecord too.
+    for (code, check) in [
+        (
+            "-4",
+            (|e: &CarrierError| matches!(e, CarrierError::Rejected { code, .. } if code == "-4"))
+                as fn(&CarrierError) -> bool,
+        ),
+        (
+            "-1",
+            |e: &CarrierError| matches!(e, CarrierError::Rejected { code, .. } if code == "-1"),
+        ),
+        ("101004", |e: &CarrierError| {
+            matches!(e, CarrierError::RateLimited { .. })
+        }),
+    ] {
+        let a = platform_answering(&bodies(code)).await;
+        let e = a
+            .rebind(&iccid(1), &Rebind::CurrentDevice)
+            .await
+            .expect_err(code);
+        assert!(check(&e), "{code}: {e:?}");
+    }
+}
+
+#[tokio::test]
+async fn wire_cmp_a_change_through_the_simulator_is_named_by_its_transaction_id() {
+    let r = rig().await;
+    let a = r.adapter();
+    let receipt = a.stop(&iccid(1)).await.expect("stop");
+    assert!(!receipt.in_progress, "the reply is the proof");
+    let id = receipt.order_id.clone().expect("a GROUP_TRANSACTIONID");
+    assert_eq!(id.len(), 28, "28 digits like the samples: {id}");
+    assert!(id.bytes().all(|b| b.is_ascii_digit()), "{id}");
+    let sent = r.exchanges.lock().unwrap().clone();
+    let (_, reply) = exchange_of(&sent, "disabledNumber");
+    assert!(reply.contains(&id), "{reply}");
+    // Another change, another id.
+    let again = a.restore(&iccid(1)).await.expect("restore");
+    assert_ne!(again.order_id, receipt.order_id);
+    assert!(!a.queries_orders());
+}
+
+/// The IMEIReRecord form names the card, whatever `card_identifier` says: form A by access
+/// number even for an account that names its other calls by ICCID.
+#[tokio::test]
+async fn wire_cmp_imei_rerecord_form_a_names_the_card_by_access_number_in_the_iccid_setting() {
+    let r = rig_by_path(|_| {}).await;
+    let cfg = CmpConfig {
+        card_identifier: simgate::carrier::http::cmp::wire::CardIdentifier::Iccid,
+        ..config(&r.base_url, PASSWORD, KEY, 5_000)
+    };
+    let a = Cmp::new(&cfg, ctx()).expect("adapter");
+    let _ = a.rebind(&iccid(1), &Rebind::CurrentDevice).await;
+    let sent = rerecords(&r);
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    let number = r.number(1).await;
+    assert!(sent[0]
+        .1
+        .iter()
+        .any(|(k, v)| k == "access_number" && *v == number));
+    assert!(!sent[0].1.iter().any(|(k, _)| k == "iccid"));
+}
+
+/// Through the wire simulator, backed by the simulated carrier's binding and repeat window: a
+/// rebind reaches the carrier in both forms and comes back named by a 28-digit transaction id;
+/// a change inside the carrier's window is refused with the simulator's window code, which
+/// the adapter defers (named a window when the account sets `repeat_window_code`).
+#[tokio::test]
+async fn wire_cmp_rebind_and_the_repeat_window_through_the_simulator() {
+    for form_b_on in [false, true] {
+        let r = rig_by_path(|c| {
+            if form_b_on {
+                form_b(c)
+            }
+        })
+        .await;
+        let mut cfg = config(&r.base_url, PASSWORD, KEY, 5_000);
+        if form_b_on {
+            form_b(&mut cfg);
+        }
+        let a = Cmp::new(&cfg, ctx()).expect("adapter");
+        r.sim
+            .move_to_device(&iccid(1), IMEI)
+            .await
+            .expect("in a device");
+        let receipt = a
+            .rebind(&iccid(1), &Rebind::CurrentDevice)
+            .await
+            .expect("rebound");
+        let id = receipt.order_id.clone().expect("a transaction id");
+        assert!(
+            id.len() == 28 && id.bytes().all(|b| b.is_ascii_digit()),
+            "{id}"
+        );
+        assert!(!receipt.in_progress);
+        assert_eq!(
+            r.sim
+                .binding_of(&iccid(1))
+                .await
+                .expect("binding")
+                .bound_imei
+                .as_deref(),
+            Some(IMEI),
+            "form B: {form_b_on}"
+        );
+    }
+    {
+        let imei_rig = rig().await;
+        let a = imei_rig.adapter();
+        a.rebind(&iccid(2), &Rebind::Imei("860000000000002".into()))
+            .await
+            .expect("bound to the IMEI");
+        assert_eq!(
+            imei_rig
+                .sim
+                .binding_of(&iccid(2))
+                .await
+                .expect("binding")
+                .bound_imei
+                .as_deref(),
+            Some("860000000000002")
+        );
+    }
+
+    let window = simgate::carrier::http::cmp::simulator::INVENTED_REPEAT_WINDOW;
+    for setting in [None, Some(window.to_string())] {
+        let r = rig().await;
+        r.sim.set_faults(simgate::carrier::sim::SimFaults {
+            repeat_window_s: Some(1800),
+            ..Default::default()
+        });
+        let a = Cmp::new(
+            &CmpConfig {
+                repeat_window_code: setting.clone(),
+                ..config(&r.base_url, PASSWORD, KEY, 5_000)
+            },
+            ctx(),
+        )
+        .expect("adapter");
+        a.stop(&iccid(1)).await.expect("stop");
+        let e = a.restore(&iccid(1)).await.expect_err("inside the window");
+        match &e {
+            CarrierError::Deferred {
+                code,
+                message,
+                retry_after: None,
+            } => {
+                assert_eq!(code, window);
+                assert_eq!(
+                    message.contains("repeat window"),
+                    setting.is_some(),
+                    "{message}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            r.sim.card(&iccid(1)).await.expect("sim").state,
+            ServiceState::Stopped,
+            "nothing applied"
+        );
     }
 }

@@ -8,7 +8,9 @@ use simgate::carrier::http::jasper::simulator::{router, Unreadable, WireOptions}
 use simgate::carrier::http::jasper::{Jasper, JasperConfig};
 use simgate::carrier::http::{HttpTimeouts, Secret};
 use simgate::carrier::sim::{SimCarrier, SimFaults};
-use simgate::carrier::{Carrier, CarrierError, LastSession, OnboardCard, ServiceState};
+use simgate::carrier::{
+    Carrier, CarrierError, LastSession, OnboardCard, Rebind, Receipt, ServiceState,
+};
 use simgate::clock::{Clock, ManualClock};
 use simgate::domain::{CarrierId, CarrierPolicy, Iccid};
 
@@ -46,6 +48,7 @@ fn config(base_url: &str, user: &str, key: &str) -> JasperConfig {
             connect_ms: 1_000,
             request_ms: REQUEST_MS,
         },
+        repeat_window_code: None,
     }
 }
 
@@ -820,11 +823,13 @@ async fn wire_jasper_fixture_replies_parse_to_the_dossier_values() {
         }
     }
 
-    // §2 reply skeleton: the change is done.
+    // §2 reply skeleton: the change is done. `{"iccid"}` names no order: the receipt has no
+    // id, and Control Center has no order query in the dossier.
     let (base, _) = platform_answering(&[ok("edit", "edit-device-details.s2.reply.json")]).await;
     let j = Jasper::new(&config(&base, USER, KEY), ctx()).expect("adapter");
-    j.stop(&id).await.expect("§2 reply");
-    j.restore(&id).await.expect("§2 reply");
+    assert_eq!(j.stop(&id).await.expect("§2 reply"), Receipt::applied());
+    assert_eq!(j.restore(&id).await.expect("§2 reply"), Receipt::applied());
+    assert!(!j.queries_orders());
 
     // §7 verbatim errors: 20000001 drops the card from a sync, 10000001 fails it.
     for (file, status, code, dropped) in [
@@ -1033,5 +1038,165 @@ async fn wire_jasper_get_card_shows_unknown_at_carrier_until_cleared() {
             .expect("clear"));
         assert_eq!(get(&mut app, &id).await.carrier_unknown, "");
         app.stop().await;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Issue 20: repeat windows and refusals of changes; no binding call, no order query.
+// ---------------------------------------------------------------------------------------------
+
+/// An error body in the §7 shape (verbatim examples) with another code: the simulator's
+/// invented window code, or a code outside the table.
+fn error_body(code: &str) -> String {
+    format!(r#"{{"errorMessage":"<message>","errorCode":"{code}"}}"#)
+}
+
+#[tokio::test]
+async fn wire_jasper_a_change_refused_with_the_window_code_or_an_unlisted_code_is_deferred() {
+    let window = simgate::carrier::http::jasper::simulator::INVENTED_REPEAT_WINDOW;
+    let id = dossier_iccid();
+    let answering = |code: &str| {
+        vec![
+            ("edit", 400, error_body(code)),
+            ("usage", 400, error_body(code)),
+        ]
+    };
+    for setting in [Some(window.to_string()), None] {
+        let (base, _) = platform_answering(&answering(window)).await;
+        let cfg = JasperConfig {
+            repeat_window_code: setting.clone(),
+            ..config(&base, USER, KEY)
+        };
+        let j = Jasper::new(&cfg, ctx()).expect("adapter");
+        for e in [
+            j.stop(&id).await.expect_err("stop"),
+            j.restore(&id).await.expect_err("restore"),
+        ] {
+            match &e {
+                CarrierError::Deferred {
+                    code,
+                    message,
+                    retry_after: None,
+                } => {
+                    assert_eq!(code, window);
+                    assert_eq!(
+                        message.contains("repeat window"),
+                        setting.is_some(),
+                        "{message}"
+                    );
+                }
+                other => panic!("{setting:?}: {other:?}"),
+            }
+        }
+        // Reads are unchanged: an unlisted code is "unavailable".
+        let read = j.card(&id).await.expect_err("read");
+        assert!(matches!(read, CarrierError::Transient(_)), "{read:?}");
+    }
+    // A code of the table keeps its kind (10000005: refused), unless the account names it its
+    // window code.
+    for (setting, deferred) in [(Some("10000005".to_string()), true), (None, false)] {
+        let (base, _) = platform_answering(&answering("10000005")).await;
+        let cfg = JasperConfig {
+            repeat_window_code: setting,
+            ..config(&base, USER, KEY)
+        };
+        let j = Jasper::new(&cfg, ctx()).expect("adapter");
+        let e = j.stop(&id).await.expect_err("10000005");
+        assert_eq!(
+            matches!(e, CarrierError::Deferred { .. }),
+            deferred,
+            "{e:?}"
+        );
+        assert_eq!(
+            matches!(e, CarrierError::Rejected { ref code, .. } if code == "10000005"),
+            !deferred,
+            "{e:?}"
+        );
+    }
+    // An unlisted code on a 5xx or a 2xx may hide an applied change: unknown, not deferred.
+    for status in [500, 200] {
+        let (base, _) = platform_answering(&[("edit", status, error_body("99999999"))]).await;
+        let j = Jasper::new(&config(&base, USER, KEY), ctx()).expect("adapter");
+        let e = j.stop(&id).await.expect_err("unknown");
+        assert!(
+            matches!(e, CarrierError::OutcomeUnknown(_)),
+            "{status}: {e:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn wire_jasper_has_no_binding_call_and_refuses_every_mode_before_sending() {
+    let (base, seen) = platform_answering(&[]).await;
+    let j = Jasper::new(&config(&base, USER, KEY), ctx()).expect("adapter");
+    assert!(j.rebind_modes().is_empty());
+    for mode in [
+        Rebind::Unbind,
+        Rebind::CurrentDevice,
+        Rebind::Imei("860000000000001".into()),
+    ] {
+        let e = j
+            .rebind(&dossier_iccid(), &mode)
+            .await
+            .expect_err("refused");
+        assert!(
+            matches!(e, CarrierError::Rejected { ref code, .. } if code == "REBIND_NOT_SUPPORTED"),
+            "{e:?}"
+        );
+    }
+    assert_eq!(j.binding(&dossier_iccid()).await, Ok(None));
+    assert!(seen.lock().expect("seen").is_empty(), "nothing was sent");
+}
+
+/// Through the wire simulator: a change inside the simulated carrier's repeat window is
+/// refused with the simulator's (invented) window code, configurable, and the adapter defers
+/// it, naming it a window when the account sets that code.
+#[tokio::test]
+async fn wire_jasper_the_simulated_repeat_window_is_deferred() {
+    for (code, setting) in [
+        (
+            simgate::carrier::http::jasper::simulator::INVENTED_REPEAT_WINDOW,
+            None,
+        ),
+        ("90000042", Some("90000042".to_string())),
+    ] {
+        let opts = WireOptions {
+            repeat_window_code: code.to_string(),
+            ..WireOptions::default()
+        };
+        let h = harness_with(&[(1, ServiceState::Active, 0)], opts).await;
+        h.sim.set_faults(SimFaults {
+            repeat_window_s: Some(1800),
+            ..SimFaults::default()
+        });
+        let j = Jasper::new(
+            &JasperConfig {
+                repeat_window_code: setting.clone(),
+                ..config(&h.base_url, USER, KEY)
+            },
+            ctx(),
+        )
+        .expect("adapter");
+        assert_eq!(j.stop(&iccid(1)).await.expect("stop"), Receipt::applied());
+        match j.restore(&iccid(1)).await {
+            Err(CarrierError::Deferred {
+                code: got,
+                message,
+                retry_after: None,
+            }) => {
+                assert_eq!(got, code);
+                assert_eq!(
+                    message.contains("repeat window"),
+                    setting.is_some(),
+                    "{message}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            sim_state(&h, 1).await,
+            ServiceState::Stopped,
+            "nothing applied"
+        );
     }
 }

@@ -14,6 +14,36 @@
 //! - `realNameQueryIot` (XML, §4): [`Cmp::real_name`].
 //! - `getTelephonePlus` (JSON, §7.2): a card's access number, by ICCID, for `onboard()` and
 //!   `msisdn_of()`.
+//! - `IMEIReRecord` (JSON reply, §6.1): `rebind()`, in the account's form (below).
+//!
+//! Receipts and orders: an accepted `disabledNumber` or `IMEIReRecord` reply is proof the
+//! change is applied, so `stop`/`restore`/`rebind` return `Receipt::applied_as` its
+//! `GROUP_TRANSACTIONID` (`applied()` when the reply has none, or when the change was
+//! confirmed by reading the card after `-5`/`1999`/an unexplained reply). The dossier has no
+//! order query for m2m_ec: `queries_orders()` stays false, and no receipt is ever
+//! `in_progress`.
+//!
+//! Binding (`rebind`, `IMEIReRecord`, DISPUTED §6.1, setting `imei_rerecord_form`):
+//! `query_access_number` (default; version A, [YZ-CMP-C] id 68586819785: `query.do`,
+//! `access_number`, `action=ADD`, `bind_type` absent = ordinary rebind, `2` + `imei` = fixed
+//! binding) or `service_accept_iccid` (version B, [ESIM7] id 45573986352 doc URL:
+//! `app/serviceAccept.do`, `iccid`, `action=ADD`). Both sign identifier, `user_id`, `method`,
+//! `action` and the password (§0.5); `bind_type`/`imei` are not signed. A is the default
+//! because it is the fuller source (an implementation with both bind types and the two reply
+//! samples). Modes: `CurrentDevice` → ordinary rebind; `Imei` → `bind_type=2` (form A only;
+//! form B refuses it before sending); `Unbind` → no call in the dossier, refused before
+//! sending (`rebind_modes()` leaves it out). Reply `RspType 0` → applied; `RspType 1` with
+//! `RspCode -5` (per-card monthly limit, number not found) → `Rejected` with the platform's
+//! code and text. Unknown: the limit's number, whether version B takes `bind_type`/`imei`,
+//! what the unpublished `RspCode`s mean, a binding query's reply (`queryBindDetection`:
+//! fields not found), so `binding()` stays None.
+//!
+//! Refusals of changes (`wire::change_refusal`): the account's `repeat_window_code` (none is
+//! published; default none: set it when you learn the code your platform answers) →
+//! `Deferred { retry_after: None }`; a code outside the published table (§9) → `Deferred` as
+//! well (read the card, retry later, never final); published codes keep their refusal
+//! (`-1`..`-4`, `-7`, `1999`), 101004 is rate limiting. Reads keep failing safe (an
+//! unpublished code is "unavailable").
 //!
 //! Naming the card (§0.4, DISPUTED): by `access_number` (setting `card_identifier`, default,
 //! six sources) or by `iccid` ([NKY]). By access number, each card's number comes from
@@ -35,7 +65,9 @@
 //! `acctStatusType` (online is never guessed) and its time formats (a session time only from
 //! a known format, otherwise "unknown", never "none"); error `-6`; the numeric rate limit.
 //! Whether `getTelephonePlus` wants 19 or 20 ICCID digits ([ESIM7] cuts 20 to 19); whether
-//! `disabledNumber` accepts an `iccid` at all (no source). Unpublished codes fail safe: a read is unavailable, a change's outcome unknown.
+//! `disabledNumber` accepts an `iccid` at all (no source); the repeat window's code and length
+//! (none published). Unpublished codes fail safe: a read is unavailable, a change answered
+//! with one is deferred, a change answered in an unexplained form has an unknown outcome.
 
 pub mod crypt;
 pub mod simulator;
@@ -47,7 +79,7 @@ use serde::{Deserialize, Serialize};
 use super::{client, malformed, retry_after, send_error, status_error, HttpTimeouts, Secret};
 use crate::carrier::platform::{AccountCtx, WirePlatform};
 use crate::carrier::{
-    Carrier, CarrierCard, CarrierError, LastSession, OnboardCard, Receipt, ServiceState,
+    Carrier, CarrierCard, CarrierError, LastSession, OnboardCard, Rebind, Receipt, ServiceState,
 };
 use crate::domain::{CarrierId, Iccid};
 
@@ -71,6 +103,15 @@ pub struct CmpConfig {
     /// or `iccid` ([NKY]). See [`CardIdentifier`].
     #[serde(default)]
     pub card_identifier: CardIdentifier,
+    /// How `IMEIReRecord` is sent (DISPUTED, dossier §6.1): `query_access_number` (default,
+    /// [YZ-CMP-C]) or `service_accept_iccid` ([ESIM7]). See [`ImeiReRecordForm`].
+    #[serde(default)]
+    pub imei_rerecord_form: ImeiReRecordForm,
+    /// The code the platform refuses a repeated change with inside its repeat window (同一卡号
+    /// N分钟内不能重复办理). None is published (dossier §9, §11): none by default; set it when you
+    /// learn the code your platform answers. A change refused with it is deferred.
+    #[serde(default)]
+    pub repeat_window_code: Option<String>,
 }
 
 pub use crypt::request_sign;
@@ -99,6 +140,7 @@ impl WirePlatform for Platform {
             cfg,
             simulator::WireOptions {
                 timeout_after_apply_delay: unanswered,
+                ..Default::default()
             },
         )
     }
@@ -119,6 +161,8 @@ impl WirePlatform for Platform {
             timeouts,
             sign_need_dtl: false,
             card_identifier: CardIdentifier::default(),
+            imei_rerecord_form: ImeiReRecordForm::default(),
+            repeat_window_code: None,
         }
     }
 
@@ -144,6 +188,8 @@ pub struct Cmp {
     key: Secret,
     sign_need_dtl: bool,
     identifier: CardIdentifier,
+    imei_form: ImeiReRecordForm,
+    repeat_window_code: Option<String>,
     /// Access numbers already found (from the store or `getTelephonePlus`), so each card's is
     /// looked up once per process. A number names its card until a card swap (a later issue
     /// invalidates it there).
@@ -176,6 +222,13 @@ impl Cmp {
             key: cfg.key.clone(),
             sign_need_dtl: cfg.sign_need_dtl,
             identifier: cfg.card_identifier,
+            imei_form: cfg.imei_rerecord_form,
+            repeat_window_code: cfg
+                .repeat_window_code
+                .as_deref()
+                .map(str::trim)
+                .filter(|c| !c.is_empty())
+                .map(str::to_string),
             numbers: Default::default(),
         })
     }
@@ -354,12 +407,14 @@ impl Cmp {
             .ok_or_else(|| malformed("queryTraffic TOTAL_BYTES_CNT is not N.NNMB", false))
     }
 
+    /// `disabledNumber`. An accepted reply is proof the change is applied; its
+    /// `GROUP_TRANSACTIONID` names it in the receipt.
     async fn change(
         &self,
         iccid: &Iccid,
         order: &str,
         to: ServiceState,
-    ) -> Result<(), CarrierError> {
+    ) -> Result<Receipt, CarrierError> {
         let body = self
             .call(
                 QUERY_PATH,
@@ -370,12 +425,12 @@ impl Cmp {
             )
             .await?;
         let (code, message) = match change_answer(&body) {
-            ChangeAnswer::Accepted { .. } => return Ok(()),
+            ChangeAnswer::Accepted { transaction_id } => return Ok(receipt(transaction_id)),
             ChangeAnswer::Refused { code, message } => (code, message),
             ChangeAnswer::Unrecognised(text) => {
                 // Only the card's state says whether it took effect.
                 return match self.state(iccid).await {
-                    Ok((_, now)) if now == to => Ok(()),
+                    Ok((_, now)) if now == to => Ok(Receipt::applied()),
                     _ => Err(CarrierError::OutcomeUnknown(format!(
                         "{M_DISABLE} answered in a form no source explains: {text}"
                     ))),
@@ -387,10 +442,55 @@ impl Cmp {
             // state tells whether the change is already in effect.
             let (_, now) = self.state(iccid).await?;
             if now == to {
-                return Ok(());
+                return Ok(Receipt::applied());
             }
         }
-        Err(platform_error(&code, &message, true))
+        Err(change_refusal(
+            &code,
+            &message,
+            self.repeat_window_code.as_deref(),
+        ))
+    }
+
+    /// `IMEIReRecord` in the account's form (dossier §6.1). A mode the form has no parameters
+    /// for is refused before anything is sent.
+    async fn rerecord(&self, iccid: &Iccid, rebind: &Rebind) -> Result<Receipt, CarrierError> {
+        let form = self.imei_form;
+        let mut extras: Vec<(&'static str, &str)> = vec![("action", REBIND_ACTION)];
+        match rebind {
+            Rebind::CurrentDevice => {}
+            Rebind::Imei(imei) if form.binds_to_imei() => {
+                if imei.is_empty() || !imei.bytes().all(|b| b.is_ascii_digit()) {
+                    return Err(CarrierError::Rejected {
+                        code: INVALID_IMEI.into(),
+                        message: format!("{imei:?} is not an IMEI (digits only)"),
+                    });
+                }
+                extras.push(("bind_type", BIND_TYPE_FIXED));
+                extras.push(("imei", imei));
+            }
+            other => return Err(mode_not_supported(other, form)),
+        }
+        let name = match form.param() {
+            "access_number" => ("access_number", self.access_number(iccid).await?),
+            _ => ("iccid", iccid.as_str().to_string()),
+        };
+        let body = self
+            .send(form.path(), M_IMEI_RERECORD, name, &extras, true)
+            .await?;
+        match rebind_answer(&body) {
+            ChangeAnswer::Accepted { transaction_id } => Ok(receipt(transaction_id)),
+            // -5 is the published per-card monthly limit: a refusal with the platform's words.
+            ChangeAnswer::Refused { code, message } => Err(change_refusal(
+                &code,
+                &message,
+                self.repeat_window_code.as_deref(),
+            )),
+            // No binding query in the dossier: nothing can confirm it.
+            ChangeAnswer::Unrecognised(text) => Err(CarrierError::OutcomeUnknown(format!(
+                "{M_IMEI_RERECORD} answered in a form no source explains: {text}"
+            ))),
+        }
     }
 
     /// `getOnlineStatus`: the card's current or last data session, as far as the reply says.
@@ -517,15 +617,27 @@ impl Carrier for Cmp {
     }
 
     async fn stop(&self, iccid: &Iccid) -> Result<Receipt, CarrierError> {
-        self.change(iccid, ORDER_STOP, ServiceState::Stopped)
-            .await
-            .map(|()| Receipt::applied())
+        self.change(iccid, ORDER_STOP, ServiceState::Stopped).await
     }
 
     async fn restore(&self, iccid: &Iccid) -> Result<Receipt, CarrierError> {
         self.change(iccid, ORDER_RESTORE, ServiceState::Active)
             .await
-            .map(|()| Receipt::applied())
+    }
+
+    /// `IMEIReRecord` (dossier §6.1): `CurrentDevice` is the ordinary rebind, `Imei` the fixed
+    /// binding (`bind_type=2`, form `query_access_number` only). No call in the dossier
+    /// removes a binding: `Unbind` is refused before anything is sent.
+    async fn rebind(&self, iccid: &Iccid, rebind: &Rebind) -> Result<Receipt, CarrierError> {
+        self.rerecord(iccid, rebind).await
+    }
+
+    fn rebind_modes(&self) -> Vec<&'static str> {
+        if self.imei_form.binds_to_imei() {
+            vec!["CURRENT_DEVICE", "IMEI"]
+        } else {
+            vec!["CURRENT_DEVICE"]
+        }
     }
 
     /// Telecom dismantles (拆机) by itself: confirm it happened.
@@ -548,6 +660,30 @@ impl Carrier for Cmp {
 pub const MSISDN_MISMATCH: &str = "MSISDN_MISMATCH";
 /// simgate's code for a card the platform holds no access number for.
 pub const NO_ACCESS_NUMBER: &str = "NO_ACCESS_NUMBER";
+/// simgate's code for a binding mode the account's `IMEIReRecord` form has no call for (the
+/// trait's own code, refused before anything is sent).
+pub const REBIND_NOT_SUPPORTED: &str = "REBIND_NOT_SUPPORTED";
+/// simgate's code for an IMEI that is not digits (refused before anything is sent).
+pub const INVALID_IMEI: &str = "INVALID_IMEI";
+
+/// An accepted change's receipt: applied, named by its `GROUP_TRANSACTIONID` when the reply
+/// has one. CMP has no order query in the dossier: the reply is the only proof.
+fn receipt(transaction_id: Option<String>) -> Receipt {
+    transaction_id.map_or_else(Receipt::applied, Receipt::applied_as)
+}
+
+fn mode_not_supported(rebind: &Rebind, form: ImeiReRecordForm) -> CarrierError {
+    let why = match rebind {
+        Rebind::Unbind => "no CMP call in the dossier removes a binding".to_string(),
+        _ => {
+            format!("IMEIReRecord in the form {form:?} (imei_rerecord_form) has no bind_type/imei")
+        }
+    };
+    CarrierError::Rejected {
+        code: REBIND_NOT_SUPPORTED.into(),
+        message: format!("binding mode {} is not supported: {why}", rebind.mode()),
+    }
+}
 
 /// A refusal of an import's card, with the card named (an import has many).
 fn naming(iccid: &Iccid, e: CarrierError) -> CarrierError {
@@ -711,6 +847,107 @@ mod tests {
     }
 
     #[test]
+    fn a_change_refused_with_the_window_or_an_unpublished_code_is_deferred() {
+        let deferred = |e: CarrierError, want: &str| matches!(e, CarrierError::Deferred { ref code, retry_after: None, .. } if code == want);
+        // The account's window code, whatever it is (a published one too).
+        assert!(deferred(
+            change_refusal("-9001", "x", Some("-9001")),
+            "-9001"
+        ));
+        assert!(deferred(change_refusal("-7", "x", Some(" -7 ")), "-7"));
+        // Unpublished codes: deferred, never final, with or without a window setting.
+        for code in ["-6", "-99", "9001", "<code>"] {
+            assert!(deferred(change_refusal(code, "", None), code), "{code}");
+            assert!(deferred(change_refusal(code, "", Some("-9001")), code));
+        }
+        // Published codes keep their mapping.
+        for (code, _) in ERROR_CODES {
+            assert_eq!(
+                change_refusal(code, "m", None),
+                platform_error(code, "m", true)
+            );
+        }
+        assert_eq!(
+            change_refusal(REBIND_REFUSED, "业务校验失败", Some("-9001")),
+            CarrierError::Rejected {
+                code: "-5".into(),
+                message: "业务校验失败".into()
+            }
+        );
+    }
+
+    #[test]
+    fn an_imei_rerecord_reply_is_read_in_its_published_shape() {
+        assert_eq!(
+            rebind_answer(
+                r#"{"Response":{"RspType":"0","RspCode":"0000","RspDesc":"成功接收消息"},"GROUP_TRANSACTIONID":"1000000190202103293055805587"}"#
+            ),
+            ChangeAnswer::Accepted {
+                transaction_id: Some("1000000190202103293055805587".into())
+            }
+        );
+        assert_eq!(
+            rebind_answer(
+                r#"{"Response":{"RspType":"1","RspCode":"-5","RspDesc":"业务校验失败"}}"#
+            ),
+            ChangeAnswer::Refused {
+                code: "-5".into(),
+                message: "业务校验失败".into()
+            }
+        );
+        // The common refusal envelope (credentials, sign) and a text refusal.
+        assert_eq!(
+            rebind_answer(r#"{"resultCode":"-3","resultMsg":"sign参数值错误"}"#),
+            ChangeAnswer::Refused {
+                code: "-3".into(),
+                message: "sign参数值错误".into()
+            }
+        );
+        assert!(matches!(
+            rebind_answer("-4：iccid号码错误或不存在"),
+            ChangeAnswer::Refused { ref code, .. } if code == "-4"
+        ));
+        // RspType 0 with a non-zero RspCode, RspType 1 without one, garbage: unexplained.
+        for body in [
+            r#"{"Response":{"RspType":"0","RspCode":"0001"}}"#,
+            r#"{"Response":{"RspType":"1"}}"#,
+            r#"{"Response":{"RspType":"2","RspCode":"0000"}}"#,
+            "<html>oops",
+            "",
+        ] {
+            assert!(
+                matches!(rebind_answer(body), ChangeAnswer::Unrecognised(_)),
+                "{body}"
+            );
+        }
+    }
+
+    #[test]
+    fn imei_rerecord_signs_action_not_bind_type_or_imei() {
+        for (param, signed) in [
+            ("method", true),
+            ("user_id", true),
+            ("access_number", true),
+            ("iccid", true),
+            ("action", true),
+            ("bind_type", false),
+            ("imei", false),
+        ] {
+            assert_eq!(is_signed(M_IMEI_RERECORD, param, false), signed, "{param}");
+        }
+        assert!(!is_signed(M_DISABLE, "action", false));
+        assert_eq!(
+            ImeiReRecordForm::default(),
+            ImeiReRecordForm::QueryAccessNumber
+        );
+        assert_eq!(ImeiReRecordForm::QueryAccessNumber.path(), QUERY_PATH);
+        assert_eq!(
+            ImeiReRecordForm::ServiceAcceptIccid.path(),
+            SERVICE_ACCEPT_PATH
+        );
+    }
+
+    #[test]
     fn traffic_units_parse_and_format() {
         assert_eq!(parse_mb("0.00MB"), Some(0));
         assert_eq!(parse_mb("1.00MB"), Some(MIB));
@@ -774,6 +1011,22 @@ mod tests {
         assert!(accepted(
             r#"{"result":"0","resultMsg":"ok","GROUP_TRANSACTIONID":"1"}"#
         ));
+        // The transaction id is kept (trimmed) for the receipt, in every form that has one.
+        let id = |body: &str| match change_answer(body) {
+            ChangeAnswer::Accepted { transaction_id } => transaction_id,
+            other => panic!("{body}: {other:?}"),
+        };
+        assert_eq!(
+            id("<businessServiceResponse><RspType>0</RspType><result>0</result><GROUP_TRANSACTIONID> 1000000190202004162026784683 </GROUP_TRANSACTIONID></businessServiceResponse>").as_deref(),
+            Some("1000000190202004162026784683")
+        );
+        assert_eq!(
+            id(r#"{"result":"0","GROUP_TRANSACTIONID":"7"}"#).as_deref(),
+            Some("7")
+        );
+        assert_eq!(id(r#"{"RspType":"0","GROUP_TRANSACTIONID":""}"#), None);
+        assert_eq!(receipt(Some("7".into())), Receipt::applied_as("7"));
+        assert_eq!(receipt(None), Receipt::applied());
         assert_eq!(
             change_answer(r#"{"RspType":"1","result":"1999","resultMsg":"x"}"#),
             ChangeAnswer::Refused {

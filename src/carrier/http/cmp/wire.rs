@@ -29,6 +29,61 @@ pub const M_REAL_NAME: &str = "realNameQueryIot";
 /// The access number (and IMSIs) of an ICCID (dossier §7.2): how simgate learns the number a
 /// card is named by, once per card at import.
 pub const M_TELEPHONE: &str = "getTelephonePlus";
+/// 机卡重绑 (dossier §6.1): the machine-card binding change, in one of two forms
+/// ([`ImeiReRecordForm`]).
+pub const M_IMEI_RERECORD: &str = "IMEIReRecord";
+
+/// The form of `IMEIReRecord` an account sends (dossier §6.1, DISPUTED), per account:
+/// - `query_access_number` (version A, [YZ-CMP-C] `serviceAccept_DX.java` id 68586819785):
+///   `query.do`, the card by `access_number`, `action=ADD`, `bind_type` absent for an ordinary
+///   rebind (the device the card is in now) or `2` with `imei` for a fixed binding. The
+///   default: it is the fuller source (a whole implementation with both bind types, the doc
+///   comment with the two reply samples, and the path all of its other changes use), and it
+///   names the card as every other call of an access-number account does.
+/// - `service_accept_iccid` (version B, [ESIM7] id 45573986352, doc URL comment only):
+///   `app/serviceAccept.do`, the card by `iccid`, `action=ADD`; no `bind_type`/`imei` in that
+///   source, so only the ordinary rebind can be sent.
+///
+/// The form fixes how the card is named, whatever the account's `card_identifier`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ImeiReRecordForm {
+    #[default]
+    QueryAccessNumber,
+    ServiceAcceptIccid,
+}
+
+impl ImeiReRecordForm {
+    /// The path the form is sent to.
+    pub fn path(self) -> &'static str {
+        match self {
+            ImeiReRecordForm::QueryAccessNumber => QUERY_PATH,
+            ImeiReRecordForm::ServiceAcceptIccid => SERVICE_ACCEPT_PATH,
+        }
+    }
+
+    /// The parameter that names the card.
+    pub fn param(self) -> &'static str {
+        match self {
+            ImeiReRecordForm::QueryAccessNumber => "access_number",
+            ImeiReRecordForm::ServiceAcceptIccid => "iccid",
+        }
+    }
+
+    /// Whether the form can bind to a given IMEI (`bind_type=2`, version A only).
+    pub fn binds_to_imei(self) -> bool {
+        self == ImeiReRecordForm::QueryAccessNumber
+    }
+}
+
+/// `action` of `IMEIReRecord`: fixed `ADD` in both versions (dossier §6.1).
+pub const REBIND_ACTION: &str = "ADD";
+/// `bind_type` of a fixed binding to the given `imei` (version A, [YZ-CMP-C]); absent is an
+/// ordinary rebind.
+pub const BIND_TYPE_FIXED: &str = "2";
+/// `RspCode` of `IMEIReRecord`'s published refusal: 业务校验失败（单卡本月调用次数已超过限定次数！）,
+/// the per-card monthly limit ([YZ-CMP-C] sample, dossier §6.1, §10; the number not found).
+pub const REBIND_REFUSED: &str = "-5";
 
 /// How a call names its card (dossier §0.4, DISPUTED), per account. `access_number` (the 149 or
 /// 10649 number) in [YZ-CMP-Q], [YZ-CMP-C], [MEH], [COOL], [CPP] and [ESIM7]'s disabledNumber:
@@ -65,6 +120,9 @@ pub fn is_signed(method: &str, param: &str, sign_need_dtl: bool) -> bool {
     match param {
         "user_id" | "method" | "access_number" | "iccid" => true,
         "acctCd" | "orderTypeId" => method == M_DISABLE,
+        // IMEIReRecord signs `action` in both versions; `bind_type` and `imei` are sent, not
+        // signed ([YZ-CMP-C]; [ESIM7] signs iccid, uid, action, pw, method).
+        "action" => method == M_IMEI_RERECORD,
         "needDtl" => method == M_TRAFFIC && sign_need_dtl,
         _ => false,
     }
@@ -184,6 +242,30 @@ pub fn platform_error(code: &str, message: &str, changes: bool) -> CarrierError 
     }
 }
 
+/// A change's refusal with a platform `code` (not "0") → the trait's error kind. `window` is the
+/// account's `repeat_window_code` (none is published): a change refused with it is `Deferred`.
+/// 101004 is rate limiting; a published code keeps its refusal ([`platform_error`]); any other
+/// code is `Deferred` too: the platform answered and refused, so as far as simgate can tell
+/// nothing was applied, but a refusal it cannot classify is never final (the journal reads the
+/// card and sends the change again later). Reads keep [`platform_error`].
+pub fn change_refusal(code: &str, message: &str, window: Option<&str>) -> CarrierError {
+    if window.is_some_and(|w| w.trim() == code) {
+        return CarrierError::Deferred {
+            code: code.to_string(),
+            message: format!("repeat window (the account's repeat_window_code): {message}"),
+            retry_after: None,
+        };
+    }
+    if code == RATE_LIMITED || is_published(code) {
+        return platform_error(code, message, true);
+    }
+    CarrierError::Deferred {
+        code: code.to_string(),
+        message: format!("unrecognised refusal of a change: {message}"),
+        retry_after: None,
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Envelopes, per method (dossier §1-§5, §9):
 // - queryCardMainStatus: JSON resultCode/resultMsg/productInfo[].productMainStatusCd (§2,
@@ -193,7 +275,11 @@ pub fn platform_error(code: &str, message: &str, changes: bool) -> CarrierError 
 // - disabledNumber: DISPUTED (§5): the field set RspType/result/resultMsg/GROUP_TRANSACTIONID
 //   ([MEH], [COOL]) in XML (root `businessServiceResponse`, [COOL] 23358068165, possibly one
 //   level down) or JSON, top-level `result` alone ([COOL] 23606245317), or plain text
-//   containing 流水号 ([YZ-CMP-C]; no captured body). All are read by [`change_answer`].
+//   containing 流水号 ([YZ-CMP-C]; no captured body). All are read by [`change_answer`]; its
+//   `GROUP_TRANSACTIONID` names the change in the receipt.
+// - IMEIReRecord: JSON {"Response":{"RspType","RspCode","RspDesc"},"GROUP_TRANSACTIONID"} (§6.1,
+//   two verbatim samples of [YZ-CMP-C]; the same model in [ESIM7] `Rootjkcb`), read by
+//   [`rebind_answer`].
 // - getOnlineStatus: JSON resultCode/resultMsg/groupTransactionId and a `description{…}` object
 //   (§3, skeleton from [ESIM7]). The values of `result`/`acctStatusType` and every time format
 //   are unknown: online is never guessed, a session time only from a format listed here.
@@ -399,7 +485,7 @@ pub fn change_answer(body: &str) -> ChangeAnswer {
             .get("GROUP_TRANSACTIONID")
             .or_else(|| f.get("groupTransactionId"))
             .filter(|t| !t.trim().is_empty())
-            .cloned();
+            .map(|t| t.trim().to_string());
         return match (rsp_type, result) {
             (Some("0"), None | Some("0")) | (None, Some("0")) => {
                 ChangeAnswer::Accepted { transaction_id }
@@ -414,6 +500,53 @@ pub fn change_answer(body: &str) -> ChangeAnswer {
     match text_refusal(body) {
         Some((code, message)) => ChangeAnswer::Refused { code, message },
         None => ChangeAnswer::Unrecognised(short(body)),
+    }
+}
+
+/// Reads an `IMEIReRecord` reply (dossier §6.1: JSON `{"Response":{"RspType","RspCode",
+/// "RspDesc"},"GROUP_TRANSACTIONID"}`, two verbatim samples of [YZ-CMP-C]). `RspType` 0 with
+/// `RspCode` all zeros (`0000`) or absent is accepted; `RspType` 1 with an `RspCode` is refused
+/// with it. A reply without `Response` is read as the common refusal envelope (`resultCode`,
+/// §9) or a text refusal; anything else is unrecognised.
+pub fn rebind_answer(body: &str) -> ChangeAnswer {
+    let Some(f) = leaf_fields(body) else {
+        return match text_refusal(body) {
+            Some((code, message)) => ChangeAnswer::Refused { code, message },
+            None => ChangeAnswer::Unrecognised(short(body)),
+        };
+    };
+    let transaction_id = f
+        .get("GROUP_TRANSACTIONID")
+        .filter(|t| !t.trim().is_empty())
+        .map(|t| t.trim().to_string());
+    let message = f
+        .get("RspDesc")
+        .or_else(|| f.get("resultMsg"))
+        .or_else(|| f.get("SMSG"))
+        .cloned()
+        .unwrap_or_default();
+    let rsp_code = f.get("RspCode").map(|s| s.trim());
+    match (f.get("RspType").map(|s| s.trim()), rsp_code) {
+        (Some("0"), None) => ChangeAnswer::Accepted { transaction_id },
+        (Some("0"), Some(c)) if !c.is_empty() && c.bytes().all(|b| b == b'0') => {
+            ChangeAnswer::Accepted { transaction_id }
+        }
+        (Some("1"), Some(c)) if !c.is_empty() => ChangeAnswer::Refused {
+            code: c.to_string(),
+            message,
+        },
+        (Some(_), _) => ChangeAnswer::Unrecognised(short(body)),
+        (None, _) => match f
+            .get("resultCode")
+            .or_else(|| f.get("RESULT"))
+            .map(|s| s.trim())
+        {
+            Some(code) if code != "0" && !code.is_empty() => ChangeAnswer::Refused {
+                code: code.to_string(),
+                message,
+            },
+            _ => ChangeAnswer::Unrecognised(short(body)),
+        },
     }
 }
 

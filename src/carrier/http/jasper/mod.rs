@@ -35,12 +35,26 @@
 //!   and `cancel()` takes RETIRED as released although [MEH] says a user may move a RETIRED
 //!   card back.
 //!
+//! Receipts, orders, binding: the `PUT` reply is `{"iccid"}` ([MEH]) with no order or
+//! transaction id, so `stop`/`restore` return `Receipt::applied()` (whether the change is
+//! applied synchronously is not published; the journal settles it by reading the card). The
+//! dossier has no order query (`queries_orders()` false) and no binding call (only the
+//! `IMEI_CHANGE` push event, §9, whose signature is not found): `rebind_modes()` is empty and
+//! `rebind` refuses every mode before sending; `binding()` is None.
+//!
+//! Repeat windows and unrecognised refusals of changes (`wire::change_error_of`): no window
+//! code is published; setting `repeat_window_code` (default none: set it when you learn the
+//! code your platform answers) makes a change refused with it `Deferred { retry_after: None }`.
+//! A change refused on a 4xx with a code outside the table is `Deferred` as well (read the
+//! card, retry later, never final); codes of the table keep their kind. Reads are unchanged.
+//!
 //! Errors (§7): `{"errorMessage" (or "message"), "errorCode" (string or number)}` on any
 //! status, 2xx included. The whole code table is in `wire::ERROR_CODES`: 40000029 is the rate
 //! limit whatever the HTTP status (1 s wait without `Retry-After`); 20000001 and 10000021 mean
 //! "no such card" (a sync leaves the card out); 10000001, 10000024, 10000028 and 10000030
 //! refuse the account (a sync fails, [`Carrier::card_not_known`]); unlisted codes, and codes on
-//! a 2xx, fail safe (a read unavailable, a change of unknown outcome). Still unknown: the HTTP
+//! a 2xx, fail safe (a read unavailable; a change deferred when refused on a 4xx, of unknown
+//! outcome on a 2xx or a 5xx). Still unknown: the HTTP
 //! status of most codes (of 40000029 too: 429 likely, not stated); the numeric calls-per-second
 //! limit (§8, §10).
 
@@ -69,6 +83,11 @@ pub struct JasperConfig {
     pub api_key: Secret,
     #[serde(default)]
     pub timeouts: HttpTimeouts,
+    /// The code the platform refuses a repeated status change with inside its repeat window.
+    /// None is published (dossier §7, §10): none by default; set it when you learn the code
+    /// your platform answers. A change refused with it is deferred.
+    #[serde(default)]
+    pub repeat_window_code: Option<String>,
 }
 
 use wire::*;
@@ -113,6 +132,7 @@ impl WirePlatform for Platform {
             username: "simgate-sim".into(),
             api_key: Secret::new(secret),
             timeouts,
+            repeat_window_code: None,
         }
     }
 
@@ -134,6 +154,7 @@ pub struct Jasper {
     base_url: String,
     username: String,
     api_key: Secret,
+    repeat_window_code: Option<String>,
 }
 
 impl Jasper {
@@ -152,6 +173,12 @@ impl Jasper {
             base_url: cfg.base_url.trim_end_matches('/').to_string(),
             username: cfg.username.clone(),
             api_key: cfg.api_key.clone(),
+            repeat_window_code: cfg
+                .repeat_window_code
+                .as_deref()
+                .map(str::trim)
+                .filter(|c| !c.is_empty())
+                .map(str::to_string),
         })
     }
 
@@ -178,14 +205,21 @@ impl Jasper {
         let retry = retry_after(resp.headers());
         let body = resp.bytes().await.map_err(|e| send_error(e, changes))?;
         let envelope = serde_json::from_slice::<ErrorBody>(&body).ok();
+        let error = |e: Option<&ErrorBody>| {
+            if changes {
+                change_error_of(status, e, retry, self.repeat_window_code.as_deref())
+            } else {
+                error_of(status, e, retry, false)
+            }
+        };
         if status.is_success() {
             // A 2xx answer may still carry an error code (40000029 whatever the status).
             match envelope.as_ref().filter(|e| e.error_code.is_some()) {
-                Some(e) => return Err(error_of(status, Some(e), retry, changes)),
+                Some(e) => return Err(error(Some(e))),
                 None => return Ok(body.to_vec()),
             }
         }
-        Err(error_of(status, envelope.as_ref(), retry, changes))
+        Err(error(envelope.as_ref()))
     }
 
     async fn get<T: serde::de::DeserializeOwned>(
@@ -496,6 +530,58 @@ mod tests {
     }
 
     #[test]
+    fn a_change_refused_with_the_window_or_an_unlisted_code_is_deferred() {
+        let deferred = |e: CarrierError, want: &str| matches!(e, CarrierError::Deferred { ref code, retry_after: None, .. } if code == want);
+        let bad = StatusCode::BAD_REQUEST;
+        assert!(deferred(
+            change_error_of(bad, Some(&body("90000001")), None, Some("90000001")),
+            "90000001"
+        ));
+        // The window code names the window even where it is a code of the table.
+        assert!(deferred(
+            change_error_of(bad, Some(&body("10000005")), None, Some("10000005")),
+            "10000005"
+        ));
+        // ... and on a 2xx; never on a server fault (unknown outcome).
+        assert!(deferred(
+            change_error_of(StatusCode::OK, Some(&body("9")), None, Some("9")),
+            "9"
+        ));
+        assert!(matches!(
+            change_error_of(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                Some(&body("9")),
+                None,
+                Some("9")
+            ),
+            CarrierError::OutcomeUnknown(_)
+        ));
+        // An unlisted code on a 4xx: deferred, with or without the setting.
+        assert!(deferred(
+            change_error_of(bad, Some(&body("99999999")), None, None),
+            "99999999"
+        ));
+        // Listed codes keep their kind; a code on a 2xx stays an unknown outcome.
+        assert_eq!(
+            change_error_of(bad, Some(&body("10000005")), None, Some("90000001")),
+            error_of(bad, Some(&body("10000005")), None, true)
+        );
+        assert!(matches!(
+            change_error_of(StatusCode::OK, Some(&body("99999999")), None, None),
+            CarrierError::OutcomeUnknown(_)
+        ));
+        assert!(matches!(
+            change_error_of(
+                StatusCode::TOO_MANY_REQUESTS,
+                Some(&body(CODE_RATE_LIMIT)),
+                None,
+                None
+            ),
+            CarrierError::RateLimited { .. }
+        ));
+    }
+
+    #[test]
     fn answers_without_an_envelope_map_by_http_status() {
         assert!(matches!(
             error_of(StatusCode::SERVICE_UNAVAILABLE, None, None, true),
@@ -605,6 +691,7 @@ mod tests {
             username: "u".into(),
             api_key: Secret::new("k3y-value"),
             timeouts: HttpTimeouts::default(),
+            repeat_window_code: None,
         };
         let policy = AccountCtx::default_for(CarrierId::Unicom);
         assert!(Jasper::new(&cfg, policy.clone()).is_err());

@@ -39,6 +39,12 @@
 //!   `10.0.0.1` after one, null before; never an open session;
 //! - what the simulated card does not hold is null (`imsi`, `msisdn`, dates, custom fields),
 //!   `ratePlan` is [`WireOptions::rate_plan`], `overageLimitReached` false, SMS and voice 0;
+//! - a change inside the simulated carrier's repeat window (its `Deferred`): HTTP 400 with
+//!   [`WireOptions::repeat_window_code`], [`INVENTED_REPEAT_WINDOW`] by default (no code is
+//!   published);
+//! - no order ids (the dossier's PUT reply has none) and no binding call (none in the
+//!   dossier): the simulator serves neither; a change the simulated carrier takes as an order
+//!   still in progress is answered `{"iccid"}` like any other (the adapter reads it as done);
 //! - [`WireOptions::unreadable`]: a test hook serving a status outside the table, a null
 //!   status or a null `ctdDataUsage` for chosen cards.
 
@@ -87,6 +93,10 @@ pub struct WireOptions {
     /// Cards whose `ctdUsages` (and `GET devices`) answers simgate cannot read, by ICCID: a
     /// test hook for "unknown at carrier". Shared, so a test can change it while serving.
     pub unreadable: Arc<Mutex<BTreeMap<String, Unreadable>>>,
+    /// The code (HTTP 400) a change inside the simulated carrier's repeat window (its
+    /// `Deferred`) is refused with. Invented ([`INVENTED_REPEAT_WINDOW`] by default): Control
+    /// Center publishes none.
+    pub repeat_window_code: String,
 }
 
 /// How a card's answers are made unreadable (see [`WireOptions::unreadable`]).
@@ -108,6 +118,7 @@ impl Default for WireOptions {
             one_call_at_a_time: true,
             rate_limit_status: StatusCode::TOO_MANY_REQUESTS,
             unreadable: Arc::default(),
+            repeat_window_code: INVENTED_REPEAT_WINDOW.to_string(),
         }
     }
 }
@@ -282,9 +293,11 @@ impl Wire {
             }
             CarrierError::RateLimited { .. } => self.rate_limited("injected"),
             // A repeat window of the simulated carrier: Control Center publishes none (invented).
-            CarrierError::Deferred { message, .. } => {
-                error(StatusCode::BAD_REQUEST, INVENTED_REPEAT_WINDOW, message)
-            }
+            CarrierError::Deferred { message, .. } => error(
+                StatusCode::BAD_REQUEST,
+                &self.opts.repeat_window_code,
+                message,
+            ),
             CarrierError::Transient(_)
             | CarrierError::CircuitOpen(_)
             | CarrierError::OutcomeUnknown(_) => {

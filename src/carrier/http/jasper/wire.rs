@@ -203,6 +203,40 @@ pub fn error_of(
     }
 }
 
+/// A failed answer to a change (`PUT devices/{iccid}`): the account's `repeat_window_code`
+/// (none is published) on any answer but a server fault → `Deferred`; a code outside the
+/// table on a 4xx (the platform refused, nothing applied as far as simgate can tell) →
+/// `Deferred` too, never final; everything else as [`error_of`] (codes in the table keep their
+/// kind, a code on a 2xx or a 5xx is an unknown outcome).
+pub fn change_error_of(
+    status: reqwest::StatusCode,
+    body: Option<&ErrorBody>,
+    retry: Option<std::time::Duration>,
+    window: Option<&str>,
+) -> CarrierError {
+    let code = body.and_then(|b| b.error_code.as_deref());
+    let message = body
+        .and_then(|b| b.error_message.clone())
+        .unwrap_or_default();
+    if let Some(code) = code.filter(|_| !status.is_server_error()) {
+        if window.is_some_and(|w| w.trim() == code) {
+            return CarrierError::Deferred {
+                code: code.to_string(),
+                message: format!("repeat window (the account's repeat_window_code): {message}"),
+                retry_after: None,
+            };
+        }
+        if code_kind(code).is_none() && status.is_client_error() && status.as_u16() != 429 {
+            return CarrierError::Deferred {
+                code: code.to_string(),
+                message: format!("unrecognised refusal of a change (HTTP {status}): {message}"),
+                retry_after: None,
+            };
+        }
+    }
+    error_of(status, body, retry, true)
+}
+
 // ---------------------------------------------------------------------------------------------
 // Wire types (field names as Control Center spells them).
 
