@@ -1894,6 +1894,28 @@ async fn wire_onelink_refused_changes_are_deferred_unless_final() {
     ));
     assert_eq!(requests_to(&received, "/query/sim-status"), reads);
 
+    // A refused bind to the current device of a card sim-imei reports in no device: nothing
+    // to bind to, final (NO_DEVICE, ours).
+    let (a, _) = platform_answering(
+        &order_binding_fixtures(&[
+            ("/operate/card-bind-by-bill", refusal("19999")),
+            (
+                "/query/sim-imei",
+                fixture("query-sim-imei.s2-9.reply.json").replace("860000000000001", ""),
+            ),
+        ]),
+        HttpMethod::Get,
+    )
+    .await;
+    assert_eq!(
+        rejected_code(a.rebind(&dossier_card(), &Rebind::CurrentDevice).await),
+        "NO_DEVICE"
+    );
+    assert!(matches!(
+        a.rebind(&dossier_card(), &Rebind::Unbind).await,
+        Err(CarrierError::Deferred { .. })
+    ));
+
     // 11011 stays final for both.
     let (a, _) = platform_answering(
         &order_binding_fixtures(&[

@@ -82,7 +82,9 @@
 //!   [`OneLinkConfig::bind_tac_digits`] digits (8-14, default 14). A TAC binds every IMEI that
 //!   starts with it (人工录入IMEI段, 一对多): 14 digits is one IMEI's body, fewer a wider range.
 //!   The reply body is **not found**: status 0 → applied, or in progress when a record carries
-//!   an `orderNum`; refusals as for `/change/sim-status` but with no re-read (`Deferred`).
+//!   an `orderNum`; refusals as for `/change/sim-status` but with no state re-read
+//!   (`Deferred`), except a refused CurrentDevice for a card sim-imei reports in no device:
+//!   `NO_DEVICE` (ours, final: there is nothing to bind to).
 //!   Repeat window 30 min ([PHP]).
 //! - `/query/sim-stop-reason` (§2.7): `stopReason`, 12 positions of 0/2 —
 //!   [`OneLink::stop_reason_flags`], and the trait's `stop_reasons()` with simgate's reasons
@@ -652,6 +654,13 @@ impl OneLink {
         parse_bind_status(&first_record(path, &self.read(path, p).await?)?)
     }
 
+    /// Whether the platform reports the card in no device: `/query/sim-imei` answers no IMEI
+    /// and the account reads it as the device's ([`ImeiReading::Device`]). A failed read is
+    /// "not known" (false).
+    async fn in_no_device(&self, iccid: &Iccid) -> bool {
+        self.sim_imei_reports == ImeiReading::Device && matches!(self.imei(iccid).await, Ok(None))
+    }
+
     /// `/query/sim-imei` (§2.9): the IMEI the platform reports for the card (None: none).
     pub async fn imei(&self, iccid: &Iccid) -> Result<Option<String>, CarrierError> {
         Ok(parse_imei(
@@ -793,8 +802,10 @@ impl Carrier for OneLink {
     /// with bindingStyle 1 and `tac` = its first `bind_tac_digits` digits, which binds every
     /// IMEI starting with them (an IMEI *range*). The reply body is not found: status 0 is
     /// applied, or in progress when a record carries an `orderNum`. Refusals as for a change
-    /// (`11011` final, the window code and every other code `Deferred`; no re-read: the binding
-    /// query cannot confirm a mode).
+    /// (`11011` final, the window code `Deferred`); any other code is `Deferred` too — except
+    /// a refused CurrentDevice for a card `/query/sim-imei` reports in no device (with
+    /// `sim_imei_reports = "device"`): nothing to bind to, final (`NO_DEVICE`, ours). No other
+    /// re-read: the binding query cannot confirm a mode.
     async fn rebind(&self, iccid: &Iccid, rebind: &Rebind) -> Result<Receipt, CarrierError> {
         let p = self.rebind_params(iccid, rebind)?;
         match self.call("/operate/card-bind-by-bill", p, true).await? {
@@ -803,6 +814,18 @@ impl Carrier for OneLink {
                 None => Receipt::applied(),
             }),
             Answer::Refused { code, message } => {
+                if *rebind == Rebind::CurrentDevice
+                    && code != codes::CARD_UNKNOWN
+                    && self.repeat_window_code.as_deref() != Some(code.as_str())
+                    && self.in_no_device(iccid).await
+                {
+                    return Err(CarrierError::Rejected {
+                        code: codes::NO_DEVICE.into(),
+                        message: format!(
+                            "{iccid} is in no device to bind to (/query/sim-imei reports none); status {code}, message {message}"
+                        ),
+                    });
+                }
                 self.refused_change(iccid, None, code, message).await
             }
         }

@@ -92,6 +92,9 @@ pub mod codes {
     /// simgate's own code: a card whose access number neither simgate nor the platform has
     /// (`/query/card-bind-status` takes an msisdn only).
     pub const NO_MSISDN: &str = "NO_MSISDN";
+    /// simgate's own code: a refused bind to the current device of a card the platform reports
+    /// in no device (`/query/sim-imei` empty): nothing to bind to.
+    pub const NO_DEVICE: &str = "NO_DEVICE";
     /// simgate's own code: an IMEI too short or not digits, refused before anything is sent.
     pub const IMEI_INVALID: &str = "IMEI_INVALID";
 
