@@ -1967,6 +1967,12 @@ async fn wire_onelink_simulator_order_replies_settle_with_order_info() {
         r.adapter.order(&iccid(1), "SIM999999999999").await,
         Err(CarrierError::Transient(m)) if m.contains("SIM_UNKNOWN_ORDER")
     ));
+    assert!(matches!(
+        r.adapter
+            .order(&iccid(1), &format!("SIM0000009999-{}", iccid(1)))
+            .await,
+        Err(CarrierError::Transient(m)) if m.contains("SIM_UNKNOWN_ORDER")
+    ));
     // Without the option the identifier reply is proof.
     let r = rig().await;
     assert_eq!(

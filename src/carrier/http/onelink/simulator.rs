@@ -27,7 +27,8 @@
 //! - the `/query/group-data-usage` reply `{groupId, useAmount}` (its fields are not found);
 //! - sim-session's `status`/`ip`/`rat` values (fields from the skeleton, values fake);
 //! - `realNameStatus` "0" for an unregistered card (only "1" is published; any other value
-//!   reads as "not registered"), and the `orderNum` format `SIM` + 12 digits;
+//!   reads as "not registered"), and the `orderNum` format (the simulated carrier's order id,
+//!   or `DONE` + 10 digits for an invented one, then `-` and the ICCID);
 //! - the repeat-window code [`INVENTED_REPEAT_WINDOW`] (the default of
 //!   [`WireOptions::repeat_window_code`]); [`SIM_UNKNOWN_ORDER`] for an orderNum never
 //!   answered; [`SIM_NO_BINDING`] as result 2's errorCode when the simulated carrier keeps no
@@ -160,15 +161,16 @@ struct Wire {
     orders: Mutex<HashMap<String, SimOrder>>,
 }
 
-/// An order the simulator answered a change with.
+/// When the simulator answered an order (for `createDate`; an order answered before a
+/// restart shows its status date instead).
 #[derive(Debug, Clone)]
 struct SimOrder {
-    iccid: Iccid,
-    /// The simulated carrier's own order id; None: the simulator's invention for a change
-    /// applied at once (`change_reply_order_num`), always `completed`.
-    carrier_id: Option<String>,
     created: chrono::DateTime<chrono::Utc>,
 }
+
+/// The prefix of an `orderNum` the simulator invents for a change the simulated carrier
+/// applied at once (`change_reply_order_num`): such an order is always `completed`.
+const APPLIED_ORDER: &str = "DONE";
 
 pub fn router(sim: Arc<SimCarrier>, cfg: &OneLinkConfig, opts: WireOptions) -> axum::Router {
     // Serve under the base URL's path (e.g. /v5/ec) so one configuration fits both ends.
@@ -554,21 +556,22 @@ async fn change_sim_status(State(w): State<Arc<Wire>>, input: Input) -> Response
 }
 
 impl Wire {
-    /// Records an order and returns its `orderNum`: the simulated carrier's id when it gave
-    /// one, else `SIM` + 12 digits (invented format).
+    /// The `orderNum` of an order (invented format, OneLink's is not found): the simulated
+    /// carrier's order id, or [`APPLIED_ORDER`] and a sequence, then `-` and the card's ICCID —
+    /// so `/query/order-info`, which names only the order, finds the card again, also after a
+    /// restart (the simulated carrier keeps its orders in the database).
     fn order(&self, iccid: &Iccid, carrier_id: Option<String>) -> String {
-        let order_num = carrier_id.clone().unwrap_or_else(|| {
+        let head = carrier_id.unwrap_or_else(|| {
             let n = self.seq.fetch_add(1, Ordering::SeqCst);
-            format!("SIM{n:012}")
+            format!("{APPLIED_ORDER}{n:010}")
         });
+        let order_num = format!("{head}-{iccid}");
         self.orders
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(
                 order_num.clone(),
                 SimOrder {
-                    iccid: iccid.clone(),
-                    carrier_id,
                     created: chrono::Utc::now(),
                 },
             );
@@ -616,8 +619,8 @@ fn compact(at: chrono::DateTime<chrono::Utc>) -> String {
 
 /// `/query/order-info` (§3.1): `orderNum` only. The simulated carrier's orders are answered
 /// from `SimCarrier::order`; an order the simulator invented (`change_reply_order_num`) is
-/// `completed`. An `orderNum` never answered is refused with the simulator's own code (none
-/// is published).
+/// `completed`. An `orderNum` of no order is refused with the simulator's own code (none is
+/// published).
 async fn order_info(State(w): State<Arc<Wire>>, input: Input) -> Response {
     let p = match w.authenticate(input) {
         Ok(p) => p,
@@ -627,30 +630,40 @@ async fn order_info(State(w): State<Arc<Wire>>, input: Input) -> Response {
         Ok(n) => n.to_string(),
         Err(r) => return *r,
     };
-    let found = w
-        .orders
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .get(&order_num)
-        .cloned();
-    let Some(order) = found else {
+    // The card and the simulated carrier's id, from the orderNum (see `Wire::order`).
+    let parsed = order_num
+        .rsplit_once('-')
+        .and_then(|(head, iccid)| Some((head.to_string(), Iccid::parse_any(iccid).ok()?)));
+    let Some((head, iccid)) = parsed else {
         return refuse(SIM_UNKNOWN_ORDER, "orderNum unknown to the simulator");
     };
-    let status = match &order.carrier_id {
-        None => "completed".to_string(),
-        Some(id) => match w.sim.order(&order.iccid, id).await {
+    let status = if head.starts_with(APPLIED_ORDER) {
+        "completed".to_string()
+    } else {
+        match w.sim.order(&iccid, &head).await {
             Ok(OrderProgress::Completed) => "completed".to_string(),
             // Words the dossier lists pass through; others become the closest listed one.
             Ok(OrderProgress::Open(word)) => listed_or(word, codes::OrderKind::Open, "inProgress"),
             Ok(OrderProgress::Failed(word)) => listed_or(word, codes::OrderKind::Failed, "failed"),
+            // An order the simulated carrier does not know (its own code): none is published.
+            Err(CarrierError::Rejected { message, .. }) => {
+                return refuse(SIM_UNKNOWN_ORDER, &message)
+            }
             Err(e) => return w.fail(e).await,
-        },
+        }
     };
+    let now = chrono::Utc::now();
+    let created = w
+        .orders
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(&order_num)
+        .map_or(now, |o| o.created);
     ok(json!({
         "orderNum": order_num,
         "status": status,
-        "statusDate": compact(chrono::Utc::now()),
-        "createDate": compact(order.created),
+        "statusDate": compact(now),
+        "createDate": compact(created),
     }))
 }
 
