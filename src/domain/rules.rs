@@ -88,8 +88,13 @@ impl Transition {
         let mut events = self.events;
         events.extend(next.events);
         let changed = self.changed || next.changed;
+        // A rebind changes no service state, so the states alone do not show it.
+        let action = match (carrier_action(before, &next.card), next.action) {
+            (None, Some(CarrierAction::Rebind)) => Some(CarrierAction::Rebind),
+            (a, _) => a,
+        };
         Transition {
-            action: carrier_action(before, &next.card),
+            action,
             card: next.card,
             events,
             changed,
@@ -1017,6 +1022,13 @@ pub(crate) mod tests {
         let card = with_reasons(CarrierId::Mobile, &[StopReason::DeviceMismatch]);
         let t = rebind(&card, now()).unwrap();
         assert_eq!(t.action, Some(CarrierAction::Rebind));
+        // Brought up to now first, as every change is: still a rebind.
+        let at_now =
+            crate::domain::lifecycle::at_now(&card, &policy(CarrierId::Mobile), now(), |c| {
+                rebind(c, now())
+            })
+            .unwrap();
+        assert_eq!(at_now.action, Some(CarrierAction::Rebind));
         assert!(t.card.stop_reasons.contains(StopReason::DeviceMismatch));
         assert_eq!(t.events[0].kind, event::card::REBOUND);
         // The carrier lifted its stop by itself: nothing to send.

@@ -112,6 +112,11 @@ impl CardService {
         let carrier = self.carrier(&before.account)?;
         let policy = carrier.policy();
         let mut t = lifecycle::at_now(before, policy, now, |c| rule(c, policy, now))?;
+        if rebind.is_some() && t.action != Some(crate::domain::CarrierAction::Rebind) {
+            // Time moved the card's service state first (a due stop the engine has yet to
+            // send): that change goes out on its own, and the rebind is retried after it.
+            return Err(super::ServiceError::Conflict);
+        }
         self.with_alerts(before, &mut t, now).await?;
         let kinds: Vec<&str> = t.events.iter().map(|e| e.kind).collect();
         let audit = caller.audit(

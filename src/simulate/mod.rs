@@ -505,6 +505,10 @@ impl Standalone {
             if let Some(o) = entry.as_object_mut() {
                 o.insert("id".into(), account.id.to_string().into());
                 o.insert("carrier".into(), account.carrier.to_string().into());
+                // The window the simulator keeps, so that simgate keeps the same one.
+                if let Some(w) = account.repeat_window_s {
+                    o.insert("repeat_window_s".into(), w.into());
+                }
             }
             serve_config.accounts.push(entry);
             let unanswered = Duration::from_millis(HttpTimeouts::default().request_ms + 5_000);

@@ -88,6 +88,22 @@ const PINNED: &[(&str, &str)] = &[
         "sqlite/0010_carrier_unknown.sql",
         "ae600347e5f2a240c9c4d570ce69712563df859e128be78830dbd097d85312fa",
     ),
+    (
+        "postgres/0011_carrier_orders.sql",
+        "fcafa4e66f17fd976aee75cb5b39a8bea06a618cca99504beee964ed5e1f5276",
+    ),
+    (
+        "postgres/0012_sim_binding_and_orders.sql",
+        "6bd1c2ff5a9a644ebccdeec09b54d1b8f7eb06cddf29d09ea004356039cec3fc",
+    ),
+    (
+        "sqlite/0011_carrier_orders.sql",
+        "fcafa4e66f17fd976aee75cb5b39a8bea06a618cca99504beee964ed5e1f5276",
+    ),
+    (
+        "sqlite/0012_sim_binding_and_orders.sql",
+        "6bd1c2ff5a9a644ebccdeec09b54d1b8f7eb06cddf29d09ea004356039cec3fc",
+    ),
 ];
 
 fn migrations_dir() -> std::path::PathBuf {

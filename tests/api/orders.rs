@@ -68,9 +68,20 @@ async fn serve_orders(
 }
 
 async fn spawn_orders(window: u64, sims: &[(&str, SimFaults)]) -> TestApp {
-    let db = Arc::new(TestDb::new(Backend::Sqlite).expect("sqlite"));
+    spawn_orders_on(Backend::Sqlite, window, sims)
+        .await
+        .expect("sqlite")
+}
+
+/// None when the backend is not available (PostgreSQL without its URL).
+async fn spawn_orders_on(
+    backend: Backend,
+    window: u64,
+    sims: &[(&str, SimFaults)],
+) -> Option<TestApp> {
+    let db = Arc::new(TestDb::new(backend)?);
     let clock = simgate::clock::ManualClock::new(start_time());
-    serve_orders(db, clock, window, sims).await
+    Some(serve_orders(db, clock, window, sims).await)
 }
 
 /// One card on each account: (account, carrier, iccid).
@@ -175,7 +186,18 @@ async fn diagnosis_codes(app: &mut TestApp, iccid: &str) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_resume_inside_the_repeat_window_is_scheduled_and_sent_when_the_window_ends() {
-    let mut app = spawn_orders(WINDOW_S as u64, &[]).await;
+    resume_inside_the_window(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resume_inside_the_repeat_window_is_scheduled_and_sent_when_the_window_ends_postgres() {
+    resume_inside_the_window(Backend::Postgres).await;
+}
+
+async fn resume_inside_the_window(backend: Backend) {
+    let Some(mut app) = spawn_orders_on(backend, WINDOW_S as u64, &[]).await else {
+        return;
+    };
     import_all(&mut app).await;
     let start = app.clock.now();
     for (account, carrier, iccid) in cards() {
@@ -265,12 +287,24 @@ fn not_before_of(o: &pb::CarrierOrder) -> i64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_change_taken_as_an_order_is_pending_until_the_order_query_completes_it() {
+    order_completes_later(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_taken_as_an_order_is_pending_until_the_order_query_completes_it_postgres() {
+    order_completes_later(Backend::Postgres).await;
+}
+
+async fn order_completes_later(backend: Backend) {
     let orders = SimFaults {
         orders: true,
         order_delay_s: 60,
         ..SimFaults::default()
     };
-    let mut app = spawn_orders(0, &[("ol", orders), ("sim", orders)]).await;
+    let Some(mut app) = spawn_orders_on(backend, 0, &[("ol", orders), ("sim", orders)]).await
+    else {
+        return;
+    };
     import_all(&mut app).await;
     for (account, carrier, iccid) in cards() {
         let answered = suspend(&mut app, &iccid).await;

@@ -473,7 +473,10 @@ pub async fn suspend_resume(
 /// A server builder with a throwaway data key: a benchmark's database lives only as long as the
 /// run, and PostgreSQL refuses to start without a key that seals webhook secrets.
 pub fn server_builder() -> Res<simgate::server::ServerBuilder> {
-    Ok(simgate::Server::builder().data_key(simgate::store::sealing::DataKey::generate()?))
+    // No repeat windows: the benchmarks change cards back and forth in one breath.
+    Ok(simgate::Server::builder()
+        .data_key(simgate::store::sealing::DataKey::generate()?)
+        .repeat_window_s(Some(0)))
 }
 
 /// A bench server's builder on `db`, with card time on `clock`.
@@ -526,6 +529,9 @@ pub async fn start_server(db: &Db, env: &[(&str, String)]) -> Res<(ChildServer, 
         )
         // The metrics port is fixed by default; a second server on the machine would hold it.
         .env("SIMGATE_METRICS__ENABLED", "false")
+        // The write path suspends and resumes a card in one breath: without this, China
+        // Mobile's repeat window would schedule every resume for 30 minutes later.
+        .env("SIMGATE_JOURNAL__REPEAT_WINDOW_S", "0")
         .env("RUST_LOG", "warn")
         .envs(env.iter().map(|(k, v)| (k, v)))
         .stdout(Stdio::null())

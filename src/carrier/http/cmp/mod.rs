@@ -110,7 +110,8 @@ pub struct CmpConfig {
     /// The code the platform refuses a repeated change with inside its repeat window (同一卡号
     /// N分钟内不能重复办理). None is published (dossier §9, §11): none by default; set it when you
     /// learn the code your platform answers. A change refused with it is deferred.
-    #[serde(default)]
+    // Left out when unset: TOML has no null (`simgate simulate` writes these settings out).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub repeat_window_code: Option<String>,
 }
 

@@ -86,7 +86,8 @@ pub struct JasperConfig {
     /// The code the platform refuses a repeated status change with inside its repeat window.
     /// None is published (dossier §7, §10): none by default; set it when you learn the code
     /// your platform answers. A change refused with it is deferred.
-    #[serde(default)]
+    // Left out when unset: TOML has no null (`simgate simulate` writes these settings out).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub repeat_window_code: Option<String>,
 }
 
