@@ -264,7 +264,8 @@ where
     let op = rule(&settled.card)?;
     let mut t = settled.then(card, op);
     t.card.next_due_at = next_due(&t.card, policy).map(|(at, _)| at);
-    t.changed = t.card != *card;
+    // A carrier action is a change even when the card's fields are not (a rebind).
+    t.changed = t.card != *card || t.action.is_some();
     Ok(t)
 }
 

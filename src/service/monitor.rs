@@ -183,7 +183,8 @@ impl CardService {
         let cause = t.events.last().map_or(Cause::Request, |e| e.cause);
         let fired = alerts::evaluate_card(Some(before), &mut t.card, &rules, now, cause);
         t.events.extend(fired);
-        t.changed = t.card != *before;
+        // A carrier action is a change even when the card's fields are not (a rebind).
+        t.changed = t.card != *before || t.action.is_some();
         Ok(())
     }
 
@@ -767,6 +768,16 @@ impl CardService {
         })?;
         if !t.changed {
             return Ok(false);
+        }
+        // What the carrier must be told follows from the state it shows, not from the card's
+        // before and after: the carrier stopped the card itself (nothing to send), or lifted
+        // its stop itself.
+        if t.action != Some(crate::domain::CarrierAction::Cancel) {
+            t.action = match (state, t.card.is_online()) {
+                (ServiceState::Active, false) => Some(crate::domain::CarrierAction::Stop),
+                (ServiceState::Stopped, true) => Some(crate::domain::CarrierAction::Restore),
+                _ => None,
+            };
         }
         self.with_alerts(&before, &mut t, now).await?;
         if found {

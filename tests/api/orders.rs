@@ -546,7 +546,9 @@ async fn a_bound_card_moved_to_another_device_is_stopped_the_next_day_and_rebind
             .into_inner();
         assert!(rebound.pending_change.is_none(), "{account}: {rebound:?}");
         assert_eq!(reasons_of(&rebound), vec![pb::StopReason::DeviceMismatch]);
-        let o = &orders_of(&mut app, &iccid).await[0];
+        let all = orders_of(&mut app, &iccid).await;
+        assert!(!all.is_empty(), "{account}: no orders; card {rebound:?}");
+        let o = &all[0];
         assert_eq!(o.action, pb::CarrierAction::Rebind as i32);
         assert_eq!(o.rebind_mode, "CURRENT_DEVICE");
         assert_eq!(order_state(o), pb::CarrierOrderState::Applied);
