@@ -27,6 +27,18 @@ pub struct AccountCtx {
 }
 
 impl AccountCtx {
+    /// The access number simgate stores for `iccid` on this account (None: none stored).
+    pub async fn stored_number(
+        &self,
+        iccid: &Iccid,
+    ) -> Result<Option<String>, super::CarrierError> {
+        self.numbers
+            .0
+            .msisdn(&self.account, iccid)
+            .await
+            .map_err(super::CarrierError::Transient)
+    }
+
     /// The carrier's default account with the rules.md policy and no limits (tests, tools).
     pub fn default_for(carrier: CarrierId) -> AccountCtx {
         AccountCtx {

@@ -785,23 +785,7 @@ impl CardService {
         } else {
             info!(%iccid, "the carrier's machine-card separation stop reason cleared");
         }
-        let caller = Caller::system("CarrierStopReason");
-        let audit = caller.audit(
-            self.wall_now(),
-            Some(iccid),
-            Some(&before.customer_id),
-            "OK",
-            t.events
-                .iter()
-                .map(|e| e.kind)
-                .collect::<Vec<_>>()
-                .join(","),
-        );
-        let origin = super::journal::Origin {
-            source: format!("CarrierStopReason:{}", caller.request_id),
-            key_id: String::new(),
-            request_id: String::new(),
-        };
+        let (audit, origin) = self.system_change("CarrierStopReason", &before, &t);
         match self
             .commit(
                 carrier.as_ref(),
@@ -818,6 +802,34 @@ impl CardService {
         Ok(true)
     }
 
+    /// The audit record and journal origin of a change simgate makes on its own (`name`: the
+    /// usage sync, the carrier's stop reason) to `card`.
+    fn system_change(
+        &self,
+        name: &'static str,
+        card: &Card,
+        t: &Transition,
+    ) -> (crate::store::AuditRecord, super::journal::Origin) {
+        let caller = Caller::system(name);
+        let audit = caller.audit(
+            self.wall_now(),
+            Some(&card.iccid),
+            Some(&card.customer_id),
+            "OK",
+            t.events
+                .iter()
+                .map(|e| e.kind)
+                .collect::<Vec<_>>()
+                .join(","),
+        );
+        let origin = super::journal::Origin {
+            source: format!("{name}:{}", caller.request_id),
+            key_id: String::new(),
+            request_id: String::new(),
+        };
+        (audit, origin)
+    }
+
     /// One card's reading under its lock, from a fresh read, through the journaled path.
     pub(crate) async fn apply_reading(&self, iccid: &Iccid, reading: &CarrierCard) -> Result<Card> {
         let _guard = self.locks.lock(iccid.as_str()).await;
@@ -831,24 +843,8 @@ impl CardService {
         if !t.changed {
             return Ok(before);
         }
-        let caller = Caller::system("UsageSync");
-        let audit = caller.audit(
-            self.wall_now(),
-            Some(iccid),
-            Some(&before.customer_id),
-            "OK",
-            t.events
-                .iter()
-                .map(|e| e.kind)
-                .collect::<Vec<_>>()
-                .join(","),
-        );
+        let (audit, origin) = self.system_change("UsageSync", &before, &t);
         let carrier = self.carrier(&before.account)?.clone();
-        let origin = super::journal::Origin {
-            source: format!("UsageSync:{}", caller.request_id),
-            key_id: String::new(),
-            request_id: String::new(),
-        };
         self.commit(
             carrier.as_ref(),
             t,

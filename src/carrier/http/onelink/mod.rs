@@ -588,13 +588,7 @@ impl OneLink {
         if let Some(n) = self.known_number(iccid) {
             return Ok(n);
         }
-        let stored = self
-            .ctx
-            .numbers
-            .0
-            .msisdn(&self.ctx.account, iccid)
-            .await
-            .map_err(CarrierError::Transient)?;
+        let stored = self.ctx.stored_number(iccid).await?;
         let number = match stored {
             Some(n) => n,
             None => self
