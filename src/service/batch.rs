@@ -59,6 +59,17 @@ pub struct BatchService {
     running: Arc<Mutex<()>>,
 }
 
+/// How long to wait before trying an item again whose change is accepted and whose carrier
+/// order is still open on `card`: until a scheduled change's time has come (a second after), or
+/// none for one with the carrier (the caller backs off). None: the change is done.
+fn open_order_wait(card: &Card, card_now: DateTime<Utc>) -> Option<chrono::Duration> {
+    let p = card.pending.as_ref()?;
+    Some(match p.not_before {
+        Some(at) if !p.sent && at > card_now => at - card_now + chrono::Duration::seconds(1),
+        _ => chrono::Duration::zero(),
+    })
+}
+
 fn retryable(e: &ServiceError) -> bool {
     match e {
         ServiceError::Carrier { error, .. } => !matches!(error, CarrierError::Rejected { .. }),
@@ -327,12 +338,15 @@ impl BatchService {
             method: kind.method(),
         };
         let fingerprint = "batch";
+        // Ok(Some(card clock wait)): the item's change is accepted and its carrier order still
+        // open (scheduled for the end of a repeat window, or with the carrier): not done yet.
+        let card_now = self.cards.now();
         let outcome = match self
             .cards
             .replay(&caller, &caller.request_id, fingerprint)
             .await
         {
-            Ok(Some(_)) => Ok(()),
+            Ok(Some(_)) => Ok(None),
             Ok(None) => {
                 let respond = |(_, after): &(Card, Card)| after.version.to_le_bytes().to_vec();
                 let idem = Idem {
@@ -346,23 +360,35 @@ impl BatchService {
                         .cards
                         .suspend(&iccid, &caller, Some(&idem))
                         .await
-                        .map(|_| ()),
+                        .map(|c| open_order_wait(&c, card_now)),
                     Kind::Resume => self
                         .cards
                         .resume(&iccid, &caller, Some(&idem))
                         .await
-                        .map(|_| ()),
+                        .map(|c| open_order_wait(&c, card_now)),
                     Kind::Recharge => self
                         .cards
                         .recharge(&iccid, Fen(b.amount_fen), &caller, Some(&idem))
                         .await
-                        .map(|_| ()),
+                        .map(|(_, c)| open_order_wait(&c, card_now)),
                 }
             }
             Err(e) => Err(e),
         };
         let (status, reason, next) = match outcome {
-            Ok(()) => ("DONE", String::new(), 0),
+            Ok(None) => ("DONE", String::new(), 0),
+            // Tried again once it may have settled: a scheduled change after its window (the
+            // wait is on the card clock, which is the wall clock outside simulation), one with
+            // the carrier as the journal's settling does.
+            Ok(Some(wait)) => {
+                let backoff =
+                    chrono::Duration::milliseconds((250i64 << item.attempts.min(5)).min(10_000));
+                (
+                    "PENDING",
+                    "CARRIER_ORDER_OPEN".to_string(),
+                    (now + wait.max(backoff)).timestamp_millis(),
+                )
+            }
             Err(e) if awaits_settling(&e) => {
                 let backoff =
                     chrono::Duration::milliseconds((250i64 << item.attempts.min(5)).min(10_000));

@@ -318,6 +318,8 @@ impl ServeProcess {
         cmd.args(["serve", "--listen", "127.0.0.1:0"])
             .env("SIMGATE_BOOTSTRAP_KEY", ADMIN_KEY)
             .env("SIMGATE_METRICS__ENABLED", "false")
+            // No repeat windows unless a test asks, as in `test_server`.
+            .env("SIMGATE_JOURNAL__REPEAT_WINDOW_S", "0")
             .env("RUST_LOG", "warn");
         cmd
     }

@@ -57,9 +57,19 @@ async fn serve_orders(
     window: u64,
     sims: &[(&str, SimFaults)],
 ) -> TestApp {
+    serve_orders_with(test_server(&db, &clock), db, clock, window, sims).await
+}
+
+async fn serve_orders_with(
+    builder: simgate::server::ServerBuilder,
+    db: Arc<TestDb>,
+    clock: simgate::clock::ManualClock,
+    window: u64,
+    sims: &[(&str, SimFaults)],
+) -> TestApp {
     let entries =
         simgate::carrier::account::entries_from_toml(&accounts(window)).expect("accounts parse");
-    let mut builder = test_server(&db, &clock).accounts(entries);
+    let mut builder = builder.accounts(entries);
     for (id, s) in sims {
         builder = builder.simulator(AccountId::parse(id).expect("account id"), *s);
     }
@@ -722,4 +732,76 @@ async fn rebind_card_and_list_carrier_orders_refuse_bad_input_and_unsupported_mo
             .orders;
         assert_eq!(seen.len(), expected, "{customer}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_item_inside_the_repeat_window_stays_pending_until_its_change_lands() {
+    // The bulk worker's backoff runs on the operations clock: moved by hand here.
+    let db = Arc::new(TestDb::new(Backend::Sqlite).expect("sqlite"));
+    let clock = simgate::clock::ManualClock::new(start_time());
+    let ops = simgate::clock::ManualClock::new(chrono::Utc::now());
+    let builder = test_server(&db, &clock).ops_clock(Arc::new(ops.clone()));
+    let mut app = serve_orders_with(builder, db, clock, WINDOW_S as u64, &[]).await;
+    import_all(&mut app).await;
+    let iccid = mobile_iccid(34);
+    suspend(&mut app, &iccid).await;
+    let mut ops_client = operations_client(&app.channel, ADMIN_KEY);
+    let op = ops_client
+        .batch_resume(pb::BatchResumeRequest {
+            iccids: vec![iccid.clone()],
+            request_id: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let item = |client: pb::operation_service_client::OperationServiceClient<Authed>,
+                id: String| async move {
+        let mut client = client;
+        let o = client
+            .get_operation(pb::GetOperationRequest {
+                id,
+                results_page_size: 10,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        (o.state, o.results.first().cloned())
+    };
+    eventually("the item is tried and left pending", 10, || {
+        let (c, id) = (ops_client.clone(), op.id.clone());
+        async move {
+            matches!(item(c, id).await.1, Some(r) if r.reason == "CARRIER_ORDER_OPEN" && r.status == "PENDING")
+        }
+    })
+    .await;
+    let card = get(&mut app, &iccid).await;
+    assert_eq!(pending_state(&card), Some(pb::CarrierOrderState::Scheduled));
+    assert_eq!(
+        carrier_card(&mut app, "sim", pb::Carrier::ChinaMobile, &iccid)
+            .await
+            .changes,
+        1
+    );
+    // The window passes on both clocks: the change lands, then the item is done.
+    app.clock.advance(Duration::seconds(WINDOW_S + 2)).unwrap();
+    ops.advance(Duration::seconds(WINDOW_S + 2)).unwrap();
+    app.service.settle_open_intents_now().await.unwrap();
+    eventually("the operation is done", 10, || {
+        let (c, id) = (ops_client.clone(), op.id.clone());
+        async move { item(c, id).await.0 == pb::OperationState::Done as i32 }
+    })
+    .await;
+    let (_, result) = item(ops_client.clone(), op.id.clone()).await;
+    assert_eq!(result.unwrap().status, "DONE");
+    assert_eq!(
+        status_of(&get(&mut app, &iccid).await),
+        pb::CardStatus::Active
+    );
+    assert_eq!(
+        carrier_card(&mut app, "sim", pb::Carrier::ChinaMobile, &iccid)
+            .await
+            .changes,
+        2
+    );
 }
