@@ -802,11 +802,11 @@ impl SimCarrier {
                 retry_after: Some(std::time::Duration::from_millis(20)),
             });
         }
-        let receipt = {
-            let _held = self.settling.lock().await;
-            self.settle_locked().await?;
-            self.take_order(iccid, change, &f).await?
-        };
+        // The account's lock is held for its bookkeeping (due orders, daily checks) only: the
+        // card's own work runs beside other cards' changes, as a platform takes many cards'
+        // changes at once. One card's changes never overlap (simgate sends one at a time).
+        self.settle().await?;
+        let receipt = self.take_order(iccid, change, &f).await?;
         if f.responses_lost {
             return Err(CarrierError::OutcomeUnknown(
                 "simulated: the change was applied and its answer never arrived".into(),
@@ -820,7 +820,7 @@ impl SimCarrier {
         Ok(receipt)
     }
 
-    /// The refusals, the window and the order of `change`; the caller holds `settling`.
+    /// The refusals, the window and the order of `change`; the caller has settled.
     async fn take_order(
         &self,
         iccid: &Iccid,

@@ -450,6 +450,9 @@ impl CardService {
                     lease_until_ms: self.lease_from(now_ms),
                     not_before_ms: not_before.map(|t| t.timestamp_millis()),
                     params: &params,
+                    // Sent right after this write unless it waits for a window: marked sent
+                    // here, one transaction less on every change.
+                    sent_ms: not_before.is_none().then(|| self.now().timestamp_millis()),
                 },
                 &IntentPlan {
                     card: &t.card,
@@ -473,7 +476,7 @@ impl CardService {
         let _held = self.holder.hold(op);
         let since =
             DateTime::<Utc>::from_timestamp_millis(now_ms).unwrap_or_else(|| self.ops_clock.now());
-        match self.send_op(carrier, iccid, op, &change, 0).await? {
+        match self.send_op(carrier, iccid, op, &change, 0, true).await? {
             Done::Applied(after) => {
                 log_change(&after, &t.events);
                 Ok(*after)
@@ -528,12 +531,14 @@ impl CardService {
         op: i64,
         change: &Change,
         deferrals: i64,
+        marked_sent: bool,
     ) -> Result<Done> {
         let owner = &self.holder.owner;
-        if !self
-            .store
-            .mark_intent_sent(op, owner, self.now().timestamp_millis())
-            .await?
+        if !marked_sent
+            && !self
+                .store
+                .mark_intent_sent(op, owner, self.now().timestamp_millis())
+                .await?
         {
             // Our lease ran out and a settler took the intent over.
             return Ok(Done::Unknown);
@@ -812,7 +817,7 @@ impl CardService {
             // Scheduled for the end of a repeat window, or deferred by the carrier: its time
             // has come (the claim checks it on the card clock).
             let done = self
-                .send_op(carrier.as_ref(), &iccid, op.id, &change, op.attempts)
+                .send_op(carrier.as_ref(), &iccid, op.id, &change, op.attempts, false)
                 .await?;
             return Ok(match done {
                 Done::Applied(card) => {

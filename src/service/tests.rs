@@ -229,6 +229,7 @@ async fn open_unsent_stop(
                 lease_until_ms,
                 not_before_ms: None,
                 params: "",
+                sent_ms: None,
             },
             &crate::store::IntentPlan {
                 card: &planned.card,

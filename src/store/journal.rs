@@ -143,6 +143,9 @@ pub struct NewIntent<'a> {
     pub not_before_ms: Option<i64>,
     /// The change's parameters (JSON), '' for none.
     pub params: &'a str,
+    /// When it is sent (card clock), if it is sent at once by the caller: marked sent in the
+    /// same transaction. None: [`Store::mark_intent_sent`] marks it when it is sent.
+    pub sent_ms: Option<i64>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -316,8 +319,8 @@ impl Store {
         let inserted = sqlx::query(
             "INSERT INTO carrier_ops (iccid, carrier, action, status, attempts, last_error, source, \
              created_ms, updated_ms, plan, base_version, key_id, request_id, lease_owner, \
-             lease_until_ms, next_attempt_ms, account_id, not_before_ms, params) \
-             VALUES ($1, $2, $3, 'OPEN', 0, '', $4, $5, $5, $6, $7, $8, $9, $10, $11, 0, $12, $13, $14) \
+             lease_until_ms, next_attempt_ms, account_id, not_before_ms, params, sent_ms) \
+             VALUES ($1, $2, $3, 'OPEN', 0, '', $4, $5, $5, $6, $7, $8, $9, $10, $11, 0, $12, $13, $14, $15) \
              RETURNING id",
         )
         .bind(iccid.clone())
@@ -334,6 +337,7 @@ impl Store {
         .bind(intent.account.to_string())
         .bind(intent.not_before_ms)
         .bind(intent.params.to_string())
+        .bind(intent.sent_ms)
         .fetch_one(&mut *tx)
         .await;
         let id: i64 = match inserted {
@@ -347,7 +351,7 @@ impl Store {
         };
         let marked = sqlx::query(
             "UPDATE cards SET pending_op_id = $1, pending_action = $2, pending_since_ms = $3, \
-             pending_not_before_ms = $6, pending_order_id = NULL, pending_sent_ms = NULL \
+             pending_not_before_ms = $6, pending_order_id = NULL, pending_sent_ms = $7 \
              WHERE iccid = $4 AND version = $5 AND pending_op_id IS NULL",
         )
         .bind(id)
@@ -356,6 +360,7 @@ impl Store {
         .bind(iccid)
         .bind(plan.card.version)
         .bind(intent.not_before_ms)
+        .bind(intent.sent_ms)
         .execute(&mut *tx)
         .await?;
         if marked.rows_affected() != 1 {
