@@ -478,7 +478,7 @@ impl pb::card_service_server::CardService for CardApi {
                 Some(Rebind::CurrentDevice)
             }
             Some(pb::rebind_card_request::Target::Imei(imei)) => {
-                if imei.len() == 15 && imei.bytes().all(|b| b.is_ascii_digit()) {
+                if crate::domain::ids::is_imei(imei) {
                     Some(Rebind::Imei(imei.clone()))
                 } else {
                     violations.push(FieldViolation::new("imei", "must be 15 digits"));

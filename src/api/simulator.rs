@@ -148,6 +148,29 @@ impl SimulatorApi {
     }
 }
 
+impl SimulatorApi {
+    /// BindCarrierCard (`bind`) and MoveCarrierCard: the card put in device `imei`.
+    async fn put_in_device(
+        &self,
+        carrier: i32,
+        account_id: &str,
+        iccid: &str,
+        imei: &str,
+        bind: bool,
+    ) -> Result<Response<pb::CarrierCard>, Status> {
+        let (sim, iccid) = self.target(carrier, account_id, Some(iccid))?;
+        let iccid = iccid.ok_or_else(|| invalid_field("iccid", "is required"))?;
+        let imei = imei_field(imei)?;
+        let placed = if bind {
+            sim.bind(&iccid, imei).await
+        } else {
+            sim.move_to_device(&iccid, imei).await
+        };
+        let card = placed.map_err(|e| carrier_status(crate::carrier::Carrier::id(sim), e))?;
+        Ok(Response::new(carrier_card_to_pb(sim, card).await?))
+    }
+}
+
 /// The card as the simulated carrier holds it, with its machine-card binding.
 async fn carrier_card_to_pb(sim: &SimCarrier, c: CarrierCard) -> Result<pb::CarrierCard, Status> {
     let id = crate::carrier::Carrier::id(sim);
@@ -198,16 +221,9 @@ impl pb::simulator_service_server::SimulatorService for SimulatorApi {
         request: Request<pb::BindCarrierCardRequest>,
     ) -> Result<Response<pb::CarrierCard>, Status> {
         self.auth.caller(&request, Rpc::BindCarrierCard).await?;
-        let req = request.into_inner();
-        let (sim, iccid) = self.target(req.carrier, &req.account_id, Some(&req.iccid))?;
-        let iccid = iccid.ok_or_else(|| invalid_field("iccid", "is required"))?;
-        let imei = imei_field(&req.imei)?;
-        let id = crate::carrier::Carrier::id(sim);
-        let card = sim
-            .bind(&iccid, imei)
+        let r = request.into_inner();
+        self.put_in_device(r.carrier, &r.account_id, &r.iccid, &r.imei, true)
             .await
-            .map_err(|e| carrier_status(id, e))?;
-        Ok(Response::new(carrier_card_to_pb(sim, card).await?))
     }
 
     async fn move_carrier_card(
@@ -215,16 +231,9 @@ impl pb::simulator_service_server::SimulatorService for SimulatorApi {
         request: Request<pb::MoveCarrierCardRequest>,
     ) -> Result<Response<pb::CarrierCard>, Status> {
         self.auth.caller(&request, Rpc::MoveCarrierCard).await?;
-        let req = request.into_inner();
-        let (sim, iccid) = self.target(req.carrier, &req.account_id, Some(&req.iccid))?;
-        let iccid = iccid.ok_or_else(|| invalid_field("iccid", "is required"))?;
-        let imei = imei_field(&req.imei)?;
-        let id = crate::carrier::Carrier::id(sim);
-        let card = sim
-            .move_to_device(&iccid, imei)
+        let r = request.into_inner();
+        self.put_in_device(r.carrier, &r.account_id, &r.iccid, &r.imei, false)
             .await
-            .map_err(|e| carrier_status(id, e))?;
-        Ok(Response::new(carrier_card_to_pb(sim, card).await?))
     }
 
     async fn get_clock(

@@ -78,6 +78,48 @@ impl NumberBook {
     }
 }
 
+/// The access numbers an adapter has learnt, kept for the life of the process: on a platform
+/// that names cards by number, a card's number costs at most one lookup per process. A number
+/// names its card until a card swap (a later issue invalidates it there).
+#[derive(Default)]
+pub struct KnownNumbers(std::sync::Mutex<std::collections::HashMap<Iccid, String>>);
+
+impl KnownNumbers {
+    pub fn get(&self, iccid: &Iccid) -> Option<String> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(iccid)
+            .cloned()
+    }
+
+    pub fn keep(&self, iccid: &Iccid, number: &str) {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(iccid.clone(), number.to_string());
+    }
+
+    /// The card's number: kept, else simgate's stored one, else what `platform` finds (it
+    /// runs only then); kept from then on.
+    pub async fn resolve(
+        &self,
+        ctx: &AccountCtx,
+        iccid: &Iccid,
+        platform: impl std::future::Future<Output = Result<String, super::CarrierError>>,
+    ) -> Result<String, super::CarrierError> {
+        if let Some(n) = self.get(iccid) {
+            return Ok(n);
+        }
+        let number = match ctx.stored_number(iccid).await? {
+            Some(n) => n,
+            None => platform.await?,
+        };
+        self.keep(iccid, &number);
+        Ok(number)
+    }
+}
+
 impl std::fmt::Debug for NumberBook {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("NumberBook")

@@ -224,10 +224,7 @@ pub struct SimOrder {
     pub status: String,
 }
 
-/// Whether `imei` is an IMEI: exactly 15 digits.
-pub fn is_imei(imei: &str) -> bool {
-    imei.len() == 15 && imei.bytes().all(|b| b.is_ascii_digit())
-}
+pub use crate::domain::ids::is_imei;
 
 fn store_error(e: crate::store::StoreError) -> CarrierError {
     CarrierError::Transient(e.to_string())

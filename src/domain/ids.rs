@@ -115,6 +115,11 @@ impl fmt::Display for Iccid {
     }
 }
 
+/// Whether `imei` is an IMEI as simgate takes one: exactly 15 digits.
+pub fn is_imei(imei: &str) -> bool {
+    imei.len() == 15 && imei.bytes().all(|b| b.is_ascii_digit())
+}
+
 /// ITU-T E.118 / ISO 7812 Luhn check over all digits, the last being the check digit.
 pub fn luhn_valid(digits: &str) -> bool {
     let mut sum = 0u32;

@@ -192,9 +192,8 @@ pub struct Cmp {
     imei_form: ImeiReRecordForm,
     repeat_window_code: Option<String>,
     /// Access numbers already found (from the store or `getTelephonePlus`), so each card's is
-    /// looked up once per process. A number names its card until a card swap (a later issue
-    /// invalidates it there).
-    numbers: std::sync::Mutex<std::collections::HashMap<Iccid, String>>,
+    /// looked up once per process.
+    numbers: crate::carrier::platform::KnownNumbers,
 }
 
 impl std::fmt::Debug for Cmp {
@@ -234,38 +233,12 @@ impl Cmp {
         })
     }
 
-    fn known_number(&self, iccid: &Iccid) -> Option<String> {
-        self.numbers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(iccid)
-            .cloned()
-    }
-
-    fn keep_number(&self, iccid: &Iccid, number: &str) {
-        self.numbers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(iccid.clone(), number.to_string());
-    }
-
     /// The access number a call names `iccid` by: kept, else simgate's record of the card,
     /// else the platform's (`getTelephonePlus`, one call). A card with none is refused before
     /// anything is sent, so a change is never in doubt for want of a number.
     async fn access_number(&self, iccid: &Iccid) -> Result<String, CarrierError> {
-        if let Some(n) = self.known_number(iccid) {
-            return Ok(n);
-        }
-        let stored = self.ctx.stored_number(iccid).await?;
-        let number = match stored {
-            Some(n) => n,
-            None => self
-                .telephone(iccid)
-                .await?
-                .ok_or_else(|| no_number(iccid))?,
-        };
-        self.keep_number(iccid, &number);
-        Ok(number)
+        let from_platform = async { self.telephone(iccid).await?.ok_or_else(|| no_number(iccid)) };
+        self.numbers.resolve(&self.ctx, iccid, from_platform).await
     }
 
     /// `getTelephonePlus`: the access number the platform holds for an ICCID (None: none).
@@ -551,12 +524,12 @@ impl Carrier for Cmp {
     }
 
     async fn msisdn_of(&self, iccid: &Iccid) -> Result<Option<String>, CarrierError> {
-        if let Some(n) = self.known_number(iccid) {
+        if let Some(n) = self.numbers.get(iccid) {
             return Ok(Some(n));
         }
         let found = self.telephone(iccid).await?;
         if let Some(n) = &found {
-            self.keep_number(iccid, n);
+            self.numbers.keep(iccid, n);
         }
         Ok(found)
     }
@@ -581,7 +554,7 @@ impl Carrier for Cmp {
                         ),
                     });
                 }
-                self.keep_number(&c.iccid, &theirs);
+                self.numbers.keep(&c.iccid, &theirs);
             }
             return Ok(());
         }

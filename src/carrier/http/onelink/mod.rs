@@ -300,7 +300,7 @@ pub struct OneLink {
     sim_imei_reports: ImeiReading,
     /// Access numbers already found (simgate's record of the card, else
     /// `/query/sim-basic-info`), so each card's is looked up once per process.
-    numbers: std::sync::Mutex<std::collections::HashMap<Iccid, String>>,
+    numbers: crate::carrier::platform::KnownNumbers,
 }
 
 /// An HTTP status without a usable envelope. No HTTP-level facts are published for OneLink,
@@ -585,14 +585,8 @@ impl OneLink {
     /// record of the card (`AccountCtx::numbers`), else `/query/sim-basic-info`'s `msisdn`
     /// (§2.2, [PHP] CMIOT_API23S00). None anywhere: refused before anything is sent.
     async fn access_number(&self, iccid: &Iccid) -> Result<String, CarrierError> {
-        if let Some(n) = self.known_number(iccid) {
-            return Ok(n);
-        }
-        let stored = self.ctx.stored_number(iccid).await?;
-        let number = match stored {
-            Some(n) => n,
-            None => self
-                .basic_info(iccid)
+        let from_platform = async {
+            self.basic_info(iccid)
                 .await?
                 .msisdn
                 .ok_or_else(|| CarrierError::Rejected {
@@ -600,25 +594,9 @@ impl OneLink {
                     message: format!(
                         "{iccid}: no access number stored and none in /query/sim-basic-info; /query/card-bind-status names cards by msisdn only"
                     ),
-                })?,
+                })
         };
-        self.keep_number(iccid, &number);
-        Ok(number)
-    }
-
-    fn known_number(&self, iccid: &Iccid) -> Option<String> {
-        self.numbers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(iccid)
-            .cloned()
-    }
-
-    fn keep_number(&self, iccid: &Iccid, number: &str) {
-        self.numbers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(iccid.clone(), number.to_string());
+        self.numbers.resolve(&self.ctx, iccid, from_platform).await
     }
 
     /// `/query/order-info` (§3.1) for `order_num`, as the platform answers it.
