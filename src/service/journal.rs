@@ -288,11 +288,7 @@ async fn send(clock: &dyn Clock, carrier: &dyn Carrier, iccid: &Iccid, change: &
                     by: SettledBy::Answer,
                 }
             }
-            Err(e @ CarrierError::Deferred { .. }) => {
-                let retry_after = match &e {
-                    CarrierError::Deferred { retry_after, .. } => *retry_after,
-                    _ => None,
-                };
+            Err(e @ CarrierError::Deferred { retry_after, .. }) => {
                 // A deferral says nothing was taken; a read makes sure before sending again.
                 return match shows_applied(carrier, iccid, change).await {
                     Ok(Ok(true)) => Sent::Applied {
@@ -422,17 +418,23 @@ impl CardService {
             log_change(&after, &t.events);
             return Ok(after);
         };
-        let params = match (action, rebind) {
-            (CarrierAction::Rebind, Some(r)) => serde_json::to_string(r)
-                .map_err(|e| StoreError::Corrupt(format!("rebind parameters: {e}")))?,
+        // The stored parameters are what the settler rebuilds the change from (`change_of`).
+        let (change, params) = match (action, rebind) {
+            (CarrierAction::Rebind, Some(r)) => (
+                Change::Rebind(r.clone()),
+                serde_json::to_string(r)
+                    .map_err(|e| StoreError::Corrupt(format!("rebind parameters: {e}")))?,
+            ),
             (CarrierAction::Rebind, None) => {
                 return Err(ServiceError::Store(StoreError::Corrupt(
                     "a rebind without its parameters".into(),
                 )))
             }
-            _ => String::new(),
+            (a, _) => (
+                change_of(a, "").map_err(StoreError::Corrupt)?,
+                String::new(),
+            ),
         };
-        let change = change_of(action, &params).map_err(StoreError::Corrupt)?;
         let now_ms = self.ops_now_ms();
         let not_before = self.window_end(&t.card, action).await?;
         let op = self
@@ -595,7 +597,7 @@ impl CardService {
                         .await?;
                     return Ok(Done::NotApplied(error));
                 }
-                let window = self.carriers.repeat_window(&self.account_of(carrier));
+                let window = self.carriers.repeat_window(&carrier.account());
                 let wait = retry_after.unwrap_or_else(|| {
                     let base = if window.is_zero() {
                         DEFAULT_DEFER
@@ -641,10 +643,6 @@ impl CardService {
                 Ok(Done::Unknown)
             }
         }
-    }
-
-    fn account_of(&self, carrier: &dyn Carrier) -> crate::domain::AccountId {
-        carrier.account()
     }
 
     /// Gives an intent back unsettled, for any settler from `after_ms` on.

@@ -1014,3 +1014,19 @@ pub fn recording(
         },
     ))
 }
+
+/// `e` is a deferral with `code` and no retry time, whose message names a repeat window exactly
+/// when the account's `repeat_window_code` was set (`named`); else an unrecognised refusal.
+pub fn assert_deferred(e: &simgate::carrier::CarrierError, code: &str, named: bool) {
+    match e {
+        simgate::carrier::CarrierError::Deferred {
+            code: got,
+            message,
+            retry_after: None,
+        } => {
+            assert_eq!(got, code);
+            assert_eq!(message.contains("repeat window"), named, "{message}");
+        }
+        other => panic!("expected a deferral with {code}: {other:?}"),
+    }
+}

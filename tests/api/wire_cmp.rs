@@ -15,7 +15,7 @@ use simgate::carrier::{
 use simgate::clock::ManualClock;
 use simgate::domain::{CarrierId, CarrierPolicy, Iccid};
 
-use crate::helpers::{recording, start_time, Backend, Exchanges, TestDb};
+use crate::helpers::{assert_deferred, recording, start_time, Backend, Exchanges, TestDb};
 
 const KEY: &str = "k3yS3cr3t";
 const USER: &str = "simgate";
@@ -1325,22 +1325,8 @@ async fn wire_cmp_a_change_refused_with_the_window_code_or_an_unrecognised_code_
                 .await
                 .expect_err("rebind"),
         ] {
-            match &e {
-                CarrierError::Deferred {
-                    code,
-                    message,
-                    retry_after: None,
-                } => {
-                    assert_eq!(code, window);
-                    // The setting names it a window; without, it is an unrecognised refusal.
-                    assert_eq!(
-                        message.contains("repeat window"),
-                        setting.is_some(),
-                        "{message}"
-                    );
-                }
-                other => panic!("{setting:?}: {other:?}"),
-            }
+            // The setting names it a window; without, it is an unrecognised refusal.
+            assert_deferred(&e, window, setting.is_some());
         }
         // Reads are unchanged: an unpublished code is "unavailable".
         let read = a.card(&iccid(1)).await.expect_err("read");
@@ -1500,21 +1486,7 @@ async fn wire_cmp_rebind_and_the_repeat_window_through_the_simulator() {
         .expect("adapter");
         a.stop(&iccid(1)).await.expect("stop");
         let e = a.restore(&iccid(1)).await.expect_err("inside the window");
-        match &e {
-            CarrierError::Deferred {
-                code,
-                message,
-                retry_after: None,
-            } => {
-                assert_eq!(code, window);
-                assert_eq!(
-                    message.contains("repeat window"),
-                    setting.is_some(),
-                    "{message}"
-                );
-            }
-            other => panic!("{other:?}"),
-        }
+        assert_deferred(&e, window, setting.is_some());
         assert_eq!(
             r.sim.card(&iccid(1)).await.expect("sim").state,
             ServiceState::Stopped,

@@ -14,7 +14,7 @@ use simgate::carrier::{
 use simgate::clock::{Clock, ManualClock};
 use simgate::domain::{CarrierId, CarrierPolicy, Iccid};
 
-use crate::helpers::{start_time, unicom_iccid, Backend, TestDb};
+use crate::helpers::{assert_deferred, start_time, unicom_iccid, Backend, TestDb};
 
 const USER: &str = "unicom-api-user";
 const KEY: &str = "test-api-key-0123456789";
@@ -1072,21 +1072,7 @@ async fn wire_jasper_a_change_refused_with_the_window_code_or_an_unlisted_code_i
             j.stop(&id).await.expect_err("stop"),
             j.restore(&id).await.expect_err("restore"),
         ] {
-            match &e {
-                CarrierError::Deferred {
-                    code,
-                    message,
-                    retry_after: None,
-                } => {
-                    assert_eq!(code, window);
-                    assert_eq!(
-                        message.contains("repeat window"),
-                        setting.is_some(),
-                        "{message}"
-                    );
-                }
-                other => panic!("{setting:?}: {other:?}"),
-            }
+            assert_deferred(&e, window, setting.is_some());
         }
         // Reads are unchanged: an unlisted code is "unavailable".
         let read = j.card(&id).await.expect_err("read");
@@ -1178,21 +1164,8 @@ async fn wire_jasper_the_simulated_repeat_window_is_deferred() {
         )
         .expect("adapter");
         assert_eq!(j.stop(&iccid(1)).await.expect("stop"), Receipt::applied());
-        match j.restore(&iccid(1)).await {
-            Err(CarrierError::Deferred {
-                code: got,
-                message,
-                retry_after: None,
-            }) => {
-                assert_eq!(got, code);
-                assert_eq!(
-                    message.contains("repeat window"),
-                    setting.is_some(),
-                    "{message}"
-                );
-            }
-            other => panic!("{other:?}"),
-        }
+        let e = j.restore(&iccid(1)).await.expect_err("inside the window");
+        assert_deferred(&e, code, setting.is_some());
         assert_eq!(
             sim_state(&h, 1).await,
             ServiceState::Stopped,
