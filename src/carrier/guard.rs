@@ -467,6 +467,49 @@ impl Carrier for Guarded {
         let span = call_span!(self, "binding", iccid = iccid);
         self.call("binding", span, self.inner.binding(iccid)).await
     }
+
+    fn batch_change_limit(&self) -> usize {
+        self.inner.batch_change_limit()
+    }
+
+    async fn change_batch(
+        &self,
+        iccids: &[Iccid],
+        change: &super::Change,
+    ) -> Result<super::BatchReceipt, CarrierError> {
+        let span = call_span!(self, "change_batch", cards = iccids.len());
+        self.call("change_batch", span, self.inner.change_batch(iccids, change))
+            .await
+    }
+
+    async fn batch_job(
+        &self,
+        job_id: &str,
+        iccids: &[Iccid],
+    ) -> Result<super::BatchJob, CarrierError> {
+        let span = call_span!(self, "batch_job", cards = iccids.len());
+        self.call("batch_job", span, self.inner.batch_job(job_id, iccids))
+            .await
+    }
+
+    fn lists_changes(&self) -> bool {
+        self.inner.lists_changes()
+    }
+
+    async fn changes_since(
+        &self,
+        since: chrono::DateTime<chrono::Utc>,
+        page: u32,
+    ) -> Result<super::ChangePage, CarrierError> {
+        let span = call_span!(self, "changes_since", None::<&str>, None::<usize>);
+        self.call("changes_since", span, self.inner.changes_since(since, page))
+            .await
+    }
+
+    async fn usage_of(&self, iccid: &Iccid) -> Result<super::UsageReading, CarrierError> {
+        let span = call_span!(self, "usage_of", iccid = iccid);
+        self.call("usage_of", span, self.inner.usage_of(iccid)).await
+    }
 }
 
 #[cfg(test)]

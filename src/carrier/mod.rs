@@ -356,6 +356,119 @@ pub trait Carrier: Send + Sync + 'static {
     async fn binding(&self, _iccid: &Iccid) -> Result<Option<Binding>, CarrierError> {
         Ok(None)
     }
+
+    /// How many cards one [`Carrier::change_batch`] call may carry; 1: the platform has no
+    /// batch change call, and every change goes card by card.
+    fn batch_change_limit(&self) -> usize {
+        1
+    }
+
+    /// Sends a stop or restore for every card of `iccids` (at most `batch_change_limit`) in one
+    /// call, answered by a job id. The platform may refuse the whole batch because of one card
+    /// (OneLink: one card inside its repeat window fails the batch, and the reply may not say
+    /// which): any Err means no card of the batch is known to be changed, and the journal
+    /// falls back to changing them one by one, except `OutcomeUnknown` (the call may have
+    /// been taken), which it settles by reading each card.
+    async fn change_batch(
+        &self,
+        _iccids: &[Iccid],
+        _change: &Change,
+    ) -> Result<BatchReceipt, CarrierError> {
+        Err(CarrierError::Rejected {
+            code: "BATCH_NOT_SUPPORTED".into(),
+            message: "this platform has no batch change call".into(),
+        })
+    }
+
+    /// Where batch job `job_id`, sent for `iccids`, stands.
+    async fn batch_job(&self, job_id: &str, _iccids: &[Iccid]) -> Result<BatchJob, CarrierError> {
+        Err(CarrierError::Rejected {
+            code: "BATCH_NOT_SUPPORTED".into(),
+            message: format!("this platform has no batch job query (job {job_id})"),
+        })
+    }
+
+    /// Whether the platform lists the cards modified since a time ([`Carrier::changes_since`]),
+    /// so the usage sync reads states from the list and asks each card for its usage only.
+    fn lists_changes(&self) -> bool {
+        false
+    }
+
+    /// Page `page` (from 1) of the cards modified at the platform since `since`.
+    async fn changes_since(
+        &self,
+        _since: chrono::DateTime<chrono::Utc>,
+        _page: u32,
+    ) -> Result<ChangePage, CarrierError> {
+        Err(CarrierError::Rejected {
+            code: "LIST_NOT_SUPPORTED".into(),
+            message: "this platform does not list modified cards".into(),
+        })
+    }
+
+    /// The card's usage alone, in as few calls as the platform allows (the default reads the
+    /// whole card).
+    async fn usage_of(&self, iccid: &Iccid) -> Result<UsageReading, CarrierError> {
+        self.card(iccid).await.map(|c| UsageReading {
+            cycle_usage_bytes: c.cycle_usage_bytes,
+            usage_cycle_start: c.usage_cycle_start,
+        })
+    }
+}
+
+/// A change many cards take in one call ([`Carrier::change_batch`]): the platform's job id,
+/// settled through [`Carrier::batch_job`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchReceipt {
+    pub job_id: String,
+}
+
+/// Where one card of a batch job stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BatchItem {
+    /// The platform applied the change to this card.
+    Applied,
+    /// The platform did not apply it to this card, with its code and message.
+    Failed { code: String, message: String },
+    /// Not processed yet, or the platform's answer does not mention the card (yet).
+    Open,
+}
+
+/// A batch job as the platform reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchJob {
+    /// The platform says the job is over (every card it will process is processed).
+    pub finished: bool,
+    /// The platform's own word for the job's state (OneLink `jobStatus`), for the journal.
+    pub status: String,
+    /// The cards the answer names, with their outcome; a card of the job it does not name is
+    /// `Open` while the job runs and unknown (read its state) once it is over.
+    pub items: Vec<(Iccid, BatchItem)>,
+}
+
+/// One card of [`Carrier::changes_since`]: a card the platform lists as modified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedCard {
+    pub iccid: Iccid,
+    /// Its state as listed; None when the listed status is outside the platform's table.
+    pub state: Option<ServiceState>,
+    /// The platform's own status word, as listed.
+    pub status: String,
+}
+
+/// One page of [`Carrier::changes_since`].
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ChangePage {
+    pub cards: Vec<ListedCard>,
+    /// No page follows.
+    pub last_page: bool,
+}
+
+/// A card's usage alone ([`Carrier::usage_of`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UsageReading {
+    pub cycle_usage_bytes: u64,
+    pub usage_cycle_start: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// Sends `change` through `carrier`: the one entry the journal uses.

@@ -198,6 +198,42 @@ impl Carrier for OverTheWire {
     async fn binding(&self, iccid: &Iccid) -> Result<Option<Binding>, CarrierError> {
         self.adapter.binding(iccid).await
     }
+
+    fn batch_change_limit(&self) -> usize {
+        self.adapter.batch_change_limit()
+    }
+
+    async fn change_batch(
+        &self,
+        iccids: &[Iccid],
+        change: &crate::carrier::Change,
+    ) -> Result<crate::carrier::BatchReceipt, CarrierError> {
+        self.adapter.change_batch(iccids, change).await
+    }
+
+    async fn batch_job(
+        &self,
+        job_id: &str,
+        iccids: &[Iccid],
+    ) -> Result<crate::carrier::BatchJob, CarrierError> {
+        self.adapter.batch_job(job_id, iccids).await
+    }
+
+    fn lists_changes(&self) -> bool {
+        self.adapter.lists_changes()
+    }
+
+    async fn changes_since(
+        &self,
+        since: chrono::DateTime<chrono::Utc>,
+        page: u32,
+    ) -> Result<crate::carrier::ChangePage, CarrierError> {
+        self.adapter.changes_since(since, page).await
+    }
+
+    async fn usage_of(&self, iccid: &Iccid) -> Result<crate::carrier::UsageReading, CarrierError> {
+        self.adapter.usage_of(iccid).await
+    }
 }
 
 /// What `simgate simulate` serves: which accounts, where, on which database, with which rules

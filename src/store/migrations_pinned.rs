@@ -97,12 +97,20 @@ const PINNED: &[(&str, &str)] = &[
         "6bd1c2ff5a9a644ebccdeec09b54d1b8f7eb06cddf29d09ea004356039cec3fc",
     ),
     (
+        "postgres/0013_batch_calls.sql",
+        "385cb963946f1d3cfca40db72ba2edaf94cf00fbc3b6033b287d4bc26ad48a27",
+    ),
+    (
         "sqlite/0011_carrier_orders.sql",
         "fcafa4e66f17fd976aee75cb5b39a8bea06a618cca99504beee964ed5e1f5276",
     ),
     (
         "sqlite/0012_sim_binding_and_orders.sql",
         "6bd1c2ff5a9a644ebccdeec09b54d1b8f7eb06cddf29d09ea004356039cec3fc",
+    ),
+    (
+        "sqlite/0013_batch_calls.sql",
+        "385cb963946f1d3cfca40db72ba2edaf94cf00fbc3b6033b287d4bc26ad48a27",
     ),
 ];
 
