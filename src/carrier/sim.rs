@@ -27,8 +27,8 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 
 use super::{
-    Binding, Carrier, CarrierCard, CarrierError, Change, OnboardCard, OrderProgress, Rebind,
-    Receipt, ServiceState,
+    BatchItem, BatchJob, BatchReceipt, Binding, Carrier, CarrierCard, CarrierError, Change,
+    OnboardCard, OrderProgress, Rebind, Receipt, ServiceState,
 };
 use crate::clock::Clock;
 use crate::domain::{AccountId, CarrierId, CarrierPolicy, Iccid, StopReason, StopReasons};
@@ -59,6 +59,15 @@ fn first_check_after(ms: i64) -> i64 {
 fn last_check_at_or_before(ms: i64) -> i64 {
     (ms + BEIJING_OFFSET_MS).div_euclid(DAY_MS) * DAY_MS - BEIJING_OFFSET_MS
 }
+
+/// 00:00 Beijing time of the day `ms` falls in: the carriers' day, which daily usage counts by.
+pub fn day_start_ms(ms: i64) -> i64 {
+    last_check_at_or_before(ms)
+}
+
+/// The status of a batch order the card refused when the batch was taken (kept with its code
+/// and message in `params`); not an accepted change, so it opens no repeat window.
+const ORDER_REFUSED: &str = "refused";
 
 /// What the carrier does at its next daily check for a card whose rebind ended its
 /// machine-card separation (`rebind_lifts_stop`). Resellers report that such a stop "cannot
@@ -220,8 +229,11 @@ pub struct SimOrder {
     pub params: String,
     pub created_ms: i64,
     pub completes_ms: i64,
-    /// `inProgress`, `completed` or `failed`.
+    /// `inProgress`, `completed` or `failed`; `refused` for a card of a batch that did not
+    /// take the change (its code and message in `params`).
     pub status: String,
+    /// The batch job the order belongs to; empty for a change sent on its own.
+    pub job_id: String,
 }
 
 pub use crate::domain::ids::is_imei;
@@ -510,7 +522,7 @@ impl SimCarrier {
             }
         };
         self.store
-            .sim_set_state(account, iccid, to)
+            .sim_set_state(account, iccid, to, at_ms)
             .await
             .map_err(store_error)
     }
@@ -729,7 +741,7 @@ impl SimCarrier {
         self.settle_locked().await?;
         self.read_raw(iccid).await?;
         self.store
-            .sim_set_state(self.account.as_str(), iccid, to)
+            .sim_set_state(self.account.as_str(), iccid, to, self.now_ms())
             .await
             .map_err(|e| CarrierError::Transient(e.to_string()))?;
         self.read_raw(iccid).await
@@ -824,38 +836,61 @@ impl SimCarrier {
         change: &Change,
         f: &SimFaults,
     ) -> Result<Receipt, CarrierError> {
-        let account = self.account.as_str();
         let row = self.binding_row(iccid).await?;
         if let Some(refused) = self.refusal(iccid, &row, change) {
             return Err(refused);
         }
-        let now = self.now_ms();
-        let window = self.repeat_window();
-        if *change != Change::Cancel && !window.is_zero() {
-            if let Some(last) = self
-                .store
-                .sim_last_change_ms(account, iccid)
-                .await
-                .map_err(store_error)?
-            {
-                let window_ms = i64::try_from(window.as_millis()).unwrap_or(i64::MAX);
-                // At most the window: a clock restarted behind the last change (an offset
-                // clock after a restart) must not defer a card for longer.
-                let remaining = (last.saturating_add(window_ms) - now).min(window_ms);
-                if remaining > 0 {
-                    return Err(CarrierError::Deferred {
-                        code: "SIM_REPEAT_WINDOW".into(),
-                        message: format!(
-                            "同一卡号{}分钟内不能重复办理业务 (simulated)",
-                            window.as_secs().div_ceil(60)
-                        ),
-                        retry_after: Some(std::time::Duration::from_millis(
-                            u64::try_from(remaining).unwrap_or(0),
-                        )),
-                    });
-                }
-            }
+        if let Some(remaining) = self.window_left(iccid, change).await? {
+            return Err(CarrierError::Deferred {
+                code: "SIM_REPEAT_WINDOW".into(),
+                message: format!(
+                    "同一卡号{}分钟内不能重复办理业务 (simulated)",
+                    self.repeat_window().as_secs().div_ceil(60)
+                ),
+                retry_after: Some(remaining),
+            });
         }
+        self.insert_order(iccid, &row, change, f, "").await
+    }
+
+    /// How much of the card's repeat window is left for `change` (None: none; a cancel, the
+    /// carrier's own release of the number, has no window).
+    async fn window_left(
+        &self,
+        iccid: &Iccid,
+        change: &Change,
+    ) -> Result<Option<std::time::Duration>, CarrierError> {
+        let window = self.repeat_window();
+        if *change == Change::Cancel || window.is_zero() {
+            return Ok(None);
+        }
+        let Some(last) = self
+            .store
+            .sim_last_change_ms(self.account.as_str(), iccid)
+            .await
+            .map_err(store_error)?
+        else {
+            return Ok(None);
+        };
+        let window_ms = i64::try_from(window.as_millis()).unwrap_or(i64::MAX);
+        // At most the window: a clock restarted behind the last change (an offset clock after
+        // a restart) must not defer a card for longer.
+        let remaining = (last.saturating_add(window_ms) - self.now_ms()).min(window_ms);
+        Ok((remaining > 0)
+            .then(|| std::time::Duration::from_millis(u64::try_from(remaining).unwrap_or(0))))
+    }
+
+    /// Records the order of an accepted change (of batch `job_id`, or "" for none) and applies
+    /// it now unless the account takes changes as orders.
+    async fn insert_order(
+        &self,
+        iccid: &Iccid,
+        row: &SimBindingRow,
+        change: &Change,
+        f: &SimFaults,
+        job_id: &str,
+    ) -> Result<Receipt, CarrierError> {
+        let now = self.now_ms();
         // A cancel is the carrier's own release of the number: never left waiting.
         let later = f.orders && *change != Change::Cancel;
         let delay_ms = i64::try_from(f.order_delay_s)
@@ -878,7 +913,19 @@ impl SimCarrier {
                 now
             },
             status: if later { ORDER_OPEN } else { ORDER_DONE }.into(),
+            job_id: job_id.to_string(),
         };
+        self.insert_numbered(&mut order).await?;
+        if later {
+            return Ok(Receipt::in_progress(Some(order.order_num)));
+        }
+        self.apply(iccid, row, change, now).await?;
+        Ok(Receipt::applied_as(order.order_num))
+    }
+
+    /// Stores `order` under the account's next number (`SIM` and its sequence).
+    async fn insert_numbered(&self, order: &mut SimOrder) -> Result<(), CarrierError> {
+        let account = self.account.as_str();
         // Two servers simulating one account on one database (the replica tests) may take the
         // same next number; the loser's insert fails on the unique index and takes the next.
         let mut attempt = 0;
@@ -889,19 +936,267 @@ impl SimCarrier {
                 .await
                 .map_err(store_error)?;
             order.order_num = format!("SIM{:010}", order.seq);
-            match self.store.sim_insert_order(account, &order).await {
-                Ok(()) => break,
+            match self.store.sim_insert_order(account, order).await {
+                Ok(()) => return Ok(()),
                 Err(crate::store::StoreError::Db(_)) if attempt < 5 => attempt += 1,
                 Err(e) => return Err(store_error(e)),
             }
         }
-        if later {
-            return Ok(Receipt::in_progress(Some(order.order_num)));
+    }
+
+    /// Takes a stop or restore for many cards at once, as OneLink's `/change/sim-status/batch`
+    /// does (onelink.md §4): one card inside its repeat window fails the whole batch, with a
+    /// message that names no card, and no card of it counts as changed. Otherwise every card
+    /// gets an order of the job (`JOB` and the job's number): applied now or when the order
+    /// completes; a card that refuses the change (cancelled, unknown) is recorded refused in
+    /// the job, with its code and message, and the others go on. Faults apply as to a change.
+    pub async fn take_batch(
+        &self,
+        iccids: &[Iccid],
+        change: &Change,
+    ) -> Result<BatchReceipt, CarrierError> {
+        if !matches!(change, Change::Stop | Change::Restore) {
+            return Err(CarrierError::Rejected {
+                code: "SIM_BATCH_CHANGE".into(),
+                message: "a batch carries stops or restores only (simulated)".into(),
+            });
         }
-        self.apply(iccid, &row, change, now).await?;
-        Ok(Receipt::applied_as(order.order_num))
+        match self.take_fault() {
+            Some(Fault::Reject) => {
+                return Err(CarrierError::Rejected {
+                    code: "SIM_INJECTED".into(),
+                    message: "rejected by an injected fault".into(),
+                })
+            }
+            Some(Fault::Unavailable) => {
+                return Err(CarrierError::Transient(
+                    "simulated carrier unavailable (injected fault)".into(),
+                ))
+            }
+            None => {}
+        }
+        let f = self.faults();
+        if !f.responses_lost {
+            self.weather().await?;
+        }
+        if self.roll(f.rate_limit_rate) {
+            return Err(CarrierError::RateLimited {
+                retry_after: Some(std::time::Duration::from_millis(20)),
+            });
+        }
+        self.settle().await?;
+        for iccid in iccids {
+            if self.window_left(iccid, change).await?.is_some() {
+                return Err(CarrierError::Deferred {
+                    code: "SIM_BATCH_REPEAT_WINDOW".into(),
+                    message: format!(
+                        "批量办理中有卡号在{}分钟内有成功调用，本次不允许调用 (simulated; the card is not named)",
+                        self.repeat_window().as_secs().div_ceil(60)
+                    ),
+                    retry_after: None,
+                });
+            }
+        }
+        let job_seq = self
+            .store
+            .sim_next_order_seq(self.account.as_str())
+            .await
+            .map_err(store_error)?;
+        // The job's number comes from the order sequence: distinct from every order number and
+        // from every other job of the account (its first order takes that number or a later one).
+        let job_id = format!("JOB{job_seq:010}");
+        for iccid in iccids {
+            let row = match self.binding_row(iccid).await {
+                Ok(row) => Some(row),
+                Err(CarrierError::Rejected { .. }) => None,
+                Err(e) => return Err(e),
+            };
+            let refused = match &row {
+                None => Some(not_found(self.id, iccid)),
+                Some(row) => self.refusal(iccid, row, change),
+            };
+            match (refused, row) {
+                (None, Some(row)) => {
+                    self.insert_order(iccid, &row, change, &f, &job_id).await?;
+                }
+                (refused, _) => {
+                    let (code, message) = match refused {
+                        Some(CarrierError::Rejected { code, message }) => (code, message),
+                        Some(e) => ("SIM_REFUSED".to_string(), e.to_string()),
+                        None => ("SIM_REFUSED".to_string(), String::new()),
+                    };
+                    let now = self.now_ms();
+                    let mut order = SimOrder {
+                        order_num: String::new(),
+                        seq: 0,
+                        iccid: iccid.clone(),
+                        action: action_of(change).into(),
+                        params: serde_json::json!({ "code": code, "message": message }).to_string(),
+                        created_ms: now,
+                        completes_ms: now,
+                        status: ORDER_REFUSED.into(),
+                        job_id: job_id.clone(),
+                    };
+                    self.insert_numbered(&mut order).await?;
+                }
+            }
+        }
+        if f.responses_lost {
+            return Err(CarrierError::OutcomeUnknown(
+                "simulated: the batch was taken and its answer never arrived".into(),
+            ));
+        }
+        if self.roll(f.timeout_after_apply_rate) {
+            return Err(CarrierError::OutcomeUnknown(
+                "simulated timeout after the batch was taken".into(),
+            ));
+        }
+        Ok(BatchReceipt { job_id })
+    }
+
+    /// Where batch job `job_id` stands, card by card (every card of the job, whatever
+    /// `iccids` names). Unknown job: Rejected `SIM_NO_SUCH_JOB`.
+    pub async fn job(&self, job_id: &str) -> Result<BatchJob, CarrierError> {
+        self.settle().await?;
+        let orders = self
+            .store
+            .sim_job_orders(self.account.as_str(), job_id)
+            .await
+            .map_err(store_error)?;
+        if orders.is_empty() {
+            return Err(CarrierError::Rejected {
+                code: "SIM_NO_SUCH_JOB".into(),
+                message: format!("no batch job {job_id} (simulated)"),
+            });
+        }
+        let items: Vec<(Iccid, BatchItem)> = orders
+            .into_iter()
+            .map(|o| {
+                let item = match o.status.as_str() {
+                    ORDER_DONE => BatchItem::Applied,
+                    ORDER_OPEN => BatchItem::Open,
+                    _ => {
+                        let v: serde_json::Value =
+                            serde_json::from_str(&o.params).unwrap_or_default();
+                        BatchItem::Failed {
+                            code: v["code"].as_str().unwrap_or("SIM_FAILED").to_string(),
+                            message: v["message"]
+                                .as_str()
+                                .unwrap_or("the order failed (simulated)")
+                                .to_string(),
+                        }
+                    }
+                };
+                (o.iccid, item)
+            })
+            .collect();
+        let open = items.iter().filter(|(_, i)| *i == BatchItem::Open).count();
+        let failed = items
+            .iter()
+            .filter(|(_, i)| matches!(i, BatchItem::Failed { .. }))
+            .count();
+        let status = if open > 0 {
+            JOB_RUNNING
+        } else if failed == items.len() {
+            JOB_FAILED
+        } else if failed > 0 {
+            JOB_DONE_WITH_FAILURES
+        } else {
+            JOB_DONE
+        };
+        Ok(BatchJob {
+            finished: open == 0,
+            status: status.into(),
+            items,
+        })
+    }
+
+    /// Page `page` (from 1, `page_size` a page) of the cards whose state changed after `since`
+    /// (card clock), oldest change first, and whether it is the last: a platform's list of
+    /// modified cards (Control Center `devices?modifiedSince`).
+    pub async fn modified_since(
+        &self,
+        since: chrono::DateTime<chrono::Utc>,
+        page: u32,
+        page_size: u32,
+    ) -> Result<
+        (
+            Vec<(Iccid, ServiceState, chrono::DateTime<chrono::Utc>)>,
+            bool,
+        ),
+        CarrierError,
+    > {
+        self.settle().await?;
+        let page_size = page_size.max(1);
+        let offset = u64::from(page.max(1) - 1) * u64::from(page_size);
+        // One more than a page: whether another follows.
+        let mut rows = self
+            .store
+            .sim_modified_since(
+                self.account.as_str(),
+                since.timestamp_millis(),
+                offset,
+                page_size + 1,
+            )
+            .await
+            .map_err(store_error)?;
+        let last = rows.len() <= page_size as usize;
+        rows.truncate(page_size as usize);
+        Ok((
+            rows.into_iter()
+                .map(|(i, s, ms)| {
+                    (
+                        i,
+                        s,
+                        chrono::DateTime::from_timestamp_millis(ms).unwrap_or_default(),
+                    )
+                })
+                .collect(),
+            last,
+        ))
+    }
+
+    /// Data each card of `iccids` used from the start of the day of `from` to the start of the
+    /// day of `to` (whole Beijing days, card clock): what a batch usage call answers. Its data
+    /// runs up to yesterday: pass today as `to`. Cards without usage in the range are absent.
+    pub async fn usage_between(
+        &self,
+        iccids: &[Iccid],
+        from: chrono::DateTime<chrono::Utc>,
+        to: chrono::DateTime<chrono::Utc>,
+    ) -> Result<std::collections::HashMap<Iccid, u64>, CarrierError> {
+        self.accrue_traffic().await?;
+        self.store
+            .sim_usage_between(
+                self.account.as_str(),
+                iccids,
+                day_start_ms(from.timestamp_millis()),
+                day_start_ms(to.timestamp_millis()),
+            )
+            .await
+            .map_err(store_error)
+    }
+
+    /// Start of the carrier's billing cycle at `at` (its usage counters belong to it).
+    pub fn cycle_start_at(
+        &self,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> chrono::DateTime<chrono::Utc> {
+        self.policy.cycle_bounds(at).0
+    }
+
+    /// The simulated platform's clock (the card clock).
+    pub fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        self.clock.now()
     }
 }
+
+/// A batch job's state in the simulators' words (OneLink `jobStatus` 1, 2, 3, 4: onelink.md
+/// §4.1; its wire simulator maps them back).
+pub const JOB_RUNNING: &str = "inProgress";
+pub const JOB_DONE: &str = "completed";
+pub const JOB_DONE_WITH_FAILURES: &str = "completedWithFailures";
+pub const JOB_FAILED: &str = "failed";
 
 /// The carrier's own answer for an ICCID it does not know. Telecom's CMP documents -4 (bad
 /// iccid); the codes of the other platforms for this case are not public, so a neutral one is used.
@@ -937,8 +1232,10 @@ impl Carrier for SimCarrier {
                 self.id.display_name()
             )));
         }
+        let cycle = self.cycle_ms();
+        let usage_day = (day_start_ms(self.now_ms()) - DAY_MS).max(cycle);
         self.store
-            .sim_onboard(self.account.as_str(), cards, self.cycle_ms())
+            .sim_onboard(self.account.as_str(), cards, cycle, usage_day)
             .await
             .map_err(|e| CarrierError::Transient(e.to_string()))
     }
@@ -961,6 +1258,21 @@ impl Carrier for SimCarrier {
 
     fn batch_limit(&self) -> usize {
         SIM_BATCH
+    }
+
+    // The in-process simulator changes card by card (`batch_change_limit` stays 1), so that
+    // the journal's batch path is exercised against a platform's own batch call, over its wire;
+    // its wire simulators call these.
+    async fn change_batch(
+        &self,
+        iccids: &[Iccid],
+        change: &Change,
+    ) -> Result<BatchReceipt, CarrierError> {
+        self.take_batch(iccids, change).await
+    }
+
+    async fn batch_job(&self, job_id: &str, _iccids: &[Iccid]) -> Result<BatchJob, CarrierError> {
+        self.job(job_id).await
     }
 
     async fn stop(&self, iccid: &Iccid) -> Result<Receipt, CarrierError> {
@@ -1619,5 +1931,121 @@ mod tests {
             f.sim.move_to_device(&unknown, IMEI_A).await,
             Err(CarrierError::Rejected { code, .. }) if code == "NOT_FOUND"
         ));
+    }
+
+    async fn more_cards(f: &Fixture, n: u64) -> Vec<Iccid> {
+        let cards: Vec<OnboardCard> = (2..2 + n)
+            .map(|i| OnboardCard {
+                iccid: Iccid::from_trusted(format!("898604000000000{i:05}")),
+                state: ServiceState::Active,
+                cycle_usage_bytes: 0,
+                msisdn: None,
+            })
+            .collect();
+        f.sim.onboard(&cards).await.unwrap();
+        let mut all = vec![f.iccid.clone()];
+        all.extend(cards.into_iter().map(|c| c.iccid));
+        all
+    }
+
+    #[tokio::test]
+    async fn one_card_inside_its_window_fails_the_whole_batch_and_counts_nothing() {
+        let f = fixture(windowed(1800)).await;
+        let cards = more_cards(&f, 3).await;
+        f.sim.stop(&cards[1]).await.unwrap();
+        f.advance(chrono::Duration::minutes(5));
+        let e = f.sim.take_batch(&cards, &Change::Stop).await.unwrap_err();
+        assert!(
+            matches!(&e, CarrierError::Deferred { message, .. } if !message.contains(cards[1].as_str())),
+            "{e:?}"
+        );
+        // No card counts as changed: the others can be batched at once without it.
+        let rest = [cards[0].clone(), cards[2].clone(), cards[3].clone()];
+        let job = f.sim.take_batch(&rest, &Change::Stop).await.unwrap();
+        let done = f.sim.job(&job.job_id).await.unwrap();
+        assert!(done.finished);
+        assert_eq!(done.status, JOB_DONE);
+        assert_eq!(done.items.len(), 3);
+        assert!(done.items.iter().all(|(_, i)| *i == BatchItem::Applied));
+        for c in &rest {
+            assert_eq!(f.sim.inspect(c).await.unwrap().state, ServiceState::Stopped);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_batch_job_completes_with_its_orders_and_reports_refused_cards() {
+        let f = fixture(with_orders()).await;
+        let mut cards = more_cards(&f, 2).await;
+        cards.push(Iccid::from_trusted("89860400000000099999".into()));
+        let job = f.sim.take_batch(&cards, &Change::Stop).await.unwrap();
+        let running = f.sim.job(&job.job_id).await.unwrap();
+        assert!(!running.finished);
+        assert_eq!(running.status, JOB_RUNNING);
+        assert!(matches!(
+            running.items.iter().find(|(i, _)| *i == cards[3]),
+            Some((_, BatchItem::Failed { .. }))
+        ));
+        assert_eq!(f.state().await, ServiceState::Active);
+        f.advance(chrono::Duration::seconds(61));
+        let done = f.sim.job(&job.job_id).await.unwrap();
+        assert!(done.finished);
+        assert_eq!(done.status, JOB_DONE_WITH_FAILURES);
+        assert_eq!(f.state().await, ServiceState::Stopped);
+        assert!(matches!(
+            f.sim.job("JOB9999999999").await,
+            Err(CarrierError::Rejected { .. })
+        ));
+        // A refused card opened no repeat window.
+        assert!(f
+            .sim
+            .window_left(&cards[3], &Change::Stop)
+            .await
+            .unwrap()
+            .is_none());
+    }
+
+    #[tokio::test]
+    async fn batch_usage_runs_up_to_yesterday_by_beijing_days() {
+        let f = fixture(SimFaults::default()).await;
+        f.sim.record_usage(&f.iccid, 1000).await.unwrap();
+        let today = f.sim.now();
+        let cycle = f.sim.cycle_start_at(today);
+        let through_yesterday = |at| {
+            f.sim
+                .usage_between(std::slice::from_ref(&f.iccid), cycle, at)
+        };
+        assert!(through_yesterday(today).await.unwrap().is_empty());
+        // 16:00 UTC is midnight in Beijing: the day's usage is now yesterday's.
+        f.at_utc(16, 0);
+        f.sim.record_usage(&f.iccid, 50).await.unwrap();
+        let now = f.sim.now();
+        assert_eq!(through_yesterday(now).await.unwrap()[&f.iccid], 1000);
+        assert_eq!(
+            f.sim.inspect(&f.iccid).await.unwrap().cycle_usage_bytes,
+            1050
+        );
+    }
+
+    #[tokio::test]
+    async fn cards_modified_since_a_time_are_listed_oldest_first_in_pages() {
+        let f = fixture(SimFaults::default()).await;
+        let cards = more_cards(&f, 4).await;
+        let since = f.sim.now();
+        for c in &cards[..3] {
+            f.advance(chrono::Duration::seconds(10));
+            f.sim.stop(c).await.unwrap();
+        }
+        let (page1, last1) = f.sim.modified_since(since, 1, 2).await.unwrap();
+        assert_eq!(
+            page1.iter().map(|p| &p.0).collect::<Vec<_>>(),
+            vec![&cards[0], &cards[1]]
+        );
+        assert!(!last1);
+        let (page2, last2) = f.sim.modified_since(since, 2, 2).await.unwrap();
+        assert_eq!(page2.len(), 1);
+        assert_eq!(page2[0].1, ServiceState::Stopped);
+        assert!(last2);
+        let (later, _) = f.sim.modified_since(page1[1].2, 1, 50).await.unwrap();
+        assert_eq!(later.len(), 1);
     }
 }

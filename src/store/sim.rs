@@ -13,11 +13,14 @@ use crate::domain::Iccid;
 
 impl Store {
     /// Creates the cards the simulator does not know yet; known ones are left as they are.
+    /// A card's usage at import is counted on `usage_day_ms` in the daily record (the batch
+    /// usage calls): the day before the import, or the cycle's first day if later.
     pub async fn sim_onboard(
         &self,
         account: &str,
         cards: &[OnboardCard],
         cycle_ms: i64,
+        usage_day_ms: i64,
     ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
         for chunk in cards.chunks(2000) {
@@ -46,6 +49,19 @@ impl Store {
                     );
             }
             q.execute(&mut *tx).await?;
+        }
+        for c in cards.iter().filter(|c| c.cycle_usage_bytes > 0) {
+            // Only a card new to the simulator: an import retried the same day adds nothing.
+            sqlx::query(
+                "INSERT INTO sim_usage_days (account, iccid, day_ms, bytes) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (account, iccid, day_ms) DO NOTHING",
+            )
+            .bind(account)
+            .bind(c.iccid.as_str().to_string())
+            .bind(usage_day_ms)
+            .bind(u64_to_db(c.cycle_usage_bytes)?)
+            .execute(&mut *tx)
+            .await?;
         }
         tx.commit().await?;
         Ok(())
@@ -150,10 +166,12 @@ impl Store {
         account: &str,
         iccid: &Iccid,
         state: ServiceState,
+        at_ms: i64,
     ) -> Result<(), StoreError> {
         sqlx::query(
             "UPDATE sim_cards SET state = $1, \
                changes = changes + CASE WHEN state <> $1 THEN 1 ELSE 0 END, \
+               modified_ms = CASE WHEN state <> $1 THEN $4 ELSE modified_ms END, \
                carrier_stopped = 0, \
                device_stopped_ms = CASE WHEN $1 = 'STOPPED' THEN device_stopped_ms ELSE NULL END \
              WHERE carrier = $2 AND iccid = $3",
@@ -161,6 +179,7 @@ impl Store {
         .bind(state.as_str())
         .bind(account)
         .bind(iccid.as_str().to_string())
+        .bind(at_ms)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -174,7 +193,8 @@ impl Store {
         cycle_ms: i64,
         session_at_ms: i64,
     ) -> Result<u64, StoreError> {
-        Ok(sqlx::query(
+        let mut tx = self.pool.begin().await?;
+        let n = sqlx::query(
             "UPDATE sim_cards SET cycle_usage_bytes = \
                CASE WHEN usage_cycle_ms = $1 THEN cycle_usage_bytes + $2 ELSE $2 END, \
                usage_cycle_ms = $1, last_session_ms = $4 \
@@ -184,9 +204,21 @@ impl Store {
         .bind(u64_to_db(bytes)?)
         .bind(account)
         .bind(session_at_ms)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?
-        .rows_affected())
+        .rows_affected();
+        sqlx::query(
+            "INSERT INTO sim_usage_days (account, iccid, day_ms, bytes) \
+             SELECT carrier, iccid, $1, $2 FROM sim_cards WHERE carrier = $3 AND state = 'ACTIVE' \
+             ON CONFLICT (account, iccid, day_ms) DO UPDATE SET bytes = sim_usage_days.bytes + excluded.bytes",
+        )
+        .bind(crate::carrier::sim::day_start_ms(session_at_ms))
+        .bind(u64_to_db(bytes)?)
+        .bind(account)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(n)
     }
 
     /// Returns false when the simulator does not know the card.
@@ -198,6 +230,7 @@ impl Store {
         cycle_ms: i64,
         session_at_ms: i64,
     ) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
         let done = sqlx::query(
             "UPDATE sim_cards SET cycle_usage_bytes = \
                CASE WHEN usage_cycle_ms = $1 THEN cycle_usage_bytes + $2 ELSE $2 END, \
@@ -209,14 +242,119 @@ impl Store {
         .bind(account)
         .bind(iccid.as_str().to_string())
         .bind(session_at_ms)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        if done.rows_affected() == 1 {
+            add_usage_day(
+                &mut tx,
+                account,
+                iccid,
+                crate::carrier::sim::day_start_ms(session_at_ms),
+                bytes,
+            )
+            .await?;
+        }
+        tx.commit().await?;
         Ok(done.rows_affected() == 1)
+    }
+
+    /// Data each card of `iccids` used from `from_ms` (inclusive) to `to_ms` (exclusive), by
+    /// whole days (00:00 Beijing time): what the batch usage calls answer. A card with no usage
+    /// in the range is absent.
+    pub async fn sim_usage_between(
+        &self,
+        account: &str,
+        iccids: &[Iccid],
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<std::collections::HashMap<Iccid, u64>, StoreError> {
+        let mut out = std::collections::HashMap::new();
+        for chunk in iccids.chunks(500) {
+            let sql = format!(
+                "SELECT iccid, SUM(bytes) AS used FROM sim_usage_days WHERE account = $1 \
+                 AND day_ms >= $2 AND day_ms < $3 AND iccid IN ({}) GROUP BY iccid",
+                // Numbered for both backends: SQLite takes `$N` as the Nth parameter too, and
+                // `?` after `$3` would not be numbered from 4.
+                (4..4 + chunk.len())
+                    .map(|i| format!("${i}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            let mut q = sqlx::query(&sql).bind(account).bind(from_ms).bind(to_ms);
+            for i in chunk {
+                q = q.bind(i.as_str().to_string());
+            }
+            for r in q.fetch_all(&self.pool).await? {
+                out.insert(
+                    Iccid::from_trusted(r.try_get::<String, _>("iccid")?),
+                    db_to_u64(r.try_get::<i64, _>("used")?)?,
+                );
+            }
+        }
+        Ok(out)
+    }
+
+    /// Up to `limit` cards whose state changed after `since_ms` (card clock), oldest change
+    /// first, skipping the first `offset`: what a platform's list of modified cards answers.
+    pub async fn sim_modified_since(
+        &self,
+        account: &str,
+        since_ms: i64,
+        offset: u64,
+        limit: u32,
+    ) -> Result<Vec<(Iccid, ServiceState, i64)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT iccid, state, modified_ms FROM sim_cards WHERE carrier = $1 \
+             AND modified_ms IS NOT NULL AND modified_ms > $2 \
+             ORDER BY modified_ms, iccid LIMIT $3 OFFSET $4",
+        )
+        .bind(account)
+        .bind(since_ms)
+        .bind(i64::from(limit))
+        .bind(i64::try_from(offset).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let state: String = r.try_get("state")?;
+                Ok((
+                    Iccid::from_trusted(r.try_get::<String, _>("iccid")?),
+                    ServiceState::parse(&state).ok_or_else(|| {
+                        StoreError::Corrupt(format!("simulated card state {state:?}"))
+                    })?,
+                    r.try_get::<i64, _>("modified_ms")?,
+                ))
+            })
+            .collect()
     }
 }
 
+/// Adds `bytes` to the card's usage of the day starting at `day_ms`.
+async fn add_usage_day(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    account: &str,
+    iccid: &Iccid,
+    day_ms: i64,
+    bytes: u64,
+) -> Result<(), StoreError> {
+    if bytes == 0 {
+        return Ok(());
+    }
+    sqlx::query(
+        "INSERT INTO sim_usage_days (account, iccid, day_ms, bytes) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (account, iccid, day_ms) DO UPDATE SET bytes = sim_usage_days.bytes + excluded.bytes",
+    )
+    .bind(account)
+    .bind(iccid.as_str().to_string())
+    .bind(day_ms)
+    .bind(u64_to_db(bytes)?)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
 const ORDER_COLUMNS: &str =
-    "order_num, seq, iccid, action, params, created_ms, completes_ms, status";
+    "order_num, seq, iccid, action, params, created_ms, completes_ms, status, job_id";
 
 fn order_of(r: &sqlx::any::AnyRow) -> Result<SimOrder, StoreError> {
     Ok(SimOrder {
@@ -228,6 +366,7 @@ fn order_of(r: &sqlx::any::AnyRow) -> Result<SimOrder, StoreError> {
         created_ms: r.try_get("created_ms")?,
         completes_ms: r.try_get("completes_ms")?,
         status: r.try_get("status")?,
+        job_id: r.try_get("job_id")?,
     })
 }
 
@@ -330,18 +469,21 @@ impl Store {
             "state"
         };
         let lifted = sqlx::query(&format!(
-            "UPDATE sim_cards SET state = {lift_state}, carrier_stopped = 0, \
+            "UPDATE sim_cards SET modified_ms = CASE WHEN {lift_state} <> state THEN $2 ELSE modified_ms END, \
+               state = {lift_state}, carrier_stopped = 0, \
                device_stopped_ms = NULL \
              WHERE carrier = $1 AND device_stopped_ms IS NOT NULL \
                AND rebound_ms IS NOT NULL AND rebound_ms >= device_stopped_ms \
                AND (bound_imei IS NULL OR device_imei IS NULL OR bound_imei = device_imei)"
         ))
         .bind(account)
+        .bind(at_ms)
         .execute(&mut *tx)
         .await?
         .rows_affected();
         let stopped = sqlx::query(
             "UPDATE sim_cards SET device_stopped_ms = $1, \
+               modified_ms = CASE WHEN state = 'ACTIVE' THEN $1 ELSE modified_ms END, \
                carrier_stopped = CASE WHEN state = 'ACTIVE' THEN 1 ELSE carrier_stopped END, \
                state = CASE WHEN state = 'ACTIVE' THEN 'STOPPED' ELSE state END \
              WHERE carrier = $2 AND device_stopped_ms IS NULL AND state <> 'CANCELLED' \
@@ -393,7 +535,7 @@ impl Store {
 
     pub async fn sim_insert_order(&self, account: &str, o: &SimOrder) -> Result<(), StoreError> {
         sqlx::query(&format!(
-            "INSERT INTO sim_orders (account, {ORDER_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+            "INSERT INTO sim_orders (account, {ORDER_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
         ))
         .bind(account)
         .bind(o.order_num.clone())
@@ -404,6 +546,7 @@ impl Store {
         .bind(o.created_ms)
         .bind(o.completes_ms)
         .bind(o.status.clone())
+        .bind(o.job_id.clone())
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -460,6 +603,22 @@ impl Store {
         Ok(done.rows_affected() == 1)
     }
 
+    /// The orders of batch job `job_id`.
+    pub async fn sim_job_orders(
+        &self,
+        account: &str,
+        job_id: &str,
+    ) -> Result<Vec<SimOrder>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {ORDER_COLUMNS} FROM sim_orders WHERE account = $1 AND job_id = $2 ORDER BY seq"
+        ))
+        .bind(account)
+        .bind(job_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(order_of).collect()
+    }
+
     /// When the card's latest accepted change was made (its repeat window starts then).
     pub async fn sim_last_change_ms(
         &self,
@@ -467,7 +626,8 @@ impl Store {
         iccid: &Iccid,
     ) -> Result<Option<i64>, StoreError> {
         let r = sqlx::query(
-            "SELECT MAX(created_ms) AS last FROM sim_orders WHERE account = $1 AND iccid = $2",
+            "SELECT MAX(created_ms) AS last FROM sim_orders WHERE account = $1 AND iccid = $2 \
+             AND status <> 'refused'",
         )
         .bind(account)
         .bind(iccid.as_str().to_string())

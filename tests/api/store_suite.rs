@@ -87,7 +87,7 @@ async fn simulated_usage_restarts_with_each_cycle(store: Store) {
         msisdn: None,
     };
     store
-        .sim_onboard("mobile", &[onboard], CYCLE)
+        .sim_onboard("mobile", &[onboard], CYCLE, CYCLE)
         .await
         .unwrap();
     store
@@ -350,16 +350,16 @@ async fn simulator_state_is_kept_apart(store: Store) {
         msisdn: None,
     };
     store
-        .sim_onboard("mobile", std::slice::from_ref(&onboard), CYCLE)
+        .sim_onboard("mobile", std::slice::from_ref(&onboard), CYCLE, CYCLE)
         .await
         .unwrap();
     store
-        .sim_set_state("mobile", &iccid, ServiceState::Stopped)
+        .sim_set_state("mobile", &iccid, ServiceState::Stopped, CYCLE)
         .await
         .unwrap();
     // Onboarding again (a retried import) must not reset what the carrier holds.
     store
-        .sim_onboard("mobile", &[onboard], CYCLE)
+        .sim_onboard("mobile", &[onboard], CYCLE, CYCLE)
         .await
         .unwrap();
     let c = store
