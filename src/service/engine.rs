@@ -162,6 +162,7 @@ impl Engine {
                 source: format!("engine:{}", self.owner),
                 key_id: String::new(),
                 request_id: String::new(),
+                gather: false,
             };
             match self
                 .service

@@ -145,6 +145,10 @@ pub(crate) struct Origin {
     pub key_id: String,
     /// The caller's request id (empty for simgate's own changes and requests without one).
     pub request_id: String,
+    /// A bulk operation's card: on an account whose platform has a batch change call, its stop
+    /// or restore is gathered (scheduled for now) and sent by the settler with other cards'
+    /// in one batch call, instead of on its own at once.
+    pub gather: bool,
 }
 
 /// How a carrier call ended, for the journal.
@@ -360,6 +364,21 @@ async fn read_with_retries(
     }
 }
 
+/// Claimed intents the settler handles together.
+struct OpGroup {
+    carrier: std::sync::Arc<dyn Carrier>,
+    kind: GroupKind,
+    ops: Vec<crate::store::CarrierOp>,
+}
+
+#[derive(Clone)]
+enum GroupKind {
+    /// Due to be sent, in one batch call.
+    Send(Change),
+    /// Sent in this batch job: settled from one query of it.
+    Job(String, Change),
+}
+
 impl CardService {
     fn lease_until(&self) -> i64 {
         self.lease_from(self.ops_now_ms())
@@ -436,7 +455,14 @@ impl CardService {
             ),
         };
         let now_ms = self.ops_now_ms();
-        let not_before = self.window_end(&t.card, action).await?;
+        let mut not_before = self.window_end(&t.card, action).await?;
+        let gathered = origin.gather
+            && matches!(action, CarrierAction::Stop | CarrierAction::Restore)
+            && carrier.batch_change_limit() > 1;
+        if gathered && not_before.is_none() {
+            // Due now, sent by the settler in a batch call with the other cards due with it.
+            not_before = Some(self.now());
+        }
         let op = self
             .store
             .open_intent(
@@ -469,7 +495,11 @@ impl CardService {
         if let Some(at) = not_before {
             // Inside the card's repeat window: the carrier would refuse it now. The settler
             // sends it once the window has passed.
-            info!(%iccid, op, action = action.as_str(), not_before = %at, "change scheduled for the end of the card's repeat window");
+            if gathered && at <= self.now() {
+                info!(%iccid, op, action = action.as_str(), "change gathered for a batch call");
+            } else {
+                info!(%iccid, op, action = action.as_str(), not_before = %at, "change scheduled for the end of the card's repeat window");
+            }
             self.store.hand_over_intent(op, &self.holder.owner).await?;
             return self.load(iccid).await;
         }
@@ -752,14 +782,49 @@ impl CardService {
             let mut progressed = false;
             // Every claimed intent is held (renewed) until it is processed, not only the one
             // being read: another settler must not claim the rest of the batch meanwhile.
-            let mut held: Vec<HoldGuard<'_>> = claimed
+            let mut held: std::collections::HashMap<i64, HoldGuard<'_>> = claimed
                 .iter()
-                .rev()
-                .map(|op| self.holder.hold(op.id))
+                .map(|op| (op.id, self.holder.hold(op.id)))
                 .collect();
-            for op in claimed {
+            let (groups, singles) = self.group_for_batches(claimed);
+            for group in groups {
+                let ids: Vec<i64> = group.ops.iter().map(|o| o.id).collect();
+                let done = match &group.kind {
+                    GroupKind::Send(change) => {
+                        self.send_batch(group.carrier.as_ref(), change, &group.ops)
+                            .await
+                    }
+                    GroupKind::Job(job_id, change) => {
+                        self.settle_job(group.carrier.as_ref(), job_id, change, &group.ops)
+                            .await
+                    }
+                };
+                match done {
+                    Ok(n) => {
+                        settled += n;
+                        // A batch sent is progress even before it settles: the next intents
+                        // are claimed at once.
+                        progressed |= n > 0 || matches!(group.kind, GroupKind::Send(_));
+                    }
+                    Err(e) => {
+                        warn!(cards = ids.len(), error = %e, "settling a batch of carrier intents failed; given back");
+                        for id in &ids {
+                            self.release(
+                                *id,
+                                &format!("settling failed: {e}"),
+                                MAX_SETTLE_BACKOFF_MS,
+                            )
+                            .await;
+                        }
+                    }
+                }
+                for id in ids {
+                    held.remove(&id);
+                }
+            }
+            for op in singles {
                 let done = self.settle_one(&op).await;
-                drop(held.pop());
+                held.remove(&op.id);
                 match done {
                     Ok(true) => {
                         settled += 1;
@@ -786,29 +851,7 @@ impl CardService {
 
     async fn settle_one(&self, op: &crate::store::CarrierOp) -> Result<bool> {
         let iccid = Iccid::from_trusted(op.iccid.clone());
-        let corrupt = |what: String| ServiceError::Store(StoreError::Corrupt(what));
-        let (Some(action), Ok(carrier_id)) = (
-            op.carrier_action(),
-            op.carrier.parse::<crate::domain::CarrierId>(),
-        ) else {
-            return Err(corrupt(format!(
-                "carrier op {} names no known carrier or action",
-                op.id
-            )));
-        };
-        let change = change_of(action, &op.params)
-            .map_err(|e| corrupt(format!("carrier op {}: {e}", op.id)))?;
-        let account = if op.account_id.is_empty() {
-            crate::domain::AccountId::default_for(carrier_id)
-        } else {
-            crate::domain::AccountId::parse(&op.account_id).map_err(|_| {
-                corrupt(format!(
-                    "carrier op {} names account {:?}",
-                    op.id, op.account_id
-                ))
-            })?
-        };
-        let carrier = self.carrier(&account)?.clone();
+        let (action, change, carrier) = self.op_change(op)?;
         let _guard = self.locks.lock(iccid.as_str()).await;
         let owner = &self.holder.owner;
         if op.sent_ms.is_none() {
@@ -830,7 +873,7 @@ impl CardService {
             });
         }
         let wait = (500i64 << op.attempts.clamp(0, 5)).min(MAX_SETTLE_BACKOFF_MS);
-        if !op.order_id.is_empty() && carrier.queries_orders() {
+        if !op.order_id.is_empty() && op.job_id.is_empty() && carrier.queries_orders() {
             match carrier.order(&iccid, &op.order_id).await {
                 Ok(OrderProgress::Completed) => {
                     let how = Settle {
@@ -944,6 +987,287 @@ impl CardService {
         }
     }
 
+    /// The account, carrier action and change of a journal row.
+    fn op_change(
+        &self,
+        op: &crate::store::CarrierOp,
+    ) -> Result<(CarrierAction, Change, std::sync::Arc<dyn Carrier>)> {
+        let corrupt = |what: String| ServiceError::Store(StoreError::Corrupt(what));
+        let (Some(action), Ok(carrier_id)) = (
+            op.carrier_action(),
+            op.carrier.parse::<crate::domain::CarrierId>(),
+        ) else {
+            return Err(corrupt(format!(
+                "carrier op {} names no known carrier or action",
+                op.id
+            )));
+        };
+        let change = change_of(action, &op.params)
+            .map_err(|e| corrupt(format!("carrier op {}: {e}", op.id)))?;
+        let account = if op.account_id.is_empty() {
+            crate::domain::AccountId::default_for(carrier_id)
+        } else {
+            crate::domain::AccountId::parse(&op.account_id).map_err(|_| {
+                corrupt(format!(
+                    "carrier op {} names account {:?}",
+                    op.id, op.account_id
+                ))
+            })?
+        };
+        Ok((action, change, self.carrier(&account)?.clone()))
+    }
+
+    /// Splits claimed intents into batches and the rest: stops or restores due to be sent on
+    /// an account whose platform has a batch change call, by account and action (two or more:
+    /// one card goes on its own), and intents sent in the same batch job, by job. A row that
+    /// cannot be read is left to `settle_one`, which reports it.
+    fn group_for_batches(
+        &self,
+        claimed: Vec<crate::store::CarrierOp>,
+    ) -> (Vec<OpGroup>, Vec<crate::store::CarrierOp>) {
+        let mut sends: std::collections::BTreeMap<(String, &'static str), OpGroup> =
+            Default::default();
+        let mut jobs: std::collections::BTreeMap<(String, String), OpGroup> = Default::default();
+        let mut singles = Vec::new();
+        for op in claimed {
+            let Ok((action, change, carrier)) = self.op_change(&op) else {
+                singles.push(op);
+                continue;
+            };
+            let batchable = matches!(action, CarrierAction::Stop | CarrierAction::Restore)
+                && carrier.batch_change_limit() > 1;
+            if op.sent_ms.is_none() && batchable {
+                let key = (carrier.account().as_str().to_string(), action.as_str());
+                sends
+                    .entry(key)
+                    .or_insert_with(|| OpGroup {
+                        carrier: carrier.clone(),
+                        kind: GroupKind::Send(change),
+                        ops: Vec::new(),
+                    })
+                    .ops
+                    .push(op);
+            } else if op.sent_ms.is_some() && !op.job_id.is_empty() {
+                let key = (carrier.account().as_str().to_string(), op.job_id.clone());
+                jobs.entry(key)
+                    .or_insert_with(|| OpGroup {
+                        carrier: carrier.clone(),
+                        kind: GroupKind::Job(op.job_id.clone(), change),
+                        ops: Vec::new(),
+                    })
+                    .ops
+                    .push(op);
+            } else {
+                singles.push(op);
+            }
+        }
+        let mut groups = Vec::new();
+        for (_, g) in sends {
+            if g.ops.len() < 2 {
+                singles.extend(g.ops);
+                continue;
+            }
+            let limit = g.carrier.batch_change_limit().max(1);
+            let mut ops = g.ops;
+            while !ops.is_empty() {
+                let rest = ops.split_off(limit.min(ops.len()));
+                groups.push(OpGroup {
+                    carrier: g.carrier.clone(),
+                    kind: g.kind.clone(),
+                    ops,
+                });
+                ops = rest;
+            }
+        }
+        groups.extend(jobs.into_values());
+        (groups, singles)
+    }
+
+    /// Sends one batch of due stops or restores (held by this process) in one batch call. The
+    /// intents are marked sent first, as for a single change. Taken: each is an order of the
+    /// job, settled by [`CardService::settle_job`]. No answer: each is settled by reading its
+    /// card. Any refusal: the platform may have refused the whole batch for one card (a card
+    /// changed within its window outside simgate, which the reply need not name), so the cards
+    /// are changed one by one, each through the single-change path. Returns how many settled.
+    ///
+    /// No per-card lock is taken here: the intents are held under this process's lease, and
+    /// every other path to the card sees its open intent.
+    async fn send_batch(
+        &self,
+        carrier: &dyn Carrier,
+        change: &Change,
+        ops: &[crate::store::CarrierOp],
+    ) -> Result<usize> {
+        let owner = &self.holder.owner;
+        let sent_ms = self.now().timestamp_millis();
+        let mut marked = Vec::with_capacity(ops.len());
+        for op in ops {
+            if self.store.mark_intent_sent(op.id, owner, sent_ms).await? {
+                marked.push(op);
+            }
+        }
+        if marked.is_empty() {
+            return Ok(0);
+        }
+        let iccids: Vec<Iccid> = marked
+            .iter()
+            .map(|op| Iccid::from_trusted(op.iccid.clone()))
+            .collect();
+        match carrier.change_batch(&iccids, change).await {
+            Ok(receipt) => {
+                info!(account = %carrier.account(), job = receipt.job_id.as_str(), cards = marked.len(), "batch change taken by the carrier; settled through its job");
+                for op in &marked {
+                    self.store
+                        .record_job(op.id, &receipt.job_id, ACCEPTED, self.ops_now_ms())
+                        .await?;
+                    self.release(op.id, "", FIRST_ORDER_POLL_MS).await;
+                }
+                Ok(0)
+            }
+            Err(CarrierError::OutcomeUnknown(msg)) => {
+                info!(account = %carrier.account(), cards = marked.len(), error = msg.as_str(), "batch change unanswered; each card is settled by reading it");
+                for op in &marked {
+                    self.release(op.id, &format!("batch change unanswered: {msg}"), 0)
+                        .await;
+                }
+                Ok(0)
+            }
+            Err(e) => {
+                info!(account = %carrier.account(), cards = marked.len(), error = %e, "batch change not taken; the cards are changed one by one");
+                let mut settled = 0;
+                for (op, iccid) in marked.iter().zip(&iccids) {
+                    match self
+                        .send_op(carrier, iccid, op.id, change, op.attempts, true)
+                        .await?
+                    {
+                        Done::Applied(_) | Done::NotApplied(_) => settled += 1,
+                        Done::Open | Done::Unknown => {}
+                    }
+                }
+                Ok(settled)
+            }
+        }
+    }
+
+    /// Settles the intents of batch job `job_id` from one query of the job: a card the job
+    /// applied is applied; a card it failed is read, and changed on its own if the read shows
+    /// it not changed; a card it has not processed waits; a card a finished job does not name,
+    /// or a job the platform no longer knows, is settled by reading the card. Returns how many
+    /// settled.
+    async fn settle_job(
+        &self,
+        carrier: &dyn Carrier,
+        job_id: &str,
+        change: &Change,
+        ops: &[crate::store::CarrierOp],
+    ) -> Result<usize> {
+        let owner = &self.holder.owner;
+        let iccids: Vec<Iccid> = ops
+            .iter()
+            .map(|op| Iccid::from_trusted(op.iccid.clone()))
+            .collect();
+        let wait = |op: &crate::store::CarrierOp| {
+            (500i64 << op.attempts.clamp(0, 5)).min(MAX_SETTLE_BACKOFF_MS)
+        };
+        let job = match carrier.batch_job(job_id, &iccids).await {
+            Ok(job) => job,
+            Err(CarrierError::Rejected { code, message }) => {
+                info!(job = job_id, code = code.as_str(), message = message.as_str(), "the platform does not know the batch job; its cards are settled by reading them");
+                for op in ops {
+                    self.store.leave_job(op.id, self.ops_now_ms()).await?;
+                    self.release(op.id, "", 0).await;
+                }
+                return Ok(0);
+            }
+            Err(e) => {
+                for op in ops {
+                    self.release(op.id, &format!("batch job query failed: {e}"), wait(op))
+                        .await;
+                }
+                return Ok(0);
+            }
+        };
+        let items: std::collections::HashMap<&Iccid, &crate::carrier::BatchItem> =
+            job.items.iter().map(|(i, item)| (i, item)).collect();
+        let mut settled = 0;
+        for (op, iccid) in ops.iter().zip(&iccids) {
+            match items.get(iccid) {
+                Some(crate::carrier::BatchItem::Applied) => {
+                    let how = Settle {
+                        by: SettledBy::OrderQuery,
+                        order_id: None,
+                        order_status: Some(&job.status),
+                    };
+                    if let Some(card) = self
+                        .store
+                        .settle_applied(op.id, owner, self.ops_now_ms(), &how)
+                        .await?
+                    {
+                        info!(%iccid, op = op.id, job = job_id, status = card.status().as_str(), "batch job applied the change");
+                        settled += 1;
+                    }
+                }
+                Some(crate::carrier::BatchItem::Failed { code, message }) => {
+                    info!(%iccid, op = op.id, job = job_id, code = code.as_str(), message = message.as_str(), "batch job failed the card; read, then changed on its own");
+                    self.store.leave_job(op.id, self.ops_now_ms()).await?;
+                    if self.retry_alone(carrier, iccid, op, change).await? {
+                        settled += 1;
+                    }
+                }
+                Some(crate::carrier::BatchItem::Open) | None if !job.finished => {
+                    self.store
+                        .record_order(op.id, job_id, &job.status, self.ops_now_ms())
+                        .await?;
+                    self.release(op.id, "", wait(op)).await;
+                }
+                _ => {
+                    self.store.leave_job(op.id, self.ops_now_ms()).await?;
+                    self.release(op.id, "", 0).await;
+                }
+            }
+        }
+        Ok(settled)
+    }
+
+    /// A card a batch job did not change: applied if a read shows the change, else sent on
+    /// its own (the single-change path, with its deferrals); a read that fails leaves it for
+    /// the settler. True when settled.
+    async fn retry_alone(
+        &self,
+        carrier: &dyn Carrier,
+        iccid: &Iccid,
+        op: &crate::store::CarrierOp,
+        change: &Change,
+    ) -> Result<bool> {
+        match read_with_retries(self.ops_clock.as_ref(), carrier, iccid, change).await {
+            Ok(Ok(true)) => Ok(self
+                .store
+                .settle_applied(
+                    op.id,
+                    &self.holder.owner,
+                    self.ops_now_ms(),
+                    &Settle::by(SettledBy::StateRead),
+                )
+                .await?
+                .is_some()),
+            Ok(Ok(false)) => Ok(matches!(
+                self.send_op(carrier, iccid, op.id, change, op.attempts, true)
+                    .await?,
+                Done::Applied(_) | Done::NotApplied(_)
+            )),
+            Ok(Err(why)) => {
+                self.release(op.id, &format!("settling read: {why}"), 0)
+                    .await;
+                Ok(false)
+            }
+            Err(e) => {
+                self.release(op.id, &format!("settling read failed: {e}"), 0)
+                    .await;
+                Ok(false)
+            }
+        }
+    }
+
     /// What the usage sync does with a reading whose state differs from a card with no open
     /// intent: records the drift once (and repairs it if so configured); clears a recorded
     /// drift the carrier no longer shows.
@@ -1026,6 +1350,7 @@ impl CardService {
             source: "DriftRepair".into(),
             key_id: String::new(),
             request_id: String::new(),
+            gather: false,
         };
         match self.commit(carrier.as_ref(), t, None, None, &origin).await {
             Ok(_) | Err(ServiceError::OutcomePending { .. }) => Ok(()),

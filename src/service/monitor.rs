@@ -826,6 +826,7 @@ impl CardService {
             source: format!("{name}:{}", caller.request_id),
             key_id: String::new(),
             request_id: String::new(),
+            gather: false,
         };
         (audit, origin)
     }

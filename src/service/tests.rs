@@ -51,7 +51,13 @@ async fn fixture(carrier: MockCarrier) -> Fixture {
 
 /// A carrier mock that knows its id and policy; onboarding is left to the test.
 fn bare_mock(id: CarrierId) -> MockCarrier {
+    batching_mock(id, 1)
+}
+
+/// [`bare_mock`] with a batch change call of up to `batch` cards (1: none).
+fn batching_mock(id: CarrierId, batch: usize) -> MockCarrier {
     let mut m = MockCarrier::new();
+    m.expect_batch_change_limit().return_const(batch);
     m.expect_id().return_const(id);
     m.expect_account()
         .return_const(crate::domain::AccountId::default_for(id));
@@ -70,6 +76,7 @@ fn platform_defaults(m: &mut MockCarrier) {
     m.expect_rebind_modes().returning(Vec::new);
     m.expect_stop_reasons().returning(|_| Ok(None));
     m.expect_binding().returning(|_| Ok(None));
+    m.expect_lists_changes().return_const(false);
 }
 
 fn mock(id: CarrierId) -> MockCarrier {
@@ -1087,4 +1094,166 @@ async fn an_intent_whose_process_died_before_sending_it_is_sent_by_the_settler()
     let after = f.store.get_card(&before.iccid).await.unwrap().unwrap();
     assert!(after.stop_reasons.contains(StopReason::Manual));
     assert_eq!(after.pending, None);
+}
+
+/// `n` Mobile cards, imported.
+async fn imported_cards(f: &Fixture, n: usize) -> Vec<Iccid> {
+    let mut out = Vec::new();
+    for i in 0..n {
+        let iccid = Iccid::from_trusted(format!("8986040000000000{i:04}"));
+        let row = NewCard {
+            iccid: iccid.clone(),
+            ..new_card(CarrierId::Mobile)
+        };
+        imported(f, row).await;
+        out.push(iccid);
+    }
+    out
+}
+
+/// A Mobile account mock with a batch change call of up to 100 cards.
+fn batch_mock() -> MockCarrier {
+    let mut m = batching_mock(CarrierId::Mobile, 100);
+    m.expect_onboard().returning(|_| Ok(()));
+    m
+}
+
+/// Runs a bulk suspend of `cards` to the end: the worker gathers the changes, the settler
+/// sends and settles them, the worker sees them done.
+async fn bulk_suspend(f: &Fixture, cards: &[Iccid]) -> Vec<crate::store::BatchItem> {
+    let batches = batch::BatchService::new(f.service.clone(), f.store.clone())
+        .with_clock(Arc::new(f.ops.clone()));
+    let b = batches
+        .create(
+            &sys(),
+            batch::Kind::Suspend,
+            cards.iter().map(|c| c.to_string()).collect(),
+            Fen(0),
+            None,
+        )
+        .await
+        .unwrap();
+    for _ in 0..6 {
+        batches.run_once().await.unwrap();
+        f.service.settle_open_intents_now().await.unwrap();
+        f.ops.advance(Duration::seconds(30)).unwrap();
+    }
+    f.store.batch_items(&b.id, None, -1, 1000).await.unwrap()
+}
+
+#[tokio::test]
+async fn a_bulk_suspend_goes_out_in_one_batch_call_settled_through_its_job() {
+    let mut m = batch_mock();
+    m.expect_stop().never();
+    m.expect_change_batch()
+        .times(1)
+        .withf(|ids, change| ids.len() == 5 && *change == crate::carrier::Change::Stop)
+        .returning(|_, _| {
+            Ok(crate::carrier::BatchReceipt {
+                job_id: "J1".into(),
+            })
+        });
+    m.expect_batch_job()
+        .times(1)
+        .withf(|job, ids| job == "J1" && ids.len() == 5)
+        .returning(|_, ids| {
+            Ok(crate::carrier::BatchJob {
+                finished: true,
+                status: "2".into(),
+                items: ids
+                    .iter()
+                    .map(|i| (i.clone(), crate::carrier::BatchItem::Applied))
+                    .collect(),
+            })
+        });
+    let f = fixture(m).await;
+    let cards = imported_cards(&f, 5).await;
+    let items = bulk_suspend(&f, &cards).await;
+    assert!(items.iter().all(|i| i.status == "DONE"), "{items:?}");
+    for c in &cards {
+        let card = f.store.get_card(c).await.unwrap().unwrap();
+        assert!(card.pending.is_none());
+        assert!(!card.is_online(), "{c} suspended");
+    }
+    let ops = f.store.card_ops(&cards[0]).await.unwrap();
+    assert_eq!(ops[0].job_id, "J1");
+    assert_eq!(ops[0].status, "APPLIED");
+    assert_eq!(ops[0].settled_by, "ORDER_QUERY");
+}
+
+#[tokio::test]
+async fn a_refused_batch_falls_back_to_single_changes_for_its_cards() {
+    let mut m = batch_mock();
+    m.expect_change_batch().times(1).returning(|_, _| {
+        Err(CarrierError::Deferred {
+            code: "12345".into(),
+            message: "批量办理中有卡号在30分钟内有成功调用".into(),
+            retry_after: None,
+        })
+    });
+    m.expect_batch_job().never();
+    m.expect_stop()
+        .times(3)
+        .returning(|_| Ok(crate::carrier::Receipt::applied()));
+    let f = fixture(m).await;
+    let cards = imported_cards(&f, 3).await;
+    let items = bulk_suspend(&f, &cards).await;
+    assert!(items.iter().all(|i| i.status == "DONE"), "{items:?}");
+    for c in &cards {
+        assert!(!f.store.get_card(c).await.unwrap().unwrap().is_online());
+    }
+}
+
+#[tokio::test]
+async fn a_card_its_batch_job_failed_is_read_then_changed_on_its_own() {
+    let mut m = batch_mock();
+    m.expect_change_batch().times(1).returning(|_, _| {
+        Ok(crate::carrier::BatchReceipt {
+            job_id: "J2".into(),
+        })
+    });
+    m.expect_batch_job().times(1).returning(|_, ids| {
+        let mut items: Vec<_> = ids
+            .iter()
+            .map(|i| (i.clone(), crate::carrier::BatchItem::Applied))
+            .collect();
+        items[1].1 = crate::carrier::BatchItem::Failed {
+            code: "1".into(),
+            message: "failed in the job".into(),
+        };
+        Ok(crate::carrier::BatchJob {
+            finished: true,
+            status: "3".into(),
+            items,
+        })
+    });
+    // The failed card reads active, so it is stopped on its own, once.
+    m.expect_card()
+        .times(1)
+        .returning(at_carrier(ServiceState::Active));
+    m.expect_stop()
+        .times(1)
+        .returning(|_| Ok(crate::carrier::Receipt::applied()));
+    let f = fixture(m).await;
+    let cards = imported_cards(&f, 3).await;
+    let items = bulk_suspend(&f, &cards).await;
+    assert!(items.iter().all(|i| i.status == "DONE"), "{items:?}");
+    let ops = f.store.card_ops(&cards[1]).await.unwrap();
+    assert_eq!(
+        (ops[0].status.as_str(), ops[0].job_id.as_str()),
+        ("APPLIED", "")
+    );
+}
+
+#[tokio::test]
+async fn a_single_change_on_a_batch_account_goes_out_at_once_on_its_own() {
+    let mut m = batch_mock();
+    m.expect_change_batch().never();
+    m.expect_stop()
+        .times(1)
+        .returning(|_| Ok(crate::carrier::Receipt::applied()));
+    let f = fixture(m).await;
+    let cards = imported_cards(&f, 1).await;
+    let card = f.service.suspend(&cards[0], &sys(), None).await.unwrap();
+    assert!(card.pending.is_none() && !card.is_online());
 }

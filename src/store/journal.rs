@@ -61,6 +61,8 @@ pub struct CarrierOp {
     pub settled_ms: Option<i64>,
     /// The change's parameters (a rebind's), JSON; '' for none.
     pub params: String,
+    /// The platform's batch job the change went out in ('' for a change sent on its own).
+    pub job_id: String,
 }
 
 impl CarrierOp {
@@ -218,7 +220,7 @@ impl StoredPlan {
 const OP_COLUMNS: &str =
     "id, iccid, carrier, account_id, action, status, attempts, last_error, source, \
     key_id, request_id, lease_owner, created_ms, not_before_ms, sent_ms, order_id, order_status, \
-    settled_by, settled_ms, params";
+    settled_by, settled_ms, params, job_id";
 
 fn op_from_row(r: &sqlx::any::AnyRow) -> Result<CarrierOp, StoreError> {
     Ok(CarrierOp {
@@ -242,6 +244,7 @@ fn op_from_row(r: &sqlx::any::AnyRow) -> Result<CarrierOp, StoreError> {
         settled_by: r.try_get("settled_by")?,
         settled_ms: r.try_get("settled_ms")?,
         params: r.try_get("params")?,
+        job_id: r.try_get("job_id")?,
     })
 }
 
@@ -679,6 +682,82 @@ impl Store {
                 .await?;
         }
         tx.commit().await?;
+        Ok(())
+    }
+
+    /// Records that open intent `op_id` went out in the platform's batch job `job_id`: the job
+    /// is its order (on the intent and its card), settled through the job's result.
+    pub async fn record_job(
+        &self,
+        op_id: i64,
+        job_id: &str,
+        order_status: &str,
+        at_ms: i64,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "UPDATE carrier_ops SET job_id = $1, order_id = $1, order_status = $2, updated_ms = $3 \
+             WHERE id = $4 AND status = 'OPEN'",
+        )
+        .bind(job_id.to_string())
+        .bind(order_status.to_string())
+        .bind(at_ms)
+        .bind(op_id)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("UPDATE cards SET pending_order_id = $1 WHERE pending_op_id = $2")
+            .bind(job_id.to_string())
+            .bind(op_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Takes open intent `op_id` out of its batch job (the job says nothing more about it):
+    /// it is then settled like a change sent on its own without an order, by reading its card.
+    pub async fn leave_job(&self, op_id: i64, at_ms: i64) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "UPDATE carrier_ops SET job_id = '', order_id = '', order_status = '', updated_ms = $1 \
+             WHERE id = $2 AND status = 'OPEN'",
+        )
+        .bind(at_ms)
+        .bind(op_id)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("UPDATE cards SET pending_order_id = NULL WHERE pending_op_id = $1")
+            .bind(op_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Up to when the usage sync has seen every change the account's platform lists.
+    pub async fn swept_to(&self, account: &AccountId) -> Result<Option<i64>, StoreError> {
+        let r = sqlx::query("SELECT swept_to_ms FROM carrier_sweeps WHERE account_id = $1")
+            .bind(account.as_str())
+            .fetch_optional(&self.pool)
+            .await?;
+        r.map(|r| r.try_get::<i64, _>("swept_to_ms"))
+            .transpose()
+            .map_err(Into::into)
+    }
+
+    /// Moves the account's sweep mark forward to `to_ms`; never back (two replicas sweeping
+    /// at once leave the later mark).
+    pub async fn set_swept_to(&self, account: &AccountId, to_ms: i64) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO carrier_sweeps (account_id, swept_to_ms) VALUES ($1, $2) \
+             ON CONFLICT (account_id) DO UPDATE SET swept_to_ms = \
+             CASE WHEN excluded.swept_to_ms > carrier_sweeps.swept_to_ms THEN excluded.swept_to_ms \
+             ELSE carrier_sweeps.swept_to_ms END",
+        )
+        .bind(account.as_str())
+        .bind(to_ms)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 
