@@ -641,6 +641,7 @@ fn account_mock(id: CarrierId, account: &str) -> MockCarrier {
     m.expect_policy()
         .return_const(CarrierPolicy::default_for(id));
     platform_defaults(&mut m);
+    m.expect_batch_change_limit().return_const(1usize);
     m
 }
 
@@ -655,6 +656,7 @@ async fn an_account_that_names_cards_by_access_number_gets_each_msisdn_once_at_i
     m.expect_policy()
         .return_const(CarrierPolicy::default_for(CarrierId::Telecom));
     platform_defaults(&mut m);
+    m.expect_batch_change_limit().return_const(1usize);
     m.expect_onboard().returning(|_| Ok(()));
     // Asked once, for the card imported without one; the other card's is taken as given.
     m.expect_msisdn_of()
