@@ -1215,14 +1215,21 @@ async fn a_card_its_batch_job_failed_is_read_then_changed_on_its_own() {
         })
     });
     m.expect_batch_job().times(1).returning(|_, ids| {
-        let mut items: Vec<_> = ids
+        // The second card imported (the items come in the order the worker opened them).
+        let items: Vec<_> = ids
             .iter()
-            .map(|i| (i.clone(), crate::carrier::BatchItem::Applied))
+            .map(|i| {
+                let item = if i.as_str() == "89860400000000000001" {
+                    crate::carrier::BatchItem::Failed {
+                        code: "1".into(),
+                        message: "failed in the job".into(),
+                    }
+                } else {
+                    crate::carrier::BatchItem::Applied
+                };
+                (i.clone(), item)
+            })
             .collect();
-        items[1].1 = crate::carrier::BatchItem::Failed {
-            code: "1".into(),
-            message: "failed in the job".into(),
-        };
         Ok(crate::carrier::BatchJob {
             finished: true,
             status: "3".into(),
@@ -1240,11 +1247,14 @@ async fn a_card_its_batch_job_failed_is_read_then_changed_on_its_own() {
     let cards = imported_cards(&f, 3).await;
     let items = bulk_suspend(&f, &cards).await;
     assert!(items.iter().all(|i| i.status == "DONE"), "{items:?}");
+    assert_eq!(cards[1].as_str(), "89860400000000000001");
     let ops = f.store.card_ops(&cards[1]).await.unwrap();
     assert_eq!(
         (ops[0].status.as_str(), ops[0].job_id.as_str()),
         ("APPLIED", "")
     );
+    let ops = f.store.card_ops(&cards[0]).await.unwrap();
+    assert_eq!(ops[0].job_id, "J2");
 }
 
 #[tokio::test]
