@@ -51,13 +51,15 @@ async fn fixture(carrier: MockCarrier) -> Fixture {
 
 /// A carrier mock that knows its id and policy; onboarding is left to the test.
 fn bare_mock(id: CarrierId) -> MockCarrier {
-    batching_mock(id, 1)
+    shaped_mock(id, 1, false)
 }
 
-/// [`bare_mock`] with a batch change call of up to `batch` cards (1: none).
-fn batching_mock(id: CarrierId, batch: usize) -> MockCarrier {
+/// [`bare_mock`] with a batch change call of up to `batch` cards (1: none), and a list of
+/// modified cards when `lists`.
+fn shaped_mock(id: CarrierId, batch: usize, lists: bool) -> MockCarrier {
     let mut m = MockCarrier::new();
     m.expect_batch_change_limit().return_const(batch);
+    m.expect_lists_changes().return_const(lists);
     m.expect_id().return_const(id);
     m.expect_account()
         .return_const(crate::domain::AccountId::default_for(id));
@@ -76,7 +78,6 @@ fn platform_defaults(m: &mut MockCarrier) {
     m.expect_rebind_modes().returning(Vec::new);
     m.expect_stop_reasons().returning(|_| Ok(None));
     m.expect_binding().returning(|_| Ok(None));
-    m.expect_lists_changes().return_const(false);
 }
 
 fn mock(id: CarrierId) -> MockCarrier {
@@ -642,6 +643,7 @@ fn account_mock(id: CarrierId, account: &str) -> MockCarrier {
         .return_const(CarrierPolicy::default_for(id));
     platform_defaults(&mut m);
     m.expect_batch_change_limit().return_const(1usize);
+    m.expect_lists_changes().return_const(false);
     m
 }
 
@@ -657,6 +659,7 @@ async fn an_account_that_names_cards_by_access_number_gets_each_msisdn_once_at_i
         .return_const(CarrierPolicy::default_for(CarrierId::Telecom));
     platform_defaults(&mut m);
     m.expect_batch_change_limit().return_const(1usize);
+    m.expect_lists_changes().return_const(false);
     m.expect_onboard().returning(|_| Ok(()));
     // Asked once, for the card imported without one; the other card's is taken as given.
     m.expect_msisdn_of()
@@ -1115,7 +1118,7 @@ async fn imported_cards(f: &Fixture, n: usize) -> Vec<Iccid> {
 
 /// A Mobile account mock with a batch change call of up to 100 cards.
 fn batch_mock() -> MockCarrier {
-    let mut m = batching_mock(CarrierId::Mobile, 100);
+    let mut m = shaped_mock(CarrierId::Mobile, 100, false);
     m.expect_onboard().returning(|_| Ok(()));
     m
 }
@@ -1268,4 +1271,68 @@ async fn a_single_change_on_a_batch_account_goes_out_at_once_on_its_own() {
     let cards = imported_cards(&f, 1).await;
     let card = f.service.suspend(&cards[0], &sys(), None).await.unwrap();
     assert!(card.pending.is_none() && !card.is_online());
+}
+
+#[tokio::test]
+async fn a_platform_that_lists_modified_cards_is_read_in_full_once_then_by_its_list() {
+    let mut m = shaped_mock(CarrierId::Unicom, 1, true);
+    m.expect_onboard().returning(|_| Ok(()));
+    m.expect_batch_limit().return_const(1usize);
+    let mut seq = mockall::Sequence::new();
+    // The first pass has no mark: every card in full.
+    m.expect_cards()
+        .times(2)
+        .in_sequence(&mut seq)
+        .returning(|ids| ids.iter().map(at_carrier(ServiceState::Active)).collect());
+    // The second lists what changed since: card 0 was stopped at the carrier.
+    m.expect_changes_since()
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(|_, page| {
+            assert_eq!(page, 1);
+            Ok(crate::carrier::ChangePage {
+                cards: vec![crate::carrier::ListedCard {
+                    iccid: Iccid::from_trusted("89860400000000000000".into()),
+                    state: Some(ServiceState::Stopped),
+                    status: "DEACTIVATED".into(),
+                }],
+                last_page: true,
+            })
+        });
+    // Only the card still active is asked for its usage; nothing is read in full.
+    m.expect_usage_of()
+        .times(1)
+        .withf(|i| i.as_str() == "89860400000000000001")
+        .returning(|_| {
+            Ok(crate::carrier::UsageReading {
+                cycle_usage_bytes: 7 << 20,
+                usage_cycle_start: None,
+            })
+        });
+    m.expect_card().never();
+    m.expect_stop().never();
+    m.expect_restore().never();
+    let f = fixture(m).await;
+    let mut cards = Vec::new();
+    for i in 0..2 {
+        let iccid = Iccid::from_trusted(format!("8986040000000000{i:04}"));
+        imported(
+            &f,
+            NewCard {
+                iccid: iccid.clone(),
+                ..new_card(CarrierId::Unicom)
+            },
+        )
+        .await;
+        cards.push(iccid);
+    }
+    f.service.sync_all_usage().await.unwrap();
+    let account = crate::domain::AccountId::default_for(CarrierId::Unicom);
+    assert!(f.store.swept_to(&account).await.unwrap().is_some());
+    f.service.sync_all_usage().await.unwrap();
+    let stopped = f.store.get_card(&cards[0]).await.unwrap().unwrap();
+    assert!(stopped.drift.is_some(), "the listed stop is seen as drift");
+    let active = f.store.get_card(&cards[1]).await.unwrap().unwrap();
+    assert_eq!(active.cycle_usage_bytes, 7 << 20);
+    assert!(active.drift.is_none());
 }
