@@ -200,6 +200,7 @@ pub fn order_to_pb(op: &crate::store::CarrierOp) -> pb::CarrierOrder {
         state: order_state_to_pb(op.state()) as i32,
         carrier_order_id: op.order_id.clone(),
         carrier_order_status: op.order_status.clone(),
+        carrier_job_id: op.job_id.clone(),
         created: at(Some(op.created_ms)),
         not_before: at(op.not_before_ms),
         sent: at(op.sent_ms),
