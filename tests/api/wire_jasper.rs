@@ -1460,6 +1460,22 @@ async fn wire_jasper_simulator_search_devices_in_the_dossier_shape_and_codes() {
         let v: serde_json::Value = serde_json::from_slice(&body).expect("JSON error");
         assert_eq!((status, v["errorCode"].as_str()), (400, Some(code)), "{q}");
     }
+    // The test hook's status outside the table reaches the list too: no state, word kept.
+    h.unreadable.lock().expect("hook").insert(
+        iccid(1).as_str().into(),
+        Unreadable {
+            status: Some(Some("SUSPENDED".into())),
+            null_usage: false,
+        },
+    );
+    let p = h.jasper.changes_since(since, 1).await.expect("page");
+    assert_eq!(
+        p.cards
+            .iter()
+            .map(|c| (c.iccid.clone(), c.state, c.status.as_str()))
+            .collect::<Vec<_>>(),
+        vec![(iccid(1), None, "SUSPENDED")]
+    );
     // Credentials are checked like on every call.
     let r = http
         .get(format!("{url}?modifiedSince={at}"))
