@@ -23,6 +23,8 @@ const REQUEST_MS: u64 = 600;
 
 struct Harness {
     sim: Arc<SimCarrier>,
+    /// The simulated carrier's clock (the card clock).
+    clock: Arc<dyn Clock>,
     jasper: Jasper,
     base_url: String,
     /// The simulator's test hook (cards whose answers cannot be read).
@@ -80,7 +82,7 @@ async fn harness_with(cards: &[(u64, ServiceState, u64)], opts: WireOptions) -> 
     let db = TestDb::new(Backend::Sqlite).expect("sqlite test db");
     let store = db.store().await;
     let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(start_time()));
-    let sim = Arc::new(SimCarrier::new(policy(), store, clock));
+    let sim = Arc::new(SimCarrier::new(policy(), store, clock.clone()));
     let onboard: Vec<OnboardCard> = cards
         .iter()
         .map(|(n, state, usage)| OnboardCard {
@@ -116,6 +118,7 @@ async fn harness_with(cards: &[(u64, ServiceState, u64)], opts: WireOptions) -> 
     let jasper = Jasper::new(&config(&base_url, USER, KEY), ctx()).expect("adapter");
     Harness {
         sim,
+        clock,
         jasper,
         base_url,
         unreadable,
@@ -604,12 +607,15 @@ const FIXTURES: &[&str] = &[
     "get-device-usage.s3.reply.json",
     "get-session-details.s4.request.txt",
     "get-session-details.s4.reply-online.json",
+    "search-devices.s5.request.txt",
+    "search-devices.s5.reply.json",
     "any-call.s7.reply-20000001.json",
     "any-call.s7.reply-10000001.json",
     "derived/get-device-usage.s3.reply-status-outside-table.derived.json",
     "derived/get-device-usage.s3.reply-nulls.derived.json",
     "derived/get-session-details.s4.reply-ended.derived.json",
     "derived/get-session-details.s4.reply-never.derived.json",
+    "derived/search-devices.s5.reply-status-outside-table.derived.json",
 ];
 
 fn fixture_dir() -> std::path::PathBuf {
@@ -663,8 +669,8 @@ struct Seen {
     body: Vec<u8>,
 }
 
-/// A fake platform answering each call (`device`, `usage`, `session`, `edit`) with a fixed
-/// status and body, recording every request.
+/// A fake platform answering each call (`device`, `usage`, `session`, `edit`, `search`) with
+/// a fixed status and body, recording every request.
 async fn platform_answering(
     answers: &[(&'static str, u16, String)],
 ) -> (String, Arc<std::sync::Mutex<Vec<Seen>>>) {
@@ -690,6 +696,7 @@ async fn platform_answering(
                 ("PUT", _) => "edit",
                 (_, Some("ctdUsages")) => "usage",
                 (_, Some("sessionInfo")) => "session",
+                (_, Some("devices")) => "search",
                 _ => "device",
             };
             log.lock().expect("seen").push(Seen {
@@ -1172,4 +1179,308 @@ async fn wire_jasper_the_simulated_repeat_window_is_deferred() {
             "nothing applied"
         );
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// §5 Search Devices: the list of modified cards (`changes_since`), and usage alone (`usage_of`).
+// ---------------------------------------------------------------------------------------------
+
+/// The query pairs of a URL query, decoded, in order.
+fn query_pairs(q: &str) -> Vec<(String, String)> {
+    url::form_urlencoded::parse(q.as_bytes())
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect()
+}
+
+/// A Search Devices reply of `n` devices (with the dossier's field set), `lastPage` as given
+/// (None: left out).
+fn search_reply(n: u64, last_page: Option<bool>) -> String {
+    let devices: Vec<serde_json::Value> = (1..=n)
+        .map(|i| {
+            serde_json::json!({"iccid": unicom_iccid(i), "status": "ACTIVATED",
+                "ratePlan": "<rate plan>", "communicationPlan": "<comm plan>"})
+        })
+        .collect();
+    let mut v = serde_json::json!({"pageNumber": 1, "devices": devices});
+    if let Some(last) = last_page {
+        v["lastPage"] = serde_json::Value::Bool(last);
+    }
+    v.to_string()
+}
+
+#[tokio::test]
+async fn wire_jasper_search_fixtures_parse_and_the_request_matches_the_dossier() {
+    let (base, seen) =
+        platform_answering(&[("search", 200, fixture("search-devices.s5.reply.json"))]).await;
+    let j = Jasper::new(&config(&base, "user", "key"), ctx()).expect("adapter");
+    assert!(j.lists_changes());
+    // The dossier example's time, with sub-seconds the wire drops.
+    let since = chrono::DateTime::parse_from_rfc3339("2016-04-18T17:31:34.250Z")
+        .expect("time")
+        .with_timezone(&chrono::Utc);
+    let page = j.changes_since(since, 1).await.expect("§5 skeleton");
+    assert_eq!(page.cards.len(), 1);
+    assert_eq!(page.cards[0].iccid, dossier_iccid());
+    assert_eq!(page.cards[0].state, Some(ServiceState::Active));
+    assert_eq!(page.cards[0].status, "ACTIVATED");
+    assert!(page.last_page);
+
+    let seen = seen.lock().expect("seen").clone();
+    assert_eq!(seen.len(), 1, "one call a page");
+    let s = &seen[0];
+    let (method, target, _) = request_fixture("search-devices.s5.request.txt");
+    let (path, query) = target.split_once('?').expect("the example has a query");
+    assert_eq!(
+        (s.method.as_str(), s.path.strip_prefix("/rws/api/v1")),
+        (method.as_str(), Some(path))
+    );
+    // The example's parameters in its order, without `status` (the sweep wants every status);
+    // the raw text as the example encodes it (offset `+00:00` as `%2B00%3A00`).
+    let ours = s.query.clone().expect("a query");
+    let mut want = query_pairs(query);
+    want.retain(|(k, _)| k != "status");
+    assert_eq!(query_pairs(&ours), want);
+    assert!(
+        ours.starts_with("modifiedSince=2016-04-18T17%3A31%3A34%2B00%3A00&"),
+        "{ours}"
+    );
+    let size: u32 = query_pairs(&ours)
+        .iter()
+        .find(|(k, _)| k == "pageSize")
+        .and_then(|(_, v)| v.parse().ok())
+        .expect("pageSize");
+    assert!(size <= 50, "{size}");
+    assert!(s.body.is_empty());
+    // §0.2/§0.3 on this call too: Basic user:apiKey, Accept JSON.
+    let (_, _, s1_headers) = request_fixture("get-device-details.s1.request.txt");
+    for (k, v) in s1_headers.iter().take(2) {
+        assert_eq!(
+            s.headers.get(k.as_str()).and_then(|h| h.to_str().ok()),
+            Some(v.as_str()),
+            "{k}"
+        );
+    }
+
+    // A status outside the §6 table: listed, with no state and its word.
+    let (base, _) = platform_answering(&[(
+        "search",
+        200,
+        fixture("derived/search-devices.s5.reply-status-outside-table.derived.json"),
+    )])
+    .await;
+    let j = Jasper::new(&config(&base, USER, KEY), ctx()).expect("adapter");
+    let page = j.changes_since(since, 1).await.expect("derived");
+    assert_eq!(page.cards[0].state, None);
+    assert_eq!(page.cards[0].status, "<status outside §6>");
+}
+
+#[tokio::test]
+async fn wire_jasper_search_reply_without_last_page() {
+    // No source shows a reply without `lastPage`: a short page is the last, a full one is not
+    // (one more call at worst, a card never left unlisted).
+    let since = start_time();
+    for (n, last) in [(3, true), (50, false), (0, true)] {
+        let (base, _) = platform_answering(&[("search", 200, search_reply(n, None))]).await;
+        let j = Jasper::new(&config(&base, USER, KEY), ctx()).expect("adapter");
+        let page = j.changes_since(since, 1).await.expect("page");
+        assert_eq!((page.cards.len() as u64, page.last_page), (n, last), "{n}");
+    }
+    // `lastPage` sent wins.
+    let (base, _) = platform_answering(&[("search", 200, search_reply(50, Some(true)))]).await;
+    let j = Jasper::new(&config(&base, USER, KEY), ctx()).expect("adapter");
+    assert!(j.changes_since(since, 1).await.expect("page").last_page);
+    // Another page than asked for is malformed; page 0 is refused before sending.
+    let (base, seen) = platform_answering(&[("search", 200, search_reply(1, Some(true)))]).await;
+    let j = Jasper::new(&config(&base, USER, KEY), ctx()).expect("adapter");
+    let e = j
+        .changes_since(since, 2)
+        .await
+        .expect_err("page 1 for page 2");
+    assert!(
+        matches!(e, CarrierError::Transient(ref m) if m.contains("malformed")),
+        "{e:?}"
+    );
+    let e = j.changes_since(since, 0).await.expect_err("page 0");
+    assert!(matches!(e, CarrierError::Rejected { .. }), "{e:?}");
+    assert_eq!(seen.lock().expect("seen").len(), 1, "page 0 sent nothing");
+}
+
+#[tokio::test]
+async fn wire_jasper_changes_since_pages_the_cards_the_simulator_changed_after_t() {
+    let cards: Vec<(u64, ServiceState, u64)> =
+        (1..=121).map(|n| (n, ServiceState::Active, 0)).collect();
+    let h = harness(&cards).await;
+    let minute = chrono::Duration::minutes(1);
+    h.clock.advance(minute).expect("clock");
+    // Card 121 changes before T: not listed.
+    h.sim.stop(&iccid(121)).await.expect("stop 121");
+    h.clock.advance(minute).expect("clock");
+    let t = h.clock.now();
+    h.clock.advance(minute).expect("clock");
+    for n in 1..=120 {
+        h.sim.stop(&iccid(n)).await.expect("stop");
+        // Distinct modification times, so the oldest-first order is the order stopped.
+        h.clock
+            .advance(chrono::Duration::seconds(1))
+            .expect("clock");
+    }
+    h.take_requests();
+    let mut listed = Vec::new();
+    for (page, size, last) in [(1, 50, false), (2, 50, false), (3, 20, true)] {
+        let p = h.jasper.changes_since(t, page).await.expect("page");
+        assert_eq!((p.cards.len(), p.last_page), (size, last), "page {page}");
+        assert!(
+            p.cards
+                .iter()
+                .all(|c| c.state == Some(ServiceState::Stopped) && c.status == "DEACTIVATED"),
+            "page {page}: {p:?}"
+        );
+        listed.extend(p.cards.into_iter().map(|c| c.iccid));
+    }
+    // Oldest change first: cards 1..=120 in the order stopped, once each, and not card 121.
+    assert_eq!(listed, (1..=120).map(iccid).collect::<Vec<_>>());
+    assert!(!listed.contains(&iccid(121)));
+    // One call a page, each on the list's own path.
+    let path = "/rws/api/v1/devices".to_string();
+    assert_eq!(h.take_requests(), vec![("GET".to_string(), path); 3]);
+    // From before card 121 changed, it is listed first.
+    let p = h
+        .jasper
+        .changes_since(t - minute * 2, 1)
+        .await
+        .expect("page");
+    assert_eq!(p.cards.first().map(|c| c.iccid.clone()), Some(iccid(121)));
+}
+
+#[tokio::test]
+async fn wire_jasper_usage_of_is_one_ctd_usages_call() {
+    let h = harness(&[
+        (1, ServiceState::Stopped, 4_321),
+        (2, ServiceState::Active, 9),
+    ])
+    .await;
+    h.take_requests();
+    let u = h.jasper.usage_of(&iccid(1)).await.expect("usage");
+    assert_eq!(u.cycle_usage_bytes, 4_321);
+    // As `card()`: the platform does not say which cycle it counted.
+    assert_eq!(u.usage_cycle_start, None);
+    assert_eq!(
+        h.take_requests(),
+        vec![(
+            "GET".to_string(),
+            format!("/rws/api/v1/devices/{}/ctdUsages", iccid(1))
+        )]
+    );
+    // A null usage is never 0 bytes; an unknown card is the platform's 20000001.
+    h.unreadable.lock().expect("hook").insert(
+        iccid(2).as_str().into(),
+        Unreadable {
+            status: None,
+            null_usage: true,
+        },
+    );
+    match h.jasper.usage_of(&iccid(2)).await {
+        Err(CarrierError::Rejected { code, .. }) => assert_eq!(code, "USAGE_UNKNOWN"),
+        other => panic!("expected USAGE_UNKNOWN, got {other:?}"),
+    }
+    match h.jasper.usage_of(&iccid(9)).await {
+        Err(CarrierError::Rejected { code, .. }) => assert_eq!(code, "20000001"),
+        other => panic!("expected 20000001, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn wire_jasper_simulator_search_devices_in_the_dossier_shape_and_codes() {
+    let h = harness(&[(1, ServiceState::Active, 0), (2, ServiceState::Active, 0)]).await;
+    h.clock
+        .advance(chrono::Duration::minutes(1))
+        .expect("clock");
+    let since = h.clock.now();
+    h.clock
+        .advance(chrono::Duration::minutes(1))
+        .expect("clock");
+    h.sim.stop(&iccid(1)).await.expect("stop");
+    let http = reqwest::Client::new();
+    let url = format!("{}/devices", h.base_url);
+    let get = |q: String| {
+        let r = http
+            .get(format!("{url}?{q}"))
+            .basic_auth(USER, Some(KEY))
+            .send();
+        async move {
+            let r = r.await.expect("send");
+            (r.status().as_u16(), r.bytes().await.expect("body").to_vec())
+        }
+    };
+    let at = url::form_urlencoded::byte_serialize(
+        simgate::carrier::http::jasper::wire::modified_since_text(since).as_bytes(),
+    )
+    .collect::<String>();
+    let (status, body) = get(format!("modifiedSince={at}&pageSize=50&pageNumber=1")).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        json_keys(&body),
+        json_keys(fixture("search-devices.s5.reply.json").as_bytes())
+    );
+    let v: serde_json::Value = serde_json::from_slice(&body).expect("JSON");
+    let device_keys = |v: &serde_json::Value| -> std::collections::BTreeSet<String> {
+        v["devices"][0]
+            .as_object()
+            .expect("a device")
+            .keys()
+            .cloned()
+            .collect()
+    };
+    let skeleton: serde_json::Value =
+        serde_json::from_str(&fixture("search-devices.s5.reply.json")).expect("fixture");
+    assert_eq!(device_keys(&v), device_keys(&skeleton));
+    assert_eq!(v["devices"][0]["iccid"], iccid(1).as_str());
+    assert_eq!(v["devices"][0]["status"], "DEACTIVATED");
+    assert_eq!(
+        (v["pageNumber"].clone(), v["lastPage"].clone()),
+        (1.into(), true.into())
+    );
+    // The status filter.
+    let (_, body) = get(format!("modifiedSince={at}&status=ACTIVATED")).await;
+    let v: serde_json::Value = serde_json::from_slice(&body).expect("JSON");
+    assert_eq!(v["devices"].as_array().map(Vec::len), Some(0));
+    let (_, body) = get(format!("modifiedSince={at}&status=DEACTIVATED")).await;
+    let v: serde_json::Value = serde_json::from_slice(&body).expect("JSON");
+    assert_eq!(v["devices"].as_array().map(Vec::len), Some(1));
+    // Refusals with the §7 codes (HTTP 400: the status is not published).
+    for (q, code) in [
+        ("pageSize=50".to_string(), "10000003"),
+        (format!("modifiedSince={at}&pageSize=51"), "10000006"),
+        (format!("modifiedSince={at}&pageNumber=0"), "10000007"),
+        ("modifiedSince=yesterday".to_string(), "10000012"),
+        (format!("modifiedSince={at}&status=SUSPENDED"), "10000005"),
+        (format!("modifiedSince={at}&sortBy=iccid"), "10000028"),
+    ] {
+        let (status, body) = get(q.clone()).await;
+        let v: serde_json::Value = serde_json::from_slice(&body).expect("JSON error");
+        assert_eq!((status, v["errorCode"].as_str()), (400, Some(code)), "{q}");
+    }
+    // The test hook's status outside the table reaches the list too: no state, word kept.
+    h.unreadable.lock().expect("hook").insert(
+        iccid(1).as_str().into(),
+        Unreadable {
+            status: Some(Some("SUSPENDED".into())),
+            null_usage: false,
+        },
+    );
+    let p = h.jasper.changes_since(since, 1).await.expect("page");
+    assert_eq!(
+        p.cards
+            .iter()
+            .map(|c| (c.iccid.clone(), c.state, c.status.as_str()))
+            .collect::<Vec<_>>(),
+        vec![(iccid(1), None, "SUSPENDED")]
+    );
+    // Credentials are checked like on every call.
+    let r = http
+        .get(format!("{url}?modifiedSince={at}"))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status().as_u16(), 401);
 }

@@ -17,6 +17,36 @@
 //!   carrier" (`CarrierCard::unknown`), never an error. Still unknown: which cycle it counts
 //!   (no cycle field: `usage_cycle_start` stays None), whether `ctdDataUsage` is ever null in
 //!   practice, whether the platform sends statuses outside the eight.
+//! - `GET devices?modifiedSince=<ISO 8601, +00:00>&pageSize=50&pageNumber=<n>` (§5, Search
+//!   Devices [CISCO-SD]; request as [SSU] getdata.go L33-55 sends it; reply `{pageNumber,
+//!   devices[{iccid, status, ratePlan, communicationPlan}], lastPage}` [SSU] unicommodel.go
+//!   L4-13): [`Carrier::changes_since`] (`lists_changes()` true). Always the largest page
+//!   (50, §5's maximum and default), no `status` filter (the sweep wants every status), no
+//!   `accountId` (the credentials' account). `modifiedSince` is sent in whole seconds with an
+//!   explicit `+00:00` offset (sub-seconds dropped: earlier, so a card may be listed twice,
+//!   never missed). Each device's status goes through the §6 table; one outside it, or null,
+//!   is listed with `state: None` and its word (empty for null), for the sweep to read the
+//!   card itself. `lastPage` missing: a page shorter than 50 is the last, a full one is not
+//!   (one more call, an empty page, at worst; an empty page is always the last). A
+//!   `pageNumber` other than the one asked for, or an ICCID that is not one, is a malformed
+//!   answer (skipping a device could lose its change). Still unknown: what "modified" covers
+//!   (a status change surely; a rate-plan, comm-plan or custom-field change probably too:
+//!   the sweep reads the status only, so extra cards cost page room, never correctness);
+//!   whether `modifiedSince` is compared `>` or `>=`; how the paging behaves when a card is
+//!   modified during a sweep (sorted by modification date ascending, [CISCO-SD]: a card
+//!   modified between two page calls moves to the end, which can shift a not-yet-read card
+//!   onto an already-read page; the next sweep, from the cursor, lists it again only if the
+//!   cursor was not moved past it); the date format of any date in the reply (none is read);
+//!   `totalCount` ([CCTS] only: read, not used).
+//! - `GET devices/{iccid}/ctdUsages` again, alone: [`Carrier::usage_of`], one call, the same
+//!   parsing as `card()` (`usage_cycle_start` None, as there). A null `ctdDataUsage` is
+//!   `Rejected` `USAGE_UNKNOWN` (never 0 bytes; not a breaker failure).
+//!
+//! Budget (§8: one call at a time per account, a calls-per-second limit not published): a
+//! usage sync reading card by card costs 2 calls a card in the old shape (`devices/{iccid}` for
+//! the status + `ctdUsages`) or 1 (`ctdUsages` alone, `card()`); with the sweep, states come 50
+//! cards a call (⌈changed/50⌉ pages) and usage 1 call a card whose usage is read. At one call
+//! at a time, calls are the cost: the sweep is what lets a large account's state sync fit.
 //! - `GET devices/{iccid}/sessionInfo` (§4, names confirmed by [CISCO-GSD], [OSGP], [CCTS]):
 //!   [`Carrier::last_session`], called only by the diagnosis. Started and not ended is a
 //!   session now; an unparseable date is `LastSession::Unknown`, never `Never`. Still unknown:
@@ -69,7 +99,8 @@ use chrono::Utc;
 use super::{client, malformed, retry_after, send_error, HttpTimeouts, Secret};
 use crate::carrier::platform::{AccountCtx, WirePlatform};
 use crate::carrier::{
-    Carrier, CarrierCard, CarrierError, LastSession, OnboardCard, Receipt, ServiceState,
+    Carrier, CarrierCard, CarrierError, ChangePage, LastSession, OnboardCard, Receipt,
+    ServiceState, UsageReading,
 };
 use crate::domain::{CarrierId, Iccid};
 
@@ -147,6 +178,7 @@ const GET_DEVICE: &str = "GET devices/{iccid}";
 const GET_SESSION: &str = "GET devices/{iccid}/sessionInfo";
 const GET_USAGE: &str = "GET devices/{iccid}/ctdUsages";
 const PUT_DEVICE: &str = "PUT devices/{iccid}";
+const SEARCH_DEVICES: &str = "GET devices";
 
 pub struct Jasper {
     /// Whose account it is: carrier, rules and budget.
@@ -323,6 +355,47 @@ impl Carrier for Jasper {
 
     fn reads_session_apart(&self) -> bool {
         true
+    }
+
+    /// Search Devices (§5) lists the cards modified since a time, 50 a page.
+    fn lists_changes(&self) -> bool {
+        true
+    }
+
+    /// `GET devices?modifiedSince=<since, +00:00>&pageSize=50&pageNumber=<page>` (§5), one
+    /// call. Each device's status is mapped by the §6 table; one outside it (or null) is listed
+    /// with no state. A missing `lastPage` is decided fail-safe by [`page_of`] (a short page is
+    /// the last). Pages start at 1 (§5 `pageNumber`): page 0 is refused before sending.
+    async fn changes_since(
+        &self,
+        since: chrono::DateTime<Utc>,
+        page: u32,
+    ) -> Result<ChangePage, CarrierError> {
+        if page == 0 {
+            return Err(CarrierError::Rejected {
+                code: "INVALID_PAGE".into(),
+                message: "Control Center numbers pages from 1".into(),
+            });
+        }
+        let url = format!("{}/devices?{}", self.base_url, search_query(since, page));
+        let body = self
+            .exchange(self.http.get(url), SEARCH_DEVICES, false)
+            .await?;
+        let answer: SearchDevicesBody = serde_json::from_slice(&body)
+            .map_err(|e| malformed(&format!("{SEARCH_DEVICES}: {e}"), false))?;
+        page_of(&answer, page).map_err(|e| malformed(&format!("{SEARCH_DEVICES}: {e}"), false))
+    }
+
+    /// `ctdUsages` alone (§3), one call, parsed as `card()` parses it (the cycle start is
+    /// unknown there too). A null `ctdDataUsage` is never 0 bytes: it is refused with
+    /// `USAGE_UNKNOWN` (a `Rejected`, so one odd card neither trips the account's breaker nor
+    /// counts as a card the platform does not know).
+    async fn usage_of(&self, iccid: &Iccid) -> Result<UsageReading, CarrierError> {
+        let u = self.ctd_usage_body(iccid).await?;
+        usage_reading_of(iccid, &u).ok_or_else(|| CarrierError::Rejected {
+            code: CODE_USAGE_UNKNOWN.into(),
+            message: format!("ctdUsages: ctdDataUsage is null for {iccid}"),
+        })
     }
 
     /// `GET devices/{iccid}/sessionInfo`, for the diagnosis only (§4).
@@ -673,6 +746,110 @@ mod tests {
         )
         .unwrap();
         assert_eq!(v.ipv6_address.as_deref(), Some("::1"));
+    }
+
+    #[test]
+    fn modified_since_is_iso_8601_with_an_offset_in_whole_seconds() {
+        let t = chrono::DateTime::parse_from_rfc3339("2016-04-18T17:31:34.987Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        assert_eq!(modified_since_text(t), "2016-04-18T17:31:34+00:00");
+        // The dossier's example (§5, [SSU]), URL-encoded, in its order.
+        assert_eq!(
+            search_query(t, 1),
+            "modifiedSince=2016-04-18T17%3A31%3A34%2B00%3A00&pageSize=50&pageNumber=1"
+        );
+        assert_eq!(SEARCH_PAGE_SIZE, 50);
+    }
+
+    fn devices(n: usize, status: Option<&str>) -> Vec<SearchDevice> {
+        (0..n)
+            .map(|i| SearchDevice {
+                iccid: format!("898606{:014}", i + 1),
+                status: status.map(str::to_string),
+                ..SearchDevice::default()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_search_page_maps_statuses_and_decides_the_last_page_fail_safe() {
+        let body = |n, status, last| SearchDevicesBody {
+            page_number: Some(2),
+            devices: devices(n, status),
+            last_page: last,
+            total_count: None,
+        };
+        let p = page_of(&body(3, Some("DEACTIVATED"), Some(false)), 2).unwrap();
+        assert_eq!(p.cards.len(), 3);
+        assert!(p
+            .cards
+            .iter()
+            .all(|c| c.state == Some(ServiceState::Stopped) && c.status == "DEACTIVATED"));
+        // lastPage as sent wins for a page with devices...
+        assert!(!p.last_page);
+        assert!(
+            page_of(&body(50, Some("ACTIVATED"), Some(true)), 2)
+                .unwrap()
+                .last_page
+        );
+        // ... missing: a short page is the last, a full one is not.
+        assert!(
+            page_of(&body(49, Some("ACTIVATED"), None), 2)
+                .unwrap()
+                .last_page
+        );
+        assert!(
+            !page_of(&body(50, Some("ACTIVATED"), None), 2)
+                .unwrap()
+                .last_page
+        );
+        // An empty page is the last whatever it says.
+        assert!(page_of(&body(0, None, Some(false)), 2).unwrap().last_page);
+        // A status outside the table, or null: listed, with no state.
+        let odd = page_of(&body(1, Some("SUSPENDED"), None), 2).unwrap();
+        assert_eq!(
+            (odd.cards[0].state, odd.cards[0].status.as_str()),
+            (None, "SUSPENDED")
+        );
+        let null = page_of(&body(1, None, None), 2).unwrap();
+        assert_eq!(
+            (null.cards[0].state, null.cards[0].status.as_str()),
+            (None, "")
+        );
+        // Another page than asked, or a bad ICCID: malformed, never skipped.
+        assert!(page_of(&body(1, Some("ACTIVATED"), None), 3).is_err());
+        let mut bad = body(1, Some("ACTIVATED"), None);
+        bad.devices[0].iccid = "not-an-iccid".into();
+        assert!(page_of(&bad, 2).is_err());
+        // No pageNumber: not checked.
+        let mut unnumbered = body(1, Some("ACTIVATED"), None);
+        unnumbered.page_number = None;
+        assert!(page_of(&unnumbered, 7).is_ok());
+    }
+
+    #[test]
+    fn usage_alone_is_the_ctd_usage_or_none_when_null() {
+        let iccid = Iccid::parse_any("89860600000000000001").unwrap();
+        let body = |status: Option<&str>, usage| CtdUsageBody {
+            iccid: iccid.as_str().into(),
+            status: status.map(str::to_string),
+            ctd_data_usage: usage,
+            ..CtdUsageBody::default()
+        };
+        let r = usage_reading_of(&iccid, &body(Some("ACTIVATED"), Some(7))).unwrap();
+        assert_eq!((r.cycle_usage_bytes, r.usage_cycle_start), (7, None));
+        assert_eq!(
+            usage_reading_of(&iccid, &body(Some("ACTIVATED"), Some(0)))
+                .map(|r| r.cycle_usage_bytes),
+            Some(0)
+        );
+        // The status does not matter for the usage; a null usage is no reading.
+        assert!(usage_reading_of(&iccid, &body(Some("SUSPENDED"), Some(1))).is_some());
+        assert_eq!(
+            usage_reading_of(&iccid, &body(Some("ACTIVATED"), None)),
+            None
+        );
     }
 
     #[test]

@@ -7,7 +7,12 @@
 //! `wire_jasper_simulator_answers_in_the_dossier_shapes` holds it to them):
 //! `GET devices/{iccid}` (§1), `GET devices/{iccid}/ctdUsages` (§3, with `status`),
 //! `GET devices/{iccid}/sessionInfo` (§4), `PUT devices/{iccid}` with
-//! `{"status": "ACTIVATED" | "DEACTIVATED" | "RETIRED"}` (§2).
+//! `{"status": "ACTIVATED" | "DEACTIVATED" | "RETIRED"}` (§2), and
+//! `GET devices?modifiedSince=&status=&pageSize=&pageNumber=` (§5, Search Devices, from
+//! [`SimCarrier::modified_since`]: the cards whose state changed after `modifiedSince`, oldest
+//! first; `pageSize` 1..=50, default 50; `pageNumber` from 1; `status` filters; `accountId`
+//! accepted and ignored). Every call is one request on its own path, counted like the others
+//! (and under the fair-use slot).
 //!
 //! What it refuses, with the platform's published codes (§7):
 //! - wrong or missing Basic credentials: 401 `10000001`;
@@ -26,6 +31,13 @@
 //! - the HTTP status of `40000029`: [`WireOptions::rate_limit_status`], default 429 (the likely
 //!   pairing, §7, not stated by any source);
 //! - the HTTP status 400 of `10000005`, `10000011` (not published);
+//! - Search Devices refusals (HTTP 400, status not published), each the §7 code closest to it:
+//!   `modifiedSince` missing `10000003` (日期/时间缺失), not RFC 3339 with an offset `10000012`
+//!   (日期格式无效; the platform may accept more ISO 8601 forms), `pageSize` outside 1..=50
+//!   `10000006`, `pageNumber` below 1 `10000007`, `status` outside §6 `10000005`, another
+//!   parameter `10000028`;
+//! - what counts as "modified" in Search Devices: a change of state (the simulated carrier has
+//!   no rate plans to change), compared strictly after `modifiedSince`; no `totalCount`;
 //! - `10000005` (SIM 卡状态无效) for every change the simulated carrier refuses (a cancelled
 //!   card, an injected refusal) and for a status it cannot set (TEST_READY, INVENTORY, ...):
 //!   the published code closest to both, the platform's own answer is not known;
@@ -64,9 +76,9 @@ use subtle::ConstantTimeEq;
 
 use crate::carrier::http::jasper::{
     state_of, status_for, CtdUsageBody, DeviceBody, EditAnswer, ErrorBody, JasperConfig,
-    SessionInfoBody, CODE_INVALID_CREDENTIALS, CODE_INVALID_ICCID, CODE_INVALID_REQUEST,
-    CODE_INVALID_SIM_STATUS, CODE_JSON_NOT_WELL_FORMED, CODE_RATE_LIMIT,
-    CODE_REQUIRED_FIELD_MISSING, DATE_FORMAT, EDIT_FIELDS,
+    SearchDevice, SearchDevicesBody, SessionInfoBody, CODE_INVALID_CREDENTIALS, CODE_INVALID_ICCID,
+    CODE_INVALID_REQUEST, CODE_INVALID_SIM_STATUS, CODE_JSON_NOT_WELL_FORMED, CODE_RATE_LIMIT,
+    CODE_REQUIRED_FIELD_MISSING, DATE_FORMAT, EDIT_FIELDS, SEARCH_PAGE_SIZE, SEARCH_PARAMS,
 };
 use crate::carrier::sim::SimCarrier;
 use crate::carrier::{Carrier, CarrierError, ServiceState};
@@ -165,6 +177,7 @@ pub fn router(sim: Arc<SimCarrier>, cfg: &JasperConfig, opts: WireOptions) -> Ro
         busy: AtomicBool::new(false),
     });
     Router::new()
+        .route(&format!("{prefix}/devices"), get(search_devices))
         .route(
             &format!("{prefix}/devices/{{iccid}}"),
             get(get_device).put(edit_device),
@@ -259,6 +272,12 @@ impl Wire {
     /// Checks Basic `username:apiKey` (in constant time), then the ICCID of the path. The
     /// refusal is boxed: a whole response is large to carry in a Result.
     fn admit(&self, headers: &HeaderMap, raw_iccid: &str) -> Result<Iccid, Box<Response>> {
+        self.authorize(headers)?;
+        Iccid::parse_any(raw_iccid).map_err(|_| Box::new(invalid_iccid()))
+    }
+
+    /// Checks Basic `username:apiKey`, in constant time.
+    fn authorize(&self, headers: &HeaderMap) -> Result<(), Box<Response>> {
         let given = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
@@ -277,7 +296,7 @@ impl Wire {
                 "Invalid credentials",
             )));
         }
-        Iccid::parse_any(raw_iccid).map_err(|_| Box::new(invalid_iccid()))
+        Ok(())
     }
 
     /// A [`SimCarrier`] failure in the platform's terms. An applied change answered with a
@@ -506,5 +525,213 @@ async fn edit_device(
             ok()
         }
         Err(e) => w.failure(e),
+    }
+}
+
+/// A Search Devices query, checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Search {
+    since: chrono::DateTime<chrono::Utc>,
+    status: Option<String>,
+    page_size: u32,
+    page: u32,
+}
+
+/// A refused Search Devices query: the §7 code and the message (HTTP 400).
+type Refusal = (&'static str, String);
+
+/// Reads the query of `GET devices` (§5). Every refusal is HTTP 400 (the status of these codes
+/// is not published) with the §7 code closest to it: a parameter §5 does not document
+/// 10000028; `modifiedSince` missing 10000003 (日期/时间缺失), not RFC 3339 with an offset
+/// 10000012 (日期格式无效: the platform may accept more ISO 8601 forms, the simulator accepts
+/// the one the adapter and [SSU] send); `pageSize` not 1..=50 10000006 (页面大小无效);
+/// `pageNumber` not ≥ 1 10000007 (页面编号无效); `status` outside §6 10000005 (SIM 卡状态无效).
+/// `accountId` is accepted and ignored (a simulated account is one enterprise account).
+fn search_of(query: Option<&str>) -> Result<Search, Refusal> {
+    let mut since = None;
+    let mut status = None;
+    let mut page_size = SEARCH_PAGE_SIZE;
+    let mut page = 1;
+    for (k, v) in url::form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
+        match k.as_ref() {
+            "modifiedSince" => {
+                since = Some(
+                    chrono::DateTime::parse_from_rfc3339(&v)
+                        .map_err(|_| ("10000012", format!("Invalid date format: {v:?}")))?
+                        .with_timezone(&chrono::Utc),
+                )
+            }
+            "status" => {
+                if state_of(&v).is_none() {
+                    return Err((
+                        CODE_INVALID_SIM_STATUS,
+                        format!("Invalid SIM status: {v:?}"),
+                    ));
+                }
+                status = Some(v.into_owned());
+            }
+            "pageSize" => {
+                page_size = v
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=SEARCH_PAGE_SIZE).contains(n))
+                    .ok_or_else(|| ("10000006", format!("Invalid page size: {v:?}")))?
+            }
+            "pageNumber" => {
+                page = v
+                    .parse()
+                    .ok()
+                    .filter(|n| *n >= 1)
+                    .ok_or_else(|| ("10000007", format!("Invalid page number: {v:?}")))?
+            }
+            "accountId" => {}
+            other => {
+                debug_assert!(!SEARCH_PARAMS.contains(&other));
+                return Err((
+                    CODE_INVALID_REQUEST,
+                    format!(
+                        "Invalid request: the request contained one or more unrecognized parameters (parameter {other:?})."
+                    ),
+                ));
+            }
+        }
+    }
+    let since = since.ok_or_else(|| ("10000003", "modifiedSince is missing.".to_string()))?;
+    Ok(Search {
+        since,
+        status,
+        page_size,
+        page,
+    })
+}
+
+/// How many cards the simulator reads a time when it filters by status itself.
+const FILTER_CHUNK: u32 = 500;
+
+/// `GET devices?modifiedSince=&status=&pageSize=&pageNumber=` (§5): the simulated carrier's
+/// cards whose state changed after `modifiedSince`, oldest change first, in the §5 skeleton
+/// (`pageNumber`, `devices[{iccid, status, ratePlan, communicationPlan}]`, `lastPage`; no
+/// `totalCount`, which only [CCTS] reads). "Modified" is a change of state only: the
+/// simulated carrier has no rate plans to change. With `status`, the simulator reads every
+/// modified card and pages the ones with that status itself (a simulator's card count is
+/// small).
+async fn search_devices(
+    State(w): State<Arc<Wire>>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    let _slot = match w.slot() {
+        Ok(s) => s,
+        Err(r) => return *r,
+    };
+    if let Err(r) = w.authorize(&headers) {
+        return *r;
+    }
+    let q = match search_of(query.as_deref()) {
+        Ok(q) => q,
+        Err((code, message)) => return error(StatusCode::BAD_REQUEST, code, message),
+    };
+    let listed: Result<Listed, CarrierError> = match &q.status {
+        None => w
+            .sim
+            .modified_since(q.since, q.page, q.page_size)
+            .await
+            .map(|(rows, last)| (rows.into_iter().map(|(i, s, _)| (i, s)).collect(), last)),
+        Some(status) => filtered(&w.sim, q.since, status, q.page, q.page_size).await,
+    };
+    let (rows, last) = match listed {
+        Ok(l) => l,
+        Err(e) => return w.failure(e),
+    };
+    let devices = rows
+        .into_iter()
+        .map(|(iccid, state)| {
+            let u = w.unreadable(&iccid);
+            SearchDevice {
+                status: match u.status {
+                    Some(s) => s,
+                    None => Some(status_for(state).to_string()),
+                },
+                iccid: iccid.as_str().to_string(),
+                rate_plan: Some(w.opts.rate_plan.clone()),
+                communication_plan: Some(w.opts.rate_plan.clone()),
+            }
+        })
+        .collect();
+    json(
+        StatusCode::OK,
+        &SearchDevicesBody {
+            page_number: Some(q.page),
+            devices,
+            last_page: Some(last),
+            total_count: None,
+        },
+    )
+}
+
+type Listed = (Vec<(Iccid, ServiceState)>, bool);
+
+/// Page `page` of the modified cards whose status is `status`: every modified card read in
+/// chunks, filtered, then paged.
+async fn filtered(
+    sim: &SimCarrier,
+    since: chrono::DateTime<chrono::Utc>,
+    status: &str,
+    page: u32,
+    page_size: u32,
+) -> Result<Listed, CarrierError> {
+    let mut all = Vec::new();
+    for chunk in 1.. {
+        let (rows, last) = sim.modified_since(since, chunk, FILTER_CHUNK).await?;
+        all.extend(
+            rows.into_iter()
+                .filter(|(_, s, _)| status_for(*s) == status)
+                .map(|(i, s, _)| (i, s)),
+        );
+        if last {
+            break;
+        }
+    }
+    let from = (page as usize - 1).saturating_mul(page_size as usize);
+    let cards: Vec<_> = all
+        .iter()
+        .skip(from)
+        .take(page_size as usize)
+        .cloned()
+        .collect();
+    let last = from.saturating_add(page_size as usize) >= all.len();
+    Ok((cards, last))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_search_query_is_checked_against_section_5() {
+        let ok = search_of(Some(
+            "modifiedSince=2016-04-18T17%3A31%3A34%2B00%3A00&pageSize=50&pageNumber=2&status=ACTIVATED&accountId=1",
+        ))
+        .expect("the dossier's example");
+        assert_eq!(ok.since.to_rfc3339(), "2016-04-18T17:31:34+00:00");
+        assert_eq!((ok.page_size, ok.page), (50, 2));
+        assert_eq!(ok.status.as_deref(), Some("ACTIVATED"));
+        let d = search_of(Some("modifiedSince=2016-04-18T17%3A31%3A34Z")).expect("defaults");
+        assert_eq!((d.page_size, d.page, d.status), (50, 1, None));
+        let since = "modifiedSince=2016-04-18T17%3A31%3A34%2B00%3A00";
+        for (q, want) in [
+            (None, "10000003"),
+            (Some("pageSize=50".to_string()), "10000003"),
+            (Some("modifiedSince=2016-04-18".to_string()), "10000012"),
+            (Some(format!("{since}&pageSize=51")), "10000006"),
+            (Some(format!("{since}&pageSize=0")), "10000006"),
+            (Some(format!("{since}&pageSize=x")), "10000006"),
+            (Some(format!("{since}&pageNumber=0")), "10000007"),
+            (Some(format!("{since}&status=SUSPENDED")), "10000005"),
+            (Some(format!("{since}&sort=asc")), "10000028"),
+        ] {
+            let (code, _) = search_of(q.as_deref()).expect_err("refused");
+            assert_eq!(code, want, "{q:?}");
+        }
     }
 }

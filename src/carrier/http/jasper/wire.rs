@@ -147,6 +147,10 @@ pub const RATE_LIMIT_WAIT: std::time::Duration = std::time::Duration::from_secs(
 /// numbers itself, so there is nothing to send, only a state to confirm.
 pub const CODE_NOT_RETIRED: &str = "NOT_RETIRED";
 
+/// Code simgate reports when `usage_of` finds `ctdDataUsage` null: simgate's own, not the
+/// platform's (the platform answered, but with no usage to apply).
+pub const CODE_USAGE_UNKNOWN: &str = "USAGE_UNKNOWN";
+
 /// A failed answer, from its HTTP status and (when the platform sent one) its error envelope.
 /// `changes`: the request changes the card, so a server fault may hide an applied change. Also
 /// called for a 2xx answer that carries an `errorCode` (40000029 is rate limiting whatever the
@@ -399,6 +403,104 @@ pub struct EditAnswer {
     pub iccid: String,
 }
 
+/// `GET devices?modifiedSince=&pageSize=&pageNumber=` (§5, Search Devices: [CISCO-SD]; reply
+/// fields [SSU] unicommodel.go L4-13, `totalCount` [CCTS] only). Only `devices` is required:
+/// a missing `lastPage` is decided by [`page_of`], a missing `pageNumber` is not checked.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SearchDevicesBody {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub page_number: Option<u32>,
+    pub devices: Vec<SearchDevice>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_page: Option<bool>,
+    /// Read by [CCTS] only, not in the §5 skeleton: neither sent by the simulator nor used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total_count: Option<u64>,
+}
+
+/// One device of a Search Devices page (§5: `iccid`, `status`, `ratePlan`,
+/// `communicationPlan`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SearchDevice {
+    pub iccid: String,
+    #[serde(default)]
+    pub status: Option<String>,
+    #[serde(default)]
+    pub rate_plan: Option<String>,
+    #[serde(default)]
+    pub communication_plan: Option<String>,
+}
+
+/// The largest (and default) `pageSize` of Search Devices (§5, [CISCO-SD]); the adapter always
+/// asks for it: the fewest calls a sweep can make.
+pub const SEARCH_PAGE_SIZE: u32 = 50;
+
+/// The query parameters Search Devices documents (§5, [CISCO-SD]): the simulator refuses any
+/// other with 10000028.
+pub const SEARCH_PARAMS: &[&str] = &[
+    "accountId",
+    "modifiedSince",
+    "status",
+    "pageSize",
+    "pageNumber",
+];
+
+/// `modifiedSince` as [SSU] getdata.go L33-55 sends it: ISO 8601 with an explicit `+00:00`
+/// offset, whole seconds (`2016-04-18T17:31:34+00:00`). Sub-seconds are dropped, which moves
+/// the time earlier: a sweep may list a card twice, never miss one. (URL-encoding is the
+/// query serializer's: `:` → `%3A`, `+` → `%2B`, as in the dossier's example.)
+pub fn modified_since_text(since: DateTime<Utc>) -> String {
+    since.format("%Y-%m-%dT%H:%M:%S+00:00").to_string()
+}
+
+/// The query of Search Devices page `page`, in the order of the dossier's example (§5:
+/// `modifiedSince`, `pageSize`, `pageNumber`; no `status`: the sweep wants every status),
+/// URL-encoded.
+pub fn search_query(since: DateTime<Utc>, page: u32) -> String {
+    url::form_urlencoded::Serializer::new(String::new())
+        .append_pair("modifiedSince", &modified_since_text(since))
+        .append_pair("pageSize", &SEARCH_PAGE_SIZE.to_string())
+        .append_pair("pageNumber", &page.to_string())
+        .finish()
+}
+
+/// A Search Devices answer for page `page` in simgate's terms. Each device is a
+/// [`ListedCard`](crate::carrier::ListedCard) with its status mapped by [`STATUSES`]; a status
+/// outside the table keeps its word with no state, a null status is the empty word with no
+/// state (the sweep must read such a card itself). Fails (the caller's "malformed") on an ICCID
+/// that is not one, or a `pageNumber` that is not the page asked for: skipping a device or
+/// taking another page's devices could lose a change.
+///
+/// `lastPage` missing (no source says it is always sent): a page shorter than
+/// [`SEARCH_PAGE_SIZE`] is the last, a full one is not. Fail-safe: a full last page costs one
+/// more call (an empty page), a card is never left unlisted. An empty page is the last whatever
+/// `lastPage` says, so that a platform answering `lastPage: false` with no devices cannot keep
+/// a sweep asking forever.
+pub fn page_of(body: &SearchDevicesBody, page: u32) -> Result<crate::carrier::ChangePage, String> {
+    if let Some(n) = body.page_number.filter(|n| *n != page) {
+        return Err(format!("asked for page {page}, answered page {n}"));
+    }
+    let cards = body
+        .devices
+        .iter()
+        .map(|d| {
+            let iccid = Iccid::parse_any(&d.iccid)
+                .map_err(|e| format!("device ICCID {:?}: {e}", d.iccid))?;
+            let status = d.status.clone().unwrap_or_default();
+            Ok(crate::carrier::ListedCard {
+                iccid,
+                state: state_of(&status),
+                status,
+            })
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    let short = body.devices.len() < SEARCH_PAGE_SIZE as usize;
+    let last_page = body.devices.is_empty() || body.last_page.unwrap_or(short);
+    Ok(crate::carrier::ChangePage { cards, last_page })
+}
+
 /// The timestamp format simgate assumes, e.g. `2016-06-27 07:00:00.000+0000`. Not published
 /// (the Cisco "Date Formats" page was not found, §0.4, §10): a guess, so a date in any other
 /// form is read as "unknown", never as an error of the whole answer. The simulator writes it.
@@ -475,6 +577,20 @@ pub fn reading_of(iccid: &Iccid, u: &CtdUsageBody) -> crate::carrier::CarrierCar
         changes: 0,
         unknown: (!unknown.is_empty()).then(|| format!("ctdUsages: {}", unknown.join("; "))),
     }
+}
+
+/// A `ctdUsages` answer as the usage alone ([`Carrier::usage_of`]): the bytes and cycle start of
+/// [`reading_of`] (so the cycle start is what `card()` says: unknown), None when
+/// `ctdDataUsage` is null (never read as 0 bytes). The status is not needed for the usage: one
+/// outside the table does not make the usage unreadable.
+///
+/// [`Carrier::usage_of`]: crate::carrier::Carrier::usage_of
+pub fn usage_reading_of(iccid: &Iccid, u: &CtdUsageBody) -> Option<crate::carrier::UsageReading> {
+    let c = reading_of(iccid, u);
+    u.ctd_data_usage.map(|_| crate::carrier::UsageReading {
+        cycle_usage_bytes: c.cycle_usage_bytes,
+        usage_cycle_start: c.usage_cycle_start,
+    })
 }
 
 /// A `sessionInfo` answer as simgate's last session (§4): started and not ended is a session
