@@ -155,6 +155,20 @@ async fn read_listed(
             match carrier.usage_of(iccid).await {
                 Ok(u) => (u.cycle_usage_bytes, u.usage_cycle_start),
                 Err(e) if carrier.card_not_known(&e) => continue,
+                // Answered, but not with a usage simgate can read (Control Center's null
+                // `ctdDataUsage`): this card is unknown at carrier, the others go on.
+                Err(crate::carrier::CarrierError::Rejected { code, message }) => {
+                    out.push(CarrierCard {
+                        iccid: iccid.clone(),
+                        state,
+                        cycle_usage_bytes: card.cycle_usage_bytes,
+                        usage_cycle_start: Some(card.cycle_start),
+                        last_session: crate::carrier::LastSession::Unknown,
+                        changes: 0,
+                        unknown: Some(format!("usage unreadable: [{code}] {message}")),
+                    });
+                    continue;
+                }
                 Err(e) => return Err(e),
             }
         } else {
