@@ -71,6 +71,7 @@ rpcs! {
         SetCarrierCardState => Simulate,
         BindCarrierCard => Simulate,
         MoveCarrierCard => Simulate,
+        GetWireCalls => Simulate,
     }
     access_service_server {
         CreateApiKey => ManageKeys,

@@ -310,6 +310,23 @@ impl pb::simulator_service_server::SimulatorService for SimulatorApi {
         Ok(Response::new(carrier_card_to_pb(sim, card).await?))
     }
 
+    async fn get_wire_calls(
+        &self,
+        request: Request<pb::GetWireCallsRequest>,
+    ) -> Result<Response<pb::GetWireCallsResponse>, Status> {
+        self.auth.caller(&request, Rpc::GetWireCalls).await?;
+        let req = request.into_inner();
+        let (sim, _) = self.target(req.carrier, &req.account_id, None)?;
+        let calls = sim.wire_calls();
+        Ok(Response::new(pb::GetWireCallsResponse {
+            total: calls.values().sum(),
+            paths: calls
+                .into_iter()
+                .map(|(path, calls)| pb::WireCalls { path, calls })
+                .collect(),
+        }))
+    }
+
     async fn record_usage(
         &self,
         request: Request<pb::RecordUsageRequest>,

@@ -285,6 +285,8 @@ pub struct SimCarrier {
     /// Held while due orders and daily checks are applied and while a change or a harness
     /// control writes, so that each is applied once and in time order within this process.
     settling: tokio::sync::Mutex<()>,
+    /// Requests its wire simulators answered, by path (see [`SimCarrier::count_wire_call`]).
+    wire_calls: Mutex<BTreeMap<String, u64>>,
 }
 
 impl SimCarrier {
@@ -334,6 +336,7 @@ impl SimCarrier {
             }),
             account_window: std::time::Duration::ZERO,
             settling: tokio::sync::Mutex::new(()),
+            wire_calls: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -1188,6 +1191,38 @@ impl SimCarrier {
     /// The simulated platform's clock (the card clock).
     pub fn now(&self) -> chrono::DateTime<chrono::Utc> {
         self.clock.now()
+    }
+
+    /// Counts one request a wire simulator of this account answered, by its path with every
+    /// segment that names a card (15 or more characters, mostly digits: an ICCID, IMSI or
+    /// access number) shown as `{card}`, so that a card-by-card platform counts by call.
+    pub fn count_wire_call(&self, path: &str) {
+        let key = path
+            .split('/')
+            .map(|seg| {
+                let digits = seg.bytes().filter(u8::is_ascii_digit).count();
+                if seg.len() >= 15 && digits * 4 >= seg.len() * 3 {
+                    "{card}"
+                } else {
+                    seg
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("/");
+        *self
+            .wire_calls
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(key)
+            .or_default() += 1;
+    }
+
+    /// Requests the account's wire simulators answered since it started, by path.
+    pub fn wire_calls(&self) -> BTreeMap<String, u64> {
+        self.wire_calls
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 }
 

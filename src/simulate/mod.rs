@@ -71,7 +71,7 @@ impl WireServer {
             .map_err(|e| format!("wire simulator: {e}"))?;
         let base = format!("http://{addr}");
         let cfg = generated_api_config(platform, &base, LOOPBACK_TIMEOUTS)?;
-        let app = cfg.simulator(sim, LOOPBACK_UNANSWERED);
+        let app = counted(cfg.simulator(sim.clone(), LOOPBACK_UNANSWERED), sim);
         let task = tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, app).await {
                 tracing::warn!(error = %e, "wire simulator stopped");
@@ -85,6 +85,17 @@ impl WireServer {
             cfg,
         ))
     }
+}
+
+/// `app` with every request it answers counted on `sim` by path (the Simulator service's
+/// GetWireCalls).
+pub fn counted(app: axum::Router, sim: Arc<SimCarrier>) -> axum::Router {
+    app.layer(axum::middleware::from_fn(
+        move |req: axum::extract::Request, next: axum::middleware::Next| {
+            sim.count_wire_call(req.uri().path());
+            next.run(req)
+        },
+    ))
 }
 
 /// A simulated carrier reached through its real adapter. Onboarding first creates the cards at
@@ -549,8 +560,7 @@ impl Standalone {
             serve_config.accounts.push(entry);
             let unanswered = Duration::from_millis(HttpTimeouts::default().request_ms + 5_000);
             let calls = CallLog::default();
-            let app = api
-                .simulator(sim.clone(), unanswered)
+            let app = counted(api.simulator(sim.clone(), unanswered), sim.clone())
                 .merge(control_router(sim, clock.clone(), calls.clone()))
                 .layer(axum::middleware::from_fn_with_state(calls, log_call));
             let done = stop.clone();
