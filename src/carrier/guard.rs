@@ -478,8 +478,12 @@ impl Carrier for Guarded {
         change: &super::Change,
     ) -> Result<super::BatchReceipt, CarrierError> {
         let span = call_span!(self, "change_batch", cards = iccids.len());
-        self.call("change_batch", span, self.inner.change_batch(iccids, change))
-            .await
+        self.call(
+            "change_batch",
+            span,
+            self.inner.change_batch(iccids, change),
+        )
+        .await
     }
 
     async fn batch_job(
@@ -508,7 +512,8 @@ impl Carrier for Guarded {
 
     async fn usage_of(&self, iccid: &Iccid) -> Result<super::UsageReading, CarrierError> {
         let span = call_span!(self, "usage_of", iccid = iccid);
-        self.call("usage_of", span, self.inner.usage_of(iccid)).await
+        self.call("usage_of", span, self.inner.usage_of(iccid))
+            .await
     }
 }
 
