@@ -136,7 +136,10 @@ fn wire_unicom_gateway_every_fixture_is_in_the_table() {
     assert_eq!(found, table, "fixture files and the test's table differ");
     let index = fixture("INDEX.md");
     for f in FIXTURES {
-        assert!(index.contains(&format!("`{f}`")), "INDEX.md does not list {f}");
+        assert!(
+            index.contains(&format!("`{f}`")),
+            "INDEX.md does not list {f}"
+        );
     }
 }
 
@@ -225,9 +228,18 @@ fn set(answers: &Answers, path: &'static str, file: &str) {
 #[tokio::test]
 async fn wire_unicom_gateway_fixture_replies_parse_to_the_dossier_values() {
     let (base, answers, _) = platform_answering(&[
-        ("wsGetTerminalDetails/V1/1Main/vV1.1", "wsGetTerminalDetails.s1.reply.json"),
-        ("wsEditTerminal/V1/1Main/vV1.1", "wsEditTerminal.s2.reply.json"),
-        ("wsGetTerminalUsage/V1/1Main/vV1.1", "wsGetTerminalUsage.s5.reply.json"),
+        (
+            "wsGetTerminalDetails/V1/1Main/vV1.1",
+            "wsGetTerminalDetails.s1.reply.json",
+        ),
+        (
+            "wsEditTerminal/V1/1Main/vV1.1",
+            "wsEditTerminal.s2.reply.json",
+        ),
+        (
+            "wsGetTerminalUsage/V1/1Main/vV1.1",
+            "wsGetTerminalUsage.s5.reply.json",
+        ),
     ])
     .await;
     let g = UnicomGateway::new(&config(&base), ctx()).expect("adapter");
@@ -275,7 +287,11 @@ async fn wire_unicom_gateway_fixture_replies_parse_to_the_dossier_values() {
     ));
 
     // §0.5 1104 on a change: the published refusal, final.
-    set(&answers, "wsEditTerminal/V1/1Main/vV1.1", "any.s0-5.reply-1104.json");
+    set(
+        &answers,
+        "wsEditTerminal/V1/1Main/vV1.1",
+        "any.s0-5.reply-1104.json",
+    );
     assert!(matches!(
         g.stop(&id).await,
         Err(CarrierError::Rejected { ref code, ref message }) if code == "1104" && message.contains("预激活")
@@ -299,7 +315,10 @@ async fn wire_unicom_gateway_fixture_replies_parse_to_the_dossier_values() {
     );
     let c = g.card(&id).await.expect("card");
     assert!(c.unknown.as_deref().is_some_and(|w| w.contains("\"10\"")));
-    assert!(matches!(g.cancel(&id).await, Err(CarrierError::Transient(_))));
+    assert!(matches!(
+        g.cancel(&id).await,
+        Err(CarrierError::Transient(_))
+    ));
 
     // simStatus 4 已失效: the cancellation is confirmed.
     set(
@@ -336,7 +355,11 @@ async fn wire_unicom_gateway_fixture_replies_parse_to_the_dossier_values() {
         "wsGetTerminalDetails/V1/1Main/vV1.1",
         "wsGetTerminalDetails.s1.reply.json",
     );
-    assert_eq!(g.restore(&id).await, Ok(Receipt::applied()), "already active");
+    assert_eq!(
+        g.restore(&id).await,
+        Ok(Receipt::applied()),
+        "already active"
+    );
     assert!(matches!(
         g.stop(&id).await,
         Err(CarrierError::Deferred { ref code, retry_after: None, .. }) if code == "9050"
@@ -370,9 +393,18 @@ async fn wire_unicom_gateway_fixture_replies_parse_to_the_dossier_values() {
 #[tokio::test]
 async fn wire_unicom_gateway_requests_match_the_dossier_requests() {
     let (base, _, seen) = platform_answering(&[
-        ("wsGetTerminalDetails/V1/1Main/vV1.1", "wsGetTerminalDetails.s1.reply.json"),
-        ("wsEditTerminal/V1/1Main/vV1.1", "wsEditTerminal.s2.reply.json"),
-        ("wsGetTerminalUsage/V1/1Main/vV1.1", "wsGetTerminalUsage.s5.reply.json"),
+        (
+            "wsGetTerminalDetails/V1/1Main/vV1.1",
+            "wsGetTerminalDetails.s1.reply.json",
+        ),
+        (
+            "wsEditTerminal/V1/1Main/vV1.1",
+            "wsEditTerminal.s2.reply.json",
+        ),
+        (
+            "wsGetTerminalUsage/V1/1Main/vV1.1",
+            "wsGetTerminalUsage.s5.reply.json",
+        ),
     ])
     .await;
     let g = UnicomGateway::new(&config(&base), ctx()).expect("adapter");
@@ -420,8 +452,18 @@ async fn wire_unicom_gateway_requests_match_the_dossier_requests() {
     for (s, target) in seen[1..3].iter().zip(["3", "2"]) {
         let d = &s.body["data"];
         assert_eq!(
-            (&d["iccid"], &d["changeType"], &d["targetValue"], &d["asynchronous"]),
-            (&json!(DOSSIER_ICCID), &json!("3"), &json!(target), &json!("0"))
+            (
+                &d["iccid"],
+                &d["changeType"],
+                &d["targetValue"],
+                &d["asynchronous"]
+            ),
+            (
+                &json!(DOSSIER_ICCID),
+                &json!("3"),
+                &json!(target),
+                &json!("0")
+            )
         );
     }
     assert_eq!(seen[3].body["data"]["billingCycle"], json!("202412"));
@@ -454,7 +496,10 @@ fn iccid(n: u64) -> Iccid {
     Iccid::parse_any(&unicom_iccid(n)).expect("test iccid")
 }
 
-async fn harness(cards: &[(u64, ServiceState, u64)], cfg: impl Fn(&str) -> UnicomGatewayConfig) -> Harness {
+async fn harness(
+    cards: &[(u64, ServiceState, u64)],
+    cfg: impl Fn(&str) -> UnicomGatewayConfig,
+) -> Harness {
     let db = TestDb::new(Backend::Sqlite).expect("sqlite test db");
     let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(start_time()));
     let sim = Arc::new(SimCarrier::new(
@@ -478,17 +523,18 @@ async fn harness(cards: &[(u64, ServiceState, u64)], cfg: impl Fn(&str) -> Unico
     let base = format!("http://{}", listener.local_addr().expect("addr"));
     let requests: Arc<Mutex<Vec<String>>> = Arc::default();
     let log = requests.clone();
-    let app = router(sim.clone(), &cfg(&base), WireOptions::default()).layer(
-        axum::middleware::from_fn(
+    let app =
+        router(sim.clone(), &cfg(&base), WireOptions::default()).layer(axum::middleware::from_fn(
             move |req: axum::extract::Request, next: axum::middleware::Next| {
                 let log = log.clone();
                 async move {
-                    log.lock().expect("requests").push(req.uri().path().to_string());
+                    log.lock()
+                        .expect("requests")
+                        .push(req.uri().path().to_string());
                     next.run(req).await
                 }
             },
-        ),
-    );
+        ));
     tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
     });
@@ -512,9 +558,19 @@ fn counts(pairs: &[(&str, usize)]) -> BTreeMap<String, usize> {
 
 #[tokio::test]
 async fn wire_unicom_gateway_stop_restore_and_cancel_against_the_simulator() {
-    let h = harness(&[(1, ServiceState::Active, 3 * MIB), (2, ServiceState::Stopped, 0)], config).await;
+    let h = harness(
+        &[
+            (1, ServiceState::Active, 3 * MIB),
+            (2, ServiceState::Stopped, 0),
+        ],
+        config,
+    )
+    .await;
     let c = h.gw.card(&iccid(1)).await.expect("card 1");
-    assert_eq!((c.known_state(), c.cycle_usage_bytes), (Some(ServiceState::Active), 3 * MIB));
+    assert_eq!(
+        (c.known_state(), c.cycle_usage_bytes),
+        (Some(ServiceState::Active), 3 * MIB)
+    );
     assert_eq!(h.take_counts(), counts(&[(DETAILS, 1)]));
 
     assert_eq!(h.gw.stop(&iccid(1)).await, Ok(Receipt::applied()));
@@ -542,7 +598,14 @@ async fn wire_unicom_gateway_stop_restore_and_cancel_against_the_simulator() {
     // An unknown card: not known, for reads and for changes.
     let e = h.gw.stop(&iccid(404)).await.expect_err("unknown");
     assert!(matches!(e, CarrierError::Rejected { ref code, .. } if code == CODE_CARD_NOT_KNOWN));
-    assert_eq!(h.gw.terminal_usage(&iccid(2), "202401").await.expect("usage").total_data_volume.as_deref(), Some("0"));
+    assert_eq!(
+        h.gw.terminal_usage(&iccid(2), "202401")
+            .await
+            .expect("usage")
+            .total_data_volume
+            .as_deref(),
+        Some("0")
+    );
 }
 
 #[tokio::test]
@@ -570,7 +633,11 @@ async fn wire_unicom_gateway_a_batch_read_of_120_cards_is_3_calls() {
         assert_eq!(c.cycle_usage_bytes, n * 1_000, "{n}");
         assert_eq!(
             c.known_state(),
-            Some(if n % 2 == 0 { ServiceState::Stopped } else { ServiceState::Active })
+            Some(if n % 2 == 0 {
+                ServiceState::Stopped
+            } else {
+                ServiceState::Active
+            })
         );
     }
     // 122 ICCIDs: 50 + 50 + 22.
@@ -633,7 +700,10 @@ async fn wire_unicom_gateway_simulator_refuses_a_wrong_token_and_more_than_50_ic
 
     let r = post_signed(&h, DETAILS, json!({"iccids": [unicom_iccid(1)]}), "wrong").await;
     assert_eq!(r["status"], INVENTED_AUTH_REFUSED);
-    assert_eq!(keys(&r), keys(&fixture_json("derived/any.s0-5.reply-bad-token.ours.json")));
+    assert_eq!(
+        keys(&r),
+        keys(&fixture_json("derived/any.s0-5.reply-bad-token.ours.json"))
+    );
     // A wrong secret at the adapter: rejected, nothing applied.
     let wrong = UnicomGateway::new(
         &UnicomGatewayConfig {
@@ -643,7 +713,10 @@ async fn wire_unicom_gateway_simulator_refuses_a_wrong_token_and_more_than_50_ic
         ctx(),
     )
     .expect("adapter");
-    assert!(matches!(wrong.stop(&iccid(1)).await, Err(CarrierError::Rejected { .. })));
+    assert!(matches!(
+        wrong.stop(&iccid(1)).await,
+        Err(CarrierError::Rejected { .. })
+    ));
     assert_eq!(at_sim(&h, 1).await, ServiceState::Active);
 }
 
@@ -657,7 +730,10 @@ async fn wire_unicom_gateway_simulator_answers_in_the_dossier_shapes() {
     let mut want_terminal = keys(&want["data"]["terminals"][0]);
     want_terminal.remove("…");
     assert_eq!(keys(&r["data"]["terminals"][0]), want_terminal);
-    assert!(r["data"]["terminals"][0]["ratePlan"].is_number(), "a JSON number (§1)");
+    assert!(
+        r["data"]["terminals"][0]["ratePlan"].is_number(),
+        "a JSON number (§1)"
+    );
     let r = post_signed(
         &h,
         EDIT,
@@ -667,10 +743,22 @@ async fn wire_unicom_gateway_simulator_answers_in_the_dossier_shapes() {
     .await;
     let want = fixture_json("wsEditTerminal.s2.reply.json");
     assert_eq!(keys(&r["data"]), keys(&want["data"]));
-    let r = post_signed(&h, USAGE, json!({"iccid": unicom_iccid(1), "billingCycle": "202401"}), SECRET).await;
+    let r = post_signed(
+        &h,
+        USAGE,
+        json!({"iccid": unicom_iccid(1), "billingCycle": "202401"}),
+        SECRET,
+    )
+    .await;
     let want = fixture_json("wsGetTerminalUsage.s5.reply.json");
     assert_eq!(keys(&r["data"]), keys(&want["data"]));
-    let r = post_signed(&h, USAGE, json!({"iccid": unicom_iccid(1), "billingCycle": "2024"}), SECRET).await;
+    let r = post_signed(
+        &h,
+        USAGE,
+        json!({"iccid": unicom_iccid(1), "billingCycle": "2024"}),
+        SECRET,
+    )
+    .await;
     assert_eq!(r["data"]["resultCode"], "1074");
     assert_eq!(
         keys(&r["data"]),
@@ -688,7 +776,10 @@ async fn wire_unicom_gateway_the_disputed_settings_must_match_the_gateway() {
         ..config(base)
     };
     let h = harness(&[(1, ServiceState::Active, MIB)], other).await;
-    assert_eq!(h.gw.card(&iccid(1)).await.expect("card").cycle_usage_bytes, MIB);
+    assert_eq!(
+        h.gw.card(&iccid(1)).await.expect("card").cycle_usage_bytes,
+        MIB
+    );
     h.gw.stop(&iccid(1)).await.expect("stop");
     assert_eq!(at_sim(&h, 1).await, ServiceState::Stopped);
     // The defaults against this gateway: the token (and timestamp) do not match, refused.
