@@ -259,7 +259,13 @@ async fn wire_unicom_gateway_fixture_replies_parse_to_the_dossier_values() {
         (c.known_state(), c.cycle_usage_bytes, c.usage_cycle_start),
         (Some(ServiceState::Active), 13_107_200, None)
     );
-    assert_eq!(g.cards(&[id.clone()]).await.expect("cards").len(), 1);
+    assert_eq!(
+        g.cards(std::slice::from_ref(&id))
+            .await
+            .expect("cards")
+            .len(),
+        1
+    );
     g.onboard(&[OnboardCard {
         iccid: id.clone(),
         state: ServiceState::Active,
@@ -337,7 +343,10 @@ async fn wire_unicom_gateway_fixture_replies_parse_to_the_dossier_values() {
     let e = g.card(&id).await.expect_err("not known");
     assert!(matches!(&e, CarrierError::Rejected { code, .. } if code == CODE_CARD_NOT_KNOWN));
     assert!(g.card_not_known(&e));
-    assert_eq!(g.cards(&[id.clone()]).await.expect("cards"), vec![]);
+    assert_eq!(
+        g.cards(std::slice::from_ref(&id)).await.expect("cards"),
+        vec![]
+    );
 
     // An unpublished refusal of a change: the card decides, never final. Missing from
     // terminals → not known; in the target state → applied; otherwise deferred.
@@ -383,7 +392,7 @@ async fn wire_unicom_gateway_fixture_replies_parse_to_the_dossier_values() {
     let e = g.card(&id).await.expect_err("refused");
     assert!(matches!(&e, CarrierError::Rejected { code, .. } if code == INVENTED_AUTH_REFUSED));
     assert!(!g.card_not_known(&e));
-    assert!(g.cards(&[id.clone()]).await.is_err());
+    assert!(g.cards(std::slice::from_ref(&id)).await.is_err());
     assert!(matches!(
         g.stop(&id).await,
         Err(CarrierError::Rejected { .. })
