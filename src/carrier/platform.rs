@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
 use super::budget::Budget;
-use super::http::{cmp, jasper, onelink, HttpTimeouts};
+use super::http::{cmp, jasper, onelink, unicom_gateway, HttpTimeouts};
 use super::sim::SimCarrier;
 use super::Carrier;
 use crate::domain::{AccountId, CarrierId, CarrierPolicy, Iccid};
@@ -266,6 +266,9 @@ macro_rules! platforms {
 platforms! {
     Onelink => onelink::Platform,
     Jasper => jasper::Platform,
+    // After Jasper: a simulated Unicom account reached over HTTP keeps speaking Control
+    // Center (`wire_of` takes the carrier's first platform).
+    UnicomGateway => unicom_gateway::Platform,
     Cmp => cmp::Platform,
 }
 
@@ -336,8 +339,14 @@ mod tests {
         for p in Platform::ALL {
             assert_eq!(Platform::parse(p.as_str()), Ok(p));
         }
-        assert!(Platform::parse("unicom_gateway").is_err());
+        assert_eq!(
+            Platform::parse("unicom_gateway"),
+            Ok(Platform::UnicomGateway)
+        );
+        assert!(Platform::parse("unicom-gateway").is_err());
+        assert_eq!(Platform::wire_of(CarrierId::Unicom), Some(Platform::Jasper));
         assert_eq!(Platform::Jasper.default_max_concurrency(), 1);
+        assert_eq!(Platform::UnicomGateway.default_max_concurrency(), 1);
     }
 
     #[test]

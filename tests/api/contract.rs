@@ -460,6 +460,11 @@ mod jasper {
     contract!(jasper, Platform::Jasper, wire);
 }
 
+mod unicom_gateway {
+    use super::*;
+    contract!(unicom_gateway, Platform::UnicomGateway, wire);
+}
+
 mod cmp {
     use super::*;
     contract!(cmp, Platform::Cmp, wire);
@@ -476,6 +481,7 @@ fn every_registered_platform_runs_the_contract() {
     let covered = [
         Platform::Onelink,
         Platform::Jasper,
+        Platform::UnicomGateway,
         Platform::Cmp,
         Platform::Simulated,
     ];

@@ -34,3 +34,4 @@ mod webhooks;
 mod wire_cmp;
 mod wire_jasper;
 mod wire_onelink;
+mod wire_unicom_gateway;

@@ -6,6 +6,7 @@
 pub mod cmp;
 pub mod jasper;
 pub mod onelink;
+pub mod unicom_gateway;
 
 use std::time::Duration;
 
