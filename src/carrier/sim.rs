@@ -65,6 +65,33 @@ pub fn day_start_ms(ms: i64) -> i64 {
     last_check_at_or_before(ms)
 }
 
+/// `bytes` used evenly from `from_ms` to `to_ms`, by the Beijing days they fall in (the daily
+/// usage record): the last day takes what rounding leaves.
+fn split_by_day(bytes: u64, from_ms: i64, to_ms: i64) -> Vec<(i64, u64)> {
+    let span = (to_ms - from_ms).max(0);
+    if span == 0 {
+        return vec![(day_start_ms(to_ms), bytes)];
+    }
+    let mut out = Vec::new();
+    let mut left = bytes;
+    let mut at = from_ms;
+    while at < to_ms {
+        let day = day_start_ms(at);
+        let end = (day + DAY_MS).min(to_ms);
+        let share = if end == to_ms {
+            left
+        } else {
+            let part = u128::from(bytes) * u128::try_from(end - at).unwrap_or(0)
+                / u128::try_from(span).unwrap_or(1);
+            u64::try_from(part).unwrap_or(left).min(left)
+        };
+        left -= share;
+        out.push((day, share));
+        at = end;
+    }
+    out
+}
+
 /// The status of a batch order the card refused when the batch was taken (kept with its code
 /// and message in `params`); not an accepted change, so it opens no repeat window.
 const ORDER_REFUSED: &str = "refused";
@@ -623,14 +650,16 @@ impl SimCarrier {
                 return Ok(());
             }
             *until = Some(now);
-            bytes
+            (bytes, since.timestamp_millis())
         };
+        let (bytes, since_ms) = bytes;
         self.store
             .sim_add_traffic(
                 self.account.as_str(),
                 bytes,
                 self.cycle_ms(),
                 now.timestamp_millis(),
+                &split_by_day(bytes, since_ms, now.timestamp_millis()),
             )
             .await
             .map_err(|e| CarrierError::Transient(e.to_string()))?;
@@ -2082,5 +2111,28 @@ mod tests {
         assert!(last2);
         let (later, _) = f.sim.modified_since(page1[1].2, 1, 50).await.unwrap();
         assert_eq!(later.len(), 1);
+    }
+
+    #[test]
+    fn traffic_is_split_over_the_beijing_days_it_spans() {
+        // 12:00 UTC to 20:00 UTC: 4 hours before midnight in Beijing (16:00 UTC), 4 after.
+        let from = chrono::Utc
+            .with_ymd_and_hms(2026, 11, 25, 12, 0, 0)
+            .unwrap();
+        let to = from + chrono::Duration::hours(8);
+        let parts = split_by_day(1000, from.timestamp_millis(), to.timestamp_millis());
+        assert_eq!(parts.len(), 2);
+        assert_eq!(parts[0], (day_start_ms(from.timestamp_millis()), 500));
+        assert_eq!(parts[1].1, 500);
+        assert_eq!(parts[1].0 - parts[0].0, DAY_MS);
+        let same = split_by_day(7, from.timestamp_millis(), from.timestamp_millis());
+        assert_eq!(same, vec![(day_start_ms(from.timestamp_millis()), 7)]);
+        let days = split_by_day(
+            999,
+            from.timestamp_millis(),
+            (from + chrono::Duration::days(3)).timestamp_millis(),
+        );
+        assert_eq!(days.iter().map(|d| d.1).sum::<u64>(), 999);
+        assert_eq!(days.len(), 4);
     }
 }

@@ -186,12 +186,14 @@ impl Store {
     }
 
     /// Adds `bytes` to every active card of the simulated account (a traffic profile). Returns how many.
+    /// `by_day` is how the bytes fall on the days of the daily usage record.
     pub async fn sim_add_traffic(
         &self,
         account: &str,
         bytes: u64,
         cycle_ms: i64,
         session_at_ms: i64,
+        by_day: &[(i64, u64)],
     ) -> Result<u64, StoreError> {
         let mut tx = self.pool.begin().await?;
         let n = sqlx::query(
@@ -207,16 +209,18 @@ impl Store {
         .execute(&mut *tx)
         .await?
         .rows_affected();
-        sqlx::query(
-            "INSERT INTO sim_usage_days (account, iccid, day_ms, bytes) \
-             SELECT carrier, iccid, $1, $2 FROM sim_cards WHERE carrier = $3 AND state = 'ACTIVE' \
-             ON CONFLICT (account, iccid, day_ms) DO UPDATE SET bytes = sim_usage_days.bytes + excluded.bytes",
-        )
-        .bind(crate::carrier::sim::day_start_ms(session_at_ms))
-        .bind(u64_to_db(bytes)?)
-        .bind(account)
-        .execute(&mut *tx)
-        .await?;
+        for (day_ms, day_bytes) in by_day.iter().filter(|(_, b)| *b > 0) {
+            sqlx::query(
+                "INSERT INTO sim_usage_days (account, iccid, day_ms, bytes) \
+                 SELECT carrier, iccid, $1, $2 FROM sim_cards WHERE carrier = $3 AND state = 'ACTIVE' \
+                 ON CONFLICT (account, iccid, day_ms) DO UPDATE SET bytes = sim_usage_days.bytes + excluded.bytes",
+            )
+            .bind(*day_ms)
+            .bind(u64_to_db(*day_bytes)?)
+            .bind(account)
+            .execute(&mut *tx)
+            .await?;
+        }
         tx.commit().await?;
         Ok(n)
     }

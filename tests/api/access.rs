@@ -352,6 +352,13 @@ async fn call(
             })
             .await,
         ),
+        "simgate.v1.SimulatorService/GetWireCalls" => code(
+            s.get_wire_calls(pb::GetWireCallsRequest {
+                account_id: String::new(),
+                carrier: pb::Carrier::ChinaUnicom as i32,
+            })
+            .await,
+        ),
         "simgate.v1.OperationService/BatchSuspend" => code(
             ops.batch_suspend(pb::BatchSuspendRequest {
                 iccids: vec![iccid],
@@ -707,6 +714,7 @@ const MATRIX: &[&str] = &[
     "simgate.v1.SimulatorService/SetCarrierCardState",
     "simgate.v1.SimulatorService/BindCarrierCard",
     "simgate.v1.SimulatorService/MoveCarrierCard",
+    "simgate.v1.SimulatorService/GetWireCalls",
     "simgate.v1.OperationService/BatchSuspend",
     "simgate.v1.OperationService/BatchResume",
     "simgate.v1.OperationService/BatchRecharge",

@@ -4,6 +4,7 @@ mod helpers;
 
 mod access;
 mod accounts;
+mod batch_calls;
 mod cards_import;
 mod cards_list;
 mod cards_ops;

@@ -1,0 +1,235 @@
+//! Batch calls end to end, per platform kind, each account behind its real adapter and wire
+//! simulator over loopback HTTP, its calls counted by the wire simulator (GetWireCalls): a usage
+//! sync of 1,000 cards asks for usage in ⌈1,000 / batch size⌉ calls on every platform with a
+//! batch usage call; Control Center's list of modified cards replaces its card-by-card state
+//! reads after the first pass; a bulk suspend on OneLink goes out in batch calls and settles
+//! through their job results, a card inside its repeat window kept out and done after it.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use simgate::pb;
+
+use crate::helpers::*;
+
+const CARDS: u64 = 1_000;
+
+/// The accounts: one per platform kind, no repeat windows unless `window` says.
+fn accounts(window: u64) -> String {
+    format!(
+        r#"
+[[accounts]]
+id = "ol"
+carrier = "mobile"
+platform = "onelink"
+repeat_window_s = {window}
+
+[[accounts]]
+id = "cc"
+carrier = "unicom"
+platform = "jasper"
+
+[[accounts]]
+id = "ugw"
+carrier = "unicom"
+platform = "unicom_gateway"
+"#
+    )
+}
+
+async fn serve(window: u64) -> TestApp {
+    let db = Arc::new(TestDb::new(Backend::Sqlite).expect("sqlite"));
+    let clock = simgate::clock::ManualClock::new(start_time());
+    let entries =
+        simgate::carrier::account::entries_from_toml(&accounts(window)).expect("accounts parse");
+    let app = test_server(&db, &clock)
+        .accounts(entries)
+        .build()
+        .await
+        .expect("build server");
+    serve_built(app, db, clock).await
+}
+
+/// `n` cards of `carrier` on `account`, numbered from `from`.
+async fn import_on(
+    app: &mut TestApp,
+    account: &str,
+    carrier: pb::Carrier,
+    iccid: fn(u64) -> String,
+    from: u64,
+    n: u64,
+) -> Vec<String> {
+    let iccids: Vec<String> = (from..from + n).map(iccid).collect();
+    for chunk in iccids.chunks(500) {
+        let rows = chunk
+            .iter()
+            .map(|i| pb::CardInput {
+                account_id: account.into(),
+                ..card_input(i, carrier)
+            })
+            .collect();
+        let r = import(app, rows).await;
+        assert_eq!(r.imported as usize, chunk.len());
+    }
+    iccids
+}
+
+/// The requests the account's wire simulator has answered so far, by path.
+async fn wire_calls(app: &mut TestApp, account: &str) -> BTreeMap<String, u64> {
+    app.sim
+        .get_wire_calls(pb::GetWireCallsRequest {
+            account_id: account.into(),
+            carrier: 0,
+        })
+        .await
+        .expect("GetWireCalls")
+        .into_inner()
+        .paths
+        .into_iter()
+        .map(|p| (p.path, p.calls))
+        .collect()
+}
+
+/// Calls per path between two counts, without the paths not called.
+fn made(before: &BTreeMap<String, u64>, after: &BTreeMap<String, u64>) -> BTreeMap<String, u64> {
+    after
+        .iter()
+        .map(|(p, n)| (p.clone(), n - before.get(p).copied().unwrap_or(0)))
+        .filter(|(_, n)| *n > 0)
+        .collect()
+}
+
+/// Calls to paths ending with `suffix`.
+fn to(calls: &BTreeMap<String, u64>, suffix: &str) -> u64 {
+    calls
+        .iter()
+        .filter(|(p, _)| p.ends_with(suffix))
+        .map(|(_, n)| n)
+        .sum()
+}
+
+const MIB: u64 = 1 << 20;
+
+/// Every active card of `account` uses a MiB an hour from now on.
+async fn traffic(app: &mut TestApp, account: &str) {
+    app.sim
+        .set_faults(pb::SetFaultsRequest {
+            account_id: account.into(),
+            traffic_bytes_per_hour: MIB,
+            ..Default::default()
+        })
+        .await
+        .expect("traffic profile");
+}
+
+async fn advance_hours(app: &mut TestApp, hours: i64) {
+    app.sim
+        .advance_clock(pb::AdvanceClockRequest {
+            by: Some(prost_types::Duration {
+                seconds: hours * 3600,
+                nanos: 0,
+            }),
+        })
+        .await
+        .expect("advance");
+}
+
+/// A usage sync, and the requests it made of `account`'s wire simulator.
+async fn sync_calls(app: &mut TestApp, account: &str) -> BTreeMap<String, u64> {
+    let before = wire_calls(app, account).await;
+    app.service.sync_all_usage().await.expect("sync");
+    made(&before, &wire_calls(app, account).await)
+}
+
+#[tokio::test]
+async fn a_usage_sync_of_a_thousand_cards_asks_for_usage_in_one_call_per_batch() {
+    let mut app = serve(0).await;
+    let ugw = import_on(
+        &mut app,
+        "ugw",
+        pb::Carrier::ChinaUnicom,
+        unicom_iccid,
+        1,
+        CARDS,
+    )
+    .await;
+    let ol = import_on(
+        &mut app,
+        "ol",
+        pb::Carrier::ChinaMobile,
+        mobile_iccid,
+        1,
+        CARDS,
+    )
+    .await;
+    for account in ["ugw", "ol"] {
+        traffic(&mut app, account).await;
+    }
+    // 10:00 in Beijing on day one; 20 hours later it is 06:00 on day two, and OneLink's batch
+    // usage, which runs up to yesterday, holds day one's 14 hours.
+    advance_hours(&mut app, 20).await;
+
+    // Unicom gateway: wsGetTerminalDetails carries state and usage, 50 cards a call.
+    let sync = sync_calls(&mut app, "ugw").await;
+    assert_eq!(
+        to(&sync, "/wsGetTerminalDetails/V1/1Main/vV1.1"),
+        CARDS.div_ceil(50),
+        "{sync:?}"
+    );
+    assert_eq!(sync.values().sum::<u64>(), CARDS.div_ceil(50), "{sync:?}");
+    assert_eq!(get(&mut app, &ugw[7]).await.cycle_usage_bytes, 20 * MIB);
+
+    // OneLink: usage 100 cards a call, up to yesterday; the state card by card (the platform
+    // has no batch status call).
+    let sync = sync_calls(&mut app, "ol").await;
+    assert_eq!(
+        to(&sync, "/query/sim-data-usage-monthly/batch"),
+        CARDS.div_ceil(100),
+        "{sync:?}"
+    );
+    assert_eq!(to(&sync, "/query/sim-data-usage"), 0, "{sync:?}");
+    assert_eq!(to(&sync, "/query/sim-status"), CARDS, "{sync:?}");
+    assert_eq!(get(&mut app, &ol[7]).await.cycle_usage_bytes, 14 * MIB);
+}
+
+#[tokio::test]
+async fn control_center_is_read_in_full_once_then_through_its_list_of_modified_cards() {
+    let mut app = serve(0).await;
+    let cc = import_on(
+        &mut app,
+        "cc",
+        pb::Carrier::ChinaUnicom,
+        unicom_iccid,
+        1,
+        200,
+    )
+    .await;
+    // The first pass has nothing to list from: every card read, one call each.
+    let first = sync_calls(&mut app, "cc").await;
+    assert_eq!(to(&first, "/ctdUsages"), 200, "{first:?}");
+    assert_eq!(to(&first, "/devices"), 0, "{first:?}");
+    // Behind simgate's back the carrier stops ten cards.
+    for iccid in &cc[..10] {
+        app.sim
+            .set_carrier_card_state(pb::SetCarrierCardStateRequest {
+                account_id: "cc".into(),
+                carrier: 0,
+                iccid: iccid.clone(),
+                state: pb::CarrierServiceState::Stopped as i32,
+            })
+            .await
+            .expect("stop at the carrier");
+    }
+    advance_hours(&mut app, 1).await;
+    let second = sync_calls(&mut app, "cc").await;
+    // One page lists the ten; only the 190 cards still active are asked for their usage.
+    assert_eq!(to(&second, "/devices"), 1, "{second:?}");
+    assert_eq!(to(&second, "/ctdUsages"), 190, "{second:?}");
+    assert_eq!(second.values().sum::<u64>(), 191, "{second:?}");
+    let stopped = get(&mut app, &cc[3]).await;
+    assert!(
+        stopped.drift.is_some(),
+        "the listed stop is drift: {stopped:?}"
+    );
+    assert!(get(&mut app, &cc[50]).await.drift.is_none());
+}
