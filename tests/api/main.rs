@@ -32,5 +32,6 @@ mod telemetry;
 mod tls;
 mod webhooks;
 mod wire_cmp;
+mod wire_cmp_5g;
 mod wire_jasper;
 mod wire_onelink;
