@@ -11,8 +11,8 @@ use simgate::carrier::http::cmp_5g::wire::{
     HttpMethods, DISABLED_PATH, FLOW_PATH, REAL_NAME_PATH, SERV_ACTIVE_PATH, SIM_INFO_PATH,
 };
 use simgate::carrier::http::cmp_5g::{
-    sign, Cmp5g, Cmp5gConfig, SignBody, TimestampZone, MSISDN_MISMATCH, NOT_DISMANTLED,
-    NOT_FOUND, NO_MSISDN,
+    sign, Cmp5g, Cmp5gConfig, SignBody, TimestampZone, MSISDN_MISMATCH, NOT_DISMANTLED, NOT_FOUND,
+    NO_MSISDN,
 };
 use simgate::carrier::http::{HttpTimeouts, Secret};
 use simgate::carrier::platform::{AccountCtx, CardNumbers, NumberBook};
@@ -157,8 +157,11 @@ impl Rig {
     fn adapter_with(&self, edit: impl FnOnce(&mut Cmp5gConfig)) -> Cmp5g {
         let mut cfg = self.cfg.clone();
         edit(&mut cfg);
-        Cmp5g::new(&cfg, ctx_with(NumberBook(Arc::new(SimNumbers(self.sim.clone())))))
-            .expect("adapter")
+        Cmp5g::new(
+            &cfg,
+            ctx_with(NumberBook(Arc::new(SimNumbers(self.sim.clone())))),
+        )
+        .expect("adapter")
     }
 
     async fn number(&self, n: u32) -> String {
@@ -211,14 +214,23 @@ async fn wire_cmp_5g_card_reads_state_and_usage_with_two_calls() {
     let r = rig().await;
     let a = r.adapter();
     let one = a.card(&iccid(1)).await.expect("card 1");
-    assert_eq!((one.state, one.cycle_usage_bytes), (ServiceState::Active, 3 * MIB));
+    assert_eq!(
+        (one.state, one.cycle_usage_bytes),
+        (ServiceState::Active, 3 * MIB)
+    );
     assert_eq!(one.unknown, None);
     let two = a.card(&iccid(2)).await.expect("card 2");
     assert_eq!(two.state, ServiceState::Stopped);
-    assert_eq!(r.paths(), [SIM_INFO_PATH, FLOW_PATH, SIM_INFO_PATH, FLOW_PATH]);
+    assert_eq!(
+        r.paths(),
+        [SIM_INFO_PATH, FLOW_PATH, SIM_INFO_PATH, FLOW_PATH]
+    );
     assert!(a.addresses_by_msisdn());
     assert_eq!(a.batch_limit(), 100);
-    assert_eq!(a.msisdn_of(&iccid(1)).await.expect("stored"), Some(r.number(1).await));
+    assert_eq!(
+        a.msisdn_of(&iccid(1)).await.expect("stored"),
+        Some(r.number(1).await)
+    );
 }
 
 #[tokio::test]
@@ -260,7 +272,10 @@ async fn wire_cmp_5g_a_restore_of_a_card_awaiting_activation_goes_through_reques
     assert_eq!(r.number(2).await, db_number);
     let a = r.adapter();
     // 测试去激活 (3): stopped.
-    assert_eq!(a.card(&iccid(2)).await.expect("card 2").state, ServiceState::Stopped);
+    assert_eq!(
+        a.card(&iccid(2)).await.expect("card 2").state,
+        ServiceState::Stopped
+    );
     r.clear();
     let restored = a.restore(&iccid(2)).await.expect("restore");
     assert_eq!(restored, Receipt::applied());
@@ -345,18 +360,29 @@ async fn wire_cmp_5g_onboard_checks_each_number_names_its_card() {
     assert!(rejected(&e, NOT_FOUND), "{e:?}");
     let e = a.onboard(&[card(1, None)]).await.expect_err("no number");
     assert!(rejected(&e, NO_MSISDN), "{e:?}");
-    a.onboard(&[card(1, Some(r.number(1).await)), card(2, Some(r.number(2).await))])
-        .await
-        .expect("both");
+    a.onboard(&[
+        card(1, Some(r.number(1).await)),
+        card(2, Some(r.number(2).await)),
+    ])
+    .await
+    .expect("both");
     // The numbers are kept for the process.
-    assert_eq!(a.card(&iccid(1)).await.expect("card").state, ServiceState::Active);
-    assert_eq!(a.msisdn_of(&iccid(2)).await.expect("kept"), Some(r.number(2).await));
+    assert_eq!(
+        a.card(&iccid(1)).await.expect("card").state,
+        ServiceState::Active
+    );
+    assert_eq!(
+        a.msisdn_of(&iccid(2)).await.expect("kept"),
+        Some(r.number(2).await)
+    );
     // A read whose number names another card is marked unknown, never taken as this card's.
-    let crossed = Cmp5g::new(&r.cfg, ctx_with(book(&[(iccid(1), &r.number(2).await)])))
-        .expect("adapter");
+    let crossed =
+        Cmp5g::new(&r.cfg, ctx_with(book(&[(iccid(1), &r.number(2).await)]))).expect("adapter");
     let c = crossed.card(&iccid(1)).await.expect("read");
     assert!(
-        c.unknown.as_deref().is_some_and(|u| u.contains(MSISDN_MISMATCH)),
+        c.unknown
+            .as_deref()
+            .is_some_and(|u| u.contains(MSISDN_MISMATCH)),
         "{c:?}"
     );
 }
@@ -367,12 +393,21 @@ async fn wire_cmp_5g_cancel_confirms_a_dismantled_card_only() {
     let a = r.adapter();
     let e = a.cancel(&iccid(1)).await.expect_err("not dismantled");
     assert!(rejected(&e, NOT_DISMANTLED), "{e:?}");
-    r.sim.cancel(&iccid(1)).await.expect("the platform dismantles");
+    r.sim
+        .cancel(&iccid(1))
+        .await
+        .expect("the platform dismantles");
     a.cancel(&iccid(1)).await.expect("confirmed");
-    assert_eq!(a.card(&iccid(1)).await.expect("card").state, ServiceState::Cancelled);
+    assert_eq!(
+        a.card(&iccid(1)).await.expect("card").state,
+        ServiceState::Cancelled
+    );
     // A change of a dismantled card is refused and not final (no code is published).
     let e = a.restore(&iccid(1)).await.expect_err("dismantled");
-    assert!(matches!(e, CarrierError::Deferred { ref code, .. } if code == "-4"), "{e:?}");
+    assert!(
+        matches!(e, CarrierError::Deferred { ref code, .. } if code == "-4"),
+        "{e:?}"
+    );
 }
 
 #[tokio::test]
@@ -397,13 +432,13 @@ async fn wire_cmp_5g_every_setting_speaks_to_a_simulator_with_the_same_setting()
     for edit in settings {
         let r = rig_with(0, WireOptions::default(), edit).await;
         let a = r.adapter();
-        assert_eq!(a.card(&iccid(1)).await.expect("card").cycle_usage_bytes, 3 * MIB);
+        assert_eq!(
+            a.card(&iccid(1)).await.expect("card").cycle_usage_bytes,
+            3 * MIB
+        );
         a.stop(&iccid(1)).await.expect("stop");
         a.restore(&iccid(1)).await.expect("restore");
-        assert_eq!(
-            a.real_name(&[iccid(1)]).await.expect("real name").len(),
-            1
-        );
+        assert_eq!(a.real_name(&[iccid(1)]).await.expect("real name").len(), 1);
         // The default adapter against this simulator: refused by its gateway, nothing applied.
         let default = Cmp5g::new(
             &Cmp5gConfig {
@@ -421,7 +456,10 @@ async fn wire_cmp_5g_every_setting_speaks_to_a_simulator_with_the_same_setting()
             continue;
         }
         // The batch calls POST: a wrong time zone or body form fails their sign.
-        let e = default.card(&iccid(1)).await.expect_err("wrong sign or time");
+        let e = default
+            .card(&iccid(1))
+            .await
+            .expect_err("wrong sign or time");
         assert!(rejected(&e, "HTTP_401"), "{e:?}");
         if r.cfg.sign_body == SignBody::SortedFields {
             // A GET signs no body: both forms agree.
@@ -563,7 +601,10 @@ async fn at_fixtures(bodies: &[(&'static str, String)]) -> (Cmp5g, Captures) {
         ..config(&base)
     };
     let numbers = book(&[(fx(1), N1), (fx(2), N2), (fx(3), DOSSIER_NUMBER)]);
-    (Cmp5g::new(&cfg, ctx_with(numbers)).expect("adapter"), captures)
+    (
+        Cmp5g::new(&cfg, ctx_with(numbers)).expect("adapter"),
+        captures,
+    )
 }
 
 #[test]
@@ -580,7 +621,12 @@ fn wire_cmp_5g_sign_matches_the_dossier_vector() {
     );
     assert_eq!(sign::md5_hex(&plain), row["MD5 (lower hex)"]);
     assert_eq!(
-        sign::sign(row["sorted query"], row["body"], row["secretKey"], row["Timestamp"]),
+        sign::sign(
+            row["sorted query"],
+            row["body"],
+            row["secretKey"],
+            row["Timestamp"]
+        ),
         row["Sign"]
     );
 }
@@ -589,7 +635,10 @@ fn wire_cmp_5g_sign_matches_the_dossier_vector() {
 async fn wire_cmp_5g_fixture_replies_parse_to_the_dossier_values() {
     // §1's verbatim reply, with the derived batchQrySimInfo reply for the same numbers.
     let (a, captures) = at_fixtures(&[
-        (SIM_INFO_PATH, fixture("derived/batchQrySimInfo.s3.reply.derived.json")),
+        (
+            SIM_INFO_PATH,
+            fixture("derived/batchQrySimInfo.s3.reply.derived.json"),
+        ),
         (FLOW_PATH, fixture("batchQryFlowByMonth.s1.reply.json")),
     ])
     .await;
@@ -597,12 +646,20 @@ async fn wire_cmp_5g_fixture_replies_parse_to_the_dossier_values() {
     // fx(3)'s number is not in the answer: left out.
     assert_eq!(cards.len(), 2, "{cards:?}");
     assert_eq!(
-        (cards[0].iccid.clone(), cards[0].state, cards[0].cycle_usage_bytes),
+        (
+            cards[0].iccid.clone(),
+            cards[0].state,
+            cards[0].cycle_usage_bytes
+        ),
         // 42118.59 MB × 1024 × 1024, rounded to the byte.
         (fx(1), ServiceState::Active, 44_164_542_628)
     );
     assert_eq!(
-        (cards[1].iccid.clone(), cards[1].state, cards[1].cycle_usage_bytes),
+        (
+            cards[1].iccid.clone(),
+            cards[1].state,
+            cards[1].cycle_usage_bytes
+        ),
         (fx(2), ServiceState::Stopped, 37_748_368_998)
     );
     assert!(cards.iter().all(|c| c.unknown.is_none()), "{cards:?}");
@@ -618,19 +675,34 @@ async fn wire_cmp_5g_fixture_replies_parse_to_the_dossier_values() {
 
     // A unit other than MB: that card's reading is unknown, never converted by guess.
     let (a, _) = at_fixtures(&[
-        (SIM_INFO_PATH, fixture("derived/batchQrySimInfo.s3.reply.derived.json")),
-        (FLOW_PATH, fixture("derived/batchQryFlowByMonth.s1.reply-kb.derived.json")),
+        (
+            SIM_INFO_PATH,
+            fixture("derived/batchQrySimInfo.s3.reply.derived.json"),
+        ),
+        (
+            FLOW_PATH,
+            fixture("derived/batchQryFlowByMonth.s1.reply-kb.derived.json"),
+        ),
     ])
     .await;
     let cards = a.cards(&[fx(1), fx(2)]).await.expect("cards");
-    assert!(cards[0].unknown.as_deref().is_some_and(|u| u.contains("KB")), "{cards:?}");
+    assert!(
+        cards[0]
+            .unknown
+            .as_deref()
+            .is_some_and(|u| u.contains("KB")),
+        "{cards:?}"
+    );
     // fx(2) is not in that flow answer at all: unknown too.
     assert!(cards[1].unknown.is_some(), "{cards:?}");
     assert_eq!(cards[1].known_state(), None);
 
     // §5's skeleton: status "1" = verified.
-    let (a, _) = at_fixtures(&[(REAL_NAME_PATH, fixture("qryRealNameStatus.s5.reply-skeleton.json"))])
-        .await;
+    let (a, _) = at_fixtures(&[(
+        REAL_NAME_PATH,
+        fixture("qryRealNameStatus.s5.reply-skeleton.json"),
+    )])
+    .await;
     assert_eq!(
         a.real_name(&[fx(3)]).await.expect("real name"),
         HashMap::from([(fx(3), true)])
@@ -641,9 +713,15 @@ async fn wire_cmp_5g_fixture_replies_parse_to_the_dossier_values() {
 async fn wire_cmp_5g_change_fixture_replies_parse_to_the_dossier_values() {
     // §6.2's XML skeleton (the §0.5 family disabledNumberService's reply is read as): RspCode
     // 0000 is success; its GROUP_TRANSACTIONID (a placeholder there) names the change.
-    let (a, _) = at_fixtures(&[(DISABLED_PATH, fixture("singleCutNet.s6-2.reply-skeleton.xml"))])
-        .await;
-    assert_eq!(a.stop(&fx(3)).await.expect("stop"), Receipt::applied_as("…"));
+    let (a, _) = at_fixtures(&[(
+        DISABLED_PATH,
+        fixture("singleCutNet.s6-2.reply-skeleton.xml"),
+    )])
+    .await;
+    assert_eq!(
+        a.stop(&fx(3)).await.expect("stop"),
+        Receipt::applied_as("…")
+    );
     let (a, _) = at_fixtures(&[(
         DISABLED_PATH,
         fixture("derived/disabledNumberService.s6.reply-ok.derived.xml"),
@@ -666,7 +744,10 @@ async fn wire_cmp_5g_change_fixture_replies_parse_to_the_dossier_values() {
         ),
     ])
     .await;
-    assert_eq!(a.restore(&fx(3)).await.expect("restore"), Receipt::applied());
+    assert_eq!(
+        a.restore(&fx(3)).await.expect("restore"),
+        Receipt::applied()
+    );
     let sent: Vec<String> = captures
         .lock()
         .expect("captures")
@@ -682,10 +763,16 @@ async fn wire_cmp_5g_change_fixture_replies_parse_to_the_dossier_values() {
             DISABLED_PATH,
             fixture("derived/singleCutNet.s6-2.reply-refused.derived.xml"),
         ),
-        (SIM_INFO_PATH, fixture("derived/batchQrySimInfo.s3.reply.derived.json")),
+        (
+            SIM_INFO_PATH,
+            fixture("derived/batchQrySimInfo.s3.reply.derived.json"),
+        ),
     ])
     .await;
-    assert_eq!(a.restore(&fx(1)).await.expect("already active"), Receipt::applied());
+    assert_eq!(
+        a.restore(&fx(1)).await.expect("already active"),
+        Receipt::applied()
+    );
     let e = a.stop(&fx(1)).await.expect_err("refused");
     assert!(
         matches!(e, CarrierError::Deferred { ref code, retry_after: None, .. } if code == "-9"),
@@ -740,7 +827,11 @@ fn request_fixture(name: &str) -> RequestFixture {
 /// and Content-Type as given; Timestamp 14 digits in GMT, close to now; Sign recomputed).
 fn assert_matches(c: &Captured, name: &str) {
     let f = request_fixture(name);
-    assert_eq!((c.method.as_str(), c.path.as_str()), (f.method.as_str(), f.path.as_str()), "{name}");
+    assert_eq!(
+        (c.method.as_str(), c.path.as_str()),
+        (f.method.as_str(), f.path.as_str()),
+        "{name}"
+    );
     let mut ours = c.query.clone();
     ours.sort();
     let mut theirs = f.query.clone();
@@ -764,10 +855,17 @@ fn assert_matches(c: &Captured, name: &str) {
                 let at = chrono::NaiveDateTime::parse_from_str(sent, "%Y%m%d%H%M%S")
                     .expect("yyyyMMddHHmmss")
                     .and_utc();
-                assert!((chrono::Utc::now() - at).num_seconds().abs() < 60, "GMT: {sent}");
+                assert!(
+                    (chrono::Utc::now() - at).num_seconds().abs() < 60,
+                    "GMT: {sent}"
+                );
             }
             "Sign" => {
-                let body = if f.method == "POST" { c.body.as_str() } else { "" };
+                let body = if f.method == "POST" {
+                    c.body.as_str()
+                } else {
+                    ""
+                };
                 let ts = &c.headers["timestamp"];
                 let expected = sign::sign(&sign::sorted_query(&c.query), body, SECRET, ts);
                 assert_eq!(sent, &expected, "{name}: Sign");
@@ -777,16 +875,25 @@ fn assert_matches(c: &Captured, name: &str) {
         }
     }
     if f.method == "GET" {
-        assert!(!c.headers.contains_key("content-type"), "{name}: no Content-Type on GET");
+        assert!(
+            !c.headers.contains_key("content-type"),
+            "{name}: no Content-Type on GET"
+        );
     }
 }
 
 #[tokio::test]
 async fn wire_cmp_5g_requests_match_the_request_fixtures() {
     let (a, captures) = at_fixtures(&[
-        (SIM_INFO_PATH, fixture("derived/batchQrySimInfo.s3.reply.derived.json")),
+        (
+            SIM_INFO_PATH,
+            fixture("derived/batchQrySimInfo.s3.reply.derived.json"),
+        ),
         (FLOW_PATH, fixture("batchQryFlowByMonth.s1.reply.json")),
-        (REAL_NAME_PATH, fixture("qryRealNameStatus.s5.reply-skeleton.json")),
+        (
+            REAL_NAME_PATH,
+            fixture("qryRealNameStatus.s5.reply-skeleton.json"),
+        ),
         (
             DISABLED_PATH,
             fixture("derived/disabledNumberService.s6.reply-100008.derived.xml"),
@@ -811,17 +918,29 @@ async fn wire_cmp_5g_requests_match_the_request_fixtures() {
     captures.lock().expect("captures").clear();
     // §1: the two numbers of the sample, read by cards().
     a.cards(&[fx(1), fx(2)]).await.expect("cards");
-    assert_matches(&take(FLOW_PATH), "derived/batchQryFlowByMonth.s1.request.derived.txt");
+    assert_matches(
+        &take(FLOW_PATH),
+        "derived/batchQryFlowByMonth.s1.request.derived.txt",
+    );
     // §5.
     a.real_name(&[fx(3)]).await.expect("real name");
-    assert_matches(&take(REAL_NAME_PATH), "derived/qryRealNameStatus.s5.request.derived.txt");
+    assert_matches(
+        &take(REAL_NAME_PATH),
+        "derived/qryRealNameStatus.s5.request.derived.txt",
+    );
     // §6's example (orderTypeId 19), and a restore: 20, then §6.1 after 100008.
     let _ = a.stop(&fx(3)).await;
     assert_matches(&take(DISABLED_PATH), "disabledNumberService.s6.request.txt");
     a.restore(&fx(3)).await.expect("restore");
     let restore = take(DISABLED_PATH);
-    assert!(restore.query.contains(&("orderTypeId".into(), "20".into())), "{restore:?}");
-    assert!(restore.query.contains(&("acctCd".into(), String::new())), "{restore:?}");
+    assert!(
+        restore.query.contains(&("orderTypeId".into(), "20".into())),
+        "{restore:?}"
+    );
+    assert!(
+        restore.query.contains(&("acctCd".into(), String::new())),
+        "{restore:?}"
+    );
     assert_matches(
         &take(SERV_ACTIVE_PATH),
         "derived/requestServActive.s6-1.request.derived.txt",
@@ -857,6 +976,12 @@ fn wire_cmp_5g_every_fixture_is_read_by_a_test() {
         .collect();
     assert!(unread.is_empty(), "fixtures no test reads: {unread:?}");
     let index = std::fs::read_to_string(dir.join("INDEX.md")).expect("INDEX.md");
-    let unlisted: Vec<&String> = files.iter().filter(|f| !index.contains(f.as_str())).collect();
-    assert!(unlisted.is_empty(), "fixtures INDEX.md does not list: {unlisted:?}");
+    let unlisted: Vec<&String> = files
+        .iter()
+        .filter(|f| !index.contains(f.as_str()))
+        .collect();
+    assert!(
+        unlisted.is_empty(),
+        "fixtures INDEX.md does not list: {unlisted:?}"
+    );
 }

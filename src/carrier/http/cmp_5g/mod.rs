@@ -72,8 +72,8 @@ use serde::{Deserialize, Serialize};
 
 use super::{client, retry_after, send_error, status_error, HttpTimeouts, Secret};
 use crate::carrier::platform::{AccountCtx, KnownNumbers, WirePlatform};
-use crate::carrier::{Carrier, CarrierCard, CarrierError, LastSession, OnboardCard, Receipt};
 use crate::carrier::ServiceState;
+use crate::carrier::{Carrier, CarrierCard, CarrierError, LastSession, OnboardCard, Receipt};
 use crate::domain::{CarrierId, Iccid};
 
 pub use sign::{SignBody, TimestampZone};
@@ -287,7 +287,9 @@ impl Cmp5g {
             let e = status_error(status, retry_after(resp.headers()));
             return Err(match e {
                 // The gateway refuses a bad AppKey or Sign before the platform sees the call.
-                CarrierError::Rejected { .. } if changes && matches!(status.as_u16(), 401 | 403) => {
+                CarrierError::Rejected { .. }
+                    if changes && matches!(status.as_u16(), 401 | 403) =>
+                {
                     e
                 }
                 // No other HTTP error is published: a change answered so may have applied.
@@ -334,7 +336,9 @@ impl Cmp5g {
                     "{MSISDN_MISMATCH}: access number {number} names ICCID {theirs} at China Telecom, not {iccid}"
                 ))
             } else if state.is_none() {
-                Some(format!("simStatus {status:?} is outside the published table (1-6)"))
+                Some(format!(
+                    "simStatus {status:?} is outside the published table (1-6)"
+                ))
             } else {
                 None
             };
@@ -392,7 +396,10 @@ impl Cmp5g {
 
     /// Reads up to 100 cards: one batchQrySimInfo, then batchQryFlowByMonth for the numbers it
     /// answered. Cards it did not answer for are left out.
-    async fn read_chunk(&self, wanted: &[(Iccid, String)]) -> Result<Vec<CarrierCard>, CarrierError> {
+    async fn read_chunk(
+        &self,
+        wanted: &[(Iccid, String)],
+    ) -> Result<Vec<CarrierCard>, CarrierError> {
         if wanted.is_empty() {
             return Ok(Vec::new());
         }
@@ -491,7 +498,10 @@ impl Cmp5g {
             ChangeAnswer::Refused { code, message } => {
                 self.refused(iccid, to, &code, &message).await
             }
-            ChangeAnswer::Unrecognised(text) => self.unexplained(iccid, to, "disabledNumberService", &text).await,
+            ChangeAnswer::Unrecognised(text) => {
+                self.unexplained(iccid, to, "disabledNumberService", &text)
+                    .await
+            }
         }
     }
 
@@ -636,7 +646,11 @@ impl Carrier for Cmp5g {
             let infos = self.sim_infos(chunk).await?;
             for (iccid, number) in chunk {
                 let info = infos.get(number).ok_or_else(|| not_found(iccid, number))?;
-                if let Some(why) = info.unknown.as_deref().filter(|w| w.starts_with(MSISDN_MISMATCH)) {
+                if let Some(why) = info
+                    .unknown
+                    .as_deref()
+                    .filter(|w| w.starts_with(MSISDN_MISMATCH))
+                {
                     return Err(CarrierError::Rejected {
                         code: MSISDN_MISMATCH.into(),
                         message: why.to_string(),
@@ -677,7 +691,8 @@ impl Carrier for Cmp5g {
     }
 
     async fn restore(&self, iccid: &Iccid) -> Result<Receipt, CarrierError> {
-        self.change(iccid, ORDER_RESTORE, ServiceState::Active).await
+        self.change(iccid, ORDER_RESTORE, ServiceState::Active)
+            .await
     }
 
     /// Telecom dismantles (拆机) by itself: confirm it happened (simStatus 7).

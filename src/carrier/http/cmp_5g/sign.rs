@@ -162,7 +162,11 @@ mod tests {
     #[test]
     fn queries_sort_by_key_and_bodies_sign_raw_or_as_simctl_fields() {
         assert_eq!(
-            sorted_query(&[("orderTypeId", "19"), ("access_number", "1"), ("acctCd", "")]),
+            sorted_query(&[
+                ("orderTypeId", "19"),
+                ("access_number", "1"),
+                ("acctCd", "")
+            ]),
             "access_number=1&acctCd=&orderTypeId=19"
         );
         assert_eq!(sorted_query::<&str, &str>(&[]), "");

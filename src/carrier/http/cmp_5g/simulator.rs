@@ -159,7 +159,7 @@ impl Wire {
         query: &[(String, String)],
         body: &str,
         headers: &HeaderMap,
-    ) -> Result<(), Response> {
+    ) -> Result<(), &'static str> {
         let header = |name: &str| {
             headers
                 .get(name)
@@ -167,13 +167,13 @@ impl Wire {
                 .map(str::to_string)
         };
         if header("AppKey").as_deref() != Some(self.app_key.as_str()) {
-            return Err(unauthorized("AppKey 无效"));
+            return Err("AppKey 无效");
         }
         let Some(ts) = header("Timestamp") else {
-            return Err(unauthorized("Timestamp 缺失"));
+            return Err("Timestamp 缺失");
         };
         if !self.timestamp_is_now(&ts) {
-            return Err(unauthorized("Timestamp 无效"));
+            return Err("Timestamp 无效");
         }
         let signed_body = if *method == Method::POST {
             sign::signed_body(body, self.sign_body)
@@ -182,7 +182,7 @@ impl Wire {
         };
         let expected = sign::sign(&sign::sorted_query(query), &signed_body, &self.secret, &ts);
         if header("Sign").is_none_or(|s| !s.eq_ignore_ascii_case(&expected)) {
-            return Err(unauthorized("Sign 校验失败"));
+            return Err("Sign 校验失败");
         }
         Ok(())
     }
@@ -284,8 +284,8 @@ async fn handle(
         url::form_urlencoded::parse(uri.query().unwrap_or("").as_bytes())
             .into_owned()
             .collect();
-    if let Err(refusal) = w.authenticate(&method, &query, &body, &headers) {
-        return refusal;
+    if let Err(why) = w.authenticate(&method, &query, &body, &headers) {
+        return unauthorized(why);
     }
     let p = match params_of(&method, &query, &body) {
         Ok(p) => p,
@@ -564,19 +564,34 @@ mod tests {
         };
         let p = params_of(
             &Method::GET,
-            &q(&[("accessNumber", "1,2"), ("accessNumber", "3"), ("custNumber", "c")]),
+            &q(&[
+                ("accessNumber", "1,2"),
+                ("accessNumber", "3"),
+                ("custNumber", "c"),
+            ]),
             "",
         )
         .expect("params");
-        assert_eq!(numbers(&p, "accessNumber"), Ok(vec!["1".into(), "2".into(), "3".into()]));
+        assert_eq!(
+            numbers(&p, "accessNumber"),
+            Ok(vec!["1".into(), "2".into(), "3".into()])
+        );
         assert_eq!(text(&p, "custNumber").as_deref(), Some("c"));
-        let p = params_of(&Method::POST, &[], r#"{"accessNumbers":["1"],"groupId":""}"#)
-            .expect("params");
+        let p = params_of(
+            &Method::POST,
+            &[],
+            r#"{"accessNumbers":["1"],"groupId":""}"#,
+        )
+        .expect("params");
         assert_eq!(numbers(&p, "accessNumbers"), Ok(vec!["1".into()]));
         assert!(params_of(&Method::POST, &[], "[1]").is_err());
         let many: Vec<String> = (0..101).map(|i| i.to_string()).collect();
-        let p = params_of(&Method::POST, &[], &serde_json::json!({"accessNumbers": many}).to_string())
-            .expect("params");
+        let p = params_of(
+            &Method::POST,
+            &[],
+            &serde_json::json!({"accessNumbers": many}).to_string(),
+        )
+        .expect("params");
         assert!(numbers(&p, "accessNumbers").is_err(), "at most 100");
     }
 
@@ -588,7 +603,13 @@ mod tests {
                 .expect("body");
             String::from_utf8_lossy(&bytes).into_owned()
         }
-        let ok = body(change_reply("0", "0000", "成功", "1000000190202401010000000001")).await;
+        let ok = body(change_reply(
+            "0",
+            "0000",
+            "成功",
+            "1000000190202401010000000001",
+        ))
+        .await;
         assert_eq!(
             change_answer(&ok),
             ChangeAnswer::Accepted {
@@ -596,7 +617,10 @@ mod tests {
             }
         );
         let needs = body(change_refusal(NEEDS_ACTIVATION, "待激活")).await;
-        assert!(matches!(change_answer(&needs), ChangeAnswer::NeedsActivation { .. }));
+        assert!(matches!(
+            change_answer(&needs),
+            ChangeAnswer::NeedsActivation { .. }
+        ));
         let window = body(change_error(
             CarrierError::Deferred {
                 code: "X".into(),
@@ -606,8 +630,13 @@ mod tests {
             change_refusal,
         ))
         .await;
-        assert!(matches!(change_answer(&window), ChangeAnswer::Refused { ref code, .. } if code == INVENTED_REPEAT_WINDOW));
+        assert!(
+            matches!(change_answer(&window), ChangeAnswer::Refused { ref code, .. } if code == INVENTED_REPEAT_WINDOW)
+        );
         let active = body(activation_reply("0", "成功")).await;
-        assert!(matches!(activation_answer(&active), ChangeAnswer::Accepted { .. }));
+        assert!(matches!(
+            activation_answer(&active),
+            ChangeAnswer::Accepted { .. }
+        ));
     }
 }

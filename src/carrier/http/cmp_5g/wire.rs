@@ -435,7 +435,9 @@ mod tests {
     #[test]
     fn a_flow_item_is_read_only_in_mb_and_with_status_0() {
         let item = |v: serde_json::Value| serde_json::from_value::<Flow>(v).expect("flow");
-        let ok = item(serde_json::json!({"accessNumber":"1","unit":"MB","flowAmount":"1.50","status":"0"}));
+        let ok = item(
+            serde_json::json!({"accessNumber":"1","unit":"MB","flowAmount":"1.50","status":"0"}),
+        );
         assert_eq!(ok.bytes(), Ok(MIB + MIB / 2));
         let number = item(serde_json::json!({"accessNumber":"1","unit":"MB","flowAmount":2}));
         assert_eq!(number.bytes(), Ok(2 * MIB));
@@ -470,7 +472,10 @@ mod tests {
             r#"{"code":"0","data":{"y":1}}"#,
         ] {
             assert!(
-                matches!(envelope_data::<D>(body, "t"), Err(CarrierError::Transient(_))),
+                matches!(
+                    envelope_data::<D>(body, "t"),
+                    Err(CarrierError::Transient(_))
+                ),
                 "{body}"
             );
         }
