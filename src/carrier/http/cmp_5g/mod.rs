@@ -72,8 +72,9 @@ use serde::{Deserialize, Serialize};
 
 use super::{client, retry_after, send_error, status_error, HttpTimeouts, Secret};
 use crate::carrier::platform::{AccountCtx, KnownNumbers, WirePlatform};
-use crate::carrier::ServiceState;
-use crate::carrier::{Carrier, CarrierCard, CarrierError, LastSession, OnboardCard, Receipt};
+use crate::carrier::{
+    Carrier, CarrierCard, CarrierError, LastSession, OnboardCard, Receipt, ServiceState,
+};
 use crate::domain::{CarrierId, Iccid};
 
 pub use sign::{SignBody, TimestampZone};
@@ -205,6 +206,8 @@ struct Info {
     status: String,
     /// Why the reading cannot be used (another ICCID, an unknown status); None: readable.
     unknown: Option<String>,
+    /// The mapped status; a placeholder, never read, when `unknown` is set (every consumer
+    /// of a `CarrierCard` leaves an unknown reading unapplied).
     state: ServiceState,
 }
 
@@ -713,5 +716,83 @@ impl Carrier for Cmp5g {
                 info.unknown.map(|u| format!("; {u}")).unwrap_or_default()
             ),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_default_to_the_doc_backed_forms() {
+        let cfg: Cmp5gConfig = toml::from_str(
+            r#"
+            base_url = "https://cmp-api.ctwing.cn:20164"
+            cust_number = "c"
+            app_key = "k"
+            secret = "topsecret-value"
+            "#,
+        )
+        .expect("config");
+        assert_eq!(cfg.timestamp_zone, TimestampZone::Gmt);
+        assert_eq!(cfg.sign_body, SignBody::Raw);
+        assert_eq!(cfg.http_methods, HttpMethods::Likely);
+        assert_eq!(cfg.flow_batch_size, 100);
+        let alt: Cmp5gConfig = toml::from_str(
+            r#"
+            base_url = "https://cmp-api.ctwing.cn:20164"
+            cust_number = "c"
+            app_key = "k"
+            secret = "s"
+            timestamp_zone = "beijing"
+            sign_body = "sorted_fields"
+            http_methods = "all_post"
+            flow_batch_size = 50
+            "#,
+        )
+        .expect("config");
+        assert_eq!(
+            (
+                alt.timestamp_zone,
+                alt.sign_body,
+                alt.http_methods,
+                alt.flow_batch_size
+            ),
+            (
+                TimestampZone::Beijing,
+                SignBody::SortedFields,
+                HttpMethods::AllPost,
+                50
+            )
+        );
+        let ctx = AccountCtx::default_for(CarrierId::Telecom);
+        assert!(Cmp5g::new(
+            &Cmp5gConfig {
+                flow_batch_size: 0,
+                ..cfg.clone()
+            },
+            ctx.clone()
+        )
+        .is_err());
+        assert!(Cmp5g::new(
+            &Cmp5gConfig {
+                base_url: "ftp://x".into(),
+                ..cfg.clone()
+            },
+            ctx.clone()
+        )
+        .is_err());
+        // At most 100 numbers a flow call, whatever is configured.
+        let big = Cmp5g::new(
+            &Cmp5gConfig {
+                flow_batch_size: 500,
+                ..cfg
+            },
+            ctx,
+        )
+        .expect("adapter");
+        assert_eq!(big.flow_batch, SIM_INFO_MAX);
+        // The secret never shows.
+        assert!(!format!("{big:?}").contains("topsecret"), "{big:?}");
     }
 }
