@@ -985,3 +985,75 @@ fn wire_cmp_5g_every_fixture_is_read_by_a_test() {
         "fixtures INDEX.md does not list: {unlisted:?}"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// End to end: a server with a 5G CMP account, simulated behind its real adapter and wire
+// simulator over loopback HTTP.
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn wire_cmp_5g_an_account_imports_cards_with_their_access_number_and_changes_them() {
+    use crate::helpers::{card_input, serve_built, telecom_iccid, test_server};
+    use simgate::pb;
+
+    let db = Arc::new(TestDb::new(Backend::Sqlite).expect("sqlite"));
+    let clock = ManualClock::new(start_time());
+    let entries = simgate::carrier::account::entries_from_toml(
+        "[[accounts]]\nid = \"ct5g\"\ncarrier = \"telecom\"\nplatform = \"cmp_5g\"\n",
+    )
+    .expect("accounts parse");
+    let built = test_server(&db, &clock)
+        .accounts(entries)
+        .build()
+        .await
+        .expect("build server");
+    let mut app = serve_built(built, db, clock).await;
+    let iccid = telecom_iccid(1);
+    // No access number given and no lookup by ICCID: the platform's check at import refuses
+    // it (NO_MSISDN, before anything is sent to it), nothing is stored.
+    let err = app
+        .cards
+        .import_cards(pb::ImportCardsRequest {
+            // Another card: the simulated platform creates a card at its first onboarding with
+            // the number given then (here its own), as a real platform holds it beforehand.
+            cards: vec![card_input(&telecom_iccid(2), pb::Carrier::ChinaTelecom)],
+            ..Default::default()
+        })
+        .await
+        .expect_err("no msisdn");
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
+    assert!(err.message().contains(NO_MSISDN), "{err:?}");
+    assert_eq!(app.store.count_cards().await.expect("count"), 0);
+    // With it: stored, checked at the platform (batchQrySimInfo), and changes go by it.
+    app.cards
+        .import_cards(pb::ImportCardsRequest {
+            cards: vec![pb::CardInput {
+                msisdn: "14900000001".into(),
+                ..card_input(&iccid, pb::Carrier::ChinaTelecom)
+            }],
+            ..Default::default()
+        })
+        .await
+        .expect("import with the access number");
+    app.cards
+        .suspend_card(pb::SuspendCardRequest {
+            iccid: iccid.clone(),
+            ..Default::default()
+        })
+        .await
+        .expect("suspend");
+    let at = app
+        .sim
+        .get_carrier_card(pb::GetCarrierCardRequest {
+            account_id: "ct5g".into(),
+            carrier: pb::Carrier::ChinaTelecom as i32,
+            iccid: iccid.clone(),
+        })
+        .await
+        .expect("carrier card")
+        .into_inner();
+    assert_eq!(
+        (at.state(), at.changes),
+        (pb::CarrierServiceState::Stopped, 1)
+    );
+}
