@@ -17,7 +17,9 @@
 //!   `yyyyMMddHHmmss` in the account's zone within [`WireOptions::max_skew`] of now: HTTP 401
 //!   with `{"code":"401","message":…}` (the platform's code is not found; [NEST5G] handles a
 //!   non-2xx `{message, code}` body);
-//! - a batch call with a wrong `custNumber` or without 1–100 numbers: `{"code":"-1"}`;
+//! - batchQrySimInfo or batchQryFlowByMonth with a wrong `custNumber`, or any of the three
+//!   batch calls without 1–100 numbers (batchQrySimInfo's limit, applied to all three: the
+//!   others' maximum is not found): `{"code":"-1"}`;
 //! - disabledNumberService refusals in the §0.5 XML family (`RspType 1`): `-1` a missing
 //!   `acctCd` ("不传入会报错") or an `orderTypeId` other than 19/20, `-4` a number it does not
 //!   hold or a dismantled card, `-9` a stop of a stopped card or a restore of an active one
