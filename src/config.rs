@@ -62,7 +62,7 @@ pub struct Config {
     /// on loopback (`http`).
     #[serde(default)]
     pub simulator_transport: crate::carrier::platform::SimulatorTransport,
-    /// The carrier accounts: `id`, `carrier`, `platform` (`onelink`, `jasper`, `cmp`,
+    /// The carrier accounts: `id`, `carrier`, `platform` (`onelink`, `jasper`, `cmp`, `cmp_5g`,
     /// `simulated`), the platform's `base_url` and credentials (each also as `<key>_file` or
     /// `<key>_env`), and limits. Without any: one simulated account per carrier, named after it.
     #[serde(default)]

@@ -23,7 +23,8 @@
 //!   `account` (`[[accounts]]`), `platform` (the registry of platforms), `budget` (rates per
 //!   account and method), `guard` (concurrency, breaker, spans and metrics around every call),
 //!   `sim` (the in-process simulated carrier) and `http/<platform>/`, one folder per platform
-//!   (OneLink, Control Center (`jasper`), CMP): adapter, `wire` terms, auth and `simulator`.
+//!   (OneLink, Control Center (`jasper`), CMP, 5G CMP (`cmp_5g`)): adapter, `wire` terms, auth and
+//!   `simulator`.
 //! - [`simulate`]: wire simulators served for simulated accounts, the adapter-over-the-wire
 //!   carrier, and `simgate simulate`.
 //! - [`store`]: sqlx on SQLite (embedded default) or PostgreSQL: `cards`, `journal`, `batches`,

@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
 use super::budget::Budget;
-use super::http::{cmp, jasper, onelink, unicom_gateway, HttpTimeouts};
+use super::http::{cmp, cmp_5g, jasper, onelink, unicom_gateway, HttpTimeouts};
 use super::sim::SimCarrier;
 use super::Carrier;
 use crate::domain::{AccountId, CarrierId, CarrierPolicy, Iccid};
@@ -178,14 +178,14 @@ pub trait WirePlatform {
 }
 
 macro_rules! platforms {
-    ($($variant:ident => $platform:ty),* $(,)?) => {
+    ($($(#[$meta:meta])* $variant:ident => $platform:ty),* $(,)?) => {
         /// Every platform an account can be on.
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
         #[serde(rename_all = "snake_case")]
         pub enum Platform {
             /// The in-process simulated carrier, for any carrier.
             Simulated,
-            $($variant),*
+            $($(#[$meta])* $variant),*
         }
 
         impl Platform {
@@ -230,7 +230,7 @@ macro_rules! platforms {
         #[derive(Debug, Clone, Serialize, Deserialize)]
         #[serde(tag = "platform", rename_all = "snake_case")]
         pub enum ApiConfig {
-            $($variant(<$platform as WirePlatform>::Config)),*
+            $($(#[$meta])* $variant(<$platform as WirePlatform>::Config)),*
         }
 
         impl ApiConfig {
@@ -270,6 +270,10 @@ platforms! {
     // Center (`wire_of` takes the carrier's first platform).
     UnicomGateway => unicom_gateway::Platform,
     Cmp => cmp::Platform,
+    // After Cmp: `wire_of(Telecom)` stays m2m_ec's CMP. Renamed: serde's snake_case of
+    // `Cmp5g` is `cmp5g`, not the platform's NAME.
+    #[serde(rename = "cmp_5g")]
+    Cmp5g => cmp_5g::Platform,
 }
 
 impl Platform {
@@ -347,6 +351,24 @@ mod tests {
         assert_eq!(Platform::wire_of(CarrierId::Unicom), Some(Platform::Jasper));
         assert_eq!(Platform::Jasper.default_max_concurrency(), 1);
         assert_eq!(Platform::UnicomGateway.default_max_concurrency(), 1);
+        assert_eq!(Platform::wire_of(CarrierId::Telecom), Some(Platform::Cmp));
+    }
+
+    #[test]
+    fn serde_names_are_the_platform_names() {
+        for p in Platform::ALL {
+            assert_eq!(
+                serde_json::to_value(p).ok(),
+                Some(serde_json::Value::String(p.as_str().into())),
+                "{p:?}"
+            );
+            if let Some(api) = p.generated("http://127.0.0.1:1", "s", HttpTimeouts::default()) {
+                let v = serde_json::to_value(&api).unwrap_or_default();
+                assert_eq!(v["platform"], p.as_str(), "{p:?}");
+                let back: ApiConfig = serde_json::from_value(v).expect("round trip");
+                assert_eq!(back.platform(), p);
+            }
+        }
     }
 
     #[test]

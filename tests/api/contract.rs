@@ -9,11 +9,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use simgate::carrier::http::HttpTimeouts;
-use simgate::carrier::platform::{AccountCtx, ApiConfig, Platform};
+use simgate::carrier::platform::{AccountCtx, ApiConfig, CardNumbers, NumberBook, Platform};
 use simgate::carrier::sim::{SimCarrier, SimFaults};
 use simgate::carrier::{Carrier, CarrierError, OnboardCard, Rebind, Receipt, ServiceState};
 use simgate::clock::ManualClock;
-use simgate::domain::{CarrierId, Iccid};
+use simgate::domain::{AccountId, CarrierId, Iccid};
 
 use crate::helpers::{recording, start_time, Backend, Exchanges, TestDb};
 
@@ -34,7 +34,21 @@ struct Subject {
     /// Every request the wire simulator received (path and query) and its answer; empty in
     /// process.
     exchanges: Exchanges,
+    /// The account's context, with simgate's record of the cards' access numbers.
+    ctx: AccountCtx,
     _db: TestDb,
+}
+
+/// simgate's record of card numbers as the store keeps them after an import: each card's
+/// number is the one the simulated platform holds (a platform that names cards by number
+/// and has no lookup by ICCID, the 5G CMP, finds it only here).
+struct SimNumbers(Arc<SimCarrier>);
+
+#[async_trait::async_trait]
+impl CardNumbers for SimNumbers {
+    async fn msisdn(&self, _: &AccountId, iccid: &Iccid) -> Result<Option<String>, String> {
+        self.0.number_of(iccid).await.map_err(|e| format!("{e:?}"))
+    }
 }
 
 fn carrier_of(platform: Platform) -> CarrierId {
@@ -69,12 +83,13 @@ impl Subject {
     async fn new(platform: Platform) -> Subject {
         let db = TestDb::new(Backend::Sqlite).expect("sqlite test db");
         let carrier = carrier_of(platform);
-        let ctx = AccountCtx::default_for(carrier);
+        let mut ctx = AccountCtx::default_for(carrier);
         let sim = Arc::new(SimCarrier::new(
             ctx.policy.clone(),
             db.store().await,
             Arc::new(ManualClock::new(start_time())),
         ));
+        ctx.numbers = NumberBook(Arc::new(SimNumbers(sim.clone())));
         let cards = [
             OnboardCard {
                 iccid: iccid(carrier, 1),
@@ -111,7 +126,7 @@ impl Subject {
                     tokio::spawn(async move {
                         let _ = axum::serve(listener, app).await;
                     });
-                    (api.adapter(ctx).expect("adapter"), Some(api))
+                    (api.adapter(ctx.clone()).expect("adapter"), Some(api))
                 }
             };
         // As an import does: the adapter checks the cards at its platform (and learns their
@@ -127,6 +142,7 @@ impl Subject {
             api,
             base,
             exchanges,
+            ctx,
             _db: db,
         }
     }
@@ -145,7 +161,7 @@ impl Subject {
         self.platform
             .generated(base, secret, timeouts())
             .expect("a wire platform")
-            .adapter(AccountCtx::default_for(carrier_of(self.platform)))
+            .adapter(self.ctx.clone())
             .expect("adapter")
     }
 
@@ -470,6 +486,11 @@ mod cmp {
     contract!(cmp, Platform::Cmp, wire);
 }
 
+mod cmp_5g {
+    use super::*;
+    contract!(cmp_5g, Platform::Cmp5g, wire);
+}
+
 mod simulated {
     use super::*;
     contract!(simulated, Platform::Simulated);
@@ -483,6 +504,7 @@ fn every_registered_platform_runs_the_contract() {
         Platform::Jasper,
         Platform::UnicomGateway,
         Platform::Cmp,
+        Platform::Cmp5g,
         Platform::Simulated,
     ];
     for p in Platform::ALL {

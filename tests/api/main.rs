@@ -33,6 +33,7 @@ mod telemetry;
 mod tls;
 mod webhooks;
 mod wire_cmp;
+mod wire_cmp_5g;
 mod wire_jasper;
 mod wire_onelink;
 mod wire_unicom_gateway;

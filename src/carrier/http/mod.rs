@@ -4,6 +4,7 @@
 //! wire terms, auth, wire simulator), registered in `carrier::platform`.
 
 pub mod cmp;
+pub mod cmp_5g;
 pub mod jasper;
 pub mod onelink;
 pub mod unicom_gateway;
