@@ -33,6 +33,11 @@ platform = "jasper"
 id = "ugw"
 carrier = "unicom"
 platform = "unicom_gateway"
+
+[[accounts]]
+id = "c5"
+carrier = "telecom"
+platform = "cmp_5g"
 "#
     )
 }
@@ -60,11 +65,19 @@ async fn import_on(
     n: u64,
 ) -> Vec<String> {
     let iccids: Vec<String> = (from..from + n).map(iccid).collect();
-    for chunk in iccids.chunks(500) {
+    for (c, chunk) in iccids.chunks(500).enumerate() {
+        let from = from + 500 * c as u64;
         let rows = chunk
             .iter()
-            .map(|i| pb::CardInput {
+            .enumerate()
+            .map(|(k, i)| pb::CardInput {
                 account_id: account.into(),
+                // The 5G CMP names cards by access number, which simgate must be given.
+                msisdn: if carrier == pb::Carrier::ChinaTelecom {
+                    format!("149{:08}", from + k as u64)
+                } else {
+                    String::new()
+                },
                 ..card_input(i, carrier)
             })
             .collect();
@@ -162,7 +175,16 @@ async fn a_usage_sync_of_a_thousand_cards_asks_for_usage_in_one_call_per_batch()
         CARDS,
     )
     .await;
-    for account in ["ugw", "ol"] {
+    let c5 = import_on(
+        &mut app,
+        "c5",
+        pb::Carrier::ChinaTelecom,
+        telecom_iccid,
+        1,
+        CARDS,
+    )
+    .await;
+    for account in ["ugw", "ol", "c5"] {
         traffic(&mut app, account).await;
     }
     // 10:00 in Beijing on day one; 20 hours later it is 06:00 on day two, and OneLink's batch
@@ -178,6 +200,25 @@ async fn a_usage_sync_of_a_thousand_cards_asks_for_usage_in_one_call_per_batch()
     );
     assert_eq!(sync.values().sum::<u64>(), CARDS.div_ceil(50), "{sync:?}");
     assert_eq!(get(&mut app, &ugw[7]).await.cycle_usage_bytes, 20 * MIB);
+
+    // 5G CMP: states from batchQrySimInfo and usage from batchQryFlowByMonth, 100 cards each.
+    let sync = sync_calls(&mut app, "c5").await;
+    assert_eq!(
+        to(&sync, "/batchQryFlowByMonth"),
+        CARDS.div_ceil(100),
+        "{sync:?}"
+    );
+    assert_eq!(
+        to(&sync, "/batchQrySimInfo"),
+        CARDS.div_ceil(100),
+        "{sync:?}"
+    );
+    assert_eq!(
+        sync.values().sum::<u64>(),
+        2 * CARDS.div_ceil(100),
+        "{sync:?}"
+    );
+    assert_eq!(get(&mut app, &c5[7]).await.cycle_usage_bytes, 20 * MIB);
 
     // OneLink: usage 100 cards a call, up to yesterday; the state card by card (the platform
     // has no batch status call).
