@@ -38,6 +38,11 @@ platform = "unicom_gateway"
 id = "c5"
 carrier = "telecom"
 platform = "cmp_5g"
+
+[[accounts]]
+id = "ct"
+carrier = "telecom"
+platform = "cmp"
 "#
     )
 }
@@ -219,6 +224,22 @@ async fn a_usage_sync_of_a_thousand_cards_asks_for_usage_in_one_call_per_batch()
         "{sync:?}"
     );
     assert_eq!(get(&mut app, &c5[7]).await.cycle_usage_bytes, 20 * MIB);
+
+    // m2m_ec CMP has no batch call: state and usage, a call each per card (no session).
+    let ct = import_on(
+        &mut app,
+        "ct",
+        pb::Carrier::ChinaTelecom,
+        telecom_iccid,
+        5_001,
+        100,
+    )
+    .await;
+    traffic(&mut app, "ct").await;
+    advance_hours(&mut app, 1).await;
+    let sync = sync_calls(&mut app, "ct").await;
+    assert_eq!(sync.values().sum::<u64>(), 200, "{sync:?}");
+    assert!(get(&mut app, &ct[3]).await.cycle_usage_bytes >= MIB);
 
     // OneLink: usage 100 cards a call, up to yesterday; the state card by card (the platform
     // has no batch status call).
