@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use simgate::clock::Clock;
 use simgate::pb;
 
 use crate::helpers::*;
@@ -50,9 +51,18 @@ platform = "cmp"
 async fn serve(window: u64) -> TestApp {
     let db = Arc::new(TestDb::new(Backend::Sqlite).expect("sqlite"));
     let clock = simgate::clock::ManualClock::new(start_time());
+    serve_with(test_server(&db, &clock), db, clock, window).await
+}
+
+async fn serve_with(
+    builder: simgate::server::ServerBuilder,
+    db: Arc<TestDb>,
+    clock: simgate::clock::ManualClock,
+    window: u64,
+) -> TestApp {
     let entries =
         simgate::carrier::account::entries_from_toml(&accounts(window)).expect("accounts parse");
-    let app = test_server(&db, &clock)
+    let app = builder
         .accounts(entries)
         .build()
         .await
@@ -294,4 +304,132 @@ async fn control_center_is_read_in_full_once_then_through_its_list_of_modified_c
         "the listed stop is drift: {stopped:?}"
     );
     assert!(get(&mut app, &cc[50]).await.drift.is_none());
+}
+
+const WINDOW_S: i64 = 1800;
+
+/// Moves both clocks (the cards' and the operations', which the bulk worker's and the
+/// journal's backoffs run on) by `by`.
+fn both(app: &TestApp, ops: &simgate::clock::ManualClock, by: chrono::Duration) {
+    app.clock.advance(by).expect("card clock");
+    ops.advance(by).expect("ops clock");
+}
+
+/// Waits (moving the operations clock, settling) until bulk operation `id` has `done` items
+/// done; its items then.
+async fn until_done(
+    app: &mut TestApp,
+    ops: &simgate::clock::ManualClock,
+    id: &str,
+    done: usize,
+) -> Vec<pb::ItemResult> {
+    let mut client = operations_client(&app.channel, ADMIN_KEY);
+    for _ in 0..200 {
+        ops.advance(chrono::Duration::seconds(2))
+            .expect("ops clock");
+        app.service.settle_open_intents_now().await.expect("settle");
+        let o = client
+            .get_operation(pb::GetOperationRequest {
+                id: id.into(),
+                results_page_size: 1000,
+                ..Default::default()
+            })
+            .await
+            .expect("GetOperation")
+            .into_inner();
+        if o.results.iter().filter(|r| r.status == "DONE").count() >= done {
+            return o.results;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("operation {id} did not get {done} items done");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bulk_suspend_goes_out_in_batch_calls_and_a_card_inside_its_window_after_it() {
+    let db = Arc::new(TestDb::new(Backend::Sqlite).expect("sqlite"));
+    let clock = simgate::clock::ManualClock::new(start_time());
+    let ops = simgate::clock::ManualClock::new(chrono::Utc::now());
+    let builder = test_server(&db, &clock).ops_clock(Arc::new(ops.clone()));
+    let mut app = serve_with(builder, db, clock, WINDOW_S as u64).await;
+    let ol = import_on(
+        &mut app,
+        "ol",
+        pb::Carrier::ChinaMobile,
+        mobile_iccid,
+        1,
+        250,
+    )
+    .await;
+    // The first card was stopped and, once its window had passed, restored: a minute ago.
+    app.suspend(&ol[0]).await.expect("suspend");
+    both(&app, &ops, chrono::Duration::seconds(WINDOW_S + 60));
+    app.cards
+        .resume_card(pb::ResumeCardRequest {
+            iccid: ol[0].clone(),
+            ..Default::default()
+        })
+        .await
+        .expect("resume");
+    both(&app, &ops, chrono::Duration::seconds(60));
+    let before = wire_calls(&mut app, "ol").await;
+
+    let op = operations_client(&app.channel, ADMIN_KEY)
+        .batch_suspend(pb::BatchSuspendRequest {
+            iccids: ol.clone(),
+            request_id: String::new(),
+        })
+        .await
+        .expect("BatchSuspend")
+        .into_inner();
+    let results = until_done(&mut app, &ops, &op.id, 249).await;
+    let calls = made(&before, &wire_calls(&mut app, "ol").await);
+    // 249 cards in batches of 100; the card inside its window in none of them.
+    assert_eq!(to(&calls, "/change/sim-status/batch"), 3, "{calls:?}");
+    assert_eq!(to(&calls, "/change/sim-status"), 0, "{calls:?}");
+    assert!(to(&calls, "/query/sim-batch-result") >= 3, "{calls:?}");
+    // The batch change names cards by MSISDN: looked up 100 a call, once.
+    assert_eq!(to(&calls, "/query/sim-card-info/batch"), 3, "{calls:?}");
+    let waiting: Vec<&pb::ItemResult> = results.iter().filter(|r| r.status != "DONE").collect();
+    assert_eq!(waiting.len(), 1, "{results:?}");
+    assert_eq!(waiting[0].iccid, ol[0]);
+    assert_eq!(waiting[0].reason, "CARRIER_ORDER_OPEN");
+    let orders = app
+        .cards
+        .list_carrier_orders(pb::ListCarrierOrdersRequest {
+            iccid: ol[5].clone(),
+            ..Default::default()
+        })
+        .await
+        .expect("orders")
+        .into_inner()
+        .orders;
+    assert!(!orders[0].carrier_job_id.is_empty(), "{orders:?}");
+    assert_eq!(orders[0].carrier_order_id, orders[0].carrier_job_id);
+
+    // Its window ends: it goes out on its own.
+    both(&app, &ops, chrono::Duration::seconds(WINDOW_S));
+    until_done(&mut app, &ops, &op.id, 250).await;
+    let calls = made(&before, &wire_calls(&mut app, "ol").await);
+    assert_eq!(to(&calls, "/change/sim-status/batch"), 3, "{calls:?}");
+    assert_eq!(to(&calls, "/change/sim-status"), 1, "{calls:?}");
+    for iccid in &ol {
+        let card = get(&mut app, iccid).await;
+        assert_eq!(status_of(&card), pb::CardStatus::Suspended, "{iccid}");
+        let at_carrier = app
+            .sim
+            .get_carrier_card(pb::GetCarrierCardRequest {
+                account_id: "ol".into(),
+                carrier: 0,
+                iccid: iccid.clone(),
+            })
+            .await
+            .expect("carrier card")
+            .into_inner();
+        assert_eq!(
+            at_carrier.state,
+            pb::CarrierServiceState::Stopped as i32,
+            "{iccid}"
+        );
+    }
 }
