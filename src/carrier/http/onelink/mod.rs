@@ -329,6 +329,8 @@ pub struct OneLink {
     bind_tac_digits: usize,
     sim_imei_reports: ImeiReading,
     batch_result_key: BatchResultKey,
+    /// What dates the batch usage queries (`queryDate`): the wall clock, or a test's.
+    clock: std::sync::Arc<dyn crate::clock::Clock>,
     /// Access numbers already found (simgate's record of the card, else
     /// `/query/sim-basic-info`), so each card's is looked up once per process.
     numbers: crate::carrier::platform::KnownNumbers,
@@ -401,8 +403,16 @@ impl OneLink {
             bind_tac_digits: cfg.bind_tac_digits,
             sim_imei_reports: cfg.sim_imei_reports,
             batch_result_key: cfg.batch_result_key,
+            clock: std::sync::Arc::new(crate::clock::SystemClock),
             numbers: Default::default(),
         })
+    }
+
+    /// This adapter with `queryDate` taken from `clock` instead of the wall clock (a test
+    /// whose simulated platform runs on a clock of its own).
+    pub fn with_clock(mut self, clock: std::sync::Arc<dyn crate::clock::Clock>) -> OneLink {
+        self.clock = clock;
+        self
     }
 
     /// One request and its envelope; `result` on status "0".
@@ -828,7 +838,7 @@ impl OneLink {
         iccids: &[Iccid],
     ) -> Result<std::collections::HashMap<Iccid, u64>, CarrierError> {
         let path = "/query/sim-data-usage-monthly/batch";
-        let month = month_query_date(chrono::Utc::now());
+        let month = month_query_date(self.clock.now());
         let result = self
             .batch_read(path, iccids, &[("queryDate", month)])
             .await?;
@@ -844,7 +854,7 @@ impl OneLink {
         iccids: &[Iccid],
         day: chrono::NaiveDate,
     ) -> Result<std::collections::HashMap<Iccid, u64>, CarrierError> {
-        let today = beijing_day(chrono::Utc::now());
+        let today = beijing_day(self.clock.now());
         if !daily_day_in_range(today, day) {
             return Err(CarrierError::Rejected {
                 code: codes::BATCH_REFUSED_LOCALLY.into(),
