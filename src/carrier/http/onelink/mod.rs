@@ -1643,7 +1643,19 @@ mod tests {
                 ("0", 14)
             );
             assert_eq!(back.sim_imei_reports, ImeiReading::Device);
+            assert_eq!(back.batch_result_key, BatchResultKey::JobId);
         }
+        let cfg: OneLinkConfig = serde_json::from_value(json!({
+            "base_url": "http://h/v5/ec", "appid": "a", "password": "p",
+            "batch_result_key": "orderNum"
+        }))
+        .unwrap();
+        assert_eq!(cfg.batch_result_key.as_str(), "orderNum");
+        assert!(serde_json::from_value::<OneLinkConfig>(json!({
+            "base_url": "http://h/v5/ec", "appid": "a", "password": "p",
+            "batch_result_key": "job_id"
+        }))
+        .is_err());
     }
 
     #[test]

@@ -838,3 +838,153 @@ pub fn parse_batch_result(record: &Map<String, Value>) -> Result<BatchResult, Ca
 /// The format the simulator writes its dates in.
 pub const BEIJING_FORMAT: &str = "%Y-%m-%d %H:%M:%S";
 pub const COMPACT_FORMAT: &str = "%Y%m%d%H%M%S";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn record(v: Value) -> Map<String, Value> {
+        v.as_object().cloned().unwrap_or_default()
+    }
+
+    #[test]
+    fn batch_identifiers_are_joined_and_split_by_underscores() {
+        assert_eq!(join_ids(["1", "2", "3"]), "1_2_3");
+        assert_eq!(join_ids(["1"]), "1");
+        assert_eq!(join_ids(std::iter::empty::<&str>()), "");
+        assert_eq!(split_ids("1_2__ 3 _"), vec!["1", "2", "3"]);
+        assert!(split_ids("").is_empty());
+    }
+
+    #[test]
+    fn query_dates_are_beijing_months_and_days() {
+        // 2024-01-31 20:00 UTC is already 1 February in Beijing.
+        let late = chrono::DateTime::parse_from_rfc3339("2024-01-31T20:00:00Z")
+            .unwrap()
+            .with_timezone(&chrono::Utc);
+        assert_eq!(month_query_date(late), "202402");
+        assert_eq!(
+            beijing_day(late),
+            chrono::NaiveDate::from_ymd_opt(2024, 2, 1).unwrap()
+        );
+        let day = chrono::NaiveDate::from_ymd_opt(2024, 1, 5).unwrap();
+        assert_eq!(day_query_date(day), "20240105");
+        let today = chrono::NaiveDate::from_ymd_opt(2024, 1, 10).unwrap();
+        let back = |n: i64| today - chrono::Duration::days(n);
+        assert!(!daily_day_in_range(today, today), "today has no data yet");
+        assert!(daily_day_in_range(today, back(1)));
+        assert!(daily_day_in_range(today, back(7)));
+        assert!(!daily_day_in_range(today, back(8)));
+        assert!(!daily_day_in_range(today, back(-1)));
+    }
+
+    #[test]
+    fn batch_usage_reads_both_shapes() {
+        let item = json!({ "iccid": "898604", "dataAmount": "2", "apnDataAmountList": [] });
+        let nested = [json!({ "deadLine": "x", "dataAmountList": [item.clone()] })];
+        let flat = [item];
+        for result in [&nested[..], &flat[..]] {
+            assert_eq!(
+                parse_batch_usage(result),
+                vec![UsageItem {
+                    iccid: Some("898604".into()),
+                    msisdn: None,
+                    imsi: None,
+                    bytes: Some(2048),
+                }]
+            );
+        }
+        let odd = [
+            json!({ "dataAmountList": [
+            { "msisdn": "1440000000001", "dataAmount": " " },
+            { "imsi": "460040000000001", "dataAmount": "lots" },
+            { "dataAmount": "1" },
+            "not a record",
+        ] }),
+            json!({ "deadLine": "x" }),
+        ];
+        let items = parse_batch_usage(&odd);
+        assert_eq!(items.len(), 2, "the item naming no card is skipped");
+        assert_eq!(
+            (items[0].msisdn.as_deref(), items[0].bytes),
+            (Some("1440000000001"), Some(0))
+        );
+        assert_eq!(
+            (items[1].imsi.as_deref(), items[1].bytes),
+            (Some("460040000000001"), None)
+        );
+        assert!(parse_batch_usage(&[]).is_empty());
+    }
+
+    #[test]
+    fn card_info_gives_a_number_only_when_found() {
+        let infos = parse_card_info(&[
+            json!({ "status": "0", "msisdn": "1440000000001", "iccid": "a", "imsi": "i" }),
+            json!({ "status": "11011", "msisdn": "1440000000002", "iccid": "b" }),
+            json!({ "msisdn": "1440000000003", "iccid": "c" }),
+            json!({ "status": "0", "msisdn": " ", "iccid": "d" }),
+        ]);
+        let found: Vec<Option<&str>> = infos.iter().map(CardInfo::found_msisdn).collect();
+        assert_eq!(
+            found,
+            vec![Some("1440000000001"), None, Some("1440000000003"), None]
+        );
+        assert_eq!(infos[0].imsi.as_deref(), Some("i"));
+    }
+
+    #[test]
+    fn a_batch_receipt_needs_a_job_id() {
+        assert_eq!(
+            parse_batch_receipt(&[json!({ "jobId": " J1 " })]).as_deref(),
+            Some("J1")
+        );
+        assert_eq!(
+            parse_batch_receipt(&[json!({ "jobId": 7 })]).as_deref(),
+            Some("7")
+        );
+        assert_eq!(parse_batch_receipt(&[json!({ "jobId": "" })]), None);
+        assert_eq!(parse_batch_receipt(&[]), None);
+    }
+
+    #[test]
+    fn every_job_status_is_classified_and_an_unlisted_one_is_not_finished() {
+        assert_eq!(codes::JOB_STATUS.len(), 5);
+        for (code, finished) in [
+            ("0", false),
+            ("1", false),
+            ("2", true),
+            ("3", true),
+            ("4", true),
+        ] {
+            assert_eq!(codes::job_finished(code), Some(finished), "{code}");
+            let r = parse_batch_result(&record(json!({ "jobStatus": code }))).unwrap();
+            assert_eq!((r.finished, r.unlisted), (finished, false));
+            assert!(r.items.is_empty());
+        }
+        let r = parse_batch_result(&record(json!({ "jobStatus": "5" }))).unwrap();
+        assert_eq!((r.finished, r.unlisted), (false, true));
+        assert!(matches!(
+            parse_batch_result(&record(json!({ "resultList": [] }))),
+            Err(CarrierError::Transient(_))
+        ));
+    }
+
+    #[test]
+    fn batch_result_items_name_msisdns_by_result_type_1() {
+        let r = parse_batch_result(&record(json!({ "jobStatus": 3, "resultList": [
+            { "resultType": "1", "resultId": "1440000000001", "status": "0", "message": "正确" },
+            { "resultType": "2", "resultId": "89860400000000000001", "status": "0" },
+            { "resultType": "1", "resultId": "1440000000002" },
+        ] })))
+        .unwrap();
+        assert_eq!((r.job_status.as_str(), r.finished), ("3", true));
+        assert_eq!(r.items[0].msisdn(), Some("1440000000001"));
+        assert_eq!(r.items[0].status.as_deref(), Some("0"));
+        assert_eq!(r.items[1].msisdn(), None, "only resultType 1 is published");
+        assert_eq!(
+            (r.items[2].status.as_deref(), r.items[2].message.as_str()),
+            (None, "")
+        );
+    }
+}
