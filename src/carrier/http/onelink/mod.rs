@@ -878,11 +878,12 @@ impl OneLink {
         Ok(parse_card_info(&self.batch_read(path, iccids, &[]).await?))
     }
 
-    /// The access numbers of `iccids`, in their order, each costing at most one lookup per
-    /// process: kept ([`KnownNumbers`](crate::carrier::platform::KnownNumbers)), else simgate's
-    /// stored one, else one `/query/sim-card-info/batch` per 100 cards still missing; every
-    /// number found is kept. A card with no number anywhere: `NO_MSISDN` (ours), nothing sent.
-    async fn numbers_of(&self, iccids: &[Iccid]) -> Result<Vec<String>, CarrierError> {
+    /// Finds the access numbers of `iccids` not kept yet, each costing at most one lookup per
+    /// process: simgate's stored one, else one `/query/sim-card-info/batch` per 100 cards
+    /// still missing; every number found is kept
+    /// ([`KnownNumbers`](crate::carrier::platform::KnownNumbers)). A card the platform gives no
+    /// number for stays without one (and is asked again by a later call).
+    async fn look_up_numbers(&self, iccids: &[Iccid]) -> Result<(), CarrierError> {
         let mut missing = Vec::new();
         for iccid in iccids {
             if self.numbers.get(iccid).is_some() {
@@ -905,6 +906,13 @@ impl OneLink {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// The access numbers of `iccids`, in their order ([`OneLink::look_up_numbers`]). A card
+    /// with no number anywhere: `NO_MSISDN` (ours), for the batch change names cards by msisdn.
+    async fn numbers_of(&self, iccids: &[Iccid]) -> Result<Vec<String>, CarrierError> {
+        self.look_up_numbers(iccids).await?;
         iccids
             .iter()
             .map(|iccid| {
@@ -926,17 +934,19 @@ impl OneLink {
         iccid: Iccid,
         used: Option<u64>,
     ) -> Result<Option<CarrierCard>, CarrierError> {
-        let known = |e: &CarrierError| matches!(e, CarrierError::Rejected { code, .. } if code == codes::CARD_UNKNOWN);
+        let unknown = |e: &CarrierError| {
+            matches!(e, CarrierError::Rejected { code, .. } if code == codes::CARD_UNKNOWN)
+        };
         let state = match self.status(&iccid).await {
             Ok((_, s)) => s,
-            Err(e) if known(&e) => return Ok(None),
+            Err(e) if unknown(&e) => return Ok(None),
             Err(e) => return Err(e),
         };
         let cycle_usage_bytes = match used {
             Some(b) => b,
             None => match self.query_card("/query/sim-data-usage", &iccid).await {
                 Ok(r) => parse_data_usage(&r)?,
-                Err(e) if known(&e) => return Ok(None),
+                Err(e) if unknown(&e) => return Ok(None),
                 Err(e) => return Err(e),
             },
         };
@@ -1112,13 +1122,17 @@ impl Carrier for OneLink {
                 "OneLink sim-batch-result jobStatus not in the dossier's list; read as not finished"
             );
         }
-        let numbers = self.numbers_of(iccids).await?;
+        // Normally kept since the change; after a restart looked up again. A card still
+        // without a number cannot be matched: Open while the job runs, then left out.
+        self.look_up_numbers(iccids).await?;
         let mut items: Vec<(Iccid, BatchItem)> = Vec::new();
         for item in &r.items {
-            let card = item
-                .msisdn()
-                .and_then(|m| numbers.iter().position(|n| n == m))
-                .map(|i| iccids[i].clone());
+            let card = item.msisdn().and_then(|m| {
+                iccids
+                    .iter()
+                    .find(|i| self.numbers.get(i).as_deref() == Some(m))
+                    .cloned()
+            });
             let (Some(card), Some(status)) = (card, item.status.as_deref()) else {
                 tracing::warn!(
                     job = job_id,
