@@ -17,7 +17,8 @@
 //! Per-account settings for disputed or unknown facts (each documented on its field):
 //! `token_method`, `request_method` (§0.2); `repeat_window_code` (§3, §10: no code published;
 //! default none); `bind_test_type` (§7.1, default `0`); `bind_tac_digits` (§7.2, default 14);
-//! `sim_imei_reports` (§2.9 vs [IOTOS], default `device`).
+//! `sim_imei_reports` (§2.9 vs [IOTOS], default `device`); `batch_result_key` (§4.1, default
+//! `jobId`).
 //!
 //! Calls, and what is still unknown about each:
 //! - `/get/token` (§1; appid, password, transid): `result[0].token`, `result[0].ttl` (seconds).
@@ -31,8 +32,11 @@
 //!   (then read as its text, CT table); what PB 01/05/06 do to service (names only); the
 //!   format of `lastChangeDate` (not read).
 //! - `/query/sim-data-usage` (§2.3): `dataAmount`, KB this month; blank = 0 ([SMOC]); the
-//!   [YZ-PARSE] shape `dataAmountList[0].dataAmount` when `dataAmount` is absent — `card()`.
-//!   Unknown: nothing beyond the PB/CT timing the doc text states (PB: up to yesterday 24:00).
+//!   [YZ-PARSE] shape `dataAmountList[0].dataAmount` when `dataAmount` is absent — `card()`,
+//!   and `cards()` for a card the monthly batch gives no figure for. Timing (doc text, [PHP]
+//!   CMIOT_API25U04, [THL]): "PB号段为截至前一天24点流量，CT号段为实时流量" — a card on the
+//!   OneLink-PB platform reads up to yesterday 24:00, one on OneLink-CT in real time (which a
+//!   card is on: `/query/sim-platform/batch`, not called). Unknown: nothing beyond that.
 //! - `/query/sim-session` (§2.6): the newest `simSessionList[].createDate` — `card()`. Field
 //!   names confirmed ([IOTOS], [ESIM7]); unknown: the `createDate` format (both dossier
 //!   formats are read, otherwise the last session is `Unknown`, never "never") and whether an
@@ -95,6 +99,54 @@
 //!   [WX]) — [`OneLink::real_name_registered`]. Unknown: the values other than "1".
 //! - `/query/group-data-usage` (§6; groupId): a pool's usage this month —
 //!   [`OneLink::group_data_usage`]. Unknown: the whole reply; `useAmount` in KB is a guess.
+//!
+//! Batch calls (§4, §4.1, §5.1-5.3): every one takes at most 100 cards ([`codes::BATCH_LIMIT`];
+//! more, or a daily date out of range, is refused before sending with our
+//! `BATCH_REFUSED_LOCALLY`), their ids `_`-joined, refusals as for the single reads.
+//! - `/query/sim-data-usage-monthly/batch` (§5.2, CMIOT_API25U03; `iccids`, `queryDate` =
+//!   this month yyyyMM in Beijing time) — `cards()` ([`Carrier::batch_limit`] 100) and
+//!   [`OneLink::monthly_usage`]. Its data runs **up to yesterday** ("current month up to
+//!   yesterday", [PHP]) for every card: the usage sync's usage-limit stops can come up to a day
+//!   late on OneLink. `dataAmountList[]` items (KB → bytes; blank = 0) carry `iccid`, `msisdn`
+//!   or `imsi`: an item is the card's by its `iccid`, else by its `msisdn` through a number
+//!   simgate already has (kept or stored; a usage read spends no number lookup); `imsi` alone
+//!   names no card (simgate keeps none). Two shapes, both read: [GOSDK]'s
+//!   `result[]{deadLine, dataAmountList[…]}` and the items directly in `result[]` (`deadLine`
+//!   not read: format not found). A card absent from the answer: "dataAmount为0则不返回" is said
+//!   of `apnDataAmountList` only, so absence is not read as zero: that card's usage is read
+//!   alone with `/query/sim-data-usage` (real time for CT numbers). A batch refused `11011`
+//!   (not saying which card) is read card by card.
+//!   The state comes from `/query/sim-status` card by card: the dossier has **no batch status
+//!   call** (`/query/sim-platform/batch` answers the platform, not the state). `last_session` is
+//!   `Unknown` in `cards()` readings: the session call is left out of the batch read (the sync
+//!   does not use it; `card()` still reads it). Calls per 100 cards: 1 + 100.
+//! - `/query/sim-data-usage-daily/batch` (§5.1, CMIOT_API25U01; `queryDate` yyyyMMdd, one of
+//!   the 7 days before today) — [`OneLink::daily_usage`]; same items; a card absent has no
+//!   figure for that day.
+//! - `/query/sim-card-info/batch` (§5.3, CMIOT_API25S05; `iccids` → per card `{status,
+//!   message, msisdn, iccid, imsi}`, [GOSDK]) — [`OneLink::card_info`], and the access numbers
+//!   the batch change names cards by: kept first (`KnownNumbers`), else simgate's stored
+//!   number (`AccountCtx::stored_number`), else this call for the cards still missing, and
+//!   kept: a card's number costs at most one lookup per process. A record with a `status`
+//!   other than 0, or naming a card not asked for, gives no number.
+//! - `/change/sim-status/batch` (§4, CMIOT_API23S06) — `change_batch()`
+//!   ([`Carrier::batch_change_limit`] 100): Stop → operType 9 (已激活→已停机), Restore → 11
+//!   (已停机→已激活), `reason` 01 (主动停复机), `msisdns` `_`-joined; nothing else is batched
+//!   (refused `BATCH_NOT_SUPPORTED`). `result[0].jobId` → `BatchReceipt`; status 0 without a
+//!   jobId is `OutcomeUnknown`. Any refusal is an unexplained batch failure — "one card inside
+//!   its repeat window fails the whole batch" ([PHP]) and the reply need not say which; the
+//!   code is not found — so `Deferred` with the platform's code: nothing is known changed and
+//!   the journal falls back to single changes. A card with no number: `NO_MSISDN`, nothing
+//!   sent. Transport errors as for a change (`OutcomeUnknown` once sent).
+//! - `/query/sim-batch-result` (§4.1, CMIOT_API23M10) — `batch_job()`: the job id under
+//!   [`OneLinkConfig::batch_result_key`] (DISPUTED `jobId` / `orderNum`). `jobStatus` 0 待处理,
+//!   1 处理中 → not finished; 2 处理完成, 3 包含有处理失败记录的处理完成, 4 处理失败 → finished;
+//!   an unlisted value → not finished and a warning, never a guessed outcome.
+//!   `resultList[]{resultType, resultId, status, message}`: resultType 1 names an msisdn,
+//!   mapped back to the job's card through its number (other types, not published, are
+//!   ignored with a warning); item status 0 → Applied, any other → Failed with it and the
+//!   message (per-item codes not found); blank → not read. A card not listed is Open while the
+//!   job runs and left out once it is over (the journal reads its state).
 //!
 //! Failing safe where the dossier is silent: an envelope code not listed is, for a read,
 //! unavailable (Transient, "unavailable: status X, message Y"), for a change `Deferred` after
@@ -934,9 +986,7 @@ impl OneLink {
         iccid: Iccid,
         used: Option<u64>,
     ) -> Result<Option<CarrierCard>, CarrierError> {
-        let unknown = |e: &CarrierError| {
-            matches!(e, CarrierError::Rejected { code, .. } if code == codes::CARD_UNKNOWN)
-        };
+        let unknown = |e: &CarrierError| matches!(e, CarrierError::Rejected { code, .. } if code == codes::CARD_UNKNOWN);
         let state = match self.status(&iccid).await {
             Ok((_, s)) => s,
             Err(e) if unknown(&e) => return Ok(None),

@@ -17,6 +17,19 @@
 //! card-bind-status names by msisdn); its `Deferred` (repeat window) is refused with
 //! [`WireOptions::repeat_window_code`].
 //!
+//! Batch calls (§4, §4.1, §5.1-5.3), from the [`SimCarrier`]'s batch jobs and daily usage:
+//! `/change/sim-status/batch` (`msisdns`, operType 9/11 with reason 01 → `take_batch` → `jobId`;
+//! its `Deferred` — one card inside its window fails the batch, naming no card — answered with
+//! [`SIM_BATCH_REPEAT_WINDOW`], ours: the real code is not found), `/query/sim-batch-result`
+//! (`job` → `jobStatus` 1/2/3/4 and the processed cards by msisdn; the job id under the
+//! configuration's `batch_result_key`), `/query/sim-data-usage-monthly/batch` (`usage_between`
+//! from the cycle start to today's 00:00 Beijing: up to yesterday; the simulated carrier has no
+//! PB/CT notion, so every card lags a day here and none in the single call),
+//! `/query/sim-data-usage-daily/batch` (that one day) and `/query/sim-card-info/batch`
+//! (`number_of`). Batches are taken by `iccids` (reads) or `msisdns` (the change); more than
+//! 100 cards is refused with [`SIM_BATCH_TOO_LARGE`], ours. Every request is counted by path
+//! ([`WireStats::calls_to`]).
+//!
 //! Invented, because nothing is published (each marked where it is used):
 //! - bad credentials answer `12022`: a reseller's code ([COTONDA]), not China Mobile's;
 //! - the rate limit is HTTP 429 with `Retry-After` (the v5 answer is not found; v2 used `71`);
