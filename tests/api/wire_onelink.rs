@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use axum::routing::any;
 use simgate::carrier::http::onelink::simulator::{router, WireOptions, WireStats};
-use simgate::carrier::http::onelink::{HttpMethod, ImeiReading, OneLink, OneLinkConfig, WireDate};
+use simgate::carrier::http::onelink::{
+    BatchResultKey, HttpMethod, ImeiReading, OneLink, OneLinkConfig, WireDate,
+};
 use simgate::carrier::http::{HttpTimeouts, Secret};
 use simgate::carrier::sim::{SimCarrier, SimFaults};
 use simgate::carrier::{Carrier, CarrierError, OnboardCard, Receipt, ServiceState};
@@ -45,6 +47,7 @@ fn config(addr: SocketAddr, password: &str, request_ms: u64) -> OneLinkConfig {
         bind_test_type: "0".into(),
         bind_tac_digits: 14,
         sim_imei_reports: ImeiReading::default(),
+        batch_result_key: BatchResultKey::default(),
     }
 }
 
@@ -558,12 +561,15 @@ use simgate::carrier::http::onelink::{
     parse_envelope, parse_imei, parse_last_session, parse_order_info, parse_real_name,
     parse_stop_reasons, parse_token, BindStatus, ChangeReply,
 };
+use simgate::carrier::http::onelink::{
+    parse_batch_receipt, parse_batch_result, parse_batch_usage, parse_card_info, UsageItem,
+};
 use simgate::carrier::{LastSession, OrderProgress};
 
 const FIXTURE_DIR: &str = "tests/fixtures/carrier-wire/onelink";
 
 /// Every reply fixture, each checked by `check_reply`.
-const REPLY_FIXTURES: [&str; 17] = [
+const REPLY_FIXTURES: [&str; 22] = [
     "any-call.s0-4.reply-12021.json",
     "any-call.s0-4.reply-ok-empty.json",
     "get-token.s1.reply.json",
@@ -581,6 +587,19 @@ const REPLY_FIXTURES: [&str; 17] = [
     "derived/query-sim-stop-reason.s2-7.reply-position-2.json",
     "derived/query-card-bind-status.s7-1.reply-separated.json",
     "derived/query-card-bind-status.s7-1.reply-query-failed.json",
+    "change-sim-status-batch.s4.reply.json",
+    "query-sim-batch-result.s4-1.reply.json",
+    "query-sim-data-usage-monthly-batch.s5-2.reply.json",
+    "query-sim-card-info-batch.s5-3.reply.json",
+    "derived/query-sim-data-usage-monthly-batch.s5-2.reply-flat.json",
+];
+
+/// The request fixtures of the batch calls, each compared with what the adapter sends.
+const BATCH_REQUEST_FIXTURES: [&str; 4] = [
+    "change-sim-status-batch.s4.request.txt",
+    "derived/query-sim-data-usage-monthly-batch.s5-2.request.txt",
+    "derived/query-sim-card-info-batch.s5-3.request.txt",
+    "derived/query-sim-batch-result.s4-1.request.txt",
 ];
 
 /// The derived request fixtures of `order()`, `binding()` and `rebind()` (issue 20), each
@@ -808,6 +827,52 @@ fn check_reply(file: &str, body: &str) {
                 "{e:?}"
             );
         }
+        "change-sim-status-batch.s4.reply.json" => {
+            let env = parse_envelope(body.as_bytes()).expect("envelope");
+            assert_eq!(parse_batch_receipt(&env.result).as_deref(), Some("<jobId>"));
+        }
+        "query-sim-batch-result.s4-1.reply.json" => {
+            let r = parse_batch_result(&record_of(body)).expect("batch result");
+            // jobStatus 3: 包含有处理失败记录的处理完成, over.
+            assert_eq!(
+                (r.job_status.as_str(), r.finished, r.unlisted),
+                ("3", true, false)
+            );
+            let items: Vec<_> = r
+                .items
+                .iter()
+                .map(|i| (i.msisdn(), i.status.as_deref(), i.message.as_str()))
+                .collect();
+            assert_eq!(
+                items,
+                vec![
+                    (Some("1440000000001"), Some("0"), "正确"),
+                    (Some("1440000000002"), Some("<code>"), "<text>"),
+                ]
+            );
+        }
+        "query-sim-data-usage-monthly-batch.s5-2.reply.json"
+        | "derived/query-sim-data-usage-monthly-batch.s5-2.reply-flat.json" => {
+            // [GOSDK]'s result[]{deadLine, dataAmountList[]} and items directly in result[].
+            let env = parse_envelope(body.as_bytes()).expect("envelope");
+            assert_eq!(
+                parse_batch_usage(&env.result),
+                vec![UsageItem {
+                    iccid: None,
+                    msisdn: Some("1440000000001".into()),
+                    imsi: None,
+                    bytes: Some(2048 * 1024),
+                }]
+            );
+        }
+        "query-sim-card-info-batch.s5-3.reply.json" => {
+            let env = parse_envelope(body.as_bytes()).expect("envelope");
+            let infos = parse_card_info(&env.result);
+            assert_eq!(infos.len(), 1);
+            assert_eq!(infos[0].iccid.as_deref(), Some("89860400000000000001"));
+            assert_eq!(infos[0].found_msisdn(), Some("1440000000001"));
+            assert_eq!(infos[0].imsi.as_deref(), Some("460040000000001"));
+        }
         other => panic!("{other} has no expected values"),
     }
 }
@@ -834,6 +899,7 @@ fn wire_onelink_fixture_replies_parse_to_the_dossier_values() {
         .iter()
         .chain(REQUEST_FIXTURES.iter())
         .chain(ORDER_BINDING_REQUEST_FIXTURES.iter())
+        .chain(BATCH_REQUEST_FIXTURES.iter())
         .chain(["INDEX.md"].iter())
         .map(|s| s.to_string())
         .collect();
@@ -846,6 +912,7 @@ fn wire_onelink_fixture_replies_parse_to_the_dossier_values() {
         .iter()
         .chain(REQUEST_FIXTURES.iter())
         .chain(ORDER_BINDING_REQUEST_FIXTURES.iter())
+        .chain(BATCH_REQUEST_FIXTURES.iter())
     {
         assert!(fixture("INDEX.md").contains(&format!("`{file}`")), "{file}");
     }
@@ -2290,4 +2357,502 @@ async fn wire_onelink_simulator_binding_round_trips() {
         receipt.in_progress && receipt.order_id.is_some(),
         "{receipt:?}"
     );
+}
+
+// Batch calls (§4, §4.1, §5.1-5.3).
+
+use simgate::carrier::{BatchItem, BatchJob, Change};
+
+/// The dossier's second card (its number `1440000000002` is the batch fixtures' second).
+fn dossier_card_2() -> Iccid {
+    Iccid::parse_any("89860400000000000002").expect("the second dossier ICCID")
+}
+
+/// simgate's stored numbers: the dossier's two cards.
+struct DossierNumbers;
+
+#[async_trait::async_trait]
+impl simgate::carrier::platform::CardNumbers for DossierNumbers {
+    async fn msisdn(
+        &self,
+        _: &simgate::domain::AccountId,
+        iccid: &Iccid,
+    ) -> Result<Option<String>, String> {
+        Ok(match iccid.as_str() {
+            "89860400000000000001" => Some("1440000000001".into()),
+            "89860400000000000002" => Some("1440000000002".into()),
+            _ => None,
+        })
+    }
+}
+
+fn batch_fixtures() -> Vec<(&'static str, String)> {
+    let mut b = read_fixtures();
+    for (path, file) in [
+        (
+            "/query/sim-data-usage-monthly/batch",
+            "query-sim-data-usage-monthly-batch.s5-2.reply.json",
+        ),
+        (
+            "/query/sim-card-info/batch",
+            "query-sim-card-info-batch.s5-3.reply.json",
+        ),
+        (
+            "/change/sim-status/batch",
+            "change-sim-status-batch.s4.reply.json",
+        ),
+        (
+            "/query/sim-batch-result",
+            "query-sim-batch-result.s4-1.reply.json",
+        ),
+    ] {
+        b.push((path, fixture(file)));
+    }
+    b
+}
+
+/// The clock of the derived monthly request (queryDate 202401): 2024-01-15 12:00 Beijing.
+fn january_2024() -> Arc<ManualClock> {
+    Arc::new(ManualClock::new(
+        beijing("2024-01-15 12:00:00").expect("a time"),
+    ))
+}
+
+#[tokio::test]
+async fn wire_onelink_batch_fixtures_read_through_the_adapter() {
+    // No number stored: the monthly items (by msisdn only) name no card simgate knows the
+    // number of, so the usage is read alone; a batch change looks the number up once.
+    let (a, received) = platform_answering_as(
+        &batch_fixtures(),
+        |addr| config_sending(addr, HttpMethod::Get),
+        ctx_default(),
+    )
+    .await;
+    let a = a.with_clock(january_2024());
+    let c = a.cards(&[dossier_card()]).await.expect("cards");
+    assert_eq!(
+        (c[0].state, c[0].cycle_usage_bytes, c[0].last_session),
+        (ServiceState::Active, 10_240 * 1024, LastSession::Unknown),
+        "the single call's fixture"
+    );
+    assert_eq!(requests_to(&received, "/query/sim-data-usage"), 1);
+    let receipt = a
+        .change_batch(&[dossier_card()], &Change::Stop)
+        .await
+        .expect("batch stop");
+    assert_eq!(receipt.job_id, "<jobId>");
+    assert_eq!(requests_to(&received, "/query/sim-card-info/batch"), 1);
+    // Now the number is kept: the monthly item is the card's, and no lookup is repeated.
+    let c = a.cards(&[dossier_card()]).await.expect("cards");
+    assert_eq!(c[0].cycle_usage_bytes, 2048 * 1024, "the monthly fixture");
+    assert_eq!(requests_to(&received, "/query/sim-data-usage"), 1);
+    let job = a
+        .batch_job("<jobId>", &[dossier_card()])
+        .await
+        .expect("job");
+    // The second item's number names no card of the job: not taken.
+    assert_eq!(
+        job,
+        BatchJob {
+            finished: true,
+            status: "3".into(),
+            items: vec![(dossier_card(), BatchItem::Applied)],
+        }
+    );
+    assert_eq!(requests_to(&received, "/query/sim-card-info/batch"), 1);
+}
+
+#[tokio::test]
+async fn wire_onelink_batch_requests_match_the_dossier() {
+    let cards = [dossier_card(), dossier_card_2()];
+    for method in [HttpMethod::Get, HttpMethod::Post] {
+        // Stored numbers: no lookup before the batch change.
+        let stored = simgate::carrier::platform::AccountCtx {
+            numbers: simgate::carrier::platform::NumberBook(Arc::new(DossierNumbers)),
+            ..ctx_default()
+        };
+        let (a, received) = platform_answering_as(
+            &batch_fixtures(),
+            |addr| config_sending(addr, method),
+            stored,
+        )
+        .await;
+        let a = a.with_clock(january_2024());
+        a.cards(&cards).await.expect("cards");
+        a.change_batch(&cards, &Change::Stop).await.expect("stop");
+        let job = a.batch_job("<jobId>", &cards).await.expect("job");
+        assert_eq!(
+            job.items,
+            vec![
+                (dossier_card(), BatchItem::Applied),
+                (
+                    dossier_card_2(),
+                    BatchItem::Failed {
+                        code: "<code>".into(),
+                        message: "<text>".into()
+                    }
+                ),
+            ]
+        );
+        assert_eq!(requests_to(&received, "/query/sim-card-info/batch"), 0);
+        // Without stored numbers: one card-info lookup for both.
+        let (b, received_b) = platform_answering_as(
+            &batch_fixtures(),
+            |addr| config_sending(addr, method),
+            ctx_default(),
+        )
+        .await;
+        // The card-info fixture knows only the first card: the second has no number.
+        assert_eq!(
+            rejected_code(b.change_batch(&cards, &Change::Restore).await),
+            "NO_MSISDN"
+        );
+        assert_eq!(requests_to(&received_b, "/change/sim-status/batch"), 0);
+        let received: Vec<_> = received
+            .lock()
+            .unwrap()
+            .iter()
+            .chain(received_b.lock().unwrap().iter())
+            .cloned()
+            .collect();
+        for file in BATCH_REQUEST_FIXTURES {
+            let (_, path, want) = fixture_params(file);
+            let r = received
+                .iter()
+                .find(|r| r.1 == path)
+                .unwrap_or_else(|| panic!("{method:?}: no request to {path}"));
+            let wanted = if method == HttpMethod::Get {
+                "GET"
+            } else {
+                "POST"
+            };
+            assert_eq!(r.0, wanted);
+            let got = params_of(&r.0, &r.2, &r.3);
+            // The dossier's values, `_`-joined (the job id is the reply fixture's placeholder).
+            assert_eq!(got, want, "{method:?} {path}");
+        }
+    }
+    // batch_result_key = "orderNum" ([IOTOS]) names the job under that key.
+    let (a, received) = platform_answering_as(
+        &batch_fixtures(),
+        |addr| OneLinkConfig {
+            batch_result_key: BatchResultKey::OrderNum,
+            ..config_sending(addr, HttpMethod::Get)
+        },
+        simgate::carrier::platform::AccountCtx {
+            numbers: simgate::carrier::platform::NumberBook(Arc::new(DossierNumbers)),
+            ..ctx_default()
+        },
+    )
+    .await;
+    a.batch_job("<jobId>", &cards).await.expect("job");
+    let r = received
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|r| r.1.ends_with("/query/sim-batch-result"))
+        .cloned()
+        .expect("a batch-result request");
+    let got = params_of(&r.0, &r.2, &r.3);
+    assert_eq!(got.get("orderNum").map(String::as_str), Some("<jobId>"));
+    assert!(!got.contains_key("jobId"));
+}
+
+#[tokio::test]
+async fn wire_onelink_batch_limits_and_dates_are_checked_before_sending() {
+    let (a, received) = platform_answering(&batch_fixtures(), HttpMethod::Get).await;
+    let a = a.with_clock(january_2024());
+    let many: Vec<Iccid> = (1..=101).map(iccid).collect();
+    for r in [
+        rejected_code(a.change_batch(&many, &Change::Stop).await),
+        rejected_code(a.change_batch(&[], &Change::Stop).await),
+        rejected_code(a.card_info(&many).await),
+        rejected_code(a.monthly_usage(&many).await),
+    ] {
+        assert_eq!(r, "BATCH_REFUSED_LOCALLY");
+    }
+    assert_eq!(
+        rejected_code(a.change_batch(&[dossier_card()], &Change::Cancel).await),
+        "BATCH_NOT_SUPPORTED"
+    );
+    let day = |d: u32| chrono::NaiveDate::from_ymd_opt(2024, 1, d).expect("a day");
+    for out_of_range in [day(15), day(7), day(16)] {
+        assert_eq!(
+            rejected_code(a.daily_usage(&[dossier_card()], out_of_range).await),
+            "BATCH_REFUSED_LOCALLY"
+        );
+    }
+    assert!(received
+        .lock()
+        .unwrap()
+        .iter()
+        .all(|r| !r.1.contains("batch")));
+    // A refused batch change is Deferred with the platform's code.
+    let mut bodies = batch_fixtures();
+    bodies.push((
+        "/change/sim-status/batch",
+        r#"{"status":"19998","message":"批量办理中有卡号在30分钟内有成功调用","result":[]}"#.into(),
+    ));
+    let (a, _) = platform_answering_as(
+        &bodies,
+        |addr| config_sending(addr, HttpMethod::Get),
+        simgate::carrier::platform::AccountCtx {
+            numbers: simgate::carrier::platform::NumberBook(Arc::new(DossierNumbers)),
+            ..ctx_default()
+        },
+    )
+    .await;
+    match a.change_batch(&[dossier_card()], &Change::Stop).await {
+        Err(CarrierError::Deferred { code, .. }) => assert_eq!(code, "19998"),
+        other => panic!("expected Deferred, got {other:?}"),
+    }
+}
+
+/// The rig with `extra` more active cards (4, 5, …) and an adapter on the simulated carrier's
+/// clock.
+async fn batch_rig(extra: u64, faults: SimFaults) -> (Rig, OneLink) {
+    let r = rig().await;
+    r.sim.set_faults(faults);
+    let more: Vec<OnboardCard> = (4..4 + extra)
+        .map(|n| OnboardCard {
+            iccid: iccid(n),
+            state: ServiceState::Active,
+            cycle_usage_bytes: 0,
+            msisdn: None,
+        })
+        .collect();
+    if !more.is_empty() {
+        r.sim.onboard(&more).await.expect("more cards");
+    }
+    let a = OneLink::new(&config(r.addr, PASSWORD, 5_000), ctx_default())
+        .expect("adapter")
+        .with_clock(Arc::new(r.clock.clone()));
+    (r, a)
+}
+
+fn no_window() -> SimFaults {
+    SimFaults {
+        repeat_window_s: Some(0),
+        ..SimFaults::default()
+    }
+}
+
+#[tokio::test]
+async fn wire_onelink_simulator_cards_read_usage_up_to_yesterday_in_three_batch_calls() {
+    let (r, a) = batch_rig(247, no_window()).await;
+    // Yesterday: card 1 uses 1 MiB (on top of the 5000 bytes it was onboarded with that day).
+    r.sim.record_usage(&iccid(1), 1 << 20).await.expect("usage");
+    r.clock.advance(chrono::Duration::days(1)).expect("clock");
+    // Today: not in the batch answer yet.
+    r.sim.record_usage(&iccid(1), 7 << 20).await.expect("usage");
+    r.sim.record_usage(&iccid(3), 1 << 20).await.expect("usage");
+    let all: Vec<Iccid> = (1..=250).map(iccid).collect();
+    let read = a.cards(&all).await.expect("cards");
+    assert_eq!(read.len(), 250);
+    assert_eq!(
+        r.stats.calls_to("/query/sim-data-usage-monthly/batch"),
+        3,
+        "one per 100 cards"
+    );
+    assert_eq!(r.stats.calls_to("/query/sim-data-usage"), 0);
+    assert_eq!(r.stats.calls_to("/query/sim-session"), 0);
+    assert_eq!(r.stats.calls_to("/query/sim-status"), 250);
+    let one = &read[0];
+    assert_eq!(
+        (one.iccid.clone(), one.state, one.cycle_usage_bytes),
+        (iccid(1), ServiceState::Active, 5_000 + (1 << 20))
+    );
+    assert_eq!(one.last_session, LastSession::Unknown);
+    assert_eq!(
+        (read[1].state, read[2].cycle_usage_bytes),
+        (ServiceState::Stopped, 2_048)
+    );
+    // The single call is real time (the simulated carrier has no PB lag).
+    assert_eq!(
+        a.card(&iccid(1)).await.expect("card").cycle_usage_bytes,
+        5_000 + (8 << 20)
+    );
+    // The daily batch: one day's usage (an import's usage counts on the day before it).
+    let yesterday =
+        simgate::carrier::http::onelink::beijing_day(r.clock.now()) - chrono::Duration::days(1);
+    let three = [iccid(1), iccid(2), iccid(3)];
+    let daily = a.daily_usage(&three, yesterday).await.expect("daily");
+    assert_eq!(
+        (
+            daily.get(&iccid(1)),
+            daily.get(&iccid(2)),
+            daily.get(&iccid(3))
+        ),
+        (Some(&(1 << 20)), Some(&0), Some(&0))
+    );
+    let before = yesterday - chrono::Duration::days(1);
+    let daily = a.daily_usage(&three, before).await.expect("daily");
+    assert_eq!(
+        (daily.get(&iccid(1)), daily.get(&iccid(3))),
+        (Some(&5_000), Some(&2_048))
+    );
+    // A card the platform does not know is left out.
+    let read = a.cards(&[iccid(1), iccid(900)]).await.expect("cards");
+    assert_eq!(read.len(), 1);
+}
+
+#[tokio::test]
+async fn wire_onelink_simulator_batch_change_is_a_job_applied_card_by_card() {
+    let (r, a) = batch_rig(0, no_window()).await;
+    let cards = [iccid(1), iccid(2), iccid(3)];
+    let receipt = a
+        .change_batch(&cards, &Change::Stop)
+        .await
+        .expect("batch stop");
+    assert!(receipt.job_id.starts_with("JOB"), "{receipt:?}");
+    let job = a.batch_job(&receipt.job_id, &cards).await.expect("job");
+    assert!(job.finished, "{job:?}");
+    assert_eq!(job.status, "2");
+    for c in &cards {
+        assert!(
+            job.items.contains(&(c.clone(), BatchItem::Applied)),
+            "{c}: {job:?}"
+        );
+        assert_eq!(
+            r.sim.inspect(c).await.expect("sim").state,
+            ServiceState::Stopped
+        );
+    }
+    assert_eq!(r.stats.calls_to("/query/sim-card-info/batch"), 1);
+    // The numbers are kept: a second batch and its job make no lookup.
+    let receipt = a
+        .change_batch(&cards, &Change::Restore)
+        .await
+        .expect("restore");
+    a.batch_job(&receipt.job_id, &cards).await.expect("job");
+    assert_eq!(r.stats.calls_to("/query/sim-card-info/batch"), 1);
+    assert_eq!(r.stats.calls_to("/change/sim-status/batch"), 2);
+    assert_eq!(
+        r.sim.inspect(&iccid(2)).await.expect("sim").state,
+        ServiceState::Active
+    );
+}
+
+#[tokio::test]
+async fn wire_onelink_simulator_batch_orders_are_open_then_applied() {
+    let (r, a) = batch_rig(
+        0,
+        SimFaults {
+            orders: true,
+            order_delay_s: 60,
+            ..no_window()
+        },
+    )
+    .await;
+    let cards = [iccid(1), iccid(3)];
+    let receipt = a
+        .change_batch(&cards, &Change::Stop)
+        .await
+        .expect("batch stop");
+    let job = a.batch_job(&receipt.job_id, &cards).await.expect("job");
+    assert_eq!((job.finished, job.status.as_str()), (false, "1"), "{job:?}");
+    assert_eq!(
+        job.items,
+        vec![(iccid(1), BatchItem::Open), (iccid(3), BatchItem::Open)]
+    );
+    r.clock
+        .advance(chrono::Duration::seconds(61))
+        .expect("clock");
+    let job = a.batch_job(&receipt.job_id, &cards).await.expect("job");
+    assert!(job.finished, "{job:?}");
+    assert_eq!(
+        job.items,
+        vec![
+            (iccid(1), BatchItem::Applied),
+            (iccid(3), BatchItem::Applied)
+        ]
+    );
+}
+
+#[tokio::test]
+async fn wire_onelink_simulator_a_card_inside_its_window_fails_the_batch() {
+    let (r, a) = batch_rig(
+        0,
+        SimFaults {
+            repeat_window_s: Some(1800),
+            ..SimFaults::default()
+        },
+    )
+    .await;
+    a.stop(&iccid(3))
+        .await
+        .expect("a single stop opens card 3's window");
+    match a.change_batch(&[iccid(1), iccid(3)], &Change::Stop).await {
+        Err(CarrierError::Deferred { code, .. }) => assert_eq!(
+            code,
+            simgate::carrier::http::onelink::simulator::SIM_BATCH_REPEAT_WINDOW
+        ),
+        other => panic!("expected Deferred, got {other:?}"),
+    }
+    // No card of the batch changed.
+    assert_eq!(
+        r.sim.inspect(&iccid(1)).await.expect("sim").state,
+        ServiceState::Active
+    );
+}
+
+#[tokio::test]
+async fn wire_onelink_simulator_refuses_batches_over_100_and_unknown_numbers() {
+    let (r, a) = batch_rig(0, no_window()).await;
+    // Straight to the simulator: the adapter refuses such batches itself.
+    let token = reqwest::Client::new()
+        .get(format!("http://{}/v5/ec/get/token", r.addr))
+        .query(&[("appid", APPID), ("password", PASSWORD), ("transid", "t")])
+        .send()
+        .await
+        .expect("token")
+        .json::<serde_json::Value>()
+        .await
+        .expect("json")["result"][0]["token"]
+        .as_str()
+        .expect("a token")
+        .to_string();
+    let many = (1..=101)
+        .map(|n| format!("1440000000{n:03}"))
+        .collect::<Vec<_>>()
+        .join("_");
+    for (path, key, ids) in [
+        ("/change/sim-status/batch", "msisdns", many.clone()),
+        (
+            "/query/sim-card-info/batch",
+            "iccids",
+            (1..=101)
+                .map(|n| iccid(n).to_string())
+                .collect::<Vec<_>>()
+                .join("_"),
+        ),
+    ] {
+        let body = reqwest::Client::new()
+            .get(format!("http://{}/v5/ec{path}", r.addr))
+            .query(&[
+                ("transid", "t"),
+                ("token", token.as_str()),
+                (key, ids.as_str()),
+                ("operType", "9"),
+                ("reason", "01"),
+            ])
+            .send()
+            .await
+            .expect("answer")
+            .json::<serde_json::Value>()
+            .await
+            .expect("json");
+        assert_eq!(
+            body["status"],
+            simgate::carrier::http::onelink::simulator::SIM_BATCH_TOO_LARGE,
+            "{path}: {body}"
+        );
+    }
+    // An unknown number is reported failed (11011) in the job, the others applied.
+    let job = a
+        .change_batch(&[iccid(1)], &Change::Stop)
+        .await
+        .expect("batch");
+    let j = a.batch_job(&job.job_id, &[iccid(1)]).await.expect("job");
+    assert_eq!(j.items, vec![(iccid(1), BatchItem::Applied)]);
 }

@@ -17,7 +17,8 @@
 //! Per-account settings for disputed or unknown facts (each documented on its field):
 //! `token_method`, `request_method` (§0.2); `repeat_window_code` (§3, §10: no code published;
 //! default none); `bind_test_type` (§7.1, default `0`); `bind_tac_digits` (§7.2, default 14);
-//! `sim_imei_reports` (§2.9 vs [IOTOS], default `device`).
+//! `sim_imei_reports` (§2.9 vs [IOTOS], default `device`); `batch_result_key` (§4.1, default
+//! `jobId`).
 //!
 //! Calls, and what is still unknown about each:
 //! - `/get/token` (§1; appid, password, transid): `result[0].token`, `result[0].ttl` (seconds).
@@ -31,8 +32,11 @@
 //!   (then read as its text, CT table); what PB 01/05/06 do to service (names only); the
 //!   format of `lastChangeDate` (not read).
 //! - `/query/sim-data-usage` (§2.3): `dataAmount`, KB this month; blank = 0 ([SMOC]); the
-//!   [YZ-PARSE] shape `dataAmountList[0].dataAmount` when `dataAmount` is absent — `card()`.
-//!   Unknown: nothing beyond the PB/CT timing the doc text states (PB: up to yesterday 24:00).
+//!   [YZ-PARSE] shape `dataAmountList[0].dataAmount` when `dataAmount` is absent — `card()`,
+//!   and `cards()` for a card the monthly batch gives no figure for. Timing (doc text, [PHP]
+//!   CMIOT_API25U04, [THL]): "PB号段为截至前一天24点流量，CT号段为实时流量" — a card on the
+//!   OneLink-PB platform reads up to yesterday 24:00, one on OneLink-CT in real time (which a
+//!   card is on: `/query/sim-platform/batch`, not called). Unknown: nothing beyond that.
 //! - `/query/sim-session` (§2.6): the newest `simSessionList[].createDate` — `card()`. Field
 //!   names confirmed ([IOTOS], [ESIM7]); unknown: the `createDate` format (both dossier
 //!   formats are read, otherwise the last session is `Unknown`, never "never") and whether an
@@ -96,6 +100,54 @@
 //! - `/query/group-data-usage` (§6; groupId): a pool's usage this month —
 //!   [`OneLink::group_data_usage`]. Unknown: the whole reply; `useAmount` in KB is a guess.
 //!
+//! Batch calls (§4, §4.1, §5.1-5.3): every one takes at most 100 cards ([`codes::BATCH_LIMIT`];
+//! more, or a daily date out of range, is refused before sending with our
+//! `BATCH_REFUSED_LOCALLY`), their ids `_`-joined, refusals as for the single reads.
+//! - `/query/sim-data-usage-monthly/batch` (§5.2, CMIOT_API25U03; `iccids`, `queryDate` =
+//!   this month yyyyMM in Beijing time) — `cards()` ([`Carrier::batch_limit`] 100) and
+//!   [`OneLink::monthly_usage`]. Its data runs **up to yesterday** ("current month up to
+//!   yesterday", [PHP]) for every card: the usage sync's usage-limit stops can come up to a day
+//!   late on OneLink. `dataAmountList[]` items (KB → bytes; blank = 0) carry `iccid`, `msisdn`
+//!   or `imsi`: an item is the card's by its `iccid`, else by its `msisdn` through a number
+//!   simgate already has (kept or stored; a usage read spends no number lookup); `imsi` alone
+//!   names no card (simgate keeps none). Two shapes, both read: [GOSDK]'s
+//!   `result[]{deadLine, dataAmountList[…]}` and the items directly in `result[]` (`deadLine`
+//!   not read: format not found). A card absent from the answer: "dataAmount为0则不返回" is said
+//!   of `apnDataAmountList` only, so absence is not read as zero: that card's usage is read
+//!   alone with `/query/sim-data-usage` (real time for CT numbers). A batch refused `11011`
+//!   (not saying which card) is read card by card.
+//!   The state comes from `/query/sim-status` card by card: the dossier has **no batch status
+//!   call** (`/query/sim-platform/batch` answers the platform, not the state). `last_session` is
+//!   `Unknown` in `cards()` readings: the session call is left out of the batch read (the sync
+//!   does not use it; `card()` still reads it). Calls per 100 cards: 1 + 100.
+//! - `/query/sim-data-usage-daily/batch` (§5.1, CMIOT_API25U01; `queryDate` yyyyMMdd, one of
+//!   the 7 days before today) — [`OneLink::daily_usage`]; same items; a card absent has no
+//!   figure for that day.
+//! - `/query/sim-card-info/batch` (§5.3, CMIOT_API25S05; `iccids` → per card `{status,
+//!   message, msisdn, iccid, imsi}`, [GOSDK]) — [`OneLink::card_info`], and the access numbers
+//!   the batch change names cards by: kept first (`KnownNumbers`), else simgate's stored
+//!   number (`AccountCtx::stored_number`), else this call for the cards still missing, and
+//!   kept: a card's number costs at most one lookup per process. A record with a `status`
+//!   other than 0, or naming a card not asked for, gives no number.
+//! - `/change/sim-status/batch` (§4, CMIOT_API23S06) — `change_batch()`
+//!   ([`Carrier::batch_change_limit`] 100): Stop → operType 9 (已激活→已停机), Restore → 11
+//!   (已停机→已激活), `reason` 01 (主动停复机), `msisdns` `_`-joined; nothing else is batched
+//!   (refused `BATCH_NOT_SUPPORTED`). `result[0].jobId` → `BatchReceipt`; status 0 without a
+//!   jobId is `OutcomeUnknown`. Any refusal is an unexplained batch failure — "one card inside
+//!   its repeat window fails the whole batch" ([PHP]) and the reply need not say which; the
+//!   code is not found — so `Deferred` with the platform's code: nothing is known changed and
+//!   the journal falls back to single changes. A card with no number: `NO_MSISDN`, nothing
+//!   sent. Transport errors as for a change (`OutcomeUnknown` once sent).
+//! - `/query/sim-batch-result` (§4.1, CMIOT_API23M10) — `batch_job()`: the job id under
+//!   [`OneLinkConfig::batch_result_key`] (DISPUTED `jobId` / `orderNum`). `jobStatus` 0 待处理,
+//!   1 处理中 → not finished; 2 处理完成, 3 包含有处理失败记录的处理完成, 4 处理失败 → finished;
+//!   an unlisted value → not finished and a warning, never a guessed outcome.
+//!   `resultList[]{resultType, resultId, status, message}`: resultType 1 names an msisdn,
+//!   mapped back to the job's card through its number (other types, not published, are
+//!   ignored with a warning); item status 0 → Applied, any other → Failed with it and the
+//!   message (per-item codes not found); blank → not read. A card not listed is Open while the
+//!   job runs and left out once it is over (the journal reads its state).
+//!
 //! Failing safe where the dossier is silent: an envelope code not listed is, for a read,
 //! unavailable (Transient, "unavailable: status X, message Y"), for a change `Deferred` after
 //! reading the card (above), never final. HTTP errors (no HTTP-level facts are published): for a read, 429
@@ -118,8 +170,8 @@ use serde_json::{json, Map, Value};
 use super::{client, malformed, retry_after, send_error, HttpTimeouts, Secret};
 use crate::carrier::platform::{AccountCtx, WirePlatform};
 use crate::carrier::{
-    Binding, Carrier, CarrierCard, CarrierError, OnboardCard, OrderProgress, Rebind, Receipt,
-    ServiceState,
+    BatchItem, BatchJob, BatchReceipt, Binding, Carrier, CarrierCard, CarrierError, Change,
+    OnboardCard, OrderProgress, Rebind, Receipt, ServiceState,
 };
 use crate::domain::{CarrierId, Iccid, StopReasons};
 
@@ -182,6 +234,32 @@ pub struct OneLinkConfig {
     /// `"device"` only a separation (已分离) shows a binding.
     #[serde(default)]
     pub sim_imei_reports: ImeiReading,
+    /// The key `/query/sim-batch-result` (§4.1, CMIOT_API23M10) takes the batch job's id
+    /// under, DISPUTED: `"jobId"` (default: [PHP] CMIOT_API23M10 and [SMOC] 25110956416
+    /// `&jobId=`, and the doc text) or `"orderNum"` ([IOTOS] InquireEcV5.java L43-47).
+    #[serde(default)]
+    pub batch_result_key: BatchResultKey,
+}
+
+/// The key of `/query/sim-batch-result` (see [`OneLinkConfig::batch_result_key`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+pub enum BatchResultKey {
+    /// [PHP], [SMOC]: two sources and the doc text.
+    #[default]
+    #[serde(rename = "jobId")]
+    JobId,
+    /// [IOTOS].
+    #[serde(rename = "orderNum")]
+    OrderNum,
+}
+
+impl BatchResultKey {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BatchResultKey::JobId => "jobId",
+            BatchResultKey::OrderNum => "orderNum",
+        }
+    }
 }
 
 /// What `/query/sim-imei` reports (see [`OneLinkConfig::sim_imei_reports`]).
@@ -205,11 +283,14 @@ fn default_bind_tac_digits() -> usize {
 
 use auth::Token;
 pub use wire::{
-    beijing_time, codes, kb_to_bytes, parse_basic_info, parse_bind_status, parse_card_status,
-    parse_change_reply, parse_data_usage, parse_envelope, parse_group_usage, parse_imei,
-    parse_last_session, parse_order_info, parse_real_name, parse_rebind_reply, parse_stop_reason,
-    parse_stop_reasons, parse_token, BasicInfo, BindStatus, ChangeReply, Envelope,
-    OneLinkStopReasons, OrderInfo, PlatformStopReason, WireDate, BEIJING_FORMAT, COMPACT_FORMAT,
+    beijing_day, beijing_time, codes, daily_day_in_range, day_query_date, join_ids, kb_to_bytes,
+    month_query_date, parse_basic_info, parse_batch_receipt, parse_batch_result, parse_batch_usage,
+    parse_bind_status, parse_card_info, parse_card_status, parse_change_reply, parse_data_usage,
+    parse_envelope, parse_group_usage, parse_imei, parse_last_session, parse_order_info,
+    parse_real_name, parse_rebind_reply, parse_stop_reason, parse_stop_reasons, parse_token,
+    split_ids, BasicInfo, BatchResult, BatchResultItem, BindStatus, CardInfo, ChangeReply,
+    Envelope, OneLinkStopReasons, OrderInfo, PlatformStopReason, UsageItem, WireDate,
+    BEIJING_FORMAT, COMPACT_FORMAT,
 };
 use wire::{first_record, text};
 
@@ -274,6 +355,7 @@ impl WirePlatform for Platform {
             bind_test_type: default_bind_test_type(),
             bind_tac_digits: default_bind_tac_digits(),
             sim_imei_reports: ImeiReading::default(),
+            batch_result_key: BatchResultKey::default(),
         }
     }
 
@@ -298,6 +380,9 @@ pub struct OneLink {
     bind_test_type: String,
     bind_tac_digits: usize,
     sim_imei_reports: ImeiReading,
+    batch_result_key: BatchResultKey,
+    /// What dates the batch usage queries (`queryDate`): the wall clock, or a test's.
+    clock: std::sync::Arc<dyn crate::clock::Clock>,
     /// Access numbers already found (simgate's record of the card, else
     /// `/query/sim-basic-info`), so each card's is looked up once per process.
     numbers: crate::carrier::platform::KnownNumbers,
@@ -369,8 +454,17 @@ impl OneLink {
             bind_test_type: cfg.bind_test_type.clone(),
             bind_tac_digits: cfg.bind_tac_digits,
             sim_imei_reports: cfg.sim_imei_reports,
+            batch_result_key: cfg.batch_result_key,
+            clock: std::sync::Arc::new(crate::clock::SystemClock),
             numbers: Default::default(),
         })
+    }
+
+    /// This adapter with `queryDate` taken from `clock` instead of the wall clock (a test
+    /// whose simulated platform runs on a clock of its own).
+    pub fn with_clock(mut self, clock: std::sync::Arc<dyn crate::clock::Clock>) -> OneLink {
+        self.clock = clock;
+        self
     }
 
     /// One request and its envelope; `result` on status "0".
@@ -707,6 +801,226 @@ impl OneLink {
         ))
     }
 
+    /// A batch read (§5): `11011` and every other refusal as for [`OneLink::read`].
+    async fn batch_read(
+        &self,
+        path: &'static str,
+        iccids: &[Iccid],
+        extra: &[(&str, String)],
+    ) -> Result<Vec<Value>, CarrierError> {
+        if iccids.len() > codes::BATCH_LIMIT {
+            return Err(CarrierError::Rejected {
+                code: codes::BATCH_REFUSED_LOCALLY.into(),
+                message: format!(
+                    "{path} takes at most {} cards, not {}",
+                    codes::BATCH_LIMIT,
+                    iccids.len()
+                ),
+            });
+        }
+        let mut p = Map::new();
+        p.insert(
+            "iccids".into(),
+            json!(join_ids(iccids.iter().map(Iccid::as_str))),
+        );
+        for (k, v) in extra {
+            p.insert((*k).into(), json!(v));
+        }
+        self.read(path, p).await
+    }
+
+    /// The batch usage items of `result` by card of `iccids`: by the item's `iccid`, else by
+    /// its `msisdn` through the numbers simgate already has (kept or stored; no lookup is
+    /// spent on a usage read). An item naming a card outside `iccids`, by an `imsi` only (simgate
+    /// keeps no IMSIs), or with an unreadable `dataAmount` gives no figure.
+    async fn usage_by_card(
+        &self,
+        iccids: &[Iccid],
+        items: Vec<UsageItem>,
+    ) -> Result<std::collections::HashMap<Iccid, u64>, CarrierError> {
+        let mut out = std::collections::HashMap::new();
+        let mut by_number: Option<std::collections::HashMap<String, Iccid>> = None;
+        for item in items {
+            let Some(bytes) = item.bytes else { continue };
+            let by_iccid = item
+                .iccid
+                .as_deref()
+                .and_then(|s| iccids.iter().find(|i| i.as_str().eq_ignore_ascii_case(s)));
+            let card = match (by_iccid, item.msisdn.as_deref()) {
+                (Some(i), _) => Some(i.clone()),
+                (None, Some(m)) => {
+                    if by_number.is_none() {
+                        by_number = Some(self.known_numbers(iccids).await?);
+                    }
+                    by_number.as_ref().and_then(|n| n.get(m)).cloned()
+                }
+                (None, None) => None,
+            };
+            if let Some(card) = card {
+                out.insert(card, bytes);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The numbers simgate already has for `iccids` (kept, else stored), number → card.
+    async fn known_numbers(
+        &self,
+        iccids: &[Iccid],
+    ) -> Result<std::collections::HashMap<String, Iccid>, CarrierError> {
+        let mut out = std::collections::HashMap::new();
+        for iccid in iccids {
+            let n = match self.numbers.get(iccid) {
+                Some(n) => Some(n),
+                None => self.ctx.stored_number(iccid).await?,
+            };
+            if let Some(n) = n {
+                out.insert(n, iccid.clone());
+            }
+        }
+        Ok(out)
+    }
+
+    /// `/query/sim-data-usage-monthly/batch` (§5.2, CMIOT_API25U03) for this month (Beijing):
+    /// each card's usage in bytes, **up to yesterday 24:00** ("current month up to yesterday").
+    /// At most [`codes::BATCH_LIMIT`] cards. A card absent from the answer has no figure here
+    /// (see the module doc).
+    pub async fn monthly_usage(
+        &self,
+        iccids: &[Iccid],
+    ) -> Result<std::collections::HashMap<Iccid, u64>, CarrierError> {
+        let path = "/query/sim-data-usage-monthly/batch";
+        let month = month_query_date(self.clock.now());
+        let result = self
+            .batch_read(path, iccids, &[("queryDate", month)])
+            .await?;
+        self.usage_by_card(iccids, parse_batch_usage(&result)).await
+    }
+
+    /// `/query/sim-data-usage-daily/batch` (§5.1, CMIOT_API25U01): each card's usage in bytes on
+    /// `day` (Beijing), which must be one of the 7 days before today (refused before sending
+    /// otherwise, as more than [`codes::BATCH_LIMIT`] cards are). A card absent from the answer
+    /// has no figure for that day.
+    pub async fn daily_usage(
+        &self,
+        iccids: &[Iccid],
+        day: chrono::NaiveDate,
+    ) -> Result<std::collections::HashMap<Iccid, u64>, CarrierError> {
+        let today = beijing_day(self.clock.now());
+        if !daily_day_in_range(today, day) {
+            return Err(CarrierError::Rejected {
+                code: codes::BATCH_REFUSED_LOCALLY.into(),
+                message: format!(
+                    "the daily batch answers one of the {} days before today ({today}), not {day}",
+                    codes::DAILY_DAYS_BACK
+                ),
+            });
+        }
+        let path = "/query/sim-data-usage-daily/batch";
+        let result = self
+            .batch_read(path, iccids, &[("queryDate", day_query_date(day))])
+            .await?;
+        self.usage_by_card(iccids, parse_batch_usage(&result)).await
+    }
+
+    /// `/query/sim-card-info/batch` (§5.3, CMIOT_API25S05) by `iccids` (≤100): what the
+    /// platform answers, card by card.
+    pub async fn card_info(&self, iccids: &[Iccid]) -> Result<Vec<CardInfo>, CarrierError> {
+        let path = "/query/sim-card-info/batch";
+        Ok(parse_card_info(&self.batch_read(path, iccids, &[]).await?))
+    }
+
+    /// Finds the access numbers of `iccids` not kept yet, each costing at most one lookup per
+    /// process: simgate's stored one, else one `/query/sim-card-info/batch` per 100 cards
+    /// still missing; every number found is kept
+    /// ([`KnownNumbers`](crate::carrier::platform::KnownNumbers)). A card the platform gives no
+    /// number for stays without one (and is asked again by a later call).
+    async fn look_up_numbers(&self, iccids: &[Iccid]) -> Result<(), CarrierError> {
+        let mut missing = Vec::new();
+        for iccid in iccids {
+            if self.numbers.get(iccid).is_some() {
+                continue;
+            }
+            match self.ctx.stored_number(iccid).await? {
+                Some(n) => self.numbers.keep(iccid, &n),
+                None => missing.push(iccid.clone()),
+            }
+        }
+        for chunk in missing.chunks(codes::BATCH_LIMIT) {
+            for info in self.card_info(chunk).await? {
+                let (Some(sent), Some(msisdn)) = (info.iccid.as_deref(), info.found_msisdn())
+                else {
+                    continue;
+                };
+                // Only a card that was asked for: a record naming another card is not taken.
+                if let Some(card) = chunk.iter().find(|i| i.as_str().eq_ignore_ascii_case(sent)) {
+                    self.numbers.keep(card, msisdn);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The access numbers of `iccids`, in their order ([`OneLink::look_up_numbers`]). A card
+    /// with no number anywhere: `NO_MSISDN` (ours), for the batch change names cards by msisdn.
+    async fn numbers_of(&self, iccids: &[Iccid]) -> Result<Vec<String>, CarrierError> {
+        self.look_up_numbers(iccids).await?;
+        iccids
+            .iter()
+            .map(|iccid| {
+                self.numbers.get(iccid).ok_or_else(|| CarrierError::Rejected {
+                    code: codes::NO_MSISDN.into(),
+                    message: format!(
+                        "{iccid}: no access number stored and none in /query/sim-card-info/batch; /change/sim-status/batch names cards by msisdn only"
+                    ),
+                })
+            })
+            .collect()
+    }
+
+    /// One card of a `cards()` read: its state from `/query/sim-status`, its usage from the
+    /// monthly batch (`used`), else from `/query/sim-data-usage`; None: the platform does not
+    /// know the card.
+    async fn batch_card(
+        &self,
+        iccid: Iccid,
+        used: Option<u64>,
+    ) -> Result<Option<CarrierCard>, CarrierError> {
+        let unknown = |e: &CarrierError| matches!(e, CarrierError::Rejected { code, .. } if code == codes::CARD_UNKNOWN);
+        let state = match self.status(&iccid).await {
+            Ok((_, s)) => s,
+            Err(e) if unknown(&e) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let cycle_usage_bytes = match used {
+            Some(b) => b,
+            None => match self.query_card("/query/sim-data-usage", &iccid).await {
+                Ok(r) => parse_data_usage(&r)?,
+                Err(e) if unknown(&e) => return Ok(None),
+                Err(e) => return Err(e),
+            },
+        };
+        Ok(Some(CarrierCard {
+            iccid,
+            state,
+            cycle_usage_bytes,
+            // As `card()`: the platform's "this month" is implied by the call.
+            usage_cycle_start: None,
+            // The session call is left out of the batch read; the sync does not use it.
+            last_session: crate::carrier::LastSession::Unknown,
+            changes: 0,
+            unknown: None,
+        }))
+    }
+
+    /// `/query/sim-batch-result` (§4.1) for `job_id`, under the account's `batch_result_key`.
+    pub async fn batch_result(&self, job_id: &str) -> Result<BatchResult, CarrierError> {
+        let mut p = Map::new();
+        p.insert(self.batch_result_key.as_str().into(), json!(job_id));
+        let path = "/query/sim-batch-result";
+        parse_batch_result(&first_record(path, &self.read(path, p).await?)?)
+    }
+
     /// `/query/group-data-usage`: bytes a pool (流量池, `groupId`) used this month.
     pub async fn group_data_usage(&self, group_id: &str) -> Result<u64, CarrierError> {
         let mut p = Map::new();
@@ -751,6 +1065,155 @@ impl Carrier for OneLink {
             last_session,
             changes: 0,
             unknown: None,
+        })
+    }
+
+    /// Per 100 cards one `/query/sim-data-usage-monthly/batch` for the usage (up to
+    /// yesterday), then `/query/sim-status` card by card for the state (the dossier has no
+    /// batch status call). A card absent from the usage answer is read alone with
+    /// `/query/sim-data-usage`; one the platform does not know (`11011`) is left out. The
+    /// last session is `Unknown`: the session call is left out of the batch read.
+    async fn cards(&self, iccids: &[Iccid]) -> Result<Vec<CarrierCard>, CarrierError> {
+        let mut out = Vec::with_capacity(iccids.len());
+        for chunk in iccids.chunks(codes::BATCH_LIMIT) {
+            let usage = match self.monthly_usage(chunk).await {
+                Ok(u) => u,
+                // A batch refused as "no such card" does not say which: each card alone.
+                Err(e) if self.card_not_known(&e) => Default::default(),
+                Err(e) => return Err(e),
+            };
+            let read = futures::stream::iter(chunk.iter().cloned())
+                .map(|iccid| {
+                    let used = usage.get(&iccid).copied();
+                    async move { self.batch_card(iccid, used).await }
+                })
+                .buffered(4)
+                .try_collect::<Vec<Option<CarrierCard>>>()
+                .await?;
+            out.extend(read.into_iter().flatten());
+        }
+        Ok(out)
+    }
+
+    fn batch_limit(&self) -> usize {
+        codes::BATCH_LIMIT
+    }
+
+    fn batch_change_limit(&self) -> usize {
+        codes::BATCH_LIMIT
+    }
+
+    /// `/change/sim-status/batch` (§4): Stop → operType 9, Restore → 11, `reason` 01, the
+    /// cards' access numbers `_`-joined (looked up as [`OneLink::numbers_of`] says) →
+    /// `result[0].jobId`. Any refusal (a card inside its repeat window fails the whole batch,
+    /// with a code not found) is `Deferred` with the platform's code: nothing is known changed.
+    /// Status 0 without a `jobId` is `OutcomeUnknown` (taken, but cannot be followed).
+    async fn change_batch(
+        &self,
+        iccids: &[Iccid],
+        change: &Change,
+    ) -> Result<BatchReceipt, CarrierError> {
+        let oper = match change {
+            Change::Stop => codes::BATCH_OPER_STOP,
+            Change::Restore => codes::BATCH_OPER_RESTORE,
+            other => {
+                return Err(CarrierError::Rejected {
+                    code: "BATCH_NOT_SUPPORTED".into(),
+                    message: format!(
+                        "/change/sim-status/batch carries stops and restores only, not {other:?}"
+                    ),
+                })
+            }
+        };
+        if iccids.is_empty() || iccids.len() > codes::BATCH_LIMIT {
+            return Err(CarrierError::Rejected {
+                code: codes::BATCH_REFUSED_LOCALLY.into(),
+                message: format!(
+                    "a batch change carries 1 to {} cards, not {}",
+                    codes::BATCH_LIMIT,
+                    iccids.len()
+                ),
+            });
+        }
+        let numbers = self.numbers_of(iccids).await?;
+        let mut p = Map::new();
+        p.insert(
+            "msisdns".into(),
+            json!(join_ids(numbers.iter().map(String::as_str))),
+        );
+        p.insert("operType".into(), json!(oper));
+        p.insert("reason".into(), json!(codes::BATCH_REASON_OWN));
+        match self.call("/change/sim-status/batch", p, true).await? {
+            Answer::Records(result) => match parse_batch_receipt(&result) {
+                Some(job_id) => Ok(BatchReceipt { job_id }),
+                None => Err(CarrierError::OutcomeUnknown(
+                    "/change/sim-status/batch accepted without a jobId".into(),
+                )),
+            },
+            Answer::Refused { code, message } => Err(CarrierError::Deferred {
+                code,
+                message: format!("batch refused (a card inside its repeat window fails the whole batch, naming no card): {message}"),
+                retry_after: None,
+            }),
+        }
+    }
+
+    /// `/query/sim-batch-result` (§4.1): `jobStatus` 0/1 not finished, 2/3/4 finished, an
+    /// unlisted value not finished with a warning. Items with resultType 1 name an msisdn,
+    /// mapped back to the card of `iccids` through its number; status "0" Applied, any other
+    /// Failed with it and the message. A card of `iccids` not listed is Open while the job runs
+    /// and left out once it is over (the journal reads it).
+    async fn batch_job(&self, job_id: &str, iccids: &[Iccid]) -> Result<BatchJob, CarrierError> {
+        let r = self.batch_result(job_id).await?;
+        if r.unlisted {
+            tracing::warn!(
+                job = job_id,
+                job_status = r.job_status.as_str(),
+                "OneLink sim-batch-result jobStatus not in the dossier's list; read as not finished"
+            );
+        }
+        // Normally kept since the change; after a restart looked up again. A card still
+        // without a number cannot be matched: Open while the job runs, then left out.
+        self.look_up_numbers(iccids).await?;
+        let mut items: Vec<(Iccid, BatchItem)> = Vec::new();
+        for item in &r.items {
+            let card = item.msisdn().and_then(|m| {
+                iccids
+                    .iter()
+                    .find(|i| self.numbers.get(i).as_deref() == Some(m))
+                    .cloned()
+            });
+            let (Some(card), Some(status)) = (card, item.status.as_deref()) else {
+                tracing::warn!(
+                    job = job_id,
+                    result_type = item.result_type.as_deref().unwrap_or(""),
+                    "OneLink sim-batch-result item names no card of the job (or has no status); ignored"
+                );
+                continue;
+            };
+            let outcome = if status == codes::OK {
+                BatchItem::Applied
+            } else {
+                BatchItem::Failed {
+                    code: status.to_string(),
+                    message: item.message.clone(),
+                }
+            };
+            if !items.iter().any(|(c, _)| *c == card) {
+                items.push((card, outcome));
+            }
+        }
+        if !r.finished {
+            for iccid in iccids {
+                if !items.iter().any(|(c, _)| c == iccid) {
+                    items.push((iccid.clone(), BatchItem::Open));
+                }
+            }
+        }
+        Ok(BatchJob {
+            finished: r.finished,
+            status: r.job_status,
+            items,
         })
     }
 
@@ -1194,6 +1657,7 @@ mod tests {
             bind_test_type: "0".into(),
             bind_tac_digits: 10,
             sim_imei_reports: ImeiReading::Device,
+            batch_result_key: BatchResultKey::JobId,
         };
         let a = OneLink::new(&cfg, AccountCtx::default_for(CarrierId::Mobile)).unwrap();
         // A blank window code is no window code.
@@ -1243,7 +1707,19 @@ mod tests {
                 ("0", 14)
             );
             assert_eq!(back.sim_imei_reports, ImeiReading::Device);
+            assert_eq!(back.batch_result_key, BatchResultKey::JobId);
         }
+        let cfg: OneLinkConfig = serde_json::from_value(json!({
+            "base_url": "http://h/v5/ec", "appid": "a", "password": "p",
+            "batch_result_key": "orderNum"
+        }))
+        .unwrap();
+        assert_eq!(cfg.batch_result_key.as_str(), "orderNum");
+        assert!(serde_json::from_value::<OneLinkConfig>(json!({
+            "base_url": "http://h/v5/ec", "appid": "a", "password": "p",
+            "batch_result_key": "job_id"
+        }))
+        .is_err());
     }
 
     #[test]
@@ -1268,6 +1744,7 @@ mod tests {
             bind_test_type: "0".into(),
             bind_tac_digits: 14,
             sim_imei_reports: ImeiReading::Device,
+            batch_result_key: BatchResultKey::JobId,
         };
         let a = OneLink::new(&cfg, AccountCtx::default_for(CarrierId::Mobile)).unwrap();
         let t1 = a.transid();
@@ -1292,6 +1769,7 @@ mod tests {
             bind_test_type: "0".into(),
             bind_tac_digits: 14,
             sim_imei_reports: ImeiReading::Device,
+            batch_result_key: BatchResultKey::JobId,
         };
         let p = AccountCtx::default_for(CarrierId::Mobile);
         assert!(OneLink::new(&cfg, p.clone()).is_err());

@@ -17,6 +17,19 @@
 //! card-bind-status names by msisdn); its `Deferred` (repeat window) is refused with
 //! [`WireOptions::repeat_window_code`].
 //!
+//! Batch calls (§4, §4.1, §5.1-5.3), from the [`SimCarrier`]'s batch jobs and daily usage:
+//! `/change/sim-status/batch` (`msisdns`, operType 9/11 with reason 01 → `take_batch` → `jobId`;
+//! its `Deferred` — one card inside its window fails the batch, naming no card — answered with
+//! [`SIM_BATCH_REPEAT_WINDOW`], ours: the real code is not found), `/query/sim-batch-result`
+//! (`job` → `jobStatus` 1/2/3/4 and the processed cards by msisdn; the job id under the
+//! configuration's `batch_result_key`), `/query/sim-data-usage-monthly/batch` (`usage_between`
+//! from the cycle start to today's 00:00 Beijing: up to yesterday; the simulated carrier has no
+//! PB/CT notion, so every card lags a day here and none in the single call),
+//! `/query/sim-data-usage-daily/batch` (that one day) and `/query/sim-card-info/batch`
+//! (`number_of`). Batches are taken by `iccids` (reads) or `msisdns` (the change); more than
+//! 100 cards is refused with [`SIM_BATCH_TOO_LARGE`], ours. Every request is counted by path
+//! ([`WireStats::calls_to`]).
+//!
 //! Invented, because nothing is published (each marked where it is used):
 //! - bad credentials answer `12022`: a reseller's code ([COTONDA]), not China Mobile's;
 //! - the rate limit is HTTP 429 with `Retry-After` (the v5 answer is not found; v2 used `71`);
@@ -54,9 +67,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, MethodRouter};
 use serde_json::{json, Map, Value};
 
-use crate::carrier::http::onelink::{codes, OneLinkConfig};
-use crate::carrier::sim::SimCarrier;
-use crate::carrier::{Carrier, CarrierError, OrderProgress, Rebind, ServiceState};
+use crate::carrier::http::onelink::{codes, split_ids, OneLinkConfig};
+use crate::carrier::sim::{SimCarrier, JOB_DONE, JOB_DONE_WITH_FAILURES, JOB_FAILED, JOB_RUNNING};
+use crate::carrier::{
+    BatchItem, Carrier, CarrierError, Change, OrderProgress, Rebind, ServiceState,
+};
 use crate::domain::{Iccid, StopReason};
 
 /// The status the simulator answers a change inside its repeat window with. OneLink documents
@@ -74,6 +89,13 @@ pub const SIM_UNKNOWN_ORDER: &str = "SIM_UNKNOWN_ORDER";
 /// Invented: the `errorCode` of `/query/card-bind-status` result 2 when the simulated carrier
 /// keeps no binding (no errorCode value is published).
 pub const SIM_NO_BINDING: &str = "SIM_NO_BINDING";
+/// Invented: the simulator's answer to a batch change the simulated carrier refuses because
+/// one of its cards is inside its repeat window (the whole batch fails, naming no card, §4).
+/// The platform's code for it is not found.
+pub const SIM_BATCH_REPEAT_WINDOW: &str = "SIM_BATCH_REPEAT_WINDOW";
+/// Invented: a batch call carrying more than 100 cards (§4, §5: "≤100"; the platform's code
+/// for it is not found).
+pub const SIM_BATCH_TOO_LARGE: &str = "SIM_BATCH_TOO_LARGE";
 /// The verbatim 12021 message ([IOTOS] EcV5Api.java L96, dossier §0.4).
 pub const TOKEN_INVALID_MESSAGE: &str = "TOKEN不存在或已过期，请重新获取";
 
@@ -131,6 +153,8 @@ pub struct WireStats {
     token_issued: AtomicU64,
     token_refused: AtomicU64,
     calls: AtomicU64,
+    /// Requests received per path (without the base URL's prefix), authenticated or not.
+    by_path: Mutex<HashMap<String, u64>>,
 }
 
 impl WireStats {
@@ -148,6 +172,26 @@ impl WireStats {
     pub fn calls(&self) -> u64 {
         self.calls.load(Ordering::SeqCst)
     }
+
+    /// Requests received on `path` (e.g. `/query/sim-data-usage-monthly/batch`, without the
+    /// base URL's `/v5/ec`), authenticated or not.
+    pub fn calls_to(&self, path: &str) -> u64 {
+        self.by_path
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(path)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    fn count(&self, path: &str) {
+        *self
+            .by_path
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(path.to_string())
+            .or_default() += 1;
+    }
 }
 
 struct Wire {
@@ -159,6 +203,11 @@ struct Wire {
     seq: AtomicU64,
     /// Every `orderNum` answered, for `/query/order-info` (which names only the order).
     orders: Mutex<HashMap<String, SimOrder>>,
+    /// The key `/query/sim-batch-result` takes the job id under (the account's setting).
+    batch_result_key: &'static str,
+    /// Per batch job, the msisdns it carried that name no card: reported failed with
+    /// `11011` in its result (the simulated carrier's job knows cards, not numbers).
+    unknown_in_job: Mutex<HashMap<String, Vec<String>>>,
 }
 
 /// When the simulator answered an order (for `createDate`; an order answered before a
@@ -185,7 +234,11 @@ pub fn router(sim: Arc<SimCarrier>, cfg: &OneLinkConfig, opts: WireOptions) -> a
         tokens: Mutex::new(HashMap::new()),
         seq: AtomicU64::new(0),
         orders: Mutex::new(HashMap::new()),
+        batch_result_key: cfg.batch_result_key.as_str(),
+        unknown_in_job: Mutex::new(HashMap::new()),
     });
+    let stats = wire.opts.stats.clone();
+    let strip = prefix.clone();
     let p = |path: &str| format!("{prefix}{path}");
     // Both methods on every path (dossier §0.2: clients use either).
     fn both<H, T>(h: H) -> MethodRouter<Arc<Wire>>
@@ -212,7 +265,29 @@ pub fn router(sim: Arc<SimCarrier>, cfg: &OneLinkConfig, opts: WireOptions) -> a
         .route(&p("/query/card-bind-status"), both(card_bind_status))
         .route(&p("/query/sim-imei"), both(sim_imei))
         .route(&p("/operate/card-bind-by-bill"), both(card_bind_by_bill))
+        .route(
+            &p("/change/sim-status/batch"),
+            both(change_sim_status_batch),
+        )
+        .route(&p("/query/sim-batch-result"), both(sim_batch_result))
+        .route(
+            &p("/query/sim-data-usage-monthly/batch"),
+            both(sim_data_usage_monthly_batch),
+        )
+        .route(
+            &p("/query/sim-data-usage-daily/batch"),
+            both(sim_data_usage_daily_batch),
+        )
+        .route(&p("/query/sim-card-info/batch"), both(sim_card_info_batch))
         .with_state(wire)
+        // Every request counted by its path, for tests that count calls of one kind.
+        .layer(axum::middleware::from_fn(
+            move |req: Request, next: axum::middleware::Next| {
+                let path = req.uri().path();
+                stats.count(path.strip_prefix(strip.as_str()).unwrap_or(path));
+                next.run(req)
+            },
+        ))
 }
 
 fn envelope(status: &str, message: &str, result: Vec<Value>) -> Response {
@@ -849,6 +924,355 @@ async fn group_data_usage(State(w): State<Arc<Wire>>, input: Input) -> Response 
     }
     // Invented shape: the reply fields of this call are not found (§6).
     ok(json!({ "groupId": group, "useAmount": kb(total) }))
+}
+
+/// The cards of a batch call's `iccids` (≤100), or its refusal. The simulator takes batches by
+/// `iccids` only (the adapter's form; `msisdns` / `imsis` are refused with its own code).
+fn batch_iccids(p: &Params) -> Result<Vec<(String, Option<Iccid>)>, Refusal> {
+    let ids = split_ids(param(p, "iccids")?);
+    check_batch_size(ids.len())?;
+    Ok(ids
+        .into_iter()
+        .map(|s| {
+            let i = Iccid::parse_any(&s).ok();
+            (s, i)
+        })
+        .collect())
+}
+
+/// More than 100 cards (§4, §5: "≤100"): refused with the simulator's own code (the
+/// platform's is not found).
+fn check_batch_size(n: usize) -> Result<(), Refusal> {
+    if n == 0 {
+        return Err(refusal(SIM_BAD_REQUEST, "no card in the batch"));
+    }
+    if n > codes::BATCH_LIMIT {
+        return Err(refusal(
+            SIM_BATCH_TOO_LARGE,
+            &format!("每次不超过{}张卡 ({n} sent)", codes::BATCH_LIMIT),
+        ));
+    }
+    Ok(())
+}
+
+impl Wire {
+    /// `dataAmountList[]` items of a batch usage answer: every card of the batch the simulated
+    /// carrier knows, with its usage in `[from, to)` (whole Beijing days; 0 when it used none),
+    /// named by the ICCID as sent; cards it does not know are left out (invented: what the
+    /// platform does with them is not found).
+    async fn usage_items(
+        &self,
+        cards: &[(String, Option<Iccid>)],
+        from: chrono::DateTime<chrono::Utc>,
+        to: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Vec<Value>, CarrierError> {
+        let known: Vec<Iccid> = cards.iter().filter_map(|(_, i)| i.clone()).collect();
+        let used = self.sim.usage_between(&known, from, to).await?;
+        let mut items = Vec::new();
+        for (sent, iccid) in cards {
+            let Some(iccid) = iccid else { continue };
+            match self.sim.inspect(iccid).await {
+                Ok(_) => {}
+                Err(CarrierError::Rejected { .. }) => continue,
+                Err(e) => return Err(e),
+            }
+            let bytes = used.get(iccid).copied().unwrap_or(0);
+            // "dataAmount为0则不返回" is said of apnDataAmountList: none for a card without usage.
+            let apns: Vec<Value> = (bytes > 0)
+                .then(|| json!({ "apnName": "CMIOT", "apnDataAmount": kb(bytes) }))
+                .into_iter()
+                .collect();
+            items.push(json!({
+                "iccid": sent,
+                "dataAmount": kb(bytes),
+                "apnDataAmountList": apns,
+            }));
+        }
+        Ok(items)
+    }
+
+    /// The start (00:00 Beijing) of the month `yyyyMM` names, and of the month after it.
+    fn month_bounds(
+        query: &str,
+    ) -> Option<(chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>)> {
+        use chrono::{Datelike, TimeZone};
+        let first = chrono::NaiveDate::parse_from_str(&format!("{query}01"), "%Y%m%d").ok()?;
+        let next = if first.month() == 12 {
+            chrono::NaiveDate::from_ymd_opt(first.year() + 1, 1, 1)?
+        } else {
+            chrono::NaiveDate::from_ymd_opt(first.year(), first.month() + 1, 1)?
+        };
+        let at = |d: chrono::NaiveDate| {
+            chrono_tz::Asia::Shanghai
+                .from_local_datetime(&d.and_hms_opt(0, 0, 0)?)
+                .single()
+                .map(|t| t.with_timezone(&chrono::Utc))
+        };
+        Some((at(first)?, at(next)?))
+    }
+}
+
+/// `/query/sim-data-usage-monthly/batch` (§5.2): `iccids` (≤100) and `queryDate` yyyyMM →
+/// `result[]{deadLine, dataAmountList[{iccid, dataAmount (KB), apnDataAmountList}]}` (the
+/// [GOSDK] shape; `deadLine`'s format is not found: the simulator writes the last day its data
+/// covers, yyyyMMdd, invented). The current month runs from the simulated carrier's cycle start
+/// to today's 00:00 (Beijing): **up to yesterday**, as the platform says of this call. The
+/// simulated carrier has no PB/CT notion: every card lags a day here and none in the single
+/// `/query/sim-data-usage`. Invented leniency: the adapter dates `queryDate` by the wall clock,
+/// the simulator counts on its card clock (which tests move), so the month of either clock
+/// is answered as the current month; earlier months (6 back, §5.2) whole; others refused.
+async fn sim_data_usage_monthly_batch(State(w): State<Arc<Wire>>, input: Input) -> Response {
+    let p = match w.authenticate(input) {
+        Ok(p) => p,
+        Err(r) => return *r,
+    };
+    let (cards, query) = match (batch_iccids(&p), param(&p, "queryDate")) {
+        (Ok(c), Ok(q)) => (c, q.to_string()),
+        (Err(r), _) | (_, Err(r)) => return *r,
+    };
+    let now = w.sim.now();
+    let current = [
+        crate::carrier::http::onelink::month_query_date(now),
+        crate::carrier::http::onelink::month_query_date(chrono::Utc::now()),
+    ];
+    let (from, to) = if query.len() == 6 && current.contains(&query) {
+        (w.sim.cycle_start_at(now), now)
+    } else {
+        match Wire::month_bounds(&query) {
+            Some((from, to))
+                if query.len() == 6
+                    && to <= now
+                    && from >= now - chrono::Duration::days(6 * 31) =>
+            {
+                (from, to)
+            }
+            _ => {
+                return refuse(
+                    SIM_BAD_REQUEST,
+                    "queryDate must be yyyyMM, one of the last 6 months",
+                )
+            }
+        }
+    };
+    match w.usage_items(&cards, from, to).await {
+        Ok(items) => {
+            let day_start = crate::carrier::sim::day_start_ms(to.timestamp_millis());
+            let dead_line = chrono::DateTime::from_timestamp_millis(day_start - 1)
+                .map(|t| {
+                    t.with_timezone(&chrono_tz::Asia::Shanghai)
+                        .format("%Y%m%d")
+                        .to_string()
+                })
+                .unwrap_or_default();
+            ok(json!({ "deadLine": dead_line, "dataAmountList": items }))
+        }
+        Err(e) => w.fail(e).await,
+    }
+}
+
+/// `/query/sim-data-usage-daily/batch` (§5.1): `iccids` (≤100) and `queryDate` yyyyMMdd, one
+/// of the 7 days before the simulated carrier's today → that day's usage, in the same item
+/// shape as the monthly call (§5.1 names the same `dataAmountList`; the simulator adds no
+/// `deadLine` there, none is documented for the daily call).
+async fn sim_data_usage_daily_batch(State(w): State<Arc<Wire>>, input: Input) -> Response {
+    let p = match w.authenticate(input) {
+        Ok(p) => p,
+        Err(r) => return *r,
+    };
+    let (cards, query) = match (batch_iccids(&p), param(&p, "queryDate")) {
+        (Ok(c), Ok(q)) => (c, q.to_string()),
+        (Err(r), _) | (_, Err(r)) => return *r,
+    };
+    let today = crate::carrier::http::onelink::beijing_day(w.sim.now());
+    let day = chrono::NaiveDate::parse_from_str(&query, "%Y%m%d")
+        .ok()
+        .filter(|d| {
+            query.len() == 8 && crate::carrier::http::onelink::daily_day_in_range(today, *d)
+        });
+    let Some(day) = day else {
+        return refuse(
+            SIM_BAD_REQUEST,
+            "queryDate must be yyyyMMdd, one of the 7 days before today",
+        );
+    };
+    use chrono::TimeZone;
+    let Some(from) = day
+        .and_hms_opt(0, 0, 0)
+        .and_then(|d| chrono_tz::Asia::Shanghai.from_local_datetime(&d).single())
+        .map(|t| t.with_timezone(&chrono::Utc))
+    else {
+        return refuse(SIM_BAD_REQUEST, "queryDate is not a day");
+    };
+    match w
+        .usage_items(&cards, from, from + chrono::Duration::days(1))
+        .await
+    {
+        Ok(items) => ok(json!({ "dataAmountList": items })),
+        Err(e) => w.fail(e).await,
+    }
+}
+
+/// `/query/sim-card-info/batch` (§5.3): `iccids` (≤100) → `result[]{status, message, msisdn,
+/// iccid, imsi}` per card ([GOSDK]). The simulated carrier keeps no IMSI (empty); a card it
+/// does not know is a record with status `11011` (invented: the per-record codes are not
+/// found).
+async fn sim_card_info_batch(State(w): State<Arc<Wire>>, input: Input) -> Response {
+    let p = match w.authenticate(input) {
+        Ok(p) => p,
+        Err(r) => return *r,
+    };
+    let cards = match batch_iccids(&p) {
+        Ok(c) => c,
+        Err(r) => return *r,
+    };
+    let mut records = Vec::new();
+    for (sent, iccid) in cards {
+        let number = match &iccid {
+            Some(i) => match w.sim.inspect(i).await {
+                Ok(_) => match w.sim.number_of(i).await {
+                    Ok(n) => Some(n.unwrap_or_default()),
+                    Err(e) => return w.fail(e).await,
+                },
+                Err(CarrierError::Rejected { .. }) => None,
+                Err(e) => return w.fail(e).await,
+            },
+            None => None,
+        };
+        records.push(match number {
+            Some(msisdn) => json!({
+                "status": codes::OK, "message": "正确",
+                "msisdn": msisdn, "iccid": sent, "imsi": "",
+            }),
+            None => json!({
+                "status": codes::CARD_UNKNOWN, "message": "卡号不存在",
+                "msisdn": "", "iccid": sent, "imsi": "",
+            }),
+        });
+    }
+    envelope(codes::OK, "正确", records)
+}
+
+/// `/change/sim-status/batch` (§4): `msisdns` (≤100, `_`-joined), `operType` 9 (已激活→已停机)
+/// or 11 (已停机→已激活) with `reason` 01 → `SimCarrier::take_batch` → `result[{jobId}]`. The
+/// other operTypes are refused (not simulated). The simulated carrier's batch refusal (one
+/// card inside its repeat window fails the batch, naming no card) is answered with
+/// [`SIM_BATCH_REPEAT_WINDOW`], ours: the platform's code is not found. Numbers that name no
+/// card are left out of the job and reported failed (`11011`) in its result; a batch of only
+/// such numbers is refused `11011`.
+async fn change_sim_status_batch(State(w): State<Arc<Wire>>, input: Input) -> Response {
+    let p = match w.authenticate(input) {
+        Ok(p) => p,
+        Err(r) => return *r,
+    };
+    let numbers = match param(&p, "msisdns") {
+        Ok(m) => split_ids(m),
+        Err(r) => return *r,
+    };
+    if let Err(r) = check_batch_size(numbers.len()) {
+        return *r;
+    }
+    let field = |name: &str| p.get(name).and_then(super::wire::text);
+    let change = match field("operType").as_deref() {
+        Some(codes::BATCH_OPER_STOP) => Change::Stop,
+        Some(codes::BATCH_OPER_RESTORE) => Change::Restore,
+        _ => {
+            return refuse(
+                SIM_BAD_REQUEST,
+                "the simulator takes operType 9 (已激活→已停机) and 11 (已停机→已激活) only",
+            )
+        }
+    };
+    if field("reason").as_deref() != Some(codes::BATCH_REASON_OWN) {
+        return refuse(
+            SIM_BAD_REQUEST,
+            "reason 01 is required for operType 9 and 11",
+        );
+    }
+    let mut iccids = Vec::new();
+    let mut unknown = Vec::new();
+    for n in numbers {
+        match w.sim.card_by_number(&n).await {
+            Ok(Some(i)) => iccids.push(i),
+            Ok(None) => unknown.push(n),
+            Err(e) => return w.fail(e).await,
+        }
+    }
+    if iccids.is_empty() {
+        return refuse(
+            codes::CARD_UNKNOWN,
+            "号码不存在 (no card has these msisdns)",
+        );
+    }
+    match w.sim.take_batch(&iccids, &change).await {
+        Ok(receipt) => {
+            w.unknown_in_job
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(receipt.job_id.clone(), unknown);
+            ok(json!({ "jobId": receipt.job_id }))
+        }
+        Err(CarrierError::Deferred { message, .. }) => refuse(SIM_BATCH_REPEAT_WINDOW, &message),
+        Err(e) => w.fail(e).await,
+    }
+}
+
+/// `/query/sim-batch-result` (§4.1): the job id under the account's `batch_result_key` →
+/// `result[{jobStatus, resultList[{resultType "1", resultId msisdn, status, message}]}]`.
+/// `jobStatus` from `SimCarrier::job`: running 1 (处理中; the simulator never answers 0
+/// 待处理), done 2, done with failures 3, failed 4. Only processed cards are listed: applied
+/// ones with status 0 正确, refused ones with the simulated carrier's code and message
+/// (per-item codes are not found). An unknown job is refused with [`SIM_UNKNOWN_ORDER`].
+async fn sim_batch_result(State(w): State<Arc<Wire>>, input: Input) -> Response {
+    let p = match w.authenticate(input) {
+        Ok(p) => p,
+        Err(r) => return *r,
+    };
+    let job_id = match param(&p, w.batch_result_key) {
+        Ok(j) => j.to_string(),
+        Err(r) => return *r,
+    };
+    let job = match w.sim.job(&job_id).await {
+        Ok(j) => j,
+        Err(CarrierError::Rejected { message, .. }) => return refuse(SIM_UNKNOWN_ORDER, &message),
+        Err(e) => return w.fail(e).await,
+    };
+    let unknown = w
+        .unknown_in_job
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(&job_id)
+        .cloned()
+        .unwrap_or_default();
+    let mut list = Vec::new();
+    for (iccid, item) in &job.items {
+        let (status, message) = match item {
+            BatchItem::Open => continue,
+            BatchItem::Applied => (codes::OK.to_string(), "正确".to_string()),
+            BatchItem::Failed { code, message } => (code.clone(), message.clone()),
+        };
+        let msisdn = match w.sim.number_of(iccid).await {
+            Ok(n) => n.unwrap_or_default(),
+            Err(e) => return w.fail(e).await,
+        };
+        list.push(json!({
+            "resultType": codes::RESULT_TYPE_MSISDN, "resultId": msisdn,
+            "status": status, "message": message,
+        }));
+    }
+    for n in &unknown {
+        list.push(json!({
+            "resultType": codes::RESULT_TYPE_MSISDN, "resultId": n,
+            "status": codes::CARD_UNKNOWN, "message": "号码不存在",
+        }));
+    }
+    let job_status = match job.status.as_str() {
+        JOB_RUNNING => "1",
+        JOB_DONE if unknown.is_empty() => "2",
+        JOB_DONE | JOB_DONE_WITH_FAILURES => "3",
+        JOB_FAILED => "4",
+        _ => "1",
+    };
+    ok(json!({ "jobStatus": job_status, "resultList": list }))
 }
 
 #[cfg(test)]

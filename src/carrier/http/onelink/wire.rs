@@ -181,6 +181,43 @@ pub mod codes {
         }
     }
 
+    /// Cards one batch call may carry (§4, §5.1-5.3: "≤100", [PHP]; [THL] "暂定100张";
+    /// [SMOC] refuses more than 100 itself).
+    pub const BATCH_LIMIT: usize = 100;
+    /// What joins the identifiers of a batch call (`msisdns` / `iccids` / `imsis`, §0.3).
+    pub const BATCH_SEPARATOR: &str = "_";
+    /// `operType` of `/change/sim-status/batch` (§4; numbered unlike the single call): 9
+    /// 已激活→已停机, 11 已停机→已激活. The other batch operTypes (1-8, 10) are not sent.
+    pub const BATCH_OPER_STOP: &str = "9";
+    pub const BATCH_OPER_RESTORE: &str = "11";
+    /// `reason` of a batch stop or restore (required for operType 9 and 11): 01 主动停复机.
+    pub const BATCH_REASON_OWN: &str = "01";
+    /// `/query/sim-batch-result` `jobStatus` (§4.1, [PHP] CMIOT_API23M10, [SMOC] 25895048779)
+    /// → whether the job is over. A value not listed is not finished (and warned about).
+    pub const JOB_STATUS: [(&str, bool, &str); 5] = [
+        ("0", false, "待处理"),
+        ("1", false, "处理中"),
+        ("2", true, "处理完成"),
+        ("3", true, "包含有处理失败记录的处理完成"),
+        ("4", true, "处理失败"),
+    ];
+    /// Whether a listed `jobStatus` is over; None: not listed.
+    pub fn job_finished(job_status: &str) -> Option<bool> {
+        JOB_STATUS
+            .iter()
+            .find(|(c, _, _)| *c == job_status)
+            .map(|(_, f, _)| *f)
+    }
+    /// `resultList[].resultType` whose `resultId` is an msisdn (§4.1, [SMOC] 25895048779,
+    /// 25480351904); no other value is published.
+    pub const RESULT_TYPE_MSISDN: &str = "1";
+    /// How many days back `/query/sim-data-usage-daily/batch` answers (§5.1: one day within
+    /// the 7 days before today; today itself has no data yet).
+    pub const DAILY_DAYS_BACK: i64 = 7;
+    /// simgate's own code: a batch of more cards than [`BATCH_LIMIT`], or a daily query for a
+    /// day outside the last [`DAILY_DAYS_BACK`], refused before anything is sent.
+    pub const BATCH_REFUSED_LOCALLY: &str = "BATCH_REFUSED_LOCALLY";
+
     /// The `stopReason` flag for a set of simgate reasons (the simulator's direction).
     pub fn stop_reason_flag(reasons: &[StopReason]) -> String {
         (1..=STOP_REASON_LEN)
@@ -611,6 +648,343 @@ pub fn beijing_time(s: &str) -> Option<chrono::DateTime<chrono::Utc>> {
         .map(|t| t.with_timezone(&chrono::Utc))
 }
 
+/// Identifiers joined for a batch call (`a_b_c`, §0.3).
+pub fn join_ids<'a>(ids: impl IntoIterator<Item = &'a str>) -> String {
+    ids.into_iter()
+        .collect::<Vec<_>>()
+        .join(codes::BATCH_SEPARATOR)
+}
+
+/// A batch call's identifiers, split (the simulator's direction): blanks dropped.
+pub fn split_ids(joined: &str) -> Vec<String> {
+    joined
+        .split(codes::BATCH_SEPARATOR)
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// The Beijing calendar day of `at` (the dossier's dates are Beijing time, an inference).
+pub fn beijing_day(at: chrono::DateTime<chrono::Utc>) -> chrono::NaiveDate {
+    at.with_timezone(&chrono_tz::Asia::Shanghai).date_naive()
+}
+
+/// `queryDate` of `/query/sim-data-usage-monthly/batch` (§5.2): the month of `at`, `yyyyMM`,
+/// Beijing time.
+pub fn month_query_date(at: chrono::DateTime<chrono::Utc>) -> String {
+    beijing_day(at).format("%Y%m").to_string()
+}
+
+/// `queryDate` of `/query/sim-data-usage-daily/batch` (§5.1): `yyyyMMdd`.
+pub fn day_query_date(day: chrono::NaiveDate) -> String {
+    day.format("%Y%m%d").to_string()
+}
+
+/// Whether `day` is one the daily batch answers on `today` (§5.1): one of the
+/// [`codes::DAILY_DAYS_BACK`] days before today (data runs up to yesterday).
+pub fn daily_day_in_range(today: chrono::NaiveDate, day: chrono::NaiveDate) -> bool {
+    let back = (today - day).num_days();
+    (1..=codes::DAILY_DAYS_BACK).contains(&back)
+}
+
+/// One card of a batch usage answer (§5.1, §5.2): the identifier(s) it carries and its
+/// `dataAmount` in bytes (None: unreadable, so this card has no figure in the answer).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageItem {
+    pub iccid: Option<String>,
+    pub msisdn: Option<String>,
+    pub imsi: Option<String>,
+    pub bytes: Option<u64>,
+}
+
+/// A batch usage answer (§5.1, §5.2): the `dataAmountList[]` items of every record. Two shapes,
+/// both accepted since they cannot be mistaken for each other: [PHP]'s and [GOSDK]'s
+/// `result[]{deadLine, dataAmountList[…]}`, and items directly in `result[]` (a record with a
+/// `dataAmount` and no `dataAmountList`). `dataAmount` is KB; blank is 0 ([SMOC]
+/// 25105153156, as the single call). `apnDataAmountList` ("dataAmount为0则不返回" is said of it
+/// alone) and `deadLine` are not read. An item naming no card is skipped.
+pub fn parse_batch_usage(result: &[Value]) -> Vec<UsageItem> {
+    let mut out = Vec::new();
+    let mut push = |item: &Map<String, Value>| {
+        let bytes = match item.get("dataAmount") {
+            Some(Value::String(s)) if s.trim().is_empty() => Some(0),
+            Some(v) => kb_to_bytes(v),
+            None => None,
+        };
+        let u = UsageItem {
+            iccid: filled(item, "iccid"),
+            msisdn: filled(item, "msisdn"),
+            imsi: filled(item, "imsi"),
+            bytes,
+        };
+        if u.iccid.is_some() || u.msisdn.is_some() || u.imsi.is_some() {
+            out.push(u);
+        }
+    };
+    for record in result.iter().filter_map(Value::as_object) {
+        match record.get("dataAmountList").and_then(Value::as_array) {
+            Some(list) => list.iter().filter_map(Value::as_object).for_each(&mut push),
+            None if record.contains_key("dataAmount") => push(record),
+            None => {}
+        }
+    }
+    out
+}
+
+/// One card of `/query/sim-card-info/batch` (§5.3, [GOSDK] 62506604523): `result[]{status,
+/// message, imsi, msisdn, iccid}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CardInfo {
+    pub iccid: Option<String>,
+    pub msisdn: Option<String>,
+    pub imsi: Option<String>,
+    /// The record's own `status` ("0" = found; None: absent, read as found when the numbers
+    /// are there).
+    pub status: Option<String>,
+}
+
+impl CardInfo {
+    /// The card's access number, when the record says it was found and carries one.
+    pub fn found_msisdn(&self) -> Option<&str> {
+        let ok = self.status.as_deref().is_none_or(|s| s == codes::OK);
+        self.msisdn.as_deref().filter(|_| ok)
+    }
+}
+
+pub fn parse_card_info(result: &[Value]) -> Vec<CardInfo> {
+    result
+        .iter()
+        .filter_map(Value::as_object)
+        .map(|r| CardInfo {
+            iccid: filled(r, "iccid"),
+            msisdn: filled(r, "msisdn"),
+            imsi: filled(r, "imsi"),
+            status: filled(r, "status"),
+        })
+        .collect()
+}
+
+/// `/change/sim-status/batch` answered status 0 (§4, [PHP], [GOSDK]): `result[0].jobId`, None
+/// when it is absent or blank.
+pub fn parse_batch_receipt(result: &[Value]) -> Option<String> {
+    result
+        .first()
+        .and_then(Value::as_object)
+        .and_then(|r| filled(r, "jobId"))
+}
+
+/// One `resultList[]` item of `/query/sim-batch-result` (§4.1).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchResultItem {
+    pub result_type: Option<String>,
+    pub result_id: Option<String>,
+    /// Per-item `status` ("0" applied; its other values are not found, presumably envelope
+    /// codes); None: absent or blank, which says nothing about the card.
+    pub status: Option<String>,
+    pub message: String,
+}
+
+impl BatchResultItem {
+    /// The msisdn the item names (resultType 1); None for any other type (not published).
+    pub fn msisdn(&self) -> Option<&str> {
+        (self.result_type.as_deref() == Some(codes::RESULT_TYPE_MSISDN))
+            .then_some(self.result_id.as_deref())
+            .flatten()
+    }
+}
+
+/// `/query/sim-batch-result` in simgate terms.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchResult {
+    /// `jobStatus` as answered (trimmed).
+    pub job_status: String,
+    /// Over, by [`codes::JOB_STATUS`]; false for a value not listed (see `unlisted`).
+    pub finished: bool,
+    pub unlisted: bool,
+    pub items: Vec<BatchResultItem>,
+}
+
+/// `/query/sim-batch-result` (§4.1): `jobStatus` (required: missing is unavailable) and
+/// `resultList[]` (absent = none yet). An unlisted `jobStatus` is not finished, never a guessed
+/// outcome.
+pub fn parse_batch_result(record: &Map<String, Value>) -> Result<BatchResult, CarrierError> {
+    let job_status = filled(record, "jobStatus")
+        .ok_or_else(|| malformed("/query/sim-batch-result: no jobStatus", false))?;
+    let finished = codes::job_finished(&job_status);
+    let items = record
+        .get("resultList")
+        .and_then(Value::as_array)
+        .map(|l| {
+            l.iter()
+                .filter_map(Value::as_object)
+                .map(|i| BatchResultItem {
+                    result_type: filled(i, "resultType"),
+                    result_id: filled(i, "resultId"),
+                    status: filled(i, "status"),
+                    message: filled(i, "message").unwrap_or_default(),
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(BatchResult {
+        finished: finished.unwrap_or(false),
+        unlisted: finished.is_none(),
+        job_status,
+        items,
+    })
+}
+
 /// The format the simulator writes its dates in.
 pub const BEIJING_FORMAT: &str = "%Y-%m-%d %H:%M:%S";
 pub const COMPACT_FORMAT: &str = "%Y%m%d%H%M%S";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn record(v: Value) -> Map<String, Value> {
+        v.as_object().cloned().unwrap_or_default()
+    }
+
+    #[test]
+    fn batch_identifiers_are_joined_and_split_by_underscores() {
+        assert_eq!(join_ids(["1", "2", "3"]), "1_2_3");
+        assert_eq!(join_ids(["1"]), "1");
+        assert_eq!(join_ids(std::iter::empty::<&str>()), "");
+        assert_eq!(split_ids("1_2__ 3 _"), vec!["1", "2", "3"]);
+        assert!(split_ids("").is_empty());
+    }
+
+    #[test]
+    fn query_dates_are_beijing_months_and_days() {
+        // 2024-01-31 20:00 UTC is already 1 February in Beijing.
+        let late = chrono::DateTime::parse_from_rfc3339("2024-01-31T20:00:00Z")
+            .unwrap()
+            .with_timezone(&chrono::Utc);
+        assert_eq!(month_query_date(late), "202402");
+        assert_eq!(
+            beijing_day(late),
+            chrono::NaiveDate::from_ymd_opt(2024, 2, 1).unwrap()
+        );
+        let day = chrono::NaiveDate::from_ymd_opt(2024, 1, 5).unwrap();
+        assert_eq!(day_query_date(day), "20240105");
+        let today = chrono::NaiveDate::from_ymd_opt(2024, 1, 10).unwrap();
+        let back = |n: i64| today - chrono::Duration::days(n);
+        assert!(!daily_day_in_range(today, today), "today has no data yet");
+        assert!(daily_day_in_range(today, back(1)));
+        assert!(daily_day_in_range(today, back(7)));
+        assert!(!daily_day_in_range(today, back(8)));
+        assert!(!daily_day_in_range(today, back(-1)));
+    }
+
+    #[test]
+    fn batch_usage_reads_both_shapes() {
+        let item = json!({ "iccid": "898604", "dataAmount": "2", "apnDataAmountList": [] });
+        let nested = [json!({ "deadLine": "x", "dataAmountList": [item.clone()] })];
+        let flat = [item];
+        for result in [&nested[..], &flat[..]] {
+            assert_eq!(
+                parse_batch_usage(result),
+                vec![UsageItem {
+                    iccid: Some("898604".into()),
+                    msisdn: None,
+                    imsi: None,
+                    bytes: Some(2048),
+                }]
+            );
+        }
+        let odd = [
+            json!({ "dataAmountList": [
+            { "msisdn": "1440000000001", "dataAmount": " " },
+            { "imsi": "460040000000001", "dataAmount": "lots" },
+            { "dataAmount": "1" },
+            "not a record",
+        ] }),
+            json!({ "deadLine": "x" }),
+        ];
+        let items = parse_batch_usage(&odd);
+        assert_eq!(items.len(), 2, "the item naming no card is skipped");
+        assert_eq!(
+            (items[0].msisdn.as_deref(), items[0].bytes),
+            (Some("1440000000001"), Some(0))
+        );
+        assert_eq!(
+            (items[1].imsi.as_deref(), items[1].bytes),
+            (Some("460040000000001"), None)
+        );
+        assert!(parse_batch_usage(&[]).is_empty());
+    }
+
+    #[test]
+    fn card_info_gives_a_number_only_when_found() {
+        let infos = parse_card_info(&[
+            json!({ "status": "0", "msisdn": "1440000000001", "iccid": "a", "imsi": "i" }),
+            json!({ "status": "11011", "msisdn": "1440000000002", "iccid": "b" }),
+            json!({ "msisdn": "1440000000003", "iccid": "c" }),
+            json!({ "status": "0", "msisdn": " ", "iccid": "d" }),
+        ]);
+        let found: Vec<Option<&str>> = infos.iter().map(CardInfo::found_msisdn).collect();
+        assert_eq!(
+            found,
+            vec![Some("1440000000001"), None, Some("1440000000003"), None]
+        );
+        assert_eq!(infos[0].imsi.as_deref(), Some("i"));
+    }
+
+    #[test]
+    fn a_batch_receipt_needs_a_job_id() {
+        assert_eq!(
+            parse_batch_receipt(&[json!({ "jobId": " J1 " })]).as_deref(),
+            Some("J1")
+        );
+        assert_eq!(
+            parse_batch_receipt(&[json!({ "jobId": 7 })]).as_deref(),
+            Some("7")
+        );
+        assert_eq!(parse_batch_receipt(&[json!({ "jobId": "" })]), None);
+        assert_eq!(parse_batch_receipt(&[]), None);
+    }
+
+    #[test]
+    fn every_job_status_is_classified_and_an_unlisted_one_is_not_finished() {
+        assert_eq!(codes::JOB_STATUS.len(), 5);
+        for (code, finished) in [
+            ("0", false),
+            ("1", false),
+            ("2", true),
+            ("3", true),
+            ("4", true),
+        ] {
+            assert_eq!(codes::job_finished(code), Some(finished), "{code}");
+            let r = parse_batch_result(&record(json!({ "jobStatus": code }))).unwrap();
+            assert_eq!((r.finished, r.unlisted), (finished, false));
+            assert!(r.items.is_empty());
+        }
+        let r = parse_batch_result(&record(json!({ "jobStatus": "5" }))).unwrap();
+        assert_eq!((r.finished, r.unlisted), (false, true));
+        assert!(matches!(
+            parse_batch_result(&record(json!({ "resultList": [] }))),
+            Err(CarrierError::Transient(_))
+        ));
+    }
+
+    #[test]
+    fn batch_result_items_name_msisdns_by_result_type_1() {
+        let r = parse_batch_result(&record(json!({ "jobStatus": 3, "resultList": [
+            { "resultType": "1", "resultId": "1440000000001", "status": "0", "message": "正确" },
+            { "resultType": "2", "resultId": "89860400000000000001", "status": "0" },
+            { "resultType": "1", "resultId": "1440000000002" },
+        ] })))
+        .unwrap();
+        assert_eq!((r.job_status.as_str(), r.finished), ("3", true));
+        assert_eq!(r.items[0].msisdn(), Some("1440000000001"));
+        assert_eq!(r.items[0].status.as_deref(), Some("0"));
+        assert_eq!(r.items[1].msisdn(), None, "only resultType 1 is published");
+        assert_eq!(
+            (r.items[2].status.as_deref(), r.items[2].message.as_str()),
+            (None, "")
+        );
+    }
+}
