@@ -362,22 +362,26 @@ both_backends!(
 both_backends!(
     the_scheduled_sync_reads_usage_in_batches_and_keeps_a_daily_history,
     |mut app: TestApp| async move {
-        let iccids: Vec<String> = (1..=30).map(mobile_iccid).collect();
+        // Control Center: its usage is read as it stands also over HTTP (OneLink's batch usage
+        // runs up to yesterday, so over HTTP a China Mobile card's traffic of today shows
+        // tomorrow: tests/api/batch_calls.rs).
+        let iccids: Vec<String> = (1..=30).map(unicom_iccid).collect();
         let rows = iccids
             .iter()
-            .map(|i| card_input(i, pb::Carrier::ChinaMobile))
+            .map(|i| card_input(i, pb::Carrier::ChinaUnicom))
             .collect();
         import(&mut app, rows).await;
         // Traffic the carrier counted without telling simgate (no RecordUsage sync).
+        // China Unicom's cycle starts on the 27th.
         let cycle_ms = Shanghai
-            .with_ymd_and_hms(2026, 11, 1, 0, 0, 0)
+            .with_ymd_and_hms(2026, 10, 27, 0, 0, 0)
             .unwrap()
             .timestamp_millis();
         for (n, iccid) in iccids.iter().enumerate() {
             let iccid = simgate::domain::Iccid::parse_any(iccid).unwrap();
             app.store
                 .sim_add_usage(
-                    "mobile",
+                    "unicom",
                     &iccid,
                     (n as u64 + 1) * MIB,
                     cycle_ms,
@@ -400,7 +404,7 @@ both_backends!(
         let first = simgate::domain::Iccid::parse_any(&iccids[0]).unwrap();
         app.store
             .sim_add_usage(
-                "mobile",
+                "unicom",
                 &first,
                 3 * MIB,
                 cycle_ms,
@@ -792,13 +796,15 @@ async fn webhooks_are_signed_retried_and_dead_lettered_postgres() {
 both_backends!(
     a_traffic_profile_makes_simulated_cards_use_data_by_the_hour,
     |mut app: TestApp| async move {
-        let active = mobile_iccid(1);
-        let stopped = mobile_iccid(2);
+        // Control Center: usage read as it stands, in process and over HTTP alike (OneLink's
+        // batch usage runs up to yesterday: tests/api/batch_calls.rs).
+        let active = unicom_iccid(1);
+        let stopped = unicom_iccid(2);
         import(
             &mut app,
             vec![
-                card_input(&active, pb::Carrier::ChinaMobile),
-                card_input(&stopped, pb::Carrier::ChinaMobile),
+                card_input(&active, pb::Carrier::ChinaUnicom),
+                card_input(&stopped, pb::Carrier::ChinaUnicom),
             ],
         )
         .await;
@@ -811,7 +817,7 @@ both_backends!(
             .expect("suspend");
         app.sim
             .set_faults(pb::SetFaultsRequest {
-                carrier: pb::Carrier::ChinaMobile as i32,
+                carrier: pb::Carrier::ChinaUnicom as i32,
                 traffic_bytes_per_hour: MIB,
                 ..Default::default()
             })
