@@ -364,6 +364,10 @@ async fn read_with_retries(
     }
 }
 
+/// How long a gathered change waits for more cards to fill its batch call (operations clock):
+/// a batch is sent once full, or once its oldest card has waited this long.
+const GATHER_MS: i64 = 2_000;
+
 /// Claimed intents the settler handles together.
 struct OpGroup {
     carrier: std::sync::Arc<dyn Carrier>,
@@ -786,7 +790,11 @@ impl CardService {
                 .iter()
                 .map(|op| (op.id, self.holder.hold(op.id)))
                 .collect();
-            let (groups, singles) = self.group_for_batches(claimed);
+            let (groups, singles, waiting) = self.group_for_batches(claimed);
+            for id in waiting {
+                self.store.unclaim_intent(id, &self.holder.owner).await?;
+                held.remove(&id);
+            }
             for group in groups {
                 let ids: Vec<i64> = group.ops.iter().map(|o| o.id).collect();
                 let done = match &group.kind {
@@ -1019,12 +1027,14 @@ impl CardService {
 
     /// Splits claimed intents into batches and the rest: stops or restores due to be sent on
     /// an account whose platform has a batch change call, by account and action (two or more:
-    /// one card goes on its own), and intents sent in the same batch job, by job. A row that
+    /// one card goes on its own), and intents sent in the same batch job, by job; and the ids
+    /// of gathered changes that wait for their batch to fill ([`GATHER_MS`]). A row that
     /// cannot be read is left to `settle_one`, which reports it.
     fn group_for_batches(
         &self,
         claimed: Vec<crate::store::CarrierOp>,
-    ) -> (Vec<OpGroup>, Vec<crate::store::CarrierOp>) {
+    ) -> (Vec<OpGroup>, Vec<crate::store::CarrierOp>, Vec<i64>) {
+        let mut waiting = Vec::new();
         let mut sends: std::collections::BTreeMap<(String, &'static str), OpGroup> =
             Default::default();
         let mut jobs: std::collections::BTreeMap<(String, String), OpGroup> = Default::default();
@@ -1062,7 +1072,15 @@ impl CardService {
             }
         }
         let mut groups = Vec::new();
+        let young = self.ops_now_ms() - GATHER_MS;
         for (_, g) in sends {
+            let limit = g.carrier.batch_change_limit().max(1);
+            if g.ops.len() < limit && g.ops.iter().all(|o| o.created_ms > young) {
+                // Not full, and its cards may still be arriving (a bulk operation opens them a
+                // few at a time): waits for more, until its oldest card has waited GATHER_MS.
+                waiting.extend(g.ops.iter().map(|o| o.id));
+                continue;
+            }
             if g.ops.len() < 2 {
                 singles.extend(g.ops);
                 continue;
@@ -1080,7 +1098,7 @@ impl CardService {
             }
         }
         groups.extend(jobs.into_values());
-        (groups, singles)
+        (groups, singles, waiting)
     }
 
     /// Sends one batch of due stops or restores (held by this process) in one batch call. The

@@ -493,6 +493,20 @@ impl Store {
         Ok(())
     }
 
+    /// Gives a claimed intent back untouched (no attempt counted, due at once): a change
+    /// gathered for a batch call that waits for more cards to fill it.
+    pub async fn unclaim_intent(&self, op_id: i64, owner: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE carrier_ops SET lease_owner = NULL, lease_until_ms = NULL \
+             WHERE id = $1 AND status = 'OPEN' AND lease_owner = $2",
+        )
+        .bind(op_id)
+        .bind(owner.to_string())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
     /// Claims up to `limit` open intents that nobody holds (released, or their owner's lease ran
     /// out at `now_ms`) and are due by `due_by_ms`, for `owner` until `lease_until_ms`. An
     /// intent not sent yet is due only once its `not_before_ms` has come on the card clock

@@ -382,6 +382,29 @@ async fn a_bulk_suspend_goes_out_in_batch_calls_and_a_card_inside_its_window_aft
         .await
         .expect("BatchSuspend")
         .into_inner();
+    // Every card's change is gathered before the operations clock moves: the settler sends
+    // full batches at once and waits for a partial one's cards (tests below move that clock).
+    let client = operations_client(&app.channel, ADMIN_KEY);
+    eventually("every card tried", 20, || {
+        let mut client = client.clone();
+        let id = op.id.clone();
+        async move {
+            let o = client
+                .get_operation(pb::GetOperationRequest {
+                    id,
+                    results_page_size: 1000,
+                    ..Default::default()
+                })
+                .await
+                .expect("GetOperation")
+                .into_inner();
+            o.results.len() == 250
+                && o.results
+                    .iter()
+                    .all(|r| r.status == "DONE" || r.reason == "CARRIER_ORDER_OPEN")
+        }
+    })
+    .await;
     let results = until_done(&mut app, &ops, &op.id, 249).await;
     let calls = made(&before, &wire_calls(&mut app, "ol").await);
     // 249 cards in batches of 100; the card inside its window in none of them.
