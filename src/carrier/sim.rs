@@ -816,10 +816,10 @@ impl SimCarrier {
         self.read(iccid).await
     }
 
-    /// Takes a change as the platform would: injected and standing faults first, then the
-    /// card's refusals and its repeat window (a cancel, the carrier's own release of the
-    /// number, is exempt), then an order, applied now or when it completes.
-    async fn change(&self, iccid: &Iccid, change: &Change) -> Result<Receipt, CarrierError> {
+    /// The faults a change meets before the platform looks at it: an injected one, the
+    /// standing ones (unless its answers are lost, when it lands), a rate-limit answer. Ok: the
+    /// settings it is taken under.
+    async fn change_faults(&self) -> Result<SimFaults, CarrierError> {
         match self.take_fault() {
             Some(Fault::Reject) => {
                 return Err(CarrierError::Rejected {
@@ -843,6 +843,14 @@ impl SimCarrier {
                 retry_after: Some(std::time::Duration::from_millis(20)),
             });
         }
+        Ok(f)
+    }
+
+    /// Takes a change as the platform would: injected and standing faults first, then the
+    /// card's refusals and its repeat window (a cancel, the carrier's own release of the
+    /// number, is exempt), then an order, applied now or when it completes.
+    async fn change(&self, iccid: &Iccid, change: &Change) -> Result<Receipt, CarrierError> {
+        let f = self.change_faults().await?;
         // The account's lock is held for its bookkeeping (due orders, daily checks) only: the
         // card's own work runs beside other cards' changes, as a platform takes many cards'
         // changes at once. One card's changes never overlap (simgate sends one at a time).
@@ -993,29 +1001,7 @@ impl SimCarrier {
                 message: "a batch carries stops or restores only (simulated)".into(),
             });
         }
-        match self.take_fault() {
-            Some(Fault::Reject) => {
-                return Err(CarrierError::Rejected {
-                    code: "SIM_INJECTED".into(),
-                    message: "rejected by an injected fault".into(),
-                })
-            }
-            Some(Fault::Unavailable) => {
-                return Err(CarrierError::Transient(
-                    "simulated carrier unavailable (injected fault)".into(),
-                ))
-            }
-            None => {}
-        }
-        let f = self.faults();
-        if !f.responses_lost {
-            self.weather().await?;
-        }
-        if self.roll(f.rate_limit_rate) {
-            return Err(CarrierError::RateLimited {
-                retry_after: Some(std::time::Duration::from_millis(20)),
-            });
-        }
+        let f = self.change_faults().await?;
         self.settle().await?;
         for iccid in iccids {
             if self.window_left(iccid, change).await?.is_some() {

@@ -153,7 +153,7 @@ impl CardService {
             source: format!("{}:{}", caller.method, caller.request_id),
             key_id: caller.principal.key_id.clone(),
             request_id: idem.map(|i| i.request_id.clone()).unwrap_or_default(),
-            gather: matches!(caller.method, "BatchSuspend" | "BatchResume"),
+            gather: super::journal::BULK_METHODS.contains(&caller.method),
         };
         self.commit_change(
             carrier.as_ref(),

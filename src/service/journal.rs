@@ -11,6 +11,15 @@
 //!   open, the card shows `pending_change`, the caller gets UNAVAILABLE
 //!   `CARRIER_OUTCOME_PENDING`, and the settler finishes it later by reading the carrier.
 //!
+//! A bulk operation's stops and restores on an account whose platform has a batch change call
+//! (OneLink `/change/sim-status/batch`) are gathered: each is an intent scheduled for now, and
+//! the settler sends the due ones of an account and action together, up to the platform's batch
+//! size (a partial batch once its oldest card has waited [`GATHER_MS`]), each intent marked
+//! sent first as for a single change. The platform's job id is every card's order, settled from
+//! one query of the job; a refused batch falls back to single changes, an unanswered one is
+//! settled by reading each card. A card inside its repeat window is never in a batch: its
+//! intent is not due before the window ends.
+//!
 //! Settling only rolls forward: simgate never sets a carrier back to the stored state for an
 //! intent it issued. Nothing here depends on an intent's age; ownership is a lease renewed by a
 //! living process, so an intent whose process died is taken over once its lease runs out.
@@ -367,6 +376,17 @@ async fn read_with_retries(
 /// How long a gathered change waits for more cards to fill its batch call (operations clock):
 /// a batch is sent once full, or once its oldest card has waited this long.
 const GATHER_MS: i64 = 2_000;
+
+/// Whether an intent's `source` (`method:request_id`) is a bulk operation's card: such a change
+/// is gathered (see [`Origin::gather`]), and waits for its batch to fill.
+fn from_bulk(source: &str) -> bool {
+    BULK_METHODS
+        .iter()
+        .any(|m| source.strip_prefix(m).is_some_and(|r| r.starts_with(':')))
+}
+
+/// The bulk operations whose stops and restores are gathered for batch calls.
+pub(crate) const BULK_METHODS: [&str; 2] = ["BatchSuspend", "BatchResume"];
 
 /// Claimed intents the settler handles together.
 struct OpGroup {
@@ -1075,7 +1095,11 @@ impl CardService {
         let young = self.ops_now_ms() - GATHER_MS;
         for (_, g) in sends {
             let limit = g.carrier.batch_change_limit().max(1);
-            if g.ops.len() < limit && g.ops.iter().all(|o| o.created_ms > young) {
+            if g.ops.len() < limit
+                && g.ops
+                    .iter()
+                    .all(|o| o.created_ms > young && from_bulk(&o.source))
+            {
                 // Not full, and its cards may still be arriving (a bulk operation opens them a
                 // few at a time): waits for more, until its oldest card has waited GATHER_MS.
                 waiting.extend(g.ops.iter().map(|o| o.id));

@@ -3,6 +3,11 @@
 //! compares the pool's usage with its capacity and brings every member to match, so a crash
 //! between a pool's change and its members' is repaired by the next settle.
 //!
+//! The usage sync reads each account in its platform's batch size (`Carrier::cards`); an account
+//! whose platform lists its modified cards (Control Center) is read in full once, then from the
+//! list of cards modified since its last full pass (a mark per account in `carrier_sweeps`),
+//! asking only the cards active at the carrier for their usage.
+//!
 //! Pool ids are per customer: every pool operation resolves its pool by (customer, pool id), so
 //! a customer never learns whether another customer has a pool of some id.
 
