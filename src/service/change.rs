@@ -90,9 +90,20 @@ impl CardService {
         } else {
             self.apply(&before, caller, idem, now, rule, rebind).await
         };
-        if let Err(e) = &result {
-            self.audit_failure(caller, Some(iccid), Some(&before.customer_id), e)
-                .await;
+        match &result {
+            // A bulk operation's item tried again while a change of its card is with the
+            // carrier (its own in a batch call in flight, or just settling): not a new request
+            // but the worker waiting, which tries it again; its change is audited once, when
+            // it settles.
+            Err(
+                super::ServiceError::OutcomePending { .. }
+                | super::ServiceError::Rule(crate::domain::RuleViolation::ChangePending(_)),
+            ) if super::journal::BULK_METHODS.contains(&caller.method) => {}
+            Err(e) => {
+                self.audit_failure(caller, Some(iccid), Some(&before.customer_id), e)
+                    .await
+            }
+            Ok(_) => {}
         }
         result.map(|after| (before, after))
     }
@@ -131,15 +142,19 @@ impl CardService {
             },
         );
         if !t.changed {
-            if let Err(e) = self.store.record_audit(&audit).await {
-                warn!(error = %e, "could not write the audit record of a call that changed nothing");
-            }
             if let Some(i) = idem {
                 let answer = i.record(caller, &(before.clone(), before.clone()), now);
                 match self.store.put_idempotency(&answer).await {
-                    Ok(()) | Err(StoreError::Duplicate { .. }) => {}
+                    Ok(()) => {}
+                    // The request already has its answer: its own change settled between its
+                    // replay check and now (a bulk item tried again while its batch settled).
+                    // That change is audited; "no change" would be a second record of it.
+                    Err(StoreError::Duplicate { .. }) => return Ok(before.clone()),
                     Err(e) => return Err(e.into()),
                 }
+            }
+            if let Err(e) = self.store.record_audit(&audit).await {
+                warn!(error = %e, "could not write the audit record of a call that changed nothing");
             }
             return Ok(before.clone());
         }

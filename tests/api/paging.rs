@@ -141,20 +141,31 @@ async fn every_listing_pages_exactly_the_set_created_concurrently() {
         .into_inner()
         .id;
 
-    // 60 history entries of one card, from concurrent recharges.
+    // 60 history entries of one card, from concurrent recharges. The card's suspend above may
+    // still be with its carrier (over HTTP, China Mobile's is gathered into a batch call): a
+    // recharge meanwhile is refused CHANGE_PENDING, and tried again, as a client would.
     let one = mobile_iccid(0);
     let recharges = (0..60).map(|_| {
         let mut cards = app.cards.clone();
         let iccid = one.clone();
         async move {
-            cards
-                .recharge(pb::RechargeRequest {
-                    iccid,
-                    amount_fen: 1,
-                    request_id: String::new(),
-                })
-                .await
-                .unwrap();
+            for _ in 0..500 {
+                match cards
+                    .recharge(pb::RechargeRequest {
+                        iccid: iccid.clone(),
+                        amount_fen: 1,
+                        request_id: String::new(),
+                    })
+                    .await
+                {
+                    Ok(_) => return,
+                    Err(s) if s.code() == tonic::Code::FailedPrecondition => {
+                        tokio::time::sleep(std::time::Duration::from_millis(20)).await
+                    }
+                    Err(s) => panic!("recharge: {s:?}"),
+                }
+            }
+            panic!("the card's pending change never settled");
         }
     });
     futures::future::join_all(recharges).await;
