@@ -47,6 +47,8 @@ fn end_to_end_tests_pass_with_the_carriers_reached_over_http() {
             "--skip",
             "wire_",
             "--skip",
+            "batch_calls::",
+            "--skip",
             "accounts::",
             "--skip",
             "store_suite::",
