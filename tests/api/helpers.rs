@@ -1030,3 +1030,30 @@ pub fn assert_deferred(e: &simgate::carrier::CarrierError, code: &str, named: bo
         other => panic!("expected a deferral with {code}: {other:?}"),
     }
 }
+
+/// The fixture files of `platform` (`tests/fixtures/carrier-wire/<platform>/` and its
+/// `derived/`), by their path in the folder, sorted; INDEX.md left out.
+pub fn fixture_files(platform: &str) -> Vec<String> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/carrier-wire")
+        .join(platform);
+    let mut files = Vec::new();
+    for sub in ["", "derived"] {
+        let at = dir.join(sub);
+        for entry in std::fs::read_dir(&at).unwrap_or_else(|e| panic!("{}: {e}", at.display())) {
+            let entry = entry.expect("dir entry");
+            if entry.file_type().expect("file type").is_file() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if name != "INDEX.md" {
+                    files.push(if sub.is_empty() {
+                        name
+                    } else {
+                        format!("{sub}/{name}")
+                    });
+                }
+            }
+        }
+    }
+    files.sort();
+    files
+}

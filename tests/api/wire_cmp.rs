@@ -1024,25 +1024,8 @@ async fn wire_cmp_get_telephone_plus_fixture_gives_the_cards_number_and_only_tha
 /// test fails here).
 #[test]
 fn wire_cmp_every_fixture_is_read_by_a_test() {
-    let dir =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/carrier-wire/cmp");
     let this = include_str!("wire_cmp.rs");
-    let mut files = Vec::new();
-    for sub in ["", "derived"] {
-        for entry in std::fs::read_dir(dir.join(sub)).expect("fixture folder") {
-            let entry = entry.expect("entry");
-            if entry.file_type().expect("type").is_file() {
-                let name = entry.file_name().to_string_lossy().into_owned();
-                if name != "INDEX.md" {
-                    files.push(if sub.is_empty() {
-                        name
-                    } else {
-                        format!("{sub}/{name}")
-                    });
-                }
-            }
-        }
-    }
+    let files = crate::helpers::fixture_files("cmp");
     assert!(files.len() >= 10, "{files:?}");
     let unread: Vec<&String> = files
         .iter()

@@ -950,32 +950,19 @@ async fn wire_cmp_5g_requests_match_the_request_fixtures() {
 /// Every fixture file is named by a test in this file.
 #[test]
 fn wire_cmp_5g_every_fixture_is_read_by_a_test() {
-    let dir =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/carrier-wire/cmp_5g");
     let this = include_str!("wire_cmp_5g.rs");
-    let mut files = Vec::new();
-    for sub in ["", "derived"] {
-        for entry in std::fs::read_dir(dir.join(sub)).expect("fixture folder") {
-            let entry = entry.expect("entry");
-            if entry.file_type().expect("type").is_file() {
-                let name = entry.file_name().to_string_lossy().into_owned();
-                if name != "INDEX.md" {
-                    files.push(if sub.is_empty() {
-                        name
-                    } else {
-                        format!("{sub}/{name}")
-                    });
-                }
-            }
-        }
-    }
+    let files = crate::helpers::fixture_files("cmp_5g");
     assert!(files.len() >= 10, "{files:?}");
     let unread: Vec<&String> = files
         .iter()
         .filter(|f| !this.contains(&format!("\"{f}\"")))
         .collect();
     assert!(unread.is_empty(), "fixtures no test reads: {unread:?}");
-    let index = std::fs::read_to_string(dir.join("INDEX.md")).expect("INDEX.md");
+    let index = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/carrier-wire/cmp_5g/INDEX.md"),
+    )
+    .expect("INDEX.md");
     let unlisted: Vec<&String> = files
         .iter()
         .filter(|f| !index.contains(f.as_str()))

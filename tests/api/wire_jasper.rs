@@ -629,24 +629,7 @@ fn fixture(name: &str) -> String {
 
 #[test]
 fn wire_jasper_every_fixture_is_in_the_table() {
-    let mut found = Vec::new();
-    for sub in ["", "derived"] {
-        let dir = fixture_dir().join(sub);
-        for e in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
-            let e = e.expect("dir entry");
-            if e.file_type().expect("file type").is_file() {
-                let name = e.file_name().to_string_lossy().into_owned();
-                if name != "INDEX.md" {
-                    found.push(if sub.is_empty() {
-                        name
-                    } else {
-                        format!("{sub}/{name}")
-                    });
-                }
-            }
-        }
-    }
-    found.sort();
+    let found = crate::helpers::fixture_files("jasper");
     let mut table: Vec<String> = FIXTURES.iter().map(|s| s.to_string()).collect();
     table.sort();
     assert_eq!(found, table, "fixture files and the test's table differ");

@@ -78,42 +78,25 @@ impl HttpMethods {
 
 /// batchQrySimInfo's `simStatus` (§3; the same table as queryCardMainStatus's
 /// `productMainStatusCd`, §4, which the dossier says is m2m_ec's majority list) → simgate's
-/// service state, read as `cmp::wire::main_status` reads m2m_ec's.
+/// service state: read by m2m_ec's own table, `cmp::wire::main_status`, so the two Telecom
+/// platforms can never disagree about a code. 1, 2, 4 active; 3 (测试去激活), 5, 6 stopped;
+/// 7 拆机 cancelled. 7 is not in the 5G table (1–6) but is in m2m_ec's list (cmp.md §2): an
+/// inference, and what lets `cancel()` confirm a dismantled card; a platform that never
+/// answers 7 only leaves cancellations unconfirmed.
 pub fn sim_status(code: &str) -> Option<ServiceState> {
-    Some(match code.trim() {
-        // 可激活: not yet used; it starts service on first use, nobody stopped it.
-        "1" => ServiceState::Active,
-        // 测试激活: test period, the card has service.
-        "2" => ServiceState::Active,
-        // 测试去激活: the test period ended without activation: no service until activated.
-        "3" => ServiceState::Stopped,
-        // 在用: in use.
-        "4" => ServiceState::Active,
-        // 停机: stopped.
-        "5" => ServiceState::Stopped,
-        // 运营商管理状态: no service, and simgate cannot restore it, but not cancelled.
-        "6" => ServiceState::Stopped,
-        // 拆机: not in the 5G table (1–6); m2m_ec's list, which §4 says this one is, has 7 拆机
-        // (cmp.md §2). An inference: it is what lets `cancel()` confirm a dismantled card,
-        // and a platform that never answers 7 only leaves cancellations unconfirmed.
-        "7" => ServiceState::Cancelled,
-        _ => return None,
-    })
+    crate::carrier::http::cmp::wire::main_status(code.trim())
 }
 
-/// simgate's state → `simStatus`, for the simulator (a card awaiting activation: 3).
+/// simgate's state → `simStatus`, for the simulator (m2m_ec's codes; a card awaiting
+/// activation: [`AWAITING_ACTIVATION`]).
 pub fn sim_status_code(state: ServiceState) -> &'static str {
-    match state {
-        ServiceState::Active => "4",
-        ServiceState::Stopped => "5",
-        ServiceState::Cancelled => DISMANTLED,
-    }
+    crate::carrier::http::cmp::wire::main_status_code(state)
 }
 
 /// `simStatus` 测试去激活: how the simulator shows a card awaiting activation.
 pub const AWAITING_ACTIVATION: &str = "3";
 /// The status of a dismantled card (inferred, see [`sim_status`]).
-pub const DISMANTLED: &str = "7";
+pub const DISMANTLED: &str = crate::carrier::http::cmp::wire::DISMANTLED;
 
 /// The status names of the table (§3, §4), for the simulator.
 pub fn sim_status_name(code: &str) -> &'static str {
