@@ -1024,40 +1024,35 @@ impl SimCarrier {
         // from every other job of the account (its first order takes that number or a later one).
         let job_id = format!("JOB{job_seq:010}");
         for iccid in iccids {
-            let row = match self.binding_row(iccid).await {
-                Ok(row) => Some(row),
-                Err(CarrierError::Rejected { .. }) => None,
+            // A card the platform does not know, or whose state refuses the change, is
+            // recorded refused in the job; the others go on.
+            let refused = match self.binding_row(iccid).await {
+                Ok(row) => match self.refusal(iccid, &row, change) {
+                    None => {
+                        self.insert_order(iccid, &row, change, &f, &job_id).await?;
+                        continue;
+                    }
+                    Some(refused) => refused,
+                },
+                Err(refused @ CarrierError::Rejected { .. }) => refused,
                 Err(e) => return Err(e),
             };
-            let refused = match &row {
-                None => Some(not_found(self.id, iccid)),
-                Some(row) => self.refusal(iccid, row, change),
+            let CarrierError::Rejected { code, message } = refused else {
+                return Err(refused);
             };
-            match (refused, row) {
-                (None, Some(row)) => {
-                    self.insert_order(iccid, &row, change, &f, &job_id).await?;
-                }
-                (refused, _) => {
-                    let (code, message) = match refused {
-                        Some(CarrierError::Rejected { code, message }) => (code, message),
-                        Some(e) => ("SIM_REFUSED".to_string(), e.to_string()),
-                        None => ("SIM_REFUSED".to_string(), String::new()),
-                    };
-                    let now = self.now_ms();
-                    let mut order = SimOrder {
-                        order_num: String::new(),
-                        seq: 0,
-                        iccid: iccid.clone(),
-                        action: action_of(change).into(),
-                        params: serde_json::json!({ "code": code, "message": message }).to_string(),
-                        created_ms: now,
-                        completes_ms: now,
-                        status: ORDER_REFUSED.into(),
-                        job_id: job_id.clone(),
-                    };
-                    self.insert_numbered(&mut order).await?;
-                }
-            }
+            let now = self.now_ms();
+            let mut order = SimOrder {
+                order_num: String::new(),
+                seq: 0,
+                iccid: iccid.clone(),
+                action: action_of(change).into(),
+                params: serde_json::json!({ "code": code, "message": message }).to_string(),
+                created_ms: now,
+                completes_ms: now,
+                status: ORDER_REFUSED.into(),
+                job_id: job_id.clone(),
+            };
+            self.insert_numbered(&mut order).await?;
         }
         if f.responses_lost {
             return Err(CarrierError::OutcomeUnknown(

@@ -98,7 +98,7 @@ impl CardService {
             Err(
                 super::ServiceError::OutcomePending { .. }
                 | super::ServiceError::Rule(crate::domain::RuleViolation::ChangePending(_)),
-            ) if super::journal::BULK_METHODS.contains(&caller.method) => {}
+            ) if super::journal::is_bulk(caller.method) => {}
             Err(e) => {
                 self.audit_failure(caller, Some(iccid), Some(&before.customer_id), e)
                     .await
@@ -168,7 +168,6 @@ impl CardService {
             source: format!("{}:{}", caller.method, caller.request_id),
             key_id: caller.principal.key_id.clone(),
             request_id: idem.map(|i| i.request_id.clone()).unwrap_or_default(),
-            gather: super::journal::BULK_METHODS.contains(&caller.method),
         };
         self.commit_change(
             carrier.as_ref(),

@@ -162,7 +162,6 @@ impl Engine {
                 source: format!("engine:{}", self.owner),
                 key_id: String::new(),
                 request_id: String::new(),
-                gather: false,
             };
             match self
                 .service

@@ -154,10 +154,6 @@ pub(crate) struct Origin {
     pub key_id: String,
     /// The caller's request id (empty for simgate's own changes and requests without one).
     pub request_id: String,
-    /// A bulk operation's card: on an account whose platform has a batch change call, its stop
-    /// or restore is gathered (scheduled for now) and sent by the settler with other cards'
-    /// in one batch call, instead of on its own at once.
-    pub gather: bool,
 }
 
 /// How a carrier call ended, for the journal.
@@ -192,6 +188,13 @@ enum Done {
     NotApplied(ServiceError),
     /// The outcome is unknown: open, settled later by reading the carrier.
     Unknown,
+}
+
+impl Done {
+    /// Whether the intent is settled (applied or abandoned), not left open.
+    fn settled(&self) -> bool {
+        matches!(self, Done::Applied(_) | Done::NotApplied(_))
+    }
 }
 
 /// The status word recorded for an order the carrier accepted, before its platform says more.
@@ -377,16 +380,31 @@ async fn read_with_retries(
 /// a batch is sent once full, or once its oldest card has waited this long.
 const GATHER_MS: i64 = 2_000;
 
-/// Whether an intent's `source` (`method:request_id`) is a bulk operation's card: such a change
-/// is gathered (see [`Origin::gather`]), and waits for its batch to fill.
+/// Whether a change's `source` (`method:request_id`, [`Origin::source`]) is a bulk operation's
+/// card: on an account with a batch change call, its stop or restore is gathered (scheduled
+/// for now, sent by the settler in a batch call) and waits for its batch to fill.
 fn from_bulk(source: &str) -> bool {
-    BULK_METHODS
-        .iter()
-        .any(|m| source.strip_prefix(m).is_some_and(|r| r.starts_with(':')))
+    source
+        .split_once(':')
+        .is_some_and(|(method, _)| is_bulk(method))
 }
 
-/// The bulk operations whose stops and restores are gathered for batch calls.
-pub(crate) const BULK_METHODS: [&str; 2] = ["BatchSuspend", "BatchResume"];
+/// Whether `method` is a bulk operation whose stops and restores are gathered for batch calls.
+pub(crate) fn is_bulk(method: &str) -> bool {
+    matches!(method, "BatchSuspend" | "BatchResume")
+}
+
+/// Whether `action` goes out in batch calls on `carrier`: a stop or restore, on a platform with
+/// a batch change call.
+fn batches(carrier: &dyn Carrier, action: CarrierAction) -> bool {
+    matches!(action, CarrierAction::Stop | CarrierAction::Restore)
+        && carrier.batch_change_limit() > 1
+}
+
+/// How long the settler waits before asking again about an intent tried `attempts` times.
+fn settle_wait(attempts: i64) -> i64 {
+    (500i64 << attempts.clamp(0, 5)).min(MAX_SETTLE_BACKOFF_MS)
+}
 
 /// Claimed intents the settler handles together.
 struct OpGroup {
@@ -480,9 +498,9 @@ impl CardService {
         };
         let now_ms = self.ops_now_ms();
         let mut not_before = self.window_end(&t.card, action).await?;
-        let gathered = origin.gather
-            && matches!(action, CarrierAction::Stop | CarrierAction::Restore)
-            && carrier.batch_change_limit() > 1;
+        // A bulk operation's card: sent by the settler with other cards' in one batch call,
+        // instead of on its own at once.
+        let gathered = from_bulk(&origin.source) && batches(carrier, action);
         if gathered && not_before.is_none() {
             // Due now, sent by the settler in a batch call with the other cards due with it.
             not_before = Some(self.now());
@@ -900,7 +918,7 @@ impl CardService {
                 Done::Open | Done::Unknown => false,
             });
         }
-        let wait = (500i64 << op.attempts.clamp(0, 5)).min(MAX_SETTLE_BACKOFF_MS);
+        let wait = settle_wait(op.attempts);
         if !op.order_id.is_empty() && op.job_id.is_empty() && carrier.queries_orders() {
             match carrier.order(&iccid, &op.order_id).await {
                 Ok(OrderProgress::Completed) => {
@@ -1064,9 +1082,7 @@ impl CardService {
                 singles.push(op);
                 continue;
             };
-            let batchable = matches!(action, CarrierAction::Stop | CarrierAction::Restore)
-                && carrier.batch_change_limit() > 1;
-            if op.sent_ms.is_none() && batchable {
+            if op.sent_ms.is_none() && batches(carrier.as_ref(), action) {
                 let key = (carrier.account().as_str().to_string(), action.as_str());
                 sends
                     .entry(key)
@@ -1109,7 +1125,6 @@ impl CardService {
                 singles.extend(g.ops);
                 continue;
             }
-            let limit = g.carrier.batch_change_limit().max(1);
             let mut ops = g.ops;
             while !ops.is_empty() {
                 let rest = ops.split_off(limit.min(ops.len()));
@@ -1178,12 +1193,12 @@ impl CardService {
                 info!(account = %carrier.account(), cards = marked.len(), error = %e, "batch change not taken; the cards are changed one by one");
                 let mut settled = 0;
                 for (op, iccid) in marked.iter().zip(&iccids) {
-                    match self
+                    if self
                         .send_op(carrier, iccid, op.id, change, op.attempts, true)
                         .await?
+                        .settled()
                     {
-                        Done::Applied(_) | Done::NotApplied(_) => settled += 1,
-                        Done::Open | Done::Unknown => {}
+                        settled += 1;
                     }
                 }
                 Ok(settled)
@@ -1208,9 +1223,6 @@ impl CardService {
             .iter()
             .map(|op| Iccid::from_trusted(op.iccid.clone()))
             .collect();
-        let wait = |op: &crate::store::CarrierOp| {
-            (500i64 << op.attempts.clamp(0, 5)).min(MAX_SETTLE_BACKOFF_MS)
-        };
         let job = match carrier.batch_job(job_id, &iccids).await {
             Ok(job) => job,
             Err(CarrierError::Rejected { code, message }) => {
@@ -1223,8 +1235,12 @@ impl CardService {
             }
             Err(e) => {
                 for op in ops {
-                    self.release(op.id, &format!("batch job query failed: {e}"), wait(op))
-                        .await;
+                    self.release(
+                        op.id,
+                        &format!("batch job query failed: {e}"),
+                        settle_wait(op.attempts),
+                    )
+                    .await;
                 }
                 return Ok(0);
             }
@@ -1260,7 +1276,7 @@ impl CardService {
                     self.store
                         .record_order(op.id, job_id, &job.status, self.ops_now_ms())
                         .await?;
-                    self.release(op.id, "", wait(op)).await;
+                    self.release(op.id, "", settle_wait(op.attempts)).await;
                 }
                 _ => {
                     self.store.leave_job(op.id, self.ops_now_ms()).await?;
@@ -1292,11 +1308,10 @@ impl CardService {
                 )
                 .await?
                 .is_some()),
-            Ok(Ok(false)) => Ok(matches!(
-                self.send_op(carrier, iccid, op.id, change, op.attempts, true)
-                    .await?,
-                Done::Applied(_) | Done::NotApplied(_)
-            )),
+            Ok(Ok(false)) => Ok(self
+                .send_op(carrier, iccid, op.id, change, op.attempts, true)
+                .await?
+                .settled()),
             Ok(Err(why)) => {
                 self.release(op.id, &format!("settling read: {why}"), 0)
                     .await;
@@ -1392,7 +1407,6 @@ impl CardService {
             source: "DriftRepair".into(),
             key_id: String::new(),
             request_id: String::new(),
-            gather: false,
         };
         match self.commit(carrier.as_ref(), t, None, None, &origin).await {
             Ok(_) | Err(ServiceError::OutcomePending { .. }) => Ok(()),

@@ -117,6 +117,22 @@ async fn read_listed(
     cards: &[Card],
     listed: &HashMap<Iccid, crate::carrier::ListedCard>,
 ) -> std::result::Result<Vec<CarrierCard>, crate::carrier::CarrierError> {
+    // A reading built here: no session (the sync does not use it), and without a usage read
+    // the card's own figure for its own cycle (after a rollover it is another cycle's and
+    // applies nothing).
+    let reading = |card: &Card, state, usage: Option<(u64, Option<DateTime<Utc>>)>, unknown| {
+        let (cycle_usage_bytes, usage_cycle_start) =
+            usage.unwrap_or((card.cycle_usage_bytes, Some(card.cycle_start)));
+        CarrierCard {
+            iccid: card.iccid.clone(),
+            state,
+            cycle_usage_bytes,
+            usage_cycle_start,
+            last_session: crate::carrier::LastSession::Unknown,
+            changes: 0,
+            unknown,
+        }
+    };
     let mut out = Vec::with_capacity(cards.len());
     for card in cards {
         let iccid = &card.iccid;
@@ -124,18 +140,11 @@ async fn read_listed(
             Some(l) => match l.state {
                 Some(s) => s,
                 None => {
-                    out.push(CarrierCard {
-                        iccid: iccid.clone(),
-                        state: ServiceState::Stopped,
-                        cycle_usage_bytes: card.cycle_usage_bytes,
-                        usage_cycle_start: Some(card.cycle_start),
-                        last_session: crate::carrier::LastSession::Unknown,
-                        changes: 0,
-                        unknown: Some(format!(
-                            "listed status {:?} is not in the platform's table",
-                            l.status
-                        )),
-                    });
+                    let why = format!(
+                        "listed status {:?} is not in the platform's table",
+                        l.status
+                    );
+                    out.push(reading(card, ServiceState::Stopped, None, Some(why)));
                     continue;
                 }
             },
@@ -156,40 +165,27 @@ async fn read_listed(
                 ServiceState::parse(seen).unwrap_or(ServiceState::Stopped)
             }
         };
-        let (bytes, cycle) = if state == ServiceState::Active {
-            match carrier.usage_of(iccid).await {
-                Ok(u) => (u.cycle_usage_bytes, u.usage_cycle_start),
-                Err(e) if carrier.card_not_known(&e) => continue,
-                // Answered, but not with a usage simgate can read (Control Center's null
-                // `ctdDataUsage`): this card is unknown at carrier, the others go on.
-                Err(crate::carrier::CarrierError::Rejected { code, message }) => {
-                    out.push(CarrierCard {
-                        iccid: iccid.clone(),
-                        state,
-                        cycle_usage_bytes: card.cycle_usage_bytes,
-                        usage_cycle_start: Some(card.cycle_start),
-                        last_session: crate::carrier::LastSession::Unknown,
-                        changes: 0,
-                        unknown: Some(format!("usage unreadable: [{code}] {message}")),
-                    });
-                    continue;
-                }
-                Err(e) => return Err(e),
+        // A stopped card carries no data: its usage is not read.
+        if state != ServiceState::Active {
+            out.push(reading(card, state, None, None));
+            continue;
+        }
+        match carrier.usage_of(iccid).await {
+            Ok(u) => out.push(reading(
+                card,
+                state,
+                Some((u.cycle_usage_bytes, u.usage_cycle_start)),
+                None,
+            )),
+            Err(e) if carrier.card_not_known(&e) => {}
+            // Answered, but not with a usage simgate can read (Control Center's null
+            // `ctdDataUsage`): this card is unknown at carrier, the others go on.
+            Err(crate::carrier::CarrierError::Rejected { code, message }) => {
+                let why = format!("usage unreadable: [{code}] {message}");
+                out.push(reading(card, state, None, Some(why)));
             }
-        } else {
-            // Not read: the card's own figure, for its own cycle (after a rollover it is
-            // another cycle's and applies nothing).
-            (card.cycle_usage_bytes, Some(card.cycle_start))
-        };
-        out.push(CarrierCard {
-            iccid: iccid.clone(),
-            state,
-            cycle_usage_bytes: bytes,
-            usage_cycle_start: cycle,
-            last_session: crate::carrier::LastSession::Unknown,
-            changes: 0,
-            unknown: None,
-        });
+            Err(e) => return Err(e),
+        }
     }
     Ok(out)
 }
@@ -1005,7 +1001,6 @@ impl CardService {
             source: format!("{name}:{}", caller.request_id),
             key_id: String::new(),
             request_id: String::new(),
-            gather: false,
         };
         (audit, origin)
     }

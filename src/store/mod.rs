@@ -301,6 +301,16 @@ impl Store {
 /// Placeholders for parameters `offset+1 ..= offset+n` of a statement built at run time, bound in
 /// order. SQLite gets anonymous `?`: it keeps `$N` and `?N` in a list it searches linearly for
 /// each new one, which made a 28,000-parameter insert 40 times slower to prepare.
+/// Numbered placeholders `$first ..` for `n` parameters, for a statement that also names its
+/// fixed parameters `$1 ..`: SQLite takes `$N` as the Nth parameter too, where an anonymous `?`
+/// after `$3` would not be numbered from 4. For short lists only (see [`placeholders`]).
+fn numbered(first: usize, n: usize) -> String {
+    (first..first + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 fn placeholders(backend: Backend, offset: usize, n: usize) -> String {
     (offset + 1..=offset + n)
         .map(|i| match backend {

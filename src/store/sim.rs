@@ -6,7 +6,7 @@
 
 use sqlx::Row;
 
-use super::{db_to_u64, placeholders, u64_to_db, Store, StoreError};
+use super::{db_to_u64, numbered, placeholders, u64_to_db, Store, StoreError};
 use crate::carrier::sim::{SimBindingRow, SimOrder};
 use crate::carrier::{CarrierCard, OnboardCard, ServiceState};
 use crate::domain::Iccid;
@@ -94,10 +94,7 @@ impl Store {
                 "SELECT iccid, state, CASE WHEN usage_cycle_ms = $1 THEN cycle_usage_bytes ELSE 0 END \
                  AS cycle_usage_bytes, changes, last_session_ms FROM sim_cards WHERE carrier = $2 \
                  AND iccid IN ({})",
-                (3..3 + chunk.len())
-                    .map(|i| format!("${i}"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                numbered(3, chunk.len())
             );
             let mut q = sqlx::query(&sql).bind(cycle_ms).bind(account);
             for i in chunk {
@@ -277,12 +274,7 @@ impl Store {
             let sql = format!(
                 "SELECT iccid, SUM(bytes) AS used FROM sim_usage_days WHERE account = $1 \
                  AND day_ms >= $2 AND day_ms < $3 AND iccid IN ({}) GROUP BY iccid",
-                // Numbered for both backends: SQLite takes `$N` as the Nth parameter too, and
-                // `?` after `$3` would not be numbered from 4.
-                (4..4 + chunk.len())
-                    .map(|i| format!("${i}"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                numbered(4, chunk.len())
             );
             let mut q = sqlx::query(&sql).bind(account).bind(from_ms).bind(to_ms);
             for i in chunk {

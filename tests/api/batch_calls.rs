@@ -60,14 +60,7 @@ async fn serve_with(
     clock: simgate::clock::ManualClock,
     window: u64,
 ) -> TestApp {
-    let entries =
-        simgate::carrier::account::entries_from_toml(&accounts(window)).expect("accounts parse");
-    let app = builder
-        .accounts(entries)
-        .build()
-        .await
-        .expect("build server");
-    serve_built(app, db, clock).await
+    serve_accounts(builder, &accounts(window), db, clock).await
 }
 
 /// `n` cards of `carrier` on `account`, numbered from `from`.

@@ -517,6 +517,24 @@ pub async fn spawn_on(db: Arc<TestDb>, clock: ManualClock) -> TestApp {
 }
 
 /// Serves a built server on a random port until the returned TestApp stops or is dropped.
+/// A server built from `builder` with the `[[accounts]]` of `accounts_toml`, serving on `db`
+/// and `clock`.
+pub async fn serve_accounts(
+    builder: simgate::server::ServerBuilder,
+    accounts_toml: &str,
+    db: Arc<TestDb>,
+    clock: ManualClock,
+) -> TestApp {
+    let entries =
+        simgate::carrier::account::entries_from_toml(accounts_toml).expect("accounts parse");
+    let app = builder
+        .accounts(entries)
+        .build()
+        .await
+        .expect("build server");
+    serve_built(app, db, clock).await
+}
+
 pub async fn serve_built(
     app: simgate::server::App,
     db: Arc<TestDb>,

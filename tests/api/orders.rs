@@ -61,20 +61,16 @@ async fn serve_orders(
 }
 
 async fn serve_orders_with(
-    builder: simgate::server::ServerBuilder,
+    mut builder: simgate::server::ServerBuilder,
     db: Arc<TestDb>,
     clock: simgate::clock::ManualClock,
     window: u64,
     sims: &[(&str, SimFaults)],
 ) -> TestApp {
-    let entries =
-        simgate::carrier::account::entries_from_toml(&accounts(window)).expect("accounts parse");
-    let mut builder = builder.accounts(entries);
     for (id, s) in sims {
         builder = builder.simulator(AccountId::parse(id).expect("account id"), *s);
     }
-    let app = builder.build().await.expect("build server");
-    serve_built(app, db, clock).await
+    serve_accounts(builder, &accounts(window), db, clock).await
 }
 
 async fn spawn_orders(window: u64, sims: &[(&str, SimFaults)]) -> TestApp {
